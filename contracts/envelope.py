@@ -1,0 +1,79 @@
+"""The envelope every appservice-dr event shares.
+
+An event is one pydantic model per (type, version): a subclass of :class:`Envelope` that pins ``type`` and
+``version`` with ``Literal`` defaults and declares its own ``payload`` model. Models are strict, frozen and
+refuse unknown fields, so a producer's typo is an error, not silently dropped data.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any, ClassVar, Self
+from uuid import UUID, uuid4
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+"""A name that is safe in object keys, queue names and file names (stamp, backup-set id, worker)."""
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(timezone.utc)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_backup_set_id(now: datetime | None = None) -> str:
+    """A sortable, key-safe backup-set id such as ``20261122T001900Z-3f2a9c1b``."""
+    now = now or utcnow()
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid4().hex[:8]}"
+
+
+class Payload(BaseModel):
+    model_config = MODEL_CONFIG
+
+
+class Envelope(BaseModel):
+    """Fields common to every event. Subclasses pin ``type``/``version`` and the payload model."""
+
+    model_config = MODEL_CONFIG
+    event_type: ClassVar[str] = ""
+    event_version: ClassVar[int] = 0
+
+    event_id: UUID = Field(default_factory=uuid4, description="Unique id of this event")
+    type: str = Field(description="Event type, e.g. backup-due")
+    version: int = Field(description="Schema version of this event type")
+    occurred_at: UtcDatetime = Field(default_factory=utcnow, description="When it happened (UTC)")
+    source: str = Field(min_length=1, max_length=200, description="Producer, e.g. worker:secrets or cli")
+    stamp: Name = Field(description="The App Service deployment (stamp) the event is about")
+    correlation_id: Name = Field(description="Backup-set id: every event of one recovery point shares it")
+    causation_id: UUID | None = Field(default=None, description="Id of the event that caused this one")
+    payload: Payload
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        type_field, version_field = cls.model_fields["type"], cls.model_fields["version"]
+        if isinstance(type_field.default, str) and isinstance(version_field.default, int):
+            cls.event_type, cls.event_version = type_field.default, version_field.default
+
+    def follow_up(self, model: type[Self] | type["Envelope"], payload: Payload, *, source: str,
+                  **overrides: Any) -> "Envelope":
+        """A new event caused by this one: same stamp and backup set, causation id set to this event."""
+        fields: dict[str, Any] = {"stamp": self.stamp, "correlation_id": self.correlation_id,
+                                  "causation_id": self.event_id, "source": source, "payload": payload}
+        fields.update(overrides)
+        return model(**fields)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @property
+    def routing_key(self) -> str:
+        return self.type

@@ -1,0 +1,9 @@
+"""Event families. Each module defines its envelopes; ``ALL_EVENTS`` lists every registered model."""
+from contracts.events.backup import BackupDue, BackupDuePayload
+from contracts.events.failures import JobFailed, JobFailedPayload
+from contracts.events.secrets import SecretsRotated, SecretsRotatedPayload
+
+ALL_EVENTS = (BackupDue, SecretsRotated, JobFailed)
+
+__all__ = ["ALL_EVENTS", "BackupDue", "BackupDuePayload", "JobFailed", "JobFailedPayload",
+           "SecretsRotated", "SecretsRotatedPayload"]

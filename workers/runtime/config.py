@@ -1,0 +1,145 @@
+"""Configuration from environment variables (``APPSVC_DR_<SECTION>__<FIELD>``) and an optional TOML file.
+
+Secrets are ``SecretStr``: they print as ``**********`` in reprs, logs and ``config check`` output.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, \
+    TomlConfigSettingsSource
+
+from workers.runtime.errors import ConfigurationError
+
+CONFIG_FILE_ENV = "APPSVC_DR_CONFIG_FILE"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BrokerSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=5672, ge=1, le=65535)
+    vhost: str = "/"
+    username: str = "guest"
+    password: SecretStr = SecretStr("guest")
+    heartbeat: int = Field(default=60, ge=0, description="AMQP heartbeat in seconds")
+    exchange: str = Field(default="appsvc-dr", min_length=1)
+    queue_prefix: str = Field(default="appsvc-dr", min_length=1)
+    connect_attempts: int = Field(default=0, ge=0, description="0 = retry forever (with backoff)")
+
+
+class RetrySettings(Section):
+    backoff: list[float] = Field(default=[30.0, 120.0, 600.0, 3600.0], min_length=1,
+                                 description="Seconds to wait before each retry of a transient failure")
+    crash_limit: int = Field(default=5, ge=1, description="Deliveries without an outcome (worker crashed) "
+                                                          "before the runtime dead-letters the message")
+    delivery_limit: int = Field(default=20, ge=2, description="Broker backstop: x-delivery-limit")
+
+    @field_validator("backoff")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(v <= 0 for v in value):
+            raise ValueError("every backoff delay must be > 0 seconds")
+        return value
+
+
+class WorkerSettings(Section):
+    prefetch: int = Field(default=10, ge=1)
+    concurrency: int = Field(default=0, ge=0, description="Jobs run at once; 0 = the worker's own default")
+    grace_period: float = Field(default=60.0, ge=0, description="Seconds a running job may finish on SIGTERM")
+
+
+class MetricsSettings(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535, description="0 = pick a free port")
+
+
+class LogSettings(Section):
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class NotifySettings(Section):
+    webhook_urls: list[SecretStr] = Field(default=[], description="Generic JSON webhooks")
+    teams_urls: list[SecretStr] = Field(default=[], description="Microsoft Teams incoming webhooks")
+    slack_urls: list[SecretStr] = Field(default=[], description="Slack (or Mattermost) incoming webhooks")
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "appservice-dr@localhost"
+    smtp_to: list[str] = []
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    timeout: float = Field(default=10.0, gt=0)
+    group_window: float = Field(default=900.0, ge=0, description="Seconds in which identical failures are "
+                                                                 "grouped into one notification")
+
+
+class StoreSettings(Section):
+    kind: Literal["local", "s3", "smb"] = "local"
+    local_path: Path = Path("./demo-store")
+    s3_endpoint: str = "127.0.0.1:9000"
+    s3_access_key: str = ""
+    s3_secret_key: SecretStr = SecretStr("")
+    s3_bucket: str = "appservice-dr"
+    s3_region: str | None = None
+    s3_secure: bool = True
+    s3_create_bucket: bool = True
+    s3_part_size: int = Field(default=64 * 1024 * 1024, ge=5 * 1024 * 1024)
+    smb_path: str = ""
+    smb_username: str | None = None
+    smb_password: SecretStr | None = None
+    smb_port: int = 445
+    smb_encrypt: bool = True
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="APPSVC_DR_", env_nested_delimiter="__", extra="forbid")
+
+    stamp: str = Field(default="stamp1", description="Default stamp name for producers")
+    broker: BrokerSettings = BrokerSettings()
+    retry: RetrySettings = RetrySettings()
+    worker: WorkerSettings = WorkerSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    log: LogSettings = LogSettings()
+    notify: NotifySettings = NotifySettings()
+    store: StoreSettings = StoreSettings()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: object) -> Settings:
+    """Environment (highest), then the TOML file, then defaults. Raises ConfigurationError with every problem."""
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigurationError(f"configuration file {path} does not exist",
+                                     hint=f"Create it or unset {CONFIG_FILE_ENV}.")
+        os.environ[CONFIG_FILE_ENV] = str(path)
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                             for e in exc.errors(include_url=False, include_input=False))
+        raise ConfigurationError(f"invalid configuration: {problems}",
+                                 hint="Environment variables are APPSVC_DR_<SECTION>__<FIELD> (e.g. "
+                                      "APPSVC_DR_BROKER__HOST); see README 'Configuration'.") from None
+    except Exception as exc:  # TOML syntax errors and the like
+        raise ConfigurationError(f"cannot read configuration: {exc}") from None
