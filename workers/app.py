@@ -1,0 +1,119 @@
+"""Assemble and run workers: metrics, status endpoint, one runner per worker, signals, graceful exit."""
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+from contracts import Registry, default_registry
+from workers.middleware.base import Hooks, Middleware
+from workers.middleware.metrics import Metrics, MetricsMiddleware
+from workers.runtime.config import Settings
+from workers.runtime.errors import ConfigurationError
+from workers.runtime.handler import WorkerSpec
+from workers.runtime.http import StatusServer
+from workers.runtime.runner import Runner
+
+log = logging.getLogger("appsvc_dr.app")
+
+WorkerFactory = Callable[["Deps"], WorkerSpec]
+
+
+@dataclass
+class Deps:
+    """What a worker factory may use; built once per process."""
+
+    settings: Settings
+    metrics: Metrics
+    registry: Registry = field(default_factory=default_registry)
+
+
+def _notifier(deps: Deps) -> WorkerSpec:
+    from workers.notifier.handler import build_notifier_worker
+    return build_notifier_worker(deps.settings.notify, metrics=deps.metrics)
+
+
+BUILTIN: dict[str, WorkerFactory] = {"notifier": _notifier}
+
+
+def resolve(name: str) -> WorkerFactory:
+    """A built-in worker name, or ``package.module:function`` returning a WorkerSpec from Deps."""
+    if name in BUILTIN:
+        return BUILTIN[name]
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigurationError(f"cannot load worker factory {name!r}: {exc}") from None
+    raise ConfigurationError(f"unknown worker {name!r}", hint=f"Known workers: {', '.join(sorted(BUILTIN))}.")
+
+
+BUILTIN_BINDINGS: dict[str, list[str]] = {"notifier": ["job-failed"]}
+
+
+def topology_of(specs: list[WorkerSpec]) -> list[tuple[str, list[str]]]:
+    """Every built-in worker's bindings plus the given ones. Queues of built-in workers are always declared,
+    so a follow-up waits durably in the queue of a worker that is not running yet instead of being lost."""
+    bindings = dict(BUILTIN_BINDINGS)
+    bindings.update({s.name: s.event_types for s in specs})
+    return sorted(bindings.items())
+
+
+class App:
+    """Workers of one process, sharing a metrics registry and one status endpoint."""
+
+    def __init__(self, settings: Settings, names: list[str], middleware: list[Middleware] | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        deps = Deps(settings, self.metrics)
+        self.specs = [resolve(n)(deps) for n in names]
+        names_seen = [s.name for s in self.specs]
+        if len(set(names_seen)) != len(names_seen):
+            raise ConfigurationError(f"worker listed twice: {names_seen}")
+        hooks = Hooks([MetricsMiddleware(self.metrics), *(middleware or [])])
+        all_workers = topology_of(self.specs)
+        self.runners = [Runner(s, settings, deps.registry, all_workers, hooks) for s in self.specs]
+        self.status: StatusServer | None = None
+        self.errors: list[BaseException] = []
+
+    def ready(self) -> dict[str, bool]:
+        return {r.spec.name: r.connected.is_set() for r in self.runners}
+
+    def start_status(self) -> None:
+        m = self.settings.metrics
+        if m.enabled:
+            self.status = StatusServer(self.metrics.registry, self.ready, m.host, m.port).start()
+            log.info("metrics and health on http://%s:%d/metrics", m.host, self.status.port)
+
+    def stop(self) -> None:
+        for r in self.runners:
+            r.stop()
+
+    def run(self, install_signals: bool = True) -> int:
+        """Run until SIGTERM/SIGINT (or :meth:`stop`). 0 on a clean stop, 2 on a configuration error."""
+        self.start_status()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda signum, _frame: (log.info("signal %d: stopping", signum), self.stop()))
+        threads = [threading.Thread(target=self._run_one, args=(r,), name=f"runner-{r.spec.name}")
+                   for r in self.runners]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=0.2)
+        if self.status:
+            self.status.stop()
+        return 2 if self.errors else 0
+
+    def _run_one(self, runner: Runner) -> None:
+        try:
+            runner.run()
+        except ConfigurationError as exc:
+            log.error("worker %s cannot start: %s — how to fix: %s", runner.spec.name, exc.message, exc.hint)
+            self.errors.append(exc)
+            self.stop()

@@ -1,0 +1,45 @@
+"""`appsvc-dr`: thin command line — parse, build, call."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from workers.runtime.config import Settings, load_settings
+from workers.runtime.errors import DrError
+from workers.runtime.logs import configure
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(getattr(args, "config", None))
+    configure(settings.log.format, "DEBUG" if getattr(args, "verbose", False) else settings.log.level)
+    return settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from workers.cli import config_cmd, dlq, publish, run
+
+    parser = argparse.ArgumentParser(prog="appsvc-dr", description="Backup and disaster recovery for App "
+                                     "Service on Azure Stack Hub.")
+    parser.add_argument("--config", help="TOML configuration file (env APPSVC_DR_CONFIG_FILE)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (publish, run, dlq, config_cmd):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = _settings(args)
+        return int(args.func(args, settings) or 0)
+    except DrError as exc:
+        print(f"error: {exc.message}\nhow to fix: {exc.hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Prometheus metrics as middleware. Metrics live in a registry made per process, never at import time."""
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from workers.middleware.base import Middleware
+
+DURATION_BUCKETS = (0.05, 0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 21600)
+
+
+class Metrics:
+    """Every ``appsvc_dr_*`` metric, registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter("appsvc_dr_events_consumed", "Events consumed, by outcome "
+                                "(ok, retried, dead_lettered, rejected)", ["worker", "event_type", "outcome"],
+                                registry=r)
+        self.duration = Histogram("appsvc_dr_job_duration_seconds", "Job duration", ["worker", "event_type"],
+                                  buckets=DURATION_BUCKETS, registry=r)
+        self.in_progress = Gauge("appsvc_dr_jobs_in_progress", "Jobs running now", ["worker"], registry=r)
+        self.retries = Counter("appsvc_dr_retries", "Jobs scheduled for retry", ["worker", "event_type"],
+                               registry=r)
+        self.last_success = Gauge("appsvc_dr_last_success_timestamp_seconds",
+                                  "Unix time of the last successful job", ["worker", "event_type"], registry=r)
+        self.bytes = Counter("appsvc_dr_bytes_processed", "Bytes processed", ["worker", "kind"], registry=r)
+        self.connected = Gauge("appsvc_dr_broker_connected", "1 when consuming from RabbitMQ", ["worker"],
+                               registry=r)
+        self.published = Counter("appsvc_dr_events_published", "Events published", ["worker", "event_type"],
+                                 registry=r)
+        self.dead_letters = Counter("appsvc_dr_dead_letters", "Messages dead-lettered, by reason",
+                                    ["worker", "event_type", "reason"], registry=r)
+        self.notifications = Counter("appsvc_dr_notifications", "Notifications by sink and outcome "
+                                     "(sent, grouped, failed)", ["sink", "outcome"], registry=r)
+
+
+class MetricsMiddleware(Middleware):
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def on_boot(self, worker: str) -> None:
+        self.m.connected.labels(worker).set(0)
+        self.m.in_progress.labels(worker).set(0)
+
+    def on_connection(self, worker: str, connected: bool) -> None:
+        self.m.connected.labels(worker).set(1 if connected else 0)
+
+    def before_job(self, worker: str, event_type: str) -> None:
+        self.m.in_progress.labels(worker).inc()
+
+    def after_job(self, worker: str, event_type: str, outcome: str, duration: float | None) -> None:
+        if duration is not None:
+            self.m.in_progress.labels(worker).dec()
+            self.m.duration.labels(worker, event_type).observe(duration)
+        self.m.consumed.labels(worker, event_type, outcome).inc()
+        if outcome == "ok":
+            self.m.last_success.labels(worker, event_type).set(time.time())
+
+    def on_retry(self, worker: str, event_type: str, delay: float) -> None:
+        self.m.retries.labels(worker, event_type).inc()
+
+    def on_dead_letter(self, worker: str, event_type: str, reason: str) -> None:
+        self.m.dead_letters.labels(worker, event_type, reason).inc()
+
+    def on_published(self, worker: str, event_type: str) -> None:
+        self.m.published.labels(worker, event_type).inc()
+
+    def on_progress(self, worker: str, kind: str, nbytes: int) -> None:
+        self.m.bytes.labels(worker, kind).inc(nbytes)

@@ -1,0 +1,96 @@
+"""Dead-letter queue inspection and replay. Replay sends messages back to the worker's own queue only."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import pika
+
+from workers.runtime.amqp import PERSISTENT
+from workers.runtime.config import Settings
+from workers.runtime.connect import blocking_channel
+from workers.runtime.processing import FAILURE_HEADERS
+from workers.runtime.topology import Topology
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    position: int
+    event_id: str | None
+    event_type: str | None
+    headers: dict
+    body: bytes
+
+    @property
+    def reason(self) -> str:
+        return _text(self.headers.get("x-dr-reason")) or _text(self.headers.get("x-first-death-reason")) or "?"
+
+    def header(self, name: str) -> str:
+        return _text(self.headers.get(name)) or ""
+
+    def summary(self) -> dict:
+        return {"position": self.position, "event_id": self.event_id, "type": self.event_type,
+                "reason": self.reason, "error_class": self.header("x-dr-error-class"),
+                "error": self.header("x-dr-error"), "hint": self.header("x-dr-hint"),
+                "attempts": self.headers.get("x-dr-attempts"), "worker": self.header("x-dr-worker"),
+                "dead_lettered_at": self.header("x-dr-dead-lettered-at")}
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _queues(settings: Settings, worker: str):
+    return Topology.from_settings(settings.broker, settings.retry).queues(worker)
+
+
+def peek(settings: Settings, worker: str, limit: int = 100) -> list[DeadLetter]:
+    """Read up to ``limit`` dead letters without removing them (they are returned to the queue)."""
+    out: list[DeadLetter] = []
+    with blocking_channel(settings.broker) as ch:
+        for position in range(1, limit + 1):
+            method, props, body = ch.basic_get(_queues(settings, worker).dlq, auto_ack=False)
+            if method is None:
+                break
+            out.append(DeadLetter(position, props.message_id, props.type, dict(props.headers or {}), body))
+        # closing the channel without acks returns every message to the queue
+    return out
+
+
+def replay(settings: Settings, worker: str, *, event_id: str | None = None, limit: int | None = None) -> int:
+    """Move dead letters back to the worker's queue (all, or those matching ``event_id``); returns the count."""
+    q = _queues(settings, worker)
+    moved = 0
+    with blocking_channel(settings.broker) as ch:
+        ch.confirm_delivery()
+        skipped: list[int] = []
+        while limit is None or moved < limit:
+            method, props, body = ch.basic_get(q.dlq, auto_ack=False)
+            if method is None:
+                break
+            if event_id and props.message_id != event_id:
+                skipped.append(method.delivery_tag)
+                continue
+            headers = {k: v for k, v in (props.headers or {}).items()
+                       if k not in FAILURE_HEADERS and k != "x-dr-attempt"}
+            headers["x-dr-replayed-at"] = datetime.now(timezone.utc).isoformat()
+            new = pika.BasicProperties(content_type=props.content_type, delivery_mode=PERSISTENT,
+                                       message_id=props.message_id, type=props.type,
+                                       correlation_id=props.correlation_id, app_id=props.app_id,
+                                       timestamp=props.timestamp, headers=headers)
+            ch.basic_publish("", q.main, body, new, mandatory=True)  # confirmed before the ack below
+            ch.basic_ack(method.delivery_tag)
+            moved += 1
+        for tag in skipped:
+            ch.basic_nack(tag, requeue=True)
+    return moved
+
+
+def pretty_body(body: bytes) -> str:
+    try:
+        return json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+    except Exception:  # noqa: BLE001 - garbage is shown as such
+        return repr(body[:2000])

@@ -1,0 +1,282 @@
+"""The consumer: one asynchronous connection, jobs on worker threads, publish-with-confirms, then ack.
+
+The connection's I/O loop runs on the thread that calls :meth:`Runner.run`; jobs run on ``concurrency``
+daemon threads so heartbeats keep flowing during hour-long backups. A finished job hands its outcome back
+with ``add_callback_threadsafe``; the loop publishes every outgoing message (mandatory, confirmed — confirms
+arrive asynchronously and in batches) and acks the delivery only when all are confirmed. A lost connection
+is re-opened with backoff; unacked deliveries are redelivered by the broker, so nothing is lost.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pika
+from pika.adapters.select_connection import IOLoop
+
+from contracts import Registry
+from workers.middleware.base import Hooks
+from workers.runtime.amqp import connection_parameters
+from workers.runtime.config import Settings
+from workers.runtime.connect import declare_topology
+from workers.runtime.errors import ConfigurationError, DrError
+from workers.runtime.handler import WorkerSpec
+from workers.runtime.logs import worker_context
+from workers.runtime.processing import Delivery, JobProcessor, Outcome
+from workers.runtime.topology import Topology
+
+log = logging.getLogger("appsvc_dr.runner")
+
+
+@dataclass
+class _Pending:
+    tag: int
+    outcome: Outcome
+    delivery: Delivery
+    remaining: int = 0
+    nacked: bool = False
+    returned: list[str] = field(default_factory=list)
+    escalated: bool = False
+
+
+class Runner:
+    def __init__(self, spec: WorkerSpec, settings: Settings, registry: Registry,
+                 all_workers: list[tuple[str, list[str]]] | None = None, hooks: Hooks | None = None) -> None:
+        self.spec, self.settings, self.hooks = spec, settings, hooks or Hooks()
+        self.topology = Topology.from_settings(settings.broker, settings.retry)
+        self.queue = self.topology.queues(spec.name).main
+        self.all_workers = all_workers or [(spec.name, spec.event_types)]
+        self.processor = JobProcessor(spec, registry, self.topology, settings.retry.crash_limit, self.hooks)
+        self.concurrency = settings.worker.concurrency or spec.concurrency
+        self.prefetch = max(settings.worker.prefetch, self.concurrency)
+        self.connected = threading.Event()
+        self._ioloop = IOLoop()
+        self._jobs: queue.Queue = queue.Queue()
+        self._cancel = threading.Event()
+        self._gen = 0
+        self._conn = self._ch = self._consumer_tag = None
+        self._stopping = False
+        self._deadline = 0.0
+        self._in_flight = 0
+        self._seq = 0
+        self._pending: dict[int, _Pending] = {}
+        self._by_message: dict[tuple[str, str], _Pending] = {}
+        self._fatal: BaseException | None = None
+        self._delay = 0.5
+        self._ever_connected = False
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Consume until :meth:`stop`. Raises ConfigurationError when the broker refuses us at start."""
+        with worker_context(self.spec.name):
+            self.hooks.on_boot(self.spec.name)
+            threads = [threading.Thread(target=self._work, name=f"{self.spec.name}-job-{i}", daemon=True)
+                       for i in range(self.concurrency)]
+            for t in threads:
+                t.start()
+            self._ioloop.add_callback_threadsafe(self._connect)
+            self._ioloop.start()
+            for _ in threads:
+                self._jobs.put(None)
+            self.hooks.on_shutdown(self.spec.name)
+            if self.spec.on_shutdown:
+                self.spec.on_shutdown()
+            if self._fatal:
+                raise self._fatal
+
+    def stop(self) -> None:
+        """Graceful stop, callable from any thread (e.g. a signal handler)."""
+        self._ioloop.add_callback_threadsafe(self._begin_stop)
+
+    # ---- connection ------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        if self._stopping:
+            self._ioloop.stop()
+            return
+        try:
+            declare_topology(self.settings.broker, self.topology, self.all_workers)
+        except ConfigurationError as exc:
+            if not self._ever_connected:
+                self._fatal = exc
+                self._ioloop.stop()
+                return
+            log.error("%s (how to fix: %s); retrying", exc.message, exc.hint)
+            return self._schedule_reconnect()
+        except DrError as exc:
+            log.warning("%s; retrying in %.1fs", exc.message, self._delay)
+            return self._schedule_reconnect()
+        self._conn = pika.SelectConnection(
+            connection_parameters(self.settings.broker), on_open_callback=self._on_open,
+            on_open_error_callback=self._on_open_error, on_close_callback=self._on_closed,
+            custom_ioloop=self._ioloop)
+
+    def _schedule_reconnect(self) -> None:
+        self._ioloop.call_later(self._delay, self._connect)
+        self._delay = min(self._delay * 2, 30.0)
+
+    def _on_open(self, conn) -> None:
+        conn.channel(on_open_callback=self._on_channel)
+
+    def _on_open_error(self, conn, err) -> None:
+        log.warning("cannot connect to RabbitMQ (%s); retrying in %.1fs", err, self._delay)
+        self._conn = None
+        self._schedule_reconnect()
+
+    def _on_channel(self, ch) -> None:
+        self._ch, self._seq = ch, 0
+        ch.add_on_close_callback(self._on_channel_closed)
+        ch.add_on_return_callback(self._on_return)
+        ch.confirm_delivery(self._on_confirm,
+                            callback=lambda _f: ch.basic_qos(prefetch_count=self.prefetch,
+                                                             callback=lambda _q: self._consume()))
+
+    def _consume(self) -> None:
+        if self._stopping or self._ch is None:
+            return
+        self._consumer_tag = self._ch.basic_consume(self.queue, self._on_message)
+        self._ever_connected, self._delay = True, 0.5
+        self.connected.set()
+        self.hooks.on_connection(self.spec.name, True)
+        log.info("consuming %s (prefetch %d, concurrency %d)", self.queue, self.prefetch, self.concurrency)
+
+    def _on_channel_closed(self, ch, reason) -> None:
+        self._ch = None
+        if self._conn is not None and self._conn.is_open:
+            log.warning("channel closed (%s); reopening the connection", reason)
+            self._conn.close()
+
+    def _on_closed(self, conn, reason) -> None:
+        self._ch = self._conn = None
+        self.connected.clear()
+        self.hooks.on_connection(self.spec.name, False)
+        self._gen += 1
+        unacked = {id(p): p for p in self._pending.values()}
+        self._in_flight -= len(unacked)
+        self._pending.clear()
+        self._by_message.clear()
+        if self._stopping:
+            log.info("connection closed; stopped")
+            self._ioloop.stop()
+            return
+        log.warning("connection lost (%s); reconnecting in %.1fs — unacked deliveries will be redelivered",
+                    reason, self._delay)
+        self._schedule_reconnect()
+
+    # ---- jobs ------------------------------------------------------------------------------------
+    def _on_message(self, ch, method, props, body) -> None:
+        self._in_flight += 1
+        delivery = Delivery(body, method.routing_key, method.exchange, props)
+        self._jobs.put((self._gen, method.delivery_tag, delivery))
+
+    def _work(self) -> None:
+        with worker_context(self.spec.name):
+            while (item := self._jobs.get()) is not None:
+                gen, tag, delivery = item
+                if gen != self._gen or self._stopping:
+                    self._ioloop.add_callback_threadsafe(functools.partial(self._skip, gen, tag))
+                    continue
+                try:
+                    outcome = self.processor.process(delivery, self._cancel)
+                except Exception:  # noqa: BLE001 - the processor turns failures into outcomes; belt and braces
+                    log.exception("processing crashed; the message is requeued")
+                    outcome = None
+                self._ioloop.add_callback_threadsafe(functools.partial(self._finish, gen, tag, outcome, delivery))
+
+    def _skip(self, gen: int, tag: int) -> None:
+        self._in_flight -= 1
+        if gen == self._gen and self._ch is not None:
+            self._ch.basic_nack(tag, requeue=True)
+
+    def _finish(self, gen: int, tag: int, outcome: Outcome | None, delivery: Delivery) -> None:
+        if gen != self._gen or self._ch is None:
+            self._in_flight -= 1
+            log.info("connection was lost before this job finished; the broker redelivers it")
+            return
+        if outcome is None:
+            self._in_flight -= 1
+            self._ch.basic_nack(tag, requeue=True)
+            return
+        pending = _Pending(tag, outcome, delivery)
+        if not outcome.messages:
+            return self._settle(pending)
+        self._publish(pending, outcome.messages)
+
+    def _publish(self, pending: _Pending, messages) -> None:
+        pending.remaining += len(messages)
+        for msg in messages:
+            self._seq += 1
+            self._pending[self._seq] = pending
+            self._by_message[(msg.properties.message_id or "", msg.routing_key)] = pending
+            self._ch.basic_publish(msg.exchange, msg.routing_key, msg.body, msg.properties, mandatory=True)
+            if msg.kind in ("event", "job-failed"):
+                self.hooks.on_published(self.spec.name, msg.event_type)
+
+    def _on_return(self, ch, method, props, body) -> None:
+        pending = self._by_message.get((props.message_id or "", method.routing_key))
+        log.error("event %s (%s) was unroutable: no queue is bound for it", props.type, method.routing_key)
+        if pending is not None:
+            pending.returned.append(props.type or method.routing_key)
+
+    def _on_confirm(self, frame) -> None:
+        method = frame.method
+        nack = isinstance(method, pika.spec.Basic.Nack)
+        seqs = [s for s in self._pending if s <= method.delivery_tag] if method.multiple else [method.delivery_tag]
+        for seq in seqs:
+            pending = self._pending.pop(seq, None)
+            if pending is None:
+                continue
+            pending.remaining -= 1
+            pending.nacked |= nack
+            if pending.remaining == 0:
+                self._settle(pending)
+
+    def _settle(self, p: _Pending) -> None:
+        if self._ch is None:
+            return
+        for key in [k for k, v in self._by_message.items() if v is p]:
+            del self._by_message[key]
+        if p.nacked:
+            log.warning("broker refused a follow-up message; the delivery is requeued")
+            self._ch.basic_nack(p.tag, requeue=True)
+        elif p.returned and not p.escalated and p.outcome.kind == "ok":
+            p.escalated = True
+            missing = ", ".join(sorted(set(p.returned)))
+            error = ("UnroutableFollowUp", f"follow-up event(s) {missing} had no queue bound",
+                     "Start or declare the worker that consumes these events (`appsvc-dr topology declare`), "
+                     f"then `appsvc-dr dlq replay {self.spec.name}`.")
+            dead = self.processor._dead_letter(p.delivery, None, None, 0, reason="unroutable", error=error)
+            p.returned.clear()
+            return self._publish(p, dead.messages)
+        else:
+            self._ch.basic_ack(p.tag)
+        self._in_flight -= 1
+
+    # ---- shutdown --------------------------------------------------------------------------------
+    def _begin_stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self._deadline = time.monotonic() + self.settings.worker.grace_period
+        log.info("stopping: no new jobs; %d in flight, grace period %gs", self._in_flight,
+                 self.settings.worker.grace_period)
+        if self._ch is not None and self._consumer_tag:
+            self._ch.basic_cancel(self._consumer_tag)
+        self._check_stop()
+
+    def _check_stop(self) -> None:
+        late = time.monotonic() >= self._deadline
+        if self._in_flight > 0 and not late:
+            self._ioloop.call_later(0.1, self._check_stop)
+            return
+        if self._in_flight > 0:
+            log.warning("grace period over with %d job(s) unfinished; closing — the broker requeues them",
+                        self._in_flight)
+            self._cancel.set()
+        if self._conn is not None and self._conn.is_open:
+            self._conn.close()
+        elif self._conn is None or self._conn.is_closed:
+            self._ioloop.stop()

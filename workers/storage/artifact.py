@@ -1,0 +1,290 @@
+"""The artifact format: streamed, zstd-compressed, AES-256-GCM-encrypted, data key wrapped by a certificate.
+
+``encode(source, ...)`` and ``decode(source, ...)`` each take a readable binary stream and return one
+(``read(n)``), so a storage backend's ``put(key, stream)`` pulls an artifact through without it ever being
+held whole: memory stays at a few segments whatever the size. Pipeline: plaintext -> SHA-256 -> zstd
+(streaming) -> segments of ``segment_size`` bytes -> AES-256-GCM (STREAM) -> records. The byte layout is
+documented in ``workers.storage.crypto``; keys and certificates live in ``workers.storage.keys``.
+
+Decoding releases plaintext as it goes; only a read that returns ``b""`` without raising means the whole
+artifact verified. Restore into a staging location and promote it after EOF.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import replace as _replace
+from typing import Any, BinaryIO
+
+import zstandard
+from cryptography.x509 import Certificate
+
+from workers.runtime.errors import ConfigurationError
+from workers.storage.crypto import (CIPHER, DEFAULT_SEGMENT_SIZE, KEY_WRAP, KIND_DATA, KIND_FINAL,
+                                    MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, TAG_BYTES, ArtifactHeader,
+                                    IntegrityError, NotAnArtifactError, SegmentCipher, Trailer,
+                                    UnsupportedArtifactError, new_data_key, new_nonce_prefix, pack_record,
+                                    read_exact, read_header, read_record, unwrap_key, wrap_key)
+from workers.storage.keys import (KeyLoadError, KeyNotFoundError, KeyRing, WrongPasswordError,
+                                  generate_self_signed, load_certificate, spki_sha256, thumbprint)
+
+__all__ = ["encode", "decode", "read_header", "EncodingStream", "DecodingStream", "ArtifactHeader",
+           "IntegrityError", "NotAnArtifactError", "UnsupportedArtifactError", "KeyNotFoundError",
+           "KeyLoadError", "WrongPasswordError", "KeyRing", "load_certificate", "thumbprint",
+           "generate_self_signed", "DEFAULT_SEGMENT_SIZE"]
+
+ZSTD_MAX_WINDOW = 1 << 23  # levels 1..19 never need more; refuses hostile frames asking for huge windows
+_DECODE_CHUNK = 256 << 10
+
+
+class _PullStream(io.RawIOBase):
+    """A read-only stream built from chunks that ``_next()`` produces on demand (None at EOF). An error is
+    sticky: every later read raises it again, so a consumer cannot skip past damage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._chunk, self._pos, self._eof = b"", 0, False
+        self._error: BaseException | None = None
+
+    def _next(self) -> bytes | None:
+        raise NotImplementedError
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.closed:
+            raise ValueError("I/O operation on closed stream")
+        if self._error is not None:
+            raise self._error
+        if size is None or size < 0:
+            return self.readall()
+        parts: list[bytes] = []
+        try:
+            while size > 0:
+                avail = len(self._chunk) - self._pos
+                if avail == 0:
+                    nxt = None if self._eof else self._next()
+                    if nxt is None:
+                        self._eof, self._chunk, self._pos = True, b"", 0
+                        break
+                    self._chunk, self._pos = nxt, 0
+                    continue
+                piece = self._chunk if self._pos == 0 and avail <= size else \
+                    self._chunk[self._pos:self._pos + size]
+                self._pos += len(piece)
+                size -= len(piece)
+                parts.append(piece)
+        except BaseException as exc:
+            self._error = exc
+            raise
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def readall(self) -> bytes:
+        parts = []
+        while chunk := self.read(DEFAULT_SEGMENT_SIZE):
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[:len(data)] = data
+        return len(data)
+
+
+class _Hashing:
+    """Pass-through reader that counts and hashes what flows through it."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source, self.size, self._sha = source, 0, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        if data:
+            self.size += len(data)
+            self._sha.update(data)
+        return data or b""
+
+    def digest(self) -> bytes:
+        return self._sha.digest()
+
+
+class EncodingStream(_PullStream):
+    """Reads as the encoded artifact. After EOF: plaintext_sha256/size and stored_sha256/size are set."""
+
+    def __init__(self, source: BinaryIO, *, compress: bool, recipient: Certificate | None, level: int,
+                 segment_size: int) -> None:
+        super().__init__()
+        if not 1 <= level <= 19:
+            raise ConfigurationError(f"zstd level {level} out of range: use 1..19 (3 is the default)")
+        if not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
+            raise ConfigurationError(f"segment size {segment_size} out of range {MIN_SEGMENT_SIZE}.."
+                                     f"{MAX_SEGMENT_SIZE}")
+        self._plain = _Hashing(source)
+        self._out = hashlib.sha256()
+        self._inner: Any = self._plain
+        if compress:
+            self._inner = zstandard.ZstdCompressor(level=level, write_checksum=True).stream_reader(
+                self._plain, closefd=False)
+        header = ArtifactHeader(compression="zstd" if compress else "none", segment_size=segment_size)
+        self._cipher: SegmentCipher | None = None
+        if recipient is not None:
+            data_key, prefix, public_key = new_data_key(), new_nonce_prefix(), recipient.public_key()
+            header = _replace(header, cipher=CIPHER, key_wrap=KEY_WRAP, thumbprint_sha1=thumbprint(recipient),
+                              thumbprint_sha256=thumbprint(recipient, "sha256"),
+                              spki_sha256=spki_sha256(public_key),  # type: ignore[arg-type]
+                              subject=recipient.subject.rfc4514_string(),
+                              wrapped_key=wrap_key(public_key, data_key),  # type: ignore[arg-type]
+                              nonce_prefix=prefix)
+        self.header = header.build()
+        if recipient is not None:
+            self._cipher = SegmentCipher(data_key, prefix, self.header.digest)
+        self.encrypted, self.compressed = self.header.encrypted, self.header.compressed
+        self.thumbprint = self.header.thumbprint_sha1
+        self._index, self._started, self._finished = 0, False, False
+        self.plaintext_sha256: str | None = None
+        self.plaintext_size: int | None = None
+        self.stored_sha256: str | None = None
+        self.stored_size: int | None = None
+        self._stored = 0
+
+    def _emit(self, data: bytes) -> bytes:
+        self._out.update(data)
+        self._stored += len(data)
+        return data
+
+    def _record(self, kind: int, payload: bytes) -> bytes:
+        if self._cipher is not None:
+            payload = self._cipher.seal(self._index, kind, payload)
+        self._index += 1
+        return self._emit(pack_record(kind, payload))
+
+    def _next(self) -> bytes | None:
+        if not self._started:
+            self._started = True
+            return self._emit(self.header.raw)
+        if self._finished:
+            return None
+        data = read_exact(self._inner, self.header.segment_size)
+        if data:
+            return self._record(KIND_DATA, data)
+        trailer = Trailer(self._plain.size, self._plain.digest(), self._out.digest())
+        record = self._record(KIND_FINAL, trailer.pack())
+        self._finished = True
+        self.plaintext_sha256, self.plaintext_size = self._plain.digest().hex(), self._plain.size
+        self.stored_sha256, self.stored_size = self._out.hexdigest(), self._stored
+        return record
+
+
+class _Segments:
+    """Reader over the opened (authenticated / checksummed) data segments; stops at the final one."""
+
+    def __init__(self, source: _Hashing, header: ArtifactHeader, cipher: SegmentCipher | None) -> None:
+        self._source, self._header, self._cipher = source, header, cipher
+        self._max = header.segment_size + (TAG_BYTES if cipher else 0)
+        self._buf, self._pos, self._index = b"", 0, 0
+        self.trailer: Trailer | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        while self._pos >= len(self._buf):
+            if self.trailer is not None:
+                return b""
+            self._load()
+        end = len(self._buf) if size is None or size < 0 else self._pos + size
+        piece = self._buf[self._pos:end]
+        self._pos += len(piece)
+        return piece
+
+    def _load(self) -> None:
+        before = self._source.digest()
+        kind, payload = read_record(self._source, self._max)  # type: ignore[arg-type]
+        if self._cipher is not None:
+            payload = self._cipher.open(self._index, kind, payload)
+        self._index += 1
+        if kind == KIND_DATA:
+            if not payload or len(payload) > self._header.segment_size:
+                raise IntegrityError(f"segment {self._index - 1} has an invalid size: the artifact is corrupt")
+            self._buf, self._pos = payload, 0
+            return
+        trailer = Trailer.unpack(payload)
+        if trailer.prefix_sha256 != before:
+            raise IntegrityError("the stored bytes do not match the checksum in the final segment: the "
+                                 "artifact is corrupt, reordered or was altered")
+        self.trailer, self._buf, self._pos = trailer, b"", 0
+
+
+class DecodingStream(_PullStream):
+    """Reads as the plaintext, verifying as it goes. After EOF: plaintext_sha256/size, stored_sha256/size."""
+
+    def __init__(self, source: BinaryIO, *, keys: KeyRing | None, expected_sha256: str | None = None,
+                 expected_size: int | None = None) -> None:
+        super().__init__()
+        self._src = _Hashing(source)
+        self.header = header = read_header(self._src)  # type: ignore[arg-type]
+        self.encrypted, self.compressed = header.encrypted, header.compressed
+        self.thumbprint = header.thumbprint_sha1
+        cipher = None
+        if header.encrypted:
+            ident = header.thumbprint_sha1 or header.spki_sha256 or "?"
+            key = keys.find(header.thumbprint_sha1, header.thumbprint_sha256, header.spki_sha256) if keys else None
+            if key is None:
+                raise KeyNotFoundError(ident, subject=header.subject, available=keys.names if keys else ())
+            data_key = unwrap_key(key, header.wrapped_key or b"", ident)
+            cipher = SegmentCipher(data_key, header.nonce_prefix or b"", header.digest)
+        self._segments = _Segments(self._src, header, cipher)
+        self._inner: Any = self._segments
+        if header.compressed:
+            self._inner = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(
+                self._segments, read_across_frames=False, closefd=False)
+        self._expected = (expected_sha256.lower() if expected_sha256 else None, expected_size)
+        self._plain = hashlib.sha256()
+        self._size = 0
+        self.plaintext_sha256: str | None = None
+        self.plaintext_size: int | None = None
+        self.stored_sha256: str | None = None
+        self.stored_size: int | None = None
+
+    def _next(self) -> bytes | None:
+        try:
+            data = self._inner.read(_DECODE_CHUNK)
+        except zstandard.ZstdError:
+            raise IntegrityError("the compressed data is corrupt") from None
+        if data:
+            self._plain.update(data)
+            self._size += len(data)
+            return data
+        self._finish()
+        return None
+
+    def _finish(self) -> None:
+        if self._segments.read(1):
+            raise IntegrityError("data follows the end of the compressed stream: the artifact is corrupt")
+        if self._src.read(1):
+            raise IntegrityError("data follows the final segment: the artifact is corrupt or was appended to")
+        trailer = self._segments.trailer
+        assert trailer is not None
+        digest = self._plain.digest()
+        if trailer.plaintext_size != self._size or trailer.plaintext_sha256 != digest:
+            raise IntegrityError("the decoded data does not match the size/SHA-256 recorded in the artifact")
+        want_sha, want_size = self._expected
+        if want_size is not None and want_size != self._size:
+            raise IntegrityError(f"the decoded data has {self._size} bytes, the catalogue expects {want_size}")
+        if want_sha is not None and want_sha != digest.hex():
+            raise IntegrityError("the decoded data's SHA-256 differs from the one the catalogue expects")
+        self.plaintext_sha256, self.plaintext_size = digest.hex(), self._size
+        self.stored_sha256, self.stored_size = self._src.digest().hex(), self._src.size
+
+
+def encode(source: BinaryIO, *, compress: bool, recipient: Certificate | None, level: int = 3,
+           segment_size: int = DEFAULT_SEGMENT_SIZE) -> EncodingStream:
+    """Stream ``source`` into an artifact: zstd (if ``compress``), then AES-256-GCM segments with a data key
+    wrapped for ``recipient`` (if given). Nothing is read until the result is read."""
+    return EncodingStream(source, compress=compress, recipient=recipient, level=level, segment_size=segment_size)
+
+
+def decode(source: BinaryIO, *, keys: KeyRing | None, expected_sha256: str | None = None,
+           expected_size: int | None = None) -> DecodingStream:
+    """Stream an artifact back to plaintext. Reads the header now (so NotAnArtifactError, KeyNotFoundError
+    surface at once); integrity errors surface on the read that meets them, at the latest at EOF."""
+    return DecodingStream(source, keys=keys, expected_sha256=expected_sha256, expected_size=expected_size)
