@@ -66,11 +66,12 @@ def topology_of(specs: list[WorkerSpec]) -> list[tuple[str, list[str]]]:
 class App:
     """Workers of one process, sharing a metrics registry and one status endpoint."""
 
-    def __init__(self, settings: Settings, names: list[str], middleware: list[Middleware] | None = None) -> None:
+    def __init__(self, settings: Settings, names: list[str | WorkerFactory],
+                 middleware: list[Middleware] | None = None, registry: Registry | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        deps = Deps(settings, self.metrics)
-        self.specs = [resolve(n)(deps) for n in names]
+        deps = Deps(settings, self.metrics, registry or default_registry())
+        self.specs = [(resolve(n) if isinstance(n, str) else n)(deps) for n in names]
         names_seen = [s.name for s in self.specs]
         if len(set(names_seen)) != len(names_seen):
             raise ConfigurationError(f"worker listed twice: {names_seen}")

@@ -26,7 +26,8 @@ from workers.storage.crypto import (CIPHER, DEFAULT_SEGMENT_SIZE, KEY_WRAP, KIND
                                     UnsupportedArtifactError, new_data_key, new_nonce_prefix, pack_record,
                                     read_exact, read_header, read_record, unwrap_key, wrap_key)
 from workers.storage.keys import (KeyLoadError, KeyNotFoundError, KeyRing, WrongPasswordError,
-                                  generate_self_signed, load_certificate, spki_sha256, thumbprint)
+                                  check_rsa, generate_self_signed, load_certificate, spki_sha256,
+                                  thumbprint)
 
 __all__ = ["encode", "decode", "read_header", "EncodingStream", "DecodingStream", "ArtifactHeader",
            "IntegrityError", "NotAnArtifactError", "UnsupportedArtifactError", "KeyNotFoundError",
@@ -75,7 +76,7 @@ class _PullStream(io.RawIOBase):
                 self._pos += len(piece)
                 size -= len(piece)
                 parts.append(piece)
-        except BaseException as exc:
+        except Exception as exc:
             self._error = exc
             raise
         return parts[0] if len(parts) == 1 else b"".join(parts)
@@ -131,6 +132,7 @@ class EncodingStream(_PullStream):
         self._cipher: SegmentCipher | None = None
         if recipient is not None:
             data_key, prefix, public_key = new_data_key(), new_nonce_prefix(), recipient.public_key()
+            check_rsa(public_key, f"certificate {thumbprint(recipient)}")
             header = _replace(header, cipher=CIPHER, key_wrap=KEY_WRAP, thumbprint_sha1=thumbprint(recipient),
                               thumbprint_sha256=thumbprint(recipient, "sha256"),
                               spki_sha256=spki_sha256(public_key),  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Union
 
@@ -93,7 +93,8 @@ def _password(password: Password) -> bytes | None:
     return password.encode("utf-8") if isinstance(password, str) else bytes(password)
 
 
-def _check_rsa(public_key: Any, label: str) -> None:
+def check_rsa(public_key: Any, label: str) -> None:
+    """Raise KeyLoadError unless ``public_key`` is an RSA key of at least MIN_RSA_BITS."""
     if not isinstance(public_key, rsa.RSAPublicKey):
         raise KeyLoadError(f"{label}: only RSA keys are supported (got {type(public_key).__name__})")
     if public_key.key_size < MIN_RSA_BITS:
@@ -111,7 +112,7 @@ def load_certificate(source: Source) -> Certificate:
             cert = x509.load_der_x509_certificate(data)
     except ValueError:
         raise KeyLoadError(f"{label} is not a PEM or DER X.509 certificate") from None
-    _check_rsa(cert.public_key(), label)
+    check_rsa(cert.public_key(), label)
     return cert
 
 
@@ -131,7 +132,7 @@ def load_private_key(source: Source, password: Password = None) -> tuple[rsa.RSA
         if pw is not None and b"ENCRYPTED" in data:
             raise WrongPasswordError(f"wrong password for key file {label}") from None
         raise KeyLoadError(f"{label} is not a PEM private key (for a .pfx/.p12 file use --pfx)") from None
-    _check_rsa(key.public_key(), label)
+    check_rsa(key.public_key(), label)
     certs = x509.load_pem_x509_certificates(data) if b"-----BEGIN CERTIFICATE-----" in data else []
     return key, certs  # type: ignore[return-value]
 
@@ -148,13 +149,13 @@ def load_pfx(source: Source, password: Password) -> tuple[rsa.RSAPrivateKey, Cer
         raise WrongPasswordError(f"cannot open PFX file {label}: wrong or missing password") from None
     if key is None:
         raise KeyLoadError(f"PFX file {label} holds no private key (export it with the private key)")
-    _check_rsa(key.public_key(), label)
+    check_rsa(key.public_key(), label)
     return key, cert  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
 class KeyEntry:
-    private_key: rsa.RSAPrivateKey
+    private_key: rsa.RSAPrivateKey = field(repr=False)
     certificate: Certificate | None
     spki_sha256: str
     thumbprint_sha1: str | None
@@ -183,10 +184,13 @@ class KeyRing:
         return ring
 
     def add_key(self, private_key: rsa.RSAPrivateKey, certificate: Certificate | None = None) -> KeyEntry:
-        _check_rsa(private_key.public_key(), "private key")
+        check_rsa(private_key.public_key(), "private key")
         spki = spki_sha256(private_key.public_key())
         if certificate is not None and spki_sha256(certificate.public_key()) != spki:  # type: ignore[arg-type]
             raise KeyLoadError(f"the private key does not belong to certificate {thumbprint(certificate)}")
+        for existing in self._entries:
+            if existing.spki_sha256 == spki and (certificate is None or existing.certificate == certificate):
+                return existing
         entry = KeyEntry(private_key, certificate, spki,
                          thumbprint(certificate) if certificate else None,
                          thumbprint(certificate, "sha256") if certificate else None)

@@ -1,0 +1,22 @@
+import pytest
+
+from tests.fixtures.rabbit import settings_for, vhost
+
+
+@pytest.fixture
+def rabbit_vhost():
+    with vhost() as name:
+        yield name
+
+
+@pytest.fixture
+def settings(rabbit_vhost):
+    return settings_for(rabbit_vhost)
+
+
+@pytest.fixture
+def trace_dir(tmp_path, monkeypatch):
+    directory = tmp_path / "traces"
+    directory.mkdir()
+    monkeypatch.setenv("APPSVC_DR_TEST_DIR", str(directory))
+    return directory

@@ -1,0 +1,72 @@
+"""Worker factories used by the runtime tests, in-process and as `appsvc-dr worker tests.integration.sample_workers:X`.
+
+Child processes learn where to leave their traces from APPSVC_DR_TEST_DIR: one file per event id, written
+when a job starts (``<id>.started``) and when it finishes (``<id>.done``).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Literal
+
+from contracts import Envelope, Payload
+from workers.app import Deps
+from workers.runtime.errors import PermanentError, TransientError
+from workers.runtime.handler import WorkerSpec
+
+
+class PingPayload(Payload):
+    n: int
+
+
+class Ping(Envelope):
+    type: Literal["test-ping"] = "test-ping"
+    version: Literal[1] = 1
+    payload: PingPayload
+
+
+class Pong(Envelope):
+    type: Literal["test-pong"] = "test-pong"
+    version: Literal[1] = 1
+    payload: PingPayload
+
+
+def _trace(event: Envelope, suffix: str) -> None:
+    directory = Path(os.environ["APPSVC_DR_TEST_DIR"])
+    (directory / f"{event.event_id}.{suffix}").write_text(str(os.getpid()))
+
+
+def slow(deps: Deps) -> WorkerSpec:
+    """Consumes backup-due; each job takes APPSVC_DR_TEST_JOB_SECONDS (default 5)."""
+    seconds = float(os.environ.get("APPSVC_DR_TEST_JOB_SECONDS", "5"))
+
+    def handle(event, ctx):
+        _trace(event, "started")
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        _trace(event, "done")
+        return []
+    return WorkerSpec("slow", {"backup-due": handle})
+
+
+def flaky(deps: Deps) -> WorkerSpec:
+    """Fails permanently while the file APPSVC_DR_TEST_DIR/broken exists, else succeeds."""
+
+    def handle(event, ctx):
+        if (Path(os.environ["APPSVC_DR_TEST_DIR"]) / "broken").exists():
+            raise PermanentError("the target store is read-only", hint="Make the store writable, then replay.")
+        _trace(event, "done")
+        return []
+    return WorkerSpec("flaky", {"backup-due": handle})
+
+
+def transient_once(deps: Deps) -> WorkerSpec:
+    def handle(event, ctx):
+        _trace(event, f"attempt{ctx.attempt}")
+        if ctx.attempt == 0:
+            raise TransientError("S3 endpoint timed out")
+        _trace(event, "done")
+        return []
+    return WorkerSpec("transient", {"backup-due": handle})

@@ -1,0 +1,133 @@
+"""The runtime against the real RabbitMQ: follow-ups, retries, dead letters, malformed input, replay, metrics."""
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import pika
+import pytest
+
+from contracts import BackupDue, BackupDuePayload, Registry, default_registry
+from tests.fixtures.rabbit import queue_count, running, wait_for
+from tests.integration.sample_workers import Ping, PingPayload, Pong, flaky, transient_once
+from workers.app import App
+from workers.runtime import dlq
+from workers.runtime.handler import WorkerSpec
+from workers.runtime.publisher import Publisher
+from workers.runtime.topology import Topology
+
+pytestmark = pytest.mark.integration
+
+
+def backup_due(set_id: str = "set-1") -> BackupDue:
+    return BackupDue(source="test", stamp="stamp1", correlation_id=set_id,
+                     payload=BackupDuePayload(backup_set_id=set_id))
+
+
+def test_follow_up_is_published_and_seen_by_a_second_worker(settings):
+    # Given a worker that answers test-ping with test-pong, and a second worker consuming test-pong
+    registry = Registry([*default_registry().models(), Ping, Pong])
+    pongs = []
+
+    def pinger(deps):
+        return WorkerSpec("pinger", {"test-ping": lambda e, ctx: [e.follow_up(Pong, e.payload, source="pinger")]})
+
+    def ponger(deps):
+        return WorkerSpec("ponger", {"test-pong": lambda e, ctx: pongs.append(e)})
+
+    app = App(settings, [pinger, ponger], registry=registry)
+    with running(app):
+        # When a ping is published
+        ping = Ping(source="test", stamp="stamp1", correlation_id="set-7", payload=PingPayload(n=42))
+        with Publisher(settings.broker) as pub:
+            pub.publish(ping)
+        # Then the second worker sees the pong, caused by the ping, in the same backup set
+        wait_for(lambda: pongs, 15, what="pong")
+    assert pongs[0].causation_id == ping.event_id
+    assert pongs[0].correlation_id == "set-7" and pongs[0].payload.n == 42
+
+
+def test_transient_failure_is_retried_after_the_backoff_and_succeeds(settings, trace_dir):
+    # Given a worker whose first attempt fails transiently (backoff 0.5 s)
+    app = App(settings, [transient_once])
+    with running(app):
+        event = backup_due()
+        with Publisher(settings.broker) as pub:
+            pub.publish(event)
+        # When it is retried
+        done = trace_dir / f"{event.event_id}.done"
+        wait_for(done.exists, 20, what="retried job to finish")
+        text = wait_for(lambda: 'outcome="ok"' in (t := _metrics(app)) and t, 5)
+    # Then the second attempt started no earlier than the backoff delay after the first
+    first = (trace_dir / f"{event.event_id}.attempt0").stat().st_mtime
+    second = (trace_dir / f"{event.event_id}.attempt1").stat().st_mtime
+    assert second - first >= 0.45
+    queues = Topology.from_settings(settings.broker, settings.retry).queues("transient")
+    assert queue_count(settings.broker.vhost, queues.dlq) == 0
+    assert 'appsvc_dr_events_consumed_total{event_type="backup-due",outcome="retried",worker="transient"} 1.0' in text
+    assert 'appsvc_dr_events_consumed_total{event_type="backup-due",outcome="ok",worker="transient"} 1.0' in text
+
+
+def _metrics(app: App) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{app.status.port}/metrics", timeout=5) as resp:
+        return resp.read().decode()
+
+
+def _raw_publish(settings, routing_key: str, body: bytes) -> None:
+    with Publisher(settings.broker) as pub:
+        pub.publish_raw(settings.broker.exchange, routing_key, body,
+                        pika.BasicProperties(delivery_mode=2, content_type="application/json"))
+
+
+def test_malformed_messages_are_dead_lettered_with_the_reason_and_the_worker_goes_on(settings, trace_dir):
+    # Given a running worker bound to backup-due
+    app = App(settings, [flaky])
+    with running(app):
+        # When garbage, a wrong schema and an unknown type arrive, then a good event
+        _raw_publish(settings, "backup-due", b"\x00\xffnot json at all")
+        _raw_publish(settings, "backup-due", json.dumps({"type": "backup-due", "version": 1, "source": "x",
+                                                         "stamp": "s", "correlation_id": "c",
+                                                         "payload": {"bogus": 1}}).encode())
+        _raw_publish(settings, "backup-due", json.dumps({"type": "no-such-event", "version": 1}).encode())
+        good = backup_due("after-garbage")
+        with Publisher(settings.broker) as pub:
+            pub.publish(good)
+        # Then the good one is processed
+        wait_for((trace_dir / f"{good.event_id}.done").exists, 20, what="good event")
+        letters = wait_for(lambda: len(dlq.peek(settings, "flaky")) == 3 and dlq.peek(settings, "flaky"), 10)
+    # And the three bad ones wait in the dead-letter queue with their reasons
+    reasons = sorted(d.reason for d in letters)
+    assert reasons == ["invalid", "not-json", "unknown-type"]
+    invalid = next(d for d in letters if d.reason == "invalid")
+    assert "payload.backup_set_id" in invalid.header("x-dr-error") and invalid.header("x-dr-hint")
+    # And each rejection was announced as job-failed on the notifier's queue
+    notifier_q = Topology.from_settings(settings.broker, settings.retry).queues("notifier").main
+    assert wait_for(lambda: queue_count(settings.broker.vhost, notifier_q) == 3, 10)
+
+
+def test_permanent_failure_dead_letters_then_replay_after_the_fix_processes_it(settings, trace_dir):
+    # Given a worker whose target is broken
+    (trace_dir / "broken").write_text("")
+    app = App(settings, [flaky])
+    with running(app):
+        event = backup_due("replay-me")
+        with Publisher(settings.broker) as pub:
+            pub.publish(event)
+        # When the job fails permanently, it lands in the DLQ at once with the reason and the hint
+        letters = wait_for(lambda: dlq.peek(settings, "flaky"), 15, what="dead letter")
+        assert letters[0].event_id == str(event.event_id)
+        assert letters[0].reason == "permanent"
+        assert letters[0].header("x-dr-hint") == "Make the store writable, then replay."
+        assert not (trace_dir / f"{event.event_id}.done").exists()
+        # When the cause is fixed and the operator replays
+        (trace_dir / "broken").unlink()
+        assert dlq.replay(settings, "flaky") == 1
+        # Then the job completes and the DLQ is empty
+        wait_for((trace_dir / f"{event.event_id}.done").exists, 15, what="replayed job")
+        text = wait_for(lambda: 'outcome="ok"' in (t := _metrics(app)) and t, 5)
+    assert dlq.peek(settings, "flaky") == []
+    assert 'appsvc_dr_events_consumed_total{event_type="backup-due",outcome="dead_lettered",worker="flaky"} 1.0' in text
+    assert 'appsvc_dr_dead_letters_total{event_type="backup-due",reason="permanent",worker="flaky"} 1.0' in text
+    assert 'appsvc_dr_last_success_timestamp_seconds{event_type="backup-due",worker="flaky"}' in text
+    assert 'appsvc_dr_broker_connected{worker="flaky"}' in text

@@ -1,0 +1,114 @@
+"""Stream helpers shared by the backends: size-checked reading of the caller's stream, chunked copy, and a
+reader that classifies transport errors raised while the caller reads an object."""
+from __future__ import annotations
+
+import io
+from typing import BinaryIO, Callable
+
+from workers.storage.base import InvalidArgument
+
+CHUNK = 1024 * 1024
+
+
+class SizedReader(io.RawIOBase):
+    """Reads the caller's stream. ``read(n)`` returns exactly ``n`` bytes unless the stream ends (so the minio
+    SDK, which concatenates what read() returns, does not copy a part over and over). When ``expected`` is
+    given, a stream that ends early or goes on too long raises :class:`InvalidArgument` *before* the upload
+    completes, so the object never appears. Errors of the source stream itself pass through unchanged."""
+
+    def __init__(self, stream: BinaryIO, expected: int | None, key: str) -> None:
+        super().__init__()
+        if expected is not None and expected < 0:
+            raise InvalidArgument(f"invalid size {expected} for {key!r}: must be >= 0 or None")
+        self._stream = stream
+        self._expected = expected
+        self._key = key
+        self.count = 0
+        self.failure: BaseException | None = None      # what the caller's stream raised, if anything
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = CHUNK
+        parts: list[bytes] = []
+        wanted = n
+        while wanted > 0:
+            try:
+                data = self._stream.read(wanted)
+            except BaseException as exc:
+                self.failure = exc
+                raise
+            if not data:
+                break
+            data = bytes(data)
+            parts.append(data)
+            wanted -= len(data)
+        chunk = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.count += len(chunk)
+        if self._expected is not None:
+            if self.count > self._expected:
+                raise InvalidArgument(f"the stream for {self._key!r} is longer than the declared size "
+                                      f"{self._expected}")
+            if len(chunk) < n and self.count < self._expected:
+                raise InvalidArgument(f"the stream for {self._key!r} ended after {self.count} bytes, "
+                                      f"{self._expected} were declared")
+        return chunk
+
+    def readinto(self, buffer: "bytearray | memoryview") -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def copy_stream(reader: SizedReader, write: Callable[[bytes], object], chunk: int = CHUNK) -> int:
+    """Copy ``reader`` to ``write`` in chunks; returns the number of bytes copied."""
+    while True:
+        data = reader.read(chunk)
+        if not data:
+            return reader.count
+        write(data)
+
+
+class TranslatingReader(io.RawIOBase):
+    """Wraps an open remote stream: errors raised while reading go through ``translate`` (e.g. a reset
+    connection becomes StorageUnavailable); ``close`` runs ``on_close`` once."""
+
+    def __init__(self, raw: BinaryIO, translate: Callable[[BaseException], BaseException | None],
+                 on_close: Callable[[], None] | None = None) -> None:
+        super().__init__()
+        self._raw = raw
+        self._translate = translate
+        self._on_close = on_close
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: "bytearray | memoryview") -> int:  # type: ignore[override]
+        try:
+            data = self._raw.read(len(buffer))
+        except Exception as exc:
+            mapped = self._translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                if self._on_close is not None:
+                    self._on_close()
+                else:
+                    self._raw.close()
+            finally:
+                super().close()
+
+
+def reader(raw: BinaryIO, translate: Callable[[BaseException], BaseException | None],
+           on_close: Callable[[], None] | None = None) -> BinaryIO:
+    """A buffered binary stream over :class:`TranslatingReader`."""
+    return io.BufferedReader(TranslatingReader(raw, translate, on_close), buffer_size=CHUNK)  # type: ignore

@@ -1,0 +1,231 @@
+"""An S3 bucket through the ``minio`` SDK (path-style). Uploads stream in ``part_size`` parts (one part in
+memory at a time); a multipart upload only becomes an object when it completes, and the SDK aborts it when
+the source stream fails, so readers never see a partial object. User metadata travels as x-amz-meta-*."""
+from __future__ import annotations
+
+import contextlib
+import os
+from datetime import datetime, timezone
+from typing import Any, BinaryIO, Iterator
+
+import certifi
+import urllib3
+from minio import Minio
+from minio.error import InvalidResponseError, S3Error, ServerError
+from minio.helpers import check_bucket_name
+from urllib3.exceptions import HTTPError, MaxRetryError, SSLError
+
+from workers.storage._streams import SizedReader, reader
+from workers.storage.base import (InvalidArgument, ObjectInfo, ObjectNotFound, StorageError, StorageFull,
+                                  StorageMisconfigured, StoragePermissionDenied, StorageUnavailable,
+                                  validate_key, validate_metadata, validate_prefix)
+
+META_PREFIX = "x-amz-meta-"
+MIN_PART, MAX_PART = 5 * 1024 * 1024, 5 * 1024 ** 3
+_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
+                "InvalidSecurity", "TokenRefreshRequired"}
+_DENIED = {"AccessDenied", "AllAccessDisabled", "AccountProblem", "InvalidObjectState"}
+_MISCONFIGURED = {"AuthorizationHeaderMalformed", "IllegalLocationConstraintException", "PermanentRedirect",
+                  "InvalidBucketName", "InvalidRegion", "RequestTimeTooSkewed", "BucketAlreadyExists"}
+_FULL = {"QuotaExceeded", "XMinioStorageFull", "XMinioAdminBucketQuotaExceeded"}
+_TRANSIENT = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "OperationAborted",
+              "XMinioServerNotInitialized", "TemporaryRedirect", "Throttling"}
+
+
+def _secret(value: Any) -> str:
+    return value.get_secret_value() if hasattr(value, "get_secret_value") else (value or "")
+
+
+class S3Store:
+    atomic_rename = False        # no rename in S3; uploads are atomic anyway (object appears on completion)
+
+    def __init__(self, endpoint: str, access_key: str, secret_key: Any, bucket: str, region: str | None = None,
+                 secure: bool = True, create_bucket: bool = True, part_size: int = 64 * 1024 * 1024, *,
+                 connect_timeout: float = 10.0, read_timeout: float = 120.0) -> None:
+        for scheme, is_secure in (("https://", True), ("http://", False)):
+            if endpoint.lower().startswith(scheme):
+                endpoint, secure = endpoint[len(scheme):].rstrip("/"), is_secure
+        self.endpoint, self.bucket, self.region = endpoint, bucket, region or None
+        self.secure, self.create_bucket, self.part_size = secure, create_bucket, part_size
+        self.name = f"s3://{bucket}"
+        try:
+            check_bucket_name(bucket, strict=True)
+        except ValueError as exc:
+            raise StorageMisconfigured(f"invalid S3 bucket name {bucket!r}: {exc}",
+                                       hint="Fix APPSVC_DR_STORE__S3_BUCKET (3-63 lower-case letters, digits, "
+                                            "'-' and '.').") from None
+        if not MIN_PART <= part_size <= MAX_PART:
+            raise StorageMisconfigured(f"S3 part size {part_size} is outside 5 MiB..5 GiB",
+                                       hint="Fix APPSVC_DR_STORE__S3_PART_SIZE.")
+        self._http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout), maxsize=10,
+            cert_reqs="CERT_REQUIRED", ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]))
+        try:
+            self._client = Minio(endpoint, access_key=access_key or None, secret_key=_secret(secret_key) or None,
+                                 secure=secure, region=self.region, http_client=self._http)
+        except ValueError as exc:
+            raise StorageMisconfigured(f"invalid S3 endpoint {endpoint!r}: {exc}",
+                                       hint="Set APPSVC_DR_STORE__S3_ENDPOINT to host:port (no path); "
+                                            "APPSVC_DR_STORE__S3_SECURE picks https or http.") from None
+        self._bucket_ok = False
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.name} at {self.endpoint})"
+
+    # ------------------------------------------------------------------------------------- interface
+    def put(self, key: str, stream: BinaryIO, size: int | None = None,
+            metadata: dict[str, str] | None = None) -> ObjectInfo:
+        validate_key(key)
+        headers = {META_PREFIX + k: v for k, v in validate_metadata(metadata).items()}
+        self._ensure_bucket()
+        source = SizedReader(stream, size, key)
+        with self._errors("upload", key, source):
+            # length=-1: stream in part_size parts; one sequential upload keeps one part in memory and leaves
+            # no upload threads behind when the source fails.
+            self._client.put_object(self.bucket, key, source, length=-1, part_size=self.part_size,
+                                    metadata=headers, num_parallel_uploads=1)  # type: ignore[arg-type]
+        return self.stat(key)
+
+    @contextlib.contextmanager
+    def open(self, key: str) -> Iterator[BinaryIO]:
+        validate_key(key)
+        self._ensure_bucket()
+        with self._errors("read", key):
+            response = self._client.get_object(self.bucket, key)
+
+        def release() -> None:
+            response.close()
+            response.release_conn()
+
+        stream = reader(response, lambda exc: self._translate(exc, "read", key), on_close=release)
+        try:
+            yield stream
+        finally:
+            stream.close()
+
+    def stat(self, key: str) -> ObjectInfo:
+        validate_key(key)
+        self._ensure_bucket()
+        with self._errors("stat", key):
+            obj = self._client.stat_object(self.bucket, key)
+        metadata = {k.lower()[len(META_PREFIX):]: v for k, v in (obj.metadata or {}).items()
+                    if k.lower().startswith(META_PREFIX)}
+        return ObjectInfo(key=key, size=int(obj.size or 0), modified=_utc(obj.last_modified),
+                          metadata=metadata, etag=obj.etag)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        return self._list(prefix)
+
+    def delete(self, key: str) -> None:
+        validate_key(key)
+        self._ensure_bucket()
+        with self._errors("delete", key):
+            self._client.remove_object(self.bucket, key)     # S3 deletes are idempotent
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.stat(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._http.clear()
+
+    # --------------------------------------------------------------------------------------- helpers
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
+        self._ensure_bucket()
+        objects = self._client.list_objects(self.bucket, prefix=prefix or None, recursive=True)
+        while True:
+            with self._errors("list", prefix or "/"):
+                obj = next(objects, None)
+            if obj is None:
+                return
+            if not obj.is_dir:
+                yield ObjectInfo(key=obj.object_name, size=int(obj.size or 0), modified=_utc(obj.last_modified),
+                                 etag=obj.etag)
+
+    def _ensure_bucket(self) -> None:
+        if self._bucket_ok:
+            return
+        with self._errors("check bucket", ""):
+            if not self._client.bucket_exists(self.bucket):
+                if not self.create_bucket:
+                    raise StorageMisconfigured(
+                        f"{self.name} at {self.endpoint}: the bucket does not exist",
+                        hint=f"Create bucket {self.bucket!r}, fix APPSVC_DR_STORE__S3_BUCKET, or set "
+                             "APPSVC_DR_STORE__S3_CREATE_BUCKET=true to let the worker create it.")
+                try:
+                    self._client.make_bucket(self.bucket, location=self.region)
+                except S3Error as exc:
+                    if exc.code != "BucketAlreadyOwnedByYou":        # another worker was faster
+                        raise
+        self._bucket_ok = True
+
+    @contextlib.contextmanager
+    def _errors(self, verb: str, key: str, source: SizedReader | None = None) -> Iterator[None]:
+        try:
+            yield
+        except StorageError:
+            raise
+        except Exception as exc:
+            if source is not None and exc is source.failure:
+                raise                                 # the caller's stream failed: not a storage error
+            mapped = self._translate(exc, verb, key)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    def _translate(self, exc: BaseException, verb: str, key: str) -> StorageError | None:
+        where = f"{self.name} at {self.endpoint}: cannot {verb}{f' {key!r}' if key else ''}"
+        creds = ("Check APPSVC_DR_STORE__S3_ACCESS_KEY and APPSVC_DR_STORE__S3_SECRET_KEY (a key pair valid "
+                 f"for {self.endpoint})")
+        if isinstance(exc, S3Error):
+            code, status = exc.code or "", getattr(exc.response, "status", 0) or 0
+            message = f"{where}: {code or status} ({exc.message})"
+            if code in ("NoSuchKey", "NoSuchVersion"):
+                return ObjectNotFound(f"{self.name}: no object {key!r}")
+            if code == "NoSuchBucket":
+                self._bucket_ok = False
+                return StorageMisconfigured(message, hint=f"Bucket {self.bucket!r} does not exist: fix "
+                                            "APPSVC_DR_STORE__S3_BUCKET or create the bucket.")
+            if code in _CREDENTIALS:
+                return StoragePermissionDenied(message, hint=f"{creds}; the server rejected them.")
+            if code in _DENIED or (status == 403 and code not in _MISCONFIGURED):
+                return StoragePermissionDenied(message, hint=(
+                    f"{creds}, and that the key may get/put/list/delete objects in bucket {self.bucket!r}."))
+            if code in _MISCONFIGURED or status in (301, 307):
+                return StorageMisconfigured(message, hint=(
+                    "Check APPSVC_DR_STORE__S3_ENDPOINT, APPSVC_DR_STORE__S3_REGION and APPSVC_DR_STORE__S3_BUCKET "
+                    "(and the worker's clock)."))
+            if code in _FULL:
+                return StorageFull(message, hint=f"Bucket {self.bucket!r} is over quota or the S3 server is full: "
+                                                 "raise the quota or prune old recovery points.")
+            if code in _TRANSIENT or status >= 500 or status == 429:
+                return StorageUnavailable(message)
+            return InvalidArgument(message, hint="The S3 server rejected the request; see the message for the "
+                                                 "code (for example EntityTooLarge: lower the object size).")
+        if isinstance(exc, ServerError):
+            return StorageUnavailable(f"{where}: HTTP {exc.status_code}")
+        if isinstance(exc, InvalidResponseError):
+            return StorageMisconfigured(f"{where}: {exc}", hint=(
+                "The server did not answer like S3: check APPSVC_DR_STORE__S3_ENDPOINT (host:port of the S3 API, "
+                "not a console) and APPSVC_DR_STORE__S3_SECURE."))
+        reason = exc.reason if isinstance(exc, MaxRetryError) else exc
+        if isinstance(reason, SSLError):
+            return StorageMisconfigured(f"{where}: TLS failed ({reason})", hint=(
+                "Check APPSVC_DR_STORE__S3_SECURE (https vs http) and that the server certificate is trusted "
+                "(SSL_CERT_FILE names a CA bundle)."))
+        if isinstance(exc, (HTTPError, OSError)):
+            return StorageUnavailable(f"{where}: {type(reason).__name__}: {reason}", hint=(
+                f"Check that the S3 endpoint {self.endpoint} (APPSVC_DR_STORE__S3_ENDPOINT) is up and reachable; "
+                "the job is retried with backoff."))
+        return None
+
+
+def _utc(value: datetime | None) -> datetime:
+    if value is None:
+        return datetime.now(timezone.utc)
+    return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
