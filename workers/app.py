@@ -33,7 +33,9 @@ class Deps:
 
 def _notifier(deps: Deps) -> WorkerSpec:
     from workers.notifier.handler import build_notifier_worker
-    return build_notifier_worker(deps.settings.notify, metrics=deps.metrics)
+    counter = deps.metrics.notifications
+    return build_notifier_worker(deps.settings.notify,
+                                 observe=lambda sink, outcome: counter.labels(sink, outcome).inc())
 
 
 BUILTIN: dict[str, WorkerFactory] = {"notifier": _notifier}

@@ -48,8 +48,10 @@ class NotifierHandler:
 
     def __init__(self, notifiers: Sequence[Notifier], grouper: FailureGrouper, *,
                  retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
-                 sleep: Callable[[float], None] | None = None, remember: int = 1024) -> None:
+                 sleep: Callable[[float], None] | None = None, remember: int = 1024,
+                 observe: Callable[[str, str], None] | None = None) -> None:
         self.notifiers = list(notifiers)
+        self.observe = observe or (lambda sink, outcome: None)  # (sink name, sent|grouped|failed) for metrics
         self.grouper = grouper
         self.retry_delays = tuple(retry_delays)
         self._sleep = sleep
@@ -95,6 +97,7 @@ class NotifierHandler:
                                                       first_seen=decision.first_seen))
         else:
             self._count("suppressed")
+            self.observe("*", "grouped")
             ctx.logger.info("suppressed repeated failure of %s (%d repeats since %s)", event.payload.worker,
                             decision.repeat_count, decision.first_seen)
             state = _Delivery(None)
@@ -114,14 +117,17 @@ class NotifierHandler:
             if error is None:
                 state.delivered.add(i)
                 self._count("delivered")
+                self.observe(sink.name, "sent")
             elif isinstance(error, PermanentError):
                 state.failed_permanently[i] = error
                 self._count("failed_permanent")
+                self.observe(sink.name, "failed")
                 ctx.logger.error("notification sink %s failed permanently: %s (how to fix: %s)", sink.name,
                                  error.message, error.hint)
             else:
                 transient[i] = error
                 self._count("failed_transient")
+                self.observe(sink.name, "failed")
         what = f"notification of {notification.worker} failure (event {notification.event_id})"
         if transient:
             names = ", ".join(self.notifiers[i].name for i in transient)
@@ -172,9 +178,10 @@ class NotifierHandler:
 def build_notifier_worker(settings: NotifySettings, notifiers: list[Notifier] | None = None,
                           clock: Callable[[], float] = time.monotonic, *,
                           retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
-                          sleep: Callable[[float], None] | None = None) -> WorkerSpec:
+                          sleep: Callable[[float], None] | None = None,
+                          observe: Callable[[str, str], None] | None = None) -> WorkerSpec:
     """The ``notifier`` worker: one handler for ``job-failed``; sinks from ``settings`` unless given."""
     sinks = build_notifiers(settings) if notifiers is None else notifiers
     handler = NotifierHandler(sinks, FailureGrouper(settings.group_window, clock=clock),
-                              retry_delays=retry_delays, sleep=sleep)
+                              retry_delays=retry_delays, sleep=sleep, observe=observe)
     return WorkerSpec(name=WORKER_NAME, handlers={"job-failed": handler})
