@@ -1,0 +1,55 @@
+"""Configuration: environment, TOML file, validation messages, and secrets that never print."""
+from __future__ import annotations
+
+import pytest
+
+from workers.cli import main
+from workers.runtime.config import load_settings
+from workers.runtime.errors import ConfigurationError
+
+
+def test_environment_overrides_file_and_defaults(tmp_path, monkeypatch):
+    cfg = tmp_path / "dr.toml"
+    cfg.write_text('stamp = "from-file"\n[broker]\nhost = "mq.example"\nport = 5671\n')
+    monkeypatch.setenv("APPSVC_DR_BROKER__PORT", "5673")
+    settings = load_settings(cfg)
+    assert (settings.stamp, settings.broker.host, settings.broker.port) == ("from-file", "mq.example", 5673)
+    monkeypatch.delenv("APPSVC_DR_CONFIG_FILE")
+
+
+def test_every_problem_is_named_without_echoing_values(monkeypatch):
+    monkeypatch.setenv("APPSVC_DR_WORKER__PREFETCH", "lots")
+    monkeypatch.setenv("APPSVC_DR_RETRY__BACKOFF", "[-1]")
+    with pytest.raises(ConfigurationError) as err:
+        load_settings()
+    assert "worker.prefetch" in err.value.message and "retry.backoff" in err.value.message
+    assert "lots" not in err.value.message and "APPSVC_DR_" in err.value.hint
+
+
+def test_missing_config_file_is_a_configuration_error(tmp_path):
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_secrets_never_print(monkeypatch, capsys):
+    monkeypatch.setenv("APPSVC_DR_BROKER__PASSWORD", "hunter2-CANARY")
+    monkeypatch.setenv("APPSVC_DR_NOTIFY__SMTP_PASSWORD", "smtp-CANARY")
+    monkeypatch.setenv("APPSVC_DR_NOTIFY__WEBHOOK_URLS", '["https://hooks.example/T0K3N-CANARY"]')
+    settings = load_settings()
+    assert "CANARY" not in repr(settings) and "CANARY" not in str(settings)
+    assert main(["config", "check"]) == 0
+    out = capsys.readouterr()
+    assert "CANARY" not in out.out + out.err and "configuration ok" in out.out
+
+
+def test_config_check_reports_what_is_wrong(monkeypatch, capsys):
+    monkeypatch.setenv("APPSVC_DR_STORE__KIND", "tape")
+    assert main(["config", "check"]) == 2
+    err = capsys.readouterr().err
+    assert "store.kind" in err and "how to fix" in err
+
+
+def test_config_check_connect_says_why_the_broker_is_unreachable(monkeypatch, capsys):
+    monkeypatch.setenv("APPSVC_DR_BROKER__PORT", "1")
+    assert main(["config", "check", "--connect"]) == 1
+    assert "cannot reach RabbitMQ" in capsys.readouterr().out
