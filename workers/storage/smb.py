@@ -32,6 +32,7 @@ _NO_SHARE = {0xC00000CC, 0xC0000225, 0xC00000BE}        # BAD_NETWORK_NAME, NOT_
 _FULL = {0xC000007F, 0xC0000044}                          # DISK_FULL, QUOTA_EXCEEDED
 _CONFLICT = {0xC0000035, 0xC00000BA, 0xC0000103, 0xC0000033}  # name collision, is/not a directory, bad name
 _MISSING = {0xC0000034, 0xC000003A, 0xC000000F, 0xC0000056}  # name/path not found, no such file, delete pending
+_NOT_A_FILE = {0xC00000BA, 0xC0000103}                    # reading "a" when it is a directory, "a/x" when a file
 
 
 def _secret(value: Any) -> str | None:
@@ -90,7 +91,7 @@ class SmbStore:
     def open(self, key: str) -> Iterator[BinaryIO]:
         validate_key(key)
         self._connect()
-        with self._errors("read", key):
+        with self._errors("read", key, missing_ok=False):
             raw = smbclient.open_file(self._path(key), mode="rb", buffering=0, share_access="rwd", **self._kw)
         stream = reader(raw, lambda exc: self._translate(exc, "read", key))
         try:
@@ -245,11 +246,11 @@ class SmbStore:
         except Exception as exc:
             status = getattr(exc, "ntstatus", None) or getattr(exc, "status", None) \
                 if isinstance(exc, (OSError, SMBResponseException)) else None
-            if status in _MISSING or (status is None and isinstance(exc, FileNotFoundError)):
-                if missing_ok:
-                    return
-                if missing_ok is False:
-                    raise ObjectNotFound(f"{self.name}: no object {key!r}") from exc
+            missing = status in _MISSING or (status is None and isinstance(exc, FileNotFoundError))
+            if missing and missing_ok:
+                return
+            if missing_ok is False and (missing or status in _NOT_A_FILE):
+                raise ObjectNotFound(f"{self.name}: no object {key!r}") from exc
             mapped = self._translate(exc, verb, key)
             if mapped is None:
                 raise

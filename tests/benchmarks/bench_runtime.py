@@ -1,0 +1,203 @@
+"""Runtime throughput against raw pika: ``python tests/benchmarks/bench_runtime.py [--messages N]``.
+
+Every variant runs on the same broker in its own fresh vhost. N messages are pre-loaded first (not timed),
+then the clock runs from the moment the consumer is registered until all N are done:
+
+- ``raw pika``: BlockingConnection, prefetch 100, ack each message — the ceiling for consume + ack.
+  Measured on a quorum queue (what the runtime declares) and, for reference, on a classic queue.
+- ``raw pika +publish``: the same, plus one persistent follow-up per message with asynchronous publisher
+  confirms and the ack sent only after the confirm (SelectConnection): the broker-side work the runtime does.
+- ``runtime cN``: App with one worker answering each Ping with a Pong (decode and validate with pydantic,
+  handler, publish with confirms, ack), N job threads. The pong worker's queue is declared but not run; done
+  when the ping queue is drained, every delivery is settled, and N pongs are in the pong queue.
+
+The percentage column compares msg/s with raw pika on the quorum queue.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import pika  # noqa: E402
+
+from contracts import Registry, default_registry  # noqa: E402
+from tests.fixtures.rabbit import settings_for, vhost, wait_for  # noqa: E402
+from tests.integration.sample_workers import Ping, PingPayload, Pong  # noqa: E402
+from workers.app import App  # noqa: E402
+from workers.runtime.amqp import connection_parameters, event_properties  # noqa: E402
+from workers.runtime.connect import declare_topology  # noqa: E402
+from workers.runtime.handler import WorkerSpec  # noqa: E402
+from workers.runtime.topology import Topology  # noqa: E402
+
+PREFETCH = 100
+QUORUM = {"x-queue-type": "quorum"}
+
+
+def pings(n: int) -> list[tuple[bytes, pika.BasicProperties]]:
+    events = (Ping(source="bench", stamp="stamp1", correlation_id="set-1", payload=PingPayload(n=i))
+              for i in range(n))
+    return [(e.to_json(), event_properties(e)) for e in events]
+
+
+def preload(params: pika.ConnectionParameters, exchange: str, routing_key: str, queue: str,
+            messages: list[tuple[bytes, pika.BasicProperties]]) -> None:
+    """Publish without confirms (fast), then wait until the broker has enqueued them all."""
+    conn = pika.BlockingConnection(params)
+    try:
+        ch = conn.channel()
+        for body, props in messages:
+            ch.basic_publish(exchange, routing_key, body, props)
+        wait_for(lambda: depth(ch, queue) >= len(messages), 120, 0.05, what=f"{queue} to fill")
+    finally:
+        conn.close()
+
+
+def depth(ch, queue: str) -> int:
+    return ch.queue_declare(queue, passive=True).method.message_count
+
+
+def raw_consume(params, n: int, messages, arguments: dict) -> float:
+    conn = pika.BlockingConnection(params)
+    ch = conn.channel()
+    ch.queue_declare("bench.raw", durable=True, arguments=arguments)
+    preload(params, "", "bench.raw", "bench.raw", messages)
+    ch.basic_qos(prefetch_count=PREFETCH)
+    count = 0
+
+    def on_message(ch, method, props, body) -> None:
+        nonlocal count
+        ch.basic_ack(method.delivery_tag)
+        count += 1
+        if count == n:
+            ch.stop_consuming()
+
+    ch.basic_consume("bench.raw", on_message)
+    started = time.perf_counter()
+    ch.start_consuming()
+    seconds = time.perf_counter() - started
+    assert depth(ch, "bench.raw") == 0
+    conn.close()
+    return seconds
+
+
+def raw_republish(params, n: int, messages) -> float:
+    """Consume, publish one persistent follow-up with asynchronous confirms, ack after its confirm."""
+    setup = pika.BlockingConnection(params)
+    sch = setup.channel()
+    for q in ("bench.in", "bench.out"):
+        sch.queue_declare(q, durable=True, arguments=QUORUM)
+    setup.close()
+    preload(params, "", "bench.in", "bench.in", messages)
+    state: dict = {"seq": 0, "acked": 0, "pending": {}, "started": 0.0, "seconds": 0.0, "last": 0}
+
+    def on_message(ch, method, props, body) -> None:
+        state["seq"] += 1
+        state["pending"][state["seq"]] = method.delivery_tag
+        ch.basic_publish("", "bench.out", body, props)
+
+    def on_confirm(frame) -> None:
+        ch, m = state["ch"], frame.method
+        seqs = range(state["last"] + 1, m.delivery_tag + 1) if m.multiple else [m.delivery_tag]
+        for seq in seqs:
+            tag = state["pending"].pop(seq, None)
+            if tag is not None:
+                ch.basic_ack(tag)
+                state["acked"] += 1
+        state["last"] = max(state["last"], m.delivery_tag)
+        if state["acked"] == n:
+            state["seconds"] = time.perf_counter() - state["started"]
+            conn.close()
+
+    def on_channel(ch) -> None:
+        state["ch"], state["last"] = ch, 0
+        ch.confirm_delivery(on_confirm, callback=lambda _f: ch.basic_qos(
+            prefetch_count=PREFETCH, callback=lambda _q: start(ch)))
+
+    def start(ch) -> None:
+        ch.basic_consume("bench.in", on_message)
+        state["started"] = time.perf_counter()
+
+    conn = pika.SelectConnection(params, on_open_callback=lambda c: c.channel(on_open_callback=on_channel),
+                                 on_close_callback=lambda c, r: c.ioloop.stop())
+    conn.ioloop.start()
+    assert state["acked"] == n, state["acked"]
+    return state["seconds"]
+
+
+def runtime(vhost_name: str, n: int, concurrency: int, messages) -> float:
+    settings = settings_for(vhost_name, worker={"prefetch": PREFETCH, "concurrency": concurrency},
+                            metrics={"enabled": False})
+    params = connection_parameters(settings.broker)
+    topology = Topology.from_settings(settings.broker, settings.retry)
+    declare_topology(settings.broker, topology, [("pinger", ["test-ping"]), ("ponger", ["test-pong"])])
+    ping_q, pong_q = topology.queues("pinger").main, topology.queues("ponger").main
+    preload(params, topology.exchange, "test-ping", ping_q, messages)
+    registry = Registry([*default_registry().models(), Ping, Pong])
+
+    def pinger(deps) -> WorkerSpec:
+        return WorkerSpec("pinger", {"test-ping": lambda e, ctx: [e.follow_up(Pong, e.payload, source="bench")]},
+                          concurrency=concurrency)
+
+    app = App(settings, [pinger], registry=registry)
+    runner = app.runners[0]
+    thread = threading.Thread(target=app.run, kwargs={"install_signals": False}, daemon=True)
+    probe = pika.BlockingConnection(params)
+    ch = probe.channel()
+    try:
+        thread.start()
+        if not runner.connected.wait(30):
+            raise RuntimeError("the runtime did not start consuming")
+        started = time.perf_counter()
+        # _in_flight counts deliveries not yet acked/nacked: 0 with N pongs enqueued means all N settled.
+        wait_for(lambda: depth(ch, pong_q) >= n and depth(ch, ping_q) == 0 and runner._in_flight == 0,
+                 600, 0.01, what="all pings settled and all pongs enqueued")
+        seconds = time.perf_counter() - started
+    finally:
+        app.stop()
+        thread.join(60)
+    # After the stop, unacked deliveries would be back in the queue: the ping queue must stay empty.
+    assert depth(ch, ping_q) == 0 and depth(ch, pong_q) == n, (depth(ch, ping_q), depth(ch, pong_q))
+    probe.close()
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", "-n", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--runtime-only", action="store_true", help="skip the raw pika variants (profiling)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    n = args.messages
+    messages = pings(n)
+    rows: list[tuple[str, float]] = []
+
+    def run(name: str, fn) -> None:
+        with vhost() as vh:
+            settings = settings_for(vh)
+            seconds = fn(vh, connection_parameters(settings.broker))
+        rows.append((name, seconds))
+        print(f"  {name}: {seconds:.2f}s", file=sys.stderr, flush=True)
+
+    if not args.runtime_only:
+        run("raw pika (quorum)", lambda vh, p: raw_consume(p, n, messages, QUORUM))
+        run("raw pika (classic)", lambda vh, p: raw_consume(p, n, messages, {}))
+        run("raw pika +publish (quorum)", lambda vh, p: raw_republish(p, n, messages))
+    for c in args.concurrency:
+        run(f"runtime c{c}", lambda vh, p, c=c: runtime(vh, n, c, messages))
+
+    base = n / rows[0][1]  # with --runtime-only, relative to the first runtime row
+    print(f"\n{'variant':28s} {'messages':>9s} {'seconds':>8s} {'msg/s':>8s} {'% raw':>6s}")
+    for name, seconds in rows:
+        rate = n / seconds
+        print(f"{name:28s} {n:9d} {seconds:8.2f} {rate:8.0f} {100 * rate / base:5.0f}%")
+
+
+if __name__ == "__main__":
+    main()

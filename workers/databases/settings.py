@@ -1,0 +1,98 @@
+"""``DatabaseSettings``: which engine backs up which databases, and how (``APPSVC_DR_DATABASE__<FIELD>``).
+
+One model for both engines; fields that only one engine reads say so in their description. Secrets are
+``SecretStr`` so they print as ``**********``.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from workers.runtime.config import Section
+
+SQLSERVER_DRIVER = "ODBC Driver 18 for SQL Server"
+POSTGRES_DRIVER = "PostgreSQL Unicode"
+DEFAULT_PORTS = {"sqlserver": 1433, "postgres": 5432}
+S3_MAX_TRANSFER_SIZE = 20 * 1024 * 1024     # what SQL Server 2022 BACKUP TO URL = 's3://...' is given
+
+
+class DatabaseSettings(Section):
+    engine: Literal["sqlserver", "postgres"] = "sqlserver"
+    databases: list[str] = Field(default=["appservice_hosting", "appservice_metering"], min_length=1,
+                                 description="Databases to back up, one job each")
+    server: str = Field(default="127.0.0.1", min_length=1,
+                        description="Host name or IP; SQL Server also accepts host\\instance")
+    port: int | None = Field(default=None, ge=1, le=65535, description="Default: 1433 / 5432 by engine")
+    username: str | None = None
+    password: SecretStr | None = None
+    auth: Literal["sql", "kerberos", "entra-password", "entra-msi"] = Field(
+        default="sql", description="SQL Server: how to log in (sql = UID/PWD; kerberos = integrated)")
+    driver: str | None = Field(default=None, description="ODBC driver name; default by engine "
+                               f"('{SQLSERVER_DRIVER}' or 'FreeTDS' / '{POSTGRES_DRIVER}')")
+    encrypt: Literal["yes", "no", "strict"] = Field(default="yes", description="SQL Server: TDS encryption")
+    trust_server_certificate: bool = Field(default=False, description="SQL Server: skip certificate validation")
+    timeout: int = Field(default=30, ge=1, description="Seconds to wait for a connection (login timeout)")
+    query_timeout: int = Field(default=0, ge=0, description="Seconds a statement may run; 0 = no limit "
+                                                             "(backups of big databases take hours)")
+    # ---- SQL Server BACKUP / RESTORE options
+    compression: bool = True
+    copy_only: bool = Field(default=True, description="COPY_ONLY: does not disturb the DBA's backup chain")
+    verify: bool = Field(default=True, description="RESTORE VERIFYONLY / pg_restore check after each backup")
+    stats_percent: int = Field(default=10, ge=1, le=100, description="STATS = N: progress every N percent")
+    max_transfer_size: int | None = Field(default=None, description="MAXTRANSFERSIZE for DISK backups: a "
+                                          "multiple of 65536 up to 4194304")
+    buffer_count: int | None = Field(default=None, ge=1, le=10000, description="BUFFERCOUNT")
+    stripes: int = Field(default=1, ge=1, le=64, description="Write the backup to N files / URLs "
+                         "(name.stripe1ofN.bak, ...)")
+    ag_override: bool = Field(default=False, description="Back up Always On databases even where "
+                              "sys.fn_hadr_backup_is_preferred_replica says this is not the preferred replica")
+    url_max_transfer_size: int = Field(default=S3_MAX_TRANSFER_SIZE, ge=5 * 1024 * 1024,
+                                       le=S3_MAX_TRANSFER_SIZE, description="MAXTRANSFERSIZE for BACKUP TO URL")
+    s3_access_key: str | None = Field(default=None, description="BACKUP TO URL = 's3://...': create or update "
+                                      "the server credential with these keys (else it must exist)")
+    s3_secret_key: SecretStr | None = None
+    restore_data_path: str | None = Field(default=None, description="Default directory for restored data "
+                                          "files (RESTORE ... MOVE); unset = keep the backup's paths")
+    restore_log_path: str | None = Field(default=None, description="Default directory for restored log "
+                                         "files; unset = restore_data_path")
+    # ---- PostgreSQL
+    pg_dump: str = Field(default="pg_dump", min_length=1, description="pg_dump executable")
+    pg_restore: str = Field(default="pg_restore", min_length=1, description="pg_restore executable")
+    pg_maintenance_db: str = Field(default="postgres", min_length=1,
+                                   description="Database to connect to for CREATE DATABASE")
+    pg_sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    pg_compress: int | None = Field(default=None, ge=0, le=9, description="pg_dump -Z level (default: pg_dump's)")
+    pg_verify_data: bool = Field(default=True, description="Verify by reading the whole archive "
+                                 "(pg_restore -f /dev/null) after pg_restore --list")
+
+    @field_validator("databases")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name.strip() or any(ord(c) < 32 for c in name):
+                raise ValueError(f"database name {name!r} is empty or holds control characters")
+        if len(set(value)) != len(value):
+            raise ValueError("database names must be unique")
+        return value
+
+    @field_validator("max_transfer_size")
+    @classmethod
+    def _transfer(cls, value: int | None) -> int | None:
+        if value is not None and (value % 65536 or not 65536 <= value <= 4194304):
+            raise ValueError("MAXTRANSFERSIZE must be a multiple of 65536 between 65536 and 4194304")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DatabaseSettings":
+        if (self.s3_access_key is None) != (self.s3_secret_key is None):
+            raise ValueError("s3_access_key and s3_secret_key must be set together")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or DEFAULT_PORTS[self.engine]
+
+    @property
+    def effective_driver(self) -> str:
+        return self.driver or (SQLSERVER_DRIVER if self.engine == "sqlserver" else POSTGRES_DRIVER)
