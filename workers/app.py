@@ -38,7 +38,12 @@ def _notifier(deps: Deps) -> WorkerSpec:
                                  observe=lambda sink, outcome: counter.labels(sink, outcome).inc())
 
 
-BUILTIN: dict[str, WorkerFactory] = {"notifier": _notifier}
+def _upload(deps: Deps) -> WorkerSpec:
+    from workers.upload.handler import build_upload_worker
+    return build_upload_worker(deps.settings)
+
+
+BUILTIN: dict[str, WorkerFactory] = {"notifier": _notifier, "upload": _upload}
 
 
 def resolve(name: str) -> WorkerFactory:
@@ -54,7 +59,7 @@ def resolve(name: str) -> WorkerFactory:
     raise ConfigurationError(f"unknown worker {name!r}", hint=f"Known workers: {', '.join(sorted(BUILTIN))}.")
 
 
-BUILTIN_BINDINGS: dict[str, list[str]] = {"notifier": ["job-failed"]}
+BUILTIN_BINDINGS: dict[str, list[str]] = {"notifier": ["job-failed"], "upload": ["artifact-ready"]}
 
 
 def topology_of(specs: list[WorkerSpec]) -> list[tuple[str, list[str]]]:

@@ -1,9 +1,11 @@
 """Event families. Each module defines its envelopes; ``ALL_EVENTS`` lists every registered model."""
+from contracts.events.artifacts import ArtifactReady, ArtifactReadyPayload, ArtifactStored, \
+    ArtifactStoredPayload
 from contracts.events.backup import BackupDue, BackupDuePayload
 from contracts.events.failures import JobFailed, JobFailedPayload
 from contracts.events.secrets import SecretsRotated, SecretsRotatedPayload
 
-ALL_EVENTS = (BackupDue, SecretsRotated, JobFailed)
+ALL_EVENTS = (BackupDue, SecretsRotated, JobFailed, ArtifactReady, ArtifactStored)
 
-__all__ = ["ALL_EVENTS", "BackupDue", "BackupDuePayload", "JobFailed", "JobFailedPayload",
+__all__ = ["ALL_EVENTS", "ArtifactReady", "ArtifactReadyPayload", "ArtifactStored", "ArtifactStoredPayload", "BackupDue", "BackupDuePayload", "JobFailed", "JobFailedPayload",
            "SecretsRotated", "SecretsRotatedPayload"]

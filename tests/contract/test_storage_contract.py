@@ -145,16 +145,18 @@ def test_list_is_recursive_sorted_and_filtered_by_prefix(store: StorageBackend) 
 
 
 def test_delete_is_idempotent_and_exists_follows(store: StorageBackend) -> None:
-    # Given an object with metadata
+    # Given an object with metadata, and one beside it
     store.put("d/obj", io.BytesIO(b"data"), metadata={"k": "v"})
+    store.put("d/keep", io.BytesIO(b"keep"))
     assert store.exists("d/obj")
     # When it is deleted twice, and a never-written key is deleted
     store.delete("d/obj")
     store.delete("d/obj")
     store.delete("d/never-written")
+    store.delete("d")                              # a "directory" is not an object: nothing to delete
     # Then it is gone everywhere
     assert not store.exists("d/obj")
-    assert list(store.list("d/")) == []
+    assert [i.key for i in store.list("d/")] == ["d/keep"]
     with pytest.raises(ObjectNotFound):
         store.stat("d/obj")
 

@@ -100,6 +100,27 @@ class StoreSettings(Section):
     smb_encrypt: bool = True
 
 
+class EncryptionSettings(Section):
+    certificate: Path | None = Field(default=None, description="PEM X.509 certificate whose public key wraps "
+                                     "each artifact's data key; encryption is on whenever it is set")
+    compress: bool = True
+    level: int = Field(default=3, ge=1, le=19, description="zstd level")
+
+
+class UploadSettings(Section):
+    verify: Literal["stat", "read-back"] = Field(default="stat", description="How a stored artifact is checked: "
+                                                 "size via stat, or re-read and SHA-256 of the stored bytes")
+
+
+class StagingSettings(Section):
+    """Credentials for staged files and drop shares given as UNC paths in events."""
+
+    smb_username: str | None = None
+    smb_password: SecretStr | None = None
+    smb_port: int = 445
+    smb_encrypt: bool = True
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="APPSVC_DR_", env_nested_delimiter="__", extra="forbid")
 
@@ -111,6 +132,9 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     notify: NotifySettings = NotifySettings()
     store: StoreSettings = StoreSettings()
+    encryption: EncryptionSettings = EncryptionSettings()
+    upload: UploadSettings = UploadSettings()
+    staging: StagingSettings = StagingSettings()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

@@ -246,10 +246,11 @@ class SmbStore:
         except Exception as exc:
             status = getattr(exc, "ntstatus", None) or getattr(exc, "status", None) \
                 if isinstance(exc, (OSError, SMBResponseException)) else None
-            missing = status in _MISSING or (status is None and isinstance(exc, FileNotFoundError))
+            missing = status in _MISSING or status in _NOT_A_FILE or (
+                status is None and isinstance(exc, FileNotFoundError))
             if missing and missing_ok:
                 return
-            if missing_ok is False and (missing or status in _NOT_A_FILE):
+            if missing and missing_ok is False:
                 raise ObjectNotFound(f"{self.name}: no object {key!r}") from exc
             mapped = self._translate(exc, verb, key)
             if mapped is None:

@@ -1,0 +1,50 @@
+"""artifact-ready (a staged file waits to be stored) and artifact-stored (it landed and was verified)."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from contracts.envelope import Envelope, Name, Payload
+
+Component = Literal["secrets", "databases", "fileshare"]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ArtifactReadyPayload(Payload):
+    component: Component
+    name: Name = Field(description="Artifact name within the component, e.g. appservice_hosting.bak")
+    staged_path: str = Field(min_length=1, max_length=1024,
+                             description=r"Where the file is staged: absolute local path or \\server\share\path")
+    size: int | None = Field(default=None, ge=0, description="Size in bytes, if known")
+    sha256: Sha256 | None = Field(default=None, description="SHA-256 of the staged file, if known")
+    delete_staged: bool = Field(default=False, description="Delete the staged file once stored and verified")
+
+
+class ArtifactReady(Envelope):
+    type: Literal["artifact-ready"] = "artifact-ready"
+    version: Literal[1] = 1
+    payload: ArtifactReadyPayload
+
+
+class ArtifactStoredPayload(Payload):
+    key: str = Field(description="Object key: <stamp>/<backup-set-id>/<component>/<name>")
+    store: str = Field(description="Where it is stored (backend name, no credentials)")
+    component: Component
+    name: Name
+    plaintext_size: int = Field(ge=0)
+    plaintext_sha256: Sha256
+    stored_size: int = Field(ge=0)
+    stored_sha256: Sha256
+    compressed: bool
+    encrypted: bool
+    thumbprint: str | None = Field(default=None, description="SHA-1 thumbprint of the encryption certificate")
+    verified_by: Literal["stat", "read-back"]
+    deduplicated: bool = Field(default=False, description="An identical artifact was already stored")
+    duration_seconds: float = Field(ge=0)
+
+
+class ArtifactStored(Envelope):
+    type: Literal["artifact-stored"] = "artifact-stored"
+    version: Literal[1] = 1
+    payload: ArtifactStoredPayload

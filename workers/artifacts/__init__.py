@@ -1,0 +1,1 @@
+"""Artifacts on top of a storage backend: encode (zstd + certificate encryption), store, verify, record."""

@@ -1,0 +1,196 @@
+"""Store and fetch artifacts: streamed through the artifact format, verified, and recorded.
+
+Each stored artifact ``KEY`` has a small JSON record ``KEY.record.json`` written after verification: sizes,
+hashes of plaintext and stored bytes, compression, encryption and certificate thumbprint, times. Records
+are what catalogs and manifests are rebuilt from; the store is the source of truth.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from typing import BinaryIO, Callable, ContextManager, Literal
+
+from cryptography.x509 import Certificate
+
+from workers.runtime.errors import ConfigurationError, PermanentError, TransientError
+from workers.storage.artifact import KeyRing, decode, encode
+from workers.storage.base import ObjectNotFound, StorageBackend
+
+RECORD_SUFFIX = ".record.json"
+CHUNK = 1024 * 1024
+Opener = Callable[[], ContextManager[BinaryIO]]
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    key: str
+    plaintext_size: int
+    plaintext_sha256: str
+    stored_size: int
+    stored_sha256: str
+    compressed: bool
+    encrypted: bool
+    thumbprint: str | None
+    verified_by: Literal["stat", "read-back"]
+    stored_at: str
+    deduplicated: bool = False
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data.pop("deduplicated")
+        return json.dumps(data, sort_keys=True).encode()
+
+
+class _Counting(io.RawIOBase):
+    """Pass-through reader reporting bytes read to ``progress``."""
+
+    def __init__(self, source: BinaryIO, progress: Progress | None) -> None:
+        self._source, self._progress = source, progress
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        if data and self._progress:
+            self._progress(len(data))
+        return data
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def sha256_of(stream: BinaryIO) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    while chunk := stream.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+class ArtifactStore:
+    def __init__(self, backend: StorageBackend, *, certificate: Certificate | None = None, compress: bool = True,
+                 level: int = 3, verify: Literal["stat", "read-back"] = "stat") -> None:
+        self.backend, self.certificate, self.compress = backend, certificate, compress
+        self.level, self.verify_mode = level, verify
+
+    # ---- records ---------------------------------------------------------------------------------
+    def record(self, key: str) -> StoredArtifact | None:
+        try:
+            with self.backend.open(key + RECORD_SUFFIX) as stream:
+                data = json.loads(stream.read(1024 * 1024))
+        except ObjectNotFound:
+            return None
+        return StoredArtifact(**data)
+
+    def _write_record(self, artifact: StoredArtifact) -> None:
+        body = artifact.to_json()
+        self.backend.put(artifact.key + RECORD_SUFFIX, io.BytesIO(body), size=len(body))
+
+    # ---- put -------------------------------------------------------------------------------------
+    def put(self, key: str, open_source: Opener, *, known_sha256: str | None = None,
+            require_encryption: bool = False, progress: Progress | None = None) -> StoredArtifact:
+        """Store what ``open_source()`` yields under ``key``; an identical artifact already there is kept."""
+        if self.certificate is None and require_encryption:
+            raise ConfigurationError(f"refusing to store {key} unencrypted: no certificate is configured",
+                                     hint="Set APPSVC_DR_ENCRYPTION__CERTIFICATE to a PEM certificate "
+                                          "(`appsvc-dr keys create` makes one).")
+        existing = self._existing(key, open_source, known_sha256)
+        if existing is not None:
+            return existing
+        with open_source() as source:
+            encoded = encode(_Counting(source, progress), compress=self.compress, recipient=self.certificate,
+                             level=self.level)
+            self.backend.put(key, encoded, metadata={"dr-format": "1", "dr-encrypted": str(encoded.encrypted).lower()})
+        if known_sha256 and encoded.plaintext_sha256 != known_sha256:
+            self.backend.delete(key)
+            raise TransientError(f"staged file for {key} changed while it was read (SHA-256 differs from the "
+                                 "producer's)", hint="Retried automatically; if it persists the producer's "
+                                                     "SHA-256 is wrong.")
+        artifact = StoredArtifact(
+            key=key, plaintext_size=encoded.plaintext_size, plaintext_sha256=encoded.plaintext_sha256,
+            stored_size=encoded.stored_size, stored_sha256=encoded.stored_sha256, compressed=encoded.compressed,
+            encrypted=encoded.encrypted, thumbprint=encoded.thumbprint, verified_by=self.verify_mode,
+            stored_at=datetime.now(timezone.utc).isoformat())
+        self._verify_landed(artifact)
+        self._write_record(artifact)
+        return artifact
+
+    def _existing(self, key: str, open_source: Opener, known_sha256: str | None) -> StoredArtifact | None:
+        rec = self.record(key)
+        if rec is None or rec.encrypted != (self.certificate is not None):
+            return None
+        try:
+            if self.backend.stat(key).size != rec.stored_size:
+                return None
+        except ObjectNotFound:
+            return None
+        if known_sha256 is None:
+            with open_source() as source:
+                known_sha256, _ = sha256_of(source)
+        return replace(rec, deduplicated=True) if known_sha256 == rec.plaintext_sha256 else None
+
+    def _verify_landed(self, artifact: StoredArtifact) -> None:
+        size = self.backend.stat(artifact.key).size
+        problem = None
+        if size != artifact.stored_size:
+            problem = f"stored size {size} != {artifact.stored_size} bytes sent"
+        elif self.verify_mode == "read-back":
+            with self.backend.open(artifact.key) as stream:
+                digest, _ = sha256_of(stream)
+            if digest != artifact.stored_sha256:
+                problem = "SHA-256 of the stored bytes differs from what was sent"
+        if problem:
+            self.backend.delete(artifact.key)
+            raise TransientError(f"verification of {artifact.key} on {self.backend.name} failed: {problem}",
+                                 hint="The upload is retried; if it keeps failing, check the storage target.")
+
+    # ---- get / verify ----------------------------------------------------------------------------
+    def get(self, key: str, out: BinaryIO, *, keys: KeyRing | None = None,
+            progress: Progress | None = None) -> StoredArtifact:
+        """Stream the plaintext of ``key`` into ``out``, verifying hashes; raises on any mismatch."""
+        rec = self.record(key)
+        if rec is None:
+            raise ObjectNotFound(f"no artifact record for {key} on {self.backend.name}",
+                                 hint="List artifacts with `appsvc-dr artifacts list`; the upload may not have "
+                                      "finished.")
+        with self.backend.open(key) as stream:
+            decoded = decode(_Counting(stream, progress), keys=keys, expected_sha256=rec.plaintext_sha256,
+                             expected_size=rec.plaintext_size)
+            while chunk := decoded.read(CHUNK):
+                out.write(chunk)
+        if decoded.stored_sha256 != rec.stored_sha256:
+            raise PermanentError(f"{key}: stored bytes do not match the record",
+                                 hint="The artifact or its record was altered; restore from another backup set.")
+        return rec
+
+    def check(self, key: str, *, keys: KeyRing | None = None) -> StoredArtifact:
+        """Re-read ``key`` completely (like `restic check --read-data`); decrypts too when keys are given."""
+        rec = self.record(key)
+        if rec is None:
+            raise ObjectNotFound(f"no artifact record for {key}")
+        if keys is not None or not rec.encrypted:
+            return self.get(key, _Discard(), keys=keys)
+        with self.backend.open(key) as stream:
+            digest, size = sha256_of(stream)
+        if (digest, size) != (rec.stored_sha256, rec.stored_size):
+            raise PermanentError(f"{key}: stored bytes do not match the record (size {size}, expected "
+                                 f"{rec.stored_size})", hint="The artifact was altered or truncated in the "
+                                                             "store; restore from another backup set.")
+        return rec
+
+
+class _Discard(io.RawIOBase):
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        return len(data)
+

@@ -1,0 +1,156 @@
+"""T-SQL for BACKUP / RESTORE, built only from validated pieces.
+
+BACKUP and RESTORE take no bind parameters for their options, so names are quoted like QUOTENAME
+(``[`` + name with ``]`` doubled + ``]``), string literals are ``N'...'`` with ``'`` doubled, numbers are ints,
+and database names are additionally checked against ``sys.databases`` by the engine before use.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import urlsplit
+
+from workers.databases.base import require_name
+from workers.runtime.errors import PermanentError
+
+SYSNAME_LENGTH = 128
+MAX_PATH_LENGTH = 1024
+
+DATABASE_STATE = ("SELECT name, state_desc, CASE WHEN replica_id IS NULL THEN 0 ELSE 1 END AS in_ag "
+                  "FROM sys.databases WHERE name = ?")
+PREFERRED_REPLICA = "SELECT sys.fn_hadr_backup_is_preferred_replica(?) AS preferred"
+BACKUP_HISTORY = ("SELECT TOP (1) bs.first_lsn, bs.last_lsn, bs.database_backup_lsn, bs.backup_size, "
+                  "bs.compressed_backup_size FROM msdb.dbo.backupset AS bs "
+                  "JOIN msdb.dbo.backupmediafamily AS mf ON mf.media_set_id = bs.media_set_id "
+                  "WHERE bs.database_name = ? AND mf.physical_device_name = ? ORDER BY bs.backup_set_id DESC")
+CREDENTIAL_EXISTS = "SELECT name FROM sys.credentials WHERE name = ?"
+
+
+def quote_name(name: str, kind: str = "database") -> str:
+    """QUOTENAME: ``a]b`` -> ``[a]]b]``. Rejects empty, over-long (sysname) and control-character names."""
+    require_name(kind, name, max_length=SYSNAME_LENGTH)
+    return "[" + name.replace("]", "]]") + "]"
+
+
+def literal(value: str, kind: str = "path") -> str:
+    """An ``N'...'`` literal with ``'`` doubled. Rejects control characters (no line breaks in a path)."""
+    require_name(kind, value, max_length=MAX_PATH_LENGTH)
+    return "N'" + value.replace("'", "''") + "'"
+
+
+def is_url(device: str) -> bool:
+    return device.lower().startswith(("s3://", "https://"))
+
+
+def devices_clause(devices: Sequence[str]) -> str:
+    """``DISK = N'a', DISK = N'b'`` or ``URL = N's3://...'``: all devices must be of one kind."""
+    if not devices:
+        raise PermanentError("no backup device given", hint="Pass a staging path.")
+    kinds = {is_url(d) for d in devices}
+    if len(kinds) != 1:
+        raise PermanentError("a backup cannot mix URLs and disk paths",
+                             hint="Use only s3:// URLs or only file paths for one backup.")
+    kind = "URL" if kinds.pop() else "DISK"
+    return ", ".join(f"{kind} = {literal(d)}" for d in devices)
+
+
+@dataclass(frozen=True)
+class BackupOptions:
+    compression: bool = True
+    copy_only: bool = True
+    stats_percent: int = 10
+    max_transfer_size: int | None = None
+    buffer_count: int | None = None
+
+
+def backup_database(name: str, devices: Sequence[str], options: BackupOptions) -> str:
+    """``BACKUP DATABASE [db] TO DISK = N'...' WITH CHECKSUM, FORMAT, INIT, ...``.
+
+    URL (S3) targets get no INIT (FORMAT already overwrites) - the S3 connector supports a subset of options.
+    """
+    url = is_url(devices[0])
+    opts = ["CHECKSUM", "FORMAT"] + ([] if url else ["INIT"])
+    opts.append("COMPRESSION" if options.compression else "NO_COMPRESSION")
+    if options.copy_only:
+        opts.append("COPY_ONLY")
+    opts.append(f"STATS = {int(options.stats_percent)}")
+    if options.max_transfer_size is not None:
+        opts.append(f"MAXTRANSFERSIZE = {int(options.max_transfer_size)}")
+    if options.buffer_count is not None:
+        opts.append(f"BUFFERCOUNT = {int(options.buffer_count)}")
+    return f"BACKUP DATABASE {quote_name(name)} TO {devices_clause(devices)} WITH {', '.join(opts)}"
+
+
+def verify_only(devices: Sequence[str]) -> str:
+    return f"RESTORE VERIFYONLY FROM {devices_clause(devices)} WITH CHECKSUM"
+
+
+def filelist_only(devices: Sequence[str]) -> str:
+    return f"RESTORE FILELISTONLY FROM {devices_clause(devices)}"
+
+
+def restore_database(name: str, devices: Sequence[str], moves: Iterable[tuple[str, str]],
+                     stats_percent: int) -> str:
+    """``RESTORE DATABASE [db] FROM ... WITH REPLACE, RECOVERY, MOVE N'logical' TO N'path', ..., STATS = N``."""
+    opts = ["REPLACE", "RECOVERY"]
+    opts += [f"MOVE {literal(logical, 'logical file')} TO {literal(path)}" for logical, path in moves]
+    opts.append(f"STATS = {int(stats_percent)}")
+    return f"RESTORE DATABASE {quote_name(name)} FROM {devices_clause(devices)} WITH {', '.join(opts)}"
+
+
+def credential_name(url: str) -> str:
+    """The credential SQL Server looks up for an S3 URL: ``s3://host[:port]/bucket`` (path-style URLs)."""
+    parts = urlsplit(url)
+    bucket = parts.path.lstrip("/").split("/", 1)[0]
+    if parts.scheme.lower() != "s3" or not parts.netloc or not bucket:
+        raise PermanentError(f"{url!r} is not an s3://host[:port]/bucket/... URL",
+                             hint="BACKUP TO URL needs path-style S3 URLs: s3://<endpoint>[:port]/<bucket>/<key>.")
+    return f"s3://{parts.netloc}/{bucket}"
+
+
+def save_s3_credential(name: str, access_key: str, secret_key: str, exists: bool) -> str:
+    """CREATE (or ALTER) CREDENTIAL for S3. The statement holds the secret: never log it."""
+    if ":" in access_key:
+        raise PermanentError("the S3 access key must not contain ':'",
+                             hint="Check APPSVC_DR_DATABASE__S3_ACCESS_KEY.")
+    verb = "ALTER" if exists else "CREATE"
+    secret = literal(f"{access_key}:{secret_key}", "credential secret")
+    return (f"{verb} CREDENTIAL {quote_name(name, 'credential')} "
+            f"WITH IDENTITY = N'S3 Access Key', SECRET = {secret}")
+
+
+# ------------------------------------------------------------------------------------ RESTORE ... MOVE
+_UNSAFE_FILE_CHARS = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
+_DEFAULT_EXT = {"D": ".ndf", "L": ".ldf", "F": ".ndf"}
+
+
+def join_path(directory: str, name: str) -> str:
+    """Join with the directory's own separator (``\\`` for Windows paths, ``/`` for SQL Server on Linux)."""
+    windows = "\\" in directory or re.match(r"^[A-Za-z]:", directory) is not None
+    sep = "\\" if windows else "/"
+    return directory.rstrip("\\/") + sep + name
+
+
+def plan_moves(database: str, files: Sequence[Mapping[str, Any]], data_path: str | None,
+               log_path: str | None) -> list[tuple[str, str]]:
+    """MOVE pairs from RESTORE FILELISTONLY rows: ``<dir>/<database>_<logical><ext>`` per logical file.
+
+    Log files go to ``log_path`` (default ``data_path``); data, full-text and FILESTREAM files to
+    ``data_path``. Files whose directory is not given keep the backup's path (no MOVE).
+    """
+    log_path = log_path or data_path
+    moves = []
+    for row in files:
+        logical, physical = str(row["LogicalName"]), str(row.get("PhysicalName") or "")
+        kind = str(row.get("Type") or "D").upper()
+        directory = log_path if kind == "L" else data_path
+        if not directory:
+            continue
+        base = physical.replace("\\", "/").rsplit("/", 1)[-1]
+        ext = base[base.rfind("."):] if "." in base and kind != "S" else ""
+        if kind != "S" and not ext:
+            ext = ".mdf" if int(row.get("FileID") or row.get("FileId") or 0) == 1 else _DEFAULT_EXT.get(kind, ".ndf")
+        file_name = _UNSAFE_FILE_CHARS.sub("_", f"{database}_{logical}") + ext
+        moves.append((logical, join_path(directory, file_name)))
+    return moves

@@ -1,0 +1,62 @@
+"""The upload worker: artifact-ready → compress + encrypt → store → verify → artifact-stored."""
+from __future__ import annotations
+
+import time
+
+from contracts import ArtifactReady, ArtifactStored, ArtifactStoredPayload, Envelope
+from workers.artifacts.catalog import artifact_key, write_manifest
+from workers.artifacts.service import ArtifactStore
+from workers.runtime.config import Settings
+from workers.runtime.errors import ConfigurationError, PermanentError
+from workers.runtime.handler import JobContext, WorkerSpec
+from workers.storage.artifact import load_certificate
+from workers.storage.factory import build_store
+from workers.storage.staged import locate
+
+WORKER = "upload"
+
+
+def artifact_store(settings: Settings) -> ArtifactStore:
+    """The configured store with the configured encryption; a bad certificate stops the worker at start."""
+    enc = settings.encryption
+    try:
+        certificate = load_certificate(enc.certificate) if enc.certificate else None
+    except PermanentError as exc:
+        raise ConfigurationError(f"encryption certificate: {exc.message}", hint=exc.hint) from None
+    return ArtifactStore(build_store(settings.store), certificate=certificate, compress=enc.compress,
+                         level=enc.level, verify=settings.upload.verify)
+
+
+class UploadHandler:
+    def __init__(self, settings: Settings, store: ArtifactStore) -> None:
+        self.settings, self.store = settings, store
+
+    def __call__(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
+        assert isinstance(event, ArtifactReady)
+        p = event.payload
+        key = artifact_key(event.stamp, event.correlation_id, p.component, p.name)
+        staged, staged_key = locate(p.staged_path, self.settings.staging)
+        started = time.monotonic()
+        stored = self.store.put(key, lambda: staged.open(staged_key), known_sha256=p.sha256,
+                                require_encryption=p.component == "secrets",
+                                progress=lambda n: ctx.progress("uploaded", n))
+        if p.size is not None and stored.plaintext_size != p.size:
+            raise PermanentError(f"staged file {p.staged_path} has {stored.plaintext_size} bytes, the event "
+                                 f"says {p.size}", hint="The producer staged an incomplete file; re-run its "
+                                                        "backup, then replay.")
+        write_manifest(self.store, event.stamp, event.correlation_id)
+        if p.delete_staged:
+            staged.delete(staged_key)
+        ctx.logger.info("stored %s (%d → %d bytes%s)", key, stored.plaintext_size, stored.stored_size,
+                        ", already stored" if stored.deduplicated else "")
+        return [event.follow_up(ArtifactStored, ArtifactStoredPayload(
+            key=key, store=self.store.backend.name, component=p.component, name=p.name,
+            plaintext_size=stored.plaintext_size, plaintext_sha256=stored.plaintext_sha256,
+            stored_size=stored.stored_size, stored_sha256=stored.stored_sha256, compressed=stored.compressed,
+            encrypted=stored.encrypted, thumbprint=stored.thumbprint, verified_by=stored.verified_by,
+            deduplicated=stored.deduplicated, duration_seconds=round(time.monotonic() - started, 3)),
+            source=f"worker:{WORKER}")]
+
+
+def build_upload_worker(settings: Settings) -> WorkerSpec:
+    return WorkerSpec(WORKER, {"artifact-ready": UploadHandler(settings, artifact_store(settings))}, concurrency=2)
