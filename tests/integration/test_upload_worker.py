@@ -1,0 +1,136 @@
+"""The upload worker end to end: real RabbitMQ, a staged file on a real SMB share, encrypted into the store."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+
+import pytest
+
+from contracts import ArtifactReady, ArtifactReadyPayload, Registry, default_registry
+from tests.contract.conftest import smb_server  # noqa: F401 - session fixture: a real smbd
+from tests.fixtures.rabbit import running, settings_for, wait_for
+from tests.unit.certs import make_cert
+from workers.app import App
+from workers.artifacts.catalog import read_manifest
+from workers.runtime import dlq
+from workers.runtime.handler import WorkerSpec
+from workers.runtime.publisher import Publisher
+from workers.storage.artifact import KeyRing
+from workers.storage.local import LocalStore
+from workers.upload.handler import artifact_store
+
+pytestmark = pytest.mark.integration
+
+
+def stage(smb, name: str, data: bytes) -> str:
+    """Put ``data`` on the share (as its owner would) and return its UNC path."""
+    directory = smb.path / "staging"
+    directory.mkdir(exist_ok=True)
+    shutil.chown(directory, smb.username)
+    path = directory / name
+    path.write_bytes(data)
+    shutil.chown(path, smb.username)
+    return smb.unc("staging", name)
+
+
+def tap(seen: list):
+    def factory(deps):
+        return WorkerSpec("tap", {"artifact-stored": lambda e, ctx: seen.append(e)})
+    return factory
+
+
+@pytest.fixture
+def cert_files(tmp_path):
+    cert = make_cert("upload-test")
+    (tmp_path / "cert.pem").write_bytes(cert.cert_pem)
+    (tmp_path / "key.pem").write_bytes(cert.key_pem())
+    return tmp_path / "cert.pem", tmp_path / "key.pem"
+
+
+def upload_settings(vhost, tmp_path, smb, certificate=None):
+    return settings_for(vhost, store={"kind": "local", "local_path": str(tmp_path / "store")},
+                        encryption={"certificate": str(certificate) if certificate else None},
+                        staging={"smb_username": smb.username, "smb_password": smb.password,
+                                 "smb_port": smb.port})
+
+
+def test_staged_file_on_smb_is_stored_encrypted_verified_and_the_stage_deleted(
+        rabbit_vhost, tmp_path, smb_server, cert_files):  # noqa: F811 - fixture
+    # Given a 3 MiB database backup staged on the SMB share and an upload worker with a certificate
+    data = os.urandom(1024 * 1024) + b"appservice_hosting " * 110000
+    unc = stage(smb_server, "hosting.bak", data)
+    settings = upload_settings(rabbit_vhost, tmp_path, smb_server, cert_files[0])
+    seen: list = []
+    app = App(settings, ["upload", tap(seen)])
+    with running(app):
+        # When artifact-ready is published
+        event = ArtifactReady(source="test", stamp="stamp1", correlation_id="set-1", payload=ArtifactReadyPayload(
+            component="databases", name="appservice_hosting.bak", staged_path=unc, size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(), delete_staged=True))
+        with Publisher(settings.broker) as pub:
+            pub.publish(event)
+        # Then artifact-stored follows, describing an encrypted, compressed, verified artifact
+        wait_for(lambda: seen, 30, what="artifact-stored")
+    stored = seen[0].payload
+    assert seen[0].causation_id == event.event_id
+    assert stored.key == "stamp1/set-1/databases/appservice_hosting.bak"
+    assert stored.encrypted and stored.compressed and stored.verified_by == "stat"
+    assert stored.plaintext_sha256 == hashlib.sha256(data).hexdigest() and stored.plaintext_size == len(data)
+    assert stored.stored_size < len(data)
+    # And the staged plaintext is gone from the share
+    assert not (smb_server.path / "staging" / "hosting.bak").exists()
+    # And the store holds only ciphertext, which opens byte-identical with the private key
+    raw = (tmp_path / "store" / "stamp1/set-1/databases/appservice_hosting.bak").read_bytes()
+    assert b"appservice_hosting " * 10 not in raw
+    out = io.BytesIO()
+    artifact_store(settings).get(stored.key, out, keys=KeyRing.from_files(keys=[cert_files[1]]))
+    assert out.getvalue() == data
+    manifest = read_manifest(LocalStore(tmp_path / "store"), "stamp1", "set-1")
+    assert [a["key"] for a in manifest["artifacts"]] == [stored.key]
+    # And the worker counted the bytes it processed
+    text = "\n".join(f"{s.name} {s.labels} {s.value}" for m in app.metrics.bytes.collect() for s in m.samples)
+    assert f"'kind': 'uploaded'}} {float(len(data))}" in text
+
+
+def test_redelivered_artifact_ready_is_not_uploaded_twice(rabbit_vhost, tmp_path, smb_server):  # noqa: F811
+    # Given an artifact already stored by an earlier delivery of the same event
+    data = b"metering" * 50000
+    unc = stage(smb_server, "metering.bak", data)
+    settings = upload_settings(rabbit_vhost, tmp_path, smb_server)
+    seen: list = []
+    app = App(settings, ["upload", tap(seen)])
+    event = ArtifactReady(source="test", stamp="stamp1", correlation_id="set-2", payload=ArtifactReadyPayload(
+        component="databases", name="appservice_metering.bak", staged_path=unc))
+    with running(app):
+        with Publisher(settings.broker) as pub:
+            pub.publish(event)
+            wait_for(lambda: len(seen) == 1, 30, what="first artifact-stored")
+            mtime = os.stat(tmp_path / "store/stamp1/set-2/databases/appservice_metering.bak").st_mtime_ns
+            # When the same event arrives again
+            pub.publish(event)
+            wait_for(lambda: len(seen) == 2, 30, what="second artifact-stored")
+    # Then the result is re-emitted without a second upload
+    assert seen[1].payload.deduplicated and not seen[0].payload.deduplicated
+    assert seen[1].payload.stored_sha256 == seen[0].payload.stored_sha256
+    assert os.stat(tmp_path / "store/stamp1/set-2/databases/appservice_metering.bak").st_mtime_ns == mtime
+
+
+def test_secrets_without_a_certificate_are_refused_and_the_stage_is_kept(
+        rabbit_vhost, tmp_path, smb_server):  # noqa: F811 - fixture
+    # Given no certificate configured and a staged SystemSecrets.json
+    unc = stage(smb_server, "SystemSecrets.json", b'{"canary": "SECRET-CANARY-1"}')
+    settings = upload_settings(rabbit_vhost, tmp_path, smb_server)
+    app = App(settings, ["upload", tap([])])
+    with running(app):
+        event = ArtifactReady(source="test", stamp="stamp1", correlation_id="set-3", payload=ArtifactReadyPayload(
+            component="secrets", name="SystemSecrets.json", staged_path=unc, delete_staged=True))
+        with Publisher(settings.broker) as pub:
+            pub.publish(event)
+        # Then the job is dead-lettered at once with a hint naming the setting
+        letters = wait_for(lambda: dlq.peek(settings, "upload"), 30, what="dead letter")
+    assert letters[0].reason == "permanent"
+    assert "APPSVC_DR_ENCRYPTION__CERTIFICATE" in letters[0].header("x-dr-hint")
+    assert (smb_server.path / "staging" / "SystemSecrets.json").exists()
+    assert not (tmp_path / "store" / "stamp1" / "set-3").exists()
