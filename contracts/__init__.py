@@ -1,8 +1,9 @@
 """appservice-dr event contracts: envelope, event models, registry, JSON Schema export."""
 from contracts.envelope import Envelope, Payload, new_backup_set_id, utcnow
 from contracts.errors import ContractError
-from contracts.events import ALL_EVENTS, ArtifactReady, ArtifactReadyPayload, ArtifactStored, ArtifactStoredPayload, BackupDue, BackupDuePayload, JobFailed, JobFailedPayload, \
-    SecretsRotated, SecretsRotatedPayload
+from contracts.events import (ALL_EVENTS, ArtifactReady, ArtifactReadyPayload, ArtifactStored,
+                             ArtifactStoredPayload, BackupDue, BackupDuePayload, JobFailed, JobFailedPayload,
+                             SecretsRotated, SecretsRotatedPayload, SecretsStored, SecretsStoredPayload)
 from contracts.registry import Registry
 
 
@@ -11,6 +12,7 @@ def default_registry() -> Registry:
     return Registry(ALL_EVENTS)
 
 
-__all__ = ["ALL_EVENTS", "ArtifactReady", "ArtifactReadyPayload", "ArtifactStored", "ArtifactStoredPayload", "BackupDue", "BackupDuePayload", "ContractError", "Envelope", "JobFailed",
-           "JobFailedPayload", "Payload", "Registry", "SecretsRotated", "SecretsRotatedPayload",
+__all__ = ["ALL_EVENTS", "ArtifactReady", "ArtifactReadyPayload", "ArtifactStored", "ArtifactStoredPayload",
+           "BackupDue", "BackupDuePayload", "ContractError", "Envelope", "JobFailed",
+           "JobFailedPayload", "Payload", "Registry", "SecretsRotated", "SecretsRotatedPayload", "SecretsStored", "SecretsStoredPayload",
            "default_registry", "new_backup_set_id", "utcnow"]

@@ -4,8 +4,10 @@ from contracts.events.artifacts import ArtifactReady, ArtifactReadyPayload, Arti
 from contracts.events.backup import BackupDue, BackupDuePayload
 from contracts.events.failures import JobFailed, JobFailedPayload
 from contracts.events.secrets import SecretsRotated, SecretsRotatedPayload
+from contracts.events.secrets_stored import SecretsStored, SecretsStoredPayload
 
-ALL_EVENTS = (BackupDue, SecretsRotated, JobFailed, ArtifactReady, ArtifactStored)
+ALL_EVENTS = (BackupDue, SecretsRotated, JobFailed, ArtifactReady, ArtifactStored, SecretsStored)
 
-__all__ = ["ALL_EVENTS", "ArtifactReady", "ArtifactReadyPayload", "ArtifactStored", "ArtifactStoredPayload", "BackupDue", "BackupDuePayload", "JobFailed", "JobFailedPayload",
-           "SecretsRotated", "SecretsRotatedPayload"]
+__all__ = ["ALL_EVENTS", "ArtifactReady", "ArtifactReadyPayload", "ArtifactStored", "ArtifactStoredPayload",
+           "BackupDue", "BackupDuePayload", "JobFailed", "JobFailedPayload",
+           "SecretsRotated", "SecretsRotatedPayload", "SecretsStored", "SecretsStoredPayload"]

@@ -119,8 +119,10 @@ class SmbStore:
                 smbclient.remove(victim, **self._kw)
 
     def exists(self, key: str) -> bool:
+        validate_key(key)
+        self._connect()
         try:
-            self.stat(key)
+            self._stat(self._path(key), key)                  # no sidecar read
         except ObjectNotFound:
             return False
         return True
