@@ -7,24 +7,11 @@ from typing import Iterator
 
 import pytest
 
-from tests.fixtures import started
-from tests.fixtures.s3server import S3Server, moto_s3_server
-from tests.fixtures.smbd import SmbServer, smbd_server
+from tests.fixtures.s3server import S3Server
+from tests.fixtures.smbd import SmbServer
 from workers.storage.base import StorageBackend
 
 CONTRACT_PART_SIZE = 5 * 1024 * 1024     # the S3 minimum, so a ~12 MiB object takes three parts
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    with started("moto S3 server", moto_s3_server()) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def smb_server() -> Iterator[SmbServer]:
-    with started("Samba smbd", smbd_server()) as server:
-        yield server
 
 
 def make_store(kind: str, request: pytest.FixtureRequest, tmp_path) -> StorageBackend:

@@ -9,7 +9,6 @@ import shutil
 import pytest
 
 from contracts import ArtifactReady, ArtifactReadyPayload, Registry, default_registry
-from tests.contract.conftest import smb_server  # noqa: F401 - session fixture: a real smbd
 from tests.fixtures.rabbit import running, settings_for, wait_for
 from tests.unit.certs import make_cert
 from workers.app import App
@@ -57,7 +56,7 @@ def upload_settings(vhost, tmp_path, smb, certificate=None):
 
 
 def test_staged_file_on_smb_is_stored_encrypted_verified_and_the_stage_deleted(
-        rabbit_vhost, tmp_path, smb_server, cert_files):  # noqa: F811 - fixture
+        rabbit_vhost, tmp_path, smb_server, cert_files):
     # Given a 3 MiB database backup staged on the SMB share and an upload worker with a certificate
     data = os.urandom(1024 * 1024) + b"appservice_hosting " * 110000
     unc = stage(smb_server, "hosting.bak", data)
@@ -94,7 +93,7 @@ def test_staged_file_on_smb_is_stored_encrypted_verified_and_the_stage_deleted(
     assert f"'kind': 'uploaded'}} {float(len(data))}" in text
 
 
-def test_redelivered_artifact_ready_is_not_uploaded_twice(rabbit_vhost, tmp_path, smb_server):  # noqa: F811
+def test_redelivered_artifact_ready_is_not_uploaded_twice(rabbit_vhost, tmp_path, smb_server):
     # Given an artifact already stored by an earlier delivery of the same event
     data = b"metering" * 50000
     unc = stage(smb_server, "metering.bak", data)
@@ -118,7 +117,7 @@ def test_redelivered_artifact_ready_is_not_uploaded_twice(rabbit_vhost, tmp_path
 
 
 def test_secrets_without_a_certificate_are_refused_and_the_stage_is_kept(
-        rabbit_vhost, tmp_path, smb_server):  # noqa: F811 - fixture
+        rabbit_vhost, tmp_path, smb_server):
     # Given no certificate configured and a staged SystemSecrets.json
     unc = stage(smb_server, "SystemSecrets.json", b'{"canary": "SECRET-CANARY-1"}')
     settings = upload_settings(rabbit_vhost, tmp_path, smb_server)
