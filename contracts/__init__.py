@@ -2,7 +2,8 @@
 from contracts.envelope import Envelope, Payload, new_backup_set_id, utcnow
 from contracts.errors import ContractError
 from contracts.events import (ALL_EVENTS, ArtifactReady, ArtifactReadyPayload, ArtifactStored,
-                             ArtifactStoredPayload, BackupDue, BackupDuePayload, JobFailed, JobFailedPayload,
+                             ArtifactStoredPayload, BackupDue, BackupDuePayload, BackupSetCompleted,
+                             BackupSetCompletedPayload, JobFailed, JobFailedPayload,
                              SecretsRotated, SecretsRotatedPayload, SecretsStored, SecretsStoredPayload)
 from contracts.registry import Registry
 
@@ -13,6 +14,7 @@ def default_registry() -> Registry:
 
 
 __all__ = ["ALL_EVENTS", "ArtifactReady", "ArtifactReadyPayload", "ArtifactStored", "ArtifactStoredPayload",
-           "BackupDue", "BackupDuePayload", "ContractError", "Envelope", "JobFailed",
+           "BackupDue", "BackupDuePayload", "BackupSetCompleted",
+           "BackupSetCompletedPayload", "ContractError", "Envelope", "JobFailed",
            "JobFailedPayload", "Payload", "Registry", "SecretsRotated", "SecretsRotatedPayload", "SecretsStored", "SecretsStoredPayload",
            "default_registry", "new_backup_set_id", "utcnow"]

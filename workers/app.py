@@ -43,7 +43,18 @@ def _upload(deps: Deps) -> WorkerSpec:
     return build_upload_worker(deps.settings)
 
 
-BUILTIN: dict[str, WorkerFactory] = {"notifier": _notifier, "upload": _upload}
+def _secrets(deps: Deps) -> WorkerSpec:
+    from workers.secrets.handler import build_secrets_worker
+    return build_secrets_worker(deps.settings, deps.metrics)
+
+
+def _catalog(deps: Deps) -> WorkerSpec:
+    from workers.catalog.handler import build_catalog_worker
+    return build_catalog_worker(deps.settings)
+
+
+BUILTIN: dict[str, WorkerFactory] = {"notifier": _notifier, "upload": _upload, "secrets": _secrets,
+                                     "catalog": _catalog}
 
 
 def resolve(name: str) -> WorkerFactory:
@@ -59,7 +70,9 @@ def resolve(name: str) -> WorkerFactory:
     raise ConfigurationError(f"unknown worker {name!r}", hint=f"Known workers: {', '.join(sorted(BUILTIN))}.")
 
 
-BUILTIN_BINDINGS: dict[str, list[str]] = {"notifier": ["job-failed"], "upload": ["artifact-ready"]}
+BUILTIN_BINDINGS: dict[str, list[str]] = {"notifier": ["job-failed"], "upload": ["artifact-ready"],
+                                           "secrets": ["secrets-rotated", "backup-due"],
+                                           "catalog": ["artifact-stored", "backup-due", "backup-set-completed"]}
 
 
 def topology_of(specs: list[WorkerSpec]) -> list[tuple[str, list[str]]]:

@@ -2,12 +2,15 @@
 from contracts.events.artifacts import ArtifactReady, ArtifactReadyPayload, ArtifactStored, \
     ArtifactStoredPayload
 from contracts.events.backup import BackupDue, BackupDuePayload
+from contracts.events.catalog import BackupSetCompleted, BackupSetCompletedPayload
 from contracts.events.failures import JobFailed, JobFailedPayload
 from contracts.events.secrets import SecretsRotated, SecretsRotatedPayload
 from contracts.events.secrets_stored import SecretsStored, SecretsStoredPayload
 
-ALL_EVENTS = (BackupDue, SecretsRotated, JobFailed, ArtifactReady, ArtifactStored, SecretsStored)
+ALL_EVENTS = (BackupDue, SecretsRotated, JobFailed, ArtifactReady, ArtifactStored, SecretsStored,
+              BackupSetCompleted)
 
 __all__ = ["ALL_EVENTS", "ArtifactReady", "ArtifactReadyPayload", "ArtifactStored", "ArtifactStoredPayload",
-           "BackupDue", "BackupDuePayload", "JobFailed", "JobFailedPayload",
+           "BackupDue", "BackupDuePayload", "BackupSetCompleted",
+           "BackupSetCompletedPayload", "JobFailed", "JobFailedPayload",
            "SecretsRotated", "SecretsRotatedPayload", "SecretsStored", "SecretsStoredPayload"]

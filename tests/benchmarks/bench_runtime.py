@@ -168,35 +168,36 @@ def runtime(vhost_name: str, n: int, concurrency: int, messages) -> float:
 
 
 def main() -> None:
+    global PREFETCH
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", "-n", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--prefetch", type=int, default=PREFETCH)
+    parser.add_argument("--repeat", type=int, default=1, help="rounds; the table shows each variant's best")
     parser.add_argument("--runtime-only", action="store_true", help="skip the raw pika variants (profiling)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    n = args.messages
+    n, PREFETCH = args.messages, args.prefetch
     messages = pings(n)
-    rows: list[tuple[str, float]] = []
+    variants = [] if args.runtime_only else [
+        ("raw pika (quorum)", lambda vh, p: raw_consume(p, n, messages, QUORUM)),
+        ("raw pika (classic)", lambda vh, p: raw_consume(p, n, messages, {})),
+        ("raw pika +publish (quorum)", lambda vh, p: raw_republish(p, n, messages))]
+    variants += [(f"runtime c{c}", lambda vh, p, c=c: runtime(vh, n, c, messages)) for c in args.concurrency]
+    times: dict[str, list[float]] = {name: [] for name, _ in variants}
+    for round_ in range(args.repeat):  # rounds interleave the variants, so a busy spell hits all of them
+        for name, fn in variants:
+            with vhost() as vh:
+                seconds = fn(vh, connection_parameters(settings_for(vh).broker))
+            times[name].append(seconds)
+            print(f"  round {round_ + 1} {name}: {seconds:.2f}s ({n / seconds:.0f} msg/s)", file=sys.stderr, flush=True)
 
-    def run(name: str, fn) -> None:
-        with vhost() as vh:
-            settings = settings_for(vh)
-            seconds = fn(vh, connection_parameters(settings.broker))
-        rows.append((name, seconds))
-        print(f"  {name}: {seconds:.2f}s", file=sys.stderr, flush=True)
-
-    if not args.runtime_only:
-        run("raw pika (quorum)", lambda vh, p: raw_consume(p, n, messages, QUORUM))
-        run("raw pika (classic)", lambda vh, p: raw_consume(p, n, messages, {}))
-        run("raw pika +publish (quorum)", lambda vh, p: raw_republish(p, n, messages))
-    for c in args.concurrency:
-        run(f"runtime c{c}", lambda vh, p, c=c: runtime(vh, n, c, messages))
-
-    base = n / rows[0][1]  # with --runtime-only, relative to the first runtime row
-    print(f"\n{'variant':28s} {'messages':>9s} {'seconds':>8s} {'msg/s':>8s} {'% raw':>6s}")
-    for name, seconds in rows:
-        rate = n / seconds
-        print(f"{name:28s} {n:9d} {seconds:8.2f} {rate:8.0f} {100 * rate / base:5.0f}%")
+    base = n / min(next(iter(times.values())))  # raw pika (quorum), or the first runtime row
+    print(f"\nprefetch {PREFETCH}, best of {args.repeat} round(s)")
+    print(f"{'variant':28s} {'messages':>9s} {'seconds':>8s} {'msg/s':>8s} {'% raw':>6s}")
+    for name, runs in times.items():
+        rate = n / min(runs)
+        print(f"{name:28s} {n:9d} {min(runs):8.2f} {rate:8.0f} {100 * rate / base:5.0f}%")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,12 @@ and errors.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Sequence
 
 import pyodbc
+
+from workers.databases.sqlserver_sql import BACKUP_HISTORY, DATABASE_STATE
 
 PREFIX = "[Microsoft][ODBC Driver 18 for SQL Server][SQL Server]"
 
@@ -184,3 +187,29 @@ class FakeOdbc:
         """Every scripted statement ran and every connection was closed."""
         assert not self.script, f"{len(self.script)} scripted statement(s) never ran: {self.script[0].sql!r}"
         assert all(c.closed for c in self.connections), "a connection was left open"
+
+
+# ---------------------------------------------------------------------------- SQL Server script helpers
+def lookup(name: str, state: str | None = "ONLINE", in_ag: int = 0, asked: str | None = None) -> Expect:
+    """The sys.databases lookup every backup starts with; ``state=None``: no such database."""
+    found = [rows(["name", "state_desc", "in_ag"], (name, state, in_ag))] if state else [rows(["name"])]
+    return Expect(DATABASE_STATE, (asked or name,), found)
+
+
+def history(name: str, device: str, size: int = 10485760) -> Expect:
+    """msdb backup history for the backup just taken (LSNs as SQL Server's numeric(25,0))."""
+    return Expect(BACKUP_HISTORY, (name, device),
+                  [rows(["first_lsn", "last_lsn", "database_backup_lsn", "backup_size", "compressed_backup_size"],
+                        (Decimal("37000000012800037"), Decimal("37000000014400001"), Decimal("36000000000800001"),
+                         Decimal(size * 5), Decimal(size)))])
+
+
+def verify_ok(*devices: str) -> Expect:
+    disks = ", ".join(f"DISK = N'{d}'" for d in devices)
+    return Expect(f"RESTORE VERIFYONLY FROM {disks} WITH CHECKSUM",
+                  results=[ResultSet(messages=[info(3262, "The backup set on file 1 is valid.")])])
+
+
+def backup_ok(statement: str, *percents: int) -> Expect:
+    return Expect(statement, results=progress_sets(*percents, final="BACKUP DATABASE successfully processed "
+                                                                    "6402 pages in 0.311 seconds (160.8 MB/sec)."))

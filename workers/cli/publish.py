@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from contracts import ContractError, default_registry, new_backup_set_id
+from contracts import ContractError, default_registry, new_backup_set_id, utcnow
 from workers.runtime.config import Settings
 from workers.runtime.errors import PermanentError
 from workers.runtime.publisher import Publisher
@@ -24,6 +24,8 @@ def register(sub) -> None:
                    help="payload field; VALUE is parsed as JSON when it is valid JSON (repeatable)")
     p.add_argument("--payload-file", type=Path, help="JSON file with the payload object")
     p.add_argument("--event-file", type=Path, help="JSON file with a whole event (envelope and payload)")
+    p.add_argument("--file", type=Path, help="secrets-rotated: the exported SystemSecrets.json; it is copied to "
+                   "APPSVC_DR_SECRETS__DROP_PATH and the event names the copy (never the contents)")
     p.add_argument("--dry-run", action="store_true", help="validate and print, do not publish")
     p.set_defaults(func=publish)
 
@@ -44,6 +46,13 @@ def build_event(args: argparse.Namespace, settings: Settings):
             raise PermanentError(f"{args.event_file}: {exc}", hint="Fix the file to match contracts/schemas.")
     model = registry.model_for(args.event_type, args.version)
     payload = json.loads(args.payload_file.read_text()) if args.payload_file else {}
+    if args.file is not None:
+        if args.event_type != "secrets-rotated":
+            raise PermanentError("--file is for secrets-rotated only", hint="Use --payload-file for payloads.")
+        from workers.secrets.drop import copy_to_drop, rotated_by
+        payload.setdefault("rotated_by", rotated_by())
+        payload.setdefault("rotated_at", utcnow().isoformat())
+        payload["drop_path"] = str(args.file.resolve()) if args.dry_run else copy_to_drop(args.file, settings)
     for item in args.payload:
         key, sep, raw = item.partition("=")
         if not sep:

@@ -33,6 +33,11 @@ class Metrics:
                                  registry=r)
         self.dead_letters = Counter("appsvc_dr_dead_letters", "Messages dead-lettered, by reason",
                                     ["worker", "event_type", "reason"], registry=r)
+        self.secrets_newest = Gauge("appsvc_dr_secrets_newest_version_timestamp_seconds",
+                                    "Unix time the newest stored SystemSecrets.json version was rotated",
+                                    ["stamp"], registry=r)
+        self.secrets_rotations = Counter("appsvc_dr_secrets_rotations", "Secret rotations seen, by outcome "
+                                         "(stored, duplicate)", ["stamp", "outcome"], registry=r)
         self.notifications = Counter("appsvc_dr_notifications", "Notifications by sink and outcome "
                                      "(sent, grouped, failed)", ["sink", "outcome"], registry=r)
 

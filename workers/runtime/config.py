@@ -5,6 +5,8 @@ Secrets are ``SecretStr``: they print as ``**********`` in reprs, logs and ``con
 from __future__ import annotations
 
 import os
+import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -121,6 +123,52 @@ class StagingSettings(Section):
     smb_encrypt: bool = True
 
 
+class SecretsSettings(Section):
+    drop_path: str = Field(default="", description=r"Drop location (local dir or \\server\share\dir) where "
+                           "`appsvc-dr publish secrets-rotated --file` copies SystemSecrets.json")
+    max_size: int = Field(default=1024 * 1024, ge=2, description="Largest accepted SystemSecrets.json, bytes")
+    delete_drop: bool = Field(default=True, description="Delete the plaintext file from the drop location once "
+                              "the encrypted copy is verified")
+    trigger_backup: bool = Field(default=True, description="Publish backup-due (reason secrets-rotated) after "
+                                 "storing a new version")
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(value: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` → timedelta (ValueError otherwise)."""
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"invalid duration {value!r}: use a number and a unit s, m, h, d or w (e.g. 30d)")
+    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()])
+
+
+class RetentionSettings(Section):
+    """Which backup sets of a stamp to keep (see ``workers.artifacts.retention`` for the rules)."""
+
+    keep_last: int = Field(default=7, ge=0, description="Newest complete backup sets to keep (the newest "
+                                                         "complete set is always kept, even with 0)")
+    keep_within: timedelta | None = Field(default=None, description="Also keep every set (complete or not) "
+                                          "younger than this, e.g. 30d, 12h or ISO 8601 P30D")
+    auto: bool = Field(default=True, description="The catalog worker applies retention whenever a set completes")
+
+    @field_validator("keep_within", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        if isinstance(value, str) and _DURATION.match(value):
+            return parse_duration(value)
+        return value
+
+    @field_validator("keep_within")
+    @classmethod
+    def _positive(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
+            raise ValueError("keep_within must be longer than 0 seconds")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="APPSVC_DR_", env_nested_delimiter="__", extra="forbid")
 
@@ -135,6 +183,8 @@ class Settings(BaseSettings):
     encryption: EncryptionSettings = EncryptionSettings()
     upload: UploadSettings = UploadSettings()
     staging: StagingSettings = StagingSettings()
+    retention: RetentionSettings = RetentionSettings()
+    secrets: SecretsSettings = SecretsSettings()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

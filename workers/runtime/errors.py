@@ -2,6 +2,8 @@
 permanent error carries a how-to-fix hint for the operator."""
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 from contracts.errors import ContractError
 
 UNEXPECTED_HINT = ("An unexpected error (likely a bug or an unclassified failure). The worker log has the "
@@ -60,4 +62,8 @@ def describe(exc: BaseException) -> str:
     """A one-line message for operators. Never includes payload contents."""
     if isinstance(exc, DrError):
         return exc.message
+    if isinstance(exc, ValidationError):  # its str() echoes input values, which may be secret
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                             for e in exc.errors(include_url=False, include_input=False))
+        return f"ValidationError in {exc.title}: {problems}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

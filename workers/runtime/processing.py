@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Literal
 
 import pika
+from pydantic import ValidationError
 
 from contracts import ContractError, Envelope, JobFailed, JobFailedPayload, Registry
 from workers.middleware.base import Hooks
@@ -120,7 +121,7 @@ class JobProcessor:
         except Exception as exc:  # noqa: BLE001 - every failure becomes an outcome
             duration = time.monotonic() - started
             log.warning("job failed (attempt %d): %s", attempt + 1, describe(exc),
-                        exc_info=not is_permanent(exc) and not isinstance(exc, TransientError))
+                        exc_info=_traceback_worthy(exc))
             outcome = self._failed(delivery, event, exc, attempt)
             self.hooks.after_job(self.spec.name, event.type, outcome.kind, duration)
             return outcome
@@ -188,6 +189,11 @@ class JobProcessor:
     def _event_message(self, event: Envelope, kind: str = "event") -> Outgoing:
         return Outgoing(self.topology.exchange, event.routing_key, event.to_json(), event_properties(event),
                         kind, event.type)  # type: ignore[arg-type]
+
+
+def _traceback_worthy(exc: Exception) -> bool:
+    """Unexpected errors get a traceback in the log, except validation errors, whose text echoes inputs."""
+    return not (is_permanent(exc) or isinstance(exc, (TransientError, ValidationError)))
 
 
 def _clean_headers(headers: dict | None) -> dict:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import time
 
-from contracts import ArtifactReady, ArtifactStored, ArtifactStoredPayload, Envelope
+from contracts import ArtifactReady, Envelope
 from workers.artifacts.catalog import artifact_key, write_manifest
+from workers.artifacts.events import artifact_stored
 from workers.artifacts.service import ArtifactStore
 from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError, PermanentError
@@ -49,13 +50,8 @@ class UploadHandler:
             staged.delete(staged_key)
         ctx.logger.info("stored %s (%d → %d bytes%s)", key, stored.plaintext_size, stored.stored_size,
                         ", already stored" if stored.deduplicated else "")
-        return [event.follow_up(ArtifactStored, ArtifactStoredPayload(
-            key=key, store=self.store.backend.name, component=p.component, name=p.name,
-            plaintext_size=stored.plaintext_size, plaintext_sha256=stored.plaintext_sha256,
-            stored_size=stored.stored_size, stored_sha256=stored.stored_sha256, compressed=stored.compressed,
-            encrypted=stored.encrypted, thumbprint=stored.thumbprint, verified_by=stored.verified_by,
-            deduplicated=stored.deduplicated, duration_seconds=round(time.monotonic() - started, 3)),
-            source=f"worker:{WORKER}")]
+        return [artifact_stored(event, stored, store=self.store.backend.name, component=p.component, name=p.name,
+                                duration=time.monotonic() - started, source=f"worker:{WORKER}")]
 
 
 def build_upload_worker(settings: Settings) -> WorkerSpec:

@@ -1,0 +1,186 @@
+"""State of a backup set in the store: its plan, its completion marker, and how sets are found.
+
+Layout under ``<stamp>/<backup-set-id>/`` (besides the artifacts and records, see ``catalog``):
+
+* ``plan.json`` — written once by the catalog worker from ``backup-due``: requested ``components``,
+  ``reason``, ``requested_at``, ``requested_by``, the causing ``event_id`` and, optionally, ``expected``:
+  ``{component: minimum artifact count}`` (e.g. ``{"databases": 2}``; a later producer may fill it in).
+  Readers ignore fields they do not know, so the format can grow.
+* ``complete.json`` — the completion marker, written once when every planned component has its artifacts.
+  Only a set with this marker counts as complete (for listings and retention); retention deletes it
+  first, so a half-deleted set never looks complete.
+
+A backup set is a ``<stamp>/<X>/`` folder that holds one of the catalog's own files (plan, marker,
+manifest) or whose name has the ``new_backup_set_id`` form. Other folders of a stamp — e.g.
+``<stamp>/secrets/`` (secret versions) or ``<stamp>/fileshare-blobs/`` — are never treated as sets.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Iterable, Mapping
+
+from workers.artifacts.catalog import MANIFEST, BackupSet
+from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
+
+PLAN = "plan.json"
+COMPLETE = "complete.json"
+CATALOG_FILES = (PLAN, COMPLETE, MANIFEST)
+SET_ID = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]{8}$")
+
+
+def set_prefix(stamp: str, set_id: str) -> str:
+    return f"{stamp}/{set_id}/"
+
+
+def id_time(set_id: str) -> datetime | None:
+    """The time encoded in a ``new_backup_set_id`` id, or None for ids of another form."""
+    match = SET_ID.match(set_id)
+    if not match:
+        return None
+    return datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+# ------------------------------------------------------------------------------------------------ plan
+@dataclass(frozen=True)
+class Plan:
+    stamp: str
+    backup_set_id: str
+    components: tuple[str, ...]
+    reason: str
+    requested_at: datetime | None
+    requested_by: str | None = None
+    event_id: str | None = None
+    expected: Mapping[str, int] | None = None
+
+    def missing(self, counts: Mapping[str, int]) -> dict[str, int]:
+        """Per planned component, how many more artifacts are needed (empty when the plan is met)."""
+        expected = self.expected or {}
+        need = {c: max(int(expected.get(c, 1)), 1) - counts.get(c, 0) for c in self.components}
+        return {c: n for c, n in need.items() if n > 0}
+
+    def to_json(self) -> bytes:
+        body = {"format": 1, "stamp": self.stamp, "backup_set_id": self.backup_set_id,
+                "components": list(self.components), "reason": self.reason,
+                "requested_at": self.requested_at.isoformat() if self.requested_at else None, "requested_by": self.requested_by,
+                "event_id": self.event_id}
+        if self.expected:
+            body["expected"] = dict(self.expected)
+        return json.dumps(body, indent=2, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "Plan":
+        expected = data.get("expected")
+        return cls(stamp=str(data.get("stamp", "")), backup_set_id=str(data.get("backup_set_id", "")),
+                   components=tuple(data.get("components") or ()), reason=str(data.get("reason", "")),
+                   requested_at=_parse_time(data.get("requested_at")), requested_by=data.get("requested_by"), event_id=data.get("event_id"),
+                   expected=dict(expected) if isinstance(expected, dict) else None)
+
+
+def _read_json(backend: StorageBackend, key: str) -> dict | None:
+    """The JSON object stored at ``key``; None when it is missing or not a JSON object (damaged)."""
+    try:
+        with backend.open(key) as stream:
+            data = json.loads(stream.read(1024 * 1024))
+    except (ObjectNotFound, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def put_once(backend: StorageBackend, key: str, body: bytes) -> bool:
+    """Write ``key`` unless it exists; True if this call wrote it. Not atomic across processes: two racing
+    writers may both write (the last body wins), which callers must tolerate."""
+    if backend.exists(key):
+        return False
+    backend.put(key, io.BytesIO(body), size=len(body))
+    return True
+
+
+def read_plan(backend: StorageBackend, stamp: str, set_id: str) -> Plan | None:
+    data = _read_json(backend, set_prefix(stamp, set_id) + PLAN)
+    return Plan.from_json(data) if data is not None else None
+
+
+def write_plan(backend: StorageBackend, plan: Plan) -> bool:
+    """Write the plan once; a plan already there (a redelivered ``backup-due``) is kept as it is."""
+    return put_once(backend, set_prefix(plan.stamp, plan.backup_set_id) + PLAN, plan.to_json())
+
+
+# ---------------------------------------------------------------------------------------------- marker
+def read_marker(backend: StorageBackend, stamp: str, set_id: str) -> dict | None:
+    return _read_json(backend, set_prefix(stamp, set_id) + COMPLETE)
+
+
+def write_marker(backend: StorageBackend, stamp: str, set_id: str, marker: Mapping) -> bool:
+    body = json.dumps({"format": 1, **marker}, indent=2, sort_keys=True, default=str).encode()
+    return put_once(backend, set_prefix(stamp, set_id) + COMPLETE, body)
+
+
+def component_counts(backup_set: BackupSet) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for artifact in backup_set.artifacts:
+        component = artifact.key.split("/")[2]
+        counts[component] = counts.get(component, 0) + 1
+    return counts
+
+
+def is_complete(plan: Plan | None, backup_set: BackupSet) -> bool:
+    """Every planned component has its artifacts (at least one, or ``expected`` many). A set without a
+    plan (its ``backup-due`` was never seen by the catalog) counts as complete once it has any artifact."""
+    if not backup_set.artifacts:
+        return False
+    return plan is None or not plan.missing(component_counts(backup_set))
+
+
+# ------------------------------------------------------------------------------------------- discovery
+@dataclass
+class SetObjects:
+    """What one listing of a stamp says about one set: its objects, and which catalog files it has."""
+
+    stamp: str
+    set_id: str
+    objects: list[ObjectInfo] = field(default_factory=list)
+
+    @property
+    def names(self) -> set[str]:
+        return {o.key.split("/", 2)[2] for o in self.objects}
+
+    @property
+    def is_set(self) -> bool:
+        return bool(SET_ID.match(self.set_id)) or any(n in self.names for n in CATALOG_FILES)
+
+    @property
+    def newest_object(self) -> datetime | None:
+        return max((o.modified for o in self.objects), default=None)
+
+
+def scan_sets(backend: StorageBackend, stamp: str) -> dict[str, SetObjects]:
+    """Every backup set of ``stamp`` with its objects, from one recursive listing of ``<stamp>/``."""
+    groups: dict[str, SetObjects] = {}
+    for info in backend.list(f"{stamp}/"):
+        parts = info.key.split("/")
+        if len(parts) >= 3:
+            groups.setdefault(parts[1], SetObjects(stamp, parts[1])).objects.append(info)
+    return {k: v for k, v in sorted(groups.items()) if v.is_set}
+
+
+def set_time(set_id: str, plan: Plan | dict | None, marker: dict | None,
+             objects: Iterable[ObjectInfo] = ()) -> datetime | None:
+    """When the set was requested: ``requested_at`` of the plan (or the copy in the marker), else the time
+    in the id, else when it completed, else its newest object; None if nothing tells."""
+    planned = plan.requested_at if isinstance(plan, Plan) else _parse_time((plan or {}).get("requested_at"))
+    return (planned or _parse_time((marker or {}).get("requested_at")) or id_time(set_id)
+            or _parse_time((marker or {}).get("completed_at")) or max((o.modified for o in objects), default=None))

@@ -1,0 +1,135 @@
+"""The catalog worker: keeps each backup set's plan, manifest and completion marker; applies retention.
+
+* ``backup-due`` → ``<stamp>/<set>/plan.json`` (requested components, reason, requested_at), written once.
+* ``artifact-stored`` → ``manifest.json`` rewritten; when the set is complete and not yet marked →
+  ``complete.json`` (written once) → a ``backup-set-completed`` follow-up, then retention for the stamp
+  when ``retention.auto`` is on.
+* ``backup-set-completed`` → one audit log line (the event must be routable; this is its consumer).
+
+Completeness: every component of the plan has at least one artifact record (or ``expected[component]``
+many, when a producer fills in the plan's optional ``expected`` map). A set without ``plan.json`` (its
+``backup-due`` was never seen, or arrives late after a retry) counts as complete once it has any artifact.
+Note that ``databases`` stores one artifact per database: without ``expected`` the set completes with the
+first one, and later artifacts only update the manifest.
+
+Idempotency: the marker records the ``artifact-stored`` event that completed the set. A redelivery of that
+same event re-emits ``backup-set-completed`` (with the same, deterministic event id) and re-applies
+retention; any other event for a marked set emits nothing. Two catalog replicas racing on the same set may
+both emit the event (same event id, so consumers can deduplicate).
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+from contracts import ArtifactStored, BackupDue, BackupSetCompleted, BackupSetCompletedPayload, Envelope
+from contracts.events.backup import ALL_COMPONENTS
+from workers.artifacts.catalog import write_manifest
+from workers.artifacts.retention import apply_retention
+from workers.artifacts.service import ArtifactStore
+from workers.artifacts.sets import (Plan, component_counts, is_complete, read_marker, read_plan, write_marker,
+                                    write_plan)
+from workers.runtime.config import RetentionSettings, Settings
+from workers.runtime.handler import JobContext, WorkerSpec
+from workers.storage.factory import build_store
+
+WORKER = "catalog"
+_COMPLETED_IDS = uuid.UUID("6f1c7d52-8a57-4a43-9d0e-3c9b51f0c0de")
+
+
+def completion_event_id(stamp: str, set_id: str) -> uuid.UUID:
+    """The one event id every ``backup-set-completed`` of a set carries (consumers deduplicate on it)."""
+    return uuid.uuid5(_COMPLETED_IDS, f"{stamp}/{set_id}")
+
+
+class CatalogHandler:
+    def __init__(self, retention: RetentionSettings, store: ArtifactStore) -> None:
+        self.retention, self.store = retention, store
+
+    @property
+    def backend(self):
+        return self.store.backend
+
+    # ---- backup-due ------------------------------------------------------------------------------
+    def backup_due(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
+        assert isinstance(event, BackupDue)
+        p = event.payload
+        plan = Plan(stamp=event.stamp, backup_set_id=event.correlation_id, components=tuple(p.components),
+                    reason=p.reason, requested_at=event.occurred_at, requested_by=p.requested_by,
+                    event_id=str(event.event_id))
+        if write_plan(self.backend, plan):
+            ctx.logger.info("planned backup set %s/%s: %s (%s)", event.stamp, event.correlation_id,
+                            ", ".join(plan.components), plan.reason)
+        else:
+            ctx.logger.info("backup set %s/%s already has a plan; kept as it is", event.stamp, event.correlation_id)
+        return []
+
+    # ---- artifact-stored -------------------------------------------------------------------------
+    def artifact_stored(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
+        assert isinstance(event, ArtifactStored)
+        stamp, set_id = event.stamp, event.correlation_id
+        backup_set = write_manifest(self.store, stamp, set_id)
+        marker = read_marker(self.backend, stamp, set_id)
+        if marker is None:
+            plan = read_plan(self.backend, stamp, set_id)
+            if not is_complete(plan, backup_set):
+                missing = plan.missing(component_counts(backup_set)) if plan else {}
+                ctx.logger.info("backup set %s/%s: %d artifact(s), still waiting for %s", stamp, set_id,
+                                len(backup_set.artifacts), ", ".join(f"{c} ×{n}" for c, n in missing.items()))
+                return []
+            marker = self._marker(event, plan, backup_set)
+            if not write_marker(self.backend, stamp, set_id, marker):
+                marker = read_marker(self.backend, stamp, set_id) or marker   # another replica was first
+        if marker.get("caused_by") != str(event.event_id):
+            ctx.logger.info("backup set %s/%s is already complete; manifest updated (%d artifacts)", stamp,
+                            set_id, len(backup_set.artifacts))
+            return []
+        completed = event.follow_up(BackupSetCompleted, BackupSetCompletedPayload(
+            components=tuple(marker["components"]), artifacts=int(marker["artifacts"]),
+            stored_bytes=int(marker["stored_bytes"]),
+            completed_at=datetime.fromisoformat(marker["completed_at"])),
+            source=f"worker:{WORKER}", event_id=completion_event_id(stamp, set_id))
+        ctx.logger.info("backup set %s/%s complete: %s, %d artifact(s), %d bytes", stamp, set_id,
+                        ", ".join(marker["components"]), marker["artifacts"], marker["stored_bytes"])
+        self._apply_retention(stamp, ctx)
+        return [completed]
+
+    @staticmethod
+    def _marker(event: ArtifactStored, plan: Plan | None, backup_set) -> dict:
+        present = backup_set.components
+        return {"stamp": event.stamp, "backup_set_id": event.correlation_id,
+                "completed_at": datetime.now(timezone.utc).isoformat(),
+                "requested_at": plan.requested_at.isoformat() if plan and plan.requested_at else None,
+                "planned": list(plan.components) if plan else None,
+                "components": [c for c in ALL_COMPONENTS if c in present],
+                "artifacts": len(backup_set.artifacts), "stored_bytes": backup_set.size,
+                "caused_by": str(event.event_id),
+                "event_id": str(completion_event_id(event.stamp, event.correlation_id))}
+
+    def _apply_retention(self, stamp: str, ctx: JobContext) -> None:
+        r = self.retention
+        if not r.auto:
+            return
+        plan = apply_retention(self.backend, stamp, keep_last=r.keep_last, keep_within=r.keep_within)
+        if plan.delete:
+            ctx.logger.info("retention for %s deleted %d set(s) (%d objects): %s; kept %d", stamp,
+                            len(plan.delete), plan.deleted_objects,
+                            "; ".join(f"{s} ({plan.reasons[s]})" for s in plan.delete), len(plan.keep))
+        else:
+            ctx.logger.info("retention for %s: nothing to delete, kept %d set(s)", stamp, len(plan.keep))
+
+    # ---- backup-set-completed --------------------------------------------------------------------
+    def backup_set_completed(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
+        assert isinstance(event, BackupSetCompleted)
+        p = event.payload
+        ctx.logger.info("audit: backup set %s/%s completed at %s: %s, %d artifact(s), %d bytes", event.stamp,
+                        event.correlation_id, p.completed_at.isoformat(), ", ".join(p.components), p.artifacts,
+                        p.stored_bytes)
+        return []
+
+
+def build_catalog_worker(settings: Settings, store: ArtifactStore | None = None) -> WorkerSpec:
+    """The ``catalog`` worker. It only reads records and writes small JSON files: no certificate needed."""
+    handler = CatalogHandler(settings.retention, store or ArtifactStore(build_store(settings.store)))
+    return WorkerSpec(WORKER, {"backup-due": handler.backup_due, "artifact-stored": handler.artifact_stored,
+                               "backup-set-completed": handler.backup_set_completed}, concurrency=1)

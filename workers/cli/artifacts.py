@@ -1,0 +1,310 @@
+"""`artifacts list|get|verify`, `retention apply` and `keys create`: the operator's view of the store.
+
+Passwords never travel on the command line: ``--key-password-env VAR`` / ``--pfx-password-env VAR`` name an
+environment variable; without one, a password-protected key is asked for interactively (getpass) when
+stdin is a terminal.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from workers.artifacts.catalog import read_set
+from workers.artifacts.retention import apply_retention, format_duration
+from workers.artifacts.service import ArtifactStore
+from workers.artifacts.sets import COMPLETE, PLAN, read_marker, read_plan, scan_sets, set_time
+from workers.runtime.config import Settings, parse_duration
+from workers.runtime.errors import ConfigurationError, DrError, PermanentError
+from workers.storage.artifact import KeyRing, generate_self_signed, load_certificate, thumbprint
+from workers.storage.base import ObjectNotFound
+from workers.storage.factory import build_store
+from workers.storage.keys import WrongPasswordError
+
+MiB = 1024 * 1024
+
+
+def register(sub) -> None:
+    p = sub.add_parser("artifacts", help="list, fetch and verify stored artifacts")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("list", help="backup sets of a stamp, or the artifacts of one set")
+    _where(a)
+    a.add_argument("--json", action="store_true", help="machine-readable output")
+    a.set_defaults(func=list_cmd)
+    a = actions.add_parser("get", help="fetch one artifact, decrypted and verified, into a file")
+    a.add_argument("artifact_key", metavar="KEY", help="artifact key: <stamp>/<set>/<component>/<name>")
+    a.add_argument("--out", required=True, type=Path, help="file (or existing directory) to write")
+    _key_options(a)
+    a.set_defaults(func=get_cmd)
+    a = actions.add_parser("verify", help="re-read every artifact (decrypting too when keys are given)")
+    _where(a)
+    _key_options(a)
+    a.set_defaults(func=verify_cmd)
+    p = sub.add_parser("retention", help="delete old backup sets")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("apply", help="keep the newest sets, delete the others (see --dry-run)")
+    a.add_argument("--stamp", help="stamp (default: APPSVC_DR_STAMP)")
+    a.add_argument("--keep-last", type=int, help="complete sets to keep (default: APPSVC_DR_RETENTION__KEEP_LAST)")
+    a.add_argument("--keep-within", type=_duration, help="also keep sets younger than this, e.g. 30d, 12h "
+                   "(default: APPSVC_DR_RETENTION__KEEP_WITHIN)")
+    a.add_argument("--dry-run", action="store_true", help="show what would be deleted, delete nothing")
+    a.set_defaults(func=retention_cmd)
+    p = sub.add_parser("keys", help="encryption certificates and keys")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("create", help="a new self-signed certificate (for the workers) and its private "
+                           "key (keep it offline, for restores)")
+    a.add_argument("--cn", required=True, help="certificate common name, e.g. appservice-dr-stamp1")
+    a.add_argument("--cert-out", required=True, type=Path, help="certificate PEM to write")
+    a.add_argument("--key-out", required=True, type=Path, help="private key PEM to write (mode 0600)")
+    a.add_argument("--days", type=int, default=730, help="validity in days (default 730)")
+    a.add_argument("--key-size", type=int, choices=[2048, 3072, 4096], default=3072)
+    a.add_argument("--key-password-env", metavar="VAR", help="encrypt the key with the password in env VAR")
+    a.add_argument("--encrypt-key", action="store_true", help="encrypt the key, asking for a password")
+    a.add_argument("--force", action="store_true", help="overwrite existing files")
+    a.set_defaults(func=keys_create_cmd)
+
+
+def _where(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stamp", help="stamp (default: APPSVC_DR_STAMP)")
+    p.add_argument("--set", dest="set_id", help="one backup set id")
+
+
+def _key_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--key", action="append", default=[], metavar="PEM", help="private key PEM (repeatable)")
+    p.add_argument("--key-password-env", metavar="VAR", help="env variable holding the --key password")
+    p.add_argument("--pfx", action="append", default=[], metavar="FILE", help="PFX/PKCS#12 file (repeatable)")
+    p.add_argument("--pfx-password-env", metavar="VAR", help="env variable holding the --pfx password")
+
+
+def _duration(value: str):
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _store(settings: Settings) -> ArtifactStore:
+    """Reading needs no certificate: records say how each artifact was written."""
+    return ArtifactStore(build_store(settings.store))
+
+
+# ------------------------------------------------------------------------------------------- keys
+def _env_password(var: str | None) -> str | None:
+    if var is None:
+        return None
+    value = os.environ.get(var)
+    if value is None:
+        raise ConfigurationError(f"environment variable {var} is not set", hint=f"export {var}=... (the "
+                                 "password), or leave out the option to be asked interactively.")
+    return value
+
+
+def _with_password(load: Callable[[str | None], object], password: str | None, label: str) -> None:
+    try:
+        load(password)
+    except WrongPasswordError:
+        if password is not None or not sys.stdin.isatty():
+            raise
+        load(getpass.getpass(f"password for {label}: "))
+
+
+def load_keyring(args: argparse.Namespace) -> KeyRing | None:
+    if not args.key and not args.pfx:
+        return None
+    ring = KeyRing()
+    key_password, pfx_password = _env_password(args.key_password_env), _env_password(args.pfx_password_env)
+    for path in args.key:
+        _with_password(lambda pw, p=path: ring.add_pem(p, password=pw), key_password, f"key file {path}")
+    for path in args.pfx:
+        _with_password(lambda pw, p=path: ring.add_pfx(p, password=pw), pfx_password, f"PFX file {path}")
+    return ring
+
+
+# ------------------------------------------------------------------------------------------- list
+def _set_rows(store: ArtifactStore, stamp: str) -> list[dict]:
+    rows = []
+    for set_id, found in scan_sets(store.backend, stamp).items():
+        backup_set = read_set(store, stamp, set_id)
+        plan = read_plan(store.backend, stamp, set_id) if PLAN in found.names else None
+        marker = read_marker(store.backend, stamp, set_id) if COMPLETE in found.names else None
+        when = set_time(set_id, plan, marker, found.objects)
+        rows.append({"stamp": stamp, "backup_set_id": set_id, "complete": COMPLETE in found.names,
+                     "requested_at": when.isoformat() if when else None,
+                     "planned": list(plan.components) if plan else None,
+                     "components": sorted(backup_set.components), "artifacts": len(backup_set.artifacts),
+                     "stored_bytes": backup_set.size,
+                     "plaintext_bytes": sum(a.plaintext_size for a in backup_set.artifacts)})
+    return sorted(rows, key=lambda r: (r["requested_at"] or "", r["backup_set_id"]))
+
+
+def list_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    store, stamp = _store(settings), args.stamp or settings.stamp
+    if args.set_id:
+        return _list_one(store, stamp, args.set_id, args.json)
+    rows = _set_rows(store, stamp)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no backup sets for stamp {stamp} in {store.backend.name}")
+        return 0
+    print(f"{'backup set':27} {'status':10} {'requested (UTC)':19}  {'components':28} {'artifacts':>9} {'stored':>10}")
+    for r in rows:
+        when = (r["requested_at"] or "?")[:19].replace("T", " ")
+        print(f"{r['backup_set_id']:27} {'complete' if r['complete'] else 'incomplete':10} {when:19}  "
+              f"{','.join(r['components']) or '-':28} {r['artifacts']:>9} {r['stored_bytes'] / MiB:>6.1f} MiB")
+    return 0
+
+
+def _list_one(store: ArtifactStore, stamp: str, set_id: str, as_json: bool) -> int:
+    backup_set = read_set(store, stamp, set_id)
+    if not backup_set.artifacts:
+        raise ObjectNotFound(f"no artifacts in backup set {stamp}/{set_id} on {store.backend.name}",
+                             hint="`appsvc-dr artifacts list --stamp STAMP` shows the sets that exist.")
+    complete = store.backend.exists(f"{stamp}/{set_id}/{COMPLETE}")
+    if as_json:
+        print(json.dumps({"stamp": stamp, "backup_set_id": set_id, "complete": complete,
+                          "artifacts": [{k: v for k, v in asdict(a).items() if k != "deduplicated"}
+                                        for a in backup_set.artifacts]}, indent=2))
+        return 0
+    print(f"{stamp}/{set_id}: {'complete' if complete else 'incomplete'}, {len(backup_set.artifacts)} artifact(s)")
+    print(f"{'artifact':44} {'size':>12} {'stored':>12}  {'sha256':12}  encrypted")
+    for a in backup_set.artifacts:
+        name = a.key.split("/", 2)[2]
+        enc = f"yes ({a.thumbprint})" if a.encrypted else "no"
+        print(f"{name:44} {a.plaintext_size:>12} {a.stored_size:>12}  {a.plaintext_sha256[:12]}  {enc}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- get
+class _Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label, self.total, self.done, self.shown = label, max(total, 1), 0, 0.0
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, nbytes: int) -> None:
+        self.done += nbytes
+        now = time.monotonic()
+        if self.enabled and (now - self.shown > 0.1 or self.done >= self.total):
+            self.shown = now
+            sys.stderr.write(f"\r{self.label} {min(100.0, 100 * self.done / self.total):5.1f}% "
+                             f"{self.done / MiB:.1f}/{self.total / MiB:.1f} MiB")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.shown:
+            sys.stderr.write("\n")
+
+
+def get_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    store, keys = _store(settings), load_keyring(args)
+    out: Path = args.out / args.artifact_key.rsplit("/", 1)[-1] if args.out.is_dir() else args.out
+    record = store.record(args.artifact_key)
+    progress = _Progress(args.artifact_key.rsplit("/", 1)[-1], record.stored_size if record else 0)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    except OSError as exc:
+        raise PermanentError(f"cannot write next to {out}: {exc.strerror or exc}",
+                             hint="Choose an --out in an existing, writable directory.") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            got = store.get(args.artifact_key, fh, keys=keys, progress=progress)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        progress.close()
+    print(f"wrote {out}: {got.plaintext_size} bytes, sha256 {got.plaintext_sha256} (verified"
+          f"{', decrypted' if got.encrypted else ''})")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- verify
+def verify_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    store, keys, stamp = _store(settings), load_keyring(args), args.stamp or settings.stamp
+    set_ids = [args.set_id] if args.set_id else list(scan_sets(store.backend, stamp))
+    checked = failed = 0
+    for set_id in set_ids:
+        backup_set = read_set(store, stamp, set_id)
+        if args.set_id and not backup_set.artifacts:
+            raise ObjectNotFound(f"no artifacts in backup set {stamp}/{set_id} on {store.backend.name}")
+        for artifact in backup_set.artifacts:
+            checked += 1
+            try:
+                store.check(artifact.key, keys=keys)
+                print(f"ok      {artifact.key}")
+            except DrError as exc:
+                failed += 1
+                print(f"FAILED  {artifact.key}: {exc.message}")
+    how = "decrypted and hashed" if keys else "stored bytes hashed (pass --key/--pfx to decrypt too)"
+    print(f"{checked - failed} ok, {failed} failed ({how})")
+    return 1 if failed else 0
+
+
+# -------------------------------------------------------------------------------------- retention
+def retention_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    r = settings.retention
+    keep_last = r.keep_last if args.keep_last is None else args.keep_last
+    if keep_last < 0:
+        raise ConfigurationError("--keep-last must be 0 or more")
+    keep_within = args.keep_within if args.keep_within is not None else r.keep_within
+    stamp = args.stamp or settings.stamp
+    plan = apply_retention(build_store(settings.store), stamp, keep_last=keep_last, keep_within=keep_within,
+                           dry_run=args.dry_run)
+    print(f"retention for {stamp}: keep the newest {keep_last} complete set(s)"
+          f"{f' and every set younger than {format_duration(keep_within)}' if keep_within else ''}")
+    for line in plan.describe():
+        print(line)
+    if args.dry_run:
+        print(f"dry run: would delete {len(plan.delete)} set(s), keep {len(plan.keep)}; nothing was deleted")
+    else:
+        print(f"deleted {len(plan.delete)} set(s) ({plan.deleted_objects} objects), kept {len(plan.keep)}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- keys
+def _write_new(path: Path, data: bytes, mode: int, force: bool) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    fd = os.open(path, flags, mode)
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), mode)
+        fh.write(data)
+
+
+def keys_create_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    if args.days < 1:
+        raise ConfigurationError("--days must be 1 or more")
+    existing = [p for p in (args.cert_out, args.key_out) if p.exists()]
+    if existing and not args.force:
+        raise ConfigurationError(f"{existing[0]} already exists; refusing to overwrite it",
+                                 hint="Losing a private key makes every backup encrypted for it unreadable: "
+                                      "choose other paths, or pass --force if you are sure.")
+    password = _env_password(args.key_password_env)
+    if password is None and args.encrypt_key:
+        password = getpass.getpass("password for the new key: ")
+        if password != getpass.getpass("again: "):
+            raise ConfigurationError("the passwords differ")
+    cert_pem, key_pem = generate_self_signed(args.cn, args.days, key_size=args.key_size, password=password)
+    try:
+        _write_new(args.key_out, key_pem, 0o600, args.force)
+        _write_new(args.cert_out, cert_pem, 0o644, args.force)
+    except OSError as exc:
+        raise PermanentError(f"cannot write {exc.filename}: {exc.strerror}",
+                             hint="Choose writable --cert-out / --key-out paths.") from None
+    print(f"certificate {args.cert_out} (thumbprint {thumbprint(load_certificate(cert_pem))}, "
+          f"valid {args.days} days)\nprivate key {args.key_out} (mode 0600{', encrypted' if password else ''})\n"
+          f"Give the workers the certificate (APPSVC_DR_ENCRYPTION__CERTIFICATE={args.cert_out}); keep the "
+          "private key offline: restores need it.")
+    return 0

@@ -1,0 +1,87 @@
+"""`secrets list` and `restore secrets`: get SystemSecrets.json back for Restore-AppServiceStamp."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+
+from workers.artifacts.catalog import artifact_key
+from workers.cli.keyopts import add_key_options, keyring_from_args
+from workers.cli.output import write_atomically
+from workers.runtime.config import Settings
+from workers.runtime.errors import PermanentError
+from workers.secrets.handler import REFERENCE_NAME
+from workers.secrets.versions import latest, version_key, versions
+from workers.upload.handler import artifact_store
+
+
+def register(sub) -> None:
+    p = sub.add_parser("secrets", help="stored SystemSecrets.json versions")
+    p.add_argument("action", choices=["list"])
+    p.add_argument("--stamp", help="stamp (default: APPSVC_DR_STAMP)")
+    p.set_defaults(func=list_versions)
+
+
+def register_restore(restore_sub) -> None:
+    p = restore_sub.add_parser("secrets", help="decrypt SystemSecrets.json and print the controller steps")
+    p.add_argument("--stamp", help="stamp (default: APPSVC_DR_STAMP)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--version", help="version id (see `appsvc-dr secrets list`)")
+    which.add_argument("--set", help="the secrets version a backup set was made with")
+    which.add_argument("--latest", action="store_true", help="the newest version (default)")
+    p.add_argument("--out", type=Path, required=True, help="where to write SystemSecrets.json (mode 0600)")
+    p.add_argument("--override-database-server", help="passed to Restore-AppServiceStamp")
+    p.add_argument("--override-content-share", help="passed to Restore-AppServiceStamp")
+    add_key_options(p)
+    p.set_defaults(func=restore_secrets)
+
+
+def list_versions(args: argparse.Namespace, settings: Settings) -> int:
+    stamp = args.stamp or settings.stamp
+    found = versions(artifact_store(settings), stamp)
+    if not found:
+        print(f"no secrets stored for stamp {stamp}")
+        return 0
+    print(f"{'version':32} {'fingerprint':14} {'rotated at (UTC)':22} stored at")
+    for v in found:
+        print(f"{v.version_id:32} {v.fingerprint[:12]:14} {v.rotated_at:%Y-%m-%d %H:%M:%S}    {v.artifact.stored_at}")
+    return 0
+
+
+def _chosen_key(args: argparse.Namespace, stamp: str, store, keys) -> str:
+    if args.version:
+        return version_key(stamp, args.version)
+    if args.set:
+        ref = io.BytesIO()
+        store.get(artifact_key(stamp, args.set, "secrets", REFERENCE_NAME), ref, keys=keys)
+        return json.loads(ref.getvalue())["key"]
+    newest = latest(store, stamp)
+    if newest is None:
+        raise PermanentError(f"no secrets stored for stamp {stamp}", hint="Check --stamp and the store settings.")
+    return newest.artifact.key
+
+
+def controller_steps(out: Path, db_server: str | None, content_share: str | None) -> list[str]:
+    restore = f'Restore-AppServiceStamp -FilePath "{out}"'
+    if db_server:
+        restore += f' -OverrideDatabaseServer "{db_server}"'
+    if content_share:
+        restore += f' -OverrideContentShare "{content_share}"'
+    return [restore, "Restore-AppServiceRoles", "Get-AppServiceSite | Sync-AppServiceObject",
+            "Get-AppServiceServerFarm | Sync-AppServiceObject"]
+
+
+def restore_secrets(args: argparse.Namespace, settings: Settings) -> int:
+    stamp = args.stamp or settings.stamp
+    keys = keyring_from_args(args)
+    store = artifact_store(settings)
+    key = _chosen_key(args, stamp, store, keys)
+    write_atomically(args.out, lambda stream: store.get(key, stream, keys=keys))
+    record = store.record(key)
+    print(f"restored {key} → {args.out.resolve()} (fingerprint {record.plaintext_sha256[:12]}, mode 0600)")
+    print("\nOn the App Service controller, in an elevated PowerShell session, run:\n")
+    for line in controller_steps(args.out.resolve(), args.override_database_server, args.override_content_share):
+        print(f"    {line}")
+    print("\nThen delete the decrypted SystemSecrets.json.")
+    return 0

@@ -1,0 +1,253 @@
+"""PostgreSQL engine: pg_dump -Fc to a staging file, pg_restore --list to verify, pg_restore to restore.
+
+pg_dump writes the archive itself (``--file``, a ``.partial`` name renamed on success): nothing is buffered
+in Python, and a seekable file keeps the data offsets pg_restore needs. Connection parameters and the
+password travel in ``PG*`` environment variables, never on a command line or in a message. Checks before
+and after (database exists, tables and rows after a restore) go through pyodbc and the psqlODBC driver.
+"""
+from __future__ import annotations
+
+import contextlib
+import collections
+import logging
+import os
+import re
+import subprocess
+import time
+from typing import Any, Callable, Iterator
+
+import pyodbc
+
+from workers.databases.base import BackupResult, Progress, ProgressReporter, RestoreResult, require_name, sha256_of
+from workers.databases.odbc import ConnectFn, braced, clean_text, error_parts
+from workers.databases.postgres_errors import classify, missing_tool
+from workers.databases.settings import DatabaseSettings
+from workers.runtime.errors import DrError, PermanentError
+
+log = logging.getLogger(__name__)
+
+NAME_LENGTH = 63                      # NAMEDATALEN - 1, in bytes
+_ODBC_UNSAFE = ";{}"                  # psqlODBC takes DATABASE / UID verbatim: no braces, no ';'
+_DUMPING = re.compile(r'dumping contents of table "(.+)"$')
+_RESTORING = re.compile(r'processing data for table "(.+)"$')
+_TOC_ENTRY = re.compile(r"^\d+; \d+ \d+ (TABLE DATA|TABLE) ")
+_TABLES = ("SELECT n.nspname, c.relname, c.relkind, pg_relation_size(c.oid) + COALESCE(pg_relation_size("
+           "NULLIF(c.reltoastrelid, 0)), 0) AS bytes FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+           "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+           "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' ORDER BY 1, 2")
+
+
+def quote_ident(name: str) -> str:
+    """A PostgreSQL identifier in double quotes, ``"`` doubled."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def conninfo_value(value: str) -> str:
+    """A libpq conninfo value in single quotes (``\\`` and ``'`` backslash-escaped)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class PostgresEngine:
+    """:class:`~workers.databases.base.DatabaseEngine` for PostgreSQL (pg_dump / pg_restore + pyodbc)."""
+
+    name = "postgres"
+
+    def __init__(self, settings: DatabaseSettings, *, connect: ConnectFn | None = None) -> None:
+        self.settings = settings
+        self._connect = connect or pyodbc.connect
+        self.server = f"{settings.server}:{settings.effective_port}"
+        self._password = settings.password.get_secret_value() if settings.password is not None else ""
+        for kind, value in (("user", settings.username), ("maintenance database", settings.pg_maintenance_db)):
+            if value is not None:
+                self._valid(kind, value)
+
+    # ------------------------------------------------------------------------------------------ public
+    def check(self, database: str) -> None:
+        with self._cursor(database) as cursor:
+            cursor.execute("SELECT 1").fetchall()
+
+    def backup(self, database: str, staging_path: str, progress: Progress | None = None) -> BackupResult:
+        started, reporter = time.monotonic(), ProgressReporter(progress)
+        with self._cursor(database) as cursor:      # a clear error for a missing database, and table sizes
+            sizes = {f"{r[0]}.{r[1]}": int(r[3] or 0) for r in cursor.execute(_TABLES).fetchall() if r[2] == "r"}
+        total, done = sum(sizes.values()), [0]
+
+        def on_line(line: str) -> None:
+            found = _DUMPING.search(line)
+            if found and total:
+                reporter(min(99, done[0] * 100 // total))
+                done[0] += sizes.get(found.group(1), 0)
+
+        partial = f"{staging_path}.partial"
+        argv = [self.settings.pg_dump, "--format=custom", "--verbose", f"--file={partial}"]
+        if self.settings.pg_compress is not None:
+            argv.append(f"--compress={self.settings.pg_compress}")
+        reporter(0)
+        try:
+            self._run(argv, database, on_line, action=f"pg_dump of {database!r}", setting="PG_DUMP")
+            os.replace(partial, staging_path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+        reporter.done()
+        checksum, size = sha256_of([staging_path])
+        if self.settings.verify:
+            self.verify(staging_path)
+        return BackupResult(database, staging_path, size, time.monotonic() - started, self.name, self.server,
+                            checksum=checksum, parts=(staging_path,))
+
+    def verify(self, staging_path: str) -> None:
+        entries = self._toc(staging_path)
+        if not entries:
+            raise PermanentError(f"{staging_path} holds no archive entries",
+                                 hint="The dump is empty or damaged: take a new backup.")
+        if self.settings.pg_verify_data:       # decompress every data block: catches truncation and corruption
+            self._run([self.settings.pg_restore, f"--file={os.devnull}", os.path.abspath(staging_path)], None,
+                      None, action=f"pg_restore (read all data) of {staging_path}", setting="PG_RESTORE",
+                      permanent=True)
+
+    def restore(self, database: str, source_path: str, *, data_path: str | None = None,
+                log_path: str | None = None, progress: Progress | None = None) -> RestoreResult:
+        started, reporter = time.monotonic(), ProgressReporter(progress)
+        self._valid("database", database)
+        if data_path or log_path:
+            log.warning("PostgreSQL restores ignore data_path/log_path (files live in the server's tablespaces)")
+        entries = self._toc(source_path)
+        expected_tables = sum(1 for kind in entries if kind == "TABLE")
+        total, done = max(1, sum(1 for kind in entries if kind == "TABLE DATA")), [0]
+
+        def on_line(line: str) -> None:
+            if _RESTORING.search(line):
+                reporter(min(99, done[0] * 100 // total))
+                done[0] += 1
+
+        self._create_if_missing(database)
+        reporter(0)
+        argv = [self.settings.pg_restore, "--clean", "--if-exists", "--no-owner", "--exit-on-error", "--verbose",
+                f"--dbname=dbname={conninfo_value(database)}", os.path.abspath(source_path)]
+        self._run(argv, None, on_line, action=f"pg_restore into {database!r}", setting="PG_RESTORE")
+        reporter.done()
+        tables, rows = self.count_rows(database)
+        if len(tables) < expected_tables:
+            raise PermanentError(f"restore into {database!r} left {len(tables)} tables, the archive has "
+                                 f"{expected_tables}", hint="The restore is incomplete: see the pg_restore log.")
+        return RestoreResult(database, source_path, time.monotonic() - started, self.name, self.server,
+                             tables=len(tables), rows=sum(rows.values()))
+
+    def count_rows(self, database: str) -> tuple[list[str], dict[str, int]]:
+        """(user tables, exact row count per ordinary table) through pyodbc."""
+        with self._cursor(database) as cursor:
+            found = cursor.execute(_TABLES).fetchall()
+            rows = {}
+            for schema, table, kind, _ in found:
+                if kind == "r":
+                    sql = f"SELECT count(*) FROM {quote_ident(schema)}.{quote_ident(table)}"
+                    rows[f"{schema}.{table}"] = int(cursor.execute(sql).fetchone()[0])
+        return [f"{r[0]}.{r[1]}" for r in found], rows
+
+    # ----------------------------------------------------------------------------------------- helpers
+    def _valid(self, kind: str, name: str) -> str:
+        require_name(kind, name, max_length=NAME_LENGTH, forbidden=_ODBC_UNSAFE)
+        if name != name.strip() or len(name.encode()) > NAME_LENGTH:
+            raise PermanentError(f"invalid {kind} name {name[:80]!r}",
+                                 hint=f"PostgreSQL names here are at most {NAME_LENGTH} bytes without "
+                                      "leading or trailing spaces.")
+        return name
+
+    def _odbc_string(self, database: str) -> str:
+        s = self.settings
+        parts = [f"DRIVER={braced(s.effective_driver)}", f"SERVER={s.server}", f"PORT={s.effective_port}",
+                 f"DATABASE={database}", f"SSLmode={s.pg_sslmode}",
+                 f"pqopt={braced(f'connect_timeout={s.timeout} application_name=appservice-dr')}"]
+        if s.username:
+            parts.append(f"UID={s.username}")
+        if self._password:
+            parts.append(f"PWD={braced(self._password)}")
+        return ";".join(parts)
+
+    @contextlib.contextmanager
+    def _cursor(self, database: str) -> Iterator[Any]:
+        self._valid("database", database)
+        action = f"connect to PostgreSQL {self.server} database {database!r}"
+        try:
+            connection = self._connect(self._odbc_string(database), autocommit=True, timeout=self.settings.timeout)
+        except pyodbc.Error as exc:
+            raise self._classify(exc, action) from None
+        try:
+            yield connection.cursor()
+        except pyodbc.Error as exc:
+            raise self._classify(exc, f"query on {self.server} database {database!r}") from None
+        finally:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    def _classify(self, exc: pyodbc.Error, action: str) -> DrError:
+        sqlstate, text = error_parts(exc)
+        return classify(clean_text(text), action=action, secrets=[self._password],
+                        default_transient=sqlstate.startswith("08"))
+
+    def _create_if_missing(self, database: str) -> None:
+        with self._cursor(self.settings.pg_maintenance_db) as cursor:
+            if cursor.execute("SELECT 1 FROM pg_database WHERE datname = ?", database).fetchall():
+                return
+            log.info("creating database %r on %s for the restore", database, self.server)
+            try:
+                cursor.execute(f"CREATE DATABASE {quote_ident(database)}")
+            except pyodbc.Error as exc:
+                if "already exists" not in error_parts(exc)[1]:        # created meanwhile: fine
+                    raise
+
+    def _env(self, database: str | None) -> dict[str, str]:
+        s = self.settings
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(PGHOST=s.server, PGPORT=str(s.effective_port), PGSSLMODE=s.pg_sslmode,
+                   PGCONNECT_TIMEOUT=str(s.timeout), PGAPPNAME="appservice-dr")
+        if s.username:
+            env["PGUSER"] = s.username
+        if self._password:
+            env["PGPASSWORD"] = self._password
+        if database is not None:
+            env["PGDATABASE"] = database
+        return env
+
+    def _toc(self, path: str) -> list[str]:
+        """Kinds of the archive's TOC entries ("TABLE", "TABLE DATA", ... other entries as "")."""
+        if not os.path.isfile(path):
+            raise PermanentError(f"backup file {path} does not exist", hint="Check the staging / source path.")
+        try:
+            done = subprocess.run([self.settings.pg_restore, "--list", os.path.abspath(path)], env=self._env(None),
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace")
+        except OSError:
+            raise missing_tool("pg_restore", "APPSVC_DR_DATABASE__PG_RESTORE") from None
+        if done.returncode != 0:
+            raise PermanentError(f"{path} is not a readable pg_dump archive: {done.stderr.strip()[-500:]}",
+                                 hint="The dump is damaged, truncated or not a custom-format archive: take a "
+                                      "new backup.")
+        return [(m.group(1) if (m := _TOC_ENTRY.match(line)) else "") for line in done.stdout.splitlines()
+                if line and not line.startswith(";")]
+
+    def _run(self, argv: list[str], database: str | None, on_line: Callable[[str], None] | None, *,
+             action: str, setting: str, permanent: bool = False) -> None:
+        """Run a PostgreSQL tool, reading its stderr line by line; raise a classified error on failure."""
+        try:
+            proc = subprocess.Popen(argv, env=self._env(database), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
+        except OSError:
+            raise missing_tool(os.path.basename(argv[0]), f"APPSVC_DR_DATABASE__{setting}") from None
+        tail: collections.deque[str] = collections.deque(maxlen=40)
+        assert proc.stderr is not None
+        with proc:
+            for line in proc.stderr:
+                line = line.rstrip("\n")
+                if on_line is not None:
+                    on_line(line)
+                if not line.startswith(("pg_dump: dumping", "pg_dump: reading", "pg_restore: processing",
+                                        "pg_restore: creating", "pg_restore: dropping")):
+                    tail.append(line)
+        if proc.returncode != 0:
+            text = "\n".join(line for line in tail if "error" in line.lower() or "fatal" in line.lower()) \
+                or "\n".join(tail)
+            if permanent:
+                raise PermanentError(f"{action} failed: {text[-1000:]}",
+                                     hint="The archive is damaged or truncated: take a new backup.")
+            raise classify(text, action=action, secrets=[self._password])

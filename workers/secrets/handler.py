@@ -1,0 +1,120 @@
+"""The secrets worker.
+
+secrets-rotated → read the dropped SystemSecrets.json (SMB or local) → store it encrypted as a new version
+(duplicates are recorded, not stored) → delete the plaintext drop → secrets-stored (+ backup-due).
+backup-due naming secrets → link the latest version into the backup set (an encrypted reference artifact).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from datetime import datetime
+
+from contracts import (BackupDue, BackupDuePayload, Envelope, SecretsRotated, SecretsStored, SecretsStoredPayload,
+                       new_backup_set_id)
+from workers.artifacts.catalog import artifact_key, write_manifest
+from workers.artifacts.events import artifact_stored
+from workers.artifacts.service import ArtifactStore
+from workers.middleware.metrics import Metrics
+from workers.runtime.config import Settings
+from workers.runtime.errors import ConfigurationError, PermanentError
+from workers.runtime.handler import JobContext, WorkerSpec
+from workers.secrets.reader import HINT_EXPORT, read_secrets
+from workers.secrets.versions import SecretsVersion, latest, version_id, version_key, versions
+from workers.storage.staged import locate
+from workers.upload.handler import artifact_store
+
+WORKER = "secrets"
+SOURCE = f"worker:{WORKER}"
+REFERENCE_NAME = "secrets-version.json"
+
+
+class SecretsHandler:
+    def __init__(self, settings: Settings, store: ArtifactStore, metrics: Metrics | None = None) -> None:
+        self.settings, self.store, self.metrics = settings, store, metrics or Metrics()
+
+    def rotated(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
+        assert isinstance(event, SecretsRotated)
+        p, cfg = event.payload, self.settings.secrets
+        drop, drop_key = locate(p.drop_path, self.settings.staging)
+        try:
+            data, fingerprint = read_secrets(drop, drop_key, p.drop_path, cfg.max_size)
+        except PermanentError:
+            done = self._already_stored(event)
+            if done is None or drop.exists(drop_key):
+                raise
+            ctx.logger.info("drop file already removed by an earlier delivery; re-emitting its result")
+            return self._results(event, done, duplicate=False, drop_deleted=True)
+        vid = version_id(p.rotated_at, fingerprint)
+        newest = latest(self.store, event.stamp)
+        duplicate = newest is not None and newest.fingerprint == fingerprint and newest.version_id != vid
+        if duplicate:
+            version = newest
+            ctx.logger.info("secrets unchanged since version %s: nothing new stored", newest.version_id)
+        else:
+            stored = self.store.put(version_key(event.stamp, vid), lambda: _bytes(data), known_sha256=fingerprint,
+                                    require_encryption=True)
+            version = SecretsVersion(event.stamp, vid, stored)
+            ctx.logger.info("stored secrets version %s (encrypted, verified)", vid)
+        deleted = False
+        if cfg.delete_drop:
+            drop.delete(drop_key)
+            deleted = True
+        self.metrics.secrets_rotations.labels(event.stamp, "duplicate" if duplicate else "stored").inc()
+        return self._results(event, version, duplicate=duplicate, drop_deleted=deleted)
+
+    def _already_stored(self, event: SecretsRotated) -> SecretsVersion | None:
+        prefix = f"{event.payload.rotated_at:%Y%m%dT%H%M%SZ}-"
+        return next((v for v in reversed(versions(self.store, event.stamp)) if v.version_id.startswith(prefix)),
+                    None)
+
+    def _results(self, event: SecretsRotated, version: SecretsVersion, *, duplicate: bool,
+                 drop_deleted: bool) -> list[Envelope]:
+        newest = latest(self.store, event.stamp)
+        if newest is not None:
+            self.metrics.secrets_newest.labels(event.stamp).set(newest.rotated_at.timestamp())
+        out: list[Envelope] = [event.follow_up(SecretsStored, SecretsStoredPayload(
+            version_id=version.version_id, key=version.artifact.key, fingerprint=version.fingerprint,
+            stored_at=datetime.fromisoformat(version.artifact.stored_at), rotated_at=event.payload.rotated_at, duplicate=duplicate,
+            drop_deleted=drop_deleted), source=SOURCE)]
+        if not duplicate and self.settings.secrets.trigger_backup:
+            set_id = new_backup_set_id()
+            out.append(event.follow_up(BackupDue, BackupDuePayload(
+                backup_set_id=set_id, reason="secrets-rotated", requested_by=SOURCE), source=SOURCE,
+                correlation_id=set_id))
+        return out
+
+    def backup_due(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
+        assert isinstance(event, BackupDue)
+        if "secrets" not in event.payload.components:
+            return []
+        newest = latest(self.store, event.stamp)
+        if newest is None:
+            raise PermanentError(f"no SystemSecrets.json has been stored for stamp {event.stamp} yet, so backup "
+                                 f"set {event.correlation_id} cannot include secrets", hint=HINT_EXPORT)
+        started = time.monotonic()
+        reference = json.dumps({"stamp": event.stamp, "version_id": newest.version_id, "key": newest.artifact.key,
+                                "fingerprint": newest.fingerprint}, sort_keys=True).encode()
+        key = artifact_key(event.stamp, event.correlation_id, "secrets", REFERENCE_NAME)
+        # deterministic content: a redelivery finds the identical reference already stored and keeps it
+        stored = self.store.put(key, lambda: _bytes(reference), require_encryption=True)
+        write_manifest(self.store, event.stamp, event.correlation_id)
+        ctx.logger.info("backup set %s uses secrets version %s", event.correlation_id, newest.version_id)
+        return [artifact_stored(event, stored, store=self.store.backend.name, component="secrets",
+                                name=REFERENCE_NAME, duration=time.monotonic() - started, source=SOURCE)]
+
+
+def _bytes(data: bytes) -> contextlib.nullcontext:
+    return contextlib.nullcontext(io.BytesIO(data))
+
+
+def build_secrets_worker(settings: Settings, metrics: Metrics | None = None) -> WorkerSpec:
+    if settings.encryption.certificate is None:
+        raise ConfigurationError("the secrets worker refuses to start without an encryption certificate: "
+                                 "SystemSecrets.json is never stored in plaintext",
+                                 hint="Set APPSVC_DR_ENCRYPTION__CERTIFICATE to a PEM certificate "
+                                      "(`appsvc-dr keys create` makes one; keep its private key off the stamp).")
+    handler = SecretsHandler(settings, artifact_store(settings), metrics)
+    return WorkerSpec(WORKER, {"secrets-rotated": handler.rotated, "backup-due": handler.backup_due})
