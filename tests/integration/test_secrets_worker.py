@@ -228,3 +228,47 @@ def test_secrets_worker_refuses_to_start_without_a_certificate(rabbit_vhost):
     settings = settings_for(rabbit_vhost)
     with pytest.raises(ConfigurationError, match="refuses to start without an encryption certificate"):
         App(settings, ["secrets"])
+
+
+def hook_body(event: dict) -> dict:
+    """The body deploy/hooks/Publish-SecretsRotated.ps1 sends to the management API (same shape, field for field)."""
+    return {"properties": {"delivery_mode": 2, "content_type": "application/json", "message_id": event["event_id"],
+                           "type": "secrets-rotated", "headers": {"x-dr-version": 1}},
+            "routing_key": "secrets-rotated", "payload": json.dumps(event, separators=(",", ":")),
+            "payload_encoding": "string"}
+
+
+def test_the_hooks_management_api_publish_is_consumed_by_the_secrets_worker(env):
+    # Given the file dropped on the share as the PowerShell hook does, and the hook's JSON event
+    from datetime import datetime, timezone
+    import uuid
+
+    from tests.fixtures.rabbit import mgmt
+    settings, tmp, drop = env
+    shutil.copy(tmp / "SystemSecrets.json", drop / "SystemSecrets-hook.json")
+    shutil.chown(drop / "SystemSecrets-hook.json", smb_user(settings))
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")   # PowerShell's "o" format
+    event = {"event_id": str(uuid.uuid4()), "type": "secrets-rotated", "version": 1, "occurred_at": now,
+             "source": "hook:Publish-SecretsRotated.ps1", "stamp": "stamp1", "correlation_id": "20261122T000000Z-abcd1234",
+             "causation_id": None, "payload": {"drop_path": settings.secrets.drop_path + "\\SystemSecrets-hook.json",
+                                               "rotated_by": "CONTOSO\\operator", "rotated_at": now}}
+    seen: list = []
+    app = App(settings, ["secrets", tap(seen)])
+    with running(app):
+        # When it is published through the management HTTP API
+        answer = mgmt("POST", f"/api/exchanges/{settings.broker.vhost}/{settings.broker.exchange}/publish",
+                      hook_body(event))
+        # Then the broker routed it and the worker stored the secrets from the share
+        assert answer == {"routed": True}
+        wait_for(lambda: any(e.type == "secrets-stored" for e in seen), 30, what="secrets-stored")
+    stored = next(e for e in seen if e.type == "secrets-stored")
+    assert str(stored.causation_id) == event["event_id"] and not stored.payload.duplicate
+    assert not (drop / "SystemSecrets-hook.json").exists()
+    script = (REPO / "deploy/hooks/Publish-SecretsRotated.ps1").read_text()
+    for field in ("delivery_mode = 2", 'routing_key      = "secrets-rotated"', 'payload_encoding = "string"',
+                  '"x-dr-version" = 1', "/api/exchanges/{1}/{2}/publish", "$answer.routed"):
+        assert field in script
+
+
+def smb_user(settings) -> str:
+    return settings.staging.smb_username
