@@ -1,0 +1,132 @@
+"""`appsvc-dr demo`: the main job on the embedded default — local RabbitMQ, a local-directory store.
+
+Runs every built-in worker in this process, plays the secret-rotation hook with a made-up
+SystemSecrets.json, and prints every event the workers exchange until the backup set is complete (or the
+flow goes quiet), then what landed in the store and how to restore it.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from pathlib import Path
+
+import pika
+
+from contracts import SecretsRotated, SecretsRotatedPayload, new_backup_set_id, utcnow
+from workers.app import BUILTIN, App
+from workers.runtime.amqp import connection_parameters
+from workers.runtime.config import Settings, load_settings
+from workers.runtime.publisher import Publisher
+from workers.secrets.drop import copy_to_drop
+from workers.storage.artifact import generate_self_signed
+
+DEMO_SECRETS = {"comment": "made-up demo secrets, not a real stamp", "SqlServerPassword": "demo-only",
+                "FileServerPassword": "demo-only", "EncryptionKey": "00" * 32}
+
+
+def demo_settings(root: Path, base: Settings) -> Settings:
+    """The embedded default: everything under ``root``; a demo certificate made on first use."""
+    keys, drop = root / "keys", root / "drop"
+    for d in (keys, drop):
+        d.mkdir(parents=True, exist_ok=True)
+    cert, key = keys / "demo-cert.pem", keys / "demo-key.pem"
+    if not cert.exists():
+        cert_pem, key_pem = generate_self_signed("appsvc-dr demo", days=365)
+        key.touch(mode=0o600)
+        key.write_bytes(key_pem)
+        cert.write_bytes(cert_pem)
+    return load_settings(store={"kind": "local", "local_path": str(root / "store")},
+                         encryption={"certificate": str(cert)}, secrets={"drop_path": str(drop.resolve())},
+                         metrics={"port": 0}, broker=json.loads(base.broker.model_dump_json()) |
+                         {"password": base.broker.password.get_secret_value()})
+
+
+class Observer:
+    """An exclusive queue bound to every event type: what the demo prints."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.events: queue.Queue = queue.Queue()
+        self._settings, self._stop = settings, threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "Observer":
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def _run(self) -> None:
+        with pika.BlockingConnection(connection_parameters(self._settings.broker)) as conn:
+            ch = conn.channel()
+            ch.exchange_declare(self._settings.broker.exchange, exchange_type="topic", durable=True)
+            name = ch.queue_declare("", exclusive=True, auto_delete=True).method.queue
+            ch.queue_bind(name, self._settings.broker.exchange, routing_key="#")
+            self._ready.set()
+            while not self._stop.is_set():
+                method, _props, body = ch.basic_get(name, auto_ack=True)
+                if method is None:
+                    conn.sleep(0.1)
+                    continue
+                self.events.put(json.loads(body))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def describe(event: dict) -> str:
+    p = event["payload"]
+    details = {
+        "backup-due": lambda: f"set {p['backup_set_id']} ({', '.join(p['components'])}; {p['reason']})",
+        "secrets-rotated": lambda: f"drop {p['drop_path']} by {p['rotated_by']}",
+        "secrets-stored": lambda: f"version {p['version_id']} fingerprint {p['fingerprint'][:12]}"
+                                  f"{' (duplicate)' if p['duplicate'] else ''}",
+        "artifact-ready": lambda: f"{p['component']}/{p['name']} staged at {p['staged_path']}",
+        "artifact-stored": lambda: f"{p['key']} {p['plaintext_size']}→{p['stored_size']} bytes "
+                                   f"{'encrypted' if p['encrypted'] else 'plain'}",
+        "job-failed": lambda: f"{p['worker']}: {p['message']} — how to fix: {p['hint']}",
+    }.get(event["type"], lambda: json.dumps(p)[:100])
+    return f"{event['type']:<22} {event['source']:<16} {details()}"
+
+
+def run_demo(base: Settings, root: Path, timeout: float = 120.0, out=print) -> int:
+    settings = demo_settings(root, base)
+    app = App(settings, sorted(BUILTIN))
+    thread = threading.Thread(target=app.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not all(r.connected.is_set() for r in app.runners) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    observer = Observer(settings).start()
+    out(f"workers running: {', '.join(r.spec.name for r in app.runners)}; store {settings.store.local_path}")
+    exported = root / "SystemSecrets.json"
+    exported.write_text(json.dumps(DEMO_SECRETS))
+    exported.chmod(0o600)
+    dropped = copy_to_drop(exported, settings)
+    with Publisher(settings.broker) as pub:
+        pub.publish(SecretsRotated(source="demo", stamp=settings.stamp, correlation_id=new_backup_set_id(),
+                                   payload=SecretsRotatedPayload(drop_path=dropped, rotated_by="demo",
+                                                                 rotated_at=utcnow())))
+    failures, last, end = 0, time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() < end and time.monotonic() - last < 8:
+        try:
+            event = observer.events.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        last = time.monotonic()
+        failures += event["type"] == "job-failed"
+        out(f"  {event['occurred_at'][11:23]}  {describe(event)}")
+        if event["type"] == "backup-set-completed":
+            break
+    observer.stop()
+    app.stop()
+    thread.join(60)
+    out(f"\nstore: {settings.store.local_path}")
+    for path in sorted(Path(settings.store.local_path).rglob("*")):
+        if path.is_file() and not path.name.endswith((".drmeta",)):
+            out(f"  {path.relative_to(settings.store.local_path)}  ({path.stat().st_size} bytes)")
+    out(f"\nrestore the secrets: appsvc-dr restore secrets --stamp {settings.stamp} "
+        f"--key {root / 'keys' / 'demo-key.pem'} --out ./SystemSecrets.json  (with APPSVC_DR_STORE__LOCAL_PATH="
+        f"{settings.store.local_path})")
+    return 1 if failures else 0
