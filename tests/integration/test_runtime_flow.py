@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 
 import pika
 import pytest
 
 from contracts import BackupDue, BackupDuePayload, Registry, default_registry
-from tests.fixtures.rabbit import queue_count, running, wait_for
+from tests.fixtures.rabbit import queue_count, running, settings_for, wait_for
 from tests.integration.sample_workers import Ping, PingPayload, Pong, flaky, transient_once
 from workers.app import App
 from workers.runtime import dlq
@@ -67,6 +68,11 @@ def test_transient_failure_is_retried_after_the_backoff_and_succeeds(settings, t
     assert queue_count(settings.broker.vhost, queues.dlq) == 0
     assert 'appsvc_dr_events_consumed_total{event_type="backup-due",outcome="retried",worker="transient"} 1.0' in text
     assert 'appsvc_dr_events_consumed_total{event_type="backup-due",outcome="ok",worker="transient"} 1.0' in text
+    assert 'appsvc_dr_retries_total{event_type="backup-due",worker="transient"} 1.0' in text
+    assert 'appsvc_dr_job_duration_seconds_count{event_type="backup-due",worker="transient"} 2.0' in text
+    assert 'appsvc_dr_job_duration_seconds_bucket{event_type="backup-due",le="21600.0",worker="transient"} 2.0' in text
+    assert 'appsvc_dr_jobs_in_progress{worker="transient"} 0.0' in text
+    assert 'appsvc_dr_broker_connected{worker="transient"} 1.0' in text
 
 
 def _metrics(app: App) -> str:
@@ -131,3 +137,36 @@ def test_permanent_failure_dead_letters_then_replay_after_the_fix_processes_it(s
     assert 'appsvc_dr_dead_letters_total{event_type="backup-due",reason="permanent",worker="flaky"} 1.0' in text
     assert 'appsvc_dr_last_success_timestamp_seconds{event_type="backup-due",worker="flaky"}' in text
     assert 'appsvc_dr_broker_connected{worker="flaky"}' in text
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_health_and_readiness_follow_the_broker_connection(rabbit_vhost):
+    # Given a worker pointed at a broker port where nothing listens
+    from tests.fixtures import closed_port
+    import threading
+    settings = settings_for(rabbit_vhost, broker={"port": closed_port()})
+    app = App(settings, [flaky])
+    thread = threading.Thread(target=app.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: app.status is not None, 10, what="status server")
+        base = f"http://127.0.0.1:{app.status.port}"
+        # Then it is alive but not ready, and says which worker is not connected
+        assert _get(base + "/healthz")[0] == 200
+        code, body = _get(base + "/readyz")
+        assert code == 503 and json.loads(body) == {"ready": False, "workers": {"flaky": False}}
+    finally:
+        app.stop()
+        thread.join(30)
+    # And with the real broker it becomes ready
+    app = App(settings_for(rabbit_vhost), [flaky])
+    with running(app):
+        code, body = _get(f"http://127.0.0.1:{app.status.port}/readyz")
+        assert code == 200 and json.loads(body)["workers"] == {"flaky": True}
