@@ -234,7 +234,7 @@ def test_server_killed_mid_upload_fails_transient_and_retry_completes(s3, store,
     # Given a ~40 MiB staged backup, compressed + encrypted into 5 MiB parts
     source = tmp_path / "orders.bak"
     plain_sha = write_semi_compressible(source, 40 * MiB, seed=1)
-    artifacts = ArtifactStore(store, certificate=cert)
+    artifacts = ArtifactStore(store, certificate=cert.certificate)
     key = "stamp1/2026-11-21/db/orders.bak.zst"
     part_path = f"/{store.bucket}/{key}"
     answered_before = len(s3.requests)
@@ -270,8 +270,8 @@ def test_server_killed_mid_upload_fails_transient_and_retry_completes(s3, store,
         with pytest.raises(TransientError) as failure:
             artifacts.put(key, Opener(source), progress=progress)
     finally:
-        killed.wait(60)
-        thread.join(60)
+        reached.set()                       # whatever happened, the killer finishes and the server comes back
+        thread.join(120)
         s3.start()                          # same port; moto's state (bucket, open uploads) is kept
 
     # Then it is a transient storage error raised mid-upload, after at least one part had been stored
@@ -305,7 +305,7 @@ def test_rerun_of_same_source_is_deduplicated_without_upload(s3, store, cert, tm
     # Given an artifact stored once
     source = tmp_path / "site.zip"
     plain_sha = write_semi_compressible(source, 3 * MiB, seed=2)
-    artifacts = ArtifactStore(store, certificate=cert)
+    artifacts = ArtifactStore(store, certificate=cert.certificate)
     key = "stamp1/2026-11-21/files/site.zip.zst"
     first = artifacts.put(key, Opener(source))
     before = store.stat(key)
@@ -338,7 +338,7 @@ def test_different_source_under_same_key_replaces_it(s3, store, cert, keyring, t
     old, new = tmp_path / "old.bak", tmp_path / "new.bak"
     write_semi_compressible(old, 2 * MiB, seed=3)
     new_sha = write_semi_compressible(new, 2 * MiB + 4096, seed=4)
-    artifacts = ArtifactStore(store, certificate=cert)
+    artifacts = ArtifactStore(store, certificate=cert.certificate)
     key = "stamp1/2026-11-21/db/reused.bak.zst"
     first = artifacts.put(key, Opener(old))
 
@@ -375,7 +375,7 @@ def test_read_back_verification_on_s3(s3, store, cert, keyring, tmp_path):
     # Given an artifact store that verifies by reading the object back
     source = tmp_path / "db.bak"
     plain_sha = write_semi_compressible(source, 6 * MiB, seed=5)
-    artifacts = ArtifactStore(store, certificate=cert, verify="read-back")
+    artifacts = ArtifactStore(store, certificate=cert.certificate, verify="read-back")
     key = "stamp1/2026-11-21/db/verified.bak.zst"
 
     # When an artifact is stored
@@ -388,7 +388,7 @@ def test_read_back_verification_on_s3(s3, store, cert, keyring, tmp_path):
 
     # When the bytes that landed differ from those sent (same size: a stat cannot tell)
     bad_key = "stamp1/2026-11-21/db/damaged-in-flight.bak.zst"
-    damaging = ArtifactStore(_TamperAfterUpload(store, bad_key), certificate=cert,  # type: ignore[arg-type]
+    damaging = ArtifactStore(_TamperAfterUpload(store, bad_key), certificate=cert.certificate,  # type: ignore[arg-type]
                              verify="read-back")
     with pytest.raises(TransientError, match="SHA-256 of the stored bytes differs"):
         damaging.put(bad_key, Opener(source))
@@ -405,7 +405,7 @@ def test_tampered_object_fails_get_and_check(s3, store, cert, keyring, tmp_path,
     # Given a stored artifact
     source = tmp_path / "db.bak"
     write_semi_compressible(source, 3 * MiB, seed=6)
-    artifacts = ArtifactStore(store, certificate=cert if encrypted else None)
+    artifacts = ArtifactStore(store, certificate=cert.certificate if encrypted else None)
     key = "stamp1/2026-11-21/db/tampered.bak.zst"
     stored = artifacts.put(key, Opener(source))
     keys = keyring if encrypted else None

@@ -4,11 +4,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pika
 import pytest
 
 from tests.fixtures.rabbit import REPO, env_for, queue_count, running, settings_for, wait_for
 from tests.integration.sample_workers import flaky
 from workers.app import App
+from workers.runtime.amqp import connection_parameters
 from workers.runtime.topology import Topology
 
 pytestmark = pytest.mark.integration
@@ -40,8 +42,9 @@ def test_topology_declare_then_publish_lands_in_the_notifier_queue(settings):
 def test_publish_refuses_invalid_input_and_unroutable_events(settings):
     bad = cli(settings, "publish", "backup-due", "-p", "reason=whim")
     assert bad.returncode == 2 and "payload.reason" in bad.stderr and "how to fix" in bad.stderr
-    # backup-due has no consumer queue declared in this fresh vhost: an error, never silently dropped
-    cli(settings, "topology", "declare")
+    # In a fresh vhost with only the exchange, no queue is bound: an error, never silently dropped
+    with pika.BlockingConnection(connection_parameters(settings.broker)) as conn:
+        conn.channel().exchange_declare(settings.broker.exchange, exchange_type="topic", durable=True)
     lost = cli(settings, "publish", "backup-due", "-p", "reason=manual")
     assert lost.returncode == 2 and "no queue is bound for 'backup-due'" in lost.stderr
 

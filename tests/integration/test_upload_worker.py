@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from contracts import ArtifactReady, ArtifactReadyPayload, Registry, default_registry
+from contracts import ArtifactReady, ArtifactReadyPayload
 from tests.fixtures.rabbit import running, settings_for, wait_for
 from tests.unit.certs import make_cert
 from workers.app import App

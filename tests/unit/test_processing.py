@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pika
-import pytest
 
 from contracts import BackupDue, BackupDuePayload, JobFailed, JobFailedPayload, default_registry
 from workers.middleware.base import Hooks, Middleware

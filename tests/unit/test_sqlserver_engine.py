@@ -244,7 +244,8 @@ def test_a_database_really_named_like_an_injection_is_quoted_like_quotename() ->
     evil, path = "x]; DROP DATABASE y--", r"\\fs\it's\db.bak"
     statement = ("BACKUP DATABASE [x]]; DROP DATABASE y--] TO DISK = N'\\\\fs\\it''s\\db.bak' "
                  "WITH CHECKSUM, FORMAT, INIT, COMPRESSION, COPY_ONLY, STATS = 10")
-    engine, fake = make([lookup(name=evil), backup(statement, 100), history(evil, path), verify("\\\\fs\\it''s\\db.bak")])
+    engine, fake = make([lookup(name=evil), backup(statement, 100), history(evil, path),
+                         verify("\\\\fs\\it''s\\db.bak")])
     # When / Then the name is one bracketed identifier and the path one N'' literal
     engine.backup(evil, path)
     fake.assert_done()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.fake_pyodbc import Expect, backup_ok as backup, progress_sets, rows, verify_ok as verify
+from tests.unit.fake_pyodbc import Expect, backup_ok as backup, progress_sets, rows, sql_error, verify_ok as verify
 from tests.unit.test_sqlserver_engine import DB, STAGE, history, lookup, make
 from workers.databases import sqlserver_sql as tsql
 from workers.runtime.errors import PermanentError
@@ -82,3 +82,35 @@ def test_verify_and_check_on_their_own() -> None:
     engine.verify(STAGE)
     fake.assert_done()
     assert len(fake.connections) == 2
+
+
+def test_existing_credential_is_updated_with_rotated_keys_and_its_secret_never_shows() -> None:
+    # Given a credential that exists and keys in the settings, and an ALTER that SQL Server refuses
+    name = "s3://s3.local/dr"
+    alter = ("ALTER CREDENTIAL [s3://s3.local/dr] WITH IDENTITY = N'S3 Access Key', "
+             "SECRET = N'AKIA2:ROTATED-SECRET'")
+    engine, fake = make([lookup(), Expect(tsql.CREDENTIAL_EXISTS, (name,), [rows(["name"], (name,))]),
+                         Expect(alter, error=sql_error((15151, "Cannot alter the credential, because it does not "
+                                                               "exist or you do not have permission.")))],
+                        s3_access_key="AKIA2", s3_secret_key="ROTATED-SECRET")
+    # When / Then the failure is permanent and neither message nor hint holds the secret
+    with pytest.raises(PermanentError) as caught:
+        engine.backup(DB, "s3://s3.local/dr/db.bak")
+    assert caught.value.message.startswith("ALTER CREDENTIAL [s3://s3.local/dr] failed")
+    assert "ROTATED-SECRET" not in caught.value.message + caught.value.hint
+    fake.assert_done()
+
+
+def test_restore_from_an_s3_url_uses_the_existing_credential() -> None:
+    # Given a backup in S3 and a credential already on the server
+    url, name = "s3://s3.local/dr/stamp1/db.bak", "s3://s3.local/dr"
+    filelist = rows(["LogicalName", "PhysicalName", "Type"], ("hosting", "/var/opt/mssql/data/h.mdf", "D"))
+    engine, fake = make([Expect(tsql.CREDENTIAL_EXISTS, (name,), [rows(["name"], (name,))]),
+                         Expect(f"RESTORE FILELISTONLY FROM URL = N'{url}'", results=[filelist]),
+                         Expect(f"RESTORE DATABASE [dr_copy] FROM URL = N'{url}' WITH REPLACE, RECOVERY, "
+                                "MOVE N'hosting' TO N'/restore/dr_copy_hosting.mdf', STATS = 10",
+                                results=progress_sets(100)),
+                         lookup(name="dr_copy")], restore_data_path="/restore")
+    # When / Then the restore reads from the URL and relocates the file to the configured directory
+    assert engine.restore("dr_copy", url).state == "ONLINE"
+    fake.assert_done()

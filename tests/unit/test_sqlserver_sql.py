@@ -100,7 +100,8 @@ def test_freetds_named_instance_and_auth_variants() -> None:
                                           "ClientCharset=UTF-8;Encryption=request;UID=backup;PWD={pa;ss}}word=1}")
     kerberos = SqlServerEngine(settings(server=r"sql01\DR", auth="kerberos", username=None, password=None))
     assert "SERVER={sql01\\DR}" not in kerberos._connection_string
-    assert "SERVER=sql01\\DR;" in kerberos._connection_string and "Trusted_Connection=yes" in kerberos._connection_string
+    assert "SERVER=sql01\\DR;" in kerberos._connection_string
+    assert "Trusted_Connection=yes" in kerberos._connection_string
     assert kerberos.server == "sql01\\DR"
     msi = SqlServerEngine(settings(auth="entra-msi", username="client-id", password=None))
     assert msi._connection_string.endswith("Authentication=ActiveDirectoryMsi;UID=client-id")
@@ -143,7 +144,8 @@ def test_settings_defaults_validation_and_secret_redaction() -> None:
     # Given defaults
     default = DatabaseSettings()
     assert default.databases == ["appservice_hosting", "appservice_metering"]
-    assert (default.engine, default.effective_port, default.copy_only, default.verify) == ("sqlserver", 1433, True, True)
+    assert (default.engine, default.effective_port) == ("sqlserver", 1433)
+    assert default.copy_only and default.verify and default.compression
     assert DatabaseSettings(engine="postgres").effective_driver == "PostgreSQL Unicode"
     # When / Then invalid values are refused and secrets never print
     for bad in (dict(max_transfer_size=100000), dict(stats_percent=0), dict(stripes=65), dict(databases=[]),

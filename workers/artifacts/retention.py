@@ -93,9 +93,10 @@ def decide(stamp: str, states: list[SetState], *, keep_last: int = 7, keep_withi
             keep(state, "incomplete, newer than the newest complete set (may still be running)")
     kept = [s.set_id for s in ordered if s.set_id in reasons]
     doomed = [s for s in ordered if s.set_id not in reasons]
+    newest_id = newest.set_id if newest else "-"      # incomplete sets are only doomed when a newest exists
     for state in doomed:
         reasons[state.set_id] = (f"complete, beyond the newest {keep_last} complete sets" if state.complete
-                                 else f"incomplete, older than the newest complete set {newest.set_id}")  # type: ignore[union-attr]
+                                 else f"incomplete, older than the newest complete set {newest_id}")
     return RetentionPlan(stamp, kept, [s.set_id for s in doomed], reasons, {s.set_id: s for s in states})
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import BinaryIO, Callable, ContextManager, Literal

@@ -75,7 +75,8 @@ class Plan:
     def to_json(self) -> bytes:
         body = {"format": 1, "stamp": self.stamp, "backup_set_id": self.backup_set_id,
                 "components": list(self.components), "reason": self.reason,
-                "requested_at": self.requested_at.isoformat() if self.requested_at else None, "requested_by": self.requested_by,
+                "requested_at": self.requested_at.isoformat() if self.requested_at else None,
+                "requested_by": self.requested_by,
                 "event_id": self.event_id}
         if self.expected:
             body["expected"] = dict(self.expected)
@@ -86,7 +87,8 @@ class Plan:
         expected = data.get("expected")
         return cls(stamp=str(data.get("stamp", "")), backup_set_id=str(data.get("backup_set_id", "")),
                    components=tuple(data.get("components") or ()), reason=str(data.get("reason", "")),
-                   requested_at=_parse_time(data.get("requested_at")), requested_by=data.get("requested_by"), event_id=data.get("event_id"),
+                   requested_at=_parse_time(data.get("requested_at")), requested_by=data.get("requested_by"),
+                   event_id=data.get("event_id"),
                    expected=dict(expected) if isinstance(expected, dict) else None)
 
 

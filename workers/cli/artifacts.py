@@ -10,12 +10,8 @@ import argparse
 import getpass
 import json
 import os
-import sys
-import tempfile
-import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 from workers.artifacts.catalog import read_set
 from workers.artifacts.retention import apply_retention, format_duration
@@ -23,12 +19,13 @@ from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import COMPLETE, PLAN, read_marker, read_plan, scan_sets, set_time
 from workers.runtime.config import Settings, parse_duration
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError
-from workers.storage.artifact import KeyRing, generate_self_signed, load_certificate, thumbprint
+from workers.storage.artifact import generate_self_signed, load_certificate, thumbprint
 from workers.storage.base import ObjectNotFound
 from workers.storage.factory import build_store
-from workers.storage.keys import WrongPasswordError
+from workers.cli.keyopts import add_key_options, env_password, keyring_from_args
+from workers.cli.output import write_atomically
+from workers.cli.progress import MiB, ProgressBar
 
-MiB = 1024 * 1024
 
 
 def register(sub) -> None:
@@ -41,11 +38,11 @@ def register(sub) -> None:
     a = actions.add_parser("get", help="fetch one artifact, decrypted and verified, into a file")
     a.add_argument("artifact_key", metavar="KEY", help="artifact key: <stamp>/<set>/<component>/<name>")
     a.add_argument("--out", required=True, type=Path, help="file (or existing directory) to write")
-    _key_options(a)
+    add_key_options(a)
     a.set_defaults(func=get_cmd)
     a = actions.add_parser("verify", help="re-read every artifact (decrypting too when keys are given)")
     _where(a)
-    _key_options(a)
+    add_key_options(a)
     a.set_defaults(func=verify_cmd)
     p = sub.add_parser("retention", help="delete old backup sets")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -76,13 +73,6 @@ def _where(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="set_id", help="one backup set id")
 
 
-def _key_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--key", action="append", default=[], metavar="PEM", help="private key PEM (repeatable)")
-    p.add_argument("--key-password-env", metavar="VAR", help="env variable holding the --key password")
-    p.add_argument("--pfx", action="append", default=[], metavar="FILE", help="PFX/PKCS#12 file (repeatable)")
-    p.add_argument("--pfx-password-env", metavar="VAR", help="env variable holding the --pfx password")
-
-
 def _duration(value: str):
     try:
         return parse_duration(value)
@@ -93,38 +83,6 @@ def _duration(value: str):
 def _store(settings: Settings) -> ArtifactStore:
     """Reading needs no certificate: records say how each artifact was written."""
     return ArtifactStore(build_store(settings.store))
-
-
-# ------------------------------------------------------------------------------------------- keys
-def _env_password(var: str | None) -> str | None:
-    if var is None:
-        return None
-    value = os.environ.get(var)
-    if value is None:
-        raise ConfigurationError(f"environment variable {var} is not set", hint=f"export {var}=... (the "
-                                 "password), or leave out the option to be asked interactively.")
-    return value
-
-
-def _with_password(load: Callable[[str | None], object], password: str | None, label: str) -> None:
-    try:
-        load(password)
-    except WrongPasswordError:
-        if password is not None or not sys.stdin.isatty():
-            raise
-        load(getpass.getpass(f"password for {label}: "))
-
-
-def load_keyring(args: argparse.Namespace) -> KeyRing | None:
-    if not args.key and not args.pfx:
-        return None
-    ring = KeyRing()
-    key_password, pfx_password = _env_password(args.key_password_env), _env_password(args.pfx_password_env)
-    for path in args.key:
-        _with_password(lambda pw, p=path: ring.add_pem(p, password=pw), key_password, f"key file {path}")
-    for path in args.pfx:
-        _with_password(lambda pw, p=path: ring.add_pfx(p, password=pw), pfx_password, f"PFX file {path}")
-    return ring
 
 
 # ------------------------------------------------------------------------------------------- list
@@ -184,46 +142,13 @@ def _list_one(store: ArtifactStore, stamp: str, set_id: str, as_json: bool) -> i
 
 
 # -------------------------------------------------------------------------------------------- get
-class _Progress:
-    """A one-line progress bar on stderr, only when stderr is a terminal."""
-
-    def __init__(self, label: str, total: int) -> None:
-        self.label, self.total, self.done, self.shown = label, max(total, 1), 0, 0.0
-        self.enabled = sys.stderr.isatty()
-
-    def __call__(self, nbytes: int) -> None:
-        self.done += nbytes
-        now = time.monotonic()
-        if self.enabled and (now - self.shown > 0.1 or self.done >= self.total):
-            self.shown = now
-            sys.stderr.write(f"\r{self.label} {min(100.0, 100 * self.done / self.total):5.1f}% "
-                             f"{self.done / MiB:.1f}/{self.total / MiB:.1f} MiB")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.shown:
-            sys.stderr.write("\n")
-
-
 def get_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    store, keys = _store(settings), load_keyring(args)
+    store, keys = _store(settings), keyring_from_args(args)
     out: Path = args.out / args.artifact_key.rsplit("/", 1)[-1] if args.out.is_dir() else args.out
     record = store.record(args.artifact_key)
-    progress = _Progress(args.artifact_key.rsplit("/", 1)[-1], record.stored_size if record else 0)
+    progress = ProgressBar(args.artifact_key.rsplit("/", 1)[-1], record.stored_size if record else 0)
     try:
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
-    except OSError as exc:
-        raise PermanentError(f"cannot write next to {out}: {exc.strerror or exc}",
-                             hint="Choose an --out in an existing, writable directory.") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            got = store.get(args.artifact_key, fh, keys=keys, progress=progress)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        got = write_atomically(out, lambda fh: store.get(args.artifact_key, fh, keys=keys, progress=progress))
     finally:
         progress.close()
     print(f"wrote {out}: {got.plaintext_size} bytes, sha256 {got.plaintext_sha256} (verified"
@@ -233,7 +158,7 @@ def get_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
 # ----------------------------------------------------------------------------------------- verify
 def verify_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    store, keys, stamp = _store(settings), load_keyring(args), args.stamp or settings.stamp
+    store, keys, stamp = _store(settings), keyring_from_args(args), args.stamp or settings.stamp
     set_ids = [args.set_id] if args.set_id else list(scan_sets(store.backend, stamp))
     checked = failed = 0
     for set_id in set_ids:
@@ -291,7 +216,7 @@ def keys_create_cmd(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigurationError(f"{existing[0]} already exists; refusing to overwrite it",
                                  hint="Losing a private key makes every backup encrypted for it unreadable: "
                                       "choose other paths, or pass --force if you are sure.")
-    password = _env_password(args.key_password_env)
+    password = env_password(args.key_password_env)
     if password is None and args.encrypt_key:
         password = getpass.getpass("password for the new key: ")
         if password != getpass.getpass("again: "):

@@ -1,36 +1,57 @@
-"""Private-key options shared by every command that decrypts: --key PEM, --pfx FILE, passwords from env."""
+"""Private-key options shared by every command that decrypts: --key PEM, --pfx FILE, passwords from env
+variables (or asked for on a terminal) — never as command-line values."""
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
+import sys
 from pathlib import Path
+from typing import Callable
 
 from workers.runtime.errors import ConfigurationError
 from workers.storage.artifact import KeyRing
+from workers.storage.keys import WrongPasswordError
 
 
 def add_key_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", action="append", default=[], metavar="PEM",
                         help="private key (PEM) of an encryption certificate; repeat for older certificates")
     parser.add_argument("--key-password-env", metavar="VAR", help="environment variable holding the PEM password")
-    parser.add_argument("--pfx", action="append", default=[], metavar="FILE", help="PFX/PKCS#12 with the key")
+    parser.add_argument("--pfx", action="append", default=[], metavar="FILE", help="PFX/PKCS#12 with the key "
+                        "(repeatable)")
     parser.add_argument("--pfx-password-env", metavar="VAR", help="environment variable holding the PFX password")
 
 
-def _env(name: str | None) -> str | None:
-    if not name:
+def env_password(var: str | None) -> str | None:
+    if var is None:
         return None
-    if name not in os.environ:
-        raise ConfigurationError(f"environment variable {name} is not set", hint="Export it before running.")
-    return os.environ[name]
+    value = os.environ.get(var)
+    if value is None:
+        raise ConfigurationError(f"environment variable {var} is not set", hint=f"export {var}=... (the "
+                                 "password), or leave out the option to be asked interactively.")
+    return value
 
 
-def keyring_from_args(args: argparse.Namespace, *, required: bool = True) -> KeyRing | None:
+def _with_password(load: Callable[[str | None], object], password: str | None, label: str) -> None:
+    try:
+        load(password)
+    except WrongPasswordError:
+        if password is not None or not sys.stdin.isatty():
+            raise
+        load(getpass.getpass(f"password for {label}: "))
+
+
+def keyring_from_args(args: argparse.Namespace, *, required: bool = False) -> KeyRing | None:
     if not args.key and not args.pfx:
         if required:
             raise ConfigurationError("no private key given", hint="Pass --key private.pem or --pfx cert.pfx "
                                      "(with --pfx-password-env VAR).")
         return None
-    return KeyRing.from_files(keys=[Path(k) for k in args.key], key_password=_env(args.key_password_env),
-                              pfx=[Path(p) for p in args.pfx],
-                              pfx_password=_env(args.pfx_password_env))
+    ring = KeyRing()
+    key_password, pfx_password = env_password(args.key_password_env), env_password(args.pfx_password_env)
+    for path in map(Path, args.key):
+        _with_password(lambda pw, p=path: ring.add_pem(p, password=pw), key_password, f"key file {path}")
+    for path in map(Path, args.pfx):
+        _with_password(lambda pw, p=path: ring.add_pfx(p, password=pw), pfx_password, f"PFX file {path}")
+    return ring

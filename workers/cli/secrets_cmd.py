@@ -74,7 +74,7 @@ def controller_steps(out: Path, db_server: str | None, content_share: str | None
 
 def restore_secrets(args: argparse.Namespace, settings: Settings) -> int:
     stamp = args.stamp or settings.stamp
-    keys = keyring_from_args(args)
+    keys = keyring_from_args(args, required=True)
     store = artifact_store(settings)
     key = _chosen_key(args, stamp, store, keys)
     write_atomically(args.out, lambda stream: store.get(key, stream, keys=keys))
