@@ -1,10 +1,12 @@
-"""appservice-dr event contracts: envelope, event models, registry, JSON Schema export."""
+"""appservice-dr event contracts: envelope, event models, registry, JSON Schema export.
+
+Every event model is re-exported here; add new ones in ``contracts/events`` (ALL_EVENTS and ``__all__``).
+"""
 from contracts.envelope import Envelope, Payload, new_backup_set_id, utcnow
 from contracts.errors import ContractError
-from contracts.events import (ALL_EVENTS, ArtifactReady, ArtifactReadyPayload, ArtifactStored,
-                             ArtifactStoredPayload, BackupDue, BackupDuePayload, BackupSetCompleted,
-                             BackupSetCompletedPayload, JobFailed, JobFailedPayload,
-                             SecretsRotated, SecretsRotatedPayload, SecretsStored, SecretsStoredPayload)
+from contracts.events import *  # noqa: F403 - the event models are this package's API
+from contracts.events import ALL_EVENTS
+from contracts.events import __all__ as _EVENTS
 from contracts.registry import Registry
 
 
@@ -13,8 +15,5 @@ def default_registry() -> Registry:
     return Registry(ALL_EVENTS)
 
 
-__all__ = ["ALL_EVENTS", "ArtifactReady", "ArtifactReadyPayload", "ArtifactStored", "ArtifactStoredPayload",
-           "BackupDue", "BackupDuePayload", "BackupSetCompleted",
-           "BackupSetCompletedPayload", "ContractError", "Envelope", "JobFailed",
-           "JobFailedPayload", "Payload", "Registry", "SecretsRotated", "SecretsRotatedPayload", "SecretsStored", "SecretsStoredPayload",
-           "default_registry", "new_backup_set_id", "utcnow"]
+__all__ = [*_EVENTS, "ContractError", "Envelope", "Payload", "Registry", "default_registry", "new_backup_set_id",
+           "utcnow"]

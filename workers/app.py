@@ -53,7 +53,13 @@ def _catalog(deps: Deps) -> WorkerSpec:
     return build_catalog_worker(deps.settings)
 
 
-BUILTIN: dict[str, WorkerFactory] = {"notifier": _notifier, "upload": _upload, "secrets": _secrets,
+def _db_backup(deps: Deps) -> WorkerSpec:
+    from workers.dbbackup.handler import build_db_backup_worker
+    return build_db_backup_worker(deps.settings)
+
+
+BUILTIN: dict[str, WorkerFactory] = {"db-backup": _db_backup, "notifier": _notifier, "upload": _upload,
+                                     "secrets": _secrets,
                                      "catalog": _catalog}
 
 
@@ -70,9 +76,11 @@ def resolve(name: str) -> WorkerFactory:
     raise ConfigurationError(f"unknown worker {name!r}", hint=f"Known workers: {', '.join(sorted(BUILTIN))}.")
 
 
-BUILTIN_BINDINGS: dict[str, list[str]] = {"notifier": ["job-failed"], "upload": ["artifact-ready"],
+BUILTIN_BINDINGS: dict[str, list[str]] = {"db-backup": ["backup-due", "database-backup-requested"],
+                                           "notifier": ["job-failed"], "upload": ["artifact-ready"],
                                            "secrets": ["secrets-rotated", "backup-due"],
-                                           "catalog": ["artifact-stored", "backup-due", "backup-set-completed"]}
+                                           "catalog": ["artifact-stored", "backup-due", "backup-set-completed",
+                                                       "secrets-stored", "database-backed-up"]}
 
 
 def topology_of(specs: list[WorkerSpec]) -> list[tuple[str, list[str]]]:

@@ -3,14 +3,22 @@ from contracts.events.artifacts import ArtifactReady, ArtifactReadyPayload, Arti
     ArtifactStoredPayload
 from contracts.events.backup import BackupDue, BackupDuePayload
 from contracts.events.catalog import BackupSetCompleted, BackupSetCompletedPayload
+from contracts.events.databases import DatabaseBackedUp, DatabaseBackedUpPayload, DatabaseBackupRequested, \
+    DatabaseBackupRequestedPayload
 from contracts.events.failures import JobFailed, JobFailedPayload
+from contracts.events.fileshare import FileshareSynced, FileshareSyncedPayload, FileshareSyncRequested, \
+    FileshareSyncRequestedPayload, SkippedFile
 from contracts.events.secrets import SecretsRotated, SecretsRotatedPayload
 from contracts.events.secrets_stored import SecretsStored, SecretsStoredPayload
 
 ALL_EVENTS = (BackupDue, SecretsRotated, JobFailed, ArtifactReady, ArtifactStored, SecretsStored,
-              BackupSetCompleted)
+              BackupSetCompleted, DatabaseBackupRequested, DatabaseBackedUp,
+              FileshareSyncRequested, FileshareSynced)
 
 __all__ = ["ALL_EVENTS", "ArtifactReady", "ArtifactReadyPayload", "ArtifactStored", "ArtifactStoredPayload",
            "BackupDue", "BackupDuePayload", "BackupSetCompleted",
-           "BackupSetCompletedPayload", "JobFailed", "JobFailedPayload",
+           "BackupSetCompletedPayload", "DatabaseBackedUp", "DatabaseBackedUpPayload",
+           "DatabaseBackupRequested", "DatabaseBackupRequestedPayload",
+           "FileshareSyncRequested", "FileshareSyncRequestedPayload", "FileshareSynced", "FileshareSyncedPayload",
+           "JobFailed", "JobFailedPayload", "SkippedFile",
            "SecretsRotated", "SecretsRotatedPayload", "SecretsStored", "SecretsStoredPayload"]

@@ -429,3 +429,21 @@ def test_tampered_object_fails_get_and_check(s3, store, cert, keyring, tmp_path,
     if encrypted:
         with pytest.raises(PermanentError, match="do not match the record"):
             artifacts.check(key)        # without keys: compares the stored bytes with the record
+
+
+@pytest.mark.xfail(strict=True, reason="bug: ArtifactStore.put deletes the object but keeps its record when the "
+                                      "plaintext SHA-256 differs from known_sha256 (workers/artifacts/service.py)")
+def test_rejected_upload_leaves_no_stale_record(s3, store, cert, tmp_path):
+    # Given an artifact stored under a key, with its record
+    source = tmp_path / "db.bak"
+    write_semi_compressible(source, 1 * MiB, seed=7)
+    artifacts = ArtifactStore(store, certificate=cert.certificate)
+    key = "stamp1/2026-11-21/db/rejected.bak.zst"
+    artifacts.put(key, Opener(source))
+
+    # When a re-run's upload is rejected because the staged file does not match the producer's SHA-256
+    with pytest.raises(TransientError, match="changed while it was read"):
+        artifacts.put(key, Opener(source), known_sha256="0" * 64)
+
+    # Then a record is only there if its object is (catalogs are rebuilt from records)
+    assert artifacts.record(key) is None or store.exists(key)

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pika
 import pytest
 
-from tests.fixtures.rabbit import REPO, env_for, queue_count, running, settings_for, wait_for
+from tests.fixtures.rabbit import queue_count, run_cli, running, settings_for, wait_for
 from tests.integration.sample_workers import flaky
 from workers.app import App
 from workers.runtime.amqp import connection_parameters
@@ -17,10 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 def cli(settings, *args: str, **env_extra: str) -> subprocess.CompletedProcess:
-    env = env_for(settings)
-    env.update(env_extra)
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
+    return run_cli(settings, *args, timeout=60, **env_extra)
 
 
 def test_topology_declare_then_publish_lands_in_the_notifier_queue(settings):

@@ -7,13 +7,12 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 
 import pika
 import pytest
 from pydantic import SecretStr
 
-from tests.fixtures.rabbit import REPO, env_for, running, settings_for, wait_for
+from tests.fixtures.rabbit import REPO, run_cli, running, settings_for, wait_for
 from tests.fixtures.webhook_server import webhook_server  # noqa: F401 - session fixture
 from tests.unit.certs import make_cert
 from workers.app import App
@@ -47,14 +46,7 @@ def env(rabbit_vhost, tmp_path, smb_server):
 
 
 def cli(settings, *args: str) -> subprocess.CompletedProcess:
-    environ = env_for(settings)
-    for section in ("store", "encryption", "staging", "secrets"):
-        for key, value in json.loads(getattr(settings, section).model_dump_json()).items():
-            if value is not None:
-                environ[f"APPSVC_DR_{section.upper()}__{key.upper()}"] = str(value)
-    environ["APPSVC_DR_STAGING__SMB_PASSWORD"] = settings.staging.smb_password.get_secret_value()
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], env=environ, cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    return run_cli(settings, *args)
 
 
 class Spy:

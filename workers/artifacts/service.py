@@ -6,12 +6,13 @@ are what catalogs and manifests are rebuilt from; the store is the source of tru
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
-from typing import BinaryIO, Callable, ContextManager, Literal
+from typing import BinaryIO, Callable, ContextManager, Iterator, Literal
 
 from cryptography.x509 import Certificate
 
@@ -152,9 +153,11 @@ class ArtifactStore:
                                  hint="The upload is retried; if it keeps failing, check the storage target.")
 
     # ---- get / verify ----------------------------------------------------------------------------
-    def get(self, key: str, out: BinaryIO, *, keys: KeyRing | None = None,
-            progress: Progress | None = None) -> StoredArtifact:
-        """Stream the plaintext of ``key`` into ``out``, verifying hashes; raises on any mismatch."""
+    @contextlib.contextmanager
+    def open_plain(self, key: str, *, keys: KeyRing | None = None,
+                   progress: Progress | None = None) -> Iterator[BinaryIO]:
+        """A readable stream of the plaintext of ``key``. Reading it to the end verifies every hash; a
+        mismatch raises from ``read`` (or on leaving the block), so never trust data not read to EOF."""
         rec = self.record(key)
         if rec is None:
             raise ObjectNotFound(f"no artifact record for {key} on {self.backend.name}",
@@ -163,12 +166,18 @@ class ArtifactStore:
         with self.backend.open(key) as stream:
             decoded = decode(_Counting(stream, progress), keys=keys, expected_sha256=rec.plaintext_sha256,
                              expected_size=rec.plaintext_size)
-            while chunk := decoded.read(CHUNK):
-                out.write(chunk)
-        if decoded.stored_sha256 != rec.stored_sha256:
+            yield decoded
+        if decoded.stored_sha256 is not None and decoded.stored_sha256 != rec.stored_sha256:
             raise PermanentError(f"{key}: stored bytes do not match the record",
                                  hint="The artifact or its record was altered; restore from another backup set.")
-        return rec
+
+    def get(self, key: str, out: BinaryIO, *, keys: KeyRing | None = None,
+            progress: Progress | None = None) -> StoredArtifact:
+        """Stream the plaintext of ``key`` into ``out``, verifying hashes; raises on any mismatch."""
+        with self.open_plain(key, keys=keys, progress=progress) as plain:
+            while chunk := plain.read(CHUNK):
+                out.write(chunk)
+        return self.record(key)  # type: ignore[return-value]
 
     def check(self, key: str, *, keys: KeyRing | None = None) -> StoredArtifact:
         """Re-read ``key`` completely (like `restic check --read-data`); decrypts too when keys are given."""

@@ -43,8 +43,9 @@ def completion_event_id(stamp: str, set_id: str) -> uuid.UUID:
 
 
 class CatalogHandler:
-    def __init__(self, retention: RetentionSettings, store: ArtifactStore) -> None:
+    def __init__(self, retention: RetentionSettings, store: ArtifactStore, databases: int | None = None) -> None:
         self.retention, self.store = retention, store
+        self.databases = databases  # artifacts the databases component must have (one per configured database)
 
     @property
     def backend(self):
@@ -56,7 +57,9 @@ class CatalogHandler:
         p = event.payload
         plan = Plan(stamp=event.stamp, backup_set_id=event.correlation_id, components=tuple(p.components),
                     reason=p.reason, requested_at=event.occurred_at, requested_by=p.requested_by,
-                    event_id=str(event.event_id))
+                    event_id=str(event.event_id),
+                    expected={"databases": self.databases} if self.databases and "databases" in p.components
+                    else None)
         if write_plan(self.backend, plan):
             ctx.logger.info("planned backup set %s/%s: %s (%s)", event.stamp, event.correlation_id,
                             ", ".join(plan.components), plan.reason)
@@ -128,8 +131,23 @@ class CatalogHandler:
         return []
 
 
+    # ---- audit of the other workers' results ----------------------------------------------------------
+    @staticmethod
+    def audit(event: Envelope, ctx: JobContext) -> list[Envelope]:
+        """secrets-stored, database-backed-up, ...: one audit line each (they must be routable)."""
+        ctx.logger.info("audit: %s from %s for %s/%s: %s", event.type, event.source, event.stamp,
+                        event.correlation_id, event.payload.model_dump_json())
+        return []
+
+
+AUDITED = ("secrets-stored", "database-backed-up")
+
+
 def build_catalog_worker(settings: Settings, store: ArtifactStore | None = None) -> WorkerSpec:
     """The ``catalog`` worker. It only reads records and writes small JSON files: no certificate needed."""
-    handler = CatalogHandler(settings.retention, store or ArtifactStore(build_store(settings.store)))
-    return WorkerSpec(WORKER, {"backup-due": handler.backup_due, "artifact-stored": handler.artifact_stored,
-                               "backup-set-completed": handler.backup_set_completed}, concurrency=1)
+    handler = CatalogHandler(settings.retention, store or ArtifactStore(build_store(settings.store)),
+                             databases=len(settings.database.databases))
+    handlers = {"backup-due": handler.backup_due, "artifact-stored": handler.artifact_stored,
+                "backup-set-completed": handler.backup_set_completed}
+    handlers.update({event_type: handler.audit for event_type in AUDITED})
+    return WorkerSpec(WORKER, handlers, concurrency=1)

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from workers.runtime.config import Section
+from workers.runtime.section import Section
 
 SQLSERVER_DRIVER = "ODBC Driver 18 for SQL Server"
 POSTGRES_DRIVER = "PostgreSQL Unicode"

@@ -10,17 +10,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, \
     TomlConfigSettingsSource
 
+from workers.databases.settings import DatabaseSettings
+from workers.fileshare.settings import FileshareSettings
 from workers.runtime.errors import ConfigurationError
+from workers.runtime.section import Section
 
 CONFIG_FILE_ENV = "APPSVC_DR_CONFIG_FILE"
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class BrokerSettings(Section):
@@ -121,6 +120,9 @@ class StagingSettings(Section):
     smb_password: SecretStr | None = None
     smb_port: int = 445
     smb_encrypt: bool = True
+    database_dir: str = Field(default="/var/tmp/appsvc-dr/staging", description=r"Where database backups are "
+                              r"staged for the upload worker: a local directory or \\server\share\dir (SQL "
+                              "Server writes there directly; its service account needs write access)")
 
 
 class SecretsSettings(Section):
@@ -185,6 +187,8 @@ class Settings(BaseSettings):
     staging: StagingSettings = StagingSettings()
     retention: RetentionSettings = RetentionSettings()
     secrets: SecretsSettings = SecretsSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    fileshare: FileshareSettings = FileshareSettings()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

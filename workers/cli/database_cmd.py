@@ -1,0 +1,80 @@
+"""`restore database`: fetch a database backup (decrypt, verify), place it where the server can read it,
+restore it WITH REPLACE (MOVE when asked), and check the database is ONLINE."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ntpath
+import os
+import posixpath
+import tempfile
+from pathlib import Path
+
+from workers.artifacts.catalog import artifact_key
+from workers.cli.keyopts import add_key_options, keyring_from_args
+from workers.cli.progress import ProgressBar
+from workers.databases.factory import build_engine
+from workers.dbbackup.handler import artifact_name
+from workers.runtime.config import Settings
+from workers.storage.staged import locate
+from workers.upload.handler import artifact_store
+
+
+def register_restore(restore_sub) -> None:
+    p = restore_sub.add_parser("database", help="restore a database from a backup set (WITH REPLACE)")
+    p.add_argument("--stamp", help="stamp (default: APPSVC_DR_STAMP)")
+    p.add_argument("--set", required=True, dest="set_id", help="backup set id (see `appsvc-dr artifacts list`)")
+    p.add_argument("--database", required=True, help="database in the backup set, e.g. appservice_hosting")
+    p.add_argument("--target-database", help="restore under another name (default: the same)")
+    p.add_argument("--target-server", help="restore to another server (default: APPSVC_DR_DATABASE__SERVER)")
+    p.add_argument("--data-path", help="SQL Server: MOVE data files to this directory")
+    p.add_argument("--log-path", help="SQL Server: MOVE log files to this directory")
+    add_key_options(p)
+    p.set_defaults(func=restore_database)
+
+
+@contextlib.contextmanager
+def _staged_copy(settings: Settings, engine_name: str, name: str, fill):
+    """Write the backup where the database server can read it; remove it afterwards."""
+    directory = settings.staging.database_dir
+    unc = directory.startswith("\\\\")
+    if engine_name == "postgres" and unc:  # pg_restore reads a local file
+        directory, unc = tempfile.gettempdir(), False
+    if not unc:
+        os.makedirs(directory, exist_ok=True)
+    path = (ntpath.join if unc else posixpath.join)(directory, name)
+    backend, key = locate(path, settings.staging)
+    try:
+        fill(backend, key)
+        yield path
+    finally:
+        with contextlib.suppress(Exception):
+            backend.delete(key)
+
+
+def restore_database(args: argparse.Namespace, settings: Settings) -> int:
+    stamp = args.stamp or settings.stamp
+    db_settings = settings.database
+    if args.target_server:
+        db_settings = db_settings.model_copy(update={"server": args.target_server})
+    engine = build_engine(db_settings)
+    keys = keyring_from_args(args)
+    store = artifact_store(settings)
+    key = artifact_key(stamp, args.set_id, "databases", artifact_name(engine.name, args.database))
+    record = store.record(key)
+    bar = ProgressBar(f"fetch {Path(key).name}", record.stored_size if record else 0)
+
+    def fill(backend, staged_key: str) -> None:
+        with store.open_plain(key, keys=keys, progress=bar) as plain:
+            backend.put(staged_key, plain)
+        bar.close()
+
+    target = args.target_database or args.database
+    with _staged_copy(settings, engine.name, f"restore-{stamp}-{args.set_id}-{Path(key).name}", fill) as path:
+        print(f"fetched and verified {key} → {path}")
+        result = engine.restore(target, path, data_path=args.data_path or db_settings.restore_data_path,
+                                log_path=args.log_path or db_settings.restore_log_path,
+                                progress=lambda pct: print(f"  restore {pct}%", flush=True))
+    extra = f", {result.tables} tables, {result.rows} rows" if result.tables is not None else ""
+    print(f"restored {target} on {result.server} in {result.duration:.1f}s: {result.state}{extra}")
+    return 0

@@ -1,0 +1,94 @@
+"""The database backup worker.
+
+backup-due naming databases → one database-backup-requested per configured database (each retries and fails
+on its own) → engine backup to the staging location, verified → artifact-ready (the upload worker stores it)
++ database-backed-up (size, duration, engine, server, LSNs).
+"""
+from __future__ import annotations
+
+import contextlib
+import ntpath
+import os
+import posixpath
+import tempfile
+
+from contracts import (ArtifactReady, ArtifactReadyPayload, BackupDue, DatabaseBackedUp, DatabaseBackedUpPayload,
+                       DatabaseBackupRequested, DatabaseBackupRequestedPayload, Envelope)
+from workers.databases.base import BackupResult, DatabaseEngine
+from workers.databases.factory import build_engine
+from workers.runtime.config import Settings
+from workers.runtime.handler import JobContext, WorkerSpec
+from workers.storage.staged import locate
+
+WORKER = "db-backup"
+SOURCE = f"worker:{WORKER}"
+
+
+def artifact_name(engine: str, database: str) -> str:
+    return f"{database}.bak" if engine == "sqlserver" else f"{database}.dump"
+
+
+def _is_unc(path: str) -> bool:
+    return path.startswith("\\\\")
+
+
+class DbBackupHandler:
+    def __init__(self, settings: Settings, engine: DatabaseEngine) -> None:
+        self.settings, self.engine = settings, engine
+
+    def backup_due(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
+        assert isinstance(event, BackupDue)
+        if "databases" not in event.payload.components:
+            return []
+        return [event.follow_up(DatabaseBackupRequested, DatabaseBackupRequestedPayload(database=db), source=SOURCE)
+                for db in self.settings.database.databases]
+
+    def backup_one(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
+        assert isinstance(event, DatabaseBackupRequested)
+        database = event.payload.database
+        name = artifact_name(self.engine.name, database)
+        staged_name = f"{event.stamp}-{event.correlation_id}-{name}"
+
+        def progress(percent: int) -> None:
+            ctx.logger.info("%s: %d%% backed up", database, percent)
+
+        result, staged = self._backup(database, staged_name, progress)
+        backed_up = event.follow_up(DatabaseBackedUp, DatabaseBackedUpPayload(
+            database=result.database, engine=self.engine.name, server=result.server, size=result.size,  # type: ignore
+            duration_seconds=round(result.duration, 3), staged_path=None if result.skipped else staged,
+            skipped_reason=result.skipped_reason, first_lsn=result.first_lsn, last_lsn=result.last_lsn,
+            database_backup_lsn=result.database_backup_lsn), source=SOURCE)
+        if result.skipped:
+            ctx.logger.info("%s skipped: %s", database, result.skipped_reason)
+            return [backed_up]
+        ctx.progress("backed-up", result.size)
+        sha = result.checksum.split(":", 1)[1] if result.checksum and result.checksum.startswith("sha256:") else None
+        ready = event.follow_up(ArtifactReady, ArtifactReadyPayload(
+            component="databases", name=name, staged_path=staged, size=result.size if sha else None, sha256=sha,
+            delete_staged=True), source=SOURCE)
+        return [ready, backed_up]
+
+    def _backup(self, database: str, staged_name: str, progress) -> tuple[BackupResult, str]:
+        directory = self.settings.staging.database_dir
+        join = ntpath.join if _is_unc(directory) else posixpath.join
+        staged = join(directory, staged_name)
+        if self.engine.name == "sqlserver" or not _is_unc(directory):
+            if not _is_unc(directory):
+                os.makedirs(directory, exist_ok=True)
+            return self.engine.backup(database, staged, progress), staged
+        # pg_dump writes locally: dump to a private temp dir, then stream it onto the staging share
+        with tempfile.TemporaryDirectory(prefix="appsvc-dr-dump-") as tmp:
+            local = os.path.join(tmp, staged_name)
+            result = self.engine.backup(database, local, progress)
+            backend, key = locate(staged, self.settings.staging)
+            with open(local, "rb") as source:
+                backend.put(key, source, size=result.size)
+            with contextlib.suppress(AttributeError):
+                backend.close()  # type: ignore[attr-defined]
+        return result, staged
+
+
+def build_db_backup_worker(settings: Settings) -> WorkerSpec:
+    handler = DbBackupHandler(settings, build_engine(settings.database))
+    return WorkerSpec(WORKER, {"backup-due": handler.backup_due,
+                               "database-backup-requested": handler.backup_one}, concurrency=2)

@@ -1,0 +1,133 @@
+"""The file-share worker: ``backup-due`` (when it names the file share) or ``fileshare-sync-requested`` →
+incremental snapshot → ``fileshare-synced`` + ``artifact-stored`` (the set's ``fileshare/snapshot.json``
+reference, so the catalog counts the component) [+ a warning ``job-failed`` when files were skipped].
+
+Idempotent: the snapshot id derives from the backup set (and sub-path); a redelivered event whose snapshot
+is complete re-emits the stored result. An interrupted snapshot resumes: its packs are indexed as they are
+stored, so the next attempt finds those blobs and uploads only the rest.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from pathlib import Path
+
+from contracts import BackupDue, Envelope, FileshareSynced, FileshareSyncedPayload, FileshareSyncRequested, \
+    JobFailed, JobFailedPayload
+from workers.artifacts.catalog import artifact_key, write_manifest
+from workers.artifacts.events import artifact_stored
+from workers.artifacts.service import ArtifactStore
+from workers.fileshare.repo import Repository
+from workers.fileshare.sync import Sync, SyncResult
+from workers.fileshare.tree import open_tree
+from workers.runtime.config import Settings
+from workers.runtime.errors import PermanentError, TransientError
+from workers.runtime.handler import JobContext, WorkerSpec
+
+WORKER = "fileshare"
+SKIPPED_HINT = ("Files in use (or denied) were skipped after {retries} retries {wait:g}s apart (robocopy /R /W); "
+                "they are tried again on the next sync. Close what holds them or schedule the backup when they "
+                "are free. Set APPSVC_DR_FILESHARE__FAIL_ON_SKIPPED=true to fail the job instead.")
+
+
+def snapshot_id(set_id: str, sub_path: str | None) -> str:
+    """One snapshot per backup set and sub-path (deterministic, so redeliveries find it)."""
+    return set_id if not sub_path else f"{set_id}-p{hashlib.sha256(sub_path.encode()).hexdigest()[:8]}"
+
+
+def reference_name(sub_path: str | None) -> str:
+    return "snapshot.json" if not sub_path else f"snapshot-{hashlib.sha256(sub_path.encode()).hexdigest()[:8]}.json"
+
+
+def commit(repo: Repository, result: SyncResult) -> dict:
+    """Store the manifest, then the summary (its presence marks the snapshot complete)."""
+    m = result.manifest
+    repo.put_manifest(m)
+    summary = {**result.stats, "stamp": m.stamp, "backup_set_id": m.backup_set_id, "created_at": m.created_at,
+               "manifest_key": repo.manifest_key(m.snapshot_id)}
+    repo.put_summary(m.snapshot_id, summary)
+    repo.merge_index()
+    return summary
+
+
+def synced_payload(summary: dict) -> FileshareSyncedPayload:
+    fields = set(FileshareSyncedPayload.model_fields)
+    return FileshareSyncedPayload.model_validate({k: v for k, v in summary.items() if k in fields}, strict=False)
+
+
+class FileshareHandler:
+    def __init__(self, settings: Settings, store: ArtifactStore) -> None:
+        self.settings, self.store = settings, store
+
+    def backup_due(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
+        assert isinstance(event, BackupDue)
+        if "fileshare" not in event.payload.components:
+            return []
+        return self._sync(event, None, ctx)
+
+    def sync_requested(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
+        assert isinstance(event, FileshareSyncRequested)
+        return self._sync(event, event.payload.sub_path, ctx)
+
+    def _sync(self, event: Envelope, sub_path: str | None, ctx: JobContext) -> list[Envelope]:
+        s = self.settings.fileshare
+        if not s.source:
+            raise PermanentError("no file share is configured", hint=r"Set APPSVC_DR_FILESHARE__SOURCE to the App "
+                                 r"Service file share (\\fileserver\share) and its credentials, or leave "
+                                 "'fileshare' out of the backup-due components.")
+        started = time.monotonic()
+        repo = Repository(self.store, event.stamp, cache_dir=Path(s.cache_dir))
+        sid = snapshot_id(event.correlation_id, sub_path)
+        summary = repo.summary(sid)
+        if summary is not None:
+            ctx.logger.info("snapshot %s is already complete: re-emitting its result", sid)
+        else:
+            tree = open_tree(s.source, username=s.username, password=s.password, port=s.port, encrypt=s.encrypt)
+            try:
+                result = Sync(s, repo, tree, progress=ctx.progress, cancelled=ctx.cancelled,
+                              logger=ctx.logger).run(sid, event.stamp, event.correlation_id, sub_path)
+            finally:
+                tree.close()
+            if result.manifest.partial and s.fail_on_skipped:
+                raise TransientError(f"{result.stats['skipped_count']} file(s) could not be read: "
+                                     + self._skipped_text(result.stats),
+                                     hint=SKIPPED_HINT.format(retries=s.retries, wait=s.wait))
+            summary = commit(repo, result)
+        body = json.dumps(summary, sort_keys=True, ensure_ascii=False).encode()
+        name = reference_name(sub_path)
+        stored = repo.meta.put(artifact_key(event.stamp, event.correlation_id, "fileshare", name),
+                               lambda: io.BytesIO(body))
+        write_manifest(self.store, event.stamp, event.correlation_id)
+        source = f"worker:{WORKER}"
+        out: list[Envelope] = [
+            event.follow_up(FileshareSynced, synced_payload(summary), source=source),
+            artifact_stored(event, stored, store=self.store.backend.name, component="fileshare", name=name,
+                            duration=time.monotonic() - started, source=source)]
+        if summary["partial"]:
+            out.append(self._warning(event, summary, ctx))
+        return out
+
+    @staticmethod
+    def _skipped_text(summary: dict) -> str:
+        listed = "; ".join(f"{s['path']}: {s['reason']}" for s in summary["skipped"][:10])
+        more = summary["skipped_count"] - min(10, len(summary["skipped"]))
+        return listed + (f"; and {more} more" if more > 0 else "")
+
+    def _warning(self, event: Envelope, summary: dict, ctx: JobContext) -> JobFailed:
+        s = self.settings.fileshare
+        return event.follow_up(JobFailed, JobFailedPayload(
+            worker=WORKER, failed_event_id=event.event_id, failed_event_type=event.type,
+            error_class="PartialSnapshot",
+            message=(f"snapshot {summary['snapshot_id']} of {summary['source']} is partial: "
+                     f"{summary['skipped_count']} skipped: {self._skipped_text(summary)}")[:4000],
+            attempts=ctx.attempt + 1, will_retry=False, hint=SKIPPED_HINT.format(retries=s.retries, wait=s.wait),
+            severity="warning"), source=f"worker:{WORKER}")
+
+
+def build_fileshare_worker(settings: Settings, store: ArtifactStore | None = None) -> WorkerSpec:
+    from workers.upload.handler import artifact_store
+    handler = FileshareHandler(settings, store or artifact_store(settings))
+    return WorkerSpec(WORKER, {"backup-due": handler.backup_due,
+                               "fileshare-sync-requested": handler.sync_requested}, concurrency=1)

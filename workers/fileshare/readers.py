@@ -1,0 +1,227 @@
+"""Readers: list directories and read, chunk and hash files, in threads of this process (local trees) or in
+``spawn``-started processes with threads each (SMB trees: smbprotocol is CPU-bound per process and its
+connection cache is not fork-safe, so every process registers its own session).
+
+Tasks (to readers): ``("list", rel)`` · ``("read", [(file_id, rel, Stat), ...])`` · ``None`` (stop).
+Results (to the sync), all picklable tuples:
+
+* ``("dir", rel, [Stat, ...])`` or ``("dir-fail", rel, kind, message)``
+* ``("blob", blob_id, bytes)`` — content not known to this reader yet (the sync deduplicates again)
+* ``("file", file_id, sha256, Stat, blob_ids, unstable)`` or ``("file-fail", file_id, kind, message)``
+* ``("fatal", transient, class name, message, hint)`` — the tree itself failed (unreachable, bad login)
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import queue
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+from workers.fileshare.chunker import Chunker
+from workers.fileshare.tree import FileProblem, Stat, Tree, tree_from_spec
+from workers.runtime.errors import DrError, TransientError, is_permanent
+
+log = logging.getLogger("appsvc_dr.fileshare")
+SMALL = 1 << 20                         # read in one request (SMB: one compound CREATE+READ+CLOSE)
+
+
+class KnownIds:
+    """Membership test over sorted 32-byte blob ids (compact enough to copy into every process)."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw, self._n = raw, len(raw) // 32
+        self.extra: set[str] = set()
+
+    def __contains__(self, blob: str) -> bool:
+        if blob in self.extra:
+            return True
+        key, lo, hi = bytes.fromhex(blob), 0, self._n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            probe = self._raw[mid * 32:mid * 32 + 32]
+            if probe < key:
+                lo = mid + 1
+            elif probe > key:
+                hi = mid
+            else:
+                return True
+        return False
+
+    def add(self, blob: str) -> None:
+        self.extra.add(blob)
+
+
+def _changed(listed: Stat, after: Stat, got: int) -> bool:
+    return (listed.size, listed.mtime_ns) != (after.size, after.mtime_ns) or got != after.size
+
+
+class Reader:
+    """One reader thread's work: everything it learns goes to ``emit``."""
+
+    def __init__(self, tree: Tree, chunker: Chunker, known: Any, emit: Callable[[tuple], None],
+                 reread: int) -> None:
+        self.tree, self.chunker, self.known, self.emit, self.reread = tree, chunker, known, emit, reread
+
+    def handle(self, task: tuple) -> None:
+        if task[0] == "list":
+            try:
+                self.emit(("dir", task[1], self.tree.scandir(task[1])))
+            except FileProblem as problem:
+                self.emit(("dir-fail", task[1], problem.kind, problem.message))
+            return
+        for file_id, rel, listed in task[1]:
+            try:
+                self.emit(("file", file_id, *self.read(rel, listed)))
+            except FileProblem as problem:
+                self.emit(("file-fail", file_id, problem.kind, problem.message))
+
+    def _blob(self, data: bytes | memoryview, ids: list[str]) -> None:
+        blob = hashlib.sha256(data).hexdigest()
+        ids.append(blob)
+        if blob not in self.known:
+            self.known.add(blob)
+            self.emit(("blob", blob, bytes(data)))
+
+    def read(self, rel: str, listed: Stat) -> tuple[str, Stat, list[str], bool]:
+        """(sha256, stat after, blob ids, unstable): re-read while the file changes under us."""
+        for attempt in range(self.reread + 1):
+            ids: list[str] = []
+            digest = hashlib.sha256()
+            got = self.tree.read(rel, listed, SMALL)
+            if got is not None:
+                data, after = got
+                digest.update(data)
+                size = len(data)
+                if not _changed(listed, after, size) or attempt == self.reread:
+                    for piece in self.chunker.cut_buf(data):
+                        self._blob(piece, ids)
+            else:
+                size = 0
+                with self.tree.open_read(rel) as stream:
+                    for piece in self.chunker.cut_stream(stream):
+                        digest.update(piece)
+                        size += len(piece)
+                        self._blob(piece, ids)
+                after = self.tree.stat(rel)
+            if not _changed(listed, after, size):
+                return digest.hexdigest(), after, ids, False
+            listed = Stat(listed.name, False, after.size, after.mtime_ns, after.attrs)
+        return digest.hexdigest(), Stat(listed.name, False, size, after.mtime_ns, after.attrs), ids, True
+
+
+def _fatal(exc: BaseException) -> tuple:
+    if isinstance(exc, DrError):
+        return ("fatal", not is_permanent(exc), type(exc).__name__, exc.message, exc.hint)
+    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return ("fatal", True, type(exc).__name__, f"reader failed: {detail}", TransientError.default_hint)
+
+
+def serve(reader: Reader, tasks: Any, results: Any) -> None:
+    """A reader thread: take tasks until ``None``; a tree failure is reported and ends the thread."""
+    while True:
+        task = tasks.get()
+        if task is None:
+            return
+        try:
+            reader.handle(task)
+        except BaseException as exc:  # noqa: BLE001 - reported to the sync, which stops everything
+            log.debug("reader failed", exc_info=True)
+            results.put(_fatal(exc))
+            return
+
+
+def process_main(spec: dict, chunk_avg: int, chunk_kind: str, known: bytes, reread: int, threads: int,
+                 tasks: Any, results: Any) -> None:
+    """Entry point of a reader process (spawned): its own session, ``threads`` reader threads."""
+    try:
+        tree = tree_from_spec(dict(spec))
+        tree.connect()
+    except BaseException as exc:  # noqa: BLE001
+        results.put(_fatal(exc))
+        return
+    chunker, ids = Chunker(chunk_avg, kind=chunk_kind), KnownIds(known)
+    lock = threading.Lock()
+
+    class _Known:
+        def __contains__(self, blob: str) -> bool:
+            return blob in ids
+
+        def add(self, blob: str) -> None:
+            with lock:
+                ids.add(blob)
+
+    workers = [threading.Thread(target=serve, args=(Reader(tree, chunker, _Known(), results.put, reread), tasks,
+                                                    results), daemon=True) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    tree.close()
+
+
+class ReaderPool:
+    """``processes`` reader processes × ``threads`` threads, or ``threads`` threads here (processes=0)."""
+
+    def __init__(self, tree: Tree, chunker: Chunker, *, known: Any, reread: int, threads: int,
+                 processes: int = 0, known_ids: Callable[[], bytes] = lambda: b"") -> None:
+        self.processes: list[Any] = []
+        self.threads: list[threading.Thread] = []
+        if processes:
+            ctx = multiprocessing.get_context("spawn")
+            self.tasks, self.results = ctx.Queue(), ctx.Queue(maxsize=max(16, 4 * threads * processes))
+            raw = known_ids()
+            per = max(1, -(-threads // processes))
+            self.count = per * processes
+            for _ in range(processes):
+                p = ctx.Process(target=process_main, args=(tree.spec(), chunker.avg, chunker.kind, raw, reread,
+                                                          per, self.tasks, self.results), daemon=True)
+                p.start()
+                self.processes.append(p)
+        else:
+            self.tasks, self.results = queue.Queue(), queue.Queue(maxsize=max(16, 4 * threads))
+            self.count = threads
+            for _ in range(threads):
+                reader = Reader(tree, chunker, known, self.results.put, reread)
+                t = threading.Thread(target=serve, args=(reader, self.tasks, self.results), daemon=True)
+                t.start()
+                self.threads.append(t)
+
+    def submit(self, task: tuple) -> None:
+        self.tasks.put(task)
+
+    def get(self, timeout: float) -> tuple | None:
+        try:
+            return self.results.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def dead(self) -> bool:
+        return any(p.exitcode not in (None, 0) for p in self.processes)
+
+    def close(self, *, abort: bool = False) -> None:
+        """Stop the readers. ``abort``: drop queued tasks and do not wait for processes to finish theirs."""
+        if abort:
+            for p in self.processes:
+                p.terminate()
+            while True:
+                try:
+                    self.tasks.get_nowait()
+                except (queue.Empty, OSError, ValueError):
+                    break
+        for _ in range(self.count):
+            self.tasks.put(None)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (any(t.is_alive() for t in self.threads) or
+                                               any(p.is_alive() for p in self.processes)):
+            self.get(timeout=0.05)                      # readers blocked on a full result queue move on
+        for p in self.processes:
+            if p.is_alive():
+                p.terminate()
+            p.join(timeout=5)
+        if self.processes:
+            self.tasks.cancel_join_thread()
+            self.results.cancel_join_thread()

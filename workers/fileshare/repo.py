@@ -1,0 +1,242 @@
+"""Where snapshots live in the store, and the index of content blobs.
+
+Layout under ``<stamp>/fileshare/`` (not a backup set: retention of sets never deletes it):
+
+* ``packs/<pack-id>`` — blobs (chunks of file content) concatenated, stored as one artifact (zstd, and
+  AES-GCM with the certificate-wrapped key when a certificate is configured); pack id = SHA-256 of the
+  concatenated blobs;
+* ``index/<index-id>`` — JSON ``{"format": 1, "packs": [{"id": PACK, "blobs": [[BLOB, OFFSET, LENGTH], ...]}]}``
+  (offsets into the pack's plaintext), written right after each pack, merged when they pile up;
+* ``snapshots/<snapshot-id>.json`` — the manifest (``workers.fileshare.manifest``), encrypted like packs;
+* ``snapshots/<snapshot-id>.summary.json`` — what the ``fileshare-synced`` event says (no content).
+
+Index and summary are compressed but never encrypted: the worker holds only the certificate, not its private
+key, and must read them back to deduplicate and to answer a redelivered event. They hold content hashes,
+sizes and the event's own fields, like the artifact records (``*.record.json``) do. A worker-local cache
+(``fileshare.cache_dir``) keeps the last manifest so an encrypted repository still syncs incrementally.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import zstandard
+
+from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore, StoredArtifact
+from workers.fileshare.manifest import Manifest
+from workers.storage.artifact import KeyRing
+from workers.storage.base import ObjectNotFound
+
+log = logging.getLogger("appsvc_dr.fileshare")
+MERGE_ABOVE = 16
+
+
+class Index:
+    """blob id → (pack id, offset, length). Thread-safe for one writer and many readers."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, tuple[str, int, int]] = {}
+        self.objects: set[str] = set()             # index object ids this index was loaded from / wrote
+        self._lock = threading.Lock()
+
+    def __contains__(self, blob: str) -> bool:
+        return blob in self.blobs
+
+    def __len__(self) -> int:
+        return len(self.blobs)
+
+    def add(self, packs: dict[str, list]) -> None:
+        with self._lock:
+            for pack, blobs in packs.items():
+                for blob, offset, length in blobs:
+                    self.blobs.setdefault(blob, (pack, offset, length))
+
+    def packs(self) -> dict[str, list]:
+        out: dict[str, list] = {}
+        for blob, (pack, offset, length) in self.blobs.items():
+            out.setdefault(pack, []).append([blob, offset, length])
+        return out
+
+    def sorted_ids(self) -> bytes:
+        """Every blob id as 32 raw bytes, sorted: a compact set to hand to reader processes."""
+        return b"".join(sorted(bytes.fromhex(b) for b in self.blobs))
+
+
+def index_body(packs: dict[str, list]) -> bytes:
+    body = {"format": 1, "packs": [{"id": p, "blobs": sorted(b, key=lambda x: x[1])} for p, b in sorted(packs.items())]}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class Repository:
+    def __init__(self, store: ArtifactStore, stamp: str, *, cache_dir: Path | None = None) -> None:
+        self.data = store
+        self.meta = ArtifactStore(store.backend, certificate=None, compress=store.compress, level=store.level,
+                                  verify=store.verify_mode)
+        self.stamp, self.prefix = stamp, f"{stamp}/fileshare"
+        self.index = Index()
+        self.cache: Path | None = None
+        if cache_dir is not None:
+            tag = hashlib.sha256(f"{store.backend.name}|{stamp}".encode()).hexdigest()[:16]
+            self.cache = Path(os.path.expanduser(str(cache_dir))) / tag
+
+    @property
+    def encrypted(self) -> bool:
+        return self.data.certificate is not None
+
+    # ---- keys ------------------------------------------------------------------------------------
+    def pack_key(self, pack: str) -> str:
+        return f"{self.prefix}/packs/{pack}"
+
+    def index_key(self, index_id: str) -> str:
+        return f"{self.prefix}/index/{index_id}"
+
+    def manifest_key(self, snapshot: str) -> str:
+        return f"{self.prefix}/snapshots/{snapshot}.json"
+
+    def summary_key(self, snapshot: str) -> str:
+        return f"{self.prefix}/snapshots/{snapshot}.summary.json"
+
+    # ---- small helpers ---------------------------------------------------------------------------
+    def _read(self, store: ArtifactStore, key: str, keys: KeyRing | None = None) -> bytes:
+        out = io.BytesIO()
+        store.get(key, out, keys=keys)
+        return out.getvalue()
+
+    def _keys_under(self, folder: str) -> Iterator[tuple[str, object]]:
+        base = f"{self.prefix}/{folder}/"
+        for info in self.data.backend.list(base):
+            if not info.key.endswith(RECORD_SUFFIX):
+                yield info.key[len(base):], info
+
+    def _cache_file(self, *parts: str) -> Path | None:
+        return self.cache.joinpath(*parts) if self.cache is not None else None
+
+    def _cache_put(self, path: Path | None, body: bytes) -> None:
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + f".tmp-{os.getpid()}-{threading.get_ident()}")
+            tmp.write_bytes(zstandard.ZstdCompressor(level=3).compress(body))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("cannot write the fileshare cache %s: %s", path, exc)
+
+    @staticmethod
+    def _cache_get(path: Path | None) -> bytes | None:
+        try:
+            return zstandard.ZstdDecompressor().decompress(path.read_bytes()) if path else None
+        except (OSError, zstandard.ZstdError):
+            return None
+
+    # ---- index -----------------------------------------------------------------------------------
+    def load_index(self) -> Index:
+        """Read every index object (from the local cache when seen before: they never change)."""
+        for name, _info in self._keys_under("index"):
+            if name in self.index.objects or "/" in name:
+                continue
+            cached = self._cache_file("index", name)
+            body = self._cache_get(cached)
+            if body is None:
+                try:
+                    body = self._read(self.meta, self.index_key(name))
+                except ObjectNotFound:
+                    continue                                    # merged away meanwhile
+                self._cache_put(cached, body)
+            self.index.add({p["id"]: p["blobs"] for p in json.loads(body)["packs"]})
+            self.index.objects.add(name)
+        return self.index
+
+    def write_index(self, packs: dict[str, list]) -> str:
+        body = index_body(packs)
+        index_id = hashlib.sha256(body).hexdigest()
+        self.meta.put(self.index_key(index_id), lambda: io.BytesIO(body), known_sha256=index_id)
+        self._cache_put(self._cache_file("index", index_id), body)
+        self.index.add(packs)
+        self.index.objects.add(index_id)
+        return index_id
+
+    def merge_index(self, above: int = MERGE_ABOVE) -> bool:
+        """Rewrite many small index objects as one (the merged one is stored before any is deleted)."""
+        olds = sorted(self.index.objects)
+        if len(olds) <= above:
+            return False
+        merged = self.write_index(self.index.packs())
+        for old in olds:
+            if old != merged:
+                for key in (self.index_key(old), self.index_key(old) + RECORD_SUFFIX):
+                    self.data.backend.delete(key)
+                self.index.objects.discard(old)
+        return True
+
+    # ---- packs -----------------------------------------------------------------------------------
+    def put_pack(self, body: bytes | bytearray) -> tuple[str, StoredArtifact]:
+        pack = hashlib.sha256(body).hexdigest()
+        stored = self.data.put(self.pack_key(pack), lambda: io.BytesIO(body), known_sha256=pack)
+        return pack, stored
+
+    def read_pack(self, pack: str, out, keys: KeyRing | None) -> None:
+        self.data.get(self.pack_key(pack), out, keys=keys)
+
+    # ---- snapshots -------------------------------------------------------------------------------
+    def put_manifest(self, manifest: Manifest) -> StoredArtifact:
+        body = manifest.to_json()
+        stored = self.data.put(self.manifest_key(manifest.snapshot_id), lambda: io.BytesIO(body),
+                               known_sha256=hashlib.sha256(body).hexdigest())
+        self._cache_put(self._cache_file("manifests", f"{manifest.snapshot_id}.json.zst"), body)
+        return stored
+
+    def manifest(self, snapshot: str, keys: KeyRing | None = None, *, cached: bool = True) -> Manifest:
+        body = self._cache_get(self._cache_file("manifests", f"{snapshot}.json.zst")) if cached else None
+        if body is None:
+            body = self._read(self.data, self.manifest_key(snapshot), keys)
+        return Manifest.from_json(body)
+
+    def cached_manifest(self, snapshot: str) -> Manifest | None:
+        """The manifest from the local cache, else from the store if this worker can decrypt it (never
+        when it is encrypted: the worker has no private key)."""
+        body = self._cache_get(self._cache_file("manifests", f"{snapshot}.json.zst"))
+        if body is None and not self._record_encrypted(self.manifest_key(snapshot)):
+            try:
+                body = self._read(self.data, self.manifest_key(snapshot))
+            except ObjectNotFound:
+                return None
+        return Manifest.from_json(body) if body is not None else None
+
+    def _record_encrypted(self, key: str) -> bool:
+        record = self.data.record(key)
+        return record is None or record.encrypted
+
+    def put_summary(self, snapshot: str, summary: dict) -> StoredArtifact:
+        body = json.dumps(summary, sort_keys=True, ensure_ascii=False).encode()
+        return self.meta.put(self.summary_key(snapshot), lambda: io.BytesIO(body),
+                             known_sha256=hashlib.sha256(body).hexdigest())
+
+    def summary(self, snapshot: str) -> dict | None:
+        try:
+            return json.loads(self._read(self.meta, self.summary_key(snapshot)))
+        except ObjectNotFound:
+            return None
+
+    def summaries(self, *, newest_first: bool = False) -> Iterator[dict]:
+        """Every completed snapshot's summary, in the order they were stored (or the reverse)."""
+        found = sorted((info.modified, name[:-len(".summary.json")]) for name, info in self._keys_under("snapshots")
+                       if name.endswith(".summary.json"))
+        for _, snapshot in (reversed(found) if newest_first else found):
+            summary = self.summary(snapshot)
+            if summary is not None:
+                yield summary
+
+    def latest(self, source: str, sub_path: str | None, *, before: str | None = None) -> dict | None:
+        """The newest completed snapshot of the same source and sub-path."""
+        for summary in self.summaries(newest_first=True):
+            if summary.get("source") == source and summary.get("sub_path") == sub_path \
+                    and summary["snapshot_id"] != before:
+                return summary
+        return None

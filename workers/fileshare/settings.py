@@ -1,0 +1,41 @@
+"""``fileshare`` settings (``APPSVC_DR_FILESHARE__<FIELD>``): what to read, how hard, and how to pack it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+
+from workers.runtime.section import Section
+
+MiB = 1024 * 1024
+
+
+class FileshareSettings(Section):
+    source: str = Field(default="", description=r"The App Service file share: \\server\share[\dir] (SMB) or an "
+                        "absolute local path (a mounted share, the demo)")
+    username: str | None = Field(default=None, description=r"SMB user, e.g. FileShareOwner, DOMAIN\user or "
+                                                           "user@domain")
+    password: SecretStr | None = None
+    port: int = Field(default=445, ge=1, le=65535)
+    encrypt: bool = Field(default=True, description="Require SMB 3 encryption of the traffic")
+    transfers: int = Field(default=8, ge=1, le=64, description="Files read at once (across processes)")
+    processes: int = Field(default=0, ge=0, le=16, description="Reader processes for SMB sources; 0 = one per "
+                           "CPU (at most 4). Local sources read with threads in the worker process")
+    uploads: int = Field(default=2, ge=1, le=16, description="Packs uploaded at once")
+    retries: int = Field(default=3, ge=0, description="Retries of a locked / denied file (like robocopy /R)")
+    wait: float = Field(default=5.0, ge=0, description="Seconds between those retries (like robocopy /W)")
+    reread: int = Field(default=2, ge=0, description="Re-reads of a file that changed while it was read")
+    fail_on_skipped: bool = Field(default=False, description="Fail the job (instead of a partial snapshot and a "
+                                  "warning) when files had to be skipped")
+    pack_size: int = Field(default=16 * MiB, ge=MiB, le=256 * MiB, description="Target size of a pack object")
+    chunk_avg: int = Field(default=MiB, ge=64 * 1024, le=4 * MiB, description="Average chunk of a large file "
+                           "(content-defined; min avg/4, max avg*4)")
+    cache_dir: Path = Field(default=Path("~/.cache/appsvc-dr/fileshare"), description="Worker-local cache of "
+                            "the last manifest and the index (makes incremental runs cheap when manifests "
+                            "are encrypted)")
+
+    @model_validator(mode="after")
+    def _packs_hold_chunks(self) -> "FileshareSettings":
+        if self.pack_size < self.chunk_avg * 4:
+            raise ValueError("pack_size must be at least 4 × chunk_avg (the largest chunk)")
+        return self

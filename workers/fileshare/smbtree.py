@@ -1,0 +1,243 @@
+r"""An SMB share (``\\server\share[\dir]``) as a :class:`~workers.fileshare.tree.Tree`, through smbprotocol.
+
+Every call passes the port explicitly (``DirEntry.stat()`` would forget it and dial 445) and each tree has
+its own connection cache. Two request-saving tricks, since smbprotocol is CPU-bound per process:
+
+* directories are listed with raw QUERY_DIRECTORY requests parsed with ``struct`` (``smbclient.scandir``
+  builds an SMBRawIO per entry, which dominates a 10,000-entry walk);
+* a small file is read with ONE compound request: CREATE + READ + CLOSE(post-query attributes), so the
+  "after" size and mtime come back with the data and a file that changed while read is detected for free.
+"""
+from __future__ import annotations
+
+import contextlib
+import struct
+from typing import Any, BinaryIO, Iterator
+
+import smbclient
+from smbclient._io import SMBDirectoryIO, SMBFileTransaction, SMBRawIO
+from smbprotocol.exceptions import NoMoreFiles, NoSuchFile, SMBAuthenticationError, SMBException, \
+    SMBResponseException
+from smbprotocol.file_info import FileInformationClass
+from smbprotocol.open import SMB2QueryDirectoryResponse
+from smbprotocol.structure import DateTimeField
+
+from workers.fileshare.tree import DIRECTORY, FileProblem, SourceDenied, SourceMisconfigured, \
+    SourceUnavailable, Stat, split_unc
+
+EPOCH = DateTimeField.EPOCH_FILETIME
+_DIR_INFO = struct.Struct("<IIQQQQQQII")           # FileDirectoryInformation up to FileNameLength
+_CREDENTIALS = {0xC000006D, 0xC000006A, 0xC0000071, 0xC0000072, 0xC000006E, 0xC0000234, 0xC0000193, 0xC0000224}
+_LOCKED = {0xC0000043, 0xC0000054, 0xC0000055}      # SHARING_VIOLATION, FILE_LOCK_CONFLICT, LOCK_NOT_GRANTED
+_DENIED = {0xC0000022, 0xC00000A2}                  # ACCESS_DENIED, MEDIA_WRITE_PROTECTED
+_MISSING = {0xC0000034, 0xC000003A, 0xC000000F, 0xC0000056, 0xC00000BA, 0xC0000103}
+_NO_SHARE = {0xC00000CC, 0xC0000225, 0xC00000BE}
+_END_OF_FILE = 0xC0000011
+_CLOSE = struct.Struct("<HHIQQQQQQI")              # SMB2 CLOSE response
+_QUERY_OUTPUT = 256 * 1024
+
+
+def _secret(value: Any) -> str | None:
+    return value.get_secret_value() if hasattr(value, "get_secret_value") else value
+
+
+def _ns(filetime: int) -> int:
+    return (filetime - EPOCH) * 100
+
+
+def _close_attributes(sent: Any) -> tuple[int, int, int]:
+    """(last write FILETIME, end of file, attributes) from a CLOSE response's raw bytes (smbprotocol's
+    parsed datetime drops the last 100 ns digit)."""
+    fields = _CLOSE.unpack_from(sent.response["data"].get_value())
+    return fields[5], fields[8], fields[9]
+
+
+class SmbTree:
+    def __init__(self, source: str, *, username: str | None = None, password: Any = None, port: int = 445,
+                 encrypt: bool = True, timeout: float = 30.0) -> None:
+        parts = split_unc(source)
+        if not parts or len(parts) < 2 or any(p in (".", "..") for p in parts):
+            raise SourceMisconfigured(f"invalid SMB path {source!r}")
+        self.host, self.share, self.port = parts[0], parts[1], port
+        self._root = "\\\\" + "\\".join(parts)
+        self.name = f"smb://{self.host}{'' if port == 445 else f':{port}'}/{'/'.join(parts[1:])}"
+        self._source, self._username, self._password, self._encrypt = source, username, _secret(password), encrypt
+        self._kw: dict[str, Any] = dict(username=username, password=self._password, port=port, encrypt=encrypt,
+                                        connection_timeout=timeout, connection_cache={})
+
+    def spec(self) -> dict:
+        """How to open this tree again in another process (holds the password: never log it)."""
+        return {"kind": "smb", "source": self._source, "username": self._username, "password": self._password,
+                "port": self.port, "encrypt": self._encrypt}
+
+    def __repr__(self) -> str:
+        return f"SmbTree({self.name})"
+
+    def _path(self, rel: str) -> str:
+        return self._root + "\\" + rel.replace("/", "\\") if rel else self._root
+
+    # ------------------------------------------------------------------------------------------ session
+    def connect(self) -> None:
+        with self._errors(""):
+            smbclient.register_session(self.host, **self._kw)
+            st = smbclient.stat(self._root, **self._kw)
+        if not st.st_file_attributes & DIRECTORY:
+            raise SourceMisconfigured(f"{self.name} is not a directory")
+
+    def close(self) -> None:
+        smbclient.reset_connection_cache(fail_on_error=False, connection_cache=self._kw["connection_cache"])
+
+    # ------------------------------------------------------------------------------------------ reading
+    def scandir(self, rel: str) -> list[Stat]:
+        out: list[Stat] = []
+        with self._errors(rel), SMBDirectoryIO(self._path(rel), share_access="rwd", **self._kw) as handle:
+            fd, flags = handle.fd, 1                     # SMB2_RESTART_SCANS on the first request
+            while True:
+                request, _ = fd.query_directory("*", FileInformationClass.FILE_DIRECTORY_INFORMATION, flags=flags,
+                                                max_output=_QUERY_OUTPUT, send=False)
+                sent = fd.connection.send(request, fd.tree_connect.session.session_id,
+                                          fd.tree_connect.tree_connect_id)
+                try:
+                    response = fd.connection.receive(sent)
+                except (NoMoreFiles, NoSuchFile):
+                    break
+                reply = SMB2QueryDirectoryResponse()
+                reply.unpack(response["data"].get_value())
+                _parse_directory(reply["buffer"].get_value(), out)
+                flags = 0
+        return out
+
+    def stat(self, rel: str) -> Stat:
+        with self._errors(rel):
+            st = smbclient.stat(self._path(rel), **self._kw)
+        is_dir = bool(st.st_file_attributes & DIRECTORY)
+        return Stat(rel.rpartition("/")[2], is_dir, 0 if is_dir else st.st_size, st.st_mtime_ns,
+                    st.st_file_attributes)
+
+    def read(self, rel: str, listed: Stat, limit: int) -> tuple[bytes, Stat] | None:
+        """The whole file in one compound request, if it (still) fits in ``limit``; None if it does not."""
+        if listed.size > limit:
+            return None
+        with self._errors(rel):
+            raw = SMBRawIO(self._path(rel), mode="r", share_access="rwd", **self._kw)
+            if listed.size > raw.fd.connection.max_read_size:
+                return None
+            transaction = SMBFileTransaction(raw)
+            raw.open(transaction=transaction)
+            if listed.size:
+                transaction += raw.fd.read(0, listed.size + 1 if listed.size < limit else listed.size, send=False)
+            close_request, close_receive = raw.fd.close(get_attributes=True, send=False)
+            transaction += (close_request, lambda sent: (close_receive(sent), _close_attributes(sent))[1])
+            try:
+                transaction.commit()
+            except OSError as exc:
+                if getattr(exc, "ntstatus", None) == _END_OF_FILE:   # it shrank to 0 bytes meanwhile
+                    raise FileProblem("changed", f"{rel}: changed while it was read") from None
+                raise
+        data, closed = (transaction.results[1], transaction.results[2]) if listed.size else \
+            (b"", transaction.results[1])
+        after = Stat(listed.name, False, closed[1], _ns(closed[0]), closed[2])
+        return (data, after) if after.size <= limit else None
+
+    @contextlib.contextmanager
+    def open_read(self, rel: str) -> Iterator[BinaryIO]:
+        with self._errors(rel):
+            fh = smbclient.open_file(self._path(rel), mode="rb", buffering=0, share_access="rwd", **self._kw)
+        try:
+            yield _Translating(fh, self, rel)           # type: ignore[misc]
+        finally:
+            with contextlib.suppress(Exception):
+                fh.close()
+
+    # ------------------------------------------------------------------------------------------ writing
+    @contextlib.contextmanager
+    def open_write(self, rel: str) -> Iterator[BinaryIO]:
+        with self._errors(rel):
+            fh = smbclient.open_file(self._path(rel), mode="wb", share_access="r", **self._kw)
+        try:
+            yield _Translating(fh, self, rel)           # type: ignore[misc]
+        finally:
+            with self._errors(rel):
+                fh.close()
+
+    def makedirs(self, rel: str) -> None:
+        with self._errors(rel):
+            smbclient.makedirs(self._path(rel), exist_ok=True, **self._kw)
+
+    def set_mtime(self, rel: str, mtime_ns: int) -> None:
+        with self._errors(rel):
+            smbclient.utime(self._path(rel), ns=(mtime_ns, mtime_ns), **self._kw)
+
+    # ------------------------------------------------------------------------------------------- errors
+    @contextlib.contextmanager
+    def _errors(self, rel: str) -> Iterator[None]:
+        try:
+            yield
+        except (FileProblem, SourceDenied, SourceMisconfigured, SourceUnavailable):
+            raise
+        except Exception as exc:
+            mapped = self.classify(exc, rel)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    def classify(self, exc: BaseException, rel: str) -> Exception | None:
+        status = getattr(exc, "ntstatus", None) or (exc.status if isinstance(exc, SMBResponseException) else None)
+        where = f"{self.name}/{rel}" if rel else self.name
+        detail = f"{where}: {type(exc).__name__}" + (f" (NTSTATUS 0x{status:08x})" if status else f": {exc}")
+        if isinstance(exc, SMBAuthenticationError) or status in _CREDENTIALS:
+            return SourceDenied(detail)
+        if status in _NO_SHARE:
+            return SourceMisconfigured(detail, hint=f"Share {self.share!r} does not exist on {self.host}: fix "
+                                                    "APPSVC_DR_FILESHARE__SOURCE.")
+        if status in _DENIED and not rel:
+            return SourceDenied(detail, hint="The account may not read the share: grant it read access (the "
+                                             "App Service FileShareOwner has it), or fix APPSVC_DR_FILESHARE__USERNAME.")
+        if status in _LOCKED:
+            return FileProblem("locked", f"{rel}: in use by another process (sharing violation)")
+        if status in _DENIED:
+            return FileProblem("denied", f"{rel}: access denied")
+        if status in _MISSING:
+            return FileProblem("vanished", f"{rel}: no longer exists") if rel else \
+                SourceMisconfigured(detail, hint=r"The directory in APPSVC_DR_FILESHARE__SOURCE does not exist.")
+        if isinstance(exc, SMBException) and "encryption is required" in str(exc):
+            return SourceMisconfigured(detail, hint="The file server cannot encrypt SMB traffic: enable SMB 3, "
+                                                    "or set APPSVC_DR_FILESHARE__ENCRYPT=false on a trusted network.")
+        if isinstance(exc, (SMBException, OSError, EOFError)) or (
+                isinstance(exc, ValueError) and "Failed to connect" in str(exc)):
+            return SourceUnavailable(detail)
+        return None
+
+
+def _parse_directory(buffer: bytes, out: list[Stat]) -> None:
+    offset = 0
+    while True:
+        (next_offset, _index, _created, _accessed, written, _changed, size, _alloc, attrs,
+         name_length) = _DIR_INFO.unpack_from(buffer, offset)
+        start = offset + _DIR_INFO.size
+        name = buffer[start:start + name_length].decode("utf-16-le")
+        if name not in (".", ".."):
+            is_dir = bool(attrs & DIRECTORY)
+            out.append(Stat(name, is_dir, 0 if is_dir else size, _ns(written), attrs))
+        if not next_offset:
+            return
+        offset += next_offset
+
+
+class _Translating:
+    """A file object whose read/write errors are classified like the tree's."""
+
+    def __init__(self, fh: BinaryIO, tree: SmbTree, rel: str) -> None:
+        self._fh, self._tree, self._rel = fh, tree, rel
+
+    def read(self, size: int = -1) -> bytes:
+        with self._tree._errors(self._rel):
+            return self._fh.read(size)
+
+    def readinto(self, buffer) -> int:
+        with self._tree._errors(self._rel):
+            return self._fh.readinto(buffer)        # type: ignore[attr-defined]
+
+    def write(self, data) -> int:
+        with self._tree._errors(self._rel):
+            return self._fh.write(data)

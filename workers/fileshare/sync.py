@@ -1,0 +1,252 @@
+"""One snapshot of a tree: walk it in parallel, carry unchanged files over from the previous manifest, read
+new and changed ones through the readers, pack new blobs, and build the new manifest.
+
+Unchanged = same size, mtime and attributes as in the previous snapshot (and all its blobs still indexed):
+such a file is not read at all. Locked or denied files are retried ``retries`` times ``wait`` seconds apart
+(robocopy /R /W) without holding a reader, then recorded as skipped.
+"""
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from workers.fileshare.chunker import Chunker
+from workers.fileshare.manifest import Entry, Manifest
+from workers.fileshare.packer import Packer
+from workers.fileshare.readers import SMALL, ReaderPool
+from workers.fileshare.repo import Repository
+from workers.fileshare.settings import FileshareSettings
+from workers.fileshare.tree import SourceDenied, SourceMisconfigured, SourceUnavailable, Tree, join
+from workers.runtime.errors import PermanentError, TransientError
+
+log = logging.getLogger("appsvc_dr.fileshare")
+BATCH_FILES, BATCH_BYTES = 32, 2 << 20
+
+
+@dataclass
+class SyncResult:
+    manifest: Manifest
+    stats: dict = field(default_factory=dict)
+
+
+class _Shared:
+    """What reader threads of this process treat as known: stored, queued, or already emitted."""
+
+    def __init__(self, packer: Packer) -> None:
+        self.packer, self.sent, self._lock = packer, set(), threading.Lock()
+
+    def __contains__(self, blob: str) -> bool:
+        return blob in self.sent or self.packer.known(blob)
+
+    def add(self, blob: str) -> None:
+        with self._lock:
+            self.sent.add(blob)
+
+
+def _fatal(transient: bool, name: str, message: str, hint: str) -> Exception:
+    if transient:
+        return SourceUnavailable(message, hint=hint) if name == "SourceUnavailable" else TransientError(message, hint=hint)
+    kinds = {"SourceDenied": SourceDenied, "SourceMisconfigured": SourceMisconfigured}
+    return kinds.get(name, PermanentError)(message, hint=hint)
+
+
+class Sync:
+    def __init__(self, settings: FileshareSettings, repo: Repository, tree: Tree, *,
+                 progress: Callable[[str, int], None] = lambda kind, n: None,
+                 cancelled: threading.Event | None = None, logger: logging.LoggerAdapter | None = None) -> None:
+        self.s, self.repo, self.tree, self.progress = settings, repo, tree, progress
+        self.cancelled = cancelled or threading.Event()
+        self.log = logger or logging.LoggerAdapter(log, {})
+
+    def processes(self) -> int:
+        if self.tree.spec()["kind"] != "smb":
+            return 0
+        return self.s.processes or max(1, min(os.cpu_count() or 1, 4))
+
+    def run(self, snapshot_id: str, stamp: str, set_id: str, sub_path: str | None) -> SyncResult:
+        started = time.monotonic()
+        self.tree.connect()
+        self.repo.load_index()
+        parent = self.repo.latest(self.tree.name, sub_path, before=snapshot_id)
+        previous = self.repo.cached_manifest(parent["snapshot_id"]) if parent else None
+        if parent and previous is None:
+            self.log.info("previous snapshot %s is encrypted and not in the local cache: every file is read "
+                          "again (content already stored is not uploaded again)", parent["snapshot_id"])
+        chunker = Chunker(self.s.chunk_avg)
+        manifest = Manifest(snapshot_id, stamp, set_id, self.tree.name, sub_path,
+                            parent=parent["snapshot_id"] if parent else None,
+                            created_at=datetime.now(timezone.utc).isoformat(), chunker=chunker.params)
+        packer = Packer(self.repo, target=self.s.pack_size, uploads=self.s.uploads, progress=self.progress)
+        walk = _Walk(self, manifest, {e.path: e for e in previous.entries} if previous else {}, packer)
+        pool = ReaderPool(self.tree, chunker, known=_Shared(packer), reread=self.s.reread,
+                          threads=self.s.transfers, processes=self.processes(),
+                          known_ids=self.repo.index.sorted_ids)
+        try:
+            walk.run(pool, sub_path)
+            pool.close()
+            packer.finish()
+        except BaseException:
+            pool.close(abort=True)
+            packer.abort()
+            raise
+        manifest.sort()
+        manifest.partial = bool(manifest.skipped)
+        stats = walk.stats(packer, previous, time.monotonic() - started)
+        self.log.info("snapshot %s: %d files, %d dirs, %d bytes; %d unchanged, %d read (%d bytes), %d new bytes in "
+                      "%d pack(s), %d skipped", snapshot_id, stats["files"], stats["dirs"], stats["bytes"],
+                      stats["files_unchanged"], stats["files_new"] + stats["files_changed"], stats["bytes_read"],
+                      stats["new_bytes"], stats["packs"], stats["skipped_count"])
+        return SyncResult(manifest, stats)
+
+
+class _Walk:
+    def __init__(self, sync: Sync, manifest: Manifest, previous: dict[str, Entry], packer: Packer) -> None:
+        self.sync, self.s, self.manifest, self.previous, self.packer = sync, sync.s, manifest, previous, packer
+        self.files: dict[int, list] = {}             # file id -> [rel, listed Stat, tries, "new"/"changed"]
+        self.batch: list[tuple] = []
+        self.batch_bytes = self.reading = self.dirs_open = 0
+        self.deferred: list[tuple[float, int, tuple]] = []
+        self.counts = {"new": 0, "changed": 0, "unchanged": 0, "unstable": 0, "read": 0}
+        self.dir_tries: dict[str, int] = {}
+        self._ids = 0
+
+    def run(self, pool: ReaderPool, sub_path: str | None) -> None:
+        self.pool = pool
+        if sub_path:
+            st = self.sync.tree.stat(sub_path)
+            if not st.is_dir:
+                raise PermanentError(f"{sub_path!r} is not a directory of {self.sync.tree.name}",
+                                     hint="Fix the sub_path of the fileshare-sync-requested event.")
+            self.manifest.entries.append(Entry(sub_path, True, 0, st.mtime_ns, st.attrs))
+        self._list(sub_path or "")
+        while self.dirs_open or self.files:
+            if self.sync.cancelled.is_set():
+                raise TransientError("the worker is shutting down; the snapshot resumes from the stored packs")
+            now = time.monotonic()
+            while self.deferred and self.deferred[0][0] <= now:
+                _, _, task = heapq.heappop(self.deferred)
+                self._retry(task)
+            if self.batch and (not self.dirs_open or self.reading < 2 * pool.count):
+                self._flush()
+            message = pool.get(timeout=0.1)
+            if message is None:
+                if pool.dead():
+                    raise TransientError("a reader process died; the job is retried")
+                continue
+            getattr(self, "_on_" + message[0].replace("-", "_"))(*message[1:])
+
+    # ---- dispatch --------------------------------------------------------------------------------
+    def _list(self, rel: str) -> None:
+        self.dirs_open += 1
+        self.pool.submit(("list", rel))
+
+    def _retry(self, task: tuple) -> None:
+        if task[0] == "list":
+            self.dirs_open -= 1                       # counted again by _list
+            self._list(task[1])
+        else:
+            self._queue(task[1])
+
+    def _queue(self, file_id: int) -> None:
+        rel, listed = self.files[file_id][:2]
+        if listed.size > SMALL:
+            self.reading += 1
+            self.pool.submit(("read", [(file_id, rel, listed)]))
+            return
+        self.batch.append((file_id, rel, listed))
+        self.batch_bytes += listed.size
+        if len(self.batch) >= BATCH_FILES or self.batch_bytes >= BATCH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.reading += len(self.batch)
+        self.pool.submit(("read", self.batch))
+        self.batch, self.batch_bytes = [], 0
+
+    def _defer(self, task: tuple) -> None:
+        heapq.heappush(self.deferred, (time.monotonic() + self.s.wait, id(task), task))
+
+    def _skip(self, path: str, message: str, kind: str) -> None:
+        reason = f"{message} ({kind}; still after {self.s.retries} retries {self.s.wait:g}s apart)"
+        self.manifest.skipped.append({"path": path, "reason": reason})
+        self.sync.log.warning("skipped %s: %s", path, reason)
+
+    # ---- results ---------------------------------------------------------------------------------
+    def _on_dir(self, rel: str, stats: list) -> None:
+        self.dirs_open -= 1
+        for st in stats:
+            path = join(rel, st.name)
+            if st.is_dir:
+                self.manifest.entries.append(Entry(path, True, 0, st.mtime_ns, st.attrs))
+                self._list(path)
+                continue
+            prev = self.previous.get(path)
+            if prev is not None and not prev.is_dir and not prev.unstable and \
+                    (prev.size, prev.mtime_ns, prev.attrs) == (st.size, st.mtime_ns, st.attrs) and \
+                    all(b in self.packer.repo.index for b in prev.blobs):
+                self.manifest.entries.append(prev)
+                self.counts["unchanged"] += 1
+                continue
+            self._ids += 1
+            self.files[self._ids] = [path, st, 0, "new" if prev is None else "changed"]
+            self._queue(self._ids)
+
+    def _on_dir_fail(self, rel: str, kind: str, message: str) -> None:
+        tries = self.dir_tries.get(rel, 0)
+        if kind in ("locked", "denied") and tries < self.s.retries:
+            self.dir_tries[rel] = tries + 1
+            self._defer(("list", rel))                  # still counted in dirs_open
+            return
+        self.dirs_open -= 1
+        if kind != "vanished":
+            self._skip(rel + "/", message, kind)
+
+    def _on_blob(self, blob: str, data: bytes) -> None:
+        self.packer.add(blob, data)
+
+    def _on_file(self, file_id: int, sha256: str, after, blobs: list, unstable: bool) -> None:
+        rel, _, _, how = self.files.pop(file_id)
+        self.reading -= 1
+        self.manifest.entries.append(Entry(rel, False, after.size, after.mtime_ns, after.attrs, sha256,
+                                           tuple(blobs), unstable))
+        self.counts[how] += 1
+        self.counts["read"] += after.size
+        self.counts["unstable"] += unstable
+        self.sync.progress("read", after.size)
+        if unstable:
+            self.sync.log.warning("%s kept changing while it was read; stored as last read", rel)
+
+    def _on_file_fail(self, file_id: int, kind: str, message: str) -> None:
+        self.reading -= 1
+        state = self.files[file_id]
+        if kind in ("locked", "denied", "changed") and state[2] < self.s.retries:
+            state[2] += 1
+            self._defer(("read", file_id))
+            return
+        del self.files[file_id]
+        if kind != "vanished":
+            self._skip(state[0], message, kind)
+
+    def _on_fatal(self, transient: bool, name: str, message: str, hint: str) -> None:
+        raise _fatal(transient, name, message, hint)
+
+    # ---- totals ----------------------------------------------------------------------------------
+    def stats(self, packer: Packer, previous: Manifest | None, duration: float) -> dict:
+        m = self.manifest
+        present = {e.path for e in m.files()}
+        removed = sum(1 for e in previous.files() if e.path not in present) if previous else 0
+        return {"snapshot_id": m.snapshot_id, "source": m.source, "sub_path": m.sub_path,
+                "files": len(present), "dirs": sum(1 for _ in m.dirs()), "bytes": m.total_bytes,
+                "files_new": self.counts["new"], "files_changed": self.counts["changed"],
+                "files_unchanged": self.counts["unchanged"], "files_removed": removed,
+                "bytes_read": self.counts["read"], "new_bytes": packer.new_bytes,
+                "stored_bytes": packer.stored_bytes, "packs": packer.packs,
+                "skipped": m.skipped[:100], "skipped_count": len(m.skipped),
+                "changed_while_read": self.counts["unstable"], "partial": m.partial,
+                "parent_snapshot_id": m.parent, "duration_seconds": round(duration, 3)}
