@@ -3,7 +3,7 @@
 Every variant runs on the same broker in its own fresh vhost. N messages are pre-loaded first (not timed),
 then the clock runs from the moment the consumer is registered until all N are done:
 
-- ``raw pika``: BlockingConnection, prefetch 100, ack each message — the ceiling for consume + ack.
+- ``raw pika``: BlockingConnection, prefetch 100 (``--prefetch``), ack each message — the ceiling for consume + ack.
   Measured on a quorum queue (what the runtime declares) and, for reference, on a classic queue.
 - ``raw pika +publish``: on the runtime's own queues (quorum, delivery limit, dead-lettering), consume a
   ping, publish it again as test-pong (persistent, mandatory, asynchronous confirms) and ack after the
@@ -13,7 +13,7 @@ then the clock runs from the moment the consumer is registered until all N are d
   when N jobs are done and every delivery is settled; then the ping queue must be empty and the pong queue hold N.
 
 Timings swing widely when other work shares the machine or the broker: use ``--repeat`` (best of R rounds,
-variants interleaved). ``--prefetch`` changes it for every variant (default 100).
+variants interleaved).
 The percentage column compares msg/s with raw pika on the quorum queue.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import pika
 
 from contracts import Registry, default_registry
-from tests.fixtures.rabbit import settings_for, vhost, wait_for
+from tests.fixtures.rabbit import mgmt, settings_for, vhost, wait_for
 from tests.integration.sample_workers import Ping, PingPayload, Pong
 from workers.app import App
 from workers.runtime.amqp import connection_parameters, event_properties
@@ -75,9 +75,6 @@ def raw_consume(params, n: int, messages, arguments: dict) -> float:
     with blocking(params) as ch:
         ch.queue_declare("bench.raw", durable=True, arguments=arguments)
     preload(params, "", "bench.raw", "bench.raw", messages)
-    conn = pika.BlockingConnection(params)
-    ch = conn.channel()
-    ch.basic_qos(prefetch_count=PREFETCH)
     count = 0
 
     def on_message(ch, method, props, body) -> None:
@@ -87,12 +84,13 @@ def raw_consume(params, n: int, messages, arguments: dict) -> float:
         if count == n:
             ch.stop_consuming()
 
-    ch.basic_consume("bench.raw", on_message)
-    started = time.perf_counter()
-    ch.start_consuming()
-    seconds = time.perf_counter() - started
-    assert depth(ch, "bench.raw") == 0
-    conn.close()
+    with blocking(params) as ch:
+        ch.basic_qos(prefetch_count=PREFETCH)
+        ch.basic_consume("bench.raw", on_message)
+        started = time.perf_counter()
+        ch.start_consuming()
+        seconds = time.perf_counter() - started
+        assert depth(ch, "bench.raw") == 0
     return seconds
 
 
@@ -151,7 +149,7 @@ def raw_republish(vhost_name: str, n: int, messages) -> float:
 
 
 def runtime(vhost_name: str, n: int, concurrency: int, messages) -> float:
-    settings, _topology, ping_q, pong_q = topology_with_pings(vhost_name, concurrency, messages)
+    settings, _, ping_q, pong_q = topology_with_pings(vhost_name, concurrency, messages)
     params = connection_parameters(settings.broker)
     registry = Registry([*default_registry().models(), Ping, Pong])
 
@@ -182,6 +180,20 @@ def runtime(vhost_name: str, n: int, concurrency: int, messages) -> float:
     return seconds
 
 
+def cleanup(names: list[str]) -> None:
+    """vhost() deletes its vhost but gives up silently when the broker is down (e.g. restarted by a test)."""
+    left = [v["name"] for v in wait_for(_vhosts, 60, 1, what="management API")]
+    for name in set(names) & set(left):
+        mgmt("DELETE", f"/api/vhosts/{name}")
+
+
+def _vhosts() -> list | None:
+    try:
+        return mgmt("GET", "/api/vhosts")  # type: ignore[return-value]
+    except OSError:
+        return None
+
+
 def main() -> None:
     global PREFETCH
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -200,12 +212,18 @@ def main() -> None:
         ("raw pika +publish (quorum)", lambda vh, p: raw_republish(vh, n, messages))]
     variants += [(f"runtime c{c}", lambda vh, p, c=c: runtime(vh, n, c, messages)) for c in args.concurrency]
     times: dict[str, list[float]] = {name: [] for name, _ in variants}
-    for round_ in range(args.repeat):  # rounds interleave the variants, so a busy spell hits all of them
-        for name, fn in variants:
-            with vhost() as vh:
-                seconds = fn(vh, connection_parameters(settings_for(vh).broker))
-            times[name].append(seconds)
-            print(f"  round {round_ + 1} {name}: {seconds:.2f}s ({n / seconds:.0f} msg/s)", file=sys.stderr, flush=True)
+    created: list[str] = []
+    try:
+        for round_ in range(args.repeat):  # rounds interleave the variants, so a busy spell hits all of them
+            for name, fn in variants:
+                with vhost() as vh:
+                    created.append(vh)
+                    seconds = fn(vh, connection_parameters(settings_for(vh).broker))
+                times[name].append(seconds)
+                print(f"  round {round_ + 1} {name}: {seconds:.2f}s ({n / seconds:.0f} msg/s)", file=sys.stderr,
+                      flush=True)
+    finally:
+        cleanup(created)
 
     base = n / min(next(iter(times.values())))  # raw pika (quorum), or the first runtime row
     print(f"\nprefetch {PREFETCH}, best of {args.repeat} round(s)")
