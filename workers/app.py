@@ -58,9 +58,14 @@ def _db_backup(deps: Deps) -> WorkerSpec:
     return build_db_backup_worker(deps.settings)
 
 
+def _fileshare(deps: Deps) -> WorkerSpec:
+    from workers.fileshare.handler import build_fileshare_worker
+    return build_fileshare_worker(deps.settings)
+
+
 BUILTIN: dict[str, WorkerFactory] = {"db-backup": _db_backup, "notifier": _notifier, "upload": _upload,
                                      "secrets": _secrets,
-                                     "catalog": _catalog}
+                                     "catalog": _catalog, "fileshare": _fileshare}
 
 
 def resolve(name: str) -> WorkerFactory:
@@ -80,7 +85,8 @@ BUILTIN_BINDINGS: dict[str, list[str]] = {"db-backup": ["backup-due", "database-
                                            "notifier": ["job-failed"], "upload": ["artifact-ready"],
                                            "secrets": ["secrets-rotated", "backup-due"],
                                            "catalog": ["artifact-stored", "backup-due", "backup-set-completed",
-                                                       "secrets-stored", "database-backed-up"]}
+                                                       "secrets-stored", "database-backed-up", "fileshare-synced"],
+                                           "fileshare": ["backup-due", "fileshare-sync-requested"]}
 
 
 def topology_of(specs: list[WorkerSpec]) -> list[tuple[str, list[str]]]:

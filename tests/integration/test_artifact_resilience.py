@@ -431,8 +431,6 @@ def test_tampered_object_fails_get_and_check(s3, store, cert, keyring, tmp_path,
             artifacts.check(key)        # without keys: compares the stored bytes with the record
 
 
-@pytest.mark.xfail(strict=True, reason="bug: ArtifactStore.put deletes the object but keeps its record when the "
-                                      "plaintext SHA-256 differs from known_sha256 (workers/artifacts/service.py)")
 def test_rejected_upload_leaves_no_stale_record(s3, store, cert, tmp_path):
     # Given an artifact stored under a key, with its record
     source = tmp_path / "db.bak"

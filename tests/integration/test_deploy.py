@@ -1,6 +1,7 @@
 """deploy/ is valid and agrees with the code: Prometheus config and alert rules (promtool, incl. the rule unit
 tests), docker-compose file, Kubernetes manifests, Grafana dashboard, rabbitmq.conf (static and on a real
-throw-away RabbitMQ node), Dockerfile and its health check.
+throw-away RabbitMQ node), Dockerfile and its health check. Every built-in worker and the scheduler
+(`appsvc-dr schedule`) are deployed in compose and Kubernetes, and their command lines parse with the real CLI.
 
 Needs promtool (Debian `prometheus`), docker-compose, rabbitmq-server and PyYAML: a missing one skips its
 test, except under CI=true, where it fails the run. kubectl (offline `kubectl kustomize` only) is optional:
@@ -32,7 +33,11 @@ DEPLOY = ROOT / "deploy"
 PROM = DEPLOY / "prometheus"
 K8S = DEPLOY / "k8s"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "appservice-dr.json"
-WORKERS = ["db-backup", "fileshare", "secrets", "upload", "notifier"]
+WORKERS = ["db-backup", "fileshare", "secrets", "upload", "notifier", "catalog"]
+# Workers that must never run more than one replica: a plain Deployment with replicas 1, no KEDA.
+SINGLE_REPLICA_WORKERS = {"catalog"}
+SCALED_WORKERS = [w for w in WORKERS if w not in SINGLE_REPLICA_WORKERS]
+COMPONENTS = {"secrets", "databases", "fileshare"}
 IN_CI = os.environ.get("CI") == "true"
 
 # The metric names the workers and RabbitMQ's prometheus plugin export (the contract with the runtime).
@@ -120,6 +125,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def parse_cli(argv: list[str]):
+    """``argv`` parsed by the real `appsvc-dr` argument parser (SystemExit on a bad command line)."""
+    from workers.cli import build_parser
+    return build_parser().parse_args(argv)
+
+
+def check_schedule_args(argv: list[str]) -> None:
+    """``argv`` is a valid `appsvc-dr schedule` command line with a positive interval and known components."""
+    from workers.cli.schedule_cmd import schedule
+    from workers.runtime.config import parse_duration
+    from workers.scheduler import scheduled_event
+    args = parse_cli(argv)
+    assert args.func is schedule, argv
+    assert parse_duration(args.every).total_seconds() > 0
+    assert args.at is not None, "align the slots with --at (stable times across restarts)"
+    assert not args.once, "--once would exit after one slot and be restarted forever"
+    components = tuple(c.strip() for c in args.components.split(",") if c.strip())
+    assert components and set(components) <= COMPONENTS, components
+    scheduled_event("stamp1", components)  # the event validates (contracts) with these components
+
+
 def seconds(duration: str) -> float:
     """docker-compose durations such as 1h, 31m, 90s, 1m30s."""
     units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
@@ -137,6 +163,17 @@ def test_prometheus_config_is_valid():
     result = run([promtool, "check", "config", str(PROM / "prometheus.yml")])
     # Then the config and its rule file are valid
     assert "SUCCESS" in result.stdout
+
+
+def test_prometheus_scrapes_every_worker_but_not_the_scheduler(yaml):
+    # Given the compose Prometheus config
+    config = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "appsvc-dr")
+    # When its static targets are listed
+    targets = {t: sc.get("labels", {}) for sc in job["static_configs"] for t in sc["targets"]}
+    # Then every worker is scraped on :9464 with its `worker` label, and the scheduler (no status server) is not
+    assert targets == {f"{w}:9464": {"worker": w} for w in WORKERS}
+    assert job.get("honor_labels") is True
 
 
 def test_alert_rules_are_valid():
@@ -309,6 +346,72 @@ def test_compose_runs_one_service_per_worker_plus_infrastructure(compose_config)
     assert services["rabbitmq"]["image"].startswith("rabbitmq:3.13-management")
 
 
+def test_deploy_covers_every_built_in_worker():
+    # Given the runtime's built-in workers
+    from workers.app import BUILTIN, BUILTIN_BINDINGS
+    # When compared with the workers deploy/ runs
+    # Then each one is deployed (and nothing else), and `appsvc-dr worker <name>` parses for each
+    assert set(WORKERS) == set(BUILTIN) == set(BUILTIN_BINDINGS)
+    for name in WORKERS:
+        assert parse_cli(["worker", name]).name == name
+
+
+def test_compose_runs_one_scheduler_without_metrics_or_http_healthcheck(compose_config):
+    # Given the resolved compose configuration
+    scheduler = compose_config["services"]["scheduler"]
+    # When the scheduler service is inspected
+    # Then it runs a valid `appsvc-dr schedule ...` against the compose broker, as a single container
+    check_schedule_args(scheduler["command"])
+    env = scheduler["environment"]
+    assert env["APPSVC_DR_BROKER__HOST"] == "rabbitmq" and env["APPSVC_DR_STAMP"]
+    assert "scale" not in scheduler and scheduler.get("deploy", {}).get("replicas", 1) == 1
+    # And it has no status server: no metrics port and the image's /healthz HEALTHCHECK is switched off
+    assert "expose" not in scheduler and "ports" not in scheduler
+    assert scheduler["healthcheck"].get("disable") is True or scheduler["healthcheck"].get("test") == ["NONE"]
+    assert scheduler["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    # And its environment is valid configuration
+    result = load_settings_in_subprocess(env)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_compose_catalog_is_a_single_container_with_retention_settings(compose_config):
+    # Given the resolved compose configuration
+    catalog = compose_config["services"]["catalog"]
+    env = catalog["environment"]
+    # When the catalog service is inspected
+    # Then it is not scaled out and carries the retention settings it applies
+    assert "scale" not in catalog and catalog.get("deploy", {}).get("replicas", 1) == 1
+    assert int(env["APPSVC_DR_RETENTION__KEEP_LAST"]) >= 1
+    assert env["APPSVC_DR_RETENTION__AUTO"] in {"true", "false"}
+    assert "APPSVC_DR_ENCRYPTION__CERTIFICATE" not in env  # store access only
+
+
+def test_compose_db_backup_and_upload_share_the_staging_directory(compose_config):
+    # Given db-backup (stages database backups) and upload (reads them from the path in the event)
+    services = compose_config["services"]
+    top_volumes = compose_config.get("volumes", {})
+
+    def staging(name: str) -> tuple[str, str, str]:
+        env = services[name]["environment"]
+        directory = env["APPSVC_DR_STAGING__DATABASE_DIR"]
+        for volume in services[name].get("volumes", []):
+            source, target = (volume.split(":")[:2] if isinstance(volume, str)
+                              else (volume.get("source"), volume.get("target")))
+            if directory == target or directory.startswith(target.rstrip("/") + "/"):
+                return directory, source, target
+        raise AssertionError(f"{name}: APPSVC_DR_STAGING__DATABASE_DIR={directory} is not on a mounted volume")
+
+    # When their staging directory and the volume holding it are resolved
+    db_backup, upload = staging("db-backup"), staging("upload")
+    # Then it is the same directory on the same named volume, mounted at the same place
+    assert db_backup == upload
+    assert db_backup[1] in top_volumes, f"{db_backup[1]} must be a named volume"
+    # And the mount point is the image's working directory (owned by the worker user, so a fresh named
+    # volume is writable by uid 10001; a new directory elsewhere would be created as root)
+    assert db_backup[2] == "/var/lib/appsvc-dr"
+    assert re.search(r"^WORKDIR /var/lib/appsvc-dr$", (DEPLOY / "Dockerfile").read_text(), re.M)
+
+
 def test_compose_file_hard_codes_no_credentials(yaml):
     # Given the raw compose file (before env files are merged in) and the dev env files
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
@@ -362,14 +465,18 @@ def test_k8s_manifests_parse_and_are_all_in_the_kustomization(k8s_docs):
                 assert doc.get("apiVersion") and doc["metadata"].get("name"), path
 
 
+def k8s_objects(k8s_docs) -> list[dict]:
+    return [d for path, ds in k8s_docs.items() if path != "secret.template.yaml" for d in ds]
+
+
 def test_k8s_workers_have_probes_grace_periods_and_keda_scaling(k8s_docs):
     # Given the documents of the kustomization
-    docs = [d for path, ds in k8s_docs.items() if path != "secret.template.yaml" for d in ds]
+    docs = k8s_objects(k8s_docs)
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
     scaled = {d["spec"]["scaleTargetRef"]["name"]: d for d in docs if d["kind"] == "ScaledObject"}
     trigger_auths = {d["metadata"]["name"] for d in docs if d["kind"] == "TriggerAuthentication"}
     for name in WORKERS:
-        # When a worker's Deployment and ScaledObject are inspected
+        # When a worker's Deployment (and ScaledObject) are inspected
         deployment = deployments[f"appsvc-dr-{name}"]
         pod = deployment["spec"]["template"]["spec"]
         container = pod["containers"][0]
@@ -380,9 +487,17 @@ def test_k8s_workers_have_probes_grace_periods_and_keda_scaling(k8s_docs):
         assert ports["metrics"] == 9464
         assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
         assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+        # And Prometheus finds it by its worker label
+        assert deployment["spec"]["template"]["metadata"]["labels"]["appsvc-dr/worker"] == name
         # And Kubernetes waits longer than the worker's grace period before SIGKILL
         assert pod["terminationGracePeriodSeconds"] > float(env["APPSVC_DR_WORKER__GRACE_PERIOD"])
         assert pod["securityContext"]["runAsNonRoot"] is True
+        if name in SINGLE_REPLICA_WORKERS:
+            # And a single-writer worker runs exactly one pod, also during a rollout, and KEDA never scales it
+            assert deployment["spec"]["replicas"] == 1, name
+            assert deployment["spec"]["strategy"]["type"] == "Recreate", name
+            assert name not in {s.removeprefix("appsvc-dr-") for s in scaled}, name
+            continue
         assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
         # And KEDA scales it on its RabbitMQ queue length
         trigger = scaled[f"appsvc-dr-{name}"]["spec"]["triggers"][0]
@@ -390,7 +505,70 @@ def test_k8s_workers_have_probes_grace_periods_and_keda_scaling(k8s_docs):
         assert trigger["metadata"]["queueName"] == f"appsvc-dr.{name}"
         assert trigger["metadata"]["mode"] == "QueueLength"
         assert trigger["authenticationRef"]["name"] in trigger_auths
+    assert set(scaled) == {f"appsvc-dr-{w}" for w in SCALED_WORKERS}
     assert deployments["appsvc-dr-db-backup"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 3600
+
+
+def test_k8s_catalog_applies_retention(k8s_docs):
+    # Given the catalog Deployment
+    deployment = next(d for d in k8s_docs["workers/catalog.yaml"] if d["kind"] == "Deployment")
+    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    # When its settings are read
+    # Then retention is configured where it is applied, and no certificate is needed
+    assert int(env["APPSVC_DR_RETENTION__KEEP_LAST"]) >= 1 and env["APPSVC_DR_RETENTION__AUTO"] == "true"
+    assert not any(k.startswith("APPSVC_DR_ENCRYPTION__") for k in env)
+
+
+def test_k8s_scheduler_is_one_producer_pod_without_probes(k8s_docs):
+    # Given the scheduler Deployment, the ConfigMap and the Secret template
+    deployment = next(d for d in k8s_docs["scheduler.yaml"] if d["kind"] == "Deployment")
+    spec, pod = deployment["spec"], deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    config = k8s_docs["configmap.yaml"][0]["data"]
+    secret_keys = k8s_docs["secret.template.yaml"][0]["stringData"].keys()
+    # When it is inspected
+    # Then it runs a valid `appsvc-dr schedule ...`, exactly once per site, also during a rollout
+    check_schedule_args(container["args"])
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    assert deployment["metadata"]["name"] not in {d["spec"]["scaleTargetRef"]["name"] for d in k8s_objects(k8s_docs)
+                                                  if d["kind"] == "ScaledObject"}
+    # And it has no status server: no ports, no HTTP probes, nothing for Prometheus to scrape
+    assert not container.get("ports")
+    assert not {"livenessProbe", "readinessProbe", "startupProbe"} & container.keys()
+    assert "appsvc-dr/worker" not in spec["template"]["metadata"]["labels"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    # And it gets the stamp and broker from the ConfigMap and only the broker login from the Secret
+    assert [e["configMapRef"]["name"] for e in container["envFrom"]] == ["appsvc-dr-config"]
+    env = {}
+    for item in container["env"]:
+        ref = item["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == "appsvc-dr-secrets" and ref["key"] in secret_keys, item
+        env[item["name"]] = "sample"
+    assert set(env) == {"APPSVC_DR_BROKER__USERNAME", "APPSVC_DR_BROKER__PASSWORD"}
+    assert config["APPSVC_DR_STAMP"] and config["APPSVC_DR_BROKER__HOST"]
+    result = load_settings_in_subprocess({**config, **env})
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_k8s_db_backup_and_upload_mount_the_staging_directory(k8s_docs):
+    # Given the staging directory from the ConfigMap and the db-backup / upload Deployments
+    directory = k8s_docs["configmap.yaml"][0]["data"]["APPSVC_DR_STAGING__DATABASE_DIR"]
+    assert directory.startswith("/"), "a local staging directory (or a UNC path, then drop this test's mounts)"
+    volumes = {}
+    for name in ("db-backup", "upload"):
+        deployment = next(d for d in k8s_docs[f"workers/{name}.yaml"] if d["kind"] == "Deployment")
+        pod = deployment["spec"]["template"]["spec"]
+        mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+        # When the volume mounted at the staging directory is looked up
+        # Then both mount a volume named "staging" exactly there (the read-only root filesystem would
+        # refuse the default /var/tmp/... path)
+        assert mounts.get(directory) == "staging", f"{name}: nothing mounted at {directory}"
+        assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+        volumes[name] = next(v for v in pod["volumes"] if v["name"] == "staging")
+    # And it is the same kind of volume in both (an RWX claim must be shared by both; see deploy/README.md)
+    assert volumes["db-backup"] == volumes["upload"]
+    readme = (DEPLOY / "README.md").read_text()
+    assert "ReadWriteMany" in readme and "APPSVC_DR_STAGING__SMB_USERNAME" in readme
 
 
 def test_k8s_secret_template_holds_placeholders_only(k8s_docs):
@@ -422,10 +600,11 @@ def test_kustomization_builds():
     kubectl = require_tool("kubectl", optional=True)
     # When the kustomization is built
     result = run([kubectl, "kustomize", str(K8S)])
-    # Then it renders every object: namespace, configmap, trigger auth, 5 deployments, 5 scaled objects
+    # Then it renders every object: namespace, configmap, trigger auth, one Deployment per worker plus the
+    # scheduler's, and a ScaledObject per KEDA-scaled worker
     kinds = re.findall(r"^kind: (\w+)", result.stdout, re.M)
     assert sorted(kinds) == sorted(["Namespace", "ConfigMap", "TriggerAuthentication"]
-                                   + ["Deployment"] * 5 + ["ScaledObject"] * 5)
+                                   + ["Deployment"] * (len(WORKERS) + 1) + ["ScaledObject"] * len(SCALED_WORKERS))
 
 
 # ---- RabbitMQ --------------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Configuration: environment, TOML file, validation messages, and secrets that never print."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from workers.cli import main
@@ -14,7 +16,10 @@ def test_environment_overrides_file_and_defaults(tmp_path, monkeypatch):
     monkeypatch.setenv("APPSVC_DR_BROKER__PORT", "5673")
     settings = load_settings(cfg)
     assert (settings.stamp, settings.broker.host, settings.broker.port) == ("from-file", "mq.example", 5673)
-    monkeypatch.delenv("APPSVC_DR_CONFIG_FILE")
+    assert "APPSVC_DR_CONFIG_FILE" not in os.environ  # loading a file changes nothing for later loads
+    assert load_settings().broker.host == "127.0.0.1"
+    monkeypatch.setenv("APPSVC_DR_CONFIG_FILE", str(cfg))
+    assert load_settings().stamp == "from-file"
 
 
 def test_every_problem_is_named_without_echoing_values(monkeypatch):

@@ -105,12 +105,13 @@ class ArtifactStore:
         existing = self._existing(key, open_source, known_sha256)
         if existing is not None:
             return existing
+        self.backend.delete(key + RECORD_SUFFIX)  # an old record must never describe the new object
         with open_source() as source:
             encoded = encode(_Counting(source, progress), compress=self.compress, recipient=self.certificate,
                              level=self.level)
             self.backend.put(key, encoded, metadata={"dr-format": "1", "dr-encrypted": str(encoded.encrypted).lower()})
         if known_sha256 and encoded.plaintext_sha256 != known_sha256:
-            self.backend.delete(key)
+            self._discard(key)
             raise TransientError(f"staged file for {key} changed while it was read (SHA-256 differs from the "
                                  "producer's)", hint="Retried automatically; if it persists the producer's "
                                                      "SHA-256 is wrong.")
@@ -137,6 +138,11 @@ class ArtifactStore:
                 known_sha256, _ = sha256_of(source)
         return replace(rec, deduplicated=True) if known_sha256 == rec.plaintext_sha256 else None
 
+    def _discard(self, key: str) -> None:
+        """Remove a rejected object and any older record of the key: a record only exists with its object."""
+        self.backend.delete(key + RECORD_SUFFIX)
+        self.backend.delete(key)
+
     def _verify_landed(self, artifact: StoredArtifact) -> None:
         size = self.backend.stat(artifact.key).size
         problem = None
@@ -148,7 +154,7 @@ class ArtifactStore:
             if digest != artifact.stored_sha256:
                 problem = "SHA-256 of the stored bytes differs from what was sent"
         if problem:
-            self.backend.delete(artifact.key)
+            self._discard(artifact.key)
             raise TransientError(f"verification of {artifact.key} on {self.backend.name} failed: {problem}",
                                  hint="The upload is retried; if it keeps failing, check the storage target.")
 

@@ -140,7 +140,7 @@ class CatalogHandler:
         return []
 
 
-AUDITED = ("secrets-stored", "database-backed-up")
+AUDITED = ("secrets-stored", "database-backed-up", "fileshare-synced")
 
 
 def build_catalog_worker(settings: Settings, store: ArtifactStore | None = None) -> WorkerSpec:
@@ -150,4 +150,4 @@ def build_catalog_worker(settings: Settings, store: ArtifactStore | None = None)
     handlers = {"backup-due": handler.backup_due, "artifact-stored": handler.artifact_stored,
                 "backup-set-completed": handler.backup_set_completed}
     handlers.update({event_type: handler.audit for event_type in AUDITED})
-    return WorkerSpec(WORKER, handlers, concurrency=1)
+    return WorkerSpec(WORKER, handlers, concurrency=1, prefetch=20)  # quick jobs: small JSON files

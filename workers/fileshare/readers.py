@@ -164,34 +164,65 @@ def process_main(spec: dict, chunk_avg: int, chunk_kind: str, known: bytes, rere
 
 
 class ReaderPool:
-    """``processes`` reader processes × ``threads`` threads, or ``threads`` threads here (processes=0)."""
+    """Reader threads in this process (they list directories, and read files too when ``processes`` is 0),
+    plus ``processes`` reader processes × threads for files, started on the first read (a sync with nothing
+    to read starts none). A bridge thread moves the processes' results into the one result queue."""
 
     def __init__(self, tree: Tree, chunker: Chunker, *, known: Any, reread: int, threads: int,
                  processes: int = 0, known_ids: Callable[[], bytes] = lambda: b"") -> None:
+        self.tree, self.chunker, self.reread, self.known_ids = tree, chunker, reread, known_ids
+        self.results: queue.Queue = queue.Queue(maxsize=max(16, 4 * threads))
+        self.tasks: queue.Queue = queue.Queue()
+        self.wanted, self.per = processes, max(1, -(-threads // processes)) if processes else 0
+        self.count = self.per * processes if processes else threads
         self.processes: list[Any] = []
-        self.threads: list[threading.Thread] = []
-        if processes:
-            ctx = multiprocessing.get_context("spawn")
-            self.tasks, self.results = ctx.Queue(), ctx.Queue(maxsize=max(16, 4 * threads * processes))
-            raw = known_ids()
-            per = max(1, -(-threads // processes))
-            self.count = per * processes
-            for _ in range(processes):
-                p = ctx.Process(target=process_main, args=(tree.spec(), chunker.avg, chunker.kind, raw, reread,
-                                                          per, self.tasks, self.results), daemon=True)
-                p.start()
-                self.processes.append(p)
-        else:
-            self.tasks, self.results = queue.Queue(), queue.Queue(maxsize=max(16, 4 * threads))
-            self.count = threads
-            for _ in range(threads):
-                reader = Reader(tree, chunker, known, self.results.put, reread)
-                t = threading.Thread(target=serve, args=(reader, self.tasks, self.results), daemon=True)
-                t.start()
-                self.threads.append(t)
+        self._ptasks: Any = None
+        self._stop = threading.Event()
+        self._starting: threading.Thread | None = None
+        self._started = threading.Event()
+        self.threads = [threading.Thread(target=serve, args=(Reader(tree, chunker, known, self.results.put, reread),
+                                                             self.tasks, self.results), daemon=True)
+                        for _ in range(min(threads, 4) if processes else threads)]
+        for t in self.threads:
+            t.start()
 
     def submit(self, task: tuple) -> None:
-        self.tasks.put(task)
+        if task[0] == "list" or not self.wanted:
+            self.tasks.put(task)
+            return
+        if self._starting is None:
+            ctx = multiprocessing.get_context("spawn")
+            self._ptasks, presults = ctx.Queue(), ctx.Queue(maxsize=max(16, 4 * self.count))
+            self._starting = threading.Thread(target=self._start, args=(ctx, presults), daemon=True)
+            self._starting.start()
+        self._ptasks.put(task)
+
+    def _start(self, ctx: Any, presults: Any) -> None:
+        try:
+            raw = self.known_ids()
+            for _ in range(self.wanted):
+                p = ctx.Process(target=process_main, args=(self.tree.spec(), self.chunker.avg, self.chunker.kind,
+                                                          raw, self.reread, self.per, self._ptasks, presults),
+                                daemon=True)
+                p.start()
+                self.processes.append(p)
+        except BaseException as exc:  # noqa: BLE001
+            self.results.put(_fatal(exc))
+        finally:
+            self._started.set()
+        while not self._stop.is_set() or any(p.is_alive() for p in self.processes):
+            try:
+                message = presults.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            while True:
+                try:
+                    self.results.put(message, timeout=0.1)
+                    break
+                except queue.Full:
+                    if self._stop.is_set() and not any(p.is_alive() for p in self.processes):
+                        return
+        presults.cancel_join_thread()
 
     def get(self, timeout: float) -> tuple | None:
         try:
@@ -210,10 +241,15 @@ class ReaderPool:
             while True:
                 try:
                     self.tasks.get_nowait()
-                except (queue.Empty, OSError, ValueError):
+                except queue.Empty:
                     break
-        for _ in range(self.count):
+        for _ in self.threads:
             self.tasks.put(None)
+        if self._starting is not None:
+            self._started.wait(timeout=60)              # every process started
+            for _ in range(self.count):
+                self._ptasks.put(None)
+        self._stop.set()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and (any(t.is_alive() for t in self.threads) or
                                                any(p.is_alive() for p in self.processes)):
@@ -222,6 +258,5 @@ class ReaderPool:
             if p.is_alive():
                 p.terminate()
             p.join(timeout=5)
-        if self.processes:
-            self.tasks.cancel_join_thread()
-            self.results.cancel_join_thread()
+        if self._ptasks is not None:
+            self._ptasks.cancel_join_thread()

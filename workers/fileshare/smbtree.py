@@ -34,7 +34,8 @@ _MISSING = {0xC0000034, 0xC000003A, 0xC000000F, 0xC0000056, 0xC00000BA, 0xC00001
 _NO_SHARE = {0xC00000CC, 0xC0000225, 0xC00000BE}
 _END_OF_FILE = 0xC0000011
 _CLOSE = struct.Struct("<HHIQQQQQQI")              # SMB2 CLOSE response
-_QUERY_OUTPUT = 256 * 1024
+_QUERY_OUTPUT = 64 * 1024                             # one credit per QUERY_DIRECTORY
+CREDITS = 512
 
 
 def _secret(value: Any) -> str | None:
@@ -81,6 +82,8 @@ class SmbTree:
         with self._errors(""):
             smbclient.register_session(self.host, **self._kw)
             st = smbclient.stat(self._root, **self._kw)
+            fd = SMBRawIO(self._root, mode="r", **self._kw).fd       # ask for credits up front: compound reads
+            fd.connection.echo(sid=fd.tree_connect.session.session_id, credit_request=CREDITS)  # need 1 per 64 KiB
         if not st.st_file_attributes & DIRECTORY:
             raise SourceMisconfigured(f"{self.name} is not a directory")
 
@@ -120,8 +123,10 @@ class SmbTree:
             return None
         with self._errors(rel):
             raw = SMBRawIO(self._path(rel), mode="r", share_access="rwd", **self._kw)
-            if listed.size > raw.fd.connection.max_read_size:
-                return None
+            window = raw.fd.connection.sequence_window
+            if listed.size >= raw.fd.connection.max_read_size or \
+                    window["high"] - window["low"] < listed.size // 65536 + 4:
+                return None                                          # the streaming path gets its own credits
             transaction = SMBFileTransaction(raw)
             raw.open(transaction=transaction)
             if listed.size:

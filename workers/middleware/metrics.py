@@ -43,35 +43,45 @@ class Metrics:
 
 
 class MetricsMiddleware(Middleware):
+    """Labelled children are looked up once per label set and cached: the hot path is a dict lookup."""
+
     def __init__(self, metrics: Metrics) -> None:
         self.m = metrics
+        self._children: dict[tuple, object] = {}
+
+    def _child(self, metric, *labels: str):
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def on_boot(self, worker: str) -> None:
-        self.m.connected.labels(worker).set(0)
-        self.m.in_progress.labels(worker).set(0)
+        self._child(self.m.connected, worker).set(0)
+        self._child(self.m.in_progress, worker).set(0)
 
     def on_connection(self, worker: str, connected: bool) -> None:
-        self.m.connected.labels(worker).set(1 if connected else 0)
+        self._child(self.m.connected, worker).set(1 if connected else 0)
 
     def before_job(self, worker: str, event_type: str) -> None:
-        self.m.in_progress.labels(worker).inc()
+        self._child(self.m.in_progress, worker).inc()
 
     def after_job(self, worker: str, event_type: str, outcome: str, duration: float | None) -> None:
         if duration is not None:
-            self.m.in_progress.labels(worker).dec()
-            self.m.duration.labels(worker, event_type).observe(duration)
-        self.m.consumed.labels(worker, event_type, outcome).inc()
+            self._child(self.m.in_progress, worker).dec()
+            self._child(self.m.duration, worker, event_type).observe(duration)
+        self._child(self.m.consumed, worker, event_type, outcome).inc()
         if outcome == "ok":
-            self.m.last_success.labels(worker, event_type).set(time.time())
+            self._child(self.m.last_success, worker, event_type).set(time.time())
 
     def on_retry(self, worker: str, event_type: str, delay: float) -> None:
-        self.m.retries.labels(worker, event_type).inc()
+        self._child(self.m.retries, worker, event_type).inc()
 
     def on_dead_letter(self, worker: str, event_type: str, reason: str) -> None:
-        self.m.dead_letters.labels(worker, event_type, reason).inc()
+        self._child(self.m.dead_letters, worker, event_type, reason).inc()
 
     def on_published(self, worker: str, event_type: str) -> None:
-        self.m.published.labels(worker, event_type).inc()
+        self._child(self.m.published, worker, event_type).inc()
 
     def on_progress(self, worker: str, kind: str, nbytes: int) -> None:
-        self.m.bytes.labels(worker, kind).inc(nbytes)
+        self._child(self.m.bytes, worker, kind).inc(nbytes)

@@ -184,4 +184,4 @@ def build_notifier_worker(settings: NotifySettings, notifiers: list[Notifier] | 
     sinks = build_notifiers(settings) if notifiers is None else notifiers
     handler = NotifierHandler(sinks, FailureGrouper(settings.group_window, clock=clock),
                               retry_delays=retry_delays, sleep=sleep, observe=observe)
-    return WorkerSpec(name=WORKER_NAME, handlers={"job-failed": handler})
+    return WorkerSpec(name=WORKER_NAME, handlers={"job-failed": handler}, prefetch=20)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, \
+from pydantic_settings import BaseSettings, SettingsConfigDict, \
     TomlConfigSettingsSource
 
 from workers.databases.settings import DatabaseSettings
@@ -50,7 +50,8 @@ class RetrySettings(Section):
 
 
 class WorkerSettings(Section):
-    prefetch: int = Field(default=10, ge=1)
+    prefetch: int = Field(default=0, ge=0, description="Unacked deliveries per worker; 0 = the worker's own "
+                          "default (its concurrency for long jobs, more for quick ones)")
     concurrency: int = Field(default=0, ge=0, description="Jobs run at once; 0 = the worker's own default")
     grace_period: float = Field(default=60.0, ge=0, description="Seconds a running job may finish on SIGTERM")
 
@@ -190,29 +191,32 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     fileshare: FileshareSettings = FileshareSettings()
 
-    @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get(CONFIG_FILE_ENV)
-        if config_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
-        return tuple(sources)
+
+def _from_file(path: Path) -> type[Settings]:
+    """Settings that also read ``path`` (TOML), below the environment."""
+
+    class FileSettings(Settings):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                       file_secret_settings):  # type: ignore[override]
+            return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=path)
+
+    return FileSettings
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: object) -> Settings:
-    """Environment (highest), then the TOML file, then defaults. Raises ConfigurationError with every problem."""
+    """Environment (highest), then the TOML file (``config_file`` or $APPSVC_DR_CONFIG_FILE), then defaults.
+    Raises ConfigurationError naming every problem."""
+    config_file = config_file or os.environ.get(CONFIG_FILE_ENV) or None
+    cls: type[Settings] = Settings
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
             raise ConfigurationError(f"configuration file {path} does not exist",
-                                     hint=f"Create it or unset {CONFIG_FILE_ENV}.")
-        os.environ[CONFIG_FILE_ENV] = str(path)
+                                     hint=f"Create it, or fix --config / {CONFIG_FILE_ENV}.")
+        cls = _from_file(path)
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return cls(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                              for e in exc.errors(include_url=False, include_input=False))

@@ -40,6 +40,8 @@ class WorkerSpec:
     name: str
     handlers: Mapping[str, Handler]
     concurrency: int = 1
+    prefetch: int | None = None  # default: concurrency. Deliveries waiting behind a running job count toward
+    #                              RabbitMQ's consumer_timeout, so long-job workers must not prefetch more.
     on_shutdown: Callable[[], None] | None = None
 
     @property

@@ -9,6 +9,7 @@ is re-opened with backoff; unacked deliveries are redelivered by the broker, so 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import queue
 import threading
@@ -41,6 +42,7 @@ class _Pending:
     nacked: bool = False
     returned: list[str] = field(default_factory=list)
     escalated: bool = False
+    keys: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Runner:
@@ -52,10 +54,13 @@ class Runner:
         self.all_workers = all_workers or [(spec.name, spec.event_types)]
         self.processor = JobProcessor(spec, registry, self.topology, settings.retry.crash_limit, self.hooks)
         self.concurrency = settings.worker.concurrency or spec.concurrency
-        self.prefetch = max(settings.worker.prefetch, self.concurrency)
+        self.prefetch = max(settings.worker.prefetch or spec.prefetch or self.concurrency, self.concurrency)
         self.connected = threading.Event()
         self._ioloop = IOLoop()
         self._jobs: queue.Queue = queue.Queue()
+        self._done: list = []
+        self._done_lock = threading.Lock()
+        self._drain_scheduled = False
         self._cancel = threading.Event()
         self._gen = 0
         self._conn = self._ch = self._consumer_tag = None
@@ -184,7 +189,23 @@ class Runner:
                 except Exception:  # noqa: BLE001 - the processor turns failures into outcomes; belt and braces
                     log.exception("processing crashed; the message is requeued")
                     outcome = None
-                self._ioloop.add_callback_threadsafe(functools.partial(self._finish, gen, tag, outcome, delivery))
+                self._hand_back(functools.partial(self._finish, gen, tag, outcome, delivery))
+
+    def _hand_back(self, callback) -> None:
+        """Queue a finished job for the I/O loop; one wake-up drains every job finished meanwhile."""
+        with self._done_lock:
+            self._done.append(callback)
+            if self._drain_scheduled:
+                return
+            self._drain_scheduled = True
+        self._ioloop.add_callback_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._done_lock:
+            callbacks, self._done = self._done, []
+            self._drain_scheduled = False
+        for callback in callbacks:
+            callback()
 
     def _skip(self, gen: int, tag: int) -> None:
         self._in_flight -= 1
@@ -210,7 +231,9 @@ class Runner:
         for msg in messages:
             self._seq += 1
             self._pending[self._seq] = pending
-            self._by_message[(msg.properties.message_id or "", msg.routing_key)] = pending
+            key = (msg.properties.message_id or "", msg.routing_key)
+            self._by_message[key] = pending
+            pending.keys.append(key)
             self._ch.basic_publish(msg.exchange, msg.routing_key, msg.body, msg.properties, mandatory=True)
             if msg.kind in ("event", "job-failed"):
                 self.hooks.on_published(self.spec.name, msg.event_type)
@@ -224,7 +247,10 @@ class Runner:
     def _on_confirm(self, frame) -> None:
         method = frame.method
         nack = isinstance(method, pika.spec.Basic.Nack)
-        seqs = [s for s in self._pending if s <= method.delivery_tag] if method.multiple else [method.delivery_tag]
+        if method.multiple:  # sequence numbers were inserted in increasing order: confirmed ones are in front
+            seqs = list(itertools.takewhile(lambda seq: seq <= method.delivery_tag, self._pending))
+        else:
+            seqs = [method.delivery_tag]
         for seq in seqs:
             pending = self._pending.pop(seq, None)
             if pending is None:
@@ -237,8 +263,10 @@ class Runner:
     def _settle(self, p: _Pending) -> None:
         if self._ch is None:
             return
-        for key in [k for k, v in self._by_message.items() if v is p]:
-            del self._by_message[key]
+        for key in p.keys:
+            if self._by_message.get(key) is p:
+                del self._by_message[key]
+        p.keys.clear()
         if p.nacked:
             log.warning("broker refused a follow-up message; the delivery is requeued")
             self._ch.basic_nack(p.tag, requeue=True)

@@ -1,0 +1,152 @@
+"""`restore fileshare`, `snapshots list` and `snapshots diff`: the file share back, like robocopy /E."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import threading
+import time
+
+from workers.artifacts.catalog import artifact_key
+from workers.cli.keyopts import add_key_options, keyring_from_args
+from workers.cli.progress import ProgressBar
+from workers.fileshare.manifest import diff
+from workers.fileshare.repo import Repository
+from workers.fileshare.restore import REACL, Restorer, select
+from workers.fileshare.tree import open_tree
+from workers.runtime.config import Settings
+from workers.runtime.errors import ConfigurationError, PermanentError
+from workers.storage.base import ObjectNotFound
+from workers.upload.handler import artifact_store
+
+MiB = 1024 * 1024
+
+
+def register(sub) -> None:
+    p = sub.add_parser("snapshots", help="file-share snapshots: list, diff")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("list", help="every file-share snapshot of a stamp")
+    a.add_argument("--stamp", help="stamp (default: APPSVC_DR_STAMP)")
+    a.add_argument("--json", action="store_true", help="machine-readable output")
+    a.set_defaults(func=list_cmd)
+    a = actions.add_parser("diff", help="what changed between two snapshots (+ added, - removed, M content, "
+                           "T mtime/attributes)")
+    a.add_argument("old", metavar="A")
+    a.add_argument("new", metavar="B")
+    a.add_argument("--stamp", help="stamp (default: APPSVC_DR_STAMP)")
+    add_key_options(a)
+    a.set_defaults(func=diff_cmd)
+
+
+def register_restore(restore_sub) -> None:
+    p = restore_sub.add_parser("fileshare", help="restore a file-share snapshot into a directory or SMB share "
+                               "(robocopy /E), then print the ReACL step")
+    p.add_argument("--stamp", help="stamp (default: APPSVC_DR_STAMP)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--snapshot", help="snapshot id (see `appsvc-dr snapshots list`)")
+    which.add_argument("--set", dest="set_id", help="the snapshot of this backup set")
+    p.add_argument("--target", required=True, help=r"\\server\share[\dir] or a local directory")
+    p.add_argument("--path", help="restore only this directory or file of the snapshot (e.g. site/wwwroot)")
+    p.add_argument("--transfers", type=int, help="files written at once (default: APPSVC_DR_FILESHARE__TRANSFERS)")
+    p.add_argument("--target-username", help="SMB user for the target (default: APPSVC_DR_FILESHARE__USERNAME)")
+    p.add_argument("--target-password-env", metavar="VAR", help="environment variable holding its password "
+                   "(default: APPSVC_DR_FILESHARE__PASSWORD)")
+    p.add_argument("--target-port", type=int, help="SMB port of the target (default: APPSVC_DR_FILESHARE__PORT)")
+    add_key_options(p)
+    p.set_defaults(func=restore_cmd)
+
+
+def _repo(settings: Settings, args: argparse.Namespace) -> Repository:
+    return Repository(artifact_store(settings), args.stamp or settings.stamp,
+                      cache_dir=settings.fileshare.cache_dir)
+
+
+def snapshot_of_set(repo: Repository, set_id: str) -> str:
+    prefix = artifact_key(repo.stamp, set_id, "fileshare", "")
+    names = sorted(i.key[len(prefix):] for i in repo.data.backend.list(prefix)
+                   if i.key.endswith(".json") and not i.key.endswith(".record.json"))
+    if not names:
+        raise PermanentError(f"backup set {set_id} of {repo.stamp} has no file-share snapshot",
+                             hint="List sets with `appsvc-dr artifacts list` and snapshots with "
+                                  "`appsvc-dr snapshots list`.")
+    out = io.BytesIO()
+    repo.meta.get(prefix + ("snapshot.json" if "snapshot.json" in names else names[0]), out)
+    return json.loads(out.getvalue())["snapshot_id"]
+
+
+def list_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    repo = _repo(settings, args)
+    found = list(repo.summaries())
+    if args.json:
+        print(json.dumps(found, indent=2, sort_keys=True))
+        return 0
+    if not found:
+        print(f"no file-share snapshots for stamp {repo.stamp}")
+        return 0
+    print(f"{'snapshot':36} {'created (UTC)':20} {'files':>8} {'MiB':>9} {'new MiB':>9}  state    source")
+    for s in found:
+        state = "partial" if s["partial"] else "complete"
+        where = s["source"] + (f" ({s['sub_path']})" if s.get("sub_path") else "")
+        print(f"{s['snapshot_id']:36} {s['created_at'][:19].replace('T', ' '):20} {s['files']:>8} "
+              f"{s['bytes'] / MiB:>9.1f} {s['new_bytes'] / MiB:>9.1f}  {state:8} {where}")
+    return 0
+
+
+def diff_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    repo = _repo(settings, args)
+    keys = keyring_from_args(args, required=False)
+    old, new = (repo.manifest(s, keys) for s in (args.old, args.new))
+    changes = diff(old.entries, new.entries)
+    for line in changes.lines():
+        print(line)
+    print(f"{len(changes.added)} added, {len(changes.removed)} removed, {len(changes.modified)} modified, "
+          f"{len(changes.touched)} with new mtime/attributes")
+    return 0
+
+
+def restore_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    s = settings.fileshare
+    repo = _repo(settings, args)
+    keys = keyring_from_args(args, required=False)
+    snapshot = args.snapshot or snapshot_of_set(repo, args.set_id)
+    try:
+        manifest = repo.manifest(snapshot, keys, cached=False)
+    except ObjectNotFound:
+        raise PermanentError(f"no snapshot {snapshot} for stamp {repo.stamp}",
+                             hint="See `appsvc-dr snapshots list --stamp STAMP`.") from None
+    password = s.password
+    if args.target_password_env:
+        if args.target_password_env not in os.environ:
+            raise ConfigurationError(f"environment variable {args.target_password_env} is not set")
+        password = os.environ[args.target_password_env]
+    target = open_tree(args.target, username=args.target_username or s.username, password=password,
+                       port=args.target_port or s.port, encrypt=s.encrypt)
+    if target.spec()["kind"] == "local":
+        from workers.fileshare.tree import LocalTree
+        target = LocalTree(args.target, create=True)
+    chosen = select(manifest, args.path)
+    bar, lock = ProgressBar("restore", sum(e.size for e in chosen if not e.is_dir)), threading.Lock()
+
+    def progress(nbytes: int) -> None:
+        with lock:
+            bar(nbytes)
+
+    started = time.monotonic()
+    try:
+        report = Restorer(repo, target, keys=keys, transfers=args.transfers or s.transfers,
+                          progress=progress).run(manifest, args.path)
+    finally:
+        bar.close()
+        target.close()
+    took = time.monotonic() - started
+    print(f"restored snapshot {snapshot} ({manifest.source}{', partial' if manifest.partial else ''}) to "
+          f"{args.target}{f' (only {args.path})' if args.path else ''}:")
+    print(f"  {report.dirs} directories, {report.files_restored} files written ({report.bytes_written / MiB:.1f} "
+          f"MiB, every SHA-256 verified), {report.files_identical} already identical, in {took:.1f}s")
+    if manifest.partial:
+        print(f"  note: the snapshot skipped {len(manifest.skipped)} file(s) that were in use when it was taken:")
+        for item in manifest.skipped[:20]:
+            print(f"    {item['path']}: {item['reason']}")
+    print(f"\nNext: {REACL}")
+    return 0

@@ -1,0 +1,34 @@
+"""`schedule`: publish backup-due on a fixed schedule (run it once per site, e.g. as its own container)."""
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from datetime import time
+
+from workers.runtime.config import Settings, parse_duration
+from workers.runtime.errors import ConfigurationError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("schedule", help="publish backup-due (reason schedule) every INTERVAL, aligned to --at")
+    p.add_argument("--every", default="24h", help="interval, e.g. 24h, 6h, 30m (default 24h)")
+    p.add_argument("--at", type=time.fromisoformat, help="UTC time the slots are aligned to, e.g. 02:00")
+    p.add_argument("--components", default="secrets,databases,fileshare", help="comma-separated")
+    p.add_argument("--once", action="store_true", help="publish at the next slot, then exit")
+    p.set_defaults(func=schedule)
+
+
+def schedule(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.scheduler import run_schedule
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    components = tuple(c.strip() for c in args.components.split(",") if c.strip())
+    try:
+        every = parse_duration(args.every)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc), hint="e.g. --every 24h --at 02:00") from None
+    run_schedule(settings, every, args.at, components, stop, once=args.once)
+    return 0

@@ -1,0 +1,155 @@
+"""Restore a snapshot into a tree (a local directory or an SMB share), like ``robocopy /E``: every directory
+(empty ones too), every file byte for byte with its mtime, each file's SHA-256 verified as it is written.
+
+Resumable: a file already at the target with the same size, mtime and SHA-256 is left alone (mtimes are set
+only after a file is complete and verified, so a half-written file never looks done). Packs are decoded once
+each into a temporary directory and deleted as soon as no file still needs them.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from workers.fileshare.manifest import Entry, Manifest
+from workers.fileshare.repo import Repository
+from workers.fileshare.tree import FileProblem, Tree
+from workers.runtime.errors import PermanentError
+from workers.storage.artifact import KeyRing
+from workers.storage.crypto import IntegrityError
+
+REACL = ("On the file server, run ReACL.cmd from the BCDR directory of the App Service installation (e.g. "
+         r"C:\Program Files\AppService\BCDR\ReACL.cmd, or the copy in the installer's BCDR folder) in an "
+         "elevated prompt, to give the restored content the ACLs App Service expects; then continue with the "
+         "controller steps (Restore-AppServiceStamp, Restore-AppServiceRoles, Sync-AppServiceObject).")
+
+
+@dataclass
+class RestoreReport:
+    dirs: int = 0
+    files_restored: int = 0
+    files_identical: int = 0
+    bytes_written: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+def select(manifest: Manifest, path: str | None) -> list[Entry]:
+    if not path:
+        return list(manifest.entries)
+    path = path.strip("/")
+    return [e for e in manifest.entries if e.path == path or e.path.startswith(path + "/")]
+
+
+class PackCache:
+    """Decoded packs on local disk; each is fetched once and removed when its last blob was read."""
+
+    def __init__(self, repo: Repository, keys: KeyRing | None, refs: Counter) -> None:
+        self.repo, self.keys, self.refs = repo, keys, refs
+        self.dir = Path(tempfile.mkdtemp(prefix="appsvc-dr-restore-"))
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def blob(self, blob: str) -> bytes:
+        pack, offset, length = self.repo.index.blobs[blob]
+        with self._guard:
+            lock = self._locks.setdefault(pack, threading.Lock())
+        with lock:
+            path = self.dir / pack
+            if not path.exists():
+                tmp = path.with_suffix(".partial")
+                with open(tmp, "wb") as out:
+                    self.repo.read_pack(pack, out, self.keys)
+                tmp.rename(path)
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read(length)
+            self.refs[pack] -= 1
+            if self.refs[pack] <= 0:
+                path.unlink(missing_ok=True)
+        if hashlib.sha256(data).hexdigest() != blob:
+            raise IntegrityError(f"blob {blob[:12]} in pack {pack[:12]} does not match its id")
+        return data
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Restorer:
+    def __init__(self, repo: Repository, target: Tree, *, keys: KeyRing | None = None, transfers: int = 8,
+                 progress: Callable[[int], None] = lambda nbytes: None) -> None:
+        self.repo, self.target, self.keys, self.transfers, self.progress = repo, target, keys, transfers, progress
+
+    def run(self, manifest: Manifest, path: str | None = None) -> RestoreReport:
+        entries = select(manifest, path)
+        if path and not entries:
+            raise PermanentError(f"{path!r} is not in snapshot {manifest.snapshot_id}",
+                                 hint="List the snapshot's paths with `appsvc-dr snapshots diff` or drop --path.")
+        self.target.connect()
+        self.repo.load_index()
+        files = [e for e in entries if not e.is_dir]
+        missing = {b for e in files for b in e.blobs if b not in self.repo.index}
+        if missing:
+            raise PermanentError(f"snapshot {manifest.snapshot_id} needs {len(missing)} blob(s) that no index "
+                                 "lists", hint="The repository is damaged (packs or index objects deleted): "
+                                               "restore another snapshot.")
+        report = RestoreReport()
+        dirs = sorted((e for e in entries if e.is_dir), key=lambda e: e.path)
+        for entry in dirs:
+            self.target.makedirs(entry.path)
+        report.dirs = len(dirs)
+        for parent in sorted({e.path.rpartition("/")[0] for e in files} - {""} - {d.path for d in dirs}):
+            self.target.makedirs(parent)
+        with ThreadPoolExecutor(self.transfers) as pool:
+            identical = list(pool.map(self._identical, files))
+        todo = [e for e, same in zip(files, identical) if not same]
+        report.files_identical = len(files) - len(todo)
+        refs = Counter(self.repo.index.blobs[b][0] for e in todo for b in e.blobs)
+        order = {p: i for i, p in enumerate(sorted(refs))}
+        todo.sort(key=lambda e: min((order[self.repo.index.blobs[b][0]] for b in e.blobs), default=-1))
+        cache = PackCache(self.repo, self.keys, refs)
+        try:
+            with ThreadPoolExecutor(self.transfers) as pool:
+                for written in pool.map(lambda e: self._restore(e, cache), todo):
+                    report.bytes_written += written
+        finally:
+            cache.close()
+        report.files_restored = len(todo)
+        for entry in sorted(dirs, key=lambda e: e.path.count("/"), reverse=True):
+            self.target.set_mtime(entry.path, entry.mtime_ns)
+        return report
+
+    def _identical(self, entry: Entry) -> bool:
+        try:
+            st = self.target.stat(entry.path)
+        except FileProblem:
+            return False
+        if st.is_dir or st.size != entry.size or st.mtime_ns // 100 != entry.mtime_ns // 100:
+            return False
+        digest = hashlib.sha256()
+        with self.target.open_read(entry.path) as fh:
+            while data := fh.read(1 << 20):
+                digest.update(data)
+        same = digest.hexdigest() == entry.sha256
+        if same:
+            self.progress(entry.size)
+        return same
+
+    def _restore(self, entry: Entry, cache: PackCache) -> int:
+        digest, size = hashlib.sha256(), 0
+        with self.target.open_write(entry.path) as fh:
+            for blob in entry.blobs:
+                data = cache.blob(blob)
+                digest.update(data)
+                size += len(data)
+                fh.write(data)
+        if size != entry.size or digest.hexdigest() != entry.sha256:
+            raise IntegrityError(f"{entry.path}: restored content does not match the snapshot's SHA-256")
+        self.target.set_mtime(entry.path, entry.mtime_ns)
+        self.progress(size)
+        return size
