@@ -8,6 +8,8 @@ from typing import Callable
 
 from contracts import BackupDue, BackupDuePayload, new_backup_set_id
 from workers.runtime.config import Settings
+from workers.runtime.connect import blocking_channel
+from workers.runtime.errors import TransientError
 from workers.runtime.publisher import Publisher
 
 log = logging.getLogger("appsvc_dr.scheduler")
@@ -31,11 +33,23 @@ def scheduled_event(stamp: str, components: tuple[str, ...]) -> BackupDue:
                                               reason="schedule", requested_by="scheduler"))
 
 
+def _published(publisher: Publisher, event: BackupDue) -> bool:
+    try:
+        publisher.publish(event)
+        return True
+    except TransientError as exc:
+        log.error("could not publish the scheduled backup-due (%s); retrying in 30 s — how to fix: %s",
+                  exc.message, exc.hint)
+        return False
+
+
 def run_schedule(settings: Settings, every: timedelta, at: time | None, components: tuple[str, ...],
                  stop: threading.Event, *, once: bool = False,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> int:
     """Publish at every slot until ``stop`` is set (or after the first slot with ``once``); returns how many."""
     published = 0
+    with blocking_channel(settings.broker):  # wrong broker settings fail now, not at the first slot
+        pass
     with Publisher(settings.broker) as publisher:
         while not stop.is_set():
             due = next_run(clock(), every, at)
@@ -43,7 +57,10 @@ def run_schedule(settings: Settings, every: timedelta, at: time | None, componen
             if stop.wait(max(0.0, (due - clock()).total_seconds())):
                 break
             event = scheduled_event(settings.stamp, components)
-            publisher.publish(event)
+            while not _published(publisher, event) and not stop.wait(30):
+                pass  # a missed slot is never skipped silently: keep trying until the broker takes it
+            if stop.is_set():
+                break
             published += 1
             log.info("published backup-due %s (set %s)", event.event_id, event.correlation_id)
             if once:
