@@ -17,7 +17,7 @@ from typing import BinaryIO, Callable, ContextManager, Iterator, Literal
 from cryptography.x509 import Certificate
 
 from workers.runtime.errors import ConfigurationError, PermanentError, TransientError
-from workers.storage.artifact import KeyRing, decode, encode
+from workers.storage.artifact import KeyRing, decode, encode, thumbprint
 from workers.storage.base import ObjectNotFound, StorageBackend
 
 RECORD_SUFFIX = ".record.json"
@@ -38,6 +38,7 @@ class StoredArtifact:
     thumbprint: str | None
     verified_by: Literal["stat", "read-back"]
     stored_at: str
+    object_modified: str | None = None   # the object's modified time when it was verified (detects rewrites)
     deduplicated: bool = False
 
     def to_json(self) -> bytes:
@@ -120,19 +121,21 @@ class ArtifactStore:
             stored_size=encoded.stored_size, stored_sha256=encoded.stored_sha256, compressed=encoded.compressed,
             encrypted=encoded.encrypted, thumbprint=encoded.thumbprint, verified_by=self.verify_mode,
             stored_at=datetime.now(timezone.utc).isoformat())
-        self._verify_landed(artifact)
+        artifact = self._verify_landed(artifact)
         self._write_record(artifact)
         return artifact
 
     def _existing(self, key: str, open_source: Opener, known_sha256: str | None) -> StoredArtifact | None:
         rec = self.record(key)
-        if rec is None or rec.encrypted != (self.certificate is not None):
+        wanted = thumbprint(self.certificate) if self.certificate is not None else None
+        if rec is None or rec.thumbprint != wanted:  # a rotated certificate re-encrypts on the next run
             return None
         try:
-            if self.backend.stat(key).size != rec.stored_size:
-                return None
+            info = self.backend.stat(key)
         except ObjectNotFound:
             return None
+        if info.size != rec.stored_size or (rec.object_modified and info.modified.isoformat() != rec.object_modified):
+            return None  # the object was rewritten since it was verified: store it again
         if known_sha256 is None:
             with open_source() as source:
                 known_sha256, _ = sha256_of(source)
@@ -143,8 +146,9 @@ class ArtifactStore:
         self.backend.delete(key + RECORD_SUFFIX)
         self.backend.delete(key)
 
-    def _verify_landed(self, artifact: StoredArtifact) -> None:
-        size = self.backend.stat(artifact.key).size
+    def _verify_landed(self, artifact: StoredArtifact) -> StoredArtifact:
+        info = self.backend.stat(artifact.key)
+        size = info.size
         problem = None
         if size != artifact.stored_size:
             problem = f"stored size {size} != {artifact.stored_size} bytes sent"
@@ -157,6 +161,7 @@ class ArtifactStore:
             self._discard(artifact.key)
             raise TransientError(f"verification of {artifact.key} on {self.backend.name} failed: {problem}",
                                  hint="The upload is retried; if it keeps failing, check the storage target.")
+        return replace(artifact, object_modified=info.modified.isoformat())
 
     # ---- get / verify ----------------------------------------------------------------------------
     @contextlib.contextmanager

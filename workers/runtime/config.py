@@ -94,7 +94,8 @@ class StoreSettings(Section):
     s3_region: str | None = None
     s3_secure: bool = True
     s3_create_bucket: bool = True
-    s3_part_size: int = Field(default=64 * 1024 * 1024, ge=5 * 1024 * 1024)
+    s3_part_size: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024, description="Multipart part size; "
+                              "memory is about 3 parts, and an object holds at most 10,000 parts (16 MiB: 156 GiB)")
     smb_path: str = ""
     smb_username: str | None = None
     smb_password: SecretStr | None = None

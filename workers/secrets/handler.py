@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import time
 from datetime import datetime
 
@@ -19,12 +20,14 @@ from workers.artifacts.events import artifact_stored
 from workers.artifacts.service import ArtifactStore
 from workers.middleware.metrics import Metrics
 from workers.runtime.config import Settings
-from workers.runtime.errors import ConfigurationError, PermanentError
+from workers.runtime.errors import ConfigurationError, DrError, PermanentError
 from workers.runtime.handler import JobContext, WorkerSpec
 from workers.secrets.reader import HINT_EXPORT, read_secrets
 from workers.secrets.versions import SecretsVersion, latest, version_id, version_key, versions
 from workers.storage.staged import locate
 from workers.upload.handler import artifact_store
+
+log = logging.getLogger("appsvc_dr.secrets")
 
 WORKER = "secrets"
 SOURCE = f"worker:{WORKER}"
@@ -65,6 +68,16 @@ class SecretsHandler:
         self.metrics.secrets_rotations.labels(event.stamp, "duplicate" if duplicate else "stored").inc()
         return self._results(event, version, duplicate=duplicate, drop_deleted=deleted)
 
+    def publish_newest(self, stamp: str) -> None:
+        """Set the newest-version gauge from the store (at start, so the age survives restarts)."""
+        try:
+            newest = latest(self.store, stamp)
+        except DrError as exc:
+            log.warning("cannot read secrets versions of %s at start: %s", stamp, exc.message)
+            return
+        if newest is not None:
+            self.metrics.secrets_newest.labels(stamp).set(newest.rotated_at.timestamp())
+
     def _already_stored(self, event: SecretsRotated) -> SecretsVersion | None:
         prefix = f"{event.payload.rotated_at:%Y%m%dT%H%M%SZ}-"
         return next((v for v in reversed(versions(self.store, event.stamp)) if v.version_id.startswith(prefix)),
@@ -72,9 +85,7 @@ class SecretsHandler:
 
     def _results(self, event: SecretsRotated, version: SecretsVersion, *, duplicate: bool,
                  drop_deleted: bool) -> list[Envelope]:
-        newest = latest(self.store, event.stamp)
-        if newest is not None:
-            self.metrics.secrets_newest.labels(event.stamp).set(newest.rotated_at.timestamp())
+        self.publish_newest(event.stamp)
         out: list[Envelope] = [event.follow_up(SecretsStored, SecretsStoredPayload(
             version_id=version.version_id, key=version.artifact.key, fingerprint=version.fingerprint,
             stored_at=datetime.fromisoformat(version.artifact.stored_at), rotated_at=event.payload.rotated_at, duplicate=duplicate,
@@ -117,4 +128,5 @@ def build_secrets_worker(settings: Settings, metrics: Metrics | None = None) -> 
                                  hint="Set APPSVC_DR_ENCRYPTION__CERTIFICATE to a PEM certificate "
                                       "(`appsvc-dr keys create` makes one; keep its private key off the stamp).")
     handler = SecretsHandler(settings, artifact_store(settings), metrics)
+    handler.publish_newest(settings.stamp)
     return WorkerSpec(WORKER, {"secrets-rotated": handler.rotated, "backup-due": handler.backup_due})

@@ -40,7 +40,7 @@ class S3Store:
     atomic_rename = False        # no rename in S3; uploads are atomic anyway (object appears on completion)
 
     def __init__(self, endpoint: str, access_key: str, secret_key: Any, bucket: str, region: str | None = None,
-                 secure: bool = True, create_bucket: bool = True, part_size: int = 64 * 1024 * 1024, *,
+                 secure: bool = True, create_bucket: bool = True, part_size: int = 16 * 1024 * 1024, *,
                  connect_timeout: float = 10.0, read_timeout: float = 120.0) -> None:
         for scheme, is_secure in (("https://", True), ("http://", False)):
             if endpoint.lower().startswith(scheme):

@@ -1,0 +1,52 @@
+"""ArtifactStore re-runs on a local store: what counts as 'already stored'."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+
+from tests.unit.certs import make_cert
+from workers.artifacts.service import ArtifactStore
+from workers.storage.local import LocalStore
+
+DATA = b"appservice_hosting backup " * 20000
+
+
+def opener():
+    return contextlib.nullcontext(io.BytesIO(DATA))
+
+
+def test_an_object_rewritten_since_verification_is_stored_again(tmp_path):
+    # Given a stored artifact
+    store = ArtifactStore(LocalStore(tmp_path), compress=True)
+    first = store.put("s/set/databases/a.bak", opener)
+    # When its object is rewritten in place with the same size (bit rot, tampering, a stray copy)
+    path = tmp_path / "s/set/databases/a.bak"
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(raw)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 5_000_000_000))
+    # Then a re-run does not trust it but stores the artifact again, and it reads back intact
+    again = store.put("s/set/databases/a.bak", opener)
+    assert not again.deduplicated and again.plaintext_sha256 == first.plaintext_sha256
+    out = io.BytesIO()
+    store.get("s/set/databases/a.bak", out)
+    assert out.getvalue() == DATA
+
+
+def test_an_unchanged_object_is_not_uploaded_twice(tmp_path):
+    store = ArtifactStore(LocalStore(tmp_path))
+    store.put("s/set/databases/a.bak", opener)
+    mtime = (tmp_path / "s/set/databases/a.bak").stat().st_mtime_ns
+    assert store.put("s/set/databases/a.bak", opener).deduplicated
+    assert (tmp_path / "s/set/databases/a.bak").stat().st_mtime_ns == mtime
+
+
+def test_after_a_certificate_rotation_a_re_run_encrypts_for_the_new_certificate(tmp_path):
+    old, new = make_cert("old"), make_cert("new")
+    from workers.storage.artifact import load_certificate
+    ArtifactStore(LocalStore(tmp_path), certificate=load_certificate(old.cert_pem)).put("s/x/secrets/f", opener)
+    rotated = ArtifactStore(LocalStore(tmp_path), certificate=load_certificate(new.cert_pem))
+    stored = rotated.put("s/x/secrets/f", opener)
+    assert not stored.deduplicated and stored.thumbprint == rotated.record("s/x/secrets/f").thumbprint
+    assert rotated.put("s/x/secrets/f", opener).deduplicated
