@@ -22,6 +22,7 @@ from workers.runtime.publisher import Publisher
 from workers.secrets.drop import copy_to_drop
 from workers.storage.artifact import generate_self_signed
 
+DEMO_DATABASE = "appsvc_dr_demo"
 DEMO_SECRETS = {"comment": "made-up demo secrets, not a real stamp", "SqlServerPassword": "demo-only",
                 "FileServerPassword": "demo-only", "EncryptionKey": "00" * 32}
 
@@ -37,10 +38,43 @@ def demo_settings(root: Path, base: Settings) -> Settings:
         key.touch(mode=0o600)
         key.write_bytes(key_pem)
         cert.write_bytes(cert_pem)
+    share = root / "share"
+    if not share.exists():
+        make_demo_share(share)
     return load_settings(store={"kind": "local", "local_path": str(root / "store")},
                          encryption={"certificate": str(cert)}, secrets={"drop_path": str(drop.resolve())},
+                         staging={"database_dir": str((root / "staging").resolve())},
+                         database={"engine": "postgres", "server": "127.0.0.1", "username": "postgres",
+                                   "databases": [DEMO_DATABASE]},
+                         fileshare={"source": str(share.resolve()), "cache_dir": str((root / "cache").resolve())},
                          metrics={"port": 0}, broker=json.loads(base.broker.model_dump_json()) |
                          {"password": base.broker.password.get_secret_value()})
+
+
+def make_demo_share(share: Path) -> None:
+    """A small stand-in for the App Service content share: sites with files, one empty directory."""
+    for site in ("site-a", "site-b"):
+        wwwroot = share / site / "wwwroot"
+        wwwroot.mkdir(parents=True)
+        (wwwroot / "index.html").write_text(f"<h1>{site}</h1>\n")
+        (wwwroot / "app.dll").write_bytes(bytes(range(256)) * 400)
+    (share / "site-c" / "logs").mkdir(parents=True)
+
+
+def ensure_demo_database(settings: Settings) -> None:
+    """Create the demo database on the local PostgreSQL (once), with a table of made-up sites."""
+    import contextlib
+
+    import pyodbc
+
+    base = "DRIVER={PostgreSQL Unicode};SERVER=127.0.0.1;PORT=5432;UID=postgres;"
+    with contextlib.closing(pyodbc.connect(base + "DATABASE=postgres", autocommit=True, timeout=5)) as conn:
+        if conn.cursor().execute("SELECT 1 FROM pg_database WHERE datname = ?", DEMO_DATABASE).fetchone():
+            return
+        conn.cursor().execute(f'CREATE DATABASE "{DEMO_DATABASE}"')
+    with contextlib.closing(pyodbc.connect(base + f"DATABASE={DEMO_DATABASE}", autocommit=True, timeout=5)) as conn:
+        conn.cursor().execute("CREATE TABLE sites AS SELECT g AS id, 'site-' || g AS name, md5(g::text) AS etag "
+                              "FROM generate_series(1, 5000) g")
 
 
 class Observer:
@@ -86,12 +120,19 @@ def describe(event: dict) -> str:
         "artifact-stored": lambda: f"{p['key']} {p['plaintext_size']}→{p['stored_size']} bytes "
                                    f"{'encrypted' if p['encrypted'] else 'plain'}",
         "job-failed": lambda: f"{p['worker']}: {p['message']} — how to fix: {p['hint']}",
+        "database-backed-up": lambda: f"{p['database']} ({p['engine']}) {p['size']} bytes in {p['duration_seconds']}s",
+        "database-backup-requested": lambda: p["database"],
+        "fileshare-synced": lambda: f"snapshot {p['snapshot_id']}: {p['files']} files, {p['dirs']} dirs, "
+                                    f"{p['new_bytes']} new bytes{' (partial)' if p.get('partial') else ''}",
+        "backup-set-completed": lambda: f"{', '.join(p['components'])}: {p['artifacts']} artifacts, "
+                                        f"{p['stored_bytes']} bytes stored",
     }.get(event["type"], lambda: json.dumps(p)[:100])
     return f"{event['type']:<22} {event['source']:<16} {details()}"
 
 
 def run_demo(base: Settings, root: Path, timeout: float = 120.0, out=print) -> int:
     settings = demo_settings(root, base)
+    ensure_demo_database(settings)
     app = App(settings, sorted(BUILTIN))
     thread = threading.Thread(target=app.run, kwargs={"install_signals": False}, daemon=True)
     thread.start()
@@ -126,7 +167,8 @@ def run_demo(base: Settings, root: Path, timeout: float = 120.0, out=print) -> i
     for path in sorted(Path(settings.store.local_path).rglob("*")):
         if path.is_file() and not path.name.endswith((".drmeta",)):
             out(f"  {path.relative_to(settings.store.local_path)}  ({path.stat().st_size} bytes)")
-    out(f"\nrestore the secrets: appsvc-dr restore secrets --stamp {settings.stamp} "
-        f"--key {root / 'keys' / 'demo-key.pem'} --out ./SystemSecrets.json  (with APPSVC_DR_STORE__LOCAL_PATH="
-        f"{settings.store.local_path})")
+    key = root / "keys" / "demo-key.pem"
+    out(f"\nsee it: APPSVC_DR_STORE__LOCAL_PATH={settings.store.local_path} appsvc-dr artifacts list")
+    out(f"restore the secrets: APPSVC_DR_STORE__LOCAL_PATH={settings.store.local_path} appsvc-dr restore secrets "
+        f"--stamp {settings.stamp} --key {key} --out ./SystemSecrets.json")
     return 1 if failures else 0
