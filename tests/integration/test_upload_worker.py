@@ -90,7 +90,7 @@ def test_staged_file_on_smb_is_stored_encrypted_verified_and_the_stage_deleted(
     assert [a["key"] for a in manifest["artifacts"]] == [stored.key]
     # And the worker counted the bytes it processed
     text = "\n".join(f"{s.name} {s.labels} {s.value}" for m in app.metrics.bytes.collect() for s in m.samples)
-    assert f"'kind': 'uploaded'}} {float(len(data))}" in text
+    assert f"'kind': 'uploaded-file'}} {float(len(data))}" in text
 
 
 def test_redelivered_artifact_ready_is_not_uploaded_twice(rabbit_vhost, tmp_path, smb_server):

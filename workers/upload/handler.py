@@ -31,6 +31,8 @@ def artifact_store(settings: Settings) -> ArtifactStore:
 class UploadHandler:
     def __init__(self, settings: Settings, store: ArtifactStore) -> None:
         self.settings, self.store = settings, store
+        # bytes per target kind: appsvc_dr_bytes_processed_total{kind="uploaded-s3|uploaded-smb|uploaded-file"}
+        self.counter = f"uploaded-{store.backend.name.split(':', 1)[0]}"
 
     def __call__(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
         assert isinstance(event, ArtifactReady)
@@ -40,7 +42,7 @@ class UploadHandler:
         started = time.monotonic()
         stored = self.store.put(key, lambda: staged.open(staged_key), known_sha256=p.sha256,
                                 require_encryption=p.component == "secrets",
-                                progress=lambda n: ctx.progress("uploaded", n))
+                                progress=lambda n: ctx.progress(self.counter, n))
         if p.size is not None and stored.plaintext_size != p.size:
             raise PermanentError(f"staged file {p.staged_path} has {stored.plaintext_size} bytes, the event "
                                  f"says {p.size}", hint="The producer staged an incomplete file; re-run its "
