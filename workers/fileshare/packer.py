@@ -1,4 +1,4 @@
-"""Group new blobs into pack objects of about ``target`` bytes and upload them in the background.
+"""Group new blobs into pack objects of at most ``target`` bytes and upload them in the background.
 
 Memory stays bounded: the pack being filled plus at most ``uploads + 1`` sealed packs waiting or uploading
 (``add`` blocks while that many are in flight). Each stored pack is followed at once by its index object, so
@@ -36,13 +36,13 @@ class Packer:
         self._raise()
         if self.known(blob):
             return False
+        if self._blobs and len(self._buf) + len(data) > self.target:
+            self._seal()                                # packs stay <= target: one S3 part each
         self._blobs.append([blob, len(self._buf), len(data)])
         self._buf += data
         self._pending.add(blob)
         self.new_blobs += 1
         self.new_bytes += len(data)
-        if len(self._buf) >= self.target:
-            self._seal()
         return True
 
     def _seal(self) -> None:

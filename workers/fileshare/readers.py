@@ -164,9 +164,10 @@ def process_main(spec: dict, chunk_avg: int, chunk_kind: str, known: bytes, rere
 
 
 class ReaderPool:
-    """Reader threads in this process (they list directories, and read files too when ``processes`` is 0),
-    plus ``processes`` reader processes × threads for files, started on the first read (a sync with nothing
-    to read starts none). A bridge thread moves the processes' results into the one result queue."""
+    """Reader threads in this process (they list directories and read large files, and every file when
+    ``processes`` is 0), plus ``processes`` reader processes × threads for small files, started on the first
+    such read (a sync with nothing small to read starts none). A bridge thread moves the processes' results
+    into the one result queue."""
 
     def __init__(self, tree: Tree, chunker: Chunker, *, known: Any, reread: int, threads: int,
                  processes: int = 0, known_ids: Callable[[], bytes] = lambda: b"") -> None:
@@ -187,7 +188,9 @@ class ReaderPool:
             t.start()
 
     def submit(self, task: tuple) -> None:
-        if task[0] == "list" or not self.wanted:
+        """Directories and large files go to the threads here (a large file costs few requests, and its bytes
+        need not cross a pipe); batches of small files to the processes."""
+        if task[0] == "list" or not self.wanted or any(listed.size > SMALL for _, _, listed in task[1]):
             self.tasks.put(task)
             return
         if self._starting is None:

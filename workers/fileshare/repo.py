@@ -3,10 +3,11 @@
 Layout under ``<stamp>/fileshare/`` (not a backup set: retention of sets never deletes it):
 
 * ``packs/<pack-id>`` — blobs (chunks of file content) concatenated, stored as one artifact (zstd, and
-  AES-GCM with the certificate-wrapped key when a certificate is configured); pack id = SHA-256 of the
-  concatenated blobs;
+  AES-GCM with the certificate-wrapped key when a certificate is configured); a random 256-bit pack id
+  (the record next to it holds the SHA-256);
 * ``index/<index-id>`` — JSON ``{"format": 1, "packs": [{"id": PACK, "blobs": [[BLOB, OFFSET, LENGTH], ...]}]}``
-  (offsets into the pack's plaintext), written right after each pack, merged when they pile up;
+  (offsets into the pack's plaintext), written right after each pack, merged when they pile up; in the
+  artifact format (zstd, checksummed) but without a record: the id is the SHA-256 of the JSON;
 * ``snapshots/<snapshot-id>.json`` — the manifest (``workers.fileshare.manifest``), encrypted like packs;
 * ``snapshots/<snapshot-id>.summary.json`` — what the ``fileshare-synced`` event says (no content).
 
@@ -22,6 +23,7 @@ import io
 import json
 import logging
 import os
+import secrets
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -30,11 +32,34 @@ import zstandard
 
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore, StoredArtifact
 from workers.fileshare.manifest import Manifest
-from workers.storage.artifact import KeyRing
+from workers.storage.artifact import IntegrityError, KeyRing, decode, encode
 from workers.storage.base import ObjectNotFound
 
 log = logging.getLogger("appsvc_dr.fileshare")
 MERGE_ABOVE = 16
+
+
+class _View(io.RawIOBase):
+    """A readable stream over a buffer without copying it (BytesIO(bytearray) copies)."""
+
+    def __init__(self, body: bytes | bytearray) -> None:
+        super().__init__()
+        self._view, self._pos = memoryview(body), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        n = min(len(buffer), len(self._view) - self._pos)
+        buffer[:n] = self._view[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def __enter__(self) -> "_View":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._view.release()
 
 
 class Index:
@@ -145,7 +170,7 @@ class Repository:
             body = self._cache_get(cached)
             if body is None:
                 try:
-                    body = self._read(self.meta, self.index_key(name))
+                    body = self._read_index(name)
                 except ObjectNotFound:
                     continue                                    # merged away meanwhile
                 self._cache_put(cached, body)
@@ -153,10 +178,21 @@ class Repository:
             self.index.objects.add(name)
         return self.index
 
+    def _read_index(self, index_id: str) -> bytes:
+        """An index object: the artifact format without a record (its hashes are inside it, and its id is the
+        SHA-256 of its body), so writing one costs a single upload, not four requests."""
+        with self.data.backend.open(self.index_key(index_id)) as stream:
+            decoded = decode(stream, keys=None)
+            body = decoded.read()
+        if hashlib.sha256(body).hexdigest() != index_id:
+            raise IntegrityError(f"index object {index_id[:12]} does not match its id")
+        return body
+
     def write_index(self, packs: dict[str, list]) -> str:
         body = index_body(packs)
         index_id = hashlib.sha256(body).hexdigest()
-        self.meta.put(self.index_key(index_id), lambda: io.BytesIO(body), known_sha256=index_id)
+        encoded = encode(io.BytesIO(body), compress=True, recipient=None, level=self.data.level)
+        self.data.backend.put(self.index_key(index_id), encoded, metadata={"dr-format": "1", "dr-encrypted": "false"})
         self._cache_put(self._cache_file("index", index_id), body)
         self.index.add(packs)
         self.index.objects.add(index_id)
@@ -177,8 +213,10 @@ class Repository:
 
     # ---- packs -----------------------------------------------------------------------------------
     def put_pack(self, body: bytes | bytearray) -> tuple[str, StoredArtifact]:
-        pack = hashlib.sha256(body).hexdigest()
-        stored = self.data.put(self.pack_key(pack), lambda: io.BytesIO(body), known_sha256=pack)
+        """Store a new pack under a random id (its record holds the SHA-256, computed while encoding: no
+        extra pass over the bytes)."""
+        pack = secrets.token_hex(32)
+        stored = self.data.put(self.pack_key(pack), lambda: _View(body))
         return pack, stored
 
     def read_pack(self, pack: str, out, keys: KeyRing | None) -> None:

@@ -24,10 +24,9 @@ from workers.runtime.errors import PermanentError
 from workers.storage.artifact import KeyRing
 from workers.storage.crypto import IntegrityError
 
-REACL = ("On the file server, run ReACL.cmd from the BCDR directory of the App Service installation (e.g. "
-         r"C:\Program Files\AppService\BCDR\ReACL.cmd, or the copy in the installer's BCDR folder) in an "
-         "elevated prompt, to give the restored content the ACLs App Service expects; then continue with the "
-         "controller steps (Restore-AppServiceStamp, Restore-AppServiceRoles, Sync-AppServiceObject).")
+REACL = ("On the file server, in an elevated command prompt, run ReACL.cmd from the BCDR folder of the App "
+         "Service installation files, so the restored content gets the ACLs App Service expects; then go on with "
+         "the controller steps (Restore-AppServiceStamp, Restore-AppServiceRoles, Sync-AppServiceObject).")
 
 
 @dataclass
@@ -107,7 +106,7 @@ class Restorer:
             self.target.makedirs(parent)
         with ThreadPoolExecutor(self.transfers) as pool:
             identical = list(pool.map(self._identical, files))
-        todo = [e for e, same in zip(files, identical) if not same]
+        todo = [e for e, same in zip(files, identical, strict=True) if not same]
         report.files_identical = len(files) - len(todo)
         refs = Counter(self.repo.index.blobs[b][0] for e in todo for b in e.blobs)
         order = {p: i for i, p in enumerate(sorted(refs))}

@@ -196,8 +196,8 @@ class SmbTree:
             return SourceMisconfigured(detail, hint=f"Share {self.share!r} does not exist on {self.host}: fix "
                                                     "APPSVC_DR_FILESHARE__SOURCE.")
         if status in _DENIED and not rel:
-            return SourceDenied(detail, hint="The account may not read the share: grant it read access (the "
-                                             "App Service FileShareOwner has it), or fix APPSVC_DR_FILESHARE__USERNAME.")
+            return SourceDenied(detail, hint="The account may not read the share: grant it read access (the App "
+                                             "Service FileShareOwner has it), or fix APPSVC_DR_FILESHARE__USERNAME.")
         if status in _LOCKED:
             return FileProblem("locked", f"{rel}: in use by another process (sharing violation)")
         if status in _DENIED:

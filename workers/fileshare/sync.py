@@ -27,6 +27,7 @@ from workers.runtime.errors import PermanentError, TransientError
 
 log = logging.getLogger("appsvc_dr.fileshare")
 BATCH_FILES, BATCH_BYTES = 32, 2 << 20
+PACK_MARGIN = 64 * 1024         # room for the artifact format's headers, so an encoded pack fits one S3 part
 
 
 @dataclass
@@ -51,7 +52,8 @@ class _Shared:
 
 def _fatal(transient: bool, name: str, message: str, hint: str) -> Exception:
     if transient:
-        return SourceUnavailable(message, hint=hint) if name == "SourceUnavailable" else TransientError(message, hint=hint)
+        kind = SourceUnavailable if name == "SourceUnavailable" else TransientError
+        return kind(message, hint=hint)
     kinds = {"SourceDenied": SourceDenied, "SourceMisconfigured": SourceMisconfigured}
     return kinds.get(name, PermanentError)(message, hint=hint)
 
@@ -82,7 +84,8 @@ class Sync:
         manifest = Manifest(snapshot_id, stamp, set_id, self.tree.name, sub_path,
                             parent=parent["snapshot_id"] if parent else None,
                             created_at=datetime.now(timezone.utc).isoformat(), chunker=chunker.params)
-        packer = Packer(self.repo, target=self.s.pack_size, uploads=self.s.uploads, progress=self.progress)
+        packer = Packer(self.repo, target=self.s.pack_size - PACK_MARGIN, uploads=self.s.uploads,
+                        progress=self.progress)
         walk = _Walk(self, manifest, {e.path: e for e in previous.entries} if previous else {}, packer)
         pool = ReaderPool(self.tree, chunker, known=_Shared(packer), reread=self.s.reread,
                           threads=self.s.transfers, processes=self.processes(),
