@@ -18,7 +18,7 @@ from cryptography.x509 import Certificate
 
 from workers.runtime.errors import ConfigurationError, PermanentError, TransientError
 from workers.storage.artifact import KeyRing, decode, encode, thumbprint
-from workers.storage.base import ObjectNotFound, StorageBackend
+from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
 
 RECORD_SUFFIX = ".record.json"
 CHUNK = 1024 * 1024
@@ -103,14 +103,17 @@ class ArtifactStore:
             raise ConfigurationError(f"refusing to store {key} unencrypted: no certificate is configured",
                                      hint="Set APPSVC_DR_ENCRYPTION__CERTIFICATE to a PEM certificate "
                                           "(`appsvc-dr keys create` makes one).")
-        existing = self._existing(key, open_source, known_sha256)
+        rec = self.record(key)
+        existing = self._existing(key, rec, open_source, known_sha256)
         if existing is not None:
             return existing
-        self.backend.delete(key + RECORD_SUFFIX)  # an old record must never describe the new object
+        if rec is not None:
+            self.backend.delete(key + RECORD_SUFFIX)  # an old record must never describe the new object
         with open_source() as source:
             encoded = encode(_Counting(source, progress), compress=self.compress, recipient=self.certificate,
                              level=self.level)
-            self.backend.put(key, encoded, metadata={"dr-format": "1", "dr-encrypted": str(encoded.encrypted).lower()})
+            landed = self.backend.put(key, encoded, metadata={"dr-format": "1",
+                                                              "dr-encrypted": str(encoded.encrypted).lower()})
         if known_sha256 and encoded.plaintext_sha256 != known_sha256:
             self._discard(key)
             raise TransientError(f"staged file for {key} changed while it was read (SHA-256 differs from the "
@@ -121,12 +124,12 @@ class ArtifactStore:
             stored_size=encoded.stored_size, stored_sha256=encoded.stored_sha256, compressed=encoded.compressed,
             encrypted=encoded.encrypted, thumbprint=encoded.thumbprint, verified_by=self.verify_mode,
             stored_at=datetime.now(timezone.utc).isoformat())
-        artifact = self._verify_landed(artifact)
+        artifact = self._verify_landed(artifact, landed)
         self._write_record(artifact)
         return artifact
 
-    def _existing(self, key: str, open_source: Opener, known_sha256: str | None) -> StoredArtifact | None:
-        rec = self.record(key)
+    def _existing(self, key: str, rec: StoredArtifact | None, open_source: Opener,
+                  known_sha256: str | None) -> StoredArtifact | None:
         wanted = thumbprint(self.certificate) if self.certificate is not None else None
         if rec is None or rec.thumbprint != wanted:  # a rotated certificate re-encrypts on the next run
             return None
@@ -146,8 +149,8 @@ class ArtifactStore:
         self.backend.delete(key + RECORD_SUFFIX)
         self.backend.delete(key)
 
-    def _verify_landed(self, artifact: StoredArtifact) -> StoredArtifact:
-        info = self.backend.stat(artifact.key)
+    def _verify_landed(self, artifact: StoredArtifact, info: ObjectInfo) -> StoredArtifact:
+        """``info`` is what the backend's put reported (it stats the object it wrote)."""
         size = info.size
         problem = None
         if size != artifact.stored_size:
