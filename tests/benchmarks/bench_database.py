@@ -11,7 +11,8 @@ text, jsonb and md5-derived bytea) is generated, frozen and analysed, then each 
   Seconds are measured in the child around the two handler calls (interpreter start-up and imports excluded).
 - ``peer``: ``pg_dump -Fc`` to a file, then ``rclone copyto`` to a fresh bucket (process wall times).
 
-``--pg-compress N`` adds a row: ours with APPSVC_DR_DATABASE__PG_COMPRESS=N (pg_dump -Z N). moto is
+``--pg-compress N`` adds a row: ours with APPSVC_DR_DATABASE__PG_COMPRESS=N (pg_dump -Z N); the "ours" row
+uses the product default (-Z 0: the upload compresses). moto is
 reset before each run. Peak RSS: the worker's is its own VmHWM (reported at exit, and polled);
 pg_dump / pg_restore (the worker's children) and rclone are polled from /proc every 20 ms, so the worker's
 figure never includes a tool's and vice versa. Targets: ours <= 1.1x peer time, worker RSS <= 200 MiB.
@@ -230,7 +231,8 @@ def main() -> None:
                         "staging": {"database_dir": str(work / "staging")},
                         "database": {"engine": "postgres", "server": pgfx.PG_HOST, "port": pgfx.PG_PORT,
                                      "username": pgfx.PG_USER, "databases": [database],
-                                     "pg_compress": ns.pg_compress if variant != "ours" else None}}})
+                                     # "ours" runs the product's defaults; the extra row overrides pg_dump -Z
+                                     **({} if variant == "ours" else {"pg_compress": ns.pg_compress})}}})
                 runs[variant].append(row)
                 phases = ", ".join(f"{k} {v:.1f}" for k, v in row["phases"].items())
                 print(f"  {variant}: {row['seconds']:6.1f} s ({phases})  worker RSS {row['rss']:.0f} MiB  "
