@@ -169,3 +169,19 @@ def test_health_and_readiness_follow_the_broker_connection(rabbit_vhost):
     with running(app):
         code, body = _get(f"http://127.0.0.1:{app.status.port}/readyz")
         assert code == 200 and json.loads(body)["workers"] == {"flaky": True}
+
+
+def test_a_deleted_retry_queue_loses_nothing_the_worker_redeclares_and_retries(settings, trace_dir):
+    # Given a running worker whose first retry queue an operator deleted
+    from tests.fixtures.rabbit import mgmt
+    app = App(settings, [transient_once])
+    queues = Topology.from_settings(settings.broker, settings.retry).queues("transient")
+    with running(app):
+        mgmt("DELETE", f"/api/queues/{settings.broker.vhost}/{queues.retries[0][1]}")
+        # When a job fails transiently and its retry copy finds no queue
+        event = backup_due("no-retry-queue")
+        with Publisher(settings.broker) as pub:
+            pub.publish(event)
+        # Then the delivery is requeued, the topology re-declared, and the retry completes the job
+        wait_for((trace_dir / f"{event.event_id}.done").exists, 30, what="job after re-declare")
+    assert queue_count(settings.broker.vhost, queues.dlq) == 0

@@ -1,30 +1,50 @@
 """Group new blobs into pack objects of at most ``target`` bytes and upload them in the background.
 
-Memory stays bounded: the pack being filled plus at most ``uploads + 1`` sealed packs waiting or uploading
-(``add`` blocks while that many are in flight). Each stored pack is followed at once by its index object, so
-an interrupted sync leaves only indexed packs behind (their blobs are reused by the next run) — at worst the
-packs whose index write was cut off, which are re-uploaded.
+``add`` is thread-safe: reader threads of this process copy a chunk straight from their read buffer into the
+pack being filled (one copy, no hop through a queue); blobs from reader processes come through the sync.
+
+Memory stays bounded and steady: packs are filled in at most ``uploads + 2`` preallocated buffers that are
+reused (the one being filled, and sealed packs waiting or uploading); ``add`` blocks while none is free.
+Reusing them avoids allocating (and page-faulting) 16 MiB per pack.
+
+Stored packs are indexed in batches (an index object every ``index_every`` packs, or after ``index_seconds``),
+and whatever is stored but not yet indexed is indexed on ``finish`` and, best effort, on ``abort`` or an
+upload error — so an interrupted sync leaves indexed packs behind (their blobs are reused by the next run);
+a worker killed outright loses at most the last batch, whose packs are uploaded again.
 """
 from __future__ import annotations
 
+import logging
+import queue
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
 from workers.fileshare.repo import Repository
 
+log = logging.getLogger("appsvc_dr.fileshare")
+INDEX_EVERY, INDEX_SECONDS = 1, 30.0
+
 
 class Packer:
     def __init__(self, repo: Repository, *, target: int, uploads: int = 2,
-                 progress: Callable[[str, int], None] = lambda kind, n: None) -> None:
+                 progress: Callable[[str, int], None] = lambda kind, n: None,
+                 index_every: int = INDEX_EVERY, index_seconds: float = INDEX_SECONDS) -> None:
         self.repo, self.target, self.progress = repo, target, progress
-        self._buf = bytearray()
+        self.index_every, self.index_seconds = index_every, index_seconds
+        self._buf: bytearray | None = None
+        self._len = 0
         self._blobs: list[list] = []
-        self._pending: set[str] = set()
+        self._pending: set[str] = set()              # queued, uploading, or stored but not indexed yet
+        self._free: queue.Queue[bytearray] = queue.Queue()
+        self._made, self._limit = 0, uploads + 2
         self._pool = ThreadPoolExecutor(uploads, thread_name_prefix="fileshare-pack")
-        self._slots = threading.BoundedSemaphore(uploads + 1)
         self._futures: list[Future] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()                # the pack being filled
+        self._stats = threading.Lock()
+        self._unindexed: dict[str, list] = {}
+        self._indexed_at = time.monotonic()
         self._error: BaseException | None = None
         self.packs = self.new_blobs = self.new_bytes = self.stored_bytes = 0
 
@@ -33,59 +53,119 @@ class Packer:
 
     def add(self, blob: str, data: bytes | memoryview) -> bool:
         """Queue ``data`` under ``blob`` unless that blob is stored or queued already. True if queued."""
-        self._raise()
-        if self.known(blob):
-            return False
-        if self._blobs and len(self._buf) + len(data) > self.target:
-            self._seal()                                # packs stay <= target: one S3 part each
-        self._blobs.append([blob, len(self._buf), len(data)])
-        self._buf += data
-        self._pending.add(blob)
-        self.new_blobs += 1
-        self.new_bytes += len(data)
+        size = len(data)
+        with self._lock:
+            self._raise()
+            if self.known(blob):
+                return False
+            if self._blobs and self._len + size > self.target:
+                self._seal()                            # packs stay <= target: one S3 part each
+            if self._buf is None:
+                self._buf = self._take()
+            if size > len(self._buf):                   # a chunk larger than a pack: a pack of its own
+                self._free.put(self._buf)
+                self._buf = bytearray(size)
+            self._buf[self._len:self._len + size] = data
+            self._blobs.append([blob, self._len, size])
+            self._len += size
+            self._pending.add(blob)
+            self.new_blobs += 1
+            self.new_bytes += size
         return True
+
+    def check(self) -> None:
+        """Raise the first upload error, if any."""
+        self._raise()
+
+    def _take(self) -> bytearray:
+        while True:
+            self._raise()
+            try:
+                return self._free.get_nowait()
+            except queue.Empty:
+                pass
+            if self._made < self._limit:
+                self._made += 1
+                return bytearray(self.target)
+            try:
+                return self._free.get(timeout=0.5)
+            except queue.Empty:
+                continue
 
     def _seal(self) -> None:
         if not self._blobs:
             return
-        body, blobs = self._buf, self._blobs
-        self._buf, self._blobs = bytearray(), []
-        while not self._slots.acquire(timeout=0.5):
-            self._raise()
+        buf, length, blobs = self._buf, self._len, self._blobs
+        self._buf, self._len, self._blobs = None, 0, []
         self._futures = [f for f in self._futures if not f.done()]
-        self._futures.append(self._pool.submit(self._upload, body, blobs))
+        self._futures.append(self._pool.submit(self._upload, buf, length, blobs))
 
-    def _upload(self, body: bytearray, blobs: list[list]) -> None:
+    def _upload(self, buf: bytearray, length: int, blobs: list[list]) -> None:
         try:
             if self._error is not None:
                 return
-            pack, stored = self.repo.put_pack(body)
-            self.repo.write_index({pack: blobs})
-            with self._lock:
+            with memoryview(buf) as whole, whole[:length] as body:
+                pack, stored = self.repo.put_pack(body)
+            with self._stats:
                 self.packs += 0 if stored.deduplicated else 1
                 self.stored_bytes += 0 if stored.deduplicated else stored.stored_size
+                self._unindexed[pack] = blobs
+                due = len(self._unindexed) >= self.index_every or \
+                    time.monotonic() - self._indexed_at >= self.index_seconds
             self.progress("uploaded", 0 if stored.deduplicated else stored.stored_size)
-        except BaseException as exc:  # noqa: BLE001 - handed to the producer thread
+            if due:
+                self._write_index()
+        except BaseException as exc:  # noqa: BLE001 - handed to the producers
             self._error = self._error or exc
         finally:
+            if len(buf) == self.target:
+                self._free.put(buf)
+
+    def _write_index(self) -> None:
+        with self._stats:
+            batch, self._unindexed = self._unindexed, {}
+            self._indexed_at = time.monotonic()
+        if not batch:
+            return
+        try:
+            self.repo.write_index(batch)
+        except BaseException:
+            with self._stats:
+                self._unindexed.update(batch)          # still pending: retried on finish / abort
+            raise
+        for blobs in batch.values():
             for blob, _, _ in blobs:
                 self._pending.discard(blob)
-            self._slots.release()
 
     def _raise(self) -> None:
         if self._error is not None:
             raise self._error
 
     def finish(self) -> None:
-        """Upload what is left and wait for every upload; raises the first upload error."""
+        """Upload what is left, wait for every upload and index what was stored; raises the first error."""
         try:
-            self._seal()
+            with self._lock:
+                self._seal()
             for future in list(self._futures):
                 future.result()
-            self._raise()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
+            self._index_stored(best_effort=self._error is not None)
+        self._raise()
+
+    def cancel(self) -> None:
+        """Make every waiting or later ``add`` raise at once (the sync is failing)."""
+        self._error = self._error or RuntimeError("aborted")
 
     def abort(self) -> None:
-        self._error = self._error or RuntimeError("aborted")
+        self.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._index_stored(best_effort=True)
+
+    def _index_stored(self, *, best_effort: bool) -> None:
+        try:
+            self._write_index()
+        except Exception:  # noqa: BLE001
+            if not best_effort:
+                raise
+            log.warning("could not index the packs stored so far; the next run uploads them again", exc_info=True)

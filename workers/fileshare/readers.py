@@ -6,7 +6,8 @@ Tasks (to readers): ``("list", rel)`` · ``("read", [(file_id, rel, Stat), ...])
 Results (to the sync), all picklable tuples:
 
 * ``("dir", rel, [Stat, ...])`` or ``("dir-fail", rel, kind, message)``
-* ``("blob", blob_id, bytes)`` — content not known to this reader yet (the sync deduplicates again)
+* ``("blob", blob_id, bytes)`` — content not known to this reader process yet (the sync deduplicates
+  again); reader threads of the sync's own process hand blobs straight to ``store`` (the packer) instead
 * ``("file", file_id, sha256, Stat, blob_ids, unstable)`` or ``("file-fail", file_id, kind, message)``
 * ``("fatal", transient, class name, message, hint)`` — the tree itself failed (unreachable, bad login)
 """
@@ -63,8 +64,9 @@ class Reader:
     """One reader thread's work: everything it learns goes to ``emit``."""
 
     def __init__(self, tree: Tree, chunker: Chunker, known: Any, emit: Callable[[tuple], None],
-                 reread: int) -> None:
+                 reread: int, store: Callable[[str, memoryview], object] | None = None) -> None:
         self.tree, self.chunker, self.known, self.emit, self.reread = tree, chunker, known, emit, reread
+        self.store = store
 
     def handle(self, task: tuple) -> None:
         if task[0] == "list":
@@ -82,7 +84,9 @@ class Reader:
     def _blob(self, data: bytes | memoryview, ids: list[str]) -> None:
         blob = hashlib.sha256(data).hexdigest()
         ids.append(blob)
-        if blob not in self.known:
+        if self.store is not None:
+            self.store(blob, data)                      # copied once, into the pack being filled (dedups there)
+        elif blob not in self.known:
             self.known.add(blob)
             self.emit(("blob", blob, bytes(data)))
 
@@ -169,8 +173,8 @@ class ReaderPool:
     such read (a sync with nothing small to read starts none). A bridge thread moves the processes' results
     into the one result queue."""
 
-    def __init__(self, tree: Tree, chunker: Chunker, *, known: Any, reread: int, threads: int,
-                 processes: int = 0, known_ids: Callable[[], bytes] = lambda: b"") -> None:
+    def __init__(self, tree: Tree, chunker: Chunker, *, store: Callable[[str, memoryview], object], reread: int,
+                 threads: int, processes: int = 0, known_ids: Callable[[], bytes] = lambda: b"") -> None:
         self.tree, self.chunker, self.reread, self.known_ids = tree, chunker, reread, known_ids
         self.results: queue.Queue = queue.Queue(maxsize=max(16, 4 * threads))
         self.tasks: queue.Queue = queue.Queue()
@@ -181,8 +185,8 @@ class ReaderPool:
         self._stop = threading.Event()
         self._starting: threading.Thread | None = None
         self._started = threading.Event()
-        self.threads = [threading.Thread(target=serve, args=(Reader(tree, chunker, known, self.results.put, reread),
-                                                             self.tasks, self.results), daemon=True)
+        self.threads = [threading.Thread(target=serve, args=(Reader(tree, chunker, None, self.results.put, reread,
+                                                                    store), self.tasks, self.results), daemon=True)
                         for _ in range(min(threads, 4) if processes else threads)]
         for t in self.threads:
             t.start()

@@ -49,6 +49,13 @@ class _View(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        """One copy (RawIOBase.read would allocate, readinto, and copy again)."""
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
+        data = bytes(self._view[self._pos:end])
+        self._pos = end
+        return data
+
     def readinto(self, buffer) -> int:  # type: ignore[override]
         n = min(len(buffer), len(self._view) - self._pos)
         buffer[:n] = self._view[self._pos:self._pos + n]

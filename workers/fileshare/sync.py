@@ -36,20 +36,6 @@ class SyncResult:
     stats: dict = field(default_factory=dict)
 
 
-class _Shared:
-    """What reader threads of this process treat as known: stored, queued, or already emitted."""
-
-    def __init__(self, packer: Packer) -> None:
-        self.packer, self.sent, self._lock = packer, set(), threading.Lock()
-
-    def __contains__(self, blob: str) -> bool:
-        return blob in self.sent or self.packer.known(blob)
-
-    def add(self, blob: str) -> None:
-        with self._lock:
-            self.sent.add(blob)
-
-
 def _fatal(transient: bool, name: str, message: str, hint: str) -> Exception:
     if transient:
         kind = SourceUnavailable if name == "SourceUnavailable" else TransientError
@@ -87,7 +73,7 @@ class Sync:
         packer = Packer(self.repo, target=self.s.pack_size - PACK_MARGIN, uploads=self.s.uploads,
                         progress=self.progress)
         walk = _Walk(self, manifest, {e.path: e for e in previous.entries} if previous else {}, packer)
-        pool = ReaderPool(self.tree, chunker, known=_Shared(packer), reread=self.s.reread,
+        pool = ReaderPool(self.tree, chunker, store=packer.add, reread=self.s.reread,
                           threads=self.s.transfers, processes=self.processes(),
                           known_ids=self.repo.index.sorted_ids)
         try:
@@ -95,6 +81,7 @@ class Sync:
             pool.close()
             packer.finish()
         except BaseException:
+            packer.cancel()                             # readers blocked in packer.add raise at once
             pool.close(abort=True)
             packer.abort()
             raise
@@ -129,6 +116,7 @@ class _Walk:
             self.manifest.entries.append(Entry(sub_path, True, 0, st.mtime_ns, st.attrs))
         self._list(sub_path or "")
         while self.dirs_open or self.files:
+            self.packer.check()
             if self.sync.cancelled.is_set():
                 raise TransientError("the worker is shutting down; the snapshot resumes from the stored packs")
             now = time.monotonic()
@@ -237,6 +225,7 @@ class _Walk:
             self._skip(state[0], message, kind)
 
     def _on_fatal(self, transient: bool, name: str, message: str, hint: str) -> None:
+        self.packer.check()                             # a reader thread hit the packer's upload error: raise that
         raise _fatal(transient, name, message, hint)
 
     # ---- totals ----------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ class JobProcessor:
         except ContractError as exc:
             with job_context(self.spec.name, exc.event_id, None):
                 log.warning("rejected malformed message (%s): %s", exc.reason, exc.detail)
-                outcome = self._dead_letter(delivery, None, exc, attempt, kind="rejected", reason=exc.reason)
+                outcome = self.dead_letter(delivery, None, exc, attempt, kind="rejected", reason=exc.reason)
                 self.hooks.after_job(self.spec.name, outcome.event_type, outcome.kind, None)
                 return outcome
         with job_context(self.spec.name, str(event.event_id), event.correlation_id):
@@ -93,14 +93,14 @@ class JobProcessor:
         if handler is None:
             exc2 = ContractError("no-handler", f"worker {self.spec.name} has no handler for {event.type}",
                                  event_type=event.type)
-            outcome = self._dead_letter(delivery, event, exc2, attempt, kind="rejected", reason="no-handler")
+            outcome = self.dead_letter(delivery, event, exc2, attempt, kind="rejected", reason="no-handler")
             self.hooks.after_job(self.spec.name, event.type, outcome.kind, None)
             return outcome
         deliveries = int(headers.get("x-delivery-count", 0) or 0)
         if deliveries >= self.crash_limit:
             log.error("dead-lettering after %d deliveries without an outcome", deliveries)
             hint = CRASH_HINT.format(n=deliveries, worker=self.spec.name)
-            outcome = self._dead_letter(delivery, event, None, attempt, reason="crash-loop",
+            outcome = self.dead_letter(delivery, event, None, attempt, reason="crash-loop",
                                         error=("CrashLoop", f"delivered {deliveries} times without "
                                                "finishing", hint))
             self.hooks.after_job(self.spec.name, event.type, outcome.kind, None)
@@ -132,10 +132,10 @@ class JobProcessor:
 
     def _failed(self, delivery, event: Envelope, exc: Exception, attempt: int) -> Outcome:
         if is_permanent(exc):
-            return self._dead_letter(delivery, event, exc, attempt, reason="permanent")
+            return self.dead_letter(delivery, event, exc, attempt, reason="permanent")
         step = self._retry_step(exc, attempt)
         if step is None:
-            return self._dead_letter(delivery, event, exc, attempt, reason="retries-exhausted")
+            return self.dead_letter(delivery, event, exc, attempt, reason="retries-exhausted")
         delay, queue = step
         headers = _clean_headers(delivery.properties.headers)
         headers.update({"x-dr-attempt": attempt + 1, "x-dr-last-error": describe(exc)[:1000]})
@@ -153,7 +153,7 @@ class JobProcessor:
             step = longer[0] if longer else self.queues.retries[-1]
         return step
 
-    def _dead_letter(self, delivery: Delivery, event: Envelope | None, exc: BaseException | None,
+    def dead_letter(self, delivery: Delivery, event: Envelope | None, exc: BaseException | None,
                      attempt: int, *, reason: str, kind: str = "dead_lettered",
                      error: tuple[str, str, str] | None = None) -> Outcome:
         error_class, message, hint = error or (type(exc).__name__, describe(exc), hint_for(exc))

@@ -41,6 +41,7 @@ class _Pending:
     remaining: int = 0
     nacked: bool = False
     returned: list[str] = field(default_factory=list)
+    copy_lost: bool = False          # a retry / dead-letter copy found no queue: never ack the original then
     escalated: bool = False
     keys: list[tuple[str, str]] = field(default_factory=list)
 
@@ -240,8 +241,12 @@ class Runner:
 
     def _on_return(self, ch, method, props, body) -> None:
         pending = self._by_message.get((props.message_id or "", method.routing_key))
-        log.error("event %s (%s) was unroutable: no queue is bound for it", props.type, method.routing_key)
-        if pending is not None:
+        log.error("message %s (%s) was unroutable: no queue is bound for it", props.type, method.routing_key)
+        if pending is None:
+            return
+        if method.exchange == "":      # a retry or dead-letter copy sent straight to a queue that is gone
+            pending.copy_lost = True
+        else:
             pending.returned.append(props.type or method.routing_key)
 
     def _on_confirm(self, frame) -> None:
@@ -267,16 +272,19 @@ class Runner:
             if self._by_message.get(key) is p:
                 del self._by_message[key]
         p.keys.clear()
-        if p.nacked:
-            log.warning("broker refused a follow-up message; the delivery is requeued")
+        if p.nacked or p.copy_lost:
+            log.warning("broker refused a message or a retry/dead-letter queue is missing (re-declared on the "
+                        "next connection); the delivery is requeued")
             self._ch.basic_nack(p.tag, requeue=True)
+            if p.copy_lost and self._conn is not None and self._conn.is_open:
+                self._conn.close()  # reconnecting re-declares the topology, so the next attempt finds its queue
         elif p.returned and not p.escalated and p.outcome.kind == "ok":
             p.escalated = True
             missing = ", ".join(sorted(set(p.returned)))
             error = ("UnroutableFollowUp", f"follow-up event(s) {missing} had no queue bound",
                      "Start or declare the worker that consumes these events (`appsvc-dr topology declare`), "
                      f"then `appsvc-dr dlq replay {self.spec.name}`.")
-            dead = self.processor._dead_letter(p.delivery, None, None, 0, reason="unroutable", error=error)
+            dead = self.processor.dead_letter(p.delivery, None, None, 0, reason="unroutable", error=error)
             p.returned.clear()
             return self._publish(p, dead.messages)
         else:
