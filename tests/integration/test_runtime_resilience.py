@@ -9,7 +9,7 @@ import time
 import pytest
 
 from contracts import BackupDue, BackupDuePayload
-from tests.fixtures.rabbit import queue_count, running, settings_for, spawn_worker, wait_for
+from tests.fixtures.rabbit import queue_count, queue_info, running, settings_for, spawn_worker, wait_for
 from workers.app import App
 from workers.middleware.base import Middleware
 from workers.runtime.handler import WorkerSpec
@@ -28,6 +28,15 @@ def main_queue(settings, worker: str) -> str:
     return Topology.from_settings(settings.broker, settings.retry).queues(worker).main
 
 
+def _wait_or_explain(proc: subprocess.Popen, predicate, what: str, timeout: float = 20) -> None:
+    """wait_for, but a timeout shows what the worker process printed (and whether it is still alive)."""
+    try:
+        wait_for(predicate, timeout, what=what)
+    except AssertionError as exc:
+        state = "running" if proc.poll() is None else f"exited {proc.returncode}"
+        raise AssertionError(f"{exc}; worker {state}; its output:\n{_stop(proc)[-4000:]}") from None
+
+
 def _stop(proc: subprocess.Popen) -> str:
     if proc.poll() is None:
         proc.kill()
@@ -44,7 +53,8 @@ def test_worker_killed_mid_job_the_event_is_redelivered_to_another_process(setti
         wait_for(lambda: _declared(settings, "slow"), 20, what="worker queue")
         with Publisher(settings.broker) as pub:
             pub.publish(event)
-        wait_for((trace_dir / f"{event.event_id}.started").exists, 20, what="job start")
+        _wait_or_explain(first, (trace_dir / f"{event.event_id}.started").exists,
+                         "job start")
         # When the process is killed with SIGKILL mid-job
         first.send_signal(signal.SIGKILL)
         first.wait(10)
@@ -63,9 +73,9 @@ def test_worker_killed_mid_job_the_event_is_redelivered_to_another_process(setti
 
 
 def _declared(settings, worker: str) -> bool:
+    """The worker consumes from its queue (so its bindings exist: they are declared before consuming)."""
     try:
-        queue_count(settings.broker.vhost, main_queue(settings, worker))
-        return True
+        return int(queue_info(settings.broker.vhost, main_queue(settings, worker)).get("consumers") or 0) > 0
     except Exception:  # noqa: BLE001 - 404 until the worker declared it
         return False
 
@@ -78,7 +88,8 @@ def test_sigterm_lets_the_running_job_finish_and_exits_zero(settings, trace_dir)
         event = backup_due()
         with Publisher(settings.broker) as pub:
             pub.publish(event)
-        wait_for((trace_dir / f"{event.event_id}.started").exists, 20, what="job start")
+        _wait_or_explain(proc, (trace_dir / f"{event.event_id}.started").exists,
+                         "job start")
         # When SIGTERM arrives mid-job
         proc.send_signal(signal.SIGTERM)
         # Then the job finishes, is acked, and the process exits 0
@@ -98,7 +109,8 @@ def test_sigterm_past_the_grace_period_requeues_the_job_and_exits_zero(rabbit_vh
         event = backup_due()
         with Publisher(settings.broker) as pub:
             pub.publish(event)
-        wait_for((trace_dir / f"{event.event_id}.started").exists, 20, what="job start")
+        _wait_or_explain(proc, (trace_dir / f"{event.event_id}.started").exists,
+                         "job start")
         # When SIGTERM arrives
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
