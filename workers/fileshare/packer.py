@@ -165,7 +165,7 @@ class Packer:
     def _index_stored(self, *, best_effort: bool) -> None:
         try:
             self._write_index()
-        except Exception:  # noqa: BLE001
+        except Exception:
             if not best_effort:
                 raise
             log.warning("could not index the packs stored so far; the next run uploads them again", exc_info=True)
