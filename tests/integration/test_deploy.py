@@ -46,6 +46,8 @@ WORKER_METRICS = {
     "appsvc_dr_job_duration_seconds_sum", "appsvc_dr_job_duration_seconds_count", "appsvc_dr_jobs_in_progress",
     "appsvc_dr_retries_total", "appsvc_dr_last_success_timestamp_seconds", "appsvc_dr_bytes_processed_total",
     "appsvc_dr_broker_connected", "appsvc_dr_events_published_total", "appsvc_dr_notifications_total",
+    "appsvc_dr_dead_letters_total", "appsvc_dr_secrets_newest_version_timestamp_seconds",
+    "appsvc_dr_secrets_rotations_total",
 }
 KNOWN_METRICS = WORKER_METRICS | {"rabbitmq_queue_messages_ready"}
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool", "and", "or",
