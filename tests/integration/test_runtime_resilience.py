@@ -49,12 +49,7 @@ def test_worker_killed_mid_job_the_event_is_redelivered_to_another_process(setti
     first = spawn_worker("tests.integration.sample_workers:slow", settings)
     second = None
     try:
-        event = backup_due()
-        wait_for(lambda: _declared(settings, "slow"), 20, what="worker queue")
-        with Publisher(settings.broker) as pub:
-            pub.publish(event)
-        _wait_or_explain(first, (trace_dir / f"{event.event_id}.started").exists,
-                         "job start")
+        event = _job_running(first, settings, trace_dir)
         # When the process is killed with SIGKILL mid-job
         first.send_signal(signal.SIGKILL)
         first.wait(10)
@@ -80,16 +75,21 @@ def _declared(settings, worker: str) -> bool:
         return False
 
 
+def _job_running(proc: subprocess.Popen, settings, trace_dir) -> BackupDue:
+    """Once the worker process consumes, publish one event and wait until its job has started."""
+    wait_for(lambda: _declared(settings, "slow"), 20, what="worker queue")
+    event = backup_due()
+    with Publisher(settings.broker) as pub:
+        pub.publish(event)
+    _wait_or_explain(proc, (trace_dir / f"{event.event_id}.started").exists, "job start")
+    return event
+
+
 def test_sigterm_lets_the_running_job_finish_and_exits_zero(settings, trace_dir):
     # Given a worker process busy with a 3 s job and a 10 s grace period
     proc = spawn_worker("tests.integration.sample_workers:slow", settings, APPSVC_DR_TEST_JOB_SECONDS="3")
     try:
-        wait_for(lambda: _declared(settings, "slow"), 20, what="worker queue")
-        event = backup_due()
-        with Publisher(settings.broker) as pub:
-            pub.publish(event)
-        _wait_or_explain(proc, (trace_dir / f"{event.event_id}.started").exists,
-                         "job start")
+        event = _job_running(proc, settings, trace_dir)
         # When SIGTERM arrives mid-job
         proc.send_signal(signal.SIGTERM)
         # Then the job finishes, is acked, and the process exits 0
@@ -105,12 +105,7 @@ def test_sigterm_past_the_grace_period_requeues_the_job_and_exits_zero(rabbit_vh
     settings = settings_for(rabbit_vhost, worker={"grace_period": 1})
     proc = spawn_worker("tests.integration.sample_workers:slow", settings, APPSVC_DR_TEST_JOB_SECONDS="60")
     try:
-        wait_for(lambda: _declared(settings, "slow"), 20, what="worker queue")
-        event = backup_due()
-        with Publisher(settings.broker) as pub:
-            pub.publish(event)
-        _wait_or_explain(proc, (trace_dir / f"{event.event_id}.started").exists,
-                         "job start")
+        event = _job_running(proc, settings, trace_dir)
         # When SIGTERM arrives
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
