@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-APT_PACKAGES=(rabbitmq-server postgresql postgresql-client samba smbclient prometheus unixodbc-dev
+APT_PACKAGES=(curl rabbitmq-server postgresql postgresql-client samba smbclient prometheus unixodbc-dev
               odbc-postgresql tdsodbc rclone restic docker-compose)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
