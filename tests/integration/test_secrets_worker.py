@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime, timedelta, timezone
 import os
 import shutil
 import stat
@@ -20,6 +21,9 @@ from workers.runtime import dlq
 from workers.runtime.amqp import connection_parameters
 from workers.runtime.errors import ConfigurationError
 from workers.runtime.handler import WorkerSpec
+from workers.runtime.publisher import Publisher
+from workers.secrets.drop import copy_to_drop
+from contracts import SecretsRotated, SecretsRotatedPayload
 
 pytestmark = pytest.mark.integration
 CANARY = "CANARY-7f3e-do-not-leak"
@@ -138,10 +142,14 @@ def test_duplicate_rotation_stores_nothing_new_and_triggers_no_backup(env):
     settings, tmp, drop = env
     seen: list = []
     app = App(settings, ["secrets", tap(seen)])
-    with running(app):
-        for expected in (1, 2):
-            assert cli(settings, "publish", "secrets-rotated", "--file", str(tmp / "SystemSecrets.json"),
-                       "--stamp", "stamp1").returncode == 0
+    # Two rotations of identical content within the same second (a re-export right after the first)
+    same_second = datetime(2026, 11, 22, 1, 2, 3, 1000, tzinfo=timezone.utc)
+    with running(app), Publisher(settings.broker) as pub:
+        for expected, rotated_at in ((1, same_second), (2, same_second + timedelta(milliseconds=300))):
+            pub.publish(SecretsRotated(source="test", stamp="stamp1", correlation_id=f"rot-{expected}",
+                                       payload=SecretsRotatedPayload(
+                                           drop_path=copy_to_drop(tmp / "SystemSecrets.json", settings),
+                                           rotated_by="ops", rotated_at=rotated_at)))
             wait_for(lambda: len([e for e in seen if e.type == "secrets-stored"]) == expected, 30)
         wait_for(lambda: len([e for e in seen if e.type == "artifact-stored"]) == 1, 30, what="first backup")
     first, second = [e.payload for e in seen if e.type == "secrets-stored"]

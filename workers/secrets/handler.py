@@ -23,7 +23,7 @@ from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError
 from workers.runtime.handler import JobContext, WorkerSpec
 from workers.secrets.reader import HINT_EXPORT, read_secrets
-from workers.secrets.versions import SecretsVersion, latest, version_id, version_key, versions
+from workers.secrets.versions import ROTATED_AT_FORMAT, SecretsVersion, latest, version_id, version_key, versions
 from workers.storage.staged import locate
 from workers.upload.handler import artifact_store
 
@@ -79,7 +79,7 @@ class SecretsHandler:
             self.metrics.secrets_newest.labels(stamp).set(newest.rotated_at.timestamp())
 
     def _already_stored(self, event: SecretsRotated) -> SecretsVersion | None:
-        prefix = f"{event.payload.rotated_at:%Y%m%dT%H%M%SZ}-"
+        prefix = f"{event.payload.rotated_at:{ROTATED_AT_FORMAT}}-"
         return next((v for v in reversed(versions(self.store, event.stamp)) if v.version_id.startswith(prefix)),
                     None)
 

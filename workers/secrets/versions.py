@@ -1,7 +1,8 @@
 """Stored SystemSecrets.json versions: ``<stamp>/secrets/<version-id>/SystemSecrets.json`` (encrypted).
 
-A version id is ``<rotated-at UTC>-<first 12 hex of the fingerprint>``, so ids sort by rotation time and the
-same rotation always maps to the same key (idempotent re-runs).
+A version id is ``<rotated-at UTC, to the microsecond>-<first 12 hex of the fingerprint>``, so ids sort by
+rotation time, the same rotation event always maps to the same key (idempotent re-runs), and two rotations of
+identical content within one second are still told apart (the second is a duplicate, not a re-run).
 """
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from datetime import datetime
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore, StoredArtifact
 
 SECRETS_NAME = "SystemSecrets.json"
+ROTATED_AT_FORMAT = "%Y%m%dT%H%M%S%fZ"
 
 
 def version_id(rotated_at: datetime, fingerprint: str) -> str:
-    return f"{rotated_at:%Y%m%dT%H%M%SZ}-{fingerprint[:12]}"
+    return f"{rotated_at:{ROTATED_AT_FORMAT}}-{fingerprint[:12]}"
 
 
 def version_key(stamp: str, vid: str) -> str:
@@ -33,7 +35,7 @@ class SecretsVersion:
 
     @property
     def rotated_at(self) -> datetime:
-        return datetime.strptime(self.version_id.split("-")[0] + "+0000", "%Y%m%dT%H%M%SZ%z")
+        return datetime.strptime(self.version_id.split("-")[0] + "+0000", ROTATED_AT_FORMAT + "%z")
 
 
 def versions(store: ArtifactStore, stamp: str) -> list[SecretsVersion]:
