@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ntpath
 import os
-import posixpath
 import tempfile
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from workers.cli.progress import ProgressBar
 from workers.databases.factory import build_engine
 from workers.dbbackup.handler import artifact_name
 from workers.runtime.config import Settings
-from workers.storage.staged import locate
+from workers.storage.staged import is_unc, join, locate
 from workers.upload.handler import artifact_store
 
 
@@ -37,12 +35,12 @@ def register_restore(restore_sub) -> None:
 def _staged_copy(settings: Settings, engine_name: str, name: str, fill):
     """Write the backup where the database server can read it; remove it afterwards."""
     directory = settings.staging.database_dir
-    unc = directory.startswith("\\\\")
+    unc = is_unc(directory)
     if engine_name == "postgres" and unc:  # pg_restore reads a local file
         directory, unc = tempfile.gettempdir(), False
     if not unc:
         os.makedirs(directory, exist_ok=True)
-    path = (ntpath.join if unc else posixpath.join)(directory, name)
+    path = join(directory, name)
     backend, key = locate(path, settings.staging)
     try:
         fill(backend, key)

@@ -7,9 +7,7 @@ on its own) → engine backup to the staging location, verified → artifact-rea
 from __future__ import annotations
 
 import contextlib
-import ntpath
 import os
-import posixpath
 import tempfile
 
 from contracts import (ArtifactReady, ArtifactReadyPayload, BackupDue, DatabaseBackedUp, DatabaseBackedUpPayload,
@@ -18,7 +16,7 @@ from workers.databases.base import BackupResult, DatabaseEngine
 from workers.databases.factory import build_engine
 from workers.runtime.config import Settings
 from workers.runtime.handler import JobContext, WorkerSpec
-from workers.storage.staged import locate
+from workers.storage.staged import is_unc, join, locate
 
 WORKER = "db-backup"
 SOURCE = f"worker:{WORKER}"
@@ -26,10 +24,6 @@ SOURCE = f"worker:{WORKER}"
 
 def artifact_name(engine: str, database: str) -> str:
     return f"{database}.bak" if engine == "sqlserver" else f"{database}.dump"
-
-
-def _is_unc(path: str) -> bool:
-    return path.startswith("\\\\")
 
 
 class DbBackupHandler:
@@ -70,10 +64,9 @@ class DbBackupHandler:
 
     def _backup(self, database: str, staged_name: str, progress) -> tuple[BackupResult, str]:
         directory = self.settings.staging.database_dir
-        join = ntpath.join if _is_unc(directory) else posixpath.join
         staged = join(directory, staged_name)
-        if self.engine.name == "sqlserver" or not _is_unc(directory):
-            if not _is_unc(directory):
+        if self.engine.name == "sqlserver" or not is_unc(directory):
+            if not is_unc(directory):
                 os.makedirs(directory, exist_ok=True)
             return self.engine.backup(database, staged, progress), staged
         # pg_dump writes locally: dump to a private temp dir, then stream it onto the staging share

@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import getpass
-import ntpath
 import os
-import posixpath
 from pathlib import Path
 
 from contracts import utcnow
 from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError, PermanentError
-from workers.storage.staged import locate
+from workers.storage.staged import join, locate
 
 
 def copy_to_drop(source: Path, settings: Settings) -> str:
@@ -28,7 +26,6 @@ def copy_to_drop(source: Path, settings: Settings) -> str:
         raise PermanentError(f"{source} is {size} bytes; a SystemSecrets.json is 1..{settings.secrets.max_size}",
                              hint="Check that the right file was given.")
     name = f"SystemSecrets-{utcnow():%Y%m%dT%H%M%S%fZ}.json"
-    join = ntpath.join if drop_dir.startswith("\\\\") else posixpath.join
     target = join(drop_dir, name)
     backend, key = locate(target, settings.staging)
     with source.open("rb") as stream:

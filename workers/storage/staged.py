@@ -6,17 +6,26 @@ from __future__ import annotations
 
 import ntpath
 import os
-import re
+import posixpath
 
+from contracts.events.secrets import is_unc as _well_formed_unc
 from workers.runtime.config import StagingSettings
 from workers.storage.base import InvalidArgument, StorageBackend
 
-_UNC = re.compile(r"^\\\\[^\\/]+\\[^\\/]+(\\[^\\/]+)*$")
+
+def is_unc(path: str) -> bool:
+    """Whether ``path`` is meant as an SMB location (``\\\\server\\share...``); :func:`locate` validates it."""
+    return path.startswith("\\\\")
+
+
+def join(directory: str, name: str) -> str:
+    """``name`` inside ``directory``, with the separator of a UNC or a local path."""
+    return (ntpath.join if is_unc(directory) else posixpath.join)(directory, name)
 
 
 def locate(path: str, staging: StagingSettings) -> tuple[StorageBackend, str]:
     """The backend holding ``path`` and the file's key in it."""
-    if _UNC.match(path):
+    if _well_formed_unc(path):
         from workers.storage.smb import SmbStore
         directory, name = ntpath.split(path)
         if directory.count("\\") < 3:
