@@ -167,39 +167,47 @@ class ArtifactStore:
         return replace(artifact, object_modified=info.modified.isoformat())
 
     # ---- get / verify ----------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def open_plain(self, key: str, *, keys: KeyRing | None = None,
-                   progress: Progress | None = None) -> Iterator[BinaryIO]:
-        """A readable stream of the plaintext of ``key``. Reading it to the end verifies every hash; a
-        mismatch raises from ``read`` (or on leaving the block), so never trust data not read to EOF."""
+    def _required_record(self, key: str) -> StoredArtifact:
         rec = self.record(key)
         if rec is None:
             raise ObjectNotFound(f"no artifact record for {key} on {self.backend.name}",
                                  hint="List artifacts with `appsvc-dr artifacts list`; the upload may not have "
                                       "finished.")
-        with self.backend.open(key) as stream:
+        return rec
+
+    def open_plain(self, key: str, *, keys: KeyRing | None = None,
+                   progress: Progress | None = None) -> ContextManager[BinaryIO]:
+        """A readable stream of the plaintext of ``key``. Reading it to the end verifies every hash; a
+        mismatch raises from ``read`` (or on leaving the block), so never trust data not read to EOF."""
+        return self._plain(self._required_record(key), keys, progress)
+
+    @contextlib.contextmanager
+    def _plain(self, rec: StoredArtifact, keys: KeyRing | None, progress: Progress | None) -> Iterator[BinaryIO]:
+        with self.backend.open(rec.key) as stream:
             decoded = decode(_Counting(stream, progress), keys=keys, expected_sha256=rec.plaintext_sha256,
                              expected_size=rec.plaintext_size)
             yield decoded
         if decoded.stored_sha256 is not None and decoded.stored_sha256 != rec.stored_sha256:
-            raise PermanentError(f"{key}: stored bytes do not match the record",
+            raise PermanentError(f"{rec.key}: stored bytes do not match the record",
                                  hint="The artifact or its record was altered; restore from another backup set.")
 
     def get(self, key: str, out: BinaryIO, *, keys: KeyRing | None = None,
             progress: Progress | None = None) -> StoredArtifact:
         """Stream the plaintext of ``key`` into ``out``, verifying hashes; raises on any mismatch."""
-        with self.open_plain(key, keys=keys, progress=progress) as plain:
+        return self._copy(self._required_record(key), out, keys, progress)
+
+    def _copy(self, rec: StoredArtifact, out: BinaryIO, keys: KeyRing | None,
+              progress: Progress | None = None) -> StoredArtifact:
+        with self._plain(rec, keys, progress) as plain:
             while chunk := plain.read(CHUNK):
                 out.write(chunk)
-        return self.record(key)  # type: ignore[return-value]
+        return rec
 
     def check(self, key: str, *, keys: KeyRing | None = None) -> StoredArtifact:
         """Re-read ``key`` completely (like `restic check --read-data`); decrypts too when keys are given."""
-        rec = self.record(key)
-        if rec is None:
-            raise ObjectNotFound(f"no artifact record for {key}")
+        rec = self._required_record(key)
         if keys is not None or not rec.encrypted:
-            return self.get(key, _Discard(), keys=keys)
+            return self._copy(rec, _Discard(), keys)
         with self.backend.open(key) as stream:
             digest, size = sha256_of(stream)
         if (digest, size) != (rec.stored_sha256, rec.stored_size):
