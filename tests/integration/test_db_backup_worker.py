@@ -14,12 +14,11 @@ from contracts import BackupDue, BackupDuePayload
 from tests.fixtures import started
 from tests.fixtures.postgres import (PG_HOST, PG_PORT, PG_USER, connect, drop_database, fill_sample,
                                      postgres_available, scratch_database, table_fingerprints, unique_name)
-from tests.fixtures.rabbit import run_cli, running, settings_for, wait_for
+from tests.fixtures.rabbit import run_cli, running, settings_for, tap, wait_for
 from tests.fixtures.webhook_server import webhook_server  # noqa: F401 - session fixture
 from tests.unit.certs import make_cert
 from workers.app import App
 from workers.runtime import dlq
-from workers.runtime.handler import WorkerSpec
 from workers.runtime.publisher import Publisher
 
 pytestmark = pytest.mark.integration
@@ -33,9 +32,7 @@ def postgres():
 
 @pytest.fixture
 def env(rabbit_vhost, tmp_path, smb_server, s3_server):
-    cert = make_cert("db-test")
-    (tmp_path / "cert.pem").write_bytes(cert.cert_pem)
-    (tmp_path / "key.pem").write_bytes(cert.key_pem())
+    make_cert("db-test").write(tmp_path)
     staging = smb_server.path / f"staging-{rabbit_vhost}"
     staging.mkdir()
     shutil.chown(staging, smb_server.username)
@@ -53,11 +50,6 @@ def env(rabbit_vhost, tmp_path, smb_server, s3_server):
                       "databases": [database]}, **extra)
     return make, tmp_path, staging
 
-
-def tap(seen: list, *types: str):
-    def factory(deps):
-        return WorkerSpec("tap", {t: (lambda e, ctx: seen.append(e)) for t in types})
-    return factory
 
 
 def backup_due(set_id: str) -> BackupDue:

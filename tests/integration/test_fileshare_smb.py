@@ -54,9 +54,7 @@ def tree(smb, unc: str, password: str | None = None):
 
 @pytest.fixture
 def keys(tmp_path):
-    cert = make_cert("fileshare-it")
-    (tmp_path / "cert.pem").write_bytes(cert.cert_pem)
-    (tmp_path / "key.pem").write_bytes(cert.key_pem())
+    make_cert("fileshare-it").write(tmp_path)
     return load_certificate(tmp_path / "cert.pem"), KeyRing.from_files(keys=[tmp_path / "key.pem"])
 
 

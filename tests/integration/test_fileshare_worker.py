@@ -8,21 +8,15 @@ import uuid
 import pytest
 
 from contracts import BackupDue, BackupDuePayload
-from tests.fixtures.rabbit import running, settings_for, wait_for
+from tests.fixtures.rabbit import running, settings_for, tap, wait_for
 from tests.unit.test_fileshare_trees import make_tree
 from workers.app import App
 from workers.runtime import dlq
-from workers.runtime.handler import WorkerSpec
 from workers.runtime.publisher import Publisher
 
 pytestmark = pytest.mark.integration
 TYPES = ("fileshare-synced", "artifact-stored", "job-failed", "backup-set-completed")
 
-
-def tap(seen: list):
-    def factory(deps):
-        return WorkerSpec("tap", {t: (lambda e, ctx: seen.append(e)) for t in TYPES})
-    return factory
 
 
 def worker_settings(vhost, tmp_path, smb, password=None):
@@ -45,7 +39,7 @@ def test_backup_due_snapshots_the_share_and_the_set_completes(rabbit_vhost, tmp_
     # Given the fileshare and catalog workers, a share with content, and a tap on their events
     settings = worker_settings(rabbit_vhost, tmp_path, smb_server)
     seen: list = []
-    with running(App(settings, ["fileshare", "catalog", tap(seen)])):
+    with running(App(settings, ["fileshare", "catalog", tap(seen, *TYPES)])):
         # When a backup of the file share is due
         event = backup_due("20261122T010000Z-0a1b2c3d")
         with Publisher(settings.broker) as pub:
@@ -67,7 +61,7 @@ def test_bad_credentials_dead_letter_the_job_with_a_hint_and_a_notification(rabb
     # Given a fileshare worker with a wrong password
     settings = worker_settings(rabbit_vhost, tmp_path, smb_server, password="not-the-password")
     seen: list = []
-    with running(App(settings, ["fileshare", tap(seen)])):
+    with running(App(settings, ["fileshare", tap(seen, *TYPES)])):
         # When a backup of the file share is due
         with Publisher(settings.broker) as pub:
             pub.publish(backup_due("set-badcreds"))

@@ -13,14 +13,13 @@ import pika
 import pytest
 from pydantic import SecretStr
 
-from tests.fixtures.rabbit import REPO, run_cli, running, settings_for, wait_for
+from tests.fixtures.rabbit import REPO, run_cli, running, settings_for, tap, wait_for
 from tests.fixtures.webhook_server import webhook_server  # noqa: F401 - session fixture
 from tests.unit.certs import make_cert
 from workers.app import App
 from workers.runtime import dlq
 from workers.runtime.amqp import connection_parameters
 from workers.runtime.errors import ConfigurationError
-from workers.runtime.handler import WorkerSpec
 from workers.runtime.publisher import Publisher
 from workers.secrets.drop import copy_to_drop
 from contracts import SecretsRotated, SecretsRotatedPayload
@@ -33,9 +32,7 @@ SECRETS = {"FileServerUserPassword": CANARY, "SqlServerPassword": "p@ss-" + CANA
 
 @pytest.fixture
 def env(rabbit_vhost, tmp_path, smb_server):
-    cert = make_cert("secrets-test")
-    (tmp_path / "cert.pem").write_bytes(cert.cert_pem)
-    (tmp_path / "key.pem").write_bytes(cert.key_pem())
+    make_cert("secrets-test").write(tmp_path)
     drop = smb_server.path / f"drop-{rabbit_vhost}"
     drop.mkdir()
     shutil.chown(drop, smb_server.username)
@@ -75,11 +72,6 @@ class Spy:
                 bodies.append(body + json.dumps(props.headers or {}, default=str).encode())
 
 
-def tap(seen: list):
-    def factory(deps):
-        return WorkerSpec("tap", {t: (lambda e, ctx: seen.append(e)) for t in ("secrets-stored", "artifact-stored")})
-    return factory
-
 
 def assert_no_canary_in_store(root) -> None:
     for dirpath, _, files in os.walk(root):
@@ -92,7 +84,7 @@ def test_rotation_is_stored_encrypted_drop_deleted_backup_triggered_and_restores
     caplog.set_level(logging.DEBUG)
     spy = Spy(settings)
     seen: list = []
-    app = App(settings, ["secrets", tap(seen)])
+    app = App(settings, ["secrets", tap(seen, "secrets-stored", "artifact-stored")])
     with running(app):
         # When the rotation hook publishes the exported file
         published = cli(settings, "publish", "secrets-rotated", "--file", str(tmp / "SystemSecrets.json"),
@@ -141,7 +133,7 @@ def _text(metrics, attr: str) -> str:
 def test_duplicate_rotation_stores_nothing_new_and_triggers_no_backup(env):
     settings, tmp, drop = env
     seen: list = []
-    app = App(settings, ["secrets", tap(seen)])
+    app = App(settings, ["secrets", tap(seen, "secrets-stored", "artifact-stored")])
     # Two rotations of identical content within the same second (a re-export right after the first)
     same_second = datetime(2026, 11, 22, 1, 2, 3, 1000, tzinfo=timezone.utc)
     with running(app), Publisher(settings.broker) as pub:
@@ -253,7 +245,7 @@ def test_the_hooks_management_api_publish_is_consumed_by_the_secrets_worker(env)
              "causation_id": None, "payload": {"drop_path": settings.secrets.drop_path + "\\SystemSecrets-hook.json",
                                                "rotated_by": "CONTOSO\\operator", "rotated_at": now}}
     seen: list = []
-    app = App(settings, ["secrets", tap(seen)])
+    app = App(settings, ["secrets", tap(seen, "secrets-stored", "artifact-stored")])
     with running(app):
         # When it is published through the management HTTP API
         answer = mgmt("POST", f"/api/exchanges/{settings.broker.vhost}/{settings.broker.exchange}/publish",

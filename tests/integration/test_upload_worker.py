@@ -9,12 +9,11 @@ import shutil
 import pytest
 
 from contracts import ArtifactReady, ArtifactReadyPayload
-from tests.fixtures.rabbit import running, settings_for, wait_for
+from tests.fixtures.rabbit import running, settings_for, tap, wait_for
 from tests.unit.certs import make_cert
 from workers.app import App
 from workers.artifacts.catalog import read_manifest
 from workers.runtime import dlq
-from workers.runtime.handler import WorkerSpec
 from workers.runtime.publisher import Publisher
 from workers.storage.artifact import KeyRing
 from workers.storage.local import LocalStore
@@ -34,18 +33,10 @@ def stage(smb, name: str, data: bytes) -> str:
     return smb.unc("staging", name)
 
 
-def tap(seen: list):
-    def factory(deps):
-        return WorkerSpec("tap", {"artifact-stored": lambda e, ctx: seen.append(e)})
-    return factory
-
 
 @pytest.fixture
 def cert_files(tmp_path):
-    cert = make_cert("upload-test")
-    (tmp_path / "cert.pem").write_bytes(cert.cert_pem)
-    (tmp_path / "key.pem").write_bytes(cert.key_pem())
-    return tmp_path / "cert.pem", tmp_path / "key.pem"
+    return make_cert("upload-test").write(tmp_path)
 
 
 def upload_settings(vhost, tmp_path, smb, certificate=None):
@@ -62,7 +53,7 @@ def test_staged_file_on_smb_is_stored_encrypted_verified_and_the_stage_deleted(
     unc = stage(smb_server, "hosting.bak", data)
     settings = upload_settings(rabbit_vhost, tmp_path, smb_server, cert_files[0])
     seen: list = []
-    app = App(settings, ["upload", tap(seen)])
+    app = App(settings, ["upload", tap(seen, "artifact-stored")])
     with running(app):
         # When artifact-ready is published
         event = ArtifactReady(source="test", stamp="stamp1", correlation_id="set-1", payload=ArtifactReadyPayload(
@@ -99,7 +90,7 @@ def test_redelivered_artifact_ready_is_not_uploaded_twice(rabbit_vhost, tmp_path
     unc = stage(smb_server, "metering.bak", data)
     settings = upload_settings(rabbit_vhost, tmp_path, smb_server)
     seen: list = []
-    app = App(settings, ["upload", tap(seen)])
+    app = App(settings, ["upload", tap(seen, "artifact-stored")])
     event = ArtifactReady(source="test", stamp="stamp1", correlation_id="set-2", payload=ArtifactReadyPayload(
         component="databases", name="appservice_metering.bak", staged_path=unc))
     with running(app):
@@ -121,7 +112,7 @@ def test_secrets_without_a_certificate_are_refused_and_the_stage_is_kept(
     # Given no certificate configured and a staged SystemSecrets.json
     unc = stage(smb_server, "SystemSecrets.json", b'{"canary": "SECRET-CANARY-1"}')
     settings = upload_settings(rabbit_vhost, tmp_path, smb_server)
-    app = App(settings, ["upload", tap([])])
+    app = App(settings, ["upload", tap([], "artifact-stored")])
     with running(app):
         event = ArtifactReady(source="test", stamp="stamp1", correlation_id="set-3", payload=ArtifactReadyPayload(
             component="secrets", name="SystemSecrets.json", staged_path=unc, delete_staged=True))

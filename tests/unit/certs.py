@@ -38,6 +38,13 @@ class TestCert:
         return self.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                               encryption)
 
+    def write(self, directory) -> tuple:
+        """``directory/cert.pem`` and an unencrypted ``directory/key.pem``; returns both paths."""
+        cert, key = directory / "cert.pem", directory / "key.pem"
+        cert.write_bytes(self.cert_pem)
+        key.write_bytes(self.key_pem())
+        return cert, key
+
     def pfx(self, password: bytes | None) -> bytes:
         encryption = (serialization.BestAvailableEncryption(password) if password
                       else serialization.NoEncryption())
