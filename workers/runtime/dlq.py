@@ -5,12 +5,10 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import pika
 
-from workers.runtime.amqp import PERSISTENT
 from workers.runtime.config import Settings
 from workers.runtime.connect import blocking_channel
-from workers.runtime.processing import FAILURE_HEADERS
+from workers.runtime.processing import clean_headers, copy_properties
 from workers.runtime.topology import Topology
 
 
@@ -74,14 +72,10 @@ def replay(settings: Settings, worker: str, *, event_id: str | None = None, limi
             if event_id and props.message_id != event_id:
                 skipped.append(method.delivery_tag)
                 continue
-            headers = {k: v for k, v in (props.headers or {}).items()
-                       if k not in FAILURE_HEADERS and k != "x-dr-attempt"}
+            headers = clean_headers(props.headers)
+            headers.pop("x-dr-attempt", None)  # a replay starts the backoff afresh
             headers["x-dr-replayed-at"] = datetime.now(timezone.utc).isoformat()
-            new = pika.BasicProperties(content_type=props.content_type, delivery_mode=PERSISTENT,
-                                       message_id=props.message_id, type=props.type,
-                                       correlation_id=props.correlation_id, app_id=props.app_id,
-                                       timestamp=props.timestamp, headers=headers)
-            ch.basic_publish("", q.main, body, new, mandatory=True)  # confirmed before the ack below
+            ch.basic_publish("", q.main, body, copy_properties(props, headers), mandatory=True)  # confirmed before the ack below
             ch.basic_ack(method.delivery_tag)
             moved += 1
         for tag in skipped:

@@ -137,9 +137,9 @@ class JobProcessor:
         if step is None:
             return self.dead_letter(delivery, event, exc, attempt, reason="retries-exhausted")
         delay, queue = step
-        headers = _clean_headers(delivery.properties.headers)
+        headers = clean_headers(delivery.properties.headers)
         headers.update({"x-dr-attempt": attempt + 1, "x-dr-last-error": describe(exc)[:1000]})
-        props = _copy_props(delivery.properties, headers)
+        props = copy_properties(delivery.properties, headers)
         log.info("retrying in %gs (attempt %d of %d)", delay, attempt + 2, len(self.queues.retries) + 1)
         self.hooks.on_retry(self.spec.name, event.type, delay)
         msg = Outgoing("", queue, delivery.body, props, "retry", event.type)
@@ -158,14 +158,14 @@ class JobProcessor:
                      error: tuple[str, str, str] | None = None) -> Outcome:
         error_class, message, hint = error or (type(exc).__name__, describe(exc), hint_for(exc))
         event_type = event.type if event else _peek(delivery.body, "type") or "unknown"
-        headers = _clean_headers(delivery.properties.headers)
+        headers = clean_headers(delivery.properties.headers)
         headers.update({
             "x-dr-reason": reason, "x-dr-error-class": error_class, "x-dr-error": message[:2000],
             "x-dr-hint": hint[:2000], "x-dr-worker": self.spec.name, "x-dr-attempts": attempt + 1,
             "x-dr-original-routing-key": delivery.routing_key, "x-dr-original-exchange": delivery.exchange,
             "x-dr-dead-lettered-at": datetime.now(timezone.utc).isoformat(),
         })
-        messages = [Outgoing("", self.queues.dlq, delivery.body, _copy_props(delivery.properties, headers),
+        messages = [Outgoing("", self.queues.dlq, delivery.body, copy_properties(delivery.properties, headers),
                              "dead-letter", event_type)]
         self.hooks.on_dead_letter(self.spec.name, event_type, reason)
         log.error("dead-lettered to %s (%s): %s | how to fix: %s", self.queues.dlq, reason, message, hint)
@@ -196,11 +196,13 @@ def _traceback_worthy(exc: Exception) -> bool:
     return not (is_permanent(exc) or isinstance(exc, (TransientError, ValidationError)))
 
 
-def _clean_headers(headers: dict | None) -> dict:
+def clean_headers(headers: dict | None) -> dict:
+    """Headers without the failure bookkeeping of an earlier dead-lettering or retry."""
     return {k: v for k, v in (headers or {}).items() if k not in FAILURE_HEADERS}
 
 
-def _copy_props(props: pika.BasicProperties, headers: dict) -> pika.BasicProperties:
+def copy_properties(props: pika.BasicProperties, headers: dict) -> pika.BasicProperties:
+    """The same message identity and metadata, persistent, with ``headers``."""
     return pika.BasicProperties(
         content_type=props.content_type, delivery_mode=PERSISTENT, message_id=props.message_id,
         type=props.type, correlation_id=props.correlation_id, app_id=props.app_id, timestamp=props.timestamp,
