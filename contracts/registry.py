@@ -47,8 +47,19 @@ class Registry:
             raise ContractError("unknown-version", f"{event_type} has no schema version {version!r}; "
                                 f"known versions: {known}", event_type=event_type) from None
 
-    def decode(self, raw: bytes | str) -> Envelope:
-        """Raw bytes to a typed envelope, or one :class:`ContractError` saying exactly what is wrong."""
+    def decode(self, raw: bytes | str, hint: tuple[str | None, object] | None = None) -> Envelope:
+        """Raw bytes to a typed envelope, or one :class:`ContractError` saying exactly what is wrong.
+
+        ``hint`` is the (type, version) the transport claims (AMQP ``type`` property and ``x-dr-version``
+        header): when it names a registered model, the body is parsed once, straight into that model. Any
+        mismatch falls back to the careful path below, so a wrong hint never changes the result or the error.
+        """
+        model = self._models.get(hint) if hint and isinstance(hint[1], int) else None  # type: ignore[arg-type]
+        if model is not None:
+            try:
+                return model.model_validate_json(raw)
+            except ValidationError:
+                pass
         try:
             data = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

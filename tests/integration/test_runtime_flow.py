@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -13,6 +14,7 @@ from tests.fixtures.rabbit import queue_count, running, settings_for, wait_for
 from tests.integration.sample_workers import Ping, PingPayload, Pong, flaky, transient_once
 from workers.app import App
 from workers.runtime import dlq
+from workers.runtime.errors import PermanentError
 from workers.runtime.handler import WorkerSpec
 from workers.runtime.publisher import Publisher
 from workers.runtime.topology import Topology
@@ -185,3 +187,34 @@ def test_a_deleted_retry_queue_loses_nothing_the_worker_redeclares_and_retries(s
         # Then the delivery is requeued, the topology re-declared, and the retry completes the job
         wait_for((trace_dir / f"{event.event_id}.done").exists, 30, what="job after re-declare")
     assert queue_count(settings.broker.vhost, queues.dlq) == 0
+
+
+def test_jobs_finishing_out_of_order_are_each_acked_once_on_one_connection(rabbit_vhost):
+    # Given a worker with 4 job threads where every fourth job is slow, so later deliveries finish first, and
+    # every fifth fails for good (its ack waits for the dead-letter copy's confirm)
+    settings = settings_for(rabbit_vhost, worker={"prefetch": 8, "concurrency": 4})
+    registry = Registry([*default_registry().models(), Ping, Pong])
+    seen: list[int] = []
+
+    def handle(event, ctx):
+        seen.append(event.payload.n)
+        time.sleep(0.3 if event.payload.n % 4 == 0 else 0.0)
+        if event.payload.n % 5 == 0:
+            raise PermanentError("refused on purpose", hint="none")
+        return [event.follow_up(Pong, event.payload, source="pinger")]
+
+    app = App(settings, [lambda deps: WorkerSpec("pinger", {"test-ping": handle}, concurrency=4),
+                         lambda deps: WorkerSpec("ponger", {"test-pong": lambda e, ctx: None})], registry=registry)
+    runner = app.runners[0]
+    with running(app):
+        # When 40 pings arrive at once
+        with Publisher(settings.broker) as pub:
+            for n in range(40):
+                pub.publish(Ping(source="test", stamp="stamp1", correlation_id="set-1", payload=PingPayload(n=n)))
+        wait_for(lambda: len(seen) >= 40 and runner._in_flight == 0, 30, what="40 jobs settled")
+        time.sleep(0.5)  # a wrong ack (unknown delivery tag) would close the channel and redeliver
+        # Then each was handled once, the channel never dropped (a double ack closes it), and nothing is left
+        assert sorted(seen) == list(range(40)) and runner._gen == 0
+    topology = Topology.from_settings(settings.broker, settings.retry)
+    assert queue_count(rabbit_vhost, topology.queues("pinger").main) == 0
+    assert wait_for(lambda: queue_count(rabbit_vhost, topology.queues("pinger").dlq) == 8, 15, what="8 dead letters")

@@ -41,6 +41,24 @@ def test_decode_errors_say_exactly_what_is_wrong(raw, reason, words):
     assert err.value.reason == reason and words in str(err.value)
 
 
+@pytest.mark.parametrize("hint", [("backup-due", 1), ("job-failed", 1), ("backup-due", 7), ("nope", 1),
+                                  (None, None), ("backup-due", [1])])
+def test_a_transport_hint_never_changes_what_decode_returns_or_refuses(hint):
+    # The AMQP type/version a message claims only picks the model to try first: right or wrong, the result is
+    # the event the body holds, and a bad body gets the same error as without a hint
+    registry, event = default_registry(), backup_due()
+    assert registry.decode(event.to_json(), hint) == event
+    for raw, reason in [(b'{"type": "backup-due", "version": 7}', "unknown-version"), (b"[1]", "not-an-object")]:
+        with pytest.raises(ContractError) as err:
+            registry.decode(raw, hint)
+        assert err.value.reason == reason
+    body = json.loads(event.to_json())
+    body["payload"]["colour"] = "red"
+    with pytest.raises(ContractError) as err:
+        registry.decode(json.dumps(body), hint)
+    assert err.value.reason == "invalid" and "payload.colour" in str(err.value)
+
+
 def test_unknown_fields_and_bad_values_are_refused_with_their_location():
     body = json.loads(backup_due().to_json())
     body["payload"]["colour"] = "red"

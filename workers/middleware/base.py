@@ -33,16 +33,21 @@ class Hooks:
     """Calls every middleware's hook; an exception in one is logged and swallowed."""
 
     def __init__(self, middleware: Iterable[Middleware] = ()) -> None:
-        self.middleware = list(middleware)
+        self.middleware = tuple(middleware)  # fixed: each hook's callers are cached on first use
 
     def __getattr__(self, hook: str):
+        """Built once per hook name, then cached on the instance: the hot path is one call per middleware."""
         if not hook.startswith("on_") and hook not in ("before_job", "after_job"):
             raise AttributeError(hook)
+        noop = getattr(Middleware, hook, None)
+        targets = [(type(mw).__name__, fn) for mw in self.middleware
+                   if (fn := getattr(mw, hook, None)) is not None and getattr(type(mw), hook, None) is not noop]
 
         def call(*args, **kwargs) -> None:
-            for mw in self.middleware:
+            for name, fn in targets:
                 try:
-                    getattr(mw, hook)(*args, **kwargs)
+                    fn(*args, **kwargs)
                 except Exception:  # noqa: BLE001 - a hook must never kill the worker
-                    log.exception("middleware %s.%s failed", type(mw).__name__, hook)
+                    log.exception("middleware %s.%s failed", name, hook)
+        setattr(self, hook, call)
         return call

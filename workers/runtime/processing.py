@@ -5,6 +5,7 @@ Broker-agnostic so the whole decision logic is unit-testable; the runner only ex
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -71,12 +72,15 @@ class JobProcessor:
         self.crash_limit = crash_limit
         self.hooks = hooks or Hooks()
         self.source = f"worker:{spec.name}"
+        self._logger = logging.LoggerAdapter(log, {})
+        self._progress = functools.partial(self.hooks.on_progress, spec.name)
 
     def process(self, delivery: Delivery, cancelled: threading.Event | None = None) -> Outcome:
         headers = dict(delivery.properties.headers or {})
         attempt = int(headers.get("x-dr-attempt", 0) or 0)
+        props = delivery.properties
         try:
-            event = self.registry.decode(delivery.body)
+            event = self.registry.decode(delivery.body, (props.type, headers.get("x-dr-version")))
         except ContractError as exc:
             with job_context(self.spec.name, exc.event_id, None):
                 log.warning("rejected malformed message (%s): %s", exc.reason, exc.detail)
@@ -109,8 +113,7 @@ class JobProcessor:
 
     def _run(self, delivery, event: Envelope, handler, attempt: int, cancelled) -> Outcome:
         ctx = JobContext(worker=self.spec.name, job_key=f"{self.spec.name}:{event.event_id}", attempt=attempt,
-                         logger=logging.LoggerAdapter(log, {}), cancelled=cancelled,
-                         progress=lambda kind, n: self.hooks.on_progress(self.spec.name, kind, n))
+                         logger=self._logger, cancelled=cancelled, progress=self._progress)
         self.hooks.before_job(self.spec.name, event.type)
         started = time.monotonic()
         try:

@@ -21,7 +21,7 @@ from pika.adapters.select_connection import IOLoop
 
 from contracts import Registry
 from workers.middleware.base import Hooks
-from workers.runtime.amqp import connection_parameters
+from workers.runtime.amqp import CoalescingConnection, connection_parameters
 from workers.runtime.config import Settings
 from workers.runtime.connect import declare_topology
 from workers.runtime.errors import ConfigurationError, DrError
@@ -58,7 +58,7 @@ class Runner:
         self.prefetch = max(settings.worker.prefetch or spec.prefetch or self.concurrency, self.concurrency)
         self.connected = threading.Event()
         self._ioloop = IOLoop()
-        self._jobs: queue.Queue = queue.Queue()
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._done: list = []
         self._done_lock = threading.Lock()
         self._drain_scheduled = False
@@ -71,6 +71,8 @@ class Runner:
         self._seq = 0
         self._pending: dict[int, _Pending] = {}
         self._by_message: dict[tuple[str, str], _Pending] = {}
+        self._unsettled: dict[int, bool] = {}  # delivery tag -> done, in delivery order (tags only grow)
+        self._acks_scheduled = False
         self._fatal: BaseException | None = None
         self._delay = 0.5
         self._ever_connected = False
@@ -115,7 +117,7 @@ class Runner:
         except DrError as exc:
             log.warning("%s; retrying in %.1fs", exc.message, self._delay)
             return self._schedule_reconnect()
-        self._conn = pika.SelectConnection(
+        self._conn = CoalescingConnection(
             connection_parameters(self.settings.broker), on_open_callback=self._on_open,
             on_open_error_callback=self._on_open_error, on_close_callback=self._on_closed,
             custom_ioloop=self._ioloop)
@@ -164,6 +166,7 @@ class Runner:
         self._in_flight -= len(unacked)
         self._pending.clear()
         self._by_message.clear()
+        self._unsettled.clear()
         if self._stopping:
             log.info("connection closed; stopped")
             self._ioloop.stop()
@@ -175,6 +178,7 @@ class Runner:
     # ---- jobs ------------------------------------------------------------------------------------
     def _on_message(self, ch, method, props, body) -> None:
         self._in_flight += 1
+        self._unsettled[method.delivery_tag] = False
         delivery = Delivery(body, method.routing_key, method.exchange, props)
         self._jobs.put((self._gen, method.delivery_tag, delivery))
 
@@ -211,7 +215,7 @@ class Runner:
     def _skip(self, gen: int, tag: int) -> None:
         self._in_flight -= 1
         if gen == self._gen and self._ch is not None:
-            self._ch.basic_nack(tag, requeue=True)
+            self._requeue(tag)
 
     def _finish(self, gen: int, tag: int, outcome: Outcome | None, delivery: Delivery) -> None:
         if gen != self._gen or self._ch is None:
@@ -220,7 +224,7 @@ class Runner:
             return
         if outcome is None:
             self._in_flight -= 1
-            self._ch.basic_nack(tag, requeue=True)
+            self._requeue(tag)
             return
         pending = _Pending(tag, outcome, delivery)
         if not outcome.messages:
@@ -275,7 +279,7 @@ class Runner:
         if p.nacked or p.copy_lost:
             log.warning("broker refused a message or a retry/dead-letter queue is missing (re-declared on the "
                         "next connection); the delivery is requeued")
-            self._ch.basic_nack(p.tag, requeue=True)
+            self._requeue(p.tag)
             if p.copy_lost and self._conn is not None and self._conn.is_open:
                 self._conn.close()  # reconnecting re-declares the topology, so the next attempt finds its queue
         elif p.returned and not p.escalated and p.outcome.kind == "ok":
@@ -288,8 +292,33 @@ class Runner:
             p.returned.clear()
             return self._publish(p, dead.messages)
         else:
-            self._ch.basic_ack(p.tag)
+            self._ack(p.tag)
         self._in_flight -= 1
+
+    def _requeue(self, tag: int) -> None:
+        self._unsettled.pop(tag, None)
+        self._ch.basic_nack(tag, requeue=True)
+
+    def _ack(self, tag: int) -> None:
+        """Acks go out once per loop pass: one ``multiple`` ack for the settled front of the deliveries (in
+        order, the usual case), single acks for jobs that finished ahead of an earlier one still running."""
+        self._unsettled[tag] = True
+        if not self._acks_scheduled:
+            self._acks_scheduled = True
+            self._ioloop.call_later(0, self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        self._acks_scheduled = False
+        if self._ch is None:  # connection lost meanwhile: the broker redelivers, and the tags are gone
+            return
+        front = list(itertools.takewhile(self._unsettled.__getitem__, self._unsettled))
+        for tag in front:
+            del self._unsettled[tag]
+        if front:
+            self._ch.basic_ack(front[-1], multiple=True)
+        for tag in [t for t, done in self._unsettled.items() if done]:
+            del self._unsettled[tag]
+            self._ch.basic_ack(tag)
 
     # ---- shutdown --------------------------------------------------------------------------------
     def _begin_stop(self) -> None:
@@ -312,6 +341,7 @@ class Runner:
             log.warning("grace period over with %d job(s) unfinished; closing — the broker requeues them",
                         self._in_flight)
             self._cancel.set()
+        self._flush_acks()
         if self._conn is not None and self._conn.is_open:
             self._conn.close()
         elif self._conn is None or self._conn.is_closed:
