@@ -29,6 +29,8 @@ from workers.artifacts.retention import apply_retention
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import (Plan, component_counts, is_complete, read_marker, read_plan, write_marker,
                                     write_plan)
+from workers.fileshare.forget import Policy, forget
+from workers.fileshare.repo import Repository
 from workers.runtime.config import RetentionSettings, Settings
 from workers.runtime.handler import JobContext, WorkerSpec
 from workers.storage.factory import build_store
@@ -120,6 +122,11 @@ class CatalogHandler:
                             "; ".join(f"{s} ({plan.reasons[s]})" for s in plan.delete), len(plan.keep))
         else:
             ctx.logger.info("retention for %s: nothing to delete, kept %d set(s)", stamp, len(plan.keep))
+        snapshots = forget(Repository(self.store, stamp), Policy(keep_last=r.keep_last, keep_within=r.keep_within))
+        if snapshots.forget:
+            ctx.logger.info("retention for %s forgot %d file-share snapshot(s) (%s), kept %d; their data is freed by "
+                            "`appsvc-dr snapshots prune` (needs the private key)", stamp, len(snapshots.forget),
+                            ", ".join(snapshots.forget), len(snapshots.keep))
 
     # ---- backup-set-completed --------------------------------------------------------------------
     def backup_set_completed(self, event: Envelope, ctx: JobContext) -> list[Envelope]:

@@ -22,6 +22,9 @@ from workers.runtime.errors import ConfigurationError, DrError, PermanentError
 from workers.storage.artifact import generate_self_signed, load_certificate, thumbprint
 from workers.storage.base import ObjectNotFound
 from workers.storage.factory import build_store
+from workers.cli.snapshots_cmd import print_forget
+from workers.fileshare.forget import Policy, forget
+from workers.fileshare.repo import Repository
 from workers.cli.keyopts import add_key_options, env_password, keyring_from_args
 from workers.cli.output import write_atomically
 from workers.cli.progress import MiB, ProgressBar
@@ -196,6 +199,10 @@ def retention_cmd(args: argparse.Namespace, settings: Settings) -> int:
         print(f"dry run: would delete {len(plan.delete)} set(s), keep {len(plan.keep)}; nothing was deleted")
     else:
         print(f"deleted {len(plan.delete)} set(s) ({plan.deleted_objects} objects), kept {len(plan.keep)}")
+    snapshots = forget(Repository(_store(settings), stamp), Policy(keep_last=keep_last, keep_within=keep_within),
+                       dry_run=args.dry_run)
+    if snapshots.keep or snapshots.forget:          # the same policy for file-share snapshots (see README)
+        print_forget(snapshots)
     return 0
 
 

@@ -10,6 +10,7 @@ import time
 
 from workers.artifacts.catalog import artifact_key
 from workers.cli.keyopts import add_key_options, keyring_from_args
+from workers.cli import snapshots_cmd
 from workers.cli.progress import ProgressBar
 from workers.fileshare.manifest import diff
 from workers.fileshare.repo import Repository
@@ -24,7 +25,7 @@ MiB = 1024 * 1024
 
 
 def register(sub) -> None:
-    p = sub.add_parser("snapshots", help="file-share snapshots: list, diff")
+    p = sub.add_parser("snapshots", help="file-share snapshots: list, diff, forget, prune, unlock")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("list", help="every file-share snapshot of a stamp")
     a.add_argument("--stamp", help="stamp (default: APPSVC_DR_STAMP)")
@@ -37,6 +38,7 @@ def register(sub) -> None:
     a.add_argument("--stamp", help="stamp (default: APPSVC_DR_STAMP)")
     add_key_options(a)
     a.set_defaults(func=diff_cmd)
+    snapshots_cmd.register(actions)
 
 
 def register_restore(restore_sub) -> None:

@@ -19,6 +19,7 @@ from contracts import BackupDue, Envelope, FileshareSynced, FileshareSyncedPaylo
 from workers.artifacts.catalog import artifact_key, write_manifest
 from workers.artifacts.events import artifact_stored
 from workers.artifacts.service import ArtifactStore
+from workers.fileshare.lock import RepoLock
 from workers.fileshare.repo import Repository
 from workers.fileshare.sync import Sync, SyncResult
 from workers.fileshare.tree import open_tree
@@ -85,16 +86,19 @@ class FileshareHandler:
             ctx.logger.info("snapshot %s is already complete: re-emitting its result", sid)
         else:
             tree = open_tree(s.source, username=s.username, password=s.password, port=s.port, encrypt=s.encrypt)
+            lock = RepoLock(self.store.backend, event.stamp, "sync", holder=f"fileshare worker (snapshot {sid})")
             try:
-                result = Sync(s, repo, tree, progress=ctx.progress, cancelled=ctx.cancelled,
-                              logger=ctx.logger).run(sid, event.stamp, event.correlation_id, sub_path)
+                with lock:                  # shared: refused while a prune runs (see workers.fileshare.lock)
+                    result = Sync(s, repo, tree, progress=ctx.progress, cancelled=ctx.cancelled,
+                                  logger=ctx.logger).run(sid, event.stamp, event.correlation_id, sub_path)
+                    if result.manifest.partial and s.fail_on_skipped:
+                        raise TransientError(f"{result.stats['skipped_count']} file(s) could not be read: "
+                                             + self._skipped_text(result.stats),
+                                             hint=SKIPPED_HINT.format(retries=s.retries, wait=s.wait))
+                    lock.check()            # a lapsed lock: a prune may have freed blobs this sync reused
+                    summary = commit(repo, result)
             finally:
                 tree.close()
-            if result.manifest.partial and s.fail_on_skipped:
-                raise TransientError(f"{result.stats['skipped_count']} file(s) could not be read: "
-                                     + self._skipped_text(result.stats),
-                                     hint=SKIPPED_HINT.format(retries=s.retries, wait=s.wait))
-            summary = commit(repo, result)
         body = json.dumps(summary, sort_keys=True, ensure_ascii=False).encode()
         name = reference_name(sub_path)
         stored = repo.meta.put(artifact_key(event.stamp, event.correlation_id, "fileshare", name),
