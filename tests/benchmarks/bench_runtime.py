@@ -16,13 +16,14 @@ Timings swing widely when other work shares the machine or the broker: use ``--r
 variants interleaved).
 The percentage column compares msg/s with raw pika on the quorum queue. ``CPU us/msg`` is this process's CPU
 time (all threads; the broker runs elsewhere) per message while the clock ran: steadier than msg/s on a busy
-machine, and the part of the cost that is ours.
+machine, and the part of the cost that is ours; ``broker us/msg`` is the local RabbitMQ's (beam.smp) CPU.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import logging
+import os
 import sys
 import threading
 import time
@@ -89,11 +90,11 @@ def raw_consume(params, n: int, messages, arguments: dict) -> float:
     with blocking(params) as ch:
         ch.basic_qos(prefetch_count=PREFETCH)
         ch.basic_consume("bench.raw", on_message)
-        started, cpu = time.perf_counter(), time.process_time()
+        started = clock()
         ch.start_consuming()
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        took = since(started)
         assert depth(ch, "bench.raw") == 0
-    return seconds, cpu
+    return took
 
 
 def topology_with_pings(vhost_name: str, concurrency: int, messages):
@@ -129,8 +130,7 @@ def raw_republish(vhost_name: str, n: int, messages) -> float:
                 state["acked"] += 1
         state["last"] = max(state["last"], m.delivery_tag)
         if state["acked"] == n:
-            state["seconds"] = time.perf_counter() - state["started"]
-            state["cpu"] = time.process_time() - state["cpu"]
+            state["took"] = since(state["started"])
             conn.close()
 
     def on_channel(ch) -> None:
@@ -140,7 +140,7 @@ def raw_republish(vhost_name: str, n: int, messages) -> float:
 
     def start(ch) -> None:
         ch.basic_consume(ping_q, on_message)
-        state["started"], state["cpu"] = time.perf_counter(), time.process_time()
+        state["started"] = clock()
 
     conn = pika.SelectConnection(params, on_open_callback=lambda c: c.channel(on_open_callback=on_channel),
                                  on_close_callback=lambda c, r: c.ioloop.stop())
@@ -148,7 +148,7 @@ def raw_republish(vhost_name: str, n: int, messages) -> float:
     assert state["acked"] == n, state["acked"]
     with blocking(params) as ch:
         assert depth(ch, ping_q) == 0 and depth(ch, pong_q) == n, (depth(ch, ping_q), depth(ch, pong_q))
-    return state["seconds"], state["cpu"]
+    return state["took"]
 
 
 def runtime(vhost_name: str, n: int, concurrency: int, messages) -> float:
@@ -167,20 +167,42 @@ def runtime(vhost_name: str, n: int, concurrency: int, messages) -> float:
         thread.start()
         if not runner.connected.wait(30):
             raise RuntimeError("the runtime did not start consuming")
-        started, cpu = time.perf_counter(), time.process_time()
+        started = clock()
         # Polled in-process (polling the broker costs it CPU): N jobs done, and no delivery left unsettled
         # (_in_flight drops when the ack goes out, after every follow-up of that delivery was confirmed).
         done = {"worker": "pinger", "event_type": "test-ping", "outcome": "ok"}
         wait_for(lambda: (app.metrics.registry.get_sample_value("appsvc_dr_events_consumed_total", done) or 0) >= n
                  and runner._in_flight == 0, 600, 0.005, what="all pings handled and settled")
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        took = since(started)
     finally:
         app.stop()
         thread.join(60)
     # After the stop, unacked deliveries would be back in the queue: the ping queue must stay empty.
     with blocking(params) as ch:
         assert depth(ch, ping_q) == 0 and depth(ch, pong_q) == n, (depth(ch, ping_q), depth(ch, pong_q))
-    return seconds, cpu
+    return took
+
+
+def clock() -> tuple[float, float, float]:
+    """Wall clock, this process's CPU (all threads) and the local broker's CPU, in seconds."""
+    return time.perf_counter(), time.process_time(), broker_cpu()
+
+
+def since(start: tuple[float, float, float]) -> tuple[float, float, float]:
+    return tuple(now - then for now, then in zip(clock(), start))  # type: ignore[return-value]
+
+
+def broker_cpu() -> float:
+    """CPU seconds the local RabbitMQ (beam.smp) has used so far; 0 when the broker is not on this machine."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, rest = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if name.endswith("(beam.smp"):
+            utime, stime = rest.split()[11:13]
+            return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+    return 0.0
 
 
 def cleanup(names: list[str]) -> None:
@@ -216,27 +238,31 @@ def main() -> None:
     variants += [(f"runtime c{c}", lambda vh, p, c=c: runtime(vh, n, c, messages)) for c in args.concurrency]
     times: dict[str, list[float]] = {name: [] for name, _ in variants}
     cpus: dict[str, list[float]] = {name: [] for name, _ in variants}
+    brokers: dict[str, list[float]] = {name: [] for name, _ in variants}
     created: list[str] = []
     try:
         for round_ in range(args.repeat):  # rounds interleave the variants, so a busy spell hits all of them
             for name, fn in variants:
                 with vhost() as vh:
                     created.append(vh)
-                    seconds, cpu = fn(vh, connection_parameters(settings_for(vh).broker))
+                    seconds, cpu, beam = fn(vh, connection_parameters(settings_for(vh).broker))
                 times[name].append(seconds)
+                brokers[name].append(beam)
                 cpus[name].append(cpu)
                 print(f"  round {round_ + 1} {name}: {seconds:.2f}s ({n / seconds:.0f} msg/s, "
-                      f"{cpu / n * 1e6:.0f} us CPU/msg)", file=sys.stderr, flush=True)
+                      f"{cpu / n * 1e6:.0f} us CPU/msg, broker {beam / n * 1e6:.0f} us/msg)", file=sys.stderr,
+                      flush=True)
     finally:
         cleanup(created)
 
     base = n / min(next(iter(times.values())))  # raw pika (quorum), or the first runtime row
     print(f"\nprefetch {PREFETCH}, best of {args.repeat} round(s)")
-    print(f"{'variant':28s} {'messages':>9s} {'seconds':>8s} {'msg/s':>8s} {'% raw':>6s} {'CPU us/msg':>11s}")
+    print(f"{'variant':28s} {'messages':>9s} {'seconds':>8s} {'msg/s':>8s} {'% raw':>6s} {'CPU us/msg':>11s} {'broker us/msg':>14s}")
     for name, runs in times.items():
         rate = n / min(runs)
         cpu = min(cpus[name]) / n * 1e6
-        print(f"{name:28s} {n:9d} {min(runs):8.2f} {rate:8.0f} {100 * rate / base:5.0f}% {cpu:11.0f}")
+        beam = min(brokers[name]) / n * 1e6
+        print(f"{name:28s} {n:9d} {min(runs):8.2f} {rate:8.0f} {100 * rate / base:5.0f}% {cpu:11.0f} {beam:14.0f}")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ class MetricsMiddleware(Middleware):
     def __init__(self, metrics: Metrics) -> None:
         self.m = metrics
         self._children: dict[tuple, object] = {}
+        self._jobs: dict[tuple[str, str], tuple] = {}
 
     def _child(self, metric, *labels: str):
         key = (id(metric), *labels)
@@ -63,16 +64,28 @@ class MetricsMiddleware(Middleware):
     def on_connection(self, worker: str, connected: bool) -> None:
         self._child(self.m.connected, worker).set(1 if connected else 0)
 
+    def _job(self, worker: str, event_type: str) -> tuple:
+        """The per-job metric calls of one (worker, event type), resolved once: every job runs these."""
+        key = (worker, event_type)
+        calls = self._jobs.get(key)
+        if calls is None:
+            in_progress = self._child(self.m.in_progress, worker)
+            calls = self._jobs[key] = (in_progress.inc, in_progress.dec,
+                                       self._child(self.m.duration, worker, event_type).observe,
+                                       self._child(self.m.last_success, worker, event_type).set)
+        return calls
+
     def before_job(self, worker: str, event_type: str) -> None:
-        self._child(self.m.in_progress, worker).inc()
+        self._job(worker, event_type)[0]()
 
     def after_job(self, worker: str, event_type: str, outcome: str, duration: float | None) -> None:
+        _, done, observe, succeeded = self._job(worker, event_type)
         if duration is not None:
-            self._child(self.m.in_progress, worker).dec()
-            self._child(self.m.duration, worker, event_type).observe(duration)
+            done()
+            observe(duration)
         self._child(self.m.consumed, worker, event_type, outcome).inc()
         if outcome == "ok":
-            self._child(self.m.last_success, worker, event_type).set(time.time())
+            succeeded(time.time())
 
     def on_retry(self, worker: str, event_type: str, delay: float) -> None:
         self._child(self.m.retries, worker, event_type).inc()

@@ -18,14 +18,23 @@ _event_id = contextvars.ContextVar("event_id", default="-")
 _set_id = contextvars.ContextVar("backup_set_id", default="-")
 
 
-@contextlib.contextmanager
-def job_context(worker: str, event_id: str | None, backup_set_id: str | None) -> Iterator[None]:
-    tokens = (_worker.set(worker), _event_id.set(event_id or "-"), _set_id.set(backup_set_id or "-"))
-    try:
-        yield
-    finally:
-        for var, token in zip((_worker, _event_id, _set_id), tokens):
-            var.reset(token)
+class job_context:  # noqa: N801 - used like a function: `with job_context(...)`; a class is cheaper per job
+    """Sets the worker, event id and backup-set id seen by every log line inside the block."""
+
+    __slots__ = ("values", "tokens")
+
+    def __init__(self, worker: str, event_id: str | None, backup_set_id: str | None) -> None:
+        self.values = (worker, event_id or "-", backup_set_id or "-")
+
+    def __enter__(self) -> None:
+        worker, event_id, set_id = self.values
+        self.tokens = (_worker.set(worker), _event_id.set(event_id), _set_id.set(set_id))
+
+    def __exit__(self, *exc) -> None:
+        worker, event_id, set_id = self.tokens
+        _worker.reset(worker)
+        _event_id.reset(event_id)
+        _set_id.reset(set_id)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import pika
 from pydantic import ValidationError
@@ -38,16 +38,14 @@ CRASH_HINT = ("The job was delivered {n} times without finishing: the worker pro
               "OOM events for this event id, fix the cause, then `appsvc-dr dlq replay {worker}`.")
 
 
-@dataclass(frozen=True)
-class Delivery:
+class Delivery(NamedTuple):  # tuples: one of each per message, so cheap to build
     body: bytes
     routing_key: str
     exchange: str
     properties: pika.BasicProperties
 
 
-@dataclass(frozen=True)
-class Outgoing:
+class Outgoing(NamedTuple):
     exchange: str
     routing_key: str
     body: bytes
@@ -76,9 +74,9 @@ class JobProcessor:
         self._progress = functools.partial(self.hooks.on_progress, spec.name)
 
     def process(self, delivery: Delivery, cancelled: threading.Event | None = None) -> Outcome:
-        headers = dict(delivery.properties.headers or {})
-        attempt = int(headers.get("x-dr-attempt", 0) or 0)
         props = delivery.properties
+        headers = props.headers or {}
+        attempt = int(headers.get("x-dr-attempt", 0) or 0)
         try:
             event = self.registry.decode(delivery.body, (props.type, headers.get("x-dr-version")))
         except ContractError as exc:
@@ -87,11 +85,11 @@ class JobProcessor:
                 outcome = self.dead_letter(delivery, None, exc, attempt, kind="rejected", reason=exc.reason)
                 self.hooks.after_job(self.spec.name, outcome.event_type, outcome.kind, None)
                 return outcome
-        with job_context(self.spec.name, str(event.event_id), event.correlation_id):
-            outcome = self._process(delivery, event, headers, attempt, cancelled)
-        return outcome
+        event_id = str(event.event_id)
+        with job_context(self.spec.name, event_id, event.correlation_id):
+            return self._process(delivery, event, event_id, headers, attempt, cancelled)
 
-    def _process(self, delivery: Delivery, event: Envelope, headers: dict, attempt: int,
+    def _process(self, delivery: Delivery, event: Envelope, event_id: str, headers: dict, attempt: int,
                  cancelled: threading.Event | None) -> Outcome:
         handler = self.spec.handlers.get(event.type)
         if handler is None:
@@ -109,10 +107,10 @@ class JobProcessor:
                                                "finishing", hint))
             self.hooks.after_job(self.spec.name, event.type, outcome.kind, None)
             return outcome
-        return self._run(delivery, event, handler, attempt, cancelled or threading.Event())
+        return self._run(delivery, event, event_id, handler, attempt, cancelled or threading.Event())
 
-    def _run(self, delivery, event: Envelope, handler, attempt: int, cancelled) -> Outcome:
-        ctx = JobContext(worker=self.spec.name, job_key=f"{self.spec.name}:{event.event_id}", attempt=attempt,
+    def _run(self, delivery, event: Envelope, event_id: str, handler, attempt: int, cancelled) -> Outcome:
+        ctx = JobContext(worker=self.spec.name, job_key=f"{self.spec.name}:{event_id}", attempt=attempt,
                          logger=self._logger, cancelled=cancelled, progress=self._progress)
         self.hooks.before_job(self.spec.name, event.type)
         started = time.monotonic()

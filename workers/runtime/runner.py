@@ -14,7 +14,6 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 
 import pika
 from pika.adapters.select_connection import IOLoop
@@ -33,17 +32,19 @@ from workers.runtime.topology import Topology
 log = logging.getLogger("appsvc_dr.runner")
 
 
-@dataclass
 class _Pending:
-    tag: int
-    outcome: Outcome
-    delivery: Delivery
-    remaining: int = 0
-    nacked: bool = False
-    returned: list[str] = field(default_factory=list)
-    copy_lost: bool = False          # a retry / dead-letter copy found no queue: never ack the original then
-    escalated: bool = False
-    keys: list[tuple[str, str]] = field(default_factory=list)
+    """A delivery whose outgoing messages await their confirms (one per finished job: kept small)."""
+
+    __slots__ = ("tag", "outcome", "delivery", "remaining", "nacked", "returned", "copy_lost", "escalated", "keys")
+
+    def __init__(self, tag: int, outcome: Outcome, delivery: Delivery) -> None:
+        self.tag, self.outcome, self.delivery = tag, outcome, delivery
+        self.remaining = 0
+        self.nacked = False
+        self.returned: list[str] = []
+        self.copy_lost = False       # a retry / dead-letter copy found no queue: never ack the original then
+        self.escalated = False
+        self.keys: list[tuple[str, str]] = []
 
 
 class Runner:
@@ -194,12 +195,12 @@ class Runner:
                 except Exception:  # noqa: BLE001 - the processor turns failures into outcomes; belt and braces
                     log.exception("processing crashed; the message is requeued")
                     outcome = None
-                self._hand_back(functools.partial(self._finish, gen, tag, outcome, delivery))
+                self._hand_back((gen, tag, outcome, delivery))
 
-    def _hand_back(self, callback) -> None:
+    def _hand_back(self, finished: tuple) -> None:
         """Queue a finished job for the I/O loop; one wake-up drains every job finished meanwhile."""
         with self._done_lock:
-            self._done.append(callback)
+            self._done.append(finished)
             if self._drain_scheduled:
                 return
             self._drain_scheduled = True
@@ -207,10 +208,10 @@ class Runner:
 
     def _drain(self) -> None:
         with self._done_lock:
-            callbacks, self._done = self._done, []
+            finished, self._done = self._done, []
             self._drain_scheduled = False
-        for callback in callbacks:
-            callback()
+        for gen, tag, outcome, delivery in finished:
+            self._finish(gen, tag, outcome, delivery)
 
     def _skip(self, gen: int, tag: int) -> None:
         self._in_flight -= 1
