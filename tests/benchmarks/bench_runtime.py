@@ -42,7 +42,7 @@ from workers.runtime.connect import declare_topology
 from workers.runtime.handler import WorkerSpec
 from workers.runtime.topology import Topology
 
-PREFETCH = 100
+PREFETCH = 400
 QUORUM = {"x-queue-type": "quorum"}
 
 

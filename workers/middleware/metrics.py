@@ -1,6 +1,7 @@
 """Prometheus metrics as middleware. Metrics live in a registry made per process, never at import time."""
 from __future__ import annotations
 
+import threading
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -49,6 +50,8 @@ class MetricsMiddleware(Middleware):
         self.m = metrics
         self._children: dict[tuple, object] = {}
         self._jobs: dict[tuple[str, str], tuple] = {}
+        self._running: dict[str, dict[int, int]] = {}
+        self._last_success: dict[tuple[str, str], float] = {}
 
     def _child(self, metric, *labels: str):
         key = (id(metric), *labels)
@@ -59,33 +62,47 @@ class MetricsMiddleware(Middleware):
 
     def on_boot(self, worker: str) -> None:
         self._child(self.m.connected, worker).set(0)
-        self._child(self.m.in_progress, worker).set(0)
+        self._running_slots(worker)
+
+    def _running_slots(self, worker: str) -> dict[int, int]:
+        running = self._running.get(worker)
+        if running is None:  # sum() over the values runs in C, whole, while job threads write their own slot
+            running = self._running[worker] = {}
+            self._child(self.m.in_progress, worker).set_function(lambda: sum(running.values()))
+        return running
 
     def on_connection(self, worker: str, connected: bool) -> None:
         self._child(self.m.connected, worker).set(1 if connected else 0)
 
-    def _job(self, worker: str, event_type: str) -> tuple:
-        """The per-job metric calls of one (worker, event type), resolved once: every job runs these."""
+    def _job(self, worker: str, event_type: str) -> tuple[dict, object]:
+        """Per (worker, event type), resolved once: the running-jobs slots and the duration histogram.
+
+        Every job runs these, so the two gauges cost nothing per job: jobs in progress is the sum of one slot
+        per job thread (each thread writes only its own slot) and the last success a plain dict entry; both are
+        read when Prometheus scrapes.
+        """
         key = (worker, event_type)
         calls = self._jobs.get(key)
         if calls is None:
-            in_progress = self._child(self.m.in_progress, worker)
-            calls = self._jobs[key] = (in_progress.inc, in_progress.dec,
-                                       self._child(self.m.duration, worker, event_type).observe,
-                                       self._child(self.m.last_success, worker, event_type).set)
+            calls = self._jobs[key] = (self._running_slots(worker),
+                                       self._child(self.m.duration, worker, event_type).observe)
         return calls
 
     def before_job(self, worker: str, event_type: str) -> None:
-        self._job(worker, event_type)[0]()
+        self._job(worker, event_type)[0][threading.get_ident()] = 1
 
     def after_job(self, worker: str, event_type: str, outcome: str, duration: float | None) -> None:
-        _, done, observe, succeeded = self._job(worker, event_type)
+        running, observe = self._job(worker, event_type)
         if duration is not None:
-            done()
+            running[threading.get_ident()] = 0
             observe(duration)
         self._child(self.m.consumed, worker, event_type, outcome).inc()
         if outcome == "ok":
-            succeeded(time.time())
+            key = (worker, event_type)
+            if key not in self._last_success:
+                self._child(self.m.last_success, worker, event_type).set_function(
+                    lambda: self._last_success[key])
+            self._last_success[key] = time.time()
 
     def on_retry(self, worker: str, event_type: str, delay: float) -> None:
         self._child(self.m.retries, worker, event_type).inc()
