@@ -49,7 +49,9 @@ WORKER_METRICS = {
     "appsvc_dr_dead_letters_total", "appsvc_dr_secrets_newest_version_timestamp_seconds",
     "appsvc_dr_secrets_rotations_total",
 }
-KNOWN_METRICS = WORKER_METRICS | {"rabbitmq_queue_messages_ready"}
+# Written by `appsvc-dr drill --textfile F` for node_exporter's textfile collector (not by the workers).
+DRILL_METRICS = {"appsvc_dr_last_restore_drill_timestamp_seconds"}
+KNOWN_METRICS = WORKER_METRICS | DRILL_METRICS | {"rabbitmq_queue_messages_ready"}
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool", "and", "or",
                 "unless", "inf", "nan"}
 
@@ -244,7 +246,7 @@ def test_alerts_use_only_known_metrics(yaml):
         assert used <= KNOWN_METRICS | {"up"}, f"{rule['alert']} uses unknown metrics {used - KNOWN_METRICS}"
 
 
-def test_runtime_exports_the_metrics_deploy_relies_on(yaml):
+def test_runtime_exports_the_metrics_deploy_relies_on(yaml, tmp_path):
     # Given the metric names used by alerts and the dashboard
     used = set().union(*(metric_names(r["expr"]) for r in load_alert_rules(yaml)),
                        *(metric_names(e) for e in dashboard_exprs()))
@@ -254,6 +256,10 @@ def test_runtime_exports_the_metrics_deploy_relies_on(yaml):
     for family in Metrics().registry.collect():
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])
         exported |= {family.name + s for s in suffixes}
+    # And the restore drill's textfile (workers.drill.results) adds its own
+    from workers.drill.results import write_textfile
+    write_textfile(str(tmp_path / "drill.prom"), {("stamp1", "passed"): 1.0})
+    exported |= set(re.findall(r"^(appsvc_dr_\w+)\{", (tmp_path / "drill.prom").read_text(), re.M))
     # Then every appsvc_dr_* metric deploy/ uses is exported by the runtime
     missing = {m for m in used if m.startswith("appsvc_dr_")} - exported
     assert not missing, f"deploy/ uses metrics the runtime does not export: {sorted(missing)}"

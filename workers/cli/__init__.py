@@ -16,8 +16,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from workers.cli import artifacts, config_cmd, demo_cmd, dlq, fileshare_cmd, publish, restore, run, \
-        schedule_cmd, secrets_cmd
+    from workers.cli import artifacts, config_cmd, demo_cmd, dlq, drill_cmd, fileshare_cmd, publish, restore, \
+        run, schedule_cmd, secrets_cmd
 
     parser = argparse.ArgumentParser(prog="appsvc-dr", description="Backup and disaster recovery for App "
                                      "Service on Azure Stack Hub.")
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (publish, run, dlq, config_cmd, secrets_cmd, restore, artifacts, demo_cmd, schedule_cmd,
-                   fileshare_cmd):
+                   fileshare_cmd, drill_cmd):
         module.register(sub)
     return parser
 

@@ -7,10 +7,13 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from workers.artifacts.catalog import artifact_key
 from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli.progress import ProgressBar
+from workers.artifacts.service import ArtifactStore
+from workers.databases.base import DatabaseEngine, RestoreResult
 from workers.databases.factory import build_engine
 from workers.dbbackup.handler import artifact_name
 from workers.runtime.config import Settings
@@ -50,15 +53,12 @@ def _staged_copy(settings: Settings, engine_name: str, name: str, fill):
             backend.delete(key)
 
 
-def restore_database(args: argparse.Namespace, settings: Settings) -> int:
-    stamp = args.stamp or settings.stamp
-    db_settings = settings.database
-    if args.target_server:
-        db_settings = db_settings.model_copy(update={"server": args.target_server})
-    engine = build_engine(db_settings)
-    keys = keyring_from_args(args)
-    store = artifact_store(settings)
-    key = artifact_key(stamp, args.set_id, "databases", artifact_name(engine.name, args.database))
+@contextlib.contextmanager
+def staged_artifact(settings: Settings, engine: DatabaseEngine, store: ArtifactStore, keys, *, stamp: str,
+                    set_id: str, database: str, label: str, say=print) -> Iterator[str]:
+    """``database``'s artifact of a backup set, fetched, decrypted and verified into a staged file the database
+    server can read (its path is yielded); removed afterwards."""
+    key = artifact_key(stamp, set_id, "databases", artifact_name(engine.name, database))
     record = store.record(key)
     bar = ProgressBar(f"fetch {Path(key).name}", record.stored_size if record else 0)
 
@@ -67,12 +67,33 @@ def restore_database(args: argparse.Namespace, settings: Settings) -> int:
             backend.put(staged_key, plain)
         bar.close()
 
+    with _staged_copy(settings, engine.name, f"{label}-{stamp}-{set_id}-{Path(key).name}", fill) as path:
+        say(f"fetched and verified {key} → {path}")
+        yield path
+
+
+def restore_from_set(settings: Settings, engine: DatabaseEngine, store: ArtifactStore, keys, *, stamp: str,
+                     set_id: str, database: str, target: str, data_path: str | None = None,
+                     log_path: str | None = None, progress=None, say=print) -> RestoreResult:
+    """Restore ``database`` of a backup set as ``target`` (WITH REPLACE; MOVE to ``data_path`` / ``log_path``,
+    default the configured restore paths) and check it."""
+    label = "restore" if target == database else f"restore-{target}"
+    with staged_artifact(settings, engine, store, keys, stamp=stamp, set_id=set_id, database=database,
+                         label=label, say=say) as path:
+        return engine.restore(target, path, data_path=data_path or settings.database.restore_data_path,
+                              log_path=log_path or settings.database.restore_log_path, progress=progress)
+
+
+def restore_database(args: argparse.Namespace, settings: Settings) -> int:
+    stamp = args.stamp or settings.stamp
+    if args.target_server:
+        settings = settings.model_copy(update={"database": settings.database.model_copy(
+            update={"server": args.target_server})})
+    engine = build_engine(settings.database)
     target = args.target_database or args.database
-    with _staged_copy(settings, engine.name, f"restore-{stamp}-{args.set_id}-{Path(key).name}", fill) as path:
-        print(f"fetched and verified {key} → {path}")
-        result = engine.restore(target, path, data_path=args.data_path or db_settings.restore_data_path,
-                                log_path=args.log_path or db_settings.restore_log_path,
-                                progress=lambda pct: print(f"  restore {pct}%", flush=True))
+    result = restore_from_set(settings, engine, artifact_store(settings), keyring_from_args(args), stamp=stamp,
+                              set_id=args.set_id, database=args.database, target=target, data_path=args.data_path,
+                              log_path=args.log_path, progress=lambda pct: print(f"  restore {pct}%", flush=True))
     extra = f", {result.tables} tables, {result.rows} rows" if result.tables is not None else ""
     print(f"restored {target} on {result.server} in {result.duration:.1f}s: {result.state}{extra}")
     return 0

@@ -12,7 +12,7 @@ from workers.artifacts.catalog import artifact_key
 from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli import snapshots_cmd
 from workers.cli.progress import ProgressBar
-from workers.fileshare.manifest import diff
+from workers.fileshare.manifest import Manifest, diff
 from workers.fileshare.repo import Repository
 from workers.fileshare.restore import REACL, Restorer, select
 from workers.fileshare.tree import open_tree
@@ -77,6 +77,15 @@ def snapshot_of_set(repo: Repository, set_id: str) -> str:
     return json.loads(out.getvalue())["snapshot_id"]
 
 
+def load_manifest(repo: Repository, snapshot: str, keys) -> Manifest:
+    """A snapshot's manifest read from the store (never the cache): decrypted and verified."""
+    try:
+        return repo.manifest(snapshot, keys, cached=False)
+    except ObjectNotFound:
+        raise PermanentError(f"no snapshot {snapshot} for stamp {repo.stamp}",
+                             hint="See `appsvc-dr snapshots list --stamp STAMP`.") from None
+
+
 def list_cmd(args: argparse.Namespace, settings: Settings) -> int:
     repo = _repo(settings, args)
     found = list(repo.summaries())
@@ -112,11 +121,7 @@ def restore_cmd(args: argparse.Namespace, settings: Settings) -> int:
     repo = _repo(settings, args)
     keys = keyring_from_args(args, required=False)
     snapshot = args.snapshot or snapshot_of_set(repo, args.set_id)
-    try:
-        manifest = repo.manifest(snapshot, keys, cached=False)
-    except ObjectNotFound:
-        raise PermanentError(f"no snapshot {snapshot} for stamp {repo.stamp}",
-                             hint="See `appsvc-dr snapshots list --stamp STAMP`.") from None
+    manifest = load_manifest(repo, snapshot, keys)
     password = s.password
     if args.target_password_env:
         if args.target_password_env not in os.environ:

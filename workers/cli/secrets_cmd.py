@@ -49,13 +49,19 @@ def list_versions(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _chosen_key(args: argparse.Namespace, stamp: str, store, keys) -> str:
-    if args.version:
-        return version_key(stamp, args.version)
-    if args.set:
-        ref = io.BytesIO()
-        store.get(artifact_key(stamp, args.set, "secrets", REFERENCE_NAME), ref, keys=keys)
-        return json.loads(ref.getvalue())["key"]
+def set_reference(store, stamp: str, set_id: str, keys) -> dict:
+    """The secrets reference of a backup set: ``{version_id, key, fingerprint, stamp}`` (decrypted, verified)."""
+    ref = io.BytesIO()
+    store.get(artifact_key(stamp, set_id, "secrets", REFERENCE_NAME), ref, keys=keys)
+    return json.loads(ref.getvalue())
+
+
+def secrets_key(store, stamp: str, keys, *, version: str | None = None, set_id: str | None = None) -> str:
+    """The key of the SystemSecrets.json version asked for: by version id, the one of a set, else the newest."""
+    if version:
+        return version_key(stamp, version)
+    if set_id:
+        return set_reference(store, stamp, set_id, keys)["key"]
     newest = latest(store, stamp)
     if newest is None:
         raise PermanentError(f"no secrets stored for stamp {stamp}", hint="Check --stamp and the store settings.")
@@ -76,7 +82,7 @@ def restore_secrets(args: argparse.Namespace, settings: Settings) -> int:
     stamp = args.stamp or settings.stamp
     keys = keyring_from_args(args, required=True)
     store = artifact_store(settings)
-    key = _chosen_key(args, stamp, store, keys)
+    key = secrets_key(store, stamp, keys, version=args.version, set_id=args.set)
     write_atomically(args.out, lambda stream: store.get(key, stream, keys=keys))
     record = store.record(key)
     print(f"restored {key} → {args.out.resolve()} (fingerprint {record.plaintext_sha256[:12]}, mode 0600)")

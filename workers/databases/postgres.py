@@ -134,6 +134,12 @@ class PostgresEngine:
         return RestoreResult(database, source_path, time.monotonic() - started, self.name, self.server,
                              tables=len(tables), rows=sum(rows.values()))
 
+    def drop(self, database: str) -> None:
+        """Drop ``database`` if it exists, ending its sessions (PostgreSQL 13+): for scratch restores (drills)."""
+        self._valid("database", database)
+        with self._cursor(self.settings.pg_maintenance_db) as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {quote_ident(database)} WITH (FORCE)")
+
     def count_rows(self, database: str) -> tuple[list[str], dict[str, int]]:
         """(user tables, exact row count per ordinary table) through pyodbc."""
         with self._cursor(database) as cursor:

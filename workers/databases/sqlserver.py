@@ -146,6 +146,22 @@ class SqlServerEngine:
                                       "RECOVERY should leave the database ONLINE.")
         return RestoreResult(database, source_path, time.monotonic() - started, self.name, self.server, state)
 
+    def file_list(self, source_path: str) -> list[dict[str, Any]]:
+        """RESTORE FILELISTONLY: the backup's logical files (what a restore would MOVE)."""
+        devices = stripe_paths(source_path, self.settings.stripes)
+        with self._session() as session:
+            if tsql.is_url(devices[0]):
+                self._ensure_credential(session, devices[0])
+            sets = session.run(tsql.filelist_only(devices), action="RESTORE FILELISTONLY")
+        return sets[0] if sets else []
+
+    def drop(self, database: str) -> None:
+        """Drop ``database`` if it exists (rolling back its sessions): for scratch restores (drills)."""
+        with self._session() as session:
+            row = session.first(tsql.DATABASE_STATE, database, action=f"look up database {database!r}")
+            for statement in tsql.drop_database(str(row["name"])) if row else []:
+                session.run(statement, action=statement.split(" WITH ")[0])
+
     # ----------------------------------------------------------------------------------------- helpers
     @contextlib.contextmanager
     def _session(self) -> Iterator[_Session]:

@@ -99,6 +99,12 @@ def restore_database(name: str, devices: Sequence[str], moves: Iterable[tuple[st
     return f"RESTORE DATABASE {quote_name(name)} FROM {devices_clause(devices)} WITH {', '.join(opts)}"
 
 
+def drop_database(name: str) -> list[str]:
+    """End every session of the database, then drop it (its data and log files go with it)."""
+    quoted = quote_name(name)
+    return [f"ALTER DATABASE {quoted} SET SINGLE_USER WITH ROLLBACK IMMEDIATE", f"DROP DATABASE {quoted}"]
+
+
 def credential_name(url: str) -> str:
     """The credential SQL Server looks up for an S3 URL: ``s3://host[:port]/bucket`` (path-style URLs)."""
     parts = urlsplit(url)

@@ -1,0 +1,207 @@
+"""Restore drill pieces without servers: set selection, the report and marker, the secrets check, and the SQL
+Server database drill against the scripted pyodbc fake."""
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from contracts import new_backup_set_id
+from tests.unit.certs import make_cert
+from tests.unit.fake_pyodbc import Expect, FakeOdbc, lookup, progress_sets, rows, verify_ok
+from workers.artifacts.catalog import artifact_key
+from workers.artifacts.service import ArtifactStore
+from workers.artifacts.sets import Plan, write_marker as write_complete, write_plan
+from workers.databases import DatabaseSettings, SqlServerEngine
+from workers.drill import checks
+from workers.drill.checks import Drill, scratch_name
+from workers.drill.results import (METRIC, ComponentResult, DrillResult, last_by_result, read_markers, report_lines,
+                                   table, write_marker, write_textfile)
+from workers.drill.run import candidates, choose, components_of
+from workers.runtime.config import load_settings
+from workers.runtime.errors import ConfigurationError, PermanentError
+from workers.secrets.handler import REFERENCE_NAME
+from workers.secrets.versions import version_key
+from workers.storage.artifact import KeyRing, load_certificate
+from workers.storage.local import LocalStore
+
+STAMP, CANARY = "stamp1", "CANARY-unit-drill"
+NOW = datetime(2026, 11, 22, 12, tzinfo=timezone.utc)
+
+
+def make_set(backend, hours_ago: float, *, complete: bool, components=("secrets", "databases")) -> str:
+    when = NOW - timedelta(hours=hours_ago)
+    set_id = new_backup_set_id(when)
+    write_plan(backend, Plan(STAMP, set_id, components, "schedule", when))
+    if complete:
+        write_complete(backend, STAMP, set_id, {"requested_at": when.isoformat()})
+    return set_id
+
+
+# ------------------------------------------------------------------------------------------- set selection
+def test_the_newest_complete_set_is_chosen_not_a_newer_incomplete_one(tmp_path):
+    # Given an old complete set, a newer complete set and a still newer incomplete one
+    backend = LocalStore(tmp_path)
+    old, new = make_set(backend, 48, complete=True), make_set(backend, 24, complete=True)
+    running = make_set(backend, 1, complete=False)
+    found = candidates(backend, STAMP)
+    # When no set is named / Then the newest complete one is drilled
+    assert [c.set_id for c in found] == [old, new, running]
+    assert choose(found, STAMP).set_id == new
+    # And a named set is drilled even when incomplete; an unknown one is an error with a hint
+    assert choose(found, STAMP, running).complete is False
+    with pytest.raises(PermanentError, match="no backup set 20990101") as caught:
+        choose(found, STAMP, "20990101T000000Z-00000000")
+    assert "artifacts list" in caught.value.hint
+
+
+def test_no_complete_set_is_an_error_and_components_follow_the_plan(tmp_path):
+    backend = LocalStore(tmp_path)
+    make_set(backend, 1, complete=False)
+    with pytest.raises(PermanentError, match="no complete backup set") as caught:
+        choose(candidates(backend, STAMP), STAMP)
+    assert "--set" in caught.value.hint
+    only = candidates(backend, STAMP)[0]
+    assert components_of(only, {"secrets"}, None) == ["secrets", "databases"]          # planned, in order
+    assert components_of(only, set(), ["fileshare", "secrets"]) == ["secrets", "fileshare"]
+    with pytest.raises(ConfigurationError, match="unknown component"):
+        components_of(only, set(), ["tapes"])
+
+
+# ------------------------------------------------------------------------------------------ report, marker
+def drill_result(set_id: str, result: str, minutes: int) -> DrillResult:
+    started = NOW + timedelta(minutes=minutes)
+    r = DrillResult(STAMP, set_id, f"{minutes:08x}", started, finished_at=started + timedelta(seconds=5))
+    r.components = [ComponentResult("secrets", "SystemSecrets.json v1", bytes=10, detail="decrypted"),
+                    ComponentResult("databases", "hosting → drill_hosting_x", result=result, bytes=2048,
+                                    error="segment 0 failed authentication", hint="restore another set")]
+    return r
+
+
+def test_table_says_what_failed_and_how_to_fix_it():
+    lines = table(drill_result("set-a", "failed", 0))
+    text = "\n".join(lines)
+    assert "FAILED  databases hosting → drill_hosting_x: segment 0 failed authentication" in text
+    assert "how to fix: restore another set" in text and "drill FAILED: 1 of 2" in text
+    assert any(line.startswith("secrets ") and " passed " in line for line in lines)
+
+
+def test_markers_round_trip_and_give_the_metric_per_stamp_and_result(tmp_path):
+    # Given a passed drill and a later failed one stored next to a set
+    backend = LocalStore(tmp_path / "store")
+    set_id = make_set(backend, 1, complete=True)
+    passed, failed = drill_result(set_id, "passed", 0), drill_result(set_id, "failed", 60)
+    keys = [write_marker(backend, passed), write_marker(backend, failed)]
+    assert all(k.startswith(f"{STAMP}/{set_id}/drills/") for k in keys)
+    # When they are read back / Then oldest first, and the newest time per result
+    markers = read_markers(backend, STAMP)
+    assert [m["result"] for m in markers] == ["passed", "failed"]
+    latest = last_by_result(markers)
+    assert latest == {(STAMP, "passed"): passed.finished_at.timestamp(),
+                      (STAMP, "failed"): failed.finished_at.timestamp()}
+    # And the textfile holds one sample per result, and the report names the last pass
+    prom = tmp_path / "drill.prom"
+    write_textfile(str(prom), latest)
+    samples = [line for line in prom.read_text().splitlines() if line.startswith(METRIC)]
+    assert len(samples) == 2 and f'{METRIC}{{result="failed",stamp="{STAMP}"}}' in samples[0]
+    assert "last successful restore drill of stamp1: 2026-11-22 12:00:05 UTC" in "\n".join(report_lines(markers, STAMP))
+    assert "no restore drill has run" in report_lines([], STAMP)[0]
+    # And the marker is not taken for an artifact: the set's component list is unchanged
+    assert candidates(backend, STAMP)[0].planned == ("secrets", "databases")
+
+
+# ----------------------------------------------------------------------------------------------- secrets
+@pytest.fixture
+def secrets_drill(tmp_path):
+    cert = make_cert("drill-unit")
+    cert.write(tmp_path)
+    store = ArtifactStore(LocalStore(tmp_path / "store"), certificate=load_certificate(tmp_path / "cert.pem"))
+    keys = KeyRing()
+    keys.add_pem(tmp_path / "key.pem")
+    settings = load_settings(store={"kind": "local", "local_path": str(tmp_path / "store")})
+
+    def with_secrets(body: bytes) -> Drill:
+        set_id = make_set(store.backend, 1, complete=True, components=("secrets",))
+        key = version_key(STAMP, f"v-{set_id}")
+        stored = store.put(key, lambda: io.BytesIO(body))
+        ref = {"stamp": STAMP, "version_id": f"v-{set_id}", "key": key, "fingerprint": stored.plaintext_sha256}
+        store.put(artifact_key(STAMP, set_id, "secrets", REFERENCE_NAME), lambda: io.BytesIO(json.dumps(ref).encode()))
+        return Drill(settings, store, keys, STAMP, set_id, "0a1b2c3d", tmp_path)
+    return with_secrets
+
+
+def test_secrets_drill_proves_the_json_parses_without_showing_it(secrets_drill):
+    [good] = checks.secrets(secrets_drill(json.dumps({"SqlServerPassword": CANARY, "x": 1}).encode()))
+    assert good.passed and "a JSON object with 2 keys" in good.detail
+    assert CANARY not in json.dumps(good.__dict__)
+
+
+def test_secrets_that_do_not_parse_fail_with_a_hint_and_no_content(secrets_drill):
+    [bad] = checks.secrets(secrets_drill(b'{"SqlServerPassword": "' + CANARY.encode() + b'" oops'))
+    assert bad.result == "failed" and "not a non-empty JSON object" in bad.error
+    assert "export the secrets again" in bad.hint and CANARY not in bad.error + bad.hint
+
+
+# ---------------------------------------------------------------------------------------- SQL Server (fake)
+FILELIST = rows(["LogicalName", "PhysicalName", "Type", "FileID"], ("hosting", r"C:\SQL\hosting.mdf", "D", 1),
+                ("hosting_log", r"C:\SQL\hosting_log.ldf", "L", 2))
+
+
+def sql_drill(tmp_path: Path, script: list[Expect], **db) -> tuple[Drill, FakeOdbc]:
+    settings = load_settings(store={"kind": "local", "local_path": str(tmp_path / "store")},
+                             staging={"database_dir": str(tmp_path / "staging")},
+                             database={"engine": "sqlserver", "server": "sql01", "username": "u", "password": "pw",
+                                       **db})
+    store = ArtifactStore(settings_backend := LocalStore(tmp_path / "store"))
+    set_id = make_set(settings_backend, 1, complete=True, components=("databases",))
+    store.put(artifact_key(STAMP, set_id, "databases", "appservice_hosting.bak"), lambda: io.BytesIO(b"TAPE" * 100))
+    fake = FakeOdbc(script)
+    engine = SqlServerEngine(DatabaseSettings(server="sql01", username="u", password="pw", **db), connect=fake.connect)
+    return Drill(settings, store, None, STAMP, set_id, "0a1b2c3d", tmp_path, engine=engine), fake
+
+
+def staged(tmp_path: Path, drill: Drill, label: str) -> str:
+    return f"{tmp_path / 'staging'}/{label}-{STAMP}-{drill.set_id}-appservice_hosting.bak"
+
+
+def test_sql_server_drill_restores_with_move_to_scratch_files_and_drops_the_scratch_database(tmp_path):
+    # Given a set with a SQL Server backup and a directory for scratch files
+    target = scratch_name("appservice_hosting", "0a1b2c3d")
+    drill, fake = sql_drill(tmp_path, [], restore_data_path=r"D:\Drill")
+    path = staged(tmp_path, drill, f"restore-{target}")
+    fake.script = [Expect(f"RESTORE FILELISTONLY FROM DISK = N'{path}'", results=[FILELIST]),
+                   Expect(f"RESTORE DATABASE [{target}] FROM DISK = N'{path}' WITH REPLACE, RECOVERY, "
+                          rf"MOVE N'hosting' TO N'D:\Drill\{target}_hosting.mdf', "
+                          rf"MOVE N'hosting_log' TO N'D:\Drill\{target}_hosting_log.ldf', STATS = 10",
+                          results=progress_sets(50, 100)),
+                   lookup(name=target), lookup(name=target),
+                   Expect(f"ALTER DATABASE [{target}] SET SINGLE_USER WITH ROLLBACK IMMEDIATE"),
+                   Expect(f"DROP DATABASE [{target}]")]
+    # When the databases are drilled
+    [result] = checks.databases(drill)
+    # Then the restore went to scratch names only, was checked ONLINE, and the scratch database was dropped
+    assert result.passed, result.error
+    assert target == "drill_appservice_hosting_0a1b2c3d" and "ONLINE; scratch database dropped" in result.detail
+    fake.assert_done()
+    assert not list((tmp_path / "staging").iterdir())              # the staged copy is gone
+
+
+def test_sql_server_drill_without_a_data_path_verifies_only(tmp_path):
+    # Given no directory for scratch files (a restore under a new name could not be placed safely)
+    drill, fake = sql_drill(tmp_path, [])
+    path = staged(tmp_path, drill, "drill-0a1b2c3d")
+    fake.script = [verify_ok(path), Expect(f"RESTORE FILELISTONLY FROM DISK = N'{path}'", results=[FILELIST])]
+    # When the databases are drilled / Then VERIFYONLY and FILELISTONLY ran, and the report says so
+    [result] = checks.databases(drill)
+    assert result.passed and "(verify only)" in result.what and "--data-path" in result.detail
+    fake.assert_done()
+
+
+def test_a_set_without_database_artifacts_fails_the_database_drill(tmp_path):
+    drill, _ = sql_drill(tmp_path, [])
+    drill.set_id = make_set(drill.store.backend, 0.5, complete=True)
+    [result] = checks.databases(drill)
+    assert result.result == "failed" and "no database artifact" in result.error and "dlq show" in result.hint

@@ -1,0 +1,64 @@
+"""`drill`: a restore drill of the newest complete backup set into scratch space; `drill --report`: the results."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from workers.cli.keyopts import add_key_options, keyring_from_args
+from workers.runtime.config import Settings
+from workers.upload.handler import artifact_store
+
+
+def register(sub) -> None:
+    p = sub.add_parser("drill", help="restore drill: restore a backup set into a scratch database and directory "
+                       "(never production), check every component, report and record the result")
+    p.add_argument("--stamp", help="stamp (default: APPSVC_DR_STAMP)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--set", dest="set_id", help="backup set id (default: the newest complete set)")
+    which.add_argument("--latest", action="store_true", help="the newest complete set (default)")
+    which.add_argument("--report", action="store_true", help="show the recorded drill results instead of drilling")
+    p.add_argument("--components", help="comma-separated subset of secrets,databases,fileshare (default: the set's)")
+    p.add_argument("--scratch", type=Path, help="parent of the scratch directory (default: the system temp dir)")
+    p.add_argument("--keep", action="store_true", help="keep the scratch database(s) and directory for inspection")
+    p.add_argument("--target-server", help="database server for the scratch databases (default: "
+                   "APPSVC_DR_DATABASE__SERVER)")
+    p.add_argument("--data-path", help="SQL Server: directory for the scratch data files (default: "
+                   "APPSVC_DR_DATABASE__RESTORE_DATA_PATH; without one, VERIFYONLY + FILELISTONLY only)")
+    p.add_argument("--log-path", help="SQL Server: directory for the scratch log files (default: --data-path)")
+    p.add_argument("--textfile", metavar="FILE", help="also write the Prometheus metric to FILE (a .prom file "
+                   "in node_exporter's --collector.textfile.directory)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_key_options(p)
+    p.set_defaults(func=drill_cmd)
+
+
+def drill_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.drill.results import read_markers, last_by_result, report_lines, table, write_textfile
+    from workers.drill.run import run_drill
+
+    stamp, store = args.stamp or settings.stamp, artifact_store(settings)
+    if args.report:
+        markers = read_markers(store.backend, stamp)
+        if args.textfile:
+            write_textfile(args.textfile, last_by_result(markers))
+        print(json.dumps(markers, indent=2) if args.json else "\n".join(report_lines(markers, stamp)))
+        return 0 if markers and markers[-1].get("result") == "passed" else 1
+    if args.target_server:
+        settings = settings.model_copy(update={"database": settings.database.model_copy(
+            update={"server": args.target_server})})
+    components = [c.strip() for c in args.components.split(",") if c.strip()] if args.components else None
+    say = (lambda line: None) if args.json else print
+    result, marker = run_drill(settings, store, keyring_from_args(args), stamp, set_id=args.set_id,
+                               components=components, scratch=args.scratch, keep=args.keep,
+                               data_path=args.data_path, log_path=args.log_path, say=say)
+    if args.textfile:
+        markers = read_markers(store.backend, stamp) + ([] if marker else [result.to_json()])
+        write_textfile(args.textfile, last_by_result(markers))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print("\n".join(["", *table(result)]))
+        print(f"result recorded in the store: {marker}" if marker else
+              "result NOT recorded in the store (see the warning above)")
+    return 0 if result.passed else 1

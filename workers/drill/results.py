@@ -1,0 +1,162 @@
+"""What a restore drill found: per-component results, the table printed for operators, the drill-result
+marker stored next to the set, and the Prometheus metric derived from the markers.
+
+Marker: ``<stamp>/<set>/drills/<finished UTC>-<drill id>.json`` — when, which set, the overall result and each
+component's result with its error and how-to-fix hint. Never secrets: the secrets check records only the
+version id, the fingerprint and the number of top-level keys. The store stays the source of truth, so the
+metric can be rebuilt anywhere with read access (``appsvc-dr drill --report --textfile F``).
+"""
+from __future__ import annotations
+
+import io
+import json
+import socket
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Iterable
+
+from workers.artifacts.sets import scan_sets, set_prefix
+from workers.storage.base import ObjectNotFound, StorageBackend
+
+PASSED, FAILED = "passed", "failed"
+DRILLS = "drills"
+METRIC = "appsvc_dr_last_restore_drill_timestamp_seconds"
+
+
+@dataclass
+class ComponentResult:
+    component: str                  # secrets | databases | fileshare
+    what: str                       # the artifact / database / snapshot drilled
+    result: str = PASSED
+    bytes: int = 0
+    seconds: float = 0.0
+    detail: str = ""                # what was proven (or, on failure, what was being done)
+    error: str | None = None
+    hint: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.result == PASSED
+
+
+@dataclass
+class DrillResult:
+    stamp: str
+    backup_set_id: str
+    drill_id: str
+    started_at: datetime
+    set_complete: bool = True
+    finished_at: datetime | None = None
+    components: list[ComponentResult] = field(default_factory=list)
+    host: str = field(default_factory=socket.gethostname)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.components) and all(c.passed for c in self.components)
+
+    @property
+    def result(self) -> str:
+        return PASSED if self.passed else FAILED
+
+    def to_json(self) -> dict:
+        return {"format": 1, "kind": "restore-drill", "stamp": self.stamp, "backup_set_id": self.backup_set_id,
+                "drill_id": self.drill_id, "host": self.host, "set_complete": self.set_complete,
+                "started_at": self.started_at.isoformat(),
+                "finished_at": (self.finished_at or self.started_at).isoformat(), "result": self.result,
+                "components": [asdict(c) for c in self.components]}
+
+
+# ------------------------------------------------------------------------------------------------ marker
+def marker_key(result: DrillResult) -> str:
+    finished = result.finished_at or result.started_at
+    return f"{set_prefix(result.stamp, result.backup_set_id)}{DRILLS}/{finished:%Y%m%dT%H%M%SZ}-{result.drill_id}.json"
+
+
+def write_marker(backend: StorageBackend, result: DrillResult) -> str:
+    body = json.dumps(result.to_json(), indent=2, sort_keys=True).encode()
+    key = marker_key(result)
+    backend.put(key, io.BytesIO(body), size=len(body))
+    return key
+
+
+def read_markers(backend: StorageBackend, stamp: str) -> list[dict]:
+    """Every drill marker of the stamp's sets (one listing of ``<stamp>/``), oldest first; damaged ones skipped."""
+    found = []
+    for objects in scan_sets(backend, stamp).values():
+        for info in objects.objects:
+            if f"/{DRILLS}/" not in info.key or not info.key.endswith(".json"):
+                continue
+            try:
+                with backend.open(info.key) as stream:
+                    data = json.loads(stream.read(1024 * 1024))
+            except (ObjectNotFound, ValueError):
+                continue
+            if isinstance(data, dict) and data.get("kind") == "restore-drill":
+                found.append(data)
+    return sorted(found, key=lambda d: (str(d.get("finished_at")), str(d.get("drill_id"))))
+
+
+# ------------------------------------------------------------------------------------------------ metric
+def last_by_result(markers: Iterable[dict]) -> dict[tuple[str, str], float]:
+    """{(stamp, result): unix time the newest drill with that result finished}."""
+    out: dict[tuple[str, str], float] = {}
+    for m in markers:
+        try:
+            when = datetime.fromisoformat(str(m["finished_at"])).timestamp()
+        except (KeyError, ValueError):
+            continue
+        key = (str(m.get("stamp")), PASSED if m.get("result") == PASSED else FAILED)
+        out[key] = max(out.get(key, 0.0), when)
+    return out
+
+
+def write_textfile(path: str, latest: dict[tuple[str, str], float]) -> None:
+    """The metric for node_exporter's textfile collector, written atomically (temp file, then rename)."""
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    registry = CollectorRegistry()
+    gauge = Gauge(METRIC, "Unix time the newest restore drill of a stamp finished, by result (passed, failed)",
+                  ["stamp", "result"], registry=registry)
+    for (stamp, result), when in sorted(latest.items()):
+        gauge.labels(stamp, result).set(when)
+    write_to_textfile(path, registry)
+
+
+# ------------------------------------------------------------------------------------------------- table
+def _size(n: int) -> str:
+    return f"{n / 1024 / 1024:.1f} MiB" if n >= 1024 * 1024 else f"{n} B"
+
+
+def table(result: DrillResult) -> list[str]:
+    state = "complete" if result.set_complete else "INCOMPLETE"
+    lines = [f"restore drill {result.drill_id} of {result.stamp}/{result.backup_set_id} ({state} set)",
+             f"{'component':10} {'what':52} {'result':7} {'bytes':>11} {'seconds':>8}"]
+    for c in result.components:
+        lines.append(f"{c.component:10} {c.what[:52]:52} {c.result:7} {_size(c.bytes):>11} {c.seconds:>8.1f}")
+    lines.append("")
+    for c in result.components:
+        if c.passed:
+            lines.append(f"ok      {c.component} {c.what}: {c.detail}")
+        else:
+            lines.append(f"FAILED  {c.component} {c.what}: {c.error}")
+            lines.append(f"        how to fix: {c.hint}")
+    failed = sum(not c.passed for c in result.components)
+    lines.append("")
+    lines.append("drill PASSED: every component restored and checked" if result.passed else
+                 f"drill FAILED: {failed} of {len(result.components)} component(s) did not restore")
+    return lines
+
+
+def report_lines(markers: list[dict], stamp: str, limit: int = 20) -> list[str]:
+    if not markers:
+        return [f"no restore drill has run for stamp {stamp}: run `appsvc-dr drill --stamp {stamp} --key KEY`"]
+    latest = last_by_result(markers)
+    lines = [f"{'finished (UTC)':20} {'backup set':27} {'result':7} {'drill':9} components"]
+    for m in markers[-limit:]:
+        parts = ", ".join(f"{c['component']}:{c['result']}" for c in m.get("components", []))
+        lines.append(f"{str(m.get('finished_at'))[:19].replace('T', ' '):20} {m.get('backup_set_id', '?'):27} "
+                     f"{m.get('result', '?'):7} {m.get('drill_id', '?'):9} {parts}")
+    passed = latest.get((stamp, PASSED))
+    when = datetime.fromtimestamp(passed, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if passed else "never"
+    lines.append(f"\nlast successful restore drill of {stamp}: {when}")
+    return lines
