@@ -3,13 +3,17 @@
 Starts its own smbd and moto S3 server (root needed, like the tests). Cases: (a) FILES files of 4–64 KiB,
 (b) BIG files of BIG_MIB MiB, (c) re-sync with nothing changed, (d) re-sync after changing 1% of the small
 files. Ours runs as configured in production: SMB 3 encryption, zstd, AES-GCM with a certificate. rclone runs
-with its default flags (plus ``--s3-no-head`` for moto; ``AWS_CA_BUNDLE`` unset, see DESIGN.md). Sizes
-via environment: BENCH_FILES (10000), BENCH_BIG (20), BENCH_BIG_MIB (100).
+with its default flags (plus ``--s3-no-head`` for moto; ``AWS_CA_BUNDLE`` unset, see DESIGN.md). Pick cases
+and sizes with the options (``--help``; the environment's BENCH_FILES, BENCH_BIG, BENCH_BIG_MIB still set the
+defaults). Each of our rows also reports our CPU seconds (the worker process and its reader processes), and
+per GB read.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -35,10 +39,11 @@ FILES, BIG, BIG_MIB = (int(os.environ.get(k, d)) for k, d in (("BENCH_FILES", 10
                                                                ("BENCH_BIG_MIB", 100)))
 
 
-def populate(root: Path, owner: str, small: bool) -> tuple[int, int]:
+def populate(root: Path, owner: str, small: bool, files: int, big_mib: int = BIG_MIB) -> tuple[int, int]:
+    """``files`` small files of 4-64 KiB, or ``files`` large ones of ``big_mib`` MiB (random: incompressible)."""
     rnd, total, count = random.Random(5), 0, 0
     if small:
-        for i in range(FILES):
+        for i in range(files):
             path = root / f"d{i % 100:02d}" / f"f{i:05d}.bin"
             path.parent.mkdir(parents=True, exist_ok=True)
             size = rnd.randint(4 * 1024, 64 * 1024)
@@ -46,11 +51,11 @@ def populate(root: Path, owner: str, small: bool) -> tuple[int, int]:
             total, count = total + size, count + 1
     else:
         root.mkdir(parents=True, exist_ok=True)
-        for i in range(BIG):
+        for i in range(files):
             with open(root / f"big{i:02d}.bin", "wb") as fh:
-                for _ in range(BIG_MIB):
+                for _ in range(big_mib):
                     fh.write(os.urandom(MiB))
-            total, count = total + BIG_MIB * MiB, count + 1
+            total, count = total + big_mib * MiB, count + 1
     subprocess.run(["chown", "-R", owner, str(root)], check=True)
     return count, total
 
@@ -78,54 +83,83 @@ def rclone(smb, s3, folder: str, bucket: str) -> float:
     return time.monotonic() - started
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (our reader processes; rclone is done by then)."""
+    return sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, (resource.RUSAGE_SELF,
+                                                                           resource.RUSAGE_CHILDREN)))
+
+
 def ours(smb, s3, folder: str, bucket: str, cert, cache: Path, sid: str) -> tuple[float, dict]:
     store = ArtifactStore(S3Store(s3.endpoint, s3.access_key, s3.secret_key, bucket, secure=False), certificate=cert)
     unc = smb.unc(folder)
     settings = FileshareSettings(source=unc, username=smb.username, password=smb.password, port=smb.port,
                                  cache_dir=cache)
-    started = time.monotonic()
+    started, cpu = time.monotonic(), cpu_seconds()
     repo = Repository(store, "bench", cache_dir=cache)
     result = Sync(settings, repo, open_tree(unc, username=smb.username, password=smb.password, port=smb.port)) \
         .run(sid, "bench", sid, None)
     commit(repo, result)
-    return time.monotonic() - started, result.stats
+    return time.monotonic() - started, dict(result.stats, cpu_seconds=cpu_seconds() - cpu)
 
 
-def row(case: str, tool: str, seconds: float, files: int, nbytes: int, ref: float | None) -> str:
+def row(case: str, tool: str, seconds: float, files: int, nbytes: int, ref: float | None,
+        stats: dict | None = None) -> str:
     ratio = f"{ref / seconds:5.2f}x" if ref else "   - "
+    cpu = "-" if not stats else f"{stats['cpu_seconds']:.1f}" + \
+        (f" ({stats['cpu_seconds'] / (stats['bytes_read'] / 1e9):.2f}/GB)" if stats["bytes_read"] else "")
     return (f"| {case:30} | {tool:9} | {seconds:8.2f} | {files / seconds:9.1f} | {nbytes / MiB / seconds:8.1f} "
-            f"| {ratio} |")
+            f"| {ratio} | {cpu:>16} |")
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", default="acdb", help="which cases to run, e.g. 'b' or 'acd' (default acdb; c "
+                        "and d re-sync the tree case a stored)")
+    parser.add_argument("--files", type=int, default=FILES, help="small files in (a) (default %(default)s)")
+    parser.add_argument("--big", type=int, default=BIG, help="large files in (b) (default %(default)s)")
+    parser.add_argument("--big-mib", type=int, default=BIG_MIB, help="MiB per large file (default %(default)s)")
+    args = parser.parse_args()
+    if set(args.cases) & {"c", "d"} and "a" not in args.cases:
+        parser.error("cases c and d re-sync the tree case a stored: include a")
     cert = load_certificate(generate_self_signed("bench", 1)[0])
-    rows = ["| case | tool | seconds | files/s | MiB/s | speed vs rclone |", "|---|---|---|---|---|---|"]
+    rows = ["| case | tool | seconds | files/s | MiB/s | speed vs rclone | our CPU s (per GB read) |",
+            "|---|---|---|---|---|---|---|"]
     with smbd_server() as smb, moto_s3_server() as s3:
         cache = Path(f"/tmp/bench-fileshare-cache-{uuid.uuid4().hex[:6]}")
-        count, total = populate(smb.path / "small", smb.username, True)
+        if "a" in args.cases:
+            rows += small_cases(smb, s3, cert, cache, args)
+        if "b" in args.cases:
+            count, total = populate(smb.path / "big", smb.username, False, args.big, args.big_mib)
+            r = rclone(smb, s3, "big", "rclone-big")
+            s3.reset()
+            o, stats = ours(smb, s3, "big", "ours-big", cert, cache, "b")
+            rows += [row(f"(b) {count} x {args.big_mib} MiB", "rclone", r, count, total, None),
+                     row(f"(b) {count} x {args.big_mib} MiB", "appsvc-dr", o, count, total, r, stats)]
+        shutil.rmtree(cache, ignore_errors=True)
+    print("\n".join(rows))
+
+
+def small_cases(smb, s3, cert, cache: Path, args: argparse.Namespace) -> list[str]:
+    rows = []
+    count, total = populate(smb.path / "small", smb.username, True, args.files)
+    r = rclone(smb, s3, "small", "rclone-small")
+    o, stats = ours(smb, s3, "small", "ours-small", cert, cache, "a")
+    rows += [row(f"(a) {count} files 4-64 KiB", "rclone", r, count, total, None),
+             row(f"(a) {count} files 4-64 KiB", "appsvc-dr", o, count, total, r, stats)]
+    if "c" in args.cases:
         r = rclone(smb, s3, "small", "rclone-small")
-        o, _ = ours(smb, s3, "small", "ours-small", cert, cache, "a")
-        rows += [row(f"(a) {count} files 4-64 KiB", "rclone", r, count, total, None),
-                 row(f"(a) {count} files 4-64 KiB", "appsvc-dr", o, count, total, r)]
-        r = rclone(smb, s3, "small", "rclone-small")
-        o, _ = ours(smb, s3, "small", "ours-small", cert, cache, "c")
+        o, stats = ours(smb, s3, "small", "ours-small", cert, cache, "c")
         rows += [row("(c) re-sync, nothing changed", "rclone", r, count, total, None),
-                 row("(c) re-sync, nothing changed", "appsvc-dr", o, count, total, r)]
+                 row("(c) re-sync, nothing changed", "appsvc-dr", o, count, total, r, stats)]
+    if "d" in args.cases:
         changed, nbytes = change_one_percent(smb.path / "small", smb.username)
         r = rclone(smb, s3, "small", "rclone-small")
         o, stats = ours(smb, s3, "small", "ours-small", cert, cache, "d")
         rows += [row(f"(d) re-sync, {changed} files changed", "rclone", r, changed, nbytes, None),
-                 row(f"(d) re-sync, {changed} files changed", "appsvc-dr", o, changed, nbytes, r)]
-        s3.reset()
-        shutil.rmtree(smb.path / "small")
-        count, total = populate(smb.path / "big", smb.username, False)
-        r = rclone(smb, s3, "big", "rclone-big")
-        s3.reset()
-        o, _ = ours(smb, s3, "big", "ours-big", cert, cache, "b")
-        rows += [row(f"(b) {count} x {BIG_MIB} MiB", "rclone", r, count, total, None),
-                 row(f"(b) {count} x {BIG_MIB} MiB", "appsvc-dr", o, count, total, r)]
-        shutil.rmtree(cache, ignore_errors=True)
-    print("\n".join(rows))
+                 row(f"(d) re-sync, {changed} files changed", "appsvc-dr", o, changed, nbytes, r, stats)]
+    s3.reset()
+    shutil.rmtree(smb.path / "small")
+    return rows
 
 
 if __name__ == "__main__":

@@ -95,6 +95,17 @@ def test_round_trip_small_objects(store: StorageBackend, payload: bytes, declare
     assert store.stat("set-1/db/small.bin").size == len(payload)
 
 
+@pytest.mark.parametrize("size", [0, 3 * MiB, CONTRACT_PART_SIZE + 1], ids=["empty", "one-request", "parts"])
+def test_put_with_the_callers_sha256_stores_the_same_bytes(store: StorageBackend, size: int) -> None:
+    # Given bytes whose SHA-256 the caller computed already (one S3 request, or more than one part)
+    data = random.Random(size).randbytes(size)
+    digest = hashlib.sha256(data).hexdigest()
+    # When they are put with it
+    info = store.put("set-1/packs/known", io.BytesIO(data), size=size, sha256=digest)
+    # Then they are stored as given
+    assert info.size == size and read_digest(store, "set-1/packs/known") == (size, digest)
+
+
 def test_round_trip_multipart_sized_object_streamed(store: StorageBackend) -> None:
     # Given a ~12 MiB stream (more than two S3 parts of 5 MiB), generated on the fly
     source = PatternStream(12 * MiB + 12345, seed=7)

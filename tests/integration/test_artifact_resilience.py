@@ -361,8 +361,8 @@ class _TamperAfterUpload:
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
         return getattr(self._inner, name)
 
-    def put(self, key, stream, size=None, metadata=None):  # type: ignore[no-untyped-def]
-        info = self._inner.put(key, stream, size, metadata)
+    def put(self, key, stream, size=None, metadata=None, **kwargs):  # type: ignore[no-untyped-def]
+        info = self._inner.put(key, stream, size, metadata, **kwargs)
         if key == self._key:
             with self._inner.open(key) as fh:
                 data = bytearray(fh.read())

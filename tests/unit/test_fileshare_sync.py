@@ -100,11 +100,11 @@ def test_an_interrupted_snapshot_resumes_from_the_packs_already_stored(tmp_path)
     backend = LocalStore(tmp_path / "store")
     real_put, puts = backend.put, []
 
-    def failing_put(key, stream, size=None, metadata=None):
+    def failing_put(key, stream, size=None, metadata=None, **kwargs):
         puts.append(key)
         if sum("/packs/" in k and not k.endswith(".json") for k in puts) > 2:
             raise ConnectionError("store went away")
-        return real_put(key, stream, size, metadata)
+        return real_put(key, stream, size, metadata, **kwargs)
 
     backend.put = failing_put
     with pytest.raises(ConnectionError):

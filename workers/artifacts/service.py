@@ -17,7 +17,8 @@ from typing import BinaryIO, Callable, ContextManager, Iterator, Literal
 from cryptography.x509 import Certificate
 
 from workers.runtime.errors import ConfigurationError, PermanentError, TransientError
-from workers.storage.artifact import KeyRing, decode, encode, thumbprint
+from workers.storage.artifact import (EncodedBuffer, EncodingStream, KeyRing, decode, encode, encode_buffer,
+                                      thumbprint)
 from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
 
 RECORD_SUFFIX = ".record.json"
@@ -99,31 +100,61 @@ class ArtifactStore:
     def put(self, key: str, open_source: Opener, *, known_sha256: str | None = None,
             require_encryption: bool = False, progress: Progress | None = None) -> StoredArtifact:
         """Store what ``open_source()`` yields under ``key``; an identical artifact already there is kept."""
-        if self.certificate is None and require_encryption:
-            raise ConfigurationError(f"refusing to store {key} unencrypted: no certificate is configured",
-                                     hint="Set APPSVC_DR_ENCRYPTION__CERTIFICATE to a PEM certificate "
-                                          "(`appsvc-dr keys create` makes one).")
-        rec = self.record(key)
-        existing = self._existing(key, rec, open_source, known_sha256)
+        existing = self._reuse(key, open_source, known_sha256, require_encryption)
         if existing is not None:
             return existing
-        if rec is not None:
-            self.backend.delete(key + RECORD_SUFFIX)  # an old record must never describe the new object
         with open_source() as source:
             encoded = encode(_Counting(source, progress), compress=self.compress, recipient=self.certificate,
                              level=self.level)
-            landed = self.backend.put(key, encoded, metadata={"dr-format": "1",
-                                                              "dr-encrypted": str(encoded.encrypted).lower()})
+            landed = self.backend.put(key, encoded, metadata=_object_metadata(encoded))
         if known_sha256 and encoded.plaintext_sha256 != known_sha256:
             self._discard(key)
             raise TransientError(f"staged file for {key} changed while it was read (SHA-256 differs from the "
                                  "producer's)", hint="Retried automatically; if it persists the producer's "
                                                      "SHA-256 is wrong.")
+        return self._recorded(key, encoded, landed)
+
+    def put_buffer(self, key: str, body: bytes | bytearray | memoryview, *, new_key: bool = False,
+                   require_encryption: bool = False) -> StoredArtifact:
+        """Store ``body``, already in memory (a pack of blobs), under ``key``: encoded in memory in one go and
+        uploaded with its stored SHA-256 known up front (S3 signs it instead of hashing the bytes again).
+        ``new_key``: ``key`` was never used (a random id), so there is no artifact or record to look for."""
+        if not new_key:
+            existing = self._reuse(key, lambda: io.BytesIO(body), hashlib.sha256(body).hexdigest(),
+                                   require_encryption)
+            if existing is not None:
+                return existing
+        else:
+            self._check_encryption(key, require_encryption)
+        encoded = encode_buffer(body, compress=self.compress, recipient=self.certificate, level=self.level)
+        landed = self.backend.put(key, io.BytesIO(encoded.data), size=encoded.stored_size,
+                                  metadata=_object_metadata(encoded), sha256=encoded.stored_sha256)
+        return self._recorded(key, encoded, landed)
+
+    def _check_encryption(self, key: str, required: bool) -> None:
+        if self.certificate is None and required:
+            raise ConfigurationError(f"refusing to store {key} unencrypted: no certificate is configured",
+                                     hint="Set APPSVC_DR_ENCRYPTION__CERTIFICATE to a PEM certificate "
+                                          "(`appsvc-dr keys create` makes one).")
+
+    def _reuse(self, key: str, open_source: Opener, known_sha256: str | None,
+               require_encryption: bool) -> StoredArtifact | None:
+        """The artifact already stored under ``key`` if it holds the same plaintext; else None, after removing
+        a stale record (an old record must never describe the new object)."""
+        self._check_encryption(key, require_encryption)
+        rec = self.record(key)
+        existing = self._existing(key, rec, open_source, known_sha256)
+        if existing is None and rec is not None:
+            self.backend.delete(key + RECORD_SUFFIX)
+        return existing
+
+    def _recorded(self, key: str, encoded: EncodingStream | EncodedBuffer, landed: ObjectInfo) -> StoredArtifact:
+        """Verify what landed against what was encoded, then write the record."""
         artifact = StoredArtifact(
             key=key, plaintext_size=encoded.plaintext_size, plaintext_sha256=encoded.plaintext_sha256,
             stored_size=encoded.stored_size, stored_sha256=encoded.stored_sha256, compressed=encoded.compressed,
             encrypted=encoded.encrypted, thumbprint=encoded.thumbprint, verified_by=self.verify_mode,
-            stored_at=datetime.now(timezone.utc).isoformat())
+            stored_at=datetime.now(timezone.utc).isoformat())  # type: ignore[arg-type]
         artifact = self._verify_landed(artifact, landed)
         self._write_record(artifact)
         return artifact
@@ -215,6 +246,10 @@ class ArtifactStore:
                                  f"{rec.stored_size})", hint="The artifact was altered or truncated in the "
                                                              "store; restore from another backup set.")
         return rec
+
+
+def _object_metadata(encoded: EncodingStream | EncodedBuffer) -> dict[str, str]:
+    return {"dr-format": "1", "dr-encrypted": str(encoded.encrypted).lower()}
 
 
 class _Discard(io.RawIOBase):

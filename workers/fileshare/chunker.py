@@ -40,14 +40,15 @@ class Chunker:
         for chunk in self._cdc.cut_buf(view):
             yield chunk.data
 
-    def cut_stream(self, stream: BinaryIO) -> Iterator[bytes]:
-        """Chunks of ``stream`` as bytes (safe to keep after the next chunk is produced)."""
+    def cut_stream(self, stream: BinaryIO) -> Iterator[bytes | memoryview]:
+        """Chunks of ``stream``, each valid only until the next one is produced (a view into the chunker's
+        buffer: copy what must be kept)."""
         if self._cdc is None:
             while data := _read_full(stream, self.avg):
                 yield data
             return
         for chunk in self._cdc.cut_stream(stream):
-            yield bytes(chunk.data)
+            yield chunk.data
 
 
 def _read_full(stream: BinaryIO, size: int) -> bytes:

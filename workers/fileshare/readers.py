@@ -81,8 +81,8 @@ class Reader:
             except FileProblem as problem:
                 self.emit(("file-fail", file_id, problem.kind, problem.message))
 
-    def _blob(self, data: bytes | memoryview, ids: list[str]) -> None:
-        blob = hashlib.sha256(data).hexdigest()
+    def _blob(self, data: bytes | memoryview, ids: list[str], blob: str | None = None) -> None:
+        blob = blob or hashlib.sha256(data).hexdigest()
         ids.append(blob)
         if self.store is not None:
             self.store(blob, data)                      # copied once, into the pack being filled (dedups there)
@@ -101,8 +101,8 @@ class Reader:
                 digest.update(data)
                 size = len(data)
                 if not _changed(listed, after, size) or attempt == self.reread:
-                    for piece in self.chunker.cut_buf(data):
-                        self._blob(piece, ids)
+                    for piece in self.chunker.cut_buf(data):  # a file of one blob: its hash is the blob id
+                        self._blob(piece, ids, digest.hexdigest() if len(piece) == size else None)
             else:
                 size = 0
                 with self.tree.open_read(rel) as stream:

@@ -2,9 +2,10 @@
 
 Layout under ``<stamp>/fileshare/`` (not a backup set: retention of sets never deletes it):
 
-* ``packs/<pack-id>`` — blobs (chunks of file content) concatenated, stored as one artifact (zstd, and
-  AES-GCM with the certificate-wrapped key when a certificate is configured); a random 256-bit pack id
-  (the record next to it holds the SHA-256);
+* ``packs/<pack-id>`` — blobs (chunks of file content) concatenated, stored as one artifact (zstd unless
+  samples of the pack do not compress, and AES-GCM with the certificate-wrapped key when a certificate is
+  configured), encoded in memory in one go; a random 256-bit pack id (the record next to it holds the
+  SHA-256);
 * ``index/<index-id>`` — JSON ``{"format": 1, "packs": [{"id": PACK, "blobs": [[BLOB, OFFSET, LENGTH], ...]}]}``
   (offsets into the pack's plaintext), written right after each pack, merged when they pile up; in the
   artifact format (zstd, checksummed) but without a record: the id is the SHA-256 of the JSON;
@@ -37,36 +38,6 @@ from workers.storage.base import ObjectNotFound
 
 log = logging.getLogger("appsvc_dr.fileshare")
 MERGE_ABOVE = 16
-
-
-class _View(io.RawIOBase):
-    """A readable stream over a buffer without copying it (BytesIO(bytearray) copies)."""
-
-    def __init__(self, body: bytes | bytearray) -> None:
-        super().__init__()
-        self._view, self._pos = memoryview(body), 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
-        """One copy (RawIOBase.read would allocate, readinto, and copy again)."""
-        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
-        data = bytes(self._view[self._pos:end])
-        self._pos = end
-        return data
-
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        n = min(len(buffer), len(self._view) - self._pos)
-        buffer[:n] = self._view[self._pos:self._pos + n]
-        self._pos += n
-        return n
-
-    def __enter__(self) -> "_View":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._view.release()
 
 
 class Index:
@@ -219,11 +190,11 @@ class Repository:
         return True
 
     # ---- packs -----------------------------------------------------------------------------------
-    def put_pack(self, body: bytes | bytearray) -> tuple[str, StoredArtifact]:
+    def put_pack(self, body: bytes | bytearray | memoryview) -> tuple[str, StoredArtifact]:
         """Store a new pack under a random id (its record holds the SHA-256, computed while encoding: no
-        extra pass over the bytes)."""
+        extra pass over the bytes); encoded in memory, and no record to look for under a new random key."""
         pack = secrets.token_hex(32)
-        stored = self.data.put(self.pack_key(pack), lambda: _View(body))
+        stored = self.data.put_buffer(self.pack_key(pack), body, new_key=True)
         return pack, stored
 
     def read_pack(self, pack: str, out, keys: KeyRing | None) -> None:

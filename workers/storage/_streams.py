@@ -1,13 +1,70 @@
-"""Stream helpers shared by the backends: size-checked reading of the caller's stream, chunked copy, and a
-reader that classifies transport errors raised while the caller reads an object."""
+"""Stream helpers shared by the backends and the artifact format: a stream pulled from produced chunks,
+size-checked reading of the caller's stream, chunked copy, and a reader that classifies transport errors
+raised while the caller reads an object."""
 from __future__ import annotations
 
 import io
-from typing import BinaryIO, Callable
+from typing import Any, BinaryIO, Callable
 
 from workers.storage.base import InvalidArgument
 
 CHUNK = 1024 * 1024
+
+
+class PullStream(io.RawIOBase):
+    """A read-only stream built from chunks that ``_next()`` produces on demand (None at EOF). An error is
+    sticky: every later read raises it again, so a consumer cannot skip past damage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._chunk, self._pos, self._eof = b"", 0, False
+        self._error: BaseException | None = None
+
+    def _next(self) -> bytes | None:
+        raise NotImplementedError
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.closed:
+            raise ValueError("I/O operation on closed stream")
+        if self._error is not None:
+            raise self._error
+        if size is None or size < 0:
+            return self.readall()
+        parts: list[bytes] = []
+        try:
+            while size > 0:
+                avail = len(self._chunk) - self._pos
+                if avail == 0:
+                    nxt = None if self._eof else self._next()
+                    if nxt is None:
+                        self._eof, self._chunk, self._pos = True, b"", 0
+                        break
+                    self._chunk, self._pos = nxt, 0
+                    continue
+                piece = self._chunk if self._pos == 0 and avail <= size else \
+                    self._chunk[self._pos:self._pos + size]
+                self._pos += len(piece)
+                size -= len(piece)
+                parts.append(piece)
+        except Exception as exc:
+            self._error = exc
+            raise
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def readall(self) -> bytes:
+        parts = []
+        while chunk := self.read(CHUNK):
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[:len(data)] = data
+        return len(data)
 
 
 class SizedReader(io.RawIOBase):

@@ -5,6 +5,8 @@
 held whole: memory stays at a few segments whatever the size. Pipeline: plaintext -> SHA-256 -> zstd
 (streaming) -> segments of ``segment_size`` bytes -> AES-256-GCM (STREAM) -> records. The byte layout is
 documented in ``workers.storage.crypto``; keys and certificates live in ``workers.storage.keys``.
+``encode_buffer(body, ...)`` writes the same format for a body already in memory (a pack), in one go, and
+skips zstd when samples of the body do not compress.
 
 Decoding releases plaintext as it goes; only a read that returns ``b""`` without raising means the whole
 artifact verified. Restore into a staging location and promote it after EOF.
@@ -12,86 +14,31 @@ artifact verified. Restore into a staging location and promote it after EOF.
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import replace as _replace
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
 import zstandard
 from cryptography.x509 import Certificate
 
 from workers.runtime.errors import ConfigurationError
+from workers.storage._streams import PullStream
 from workers.storage.crypto import (CIPHER, DEFAULT_SEGMENT_SIZE, KEY_WRAP, KIND_DATA, KIND_FINAL,
                                     MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, TAG_BYTES, ArtifactHeader,
                                     IntegrityError, NotAnArtifactError, SegmentCipher, Trailer,
-                                    UnsupportedArtifactError, new_data_key, new_nonce_prefix, pack_record,
+                                    UnsupportedArtifactError, new_data_key, new_nonce_prefix, record_head,
                                     read_exact, read_header, read_record, unwrap_key, wrap_key)
 from workers.storage.keys import (KeyLoadError, KeyNotFoundError, KeyRing, WrongPasswordError,
                                   check_rsa, generate_self_signed, load_certificate, spki_sha256,
                                   thumbprint)
 
-__all__ = ["encode", "decode", "read_header", "EncodingStream", "DecodingStream", "ArtifactHeader",
+__all__ = ["encode", "decode", "encode_buffer", "read_header", "EncodingStream", "EncodedBuffer", "DecodingStream", "ArtifactHeader",
            "IntegrityError", "NotAnArtifactError", "UnsupportedArtifactError", "KeyNotFoundError",
            "KeyLoadError", "WrongPasswordError", "KeyRing", "load_certificate", "thumbprint",
            "generate_self_signed", "DEFAULT_SEGMENT_SIZE"]
 
 ZSTD_MAX_WINDOW = 1 << 23  # levels 1..19 never need more; refuses hostile frames asking for huge windows
 _DECODE_CHUNK = 256 << 10
-
-
-class _PullStream(io.RawIOBase):
-    """A read-only stream built from chunks that ``_next()`` produces on demand (None at EOF). An error is
-    sticky: every later read raises it again, so a consumer cannot skip past damage."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._chunk, self._pos, self._eof = b"", 0, False
-        self._error: BaseException | None = None
-
-    def _next(self) -> bytes | None:
-        raise NotImplementedError
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        if self.closed:
-            raise ValueError("I/O operation on closed stream")
-        if self._error is not None:
-            raise self._error
-        if size is None or size < 0:
-            return self.readall()
-        parts: list[bytes] = []
-        try:
-            while size > 0:
-                avail = len(self._chunk) - self._pos
-                if avail == 0:
-                    nxt = None if self._eof else self._next()
-                    if nxt is None:
-                        self._eof, self._chunk, self._pos = True, b"", 0
-                        break
-                    self._chunk, self._pos = nxt, 0
-                    continue
-                piece = self._chunk if self._pos == 0 and avail <= size else \
-                    self._chunk[self._pos:self._pos + size]
-                self._pos += len(piece)
-                size -= len(piece)
-                parts.append(piece)
-        except Exception as exc:
-            self._error = exc
-            raise
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def readall(self) -> bytes:
-        parts = []
-        while chunk := self.read(DEFAULT_SEGMENT_SIZE):
-            parts.append(chunk)
-        return b"".join(parts)
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[:len(data)] = data
-        return len(data)
+SAMPLES, SAMPLE_BYTES, MIN_SAVING = 16, 16 << 10, 0.02     # encode_buffer's look at the data before zstd
 
 
 class _Hashing:
@@ -111,25 +58,17 @@ class _Hashing:
         return self._sha.digest()
 
 
-class EncodingStream(_PullStream):
-    """Reads as the encoded artifact. After EOF: plaintext_sha256/size and stored_sha256/size are set."""
+class _Writer:
+    """The writing side of one artifact: its header and cipher, records numbered in order, and the SHA-256
+    and size of every byte emitted."""
 
-    def __init__(self, source: BinaryIO, *, compress: bool, recipient: Certificate | None, level: int,
-                 segment_size: int) -> None:
-        super().__init__()
+    def __init__(self, *, compress: bool, recipient: Certificate | None, level: int, segment_size: int) -> None:
         if not 1 <= level <= 19:
             raise ConfigurationError(f"zstd level {level} out of range: use 1..19 (3 is the default)")
         if not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
             raise ConfigurationError(f"segment size {segment_size} out of range {MIN_SEGMENT_SIZE}.."
                                      f"{MAX_SEGMENT_SIZE}")
-        self._plain = _Hashing(source)
-        self._out = hashlib.sha256()
-        self._inner: Any = self._plain
-        if compress:
-            self._inner = zstandard.ZstdCompressor(level=level, write_checksum=True).stream_reader(
-                self._plain, closefd=False)
         header = ArtifactHeader(compression="zstd" if compress else "none", segment_size=segment_size)
-        self._cipher: SegmentCipher | None = None
         if recipient is not None:
             data_key, prefix, public_key = new_data_key(), new_nonce_prefix(), recipient.public_key()
             check_rsa(public_key, f"certificate {thumbprint(recipient)}")
@@ -140,43 +79,92 @@ class EncodingStream(_PullStream):
                               wrapped_key=wrap_key(public_key, data_key),  # type: ignore[arg-type]
                               nonce_prefix=prefix)
         self.header = header.build()
-        if recipient is not None:
-            self._cipher = SegmentCipher(data_key, prefix, self.header.digest)
-        self.encrypted, self.compressed = self.header.encrypted, self.header.compressed
-        self.thumbprint = self.header.thumbprint_sha1
-        self._index, self._started, self._finished = 0, False, False
-        self.plaintext_sha256: str | None = None
-        self.plaintext_size: int | None = None
-        self.stored_sha256: str | None = None
-        self.stored_size: int | None = None
-        self._stored = 0
+        self.cipher = SegmentCipher(data_key, prefix, self.header.digest) if recipient is not None else None
+        self.level, self.sha, self.size, self._index = level, hashlib.sha256(), 0, 0
 
-    def _emit(self, data: bytes) -> bytes:
-        self._out.update(data)
-        self._stored += len(data)
+    def zstd(self) -> zstandard.ZstdCompressor:
+        return zstandard.ZstdCompressor(level=self.level, write_checksum=True)
+
+    def emit(self, data: Any) -> Any:
+        self.sha.update(data)
+        self.size += len(data)
         return data
 
-    def _record(self, kind: int, payload: bytes) -> bytes:
-        if self._cipher is not None:
-            payload = self._cipher.seal(self._index, kind, payload)
+    def record(self, kind: int, payload: Any) -> tuple[bytes, Any]:
+        """One record as (head, payload) pieces, sealed when encrypting."""
+        if self.cipher is not None:
+            payload = self.cipher.seal(self._index, kind, payload)
         self._index += 1
-        return self._emit(pack_record(kind, payload))
+        return self.emit(record_head(kind, len(payload))), self.emit(payload)
+
+    def final(self, plaintext_size: int, plaintext_sha256: bytes) -> tuple[bytes, Any]:
+        return self.record(KIND_FINAL, Trailer(plaintext_size, plaintext_sha256, self.sha.digest()).pack())
+
+
+class _Result:
+    """What an encoder knows once done (the fields of an artifact's record)."""
+
+    plaintext_sha256: str | None = None
+    plaintext_size: int | None = None
+    stored_sha256: str | None = None
+    stored_size: int | None = None
+
+    def _describe(self, writer: _Writer) -> None:
+        self.header = writer.header
+        self.encrypted, self.compressed = writer.header.encrypted, writer.header.compressed
+        self.thumbprint = writer.header.thumbprint_sha1
+
+    def _done(self, writer: _Writer, plaintext_size: int, plaintext_sha256: bytes) -> None:
+        self.plaintext_sha256, self.plaintext_size = plaintext_sha256.hex(), plaintext_size
+        self.stored_sha256, self.stored_size = writer.sha.hexdigest(), writer.size
+
+
+class EncodingStream(PullStream, _Result):
+    """Reads as the encoded artifact. After EOF: plaintext_sha256/size and stored_sha256/size are set."""
+
+    def __init__(self, source: BinaryIO, *, compress: bool, recipient: Certificate | None, level: int,
+                 segment_size: int) -> None:
+        super().__init__()
+        self._w = _Writer(compress=compress, recipient=recipient, level=level, segment_size=segment_size)
+        self._describe(self._w)
+        self._plain = _Hashing(source)
+        self._inner: Any = self._plain
+        if compress:
+            self._inner = self._w.zstd().stream_reader(self._plain, closefd=False)
+        self._started = self._finished = False
 
     def _next(self) -> bytes | None:
         if not self._started:
             self._started = True
-            return self._emit(self.header.raw)
+            return self._w.emit(self.header.raw)
         if self._finished:
             return None
         data = read_exact(self._inner, self.header.segment_size)
         if data:
-            return self._record(KIND_DATA, data)
-        trailer = Trailer(self._plain.size, self._plain.digest(), self._out.digest())
-        record = self._record(KIND_FINAL, trailer.pack())
+            return b"".join(self._w.record(KIND_DATA, data))
+        record = b"".join(self._w.final(self._plain.size, self._plain.digest()))
         self._finished = True
-        self.plaintext_sha256, self.plaintext_size = self._plain.digest().hex(), self._plain.size
-        self.stored_sha256, self.stored_size = self._out.hexdigest(), self._stored
+        self._done(self._w, self._plain.size, self._plain.digest())
         return record
+
+
+class EncodedBuffer(_Result):
+    """A whole artifact encoded in memory: ``data`` plus its record fields (see :func:`encode_buffer`)."""
+
+    def __init__(self, body: Any, *, compress: bool, recipient: Certificate | None, level: int,
+                 segment_size: int) -> None:
+        view = memoryview(body).cast("B")
+        compress = compress and _worth_compressing(view, level)
+        w = _Writer(compress=compress, recipient=recipient, level=level, segment_size=segment_size)
+        self._describe(w)
+        pieces: list[Any] = [w.emit(self.header.raw)]
+        for segment in _compressed(w, view) if compress else \
+                (view[start:start + segment_size] for start in range(0, len(view), segment_size)):
+            pieces += w.record(KIND_DATA, segment)
+        plain = hashlib.sha256(view).digest()
+        pieces += w.final(len(view), plain)
+        self.data = b"".join(pieces)
+        self._done(w, len(view), plain)
 
 
 class _Segments:
@@ -216,7 +204,7 @@ class _Segments:
         self.trailer, self._buf, self._pos = trailer, b"", 0
 
 
-class DecodingStream(_PullStream):
+class DecodingStream(PullStream):
     """Reads as the plaintext, verifying as it goes. After EOF: plaintext_sha256/size, stored_sha256/size."""
 
     def __init__(self, source: BinaryIO, *, keys: KeyRing | None, expected_sha256: str | None = None,
@@ -283,6 +271,33 @@ def encode(source: BinaryIO, *, compress: bool, recipient: Certificate | None, l
     """Stream ``source`` into an artifact: zstd (if ``compress``), then AES-256-GCM segments with a data key
     wrapped for ``recipient`` (if given). Nothing is read until the result is read."""
     return EncodingStream(source, compress=compress, recipient=recipient, level=level, segment_size=segment_size)
+
+
+def _worth_compressing(view: memoryview, level: int) -> bool:
+    """Whether zstd saves at least MIN_SAVING on samples spread over ``view``. A pack of content that is
+    compressed already (media, archives) is then stored as it is (the header says so) instead of spending a
+    zstd pass for nothing."""
+    if len(view) <= SAMPLES * SAMPLE_BYTES:
+        return True
+    step = len(view) // SAMPLES
+    sample = b"".join(view[i * step:i * step + SAMPLE_BYTES] for i in range(SAMPLES))
+    return len(zstandard.ZstdCompressor(level=level).compress(sample)) <= (1 - MIN_SAVING) * len(sample)
+
+
+def _compressed(writer: _Writer, view: memoryview) -> Iterator[bytes]:
+    """zstd of ``view`` in segments of exactly segment_size bytes (the last one shorter), as streaming makes."""
+    chunker = writer.zstd().chunker(size=len(view), chunk_size=writer.header.segment_size)
+    yield from chunker.compress(view)
+    yield from chunker.finish()
+
+
+def encode_buffer(body: Any, *, compress: bool, recipient: Certificate | None, level: int = 3,
+                  segment_size: int = DEFAULT_SEGMENT_SIZE) -> EncodedBuffer:
+    """``encode`` for a body already in memory (a pack of blobs), into memory: the same format, but each hash
+    and the compression run as few C calls over whole buffers (the GIL released) instead of through stream
+    layers, the result holds the stored SHA-256 before anything is sent, and a body whose samples do not
+    compress is stored uncompressed."""
+    return EncodedBuffer(body, compress=compress, recipient=recipient, level=level, segment_size=segment_size)
 
 
 def decode(source: BinaryIO, *, keys: KeyRing | None, expected_sha256: str | None = None,

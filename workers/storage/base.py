@@ -39,6 +39,8 @@ class StorageBackend(Protocol):
 
     * ``put`` streams ``stream`` to ``key``; readers never see a partial object under ``key`` (temp name +
       rename, or an S3 upload that only appears on completion). ``size``, when given, is checked.
+      ``sha256``, when given, is the hex SHA-256 of the stream's bytes, already computed by the caller: S3
+      signs it as the payload hash (the server checks the body) instead of hashing the bytes again.
     * ``open`` is a context manager yielding a readable binary stream; the connection is released on exit.
     * ``stat`` raises :class:`ObjectNotFound`; ``list`` is recursive and sorted by key and does not load
       user metadata (use ``stat``); ``delete`` of a missing key is not an error.
@@ -48,7 +50,7 @@ class StorageBackend(Protocol):
     atomic_rename: bool     # the backend writes a temporary name and renames it into place
 
     def put(self, key: str, stream: BinaryIO, size: int | None = None,
-            metadata: dict[str, str] | None = None) -> ObjectInfo: ...
+            metadata: dict[str, str] | None = None, *, sha256: str | None = None) -> ObjectInfo: ...
 
     def open(self, key: str) -> ContextManager[BinaryIO]: ...
 

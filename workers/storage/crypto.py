@@ -234,8 +234,8 @@ class SegmentCipher:
                                  "truncated, or its header was changed") from None
 
 
-def pack_record(kind: int, payload: bytes) -> bytes:
-    return _RECORD_HEAD.pack(kind, len(payload)) + payload
+def record_head(kind: int, length: int) -> bytes:
+    return _RECORD_HEAD.pack(kind, length)
 
 
 def read_record(source: BinaryIO, max_payload: int) -> tuple[int, bytes]:

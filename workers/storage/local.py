@@ -58,7 +58,7 @@ class LocalStore:
 
     # ------------------------------------------------------------------------------------- interface
     def put(self, key: str, stream: BinaryIO, size: int | None = None,
-            metadata: dict[str, str] | None = None) -> ObjectInfo:
+            metadata: dict[str, str] | None = None, *, sha256: str | None = None) -> ObjectInfo:
         validate_key(key)
         meta = validate_metadata(metadata)
         self._check_root()

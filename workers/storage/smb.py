@@ -62,7 +62,7 @@ class SmbStore:
 
     # ------------------------------------------------------------------------------------- interface
     def put(self, key: str, stream: BinaryIO, size: int | None = None,
-            metadata: dict[str, str] | None = None) -> ObjectInfo:
+            metadata: dict[str, str] | None = None, *, sha256: str | None = None) -> ObjectInfo:
         validate_key(key)
         meta = validate_metadata(metadata)
         self._connect()

@@ -1,0 +1,123 @@
+"""Artifacts encoded from memory in one go (file-share packs): the same format the streaming decoder reads,
+uploaded with their stored SHA-256 known up front."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+
+import pytest
+from minio.credentials import Credentials
+
+from tests.unit.certs import make_cert
+from tests.unit.test_artifact_format import MODES, decode_all, records
+from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
+from workers.storage.artifact import KeyRing, encode_buffer, load_certificate, read_header
+from workers.storage.crypto import KIND_DATA
+from workers.storage.local import LocalStore
+from workers.storage.s3 import PAYLOAD_SHA256, _Minio
+
+MiB = 1 << 20
+TEXT = b"2026-11-21 03:00:00 INFO request served in 12 ms path=/api/items/%d\n"
+
+
+@pytest.fixture(scope="module")
+def keys():
+    cert, ring = make_cert("appsvc-dr-buffer"), KeyRing()
+    ring.add_pem(cert.key_pem(), certificate=cert.cert_pem)
+    return cert, ring
+
+
+def mixed(size: int) -> bytes:
+    """Alternating 64 KiB blocks of random bytes and log text: compresses by about half."""
+    blocks = [os.urandom(64 * 1024) if i % 2 else b"".join(TEXT % n for n in range(1200))[:64 * 1024]
+              for i in range(-(-size // (64 * 1024)))]
+    return b"".join(blocks)[:size]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("size", [0, 1, MiB, 3 * MiB + 5])
+def test_a_buffer_encoded_in_memory_reads_back_with_the_streaming_decoder(mode, size, keys):
+    cert, ring = keys
+    # Given a body in memory (a pack being filled is a bytearray)
+    body = bytearray(mixed(size))
+    compress, encrypted = MODES[mode]
+    # When it is encoded in one go
+    enc = encode_buffer(memoryview(body), compress=compress, recipient=cert.certificate if encrypted else None,
+                        segment_size=256 * 1024)
+    # Then the streaming decoder verifies and returns it, and the hashes describe what was encoded and stored
+    plain_sha = hashlib.sha256(body).hexdigest()
+    got_sha, got_size, dec = decode_all(enc.data, ring, expected_sha256=plain_sha, expected_size=size)
+    assert (got_sha, got_size) == (enc.plaintext_sha256, enc.plaintext_size) == (plain_sha, size)
+    assert (enc.stored_sha256, enc.stored_size) == (hashlib.sha256(enc.data).hexdigest(), len(enc.data))
+    assert dec.stored_sha256 == enc.stored_sha256
+    assert (enc.compressed, enc.encrypted) == (compress, encrypted) == (dec.compressed, dec.encrypted)
+    # And data segments are full-sized except the last, as the streaming encoder writes them
+    tag = 16 if encrypted else 0
+    data = [length - 5 - tag for _, kind, length in records(enc.data) if kind == KIND_DATA]
+    assert all(n == 256 * 1024 for n in data[:-1]) and all(0 < n <= 256 * 1024 for n in data[-1:])
+
+
+def test_a_buffer_that_does_not_compress_is_stored_as_it_is(keys):
+    cert, ring = keys
+    # Given a pack of content that is compressed already, and one of text
+    noise, text = os.urandom(4 * MiB), b"".join(TEXT % n for n in range(70000))[:4 * MiB]
+    # When both are encoded with compression asked for
+    stored_noise = encode_buffer(noise, compress=True, recipient=cert.certificate)
+    stored_text = encode_buffer(text, compress=True, recipient=cert.certificate)
+    # Then zstd is skipped only where it would not save anything, the header says so, and both read back
+    assert not stored_noise.compressed and not read_header(io.BytesIO(stored_noise.data)).compressed
+    assert stored_text.compressed and len(stored_text.data) < len(text) // 10
+    assert decode_all(stored_noise.data, ring)[0] == hashlib.sha256(noise).hexdigest()
+    assert decode_all(stored_text.data, ring)[0] == hashlib.sha256(text).hexdigest()
+
+
+class _Counting(LocalStore):
+    def __init__(self, root) -> None:
+        super().__init__(root)
+        self.opened: list[str] = []
+        self.hashes: list[str | None] = []
+
+    def open(self, key: str):  # type: ignore[no-untyped-def]
+        self.opened.append(key)
+        return super().open(key)
+
+    def put(self, key, stream, size=None, metadata=None, *, sha256=None):  # type: ignore[no-untyped-def]
+        self.hashes.append(sha256)
+        return super().put(key, stream, size, metadata, sha256=sha256)
+
+
+def test_put_buffer_stores_records_and_deduplicates_like_put(tmp_path, keys):
+    cert, ring = keys
+    backend = _Counting(tmp_path)
+    store = ArtifactStore(backend, certificate=load_certificate(cert.cert_pem))
+    body = bytearray(mixed(2 * MiB + 3))
+    # Given a body put under a key never used before (a random pack id)
+    first = store.put_buffer("s/fileshare/packs/p1", memoryview(body), new_key=True)
+    # Then no record was looked for, the backend got the stored bytes' SHA-256, and the record describes them
+    assert backend.opened == [] and backend.hashes == [first.stored_sha256, None]
+    assert store.record("s/fileshare/packs/p1") == first and first.plaintext_size == len(body)
+    out = io.BytesIO()
+    store.get("s/fileshare/packs/p1", out, keys=ring)
+    assert out.getvalue() == body
+    # When the same body is put again under that key without new_key
+    again = store.put_buffer("s/fileshare/packs/p1", bytes(body))
+    # Then it is found stored already and not uploaded again
+    assert again.deduplicated and again.stored_sha256 == first.stored_sha256
+    assert backend.opened[-1] == "s/fileshare/packs/p1" + RECORD_SUFFIX
+
+
+def test_the_s3_client_signs_a_known_payload_hash_instead_of_hashing_the_body(monkeypatch):
+    # Given the S3 client and a request body whose SHA-256 the caller already computed
+    client = _Minio("127.0.0.1:9", access_key="a", secret_key="b", secure=False, region="us-east-1")
+    body = os.urandom(4096)
+    hashed: list[bytes] = []
+    monkeypatch.setattr("minio.api.sha256_hash", lambda data: hashed.append(data) or "0" * 64)
+    # When the request headers are built with that hash
+    creds = Credentials("a", "b")
+    headers, _ = client._build_headers("h", {PAYLOAD_SHA256: hashlib.sha256(body).hexdigest()}, body, creds)
+    # Then the body is not hashed again and the request carries the caller's hash and the body's length
+    assert headers[PAYLOAD_SHA256] == hashlib.sha256(body).hexdigest() and headers["Content-Length"] == "4096"
+    assert body not in hashed
+    # And a request without one is hashed by the SDK as before
+    assert client._build_headers("h", {}, body, creds)[0][PAYLOAD_SHA256] == "0" * 64 and hashed[-1] == body
