@@ -3,7 +3,7 @@
 Every variant runs on the same broker in its own fresh vhost. N messages are pre-loaded first (not timed),
 then the clock runs from the moment the consumer is registered until all N are done:
 
-- ``raw pika``: BlockingConnection, prefetch 100 (``--prefetch``), ack each message — the ceiling for consume + ack.
+- ``raw pika``: BlockingConnection, prefetch 400 (``--prefetch``), ack each message — the ceiling for consume + ack.
   Measured on a quorum queue (what the runtime declares) and, for reference, on a classic queue.
 - ``raw pika +publish``: on the runtime's own queues (quorum, delivery limit, dead-lettering), consume a
   ping, publish it again as test-pong (persistent, mandatory, asynchronous confirms) and ack after the

@@ -1,9 +1,11 @@
 """A permanent failure travels all the way: dead letter → job-failed → notifier → real webhook + SMTP."""
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
-from contracts import BackupDue, BackupDuePayload
+from contracts import BackupDue, BackupDuePayload, JobFailed, JobFailedPayload
 from tests.fixtures.rabbit import running, settings_for, wait_for
 from tests.fixtures.smtp_server import SMTP_PASSWORD, SMTP_USER, smtp_server  # noqa: F401 - fixture
 from tests.fixtures.webhook_server import webhook_server  # noqa: F401 - fixture
@@ -50,3 +52,46 @@ def test_permanent_failure_reaches_the_webhook_and_the_mailbox_with_how_to_fix(
     sent = sum(s.value for m in metrics.collect() for s in m.samples
                if s.name.endswith("_total") and s.labels["outcome"] == "sent")
     assert sent == 3
+
+
+def test_suppressed_repeats_are_summarised_when_the_window_closes_without_another_failure(
+        rabbit_vhost, webhook_server, smtp_server):  # noqa: F811 - fixtures
+    # Given a notifier grouping identical failures for 1.5 s, with a webhook and SMTP e-mail
+    webhook_server.reset()
+    smtp_server.reset()
+    settings = settings_for(rabbit_vhost, notify={
+        "webhook_urls": [webhook_server.url("/grouped/SECRET-TOKEN-3")], "group_window": 1.5,
+        "smtp_host": "127.0.0.1", "smtp_port": smtp_server.port, "smtp_to": ["ops@example.org"],
+        "smtp_username": SMTP_USER, "smtp_password": SMTP_PASSWORD})
+    app = App(settings, ["notifier"])
+    with running(app):
+        # When the same failure is reported three times at once, and then never again
+        with Publisher(settings.broker) as pub:
+            for attempt in range(3):
+                pub.publish(job_failed(f"upload of set-{attempt} failed: S3 endpoint 127.0.0.1:9 refused"))
+        wait_for(lambda: webhook_server.received() and smtp_server.messages, 30, what="first notification")
+        # And the webhook answers the summary's first attempt with 503
+        webhook_server.fail_next(503)
+        # Then, once the window has closed, a summary of the two repeats arrives on every sink by itself
+        wait_for(lambda: len(smtp_server.messages) == 2, 30, what="summary mail")
+        wait_for(lambda: len([r for r in webhook_server.received() if r.status == 200]) == 2, 30,
+                 what="summary webhook after a retry")
+    hooks = [r for r in webhook_server.received() if r.status == 200]
+    first, summary = hooks[0].json, hooks[1].json
+    assert first["repeat_count"] == 0 and summary["repeat_count"] == 2 and summary["last_seen"]
+    assert "2 more identical failures of artifact-ready (upload) between" in summary["summary"]
+    assert "How to fix: Start the S3 server" in summary["summary"]
+    assert [r.status for r in webhook_server.received()] == [200, 503, 200]
+    mail = smtp_server.messages[1]
+    assert "2 more identical failures" in mail.message.get("Subject") and "Start the S3 server" in mail.body
+    # And no secret (webhook token, SMTP password) is in any notification
+    everything = b"".join(r.body for r in webhook_server.received()) + b"".join(m.content for m in smtp_server.messages)
+    assert b"SECRET-TOKEN" not in everything and SMTP_PASSWORD.encode() not in everything
+    assert dlq.peek(settings, "notifier") == []
+
+
+def job_failed(message: str) -> JobFailed:
+    return JobFailed(source="worker:upload", stamp="stamp1", correlation_id="set-7", payload=JobFailedPayload(
+        worker="upload", failed_event_id=uuid.uuid4(), failed_event_type="artifact-ready",
+        error_class="TransientError", message=message, attempts=5, will_retry=False,
+        hint="Start the S3 server or fix store.s3_endpoint.", dead_letter_queue="appsvc-dr.upload.dlq"))

@@ -9,6 +9,12 @@ Layout under ``<stamp>/<backup-set-id>/`` (besides the artifacts and records, se
 * ``complete.json`` — the completion marker, written once when every planned component has its artifacts.
   Only a set with this marker counts as complete (for listings and retention); retention deletes it
   first, so a half-deleted set never looks complete.
+* ``skipped/<database>.json`` — a skip note, written once by the catalog when the db-backup worker skipped a
+  database on purpose (``database-backed-up`` with ``skipped_reason``, e.g. not the preferred Always On
+  replica): database, reason, server, how to fix. A skip does **not** count as an artifact — a set missing a
+  database cannot restore the stamp, so it stays incomplete — but it turns a silent wait into
+  "waiting: appservice_metering skipped (not the preferred replica)" (:func:`waiting_for`). If the database is
+  backed up into the set later, the set completes normally and the note stays as history.
 
 A backup set is a ``<stamp>/<X>/`` folder that holds one of the catalog's own files (plan, marker,
 manifest) or whose name has the ``new_backup_set_id`` form. Other folders of a stamp — e.g.
@@ -28,6 +34,7 @@ from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
 
 PLAN = "plan.json"
 COMPLETE = "complete.json"
+SKIPPED = "skipped/"
 CATALOG_FILES = (PLAN, COMPLETE, MANIFEST)
 SET_ID = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]{8}$")
 
@@ -145,6 +152,52 @@ def is_complete(plan: Plan | None, backup_set: BackupSet) -> bool:
     if not backup_set.artifacts:
         return False
     return plan is None or not plan.missing(component_counts(backup_set))
+
+
+# ------------------------------------------------------------------------------------------ skip notes
+def skip_key(stamp: str, set_id: str, database: str) -> str:
+    return f"{set_prefix(stamp, set_id)}{SKIPPED}{database}.json"
+
+
+def write_skip(backend: StorageBackend, stamp: str, set_id: str, database: str, note: Mapping) -> bool:
+    """Record once that ``database`` was skipped for the set; True if this call wrote the note."""
+    body = json.dumps({"format": 1, **note}, indent=2, sort_keys=True, default=str).encode()
+    return put_once(backend, skip_key(stamp, set_id, database), body)
+
+
+def read_skip(backend: StorageBackend, stamp: str, set_id: str, database: str) -> dict | None:
+    return _read_json(backend, skip_key(stamp, set_id, database))
+
+
+def read_skips(backend: StorageBackend, stamp: str, set_id: str) -> dict[str, dict]:
+    """Every skip note of the set, by database name."""
+    prefix = set_prefix(stamp, set_id) + SKIPPED
+    notes = (_read_json(backend, info.key) for info in backend.list(prefix) if info.key.endswith(".json"))
+    return {str(n["database"]): n for n in notes if n and n.get("database")}
+
+
+def has_database(backup_set: BackupSet, database: str) -> bool:
+    """Whether the set holds an artifact of ``database`` (``databases/<database>.bak`` / ``.dump``)."""
+    return any(parts[2] == "databases" and parts[3].rsplit(".", 1)[0] == database
+               for parts in (a.key.split("/", 3) for a in backup_set.artifacts) if len(parts) == 4)
+
+
+def skip_text(reason: str) -> str:
+    """``skipped: not the preferred replica`` → ``not the preferred replica``."""
+    return reason.split(":", 1)[1].strip() if reason.lower().startswith("skipped:") else reason
+
+
+def waiting_for(plan: Plan | None, backup_set: BackupSet, skips: Mapping[str, Mapping]) -> list[str]:
+    """What an incomplete set still waits for, skipped databases first and by name:
+    ``["appservice_metering skipped (not the preferred replica)", "databases ×1"]``."""
+    missing = dict(plan.missing(component_counts(backup_set))) if plan else {}
+    lines = []
+    for database, note in sorted(skips.items()):
+        if not has_database(backup_set, database):
+            lines.append(f"{database} skipped ({skip_text(str(note.get('reason', '')))})")
+            if missing.get("databases"):
+                missing["databases"] -= 1
+    return lines + [f"{c} ×{n}" for c, n in missing.items() if n > 0]
 
 
 # ------------------------------------------------------------------------------------------- discovery

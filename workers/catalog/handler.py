@@ -5,6 +5,8 @@
   ``complete.json`` (written once) → a ``backup-set-completed`` follow-up, then retention for the stamp
   when ``retention.auto`` is on.
 * ``backup-set-completed`` → one audit log line (the event must be routable; this is its consumer).
+* ``database-backed-up`` with ``skipped_reason`` → a skip note in the set and one ``job-failed`` warning for
+  the operator (see :mod:`workers.catalog.skips`); the set keeps waiting for that database.
 
 Completeness: every component of the plan has at least one artifact record (or ``expected[component]``
 many, when a producer fills in the plan's optional ``expected`` map). A set without ``plan.json`` (its
@@ -22,13 +24,15 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-from contracts import ArtifactStored, BackupDue, BackupSetCompleted, BackupSetCompletedPayload, Envelope
+from contracts import (ArtifactStored, BackupDue, BackupSetCompleted, BackupSetCompletedPayload, DatabaseBackedUp,
+                       Envelope)
 from contracts.events.backup import ALL_COMPONENTS
 from workers.artifacts.catalog import write_manifest
 from workers.artifacts.retention import apply_retention
 from workers.artifacts.service import ArtifactStore
-from workers.artifacts.sets import (Plan, component_counts, is_complete, read_marker, read_plan, write_marker,
+from workers.artifacts.sets import (Plan, is_complete, read_marker, read_plan, read_skips, waiting_for, write_marker,
                                     write_plan)
+from workers.catalog.skips import record_skip
 from workers.fileshare.forget import Policy, forget
 from workers.fileshare.repo import Repository
 from workers.runtime.config import RetentionSettings, Settings
@@ -78,9 +82,9 @@ class CatalogHandler:
         if marker is None:
             plan = read_plan(self.backend, stamp, set_id)
             if not is_complete(plan, backup_set):
-                missing = plan.missing(component_counts(backup_set)) if plan else {}
-                ctx.logger.info("backup set %s/%s: %d artifact(s), still waiting for %s", stamp, set_id,
-                                len(backup_set.artifacts), ", ".join(f"{c} ×{n}" for c, n in missing.items()))
+                waiting = waiting_for(plan, backup_set, read_skips(self.backend, stamp, set_id))
+                ctx.logger.info("backup set %s/%s: %d artifact(s), waiting: %s", stamp, set_id,
+                                len(backup_set.artifacts), "; ".join(waiting) or "a plan")
                 return []
             marker = self._marker(event, plan, backup_set)
             if not write_marker(self.backend, stamp, set_id, marker):
@@ -146,6 +150,12 @@ class CatalogHandler:
                         event.correlation_id, event.payload.model_dump_json())
         return []
 
+    def database_backed_up(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
+        """An audit line; a skipped database is recorded in its set and told to the operator once."""
+        assert isinstance(event, DatabaseBackedUp)
+        self.audit(event, ctx)
+        return record_skip(self.store, event, ctx) if event.payload.skipped_reason else []
+
 
 AUDITED = ("secrets-stored", "database-backed-up", "fileshare-synced")
 
@@ -157,4 +167,5 @@ def build_catalog_worker(settings: Settings, store: ArtifactStore | None = None)
     handlers = {"backup-due": handler.backup_due, "artifact-stored": handler.artifact_stored,
                 "backup-set-completed": handler.backup_set_completed}
     handlers.update({event_type: handler.audit for event_type in AUDITED})
+    handlers["database-backed-up"] = handler.database_backed_up
     return WorkerSpec(WORKER, handlers, concurrency=1, prefetch=20)  # quick jobs: small JSON files

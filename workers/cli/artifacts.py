@@ -16,7 +16,8 @@ from pathlib import Path
 from workers.artifacts.catalog import read_set
 from workers.artifacts.retention import apply_retention, format_duration
 from workers.artifacts.service import ArtifactStore
-from workers.artifacts.sets import COMPLETE, PLAN, read_marker, read_plan, scan_sets, set_time
+from workers.artifacts.sets import (COMPLETE, PLAN, SKIPPED, read_marker, read_plan, read_skips, scan_sets, set_time,
+                                    waiting_for)
 from workers.runtime.config import Settings, parse_duration
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError
 from workers.storage.artifact import generate_self_signed, load_certificate, thumbprint
@@ -28,7 +29,6 @@ from workers.fileshare.repo import Repository
 from workers.cli.keyopts import add_key_options, env_password, keyring_from_args
 from workers.cli.output import write_atomically
 from workers.cli.progress import MiB, ProgressBar
-
 
 
 def register(sub) -> None:
@@ -96,12 +96,16 @@ def _set_rows(store: ArtifactStore, stamp: str) -> list[dict]:
         plan = read_plan(store.backend, stamp, set_id) if PLAN in found.names else None
         marker = read_marker(store.backend, stamp, set_id) if COMPLETE in found.names else None
         when = set_time(set_id, plan, marker, found.objects)
+        skips = read_skips(store.backend, stamp, set_id) if any(n.startswith(SKIPPED) for n in found.names) else {}
         rows.append({"stamp": stamp, "backup_set_id": set_id, "complete": COMPLETE in found.names,
                      "requested_at": when.isoformat() if when else None,
                      "planned": list(plan.components) if plan else None,
                      "components": sorted(backup_set.components), "artifacts": len(backup_set.artifacts),
                      "stored_bytes": backup_set.size,
-                     "plaintext_bytes": sum(a.plaintext_size for a in backup_set.artifacts)})
+                     "plaintext_bytes": sum(a.plaintext_size for a in backup_set.artifacts),
+                     "skipped": sorted(skips),
+                     "waiting": [] if marker is not None or COMPLETE in found.names
+                     else waiting_for(plan, backup_set, skips)})
     return sorted(rows, key=lambda r: (r["requested_at"] or "", r["backup_set_id"]))
 
 
@@ -121,21 +125,25 @@ def list_cmd(args: argparse.Namespace, settings: Settings) -> int:
         when = (r["requested_at"] or "?")[:19].replace("T", " ")
         print(f"{r['backup_set_id']:27} {'complete' if r['complete'] else 'incomplete':10} {when:19}  "
               f"{','.join(r['components']) or '-':28} {r['artifacts']:>9} {r['stored_bytes'] / MiB:>6.1f} MiB")
+        if r["waiting"]:
+            print(f"{'':27} waiting: {'; '.join(r['waiting'])}")
     return 0
 
 
 def _list_one(store: ArtifactStore, stamp: str, set_id: str, as_json: bool) -> int:
-    backup_set = read_set(store, stamp, set_id)
-    if not backup_set.artifacts:
+    backup_set, skips = read_set(store, stamp, set_id), read_skips(store.backend, stamp, set_id)
+    if not backup_set.artifacts and not skips:
         raise ObjectNotFound(f"no artifacts in backup set {stamp}/{set_id} on {store.backend.name}",
                              hint="`appsvc-dr artifacts list --stamp STAMP` shows the sets that exist.")
     complete = store.backend.exists(f"{stamp}/{set_id}/{COMPLETE}")
+    waiting = [] if complete else waiting_for(read_plan(store.backend, stamp, set_id), backup_set, skips)
     if as_json:
-        print(json.dumps({"stamp": stamp, "backup_set_id": set_id, "complete": complete,
+        print(json.dumps({"stamp": stamp, "backup_set_id": set_id, "complete": complete, "waiting": waiting,
                           "artifacts": [{k: v for k, v in asdict(a).items() if k != "deduplicated"}
                                         for a in backup_set.artifacts]}, indent=2))
         return 0
-    print(f"{stamp}/{set_id}: {'complete' if complete else 'incomplete'}, {len(backup_set.artifacts)} artifact(s)")
+    print(f"{stamp}/{set_id}: {'complete' if complete else 'incomplete'}, {len(backup_set.artifacts)} artifact(s)"
+          + (f"; waiting: {'; '.join(waiting)}" if waiting else ""))
     print(f"{'artifact':44} {'size':>12} {'stored':>12}  {'sha256':12}  encrypted")
     for a in backup_set.artifacts:
         name = a.key.split("/", 2)[2]

@@ -3,6 +3,11 @@
 backup-due naming databases → one database-backup-requested per configured database (each retries and fails
 on its own) → engine backup to the staging location, verified → artifact-ready (the upload worker stores it)
 + database-backed-up (size, duration, engine, server, LSNs).
+
+A database skipped on purpose (Always On: this server is not the preferred backup replica) is not a failure of
+the job: only database-backed-up with ``skipped_reason`` is emitted, no artifact. The catalog records the skip
+in the backup set, keeps the set incomplete (waiting for that database) and sends the operator one warning
+with how to fix it (see ``workers/catalog/skips.py``).
 """
 from __future__ import annotations
 
@@ -53,7 +58,9 @@ class DbBackupHandler:
             skipped_reason=result.skipped_reason, first_lsn=result.first_lsn, last_lsn=result.last_lsn,
             database_backup_lsn=result.database_backup_lsn), source=SOURCE)
         if result.skipped:
-            ctx.logger.info("%s skipped: %s", database, result.skipped_reason)
+            ctx.logger.warning("%s on %s not backed up (%s): backup set %s/%s waits for it; the catalog notifies "
+                               "the operator", database, result.server, result.skipped_reason, event.stamp,
+                               event.correlation_id)
             return [backed_up]
         ctx.progress("backed-up", result.size)
         sha = result.checksum.split(":", 1)[1] if result.checksum and result.checksum.startswith("sha256:") else None

@@ -5,6 +5,12 @@ the hint and message with ids and numbers blanked out (uuids, backup-set ids, co
 sent at once; identical ones within ``window`` seconds are suppressed and counted; the first one after the
 window is sent again, saying how often the failure repeated since it was first seen, and opens a new window.
 
+Timer flush: suppressed repeats must not wait for a next failure that may never come. :meth:`FailureGrouper.due`
+hands out one :class:`GroupSummary` per group whose window has closed with suppressed repeats ("N more
+identical failures between T1 and T2") and opens a new window at that moment, so a failure that keeps
+repeating yields one summary per window; :meth:`FailureGrouper.next_due` says when the next one is due. The
+notifier's :class:`~workers.notifier.flusher.GroupFlusher` thread calls them.
+
 A group nobody has seen for ``forget_after`` seconds is forgotten (the next failure counts as new), and at most
 ``max_groups`` groups are kept (least recently seen dropped first). The clock is injectable for tests.
 """
@@ -53,12 +59,39 @@ class GroupDecision:
     """When the first occurrence happened; None for a first occurrence."""
 
 
+@dataclass(frozen=True)
+class GroupSummary:
+    """Failures suppressed in one closed window of a group, to be reported without waiting for another."""
+
+    event: JobFailed
+    """The latest suppressed failure (its wording, hint and ids describe the summary)."""
+    count: int
+    first: datetime
+    """When the first and the last suppressed failure happened (their ``occurred_at``)."""
+    last: datetime
+    first_seen: datetime
+    """When the group's first failure happened."""
+
+
 @dataclass
 class _Group:
     first_seen: datetime
     window_start: float
     last_seen: float
     repeats: int = 0
+    pending: int = 0                           # suppressed in the current window, not reported yet
+    pending_first: datetime | None = None
+    pending_last: JobFailed | None = None
+
+    def summary(self) -> GroupSummary | None:
+        """The pending repeats as a summary (and forget them); None when there are none."""
+        if not self.pending or self.pending_last is None:
+            return None
+        last = self.pending_last
+        summary = GroupSummary(event=last, count=self.pending, first=self.pending_first or last.occurred_at,
+                               last=last.occurred_at, first_seen=self.first_seen)
+        self.pending, self.pending_first, self.pending_last = 0, None, None
+        return summary
 
 
 class FailureGrouper:
@@ -99,6 +132,30 @@ class FailureGrouper:
             group.repeats += 1
             if now - group.window_start < self.window:
                 self.suppressed += 1
+                group.pending += 1
+                group.pending_first = group.pending_first or event.occurred_at
+                group.pending_last = event
                 return GroupDecision(send=False, repeat_count=group.repeats, first_seen=group.first_seen)
             group.window_start = now
+            group.summary()  # this notification reports them (its repeat count covers the pending ones)
             return GroupDecision(send=True, repeat_count=group.repeats, first_seen=group.first_seen)
+
+    def due(self, *, force: bool = False) -> list[GroupSummary]:
+        """Summaries of every group whose window has closed with suppressed repeats (every group with
+        repeats when ``force``, e.g. at shutdown); each such group starts a new window now."""
+        out: list[GroupSummary] = []
+        with self._lock:
+            now = self._clock()
+            for group in self._groups.values():
+                if group.pending and (force or now - group.window_start >= self.window):
+                    summary = group.summary()
+                    if summary is not None:
+                        out.append(summary)
+                    group.window_start = now
+        return out
+
+    def next_due(self) -> float | None:
+        """Seconds until the next window with suppressed repeats closes (0: overdue); None when none waits."""
+        with self._lock:
+            ends = [g.window_start + self.window for g in self._groups.values() if g.pending]
+            return max(min(ends) - self._clock(), 0.0) if ends else None

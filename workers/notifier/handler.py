@@ -5,7 +5,9 @@ sink still fails, the handler raises TransientError naming it, so the runtime re
 own backoff. What each sink already received is remembered per ``ctx.job_key`` (a bounded in-memory LRU), so
 that retry goes only to the sinks that missed it and does not pass through grouping again. A sink that fails
 permanently is logged and skipped; only when every sink failed permanently is the event itself a
-PermanentError. Identical failures within ``group_window`` are grouped (see :mod:`workers.notifier.grouping`).
+PermanentError. Identical failures within ``group_window`` are grouped (see :mod:`workers.notifier.grouping`);
+repeats suppressed in a window are summarised when it closes by the worker's
+:class:`~workers.notifier.flusher.GroupFlusher` thread, which is stopped by ``WorkerSpec.on_shutdown``.
 """
 from __future__ import annotations
 
@@ -17,10 +19,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from contracts import Envelope, JobFailed
-from workers.notifier.grouping import FailureGrouper
+from workers.notifier.flusher import FLUSH_RETRY_DELAYS, GroupFlusher
+from workers.notifier.grouping import FailureGrouper, GroupSummary
 from workers.notify.base import Notifier
 from workers.notify.factory import build_notifiers
-from workers.notify.render import Notification, notification_from_event
+from workers.notify.render import Notification, grouped_notification, notification_from_event
 from workers.runtime.config import NotifySettings
 from workers.runtime.errors import PermanentError, TransientError
 from workers.runtime.handler import JobContext, WorkerSpec
@@ -30,8 +33,8 @@ log = logging.getLogger(__name__)
 WORKER_NAME = "notifier"
 DEFAULT_RETRY_DELAYS = (0.5, 2.0)
 """Pauses between in-process attempts of one sink: three attempts in all."""
-STAT_KEYS = ("received", "suppressed", "delivered", "retried", "failed_transient", "failed_permanent",
-             "no_sinks")
+STAT_KEYS = ("received", "suppressed", "summaries", "delivered", "retried", "failed_transient",
+             "failed_permanent", "no_sinks")
 
 
 @dataclass
@@ -59,6 +62,8 @@ class NotifierHandler:
         self._jobs: OrderedDict[str, _Delivery] = OrderedDict()
         self._lock = threading.Lock()
         self._warned_no_sinks = False
+        self.flusher: GroupFlusher | None = None                # set by build_notifier_worker
+        self.on_suppressed: Callable[[], None] = lambda: None   # wakes the flusher
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
 
     def _count(self, key: str, n: int = 1) -> None:
@@ -81,7 +86,7 @@ class NotifierHandler:
         state = self._state(event, ctx)
         if state.notification is None:
             return None
-        self._deliver(state, state.notification, ctx)
+        self.deliver(state, ctx)
         return None
 
     def _state(self, event: JobFailed, ctx: JobContext) -> _Delivery:
@@ -101,13 +106,23 @@ class NotifierHandler:
             ctx.logger.info("suppressed repeated failure of %s (%d repeats since %s)", event.payload.worker,
                             decision.repeat_count, decision.first_seen)
             state = _Delivery(None)
+            self.on_suppressed()
         with self._lock:
             self._jobs[ctx.job_key] = state
             while len(self._jobs) > self._remember:
                 self._jobs.popitem(last=False)
         return state
 
-    def _deliver(self, state: _Delivery, notification: Notification, ctx: JobContext) -> None:
+    def summary_delivery(self, summary: GroupSummary) -> _Delivery:
+        """A fresh delivery of the summary of repeats suppressed in a closed window (see the flusher)."""
+        self._count("summaries")
+        return _Delivery(grouped_notification(summary.event, summary.count, summary.first, summary.last))
+
+    def deliver(self, state: _Delivery, ctx: JobContext) -> None:
+        """Send ``state.notification`` to every sink that has not had it yet; TransientError names the sinks
+        still missing it, PermanentError means every sink refused it."""
+        notification = state.notification
+        assert notification is not None
         pending = [i for i in range(len(self.notifiers))
                    if i not in state.delivered and i not in state.failed_permanently]
         transient: dict[int, TransientError] = {}
@@ -179,9 +194,14 @@ def build_notifier_worker(settings: NotifySettings, notifiers: list[Notifier] | 
                           clock: Callable[[], float] = time.monotonic, *,
                           retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
                           sleep: Callable[[float], None] | None = None,
-                          observe: Callable[[str, str], None] | None = None) -> WorkerSpec:
-    """The ``notifier`` worker: one handler for ``job-failed``; sinks from ``settings`` unless given."""
+                          observe: Callable[[str, str], None] | None = None,
+                          flush_retry_delays: Sequence[float] = FLUSH_RETRY_DELAYS) -> WorkerSpec:
+    """The ``notifier`` worker: one handler for ``job-failed``; sinks from ``settings`` unless given; a
+    :class:`GroupFlusher` (``handler.flusher``) summarises suppressed repeats when their window closes."""
     sinks = build_notifiers(settings) if notifiers is None else notifiers
     handler = NotifierHandler(sinks, FailureGrouper(settings.group_window, clock=clock),
                               retry_delays=retry_delays, sleep=sleep, observe=observe)
-    return WorkerSpec(name=WORKER_NAME, handlers={"job-failed": handler}, prefetch=20)
+    handler.flusher = GroupFlusher(handler, clock=clock, retry_delays=flush_retry_delays)
+    handler.on_suppressed = handler.flusher.wake
+    return WorkerSpec(name=WORKER_NAME, handlers={"job-failed": handler}, prefetch=20,
+                      on_shutdown=handler.flusher.stop)

@@ -50,11 +50,19 @@ class Notification:
     repeat_count: int = 0
     """How many more times the same failure happened since ``first_seen`` (0 = first time)."""
     first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    """Set on a grouping summary: ``repeat_count`` identical failures between ``first_seen`` and this."""
+
+    @property
+    def is_summary(self) -> bool:
+        return self.last_seen is not None
 
     @property
     def what_failed(self) -> str:
         """A short "what failed" line for titles and mail subjects."""
         job = self.failed_event_type or "undecodable message"
+        if self.is_summary:
+            return _one_line(f"{_more(self.repeat_count)} of {job}: {self.message}", SUBJECT_MAX)
         return _one_line(f"{job} job failed: {self.message}", SUBJECT_MAX)
 
     @property
@@ -68,12 +76,17 @@ class Notification:
             return f"will be retried automatically (attempt {self.attempts} failed)"
         if self.dead_letter_queue:
             return f"dead-lettered to queue {self.dead_letter_queue} after {self.attempts} attempt(s)"
+        if self.severity == "warning":
+            return "the job finished with this warning; nothing waits in a dead-letter queue"
         return f"given up after {self.attempts} attempt(s)"
 
     @property
     def repeat_line(self) -> str | None:
         if not self.repeat_count or self.first_seen is None:
             return None
+        if self.last_seen is not None:
+            return (f"{_more(self.repeat_count)} of {self.failed_event_type or 'undecodable message'} "
+                    f"({self.worker}) between {_when(self.first_seen)} and {_when(self.last_seen)}.")
         return f"Repeated {self.repeat_count} times since {_when(self.first_seen)}."
 
     def facts(self) -> list[tuple[str, str]]:
@@ -100,6 +113,7 @@ class Notification:
         data = dataclasses.asdict(self)
         data["occurred_at"] = self.occurred_at.isoformat()
         data["first_seen"] = self.first_seen.isoformat() if self.first_seen else None
+        data["last_seen"] = self.last_seen.isoformat() if self.last_seen else None
         data.update(source=PRODUCT, what_failed=self.what_failed, status=self.status,
                     replay_command=self.replay_command)
         return data
@@ -109,16 +123,21 @@ class Notification:
         return build(self, repeat_count=repeat_count, first_seen=first_seen)
 
 
+def _more(count: int) -> str:
+    return f"{count} more identical failure{'s' if count != 1 else ''}"
+
+
 def _summary(n: Notification) -> str:
     level = "ERROR" if n.severity == "error" else "WARNING"
-    lines = [f"{level}: {n.worker} on stamp {n.stamp} — {n.failed_event_type or 'undecodable message'} "
-             f"failed ({n.error_class}).",
-             f"What failed: {n.message}",
+    lines = [f"{level}: {n.worker} on stamp {n.stamp} — "
+             + ((n.repeat_line or "") if n.is_summary else f"{n.failed_event_type or 'undecodable message'} "
+                f"failed ({n.error_class})."),
+             f"What failed{' (latest)' if n.is_summary else ''}: {n.message}",
              f"How to fix: {n.hint}"]
     if n.replay_command:
         lines.append(f"After fixing, replay it: {n.replay_command}")
     lines.append(f"Status: {n.status}.")
-    if n.repeat_line:
+    if n.repeat_line and not n.is_summary:
         lines.append(n.repeat_line)
     return "\n".join(lines)
 
@@ -143,3 +162,9 @@ def notification_from_event(event: JobFailed, *, repeat_count: int = 0,
         dead_letter_queue=p.dead_letter_queue, occurred_at=event.occurred_at, repeat_count=repeat_count,
         first_seen=first_seen)
     return build(draft)
+
+
+def grouped_notification(event: JobFailed, count: int, first: datetime, last: datetime) -> Notification:
+    """The summary of ``count`` identical failures suppressed between ``first`` and ``last``; ``event`` is the
+    latest of them (its message, hint and ids are shown)."""
+    return build(notification_from_event(event), repeat_count=count, first_seen=first, last_seen=last)
