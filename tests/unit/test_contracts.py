@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
-from uuid import uuid4
+from uuid import RFC_4122, uuid4
 
 import pytest
 from pydantic import ValidationError
@@ -138,5 +138,21 @@ def test_stale_detection_notices_a_changed_schema(tmp_path):
 
 def test_event_id_is_a_fresh_uuid():
     assert backup_due().event_id != backup_due().event_id
+    ids = {backup_due().event_id for _ in range(1000)}   # several 256-id draws of the pool
+    assert len(ids) == 1000 and {i.version for i in ids} == {4} and {i.variant for i in ids} == {RFC_4122}
     assert BackupDue(event_id=(u := uuid4()), source="x", stamp="s", correlation_id="c",
                      payload=BackupDuePayload(backup_set_id="c")).event_id == u
+
+
+def test_a_forked_child_never_reuses_its_parents_event_ids():
+    import os
+    backup_due()  # the parent holds a partly used pool of random bytes
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report the next id and leave at once
+        os.write(write, backup_due().event_id.bytes)
+        os._exit(0)
+    os.close(write)
+    child_id = os.read(read, 16)
+    os.waitpid(pid, 0)
+    assert child_id != backup_due().event_id.bytes
