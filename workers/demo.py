@@ -149,7 +149,7 @@ def run_demo(base: Settings, root: Path, timeout: float = 120.0, out=print) -> i
         pub.publish(SecretsRotated(source="demo", stamp=settings.stamp, correlation_id=new_backup_set_id(),
                                    payload=SecretsRotatedPayload(drop_path=dropped, rotated_by="demo",
                                                                  rotated_at=utcnow())))
-    failures, last, end = 0, time.monotonic(), time.monotonic() + timeout
+    failures, completed, last, end = 0, False, time.monotonic(), time.monotonic() + timeout
     while time.monotonic() < end and time.monotonic() - last < 8:
         try:
             event = observer.events.get(timeout=0.5)
@@ -159,6 +159,7 @@ def run_demo(base: Settings, root: Path, timeout: float = 120.0, out=print) -> i
         failures += event["type"] == "job-failed"
         out(f"  {event['occurred_at'][11:23]}  {describe(event)}")
         if event["type"] == "backup-set-completed":
+            completed = True
             break
     observer.stop()
     app.stop()
@@ -168,7 +169,26 @@ def run_demo(base: Settings, root: Path, timeout: float = 120.0, out=print) -> i
         if path.is_file() and not path.name.endswith((".drmeta",)):
             out(f"  {path.relative_to(settings.store.local_path)}  ({path.stat().st_size} bytes)")
     key = root / "keys" / "demo-key.pem"
+    drilled = completed and drill(settings, key, out)
     out(f"\nsee it: APPSVC_DR_STORE__LOCAL_PATH={settings.store.local_path} appsvc-dr artifacts list")
     out(f"restore the secrets: APPSVC_DR_STORE__LOCAL_PATH={settings.store.local_path} appsvc-dr restore secrets "
         f"--stamp {settings.stamp} --key {key} --out ./SystemSecrets.json")
-    return 1 if failures else 0
+    out(f"prove it restores: APPSVC_DR_STORE__LOCAL_PATH={settings.store.local_path} appsvc-dr drill "
+        f"--stamp {settings.stamp} --key {key}")
+    return 1 if failures or not completed or not drilled else 0
+
+
+def drill(settings: Settings, key: Path, out) -> bool:
+    """The restore drill on the set just made: every component restored into scratch space and verified."""
+    from workers.artifacts.service import ArtifactStore
+    from workers.drill.results import table
+    from workers.drill.run import run_drill
+    from workers.storage.artifact import KeyRing
+    from workers.storage.factory import build_store
+
+    out("\nrestore drill: the set just made, restored into scratch space and verified")
+    store = ArtifactStore(build_store(settings.store))
+    result, _ = run_drill(settings, store, KeyRing.from_files(keys=[key]), settings.stamp,
+                          say=lambda line: out(f"  {line}"))
+    out("\n".join(f"  {line}" for line in table(result)))
+    return result.passed
