@@ -6,9 +6,10 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from contracts import Registry, default_registry
+from contracts.events.backup import ALL_COMPONENTS
 from workers.middleware.base import Hooks, Middleware
 from workers.middleware.metrics import Metrics, MetricsMiddleware
 from workers.runtime.config import Settings
@@ -89,10 +90,22 @@ BUILTIN_BINDINGS: dict[str, list[str]] = {"db-backup": ["backup-due", "database-
                                            "fileshare": ["backup-due", "fileshare-sync-requested"]}
 
 
-def topology_of(specs: list[WorkerSpec]) -> list[tuple[str, list[str]]]:
-    """Every built-in worker's bindings plus the given ones. Queues of built-in workers are always declared,
-    so a follow-up waits durably in the queue of a worker that is not running yet instead of being lost."""
-    bindings = dict(BUILTIN_BINDINGS)
+COMPONENT_WORKERS = {"secrets": "secrets", "databases": "db-backup", "fileshare": "fileshare"}
+
+
+def site_workers(components: Iterable[str]) -> list[str]:
+    """The built-in workers a site that backs up ``components`` runs: those of its components, plus the
+    upload, catalog and notifier workers every site needs."""
+    skipped = {worker for component, worker in COMPONENT_WORKERS.items() if component not in components}
+    return sorted(set(BUILTIN) - skipped)
+
+
+def topology_of(specs: list[WorkerSpec], components: Iterable[str] = ALL_COMPONENTS) -> list[tuple[str, list[str]]]:
+    """The site's built-in workers' bindings plus the given ones. Their queues are always declared, so a
+    follow-up waits durably in the queue of a worker that is not running yet instead of being lost; workers of
+    components the site does not back up get none (nothing would ever drain it)."""
+    wanted = site_workers(components)
+    bindings = {name: types for name, types in BUILTIN_BINDINGS.items() if name in wanted}
     bindings.update({s.name: s.event_types for s in specs})
     return sorted(bindings.items())
 
@@ -110,7 +123,7 @@ class App:
         if len(set(names_seen)) != len(names_seen):
             raise ConfigurationError(f"worker listed twice: {names_seen}")
         hooks = Hooks([MetricsMiddleware(self.metrics), *(middleware or [])])
-        all_workers = topology_of(self.specs)
+        all_workers = topology_of(self.specs, settings.components)
         self.runners = [Runner(s, settings, deps.registry, all_workers, hooks) for s in self.specs]
         self.status: StatusServer | None = None
         self.errors: list[BaseException] = []

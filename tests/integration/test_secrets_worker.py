@@ -264,3 +264,20 @@ def test_the_hooks_management_api_publish_is_consumed_by_the_secrets_worker(env)
 
 def smb_user(settings) -> str:
     return settings.staging.smb_username
+
+
+def test_a_rotation_asks_only_for_what_the_site_backs_up(env):
+    settings, tmp, _ = env
+    settings = settings.model_copy(update={"components": ("secrets", "databases")})
+    spy = Spy(settings)
+    with running(App(settings, ["secrets"])):
+        published = cli(settings, "publish", "secrets-rotated", "--file", str(tmp / "SystemSecrets.json"))
+        assert published.returncode == 0, published.stderr
+        backups: list[dict] = []
+
+        def triggered() -> bool:
+            events = (json.loads(b[:b.index(b"}{") + 1] if b"}{" in b else b) for b in spy.drain())
+            backups.extend(e for e in events if e["type"] == "backup-due")
+            return bool(backups)
+        wait_for(triggered, 30, what="the triggered backup-due")
+    assert backups[0]["payload"]["components"] == ["secrets", "databases"]

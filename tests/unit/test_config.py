@@ -58,3 +58,25 @@ def test_config_check_connect_says_why_the_broker_is_unreachable(monkeypatch, ca
     monkeypatch.setenv("APPSVC_DR_BROKER__PORT", "1")
     assert main(["config", "check", "--connect"]) == 1
     assert "cannot reach RabbitMQ" in capsys.readouterr().out
+
+
+def test_site_components_from_a_comma_list_or_json_and_wrong_ones_named(monkeypatch):
+    assert load_settings().components == ("secrets", "databases", "fileshare")
+    monkeypatch.setenv("APPSVC_DR_COMPONENTS", "secrets, databases")
+    assert load_settings().components == ("secrets", "databases")
+    monkeypatch.setenv("APPSVC_DR_COMPONENTS", '["fileshare"]')
+    assert load_settings().components == ("fileshare",)
+    for bad in ("secrets,secrets", "tapes", ""):
+        monkeypatch.setenv("APPSVC_DR_COMPONENTS", bad)
+        with pytest.raises(ConfigurationError) as err:
+            load_settings()
+        assert "components" in err.value.message
+
+
+def test_a_site_runs_and_declares_only_the_workers_of_its_components():
+    from workers.app import BUILTIN, site_workers, topology_of
+    assert site_workers(("secrets", "databases", "fileshare")) == sorted(BUILTIN)
+    assert site_workers(("databases",)) == ["catalog", "db-backup", "notifier", "upload"]
+    declared = dict(topology_of([], ("secrets",)))
+    assert sorted(declared) == ["catalog", "notifier", "secrets", "upload"]
+    assert "backup-due" in declared["secrets"]

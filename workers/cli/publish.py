@@ -58,6 +58,9 @@ def build_event(args: argparse.Namespace, settings: Settings):
         if not sep:
             raise PermanentError(f"--payload {item!r} is not FIELD=VALUE", hint="e.g. -p reason=manual")
         payload[key] = _value(raw)
+    if model.event_type == "backup-due":
+        payload.setdefault("components", list(settings.components))
+        check_components(payload["components"], settings)
     set_id = args.set_id or payload.get("backup_set_id") or new_backup_set_id()
     if "backup_set_id" in model.model_fields["payload"].annotation.model_fields:
         payload.setdefault("backup_set_id", set_id)
@@ -68,6 +71,17 @@ def build_event(args: argparse.Namespace, settings: Settings):
     except ContractError as exc:
         raise PermanentError(f"invalid {args.event_type} event: {exc.detail}",
                              hint=f"See contracts/schemas/{model.event_type}.v{model.event_version}.schema.json")
+
+
+def check_components(wanted: object, settings: Settings) -> None:
+    """A backup set may only ask for what this site backs up: no worker would deliver the rest, and the set
+    would wait for it for ever."""
+    missing = [c for c in wanted if c not in settings.components] if isinstance(wanted, list) else []
+    if missing:
+        raise PermanentError(f"this site does not back up {', '.join(map(str, missing))} (APPSVC_DR_COMPONENTS="
+                             f"{','.join(settings.components)})",
+                             hint="Leave those components out, or add them to APPSVC_DR_COMPONENTS and run their "
+                                  "workers.")
 
 
 def publish(args: argparse.Namespace, settings: Settings) -> int:

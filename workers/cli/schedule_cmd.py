@@ -6,6 +6,7 @@ import signal
 import threading
 from datetime import time
 
+from workers.cli.publish import check_components
 from workers.runtime.config import Settings, parse_duration
 from workers.runtime.errors import ConfigurationError
 
@@ -14,7 +15,8 @@ def register(sub) -> None:
     p = sub.add_parser("schedule", help="publish backup-due (reason schedule) every INTERVAL, aligned to --at")
     p.add_argument("--every", default="24h", help="interval, e.g. 24h, 6h, 30m (default 24h)")
     p.add_argument("--at", type=time.fromisoformat, help="UTC time the slots are aligned to, e.g. 02:00")
-    p.add_argument("--components", default="secrets,databases,fileshare", help="comma-separated")
+    p.add_argument("--components", help="comma-separated (default: APPSVC_DR_COMPONENTS, i.e. everything this "
+                   "site backs up)")
     p.add_argument("--once", action="store_true", help="publish at the next slot, then exit")
     p.set_defaults(func=schedule)
 
@@ -25,7 +27,9 @@ def schedule(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    components = tuple(c.strip() for c in args.components.split(",") if c.strip())
+    components = tuple(c.strip() for c in args.components.split(",") if c.strip()) if args.components \
+        else settings.components
+    check_components(list(components), settings)
     try:
         every = parse_duration(args.every)
     except ValueError as exc:

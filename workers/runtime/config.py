@@ -4,15 +4,17 @@ Secrets are ``SecretStr``: they print as ``**********`` in reprs, logs and ``con
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, \
-    TomlConfigSettingsSource
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, TomlConfigSettingsSource
+
+from contracts.events.backup import ALL_COMPONENTS, Component
 
 from workers.databases.settings import DatabaseSettings
 from workers.fileshare.settings import FileshareSettings
@@ -177,6 +179,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="APPSVC_DR_", env_nested_delimiter="__", extra="forbid")
 
     stamp: str = Field(default="stamp1", description="Default stamp name for producers")
+    components: Annotated[tuple[Component, ...], NoDecode] = Field(
+        default=ALL_COMPONENTS, min_length=1, description="What this site backs up (comma-separated): secrets, "
+        "databases, fileshare. Backup sets ask for these; workers and queues of the others are not set up.")
     broker: BrokerSettings = BrokerSettings()
     retry: RetrySettings = RetrySettings()
     worker: WorkerSettings = WorkerSettings()
@@ -191,6 +196,16 @@ class Settings(BaseSettings):
     secrets: SecretsSettings = SecretsSettings()
     database: DatabaseSettings = DatabaseSettings()
     fileshare: FileshareSettings = FileshareSettings()
+
+    @field_validator("components", mode="before")
+    @classmethod
+    def _split_components(cls, value: object) -> object:
+        if isinstance(value, str):  # "secrets,databases" or a JSON list
+            value = json.loads(value) if value.lstrip().startswith("[") else \
+                [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple)) and len(set(value)) != len(value):
+            raise ValueError(f"components repeat: {list(value)}")
+        return value
 
 
 def _from_file(path: Path) -> type[Settings]:

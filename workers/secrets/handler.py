@@ -93,7 +93,8 @@ class SecretsHandler:
         if not duplicate and self.settings.secrets.trigger_backup:
             set_id = new_backup_set_id()
             out.append(event.follow_up(BackupDue, BackupDuePayload(
-                backup_set_id=set_id, reason="secrets-rotated", requested_by=SOURCE), source=SOURCE,
+                backup_set_id=set_id, components=self.settings.components, reason="secrets-rotated",
+                requested_by=SOURCE), source=SOURCE,
                 correlation_id=set_id))
         return out
 
