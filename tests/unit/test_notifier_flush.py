@@ -17,7 +17,10 @@ def worker(*sinks: FakeSink, clock: FakeClock, window: float = WINDOW) -> tuple[
                                  sleep=lambda seconds: None, flush_retry_delays=(30.0, 120.0))
     handler = spec.handlers["job-failed"]
     assert isinstance(handler, NotifierHandler) and handler.flusher is not None
-    assert spec.on_shutdown == handler.flusher.stop
+    assert spec.on_shutdown == handler.flusher.stop and handler.on_suppressed == handler.flusher.wake
+    # These tests drive flush() themselves on a fake clock: a real flusher thread would race them (the last
+    # test runs the real thread on the real clock)
+    handler.on_suppressed = lambda: None
     return handler, handler.flusher
 
 
