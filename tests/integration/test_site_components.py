@@ -30,3 +30,13 @@ def test_a_site_without_the_file_share_declares_no_fileshare_queue_and_refuses_t
     assert "does not back up fileshare" in refused.stderr and "APPSVC_DR_COMPONENTS" in refused.stderr
     scheduled = run_cli(settings, "schedule", "--components", "fileshare", "--once")
     assert scheduled.returncode == 2 and "does not back up fileshare" in scheduled.stderr
+
+
+def test_a_whole_backup_due_event_file_is_held_to_the_site_components_too(rabbit_vhost, tmp_path):
+    from contracts import BackupDue, BackupDuePayload
+    settings = settings_for(rabbit_vhost).model_copy(update={"components": ("databases",)})
+    event = BackupDue(source="test", stamp="stamp1", correlation_id="set-1",
+                      payload=BackupDuePayload(backup_set_id="set-1", components=("databases", "secrets")))
+    (tmp_path / "event.json").write_bytes(event.to_json())
+    refused = run_cli(settings, "publish", "backup-due", "--event-file", str(tmp_path / "event.json"), "--dry-run")
+    assert refused.returncode == 2 and "does not back up secrets" in refused.stderr

@@ -41,9 +41,12 @@ def build_event(args: argparse.Namespace, settings: Settings):
     registry = default_registry()
     if args.event_file:
         try:
-            return registry.decode(args.event_file.read_bytes())
+            event = registry.decode(args.event_file.read_bytes())
         except ContractError as exc:
             raise PermanentError(f"{args.event_file}: {exc}", hint="Fix the file to match contracts/schemas.")
+        if event.type == "backup-due":
+            check_components(list(event.payload.components), settings)  # type: ignore[attr-defined]
+        return event
     model = registry.model_for(args.event_type, args.version)
     payload = json.loads(args.payload_file.read_text()) if args.payload_file else {}
     if args.file is not None:
