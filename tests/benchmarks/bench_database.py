@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+from tests.benchmarks.procs import run, vm_hwm_mib  # noqa: E402
 
 MiB = 1 << 20
 ACCESS_KEY, SECRET_KEY = "bench-access", "bench-secret-value"
@@ -93,51 +94,6 @@ def child_main(cfg: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------- parent side
-def vm_hwm_mib(pid: int | str = "self") -> float:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmHWM:"))
-    except (OSError, StopIteration, ValueError):
-        return 0.0
-
-
-def descendants(root: int) -> list[tuple[int, str]]:
-    """(pid, comm) of every live descendant of ``root`` (no /proc/PID/task/TID/children on this kernel)."""
-    procs = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                comm, rest = fh.read()[:-1].split("(", 1)[1].rsplit(") ", 1)
-            procs[int(entry)] = (int(rest.split()[1]), comm)
-        except (OSError, ValueError):
-            continue
-    found, frontier = [], {root}
-    while frontier:
-        frontier = {pid for pid, (ppid, _) in procs.items() if ppid in frontier}
-        found += [(pid, procs[pid][1]) for pid in frontier]
-    return found
-
-
-def run(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, dict[str, float], str]:
-    """(wall seconds, own peak RSS MiB, {descendant comm: peak RSS MiB}, stdout), polled every 20 ms."""
-    started = time.perf_counter()
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(argv, stdout=out, env=env)
-        own, tools = 0.0, {}
-        while proc.poll() is None:
-            own = max(own, vm_hwm_mib(proc.pid))
-            for pid, name in descendants(proc.pid):   # "python": a fork caught before its exec
-                if not name.startswith("python"):
-                    tools[name] = max(tools.get(name, 0.0), vm_hwm_mib(pid))
-            time.sleep(0.02)
-        wall = time.perf_counter() - started
-        out.seek(0)
-        text = out.read().decode()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:3])} ... exited with {proc.returncode}")
-    return wall, own, tools, text
-
-
 def generate(database: str, target_mib: int) -> float:
     from tests.fixtures.postgres import connect
 
@@ -161,7 +117,8 @@ def generate(database: str, target_mib: int) -> float:
 
 
 def ours(cfg: dict) -> dict:
-    _, own, tools, out = run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(cfg)])
+    _, own, tools, out = run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(cfg)],
+                             watch_descendants=True)
     result = json.loads(out.strip().splitlines()[-1])
     return {**result, "rss": max(own, result["rss"]), "tools": tools}
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
 import threading
 import time
@@ -34,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import pika
 
 from contracts import Registry, default_registry
+from tests.benchmarks.procs import cpu_seconds
 from tests.fixtures.rabbit import mgmt, settings_for, vhost, wait_for
 from tests.integration.sample_workers import Ping, PingPayload, Pong
 from workers.app import App
@@ -185,24 +185,11 @@ def runtime(vhost_name: str, n: int, concurrency: int, messages) -> float:
 
 def clock() -> tuple[float, float, float]:
     """Wall clock, this process's CPU (all threads) and the local broker's CPU, in seconds."""
-    return time.perf_counter(), time.process_time(), broker_cpu()
+    return time.perf_counter(), time.process_time(), cpu_seconds("beam.smp")  # 0 when the broker runs elsewhere
 
 
 def since(start: tuple[float, float, float]) -> tuple[float, float, float]:
     return tuple(now - then for now, then in zip(clock(), start))  # type: ignore[return-value]
-
-
-def broker_cpu() -> float:
-    """CPU seconds the local RabbitMQ (beam.smp) has used so far; 0 when the broker is not on this machine."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            name, rest = stat.read_text().rsplit(")", 1)
-        except OSError:
-            continue
-        if name.endswith("(beam.smp"):
-            utime, stime = rest.split()[11:13]
-            return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
-    return 0.0
 
 
 def cleanup(names: list[str]) -> None:

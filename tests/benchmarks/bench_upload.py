@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+from tests.benchmarks.procs import run, vm_hwm_mib  # noqa: E402
 
 MiB = 1 << 20
 BLOCK = 64 * 1024
@@ -103,36 +104,6 @@ def warm(path: Path) -> None:
             pass
 
 
-def vm_hwm_mib(pid: int | str = "self") -> float:
-    """The process's own peak RSS (VmHWM). Unlike ru_maxrss it does not include the RSS of the parent that
-    forked it (Linux carries the forked address space's high-water mark into ru_maxrss at exec)."""
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        pass
-    return 0.0
-
-
-def run(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """Run a child to completion: (wall seconds, peak RSS MiB polled from its VmHWM every 10 ms, stdout)."""
-    started = time.perf_counter()
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(args, stdout=out, env=env)
-        peak = 0.0
-        while proc.poll() is None:
-            peak = max(peak, vm_hwm_mib(proc.pid))
-            time.sleep(0.01)
-        wall = time.perf_counter() - started
-        out.seek(0)
-        text = out.read().decode()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{args[0]} {' '.join(args[1:4])}... exited with {proc.returncode}")
-    return wall, peak, text
-
-
 def ours(file: Path, mib: float, variant: str, *, endpoint: str | None = None, dest: Path | None = None,
          cert: Path | None = None, compress: bool = False, peer: str | None = None) -> Row:
     args = [sys.executable, str(Path(__file__).resolve()), "--child", "--file", str(file)]
@@ -144,7 +115,7 @@ def ours(file: Path, mib: float, variant: str, *, endpoint: str | None = None, d
         args += ["--cert", str(cert)]
     if compress:
         args.append("--compress")
-    _, polled, out = run(args)
+    _, polled, _, out = run(args, interval=0.01)
     result = json.loads(out.strip().splitlines()[-1])
     rss = max(polled, result["peak_rss_mib"])           # the child's own VmHWM at exit is exact
     return Row(variant, mib, result["seconds"], rss, result["stored"] / MiB, peer)
@@ -176,7 +147,8 @@ def rclone(server, file: Path, mib: float) -> Row:  # type: ignore[no-untyped-de
                 "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": ACCESS_KEY,
                 "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": SECRET_KEY})
     key = "rclone/bench.bak"
-    seconds, rss, _ = run(["rclone", "copyto", str(file), f"bench:{BUCKET}/{key}", "--s3-no-head", "-q"], env)
+    seconds, rss, _, _ = run(["rclone", "copyto", str(file), f"bench:{BUCKET}/{key}", "--s3-no-head", "-q"], env,
+                             interval=0.01)
     size = stored_size(server, key)
     if size != file.stat().st_size:
         raise RuntimeError(f"rclone stored {size} bytes, expected {file.stat().st_size}")
@@ -185,8 +157,8 @@ def rclone(server, file: Path, mib: float) -> Row:  # type: ignore[no-untyped-de
 
 def cp(file: Path, dest: Path, mib: float) -> Row:
     target = dest / "bench.bak"
-    copy_seconds, copy_rss, _ = run(["cp", str(file), str(target)])
-    sync_seconds, sync_rss, _ = run(["sync", str(target)])      # ours fsyncs before the rename
+    copy_seconds, copy_rss, _, _ = run(["cp", str(file), str(target)], interval=0.01)
+    sync_seconds, sync_rss, _, _ = run(["sync", str(target)], interval=0.01)      # ours fsyncs before the rename
     return Row("(e) cp + sync", mib, copy_seconds + sync_seconds, max(copy_rss, sync_rss),
                target.stat().st_size / MiB)
 
