@@ -35,6 +35,7 @@ class SetState:
     set_id: str
     time: datetime | None
     complete: bool
+    planned: tuple[str, ...] | None = None   # the components its plan asks for (None: no plan)
 
     @property
     def order(self) -> tuple[datetime, str]:
@@ -101,13 +102,16 @@ def decide(stamp: str, states: list[SetState], *, keep_last: int = 7, keep_withi
 
 
 def set_states(backend: StorageBackend, stamp: str) -> list[SetState]:
-    """Every backup set of ``stamp`` with its time and whether it is complete (one listing, small reads)."""
+    """Every backup set of ``stamp`` with its time, whether it is complete and its planned components (one
+    listing, small reads: the marker only when the plan does not tell the time)."""
     states = []
     for set_id, found in scan_sets(backend, stamp).items():
         names = found.names
         plan = read_plan(backend, stamp, set_id) if PLAN in names else None
-        marker = read_marker(backend, stamp, set_id) if COMPLETE in names and plan is None else None
-        states.append(SetState(set_id, set_time(set_id, plan, marker, found.objects), COMPLETE in names))
+        needs_marker = COMPLETE in names and (plan is None or plan.requested_at is None)
+        marker = read_marker(backend, stamp, set_id) if needs_marker else None
+        states.append(SetState(set_id, set_time(set_id, plan, marker, found.objects), COMPLETE in names,
+                               plan.components if plan else None))
     return states
 
 

@@ -11,14 +11,13 @@ import logging
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from workers.artifacts.catalog import read_set
 from workers.artifacts.service import ArtifactStore
-from workers.artifacts.sets import COMPLETE, PLAN, read_marker, read_plan, scan_sets, set_time
+from workers.artifacts.retention import SetState, set_states
 from workers.drill.checks import CHECKS, Drill
 from workers.drill.results import DrillResult, write_marker
 from workers.runtime.config import Settings
@@ -27,29 +26,14 @@ from workers.storage.artifact import KeyRing
 from workers.storage.base import StorageBackend
 
 log = logging.getLogger("appsvc_dr.drill")
-MIN_TIME = datetime.min.replace(tzinfo=timezone.utc)
 
 
-@dataclass(frozen=True)
-class Candidate:
-    set_id: str
-    complete: bool
-    when: datetime | None
-    planned: tuple[str, ...] | None
+def candidates(backend: StorageBackend, stamp: str) -> list[SetState]:
+    """Every backup set of the stamp, oldest first (retention's view of them: one listing, small reads)."""
+    return sorted(set_states(backend, stamp), key=lambda state: state.order)
 
 
-def candidates(backend: StorageBackend, stamp: str) -> list[Candidate]:
-    """Every backup set of the stamp, oldest first (one listing, plus plan and marker reads)."""
-    found = []
-    for set_id, objects in scan_sets(backend, stamp).items():
-        plan = read_plan(backend, stamp, set_id) if PLAN in objects.names else None
-        marker = read_marker(backend, stamp, set_id) if COMPLETE in objects.names else None
-        found.append(Candidate(set_id, COMPLETE in objects.names, set_time(set_id, plan, marker, objects.objects),
-                               plan.components if plan else None))
-    return sorted(found, key=lambda c: (c.when or MIN_TIME, c.set_id))
-
-
-def choose(found: Sequence[Candidate], stamp: str, set_id: str | None = None) -> Candidate:
+def choose(found: Sequence[SetState], stamp: str, set_id: str | None = None) -> SetState:
     """The set asked for, else the newest complete one."""
     if set_id:
         match = [c for c in found if c.set_id == set_id]
@@ -66,7 +50,7 @@ def choose(found: Sequence[Candidate], stamp: str, set_id: str | None = None) ->
     return complete[-1]
 
 
-def components_of(candidate: Candidate, present: set[str], asked: Sequence[str] | None) -> list[str]:
+def components_of(candidate: SetState, present: set[str], asked: Sequence[str] | None) -> list[str]:
     if asked:
         unknown = sorted(set(asked) - set(CHECKS))
         if unknown:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from workers.artifacts.retention import decide, format_duration, set_states
+from workers.artifacts.retention import format_duration, plan_retention
 from workers.artifacts.service import RECORD_SUFFIX
 from workers.fileshare.repo import Repository
 
@@ -124,8 +124,7 @@ def snapshots_of(repo: Repository) -> list[Snapshot]:
 
 def kept_sets(repo: Repository, policy: Policy, now: datetime | None = None) -> dict[str, str]:
     """Backup sets that retention keeps under the same keep-last / keep-within, with its reason."""
-    states = set_states(repo.data.backend, repo.stamp)
-    plan = decide(repo.stamp, states, keep_last=policy.keep_last, keep_within=policy.keep_within, now=now)
+    plan = plan_retention(repo.data.backend, repo.stamp, policy.keep_last, policy.keep_within, now)
     return {s: plan.reasons[s] for s in plan.keep}
 
 
