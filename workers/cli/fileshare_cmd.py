@@ -2,23 +2,20 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import threading
 import time
 
-from workers.artifacts.catalog import artifact_key
 from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli import snapshots_cmd
 from workers.cli.progress import ProgressBar
-from workers.fileshare.manifest import Manifest, diff
+from workers.fileshare.manifest import diff
 from workers.fileshare.repo import Repository
-from workers.fileshare.restore import REACL, Restorer, select
+from workers.fileshare.restore import REACL, Restorer, load_manifest, select, snapshot_of_set
 from workers.fileshare.tree import open_tree
 from workers.runtime.config import Settings
-from workers.runtime.errors import ConfigurationError, PermanentError
-from workers.storage.base import ObjectNotFound
+from workers.runtime.errors import ConfigurationError
 from workers.upload.handler import artifact_store
 
 MiB = 1024 * 1024
@@ -62,28 +59,6 @@ def register_restore(restore_sub) -> None:
 def _repo(settings: Settings, args: argparse.Namespace) -> Repository:
     return Repository(artifact_store(settings), args.stamp or settings.stamp,
                       cache_dir=settings.fileshare.cache_dir)
-
-
-def snapshot_of_set(repo: Repository, set_id: str) -> str:
-    prefix = artifact_key(repo.stamp, set_id, "fileshare", "")
-    names = sorted(i.key[len(prefix):] for i in repo.data.backend.list(prefix)
-                   if i.key.endswith(".json") and not i.key.endswith(".record.json"))
-    if not names:
-        raise PermanentError(f"backup set {set_id} of {repo.stamp} has no file-share snapshot",
-                             hint="List sets with `appsvc-dr artifacts list` and snapshots with "
-                                  "`appsvc-dr snapshots list`.")
-    out = io.BytesIO()
-    repo.meta.get(prefix + ("snapshot.json" if "snapshot.json" in names else names[0]), out)
-    return json.loads(out.getvalue())["snapshot_id"]
-
-
-def load_manifest(repo: Repository, snapshot: str, keys) -> Manifest:
-    """A snapshot's manifest read from the store (never the cache): decrypted and verified."""
-    try:
-        return repo.manifest(snapshot, keys, cached=False)
-    except ObjectNotFound:
-        raise PermanentError(f"no snapshot {snapshot} for stamp {repo.stamp}",
-                             hint="See `appsvc-dr snapshots list --stamp STAMP`.") from None
 
 
 def list_cmd(args: argparse.Namespace, settings: Settings) -> int:

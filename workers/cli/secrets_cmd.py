@@ -2,17 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import io
-import json
 from pathlib import Path
 
-from workers.artifacts.catalog import artifact_key
 from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli.output import write_atomically
 from workers.runtime.config import Settings
-from workers.runtime.errors import PermanentError
-from workers.secrets.handler import REFERENCE_NAME
-from workers.secrets.versions import latest, version_key, versions
+from workers.secrets.versions import secrets_key, versions
 from workers.upload.handler import artifact_store
 
 
@@ -47,25 +42,6 @@ def list_versions(args: argparse.Namespace, settings: Settings) -> int:
     for v in found:
         print(f"{v.version_id:32} {v.fingerprint[:12]:14} {v.rotated_at:%Y-%m-%d %H:%M:%S}    {v.artifact.stored_at}")
     return 0
-
-
-def set_reference(store, stamp: str, set_id: str, keys) -> dict:
-    """The secrets reference of a backup set: ``{version_id, key, fingerprint, stamp}`` (decrypted, verified)."""
-    ref = io.BytesIO()
-    store.get(artifact_key(stamp, set_id, "secrets", REFERENCE_NAME), ref, keys=keys)
-    return json.loads(ref.getvalue())
-
-
-def secrets_key(store, stamp: str, keys, *, version: str | None = None, set_id: str | None = None) -> str:
-    """The key of the SystemSecrets.json version asked for: by version id, the one of a set, else the newest."""
-    if version:
-        return version_key(stamp, version)
-    if set_id:
-        return set_reference(store, stamp, set_id, keys)["key"]
-    newest = latest(store, stamp)
-    if newest is None:
-        raise PermanentError(f"no secrets stored for stamp {stamp}", hint="Check --stamp and the store settings.")
-    return newest.artifact.key
 
 
 def controller_steps(out: Path, db_server: str | None, content_share: str | None) -> list[str]:

@@ -22,18 +22,17 @@ from typing import Callable
 
 from workers.artifacts.catalog import read_set
 from workers.artifacts.service import ArtifactStore
-from workers.cli.database_cmd import restore_from_set, staged_artifact
-from workers.cli.fileshare_cmd import load_manifest, snapshot_of_set
-from workers.cli.secrets_cmd import set_reference
 from workers.databases.base import DatabaseEngine
 from workers.databases.factory import build_engine
 from workers.dbbackup.handler import artifact_name
+from workers.dbbackup.restore import restore_from_set, staged_artifact
 from workers.drill.results import FAILED, ComponentResult
 from workers.fileshare.repo import Repository
-from workers.fileshare.restore import Restorer
+from workers.fileshare.restore import Restorer, load_manifest, snapshot_of_set
 from workers.fileshare.tree import LocalTree
 from workers.runtime.config import Settings
 from workers.runtime.errors import DrError, PermanentError, describe, hint_for
+from workers.secrets.versions import set_reference
 from workers.storage.artifact import KeyRing
 
 SUFFIXES = {".dump": "postgres", ".bak": "sqlserver"}

@@ -147,7 +147,7 @@ class Pruner:
         """Every entry of every index object (read from the store, each checked against its id)."""
         found: dict[str, dict[str, list]] = {}
         for name in names:
-            for pack in json.loads(self.repo._read_index(name))["packs"]:
+            for pack in json.loads(self.repo.read_index(name))["packs"]:
                 blobs = found.setdefault(pack["id"], {})
                 for entry in pack["blobs"]:
                     blobs.setdefault(entry[0], entry)

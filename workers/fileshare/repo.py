@@ -148,7 +148,7 @@ class Repository:
             body = self._cache_get(cached)
             if body is None:
                 try:
-                    body = self._read_index(name)
+                    body = self.read_index(name)
                 except ObjectNotFound:
                     continue                                    # merged away meanwhile
                 self._cache_put(cached, body)
@@ -156,7 +156,7 @@ class Repository:
             self.index.objects.add(name)
         return self.index
 
-    def _read_index(self, index_id: str) -> bytes:
+    def read_index(self, index_id: str) -> bytes:
         """An index object: the artifact format without a record (its hashes are inside it, and its id is the
         SHA-256 of its body), so writing one costs a single upload, not four requests."""
         with self.data.backend.open(self.index_key(index_id)) as stream:

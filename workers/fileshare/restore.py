@@ -8,6 +8,8 @@ each into a temporary directory and deleted as soon as no file still needs them.
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import shutil
 import tempfile
 import threading
@@ -17,16 +19,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from workers.artifacts.catalog import artifact_key
 from workers.fileshare.manifest import Entry, Manifest
 from workers.fileshare.repo import Repository
 from workers.fileshare.tree import FileProblem, Tree
 from workers.runtime.errors import PermanentError
 from workers.storage.artifact import KeyRing
+from workers.storage.base import ObjectNotFound
 from workers.storage.crypto import IntegrityError
 
 REACL = ("On the file server, in an elevated command prompt, run ReACL.cmd from the BCDR folder of the App "
          "Service installation files, so the restored content gets the ACLs App Service expects; then go on with "
          "the controller steps (Restore-AppServiceStamp, Restore-AppServiceRoles, Sync-AppServiceObject).")
+
+
+def snapshot_of_set(repo: Repository, set_id: str) -> str:
+    prefix = artifact_key(repo.stamp, set_id, "fileshare", "")
+    names = sorted(i.key[len(prefix):] for i in repo.data.backend.list(prefix)
+                   if i.key.endswith(".json") and not i.key.endswith(".record.json"))
+    if not names:
+        raise PermanentError(f"backup set {set_id} of {repo.stamp} has no file-share snapshot",
+                             hint="List sets with `appsvc-dr artifacts list` and snapshots with "
+                                  "`appsvc-dr snapshots list`.")
+    out = io.BytesIO()
+    repo.meta.get(prefix + ("snapshot.json" if "snapshot.json" in names else names[0]), out)
+    return json.loads(out.getvalue())["snapshot_id"]
+
+
+def load_manifest(repo: Repository, snapshot: str, keys) -> Manifest:
+    """A snapshot's manifest read from the store (never the cache): decrypted and verified."""
+    try:
+        return repo.manifest(snapshot, keys, cached=False)
+    except ObjectNotFound:
+        raise PermanentError(f"no snapshot {snapshot} for stamp {repo.stamp}",
+                             hint="See `appsvc-dr snapshots list --stamp STAMP`.") from None
 
 
 @dataclass

@@ -23,7 +23,8 @@ from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError
 from workers.runtime.handler import JobContext, WorkerSpec
 from workers.secrets.reader import HINT_EXPORT, read_secrets
-from workers.secrets.versions import ROTATED_AT_FORMAT, SecretsVersion, latest, version_id, version_key, versions
+from workers.secrets.versions import (REFERENCE_NAME, ROTATED_AT_FORMAT, SecretsVersion, latest, version_id,
+                                      version_key, versions)
 from workers.storage.staged import locate
 from workers.upload.handler import artifact_store
 
@@ -31,7 +32,6 @@ log = logging.getLogger("appsvc_dr.secrets")
 
 WORKER = "secrets"
 SOURCE = f"worker:{WORKER}"
-REFERENCE_NAME = "secrets-version.json"
 
 
 class SecretsHandler:

@@ -6,12 +6,17 @@ identical content within one second are still told apart (the second is a duplic
 """
 from __future__ import annotations
 
+import io
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from workers.artifacts.catalog import artifact_key
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore, StoredArtifact
+from workers.runtime.errors import PermanentError
 
 SECRETS_NAME = "SystemSecrets.json"
+REFERENCE_NAME = "secrets-version.json"   # in each backup set: which version it holds
 ROTATED_AT_FORMAT = "%Y%m%dT%H%M%S%fZ"
 
 
@@ -54,3 +59,22 @@ def versions(store: ArtifactStore, stamp: str) -> list[SecretsVersion]:
 def latest(store: ArtifactStore, stamp: str) -> SecretsVersion | None:
     found = versions(store, stamp)
     return found[-1] if found else None
+
+
+def set_reference(store, stamp: str, set_id: str, keys) -> dict:
+    """The secrets reference of a backup set: ``{version_id, key, fingerprint, stamp}`` (decrypted, verified)."""
+    ref = io.BytesIO()
+    store.get(artifact_key(stamp, set_id, "secrets", REFERENCE_NAME), ref, keys=keys)
+    return json.loads(ref.getvalue())
+
+
+def secrets_key(store, stamp: str, keys, *, version: str | None = None, set_id: str | None = None) -> str:
+    """The key of the SystemSecrets.json version asked for: by version id, the one of a set, else the newest."""
+    if version:
+        return version_key(stamp, version)
+    if set_id:
+        return set_reference(store, stamp, set_id, keys)["key"]
+    newest = latest(store, stamp)
+    if newest is None:
+        raise PermanentError(f"no secrets stored for stamp {stamp}", hint="Check --stamp and the store settings.")
+    return newest.artifact.key
