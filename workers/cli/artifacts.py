@@ -18,12 +18,12 @@ from workers.artifacts.retention import apply_retention, format_duration
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import (COMPLETE, PLAN, SKIPPED, read_marker, read_plan, read_skips, scan_sets, set_time,
                                     waiting_for)
-from workers.runtime.config import Settings, parse_duration
+from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError
 from workers.storage.artifact import generate_self_signed, load_certificate, thumbprint
 from workers.storage.base import ObjectNotFound
 from workers.storage.factory import build_store
-from workers.cli.snapshots_cmd import print_forget
+from workers.cli.snapshots_cmd import duration_arg, print_forget
 from workers.fileshare.forget import Policy, forget
 from workers.fileshare.repo import Repository
 from workers.cli.keyopts import add_key_options, env_password, keyring_from_args
@@ -52,7 +52,7 @@ def register(sub) -> None:
     a = actions.add_parser("apply", help="keep the newest sets, delete the others (see --dry-run)")
     a.add_argument("--stamp", help="stamp (default: APPSVC_DR_STAMP)")
     a.add_argument("--keep-last", type=int, help="complete sets to keep (default: APPSVC_DR_RETENTION__KEEP_LAST)")
-    a.add_argument("--keep-within", type=_duration, help="also keep sets younger than this, e.g. 30d, 12h "
+    a.add_argument("--keep-within", type=duration_arg, help="also keep sets younger than this, e.g. 30d, 12h "
                    "(default: APPSVC_DR_RETENTION__KEEP_WITHIN)")
     a.add_argument("--dry-run", action="store_true", help="show what would be deleted, delete nothing")
     a.set_defaults(func=retention_cmd)
@@ -74,13 +74,6 @@ def register(sub) -> None:
 def _where(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stamp", help="stamp (default: APPSVC_DR_STAMP)")
     p.add_argument("--set", dest="set_id", help="one backup set id")
-
-
-def _duration(value: str):
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _store(settings: Settings) -> ArtifactStore:

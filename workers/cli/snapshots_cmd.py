@@ -24,7 +24,7 @@ def register(actions) -> None:
                    "(default: APPSVC_DR_RETENTION__KEEP_LAST when no --keep-* is given)")
     a.add_argument("--keep-daily", type=_count, default=0, help="keep the newest snapshot of each of the last N days")
     a.add_argument("--keep-weekly", type=_count, default=0, help="keep the newest snapshot of each of the last N weeks")
-    a.add_argument("--keep-within", type=_duration, help="also keep snapshots younger than this, e.g. 30d "
+    a.add_argument("--keep-within", type=duration_arg, help="also keep snapshots younger than this, e.g. 30d "
                    "(default: APPSVC_DR_RETENTION__KEEP_WITHIN when no --keep-* is given)")
     a.add_argument("--prune", action="store_true", help="then prune (needs --key/--pfx for encrypted snapshots)")
     a.add_argument("--dry-run", action="store_true", help="show what would happen, change nothing")
@@ -51,7 +51,8 @@ def _count(value: str) -> int:
     return int(value)
 
 
-def _duration(value: str):
+def duration_arg(value: str):
+    """argparse type for durations such as 30d or 12h (retention apply uses it too)."""
     try:
         return parse_duration(value)
     except ValueError as exc:
