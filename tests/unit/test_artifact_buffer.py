@@ -121,3 +121,54 @@ def test_the_s3_client_signs_a_known_payload_hash_instead_of_hashing_the_body(mo
     assert body not in hashed
     # And a request without one is hashed by the SDK as before
     assert client._build_headers("h", {}, body, creds)[0][PAYLOAD_SHA256] == "0" * 64 and hashed[-1] == body
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_pack_without_a_plaintext_hash_is_version_2_and_still_fully_checked(mode, keys, monkeypatch):
+    from tests.unit.test_artifact_format import DAMAGE
+    from workers.storage import crypto
+    from workers.storage.artifact import IntegrityError, UnsupportedArtifactError, decode
+    cert, ring = keys
+    compress, encrypted = MODES[mode]
+    body = mixed(3 * MiB + 5)
+    # Given a pack encoded without hashing its plaintext as a whole (its blobs carry their own SHA-256)
+    enc = encode_buffer(body, compress=compress, recipient=cert.certificate if encrypted else None,
+                        segment_size=256 * 1024, hash_plaintext=False)
+    # Then it says so in a version 2 header, records no plaintext hash, and keeps the stored-bytes hash
+    header = read_header(io.BytesIO(enc.data))
+    assert (header.version, header.plaintext_hash, enc.plaintext_sha256) == (2, "none", None)
+    assert enc.stored_sha256 == hashlib.sha256(enc.data).hexdigest() and enc.plaintext_size == len(body)
+    # And it decodes to the body, without a whole-body hash unless the caller expects one (then it is checked)
+    sha, size, dec = decode_all(enc.data, ring)
+    assert (sha, size, dec.plaintext_sha256) == (hashlib.sha256(body).hexdigest(), len(body), None)
+    assert decode_all(enc.data, ring, expected_sha256=sha)[2].plaintext_sha256 == sha
+    with pytest.raises(IntegrityError):
+        decode_all(enc.data, ring, expected_sha256=hashlib.sha256(b"other").hexdigest())
+    with pytest.raises(IntegrityError):
+        decode_all(enc.data, ring, expected_size=len(body) + 1)
+    # And every kind of damage is still detected: flipped bits, cuts, swapped/dropped/repeated segments
+    for name, damage in DAMAGE.items():
+        with pytest.raises(IntegrityError):
+            decode_all(damage(enc.data), ring)
+    # And everything else is still written as version 1, which older readers know
+    assert read_header(io.BytesIO(encode_buffer(body[:10], compress=compress, recipient=None).data)).version == 1
+    # And a reader that only knows version 1 refuses the pack clearly instead of calling it corrupt
+    monkeypatch.setattr(crypto, "VERSIONS", (1,))
+    with pytest.raises(UnsupportedArtifactError, match="version 2"):
+        decode(io.BytesIO(enc.data), keys=ring)
+
+
+def test_the_store_records_a_pack_without_a_plaintext_hash_and_reads_it_back(keys, tmp_path):
+    cert, ring = keys
+    store = ArtifactStore(LocalStore(tmp_path), certificate=cert.certificate)
+    body = mixed(MiB + 3)
+    # Given a pack stored without a whole-body hash
+    stored = store.put_buffer("repo/packs/ab/abc", body, new_key=True, hash_plaintext=False)
+    # Then its record says so, and reading it back verifies sizes and stored bytes and returns the body
+    assert store.record("repo/packs/ab/abc").plaintext_sha256 is None and stored.plaintext_sha256 is None
+    out = io.BytesIO()
+    store.get("repo/packs/ab/abc", out, keys=ring)
+    assert out.getvalue() == body
+    # And the option is refused where reuse would need the hash
+    with pytest.raises(ValueError, match="new_key"):
+        store.put_buffer("repo/x", body, hash_plaintext=False)

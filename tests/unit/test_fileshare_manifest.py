@@ -46,3 +46,46 @@ def test_identical_listings_have_an_empty_diff():
     # Given the same entries twice / When compared / Then nothing changed
     entries = [d("a"), f("a/b"), f("c", 0)]
     assert diff(entries, list(entries)).empty
+
+
+def test_format_2_keeps_a_whole_file_hash_only_where_it_is_free_and_still_reads_format_1():
+    import hashlib
+    import io
+    import json
+
+    from workers.fileshare.manifest import EMPTY_SHA256, file_sha256
+    from workers.fileshare.restore import _same_file
+    # Given a file of three blobs, one of one blob and an empty one, as the reader records them
+    parts = [b"x" * 10, b"y" * 7, b"z" * 3]
+    ids = [hashlib.sha256(p).hexdigest() for p in parts]
+    big = Entry("big", False, 20, 1, 0x20, file_sha256(ids), tuple(ids))
+    one = Entry("one", False, 10, 1, 0x20, file_sha256(ids[:1]), tuple(ids[:1]))
+    empty = Entry("empty", False, 0, 1, 0x20, file_sha256([]), ())
+    m = Manifest("s2", "stamp", "set", "src", entries=[big, empty, one])
+    # When the manifest is written
+    raw = json.loads(m.to_json())
+    # Then it is format 2, the multi-blob file carries only its blob list, the others their (free) SHA-256
+    assert raw["format"] == 2
+    by = {e["path"]: e for e in raw["entries"]}
+    assert "sha256" not in by["big"] and by["big"]["blobs"] == ids
+    assert by["one"]["sha256"] == ids[0] and by["empty"]["sha256"] == EMPTY_SHA256
+    assert Manifest.from_json(m.to_json()) == m
+    # And a format 1 manifest (every file with its SHA-256) still reads, and compares by content with format 2
+    whole = hashlib.sha256(b"".join(parts)).hexdigest()
+    old = dict(raw, format=1, entries=[dict(by["big"], sha256=whole)])
+    old_big = Manifest.from_json(json.dumps(old).encode()).entries[0]
+    assert old_big.sha256 == whole and old_big.same_content(big) and big.same_content(old_big)
+    assert diff([old_big], [big]).empty
+    changed = Entry("big", False, 20, 1, 0x20, "", (ids[0], ids[2], ids[1]))
+    assert not changed.same_content(big) and [n.path for _, n in diff([old_big], [changed]).modified] == ["big"]
+    # And an unknown format is refused with its number
+    import pytest
+    with pytest.raises(ValueError, match="format 3"):
+        Manifest.from_json(json.dumps(dict(raw, format=3)).encode())
+    # And a target file is recognised as identical blob by blob (restore's resumable skip), any change is not
+    lengths = dict(zip(ids, map(len, parts)))
+    assert _same_file(io.BytesIO(b"".join(parts)), big, lengths.__getitem__)
+    assert _same_file(io.BytesIO(b"".join(parts)), old_big, lengths.__getitem__)
+    assert not _same_file(io.BytesIO(b"".join(parts)[:-1] + b"!"), big, lengths.__getitem__)
+    assert not _same_file(io.BytesIO(b"".join(parts) + b"+"), big, lengths.__getitem__)
+    assert not _same_file(io.BytesIO(b"".join(parts)[:15]), big, lengths.__getitem__)

@@ -31,7 +31,7 @@ Progress = Callable[[int], None]
 class StoredArtifact:
     key: str
     plaintext_size: int
-    plaintext_sha256: str
+    plaintext_sha256: str | None      # None: not hashed as a whole (a pack: its blobs carry their SHA-256)
     stored_size: int
     stored_sha256: str
     compressed: bool
@@ -115,10 +115,14 @@ class ArtifactStore:
         return self._recorded(key, encoded, landed)
 
     def put_buffer(self, key: str, body: bytes | bytearray | memoryview, *, new_key: bool = False,
-                   require_encryption: bool = False) -> StoredArtifact:
+                   require_encryption: bool = False, hash_plaintext: bool = True) -> StoredArtifact:
         """Store ``body``, already in memory (a pack of blobs), under ``key``: encoded in memory in one go and
         uploaded with its stored SHA-256 known up front (S3 signs it instead of hashing the bytes again).
-        ``new_key``: ``key`` was never used (a random id), so there is no artifact or record to look for."""
+        ``new_key``: ``key`` was never used (a random id), so there is no artifact or record to look for.
+        ``hash_plaintext=False`` (only with ``new_key``): the caller checks the content itself (blob ids), so
+        the plaintext is not hashed as a whole and the record's ``plaintext_sha256`` is None."""
+        if not (hash_plaintext or new_key):
+            raise ValueError("hash_plaintext=False needs new_key=True (reuse compares plaintext hashes)")
         if not new_key:
             existing = self._reuse(key, lambda: io.BytesIO(body), hashlib.sha256(body).hexdigest(),
                                    require_encryption)
@@ -126,7 +130,8 @@ class ArtifactStore:
                 return existing
         else:
             self._check_encryption(key, require_encryption)
-        encoded = encode_buffer(body, compress=self.compress, recipient=self.certificate, level=self.level)
+        encoded = encode_buffer(body, compress=self.compress, recipient=self.certificate, level=self.level,
+                                hash_plaintext=hash_plaintext)
         landed = self.backend.put(key, io.BytesIO(encoded.data), size=encoded.stored_size,
                                   metadata=_object_metadata(encoded), sha256=encoded.stored_sha256)
         return self._recorded(key, encoded, landed)
@@ -173,7 +178,8 @@ class ArtifactStore:
         if known_sha256 is None:
             with open_source() as source:
                 known_sha256, _ = sha256_of(source)
-        return replace(rec, deduplicated=True) if known_sha256 == rec.plaintext_sha256 else None
+        return replace(rec, deduplicated=True) if rec.plaintext_sha256 and known_sha256 == rec.plaintext_sha256 \
+            else None
 
     def _discard(self, key: str) -> None:
         """Remove a rejected object and any older record of the key: a record only exists with its object."""

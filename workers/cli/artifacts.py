@@ -141,7 +141,7 @@ def _list_one(store: ArtifactStore, stamp: str, set_id: str, as_json: bool) -> i
     for a in backup_set.artifacts:
         name = a.key.split("/", 2)[2]
         enc = f"yes ({a.thumbprint})" if a.encrypted else "no"
-        print(f"{name:44} {a.plaintext_size:>12} {a.stored_size:>12}  {a.plaintext_sha256[:12]}  {enc}")
+        print(f"{name:44} {a.plaintext_size:>12} {a.stored_size:>12}  {(a.plaintext_sha256 or '-')[:12]:12}  {enc}")
     return 0
 
 
@@ -155,7 +155,8 @@ def get_cmd(args: argparse.Namespace, settings: Settings) -> int:
         got = write_atomically(out, lambda fh: store.get(args.artifact_key, fh, keys=keys, progress=progress))
     finally:
         progress.close()
-    print(f"wrote {out}: {got.plaintext_size} bytes, sha256 {got.plaintext_sha256} (verified"
+    sha = got.plaintext_sha256 or "not recorded (a pack: each blob in it is checked by its own)"
+    print(f"wrote {out}: {got.plaintext_size} bytes, sha256 {sha} (verified"
           f"{', decrypted' if got.encrypted else ''})")
     return 0
 

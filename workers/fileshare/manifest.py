@@ -1,15 +1,19 @@
 """The snapshot manifest: every directory (empty ones too) and file of a snapshot, with size, mtime,
-attributes, SHA-256 and the ids of the content blobs, in path order. Stored as compressed (and, when a
+attributes and the ids of the content blobs, in path order. Stored as compressed (and, when a
 certificate is configured, encrypted) JSON::
 
-    {"format": 1, "snapshot_id": ..., "stamp": ..., "backup_set_id": ..., "source": ..., "sub_path": ...,
+    {"format": 2, "snapshot_id": ..., "stamp": ..., "backup_set_id": ..., "source": ..., "sub_path": ...,
      "parent": ..., "created_at": ..., "partial": false, "chunker": {...},
      "skipped": [{"path": ..., "reason": ...}],
      "entries": [{"path": "site", "type": "dir", "mtime_ns": ..., "attrs": 16},
                  {"path": "site/a.txt", "type": "file", "size": 5, "mtime_ns": ..., "attrs": 32,
                   "sha256": "...", "blobs": ["<sha256 of chunk 1>", ...], "unstable": false}]}
 
-A blob id is the SHA-256 of the chunk's bytes; the index says which pack holds it.
+A blob id is the SHA-256 of the chunk's bytes; the index says which pack holds it. A file's content is its
+blob list (restic's model): restore checks every blob against its id and the file against its size.
+``sha256``, the SHA-256 of the whole file, is there when it costs nothing: a file of one blob (it is that
+blob's id) or an empty file. Format 1 (older snapshots, still read) carried it for every file; format 2 no
+longer hashes a file of several blobs a second time as a whole.
 """
 from __future__ import annotations
 
@@ -19,6 +23,12 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+FORMAT, READABLE = 2, (1, 2)
+
+
+def file_sha256(blobs: list[str] | tuple[str, ...]) -> str:
+    """The whole file's SHA-256 where the blob ids give it for free (one blob, or none), else ""."""
+    return blobs[0] if len(blobs) == 1 else EMPTY_SHA256 if not blobs else ""
 
 
 @dataclass(slots=True)
@@ -28,7 +38,7 @@ class Entry:
     size: int
     mtime_ns: int
     attrs: int
-    sha256: str = ""
+    sha256: str = ""                  # "" for a file of several blobs in a format 2 manifest
     blobs: tuple[str, ...] = ()
     unstable: bool = False            # still changing after re-reads: stored as last read
 
@@ -38,13 +48,19 @@ class Entry:
             (other.is_dir, other.size, other.mtime_ns, other.attrs)
 
     def same_content(self, other: "Entry") -> bool:
-        return self.is_dir == other.is_dir and self.size == other.size and self.sha256 == other.sha256
+        if self.is_dir != other.is_dir or self.size != other.size:
+            return False
+        if self.sha256 and other.sha256:
+            return self.sha256 == other.sha256
+        return self.blobs == other.blobs
 
     def to_dict(self) -> dict:
         if self.is_dir:
             return {"path": self.path, "type": "dir", "mtime_ns": self.mtime_ns, "attrs": self.attrs}
         out = {"path": self.path, "type": "file", "size": self.size, "mtime_ns": self.mtime_ns,
-               "attrs": self.attrs, "sha256": self.sha256, "blobs": list(self.blobs)}
+               "attrs": self.attrs, "blobs": list(self.blobs)}
+        if self.sha256:
+            out["sha256"] = self.sha256
         if self.unstable:
             out["unstable"] = True
         return out
@@ -53,7 +69,7 @@ class Entry:
     def from_dict(cls, d: dict) -> "Entry":
         if d["type"] == "dir":
             return cls(d["path"], True, 0, int(d["mtime_ns"]), int(d["attrs"]))
-        return cls(d["path"], False, int(d["size"]), int(d["mtime_ns"]), int(d["attrs"]), d["sha256"],
+        return cls(d["path"], False, int(d["size"]), int(d["mtime_ns"]), int(d["attrs"]), d.get("sha256", ""),
                    tuple(d["blobs"]), bool(d.get("unstable", False)))
 
 
@@ -91,7 +107,7 @@ class Manifest:
         return {b for e in self.files() for b in e.blobs}
 
     def to_json(self) -> bytes:
-        head = {"format": 1, "snapshot_id": self.snapshot_id, "stamp": self.stamp,
+        head = {"format": FORMAT, "snapshot_id": self.snapshot_id, "stamp": self.stamp,
                 "backup_set_id": self.backup_set_id, "source": self.source, "sub_path": self.sub_path,
                 "parent": self.parent, "created_at": self.created_at, "partial": self.partial,
                 "chunker": self.chunker, "skipped": self.skipped}
@@ -103,7 +119,7 @@ class Manifest:
     @classmethod
     def from_json(cls, raw: bytes) -> "Manifest":
         data = json.loads(raw)
-        if data.get("format") != 1:
+        if data.get("format") not in READABLE:
             raise ValueError(f"unknown manifest format {data.get('format')!r}")
         return cls(snapshot_id=data["snapshot_id"], stamp=data["stamp"], backup_set_id=data["backup_set_id"],
                    source=data["source"], sub_path=data.get("sub_path"), parent=data.get("parent"),

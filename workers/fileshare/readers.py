@@ -8,7 +8,7 @@ Results (to the sync), all picklable tuples:
 * ``("dir", rel, [Stat, ...])`` or ``("dir-fail", rel, kind, message)``
 * ``("blob", blob_id, bytes)`` — content not known to this reader process yet (the sync deduplicates
   again); reader threads of the sync's own process hand blobs straight to ``store`` (the packer) instead
-* ``("file", file_id, sha256, Stat, blob_ids, unstable)`` or ``("file-fail", file_id, kind, message)``
+* ``("file", file_id, sha256 or "", Stat, blob_ids, unstable)`` or ``("file-fail", file_id, kind, message)``
 * ``("fatal", transient, class name, message, hint)`` — the tree itself failed (unreachable, bad login)
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ import traceback
 from typing import Any, Callable
 
 from workers.fileshare.chunker import Chunker
+from workers.fileshare.manifest import file_sha256
 from workers.fileshare.tree import FileProblem, Stat, Tree, tree_from_spec
 from workers.runtime.errors import DrError, TransientError, is_permanent
 
@@ -81,8 +82,8 @@ class Reader:
             except FileProblem as problem:
                 self.emit(("file-fail", file_id, problem.kind, problem.message))
 
-    def _blob(self, data: bytes | memoryview, ids: list[str], blob: str | None = None) -> None:
-        blob = blob or hashlib.sha256(data).hexdigest()
+    def _blob(self, data: bytes | memoryview, ids: list[str]) -> None:
+        blob = hashlib.sha256(data).hexdigest()
         ids.append(blob)
         if self.store is not None:
             self.store(blob, data)                      # copied once, into the pack being filled (dedups there)
@@ -91,30 +92,28 @@ class Reader:
             self.emit(("blob", blob, bytes(data)))
 
     def read(self, rel: str, listed: Stat) -> tuple[str, Stat, list[str], bool]:
-        """(sha256, stat after, blob ids, unstable): re-read while the file changes under us."""
+        """(file SHA-256 or "", stat after, blob ids, unstable): re-read while the file changes under us. Each
+        byte is hashed once, as part of its blob (see ``manifest.file_sha256``)."""
         for attempt in range(self.reread + 1):
             ids: list[str] = []
-            digest = hashlib.sha256()
             got = self.tree.read(rel, listed, SMALL)
             if got is not None:
                 data, after = got
-                digest.update(data)
                 size = len(data)
                 if not _changed(listed, after, size) or attempt == self.reread:
-                    for piece in self.chunker.cut_buf(data):  # a file of one blob: its hash is the blob id
-                        self._blob(piece, ids, digest.hexdigest() if len(piece) == size else None)
+                    for piece in self.chunker.cut_buf(data):
+                        self._blob(piece, ids)
             else:
                 size = 0
                 with self.tree.open_read(rel) as stream:
                     for piece in self.chunker.cut_stream(stream):
-                        digest.update(piece)
                         size += len(piece)
                         self._blob(piece, ids)
                 after = self.tree.stat(rel)
             if not _changed(listed, after, size):
-                return digest.hexdigest(), after, ids, False
+                return file_sha256(ids), after, ids, False
             listed = Stat(listed.name, False, after.size, after.mtime_ns, after.attrs)
-        return digest.hexdigest(), Stat(listed.name, False, size, after.mtime_ns, after.attrs), ids, True
+        return file_sha256(ids), Stat(listed.name, False, size, after.mtime_ns, after.attrs), ids, True
 
 
 def _fatal(exc: BaseException) -> tuple:

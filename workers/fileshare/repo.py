@@ -191,10 +191,11 @@ class Repository:
 
     # ---- packs -----------------------------------------------------------------------------------
     def put_pack(self, body: bytes | bytearray | memoryview) -> tuple[str, StoredArtifact]:
-        """Store a new pack under a random id (its record holds the SHA-256, computed while encoding: no
-        extra pass over the bytes); encoded in memory, and no record to look for under a new random key."""
+        """Store a new pack under a random id: encoded in memory, no record to look for under a new random key,
+        and no SHA-256 of the pack as a whole (every blob in it is named by its own, checked when read; the
+        stored bytes keep theirs)."""
         pack = secrets.token_hex(32)
-        stored = self.data.put_buffer(self.pack_key(pack), body, new_key=True)
+        stored = self.data.put_buffer(self.pack_key(pack), body, new_key=True, hash_plaintext=False)
         return pack, stored
 
     def read_pack(self, pack: str, out, keys: KeyRing | None) -> None:

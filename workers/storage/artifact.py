@@ -38,6 +38,7 @@ __all__ = ["encode", "decode", "encode_buffer", "read_header", "EncodingStream",
 
 ZSTD_MAX_WINDOW = 1 << 23  # levels 1..19 never need more; refuses hostile frames asking for huge windows
 _DECODE_CHUNK = 256 << 10
+NO_HASH = bytes(32)                     # the trailer's plaintext hash in an artifact without one
 SAMPLES, SAMPLE_BYTES, MIN_SAVING = 16, 16 << 10, 0.02     # encode_buffer's look at the data before zstd
 
 
@@ -62,13 +63,15 @@ class _Writer:
     """The writing side of one artifact: its header and cipher, records numbered in order, and the SHA-256
     and size of every byte emitted."""
 
-    def __init__(self, *, compress: bool, recipient: Certificate | None, level: int, segment_size: int) -> None:
+    def __init__(self, *, compress: bool, recipient: Certificate | None, level: int, segment_size: int,
+                 hash_plaintext: bool = True) -> None:
         if not 1 <= level <= 19:
             raise ConfigurationError(f"zstd level {level} out of range: use 1..19 (3 is the default)")
         if not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
             raise ConfigurationError(f"segment size {segment_size} out of range {MIN_SEGMENT_SIZE}.."
                                      f"{MAX_SEGMENT_SIZE}")
-        header = ArtifactHeader(compression="zstd" if compress else "none", segment_size=segment_size)
+        header = ArtifactHeader(compression="zstd" if compress else "none", segment_size=segment_size,
+                                plaintext_hash="sha256" if hash_plaintext else "none")
         if recipient is not None:
             data_key, prefix, public_key = new_data_key(), new_nonce_prefix(), recipient.public_key()
             check_rsa(public_key, f"certificate {thumbprint(recipient)}")
@@ -114,8 +117,9 @@ class _Result:
         self.encrypted, self.compressed = writer.header.encrypted, writer.header.compressed
         self.thumbprint = writer.header.thumbprint_sha1
 
-    def _done(self, writer: _Writer, plaintext_size: int, plaintext_sha256: bytes) -> None:
-        self.plaintext_sha256, self.plaintext_size = plaintext_sha256.hex(), plaintext_size
+    def _done(self, writer: _Writer, plaintext_size: int, plaintext_sha256: bytes | None) -> None:
+        self.plaintext_sha256 = plaintext_sha256.hex() if plaintext_sha256 is not None else None
+        self.plaintext_size = plaintext_size
         self.stored_sha256, self.stored_size = writer.sha.hexdigest(), writer.size
 
 
@@ -152,17 +156,18 @@ class EncodedBuffer(_Result):
     """A whole artifact encoded in memory: ``data`` plus its record fields (see :func:`encode_buffer`)."""
 
     def __init__(self, body: Any, *, compress: bool, recipient: Certificate | None, level: int,
-                 segment_size: int) -> None:
+                 segment_size: int, hash_plaintext: bool = True) -> None:
         view = memoryview(body).cast("B")
         compress = compress and _worth_compressing(view, level)
-        w = _Writer(compress=compress, recipient=recipient, level=level, segment_size=segment_size)
+        w = _Writer(compress=compress, recipient=recipient, level=level, segment_size=segment_size,
+                    hash_plaintext=hash_plaintext)
         self._describe(w)
         pieces: list[Any] = [w.emit(self.header.raw)]
         for segment in _compressed(w, view) if compress else \
                 (view[start:start + segment_size] for start in range(0, len(view), segment_size)):
             pieces += w.record(KIND_DATA, segment)
-        plain = hashlib.sha256(view).digest()
-        pieces += w.final(len(view), plain)
+        plain = hashlib.sha256(view).digest() if hash_plaintext else None
+        pieces += w.final(len(view), plain or NO_HASH)
         self.data = b"".join(pieces)
         self._done(w, len(view), plain)
 
@@ -228,7 +233,8 @@ class DecodingStream(PullStream):
             self._inner = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(
                 self._segments, read_across_frames=False, closefd=False)
         self._expected = (expected_sha256.lower() if expected_sha256 else None, expected_size)
-        self._plain = hashlib.sha256()
+        # a version 2 artifact without a plaintext hash is only hashed when the caller expects a hash
+        self._plain = hashlib.sha256() if header.hashes_plaintext or expected_sha256 else None
         self._size = 0
         self.plaintext_sha256: str | None = None
         self.plaintext_size: int | None = None
@@ -241,7 +247,8 @@ class DecodingStream(PullStream):
         except zstandard.ZstdError:
             raise IntegrityError("the compressed data is corrupt") from None
         if data:
-            self._plain.update(data)
+            if self._plain is not None:
+                self._plain.update(data)
             self._size += len(data)
             return data
         self._finish()
@@ -254,15 +261,17 @@ class DecodingStream(PullStream):
             raise IntegrityError("data follows the final segment: the artifact is corrupt or was appended to")
         trailer = self._segments.trailer
         assert trailer is not None
-        digest = self._plain.digest()
-        if trailer.plaintext_size != self._size or trailer.plaintext_sha256 != digest:
+        digest = self._plain.digest() if self._plain is not None else None
+        unhashed = not self.header.hashes_plaintext         # then the trailer holds NO_HASH
+        recorded = (digest if trailer.plaintext_sha256 == NO_HASH else b"") if unhashed else trailer.plaintext_sha256
+        if trailer.plaintext_size != self._size or recorded != digest:
             raise IntegrityError("the decoded data does not match the size/SHA-256 recorded in the artifact")
         want_sha, want_size = self._expected
         if want_size is not None and want_size != self._size:
             raise IntegrityError(f"the decoded data has {self._size} bytes, the catalogue expects {want_size}")
-        if want_sha is not None and want_sha != digest.hex():
+        if want_sha is not None and digest is not None and want_sha != digest.hex():
             raise IntegrityError("the decoded data's SHA-256 differs from the one the catalogue expects")
-        self.plaintext_sha256, self.plaintext_size = digest.hex(), self._size
+        self.plaintext_sha256, self.plaintext_size = digest.hex() if digest is not None else None, self._size
         self.stored_sha256, self.stored_size = self._src.digest().hex(), self._src.size
 
 
@@ -292,12 +301,15 @@ def _compressed(writer: _Writer, view: memoryview) -> Iterator[bytes]:
 
 
 def encode_buffer(body: Any, *, compress: bool, recipient: Certificate | None, level: int = 3,
-                  segment_size: int = DEFAULT_SEGMENT_SIZE) -> EncodedBuffer:
+                  segment_size: int = DEFAULT_SEGMENT_SIZE, hash_plaintext: bool = True) -> EncodedBuffer:
     """``encode`` for a body already in memory (a pack of blobs), into memory: the same format, but each hash
     and the compression run as few C calls over whole buffers (the GIL released) instead of through stream
     layers, the result holds the stored SHA-256 before anything is sent, and a body whose samples do not
-    compress is stored uncompressed."""
-    return EncodedBuffer(body, compress=compress, recipient=recipient, level=level, segment_size=segment_size)
+    compress is stored uncompressed. ``hash_plaintext=False``: the caller vouches for the content otherwise
+    (a pack of blobs named by their SHA-256): a version 2 artifact without the plaintext hash (no pass over
+    the body for it; see ``crypto``)."""
+    return EncodedBuffer(body, compress=compress, recipient=recipient, level=level, segment_size=segment_size,
+                         hash_plaintext=hash_plaintext)
 
 
 def decode(source: BinaryIO, *, keys: KeyRing | None, expected_sha256: str | None = None,

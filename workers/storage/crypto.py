@@ -3,8 +3,8 @@ certificate-wrapped data key and the trailer. ``workers.storage.artifact`` build
 
 All integers are big-endian::
 
-    header   magic "\\x89ASDRAF\\n" (8) | version u8 = 1 | body length u32 | body (UTF-8 JSON, <= 64 KiB)
-             | SHA-256 of all of the above (32): the "header hash", bound into every encrypted segment
+    header   magic "\\x89ASDRAF\\n" (8) | version u8 (1; 2: see below) | body length u32
+             | body (UTF-8 JSON, <= 64 KiB) | SHA-256 of all of the above (32): the "header hash", bound into every encrypted segment
     records  kind u8 (0 = data, 1 = final) | payload length u32 | payload
     final    the last record; its (plain or opened) payload is the trailer:
              plaintext size u64 | plaintext SHA-256 (32) | SHA-256 of all stored bytes before this record
@@ -13,7 +13,11 @@ The JSON body names the algorithms (``compression`` zstd|none, ``cipher`` aes-25
 ``key_wrap`` rsa-oaep-sha256|none) and ``segment_size`` (bytes of compressed data per data segment), and
 when encrypted the recipient certificate (``thumbprint_sha1`` as Windows shows it, ``thumbprint_sha256``,
 ``spki_sha256`` of its public key, ``subject``), the ``wrapped_key`` and the ``nonce_prefix`` (base64).
-Unknown body keys are ignored. Encrypted payloads are
+Unknown body keys are ignored. Version 2 differs in one point: a body with ``plaintext_hash`` ``none`` says
+the trailer's plaintext SHA-256 is all zeros, not computed, because the writer vouches for the content
+otherwise (a pack of blobs, each named by its own SHA-256 and checked on every read); the stored-bytes hash,
+the size, zstd's checksum and, when encrypted, every segment's authentication still apply. Writers use
+version 1 for everything else, so older readers keep reading it. Encrypted payloads are
 
     AES-256-GCM(data_key, nonce = nonce_prefix (8) || index (u32),
                 aad = header hash (32) || index (u32) || kind (u8))  ->  ciphertext || tag (16)
@@ -42,7 +46,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from workers.runtime.errors import PermanentError
 
 MAGIC = b"\x89ASDRAF\n"
-VERSION = 1
+VERSION, VERSIONS = 1, (1, 2)
+PLAINTEXT_HASHES = ("sha256", "none")
 DEFAULT_SEGMENT_SIZE = 1 << 20
 MIN_SEGMENT_SIZE, MAX_SEGMENT_SIZE = 1 << 10, 16 << 20
 MAX_HEADER_BODY = 64 << 10
@@ -111,6 +116,7 @@ class ArtifactHeader:
     wrapped_key: bytes | None = None
     nonce_prefix: bytes | None = None
     version: int = VERSION
+    plaintext_hash: str = "sha256"
     raw: bytes = field(default=b"", repr=False)
 
     @property
@@ -120,6 +126,10 @@ class ArtifactHeader:
     @property
     def compressed(self) -> bool:
         return self.compression != "none"
+
+    @property
+    def hashes_plaintext(self) -> bool:
+        return self.plaintext_hash == "sha256"
 
     @property
     def digest(self) -> bytes:
@@ -134,9 +144,12 @@ class ArtifactHeader:
                         spki_sha256=self.spki_sha256, subject=self.subject,
                         wrapped_key=base64.b64encode(self.wrapped_key or b"").decode("ascii"),
                         nonce_prefix=base64.b64encode(self.nonce_prefix or b"").decode("ascii"))
+        version = self.version
+        if not self.hashes_plaintext:
+            body["plaintext_hash"], version = self.plaintext_hash, 2
         blob = json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")
-        head = _PREFIX.pack(MAGIC, self.version, len(blob)) + blob
-        return replace(self, raw=head + hashlib.sha256(head).digest())
+        head = _PREFIX.pack(MAGIC, version, len(blob)) + blob
+        return replace(self, version=version, raw=head + hashlib.sha256(head).digest())
 
 
 def read_header(source: BinaryIO) -> ArtifactHeader:
@@ -155,9 +168,9 @@ def read_header(source: BinaryIO) -> ArtifactHeader:
     raw = prefix + rest
     if hashlib.sha256(raw[:-32]).digest() != raw[-32:]:
         raise IntegrityError("the artifact header fails its checksum: the header is corrupt or was altered")
-    if version != VERSION:
+    if version not in VERSIONS:
         raise UnsupportedArtifactError(f"artifact format version {version} is not supported (this build "
-                                       f"reads version {VERSION})")
+                                       f"reads versions {', '.join(map(str, VERSIONS))})")
     try:
         body = json.loads(raw[_PREFIX.size:-32])
         b64 = {k: base64.b64decode(body[k], validate=True) for k in ("wrapped_key", "nonce_prefix") if k in body}
@@ -165,12 +178,14 @@ def read_header(source: BinaryIO) -> ArtifactHeader:
             compression=body["compression"], cipher=body["cipher"], key_wrap=body["key_wrap"],
             segment_size=int(body["segment_size"]), thumbprint_sha1=body.get("thumbprint_sha1"),
             thumbprint_sha256=body.get("thumbprint_sha256"), spki_sha256=body.get("spki_sha256"),
-            subject=body.get("subject"), version=version, raw=raw, **b64)
+            subject=body.get("subject"), version=version, raw=raw,
+            plaintext_hash=body.get("plaintext_hash", "sha256") if version >= 2 else "sha256", **b64)
     except (ValueError, KeyError, TypeError):
         raise IntegrityError("the artifact header is malformed") from None
     for name, value, known in (("compression", header.compression, ("none", "zstd")),
                                ("cipher", header.cipher, ("none", CIPHER)),
-                               ("key wrap", header.key_wrap, ("none", KEY_WRAP))):
+                               ("key wrap", header.key_wrap, ("none", KEY_WRAP)),
+                               ("plaintext hash", header.plaintext_hash, PLAINTEXT_HASHES)):
         if value not in known:
             raise UnsupportedArtifactError(f"unsupported {name} algorithm {value!r}")
     if not MIN_SEGMENT_SIZE <= header.segment_size <= MAX_SEGMENT_SIZE:
