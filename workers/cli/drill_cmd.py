@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from workers.cli.keyopts import add_key_options, keyring_from_args
-from workers.runtime.config import Settings
+from workers.runtime.config import Settings, comma_list
 from workers.upload.handler import artifact_store
 
 
@@ -47,7 +47,7 @@ def drill_cmd(args: argparse.Namespace, settings: Settings) -> int:
     if args.target_server:
         settings = settings.model_copy(update={"database": settings.database.model_copy(
             update={"server": args.target_server})})
-    components = [c.strip() for c in args.components.split(",") if c.strip()] if args.components else None
+    components = comma_list(args.components) if args.components else None
     say = (lambda line: None) if args.json else print
     result, marker = run_drill(settings, store, keyring_from_args(args), stamp, set_id=args.set_id,
                                components=components, scratch=args.scratch, keep=args.keep,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from workers.app import BUILTIN, App, site_workers, topology_of
-from workers.runtime.config import Settings
+from workers.runtime.config import Settings, comma_list
 from workers.runtime.connect import declare_topology
 from workers.runtime.topology import Topology
 
@@ -27,7 +27,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_all(args: argparse.Namespace, settings: Settings) -> int:
-    names = args.workers.split(",") if args.workers else site_workers(settings.components)
+    names = comma_list(args.workers) if args.workers else site_workers(settings.components)
     return App(settings, [n.strip() for n in names if n.strip()]).run()
 
 

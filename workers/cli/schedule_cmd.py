@@ -7,7 +7,7 @@ import threading
 from datetime import time
 
 from workers.cli.publish import check_components
-from workers.runtime.config import Settings, parse_duration
+from workers.runtime.config import Settings, comma_list, parse_duration
 from workers.runtime.errors import ConfigurationError
 
 
@@ -27,7 +27,7 @@ def schedule(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    components = tuple(c.strip() for c in args.components.split(",") if c.strip()) if args.components \
+    components = tuple(comma_list(args.components)) if args.components \
         else settings.components
     check_components(list(components), settings)
     try:

@@ -201,11 +201,15 @@ class Settings(BaseSettings):
     @classmethod
     def _split_components(cls, value: object) -> object:
         if isinstance(value, str):  # "secrets,databases" or a JSON list
-            value = json.loads(value) if value.lstrip().startswith("[") else \
-                [part.strip() for part in value.split(",") if part.strip()]
+            value = json.loads(value) if value.lstrip().startswith("[") else comma_list(value)
         if isinstance(value, (list, tuple)) and len(set(value)) != len(value):
             raise ValueError(f"components repeat: {list(value)}")
         return value
+
+
+def comma_list(value: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]`` (settings and command-line options alike)."""
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def _from_file(path: Path) -> type[Settings]:
