@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests.fixtures.rabbit import mgmt, run_cli, settings_for
+from tests.fixtures.webhook_server import webhook_server  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
 
@@ -40,3 +41,36 @@ def test_a_whole_backup_due_event_file_is_held_to_the_site_components_too(rabbit
     (tmp_path / "event.json").write_bytes(event.to_json())
     refused = run_cli(settings, "publish", "backup-due", "--event-file", str(tmp_path / "event.json"), "--dry-run")
     assert refused.returncode == 2 and "does not back up secrets" in refused.stderr
+
+
+def test_a_producer_that_bypasses_the_cli_gets_a_set_planned_without_the_unserved_component_and_a_warning(
+        rabbit_vhost, tmp_path, webhook_server):  # noqa: F811 - fixture
+    from contracts import BackupDue, BackupDuePayload
+    from tests.fixtures.rabbit import running, tap, wait_for
+    from workers.app import App
+    from workers.artifacts.sets import read_plan
+    from workers.runtime.publisher import Publisher
+    from workers.storage.local import LocalStore
+    webhook_server.reset()
+    settings = settings_for(rabbit_vhost, store={"kind": "local", "local_path": str(tmp_path / "store")},
+                            notify={"webhook_urls": [webhook_server.url("/ops")]}) \
+        .model_copy(update={"components": ("secrets",)})
+    seen: list = []
+    # Given a site that backs up only the secrets, its catalog and notifier running
+    app = App(settings, ["catalog", "notifier", tap(seen, "job-failed")])
+    with running(app):
+        # When a producer publishes straight to RabbitMQ a backup-due that also asks for the file share
+        with Publisher(settings.broker) as pub:
+            pub.publish(BackupDue(source="rotation-hook", stamp="stamp1", correlation_id="set-9",
+                                  payload=BackupDuePayload(backup_set_id="set-9", components=("secrets", "fileshare"),
+                                                           reason="secrets-rotated")))
+        # Then the operator is warned through the notifier, with what was left out and how to fix it
+        wait_for(lambda: webhook_server.received("/ops"), 30, what="unserved-component warning")
+    note = webhook_server.received("/ops")[0].json
+    assert note["severity"] == "warning" and note["error_class"] == "ComponentNotServed"
+    assert "fileshare" in note["message"] and "rotation-hook" in note["message"]
+    assert "APPSVC_DR_COMPONENTS" in note["hint"]
+    # And the set is planned with what this site delivers, so it can complete, and names what it left out
+    plan = read_plan(LocalStore(tmp_path / "store"), "stamp1", "set-9")
+    assert plan.components == ("secrets",) and plan.unserved == ("fileshare",)
+    assert [e.payload.error_class for e in seen] == ["ComponentNotServed"]

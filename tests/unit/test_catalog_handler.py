@@ -181,3 +181,36 @@ def test_the_catalog_worker_consumes_what_its_builtin_bindings_route_to_it(tmp_p
     assert set(spec.event_types) == {"artifact-stored", "backup-due", "backup-set-completed", *AUDITED}
     assert {"secrets-stored", "database-backed-up"} <= set(AUDITED)
     assert COMPLETE == "complete.json"
+
+
+def test_a_backup_due_for_a_component_this_site_does_not_back_up_is_planned_without_it_and_reported(store, ctx):
+    from workers.catalog.unserved import ERROR_CLASS
+    h = CatalogHandler(RetentionSettings(), store, components=("secrets", "databases"))
+    set_id = new_backup_set_id()
+    # Given a producer that bypassed the CLI's check and asked for all three components
+    event = backup_due(set_id, "secrets", "databases", "fileshare")
+    # When the catalog plans the set
+    out = h.backup_due(event, ctx)
+    # Then the plan holds what this site backs up and names the rest, so the set can complete
+    plan = read_plan(store.backend, STAMP, set_id)
+    assert plan.components == ("secrets", "databases") and plan.unserved == ("fileshare",)
+    with store.backend.open(f"{STAMP}/{set_id}/{PLAN}") as fh:
+        assert json.loads(fh.read())["unserved"] == ["fileshare"]
+    # And the operator gets one warning saying what was left out and how to fix it
+    (warning,) = out
+    p = warning.payload
+    assert (warning.type, p.worker, p.error_class, p.severity, p.will_retry) == \
+        ("job-failed", "catalog", ERROR_CLASS, "warning", False)
+    assert "fileshare" in p.message and "APPSVC_DR_COMPONENTS=secrets,databases" in p.message
+    assert "APPSVC_DR_COMPONENTS" in p.hint and p.failed_event_id == event.event_id
+    assert warning.correlation_id == set_id and warning.causation_id == event.event_id
+    # And a redelivery re-emits the same warning (same id); another backup-due for the set emits nothing
+    assert [e.event_id for e in h.backup_due(event, ctx)] == [warning.event_id]
+    assert h.backup_due(backup_due(set_id, "secrets", "fileshare"), ctx) == []
+    # And a request for nothing this site serves writes no plan, and says so
+    other = new_backup_set_id()
+    (only,) = h.backup_due(backup_due(other, "fileshare"), ctx)
+    assert read_plan(store.backend, STAMP, other) is None and "no plan written" in only.payload.message
+    # And the catalog built from settings knows the site's components
+    spec = build_catalog_worker(Settings(components="secrets"), store)
+    assert spec.handlers["backup-due"].__self__.components == ("secrets",)

@@ -72,6 +72,7 @@ class Plan:
     requested_by: str | None = None
     event_id: str | None = None
     expected: Mapping[str, int] | None = None
+    unserved: tuple[str, ...] = ()        # asked for, but this site does not back them up (left out of the plan)
 
     def missing(self, counts: Mapping[str, int]) -> dict[str, int]:
         """Per planned component, how many more artifacts are needed (empty when the plan is met)."""
@@ -87,6 +88,8 @@ class Plan:
                 "event_id": self.event_id}
         if self.expected:
             body["expected"] = dict(self.expected)
+        if self.unserved:
+            body["unserved"] = list(self.unserved)
         return json.dumps(body, indent=2, sort_keys=True).encode()
 
     @classmethod
@@ -96,7 +99,8 @@ class Plan:
                    components=tuple(data.get("components") or ()), reason=str(data.get("reason", "")),
                    requested_at=_parse_time(data.get("requested_at")), requested_by=data.get("requested_by"),
                    event_id=data.get("event_id"),
-                   expected=dict(expected) if isinstance(expected, dict) else None)
+                   expected=dict(expected) if isinstance(expected, dict) else None,
+                   unserved=tuple(data.get("unserved") or ()))
 
 
 def _read_json(backend: StorageBackend, key: str) -> dict | None:

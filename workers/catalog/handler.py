@@ -1,6 +1,7 @@
 """The catalog worker: keeps each backup set's plan, manifest and completion marker; applies retention.
 
-* ``backup-due`` → ``<stamp>/<set>/plan.json`` (requested components, reason, requested_at), written once.
+* ``backup-due`` → ``<stamp>/<set>/plan.json`` (requested components, reason, requested_at), written once;
+  components this site does not back up are left out and reported (see :mod:`workers.catalog.unserved`).
 * ``artifact-stored`` → ``manifest.json`` rewritten; when the set is complete and not yet marked →
   ``complete.json`` (written once) → a ``backup-set-completed`` follow-up, then retention for the stamp
   when ``retention.auto`` is on.
@@ -33,6 +34,8 @@ from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import (Plan, is_complete, read_marker, read_plan, read_skips, waiting_for, write_marker,
                                     write_plan)
 from workers.catalog.skips import record_skip
+from workers.catalog.unserved import split as unserved_split
+from workers.catalog.unserved import warning as unserved_warning
 from workers.fileshare.forget import Policy, forget
 from workers.fileshare.repo import Repository
 from workers.runtime.config import RetentionSettings, Settings
@@ -49,9 +52,11 @@ def completion_event_id(stamp: str, set_id: str) -> uuid.UUID:
 
 
 class CatalogHandler:
-    def __init__(self, retention: RetentionSettings, store: ArtifactStore, databases: int | None = None) -> None:
+    def __init__(self, retention: RetentionSettings, store: ArtifactStore, databases: int | None = None,
+                 components: tuple[str, ...] | None = None) -> None:
         self.retention, self.store = retention, store
         self.databases = databases  # artifacts the databases component must have (one per configured database)
+        self.components = components  # what this site backs up (None: everything)
 
     @property
     def backend(self):
@@ -61,16 +66,26 @@ class CatalogHandler:
     def backup_due(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
         assert isinstance(event, BackupDue)
         p = event.payload
-        plan = Plan(stamp=event.stamp, backup_set_id=event.correlation_id, components=tuple(p.components),
+        served, unserved = unserved_split(tuple(p.components), self.components)
+        if not served:
+            ctx.logger.warning("backup set %s/%s: nothing asked for is backed up here (%s); no plan written",
+                               event.stamp, event.correlation_id, ", ".join(unserved))
+            return [unserved_warning(event, unserved, self.components or (), planned=False)]
+        plan = Plan(stamp=event.stamp, backup_set_id=event.correlation_id, components=served,
                     reason=p.reason, requested_at=event.occurred_at, requested_by=p.requested_by,
                     event_id=str(event.event_id),
-                    expected={"databases": self.databases} if self.databases and "databases" in p.components
-                    else None)
+                    expected={"databases": self.databases} if self.databases and "databases" in served
+                    else None, unserved=unserved)
         if write_plan(self.backend, plan):
             ctx.logger.info("planned backup set %s/%s: %s (%s)", event.stamp, event.correlation_id,
                             ", ".join(plan.components), plan.reason)
         else:
             ctx.logger.info("backup set %s/%s already has a plan; kept as it is", event.stamp, event.correlation_id)
+            plan = read_plan(self.backend, event.stamp, event.correlation_id) or plan
+        if plan.unserved and plan.event_id == str(event.event_id):
+            ctx.logger.warning("backup set %s/%s planned without %s: not backed up at this site", event.stamp,
+                               event.correlation_id, ", ".join(plan.unserved))
+            return [unserved_warning(event, plan.unserved, self.components or (), planned=True)]
         return []
 
     # ---- artifact-stored -------------------------------------------------------------------------
@@ -163,7 +178,7 @@ AUDITED = ("secrets-stored", "database-backed-up", "fileshare-synced")
 def build_catalog_worker(settings: Settings, store: ArtifactStore | None = None) -> WorkerSpec:
     """The ``catalog`` worker. It only reads records and writes small JSON files: no certificate needed."""
     handler = CatalogHandler(settings.retention, store or ArtifactStore(build_store(settings.store)),
-                             databases=len(settings.database.databases))
+                             databases=len(settings.database.databases), components=tuple(settings.components))
     handlers = {"backup-due": handler.backup_due, "artifact-stored": handler.artifact_stored,
                 "backup-set-completed": handler.backup_set_completed}
     handlers.update({event_type: handler.audit for event_type in AUDITED})
