@@ -74,3 +74,45 @@ def test_a_producer_that_bypasses_the_cli_gets_a_set_planned_without_the_unserve
     plan = read_plan(LocalStore(tmp_path / "store"), "stamp1", "set-9")
     assert plan.components == ("secrets",) and plan.unserved == ("fileshare",)
     assert [e.payload.error_class for e in seen] == ["ComponentNotServed"]
+
+
+def test_queues_left_by_a_component_the_site_dropped_are_reported_and_deleted_on_request(rabbit_vhost):
+    import pika
+
+    from workers.runtime.amqp import connection_parameters
+    everything = settings_for(rabbit_vhost)
+    # Given a site that used to back up the file share: its queues exist, one event waits, one dead letter
+    assert run_cli(everything, "topology", "declare").returncode == 0
+    assert run_cli(everything, "publish", "backup-due", "--stamp", "stamp1").returncode == 0
+    conn = pika.BlockingConnection(connection_parameters(everything.broker))
+    try:
+        conn.channel().basic_publish("", "appsvc-dr.fileshare.dlq", b"{}")
+    finally:
+        conn.close()
+
+    def queues() -> dict[str, int]:
+        return {q["name"]: q.get("messages", 0) for q in mgmt("GET", f"/api/queues/{rabbit_vhost}")}  # type: ignore
+
+    assert "appsvc-dr.fileshare" in queues()
+    # When the site drops the file share and declares its topology
+    site = everything.model_copy(update={"components": ("secrets", "databases")})
+    declared = run_cli(site, "topology", "declare")
+    # Then it says which queues are left over, that one still receives events, and how to remove them
+    assert declared.returncode == 0, declared.stderr
+    assert "appsvc-dr.fileshare (" in declared.stderr and "receives events nobody will process" in declared.stderr
+    assert "appsvc-dr.fileshare.dlq" in declared.stderr and "--delete-unused" in declared.stderr
+    assert "APPSVC_DR_COMPONENTS=secrets,databases" in declared.stderr
+    # When the operator asks to delete them
+    deleted = run_cli(site, "topology", "declare", "--delete-unused")
+    assert deleted.returncode == 0, deleted.stderr
+    # Then the worker's queue and retry queues are gone; its dead letters are kept until looked at
+    left = {name for name in queues() if ".fileshare" in name}
+    assert left == {"appsvc-dr.fileshare.dlq"}, left
+    assert "dlq list fileshare" in deleted.stdout
+    # And once the dead letters are dealt with, the dead-letter queue goes too and nothing is reported
+    mgmt("DELETE", f"/api/queues/{rabbit_vhost}/appsvc-dr.fileshare.dlq/contents")
+    assert run_cli(site, "topology", "declare", "--delete-unused").returncode == 0
+    assert not any(".fileshare" in name for name in queues())
+    again = run_cli(site, "topology", "declare")
+    assert again.returncode == 0 and "warning" not in again.stderr.lower()
+    assert "appsvc-dr.fileshare" not in again.stdout + again.stderr

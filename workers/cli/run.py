@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from workers.app import BUILTIN, App, site_workers, topology_of
+from workers.runtime import leftovers
 from workers.runtime.config import Settings, comma_list
 from workers.runtime.connect import declare_topology
 from workers.runtime.topology import Topology
@@ -19,6 +21,9 @@ def register(sub) -> None:
     p.set_defaults(func=run_all)
     p = sub.add_parser("topology", help="declare exchange, queues, retry and dead-letter queues")
     p.add_argument("action", choices=["declare"])
+    p.add_argument("--delete-unused", action="store_true",
+                   help="delete the queues of built-in workers this site does not run (APPSVC_DR_COMPONENTS): "
+                        "their queue and retry queues, and their dead-letter queue when it is empty")
     p.set_defaults(func=topology)
 
 
@@ -38,4 +43,20 @@ def topology(args: argparse.Namespace, settings: Settings) -> int:
     for name, types in bindings:
         q = topo.queues(name)
         print(f"{q.main:<40} <- {', '.join(types)}  (retry: {', '.join(n for _, n in q.retries)}; dlq: {q.dlq})")
+    unused = sorted(set(BUILTIN) - {name for name, _ in bindings})
+    found = leftovers.find(settings.broker, topo, unused)
+    if found and args.delete_unused:
+        kept = leftovers.delete(settings.broker, found)
+        for left in found:
+            print(f"{left.queue:<40} {'kept: ' if left in kept else 'deleted'}"
+                  + (f"{left.messages} dead letter(s); look at them with `appsvc-dr dlq list {left.worker}`, "
+                     f"then `rabbitmqctl delete_queue {left.queue}`" if left in kept else ""))
+        return 0
+    for left in found:
+        print(f"warning: {left.queue} ({left.messages} message(s)) belongs to the {left.worker} worker, which this "
+              f"site does not run (APPSVC_DR_COMPONENTS={','.join(settings.components)})"
+              + ("" if left.dead_letters else ": it still receives events nobody will process"), file=sys.stderr)
+    if found:
+        print("hint: `appsvc-dr topology declare --delete-unused` deletes them (a dead-letter queue only when "
+              "empty)", file=sys.stderr)
     return 0
