@@ -80,8 +80,10 @@ def test_format_2_keeps_a_whole_file_hash_only_where_it_is_free_and_still_reads_
     assert not changed.same_content(big) and [n.path for _, n in diff([old_big], [changed]).modified] == ["big"]
     # And an unknown format is refused with its number
     import pytest
-    with pytest.raises(ValueError, match="format 3"):
+    from workers.storage.crypto import UnsupportedArtifactError
+    with pytest.raises(UnsupportedArtifactError, match="format 3") as refused:
         Manifest.from_json(json.dumps(dict(raw, format=3)).encode())
+    assert "newer appsvc-dr" in refused.value.hint
     # And a target file is recognised as identical blob by blob (restore's resumable skip), any change is not
     lengths = dict(zip(ids, map(len, parts)))
     assert _same_file(io.BytesIO(b"".join(parts)), big, lengths.__getitem__)

@@ -22,6 +22,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from workers.storage.crypto import UnsupportedArtifactError
+
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 FORMAT, READABLE = 2, (1, 2)
 
@@ -120,7 +122,8 @@ class Manifest:
     def from_json(cls, raw: bytes) -> "Manifest":
         data = json.loads(raw)
         if data.get("format") not in READABLE:
-            raise ValueError(f"unknown manifest format {data.get('format')!r}")
+            raise UnsupportedArtifactError(f"unknown snapshot manifest format {data.get('format')!r} (this build "
+                                           f"reads formats {', '.join(map(str, READABLE))})")
         return cls(snapshot_id=data["snapshot_id"], stamp=data["stamp"], backup_set_id=data["backup_set_id"],
                    source=data["source"], sub_path=data.get("sub_path"), parent=data.get("parent"),
                    created_at=data.get("created_at", ""), partial=bool(data.get("partial")),
