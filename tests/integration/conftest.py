@@ -1,6 +1,7 @@
 import pytest
 
 from tests.fixtures.rabbit import settings_for, vhost
+from tests.integration.deploy_support import _missing
 
 
 @pytest.fixture
@@ -20,3 +21,12 @@ def trace_dir(tmp_path, monkeypatch):
     directory.mkdir()
     monkeypatch.setenv("APPSVC_DR_TEST_DIR", str(directory))
     return directory
+
+
+@pytest.fixture(scope="module")
+def yaml():
+    try:
+        import yaml as pyyaml
+    except ImportError:
+        _missing("PyYAML is not installed (it is a test dependency of tests/integration/test_deploy_*.py)")
+    return pyyaml

@@ -1,0 +1,149 @@
+"""deploy/compose.yaml: valid for docker-compose, one service per built-in worker plus the scheduler, whose
+command lines parse with the real CLI and whose environments are valid settings.
+
+Tools and the CI rule (a missing tool skips, except under CI=true, where it fails; kubectl is optional):
+see tests/integration/deploy_support.py.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.integration.deploy_support import (DEPLOY, ROOT, WORKERS, check_schedule_args, load_settings_in_subprocess,
+                                              parse_cli, require_tool, run, seconds)
+
+pytestmark = pytest.mark.integration
+
+
+# ---- docker-compose --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def compose_config(yaml):
+    docker_compose = require_tool("docker-compose")
+    result = run([docker_compose, "-f", str(DEPLOY / "compose.yaml"), "config"], cwd=ROOT)
+    return yaml.safe_load(result.stdout)
+
+
+def test_compose_file_is_valid():
+    # Given the compose file
+    docker_compose = require_tool("docker-compose")
+    # When docker-compose validates it
+    result = run([docker_compose, "-f", str(DEPLOY / "compose.yaml"), "config", "-q"], cwd=ROOT)
+    # Then it is valid
+    assert result.stderr.strip() == ""
+
+
+def test_compose_runs_one_service_per_worker_plus_infrastructure(compose_config):
+    # Given the resolved compose configuration
+    services = compose_config["services"]
+    # When its services are listed
+    # Then there is the infrastructure and one service per worker, each running `appsvc-dr worker <name>`
+    assert {"rabbitmq", "minio", "minio-init", "prometheus", "grafana"} <= services.keys()
+    for name in WORKERS:
+        service = services[name]
+        assert service["command"] == ["worker", name]
+        env = service["environment"]
+        assert env["APPSVC_DR_BROKER__HOST"] == "rabbitmq"
+        assert env["APPSVC_DR_METRICS__HOST"] == "0.0.0.0"
+        assert env["APPSVC_DR_STORE__KIND"] == "s3" and env["APPSVC_DR_STORE__S3_ENDPOINT"] == "minio:9000"
+        # And docker waits longer than the worker's own grace period before killing it
+        grace = float(env.get("APPSVC_DR_WORKER__GRACE_PERIOD", 60))
+        assert seconds(service["stop_grace_period"]) > grace, name
+    assert services["rabbitmq"]["image"].startswith("rabbitmq:3.13-management")
+
+
+def test_deploy_covers_every_built_in_worker():
+    # Given the runtime's built-in workers
+    from workers.app import BUILTIN, BUILTIN_BINDINGS
+    # When compared with the workers deploy/ runs
+    # Then each one is deployed (and nothing else), and `appsvc-dr worker <name>` parses for each
+    assert set(WORKERS) == set(BUILTIN) == set(BUILTIN_BINDINGS)
+    for name in WORKERS:
+        assert parse_cli(["worker", name]).name == name
+
+
+def test_compose_runs_one_scheduler_without_metrics_or_http_healthcheck(compose_config):
+    # Given the resolved compose configuration
+    scheduler = compose_config["services"]["scheduler"]
+    # When the scheduler service is inspected
+    # Then it runs a valid `appsvc-dr schedule ...` against the compose broker, as a single container
+    check_schedule_args(scheduler["command"])
+    env = scheduler["environment"]
+    assert env["APPSVC_DR_BROKER__HOST"] == "rabbitmq" and env["APPSVC_DR_STAMP"]
+    assert "scale" not in scheduler and scheduler.get("deploy", {}).get("replicas", 1) == 1
+    # And it has no status server: no metrics port and the image's /healthz HEALTHCHECK is switched off
+    assert "expose" not in scheduler and "ports" not in scheduler
+    assert scheduler["healthcheck"].get("disable") is True or scheduler["healthcheck"].get("test") == ["NONE"]
+    assert scheduler["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    # And its environment is valid configuration
+    result = load_settings_in_subprocess(env)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_compose_catalog_is_a_single_container_with_retention_settings(compose_config):
+    # Given the resolved compose configuration
+    catalog = compose_config["services"]["catalog"]
+    env = catalog["environment"]
+    # When the catalog service is inspected
+    # Then it is not scaled out and carries the retention settings it applies
+    assert "scale" not in catalog and catalog.get("deploy", {}).get("replicas", 1) == 1
+    assert int(env["APPSVC_DR_RETENTION__KEEP_LAST"]) >= 1
+    assert env["APPSVC_DR_RETENTION__AUTO"] in {"true", "false"}
+    assert "APPSVC_DR_ENCRYPTION__CERTIFICATE" not in env  # store access only
+
+
+def test_compose_db_backup_and_upload_share_the_staging_directory(compose_config):
+    # Given db-backup (stages database backups) and upload (reads them from the path in the event)
+    services = compose_config["services"]
+    top_volumes = compose_config.get("volumes", {})
+
+    def staging(name: str) -> tuple[str, str, str]:
+        env = services[name]["environment"]
+        directory = env["APPSVC_DR_STAGING__DATABASE_DIR"]
+        for volume in services[name].get("volumes", []):
+            source, target = (volume.split(":")[:2] if isinstance(volume, str)
+                              else (volume.get("source"), volume.get("target")))
+            if directory == target or directory.startswith(target.rstrip("/") + "/"):
+                return directory, source, target
+        raise AssertionError(f"{name}: APPSVC_DR_STAGING__DATABASE_DIR={directory} is not on a mounted volume")
+
+    # When their staging directory and the volume holding it are resolved
+    db_backup, upload = staging("db-backup"), staging("upload")
+    # Then it is the same directory on the same named volume, mounted at the same place
+    assert db_backup == upload
+    assert db_backup[1] in top_volumes, f"{db_backup[1]} must be a named volume"
+    # And the mount point is the image's working directory (owned by the worker user, so a fresh named
+    # volume is writable by uid 10001; a new directory elsewhere would be created as root)
+    assert db_backup[2] == "/var/lib/appsvc-dr"
+    assert re.search(r"^WORKDIR /var/lib/appsvc-dr$", (DEPLOY / "Dockerfile").read_text(), re.M)
+
+
+def test_compose_file_hard_codes_no_credentials(yaml):
+    # Given the raw compose file (before env files are merged in) and the dev env files
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    secretish = re.compile(r"PASS|SECRET|TOKEN|ACCESS_KEY|_KEY$|URLS$")
+    # When environment entries that look like credentials are collected
+    envs = [compose.get("x-worker-env", {})]
+    envs += [s.get("environment", {}) for s in compose["services"].values()]
+    hard_coded = [k for env in envs if isinstance(env, dict) for k in env if secretish.search(k)]
+    # Then none is written in compose.yaml itself; they come from env files...
+    assert hard_coded == []
+    # ...and the committed (dev) env files say DEV ONLY and use obviously-dev values
+    for env_file in sorted((DEPLOY / "env" / "dev").glob("*.env")):
+        text = env_file.read_text()
+        assert "DEV ONLY" in text, env_file
+        for key, value in re.findall(r"^(\w+)=(.*)$", text, re.M):
+            if re.search(r"PASS|SECRET_KEY", key):
+                assert value.startswith("dev-only-"), f"{env_file.name}: {key} must be an obvious dev value"
+
+
+def test_compose_worker_environment_is_accepted_by_the_settings(compose_config):
+    # Given each worker's resolved environment from docker-compose
+    for name in WORKERS:
+        env = compose_config["services"][name]["environment"]
+        # When the runtime loads its settings from exactly that environment
+        result = load_settings_in_subprocess(env)
+        # Then it is valid configuration (no unknown or malformed APPSVC_DR_ variables)
+        assert result.returncode == 0, f"{name}: {result.stderr[-2000:]}"
+        assert result.stdout.split()[:3] == ["s3", "0.0.0.0", "9464"], result.stdout

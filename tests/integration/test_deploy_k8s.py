@@ -1,0 +1,181 @@
+"""deploy/k8s: the Kubernetes manifests and their kustomization (offline `kubectl kustomize`), one Deployment
+per built-in worker plus the scheduler, KEDA scaling, and environments that are valid settings.
+
+Tools and the CI rule (a missing tool skips, except under CI=true, where it fails; kubectl is optional):
+see tests/integration/deploy_support.py.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.integration.deploy_support import (DEPLOY, K8S, SCALED_WORKERS, SINGLE_REPLICA_WORKERS, WORKERS,
+                                              check_schedule_args, load_settings_in_subprocess, require_tool, run)
+
+pytestmark = pytest.mark.integration
+
+
+# ---- Kubernetes ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def k8s_docs(yaml) -> dict[str, list[dict]]:
+    return {str(path.relative_to(K8S)): [d for d in yaml.safe_load_all(path.read_text()) if d]
+            for path in sorted(K8S.rglob("*.yaml"))}
+
+
+def test_k8s_manifests_parse_and_are_all_in_the_kustomization(k8s_docs):
+    # Given every YAML file under deploy/k8s
+    kustomization = k8s_docs["kustomization.yaml"][0]
+    # When compared with the kustomization's resources
+    listed = set(kustomization["resources"])
+    # Then every manifest except the secret template is listed (and the template is not: it must never
+    # overwrite real secrets), and every document has apiVersion, kind and metadata.name
+    assert listed == set(k8s_docs) - {"kustomization.yaml", "secret.template.yaml"}
+    for path, docs in k8s_docs.items():
+        assert docs, f"{path} is empty"
+        for doc in docs:
+            if doc["kind"] != "Kustomization":
+                assert doc.get("apiVersion") and doc["metadata"].get("name"), path
+
+
+def k8s_objects(k8s_docs) -> list[dict]:
+    return [d for path, ds in k8s_docs.items() if path != "secret.template.yaml" for d in ds]
+
+
+def test_k8s_workers_have_probes_grace_periods_and_keda_scaling(k8s_docs):
+    # Given the documents of the kustomization
+    docs = k8s_objects(k8s_docs)
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    scaled = {d["spec"]["scaleTargetRef"]["name"]: d for d in docs if d["kind"] == "ScaledObject"}
+    trigger_auths = {d["metadata"]["name"] for d in docs if d["kind"] == "TriggerAuthentication"}
+    for name in WORKERS:
+        # When a worker's Deployment (and ScaledObject) are inspected
+        deployment = deployments[f"appsvc-dr-{name}"]
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        # Then it runs `appsvc-dr worker <name>` with probes on /healthz and /readyz at port 9464
+        assert container["args"] == ["worker", name]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports["metrics"] == 9464
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+        # And Prometheus finds it by its worker label
+        assert deployment["spec"]["template"]["metadata"]["labels"]["appsvc-dr/worker"] == name
+        # And Kubernetes waits longer than the worker's grace period before SIGKILL
+        assert pod["terminationGracePeriodSeconds"] > float(env["APPSVC_DR_WORKER__GRACE_PERIOD"])
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        if name in SINGLE_REPLICA_WORKERS:
+            # And a single-writer worker runs exactly one pod, also during a rollout, and KEDA never scales it
+            assert deployment["spec"]["replicas"] == 1, name
+            assert deployment["spec"]["strategy"]["type"] == "Recreate", name
+            assert name not in {s.removeprefix("appsvc-dr-") for s in scaled}, name
+            continue
+        assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
+        # And KEDA scales it on its RabbitMQ queue length
+        trigger = scaled[f"appsvc-dr-{name}"]["spec"]["triggers"][0]
+        assert trigger["type"] == "rabbitmq"
+        assert trigger["metadata"]["queueName"] == f"appsvc-dr.{name}"
+        assert trigger["metadata"]["mode"] == "QueueLength"
+        assert trigger["authenticationRef"]["name"] in trigger_auths
+    assert set(scaled) == {f"appsvc-dr-{w}" for w in SCALED_WORKERS}
+    assert deployments["appsvc-dr-db-backup"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 3600
+
+
+def test_k8s_catalog_applies_retention(k8s_docs):
+    # Given the catalog Deployment
+    deployment = next(d for d in k8s_docs["workers/catalog.yaml"] if d["kind"] == "Deployment")
+    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    # When its settings are read
+    # Then retention is configured where it is applied, and no certificate is needed
+    assert int(env["APPSVC_DR_RETENTION__KEEP_LAST"]) >= 1 and env["APPSVC_DR_RETENTION__AUTO"] == "true"
+    assert not any(k.startswith("APPSVC_DR_ENCRYPTION__") for k in env)
+
+
+def test_k8s_scheduler_is_one_producer_pod_without_probes(k8s_docs):
+    # Given the scheduler Deployment, the ConfigMap and the Secret template
+    deployment = next(d for d in k8s_docs["scheduler.yaml"] if d["kind"] == "Deployment")
+    spec, pod = deployment["spec"], deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    config = k8s_docs["configmap.yaml"][0]["data"]
+    secret_keys = k8s_docs["secret.template.yaml"][0]["stringData"].keys()
+    # When it is inspected
+    # Then it runs a valid `appsvc-dr schedule ...`, exactly once per site, also during a rollout
+    check_schedule_args(container["args"])
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    assert deployment["metadata"]["name"] not in {d["spec"]["scaleTargetRef"]["name"] for d in k8s_objects(k8s_docs)
+                                                  if d["kind"] == "ScaledObject"}
+    # And it has no status server: no ports, no HTTP probes, nothing for Prometheus to scrape
+    assert not container.get("ports")
+    assert not {"livenessProbe", "readinessProbe", "startupProbe"} & container.keys()
+    assert "appsvc-dr/worker" not in spec["template"]["metadata"]["labels"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    # And it gets the stamp and broker from the ConfigMap and only the broker login from the Secret
+    assert [e["configMapRef"]["name"] for e in container["envFrom"]] == ["appsvc-dr-config"]
+    env = {}
+    for item in container["env"]:
+        ref = item["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == "appsvc-dr-secrets" and ref["key"] in secret_keys, item
+        env[item["name"]] = "sample"
+    assert set(env) == {"APPSVC_DR_BROKER__USERNAME", "APPSVC_DR_BROKER__PASSWORD"}
+    assert config["APPSVC_DR_STAMP"] and config["APPSVC_DR_BROKER__HOST"]
+    result = load_settings_in_subprocess({**config, **env})
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_k8s_db_backup_and_upload_mount_the_staging_directory(k8s_docs):
+    # Given the staging directory from the ConfigMap and the db-backup / upload Deployments
+    directory = k8s_docs["configmap.yaml"][0]["data"]["APPSVC_DR_STAGING__DATABASE_DIR"]
+    assert directory.startswith("/"), "a local staging directory (or a UNC path, then drop this test's mounts)"
+    volumes = {}
+    for name in ("db-backup", "upload"):
+        deployment = next(d for d in k8s_docs[f"workers/{name}.yaml"] if d["kind"] == "Deployment")
+        pod = deployment["spec"]["template"]["spec"]
+        mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+        # When the volume mounted at the staging directory is looked up
+        # Then both mount a volume named "staging" exactly there (the read-only root filesystem would
+        # refuse the default /var/tmp/... path)
+        assert mounts.get(directory) == "staging", f"{name}: nothing mounted at {directory}"
+        assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+        volumes[name] = next(v for v in pod["volumes"] if v["name"] == "staging")
+    # And it is the same kind of volume in both (an RWX claim must be shared by both; see deploy/README.md)
+    assert volumes["db-backup"] == volumes["upload"]
+    readme = (DEPLOY / "README.md").read_text()
+    assert "ReadWriteMany" in readme and "APPSVC_DR_STAGING__SMB_USERNAME" in readme
+
+
+def test_k8s_secret_template_holds_placeholders_only(k8s_docs):
+    # Given the Secret template
+    for secret in k8s_docs["secret.template.yaml"]:
+        # When its values are read
+        for key, value in secret.get("stringData", {}).items():
+            # Then each is a placeholder, an empty list, or a URL without credentials
+            ok = value == "REPLACE_ME" or value == "[]" or (value.startswith("http") and "@" not in value)
+            assert ok, f"{secret['metadata']['name']}.{key} looks like a real value: {value!r}"
+        assert "data" not in secret
+
+
+def test_k8s_worker_environment_is_accepted_by_the_settings(k8s_docs):
+    # Given the ConfigMap, the secret template's keys with sample values, and a worker's own env
+    config = k8s_docs["configmap.yaml"][0]["data"]
+    secret = {k: ("[]" if k.endswith("URLS") else "sample") for k in k8s_docs["secret.template.yaml"][0]["stringData"]}
+    for path in (f"workers/{name}.yaml" for name in WORKERS):
+        deployment = next(d for d in k8s_docs[path] if d["kind"] == "Deployment")
+        own = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        # When the runtime loads its settings from that environment
+        result = load_settings_in_subprocess({**config, **secret, **own})
+        # Then it is valid configuration
+        assert result.returncode == 0, f"{path}: {result.stderr[-2000:]}"
+
+
+def test_kustomization_builds():
+    # Given kubectl's built-in kustomize (works offline)
+    kubectl = require_tool("kubectl", optional=True)
+    # When the kustomization is built
+    result = run([kubectl, "kustomize", str(K8S)])
+    # Then it renders every object: namespace, configmap, trigger auth, one Deployment per worker plus the
+    # scheduler's, and a ScaledObject per KEDA-scaled worker
+    kinds = re.findall(r"^kind: (\w+)", result.stdout, re.M)
+    assert sorted(kinds) == sorted(["Namespace", "ConfigMap", "TriggerAuthentication"]
+                                   + ["Deployment"] * (len(WORKERS) + 1) + ["ScaledObject"] * len(SCALED_WORKERS))
