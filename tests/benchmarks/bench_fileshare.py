@@ -5,7 +5,9 @@ Starts its own smbd and moto S3 server (root needed, like the tests). Cases: (a)
 files. Ours runs as configured in production: SMB 3 encryption, zstd, AES-GCM with a certificate. rclone runs
 with its default flags (plus ``--s3-no-head`` for moto; ``AWS_CA_BUNDLE`` unset, see DESIGN.md). Pick cases
 and sizes with the options (``--help``; the environment's BENCH_FILES, BENCH_BIG, BENCH_BIG_MIB still set the
-defaults). Each of our rows also reports our CPU seconds (the worker process and its reader processes), and
+defaults); ``--repeat R`` runs (b) R times, rclone and ours alternately (each a fresh first sync), and
+keeps each tool's best time, since a shared 2-core machine swings by a third between runs. Each of our rows
+also reports our CPU seconds (the worker process and its reader processes), and
 per GB read.
 """
 from __future__ import annotations
@@ -118,6 +120,8 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=FILES, help="small files in (a) (default %(default)s)")
     parser.add_argument("--big", type=int, default=BIG, help="large files in (b) (default %(default)s)")
     parser.add_argument("--big-mib", type=int, default=BIG_MIB, help="MiB per large file (default %(default)s)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of (b), rclone and ours alternately, each "
+                        "a fresh first sync; the best time of each tool counts (default %(default)s)")
     args = parser.parse_args()
     if set(args.cases) & {"c", "d"} and "a" not in args.cases:
         parser.error("cases c and d re-sync the tree case a stored: include a")
@@ -129,14 +133,24 @@ def main() -> None:
         if "a" in args.cases:
             rows += small_cases(smb, s3, cert, cache, args)
         if "b" in args.cases:
-            count, total = populate(smb.path / "big", smb.username, False, args.big, args.big_mib)
-            r = rclone(smb, s3, "big", "rclone-big")
-            s3.reset()
-            o, stats = ours(smb, s3, "big", "ours-big", cert, cache, "b")
-            rows += [row(f"(b) {count} x {args.big_mib} MiB", "rclone", r, count, total, None),
-                     row(f"(b) {count} x {args.big_mib} MiB", "appsvc-dr", o, count, total, r, stats)]
+            rows += big_case(smb, s3, cert, cache, args)
         shutil.rmtree(cache, ignore_errors=True)
     print("\n".join(rows))
+
+
+def big_case(smb, s3, cert, cache: Path, args: argparse.Namespace) -> list[str]:
+    """(b): rclone and a fresh sync of ours, alternately ``--repeat`` times; the best time of each counts."""
+    count, total = populate(smb.path / "big", smb.username, False, args.big, args.big_mib)
+    best_r, best_o = float("inf"), (float("inf"), {})
+    for rep in range(args.repeat):
+        best_r = min(best_r, rclone(smb, s3, "big", f"rclone-big-{rep}"))
+        s3.reset()
+        best_o = min(best_o, ours(smb, s3, "big", f"ours-big-{rep}", cert, cache / f"b{rep}", f"b{rep}"),
+                     key=lambda result: result[0])
+        s3.reset()
+    label = f"(b) {count} x {args.big_mib} MiB" + (f", best of {args.repeat}" if args.repeat > 1 else "")
+    return [row(label, "rclone", best_r, count, total, None),
+            row(label, "appsvc-dr", best_o[0], count, total, best_r, best_o[1])]
 
 
 def small_cases(smb, s3, cert, cache: Path, args: argparse.Namespace) -> list[str]:
