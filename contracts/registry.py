@@ -57,7 +57,7 @@ class Registry:
         model = self._models.get(hint) if hint and isinstance(hint[1], int) else None  # type: ignore[arg-type]
         if model is not None:
             try:
-                return model.model_validate_json(raw)
+                return model.__pydantic_validator__.validate_json(raw)  # model_validate_json, minus a layer
             except ValidationError:
                 pass
         try:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
-from uuid import RFC_4122, uuid4
+from uuid import RFC_4122, UUID, SafeUUID, uuid4
 
 import pytest
 from pydantic import ValidationError
@@ -140,6 +140,9 @@ def test_event_id_is_a_fresh_uuid():
     assert backup_due().event_id != backup_due().event_id
     ids = {backup_due().event_id for _ in range(1000)}   # several 256-id draws of the pool
     assert len(ids) == 1000 and {i.version for i in ids} == {4} and {i.variant for i in ids} == {RFC_4122}
+    # built without UUID's constructor: still exactly what UUID(bytes=..., version=4) gives
+    assert all(UUID(bytes=i.bytes, version=4) == i and UUID(str(i)) == i and hash(UUID(str(i))) == hash(i)
+               and i.is_safe is SafeUUID.unknown for i in ids)
     assert BackupDue(event_id=(u := uuid4()), source="x", stamp="s", correlation_id="c",
                      payload=BackupDuePayload(backup_set_id="c")).event_id == u
 
@@ -156,3 +159,9 @@ def test_a_forked_child_never_reuses_its_parents_event_ids():
     child_id = os.read(read, 16)
     os.waitpid(pid, 0)
     assert child_id != backup_due().event_id.bytes
+
+
+def test_to_json_is_model_dump_json_encoded():
+    event = backup_due()
+    assert event.to_json() == event.model_dump_json().encode()
+    assert type(event).model_validate_json(event.to_json()) == event

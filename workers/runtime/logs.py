@@ -13,44 +13,38 @@ import sys
 from datetime import datetime, timezone
 from typing import Iterator
 
-_worker = contextvars.ContextVar("worker", default="-")
-_event_id = contextvars.ContextVar("event_id", default="-")
-_set_id = contextvars.ContextVar("backup_set_id", default="-")
+_job = contextvars.ContextVar("job", default=("-", "-", "-"))  # (worker, event id, backup-set id): one variable,
+#                                                                  so entering a job is one set and one reset
 
 
 class job_context:  # noqa: N801 - used like a function: `with job_context(...)`; a class is cheaper per job
     """Sets the worker, event id and backup-set id seen by every log line inside the block."""
 
-    __slots__ = ("values", "tokens")
+    __slots__ = ("values", "token")
 
     def __init__(self, worker: str, event_id: str | None, backup_set_id: str | None) -> None:
         self.values = (worker, event_id or "-", backup_set_id or "-")
 
     def __enter__(self) -> None:
-        worker, event_id, set_id = self.values
-        self.tokens = (_worker.set(worker), _event_id.set(event_id), _set_id.set(set_id))
+        self.token = _job.set(self.values)
 
     def __exit__(self, *exc) -> None:
-        worker, event_id, set_id = self.tokens
-        _worker.reset(worker)
-        _event_id.reset(event_id)
-        _set_id.reset(set_id)
+        _job.reset(self.token)
 
 
 @contextlib.contextmanager
 def worker_context(worker: str) -> Iterator[None]:
-    token = _worker.set(worker)
+    _, event_id, set_id = _job.get()
+    token = _job.set((worker, event_id, set_id))
     try:
         yield
     finally:
-        _worker.reset(token)
+        _job.reset(token)
 
 
 class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.worker = _worker.get()
-        record.event_id = _event_id.get()
-        record.backup_set_id = _set_id.get()
+        record.worker, record.event_id, record.backup_set_id = _job.get()
         return True
 
 

@@ -110,8 +110,9 @@ class JobProcessor:
         return self._run(delivery, event, event_id, handler, attempt, cancelled or threading.Event())
 
     def _run(self, delivery, event: Envelope, event_id: str, handler, attempt: int, cancelled) -> Outcome:
-        ctx = JobContext(worker=self.spec.name, job_key=f"{self.spec.name}:{event_id}", attempt=attempt,
-                         logger=self._logger, cancelled=cancelled, progress=self._progress)
+        # positional (worker, job_key, attempt, logger, cancelled, progress): keywords cost more, once per job
+        ctx = JobContext(self.spec.name, f"{self.spec.name}:{event_id}", attempt, self._logger, cancelled,
+                         self._progress)
         self.hooks.before_job(self.spec.name, event.type)
         started = time.monotonic()
         try:

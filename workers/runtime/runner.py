@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import queue
 import threading
 import time
 
@@ -25,6 +24,7 @@ from workers.runtime.config import Settings
 from workers.runtime.connect import declare_topology
 from workers.runtime.errors import ConfigurationError, DrError
 from workers.runtime.handler import WorkerSpec
+from workers.runtime.handoff import Handoff
 from workers.runtime.logs import worker_context
 from workers.runtime.processing import Delivery, JobProcessor, Outcome
 from workers.runtime.topology import Topology
@@ -35,7 +35,7 @@ log = logging.getLogger("appsvc_dr.runner")
 class _Pending:
     """A delivery whose outgoing messages await their confirms (one per finished job: kept small)."""
 
-    __slots__ = ("tag", "outcome", "delivery", "remaining", "nacked", "returned", "copy_lost", "escalated", "keys")
+    __slots__ = ("tag", "outcome", "delivery", "remaining", "nacked", "returned", "copy_lost", "escalated", "sent")
 
     def __init__(self, tag: int, outcome: Outcome, delivery: Delivery) -> None:
         self.tag, self.outcome, self.delivery = tag, outcome, delivery
@@ -44,7 +44,7 @@ class _Pending:
         self.returned: list[str] = []
         self.copy_lost = False       # a retry / dead-letter copy found no queue: never ack the original then
         self.escalated = False
-        self.keys: list[tuple[str, str]] = []
+        self.sent: list = []         # every message published for it (Outgoing), to match a returned one
 
 
 class Runner:
@@ -59,7 +59,7 @@ class Runner:
         self.prefetch = max(settings.worker.prefetch or spec.prefetch or self.concurrency, self.concurrency)
         self.connected = threading.Event()
         self._ioloop = IOLoop()
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._jobs = Handoff(self._ioloop, self.concurrency)
         self._done: list = []
         self._done_lock = threading.Lock()
         self._drain_scheduled = False
@@ -71,7 +71,6 @@ class Runner:
         self._in_flight = 0
         self._seq = 0
         self._pending: dict[int, _Pending] = {}
-        self._by_message: dict[tuple[str, str], _Pending] = {}
         self._unsettled: dict[int, bool] = {}  # delivery tag -> done, in delivery order (tags only grow)
         self._acks_scheduled = False
         self._fatal: BaseException | None = None
@@ -89,8 +88,7 @@ class Runner:
                 t.start()
             self._ioloop.add_callback_threadsafe(self._connect)
             self._ioloop.start()
-            for _ in threads:
-                self._jobs.put(None)
+            self._jobs.close(len(threads))
             self.hooks.on_shutdown(self.spec.name)
             if self.spec.on_shutdown:
                 self.spec.on_shutdown()
@@ -166,7 +164,6 @@ class Runner:
         unacked = {id(p): p for p in self._pending.values()}
         self._in_flight -= len(unacked)
         self._pending.clear()
-        self._by_message.clear()
         self._unsettled.clear()
         if self._stopping:
             log.info("connection closed; stopped")
@@ -234,18 +231,27 @@ class Runner:
 
     def _publish(self, pending: _Pending, messages) -> None:
         pending.remaining += len(messages)
+        pending.sent += messages
+        publish, ch = self._conn.publish, self._ch
         for msg in messages:
             self._seq += 1
             self._pending[self._seq] = pending
-            key = (msg.properties.message_id or "", msg.routing_key)
-            self._by_message[key] = pending
-            pending.keys.append(key)
-            self._ch.basic_publish(msg.exchange, msg.routing_key, msg.body, msg.properties, mandatory=True)
+            publish(ch, msg.exchange, msg.routing_key, msg.body, msg.properties, True)  # mandatory
             if msg.kind in ("event", "job-failed"):
                 self.hooks.on_published(self.spec.name, msg.event_type)
 
+    def _returned(self, message_id: str, routing_key: str) -> _Pending | None:
+        """The delivery a returned message was published for. The broker returns a message before it
+        confirms it, so that delivery still awaits a confirm; the earliest match is the one (returns come
+        in publish order). A scan, not an index: returns are rare, publishes are not."""
+        for pending in self._pending.values():
+            for msg in pending.sent:
+                if msg.routing_key == routing_key and (msg.properties.message_id or "") == message_id:
+                    return pending
+        return None
+
     def _on_return(self, ch, method, props, body) -> None:
-        pending = self._by_message.get((props.message_id or "", method.routing_key))
+        pending = self._returned(props.message_id or "", method.routing_key)
         log.error("message %s (%s) was unroutable: no queue is bound for it", props.type, method.routing_key)
         if pending is None:
             return
@@ -257,10 +263,15 @@ class Runner:
     def _on_confirm(self, frame) -> None:
         method = frame.method
         nack = isinstance(method, pika.spec.Basic.Nack)
+        last = method.delivery_tag
         if method.multiple:  # sequence numbers were inserted in increasing order: confirmed ones are in front
-            seqs = list(itertools.takewhile(lambda seq: seq <= method.delivery_tag, self._pending))
+            seqs = []
+            for seq in self._pending:
+                if seq > last:
+                    break
+                seqs.append(seq)
         else:
-            seqs = [method.delivery_tag]
+            seqs = [last]
         for seq in seqs:
             pending = self._pending.pop(seq, None)
             if pending is None:
@@ -273,10 +284,6 @@ class Runner:
     def _settle(self, p: _Pending) -> None:
         if self._ch is None:
             return
-        for key in p.keys:
-            if self._by_message.get(key) is p:
-                del self._by_message[key]
-        p.keys.clear()
         if p.nacked or p.copy_lost:
             log.warning("broker refused a message or a retry/dead-letter queue is missing (re-declared on the "
                         "next connection); the delivery is requeued")
