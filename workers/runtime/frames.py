@@ -59,38 +59,38 @@ INCOMPLETE = -1  # _delivery_span: the delivery's frames are not all in the buff
 GENERIC = 0      # _delivery_span: leave this delivery to pika
 
 
+def _frame_at(buf: bytes, pos: int, kind: int, channel: int, min_len: int = 0) -> int:
+    """The end of the whole frame of ``kind`` on ``channel`` (payload at least ``min_len``) at ``pos``;
+    INCOMPLETE when it is not all in ``buf`` yet, GENERIC when it is another frame (or malformed: pika's path
+    reports that)."""
+    if pos + 7 > len(buf):
+        return INCOMPLETE
+    ftype, fchannel, flen = _FRAME_HEAD.unpack_from(buf, pos)
+    if ftype != kind or fchannel != channel or flen < min_len:
+        return GENERIC
+    end = pos + 8 + flen
+    if end > len(buf):
+        return INCOMPLETE
+    return end if buf[end - 1] == FRAME_END else GENERIC
+
+
 def _delivery_span(buf: bytes, pos: int, method_end: int, channel: int) -> tuple[int, int, list]:
     """(end, frame count, body fragment spans) of a Deliver at ``pos`` whose header and body frames follow it
     contiguously on the same channel; end is INCOMPLETE when they may still arrive, GENERIC otherwise."""
-    size = len(buf)
     hpos = method_end
-    if hpos + 7 > size:
-        return INCOMPLETE, 0, []
-    htype, hchannel, hlen = _FRAME_HEAD.unpack_from(buf, hpos)
-    if htype != _HEADER or hchannel != channel or hlen < 14:
-        return GENERIC, 0, []
-    hend = hpos + 8 + hlen
-    if hend > size:
-        return INCOMPLETE, 0, []
-    if buf[hend - 1] != FRAME_END:
-        return GENERIC, 0, []
+    hend = _frame_at(buf, hpos, _HEADER, channel, 14)
+    if hend <= 0:                                   # INCOMPLETE or GENERIC
+        return hend, 0, []
     class_id, _weight, body_size = _CONTENT_HEAD.unpack_from(buf, hpos + 7)
     if class_id != _BASIC or body_size > WAIT_LIMIT:
         return GENERIC, 0, []
     bpos, seen, spans = hend, 0, []
     while seen < body_size:
-        if bpos + 7 > size:
-            return INCOMPLETE, 0, []
-        btype, bchannel, blen = _FRAME_HEAD.unpack_from(buf, bpos)
-        if btype != _BODY or bchannel != channel:
-            return GENERIC, 0, []
-        bend = bpos + 8 + blen
-        if bend > size:
-            return INCOMPLETE, 0, []
-        if buf[bend - 1] != FRAME_END:
-            return GENERIC, 0, []
+        bend = _frame_at(buf, bpos, _BODY, channel)
+        if bend <= 0:
+            return bend, 0, []
         spans.append((bpos + 7, bend - 1))
-        seen += blen
+        seen += bend - bpos - 8
         bpos = bend
     if seen != body_size:  # too long: pika raises BodyTooLongError
         return GENERIC, 0, []
