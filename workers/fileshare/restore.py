@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from workers.artifacts.catalog import artifact_key
+from workers.artifacts.service import sha256_of
 from workers.fileshare.manifest import Entry, Manifest
 from workers.fileshare.repo import Repository
 from workers.fileshare.tree import FileProblem, Tree
@@ -181,10 +182,7 @@ class Restorer:
 def _same_file(fh, entry: Entry, length: Callable[[str], int]) -> bool:
     """Whether ``fh`` holds ``entry``'s content: its SHA-256 when the manifest has it, else blob by blob."""
     if entry.sha256:
-        digest = hashlib.sha256()
-        while data := fh.read(1 << 20):
-            digest.update(data)
-        return digest.hexdigest() == entry.sha256
+        return sha256_of(fh)[0] == entry.sha256
     for blob in entry.blobs:
         want, digest = length(blob), hashlib.sha256()
         while want and (data := fh.read(min(want, 1 << 20))):
