@@ -8,6 +8,7 @@ from tests.unit.test_fileshare_trees import MiB, change_tree, copy_tree, make_tr
 from workers.artifacts.service import ArtifactStore
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.handler import commit
+from workers.fileshare.packer import INDEX_EVERY
 from workers.fileshare.repo import Repository
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
@@ -94,26 +95,27 @@ def test_many_small_files_cost_a_few_pack_objects(tmp_path):
 
 
 def test_an_interrupted_snapshot_resumes_from_the_packs_already_stored(tmp_path):
-    # Given a store that goes away when the third pack is uploaded (uploads one at a time, so the first two
-    # packs are stored and indexed by then)
-    make_tree(tmp_path / "src", big=6 * MiB)
+    # Given a store that goes away for good when the eleventh pack is uploaded (uploads one at a time; stored
+    # packs are indexed in batches of INDEX_EVERY, so the first batch of 8 is indexed by then)
+    assert INDEX_EVERY == 8
+    make_tree(tmp_path / "src", big=12 * MiB)
     backend = LocalStore(tmp_path / "store")
     real_put, puts = backend.put, []
 
     def failing_put(key, stream, size=None, metadata=None, **kwargs):
         puts.append(key)
-        if sum("/packs/" in k and not k.endswith(".json") for k in puts) > 2:
+        if sum("/packs/" in k and not k.endswith(".json") for k in puts) > 10:
             raise ConnectionError("store went away")
         return real_put(key, stream, size, metadata, **kwargs)
 
     backend.put = failing_put
     with pytest.raises(ConnectionError):
-        sync(tmp_path, "s1", store=ArtifactStore(backend), pack_size=MiB * 2, chunk_avg=256 * 1024, uploads=1)
+        sync(tmp_path, "s1", store=ArtifactStore(backend), pack_size=MiB, chunk_avg=256 * 1024, uploads=1)
     # When the store is back and the same snapshot is tried again
     backend.put = real_put
-    result = sync(tmp_path, "s1", store=ArtifactStore(backend), pack_size=MiB * 2, chunk_avg=256 * 1024)
-    # Then the bytes of the first two packs are not uploaded again, and the snapshot is whole
-    assert result.stats["new_bytes"] <= result.stats["bytes"] - 3 * MiB
+    result = sync(tmp_path, "s1", store=ArtifactStore(backend), pack_size=MiB, chunk_avg=256 * 1024)
+    # Then the bytes of the indexed packs (8 of nearly 1 MiB) are not uploaded again, and the snapshot is whole
+    assert result.stats["new_bytes"] <= result.stats["bytes"] - 5 * MiB
     Restorer(repo_for(tmp_path), LocalTree(tmp_path / "r", create=True)).run(repo_for(tmp_path).manifest("s1"))
     assert picture(tmp_path / "r") == picture(tmp_path / "src")
 
