@@ -10,7 +10,6 @@ from typing import Iterator
 
 from workers.artifacts.catalog import artifact_key
 from workers.artifacts.service import ArtifactStore
-from workers.cli.progress import ProgressBar
 from workers.databases.base import DatabaseEngine, RestoreResult
 from workers.dbbackup.handler import artifact_name
 from workers.runtime.config import Settings
@@ -36,14 +35,26 @@ def _staged_copy(settings: Settings, engine_name: str, name: str, fill):
             backend.delete(key)
 
 
+class _Silent:
+    def __init__(self, label: str, total: int) -> None:
+        pass
+
+    def __call__(self, nbytes: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def staged_artifact(settings: Settings, engine: DatabaseEngine, store: ArtifactStore, keys, *, stamp: str,
-                    set_id: str, database: str, label: str, say=print) -> Iterator[str]:
+                    set_id: str, database: str, label: str, say=print, fetch_progress=None) -> Iterator[str]:
     """``database``'s artifact of a backup set, fetched, decrypted and verified into a staged file the database
-    server can read (its path is yielded); removed afterwards."""
+    server can read (its path is yielded); removed afterwards. ``fetch_progress(label, total_bytes)`` makes a
+    progress callback (called with byte counts, then ``close()``) for the fetch, e.g. the CLI's progress bar."""
     key = artifact_key(stamp, set_id, "databases", artifact_name(engine.name, database))
     record = store.record(key)
-    bar = ProgressBar(f"fetch {Path(key).name}", record.stored_size if record else 0)
+    bar = (fetch_progress or _Silent)(f"fetch {Path(key).name}", record.stored_size if record else 0)
 
     def fill(backend, staged_key: str) -> None:
         with store.open_plain(key, keys=keys, progress=bar) as plain:
@@ -57,11 +68,11 @@ def staged_artifact(settings: Settings, engine: DatabaseEngine, store: ArtifactS
 
 def restore_from_set(settings: Settings, engine: DatabaseEngine, store: ArtifactStore, keys, *, stamp: str,
                      set_id: str, database: str, target: str, data_path: str | None = None,
-                     log_path: str | None = None, progress=None, say=print) -> RestoreResult:
+                     log_path: str | None = None, progress=None, say=print, fetch_progress=None) -> RestoreResult:
     """Restore ``database`` of a backup set as ``target`` (WITH REPLACE; MOVE to ``data_path`` / ``log_path``,
     default the configured restore paths) and check it."""
     label = "restore" if target == database else f"restore-{target}"
     with staged_artifact(settings, engine, store, keys, stamp=stamp, set_id=set_id, database=database,
-                         label=label, say=say) as path:
+                         label=label, say=say, fetch_progress=fetch_progress) as path:
         return engine.restore(target, path, data_path=data_path or settings.database.restore_data_path,
                               log_path=log_path or settings.database.restore_log_path, progress=progress)
