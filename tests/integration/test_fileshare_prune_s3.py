@@ -131,3 +131,18 @@ def test_the_cli_forgets_and_prunes_an_s3_repository(s3, s3_server, tmp_path, mo
     assert main(["restore", "fileshare", "--stamp", "stamp1", "--snapshot", "s3", "--target", str(tmp_path / "r"),
                  "--key", str(key)]) == 0
     assert picture(tmp_path / "r") == picture(copies["s3"])
+    # When the operator asks to repack every partly used pack, first without the certificate configured
+    capsys.readouterr()
+    before = objects(store)
+    assert main(["snapshots", "prune", "--stamp", "stamp1", "--repack-below", "100", "--key", str(key)]) == 2
+    # Then it refuses before changing anything (the packs would be stored again unencrypted), saying what to do
+    err = capsys.readouterr().err
+    assert "unencrypted" in err and "APPSVC_DR_ENCRYPTION__CERTIFICATE" in err and objects(store) == before
+    # When the certificate is configured too
+    monkeypatch.setenv("APPSVC_DR_ENCRYPTION__CERTIFICATE", str(tmp_path / "cert.pem"))
+    assert main(["snapshots", "prune", "--stamp", "stamp1", "--repack-below", "100", "--key", str(key)]) == 0
+    # Then the partly used packs are rewritten and the snapshot still restores, byte for byte
+    assert "repack: rewrite" in capsys.readouterr().out
+    assert main(["restore", "fileshare", "--stamp", "stamp1", "--snapshot", "s3", "--target", str(tmp_path / "r2"),
+                 "--key", str(key)]) == 0
+    assert picture(tmp_path / "r2") == picture(copies["s3"])

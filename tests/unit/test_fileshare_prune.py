@@ -3,9 +3,11 @@ restores byte for byte, what was only in forgotten snapshots is gone, a dry run 
 interrupted after its index switch leaves a restorable repository that the next prune finishes."""
 from __future__ import annotations
 
+import contextlib
 import random
 from datetime import timedelta
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -91,6 +93,24 @@ def files_under(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
+@contextlib.contextmanager
+def failing_pack_deletes(store: ArtifactStore) -> Iterator[None]:
+    """The store goes away whenever a pack is deleted (index objects still go)."""
+    backend = store.backend
+    real_delete = backend.delete
+
+    def failing_delete(key: str) -> None:
+        if "/packs/" in key:
+            raise ConnectionError("store went away while deleting packs")
+        real_delete(key)
+
+    backend.delete = failing_delete
+    try:
+        yield
+    finally:
+        backend.delete = real_delete
+
+
 @pytest.fixture
 def store(tmp_path) -> ArtifactStore:
     return ArtifactStore(LocalStore(tmp_path / "store"))
@@ -157,19 +177,9 @@ def test_a_prune_that_fails_deleting_packs_leaves_a_restorable_repo_and_the_next
     # Given four snapshots, two forgotten
     copies = history(tmp_path, store)
     forget(repo_for(store, tmp_path), Policy(keep_last=2))
-    backend = store.backend
-    real_delete = backend.delete
-
-    def failing_delete(key: str) -> None:
-        if "/packs/" in key:
-            raise ConnectionError("store went away while deleting packs")
-        real_delete(key)
-
     # When the prune crashes after writing the new index and removing the old ones, before any pack is gone
-    backend.delete = failing_delete
-    with pytest.raises(ConnectionError):
+    with failing_pack_deletes(store), pytest.raises(ConnectionError):
         Pruner(Repository(store, "stamp1"), None).run()
-    backend.delete = real_delete
     # Then every remaining snapshot restores, and no index object lists a doomed pack
     assert_restores(store, tmp_path, copies, ["s3", "s4"], "crashed")
     index = Repository(store, "stamp1").load_index()

@@ -4,6 +4,7 @@ repositories), under the repository's exclusive lock."""
 from __future__ import annotations
 
 import argparse
+import functools
 
 from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.fileshare.forget import ForgetPlan, Policy, forget
@@ -28,17 +29,40 @@ def register(actions) -> None:
                    "(default: APPSVC_DR_RETENTION__KEEP_WITHIN when no --keep-* is given)")
     a.add_argument("--prune", action="store_true", help="then prune (needs --key/--pfx for encrypted snapshots)")
     a.add_argument("--dry-run", action="store_true", help="show what would happen, change nothing")
+    _repack(a)
     add_key_options(a)
     a.set_defaults(func=forget_cmd)
     a = actions.add_parser("prune", help="delete packs no remaining snapshot needs and rewrite the index")
     _stamp(a)
     a.add_argument("--dry-run", action="store_true", help="show what would be deleted, change nothing")
+    _repack(a)
     add_key_options(a)
     a.set_defaults(func=prune_cmd)
     a = actions.add_parser("unlock", help="remove stale repository locks (left by a process that died)")
     _stamp(a)
     a.add_argument("--all", action="store_true", help="remove every lock, stale or not (only when nothing runs)")
     a.set_defaults(func=unlock_cmd)
+
+
+DEFAULT_REPACK_BELOW = 50.0
+
+
+def _repack(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repack-below", type=_percent, metavar="PCT",
+                   help="rewrite packs of which less than PCT%% is still needed (their needed blobs go to new packs, "
+                        "encrypted with the configured certificate) so they can be deleted; 0 keeps partly used "
+                        "packs whole. Default 50, skipped with a note when encrypted packs qualify but no "
+                        "certificate is configured (an explicit PCT fails instead)")
+
+
+def _percent(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 100:
+        raise argparse.ArgumentTypeError(f"expected a percentage from 0 to 100, got {value!r}")
+    return number
 
 
 def _stamp(p: argparse.ArgumentParser) -> None:
@@ -89,24 +113,29 @@ def forget_cmd(args: argparse.Namespace, settings: Settings) -> int:
     keys = keyring_from_args(args, required=False) if args.prune else None
     plan = forget(repo, policy_from(args, settings), dry_run=args.dry_run)
     print_forget(plan, prune_hint=not args.prune)
-    return _prune(repo, keys, args.dry_run, forgotten=plan.forget) if args.prune else 0
+    return _prune(repo, keys, args, forgotten=plan.forget, settings=settings) if args.prune else 0
 
 
 def prune_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    return _prune(_repo(settings, args), keyring_from_args(args, required=False), args.dry_run)
+    return _prune(_repo(settings, args), keyring_from_args(args, required=False), args, settings=settings)
 
 
-def _prune(repo: Repository, keys: KeyRing | None, dry_run: bool, forgotten: list[str] | None = None) -> int:
+def _prune(repo: Repository, keys: KeyRing | None, args: argparse.Namespace, *, settings: Settings,
+           forgotten: list[str] | None = None) -> int:
+    dry_run = args.dry_run
+    below = DEFAULT_REPACK_BELOW if args.repack_below is None else args.repack_below
+    pruner = functools.partial(Pruner, repo, keys, unindexed_grace=STALE_AFTER, repack_below=below / 100,
+                               repack_strict=args.repack_below is not None, pack_size=settings.fileshare.pack_size)
     print(f"pruning the file-share repository of {repo.stamp} on {repo.data.backend.name}"
           f"{' (dry run: nothing is changed)' if dry_run else ''}")
     if dry_run:
-        report = Pruner(repo, keys, unindexed_grace=STALE_AFTER).run(dry_run=True, forgotten=forgotten or ())
+        report = pruner().run(dry_run=True, forgotten=forgotten or ())
     else:
         with RepoLock(repo.data.backend, repo.stamp, "prune", holder="appsvc-dr snapshots prune",
                       exclusive=True) as lock:
             for stale in lock.removed_stale:
                 print(f"  removed a stale lock: {stale.holder} (host {stale.host}, pid {stale.pid})")
-            report = Pruner(repo, keys, unindexed_grace=STALE_AFTER).run(before_changes=lock.check)
+            report = pruner().run(before_changes=lock.check)
     for line in report.lines():
         print(f"  {line}")
     return 0

@@ -3,11 +3,13 @@
 1. Mark: read every manifest under ``snapshots/`` (complete or not; encrypted ones need the private key, like
    a restore) — the blobs they name are *reachable*. A manifest that cannot be read stops the prune before
    anything changes.
-2. Sweep, per pack listed by the index objects: no reachable blob → delete; some → keep it whole (partly
-   used packs are not repacked, see ``PackPlan``); index entries of packs that no longer exist are dropped.
+2. Sweep, per pack listed by the index objects: no reachable blob → delete; some → keep it whole, unless less
+   than ``repack_below`` of its bytes are needed: then its needed blobs are copied into new packs and it is
+   deleted (``workers.fileshare.repack``); index entries of packs that no longer exist are dropped.
    Packs in the store that no index lists (a sync killed before indexing them, or a prune interrupted after
    its index switch) are deleted once older than ``unindexed_grace``.
-3. In this order, so a crash anywhere leaves every remaining snapshot restorable: write the new index object
+3. In this order, so a crash anywhere leaves every remaining snapshot restorable: store and index the repacked
+   blobs' new packs, write the new index object
    (every blob of every kept pack), delete the old index objects, then delete the packs (record first). Until
    the old index objects are gone they still list packs that exist; afterwards the doomed packs are merely
    unindexed, and the next prune deletes them. The index never lists a pack that is gone — a sync trusts it
@@ -25,6 +27,7 @@ from typing import Callable, Iterable
 
 from workers.artifacts.service import RECORD_SUFFIX
 from workers.fileshare.manifest import Manifest
+from workers.fileshare.repack import Repacker, RepackResult, choose, to_move
 from workers.fileshare.repo import Repository, index_body
 from workers.runtime.errors import PermanentError
 from workers.storage.artifact import KeyRing, decode
@@ -40,9 +43,9 @@ def reachable(manifests: Iterable[Manifest]) -> set[str]:
 
 @dataclass
 class PackPlan:
-    """What happens to each indexed pack. Partly used packs are kept whole, with all their blobs indexed:
-    repacking would download, decrypt, re-encrypt (needing the certificate as well as the key) and upload a
-    16 MiB pack to save a part of it, and what it holds stays usable for deduplication. ``unused_bytes`` says
+    """What happens to each indexed pack. Partly used packs are kept whole here, with all their blobs indexed
+    (what they hold stays usable for deduplication); the Pruner then repacks those below its ``repack_below``
+    threshold (download, decrypt, re-encrypt, upload: the key and the certificate). ``unused_bytes`` says
     how much plaintext such packs hold that no snapshot needs."""
 
     keep: Entries = field(default_factory=dict)
@@ -92,6 +95,11 @@ class PruneReport:
     new_index: str | None = None
     bytes_freed: int = 0
     missing_blobs: int = 0
+    repack_below: float = 0.0
+    packs_repacked: list[str] = field(default_factory=list)
+    bytes_to_move: int = 0                  # plaintext still needed in the repacked packs
+    repacked: RepackResult | None = None    # after a real run
+    repack_skipped: str | None = None       # why packs that qualified were not repacked
 
     def lines(self) -> list[str]:
         would = "would " if self.dry_run else ""
@@ -99,6 +107,13 @@ class PruneReport:
                f"packs: {self.packs_before} indexed; {would}keep {self.packs_kept} ({self.packs_partial} partly used, "
                f"{self.unused_bytes_kept} bytes of unneeded data kept in them); {would}delete "
                f"{len(self.packs_deleted)} unused and {len(self.unindexed_deleted)} unindexed"]
+        if self.packs_repacked:
+            done = f" into {self.repacked.packs_written} new pack(s) ({self.repacked.bytes_stored} bytes stored)" \
+                if self.repacked else ""
+            out.append(f"repack: {would}rewrite {len(self.packs_repacked)} pack(s) less than "
+                       f"{self.repack_below:.0%} used, moving the {self.bytes_to_move} bytes still needed{done}")
+        if self.repack_skipped:
+            out.append(f"repack: {self.repack_skipped}")
         if self.unindexed_young:
             out.append(f"{self.unindexed_young} unindexed pack(s) are too recent to delete (a sync may still be "
                        "indexing them); a later prune removes them")
@@ -116,8 +131,14 @@ class PruneReport:
 
 class Pruner:
     def __init__(self, repo: Repository, keys: KeyRing | None, *, unindexed_grace: timedelta = timedelta(minutes=30),
-                 now: datetime | None = None) -> None:
+                 now: datetime | None = None, repack_below: float = 0.0, repack_strict: bool = True,
+                 pack_size: int | None = None) -> None:
+        """``repack_below``: repack kept packs of which less than this fraction is needed (0: never). When they
+        cannot be repacked here (encrypted, no certificate configured), ``repack_strict`` raises before any
+        change; otherwise they are kept whole and the report says why."""
         self.repo, self.keys, self.grace = repo, keys, unindexed_grace
+        self.repack_below, self.repack_strict = repack_below, repack_strict
+        self.repacker = Repacker(repo, keys, pack_size=pack_size)
         self.now = now or datetime.now(timezone.utc)
         self.backend = repo.data.backend
 
@@ -166,6 +187,18 @@ class Pruner:
         packs = {n: i for n, i in listing.items() if not n.endswith(RECORD_SUFFIX)}
         present = set(packs) | {p for p in entries if p not in packs and self.backend.exists(self.repo.pack_key(p))}
         plan = classify(entries, live, present)
+        repack = choose(plan.keep, live, self.repack_below)
+        refusal = self.repacker.refusal(repack) if repack else None
+        if refusal is not None and self.repack_strict:
+            raise refusal
+        if refusal is not None:
+            report.repack_skipped = f"{len(repack)} partly used pack(s) kept whole: {refusal.message}. {refusal.hint}"
+            repack = []
+        needed = to_move(plan.keep, repack, live)
+        plan.partial = [p for p in plan.partial if p not in repack]
+        plan.unused_bytes -= sum(b[2] for p in repack for b in plan.keep[p] if b[0] not in live)
+        for pack in repack:
+            del plan.keep[pack]
         unindexed = [n for n in packs if n not in entries]
         old = [n for n in unindexed if self.now - packs[n].modified >= self.grace]
         orphans = [n for n in listing if n.endswith(RECORD_SUFFIX) and n[:-len(RECORD_SUFFIX)] not in present]
@@ -174,9 +207,11 @@ class Pruner:
         report.unused_bytes_kept, report.dangling_packs = plan.unused_bytes, len(plan.dangling)
         report.packs_deleted, report.unindexed_deleted = plan.delete, old
         report.unindexed_young, report.missing_blobs = len(unindexed) - len(old), len(plan.missing)
-        doomed = plan.delete + old
+        report.repack_below, report.packs_repacked = self.repack_below, repack
+        report.bytes_to_move = sum(needed.values())
+        doomed = plan.delete + old + repack
         old_index: list[str] = []
-        if plan.delete or plan.dangling or len(index_objects) > 1:
+        if plan.delete or plan.dangling or repack or len(index_objects) > 1:
             body = index_body(plan.keep) if plan.keep else None
             report.new_index = hashlib.sha256(body).hexdigest() if body else None
             old_index = [n for n in index_objects if n != report.new_index]
@@ -186,8 +221,12 @@ class Pruner:
         if dry_run:
             return report
         before_changes()
+        if repack:                                          # 0. needed blobs of repacked packs, stored and indexed
+            report.repacked = self.repacker.run(repack, {p: entries[p] for p in repack}, set(needed))
         if report.new_index:                                # 1. the new index, before anything is deleted
             self.repo.write_index(plan.keep)
+        if repack:
+            before_changes()                                # repacking took a while: still ours to delete?
         for name in old_index:                              # 2. the old index objects: doomed packs unindexed
             self.backend.delete(self.repo.index_key(name))
             self.backend.delete(self.repo.index_key(name) + RECORD_SUFFIX)     # as merge_index does

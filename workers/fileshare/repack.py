@@ -1,0 +1,108 @@
+"""Repack: copy the blobs that snapshots still need out of mostly unused packs into new packs, so prune can
+delete the old ones whole (restic's ``prune --max-unused``, per pack).
+
+Each chosen pack is downloaded, decrypted (the private key, which prune needs anyway for encrypted
+manifests) and checked — every blob moved is hashed again against its id — and its needed blobs go through a
+:class:`~workers.fileshare.packer.Packer` of a fresh repository view (an empty in-memory index, so nothing is
+skipped as "already stored": the blobs *are* stored, in the packs about to go). The new packs are encrypted
+with the configured certificate; repacking encrypted packs without one is refused, never done in plaintext.
+The packer writes index objects for the new packs before prune switches its own index, so a crash at any
+point leaves both copies indexed (the next prune finds the old packs' blobs held elsewhere and deletes them).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+
+from workers.fileshare.packer import Packer
+from workers.fileshare.repo import Repository
+from workers.fileshare.settings import FileshareSettings
+from workers.fileshare.sync import PACK_MARGIN
+from workers.runtime.errors import ConfigurationError
+from workers.storage.artifact import IntegrityError, KeyRing
+
+Entries = dict[str, list]                # pack id -> [[blob, offset, length], ...]
+
+
+def choose(keep: Entries, live: set[str], below: float) -> list[str]:
+    """Kept packs whose needed plaintext is less than ``below`` (a fraction) of what they hold."""
+    if below <= 0:
+        return []
+    chosen = []
+    for pack, blobs in sorted(keep.items()):
+        total = sum(b[2] for b in blobs)
+        used = sum(b[2] for b in blobs if b[0] in live)
+        if total and used < below * total:
+            chosen.append(pack)
+    return chosen
+
+
+def to_move(keep: Entries, repack: list[str], live: set[str]) -> dict[str, int]:
+    """blob → size, for the needed blobs of ``repack`` that no other kept pack holds."""
+    chosen = set(repack)
+    held = {b[0] for pack, blobs in keep.items() if pack not in chosen for b in blobs}
+    return {b[0]: b[2] for pack in repack for b in keep[pack] if b[0] in live and b[0] not in held}
+
+
+@dataclass
+class RepackResult:
+    packs_written: int = 0
+    blobs_moved: int = 0
+    bytes_moved: int = 0                 # plaintext
+    bytes_stored: int = 0                # as stored (compressed, encrypted)
+    index_objects: list[str] = field(default_factory=list)
+
+
+class Repacker:
+    def __init__(self, repo: Repository, keys: KeyRing | None, *, pack_size: int | None = None,
+                 uploads: int = 2) -> None:
+        pack_size = pack_size or FileshareSettings.model_fields["pack_size"].default
+        self.repo, self.keys, self.pack_size, self.uploads = repo, keys, pack_size, uploads
+
+    def refusal(self, packs: list[str]) -> ConfigurationError | None:
+        """Why ``packs`` cannot be repacked here, if they cannot: encrypted packs (or packs without a record)
+        and no certificate configured — their blobs would be stored again unencrypted."""
+        if self.repo.encrypted:
+            return None
+        records = (self.repo.data.record(self.repo.pack_key(p)) for p in packs)
+        encrypted = [r for r in records if r is None or r.encrypted]
+        if not encrypted:
+            return None
+        return ConfigurationError(
+            f"{len(encrypted)} of the {len(packs)} packs to repack are encrypted (or have no record), but no "
+            "certificate is configured: their blobs would be stored again unencrypted",
+            hint="Set APPSVC_DR_ENCRYPTION__CERTIFICATE to the repository's certificate, or prune with "
+                 "--repack-below 0 to keep partly used packs whole.")
+
+    def run(self, packs: list[str], entries: Entries, needed: set[str]) -> RepackResult:
+        """Move the blobs of ``packs`` that are in ``needed`` (live blobs no other kept pack holds)."""
+        fresh = Repository(self.repo.data, self.repo.stamp)
+        packer = Packer(fresh, target=self.pack_size - PACK_MARGIN, uploads=self.uploads)
+        result = RepackResult()
+        try:
+            for pack in packs:
+                self._move(pack, entries[pack], needed, packer, result)
+            packer.finish()
+        except BaseException:
+            packer.abort()
+            raise
+        result.packs_written, result.bytes_stored = packer.packs, packer.stored_bytes
+        result.index_objects = sorted(fresh.index.objects)
+        return result
+
+    def _move(self, pack: str, blobs: list, needed: set[str], packer: Packer, result: RepackResult) -> None:
+        body = io.BytesIO()
+        self.repo.read_pack(pack, body, self.keys)          # decrypted and verified by the artifact format
+        with body.getbuffer() as view:
+            for blob, offset, length in blobs:
+                if blob not in needed:
+                    continue
+                data = view[offset:offset + length]
+                if len(data) != length or hashlib.sha256(data).hexdigest() != blob:
+                    raise IntegrityError(f"blob {blob[:12]} in pack {pack[:12]} does not match its id: the pack is "
+                                         "corrupt; nothing was deleted")
+                if packer.add(blob, data):
+                    result.blobs_moved += 1
+                    result.bytes_moved += length
+                needed.discard(blob)
