@@ -9,7 +9,8 @@ message with ``recv_into`` a buffer it reuses and, for an encrypted one, decrypt
 the connection's own message thread then gets the plaintext message, exactly as it would after its own
 decryption (the AEAD tag authenticated it, so, as smbprotocol does after decrypting, its signature is not
 checked again). Messages it cannot decrypt itself (no session yet, unexpected flags) are handed on whole for
-smbprotocol to handle (and report) as before. Sending takes one ``sendmsg`` of length prefix and message.
+smbprotocol to handle (and report) as before. Sending takes one ``sendmsg`` of length prefix and message;
+an encrypted one is sealed without the two extra copies of its body that smbprotocol's ``_encrypt`` makes.
 
 Used through ``smbclient``'s ``connection_cache``: :func:`seed` puts a connected ``FastConnection`` in a
 cache before ``register_session`` looks there; if smbprotocol ever lacks what this relies on, :func:`seed`
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import select
 import struct
 import threading
@@ -34,8 +36,18 @@ log = logging.getLogger("appsvc_dr.smb")
 TRANSFORM = b"\xfdSMB"
 _LENGTH = struct.Struct(">L")
 _FLAGS_SESSION = struct.Struct("<HQ")       # transform header: Flags at 42, SessionId at 44; AAD is bytes 20..52
+_SIZE_FLAGS_SESSION = struct.Struct("<IHHQ")  # OriginalMessageSize at 36, Reserved, Flags, SessionId
 _TRANSFORM_SIZE, _TAG = 52, 16
 _GONE = (errno.ESHUTDOWN, errno.ECONNRESET, errno.ECONNABORTED)
+
+
+class Encrypted:
+    """An encrypted message to send: its 52-byte transform header and the ciphertext (not joined)."""
+
+    __slots__ = ("head", "body")
+
+    def __init__(self, head: bytearray, body: memoryview) -> None:
+        self.head, self.body = head, body
 
 
 class FastTcp(Tcp):
@@ -50,13 +62,17 @@ class FastTcp(Tcp):
         self.decrypted_count = 0
 
     def send(self, header: Any) -> None:
-        if not isinstance(header, (bytes, bytearray, memoryview)):
-            header = header.pack()                  # a structure (an encrypted message's transform header)
-        size = len(header)
+        if isinstance(header, Encrypted):
+            parts = [memoryview(header.head), header.body]
+        elif isinstance(header, (bytes, bytearray, memoryview)):
+            parts = [memoryview(header)]
+        else:
+            parts = [memoryview(header.pack())]     # a structure (smbprotocol's own transform header)
+        size = sum(len(p) for p in parts)
         if size > self.MAX_SIZE:
             raise ValueError(f"Data to be sent over Direct TCP size {size} exceeds the max length allowed "
                              f"{self.MAX_SIZE}")
-        pieces = [memoryview(_LENGTH.pack(size)), memoryview(header)]
+        pieces = [memoryview(_LENGTH.pack(size)), *parts]
         with self._sock_lock:
             while pieces:
                 sent = self._sock.sendmsg(pieces)
@@ -142,6 +158,19 @@ class FastConnection(Connection):
         buf[length:length + _TAG] = buf[4:4 + _TAG]      # ciphertext || tag, as the AEAD API wants it
         with memoryview(buf) as view:
             return aead.decrypt(view[20:20 + nonce_size], view[_TRANSFORM_SIZE:length + _TAG], view[20:52])
+
+    def _encrypt(self, b_data: bytes, session: Any) -> Encrypted:
+        """smbprotocol's ``_encrypt`` without re-slicing and re-packing the ciphertext (two copies of what is
+        written): the transform header is built in place and sent beside the ciphertext."""
+        gcm = self.dialect >= Dialects.SMB_3_1_1 and self.cipher_id in (Ciphers.AES_128_GCM, Ciphers.AES_256_GCM)
+        nonce = os.urandom(12 if gcm else 11)
+        head = bytearray(_TRANSFORM_SIZE)
+        head[:4], head[20:20 + len(nonce)] = TRANSFORM, nonce
+        _SIZE_FLAGS_SESSION.pack_into(head, 36, len(b_data), 0, 0x0001, session.session_id)
+        aead = (AESGCM if gcm else AESCCM)(session.encryption_key)
+        sealed = aead.encrypt(nonce, b_data, bytes(head[20:]))
+        head[4:4 + _TAG] = sealed[-_TAG:]
+        return Encrypted(head, memoryview(sealed)[:-_TAG])
 
     def verify_signature(self, header: Any, session_id: int, force: bool = False) -> None:
         transport = self.transport
