@@ -1,18 +1,23 @@
 """A permanent failure travels all the way: dead letter → job-failed → notifier → real webhook + SMTP."""
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 import uuid
 
 import pytest
 
 from contracts import BackupDue, BackupDuePayload, JobFailed, JobFailedPayload
-from tests.fixtures.rabbit import running, settings_for, wait_for
+from tests.fixtures.rabbit import env_for, queue_info, running, settings_for, wait_for
 from tests.fixtures.smtp_server import SMTP_PASSWORD, SMTP_USER, smtp_server  # noqa: F401 - fixture
 from tests.fixtures.webhook_server import webhook_server  # noqa: F401 - fixture
 from tests.integration.sample_workers import flaky
 from workers.app import App
 from workers.runtime import dlq
 from workers.runtime.publisher import Publisher
+from workers.runtime.topology import Topology
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +100,64 @@ def job_failed(message: str) -> JobFailed:
         worker="upload", failed_event_id=uuid.uuid4(), failed_event_type="artifact-ready",
         error_class="TransientError", message=message, attempts=5, will_retry=False,
         hint="Start the S3 server or fix store.s3_endpoint.", dead_letter_queue="appsvc-dr.upload.dlq"))
+
+
+def test_repeats_suppressed_before_the_notifier_is_killed_are_reported_by_the_next_one(
+        rabbit_vhost, webhook_server, tmp_path):  # noqa: F811 - fixtures
+    # Given a notifier process (appsvc-dr run) grouping for an hour, keeping what is pending in a file
+    webhook_server.reset()
+    pending = tmp_path / "notifier" / "pending.json"
+    settings = settings_for(rabbit_vhost, notify={"webhook_urls": [webhook_server.url("/killed/SECRET-TOKEN-4")],
+                                                  "group_window": 3600, "pending_file": str(pending)})
+    env = env_for(settings)
+    first = subprocess.Popen([sys.executable, "-m", "workers.cli", "run", "--workers", "notifier"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    second = None
+    try:
+        queue = Topology.from_settings(settings.broker, settings.retry).queues("notifier").main
+        wait_for(lambda: _consumers(rabbit_vhost, queue), 30, what="the notifier consuming")
+        # When the same failure is reported three times: one notification, two repeats suppressed
+        with Publisher(settings.broker) as pub:
+            for attempt in range(3):
+                pub.publish(job_failed(f"upload of set-{attempt} failed: S3 endpoint 127.0.0.1:9 refused"))
+        wait_for(lambda: webhook_server.received(), 30, what="first notification")
+        wait_for(lambda: pending.exists() and '"count": 2' in pending.read_text(), 30, what="two repeats journaled")
+        # And the process is killed outright (no shutdown flush), and a new one starts
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        assert len(webhook_server.received()) == 1
+        second = subprocess.Popen([sys.executable, "-m", "workers.cli", "run", "--workers", "notifier"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # Then the new one reports the two repeats at once, without waiting for the hour or another failure
+        # (a repeat whose ack the kill beat is redelivered, and notified afresh: at least once, never lost)
+        deadline = time.monotonic() + 30
+        while not _summaries(webhook_server) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        outputs = "\n---\n".join(_stopped(proc)[-3000:] for proc in (first, second) if proc is not None)
+    assert _summaries(webhook_server), f"no summary from the restarted notifier; the notifiers printed:\n{outputs}"
+    [summary] = _summaries(webhook_server)
+    assert summary["repeat_count"] == 2 and "2 more identical failures of artifact-ready" in summary["summary"]
+    assert "SECRET-TOKEN" not in pending.read_text() and '"pending": []' in pending.read_text()
+
+
+def _consumers(vhost_name: str, queue: str) -> int:
+    try:
+        return int(queue_info(vhost_name, queue).get("consumers", 0) or 0)
+    except OSError:                                     # not declared yet
+        return 0
+
+
+def _stopped(proc: subprocess.Popen) -> str:
+    """Stop a worker process (SIGTERM, SIGKILL after 20 s); what it printed."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=20)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate(timeout=10)[0] + "\n(killed: it did not stop within 20 s of SIGTERM)"
+
+
+def _summaries(webhook_server) -> list[dict]:  # noqa: F811 - fixture
+    return [r.json for r in webhook_server.received() if r.status == 200 and r.json.get("repeat_count")]

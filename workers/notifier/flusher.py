@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from workers.notifier.grouping import GroupSummary
+from workers.notifier.journal import PendingJournal
 from workers.runtime.errors import PermanentError, TransientError
 from workers.runtime.handler import JobContext
 from workers.runtime.logs import worker_context
@@ -42,6 +44,7 @@ MAX_WAIT = 60.0
 class _Summary:
     ident: int
     state: Any                 # the handler's delivery state (notification + sinks already done)
+    summary: GroupSummary
     attempts: int = 0
     next_at: float = 0.0
 
@@ -51,8 +54,8 @@ class GroupFlusher:
 
     def __init__(self, handler: "NotifierHandler", *, clock: Callable[[], float] = time.monotonic,
                  retry_delays: Sequence[float] = FLUSH_RETRY_DELAYS, max_wait: float = MAX_WAIT,
-                 worker: str = "notifier") -> None:
-        self.handler, self.worker = handler, worker
+                 worker: str = "notifier", journal: PendingJournal | None = None) -> None:
+        self.handler, self.worker, self.journal = handler, worker, journal
         self.retry_delays, self.max_wait = tuple(retry_delays), max_wait
         self._clock = clock
         self._queue: list[_Summary] = []
@@ -67,8 +70,25 @@ class GroupFlusher:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def start(self) -> None:
+        """The worker starts (WorkerSpec.on_start): queue what a previous run left pending, and send it."""
+        recovered = self.journal.load() if self.journal is not None else []
+        if not recovered:
+            return
+        self._logger.info("%d grouped failure summary(ies) left pending by a previous run: sending them",
+                          len(recovered))
+        for summary in recovered:
+            self._queue.append(_Summary(next(self._ids), self.handler.summary_delivery(summary), summary))
+        self.wake()
+
+    def persist(self) -> None:
+        """Write what is pending (suppressed repeats and undelivered summaries) to the journal, if any."""
+        if self.journal is not None:
+            self.journal.save([*self.handler.grouper.peek(), *(item.summary for item in list(self._queue))])
+
     def wake(self) -> None:
         """A failure was suppressed: make sure the thread runs and recomputes when to flush."""
+        self.persist()
         with self._start_lock:
             if self._thread is None and not self._stop.is_set():
                 self._thread = threading.Thread(target=self._run, name=f"{self.worker}-group-flush", daemon=True)
@@ -96,11 +116,12 @@ class GroupFlusher:
                 self._logger.info("%d identical failure(s) of %s (%s) were suppressed between %s and %s: sending a "
                                   "summary", summary.count, summary.event.payload.failed_event_type or "?",
                                   summary.event.payload.worker, summary.first, summary.last)
-                self._queue.append(_Summary(next(self._ids), self.handler.summary_delivery(summary)))
+                self._queue.append(_Summary(next(self._ids), self.handler.summary_delivery(summary), summary))
             now = self._clock()
             for item in list(self._queue):
                 if final or item.next_at <= now:
                     self._attempt(item, now, final)
+            self.persist()
             waits = [item.next_at - now for item in self._queue]
             due = self.handler.grouper.next_due()
             if due is not None:
@@ -115,6 +136,10 @@ class GroupFlusher:
             self.handler.deliver(item.state, ctx)
         except TransientError as exc:
             item.attempts += 1
+            if final and self.journal is not None:
+                self._logger.warning("%s not delivered at shutdown (%s): kept in %s for the next start", what,
+                                     exc.message, self.journal.path)
+                return
             if final or item.attempts > len(self.retry_delays):
                 self._queue.remove(item)
                 self._logger.error("%s given up after %d attempt(s): %s", what, item.attempts, exc.message)

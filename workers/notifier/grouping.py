@@ -154,6 +154,13 @@ class FailureGrouper:
                     group.window_start = now
         return out
 
+    def peek(self) -> list[GroupSummary]:
+        """The pending repeats of every group as summaries, left pending (what a journal must keep)."""
+        with self._lock:
+            return [GroupSummary(event=g.pending_last, count=g.pending, first=g.pending_first or
+                                 g.pending_last.occurred_at, last=g.pending_last.occurred_at, first_seen=g.first_seen)
+                    for g in self._groups.values() if g.pending and g.pending_last is not None]
+
     def next_due(self) -> float | None:
         """Seconds until the next window with suppressed repeats closes (0: overdue); None when none waits."""
         with self._lock:

@@ -7,7 +7,8 @@ that retry goes only to the sinks that missed it and does not pass through group
 permanently is logged and skipped; only when every sink failed permanently is the event itself a
 PermanentError. Identical failures within ``group_window`` are grouped (see :mod:`workers.notifier.grouping`);
 repeats suppressed in a window are summarised when it closes by the worker's
-:class:`~workers.notifier.flusher.GroupFlusher` thread, which is stopped by ``WorkerSpec.on_shutdown``.
+:class:`~workers.notifier.flusher.GroupFlusher` thread, which is stopped by ``WorkerSpec.on_shutdown``; with
+``NOTIFY__PENDING_FILE`` set, what is still pending survives a crash (:mod:`workers.notifier.journal`).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Callable, Sequence
 from contracts import Envelope, JobFailed
 from workers.notifier.flusher import FLUSH_RETRY_DELAYS, GroupFlusher
 from workers.notifier.grouping import FailureGrouper, GroupSummary
+from workers.notifier.journal import PendingJournal
 from workers.notify.base import Notifier
 from workers.notify.factory import build_notifiers
 from workers.notify.render import Notification, grouped_notification, notification_from_event
@@ -201,7 +203,8 @@ def build_notifier_worker(settings: NotifySettings, notifiers: list[Notifier] | 
     sinks = build_notifiers(settings) if notifiers is None else notifiers
     handler = NotifierHandler(sinks, FailureGrouper(settings.group_window, clock=clock),
                               retry_delays=retry_delays, sleep=sleep, observe=observe)
-    handler.flusher = GroupFlusher(handler, clock=clock, retry_delays=flush_retry_delays)
+    journal = PendingJournal(settings.pending_file) if settings.pending_file else None
+    handler.flusher = GroupFlusher(handler, clock=clock, retry_delays=flush_retry_delays, journal=journal)
     handler.on_suppressed = handler.flusher.wake
     return WorkerSpec(name=WORKER_NAME, handlers={"job-failed": handler}, prefetch=20,
-                      on_shutdown=handler.flusher.stop)
+                      on_start=handler.flusher.start, on_shutdown=handler.flusher.stop)

@@ -84,6 +84,9 @@ class NotifySettings(Section):
     timeout: float = Field(default=10.0, gt=0)
     group_window: float = Field(default=900.0, ge=0, description="Seconds in which identical failures are "
                                                                  "grouped into one notification")
+    pending_file: Path | None = Field(default=None, description="Where suppressed repeats and undelivered "
+                                      "summaries are kept, so a restarted notifier still reports them (unset: in "
+                                      "memory only)")
 
 
 class StoreSettings(Section):

@@ -42,6 +42,7 @@ class WorkerSpec:
     concurrency: int = 1
     prefetch: int | None = None  # default: concurrency. Deliveries waiting behind a running job count toward
     #                              RabbitMQ's consumer_timeout, so long-job workers must not prefetch more.
+    on_start: Callable[[], None] | None = None      # once, as the worker starts (before it consumes)
     on_shutdown: Callable[[], None] | None = None
 
     @property

@@ -82,6 +82,8 @@ class Runner:
         """Consume until :meth:`stop`. Raises ConfigurationError when the broker refuses us at start."""
         with worker_context(self.spec.name):
             self.hooks.on_boot(self.spec.name)
+            if self.spec.on_start:
+                self.spec.on_start()
             threads = [threading.Thread(target=self._work, name=f"{self.spec.name}-job-{i}", daemon=True)
                        for i in range(self.concurrency)]
             for t in threads:
