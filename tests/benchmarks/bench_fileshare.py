@@ -2,7 +2,8 @@
 
 Starts its own smbd and moto S3 server (root needed, like the tests). Cases: (a) FILES files of 4–64 KiB,
 (b) BIG files of BIG_MIB MiB, (c) re-sync with nothing changed, (d) re-sync after changing 1% of the small
-files. Ours runs as configured in production: SMB 3 encryption, zstd, AES-GCM with a certificate. rclone runs
+files, (e) restore of the large files to a fresh folder of the share (``rclone copy`` back from its bucket).
+Ours runs as configured in production: SMB 3 encryption, zstd, AES-GCM with a certificate. rclone runs
 with its default flags (plus ``--s3-no-head`` for moto; ``AWS_CA_BUNDLE`` unset, see DESIGN.md). Pick cases
 and sizes with the options (``--help``; the environment's BENCH_FILES, BENCH_BIG, BENCH_BIG_MIB still set the
 defaults); ``--repeat R`` runs (b) R times, rclone and ours alternately (each a fresh first sync), and
@@ -13,6 +14,7 @@ per GB read.
 from __future__ import annotations
 
 import argparse
+import filecmp
 import os
 import random
 import resource
@@ -30,10 +32,11 @@ from tests.fixtures.smbd import smbd_server  # noqa: E402
 from workers.artifacts.service import ArtifactStore  # noqa: E402
 from workers.fileshare.handler import commit  # noqa: E402
 from workers.fileshare.repo import Repository  # noqa: E402
+from workers.fileshare.restore import Restorer  # noqa: E402
 from workers.fileshare.settings import FileshareSettings  # noqa: E402
 from workers.fileshare.sync import Sync  # noqa: E402
 from workers.fileshare.tree import open_tree  # noqa: E402
-from workers.storage.artifact import generate_self_signed, load_certificate  # noqa: E402
+from workers.storage.artifact import KeyRing, generate_self_signed, load_certificate  # noqa: E402
 from workers.storage.s3 import S3Store  # noqa: E402
 
 MiB = 1 << 20
@@ -71,6 +74,14 @@ def change_one_percent(root: Path, owner: str) -> tuple[int, int]:
 
 
 def rclone(smb, s3, folder: str, bucket: str) -> float:
+    started = time.monotonic()
+    subprocess.run(["rclone", "sync", f"src:{smb.share}/{folder}", f"dst:{bucket}/{folder}", "--s3-no-head"],
+                   env=rclone_env(smb, s3), check=True, capture_output=True)
+    return time.monotonic() - started
+
+
+def rclone_env(smb, s3) -> dict[str, str]:
+    """rclone's remotes: ``src`` the Samba share, ``dst`` the S3 server."""
     obscured = subprocess.run(["rclone", "obscure", smb.password], capture_output=True, text=True, check=True)
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
     env.update({"RCLONE_CONFIG_SRC_TYPE": "smb", "RCLONE_CONFIG_SRC_HOST": smb.host,
@@ -79,10 +90,7 @@ def rclone(smb, s3, folder: str, bucket: str) -> float:
                 "RCLONE_CONFIG_DST_PROVIDER": "Other", "RCLONE_CONFIG_DST_ENDPOINT": s3.url,
                 "RCLONE_CONFIG_DST_ACCESS_KEY_ID": s3.access_key, "RCLONE_CONFIG_DST_SECRET_ACCESS_KEY": s3.secret_key,
                 "RCLONE_CONFIG_DST_REGION": s3.region})
-    started = time.monotonic()
-    subprocess.run(["rclone", "sync", f"src:{smb.share}/{folder}", f"dst:{bucket}/{folder}", "--s3-no-head"],
-                   env=env, check=True, capture_output=True)
-    return time.monotonic() - started
+    return env
 
 
 def cpu_seconds() -> float:
@@ -115,8 +123,8 @@ def row(case: str, tool: str, seconds: float, files: int, nbytes: int, ref: floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", default="acdb", help="which cases to run, e.g. 'b' or 'acd' (default acdb; c "
-                        "and d re-sync the tree case a stored)")
+    parser.add_argument("--cases", default="acdbe", help="which cases to run, e.g. 'b' or 'acd' (default acdbe; c "
+                        "and d re-sync the tree case a stored; e restores the large files to a fresh folder)")
     parser.add_argument("--files", type=int, default=FILES, help="small files in (a) (default %(default)s)")
     parser.add_argument("--big", type=int, default=BIG, help="large files in (b) (default %(default)s)")
     parser.add_argument("--big-mib", type=int, default=BIG_MIB, help="MiB per large file (default %(default)s)")
@@ -125,7 +133,8 @@ def main() -> None:
     args = parser.parse_args()
     if set(args.cases) & {"c", "d"} and "a" not in args.cases:
         parser.error("cases c and d re-sync the tree case a stored: include a")
-    cert = load_certificate(generate_self_signed("bench", 1)[0])
+    cert_pem, key_pem = generate_self_signed("bench", 1)
+    cert = load_certificate(cert_pem)
     rows = ["| case | tool | seconds | files/s | MiB/s | speed vs rclone | our CPU s (per GB read) |",
             "|---|---|---|---|---|---|---|"]
     with smbd_server() as smb, moto_s3_server() as s3:
@@ -134,6 +143,8 @@ def main() -> None:
             rows += small_cases(smb, s3, cert, cache, args)
         if "b" in args.cases:
             rows += big_case(smb, s3, cert, cache, args)
+        if "e" in args.cases:
+            rows += restore_case(smb, s3, cert, key_pem, cache, args)
         shutil.rmtree(cache, ignore_errors=True)
     print("\n".join(rows))
 
@@ -151,6 +162,39 @@ def big_case(smb, s3, cert, cache: Path, args: argparse.Namespace) -> list[str]:
     label = f"(b) {count} x {args.big_mib} MiB" + (f", best of {args.repeat}" if args.repeat > 1 else "")
     return [row(label, "rclone", best_r, count, total, None),
             row(label, "appsvc-dr", best_o[0], count, total, best_r, best_o[1])]
+
+
+def restore_case(smb, s3, cert, key_pem: bytes, cache: Path, args: argparse.Namespace) -> list[str]:
+    """(e): the large files, stored by each tool, restored to a fresh folder of the share: ``rclone copy`` from
+    its bucket, ours a snapshot restore (decrypt, verify every blob, set mtimes). Both results are compared
+    with the source, file by file."""
+    count, total = populate(smb.path / "big", smb.username, False, args.big, args.big_mib)
+    rclone(smb, s3, "big", "rclone-restore")
+    ours(smb, s3, "big", "ours-restore", cert, cache / "e", "e1")
+    for folder in ("restored-rclone", "restored-ours"):
+        (smb.path / folder).mkdir()
+        shutil.chown(smb.path / folder, smb.username)
+    started = time.monotonic()
+    subprocess.run(["rclone", "copy", "dst:rclone-restore/big", f"src:{smb.share}/restored-rclone"],
+                   env=rclone_env(smb, s3), check=True, capture_output=True)
+    theirs = time.monotonic() - started
+    key = cache / "restore-key.pem"
+    key.write_bytes(key_pem)
+    repo = Repository(ArtifactStore(S3Store(s3.endpoint, s3.access_key, s3.secret_key, "ours-restore", secure=False),
+                                    certificate=cert), "bench")
+    keys = KeyRing.from_files(keys=[key])
+    started, cpu = time.monotonic(), cpu_seconds()
+    target = open_tree(smb.unc("restored-ours"), username=smb.username, password=smb.password, port=smb.port)
+    Restorer(repo, target, keys=keys).run(repo.manifest("e1", keys, cached=False))
+    mine, cpu = time.monotonic() - started, cpu_seconds() - cpu
+    for folder in ("restored-rclone", "restored-ours"):
+        for source in (smb.path / "big").iterdir():
+            if not filecmp.cmp(source, smb.path / folder / source.name, shallow=False):
+                raise SystemExit(f"{folder}/{source.name} differs from the source")
+    s3.reset()
+    label = f"(e) restore {count} x {args.big_mib} MiB"
+    return [row(label, "rclone", theirs, count, total, None),
+            row(label, "appsvc-dr", mine, count, total, theirs, {"cpu_seconds": cpu, "bytes_read": total})]
 
 
 def small_cases(smb, s3, cert, cache: Path, args: argparse.Namespace) -> list[str]:
