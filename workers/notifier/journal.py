@@ -43,6 +43,7 @@ class PendingJournal:
         self.path = Path(os.path.expanduser(str(path)))
         self._lock = threading.Lock()
         self._warned = False
+        self._written: str | None = None        # the body last written (no rewrite when nothing changed)
 
     def load(self) -> list[GroupSummary]:
         """What a previous run left pending (empty when there is no file)."""
@@ -66,12 +67,14 @@ class PendingJournal:
     def save(self, pending: Iterable[GroupSummary]) -> None:
         body = json.dumps({"format": FORMAT, "pending": [_summary_to_json(s) for s in pending]})
         with self._lock:
+            if body == self._written:
+                return
             tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 tmp.write_text(body, "utf-8")
                 os.replace(tmp, self.path)
-                self._warned = False
+                self._written, self._warned = body, False
             except OSError as exc:
                 if not self._warned:
                     log.warning("cannot write the pending notifications to %s (%s): a crash would lose them",
