@@ -68,7 +68,7 @@ def require_tool(name: str, *, optional: bool = False) -> str:
 
 
 def run(cmd: list[str], *, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
     assert result.returncode == 0, f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -105,7 +105,7 @@ def load_settings_in_subprocess(env: dict[str, str]) -> subprocess.CompletedProc
     code = ("from workers.runtime.config import load_settings; s = load_settings(); "
             "print(s.store.kind, s.metrics.host, s.metrics.port, s.worker.grace_period)")
     return subprocess.run([sys.executable, "-c", code], env=clean, cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, check=False)
 
 
 def free_port() -> int:
