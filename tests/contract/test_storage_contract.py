@@ -101,9 +101,12 @@ def test_put_with_the_callers_sha256_stores_the_same_bytes(store: StorageBackend
     data = random.Random(size).randbytes(size)
     digest = hashlib.sha256(data).hexdigest()
     # When they are put with it
-    info = store.put("set-1/packs/known", io.BytesIO(data), size=size, sha256=digest)
-    # Then they are stored as given
+    info = store.put("set-1/packs/known", io.BytesIO(data), size=size, sha256=digest, metadata={"k": "v"})
+    # Then they are stored as given, and put reports what stat does (S3 answers without a HEAD request here)
     assert info.size == size and read_digest(store, "set-1/packs/known") == (size, digest)
+    stat = store.stat("set-1/packs/known")
+    assert (info.key, info.size, info.metadata, info.etag) == (stat.key, stat.size, stat.metadata, stat.etag)
+    assert abs(info.modified - stat.modified) < timedelta(minutes=1) and info.modified.tzinfo is not None
 
 
 def test_round_trip_multipart_sized_object_streamed(store: StorageBackend) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import json
 import os
@@ -254,3 +255,20 @@ def test_factory_builds_each_kind_and_rejects_bad_settings_with_hints(tmp_path: 
                               (StoreSettings(kind="smb", smb_path="fs01/share"), "APPSVC_DR_STORE__SMB_PATH"),
                               (StoreSettings(kind="s3", s3_bucket="Bad_Bucket"), "APPSVC_DR_STORE__S3_BUCKET")):
         caught(lambda: build_store(settings), StorageMisconfigured, settings=(setting,))
+
+
+def test_s3_put_of_bytes_the_server_checked_needs_no_head_request(s3_server, monkeypatch):
+    # Given an S3 store whose HEAD requests are counted
+    store = S3Store(s3_server.endpoint, s3_server.access_key, s3_server.secret_key,
+                    f"nohead-{random_secrets.token_hex(4)}", secure=False)
+    heads: list[str] = []
+    real_stat = store._client.stat_object
+    monkeypatch.setattr(store._client, "stat_object", lambda bucket, key, *a, **k: heads.append(key) or
+                        real_stat(bucket, key, *a, **k))
+    data = b"pack bytes " * 1000
+    # When bytes go up with their SHA-256 (one request the server checks), and others without it
+    store.put("p/known", io.BytesIO(data), size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    store.put("p/unknown", io.BytesIO(data), size=len(data))
+    # Then only the second is looked at again to learn what landed
+    assert heads == ["p/unknown"]
+    # (a wrong SHA-256 is the server's to refuse: MinIO and S3 do, moto does not check it, see DESIGN.md)

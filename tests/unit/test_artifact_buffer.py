@@ -94,8 +94,10 @@ def test_put_buffer_stores_records_and_deduplicates_like_put(tmp_path, keys):
     body = bytearray(mixed(2 * MiB + 3))
     # Given a body put under a key never used before (a random pack id)
     first = store.put_buffer("s/fileshare/packs/p1", memoryview(body), new_key=True)
-    # Then no record was looked for, the backend got the stored bytes' SHA-256, and the record describes them
-    assert backend.opened == [] and backend.hashes == [first.stored_sha256, None]
+    # Then no record was looked for, the backend got the stored bytes' SHA-256 (and the record's), and the
+    # record describes them
+    record = (tmp_path / ("s/fileshare/packs/p1" + RECORD_SUFFIX)).read_bytes()
+    assert backend.opened == [] and backend.hashes == [first.stored_sha256, hashlib.sha256(record).hexdigest()]
     assert store.record("s/fileshare/packs/p1") == first and first.plaintext_size == len(body)
     out = io.BytesIO()
     store.get("s/fileshare/packs/p1", out, keys=ring)

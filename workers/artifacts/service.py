@@ -94,7 +94,8 @@ class ArtifactStore:
 
     def _write_record(self, artifact: StoredArtifact) -> None:
         body = artifact.to_json()
-        self.backend.put(artifact.key + RECORD_SUFFIX, io.BytesIO(body), size=len(body))
+        self.backend.put(artifact.key + RECORD_SUFFIX, io.BytesIO(body), size=len(body),
+                         sha256=hashlib.sha256(body).hexdigest())     # the store checks it (S3: and no HEAD)
 
     # ---- put -------------------------------------------------------------------------------------
     def put(self, key: str, open_source: Opener, *, known_sha256: str | None = None,
