@@ -27,13 +27,11 @@ from typing import Callable, Iterable
 
 from workers.artifacts.service import RECORD_SUFFIX
 from workers.fileshare.manifest import Manifest
-from workers.fileshare.repack import Repacker, RepackResult, choose, to_move
+from workers.fileshare.repack import Entries, Repacker, RepackResult, choose, to_move
 from workers.fileshare.repo import Repository, index_body
 from workers.runtime.errors import PermanentError
 from workers.storage.artifact import KeyRing, decode
 from workers.storage.base import ObjectInfo, ObjectNotFound
-
-Entries = dict[str, list]                # pack id -> [[blob, offset, length], ...]
 
 
 def reachable(manifests: Iterable[Manifest]) -> set[str]:

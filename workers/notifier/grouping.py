@@ -83,13 +83,17 @@ class _Group:
     pending_first: datetime | None = None
     pending_last: JobFailed | None = None
 
-    def summary(self) -> GroupSummary | None:
-        """The pending repeats as a summary (and forget them); None when there are none."""
+    def peek(self) -> GroupSummary | None:
+        """The pending repeats as a summary, left pending; None when there are none."""
         if not self.pending or self.pending_last is None:
             return None
         last = self.pending_last
-        summary = GroupSummary(event=last, count=self.pending, first=self.pending_first or last.occurred_at,
-                               last=last.occurred_at, first_seen=self.first_seen)
+        return GroupSummary(event=last, count=self.pending, first=self.pending_first or last.occurred_at,
+                            last=last.occurred_at, first_seen=self.first_seen)
+
+    def summary(self) -> GroupSummary | None:
+        """The pending repeats as a summary (and forget them); None when there are none."""
+        summary = self.peek()
         self.pending, self.pending_first, self.pending_last = 0, None, None
         return summary
 
@@ -157,9 +161,7 @@ class FailureGrouper:
     def peek(self) -> list[GroupSummary]:
         """The pending repeats of every group as summaries, left pending (what a journal must keep)."""
         with self._lock:
-            return [GroupSummary(event=g.pending_last, count=g.pending, first=g.pending_first or
-                                 g.pending_last.occurred_at, last=g.pending_last.occurred_at, first_seen=g.first_seen)
-                    for g in self._groups.values() if g.pending and g.pending_last is not None]
+            return [summary for g in self._groups.values() if (summary := g.peek()) is not None]
 
     def next_due(self) -> float | None:
         """Seconds until the next window with suppressed repeats closes (0: overdue); None when none waits."""

@@ -132,7 +132,7 @@ class FastConnection(Connection):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._aeads: dict[int, tuple[bytes, Any, int]] = {}
+        self._aeads: dict[bytes, tuple[Any, int]] = {}     # session key -> (AEAD, nonce size)
 
     @property
     def transport(self) -> Any:
@@ -144,17 +144,22 @@ class FastConnection(Connection):
             value = FastTcp(value.server, value.port, value.timeout, self._decrypt_buffer)
         self.__dict__["_transport"] = value
 
+    def _aead(self, key: bytes) -> tuple[Any, int]:
+        """The cipher for a session key and its nonce size: AES-GCM when SMB 3.1.1 negotiated it, else AES-CCM
+        (as smbprotocol's own ``_encrypt`` / ``_decrypt`` choose)."""
+        cached = self._aeads.get(key)
+        if cached is None:
+            gcm = self.dialect >= Dialects.SMB_3_1_1 and self.cipher_id in (Ciphers.AES_128_GCM, Ciphers.AES_256_GCM)
+            cached = self._aeads[key] = (AESGCM(key), 12) if gcm else (AESCCM(key), 11)
+        return cached
+
     def _decrypt_buffer(self, buf: bytearray, length: int) -> bytes | None:
         flags, session_id = _FLAGS_SESSION.unpack_from(buf, 42)
         session = self.session_table.get(session_id)
         key = getattr(session, "decryption_key", None)
         if flags != 0x0001 or not key:
             return None                             # smbprotocol's own path reports it
-        cached = self._aeads.get(session_id)
-        if cached is None or cached[0] != key:
-            gcm = self.dialect >= Dialects.SMB_3_1_1 and self.cipher_id in (Ciphers.AES_128_GCM, Ciphers.AES_256_GCM)
-            cached = self._aeads[session_id] = (key, AESGCM(key) if gcm else AESCCM(key), 12 if gcm else 11)
-        _, aead, nonce_size = cached
+        aead, nonce_size = self._aead(key)
         buf[length:length + _TAG] = buf[4:4 + _TAG]      # ciphertext || tag, as the AEAD API wants it
         with memoryview(buf) as view:
             return aead.decrypt(view[20:20 + nonce_size], view[_TRANSFORM_SIZE:length + _TAG], view[20:52])
@@ -162,12 +167,11 @@ class FastConnection(Connection):
     def _encrypt(self, b_data: bytes, session: Any) -> Encrypted:
         """smbprotocol's ``_encrypt`` without re-slicing and re-packing the ciphertext (two copies of what is
         written): the transform header is built in place and sent beside the ciphertext."""
-        gcm = self.dialect >= Dialects.SMB_3_1_1 and self.cipher_id in (Ciphers.AES_128_GCM, Ciphers.AES_256_GCM)
-        nonce = os.urandom(12 if gcm else 11)
+        aead, nonce_size = self._aead(session.encryption_key)
+        nonce = os.urandom(nonce_size)
         head = bytearray(_TRANSFORM_SIZE)
-        head[:4], head[20:20 + len(nonce)] = TRANSFORM, nonce
+        head[:4], head[20:20 + nonce_size] = TRANSFORM, nonce
         _SIZE_FLAGS_SESSION.pack_into(head, 36, len(b_data), 0, 0x0001, session.session_id)
-        aead = (AESGCM if gcm else AESCCM)(session.encryption_key)
         sealed = aead.encrypt(nonce, b_data, bytes(head[20:]))
         head[4:4 + _TAG] = sealed[-_TAG:]
         return Encrypted(head, memoryview(sealed)[:-_TAG])
