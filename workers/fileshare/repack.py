@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from workers.fileshare.packer import Packer
 from workers.fileshare.repo import Repository
@@ -48,10 +48,7 @@ def to_move(keep: Entries, repack: list[str], live: set[str]) -> dict[str, int]:
 @dataclass
 class RepackResult:
     packs_written: int = 0
-    blobs_moved: int = 0
-    bytes_moved: int = 0                 # plaintext
     bytes_stored: int = 0                # as stored (compressed, encrypted)
-    index_objects: list[str] = field(default_factory=list)
 
 
 class Repacker:
@@ -79,19 +76,16 @@ class Repacker:
         """Move the blobs of ``packs`` that are in ``needed`` (live blobs no other kept pack holds)."""
         fresh = Repository(self.repo.data, self.repo.stamp)
         packer = Packer(fresh, target=self.pack_size - PACK_MARGIN, uploads=self.uploads)
-        result = RepackResult()
         try:
             for pack in packs:
-                self._move(pack, entries[pack], needed, packer, result)
+                self._move(pack, entries[pack], needed, packer)
             packer.finish()
         except BaseException:
             packer.abort()
             raise
-        result.packs_written, result.bytes_stored = packer.packs, packer.stored_bytes
-        result.index_objects = sorted(fresh.index.objects)
-        return result
+        return RepackResult(packs_written=packer.packs, bytes_stored=packer.stored_bytes)
 
-    def _move(self, pack: str, blobs: list, needed: set[str], packer: Packer, result: RepackResult) -> None:
+    def _move(self, pack: str, blobs: list, needed: set[str], packer: Packer) -> None:
         body = io.BytesIO()
         self.repo.read_pack(pack, body, self.keys)          # decrypted and verified by the artifact format
         with body.getbuffer() as view:
@@ -102,7 +96,5 @@ class Repacker:
                 if len(data) != length or hashlib.sha256(data).hexdigest() != blob:
                     raise IntegrityError(f"blob {blob[:12]} in pack {pack[:12]} does not match its id: the pack is "
                                          "corrupt; nothing was deleted")
-                if packer.add(blob, data):
-                    result.blobs_moved += 1
-                    result.bytes_moved += length
+                packer.add(blob, data)
                 needed.discard(blob)
