@@ -116,6 +116,9 @@ class App:
     def __init__(self, settings: Settings, names: list[str | WorkerFactory],
                  middleware: list[Middleware] | None = None, registry: Registry | None = None) -> None:
         self.settings = settings
+        if settings.encryption.signing_key is None:
+            log.warning("no signing key configured (APPSVC_DR_ENCRYPTION__SIGNING_KEY): stored objects are not "
+                        "signed, so readers cannot tell them from forged ones; `appsvc-dr keys create-signing`")
         self.metrics = Metrics()
         deps = Deps(settings, self.metrics, registry or default_registry())
         self.specs = [(resolve(n) if isinstance(n, str) else n)(deps) for n in names]

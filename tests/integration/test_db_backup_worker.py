@@ -16,7 +16,7 @@ from tests.fixtures.postgres import (PG_HOST, PG_PORT, PG_USER, connect, drop_da
                                      postgres_available, scratch_database, table_fingerprints, unique_name)
 from tests.fixtures.rabbit import run_cli, running, settings_for, tap, wait_for
 from tests.fixtures.webhook_server import webhook_server  # noqa: F401 - session fixture
-from tests.unit.certs import make_cert
+from tests.unit.certs import make_cert, signing_settings
 from workers.app import App
 from workers.runtime import dlq
 from workers.runtime.publisher import Publisher
@@ -43,7 +43,7 @@ def env(rabbit_vhost, tmp_path, smb_server, s3_server):
             store={"kind": "s3", "s3_endpoint": s3_server.endpoint, "s3_access_key": s3_server.access_key,
                    "s3_secret_key": s3_server.secret_key, "s3_bucket": f"db-{uuid.uuid4().hex[:10]}",
                    "s3_region": s3_server.region, "s3_secure": False},
-            encryption={"certificate": str(tmp_path / "cert.pem")},
+            encryption={"certificate": str(tmp_path / "cert.pem"), **signing_settings(tmp_path)},
             staging={"smb_username": smb_server.username, "smb_password": smb_server.password,
                      "smb_port": smb_server.port, "database_dir": smb_server.unc(staging.name)},
             database={"engine": "postgres", "server": PG_HOST, "port": PG_PORT, "username": PG_USER,

@@ -17,7 +17,7 @@ from tests.fixtures import started
 from tests.fixtures.postgres import PG_HOST, PG_PORT, PG_USER, connect, fill_sample, postgres_available, \
     scratch_database
 from tests.fixtures.rabbit import run_cli, running, settings_for, tap, vhost, wait_for
-from tests.unit.certs import make_cert
+from tests.unit.certs import make_cert, signing_settings
 from tests.unit.test_fileshare_trees import make_tree
 from workers.app import App
 from workers.drill.results import METRIC
@@ -57,7 +57,7 @@ def pipeline(tmp_path_factory):
         fill_sample(database, rows=500)
         settings = settings_for(
             name, store={"kind": "local", "local_path": str(root / "store")},
-            encryption={"certificate": str(root / "cert.pem")}, secrets={"drop_path": str(root / "drop")},
+            encryption={"certificate": str(root / "cert.pem"), **signing_settings(root)}, secrets={"drop_path": str(root / "drop")},
             staging={"database_dir": str(root / "staging")},
             database={"engine": "postgres", "server": PG_HOST, "port": PG_PORT, "username": PG_USER,
                       "databases": [database]},

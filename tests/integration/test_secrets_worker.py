@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from tests.fixtures.rabbit import REPO, run_cli, running, settings_for, tap, wait_for
 from tests.fixtures.webhook_server import webhook_server  # noqa: F401 - session fixture
-from tests.unit.certs import make_cert
+from tests.unit.certs import make_cert, signing_settings
 from workers.app import App
 from workers.runtime import dlq
 from workers.runtime.amqp import connection_parameters
@@ -38,7 +38,7 @@ def env(rabbit_vhost, tmp_path, smb_server):
     shutil.chown(drop, smb_server.username)
     settings = settings_for(
         rabbit_vhost, store={"kind": "local", "local_path": str(tmp_path / "store")},
-        encryption={"certificate": str(tmp_path / "cert.pem")},
+        encryption={"certificate": str(tmp_path / "cert.pem"), **signing_settings(tmp_path)},
         staging={"smb_username": smb_server.username, "smb_password": smb_server.password,
                  "smb_port": smb_server.port},
         secrets={"drop_path": smb_server.unc(drop.name)})

@@ -10,7 +10,7 @@ import pytest
 
 from contracts import ArtifactReady, ArtifactReadyPayload
 from tests.fixtures.rabbit import running, settings_for, tap, wait_for
-from tests.unit.certs import make_cert
+from tests.unit.certs import make_cert, signing_settings
 from workers.app import App
 from workers.artifacts.catalog import read_manifest
 from workers.runtime import dlq
@@ -41,7 +41,8 @@ def cert_files(tmp_path):
 
 def upload_settings(vhost, tmp_path, smb, certificate=None):
     return settings_for(vhost, store={"kind": "local", "local_path": str(tmp_path / "store")},
-                        encryption={"certificate": str(certificate) if certificate else None},
+                        encryption={"certificate": str(certificate) if certificate else None,
+                                    **(signing_settings(tmp_path) if certificate else {})},
                         staging={"smb_username": smb.username, "smb_password": smb.password,
                                  "smb_port": smb.port})
 

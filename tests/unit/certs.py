@@ -73,3 +73,36 @@ def make_ec_cert_pem(name: str = "appsvc-dr-ec") -> bytes:
     """A self-signed EC certificate (PEM): not usable for key wrapping."""
     key = ec.generate_private_key(ec.SECP256R1())
     return _self_signed(name, key).public_bytes(serialization.Encoding.PEM)
+
+
+@functools.lru_cache(maxsize=None)
+def make_signing_key(name: str = "appsvc-dr-signing") -> tuple[bytes, bytes]:
+    """A fresh Ed25519 signing key pair (cached per name): (private PEM, public verify PEM)."""
+    from workers.storage.signing import generate_signing_key
+    private, public, _kid = generate_signing_key()
+    return private, public
+
+
+def write_signing(directory, name: str = "appsvc-dr-signing") -> tuple:
+    """``directory/signing.pem`` (0600) and ``directory/verify.pem``; returns both paths."""
+    private, public = make_signing_key(name)
+    key, pub = directory / f"{name}.pem", directory / f"{name}.pub.pem"
+    key.write_bytes(private)
+    key.chmod(0o600)
+    pub.write_bytes(public)
+    return key, pub
+
+
+def signing_settings(directory, name: str = "appsvc-dr-signing") -> dict:
+    """The ``encryption`` settings fields for a worker that signs and verifies with the test key."""
+    key, pub = write_signing(directory, name)
+    return {"signing_key": str(key), "verify_keys": [str(pub)]}
+
+
+def signed(backend, directory, *, signer: str | None = "appsvc-dr-signing",
+           verify: tuple[str, ...] = ("appsvc-dr-signing",), allow_unsigned: bool = False):
+    """``backend`` with a Trust attached: signs with ``signer``'s key, accepts ``verify`` keys' signatures."""
+    from workers.storage.signing import Trust, attach
+    key = write_signing(directory, signer)[0] if signer else None
+    return attach(backend, Trust.from_files(key, [write_signing(directory, v)[1] for v in verify],
+                                            allow_unsigned=allow_unsigned))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from contracts import new_backup_set_id
-from tests.unit.certs import make_cert
+from tests.unit.certs import make_cert, signed
 from tests.unit.fake_pyodbc import Expect, FakeOdbc, lookup, progress_sets, rows, verify_ok
 from workers.artifacts.catalog import artifact_key
 from workers.artifacts.service import ArtifactStore
@@ -118,7 +118,8 @@ def test_markers_round_trip_and_give_the_metric_per_stamp_and_result(tmp_path):
 def secrets_drill(tmp_path):
     cert = make_cert("drill-unit")
     cert.write(tmp_path)
-    store = ArtifactStore(LocalStore(tmp_path / "store"), certificate=load_certificate(tmp_path / "cert.pem"))
+    store = ArtifactStore(signed(LocalStore(tmp_path / "store"), tmp_path),
+                          certificate=load_certificate(tmp_path / "cert.pem"))
     keys = KeyRing()
     keys.add_pem(tmp_path / "key.pem")
     settings = load_settings(store={"kind": "local", "local_path": str(tmp_path / "store")})

@@ -3,6 +3,12 @@
 Each stored artifact ``KEY`` has a small JSON record ``KEY.record.json`` written after verification: sizes,
 hashes of plaintext and stored bytes, compression, encryption and certificate thumbprint, times. Records
 are what catalogs and manifests are rebuilt from; the store is the source of truth.
+
+Records are signed (``workers.storage.signing``) with the key they describe bound in, and the SHA-256 of the
+stored bytes in them covers the artifact's header, segments and trailer: a valid record signature plus a
+read to EOF proves the artifact is the one a worker wrote under that key. Keys are write-once: different
+content for a key that holds an artifact is refused; the same content is idempotent. Artifacts of the
+``secrets`` component are never read unencrypted (writers ask for encryption: ``require_encryption``).
 """
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import BinaryIO, Callable, ContextManager, Iterator, Literal
@@ -17,11 +24,14 @@ from typing import BinaryIO, Callable, ContextManager, Iterator, Literal
 from cryptography.x509 import Certificate
 
 from workers.runtime.errors import ConfigurationError, PermanentError, TransientError
-from workers.storage.artifact import (EncodedBuffer, EncodingStream, KeyRing, decode, encode, encode_buffer,
-                                      thumbprint)
+from workers.storage.artifact import (EncodedBuffer, EncodingStream, IntegrityError, KeyRing, decode, encode,
+                                      encode_buffer, thumbprint)
 from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
+from workers.storage.signing import SIGNATURE_FIELD, SignatureError, Trust, canonical, trust_of
 
+log = logging.getLogger("appsvc_dr.artifacts")
 RECORD_SUFFIX = ".record.json"
+ENCRYPTED_ONLY = "secrets"          # the component whose artifacts are never stored or read unencrypted
 CHUNK = 1024 * 1024
 Opener = Callable[[], ContextManager[BinaryIO]]
 Progress = Callable[[int], None]
@@ -69,6 +79,18 @@ class _Counting(io.RawIOBase):
         return len(data)
 
 
+def encrypted_only(key: str) -> bool:
+    """``<stamp>/secrets/<version>/…`` and ``<stamp>/<set>/secrets/…``: secrets are always encrypted."""
+    parts = key.split("/")
+    return ENCRYPTED_ONLY in parts[1:3] and len(parts) >= 3
+
+
+class OverwriteError(PermanentError):
+    default_hint = ("An event tried to overwrite a stored artifact with different content; stored keys are "
+                    "write-once. Find out who published it (a replayed or forged event?); the stored artifact "
+                    "is unchanged.")
+
+
 def sha256_of(stream: BinaryIO) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
     while chunk := stream.read(CHUNK):
@@ -82,18 +104,37 @@ class ArtifactStore:
                  level: int = 3, verify: Literal["stat", "read-back"] = "stat") -> None:
         self.backend, self.certificate, self.compress = backend, certificate, compress
         self.level, self.verify_mode = level, verify
+        self._warned = False
+
+    @property
+    def trust(self) -> Trust:
+        return trust_of(self.backend)
 
     # ---- records ---------------------------------------------------------------------------------
-    def record(self, key: str) -> StoredArtifact | None:
+    def record(self, key: str, *, verify: bool = True, required: bool = False) -> StoredArtifact | None:
+        """The record of ``key``, its signature checked (``verify``) when verify keys are configured or
+        ``required``; SignatureError when it is unsigned, forged or belongs to another key."""
         try:
             with self.backend.open(key + RECORD_SUFFIX) as stream:
                 data = json.loads(stream.read(1024 * 1024))
+            if not isinstance(data, dict):
+                raise ValueError
+            if verify:
+                self.trust.check(key + RECORD_SUFFIX, hashlib.sha256(canonical(data)).digest(),
+                                 data.get(SIGNATURE_FIELD), what="artifact record", required=required)
+            data.pop(SIGNATURE_FIELD, None)
+            rec = StoredArtifact(**data)
         except ObjectNotFound:
             return None
-        return StoredArtifact(**data)
+        except (ValueError, TypeError):
+            raise IntegrityError(f"the record of {key} is not a valid artifact record") from None
+        if rec.key != key:
+            raise SignatureError(f"the record stored for {key} describes {rec.key}: it was moved from another key")
+        return rec
 
     def _write_record(self, artifact: StoredArtifact) -> None:
-        body = artifact.to_json()
+        rk = artifact.key + RECORD_SUFFIX
+        body = json.dumps(self.trust.sign_json(rk, json.loads(artifact.to_json())), sort_keys=True).encode()
         self.backend.put(artifact.key + RECORD_SUFFIX, io.BytesIO(body), size=len(body),
                          sha256=hashlib.sha256(body).hexdigest())     # the store checks it (S3: and no HEAD)
 
@@ -146,13 +187,34 @@ class ArtifactStore:
     def _reuse(self, key: str, open_source: Opener, known_sha256: str | None,
                require_encryption: bool) -> StoredArtifact | None:
         """The artifact already stored under ``key`` if it holds the same plaintext; else None, after removing
-        a stale record (an old record must never describe the new object)."""
+        a stale record (an old record must never describe the new object). Write-once: a key whose record
+        holds a different plaintext is refused (OverwriteError)."""
         self._check_encryption(key, require_encryption)
-        rec = self.record(key)
+        try:
+            rec = self.record(key, verify=False)        # the writer compares content; readers check signatures
+        except IntegrityError:
+            rec = None                                  # a damaged record describes nothing: store again
+        if rec is not None and rec.plaintext_sha256:
+            if known_sha256 is None:
+                known_sha256 = self._hash(open_source)
+            self._refuse_overwrite(rec, known_sha256)
         existing = self._existing(key, rec, open_source, known_sha256)
         if existing is None and rec is not None:
+            if rec.plaintext_sha256:            # about to rewrite the same content: the claim must hold
+                self._refuse_overwrite(rec, self._hash(open_source))
             self.backend.delete(key + RECORD_SUFFIX)
         return existing
+
+    @staticmethod
+    def _hash(open_source: Opener) -> str:
+        with open_source() as source:
+            return sha256_of(source)[0]
+
+    def _refuse_overwrite(self, rec: StoredArtifact, sha256: str) -> None:
+        if sha256 != rec.plaintext_sha256:
+            raise OverwriteError(f"refusing to overwrite {rec.key} on {self.backend.name}: it holds an artifact "
+                                 f"with different content (SHA-256 {str(rec.plaintext_sha256)[:12]}…, new "
+                                 f"{sha256[:12]}…)")
 
     def _recorded(self, key: str, encoded: EncodingStream | EncodedBuffer, landed: ObjectInfo) -> StoredArtifact:
         """Verify what landed against what was encoded, then write the record."""
@@ -177,8 +239,7 @@ class ArtifactStore:
         if info.size != rec.stored_size or (rec.object_modified and info.modified.isoformat() != rec.object_modified):
             return None  # the object was rewritten since it was verified: store it again
         if known_sha256 is None:
-            with open_source() as source:
-                known_sha256, _ = sha256_of(source)
+            known_sha256 = self._hash(open_source)
         return replace(rec, deduplicated=True) if rec.plaintext_sha256 and known_sha256 == rec.plaintext_sha256 \
             else None
 
@@ -205,8 +266,14 @@ class ArtifactStore:
         return replace(artifact, object_modified=info.modified.isoformat())
 
     # ---- get / verify ----------------------------------------------------------------------------
-    def _required_record(self, key: str) -> StoredArtifact:
-        rec = self.record(key)
+    def _required_record(self, key: str, decrypting: bool = False) -> StoredArtifact:
+        """The record of an artifact about to be read. Signatures are required when verify keys are configured
+        and always for secrets; a restore (``decrypting``) without verify keys is warned about once."""
+        if decrypting and not self.trust.verifies and not self._warned:
+            self._warned = True
+            log.warning("restoring from %s without checking signatures: no verify key is configured (set "
+                        "APPSVC_DR_ENCRYPTION__VERIFY_KEYS to the workers' public verify key)", self.backend.name)
+        rec = self.record(key, required=encrypted_only(key))
         if rec is None:
             raise ObjectNotFound(f"no artifact record for {key} on {self.backend.name}",
                                  hint="List artifacts with `appsvc-dr artifacts list`; the upload may not have "
@@ -217,13 +284,19 @@ class ArtifactStore:
                    progress: Progress | None = None) -> ContextManager[BinaryIO]:
         """A readable stream of the plaintext of ``key``. Reading it to the end verifies every hash; a
         mismatch raises from ``read`` (or on leaving the block), so never trust data not read to EOF."""
-        return self._plain(self._required_record(key), keys, progress)
+        return self._plain(self._required_record(key, keys is not None), keys, progress)
 
     @contextlib.contextmanager
     def _plain(self, rec: StoredArtifact, keys: KeyRing | None, progress: Progress | None) -> Iterator[BinaryIO]:
+        if encrypted_only(rec.key) and not rec.encrypted:
+            raise SignatureError(f"{rec.key} is stored unencrypted: secrets are always encrypted, so it was not "
+                                 "written by a worker", hint="Restore another secrets version or set; find out "
+                                                             "who can write to the store.")
         with self.backend.open(rec.key) as stream:
             decoded = decode(_Counting(stream, progress), keys=keys, expected_sha256=rec.plaintext_sha256,
                              expected_size=rec.plaintext_size)
+            if decoded.encrypted != rec.encrypted:
+                raise IntegrityError(f"{rec.key}: the artifact's header and its record disagree on encryption")
             yield decoded
         if decoded.stored_sha256 is not None and decoded.stored_sha256 != rec.stored_sha256:
             raise PermanentError(f"{rec.key}: stored bytes do not match the record",
@@ -232,7 +305,7 @@ class ArtifactStore:
     def get(self, key: str, out: BinaryIO, *, keys: KeyRing | None = None,
             progress: Progress | None = None) -> StoredArtifact:
         """Stream the plaintext of ``key`` into ``out``, verifying hashes; raises on any mismatch."""
-        return self._copy(self._required_record(key), out, keys, progress)
+        return self._copy(self._required_record(key, keys is not None), out, keys, progress)
 
     def _copy(self, rec: StoredArtifact, out: BinaryIO, keys: KeyRing | None,
               progress: Progress | None = None) -> StoredArtifact:
@@ -243,7 +316,7 @@ class ArtifactStore:
 
     def check(self, key: str, *, keys: KeyRing | None = None) -> StoredArtifact:
         """Re-read ``key`` completely (like `restic check --read-data`); decrypts too when keys are given."""
-        rec = self._required_record(key)
+        rec = self._required_record(key, keys is not None)
         if keys is not None or not rec.encrypted:
             return self._copy(rec, _Discard(), keys)
         with self.backend.open(key) as stream:

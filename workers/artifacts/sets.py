@@ -31,6 +31,7 @@ from typing import Iterable, Mapping
 
 from workers.artifacts.catalog import MANIFEST, BackupSet
 from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
+from workers.storage.signing import sign_body, verified
 
 PLAN = "plan.json"
 COMPLETE = "complete.json"
@@ -110,14 +111,15 @@ def _read_json(backend: StorageBackend, key: str) -> dict | None:
             data = json.loads(stream.read(1024 * 1024))
     except (ObjectNotFound, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    return verified(backend, key, data, "catalog object") if isinstance(data, dict) else None   # signed?
 
 
 def put_once(backend: StorageBackend, key: str, body: bytes) -> bool:
     """Write ``key`` unless it exists; True if this call wrote it. Not atomic across processes: two racing
-    writers may both write (the last body wins), which callers must tolerate."""
+    writers may both write (the last body wins), which callers must tolerate. Signed (``signing``)."""
     if backend.exists(key):
         return False
+    body = sign_body(backend, key, body)
     backend.put(key, io.BytesIO(body), size=len(body))
     return True
 

@@ -41,6 +41,7 @@ from workers.fileshare.repo import Repository
 from workers.runtime.config import RetentionSettings, Settings
 from workers.runtime.handler import JobContext, WorkerSpec
 from workers.storage.factory import build_store
+from workers.storage.signing import attach, trust_from_settings
 
 WORKER = "catalog"
 _COMPLETED_IDS = uuid.UUID("6f1c7d52-8a57-4a43-9d0e-3c9b51f0c0de")
@@ -177,7 +178,7 @@ AUDITED = ("secrets-stored", "database-backed-up", "fileshare-synced")
 
 def build_catalog_worker(settings: Settings, store: ArtifactStore | None = None) -> WorkerSpec:
     """The ``catalog`` worker. It only reads records and writes small JSON files: no certificate needed."""
-    handler = CatalogHandler(settings.retention, store or ArtifactStore(build_store(settings.store)),
+    handler = CatalogHandler(settings.retention, store or ArtifactStore(attach(build_store(settings.store), trust_from_settings(settings.encryption))),
                              databases=len(settings.database.databases), components=tuple(settings.components))
     handlers = {"backup-due": handler.backup_due, "artifact-stored": handler.artifact_stored,
                 "backup-set-completed": handler.backup_set_completed}

@@ -16,15 +16,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from workers.cli import artifacts, config_cmd, demo_cmd, dlq, drill_cmd, fileshare_cmd, publish, restore, \
-        run, schedule_cmd, secrets_cmd
+    from workers.cli import artifacts, config_cmd, demo_cmd, dlq, drill_cmd, fileshare_cmd, keys_cmd, publish, \
+        restore, run, schedule_cmd, secrets_cmd
 
     parser = argparse.ArgumentParser(prog="appsvc-dr", description="Backup and disaster recovery for App "
                                      "Service on Azure Stack Hub.")
     parser.add_argument("--config", help="TOML configuration file (env APPSVC_DR_CONFIG_FILE)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (publish, run, dlq, config_cmd, secrets_cmd, restore, artifacts, demo_cmd, schedule_cmd,
+    for module in (publish, run, dlq, config_cmd, secrets_cmd, restore, artifacts, keys_cmd, demo_cmd, schedule_cmd,
                    fileshare_cmd, drill_cmd):
         module.register(sub)
     return parser
@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = _settings(args)
+        if getattr(args, "allow_unsigned", False):          # --allow-unsigned (key options): legacy reads
+            settings.encryption.allow_unsigned = True
         return int(args.func(args, settings) or 0)
     except DrError as exc:
         print(f"error: {exc.message}\nhow to fix: {exc.hint}", file=sys.stderr)

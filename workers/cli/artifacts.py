@@ -1,4 +1,4 @@
-"""`artifacts list|get|verify`, `retention apply` and `keys create`: the operator's view of the store.
+"""`artifacts list|get|verify` and `retention apply`: the operator's view of the store.
 
 Passwords never travel on the command line: ``--key-password-env VAR`` / ``--pfx-password-env VAR`` name an
 environment variable; without one, a password-protected key is asked for interactively (getpass) when
@@ -7,9 +7,7 @@ stdin is a terminal.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,13 +18,13 @@ from workers.artifacts.sets import (COMPLETE, PLAN, SKIPPED, read_marker, read_p
                                     waiting_for)
 from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError
-from workers.storage.artifact import generate_self_signed, load_certificate, thumbprint
 from workers.storage.base import ObjectNotFound
 from workers.storage.factory import build_store
+from workers.storage.signing import attach, trust_from_settings
 from workers.cli.snapshots_cmd import duration_arg, print_forget
 from workers.fileshare.forget import Policy, forget
 from workers.fileshare.repo import Repository
-from workers.cli.keyopts import add_key_options, env_password, keyring_from_args
+from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli.output import write_atomically
 from workers.cli.progress import MiB, ProgressBar
 
@@ -56,19 +54,6 @@ def register(sub) -> None:
                    "(default: APPSVC_DR_RETENTION__KEEP_WITHIN)")
     a.add_argument("--dry-run", action="store_true", help="show what would be deleted, delete nothing")
     a.set_defaults(func=retention_cmd)
-    p = sub.add_parser("keys", help="encryption certificates and keys")
-    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    a = actions.add_parser("create", help="a new self-signed certificate (for the workers) and its private "
-                           "key (keep it offline, for restores)")
-    a.add_argument("--cn", required=True, help="certificate common name, e.g. appservice-dr-stamp1")
-    a.add_argument("--cert-out", required=True, type=Path, help="certificate PEM to write")
-    a.add_argument("--key-out", required=True, type=Path, help="private key PEM to write (mode 0600)")
-    a.add_argument("--days", type=int, default=730, help="validity in days (default 730)")
-    a.add_argument("--key-size", type=int, choices=[2048, 3072, 4096], default=3072)
-    a.add_argument("--key-password-env", metavar="VAR", help="encrypt the key with the password in env VAR")
-    a.add_argument("--encrypt-key", action="store_true", help="encrypt the key, asking for a password")
-    a.add_argument("--force", action="store_true", help="overwrite existing files")
-    a.set_defaults(func=keys_create_cmd)
 
 
 def _where(p: argparse.ArgumentParser) -> None:
@@ -77,8 +62,12 @@ def _where(p: argparse.ArgumentParser) -> None:
 
 
 def _store(settings: Settings) -> ArtifactStore:
-    """Reading needs no certificate: records say how each artifact was written."""
-    return ArtifactStore(build_store(settings.store))
+    """Reading needs no certificate: records say how each artifact was written (and are signed)."""
+    return ArtifactStore(_backend(settings))
+
+
+def _backend(settings: Settings):
+    return attach(build_store(settings.store), trust_from_settings(settings.encryption))
 
 
 # ------------------------------------------------------------------------------------------- list
@@ -191,7 +180,7 @@ def retention_cmd(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigurationError("--keep-last must be 0 or more")
     keep_within = args.keep_within if args.keep_within is not None else r.keep_within
     stamp = args.stamp or settings.stamp
-    plan = apply_retention(build_store(settings.store), stamp, keep_last=keep_last, keep_within=keep_within,
+    plan = apply_retention(_backend(settings), stamp, keep_last=keep_last, keep_within=keep_within,
                            dry_run=args.dry_run)
     print(f"retention for {stamp}: keep the newest {keep_last} complete set(s)"
           f"{f' and every set younger than {format_duration(keep_within)}' if keep_within else ''}")
@@ -209,36 +198,3 @@ def retention_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # ------------------------------------------------------------------------------------------- keys
-def _write_new(path: Path, data: bytes, mode: int, force: bool) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
-    fd = os.open(path, flags, mode)
-    with os.fdopen(fd, "wb") as fh:
-        os.fchmod(fh.fileno(), mode)
-        fh.write(data)
-
-
-def keys_create_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    if args.days < 1:
-        raise ConfigurationError("--days must be 1 or more")
-    existing = [p for p in (args.cert_out, args.key_out) if p.exists()]
-    if existing and not args.force:
-        raise ConfigurationError(f"{existing[0]} already exists; refusing to overwrite it",
-                                 hint="Losing a private key makes every backup encrypted for it unreadable: "
-                                      "choose other paths, or pass --force if you are sure.")
-    password = env_password(args.key_password_env)
-    if password is None and args.encrypt_key:
-        password = getpass.getpass("password for the new key: ")
-        if password != getpass.getpass("again: "):
-            raise ConfigurationError("the passwords differ")
-    cert_pem, key_pem = generate_self_signed(args.cn, args.days, key_size=args.key_size, password=password)
-    try:
-        _write_new(args.key_out, key_pem, 0o600, args.force)
-        _write_new(args.cert_out, cert_pem, 0o644, args.force)
-    except OSError as exc:
-        raise PermanentError(f"cannot write {exc.filename}: {exc.strerror}",
-                             hint="Choose writable --cert-out / --key-out paths.") from None
-    print(f"certificate {args.cert_out} (thumbprint {thumbprint(load_certificate(cert_pem))}, "
-          f"valid {args.days} days)\nprivate key {args.key_out} (mode 0600{', encrypted' if password else ''})\n"
-          f"Give the workers the certificate (APPSVC_DR_ENCRYPTION__CERTIFICATE={args.cert_out}); keep the "
-          "private key offline: restores need it.")
-    return 0

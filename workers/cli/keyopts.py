@@ -21,6 +21,8 @@ def add_key_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pfx", action="append", default=[], metavar="FILE", help="PFX/PKCS#12 with the key "
                         "(repeatable)")
     parser.add_argument("--pfx-password-env", metavar="VAR", help="environment variable holding the PFX password")
+    parser.add_argument("--allow-unsigned", action="store_true", help="read legacy artifacts written before "
+                        "signing was enabled (each unsigned object is logged as a WARNING)")
 
 
 def env_password(var: str | None) -> str | None:

@@ -2,7 +2,7 @@
 marker stored next to the set, and the Prometheus metric derived from the markers.
 
 Marker: ``<stamp>/<set>/drills/<finished UTC>-<drill id>.json`` — when, which set, the overall result and each
-component's result with its error and how-to-fix hint. Never secrets: the secrets check records only the
+component's result with its error and how-to-fix hint, signed like every stored object. Never secrets: the secrets check records only the
 version id, the fingerprint and the number of top-level keys. The store stays the source of truth, so the
 metric can be rebuilt anywhere with read access (``appsvc-dr drill --report --textfile F``).
 """
@@ -17,6 +17,7 @@ from typing import Iterable
 
 from workers.artifacts.sets import scan_sets, set_prefix
 from workers.storage.base import ObjectNotFound, StorageBackend
+from workers.storage.signing import sign_body, verified
 
 PASSED, FAILED = "passed", "failed"
 DRILLS = "drills"
@@ -73,8 +74,8 @@ def marker_key(result: DrillResult) -> str:
 
 
 def write_marker(backend: StorageBackend, result: DrillResult) -> str:
-    body = json.dumps(result.to_json(), indent=2, sort_keys=True).encode()
     key = marker_key(result)
+    body = sign_body(backend, key, json.dumps(result.to_json(), indent=2, sort_keys=True).encode())
     backend.put(key, io.BytesIO(body), size=len(body))
     return key
 
@@ -91,7 +92,8 @@ def read_markers(backend: StorageBackend, stamp: str) -> list[dict]:
                     data = json.loads(stream.read(1024 * 1024))
             except (ObjectNotFound, ValueError):
                 continue
-            if isinstance(data, dict) and data.get("kind") == "restore-drill":
+            data = verified(backend, info.key, data, "drill result") if isinstance(data, dict) else None
+            if data is not None and data.get("kind") == "restore-drill":
                 found.append(data)
     return sorted(found, key=lambda d: (str(d.get("finished_at")), str(d.get("drill_id"))))
 

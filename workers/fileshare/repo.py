@@ -8,14 +8,19 @@ Layout under ``<stamp>/fileshare/`` (not a backup set: retention of sets never d
   SHA-256);
 * ``index/<index-id>`` — JSON ``{"format": 1, "packs": [{"id": PACK, "blobs": [[BLOB, OFFSET, LENGTH], ...]}]}``
   (offsets into the pack's plaintext), written right after each pack, merged when they pile up; in the
-  artifact format (zstd, checksummed) but without a record: the id is the SHA-256 of the JSON;
+  artifact format (zstd, checksummed) but without a record: the id is the SHA-256 of that JSON, and a
+  ``"signature"`` member appended to it signs the id under the object's key (``workers.storage.signing``).
+  Reading one stops at a decoded size derived from its stored size (``INDEX_EXPANSION`` × stored, at most
+  ``INDEX_MAX_BYTES``); an index object that is corrupt, too large or not validly signed is skipped with a
+  warning (its packs' blobs are then simply stored again), never blocking syncs and restores;
 * ``snapshots/<snapshot-id>.json`` — the manifest (``workers.fileshare.manifest``), encrypted like packs;
 * ``snapshots/<snapshot-id>.summary.json`` — what the ``fileshare-synced`` event says (no content).
 
 Index and summary are compressed but never encrypted: the worker holds only the certificate, not its private
 key, and must read them back to deduplicate and to answer a redelivered event. They hold content hashes,
 sizes and the event's own fields, like the artifact records (``*.record.json``) do. A worker-local cache
-(``fileshare.cache_dir``) keeps the last manifest so an encrypted repository still syncs incrementally.
+(``fileshare.cache_dir``) keeps the last manifest so an encrypted repository still syncs incrementally: its
+files are 0600 in 0700 directories (a manifest lists every file name of the share).
 """
 from __future__ import annotations
 
@@ -33,11 +38,15 @@ import zstandard
 
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore, StoredArtifact
 from workers.fileshare.manifest import Manifest
+from workers.runtime.errors import PermanentError
 from workers.storage.artifact import IntegrityError, KeyRing, decode, encode
 from workers.storage.base import ObjectNotFound
+from workers.storage.signing import SIGNATURE_FIELD, trust_of
 
 log = logging.getLogger("appsvc_dr.fileshare")
 MERGE_ABOVE = 16
+INDEX_EXPANSION = 64                # an index object decodes to at most this many times its stored size
+INDEX_MAX_BYTES = 512 << 20         # and never to more than this
 
 
 class Index:
@@ -71,9 +80,28 @@ class Index:
         return b"".join(sorted(bytes.fromhex(b) for b in self.blobs))
 
 
+def _index_doc(packs: dict[str, list]) -> dict:
+    return {"format": 1, "packs": [{"id": p, "blobs": sorted(b, key=lambda x: x[1])} for p, b in sorted(packs.items())]}
+
+
 def index_body(packs: dict[str, list]) -> bytes:
-    body = {"format": 1, "packs": [{"id": p, "blobs": sorted(b, key=lambda x: x[1])} for p, b in sorted(packs.items())]}
-    return json.dumps(body, separators=(",", ":")).encode()
+    return json.dumps(_index_doc(packs), separators=(",", ":")).encode()
+
+
+def index_packs(body: bytes) -> dict[str, list]:
+    """pack id → [[blob, offset, length], ...] of an index body; IntegrityError unless it has that shape."""
+    try:
+        doc = json.loads(body)
+        packs = {p["id"]: p["blobs"] for p in doc["packs"]}
+        if doc.get("format") != 1 or not all(
+                isinstance(pack, str) and isinstance(blobs, list) and all(
+                    isinstance(b, list) and len(b) == 3 and isinstance(b[0], str)
+                    and all(type(n) is int and n >= 0 for n in b[1:]) for b in blobs)
+                for pack, blobs in packs.items()):
+            raise ValueError
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise IntegrityError("the index object is not a valid index") from None
+    return packs
 
 
 class Repository:
@@ -121,12 +149,19 @@ class Repository:
         return self.cache.joinpath(*parts) if self.cache is not None else None
 
     def _cache_put(self, path: Path | None, body: bytes) -> None:
-        if path is None:
+        """Write a cache file 0600 in 0700 directories (manifests name every file of the share)."""
+        if path is None or self.cache is None:
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self.cache.parent.mkdir(parents=True, exist_ok=True)
+            for folder in (self.cache, path.parent):
+                folder.mkdir(mode=0o700, exist_ok=True)
+                os.chmod(folder, 0o700)
             tmp = path.with_name(path.name + f".tmp-{os.getpid()}-{threading.get_ident()}")
-            tmp.write_bytes(zstandard.ZstdCompressor(level=3).compress(body))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fh.fileno(), 0o600)
+                fh.write(zstandard.ZstdCompressor(level=3).compress(body))
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("cannot write the fileshare cache %s: %s", path, exc)
@@ -141,35 +176,60 @@ class Repository:
     # ---- index -----------------------------------------------------------------------------------
     def load_index(self) -> Index:
         """Read every index object (from the local cache when seen before: they never change)."""
-        for name, _info in self._keys_under("index"):
+        for name, info in self._keys_under("index"):
             if name in self.index.objects or "/" in name:
                 continue
             cached = self._cache_file("index", name)
             body = self._cache_get(cached)
-            if body is None:
-                try:
-                    body = self.read_index(name)
-                except ObjectNotFound:
-                    continue                                    # merged away meanwhile
-                self._cache_put(cached, body)
-            self.index.add({p["id"]: p["blobs"] for p in json.loads(body)["packs"]})
+            try:
+                if body is None:
+                    body = self.read_index(name, stored_size=getattr(info, "size", None))
+                    self._cache_put(cached, body)
+                packs = index_packs(body)
+            except ObjectNotFound:
+                continue                                        # merged away meanwhile
+            except PermanentError as exc:                       # corrupt, oversized or forged: not ours to trust
+                log.warning("skipping index object %s: %s", self.index_key(name), exc.message)
+                continue
+            self.index.add(packs)
             self.index.objects.add(name)
         return self.index
 
-    def read_index(self, index_id: str) -> bytes:
-        """An index object: the artifact format without a record (its hashes are inside it, and its id is the
-        SHA-256 of its body), so writing one costs a single upload, not four requests."""
-        with self.data.backend.open(self.index_key(index_id)) as stream:
-            decoded = decode(stream, keys=None)
-            body = decoded.read()
+    def read_index(self, index_id: str, *, stored_size: int | None = None) -> bytes:
+        """An index object's unsigned body: the artifact format without a record (its hashes are inside it,
+        and its id is the SHA-256 of its body), so writing one costs a single upload, not four requests. The
+        decoded size is capped (see the module doc); the signature is checked when verify keys are set."""
+        key = self.index_key(index_id)
+        if stored_size is None:
+            stored_size = self.data.backend.stat(key).size
+        cap = min(INDEX_MAX_BYTES, max(1 << 20, stored_size * INDEX_EXPANSION))
+        with self.data.backend.open(key) as stream:
+            raw = decode(stream, keys=None).read(cap + 1)
+        if len(raw) > cap:
+            raise IntegrityError(f"index object {index_id[:12]} decodes to more than {cap} bytes "
+                                 f"({stored_size} stored): refused")
+        body, signature = raw, None
+        if raw.endswith(b"}") and SIGNATURE_FIELD.encode() in raw:
+            try:
+                doc = json.loads(raw)
+                signature = doc.pop(SIGNATURE_FIELD, None) if isinstance(doc, dict) else None
+            except ValueError:
+                raise IntegrityError(f"index object {index_id[:12]} is not JSON") from None
+            if signature is not None:
+                body = json.dumps(doc, separators=(",", ":")).encode()
         if hashlib.sha256(body).hexdigest() != index_id:
             raise IntegrityError(f"index object {index_id[:12]} does not match its id")
+        trust_of(self.data.backend).check(key, bytes.fromhex(index_id), signature, what="index object")
         return body
 
     def write_index(self, packs: dict[str, list]) -> str:
-        body = index_body(packs)
+        doc = _index_doc(packs)
+        body = json.dumps(doc, separators=(",", ":")).encode()
         index_id = hashlib.sha256(body).hexdigest()
-        encoded = encode(io.BytesIO(body), compress=True, recipient=None, level=self.data.level)
+        signature = trust_of(self.data.backend).sign(self.index_key(index_id), bytes.fromhex(index_id))
+        stored = body if signature is None else \
+            json.dumps({**doc, SIGNATURE_FIELD: signature}, separators=(",", ":")).encode()
+        encoded = encode(io.BytesIO(stored), compress=True, recipient=None, level=self.data.level)
         self.data.backend.put(self.index_key(index_id), encoded, metadata={"dr-format": "1", "dr-encrypted": "false"})
         self._cache_put(self._cache_file("index", index_id), body)
         self.index.add(packs)
@@ -246,7 +306,11 @@ class Repository:
         found = sorted((info.modified, name[:-len(".summary.json")]) for name, info in self._keys_under("snapshots")
                        if name.endswith(".summary.json"))
         for _, snapshot in (reversed(found) if newest_first else found):
-            summary = self.summary(snapshot)
+            try:
+                summary = self.summary(snapshot)
+            except PermanentError as exc:               # forged or damaged: never a base for the next sync
+                log.warning("skipping snapshot summary %s: %s", self.summary_key(snapshot), exc.message)
+                continue
             if summary is not None:
                 yield summary
 

@@ -113,6 +113,19 @@ class EncryptionSettings(Section):
                                      "each artifact's data key; encryption is on whenever it is set")
     compress: bool = True
     level: int = Field(default=3, ge=1, le=19, description="zstd level")
+    signing_key: Path | None = Field(default=None, description="Ed25519 private key (PEM, 0600) the workers "
+                                     "sign every stored object with (`appsvc-dr keys create-signing`)")
+    verify_keys: Annotated[tuple[Path, ...], NoDecode] = Field(default=(), description="Public verify key PEMs "
+                                                               "(comma-separated; several during a rotation): "
+                                                               "reads require a signature by one of them")
+    allow_unsigned: bool = Field(default=False, description="Read legacy unsigned objects (with a warning)")
+
+    @field_validator("verify_keys", mode="before")
+    @classmethod
+    def _split_verify_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return json.loads(value) if value.lstrip().startswith("[") else comma_list(value)
+        return value
 
 
 class UploadSettings(Section):

@@ -12,6 +12,7 @@ from workers.runtime.errors import ConfigurationError, PermanentError
 from workers.runtime.handler import JobContext, WorkerSpec
 from workers.storage.artifact import load_certificate
 from workers.storage.factory import build_store
+from workers.storage.signing import attach, trust_from_settings
 from workers.storage.staged import locate
 
 WORKER = "upload"
@@ -24,8 +25,8 @@ def artifact_store(settings: Settings) -> ArtifactStore:
         certificate = load_certificate(enc.certificate) if enc.certificate else None
     except PermanentError as exc:
         raise ConfigurationError(f"encryption certificate: {exc.message}", hint=exc.hint) from None
-    return ArtifactStore(build_store(settings.store), certificate=certificate, compress=enc.compress,
-                         level=enc.level, verify=settings.upload.verify)
+    return ArtifactStore(attach(build_store(settings.store), trust_from_settings(enc)), certificate=certificate,
+                         compress=enc.compress, level=enc.level, verify=settings.upload.verify)
 
 
 class UploadHandler:
