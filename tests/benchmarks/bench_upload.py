@@ -5,7 +5,8 @@ One semi-compressible file (64 KiB blocks, alternately random and repeated text)
 disk, read once to warm the page cache, then uploaded by each variant:
 
 - ``(a) ours S3 raw``: ArtifactStore(compress=False, no certificate) -> S3Store (default 64 MiB parts)
-- ``(b) ours S3 zstd+aes``: ArtifactStore(compress=True, generated RSA-3072 certificate) -> the same server
+- ``(b) ours S3 zstd+aes``: ArtifactStore(compress=True, generated RSA-3072 certificate, Ed25519 signing key)
+  -> the same server
 - ``(c) rclone copyto``: rclone's s3 backend (provider Other, defaults + ``--s3-no-head``), same server
 - ``(d) ours local raw``: ArtifactStore(compress=False) -> LocalStore on the same disk (fsync + rename)
 - ``(e) cp + sync``: ``cp`` then ``sync FILE``, so both local variants end with the data on disk
@@ -50,6 +51,7 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("--endpoint")
     parser.add_argument("--dest")
     parser.add_argument("--cert")
+    parser.add_argument("--signing-key")
     parser.add_argument("--compress", action="store_true")
     ns = parser.parse_args(argv)
     from workers.artifacts.service import ArtifactStore
@@ -62,6 +64,9 @@ def child_main(argv: list[str]) -> None:
         from workers.storage.local import LocalStore
         backend = LocalStore(ns.dest)
     cert = load_certificate(Path(ns.cert).read_bytes()) if ns.cert else None
+    if ns.signing_key:                              # the workers sign what they store (records)
+        from workers.storage.signing import Trust, attach
+        attach(backend, Trust.from_files(ns.signing_key))
     store = ArtifactStore(backend, certificate=cert, compress=ns.compress)
     started = time.perf_counter()
     artifact = store.put("stamp1/2026-11-21/db/bench.bak", lambda: open(ns.file, "rb"))
@@ -112,7 +117,7 @@ def ours(file: Path, mib: float, variant: str, *, endpoint: str | None = None, d
     if dest:
         args += ["--dest", str(dest)]
     if cert:
-        args += ["--cert", str(cert)]
+        args += ["--cert", str(cert), "--signing-key", str(cert.with_name("signing.pem"))]
     if compress:
         args.append("--compress")
     _, polled, _, out = run(args, interval=0.01)
@@ -214,6 +219,7 @@ def main() -> None:
 
     from tests.fixtures.s3server import moto_s3_server
     from workers.storage.artifact import generate_self_signed
+    from workers.storage.signing import generate_signing_key
 
     work = Path(tempfile.mkdtemp(prefix="bench-upload-", dir=ns.workdir))
     try:
@@ -225,6 +231,7 @@ def main() -> None:
         cert_pem, _ = generate_self_signed("appsvc-dr-bench", 1, key_size=3072)
         cert = work / "cert.pem"
         cert.write_bytes(cert_pem)
+        cert.with_name("signing.pem").write_bytes(generate_signing_key()[0])
         mib = float(ns.size_mib)
         runs: dict[str, list[Row]] = {}
 
