@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -24,7 +25,7 @@ import requests
 
 from tests.fixtures import ServiceStartError, free_port, started
 from tests.unit.certs import make_cert
-from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
+from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore, OverwriteError
 from workers.runtime.errors import PermanentError, TransientError
 from workers.storage.artifact import IntegrityError, KeyRing
 from workers.storage.base import ObjectNotFound, StorageUnavailable
@@ -333,23 +334,23 @@ def test_rerun_of_same_source_is_deduplicated_without_upload(s3, store, cert, tm
     assert store.stat(key).etag == before.etag
 
 
-def test_different_source_under_same_key_replaces_it(s3, store, cert, keyring, tmp_path):
+def test_different_source_under_same_key_is_refused_and_the_stored_one_kept(s3, store, cert, keyring, tmp_path):
     # Given an artifact stored under a key
     old, new = tmp_path / "old.bak", tmp_path / "new.bak"
     write_semi_compressible(old, 2 * MiB, seed=3)
-    new_sha = write_semi_compressible(new, 2 * MiB + 4096, seed=4)
+    write_semi_compressible(new, 2 * MiB + 4096, seed=4)
     artifacts = ArtifactStore(store, certificate=cert.certificate)
     key = "stamp1/2026-11-21/db/reused.bak.zst"
     first = artifacts.put(key, Opener(old))
 
-    # When a different source is put under the same key
-    second = artifacts.put(key, Opener(new))
+    # When a different source is put under the same key / Then it is refused: stored keys are write-once
+    with pytest.raises(OverwriteError, match=f"refusing to overwrite {key}"):
+        artifacts.put(key, Opener(new))
 
-    # Then it replaces the old one: object, record and content
-    assert not second.deduplicated and second.plaintext_sha256 == new_sha != first.plaintext_sha256
-    assert artifacts.record(key) == second
-    assert store.stat(key).size == second.stored_size
-    assert fetch(artifacts, key, keyring) == new.read_bytes()
+    # And the stored artifact is untouched: object, record and content
+    assert artifacts.record(key) == replace(first, deduplicated=False)
+    assert store.stat(key).size == first.stored_size
+    assert fetch(artifacts, key, keyring) == old.read_bytes()
 
 
 class _TamperAfterUpload:
@@ -439,9 +440,15 @@ def test_rejected_upload_leaves_no_stale_record(s3, store, cert, tmp_path):
     key = "stamp1/2026-11-21/db/rejected.bak.zst"
     artifacts.put(key, Opener(source))
 
-    # When a re-run's upload is rejected because the staged file does not match the producer's SHA-256
-    with pytest.raises(TransientError, match="changed while it was read"):
+    # When a re-run claims another SHA-256 for that key / Then it is refused and the record still has its object
+    with pytest.raises(OverwriteError):
         artifacts.put(key, Opener(source), known_sha256="0" * 64)
+    assert artifacts.record(key) is not None and store.exists(key)
 
-    # Then a record is only there if its object is (catalogs are rebuilt from records)
-    assert artifacts.record(key) is None or store.exists(key)
+    # And when a new key's upload is rejected because the staged file does not match the producer's SHA-256
+    fresh = "stamp1/2026-11-21/db/rejected-2.bak.zst"
+    with pytest.raises(TransientError, match="changed while it was read"):
+        artifacts.put(fresh, Opener(source), known_sha256="0" * 64)
+
+    # Then neither a record nor the object is left (catalogs are rebuilt from records)
+    assert artifacts.record(fresh) is None and not store.exists(fresh)

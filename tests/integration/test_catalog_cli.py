@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from contracts import new_backup_set_id
-from tests.unit.certs import make_cert
+from tests.unit.certs import make_cert, signed, signing_settings
 from workers.artifacts.catalog import artifact_key, write_manifest
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import Plan, write_marker, write_plan
@@ -40,12 +40,15 @@ class Env:
         self.key.write_bytes(cert.key_pem())
         self.wrong_key.write_bytes(other.key_pem())
         self.pfx.write_bytes(cert.pfx(b"pfx-pass"))
-        self.store = ArtifactStore(LocalStore(self.store_dir), certificate=load_certificate(self.cert))
+        self.signing = signing_settings(root)
+        self.store = ArtifactStore(signed(LocalStore(self.store_dir), root), certificate=load_certificate(self.cert))
 
     def cli(self, *args: str, **env_extra: str) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("APPSVC_DR_")}
         env.update(PYTHONPATH=str(REPO), APPSVC_DR_STORE__KIND="local", APPSVC_DR_STORE__LOCAL_PATH=str(self.store_dir),
-                   APPSVC_DR_ENCRYPTION__CERTIFICATE=str(self.cert), APPSVC_DR_STAMP=STAMP, **env_extra)
+                   APPSVC_DR_ENCRYPTION__CERTIFICATE=str(self.cert), APPSVC_DR_STAMP=STAMP,
+                   APPSVC_DR_ENCRYPTION__SIGNING_KEY=self.signing["signing_key"],
+                   APPSVC_DR_ENCRYPTION__VERIFY_KEYS=",".join(self.signing["verify_keys"]), **env_extra)
         return subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env, cwd=REPO, capture_output=True,
                               text=True, timeout=120, stdin=subprocess.DEVNULL)
 
@@ -174,7 +177,7 @@ def test_keys_create_makes_a_usable_pair_with_a_private_key_file(env):
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert thumbprint(load_certificate(cert)) in out.stdout
     # And an artifact encrypted for the new certificate comes back with the new key
-    store = ArtifactStore(LocalStore(env.store_dir), certificate=load_certificate(cert))
+    store = ArtifactStore(env.store.backend, certificate=load_certificate(cert))
     k = artifact_key(STAMP, new_backup_set_id(), "secrets", "SystemSecrets.json")
     store.put(k, lambda: io.BytesIO(b"rotated secrets"))
     got = env.cli("artifacts", "get", k, "--out", str(env.root / "s.json"), "--key", str(key))
@@ -192,7 +195,7 @@ def test_a_password_protected_key_takes_its_password_from_an_env_variable(env):
                    "--key-size", "2048", "--key-password-env", "KEY_PASS", KEY_PASS="s3cret-CANARY")
     assert made.returncode == 0, made.stderr
     assert b"ENCRYPTED" in key.read_bytes()
-    store = ArtifactStore(LocalStore(env.store_dir), certificate=load_certificate(cert))
+    store = ArtifactStore(env.store.backend, certificate=load_certificate(cert))
     k = artifact_key(STAMP, new_backup_set_id(), "secrets", "SystemSecrets.json")
     store.put(k, lambda: io.BytesIO(b"payload"))
     # When it is used without the password (stdin is not a terminal, so nobody can be asked)
