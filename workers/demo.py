@@ -21,6 +21,7 @@ from workers.runtime.config import Settings, load_settings
 from workers.runtime.publisher import Publisher
 from workers.secrets.drop import copy_to_drop
 from workers.storage.artifact import generate_self_signed
+from workers.storage.signing import generate_signing_key
 
 DEMO_DATABASE = "appsvc_dr_demo"
 DEMO_SECRETS = {"comment": "made-up demo secrets, not a real stamp", "SqlServerPassword": "demo-only",
@@ -28,7 +29,7 @@ DEMO_SECRETS = {"comment": "made-up demo secrets, not a real stamp", "SqlServerP
 
 
 def demo_settings(root: Path, base: Settings) -> Settings:
-    """The embedded default: everything under ``root``; a demo certificate made on first use."""
+    """The embedded default: everything under ``root``; a demo certificate and signing key made on first use."""
     keys, drop = root / "keys", root / "drop"
     for d in (keys, drop):
         d.mkdir(parents=True, exist_ok=True)
@@ -38,11 +39,18 @@ def demo_settings(root: Path, base: Settings) -> Settings:
         key.touch(mode=0o600)
         key.write_bytes(key_pem)
         cert.write_bytes(cert_pem)
+    signing, verify = keys / "demo-signing.pem", keys / "demo-verify.pem"
+    if not signing.exists():
+        private, public, _kid = generate_signing_key()
+        signing.touch(mode=0o600)
+        signing.write_bytes(private)
+        verify.write_bytes(public)
     share = root / "share"
     if not share.exists():
         make_demo_share(share)
     return load_settings(store={"kind": "local", "local_path": str(root / "store")},
-                         encryption={"certificate": str(cert)}, secrets={"drop_path": str(drop.resolve())},
+                         encryption={"certificate": str(cert), "signing_key": str(signing),
+                                     "verify_keys": [str(verify)]}, secrets={"drop_path": str(drop.resolve())},
                          staging={"database_dir": str((root / "staging").resolve())},
                          database={"engine": "postgres", "server": "127.0.0.1", "username": "postgres",
                                    "databases": [DEMO_DATABASE]},
@@ -170,11 +178,12 @@ def run_demo(base: Settings, root: Path, timeout: float = 120.0, out=print) -> i
             out(f"  {path.relative_to(settings.store.local_path)}  ({path.stat().st_size} bytes)")
     key = root / "keys" / "demo-key.pem"
     drilled = completed and drill(settings, key, out)
-    out(f"\nsee it: APPSVC_DR_STORE__LOCAL_PATH={settings.store.local_path} appsvc-dr artifacts list")
-    out(f"restore the secrets: APPSVC_DR_STORE__LOCAL_PATH={settings.store.local_path} appsvc-dr restore secrets "
-        f"--stamp {settings.stamp} --key {key} --out ./SystemSecrets.json")
-    out(f"prove it restores: APPSVC_DR_STORE__LOCAL_PATH={settings.store.local_path} appsvc-dr drill "
-        f"--stamp {settings.stamp} --key {key}")
+    where = (f"APPSVC_DR_STORE__LOCAL_PATH={settings.store.local_path} "
+             f"APPSVC_DR_ENCRYPTION__VERIFY_KEYS={','.join(map(str, settings.encryption.verify_keys))}")
+    out(f"\nsee it: {where} appsvc-dr artifacts list")
+    out(f"restore the secrets: {where} appsvc-dr restore secrets --stamp {settings.stamp} --key {key} "
+        "--out ./SystemSecrets.json")
+    out(f"prove it restores: {where} appsvc-dr drill --stamp {settings.stamp} --key {key}")
     return 1 if failures or not completed or not drilled else 0
 
 
@@ -185,9 +194,10 @@ def drill(settings: Settings, key: Path, out) -> bool:
     from workers.drill.run import run_drill
     from workers.storage.artifact import KeyRing
     from workers.storage.factory import build_store
+    from workers.storage.signing import attach, trust_from_settings
 
     out("\nrestore drill: the set just made, restored into scratch space and verified")
-    store = ArtifactStore(build_store(settings.store))
+    store = ArtifactStore(attach(build_store(settings.store), trust_from_settings(settings.encryption)))
     result, _ = run_drill(settings, store, KeyRing.from_files(keys=[key]), settings.stamp,
                           say=lambda line: out(f"  {line}"))
     out("\n".join(f"  {line}" for line in table(result)))
