@@ -2,12 +2,15 @@
 forged, unsigned or moved one as absent (with a warning) instead of trusting it."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 from datetime import datetime, timezone
 
 from tests.unit.certs import signed
+from workers.artifacts.catalog import read_set
+from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import (PLAN, Plan, read_marker, read_plan, read_skip, set_prefix, write_marker,
                                     write_plan, write_skip)
 from workers.drill.results import DrillResult, marker_key, read_markers, write_marker as write_drill
@@ -25,8 +28,7 @@ def raw(backend, key: str) -> dict:
 
 
 def put_json(backend, key: str, data: dict) -> None:
-    body = json.dumps(data).encode()
-    backend.put(key, io.BytesIO(body), size=len(body))
+    put_bytes(backend, key, json.dumps(data).encode())
 
 
 def test_plans_markers_and_skips_are_signed_and_read_back(tmp_path):
@@ -83,3 +85,41 @@ def test_without_a_verify_key_unsigned_objects_read_as_before(tmp_path):
     # Then plans are written and read as before
     assert "signature" not in raw(backend, set_prefix(STAMP, SET) + PLAN)
     assert read_plan(backend, STAMP, SET).components == ("secrets",)
+
+
+def test_a_set_lists_only_artifacts_whose_records_are_signed(tmp_path, caplog):
+    # Given a set with one genuine artifact and a record forged into it (and one copied from another set)
+    backend = signed(LocalStore(tmp_path / "store"), tmp_path)
+    store = ArtifactStore(backend)
+    store.put(f"{STAMP}/{SET}/databases/orders.dump", lambda: io.BytesIO(b"genuine"))
+    with attach_unsigned(backend):
+        store.put(f"{STAMP}/{SET}/databases/forged.dump", lambda: io.BytesIO(b"forged"))
+    store.put(f"{STAMP}/{OTHER}/databases/orders.dump", lambda: io.BytesIO(b"other"))
+    moved = f"{STAMP}/{SET}/databases/moved.dump"
+    for suffix in ("", ".record.json"):
+        put_bytes(backend, moved + suffix, read_bytes(backend, f"{STAMP}/{OTHER}/databases/orders.dump" + suffix))
+    # When the set is read (catalog, retention's completeness, `artifacts list`, the drill)
+    with caplog.at_level(logging.WARNING):
+        found = read_set(store, STAMP, SET)
+    # Then only the genuine artifact counts; the others are named in warnings
+    assert [a.key for a in found.artifacts] == [f"{STAMP}/{SET}/databases/orders.dump"]
+    assert "forged.dump" in caplog.text and "moved.dump" in caplog.text
+
+
+@contextlib.contextmanager
+def attach_unsigned(backend):
+    workers = trust_of(backend)
+    attach(backend, Trust())
+    try:
+        yield
+    finally:
+        attach(backend, workers)
+
+
+def read_bytes(backend, key: str) -> bytes:
+    with backend.open(key) as stream:
+        return stream.read()
+
+
+def put_bytes(backend, key: str, data: bytes) -> None:
+    backend.put(key, io.BytesIO(data), size=len(data))

@@ -46,7 +46,7 @@ class BackupSet:
 def read_set(store: ArtifactStore, stamp: str, set_id: str) -> BackupSet:
     records = [info.key[:-len(RECORD_SUFFIX)] for info in store.backend.list(f"{stamp}/{set_id}/")
                if info.key.endswith(RECORD_SUFFIX)]
-    artifacts = tuple(a for a in (store.record(k) for k in records) if a is not None)
+    artifacts = tuple(a for a in (store.trusted_record(k) for k in records) if a is not None)   # signed ones
     return BackupSet(stamp, set_id, artifacts)
 
 

@@ -132,6 +132,15 @@ class ArtifactStore:
             raise SignatureError(f"the record stored for {key} describes {rec.key}: it was moved from another key")
         return rec
 
+    def trusted_record(self, key: str, what: str = "artifact") -> StoredArtifact | None:
+        """The record of ``key`` if it passes :meth:`record`'s checks; None when missing, and None logged at
+        WARNING when unsigned, forged, moved or damaged (listings skip it rather than trust it or fail)."""
+        try:
+            return self.record(key)
+        except PermanentError as exc:
+            log.warning("skipping %s %s: %s", what, key, exc.message)
+            return None
+
     def _write_record(self, artifact: StoredArtifact) -> None:
         rk = artifact.key + RECORD_SUFFIX
         body = json.dumps(self.trust.sign_json(rk, json.loads(artifact.to_json())), sort_keys=True).encode()

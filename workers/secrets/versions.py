@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,7 +18,6 @@ from workers.runtime.errors import PermanentError
 SECRETS_NAME = "SystemSecrets.json"
 REFERENCE_NAME = "secrets-version.json"   # in each backup set: which version it holds
 ROTATED_AT_FORMAT = "%Y%m%dT%H%M%S%fZ"
-log = logging.getLogger("appsvc_dr.secrets")
 
 
 def version_id(rotated_at: datetime, fingerprint: str) -> str:
@@ -52,11 +50,7 @@ def versions(store: ArtifactStore, stamp: str) -> list[SecretsVersion]:
         if not info.key.endswith(f"/{SECRETS_NAME}{RECORD_SUFFIX}"):
             continue
         key = info.key[:-len(RECORD_SUFFIX)]
-        try:
-            record = store.record(key)      # signature checked when verify keys are configured
-        except PermanentError as exc:       # unsigned, forged, moved or damaged: never a candidate for latest
-            log.warning("skipping secrets version %s: %s", key, exc.message)
-            continue
+        record = store.trusted_record(key, "secrets version")   # unsigned / forged / moved: never latest
         if record is not None:
             out.append(SecretsVersion(stamp, key.split("/")[2], record))
     return sorted(out, key=lambda v: v.version_id)
