@@ -43,7 +43,7 @@ def upload_settings(vhost, tmp_path, smb, certificate=None):
     return settings_for(vhost, store={"kind": "local", "local_path": str(tmp_path / "store")},
                         encryption={"certificate": str(certificate) if certificate else None},
                         staging={"smb_username": smb.username, "smb_password": smb.password,
-                                 "smb_port": smb.port})
+                                 "smb_port": smb.port, "database_dir": smb.unc("staging")})
 
 
 def test_staged_file_on_smb_is_stored_encrypted_verified_and_the_stage_deleted(

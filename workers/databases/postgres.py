@@ -47,6 +47,18 @@ def conninfo_value(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _create_private(path: str) -> None:
+    """An empty file at ``path``, 0600 whatever the umask (an old one from a crashed run is replaced)."""
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except OSError as exc:
+        raise PermanentError(f"cannot create the staging file {path}: {exc.strerror or exc}",
+                             hint="Check that APPSVC_DR_STAGING__DATABASE_DIR exists and the worker may write "
+                                  "there.") from None
+
+
 class PostgresEngine:
     """:class:`~workers.databases.base.DatabaseEngine` for PostgreSQL (pg_dump / pg_restore + pyodbc)."""
 
@@ -79,6 +91,7 @@ class PostgresEngine:
                 done[0] += sizes.get(found.group(1), 0)
 
         partial = f"{staging_path}.partial"
+        _create_private(partial)                   # plaintext: 0600 before pg_dump writes the first byte
         argv = [self.settings.pg_dump, "--format=custom", "--verbose", f"--file={partial}"]
         if self.settings.pg_compress is not None:
             argv.append(f"--compress={self.settings.pg_compress}")
