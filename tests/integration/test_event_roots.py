@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +19,10 @@ from typing import Iterator
 
 import pytest
 
-from contracts import ArtifactReady, ArtifactReadyPayload, SecretsRotated, SecretsRotatedPayload, utcnow
+from contracts import (ArtifactReady, ArtifactReadyPayload, DatabaseBackupRequested, DatabaseBackupRequestedPayload,
+                       SecretsRotated, SecretsRotatedPayload, utcnow)
+from tests.fixtures import started
+from tests.fixtures.postgres import PG_HOST, PG_PORT, PG_USER, fill_sample, postgres_available, scratch_database
 from tests.fixtures.rabbit import running, settings_for, tap, wait_for
 from tests.unit.certs import make_cert
 from workers.app import App
@@ -215,3 +219,32 @@ def test_hostile_drop_paths_and_future_dates_are_refused_and_a_genuine_rotation_
     linked = next(e for e in seen if e.type == "artifact-stored")
     reference = set_reference(store, "stamp1", linked.correlation_id, KeyRing.from_files(keys=[key]))
     assert reference["version_id"] == stored.version_id
+
+
+# ------------------------------------------------------------------------------------------- databases
+def test_an_unconfigured_database_is_dead_lettered_and_a_configured_one_is_backed_up(rabbit_vhost, tmp_path):
+    with started("PostgreSQL", postgres_available()), scratch_database() as configured:
+        # Given a db-backup worker configured for one database, on a server that also holds `postgres`
+        fill_sample(configured, rows=200)
+        staging = tmp_path / "staging"
+        settings = settings_for(rabbit_vhost, staging={"database_dir": str(staging)},
+                                database={"engine": "postgres", "server": PG_HOST, "port": PG_PORT,
+                                          "username": PG_USER, "databases": [configured]})
+        seen: list = []
+        app = App(settings, ["db-backup", tap(seen, "artifact-ready", "database-backed-up")])
+        with running(app), Publisher(settings.broker) as pub:
+            # When a publisher asks for a database the login can read but that is not configured, then the real one
+            for database in ("postgres", configured):
+                pub.publish(DatabaseBackupRequested(source="attacker" if database == "postgres" else "db-backup",
+                                                    stamp="stamp1", correlation_id="set-db", payload=
+                                                    DatabaseBackupRequestedPayload(database=database)))
+            # Then the unconfigured one is dead-lettered naming the database and the setting
+            letters = dead_letters(settings, "db-backup", 1)
+            # And the configured one is dumped and handed to the upload worker
+            wait_for(lambda: any(e.type == "artifact-ready" for e in seen), 60, what="artifact-ready")
+    assert len(letters) == 1 and letters[0].reason == "permanent"
+    assert "'postgres' is not configured" in letters[0].header("x-dr-error")
+    assert "APPSVC_DR_DATABASE__DATABASES" in letters[0].header("x-dr-hint")
+    assert [e.payload.database for e in seen if e.type == "database-backed-up"] == [configured]
+    assert [p.name for p in staging.iterdir()] == [f"stamp1-set-db-{configured}.dump"]
+    assert stat.S_IMODE(next(staging.iterdir()).stat().st_mode) == 0o600        # plaintext at rest: owner-only

@@ -70,7 +70,7 @@ def locate(path: str, staging: StagingSettings, roots: Sequence[Root], *, what: 
                           hint=f"Set {settings} to the directory producers write to.")
     if _CONTROL.search(path):
         raise PathRefused(f"{what} {shown} refused: it holds control characters",
-                          hint="Fix the producer: paths are plain absolute or UNC paths.")
+                          hint=f"Fix the producer: paths are plain absolute or UNC paths under {settings}.")
     if is_unc(path):
         found = _inside_unc(path, configured, staging)
     elif path.startswith("/"):
