@@ -7,13 +7,14 @@ exchange), and each worker consumes only its own queue. ``definitions.json`` (Ra
 next to this file) is the source of truth; it carries no passwords (``password_hash`` is empty, so a user
 loaded from it cannot log in until this script sets its password).
 
-Passwords come from one env file per role, ``broker-<role>.env`` in ``--env-dir`` (the same file the role's
+Passwords come from one env file per role, ``<role>.env`` in ``--env-dir`` (the same file the role's
 container reads: ``APPSVC_DR_BROKER__USERNAME`` / ``APPSVC_DR_BROKER__PASSWORD``), where ``<role>`` is the
 definitions user name without the ``appsvc-dr-`` prefix. The env file's user name is the one created, so a
 site may rename users without editing definitions.json. The admin login is ``RABBITMQ_DEFAULT_USER`` /
 ``RABBITMQ_DEFAULT_PASS`` (what deploy/env/<env>/rabbitmq.env gives the broker).
 
-    python3 apply_users.py --url http://rabbitmq:15672 --vhost / --env-dir deploy/env/dev
+    RABBITMQ_DEFAULT_USER=... RABBITMQ_DEFAULT_PASS=... \
+        python3 deploy/rabbitmq/apply_users.py --url http://127.0.0.1:15672 --vhost / --env-dir deploy/env/dev/broker
 
 Idempotent: run it after every change of a password or of definitions.json. Standard library only, so it
 runs in the appservice-dr image (compose service ``rabbitmq-users``) or on any host with Python 3.
@@ -46,11 +47,11 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def role_logins(definitions: dict, env_dir: Path) -> dict[str, tuple[str, str]]:
-    """definitions user name -> (user name to create, password), from ``broker-<role>.env``."""
+    """definitions user name -> (user name to create, password), from ``<role>.env``."""
     logins = {}
     for user in definitions["users"]:
         role = user["name"].removeprefix(PREFIX)
-        path = env_dir / f"broker-{role}.env"
+        path = env_dir / f"{role}.env"
         if not path.is_file():
             raise SystemExit(f"no login for RabbitMQ user {user['name']}: create {path} with "
                              "APPSVC_DR_BROKER__USERNAME and APPSVC_DR_BROKER__PASSWORD")
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="http://127.0.0.1:15672", help="management API base URL")
     parser.add_argument("--vhost", default="/")
     parser.add_argument("--definitions", type=Path, default=HERE / "definitions.json")
-    parser.add_argument("--env-dir", type=Path, required=True, help="directory holding broker-<role>.env")
+    parser.add_argument("--env-dir", type=Path, required=True, help="directory holding <role>.env")
     args = parser.parse_args(argv)
     admin, admin_password = os.environ.get("RABBITMQ_DEFAULT_USER"), os.environ.get("RABBITMQ_DEFAULT_PASS")
     if not admin or not admin_password:

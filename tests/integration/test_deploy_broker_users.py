@@ -1,7 +1,7 @@
 """deploy/rabbitmq: one broker user per producer role, applied to the REAL RabbitMQ and tried out.
 
 deploy/rabbitmq/apply_users.py (what compose's rabbitmq-users service runs) applies definitions.json to a
-fresh vhost, with throw-away user names and passwords given the way deploy/env/<env>/broker-<role>.env give
+fresh vhost, with throw-away user names and passwords given the way deploy/env/<env>/broker/<role>.env give
 them. Then each role logs in and tries to publish: the broker itself accepts its own events and refuses the
 others (ACCESS_REFUSED, topic permissions), refuses consuming another worker's queue, and a real worker runs
 on its restricted login.
@@ -80,12 +80,12 @@ def publish_refusal(site: Site, role: str, routing_key: str, exchange: str = EXC
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Iterator[Site]:
     # Given a fresh vhost with the site's topology (declared by the admin) and, for each role, an env file
-    # like deploy/env/dev/broker-<role>.env holding a throw-away user name and password
+    # like deploy/env/dev/broker/<role>.env holding a throw-away user name and password
     env_dir = tmp_path_factory.mktemp("broker-env")
     tag = uuid.uuid4().hex[:8]
     logins = {role: (f"t{tag}-{role}", secrets.token_urlsafe(16)) for role in ROLES}
     for role, (user, password) in logins.items():
-        (env_dir / f"broker-{role}.env").write_text(
+        (env_dir / f"{role}.env").write_text(
             f"# test\nAPPSVC_DR_BROKER__USERNAME={user}\nAPPSVC_DR_BROKER__PASSWORD={password}\n")
     with vhost() as name:
         settings = settings_for(name)
