@@ -176,13 +176,19 @@ class PostgresEngine:
     def _odbc_string(self, database: str) -> str:
         s = self.settings
         parts = [f"DRIVER={braced(s.effective_driver)}", f"SERVER={s.server}", f"PORT={s.effective_port}",
-                 f"DATABASE={database}", f"SSLmode={s.pg_sslmode}",
-                 f"pqopt={braced(f'connect_timeout={s.timeout} application_name=appservice-dr')}"]
+                 f"DATABASE={database}", f"SSLmode={s.effective_pg_sslmode}",
+                 f"pqopt={braced(self._pqopt())}"]
         if s.username:
             parts.append(f"UID={s.username}")
         if self._password:
             parts.append(f"PWD={braced(self._password)}")
         return ";".join(parts)
+
+    def _pqopt(self) -> str:
+        """Extra libpq options for psqlODBC (the CA file, quoted as a conninfo value)."""
+        s = self.settings
+        options = f"connect_timeout={s.timeout} application_name=appservice-dr"
+        return options + (f" sslrootcert={conninfo_value(s.pg_sslrootcert)}" if s.pg_sslrootcert else "")
 
     @contextlib.contextmanager
     def _cursor(self, database: str) -> Iterator[Any]:
@@ -219,8 +225,10 @@ class PostgresEngine:
     def _env(self, database: str | None) -> dict[str, str]:
         s = self.settings
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env.update(PGHOST=s.server, PGPORT=str(s.effective_port), PGSSLMODE=s.pg_sslmode,
+        env.update(PGHOST=s.server, PGPORT=str(s.effective_port), PGSSLMODE=s.effective_pg_sslmode,
                    PGCONNECT_TIMEOUT=str(s.timeout), PGAPPNAME="appservice-dr")
+        if s.pg_sslrootcert:
+            env["PGSSLROOTCERT"] = s.pg_sslrootcert
         if s.username:
             env["PGUSER"] = s.username
         if self._password:

@@ -73,6 +73,8 @@ class NotifySettings(Section):
     webhook_urls: list[SecretStr] = Field(default=[], description="Generic JSON webhooks")
     teams_urls: list[SecretStr] = Field(default=[], description="Microsoft Teams incoming webhooks")
     slack_urls: list[SecretStr] = Field(default=[], description="Slack (or Mattermost) incoming webhooks")
+    allow_http_webhooks: bool = Field(default=False, description="Accept http:// webhook URLs (token and "
+                                      "notifications then cross the network unencrypted); off: refused at start-up")
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_from: str = "appservice-dr@localhost"
@@ -81,6 +83,9 @@ class NotifySettings(Section):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
     smtp_ssl: bool = False
+    smtp_allow_plaintext_auth: bool = Field(default=False, description="Allow the SMTP login without STARTTLS or "
+                                            "implicit TLS (it then crosses the network readable); off: refused at "
+                                            "start-up")
     timeout: float = Field(default=10.0, gt=0)
     group_window: float = Field(default=900.0, ge=0, description="Seconds in which identical failures are "
                                                                  "grouped into one notification")
