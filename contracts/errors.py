@@ -6,7 +6,7 @@ class ContractError(ValueError):
     """Raw bytes are not a valid event. ``reason`` is a short machine-readable kind, ``str()`` the detail.
 
     Reasons: ``not-json``, ``not-an-object``, ``missing-type``, ``unknown-type``, ``unknown-version``,
-    ``invalid``.
+    ``invalid``, ``too-deep`` (nesting beyond the JSON parser's recursion limit).
     """
 
     def __init__(self, reason: str, detail: str, *, event_type: str | None = None,

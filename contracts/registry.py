@@ -64,6 +64,9 @@ class Registry:
             data = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ContractError("not-json", f"body is not UTF-8 JSON ({exc})") from None
+        except RecursionError:  # e.g. 10,000 x "[": fail on this delivery, never crash the consumer
+            raise ContractError("too-deep", "body is malformed: JSON arrays/objects nested deeper than the "
+                                "parser allows (no event nests more than a few levels)") from None
         if not isinstance(data, dict):
             raise ContractError("not-an-object", f"body is JSON {type(data).__name__}, expected an object")
         event_type, version = data.get("type"), data.get("version")

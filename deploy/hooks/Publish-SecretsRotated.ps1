@@ -12,7 +12,7 @@
     the downloaded file from this workstation yourself.
 
 .EXAMPLE
-    $cred = Get-Credential   # a RabbitMQ user with write permission on the exchange
+    $cred = Get-Credential   # appsvc-dr-rotation-hook: may publish only secrets-rotated (deploy/README.md, "Broker users")
     .\Publish-SecretsRotated.ps1 -SecretsFile .\SystemSecrets.json -Stamp stamp1 `
         -DropShare \\fileserver\appsvc-dr-drop -RabbitMqUrl https://rabbitmq.contoso.local:15671 -Credential $cred
 #>

@@ -5,6 +5,7 @@ leak the webhook token or the SMTP password into its name or its errors.
 """
 from __future__ import annotations
 
+import functools
 import socket
 import traceback
 from dataclasses import dataclass
@@ -26,7 +27,9 @@ from workers.runtime.errors import ConfigurationError, PermanentError, Transient
 SECRET = "SECRET-TOKEN-123"
 HOOK_PATH = f"/webhookb2/{SECRET}/IncomingWebhook?sig={SECRET}"
 HINT = "Grant the backup login db_backupoperator on the database, then retry"
-WEBHOOKS = {"generic": JsonWebhook, "teams": TeamsWebhook, "slack": SlackWebhook}
+# The loopback test server speaks plain HTTP: allowed explicitly (production refuses http:// by default).
+WEBHOOKS = {kind: functools.partial(cls, allow_http=True)
+            for kind, cls in {"generic": JsonWebhook, "teams": TeamsWebhook, "slack": SlackWebhook}.items()}
 
 
 def job_failed(**payload: Any) -> JobFailed:
@@ -71,7 +74,8 @@ def sink_case(request: pytest.FixtureRequest, webhook_server: WebhookServer,  # 
         def make() -> Notifier:
             return SmtpNotifier(smtp_server.host, smtp_server.port, sender="dr@example.org",
                                 recipients=["ops@example.org", "dba@example.org"], username=SMTP_USER,
-                                password=SecretStr(SMTP_PASSWORD), local_hostname="notifier.test", timeout=5)
+                                password=SecretStr(SMTP_PASSWORD), local_hostname="notifier.test", timeout=5,
+                                allow_plaintext_auth=True)  # a loopback test server without TLS
         yield SinkCase("smtp", make, lambda: [f"{m.message['Subject']}\n{m.body}" for m in smtp_server.messages])
     else:
         cls = WEBHOOKS[request.param]
@@ -160,7 +164,7 @@ def test_webhook_honours_retry_after(webhook_server: WebhookServer) -> None:  # 
     webhook_server.status, webhook_server.retry_after = 429, 7
     # When a sink sends, Then the transient error carries the requested delay
     with pytest.raises(TransientError) as caught:
-        JsonWebhook(webhook_server.url(HOOK_PATH)).send(notification_from_event(job_failed()))
+        WEBHOOKS["generic"](webhook_server.url(HOOK_PATH)).send(notification_from_event(job_failed()))
     assert caught.value.delay == 7
 
 
@@ -179,7 +183,7 @@ def test_webhook_timeout_is_transient() -> None:
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
-        sink = JsonWebhook(f"http://127.0.0.1:{silent.getsockname()[1]}{HOOK_PATH}", timeout=0.3)
+        sink = WEBHOOKS["generic"](f"http://127.0.0.1:{silent.getsockname()[1]}{HOOK_PATH}", timeout=0.3)
         # When the sink sends, Then the timeout is transient
         with pytest.raises(TransientError, match="timed out"):
             sink.send(notification_from_event(job_failed()))
@@ -192,11 +196,11 @@ def smtp_sink(server: SmtpServer, **kwargs: Any) -> SmtpNotifier:
 
 
 def test_smtp_mail_subject_recipients_and_login(smtp_server: SmtpServer) -> None:  # noqa: F811
-    # Given an SMTP sink that logs in
+    # Given an SMTP sink that logs in (unencrypted, explicitly allowed: TLS logins are in test_smtp_login.py)
     smtp_server.reset()
     notification: Notification = notification_from_event(job_failed())
     # When it sends
-    smtp_sink(smtp_server, username=SMTP_USER, password=SMTP_PASSWORD).send(notification)
+    smtp_sink(smtp_server, username=SMTP_USER, password=SMTP_PASSWORD, allow_plaintext_auth=True).send(notification)
     # Then the mail has the documented subject, went to the recipients, and the login was used
     [mail] = smtp_server.messages
     assert mail.message["Subject"] == f"[appservice-dr] ERROR db-backup: {notification.what_failed}"
@@ -223,7 +227,8 @@ def test_smtp_wrong_password_is_permanent_and_not_leaked(smtp_server: SmtpServer
     wrong = "Wrong-pw-998877"
     # When it sends, Then the rejected login is permanent, names the settings, and leaks neither password
     with pytest.raises(PermanentError) as caught:
-        smtp_sink(smtp_server, username=SMTP_USER, password=wrong).send(notification_from_event(job_failed()))
+        smtp_sink(smtp_server, username=SMTP_USER, password=wrong,
+                  allow_plaintext_auth=True).send(notification_from_event(job_failed()))
     assert "smtp_password" in caught.value.hint
     assert_no_secret(caught.value, wrong, SMTP_PASSWORD)
 
@@ -231,7 +236,8 @@ def test_smtp_wrong_password_is_permanent_and_not_leaked(smtp_server: SmtpServer
 def test_smtp_server_down_is_transient() -> None:
     # Given no SMTP server on the port
     sink = SmtpNotifier("127.0.0.1", closed_port(), sender="dr@example.org", recipients=["ops@example.org"],
-                        username=SMTP_USER, password=SMTP_PASSWORD, local_hostname="notifier.test", timeout=2)
+                        username=SMTP_USER, password=SMTP_PASSWORD, starttls=True, local_hostname="notifier.test",
+                        timeout=2)
     # When it sends, Then that is transient and leaks no password
     with pytest.raises(TransientError) as caught:
         sink.send(notification_from_event(job_failed()))
@@ -257,13 +263,13 @@ def test_factory_builds_one_sink_per_setting_without_secrets() -> None:
     settings = NotifySettings(webhook_urls=[f"https://example.org/h/{SECRET}"], teams_urls=[
         f"https://teams.example.org/{SECRET}", f"https://teams2.example.org/{SECRET}"],
         slack_urls=[f"https://hooks.slack.test/services/{SECRET}"], smtp_host="mail.example.org",
-        smtp_to=["ops@example.org"], smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD)
+        smtp_to=["ops@example.org"], smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD, smtp_starttls=True)
     # When the sinks are built
     sinks = build_notifiers(settings)
     # Then there is one per URL plus SMTP, named by kind, index and host only
     assert [s.name for s in sinks] == ["webhook#1 (host example.org)", "teams#1 (host teams.example.org)",
                                        "teams#2 (host teams2.example.org)", "slack#1 (host hooks.slack.test)",
-                                       "smtp#1 (mail.example.org:25, 1 recipient(s))"]
+                                       "smtp#1 (mail.example.org:25 starttls, 1 recipient(s))"]
 
 
 @pytest.mark.parametrize("settings", [NotifySettings(webhook_urls=[f"ftp://example.org/{SECRET}"]),
@@ -276,3 +282,20 @@ def test_factory_rejects_unusable_settings_without_echoing_them(settings: Notify
     with pytest.raises(ConfigurationError, match="notify[.]") as caught:
         build_notifiers(settings)
     assert_no_secret(caught.value, SECRET)
+
+
+@pytest.mark.parametrize("field", ["webhook_urls", "teams_urls", "slack_urls"])
+def test_http_webhooks_are_refused_at_start_up_unless_allowed(webhook_server: WebhookServer,  # noqa: F811
+                                                              field: str) -> None:
+    # Given a plain-HTTP webhook URL (the real loopback server) and the default settings
+    webhook_server.reset()
+    url = webhook_server.url(HOOK_PATH)
+    # When the notifier builds its sinks, Then start-up fails naming the setting and the fix, not the token
+    with pytest.raises(ConfigurationError, match=f"notify.{field}\\[0\\] is an http:// URL") as caught:
+        build_notifiers(NotifySettings(**{field: [url]}))
+    assert "ALLOW_HTTP_WEBHOOKS" in caught.value.hint and "https://" in caught.value.hint
+    assert_no_secret(caught.value, SECRET)
+    # And when plain HTTP is explicitly allowed, the same URL delivers
+    [sink] = build_notifiers(NotifySettings(**{field: [url]}, allow_http_webhooks=True))
+    sink.send(notification_from_event(job_failed()))
+    assert len(webhook_server.received(HOOK_PATH)) == 1

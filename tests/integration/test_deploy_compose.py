@@ -130,7 +130,7 @@ def test_compose_file_hard_codes_no_credentials(yaml):
     # Then none is written in compose.yaml itself; they come from env files...
     assert hard_coded == []
     # ...and the committed (dev) env files say DEV ONLY and use obviously-dev values
-    for env_file in sorted((DEPLOY / "env" / "dev").glob("*.env")):
+    for env_file in sorted((DEPLOY / "env" / "dev").rglob("*.env")):
         text = env_file.read_text()
         assert "DEV ONLY" in text, env_file
         for key, value in re.findall(r"^(\w+)=(.*)$", text, re.M):
@@ -147,3 +147,21 @@ def test_compose_worker_environment_is_accepted_by_the_settings(compose_config):
         # Then it is valid configuration (no unknown or malformed APPSVC_DR_ variables)
         assert result.returncode == 0, f"{name}: {result.stderr[-2000:]}"
         assert result.stdout.split()[:3] == ["s3", "0.0.0.0", "9464"], result.stdout
+
+
+def test_compose_gives_every_producer_its_own_least_privilege_broker_user(compose_config):
+    # Given the resolved compose configuration and the broker users of deploy/rabbitmq/definitions.json
+    import json
+    services = compose_config["services"]
+    definitions = json.loads((DEPLOY / "rabbitmq" / "definitions.json").read_text())
+    users = {u["name"] for u in definitions["users"]}
+    # When each worker's and the scheduler's broker login is read
+    logins = {name: services[name]["environment"]["APPSVC_DR_BROKER__USERNAME"] for name in [*WORKERS, "scheduler"]}
+    # Then each logs in as its own role's user from definitions.json, never as the admin (rabbitmq.env)
+    assert logins == {name: f"appsvc-dr-{name}" for name in logins} and set(logins.values()) <= users
+    # And those users are created first, by the one-shot rabbitmq-users service, from definitions.json
+    init = services["rabbitmq-users"]
+    assert init["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    assert "apply_users.py" in " ".join(init["entrypoint"])
+    for name in [*WORKERS, "scheduler"]:
+        assert services[name]["depends_on"]["rabbitmq-users"]["condition"] == "service_completed_successfully"

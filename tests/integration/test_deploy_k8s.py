@@ -99,7 +99,7 @@ def test_k8s_scheduler_is_one_producer_pod_without_probes(k8s_docs):
     spec, pod = deployment["spec"], deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
     config = k8s_docs["configmap.yaml"][0]["data"]
-    secret_keys = k8s_docs["secret.template.yaml"][0]["stringData"].keys()
+    secrets = {d["metadata"]["name"]: d["stringData"] for d in k8s_docs["secret.template.yaml"]}
     # When it is inspected
     # Then it runs a valid `appsvc-dr schedule ...`, exactly once per site, also during a rollout
     check_schedule_args(container["args"])
@@ -111,12 +111,12 @@ def test_k8s_scheduler_is_one_producer_pod_without_probes(k8s_docs):
     assert not {"livenessProbe", "readinessProbe", "startupProbe"} & container.keys()
     assert "appsvc-dr/worker" not in spec["template"]["metadata"]["labels"]
     assert pod["securityContext"]["runAsNonRoot"] is True
-    # And it gets the stamp and broker from the ConfigMap and only the broker login from the Secret
+    # And it gets the stamp and broker from the ConfigMap and only its own broker login from its Secret
     assert [e["configMapRef"]["name"] for e in container["envFrom"]] == ["appsvc-dr-config"]
     env = {}
     for item in container["env"]:
         ref = item["valueFrom"]["secretKeyRef"]
-        assert ref["name"] == "appsvc-dr-secrets" and ref["key"] in secret_keys, item
+        assert ref["name"] == "appsvc-dr-broker-scheduler" and ref["key"] in secrets[ref["name"]], item
         env[item["name"]] = "sample"
     assert set(env) == {"APPSVC_DR_BROKER__USERNAME", "APPSVC_DR_BROKER__PASSWORD"}
     assert config["APPSVC_DR_STAMP"] and config["APPSVC_DR_BROKER__HOST"]
@@ -179,3 +179,16 @@ def test_kustomization_builds():
     kinds = re.findall(r"^kind: (\w+)", result.stdout, re.M)
     assert sorted(kinds) == sorted(["Namespace", "ConfigMap", "TriggerAuthentication"]
                                    + ["Deployment"] * (len(WORKERS) + 1) + ["ScaledObject"] * len(SCALED_WORKERS))
+
+
+def test_k8s_workers_log_in_as_their_own_broker_user(k8s_docs):
+    # Given the Secret template and the worker Deployments
+    secrets = {d["metadata"]["name"]: d["stringData"] for d in k8s_docs["secret.template.yaml"]}
+    assert "APPSVC_DR_BROKER__PASSWORD" not in secrets["appsvc-dr-secrets"], "no shared broker login"
+    for name in WORKERS:
+        deployment = next(d for d in k8s_docs[f"workers/{name}.yaml"] if d["kind"] == "Deployment")
+        refs = [e["secretRef"]["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+                if "secretRef" in e]
+        # When its Secrets are listed, Then the last one (which wins) is its own broker login
+        assert refs[-1] == f"appsvc-dr-broker-{name}", refs
+        assert set(secrets[refs[-1]]) == {"APPSVC_DR_BROKER__USERNAME", "APPSVC_DR_BROKER__PASSWORD"}

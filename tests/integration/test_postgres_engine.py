@@ -190,3 +190,38 @@ def test_missing_pg_dump_is_a_configuration_error(postgres, small_db, tmp_path) 
 def test_names_the_odbc_driver_cannot_carry_are_refused(engine, name) -> None:
     with pytest.raises(PermanentError, match="invalid database name"):
         engine.check(name)
+
+
+@pytest.mark.parametrize("server, mode", [
+    ("127.0.0.1", "prefer"), ("127.8.9.10", "prefer"), ("localhost", "prefer"), ("::1", "prefer"),
+    ("[::1]", "prefer"), ("/var/run/postgresql", "prefer"),
+    ("db.example.org", "verify-full"), ("10.0.0.5", "verify-full"), ("192.0.2.2", "verify-full"),
+    ("fd00::2", "verify-full"), ("localhost.example.org", "verify-full")])
+def test_sslmode_defaults_to_verify_full_for_network_servers(server, mode) -> None:
+    # Given a server of each kind and no sslmode setting, Then network servers get verify-full, local ones prefer
+    assert pg_settings(server=server).effective_pg_sslmode == mode
+    # And an explicit setting always wins
+    assert pg_settings(server=server, pg_sslmode="require").effective_pg_sslmode == "require"
+
+
+def test_the_default_sslmode_still_connects_to_the_loopback_server(postgres, small_db, tmp_path) -> None:
+    # Given default settings pointing at the loopback server (which has SSL off)
+    engine = PostgresEngine(pg_settings(password=PASSWORD))
+    assert engine.settings.effective_pg_sslmode == "prefer"
+    # When it checks (ODBC) and dumps (pg_dump), Then both work
+    engine.check(small_db)
+    assert engine.backup(small_db, str(tmp_path / "ok.dump")).size > 0
+
+
+def test_verify_full_reaches_odbc_and_pg_dump_and_fails_permanently_without_ssl(postgres, small_db,
+                                                                                 tmp_path) -> None:
+    # Given sslmode verify-full (what a network server gets by default) against a server without SSL
+    engine = PostgresEngine(pg_settings(password=PASSWORD, pg_sslmode="verify-full"))
+    # When it checks through ODBC and dumps through pg_dump, Then both refuse to go on unencrypted,
+    # permanently, with a hint naming the settings (a retry would not help)
+    for attempt in (lambda: engine.check(small_db), lambda: engine.backup(small_db, str(tmp_path / "x.dump"))):
+        with pytest.raises(PermanentError) as caught:
+            attempt()
+        assert "SSL" in caught.value.message and "PG_SSLROOTCERT" in caught.value.hint
+        assert PASSWORD not in shown(caught.value)
+    assert list(tmp_path.iterdir()) == []

@@ -13,6 +13,7 @@ from contracts import BackupDue, BackupDuePayload, Registry, default_registry
 from tests.fixtures.rabbit import queue_count, running, settings_for, wait_for
 from tests.integration.sample_workers import Ping, PingPayload, Pong, flaky, transient_once
 from workers.app import App
+from workers.middleware.base import Middleware
 from workers.runtime import dlq
 from workers.runtime.errors import PermanentError
 from workers.runtime.handler import WorkerSpec
@@ -111,6 +112,39 @@ def test_malformed_messages_are_dead_lettered_with_the_reason_and_the_worker_goe
     # And each rejection was announced as job-failed on the notifier's queue
     notifier_q = Topology.from_settings(settings.broker, settings.retry).queues("notifier").main
     assert wait_for(lambda: queue_count(settings.broker.vhost, notifier_q) == 3, 10)
+
+
+class Outcomes(Middleware):
+    """Every outcome the worker reached, in order: one entry per delivery that finished."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def after_job(self, worker: str, event_type: str, outcome: str, duration: float | None) -> None:
+        self.seen.append((event_type, outcome))
+
+
+def test_a_10000_deep_json_event_is_dead_lettered_as_malformed_on_its_first_delivery(settings, trace_dir):
+    # Given a running worker bound to backup-due
+    outcomes = Outcomes()
+    app = App(settings, [flaky], middleware=[outcomes])
+    with running(app):
+        # When a body nested 10,000 levels deep arrives, then a good event
+        _raw_publish(settings, "backup-due", b"[" * 10_000 + b"]" * 10_000)
+        good = backup_due("after-deep")
+        with Publisher(settings.broker) as pub:
+            pub.publish(good)
+        # Then the good one is processed after it
+        wait_for((trace_dir / f"{good.event_id}.done").exists, 20, what="good event")
+        letters = wait_for(lambda: dlq.peek(settings, "flaky"), 10, what="dead letter")
+        main = Topology.from_settings(settings.broker, settings.retry).queues("flaky").main
+        assert wait_for(lambda: queue_count(settings.broker.vhost, main) == 0, 10)
+    # And the deep one was rejected as malformed by the worker on its first and only delivery (not by the
+    # broker's delivery limit after a crash loop)
+    [letter] = letters
+    assert letter.reason == "too-deep" and "nested deeper" in letter.header("x-dr-error")
+    assert letter.headers.get("x-dr-attempts") == 1 and "x-death" not in letter.headers
+    assert outcomes.seen == [("unknown", "rejected"), ("backup-due", "ok")]
 
 
 def test_permanent_failure_dead_letters_then_replay_after_the_fix_processes_it(settings, trace_dir):

@@ -157,6 +157,7 @@ def test_duplicate_rotation_stores_nothing_new_and_triggers_no_backup(env):
     (b"", "is empty"),
     (b"{}", "empty JSON object"),
     (json.dumps([CANARY]).encode(), "not an object"),
+    (b'{"k": ' + b"[" * 1500 + json.dumps(CANARY).encode(), "nests JSON arrays/objects deeper"),
     (b'{"k": "' + b"x" * 2048 + CANARY.encode() + b'"}', "over the 2048-byte limit"),
 ])
 def test_bad_drop_files_fail_permanently_with_a_hint_and_notification_without_content(

@@ -44,7 +44,7 @@ def upload_settings(vhost, tmp_path, smb, certificate=None):
                         encryption={"certificate": str(certificate) if certificate else None,
                                     **(signing_settings(tmp_path) if certificate else {})},
                         staging={"smb_username": smb.username, "smb_password": smb.password,
-                                 "smb_port": smb.port})
+                                 "smb_port": smb.port, "database_dir": smb.unc("staging")})
 
 
 def test_staged_file_on_smb_is_stored_encrypted_verified_and_the_stage_deleted(

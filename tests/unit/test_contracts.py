@@ -41,6 +41,18 @@ def test_decode_errors_say_exactly_what_is_wrong(raw, reason, words):
     assert err.value.reason == reason and words in str(err.value)
 
 
+@pytest.mark.parametrize("hint", [None, ("backup-due", 1)])
+@pytest.mark.parametrize("raw", [b"[" * 10_000 + b"]" * 10_000,
+                                 b'{"type": "backup-due", "version": 1, "payload": ' + b"{\"a\": " * 10_000])
+def test_over_deep_json_is_a_contract_error_not_a_recursion_error(raw, hint):
+    # Given a body nested 10,000 levels deep (with or without a transport hint)
+    # When it is decoded
+    with pytest.raises(ContractError) as err:
+        default_registry().decode(raw, hint)
+    # Then it is refused as malformed ("too-deep"), not a RecursionError escaping to the consumer
+    assert err.value.reason == "too-deep" and "nested deeper" in str(err.value)
+
+
 @pytest.mark.parametrize("hint", [("backup-due", 1), ("job-failed", 1), ("backup-due", 7), ("nope", 1),
                                   (None, None), ("backup-due", [1])])
 def test_a_transport_hint_never_changes_what_decode_returns_or_refuses(hint):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -164,8 +166,26 @@ def sql_drill(tmp_path: Path, script: list[Expect], **db) -> tuple[Drill, FakeOd
     return Drill(settings, store, None, STAMP, set_id, "0a1b2c3d", tmp_path, engine=engine), fake
 
 
+@pytest.fixture(autouse=True)
+def fixed_private_dir(monkeypatch):
+    """A restore stages its plaintext copy in a fresh private directory with a random name; the scripted SQL
+    needs the path up front, so the directory gets a fixed name here (still created 0700 and removed)."""
+    class Fixed:
+        def __init__(self, prefix: str = "", dir: str | None = None) -> None:
+            self.path = Path(dir or ".") / f"{prefix}fixed"
+
+        def __enter__(self) -> str:
+            self.path.mkdir(mode=0o700)
+            return str(self.path)
+
+        def __exit__(self, *exc) -> None:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", Fixed)
+
+
 def staged(tmp_path: Path, drill: Drill, label: str) -> str:
-    return f"{tmp_path / 'staging'}/{label}-{STAMP}-{drill.set_id}-appservice_hosting.bak"
+    return f"{tmp_path / 'staging'}/appsvc-dr-restore-fixed/{label}-{STAMP}-{drill.set_id}-appservice_hosting.bak"
 
 
 def test_sql_server_drill_restores_with_move_to_scratch_files_and_drops_the_scratch_database(tmp_path):

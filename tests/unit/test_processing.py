@@ -136,3 +136,24 @@ def test_unexpected_exceptions_are_retried_and_handlers_returning_junk_are_caugh
     out = processor(lambda ev, ctx: ["not an event"]).process(delivery(event().to_json()))
     assert out.kind == "retried" and "TypeError" in out.error
     assert json.loads(out.messages[0].body)["type"] == "backup-due"
+
+
+def test_over_deep_json_is_rejected_on_the_first_delivery_with_the_reason():
+    # Given a 10,000-deep JSON body on its first delivery
+    ran = []
+    out = processor(lambda ev, ctx: ran.append(1)).process(delivery(b"[" * 10_000 + b"]" * 10_000))
+    # Then it is rejected (dead-lettered as malformed) at once, without running the handler
+    assert out.kind == "rejected" and not ran
+    assert out.messages[0].routing_key == "dr.w.dlq"
+    assert out.messages[0].properties.headers["x-dr-reason"] == "too-deep"
+
+
+def test_a_recursion_error_in_the_handler_is_dead_lettered_not_retried():
+    # Given a handler that hits Python's recursion limit on an event's data
+    def deep(ev, ctx):
+        raise RecursionError("maximum recursion depth exceeded")
+    # When it runs
+    out = processor(deep).process(delivery(event().to_json()))
+    # Then the event is dead-lettered at once (a retry would fail the same way), with job-failed
+    assert out.kind == "dead_lettered" and [m.kind for m in out.messages] == ["dead-letter", "job-failed"]
+    assert out.messages[0].properties.headers["x-dr-reason"] == "too-deep"

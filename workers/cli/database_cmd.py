@@ -7,6 +7,7 @@ import argparse
 from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli.progress import ProgressBar
 from workers.databases.factory import build_engine
+from workers.cli.run import private_umask
 from workers.dbbackup.restore import restore_from_set
 from workers.runtime.config import Settings
 from workers.upload.handler import artifact_store
@@ -26,6 +27,7 @@ def register_restore(restore_sub) -> None:
 
 
 def restore_database(args: argparse.Namespace, settings: Settings) -> int:
+    private_umask()                     # the decrypted dump is plaintext on local disk
     stamp = args.stamp or settings.stamp
     if args.target_server:
         settings = settings.model_copy(update={"database": settings.database.model_copy(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from workers.app import BUILTIN, App, site_workers, topology_of
@@ -27,11 +28,22 @@ def register(sub) -> None:
     p.set_defaults(func=topology)
 
 
+PRIVATE_UMASK = 0o077
+
+
+def private_umask() -> None:
+    """Everything this process (and its children) creates is owner-only: plaintext staging, drop copies and
+    restore files land 0600 in 0700 directories even where a library creates them with default modes."""
+    os.umask(PRIVATE_UMASK)
+
+
 def worker(args: argparse.Namespace, settings: Settings) -> int:
+    private_umask()
     return App(settings, [args.name]).run()
 
 
 def run_all(args: argparse.Namespace, settings: Settings) -> int:
+    private_umask()
     names = comma_list(args.workers) if args.workers else site_workers(settings.components)
     return App(settings, [n.strip() for n in names if n.strip()]).run()
 

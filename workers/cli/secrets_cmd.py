@@ -6,6 +6,7 @@ from pathlib import Path
 
 from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli.output import write_atomically
+from workers.cli.run import private_umask
 from workers.runtime.config import Settings
 from workers.secrets.versions import secrets_key, versions
 from workers.upload.handler import artifact_store
@@ -55,6 +56,7 @@ def controller_steps(out: Path, db_server: str | None, content_share: str | None
 
 
 def restore_secrets(args: argparse.Namespace, settings: Settings) -> int:
+    private_umask()                     # SystemSecrets.json is written in plaintext
     stamp = args.stamp or settings.stamp
     keys = keyring_from_args(args, required=True)
     store = artifact_store(settings)

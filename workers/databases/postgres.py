@@ -47,6 +47,18 @@ def conninfo_value(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _create_private(path: str) -> None:
+    """An empty file at ``path``, 0600 whatever the umask (an old one from a crashed run is replaced)."""
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except OSError as exc:
+        raise PermanentError(f"cannot create the staging file {path}: {exc.strerror or exc}",
+                             hint="Check that APPSVC_DR_STAGING__DATABASE_DIR exists and the worker may write "
+                                  "there.") from None
+
+
 class PostgresEngine:
     """:class:`~workers.databases.base.DatabaseEngine` for PostgreSQL (pg_dump / pg_restore + pyodbc)."""
 
@@ -79,6 +91,7 @@ class PostgresEngine:
                 done[0] += sizes.get(found.group(1), 0)
 
         partial = f"{staging_path}.partial"
+        _create_private(partial)                   # plaintext: 0600 before pg_dump writes the first byte
         argv = [self.settings.pg_dump, "--format=custom", "--verbose", f"--file={partial}"]
         if self.settings.pg_compress is not None:
             argv.append(f"--compress={self.settings.pg_compress}")
@@ -163,13 +176,19 @@ class PostgresEngine:
     def _odbc_string(self, database: str) -> str:
         s = self.settings
         parts = [f"DRIVER={braced(s.effective_driver)}", f"SERVER={s.server}", f"PORT={s.effective_port}",
-                 f"DATABASE={database}", f"SSLmode={s.pg_sslmode}",
-                 f"pqopt={braced(f'connect_timeout={s.timeout} application_name=appservice-dr')}"]
+                 f"DATABASE={database}", f"SSLmode={s.effective_pg_sslmode}",
+                 f"pqopt={braced(self._pqopt())}"]
         if s.username:
             parts.append(f"UID={s.username}")
         if self._password:
             parts.append(f"PWD={braced(self._password)}")
         return ";".join(parts)
+
+    def _pqopt(self) -> str:
+        """Extra libpq options for psqlODBC (the CA file, quoted as a conninfo value)."""
+        s = self.settings
+        options = f"connect_timeout={s.timeout} application_name=appservice-dr"
+        return options + (f" sslrootcert={conninfo_value(s.pg_sslrootcert)}" if s.pg_sslrootcert else "")
 
     @contextlib.contextmanager
     def _cursor(self, database: str) -> Iterator[Any]:
@@ -206,8 +225,10 @@ class PostgresEngine:
     def _env(self, database: str | None) -> dict[str, str]:
         s = self.settings
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env.update(PGHOST=s.server, PGPORT=str(s.effective_port), PGSSLMODE=s.pg_sslmode,
+        env.update(PGHOST=s.server, PGPORT=str(s.effective_port), PGSSLMODE=s.effective_pg_sslmode,
                    PGCONNECT_TIMEOUT=str(s.timeout), PGAPPNAME="appservice-dr")
+        if s.pg_sslrootcert:
+            env["PGSSLROOTCERT"] = s.pg_sslrootcert
         if s.username:
             env["PGUSER"] = s.username
         if self._password:

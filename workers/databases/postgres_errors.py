@@ -30,6 +30,13 @@ RULES: list[tuple[re.Pattern[str], bool, str]] = [
             "postgresql-client and point APPSVC_DR_DATABASE__PG_DUMP / PG_RESTORE at it."),
     (re.compile(r"No space left on device|disk full|could not extend file", re.I), False,
      "A disk is full (staging area or the restore target): free space, then replay the job."),
+    (re.compile(r"SSL was required|does not support SSL|root certificate file .* does not exist|certificate verify "
+                r"failed|does not match host name|server certificate for .* does not match|SSL error: (?!SYSCALL)",
+                re.I), False,
+     "TLS to PostgreSQL failed. A server over the network is checked with sslmode verify-full by default: enable "
+     "SSL on it, give its CA certificate in APPSVC_DR_DATABASE__PG_SSLROOTCERT and use the host name its "
+     "certificate names in APPSVC_DR_DATABASE__SERVER; only if you accept the risk, set "
+     "APPSVC_DR_DATABASE__PG_SSLMODE (e.g. require: encrypted, not authenticated)."),
     (re.compile(r"connection refused|could not connect|timeout expired|timed out|server closed the connection|"
                 r"terminating connection|connection to server .* failed|could not receive data|could not send data|"
                 r"SSL SYSCALL|the database system is (starting up|shutting down|in recovery mode)|"

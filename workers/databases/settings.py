@@ -5,6 +5,7 @@ One model for both engines; fields that only one engine reads say so in their de
 """
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -61,7 +62,12 @@ class DatabaseSettings(Section):
     pg_restore: str = Field(default="pg_restore", min_length=1, description="pg_restore executable")
     pg_maintenance_db: str = Field(default="postgres", min_length=1,
                                    description="Database to connect to for CREATE DATABASE")
-    pg_sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    pg_sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = Field(
+        default=None, description="libpq sslmode. Default: verify-full (encrypted, certificate and host name "
+        "checked) for a server over the network; prefer for localhost / 127.0.0.0/8 / ::1 / a socket directory")
+    pg_sslrootcert: str | None = Field(default=None, description="CA certificate file(s) verify-ca / verify-full "
+                                       "check the server against (libpq sslrootcert); unset: "
+                                       "~/.postgresql/root.crt")
     pg_compress: int | None = Field(default=0, ge=0, le=9, description="pg_dump -Z level. 0 by default: the "
                                     "upload worker compresses with zstd anyway, and pg_dump's single-core zlib "
                                     "made the whole backup 1.8x slower (None = pg_dump's own default)")
@@ -96,5 +102,21 @@ class DatabaseSettings(Section):
         return self.port or DEFAULT_PORTS[self.engine]
 
     @property
+    def effective_pg_sslmode(self) -> str:
+        """``pg_sslmode`` if set, else verify-full for a network server and prefer for a local one."""
+        return self.pg_sslmode or ("prefer" if is_local_host(self.server) else "verify-full")
+
+    @property
     def effective_driver(self) -> str:
         return self.driver or (SQLSERVER_DRIVER if self.engine == "sqlserver" else POSTGRES_DRIVER)
+
+
+def is_local_host(server: str) -> bool:
+    """localhost, a loopback address (127.0.0.0/8, ::1) or a Unix-socket directory (libpq: starts with /)."""
+    host = server.strip().strip("[]")
+    if host.startswith("/") or host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -20,8 +20,10 @@ from contracts import (ArtifactReady, ArtifactReadyPayload, BackupDue, DatabaseB
 from workers.databases.base import BackupResult, DatabaseEngine
 from workers.databases.factory import build_engine
 from workers.runtime.config import Settings
+from workers.runtime.errors import PermanentError
 from workers.runtime.handler import JobContext, WorkerSpec
-from workers.storage.staged import is_unc, join, locate
+from workers.storage.local import make_private_dirs
+from workers.storage.staged import DATABASE_DIR_SETTING, Root, is_unc, join, locate
 
 WORKER = "db-backup"
 SOURCE = f"worker:{WORKER}"
@@ -45,6 +47,12 @@ class DbBackupHandler:
     def backup_one(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
         assert isinstance(event, DatabaseBackupRequested)
         database = event.payload.database
+        configured = self.settings.database.databases
+        if database not in configured:            # before any connection: an event may not pick the database
+            raise PermanentError(f"database {database[:128]!r} is not configured for backup (configured: "
+                                 f"{', '.join(configured)})",
+                                 hint="Only databases in APPSVC_DR_DATABASE__DATABASES are backed up: add it there "
+                                      "if it is genuine, or fix the producer of database-backup-requested.")
         name = artifact_name(self.engine.name, database)
         staged_name = f"{event.stamp}-{event.correlation_id}-{name}"
 
@@ -74,13 +82,13 @@ class DbBackupHandler:
         staged = join(directory, staged_name)
         if self.engine.name == "sqlserver" or not is_unc(directory):
             if not is_unc(directory):
-                os.makedirs(directory, exist_ok=True)
+                make_private_dirs(directory)
             return self.engine.backup(database, staged, progress), staged
         # pg_dump writes locally: dump to a private temp dir, then stream it onto the staging share
         with tempfile.TemporaryDirectory(prefix="appsvc-dr-dump-") as tmp:
             local = os.path.join(tmp, staged_name)
             result = self.engine.backup(database, local, progress)
-            backend, key = locate(staged, self.settings.staging)
+            backend, key = locate(staged, self.settings.staging, [Root(directory, DATABASE_DIR_SETTING)])
             with open(local, "rb") as source:
                 backend.put(key, source, size=result.size)
             with contextlib.suppress(AttributeError):

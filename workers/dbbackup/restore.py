@@ -1,5 +1,8 @@
 """Restoring a database from a backup set: its artifact fetched, decrypted and verified into a staged file the
-database server can read, then restored with the engine (used by `restore database` and the restore drill)."""
+database server can read, then restored with the engine (used by `restore database` and the restore drill).
+
+A local staged copy is plaintext: it is written 0600 into a fresh 0700 directory (inside the staging directory,
+or the temp directory when pg_restore must read a local file but staging is a share), removed afterwards."""
 from __future__ import annotations
 
 import contextlib
@@ -13,26 +16,30 @@ from workers.artifacts.service import ArtifactStore
 from workers.databases.base import DatabaseEngine, RestoreResult
 from workers.dbbackup.handler import artifact_name
 from workers.runtime.config import Settings
-from workers.storage.staged import is_unc, join, locate
+from workers.storage.local import PRIVATE_DIR, LocalStore, make_private_dirs
+from workers.storage.staged import DATABASE_DIR_SETTING, Root, is_unc, join, locate
 
 
 @contextlib.contextmanager
 def _staged_copy(settings: Settings, engine_name: str, name: str, fill):
     """Write the backup where the database server can read it; remove it afterwards."""
     directory = settings.staging.database_dir
-    unc = is_unc(directory)
-    if engine_name == "postgres" and unc:  # pg_restore reads a local file
-        directory, unc = tempfile.gettempdir(), False
-    if not unc:
-        os.makedirs(directory, exist_ok=True)
-    path = join(directory, name)
-    backend, key = locate(path, settings.staging)
-    try:
-        fill(backend, key)
-        yield path
-    finally:
-        with contextlib.suppress(Exception):
-            backend.delete(key)
+    if is_unc(directory) and engine_name != "postgres":   # SQL Server reads the share; pg_restore a local file
+        path = join(directory, name)
+        backend, key = locate(path, settings.staging, [Root(directory, DATABASE_DIR_SETTING)])
+        try:
+            fill(backend, key)
+            yield path
+        finally:
+            with contextlib.suppress(Exception):
+                backend.delete(key)
+        return
+    parent = tempfile.gettempdir() if is_unc(directory) else directory
+    make_private_dirs(parent)
+    with tempfile.TemporaryDirectory(prefix="appsvc-dr-restore-", dir=parent) as private:
+        os.chmod(private, PRIVATE_DIR)
+        fill(LocalStore(private, create=False, private=True), name)
+        yield os.path.join(private, name)
 
 
 class _Silent:

@@ -28,8 +28,12 @@ class Notifier(Protocol):
         ...
 
 
-def checked_url(url: str, setting: str) -> str:
-    """Validate a webhook URL at start-up; the error names the setting, never the URL (it holds a token)."""
+def checked_url(url: str, setting: str, *, allow_http: bool = False) -> str:
+    """Validate a webhook URL at start-up; the error names the setting, never the URL (it holds a token).
+
+    ``http://`` is refused unless ``allow_http``: the URL's token and the failure details would cross the
+    network readable (and alterable) by anyone on the path.
+    """
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
@@ -38,6 +42,11 @@ def checked_url(url: str, setting: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(f"{setting} must be an http:// or https:// URL with a host name",
                                  hint=f"Copy the full incoming-webhook URL into {setting}.")
+    if parts.scheme == "http" and not allow_http:
+        raise ConfigurationError(f"{setting} is an http:// URL: its token and every notification would cross "
+                                 "the network unencrypted",
+                                 hint=f"Use the webhook's https:// URL in {setting}. Only on a trusted network, "
+                                      "to send over plain HTTP anyway, set APPSVC_DR_NOTIFY__ALLOW_HTTP_WEBHOOKS=true.")
     return url
 
 

@@ -19,7 +19,8 @@ def build_notifiers(settings: NotifySettings) -> list[Notifier]:
                                 (TeamsWebhook, settings.teams_urls, "notify.teams_urls"),
                                 (SlackWebhook, settings.slack_urls, "notify.slack_urls")):
         for index, url in enumerate(urls, start=1):
-            notifiers.append(kind(url.get_secret_value(), index=index, setting=setting, timeout=settings.timeout))
+            notifiers.append(kind(url.get_secret_value(), index=index, setting=setting, timeout=settings.timeout,
+                                  allow_http=settings.allow_http_webhooks))
     if settings.smtp_host:
         notifiers.append(_smtp(settings))
     return notifiers
@@ -42,4 +43,5 @@ def _smtp(settings: NotifySettings) -> SmtpNotifier:
     return SmtpNotifier(settings.smtp_host or "", settings.smtp_port, sender=settings.smtp_from,
                         recipients=list(settings.smtp_to), username=settings.smtp_username,
                         password=settings.smtp_password, starttls=settings.smtp_starttls,
-                        use_ssl=settings.smtp_ssl, timeout=settings.timeout)
+                        use_ssl=settings.smtp_ssl, timeout=settings.timeout,
+                        allow_plaintext_auth=settings.smtp_allow_plaintext_auth)

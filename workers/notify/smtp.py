@@ -2,12 +2,19 @@
 
 Failures are classified where they happen: connection errors, timeouts and SMTP 4xx replies are transient;
 5xx replies (rejected login, refused sender or recipients), missing server features and TLS set-up errors are
-permanent, with a hint naming the ``notify.smtp_*`` setting to check. The password never appears in a name,
-repr or error message.
+permanent, with a hint naming the ``notify.smtp_*`` setting to check.
+
+Credentials only ever cross an encrypted connection: with a login configured and neither implicit TLS nor
+STARTTLS, the sink refuses to be built (unless ``notify.smtp_allow_plaintext_auth`` says otherwise), and it
+checks the socket is TLS right before ``AUTH``. Neither the password nor any base64 form of it (AUTH PLAIN /
+LOGIN send those, and some servers quote them back in their error replies) appears in a name, repr or error.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
+import re
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -17,11 +24,23 @@ from pydantic import SecretStr
 
 from workers.notify.base import REDACTED
 from workers.notify.render import Notification
-from workers.runtime.errors import PermanentError, TransientError
+from workers.runtime.errors import ConfigurationError, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 
 ENV = "APPSVC_DR_NOTIFY__"
+_BASE64ISH = re.compile(r"[A-Za-z0-9+/=_-]{8,}")
+PLAINTEXT_HINT = (f"Use TLS: set {ENV}SMTP_STARTTLS=true (port 587) or {ENV}SMTP_SSL=true (port 465). Only on a "
+                  f"trusted network, to send the login unencrypted, set {ENV}SMTP_ALLOW_PLAINTEXT_AUTH=true.")
+
+
+def credential_forms(username: str, password: str) -> list[str]:
+    """The password and what AUTH PLAIN / LOGIN put on the wire for it (base64), longest first."""
+    if not password:
+        return []
+    raw = [password, f"\0{username}\0{password}", f"{username}\0{username}\0{password}"]
+    forms = {password, *(base64.b64encode(r.encode()).decode() for r in raw)}
+    return sorted(forms, key=len, reverse=True)
 
 
 class SmtpNotifier:
@@ -31,12 +50,17 @@ class SmtpNotifier:
                  username: str | None = None, password: SecretStr | str | None = None,
                  starttls: bool = False, use_ssl: bool = False, timeout: float = 10.0,
                  ssl_context: ssl.SSLContext | None = None, local_hostname: str | None = None,
-                 index: int = 1) -> None:
+                 index: int = 1, allow_plaintext_auth: bool = False) -> None:
         if not recipients:
             raise ValueError("SmtpNotifier needs at least one recipient")
+        if username and not (starttls or use_ssl) and not allow_plaintext_auth:
+            raise ConfigurationError(f"notify.smtp_username is set for {host}:{port} without TLS: the login would "
+                                     "cross the network unencrypted", hint=PLAINTEXT_HINT)
+        self.allow_plaintext_auth = allow_plaintext_auth
         self.host, self.port, self.sender, self.recipients = host, port, sender, list(recipients)
         self.username = username
         self._password = password if isinstance(password, SecretStr) or password is None else SecretStr(password)
+        self._secrets = credential_forms(username or "", self._password.get_secret_value() if self._password else "")
         self.starttls, self.use_ssl, self.timeout = starttls, use_ssl, timeout
         self._ssl_context = ssl_context
         self._local_hostname = local_hostname
@@ -86,18 +110,38 @@ class SmtpNotifier:
             if self.starttls:
                 client.starttls(context=self._context())
             if self.username:
+                if not isinstance(client.sock, ssl.SSLSocket) and not self.allow_plaintext_auth:
+                    raise PermanentError(f"{self.name}: refusing to log in over an unencrypted connection",
+                                         hint=PLAINTEXT_HINT)
                 client.login(self.username, self._password.get_secret_value() if self._password else "")
             return client.send_message(msg)
 
     def _clean(self, text: bytes | str) -> str:
-        """Server text, one line, at most 200 characters, the password (if echoed) redacted."""
+        """Server text, one line, at most 200 characters, every credential form (if echoed) redacted."""
         reply = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-        reply = " ".join(reply.split())[:200]
-        if self._password and self._password.get_secret_value():
-            reply = reply.replace(self._password.get_secret_value(), REDACTED)
-        return reply
+        reply = " ".join(reply.split())
+        for secret in self._secrets:
+            reply = reply.replace(secret, REDACTED)
+        return _BASE64ISH.sub(self._redact_encoded, reply)[:200]
+
+    def _redact_encoded(self, match: re.Match[str]) -> str:
+        """A base64-looking word that decodes to bytes holding 4+ bytes of the password (e.g. a cut echo)."""
+        word = match.group(0)
+        password = self._password.get_secret_value().encode() if self._password else b""
+        if password:
+            try:
+                decoded = base64.b64decode(word + "=" * (-len(word) % 4), altchars=b"-_" if "-" in word or
+                                           "_" in word else None)
+            except (binascii.Error, ValueError):
+                return word
+            size = min(4, len(password))
+            if any(password[i:i + size] in decoded for i in range(len(password) - size + 1)):
+                return REDACTED
+        return word
 
     def _classify(self, exc: Exception) -> Exception:
+        if isinstance(exc, (PermanentError, TransientError)):
+            return exc
         where = f"{self.name}:"
         if isinstance(exc, smtplib.SMTPRecipientsRefused):
             codes = [code for code, _ in exc.recipients.values()]

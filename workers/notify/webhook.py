@@ -47,8 +47,8 @@ class JsonWebhook:
     kind = "webhook"
 
     def __init__(self, url: str, *, index: int = 1, setting: str = "notify.webhook_urls",
-                 timeout: float = 10.0) -> None:
-        self._url = checked_url(url, f"{setting}[{index - 1}]")
+                 timeout: float = 10.0, allow_http: bool = False) -> None:
+        self._url = checked_url(url, f"{setting}[{index - 1}]", allow_http=allow_http)
         self._setting = f"{setting}[{index - 1}]"
         self._env = "APPSVC_DR_" + setting.upper().replace(".", "__")
         self._secrets = secret_fragments(url)
@@ -120,8 +120,9 @@ class TeamsWebhook(JsonWebhook):
 
     kind = "teams"
 
-    def __init__(self, url: str, *, index: int = 1, setting: str = "notify.teams_urls", timeout: float = 10.0):
-        super().__init__(url, index=index, setting=setting, timeout=timeout)
+    def __init__(self, url: str, *, index: int = 1, setting: str = "notify.teams_urls", timeout: float = 10.0,
+                 allow_http: bool = False):
+        super().__init__(url, index=index, setting=setting, timeout=timeout, allow_http=allow_http)
 
     def payload(self, notification: Notification) -> dict[str, Any]:
         n = notification
@@ -150,8 +151,9 @@ class SlackWebhook(JsonWebhook):
 
     kind = "slack"
 
-    def __init__(self, url: str, *, index: int = 1, setting: str = "notify.slack_urls", timeout: float = 10.0):
-        super().__init__(url, index=index, setting=setting, timeout=timeout)
+    def __init__(self, url: str, *, index: int = 1, setting: str = "notify.slack_urls", timeout: float = 10.0,
+                 allow_http: bool = False):
+        super().__init__(url, index=index, setting=setting, timeout=timeout, allow_http=allow_http)
 
     def payload(self, notification: Notification) -> dict[str, Any]:
         n = notification

@@ -73,6 +73,8 @@ class NotifySettings(Section):
     webhook_urls: list[SecretStr] = Field(default=[], description="Generic JSON webhooks")
     teams_urls: list[SecretStr] = Field(default=[], description="Microsoft Teams incoming webhooks")
     slack_urls: list[SecretStr] = Field(default=[], description="Slack (or Mattermost) incoming webhooks")
+    allow_http_webhooks: bool = Field(default=False, description="Accept http:// webhook URLs (token and "
+                                      "notifications then cross the network unencrypted); off: refused at start-up")
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_from: str = "appservice-dr@localhost"
@@ -81,6 +83,9 @@ class NotifySettings(Section):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
     smtp_ssl: bool = False
+    smtp_allow_plaintext_auth: bool = Field(default=False, description="Allow the SMTP login without STARTTLS or "
+                                            "implicit TLS (it then crosses the network readable); off: refused at "
+                                            "start-up")
     timeout: float = Field(default=10.0, gt=0)
     group_window: float = Field(default=900.0, ge=0, description="Seconds in which identical failures are "
                                                                  "grouped into one notification")
@@ -143,11 +148,23 @@ class StagingSettings(Section):
     database_dir: str = Field(default="/var/tmp/appsvc-dr/staging", description=r"Where database backups are "
                               r"staged for the upload worker: a local directory or \\server\share\dir (SQL "
                               "Server writes there directly; its service account needs write access)")
+    roots: list[str] = Field(default=[], description=r"More directories (local or \\server\share\dir) where "
+                             "other producers stage files for artifact-ready; the upload worker reads and deletes "
+                             "only files strictly inside database_dir or one of these (JSON list)")
+
+    @field_validator("roots")
+    @classmethod
+    def _absolute(cls, value: list[str]) -> list[str]:
+        for root in value:
+            if not (root.startswith("/") or root.startswith("\\\\")):
+                raise ValueError(rf"staging root {root!r} must be an absolute local path or \\server\share\dir")
+        return value
 
 
 class SecretsSettings(Section):
     drop_path: str = Field(default="", description=r"Drop location (local dir or \\server\share\dir) where "
-                           "`appsvc-dr publish secrets-rotated --file` copies SystemSecrets.json")
+                           "`appsvc-dr publish secrets-rotated --file` copies SystemSecrets.json; the secrets "
+                           "worker reads (and deletes) only SystemSecrets*.json files strictly inside it")
     max_size: int = Field(default=1024 * 1024, ge=2, description="Largest accepted SystemSecrets.json, bytes")
     delete_drop: bool = Field(default=True, description="Delete the plaintext file from the drop location once "
                               "the encrypted copy is verified")

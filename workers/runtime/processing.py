@@ -135,6 +135,10 @@ class JobProcessor:
     def _failed(self, delivery, event: Envelope, exc: Exception, attempt: int) -> Outcome:
         if is_permanent(exc):
             return self.dead_letter(delivery, event, exc, attempt, reason="permanent")
+        if isinstance(exc, RecursionError):  # over-deep input fails the same way every time: no retries
+            return self.dead_letter(delivery, event, exc, attempt, reason="too-deep",
+                                    error=("RecursionError", "the event nests data too deeply to process",
+                                           "Publish the event again without deeply nested fields."))
         step = self._retry_step(exc, attempt)
         if step is None:
             return self.dead_letter(delivery, event, exc, attempt, reason="retries-exhausted")

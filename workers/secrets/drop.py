@@ -1,14 +1,28 @@
-"""The rotation hook's side: copy an exported SystemSecrets.json to the drop location."""
+"""The rotation hook's side: copy an exported SystemSecrets.json to the drop location; and the one place that
+says where a drop may be (the secrets worker reads only files matching :data:`DROP_NAME` inside it)."""
 from __future__ import annotations
 
 import getpass
 import os
+import re
 from pathlib import Path
 
 from contracts import utcnow
 from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError, PermanentError
-from workers.storage.staged import join, locate
+from workers.storage.base import StorageBackend
+from workers.storage.staged import Root, join, locate
+
+DROP_SETTING = "APPSVC_DR_SECRETS__DROP_PATH"
+# what `publish secrets-rotated --file` and deploy/hooks/Publish-SecretsRotated.ps1 drop (and the export's own name)
+DROP_NAME = re.compile(r"SystemSecrets[A-Za-z0-9._-]*\.json", re.IGNORECASE)
+
+
+def locate_drop(path: str, settings: Settings) -> tuple[StorageBackend, str]:
+    """The backend and key of a dropped SystemSecrets*.json strictly inside APPSVC_DR_SECRETS__DROP_PATH
+    (:class:`~workers.storage.staged.PathRefused` otherwise, before any I/O)."""
+    return locate(path, settings.staging, [Root(settings.secrets.drop_path, DROP_SETTING)], what="drop path",
+                  name_pattern=DROP_NAME)
 
 
 def copy_to_drop(source: Path, settings: Settings) -> str:
@@ -27,7 +41,7 @@ def copy_to_drop(source: Path, settings: Settings) -> str:
                              hint="Check that the right file was given.")
     name = f"SystemSecrets-{utcnow():%Y%m%dT%H%M%S%fZ}.json"
     target = join(drop_dir, name)
-    backend, key = locate(target, settings.staging)
+    backend, key = locate_drop(target, settings)
     with source.open("rb") as stream:
         backend.put(key, stream, size=size)
     return target

@@ -22,10 +22,10 @@ from workers.middleware.metrics import Metrics
 from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError
 from workers.runtime.handler import JobContext, WorkerSpec
+from workers.secrets.drop import locate_drop
 from workers.secrets.reader import HINT_EXPORT, read_secrets
-from workers.secrets.versions import (REFERENCE_NAME, ROTATED_AT_FORMAT, SecretsVersion, latest, version_id,
-                                      version_key, versions)
-from workers.storage.staged import locate
+from workers.secrets.versions import (REFERENCE_NAME, ROTATED_AT_FORMAT, SecretsVersion, check_rotated_at, latest,
+                                      version_id, version_key, versions)
 from workers.upload.handler import artifact_store
 
 log = logging.getLogger("appsvc_dr.secrets")
@@ -41,7 +41,8 @@ class SecretsHandler:
     def rotated(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
         assert isinstance(event, SecretsRotated)
         p, cfg = event.payload, self.settings.secrets
-        drop, drop_key = locate(p.drop_path, self.settings.staging)
+        check_rotated_at(p.rotated_at)
+        drop, drop_key = locate_drop(p.drop_path, self.settings)
         try:
             data, fingerprint = read_secrets(drop, drop_key, p.drop_path, cfg.max_size)
         except PermanentError:

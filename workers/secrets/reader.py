@@ -45,6 +45,9 @@ def read_secrets(backend: StorageBackend, key: str, path: str, max_size: int) ->
     except json.JSONDecodeError as exc:
         raise BadSecretsFile(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno})",
                              hint=HINT_EXPORT) from None
+    except RecursionError:
+        raise BadSecretsFile(f"{path} nests JSON arrays/objects deeper than the parser allows: not a "
+                             "SystemSecrets.json export", hint=HINT_EXPORT) from None
     if not isinstance(parsed, dict) or not parsed:
         kind = "an empty JSON object" if parsed == {} else f"JSON {type(parsed).__name__}, not an object"
         raise BadSecretsFile(f"{path} is {kind}", hint=HINT_EXPORT)

@@ -3,13 +3,19 @@
 A version id is ``<rotated-at UTC, to the microsecond>-<first 12 hex of the fingerprint>``, so ids sort by
 rotation time, the same rotation event always maps to the same key (idempotent re-runs), and two rotations of
 identical content within one second are still told apart (the second is a duplicate, not a re-run).
+
+"Newest" is decided by that date, so a date an outsider chose must never win: a rotation dated in the future
+(beyond :data:`CLOCK_SKEW`) is refused at the event, and the "latest" lookup ignores (with a warning) stored
+versions dated in the future or whose id is not one this worker writes.
 """
 from __future__ import annotations
 
 import io
 import json
+import logging
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from workers.artifacts.catalog import artifact_key
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore, StoredArtifact
@@ -18,6 +24,28 @@ from workers.runtime.errors import PermanentError
 SECRETS_NAME = "SystemSecrets.json"
 REFERENCE_NAME = "secrets-version.json"   # in each backup set: which version it holds
 ROTATED_AT_FORMAT = "%Y%m%dT%H%M%S%fZ"
+VERSION_ID = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{12}")
+CLOCK_SKEW = timedelta(minutes=10)        # how far ahead of this host's clock a rotation may be dated
+
+log = logging.getLogger("appsvc_dr.secrets")
+
+
+def check_rotated_at(rotated_at: datetime) -> None:
+    """Refuse a rotation dated in the future: its version would stay "newest" over every genuine one."""
+    now = datetime.now(timezone.utc)
+    if rotated_at > now + CLOCK_SKEW:
+        raise PermanentError(f"secrets-rotated is dated {rotated_at.isoformat()}, in the future (this host's "
+                             f"clock says {now:%Y-%m-%dT%H:%M:%SZ}; allowed skew {CLOCK_SKEW})",
+                             hint="Fix the clock of the host that published the event (or of this worker), then "
+                                  "publish the rotation again with the real time; a future-dated version would "
+                                  "hide every genuine one.")
+
+
+def _is_version_id(vid: str) -> bool:
+    try:
+        return bool(VERSION_ID.fullmatch(vid)) and bool(datetime.strptime(vid[:22], ROTATED_AT_FORMAT))
+    except ValueError:                    # digits that are no date (month 13, ...)
+        return False
 
 
 def version_id(rotated_at: datetime, fingerprint: str) -> str:
@@ -50,15 +78,25 @@ def versions(store: ArtifactStore, stamp: str) -> list[SecretsVersion]:
         if not info.key.endswith(f"/{SECRETS_NAME}{RECORD_SUFFIX}"):
             continue
         key = info.key[:-len(RECORD_SUFFIX)]
+        vid = key.split("/")[2]
+        if not _is_version_id(vid) or key != version_key(stamp, vid):
+            log.warning("ignoring %s: not a secrets version key this worker writes (something else wrote it)", key)
+            continue
         record = store.trusted_record(key, "secrets version")   # unsigned / forged / moved: never latest
         if record is not None:
-            out.append(SecretsVersion(stamp, key.split("/")[2], record))
+            out.append(SecretsVersion(stamp, vid, record))
     return sorted(out, key=lambda v: v.version_id)
 
 
 def latest(store: ArtifactStore, stamp: str) -> SecretsVersion | None:
-    found = versions(store, stamp)
-    return found[-1] if found else None
+    """The newest stored version not dated in the future (those are skipped with a warning)."""
+    limit = datetime.now(timezone.utc) + CLOCK_SKEW
+    for version in reversed(versions(store, stamp)):
+        if version.rotated_at <= limit:
+            return version
+        log.warning("ignoring secrets version %s of %s: it is dated in the future, so it was not written by a "
+                    "genuine rotation (or a clock is wrong)", version.version_id, stamp)
+    return None
 
 
 def set_reference(store, stamp: str, set_id: str, keys) -> dict:

@@ -1,6 +1,9 @@
 """A directory on a local (or mounted) file system. Writes go to ``<name>.partial-<uuid>`` in the same
 directory, are fsynced and ``os.replace``-d into place; user metadata lives in a JSON sidecar
-``<name>.drmeta`` written the same way. Neither kind of file is ever listed."""
+``<name>.drmeta`` written the same way. Neither kind of file is ever listed.
+
+A ``private`` store (plaintext staging, secrets drop copies) creates its files 0600 and the directories it
+creates 0700, explicitly, whatever the process umask."""
 from __future__ import annotations
 
 import contextlib
@@ -21,6 +24,7 @@ from workers.storage.base import (META_SUFFIX, PARTIAL_MARK, InvalidArgument, Ob
 
 SETTING = "APPSVC_DR_STORE__LOCAL_PATH"
 _NOT_FOUND = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR)
+PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
 
 
 def classify_os_error(exc: OSError, *, where: str, what: str, setting: str = SETTING) -> StorageError:
@@ -47,9 +51,10 @@ def classify_os_error(exc: OSError, *, where: str, what: str, setting: str = SET
 class LocalStore:
     atomic_rename = True
 
-    def __init__(self, root: Path | str, *, create: bool = True) -> None:
+    def __init__(self, root: Path | str, *, create: bool = True, private: bool = False) -> None:
         self.root = Path(root).absolute()
-        self.create = create
+        self.create, self.private = create, private
+        self._file_mode = PRIVATE_FILE if private else 0o666
         self.name = self.root.as_uri()
         self._root_ok = False
 
@@ -160,7 +165,7 @@ class LocalStore:
                 raise StorageMisconfigured(f"{self.name}: the store directory does not exist", hint=(
                     f"Create it (and mount the backup volume there), or fix {SETTING}."))
             try:
-                self.root.mkdir(parents=True, exist_ok=True)
+                self._mkdirs(self.root)
             except OSError as exc:
                 raise classify_os_error(exc, where=self.name, what="create the store directory") from exc
         self._root_ok = True
@@ -168,17 +173,26 @@ class LocalStore:
     def _create(self, tmp: Path, key: str) -> BinaryIO:
         for attempt in (1, 2):
             try:
-                return open(tmp, "xb")
+                return os.fdopen(self._create_file(tmp), "wb")
             except FileNotFoundError:
                 if attempt == 2:
                     raise StorageMisconfigured(f"{self.name}: directory for {key!r} vanished while writing")
                 self._root_ok = False
                 self._check_root()                    # never re-create a vanished root when create=False
                 with self._errors("create the directory for", key):
-                    tmp.parent.mkdir(parents=True, exist_ok=True)
+                    self._mkdirs(tmp.parent)
             except OSError as exc:
                 raise classify_os_error(exc, where=self.name, what=f"write {key!r}") from exc
         raise AssertionError("unreachable")
+
+    def _create_file(self, path: Path) -> int:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self._file_mode)
+
+    def _mkdirs(self, directory: Path) -> None:
+        if self.private:
+            make_private_dirs(directory)
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
 
     def _write_metadata(self, path: Path, meta: dict[str, str], key: str) -> None:
         sidecar = path.with_name(path.name + META_SUFFIX)
@@ -188,7 +202,7 @@ class LocalStore:
             return
         tmp = sidecar.with_name(f"{sidecar.name}{PARTIAL_MARK}{uuid.uuid4().hex}")
         try:
-            with open(tmp, "x", encoding="utf-8") as fh:
+            with os.fdopen(self._create_file(tmp), "w", encoding="utf-8") as fh:
                 json.dump({"metadata": meta}, fh)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -235,6 +249,22 @@ class LocalStore:
                 except FileNotFoundError:
                     continue                          # deleted while listing
                 yield ObjectInfo(key=key, size=st.st_size, modified=_utc(st.st_mtime))
+
+
+def make_private_dirs(directory: Path | str) -> None:
+    """Create ``directory`` and its missing parents 0700 (explicitly, whatever the umask); directories that
+    already exist are left as they are."""
+    missing: list[Path] = []
+    path = Path(directory).absolute()
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:
+            continue                                  # created meanwhile by someone else: theirs to mode
+        os.chmod(path, PRIVATE_DIR)
 
 
 def _utc(timestamp: float) -> datetime:

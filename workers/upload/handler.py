@@ -13,7 +13,7 @@ from workers.runtime.handler import JobContext, WorkerSpec
 from workers.storage.artifact import load_certificate
 from workers.storage.factory import build_store
 from workers.storage.signing import attach, trust_from_settings
-from workers.storage.staged import locate
+from workers.storage.staged import locate, staging_roots
 
 WORKER = "upload"
 
@@ -39,7 +39,7 @@ class UploadHandler:
         assert isinstance(event, ArtifactReady)
         p = event.payload
         key = artifact_key(event.stamp, event.correlation_id, p.component, p.name)
-        staged, staged_key = locate(p.staged_path, self.settings.staging)
+        staged, staged_key = locate(p.staged_path, self.settings.staging, staging_roots(self.settings.staging))
         started = time.monotonic()
         stored = self.store.put(key, lambda: staged.open(staged_key), known_sha256=p.sha256,
                                 require_encryption=p.component == "secrets",
