@@ -24,13 +24,15 @@ from contracts import (ArtifactReady, ArtifactReadyPayload, DatabaseBackupReques
 from tests.fixtures import started
 from tests.fixtures.postgres import PG_HOST, PG_PORT, PG_USER, fill_sample, postgres_available, scratch_database
 from tests.fixtures.rabbit import running, settings_for, tap, wait_for
-from tests.unit.certs import make_cert
+from tests.unit.certs import make_cert, signing_settings
 from workers.app import App
+from workers.artifacts.service import ArtifactStore
 from workers.runtime import dlq
 from workers.runtime.publisher import Publisher
 from workers.secrets.drop import copy_to_drop
 from workers.secrets.versions import set_reference, version_id, version_key
-from workers.storage.artifact import KeyRing
+from workers.storage.artifact import KeyRing, load_certificate
+from workers.storage.factory import build_store
 from workers.upload.handler import artifact_store
 
 pytestmark = pytest.mark.integration
@@ -167,7 +169,8 @@ def test_hostile_drop_paths_and_future_dates_are_refused_and_a_genuine_rotation_
     drop.mkdir()
     with listening(FOREIGN_HOST) as foreign:
         settings = settings_for(rabbit_vhost, store={"kind": "local", "local_path": str(tmp_path / "store")},
-                                encryption={"certificate": str(cert)}, secrets={"drop_path": str(drop)},
+                                encryption={"certificate": str(cert), **signing_settings(tmp_path)},
+                                secrets={"drop_path": str(drop)},
                                 staging={"smb_username": "dr-staging", "smb_password": "staging-password",
                                          "smb_port": foreign.port})
         outside = outside_file(tmp_path / "outside", "SystemSecrets.json", json.dumps({"other": "file"}).encode())
@@ -185,10 +188,11 @@ def test_hostile_drop_paths_and_future_dates_are_refused_and_a_genuine_rotation_
         }
         # And a forged version dated 9999 already in the store (made with only the public certificate)
         store = artifact_store(settings)
+        attacker = ArtifactStore(build_store(settings.store), certificate=load_certificate(cert))   # no signing key
         forged = b'{"forged": true}'
         forged_id = version_id(utcnow().replace(year=9999), hashlib.sha256(forged).hexdigest())
-        store.put(version_key("stamp1", forged_id), lambda: contextlib.nullcontext(io.BytesIO(forged)),
-                  require_encryption=True)
+        attacker.put(version_key("stamp1", forged_id), lambda: contextlib.nullcontext(io.BytesIO(forged)),
+                     require_encryption=True)
         exported = tmp_path / "SystemSecrets.json"
         exported.write_text(json.dumps({"SqlServerPassword": "genuine"}))
         seen: list = []
