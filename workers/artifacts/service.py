@@ -15,47 +15,27 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import BinaryIO, Callable, ContextManager, Iterator, Literal
 
 from cryptography.x509 import Certificate
 
+from workers.artifacts.records import (RECORD_SUFFIX, OverwriteError, StoredArtifact, encrypted_only, read_record,
+                                       record_body)
 from workers.runtime.errors import ConfigurationError, PermanentError, TransientError
 from workers.storage.artifact import (EncodedBuffer, EncodingStream, IntegrityError, KeyRing, decode, encode,
                                       encode_buffer, thumbprint)
 from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
-from workers.storage.signing import SIGNATURE_FIELD, SignatureError, Trust, canonical, trust_of
+from workers.storage.signing import SignatureError, Trust, trust_of
+
+__all__ = ["ArtifactStore", "StoredArtifact", "OverwriteError", "RECORD_SUFFIX", "sha256_of"]
 
 log = logging.getLogger("appsvc_dr.artifacts")
-RECORD_SUFFIX = ".record.json"
-ENCRYPTED_ONLY = "secrets"          # the component whose artifacts are never stored or read unencrypted
 CHUNK = 1024 * 1024
 Opener = Callable[[], ContextManager[BinaryIO]]
 Progress = Callable[[int], None]
-
-
-@dataclass(frozen=True)
-class StoredArtifact:
-    key: str
-    plaintext_size: int
-    plaintext_sha256: str | None      # None: not hashed as a whole (a pack: its blobs carry their SHA-256)
-    stored_size: int
-    stored_sha256: str
-    compressed: bool
-    encrypted: bool
-    thumbprint: str | None
-    verified_by: Literal["stat", "read-back"]
-    stored_at: str
-    object_modified: str | None = None   # the object's modified time when it was verified (detects rewrites)
-    deduplicated: bool = False
-
-    def to_json(self) -> bytes:
-        data = asdict(self)
-        data.pop("deduplicated")
-        return json.dumps(data, sort_keys=True).encode()
 
 
 class _Counting(io.RawIOBase):
@@ -77,18 +57,6 @@ class _Counting(io.RawIOBase):
         data = self.read(len(buffer))
         buffer[:len(data)] = data
         return len(data)
-
-
-def encrypted_only(key: str) -> bool:
-    """``<stamp>/secrets/<version>/…`` and ``<stamp>/<set>/secrets/…``: secrets are always encrypted."""
-    parts = key.split("/")
-    return ENCRYPTED_ONLY in parts[1:3] and len(parts) >= 3
-
-
-class OverwriteError(PermanentError):
-    default_hint = ("An event tried to overwrite a stored artifact with different content; stored keys are "
-                    "write-once. Find out who published it (a replayed or forged event?); the stored artifact "
-                    "is unchanged.")
 
 
 def sha256_of(stream: BinaryIO) -> tuple[str, int]:
@@ -114,23 +82,7 @@ class ArtifactStore:
     def record(self, key: str, *, verify: bool = True, required: bool = False) -> StoredArtifact | None:
         """The record of ``key``, its signature checked (``verify``) when verify keys are configured or
         ``required``; SignatureError when it is unsigned, forged or belongs to another key."""
-        try:
-            with self.backend.open(key + RECORD_SUFFIX) as stream:
-                data = json.loads(stream.read(1024 * 1024))
-            if not isinstance(data, dict):
-                raise ValueError
-            if verify:
-                self.trust.check(key + RECORD_SUFFIX, hashlib.sha256(canonical(data)).digest(),
-                                 data.get(SIGNATURE_FIELD), what="artifact record", required=required)
-            data.pop(SIGNATURE_FIELD, None)
-            rec = StoredArtifact(**data)
-        except ObjectNotFound:
-            return None
-        except (ValueError, TypeError):
-            raise IntegrityError(f"the record of {key} is not a valid artifact record") from None
-        if rec.key != key:
-            raise SignatureError(f"the record stored for {key} describes {rec.key}: it was moved from another key")
-        return rec
+        return read_record(self.backend, key, verify=verify, required=required)
 
     def trusted_record(self, key: str, what: str = "artifact") -> StoredArtifact | None:
         """The record of ``key`` if it passes :meth:`record`'s checks; None when missing, and None logged at
@@ -142,8 +94,7 @@ class ArtifactStore:
             return None
 
     def _write_record(self, artifact: StoredArtifact) -> None:
-        rk = artifact.key + RECORD_SUFFIX
-        body = json.dumps(self.trust.sign_json(rk, json.loads(artifact.to_json())), sort_keys=True).encode()
+        body = record_body(self.backend, artifact)
         self.backend.put(artifact.key + RECORD_SUFFIX, io.BytesIO(body), size=len(body),
                          sha256=hashlib.sha256(body).hexdigest())     # the store checks it (S3: and no HEAD)
 

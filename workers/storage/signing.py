@@ -38,7 +38,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from workers.runtime.errors import PermanentError
+from workers.runtime.errors import ConfigurationError, PermanentError
 
 log = logging.getLogger("appsvc_dr.signing")
 ALG = "ed25519"
@@ -235,7 +235,6 @@ def generate_signing_key() -> tuple[bytes, bytes, str]:
 def trust_from_settings(encryption: Any, *, allow_unsigned: bool = False) -> Trust:
     """The Trust of an ``EncryptionSettings`` (signing key, verify keys, allow_unsigned); a key file that cannot
     be used stops the process at start with a ConfigurationError."""
-    from workers.runtime.errors import ConfigurationError
     try:
         return Trust.from_files(encryption.signing_key, encryption.verify_keys,
                                 allow_unsigned=allow_unsigned or encryption.allow_unsigned)
