@@ -16,7 +16,7 @@ import pytest
 from tests.contract.conftest import make_store
 from tests.unit.certs import signed
 from tests.unit.test_fileshare_trees import change_tree, copy_tree, make_tree, picture
-from workers.artifacts.service import ArtifactStore
+from workers.artifacts.service import ArtifactStore, OverwriteError
 from workers.fileshare.handler import commit
 from workers.fileshare.repo import Repository
 from workers.fileshare.restore import Restorer
@@ -116,3 +116,20 @@ def test_the_manifest_cache_is_private(backend, tmp_path):
     assert any(p.name == "s1.json.zst" for p in found)
     for path in [repo.cache, *found]:
         assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path
+
+
+def test_a_crashed_syncs_manifest_is_replaced_but_a_committed_one_is_write_once(backend, tmp_path):
+    # Given a sync that stored its manifest and crashed before the summary (which marks the snapshot done)
+    make_tree(tmp_path / "src", big=1 << 16)
+    repo = repo_for(backend, tmp_path)
+    settings = FileshareSettings(source=str(tmp_path / "src"), cache_dir=tmp_path / "cache")
+    crashed = Sync(settings, repo, LocalTree(tmp_path / "src")).run("s1", STAMP, "s1", None)
+    repo.put_manifest(crashed.manifest)
+    # When the redelivered event syncs again (the tree changed meanwhile) / Then its manifest replaces it
+    change_tree(tmp_path / "src")
+    sync(backend, tmp_path, "s1")
+    assert repo_for(backend, tmp_path, cache=False).manifest("s1", cached=False).to_json() != crashed.manifest.to_json()
+    assert repo.summary("s1")["manifest_key"] == repo.manifest_key("s1")
+    # And once committed, a different manifest for the snapshot is refused
+    with pytest.raises(OverwriteError):
+        repo.put_manifest(crashed.manifest)

@@ -100,9 +100,12 @@ class ArtifactStore:
 
     # ---- put -------------------------------------------------------------------------------------
     def put(self, key: str, open_source: Opener, *, known_sha256: str | None = None,
-            require_encryption: bool = False, progress: Progress | None = None) -> StoredArtifact:
-        """Store what ``open_source()`` yields under ``key``; an identical artifact already there is kept."""
-        existing = self._reuse(key, open_source, known_sha256, require_encryption)
+            require_encryption: bool = False, progress: Progress | None = None,
+            replace_uncommitted: bool = False) -> StoredArtifact:
+        """Store what ``open_source()`` yields under ``key``; an identical artifact already there is kept, a
+        different one refused (OverwriteError) unless ``replace_uncommitted``: the caller owns the key and
+        knows what is there was never committed (a manifest whose snapshot has no summary yet)."""
+        existing = self._reuse(key, open_source, known_sha256, require_encryption, not replace_uncommitted)
         if existing is not None:
             return existing
         with open_source() as source:
@@ -144,8 +147,8 @@ class ArtifactStore:
                                      hint="Set APPSVC_DR_ENCRYPTION__CERTIFICATE to a PEM certificate "
                                           "(`appsvc-dr keys create` makes one).")
 
-    def _reuse(self, key: str, open_source: Opener, known_sha256: str | None,
-               require_encryption: bool) -> StoredArtifact | None:
+    def _reuse(self, key: str, open_source: Opener, known_sha256: str | None, require_encryption: bool,
+               write_once: bool = True) -> StoredArtifact | None:
         """The artifact already stored under ``key`` if it holds the same plaintext; else None, after removing
         a stale record (an old record must never describe the new object). Write-once: a key whose record
         holds a different plaintext is refused (OverwriteError)."""
@@ -154,13 +157,14 @@ class ArtifactStore:
             rec = self.record(key, verify=False)        # the writer compares content; readers check signatures
         except IntegrityError:
             rec = None                                  # a damaged record describes nothing: store again
-        if rec is not None and rec.plaintext_sha256:
+        write_once = write_once and rec is not None and bool(rec.plaintext_sha256)
+        if write_once:
             if known_sha256 is None:
                 known_sha256 = self._hash(open_source)
-            self._refuse_overwrite(rec, known_sha256)
+            self._refuse_overwrite(rec, known_sha256)  # type: ignore[arg-type]
         existing = self._existing(key, rec, open_source, known_sha256)
         if existing is None and rec is not None:
-            if rec.plaintext_sha256:            # about to rewrite the same content: the claim must hold
+            if write_once:                      # about to rewrite the same content: the claim must hold
                 self._refuse_overwrite(rec, self._hash(open_source))
             self.backend.delete(key + RECORD_SUFFIX)
         return existing

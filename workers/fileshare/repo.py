@@ -264,8 +264,10 @@ class Repository:
     # ---- snapshots -------------------------------------------------------------------------------
     def put_manifest(self, manifest: Manifest) -> StoredArtifact:
         body = manifest.to_json()
+        committed = self.meta.record(self.summary_key(manifest.snapshot_id), verify=False) is not None
         stored = self.data.put(self.manifest_key(manifest.snapshot_id), lambda: io.BytesIO(body),
-                               known_sha256=hashlib.sha256(body).hexdigest())
+                               known_sha256=hashlib.sha256(body).hexdigest(),
+                               replace_uncommitted=not committed)    # a crashed sync's manifest: no summary
         self._cache_put(self._cache_file("manifests", f"{manifest.snapshot_id}.json.zst"), body)
         return stored
 
