@@ -49,6 +49,11 @@ def shown(value: object, limit: int = 200) -> str:
     return f"{text[:limit]}... ({len(value)} characters)" if isinstance(value, str) else f"{text[:limit]}..."
 
 
+def printable(text: str) -> str:
+    """``text`` unchanged if it is printable, else repr-escaped (a name from the store reaching a terminal)."""
+    return text if text.isprintable() else shown(text)
+
+
 def _units(text: str) -> int:
     """Length in UTF-16 code units (what Windows and SMB count)."""
     return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2

@@ -123,6 +123,15 @@ class Restorer:
             raise PermanentError(f"{path!r} is not in snapshot {manifest.snapshot_id}",
                                  hint="List the snapshot's paths with `appsvc-dr snapshots diff` or drop --path.")
         check_entries(entries, where=f"snapshot {shown(manifest.snapshot_id, 80)}: ")   # before any byte is written
+        try:
+            return self._write(manifest, entries)
+        except FileProblem as exc:                      # the target refused one path (denied, locked, vanished)
+            raise PermanentError(f"restore into {self.target.name} stopped: {exc.message} ({exc.kind})",
+                                 hint="Fix access to that path in the target (permissions, a process holding it), "
+                                      "then run the same restore again: files already restored are skipped.") \
+                from exc
+
+    def _write(self, manifest: Manifest, entries: list[Entry]) -> RestoreReport:
         self.target.connect()
         self.repo.load_index()
         files = [e for e in entries if not e.is_dir]
@@ -176,15 +185,18 @@ class Restorer:
     def _restore(self, entry: Entry, cache: PackCache) -> int:
         digest, size = hashlib.sha256() if entry.sha256 else None, 0
         with self.target.open_write(entry.path) as fh:      # a temporary file, renamed over the path on success
-            for blob in entry.blobs:
-                data = cache.blob(blob)                 # checked against its id
-                if digest is not None:
-                    digest.update(data)
-                size += len(data)
-                fh.write(data)
+            try:
+                for blob in entry.blobs:
+                    data = cache.blob(blob)                 # checked against its id
+                    if digest is not None:
+                        digest.update(data)
+                    size += len(data)
+                    fh.write(data)
+            except IntegrityError as exc:
+                raise IntegrityError(f"{shown(entry.path)} not restored: {exc.message}", hint=exc.hint) from exc
             if size != entry.size or (digest is not None and digest.hexdigest() != entry.sha256):
-                raise IntegrityError(f"{shown(entry.path)}: restored content does not match the snapshot's size "
-                                     "and SHA-256")
+                raise IntegrityError(f"{shown(entry.path)} not restored: its content does not match the snapshot's "
+                                     "size and SHA-256")
         self.target.set_mtime(entry.path, entry.mtime_ns)
         self.progress(size)
         return size
