@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ntpath
 import struct
 import threading
 from typing import Any, BinaryIO, Iterator
@@ -27,8 +28,9 @@ import smbclient
 from smbclient._io import SMBDirectoryIO, SMBFileTransaction, SMBRawIO
 from smbprotocol.exceptions import NoMoreFiles, NoSuchFile, SMBAuthenticationError, SMBException, \
     SMBResponseException
-from smbprotocol.file_info import FileInformationClass
-from smbprotocol.open import CreateOptions, SMB2QueryDirectoryResponse
+from smbprotocol.file_info import FileInformationClass, FileRenameInformation
+from smbprotocol.open import CreateOptions, FilePipePrinterAccessMask as Access, SMB2QueryDirectoryResponse, \
+    SMB2SetInfoRequest
 from smbprotocol.structure import DateTimeField
 
 from workers.fileshare.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
@@ -50,6 +52,8 @@ _QUERY_OUTPUT = 64 * 1024                             # one credit per QUERY_DIR
 # no longer grows with the message, so larger READs only save per-request work (-8% CPU of 1 MiB ones).
 STREAM_READ = 4 << 20
 CREDITS = 512
+_WRITE_RENAME = Access.FILE_WRITE_DATA | Access.FILE_WRITE_ATTRIBUTES | Access.FILE_WRITE_EA | \
+    Access.FILE_READ_ATTRIBUTES | Access.DELETE                # a restored file: written, then renamed into place
 
 
 def _secret(value: Any) -> str | None:
@@ -176,22 +180,23 @@ class SmbTree:
     # ------------------------------------------------------------------------------------------ writing
     @contextlib.contextmanager
     def open_write(self, rel: str) -> Iterator[BinaryIO]:
-        """Write ``rel`` through a temporary file beside it, renamed over ``rel`` only if the block ends without an
-        error; on an error it is removed and an existing ``rel`` is left as it was."""
+        """Write ``rel`` through a temporary file beside it, renamed over ``rel`` (on the same handle) only if the
+        block ends without an error; on an error it is removed and an existing ``rel`` is left as it was."""
         names = parts(rel)
         self._directory(names[:-1], create=False)
-        final, tmp = self._path(rel), self._path("/".join([*names[:-1], partial_name(names[-1])]))
+        tmp = self._path("/".join([*names[:-1], partial_name(names[-1])]))
         with self._errors(rel):
-            fh = smbclient.open_file(tmp, mode="wb", share_access="r",
+            fh = smbclient.open_file(tmp, mode="wb", share_access="r", desired_access=_WRITE_RENAME,
                                      create_options=CreateOptions.FILE_OPEN_REPARSE_POINT, **self._kw)
         try:
             try:
                 yield _Translating(fh, self, rel)       # type: ignore[misc]
+                with self._errors(rel):
+                    fh.flush()
+                    _rename(fh.raw.fd, names[-1])
             finally:
                 with self._errors(rel):
                     fh.close()
-            with self._errors(rel):
-                smbclient.replace(tmp, final, **self._kw)
         except BaseException:
             with contextlib.suppress(Exception):
                 smbclient.remove(tmp, **self._kw)
@@ -216,10 +221,16 @@ class SmbTree:
                         raise
                     try:
                         smbclient.mkdir(self._path(rel), **self._kw)
-                    except OSError as race:
-                        if race.errno != errno.EEXIST:
+                    except OSError as race:                  # made meanwhile, or a name the server hides
+                        if race.errno not in (errno.EEXIST, errno.ENOENT):
                             raise
-                    attrs = smbclient.lstat(self._path(rel), **self._kw).st_file_attributes
+                    try:
+                        attrs = smbclient.lstat(self._path(rel), **self._kw).st_file_attributes
+                    except OSError as hidden:                # Samba answers "not found" for a symlink leading
+                        if hidden.errno != errno.ENOENT:     # out of the share, and will not create the name
+                            raise
+                        raise UnsafeTargetError(f"{self.name}/{shown(rel)[1:-1]} can be neither created nor "
+                                                "opened (a link leading outside the share?): refused") from None
             if attrs & REPARSE_POINT or not attrs & DIRECTORY:
                 kind = "a reparse point (symlink or junction)" if attrs & REPARSE_POINT else "a file"
                 raise UnsafeTargetError(f"{self.name}/{shown(rel)[1:-1]} is {kind}, not a directory: refused (a "
@@ -270,6 +281,20 @@ class SmbTree:
                 isinstance(exc, ValueError) and "Failed to connect" in str(exc)):
             return SourceUnavailable(detail)
         return None
+
+
+def _rename(fd: Any, name: str) -> None:
+    """Rename an open file to ``name`` in its directory, replacing a file there (not following a reparse point):
+    SET_INFO FileRenameInformation on the handle. ``smbclient.replace`` would first open the destination for
+    FILE_EXECUTE, which Samba refuses on a file without the x bit."""
+    info = FileRenameInformation()
+    info["replace_if_exists"] = True
+    info["file_name"] = ntpath.join(ntpath.dirname(fd.file_name), name)
+    request = SMB2SetInfoRequest()
+    request["info_type"], request["file_info_class"] = info.INFO_TYPE, info.INFO_CLASS
+    request["file_id"], request["buffer"] = fd.file_id, info
+    fd.connection.receive(fd.connection.send(request, fd.tree_connect.session.session_id,
+                                             fd.tree_connect.tree_connect_id))
 
 
 def _parse_directory(buffer: bytes, out: list[Stat]) -> None:
