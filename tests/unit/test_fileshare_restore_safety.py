@@ -3,6 +3,8 @@
 the restore with exit 2 naming the entry, and nothing outside the target (nor an existing file) is touched."""
 from __future__ import annotations
 
+import io
+import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,7 +13,9 @@ import pytest
 
 from tests.unit.certs import make_cert
 from tests.unit.forge import NS, STAMP, forge, picture, traversals
+from workers.artifacts.catalog import artifact_key
 from workers.cli import main
+from workers.drill import checks
 from workers.fileshare.manifest import Entry, Manifest
 from workers.fileshare.paths import PARTIAL, UnsafeEntryError
 from workers.fileshare.repo import Repository
@@ -167,3 +171,19 @@ def test_a_sync_skips_names_no_restore_would_write_and_its_snapshot_still_restor
     assert manifest.partial and [e.path for e in manifest.files()] == ["site/ok.txt"]
     Restorer(repo, LocalTree(tmp_path / "r", create=True), keys=KeyRing.from_files(keys=[host.key])).run(manifest)
     assert (tmp_path / "r/site/ok.txt").read_bytes() == b"data"
+
+
+def test_the_drill_restores_through_the_same_checks_and_fails_on_a_forged_set(host, tmp_path):
+    # Given a backup set whose file-share snapshot was forged with a traversal entry
+    repo = forge(host.store, "forged", {"site/ok.txt": b"fine", "site/../../escape.txt": b"evil"})
+    repo.meta.put(artifact_key(STAMP, "set-1", "fileshare", "snapshot.json"),
+                  lambda: io.BytesIO(json.dumps({"snapshot_id": "forged"}).encode()))
+    before = picture(host.root)
+    # When the drill checks the set's file share
+    drill = checks.Drill(load_settings(), host.store, KeyRing.from_files(keys=[host.key]), STAMP, "set-1", "d1",
+                         tmp_path / "scratch")
+    [result] = checks.fileshare(drill)
+    # Then the component fails naming the entry and the rule, with the hint, and nothing was written anywhere
+    assert result.result == "failed" and "'site/../../escape.txt'" in result.error and "'..' component" in result.error
+    assert "tampered" in result.hint
+    assert picture(host.root) == before and not (tmp_path / "scratch" / "fileshare-d1").exists()
