@@ -4,11 +4,13 @@ wrote them). Also the hostile paths every restore target must refuse, with the r
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 from pathlib import Path
 
 from workers.artifacts.service import ArtifactStore
-from workers.fileshare.manifest import EMPTY_SHA256, Entry, Manifest
+from workers.fileshare.manifest import EMPTY_SHA256, Entry
 from workers.fileshare.repo import Repository
 
 NS = 1_760_000_000_123_456_000
@@ -27,6 +29,7 @@ TRAVERSALS = {
     ".": "'.' component",
     "site/./x": "'.' component",
     "site/": "empty component",
+    "bad\udcff.txt": "lone surrogate",
 }
 
 
@@ -52,8 +55,10 @@ def forge(store: ArtifactStore, snapshot: str, files: dict[str, bytes], dirs: tu
     if body:
         pack, _ = repo.put_pack(bytes(body))
         repo.write_index({pack: list(index.values())})
-    repo.put_manifest(Manifest(snapshot, STAMP, snapshot, "forged", created_at="2026-12-02T00:00:00Z",
-                               entries=entries))
+    head = {"format": 2, "snapshot_id": snapshot, "stamp": STAMP, "backup_set_id": snapshot, "source": "forged",
+            "created_at": "2026-12-02T00:00:00Z", "entries": [e.to_dict() for e in entries]}
+    body = json.dumps(head).encode()                    # ASCII escapes: any string at all, lone surrogates too
+    repo.data.put(repo.manifest_key(snapshot), lambda: io.BytesIO(body))
     return repo
 
 

@@ -4,8 +4,9 @@ write to the store can build one with the public certificate), so no entry may n
 is restored into.
 
 A path is relative and '/'-separated; no component is empty, ``.`` or ``..``; no ``\\``, ``:`` (drive letters,
-alternate data streams), NUL or control characters; a component is at most 255 UTF-16 code units and a path at
-most 32,767 (the Windows / SMB limits), so what restores onto a local disk restores onto a share too.
+alternate data streams), NUL or control characters, nor lone surrogates; a component is at most 255 UTF-16 code
+units and a path at most 32,767 (the Windows / SMB limits), so what restores onto a local disk restores onto a
+share too.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def printable(text: str) -> str:
 
 def _units(text: str) -> int:
     """Length in UTF-16 code units (what Windows and SMB count)."""
-    return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
+    return len(text) if text.isascii() else len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def name_problem(name: str) -> str | None:
@@ -67,6 +68,11 @@ def name_problem(name: str) -> str | None:
     if bad:
         char = bad.group()
         return f"{_NAMED.get(char, f'a control character ({char!r})')} in {shown(name, 80)}"
+    if not name.isascii():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:                    # a lone surrogate: no file system or SMB name holds it
+            return f"invalid Unicode (a lone surrogate) in {shown(name, 80)}"
     if _units(name) > MAX_COMPONENT:
         return f"a component longer than {MAX_COMPONENT} characters"
     return None
