@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+from contracts.envelope import is_future
 from workers.artifacts.catalog import artifact_key
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore, StoredArtifact
 from workers.runtime.errors import PermanentError
 
+log = logging.getLogger("appsvc_dr.secrets")
 SECRETS_NAME = "SystemSecrets.json"
 REFERENCE_NAME = "secrets-version.json"   # in each backup set: which version it holds
 ROTATED_AT_FORMAT = "%Y%m%dT%H%M%S%fZ"
@@ -57,7 +60,11 @@ def versions(store: ArtifactStore, stamp: str) -> list[SecretsVersion]:
 
 
 def latest(store: ArtifactStore, stamp: str) -> SecretsVersion | None:
+    """The newest version; one dated in the future is ignored with a warning (never chosen by its name)."""
     found = versions(store, stamp)
+    for version in (v for v in found if is_future(v.rotated_at)):
+        log.warning("secrets version %s of %s is dated in the future: ignored", version.version_id, stamp)
+    found = [v for v in found if not is_future(v.rotated_at)]
     return found[-1] if found else None
 
 
