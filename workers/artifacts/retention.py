@@ -113,9 +113,10 @@ def decide(stamp: str, states: list[SetState], *, keep_last: int = 7, keep_withi
                         "still complete)")
     for state in future:
         keep(state, "dated in the future: ignored (never the newest, never deleted automatically)")
-        log.warning("retention: backup set %s/%s is dated in the future (%s): ignored. Only new_backup_set_id from "
-                    "a correct clock names sets; check who published it, then delete it with `appsvc-dr artifacts "
-                    "delete`", stamp, state.set_id, state.time.isoformat() if state.time else state.set_id)
+        log.warning("retention: backup set %s/%s is dated in the future (%s): ignored, never counted as newest. "
+                    "Sets are named by new_backup_set_id from a correct clock: find who wrote it (store access or "
+                    "a host's clock), then remove <stamp>/<set>/ from the store by hand", stamp, state.set_id,
+                    state.time.isoformat() if state.time else state.set_id)
     ordered = future + ordered
     kept = [s.set_id for s in ordered if s.set_id in reasons]
     doomed = [s for s in ordered if s.set_id not in reasons]

@@ -175,7 +175,8 @@ def require_plan(backend: StorageBackend, stamp: str, set_id: str, *, deadline: 
     start = id_time(set_id) or since or now
     what = f"backup set {stamp}/{set_id} has no plan"
     if now < start + deadline:
-        raise TransientError(f"{what} yet (the catalog writes it from backup-due); retrying",
+        raise TransientError(f"{what} yet: the catalog writes it from backup-due, so it may still come (waiting "
+                             f"until {deadline} after the set's time, {start:%Y-%m-%d %H:%M:%S} UTC)",
                              hint="Usually the catalog worker is behind and the plan follows; if it does not, "
                                   "check that the catalog worker runs and consumes backup-due.")
     raise PermanentError(f"{what}: it was never planned from a backup-due within the set deadline "

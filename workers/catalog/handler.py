@@ -141,11 +141,14 @@ class CatalogHandler:
         plan = apply_retention(self.backend, stamp, keep_last=r.keep_last, keep_within=r.keep_within,
                                incomplete_grace=r.grace)
         if plan.delete:
-            forgotten = forget_snapshots_of(Repository(self.store, stamp), plan.delete)
-            ctx.logger.warning("retention for %s deleted %d set(s) (%d objects; %d file-share snapshot(s) of them "
-                               "forgotten): %s; kept %d", stamp, len(plan.delete), plan.deleted_objects,
-                               len(forgotten), "; ".join(f"{s} ({plan.reasons[s]})" for s in plan.delete),
+            ctx.logger.warning("retention for %s deleted %d set(s) (%d objects): %s; kept %d", stamp, len(plan.delete),
+                               plan.deleted_objects, "; ".join(f"{s} ({plan.reasons[s]})" for s in plan.delete),
                                len(plan.keep))
+            forgotten = forget_snapshots_of(Repository(self.store, stamp), plan.delete)
+            if forgotten:
+                ctx.logger.info("retention for %s forgot %d file-share snapshot(s) of the deleted sets (%s); their "
+                                "data is freed by `appsvc-dr snapshots prune` (needs the private key)", stamp,
+                                len(forgotten), ", ".join(forgotten))
         else:
             ctx.logger.info("retention for %s: nothing to delete, kept %d set(s)", stamp, len(plan.keep))
         snapshots = forget(Repository(self.store, stamp), Policy(keep_last=r.keep_last, keep_within=r.keep_within))
