@@ -57,6 +57,9 @@ def test_no_plan_is_retried_until_the_deadline_after_the_sets_time_then_refused(
         require_plan(backend, "stamp1", "free-form", deadline=timedelta(hours=1), since=NOW - timedelta(hours=2))
     with pytest.raises(TransientError):
         require_plan(backend, "stamp1", "free-form", deadline=timedelta(hours=1), since=NOW)
+    # And a backup-due (the request the catalog plans from) waits from its own time, whatever its id says
+    with pytest.raises(TransientError):
+        require_plan(backend, "stamp1", old, deadline=timedelta(hours=1), since=NOW, from_event=True)
     # When the old set's plan exists, Then it is returned whatever the deadline
     write_plan(backend, Plan("stamp1", old, ("secrets",), "schedule", NOW - timedelta(hours=2)))
     assert require_plan(backend, "stamp1", old, deadline=timedelta(hours=1)).components == ("secrets",)

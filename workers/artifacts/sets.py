@@ -164,15 +164,16 @@ def is_complete(plan: Plan | None, backup_set: BackupSet) -> bool:
 
 
 def require_plan(backend: StorageBackend, stamp: str, set_id: str, *, deadline: timedelta = DEFAULT_DEADLINE,
-                 since: datetime | None = None, now: datetime | None = None) -> Plan:
+                 since: datetime | None = None, now: datetime | None = None, from_event: bool = False) -> Plan:
     """The set's plan, before anything is written into the set. Without one: TransientError (retry: the
     ``backup-due`` may still be queued at the catalog) until ``deadline`` after the set's time (the time in
-    its id, else ``since``, the time of the event that asks), then PermanentError (never planned)."""
+    its id, else ``since``; ``since`` alone with ``from_event``), then PermanentError (never planned).
+    Future-dated ids never get here: the contracts refuse them."""
     plan = read_plan(backend, stamp, set_id)
     if plan is not None:
         return plan
     now = now or datetime.now(timezone.utc)
-    start = id_time(set_id) or since or now
+    start = (since if from_event else id_time(set_id) or since) or now
     what = f"backup set {stamp}/{set_id} has no plan"
     if now < start + deadline:
         raise TransientError(f"{what} yet: the catalog writes it from backup-due, so it may still come (waiting "
@@ -187,8 +188,11 @@ def require_plan(backend: StorageBackend, stamp: str, set_id: str, *, deadline: 
 
 
 def require_planned(backend: StorageBackend, event: Envelope, deadline: timedelta = DEFAULT_DEADLINE) -> Plan:
-    """:func:`require_plan` for the set an event names (its stamp and correlation id, since its time)."""
-    return require_plan(backend, event.stamp, event.correlation_id, deadline=deadline, since=event.occurred_at)
+    """:func:`require_plan` for the set an event names (its stamp and correlation id). A ``backup-due`` is the
+    request the catalog plans from, so its plan is due ``deadline`` after the event, whatever its id says (an
+    operator may request a set under an id of their choosing); any other event waits from the set's time."""
+    return require_plan(backend, event.stamp, event.correlation_id, deadline=deadline, since=event.occurred_at,
+                        from_event=event.type == "backup-due")
 
 
 # ------------------------------------------------------------------------------------------ skip notes
