@@ -15,7 +15,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from contracts.envelope import FUTURE_SKEW, is_future
 from workers.artifacts.catalog import artifact_key
