@@ -7,7 +7,8 @@ refuse unknown fields, so a producer's typo is an error, not silently dropped da
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+import re
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, ClassVar, Self
 from uuid import UUID, SafeUUID, uuid4
 
@@ -19,11 +20,45 @@ Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,1
 """A name that is safe in object keys, queue names and file names (stamp, backup-set id, worker)."""
 
 
+SET_ID = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]{8}$")
+"""The form of :func:`new_backup_set_id`: the UTC time it was made, then 8 random hex digits."""
+FUTURE_SKEW = timedelta(minutes=10)
+"""How far ahead of this host's clock a backup-set id may be dated (clock skew between hosts)."""
+
+
+def set_id_time(set_id: str) -> datetime | None:
+    """The time encoded in a :func:`new_backup_set_id` id, or None for ids of another form (or an impossible
+    date)."""
+    match = SET_ID.match(set_id)
+    if not match:
+        return None
+    try:
+        return datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def is_future(when: datetime | None, now: datetime | None = None) -> bool:
+    """Whether ``when`` lies more than :data:`FUTURE_SKEW` after ``now`` (default: this host's clock)."""
+    return when is not None and when > (now or utcnow()) + FUTURE_SKEW
+
+
+def _not_future_dated(set_id: str) -> str:
+    """A backup-set id dated in the future would become every reader's "newest" set: refused where it enters."""
+    if is_future(set_id_time(set_id)):
+        raise ValueError(f"backup-set id {set_id} is dated more than {int(FUTURE_SKEW.total_seconds() // 60)} "
+                         "minutes in the future; ids are made by new_backup_set_id from the producer's clock "
+                         "(fix the producer's clock, or publish with a new id)")
+    return set_id
+
+
 def _to_utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+SetId = Annotated[Name, AfterValidator(_not_future_dated)]
+"""A backup-set id: a :data:`Name`, and not dated in the future (see :func:`set_id_time`)."""
 
 
 def utcnow() -> datetime:
@@ -77,7 +112,7 @@ class Envelope(BaseModel):
     occurred_at: UtcDatetime = Field(default_factory=utcnow, description="When it happened (UTC)")
     source: str = Field(min_length=1, max_length=200, description="Producer, e.g. worker:secrets or cli")
     stamp: Name = Field(description="The App Service deployment (stamp) the event is about")
-    correlation_id: Name = Field(description="Backup-set id: every event of one recovery point shares it")
+    correlation_id: SetId = Field(description="Backup-set id: every event of one recovery point shares it")
     causation_id: UUID | None = Field(default=None, description="Id of the event that caused this one")
     payload: Payload
 

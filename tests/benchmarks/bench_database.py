@@ -82,6 +82,8 @@ def child_main(cfg: dict) -> None:
     ctx = JobContext("bench", "bench", 1, logging.LoggerAdapter(logging.getLogger("bench"), {}))
     event = DatabaseBackupRequested(source="bench", stamp="stamp1", correlation_id=cfg["set_id"],
                                     payload=DatabaseBackupRequestedPayload(database=cfg["database"]))
+    from workers.artifacts.sets import Plan, write_plan
+    write_plan(uploader.store.backend, Plan("stamp1", cfg["set_id"], ("databases",), "manual", None))  # the catalog's
     started = time.perf_counter()
     ready, backed_up = db_handler.backup_one(event, ctx)
     backed = time.perf_counter()

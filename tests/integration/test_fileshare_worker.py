@@ -61,7 +61,7 @@ def test_bad_credentials_dead_letter_the_job_with_a_hint_and_a_notification(rabb
     # Given a fileshare worker with a wrong password
     settings = worker_settings(rabbit_vhost, tmp_path, smb_server, password="not-the-password")
     seen: list = []
-    with running(App(settings, ["fileshare", tap(seen, *TYPES)])):
+    with running(App(settings, ["fileshare", "catalog", tap(seen, *TYPES)])):     # the catalog plans the set
         # When a backup of the file share is due
         with Publisher(settings.broker) as pub:
             pub.publish(backup_due("set-badcreds"))

@@ -84,7 +84,7 @@ def test_rotation_is_stored_encrypted_drop_deleted_backup_triggered_and_restores
     caplog.set_level(logging.DEBUG)
     spy = Spy(settings)
     seen: list = []
-    app = App(settings, ["secrets", tap(seen, "secrets-stored", "artifact-stored")])
+    app = App(settings, ["secrets", "catalog", tap(seen, "secrets-stored", "artifact-stored")])  # catalog: plans
     with running(app):
         # When the rotation hook publishes the exported file
         published = cli(settings, "publish", "secrets-rotated", "--file", str(tmp / "SystemSecrets.json"),
@@ -133,7 +133,7 @@ def _text(metrics, attr: str) -> str:
 def test_duplicate_rotation_stores_nothing_new_and_triggers_no_backup(env):
     settings, tmp, drop = env
     seen: list = []
-    app = App(settings, ["secrets", tap(seen, "secrets-stored", "artifact-stored")])
+    app = App(settings, ["secrets", "catalog", tap(seen, "secrets-stored", "artifact-stored")])  # catalog: plans
     # Two rotations of identical content within the same second (a re-export right after the first)
     same_second = datetime(2026, 11, 22, 1, 2, 3, 1000, tzinfo=timezone.utc)
     with running(app), Publisher(settings.broker) as pub:

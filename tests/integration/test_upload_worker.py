@@ -13,6 +13,7 @@ from tests.fixtures.rabbit import running, settings_for, tap, wait_for
 from tests.unit.certs import make_cert, signing_settings
 from workers.app import App
 from workers.artifacts.catalog import read_manifest
+from workers.artifacts.sets import Plan, write_plan
 from workers.runtime import dlq
 from workers.runtime.publisher import Publisher
 from workers.storage.artifact import KeyRing
@@ -39,6 +40,11 @@ def cert_files(tmp_path):
     return make_cert("upload-test").write(tmp_path)
 
 
+def planned(tmp_path, set_id: str, component: str = "databases") -> None:
+    """The catalog's plan for the set (from its backup-due): the upload worker stores into planned sets only."""
+    write_plan(LocalStore(tmp_path / "store"), Plan("stamp1", set_id, (component,), "manual", None))
+
+
 def upload_settings(vhost, tmp_path, smb, certificate=None):
     return settings_for(vhost, store={"kind": "local", "local_path": str(tmp_path / "store")},
                         encryption={"certificate": str(certificate) if certificate else None,
@@ -53,6 +59,7 @@ def test_staged_file_on_smb_is_stored_encrypted_verified_and_the_stage_deleted(
     data = os.urandom(1024 * 1024) + b"appservice_hosting " * 110000
     unc = stage(smb_server, "hosting.bak", data)
     settings = upload_settings(rabbit_vhost, tmp_path, smb_server, cert_files[0])
+    planned(tmp_path, "set-1")
     seen: list = []
     app = App(settings, ["upload", tap(seen, "artifact-stored")])
     with running(app):
@@ -90,6 +97,7 @@ def test_redelivered_artifact_ready_is_not_uploaded_twice(rabbit_vhost, tmp_path
     data = b"metering" * 50000
     unc = stage(smb_server, "metering.bak", data)
     settings = upload_settings(rabbit_vhost, tmp_path, smb_server)
+    planned(tmp_path, "set-2")
     seen: list = []
     app = App(settings, ["upload", tap(seen, "artifact-stored")])
     event = ArtifactReady(source="test", stamp="stamp1", correlation_id="set-2", payload=ArtifactReadyPayload(
@@ -113,6 +121,7 @@ def test_secrets_without_a_certificate_are_refused_and_the_stage_is_kept(
     # Given no certificate configured and a staged SystemSecrets.json
     unc = stage(smb_server, "SystemSecrets.json", b'{"canary": "SECRET-CANARY-1"}')
     settings = upload_settings(rabbit_vhost, tmp_path, smb_server)
+    planned(tmp_path, "set-3", "secrets")
     app = App(settings, ["upload", tap([], "artifact-stored")])
     with running(app):
         event = ArtifactReady(source="test", stamp="stamp1", correlation_id="set-3", payload=ArtifactReadyPayload(
@@ -124,4 +133,4 @@ def test_secrets_without_a_certificate_are_refused_and_the_stage_is_kept(
     assert letters[0].reason == "permanent"
     assert "APPSVC_DR_ENCRYPTION__CERTIFICATE" in letters[0].header("x-dr-hint")
     assert (smb_server.path / "staging" / "SystemSecrets.json").exists()
-    assert not (tmp_path / "store" / "stamp1" / "set-3").exists()
+    assert not (tmp_path / "store" / "stamp1" / "set-3" / "secrets").exists()

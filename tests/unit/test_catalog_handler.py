@@ -16,6 +16,7 @@ from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import COMPLETE, PLAN, Plan, read_marker, read_plan, write_marker, write_plan
 from workers.catalog.handler import AUDITED, CatalogHandler, build_catalog_worker, completion_event_id
 from workers.runtime.config import RetentionSettings, Settings, StoreSettings
+from workers.runtime.errors import PermanentError, TransientError
 from workers.runtime.handler import JobContext
 from workers.storage.local import LocalStore
 
@@ -109,14 +110,27 @@ def test_a_redelivered_completing_event_emits_the_same_completion_again(store, c
     assert h.artifact_stored(stored(store, set_id, "secrets", "SystemSecrets.json"), ctx) == []
 
 
-def test_a_set_without_a_plan_completes_with_its_first_artifact(store, ctx):
-    # Given no backup-due was seen for a set
-    set_id = new_backup_set_id()
-    # When its first artifact is stored
-    follow_ups = handler(store).artifact_stored(stored(store, set_id, "fileshare", "content.tar"), ctx)
-    # Then the set counts as complete
-    assert [f.payload.components for f in follow_ups] == [("fileshare",)]
-    assert read_marker(store.backend, STAMP, set_id)["planned"] is None
+def test_an_artifact_of_an_unplanned_set_is_retried_then_refused_after_the_deadline_and_never_completes(store, ctx):
+    # Given no backup-due was seen for a young set, and an old one
+    young, old = new_backup_set_id(), new_backup_set_id(datetime.now(timezone.utc) - timedelta(hours=7))
+    h = handler(store)
+    # When their artifacts are stored
+    # Then the young set's is retried (its plan may still come), the old one's refused for good (6 h deadline)
+    with pytest.raises(TransientError, match="has no plan yet"):
+        h.artifact_stored(stored(store, young, "fileshare", "content.tar"), ctx)
+    with pytest.raises(PermanentError, match="never planned") as refused:
+        h.artifact_stored(stored(store, old, "fileshare", "content.tar"), ctx)
+    assert "backup-due" in refused.value.hint
+    # And neither got a marker or a manifest
+    for set_id in (young, old):
+        assert read_marker(store.backend, STAMP, set_id) is None and read_manifest(store.backend, STAMP, set_id) is None
+    # And when the young set's plan arrives, the retried event completes it, and retention removes what was put
+    # into the old, never planned set (incomplete, past the grace period), telling the operator
+    h.backup_due(backup_due(young, "fileshare"), ctx)
+    done, warning = h.artifact_stored(stored(store, young, "fileshare", "content.tar"), ctx)
+    assert isinstance(done, BackupSetCompleted) and done.correlation_id == young
+    assert warning.type == "job-failed" and warning.correlation_id == old
+    assert not list(store.backend.list(f"{STAMP}/{old}/"))
 
 
 def test_expected_counts_in_the_plan_hold_completion_back_until_met(store, ctx):
@@ -162,6 +176,7 @@ def test_backup_set_completed_is_an_audit_log_line(store, ctx, caplog):
     # Given a completion event
     set_id = new_backup_set_id()
     h = handler(store)
+    h.backup_due(backup_due(set_id, "secrets"), ctx)
     [done] = h.artifact_stored(stored(store, set_id, "secrets", "SystemSecrets.json"), ctx)
     # When the catalog consumes it
     with caplog.at_level(logging.INFO):

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from contracts import BackupDue, BackupDuePayload
+from contracts import BackupDue, BackupDuePayload, new_backup_set_id
 from tests.unit.test_catalog_handler import backup_due, old_complete_set, stored
 from tests.unit.test_fileshare_trees import make_tree
 from workers.artifacts.service import ArtifactStore
@@ -143,6 +143,7 @@ def test_a_backup_is_retried_while_a_prune_holds_the_repository(tmp_path, backen
     handler = FileshareHandler(settings, ArtifactStore(backend))
     due = BackupDue(source="t", stamp="stamp1", correlation_id="set-x",
                     payload=BackupDuePayload(backup_set_id="set-x", components=("fileshare",)))
+    write_plan(backend, Plan("stamp1", "set-x", ("fileshare",), "manual", None))   # as the catalog does first
     with RepoLock(backend, "stamp1", "prune", holder="appsvc-dr snapshots prune", exclusive=True):
         # When a backup is due / Then it fails transiently (retried with backoff), nothing stored
         with pytest.raises(RepositoryLocked) as refused:
@@ -159,7 +160,7 @@ def test_the_catalog_forgets_the_snapshots_of_the_sets_its_retention_deletes(tmp
     store = ArtifactStore(LocalStore(tmp_path / "store"), compress=False)
     repo = Repository(store, "stamp1")
     sets = [old_complete_set(store, days) for days in (2, 1)]
-    new = "20991231T000000Z-0000000f"
+    new = new_backup_set_id()
     for i, set_id in enumerate([*sets, new]):
         repo.put_summary(set_id, {"snapshot_id": set_id, "backup_set_id": set_id, "source": "share",
                                   "sub_path": None, "created_at": f"2026-11-2{i}T00:00:00+00:00"})

@@ -9,6 +9,7 @@ from contracts import BackupDue, BackupDuePayload, FileshareSyncRequested, Files
 from tests.unit.test_fileshare_trees import make_tree
 from workers.artifacts.catalog import read_set
 from workers.artifacts.service import ArtifactStore
+from workers.artifacts.sets import Plan, write_plan
 from workers.fileshare import handler as handler_module
 from workers.fileshare.handler import FileshareHandler
 from workers.fileshare.tree import FileProblem, LocalTree, Stat
@@ -24,6 +25,12 @@ def handler(tmp_path, **fileshare) -> FileshareHandler:
     settings = load_settings(fileshare={"source": str(tmp_path / "src"), "cache_dir": str(tmp_path / "cache"),
                                         "wait": 0.01, **fileshare})
     return FileshareHandler(settings, ArtifactStore(LocalStore(tmp_path / "store")))
+
+
+def planned(h: FileshareHandler, set_id: str) -> FileshareHandler:
+    """The catalog's plan for the set (it plans every backup-due): the worker syncs into planned sets only."""
+    write_plan(h.store.backend, Plan("stamp1", set_id, ("fileshare",), "manual", None))
+    return h
 
 
 def due(set_id: str, *components: str) -> BackupDue:
@@ -54,7 +61,7 @@ class Flaky(LocalTree):
 def test_backup_due_with_fileshare_emits_synced_and_artifact_stored_and_redelivery_re_emits(tmp_path):
     # Given a tree and a backup-due naming the file share
     make_tree(tmp_path / "src")
-    h, event = handler(tmp_path), due("set-1", "secrets", "fileshare")
+    h, event = planned(handler(tmp_path), "set-1"), due("set-1", "secrets", "fileshare")
     # When it is handled
     synced, stored = h.backup_due(event, CTX)
     # Then a snapshot of the set is reported, and the set holds the reference artifact the catalog counts
@@ -84,7 +91,7 @@ def test_locked_file_is_retried_then_skipped_and_reported_with_a_warning(tmp_pat
     request = FileshareSyncRequested(source="test", stamp="stamp1", correlation_id="set-3",
                                      payload=FileshareSyncRequestedPayload())
     # When a sync is requested
-    synced, stored, warning = handler(tmp_path, retries=2, reread=1).sync_requested(request, CTX)
+    synced, stored, warning = planned(handler(tmp_path, retries=2, reread=1), "set-3").sync_requested(request, CTX)
     # Then the locked file was tried 1 + 2 times, then skipped with its reason; the snapshot is partial
     assert tree.attempts[Flaky.locked] == 3
     p = synced.payload
@@ -103,7 +110,7 @@ def test_fail_on_skipped_fails_the_job_instead(tmp_path, monkeypatch):
     monkeypatch.setattr(handler_module, "open_tree", lambda *a, **kw: Flaky(tmp_path / "src"))
     # When the backup runs / Then the job fails (to be retried) and no snapshot is recorded as complete
     with pytest.raises(TransientError, match="could not be read"):
-        handler(tmp_path, retries=0, fail_on_skipped=True).backup_due(due("set-4", "fileshare"), CTX)
+        planned(handler(tmp_path, retries=0, fail_on_skipped=True), "set-4").backup_due(due("set-4", "fileshare"), CTX)
     assert not list((tmp_path / "store/stamp1/fileshare/snapshots").glob("*"))
 
 

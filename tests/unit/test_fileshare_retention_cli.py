@@ -42,9 +42,9 @@ def repo(tmp_path, monkeypatch):
     for i, set_id in enumerate(SETS):
         (tmp_path / f"src/unique/gen{i - 1}.bin").unlink(missing_ok=True)
         write(tmp_path / "src", f"unique/gen{i}.bin", random.Random(i).randbytes(300_000))
-        handler.backup_due(due(set_id), CTX)
         backend = handler.store.backend
-        write_plan(backend, Plan("stamp1", set_id, ("fileshare",), "schedule", None))
+        write_plan(backend, Plan("stamp1", set_id, ("fileshare",), "schedule", None))  # the catalog plans first
+        handler.backup_due(due(set_id), CTX)
         write_marker(backend, "stamp1", set_id, {"completed_at": f"2026-11-2{i}T02:00:00+00:00"})
         copy_tree(tmp_path / "src", tmp_path / f"then-{i}")
     return tmp_path, key, handler
@@ -123,6 +123,7 @@ def test_a_sync_running_during_a_prune_attempt_is_safe(repo, capsys):
     backend.put = slow_put
     write(tmp_path / "src", "unique/late.bin", b"late" * 50_000)
     result: list = []
+    write_plan(backend, Plan("stamp1", "20261123T010000Z-0000000d", ("fileshare",), "schedule", None))
     worker = threading.Thread(target=lambda: result.append(handler.backup_due(due("20261123T010000Z-0000000d"),
                                                                                CTX)))
     worker.start()

@@ -24,12 +24,14 @@ def store(tmp_path) -> ArtifactStore:
 
 def make_set(store: ArtifactStore, days_ago: float, *, complete: bool = True, stamp: str = STAMP,
              set_id: str | None = None, plan: bool = True) -> str:
-    """A backup set requested ``days_ago`` before NOW: plan, one artifact per component, maybe a marker."""
+    """A backup set requested ``days_ago`` before NOW: plan, and either one artifact per planned component and a
+    marker (complete) or only the secrets artifact (incomplete: the database never arrived)."""
     when = NOW - timedelta(days=days_ago)
     set_id = set_id or new_backup_set_id(when)
     if plan:
         write_plan(store.backend, Plan(stamp, set_id, ("secrets", "databases"), "schedule", when))
-    for component, name in (("secrets", "SystemSecrets.json"), ("databases", "hosting.bak")):
+    stored = (("secrets", "SystemSecrets.json"), ("databases", "hosting.bak"))
+    for component, name in stored if complete else stored[:1]:
         store.put(artifact_key(stamp, set_id, component, name), lambda: io.BytesIO(b"data " + set_id.encode()))
     write_manifest(store, stamp, set_id)
     if complete:
@@ -90,7 +92,8 @@ def test_incomplete_sets_are_deleted_only_when_older_than_the_newest_complete_se
     # Then the running set survives (it may still be going), the abandoned and the old ones do not
     assert set(plan.keep) == {newest, running} and set(plan.delete) == {old_complete, abandoned}
     assert "may still be running" in plan.reasons[running]
-    assert plan.reasons[abandoned] == f"incomplete, older than the newest complete set {newest}"
+    assert plan.reasons[abandoned] == f"incomplete, older than the newest complete set {newest} and than the 6h " \
+                                      "grace period"
 
 
 def test_without_any_complete_set_nothing_is_deleted(store):

@@ -15,6 +15,7 @@ from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore, StoredArtifa
 from workers.storage.base import ObjectNotFound, StorageBackend
 
 MANIFEST = "manifest.json"
+PLAN = "plan.json"            # see workers.artifacts.sets: a set exists only when planned
 
 
 def artifact_key(stamp: str, set_id: str, component: str, name: str) -> str:
@@ -51,7 +52,11 @@ def read_set(store: ArtifactStore, stamp: str, set_id: str) -> BackupSet:
 
 
 def write_manifest(store: ArtifactStore, stamp: str, set_id: str) -> BackupSet:
+    """Rewrite the set's manifest from its records. A set without a plan (never planned, or deleted by
+    retention meanwhile) gets none, so no ghost manifest outlives its set."""
     backup_set = read_set(store, stamp, set_id)
+    if not store.backend.exists(f"{stamp}/{set_id}/{PLAN}"):
+        return backup_set
     body = json.dumps(backup_set.manifest(), indent=2, sort_keys=True).encode()
     store.backend.put(f"{stamp}/{set_id}/{MANIFEST}", io.BytesIO(body), size=len(body))
     return backup_set

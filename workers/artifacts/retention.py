@@ -1,16 +1,24 @@
 """Retention: which backup sets of a stamp to keep, and deleting the others.
 
-Rules (a set is *complete* when it has its ``complete.json`` marker, see ``workers.artifacts.sets``):
+A set is *complete* when it has its ``complete.json`` marker, or when the store shows a plan and every planned
+component's artifact records (see ``workers.artifacts.sets``): completeness is read from the store, never from
+the order in which the catalog heard of the artifacts, so a busy catalog queue cannot make a fully stored set
+look incomplete. Rules:
 
 1. the newest complete set is always kept, whatever the settings (even ``keep_last=0``);
 2. the newest ``keep_last`` complete sets are kept;
 3. every set, complete or not, younger than ``keep_within`` is kept;
 4. incomplete sets newer than the newest complete set are kept — they may still be running; with no
    complete set at all, nothing is deleted;
-5. a set whose age cannot be told is kept.
+5. incomplete sets younger than ``incomplete_grace`` (default: the set deadline, 6 h) are kept — they may
+   still complete;
+6. a set whose age cannot be told is kept;
+7. a set dated in the future (its id or plan more than ``FUTURE_SKEW`` ahead of the clock) is kept but ignored:
+   it is never "newest", counts for nothing, and is reported with a warning (someone chose that date).
 
 Everything else is deleted: complete sets beyond ``keep_last``, and incomplete sets older than the newest
-complete set, in both cases outside ``keep_within``. A set's time is its ``requested_at`` (plan or marker),
+complete set and than the grace period, in both cases outside ``keep_within``. Every deletion is logged at
+WARNING with the rule that chose it; the catalog also notifies the operator of each incomplete set deleted. A set's time is its ``requested_at`` (plan or marker),
 else the time in its id, else its completion time, else its newest object. Deleting removes every object
 under ``<stamp>/<set>/`` and nothing else (``<stamp>/secrets/``, ``<stamp>/fileshare-blobs/`` and other
 folders that are not sets belong to their own workers). The marker goes first, so a half-deleted set is
@@ -24,7 +32,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from workers.artifacts.catalog import MANIFEST
-from workers.artifacts.sets import COMPLETE, PLAN, read_marker, read_plan, scan_sets, set_prefix, set_time
+from workers.artifacts.sets import (COMPLETE, DEFAULT_DEADLINE, PLAN, dated_in_future, read_marker, read_plan,
+                                    scan_sets, set_prefix, set_time)
 from workers.storage.base import StorageBackend
 
 log = logging.getLogger("appsvc_dr.retention")
@@ -36,6 +45,7 @@ class SetState:
     time: datetime | None
     complete: bool
     planned: tuple[str, ...] | None = None   # the components its plan asks for (None: no plan)
+    future: bool = False                     # dated ahead of the clock: ignored by every "newest" decision
 
     @property
     def order(self) -> tuple[datetime, str]:
@@ -52,6 +62,11 @@ class RetentionPlan:
     dry_run: bool = False
     deleted_objects: int = 0
 
+    @property
+    def incomplete_deleted(self) -> list[str]:
+        """Deleted (or, in a dry run, doomed) sets that were not complete: the operator is told of each."""
+        return [s for s in self.delete if s in self.sets and not self.sets[s].complete]
+
     def describe(self) -> list[str]:
         lines = [f"keep   {s}  {self.reasons[s]}" for s in self.keep]
         verb = "would delete" if self.dry_run else "delete"
@@ -67,12 +82,13 @@ def format_duration(value: timedelta) -> str:
 
 
 def decide(stamp: str, states: list[SetState], *, keep_last: int = 7, keep_within: timedelta | None = None,
-           now: datetime | None = None) -> RetentionPlan:
+           now: datetime | None = None, incomplete_grace: timedelta = DEFAULT_DEADLINE) -> RetentionPlan:
     """Apply the rules to known set states (pure: no I/O)."""
     if keep_last < 0:
         raise ValueError("keep_last must be >= 0")
     now = now or datetime.now(timezone.utc)
-    ordered = sorted(states, key=lambda s: s.order, reverse=True)
+    future = [s for s in states if s.future]
+    ordered = sorted((s for s in states if not s.future), key=lambda s: s.order, reverse=True)
     complete = [s for s in ordered if s.complete and s.time is not None]
     newest = complete[0] if complete else None
     cutoff = now - keep_within if keep_within else None
@@ -92,32 +108,47 @@ def decide(stamp: str, states: list[SetState], *, keep_last: int = 7, keep_withi
             keep(state, f"younger than {format_duration(keep_within)}")  # type: ignore[arg-type]
         elif not state.complete and (newest is None or state.order > newest.order):
             keep(state, "incomplete, newer than the newest complete set (may still be running)")
+        elif not state.complete and state.time >= now - incomplete_grace:
+            keep(state, f"incomplete, younger than the {format_duration(incomplete_grace)} grace period (may "
+                        "still complete)")
+    for state in future:
+        keep(state, "dated in the future: ignored (never the newest, never deleted automatically)")
+        log.warning("retention: backup set %s/%s is dated in the future (%s): ignored, never counted as newest. "
+                    "Sets are named by new_backup_set_id from a correct clock: find who wrote it (store access or "
+                    "a host's clock), then remove <stamp>/<set>/ from the store by hand", stamp, state.set_id,
+                    state.time.isoformat() if state.time else state.set_id)
+    ordered = future + ordered
     kept = [s.set_id for s in ordered if s.set_id in reasons]
     doomed = [s for s in ordered if s.set_id not in reasons]
     newest_id = newest.set_id if newest else "-"      # incomplete sets are only doomed when a newest exists
     for state in doomed:
         reasons[state.set_id] = (f"complete, beyond the newest {keep_last} complete sets" if state.complete
-                                 else f"incomplete, older than the newest complete set {newest_id}")
+                                 else f"incomplete, older than the newest complete set {newest_id} and than the "
+                                      f"{format_duration(incomplete_grace)} grace period")
     return RetentionPlan(stamp, kept, [s.set_id for s in doomed], reasons, {s.set_id: s for s in states})
 
 
-def set_states(backend: StorageBackend, stamp: str) -> list[SetState]:
-    """Every backup set of ``stamp`` with its time, whether it is complete and its planned components (one
-    listing, small reads: the marker only when the plan does not tell the time)."""
+def set_states(backend: StorageBackend, stamp: str, now: datetime | None = None) -> list[SetState]:
+    """Every backup set of ``stamp`` with its time, whether it is complete (marker, or plan + every planned
+    component's records in the listing) and its planned components (one listing, small reads: the marker
+    only when the plan does not tell the time)."""
     states = []
     for set_id, found in scan_sets(backend, stamp).items():
         names = found.names
         plan = read_plan(backend, stamp, set_id) if PLAN in names else None
         needs_marker = COMPLETE in names and (plan is None or plan.requested_at is None)
         marker = read_marker(backend, stamp, set_id) if needs_marker else None
-        states.append(SetState(set_id, set_time(set_id, plan, marker, found.objects), COMPLETE in names,
-                               plan.components if plan else None))
+        when = set_time(set_id, plan, marker, found.objects)
+        complete = COMPLETE in names or (plan is not None and not plan.missing(found.stored_counts))
+        states.append(SetState(set_id, when, complete, plan.components if plan else None,
+                               future=dated_in_future(set_id, when, now)))
     return states
 
 
 def plan_retention(backend: StorageBackend, stamp: str, keep_last: int = 7, keep_within: timedelta | None = None,
-                   now: datetime | None = None) -> RetentionPlan:
-    return decide(stamp, set_states(backend, stamp), keep_last=keep_last, keep_within=keep_within, now=now)
+                   now: datetime | None = None, incomplete_grace: timedelta = DEFAULT_DEADLINE) -> RetentionPlan:
+    return decide(stamp, set_states(backend, stamp, now), keep_last=keep_last, keep_within=keep_within, now=now,
+                  incomplete_grace=incomplete_grace)
 
 
 def delete_set(backend: StorageBackend, stamp: str, set_id: str) -> int:
@@ -134,9 +165,10 @@ def delete_set(backend: StorageBackend, stamp: str, set_id: str) -> int:
 
 
 def apply_retention(backend: StorageBackend, stamp: str, keep_last: int = 7, keep_within: timedelta | None = None,
-                    now: datetime | None = None, dry_run: bool = False) -> RetentionPlan:
+                    now: datetime | None = None, dry_run: bool = False,
+                    incomplete_grace: timedelta = DEFAULT_DEADLINE) -> RetentionPlan:
     """Plan, then (unless ``dry_run``) delete the sets the plan names. Returns the plan."""
-    plan = plan_retention(backend, stamp, keep_last, keep_within, now)
+    plan = plan_retention(backend, stamp, keep_last, keep_within, now, incomplete_grace)
     plan.dry_run = dry_run
     for set_id in plan.delete:
         if dry_run:
@@ -144,5 +176,6 @@ def apply_retention(backend: StorageBackend, stamp: str, keep_last: int = 7, kee
             continue
         count = delete_set(backend, stamp, set_id)
         plan.deleted_objects += count
-        log.info("retention: deleted %s/%s (%d objects): %s", stamp, set_id, count, plan.reasons[set_id])
+        log.warning("retention: deleted %s %s/%s (%d objects): %s", "complete set" if plan.sets[set_id].complete
+                    else "INCOMPLETE set", stamp, set_id, count, plan.reasons[set_id])
     return plan

@@ -16,6 +16,15 @@ Layout under ``<stamp>/<backup-set-id>/`` (besides the artifacts and records, se
   "waiting: appservice_metering skipped (not the preferred replica)" (:func:`waiting_for`). If the database is
   backed up into the set later, the set completes normally and the note stays as history.
 
+A backup set exists only when planned: the catalog writes ``plan.json`` from an accepted ``backup-due``. Every
+worker that writes into a set first calls :func:`require_plan`: without a plan it retries (the plan may still
+be on its way through a busy catalog queue) and, once the set deadline has passed, refuses the artifact for
+good. A set without a plan is never complete.
+
+"Newest" is never decided by a name an outsider chose: a set dated (by its id or its plan) more than
+``FUTURE_SKEW`` ahead of the clock is ignored, with a warning, by every reader that picks sets by age
+(:func:`is_future`; events carrying such an id are already refused by the contracts).
+
 A backup set is a ``<stamp>/<X>/`` folder that holds one of the catalog's own files (plan, marker,
 manifest) or whose name has the ``new_backup_set_id`` form. Other folders of a stamp — e.g.
 ``<stamp>/secrets/`` (secret versions) or ``<stamp>/fileshare-blobs/`` — are never treated as sets.
@@ -24,20 +33,21 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Iterable, Mapping
 
-from workers.artifacts.catalog import MANIFEST, BackupSet
+from contracts.envelope import FUTURE_SKEW, SET_ID, Envelope, is_future, set_id_time
+from workers.artifacts.catalog import MANIFEST, PLAN, BackupSet
+from workers.artifacts.service import RECORD_SUFFIX
+from workers.runtime.errors import PermanentError, TransientError
 from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
 from workers.storage.signing import sign_body, verified
 
-PLAN = "plan.json"
 COMPLETE = "complete.json"
 SKIPPED = "skipped/"
 CATALOG_FILES = (PLAN, COMPLETE, MANIFEST)
-SET_ID = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]{8}$")
+DEFAULT_DEADLINE = timedelta(hours=6)
 
 
 def set_prefix(stamp: str, set_id: str) -> str:
@@ -46,10 +56,7 @@ def set_prefix(stamp: str, set_id: str) -> str:
 
 def id_time(set_id: str) -> datetime | None:
     """The time encoded in a ``new_backup_set_id`` id, or None for ids of another form."""
-    match = SET_ID.match(set_id)
-    if not match:
-        return None
-    return datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    return set_id_time(set_id)
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -154,10 +161,40 @@ def component_counts(backup_set: BackupSet) -> dict[str, int]:
 
 def is_complete(plan: Plan | None, backup_set: BackupSet) -> bool:
     """Every planned component has its artifacts (at least one, or ``expected`` many). A set without a
-    plan (its ``backup-due`` was never seen by the catalog) counts as complete once it has any artifact."""
-    if not backup_set.artifacts:
-        return False
-    return plan is None or not plan.missing(component_counts(backup_set))
+    plan was never planned (or its plan is still on its way): it is not complete, whatever it holds."""
+    return plan is not None and bool(backup_set.artifacts) and not plan.missing(component_counts(backup_set))
+
+
+def require_plan(backend: StorageBackend, stamp: str, set_id: str, *, deadline: timedelta = DEFAULT_DEADLINE,
+                 since: datetime | None = None, now: datetime | None = None, from_event: bool = False) -> Plan:
+    """The set's plan, before anything is written into the set. Without one: TransientError (retry: the
+    ``backup-due`` may still be queued at the catalog) until ``deadline`` after the set's time (the time in
+    its id, else ``since``; ``since`` alone with ``from_event``), then PermanentError (never planned).
+    Future-dated ids never get here: the contracts refuse them."""
+    plan = read_plan(backend, stamp, set_id)
+    if plan is not None:
+        return plan
+    now = now or datetime.now(timezone.utc)
+    start = (since if from_event else id_time(set_id) or since) or now
+    what = f"backup set {stamp}/{set_id} has no plan"
+    if now < start + deadline:
+        raise TransientError(f"{what} yet: the catalog writes it from backup-due, so it may still come (waiting "
+                             f"until {deadline} after the set's time, {start:%Y-%m-%d %H:%M:%S} UTC)",
+                             hint="Usually the catalog worker is behind and the plan follows; if it does not, "
+                                  "check that the catalog worker runs and consumes backup-due.")
+    raise PermanentError(f"{what}: it was never planned from a backup-due within the set deadline "
+                         f"({deadline}), or retention deleted it; nothing was written into it",
+                         hint="Only sets planned by the catalog from an accepted backup-due take artifacts. Publish "
+                              "a backup-due for a new set (`appsvc-dr publish backup-due`) and back up into that; a "
+                              "producer sending artifacts for unplanned sets is misconfigured or hostile.")
+
+
+def require_planned(backend: StorageBackend, event: Envelope, deadline: timedelta = DEFAULT_DEADLINE) -> Plan:
+    """:func:`require_plan` for the set an event names (its stamp and correlation id). A ``backup-due`` is the
+    request the catalog plans from, so its plan is due ``deadline`` after the event, whatever its id says (an
+    operator may request a set under an id of their choosing); any other event waits from the set's time."""
+    return require_plan(backend, event.stamp, event.correlation_id, deadline=deadline, since=event.occurred_at,
+                        from_event=event.type == "backup-due")
 
 
 # ------------------------------------------------------------------------------------------ skip notes
@@ -224,6 +261,17 @@ class SetObjects:
         return bool(SET_ID.match(self.set_id)) or any(n in self.names for n in CATALOG_FILES)
 
     @property
+    def stored_counts(self) -> dict[str, int]:
+        """Artifacts per component that this listing shows stored: ``<component>/<name>`` with its record
+        ``<component>/<name>.record.json`` (a half-deleted artifact, one without the other, does not count)."""
+        names, counts = self.names, {}
+        for name in names:
+            parts = name.split("/")
+            if len(parts) == 2 and name.endswith(RECORD_SUFFIX) and name[:-len(RECORD_SUFFIX)] in names:
+                counts[parts[0]] = counts.get(parts[0], 0) + 1
+        return counts
+
+    @property
     def newest_object(self) -> datetime | None:
         return max((o.modified for o in self.objects), default=None)
 
@@ -236,6 +284,12 @@ def scan_sets(backend: StorageBackend, stamp: str) -> dict[str, SetObjects]:
         if len(parts) >= 3:
             groups.setdefault(parts[1], SetObjects(stamp, parts[1])).objects.append(info)
     return {k: v for k, v in sorted(groups.items()) if v.is_set}
+
+
+def dated_in_future(set_id: str, when: datetime | None, now: datetime | None = None) -> bool:
+    """Whether a set's id or its time (:func:`set_time`) lies more than ``FUTURE_SKEW`` ahead of ``now``: such a
+    set was named by someone who chose its date, and must never become the "newest" one."""
+    return is_future(id_time(set_id), now) or is_future(when, now)
 
 
 def set_time(set_id: str, plan: Plan | dict | None, marker: dict | None,

@@ -5,14 +5,17 @@
 * ``artifact-stored`` → ``manifest.json`` rewritten; when the set is complete and not yet marked →
   ``complete.json`` (written once) → a ``backup-set-completed`` follow-up, then retention for the stamp
   when ``retention.auto`` is on.
+  Retention deletions are logged at WARNING; each incomplete set it deletes is told to the operator with a
+  ``job-failed`` warning (see :mod:`workers.catalog.deleted`), and the file-share snapshots of deleted sets are
+  forgotten with them (no orphan snapshot).
 * ``backup-set-completed`` → one audit log line (the event must be routable; this is its consumer).
 * ``database-backed-up`` with ``skipped_reason`` → a skip note in the set and one ``job-failed`` warning for
   the operator (see :mod:`workers.catalog.skips`); the set keeps waiting for that database.
 
 Completeness: every component of the plan has at least one artifact record (or ``expected[component]``
-many, when a producer fills in the plan's optional ``expected`` map). A set without ``plan.json`` (its
-``backup-due`` was never seen, or arrives late after a retry) counts as complete once it has any artifact.
-Note that ``databases`` stores one artifact per database: without ``expected`` the set completes with the
+many, when a producer fills in the plan's optional ``expected`` map), as the store shows them. A set exists
+only when planned: ``artifact-stored`` for a set without ``plan.json`` is retried (its ``backup-due`` may still
+be queued behind) and dead-lettered once the set deadline (``RETENTION__SET_DEADLINE``) has passed. Note that ``databases`` stores one artifact per database: without ``expected`` the set completes with the
 first one, and later artifacts only update the manifest.
 
 Idempotency: the marker records the ``artifact-stored`` event that completed the set. A redelivery of that
@@ -31,8 +34,9 @@ from contracts.events.backup import ALL_COMPONENTS
 from workers.artifacts.catalog import write_manifest
 from workers.artifacts.retention import apply_retention
 from workers.artifacts.service import ArtifactStore
-from workers.artifacts.sets import (Plan, is_complete, read_marker, read_plan, read_skips, waiting_for, write_marker,
-                                    write_plan)
+from workers.artifacts.sets import (Plan, is_complete, read_marker, read_plan, read_skips, require_planned, waiting_for,
+                                    write_marker, write_plan)
+from workers.catalog.deleted import deleted_warnings, forget_snapshots_of
 from workers.catalog.skips import record_skip
 from workers.catalog.unserved import split as unserved_split
 from workers.catalog.unserved import warning as unserved_warning
@@ -93,14 +97,14 @@ class CatalogHandler:
     def artifact_stored(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
         assert isinstance(event, ArtifactStored)
         stamp, set_id = event.stamp, event.correlation_id
+        plan = self._require_plan(event)
         backup_set = write_manifest(self.store, stamp, set_id)
         marker = read_marker(self.backend, stamp, set_id)
         if marker is None:
-            plan = read_plan(self.backend, stamp, set_id)
             if not is_complete(plan, backup_set):
                 waiting = waiting_for(plan, backup_set, read_skips(self.backend, stamp, set_id))
                 ctx.logger.info("backup set %s/%s: %d artifact(s), waiting: %s", stamp, set_id,
-                                len(backup_set.artifacts), "; ".join(waiting) or "a plan")
+                                len(backup_set.artifacts), "; ".join(waiting) or "nothing")
                 return []
             marker = self._marker(event, plan, backup_set)
             if not write_marker(self.backend, stamp, set_id, marker):
@@ -116,8 +120,7 @@ class CatalogHandler:
             source=f"worker:{WORKER}", event_id=completion_event_id(stamp, set_id))
         ctx.logger.info("backup set %s/%s complete: %s, %d artifact(s), %d bytes", stamp, set_id,
                         ", ".join(marker["components"]), marker["artifacts"], marker["stored_bytes"])
-        self._apply_retention(stamp, ctx)
-        return [completed]
+        return [completed, *self._apply_retention(event, ctx)]
 
     @staticmethod
     def _marker(event: ArtifactStored, plan: Plan | None, backup_set) -> dict:
@@ -131,15 +134,22 @@ class CatalogHandler:
                 "caused_by": str(event.event_id),
                 "event_id": str(completion_event_id(event.stamp, event.correlation_id))}
 
-    def _apply_retention(self, stamp: str, ctx: JobContext) -> None:
-        r = self.retention
+    def _apply_retention(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
+        """Retention for the event's stamp; returns the warnings for the incomplete sets it deleted."""
+        r, stamp = self.retention, event.stamp
         if not r.auto:
-            return
-        plan = apply_retention(self.backend, stamp, keep_last=r.keep_last, keep_within=r.keep_within)
+            return []
+        plan = apply_retention(self.backend, stamp, keep_last=r.keep_last, keep_within=r.keep_within,
+                               incomplete_grace=r.grace)
         if plan.delete:
-            ctx.logger.info("retention for %s deleted %d set(s) (%d objects): %s; kept %d", stamp,
-                            len(plan.delete), plan.deleted_objects,
-                            "; ".join(f"{s} ({plan.reasons[s]})" for s in plan.delete), len(plan.keep))
+            ctx.logger.warning("retention for %s deleted %d set(s) (%d objects): %s; kept %d", stamp, len(plan.delete),
+                               plan.deleted_objects, "; ".join(f"{s} ({plan.reasons[s]})" for s in plan.delete),
+                               len(plan.keep))
+            forgotten = forget_snapshots_of(Repository(self.store, stamp), plan.delete)
+            if forgotten:
+                ctx.logger.info("retention for %s forgot %d file-share snapshot(s) of the deleted sets (%s); their "
+                                "data is freed by `appsvc-dr snapshots prune` (needs the private key)", stamp,
+                                len(forgotten), ", ".join(forgotten))
         else:
             ctx.logger.info("retention for %s: nothing to delete, kept %d set(s)", stamp, len(plan.keep))
         snapshots = forget(Repository(self.store, stamp), Policy(keep_last=r.keep_last, keep_within=r.keep_within))
@@ -147,6 +157,7 @@ class CatalogHandler:
             ctx.logger.info("retention for %s forgot %d file-share snapshot(s) (%s), kept %d; their data is freed by "
                             "`appsvc-dr snapshots prune` (needs the private key)", stamp, len(snapshots.forget),
                             ", ".join(snapshots.forget), len(snapshots.keep))
+        return deleted_warnings(event, plan)
 
     # ---- backup-set-completed --------------------------------------------------------------------
     def backup_set_completed(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
@@ -170,7 +181,13 @@ class CatalogHandler:
         """An audit line; a skipped database is recorded in its set and told to the operator once."""
         assert isinstance(event, DatabaseBackedUp)
         self.audit(event, ctx)
-        return record_skip(self.store, event, ctx) if event.payload.skipped_reason else []
+        if not event.payload.skipped_reason:
+            return []
+        self._require_plan(event)      # a skip note is written into the set: only into a planned one
+        return record_skip(self.store, event, ctx)
+
+    def _require_plan(self, event: Envelope) -> Plan:
+        return require_planned(self.backend, event, self.retention.set_deadline)
 
 
 AUDITED = ("secrets-stored", "database-backed-up", "fileshare-synced")
@@ -178,7 +195,8 @@ AUDITED = ("secrets-stored", "database-backed-up", "fileshare-synced")
 
 def build_catalog_worker(settings: Settings, store: ArtifactStore | None = None) -> WorkerSpec:
     """The ``catalog`` worker. It only reads records and writes small JSON files: no certificate needed."""
-    handler = CatalogHandler(settings.retention, store or ArtifactStore(attach(build_store(settings.store), trust_from_settings(settings.encryption))),
+    store = store or ArtifactStore(attach(build_store(settings.store), trust_from_settings(settings.encryption)))
+    handler = CatalogHandler(settings.retention, store,        # signs plans and markers, checks what it reads
                              databases=len(settings.database.databases), components=tuple(settings.components))
     handlers = {"backup-due": handler.backup_due, "artifact-stored": handler.artifact_stored,
                 "backup-set-completed": handler.backup_set_completed}

@@ -181,7 +181,7 @@ def retention_cmd(args: argparse.Namespace, settings: Settings) -> int:
     keep_within = args.keep_within if args.keep_within is not None else r.keep_within
     stamp = args.stamp or settings.stamp
     plan = apply_retention(_backend(settings), stamp, keep_last=keep_last, keep_within=keep_within,
-                           dry_run=args.dry_run)
+                           dry_run=args.dry_run, incomplete_grace=r.grace)
     print(f"retention for {stamp}: keep the newest {keep_last} complete set(s)"
           f"{f' and every set younger than {format_duration(keep_within)}' if keep_within else ''}")
     for line in plan.describe():
@@ -195,6 +195,3 @@ def retention_cmd(args: argparse.Namespace, settings: Settings) -> int:
     if snapshots.keep or snapshots.forget:          # the same policy for file-share snapshots (see README)
         print_forget(snapshots)
     return 0
-
-
-# ------------------------------------------------------------------------------------------- keys

@@ -11,6 +11,7 @@ from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli import snapshots_cmd
 from workers.cli.progress import ProgressBar
 from workers.fileshare.manifest import diff
+from workers.fileshare.paths import printable
 from workers.fileshare.repo import Repository
 from workers.fileshare.restore import REACL, Restorer, load_manifest, select, snapshot_of_set
 from workers.fileshare.tree import open_tree
@@ -128,7 +129,7 @@ def restore_cmd(args: argparse.Namespace, settings: Settings) -> int:
           f"MiB, every SHA-256 verified), {report.files_identical} already identical, in {took:.1f}s")
     if manifest.partial:
         print(f"  note: the snapshot skipped {len(manifest.skipped)} file(s) that were in use when it was taken:")
-        for item in manifest.skipped[:20]:
-            print(f"    {item['path']}: {item['reason']}")
+        for item in manifest.skipped[:20]:                  # names from the store: escaped if not printable
+            print(f"    {printable(item['path'])}: {printable(item['reason'])}")
     print(f"\nNext: {REACL}")
     return 0

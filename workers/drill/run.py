@@ -1,7 +1,7 @@
 """Pick the backup set to drill and run the drill of each of its components.
 
-Default: the newest *complete* set (its ``complete.json`` marker; newest by requested time, see
-``workers.artifacts.sets.set_time``). ``--set ID`` drills that set even when incomplete (said so in the table).
+Default: the newest *complete* set (its ``complete.json`` marker, or every planned component stored; newest by
+requested time, see ``workers.artifacts.sets.set_time``; a set dated in the future is never that one). ``--set ID`` drills that set even when incomplete (said so in the table).
 Components: the ones asked for, else the set's planned ones, else the ones it holds.
 """
 from __future__ import annotations
@@ -41,7 +41,10 @@ def choose(found: Sequence[SetState], stamp: str, set_id: str | None = None) -> 
             raise PermanentError(f"no backup set {set_id} for stamp {stamp}",
                                  hint="`appsvc-dr artifacts list --stamp STAMP` lists the sets.")
         return match[0]
-    complete = [c for c in found if c.complete]
+    for ignored in (c for c in found if c.future):
+        log.warning("backup set %s/%s is dated in the future: never drilled as the newest set (drill it with --set "
+                    "if it is genuine; check the clock of whoever published it)", stamp, ignored.set_id)
+    complete = [c for c in found if c.complete and not c.future]
     if not complete:
         raise PermanentError(f"stamp {stamp} has no complete backup set to drill",
                              hint="Check `appsvc-dr artifacts list --stamp STAMP` (and the stamp name); a set is "

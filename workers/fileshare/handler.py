@@ -19,6 +19,7 @@ from contracts import BackupDue, Envelope, FileshareSynced, FileshareSyncedPaylo
 from workers.artifacts.catalog import artifact_key, write_manifest
 from workers.artifacts.events import artifact_stored
 from workers.artifacts.service import ArtifactStore
+from workers.artifacts.sets import require_planned
 from workers.fileshare.lock import RepoLock
 from workers.fileshare.repo import Repository
 from workers.fileshare.sync import Sync, SyncResult
@@ -78,6 +79,7 @@ class FileshareHandler:
             raise PermanentError("no file share is configured", hint=r"Set APPSVC_DR_FILESHARE__SOURCE to the App "
                                  r"Service file share (\\fileserver\share) and its credentials, or leave "
                                  "'fileshare' out of the backup-due components.")
+        require_planned(self.store.backend, event, self.settings.retention.set_deadline)  # retry until planned
         started = time.monotonic()
         repo = Repository(self.store, event.stamp, cache_dir=Path(s.cache_dir))
         sid = snapshot_id(event.correlation_id, sub_path)

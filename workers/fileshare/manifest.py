@@ -14,18 +14,26 @@ blob list (restic's model): restore checks every blob against its id and the fil
 ``sha256``, the SHA-256 of the whole file, is there when it costs nothing: a file of one blob (it is that
 blob's id) or an empty file. Format 1 (older snapshots, still read) carried it for every file; format 2 no
 longer hashes a file of several blobs a second time as a whole.
+
+A manifest comes from the store, which is not trusted: ``from_json`` checks every entry (a safe relative path,
+see ``paths``; sane sizes, times, attributes and blob ids; no duplicates; no file that is another entry's parent)
+and refuses the whole manifest with :class:`~workers.fileshare.paths.UnsafeEntryError` naming the first bad one.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from workers.fileshare.paths import UnsafeEntryError, check_path, shown
 from workers.storage.crypto import UnsupportedArtifactError
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 FORMAT, READABLE = 2, (1, 2)
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_INT64 = 1 << 63
 
 
 def file_sha256(blobs: list[str] | tuple[str, ...]) -> str:
@@ -68,11 +76,33 @@ class Entry:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Entry":
-        if d["type"] == "dir":
-            return cls(d["path"], True, 0, int(d["mtime_ns"]), int(d["attrs"]))
-        return cls(d["path"], False, int(d["size"]), int(d["mtime_ns"]), int(d["attrs"]), d.get("sha256", ""),
-                   tuple(d["blobs"]), bool(d.get("unstable", False)))
+    def from_dict(cls, d: dict, where: str = "") -> "Entry":
+        """An entry read from a manifest, refused (:class:`UnsafeEntryError`) unless every field is sane."""
+        if not isinstance(d, dict):
+            raise UnsafeEntryError(d, "an entry must be a JSON object", where=where)
+        path = check_path(d.get("path"), where=where)
+
+        def number(key: str, low: int, high: int) -> int:
+            value = d.get(key)
+            if type(value) is not int or not low <= value <= high:      # bool is not a number here
+                raise UnsafeEntryError(path, f"{key!r} must be an integer from {low} to {high}, not "
+                                             f"{shown(value, 40)}", where=where)
+            return value
+
+        mtime_ns, attrs = number("mtime_ns", -_INT64, _INT64 - 1), number("attrs", 0, 0xFFFF_FFFF)
+        kind = d.get("type")
+        if kind == "dir":
+            return cls(path, True, 0, mtime_ns, attrs)
+        if kind != "file":
+            raise UnsafeEntryError(path, f"'type' must be 'dir' or 'file', not {shown(kind, 40)}", where=where)
+        blobs, sha256, unstable = d.get("blobs"), d.get("sha256", ""), d.get("unstable", False)
+        if not isinstance(blobs, list) or not all(isinstance(b, str) and _HEX64.fullmatch(b) for b in blobs):
+            raise UnsafeEntryError(path, "'blobs' must be a list of blob ids (64 lowercase hex digits)", where=where)
+        if sha256 != "" and not (isinstance(sha256, str) and _HEX64.fullmatch(sha256)):
+            raise UnsafeEntryError(path, "'sha256' must be 64 lowercase hex digits", where=where)
+        if not isinstance(unstable, bool):
+            raise UnsafeEntryError(path, "'unstable' must be true or false", where=where)
+        return cls(path, False, number("size", 0, _INT64 - 1), mtime_ns, attrs, sha256, tuple(blobs), unstable)
 
 
 @dataclass
@@ -121,14 +151,55 @@ class Manifest:
     @classmethod
     def from_json(cls, raw: bytes) -> "Manifest":
         data = json.loads(raw)
-        if data.get("format") not in READABLE:
-            raise UnsupportedArtifactError(f"unknown snapshot manifest format {data.get('format')!r} (this build "
+        if not isinstance(data, dict) or data.get("format") not in READABLE:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise UnsupportedArtifactError(f"unknown snapshot manifest format {found!r} (this build "
                                            f"reads formats {', '.join(map(str, READABLE))})")
-        return cls(snapshot_id=data["snapshot_id"], stamp=data["stamp"], backup_set_id=data["backup_set_id"],
-                   source=data["source"], sub_path=data.get("sub_path"), parent=data.get("parent"),
-                   created_at=data.get("created_at", ""), partial=bool(data.get("partial")),
-                   chunker=data.get("chunker") or {}, skipped=list(data.get("skipped") or []),
-                   entries=[Entry.from_dict(d) for d in data["entries"]])
+        where = f"snapshot {shown(data.get('snapshot_id'), 80)}: "
+        if not isinstance(data.get("entries"), list):
+            raise UnsafeEntryError(data.get("entries"), "'entries' must be a list", where=where)
+        sub_path = data.get("sub_path")
+        manifest = cls(snapshot_id=data["snapshot_id"], stamp=data["stamp"], backup_set_id=data["backup_set_id"],
+                       source=data["source"], sub_path=None if sub_path is None else check_path(sub_path, where=where),
+                       parent=data.get("parent"), created_at=data.get("created_at", ""),
+                       partial=bool(data.get("partial")), chunker=data.get("chunker") or {},
+                       skipped=_skipped(data.get("skipped") or [], where),
+                       entries=[Entry.from_dict(d, where) for d in data["entries"]])
+        _check_tree(manifest.entries, where)
+        return manifest
+
+
+def _skipped(items: object, where: str) -> list[dict]:
+    if not isinstance(items, list) or not all(isinstance(i, dict) and isinstance(i.get("path"), str) and
+                                              isinstance(i.get("reason"), str) for i in items):
+        raise UnsafeEntryError("skipped", "'skipped' must be a list of {path, reason} strings", where=where)
+    return list(items)
+
+
+def check_entries(entries: list[Entry], where: str = "") -> None:
+    """What ``from_json`` checks of the paths, for entries from anywhere (a restore checks its selection again)."""
+    for entry in entries:
+        check_path(entry.path, where=where)
+    _check_tree(entries, where)
+
+
+def _check_tree(entries: list[Entry], where: str) -> None:
+    """No path twice, and no file that another entry sits under (it would be written as a directory)."""
+    files: set[str] = set()
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.path in seen:
+            raise UnsafeEntryError(entry.path, "the path is listed twice", where=where)
+        seen.add(entry.path)
+        if not entry.is_dir:
+            files.add(entry.path)
+    for entry in entries:
+        path, cut = entry.path, entry.path.rfind("/")
+        while cut > 0:
+            if path[:cut] in files:
+                raise UnsafeEntryError(entry.path, f"its parent {shown(path[:cut], 80)} is a file of the snapshot",
+                                       where=where)
+            cut = path.rfind("/", 0, cut)
 
 
 @dataclass

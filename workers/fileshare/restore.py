@@ -1,8 +1,13 @@
 """Restore a snapshot into a tree (a local directory or an SMB share), like ``robocopy /E``: every directory
 (empty ones too), every file byte for byte with its mtime, each file's SHA-256 verified as it is written.
 
-Resumable: a file already at the target with the same size, mtime and SHA-256 is left alone (mtimes are set
-only after a file is complete and verified, so a half-written file never looks done). Packs are decoded once
+Resumable: a file already at the target with the same size, mtime and SHA-256 is left alone. A file is written
+to a temporary name beside it and renamed over it only once its size and hashes are verified, so a failed or
+interrupted restore never damages a file already there, and a half-written file never looks done.
+
+Safe against a forged snapshot: the selected entries are checked before anything is written (``paths``: no
+entry can leave the target), the target walks every path without following symlinks / reparse points, and a
+reparse point where a file goes is refused (:class:`~workers.fileshare.paths.UnsafeTargetError`). Packs are decoded once
 each into a temporary directory and deleted as soon as no file still needs them.
 """
 from __future__ import annotations
@@ -21,7 +26,8 @@ from typing import Callable
 
 from workers.artifacts.catalog import artifact_key
 from workers.artifacts.service import sha256_of
-from workers.fileshare.manifest import Entry, Manifest
+from workers.fileshare.manifest import Entry, Manifest, check_entries
+from workers.fileshare.paths import REPARSE_POINT, UnsafeTargetError, shown
 from workers.fileshare.repo import Repository
 from workers.fileshare.tree import FileProblem, Tree
 from workers.runtime.errors import PermanentError
@@ -116,6 +122,16 @@ class Restorer:
         if path and not entries:
             raise PermanentError(f"{path!r} is not in snapshot {manifest.snapshot_id}",
                                  hint="List the snapshot's paths with `appsvc-dr snapshots diff` or drop --path.")
+        check_entries(entries, where=f"snapshot {shown(manifest.snapshot_id, 80)}: ")   # before any byte is written
+        try:
+            return self._write(manifest, entries)
+        except FileProblem as exc:                      # the target refused one path (denied, locked, vanished)
+            raise PermanentError(f"restore into {self.target.name} stopped: {exc.message} ({exc.kind})",
+                                 hint="Fix access to that path in the target (permissions, a process holding it), "
+                                      "then run the same restore again: files already restored are skipped.") \
+                from exc
+
+    def _write(self, manifest: Manifest, entries: list[Entry]) -> RestoreReport:
         self.target.connect()
         self.repo.load_index()
         files = [e for e in entries if not e.is_dir]
@@ -155,6 +171,9 @@ class Restorer:
             st = self.target.stat(entry.path)
         except FileProblem:
             return False
+        if st.attrs & REPARSE_POINT:
+            raise UnsafeTargetError(f"{self.target.name}/{shown(entry.path)[1:-1]} is a symbolic link or reparse "
+                                    "point: refused (a restore never follows or replaces it)")
         if st.is_dir or st.size != entry.size or st.mtime_ns // 100 != entry.mtime_ns // 100:
             return False
         with self.target.open_read(entry.path) as fh:
@@ -165,15 +184,19 @@ class Restorer:
 
     def _restore(self, entry: Entry, cache: PackCache) -> int:
         digest, size = hashlib.sha256() if entry.sha256 else None, 0
-        with self.target.open_write(entry.path) as fh:
-            for blob in entry.blobs:
-                data = cache.blob(blob)                 # checked against its id
-                if digest is not None:
-                    digest.update(data)
-                size += len(data)
-                fh.write(data)
-        if size != entry.size or (digest is not None and digest.hexdigest() != entry.sha256):
-            raise IntegrityError(f"{entry.path}: restored content does not match the snapshot's SHA-256")
+        with self.target.open_write(entry.path) as fh:      # a temporary file, renamed over the path on success
+            try:
+                for blob in entry.blobs:
+                    data = cache.blob(blob)                 # checked against its id
+                    if digest is not None:
+                        digest.update(data)
+                    size += len(data)
+                    fh.write(data)
+            except IntegrityError as exc:
+                raise IntegrityError(f"{shown(entry.path)} not restored: {exc.message}", hint=exc.hint) from exc
+            if size != entry.size or (digest is not None and digest.hexdigest() != entry.sha256):
+                raise IntegrityError(f"{shown(entry.path)} not restored: its content does not match the snapshot's "
+                                     "size and SHA-256")
         self.target.set_mtime(entry.path, entry.mtime_ns)
         self.progress(size)
         return size

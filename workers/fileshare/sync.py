@@ -19,6 +19,7 @@ from typing import Callable
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.manifest import Entry, Manifest
 from workers.fileshare.packer import Packer
+from workers.fileshare.paths import path_problem, printable
 from workers.fileshare.readers import SMALL, ReaderPool
 from workers.fileshare.repo import Repository
 from workers.fileshare.settings import FileshareSettings
@@ -173,6 +174,11 @@ class _Walk:
         self.dirs_open -= 1
         for st in stats:
             path = join(rel, st.name)
+            unsafe = path_problem(path)
+            if unsafe:                                  # a name no restore would write (a local source only)
+                self.manifest.skipped.append({"path": printable(path), "reason": f"not restorable: {unsafe}"})
+                self.sync.log.warning("skipped %r: not restorable: %s", path, unsafe)
+                continue
             if st.is_dir:
                 self.manifest.entries.append(Entry(path, True, 0, st.mtime_ns, st.attrs))
                 self._list(path)

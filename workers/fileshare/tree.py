@@ -3,6 +3,12 @@
 Paths inside a tree are relative and '/'-separated (``site/wwwroot/index.html``; ``""`` is the root). Errors
 about one file are :class:`FileProblem` (locked, denied, vanished, changed: the sync retries or skips that
 file); errors about the tree itself are Transient/PermanentError (the job is retried or dead-lettered).
+
+A restore writes through ``makedirs`` / ``open_write`` / ``set_mtime``, which never leave the tree: every path is
+checked (``paths``), a local tree walks it one component at a time from a descriptor of its root with
+``O_NOFOLLOW`` (a symlink or other non-directory where a directory goes is refused, never followed or removed),
+and ``open_write`` writes to a temporary name in the same directory (0600) that replaces the file only when the
+caller's block ends without an error (after it verified the content), so a failed restore leaves the old file.
 """
 from __future__ import annotations
 
@@ -11,13 +17,17 @@ import errno
 import os
 import re
 import stat as py_stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Protocol
 
+from workers.fileshare.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
 from workers.runtime.errors import PermanentError, TransientError
 
 DIRECTORY, READONLY, ARCHIVE = 0x10, 0x01, 0x20
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_KIND = {py_stat.S_IFLNK: "a symbolic link", py_stat.S_IFREG: "a file", py_stat.S_IFDIR: "a directory"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +116,9 @@ class LocalTree:
         self.root = Path(root).absolute()
         self.name = str(self.root)
         self._create = create
+        self._root_fd: int | None = None
+        self._mode = 0o600
+        self._guard = threading.Lock()
 
     def spec(self) -> dict:
         return {"kind": "local", "root": str(self.root)}
@@ -115,6 +128,7 @@ class LocalTree:
             self.root.mkdir(parents=True, exist_ok=True)
         if not self.root.is_dir():
             raise SourceMisconfigured(f"{self.root} is not a directory")
+        self._mode = 0o666 & ~_umask()                  # what a restored file gets once it is complete
 
     def _path(self, rel: str) -> Path:
         return self.root / rel if rel else self.root
@@ -122,11 +136,12 @@ class LocalTree:
     @staticmethod
     def _stat(name: str, st: os.stat_result) -> Stat:
         is_dir = py_stat.S_ISDIR(st.st_mode)
-        attrs = DIRECTORY if is_dir else ARCHIVE
+        attrs = DIRECTORY if is_dir else REPARSE_POINT if py_stat.S_ISLNK(st.st_mode) else ARCHIVE
         if not st.st_mode & 0o200:
             attrs |= READONLY
         return Stat(name, is_dir, 0 if is_dir else st.st_size, st.st_mtime_ns, attrs)
 
+    # ---- reading (the backup source) -----------------------------------------------------------
     def scandir(self, rel: str) -> list[Stat]:
         out = []
         with _local_errors(rel), os.scandir(self._path(rel)) as entries:
@@ -137,40 +152,127 @@ class LocalTree:
                     out.append(self._stat(entry.name, entry.stat(follow_symlinks=False)))
         return out
 
-    def stat(self, rel: str) -> Stat:
-        with _local_errors(rel):
-            return self._stat(rel.rpartition("/")[2], os.stat(self._path(rel), follow_symlinks=False))
-
     def read(self, rel: str, listed: Stat, limit: int) -> tuple[bytes, Stat] | None:
         with _local_errors(rel), open(self._path(rel), "rb") as fh:
             data = fh.read(limit + 1)
             after = self._stat(listed.name, os.fstat(fh.fileno()))
         return (data, after) if len(data) <= limit else None
 
+    # ---- walking without following links (everything a restore touches) -----------------------
+    def _dir_fd(self) -> int:
+        with self._guard:
+            if self._root_fd is None:
+                self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            return self._root_fd
+
+    def _refuse(self, fd: int, name: str, where: str, want: str) -> UnsafeTargetError:
+        try:
+            kind = _KIND.get(py_stat.S_IFMT(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode), "a special file")
+        except FileNotFoundError:
+            kind = "gone"
+        return UnsafeTargetError(f"{self.name}/{shown(where)[1:-1]} is {kind}, not {want}: refused (a restore never "
+                                 "follows or replaces it)")
+
+    @contextlib.contextmanager
+    def _walk(self, names: list[str], *, create: bool = False) -> Iterator[int]:
+        """A descriptor of the directory ``names`` leads to, reached component by component with O_NOFOLLOW
+        (creating missing ones when ``create``)."""
+        root = fd = self._dir_fd()
+        try:
+            for depth, name in enumerate(names):
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(name, dir_fd=fd)
+                try:
+                    step = os.open(name, _DIR, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                        raise
+                    raise self._refuse(fd, name, "/".join(names[:depth + 1]), "a directory") from None
+                if fd != root:
+                    os.close(fd)
+                fd = step
+            yield fd
+        finally:
+            if fd != root:
+                os.close(fd)
+
+    @contextlib.contextmanager
+    def _parent(self, rel: str) -> Iterator[tuple[int, str]]:
+        """A descriptor of ``rel``'s directory (see ``_walk``) and ``rel``'s last name ("" for the root)."""
+        names = parts(rel)
+        with self._walk(names[:-1]) as fd:
+            yield fd, names[-1] if names else ""
+
+    def stat(self, rel: str) -> Stat:
+        with _local_errors(rel), self._parent(rel) as (fd, name):
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False) if name else os.fstat(fd)
+        return self._stat(rel.rpartition("/")[2], st)
+
     @contextlib.contextmanager
     def open_read(self, rel: str) -> Iterator[BinaryIO]:
-        with _local_errors(rel):
-            fh = open(self._path(rel), "rb")
+        with _local_errors(rel), self._parent(rel) as (fd, name):
+            try:
+                ffd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                raise self._refuse(fd, name, rel, "a file") from None
+            if not py_stat.S_ISREG(os.fstat(ffd).st_mode):
+                os.close(ffd)
+                raise self._refuse(fd, name, rel, "a file")
+            fh = os.fdopen(ffd, "rb")
         with fh:
             yield fh
 
     @contextlib.contextmanager
     def open_write(self, rel: str) -> Iterator[BinaryIO]:
-        with _local_errors(rel):
-            fh = open(self._path(rel), "wb")
-        with fh:
-            yield fh
+        """Write ``rel`` through a temporary file (0600) beside it, renamed over ``rel`` only if the block ends
+        without an error; on an error it is removed and an existing ``rel`` is left as it was."""
+        with _local_errors(rel), self._parent(rel) as (fd, name):
+            with contextlib.suppress(FileNotFoundError):
+                if not py_stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                    raise self._refuse(fd, name, rel, "a file")
+            tmp, flags = partial_name(name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                wfd = os.open(tmp, flags, 0o600, dir_fd=fd)
+            except FileExistsError:                      # left by an interrupted restore
+                os.unlink(tmp, dir_fd=fd)
+                wfd = os.open(tmp, flags, 0o600, dir_fd=fd)
+            try:
+                with os.fdopen(wfd, "wb") as fh:
+                    yield fh
+                    os.fchmod(fh.fileno(), self._mode)
+                os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=fd)
+                raise
 
     def makedirs(self, rel: str) -> None:
-        with _local_errors(rel):
-            self._path(rel).mkdir(parents=True, exist_ok=True)
+        with _local_errors(rel), self._walk(parts(rel), create=True):
+            pass
 
     def set_mtime(self, rel: str, mtime_ns: int) -> None:
-        with _local_errors(rel):
-            os.utime(self._path(rel), ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+        with _local_errors(rel), self._parent(rel) as (fd, name):
+            if name:
+                os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=fd, follow_symlinks=False)
+            else:
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
 
     def close(self) -> None:
-        pass
+        with self._guard:
+            if self._root_fd is not None:
+                os.close(self._root_fd)
+                self._root_fd = None
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` would, racing other threads); 077 if unknown."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status") as fh:
+            return int(next(line for line in fh if line.startswith("Umask:")).split()[1], 8)
+    return 0o077
 
 
 @contextlib.contextmanager

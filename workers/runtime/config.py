@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, TomlConfigSettingsSource
 
 from contracts.events.backup import ALL_COMPONENTS, Component
@@ -192,20 +192,30 @@ class RetentionSettings(Section):
     keep_within: timedelta | None = Field(default=None, description="Also keep every set (complete or not) "
                                           "younger than this, e.g. 30d, 12h or ISO 8601 P30D")
     auto: bool = Field(default=True, description="The catalog worker applies retention whenever a set completes")
+    set_deadline: timedelta = Field(default=timedelta(hours=6), description="How long after its time (in its id) "
+                                    "a backup set may still get its plan: artifacts for an unplanned set are retried "
+                                    "until then, and dead-lettered after")
+    incomplete_grace: timedelta | None = Field(default=None, description="Incomplete sets younger than this are "
+                                               "never deleted (they may still complete); default: set_deadline")
 
-    @field_validator("keep_within", mode="before")
+    @field_validator("keep_within", "set_deadline", "incomplete_grace", mode="before")
     @classmethod
     def _duration(cls, value: object) -> object:
         if isinstance(value, str) and _DURATION.match(value):
             return parse_duration(value)
         return value
 
-    @field_validator("keep_within")
+    @field_validator("keep_within", "set_deadline", "incomplete_grace")
     @classmethod
-    def _positive(cls, value: timedelta | None) -> timedelta | None:
+    def _positive(cls, value: timedelta | None, info: ValidationInfo) -> timedelta | None:
         if value is not None and value <= timedelta(0):
-            raise ValueError("keep_within must be longer than 0 seconds")
+            raise ValueError(f"{info.field_name} must be longer than 0 seconds")
         return value
+
+    @property
+    def grace(self) -> timedelta:
+        """How long an incomplete set is kept at least: ``incomplete_grace``, else the set deadline."""
+        return self.incomplete_grace or self.set_deadline
 
 
 class Settings(BaseSettings):

@@ -19,6 +19,7 @@ import pika
 from pydantic import ValidationError
 
 from contracts import ContractError, Envelope, JobFailed, JobFailedPayload, Registry
+from contracts.envelope import is_future, set_id_time
 from workers.middleware.base import Hooks
 from workers.runtime.amqp import PERSISTENT, event_properties
 from workers.runtime.errors import TransientError, describe, hint_for, is_permanent
@@ -224,4 +225,5 @@ def _peek(body: bytes, key: str) -> str | None:
 
 
 def _safe_name(value: str | None) -> str:
-    return value if value and _NAME.match(value) else "unknown"
+    """A stamp or set id from a malformed body, if the contracts would accept it (else ``unknown``)."""
+    return value if value and _NAME.match(value) and not is_future(set_id_time(value)) else "unknown"

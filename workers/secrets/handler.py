@@ -18,6 +18,7 @@ from contracts import (BackupDue, BackupDuePayload, Envelope, SecretsRotated, Se
 from workers.artifacts.catalog import artifact_key, write_manifest
 from workers.artifacts.events import artifact_stored
 from workers.artifacts.service import ArtifactStore
+from workers.artifacts.sets import require_planned
 from workers.middleware.metrics import Metrics
 from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError
@@ -103,6 +104,7 @@ class SecretsHandler:
         assert isinstance(event, BackupDue)
         if "secrets" not in event.payload.components:
             return []
+        require_planned(self.store.backend, event, self.settings.retention.set_deadline)  # retry until planned
         newest = latest(self.store, event.stamp)
         if newest is None:
             raise PermanentError(f"no SystemSecrets.json has been stored for stamp {event.stamp} yet, so backup "

@@ -15,17 +15,19 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
+from contracts.envelope import FUTURE_SKEW, is_future
 from workers.artifacts.catalog import artifact_key
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore, StoredArtifact
 from workers.runtime.errors import PermanentError
 
+log = logging.getLogger("appsvc_dr.secrets")
 SECRETS_NAME = "SystemSecrets.json"
 REFERENCE_NAME = "secrets-version.json"   # in each backup set: which version it holds
 ROTATED_AT_FORMAT = "%Y%m%dT%H%M%S%fZ"
 VERSION_ID = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{12}")
-CLOCK_SKEW = timedelta(minutes=10)        # how far ahead of this host's clock a rotation may be dated
+CLOCK_SKEW = FUTURE_SKEW                 # how far ahead of this host's clock a rotation may be dated
 
 log = logging.getLogger("appsvc_dr.secrets")
 
@@ -90,9 +92,8 @@ def versions(store: ArtifactStore, stamp: str) -> list[SecretsVersion]:
 
 def latest(store: ArtifactStore, stamp: str) -> SecretsVersion | None:
     """The newest stored version not dated in the future (those are skipped with a warning)."""
-    limit = datetime.now(timezone.utc) + CLOCK_SKEW
     for version in reversed(versions(store, stamp)):
-        if version.rotated_at <= limit:
+        if not is_future(version.rotated_at):
             return version
         log.warning("ignoring secrets version %s of %s: it is dated in the future, so it was not written by a "
                     "genuine rotation (or a clock is wrong)", version.version_id, stamp)

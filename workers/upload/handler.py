@@ -7,6 +7,7 @@ from contracts import ArtifactReady, Envelope
 from workers.artifacts.catalog import artifact_key, write_manifest
 from workers.artifacts.events import artifact_stored
 from workers.artifacts.service import ArtifactStore
+from workers.artifacts.sets import require_planned
 from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError, PermanentError
 from workers.runtime.handler import JobContext, WorkerSpec
@@ -39,6 +40,7 @@ class UploadHandler:
         assert isinstance(event, ArtifactReady)
         p = event.payload
         key = artifact_key(event.stamp, event.correlation_id, p.component, p.name)
+        require_planned(self.store.backend, event, self.settings.retention.set_deadline)  # planned sets only
         staged, staged_key = locate(p.staged_path, self.settings.staging, staging_roots(self.settings.staging))
         started = time.monotonic()
         stored = self.store.put(key, lambda: staged.open(staged_key), known_sha256=p.sha256,

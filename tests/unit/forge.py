@@ -1,0 +1,78 @@
+"""Test helper: file-share snapshots forged the way an attacker could, with write access to the store and the
+public certificate only (manifests and packs are encrypted with the certificate: that proves nothing about who
+wrote them). Also the hostile paths every restore target must refuse, with the rule each one breaks."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+from workers.artifacts.service import ArtifactStore
+from workers.fileshare.manifest import EMPTY_SHA256, Entry
+from workers.fileshare.repo import Repository
+
+NS = 1_760_000_000_123_456_000
+STAMP = "stamp1"
+# path -> the words of the rule it breaks, as the refusal names it
+TRAVERSALS = {
+    "../escape.txt": "'..' component",
+    "site/../../x": "'..' component",
+    "a\\..\\b": "backslash",
+    "C:x": "colon",
+    "a\x00b": "NUL character",
+    "a\x01b": "control character",
+    "a\x7fb": "control character",
+    "a" * 256: "longer than 255",
+    "a//b": "empty component",
+    ".": "'.' component",
+    "site/./x": "'.' component",
+    "site/": "empty component",
+    "bad\udcff.txt": "lone surrogate",
+}
+
+
+def traversals(outside: Path) -> dict[str, str]:
+    """Every traversal form, plus an absolute path aimed at ``outside``."""
+    return {**TRAVERSALS, str(outside / "abs.txt"): "absolute path"}
+
+
+def forge(store: ArtifactStore, snapshot: str, files: dict[str, bytes], dirs: tuple[str, ...] = (), *,
+          lies: dict[str, bytes] | None = None) -> Repository:
+    """Store a snapshot whose manifest lists ``dirs`` and ``files`` (path -> content) with no check at all.
+    ``lies`` puts other bytes in the pack under a file's honest blob id (a blob that fails verification)."""
+    repo = Repository(store, STAMP)
+    body, index, entries = bytearray(), {}, [Entry(d, True, 0, NS, 0x10) for d in dirs]
+    for path, data in files.items():
+        blob = hashlib.sha256(data).hexdigest()
+        stored = (lies or {}).get(path, data)
+        if data and blob not in index:
+            index[blob] = [blob, len(body), len(stored)]
+            body += stored
+        entries.append(Entry(path, False, len(data), NS, 0x20, blob if data else EMPTY_SHA256,
+                             (blob,) if data else ()))
+    if body:
+        pack, _ = repo.put_pack(bytes(body))
+        repo.write_index({pack: list(index.values())})
+    head = {"format": 2, "snapshot_id": snapshot, "stamp": STAMP, "backup_set_id": snapshot, "source": "forged",
+            "created_at": "2026-12-02T00:00:00Z", "entries": [e.to_dict() for e in entries]}
+    body = json.dumps(head).encode()                    # ASCII escapes: any string at all, lone surrogates too
+    repo.data.put(repo.manifest_key(snapshot), lambda: io.BytesIO(body))
+    return repo
+
+
+def picture(root: Path) -> dict[str, tuple]:
+    """Every name under ``root`` (links not followed): kind, and content for files, link target for links."""
+    out: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            if os.path.islink(path):
+                out[rel] = ("link", os.readlink(path))
+            elif os.path.isdir(path):
+                out[rel] = ("dir",)
+            else:
+                out[rel] = ("file", Path(path).read_bytes(), os.stat(path).st_mtime_ns)
+    return out
