@@ -27,6 +27,7 @@ from tests.fixtures.rabbit import running, settings_for, tap, wait_for
 from tests.unit.certs import make_cert, signing_settings
 from workers.app import App
 from workers.artifacts.service import ArtifactStore
+from workers.artifacts.sets import Plan, write_plan
 from workers.runtime import dlq
 from workers.runtime.publisher import Publisher
 from workers.secrets.drop import copy_to_drop
@@ -128,6 +129,8 @@ def test_hostile_staged_paths_are_dead_lettered_unread_and_the_worker_stores_a_g
     for path in genuine.values():
         path.write_bytes(b"genuine " * 1000)
     shutil.chown(genuine["share"], smb_server.username)
+    # And the genuine files' set was planned by the catalog (the hostile events' set never was)
+    write_plan(build_store(settings.store), Plan("stamp1", "set-g", ("databases",), "manual", None))
     seen: list = []
     app = App(settings, ["upload", tap(seen, "artifact-stored")])
     with listening(FOREIGN_HOST, smb_server.port) as foreign, running(app), Publisher(settings.broker) as pub:
@@ -196,7 +199,7 @@ def test_hostile_drop_paths_and_future_dates_are_refused_and_a_genuine_rotation_
         exported = tmp_path / "SystemSecrets.json"
         exported.write_text(json.dumps({"SqlServerPassword": "genuine"}))
         seen: list = []
-        app = App(settings, ["secrets", tap(seen, "secrets-stored", "artifact-stored")])
+        app = App(settings, ["secrets", "catalog", tap(seen, "secrets-stored", "artifact-stored")])  # catalog plans
         with running(app), Publisher(settings.broker) as pub:
             # When secrets-rotated events name each hostile drop path, then a genuine rotation follows
             for name, (path, when) in hostile.items():

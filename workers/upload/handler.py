@@ -40,8 +40,8 @@ class UploadHandler:
         assert isinstance(event, ArtifactReady)
         p = event.payload
         key = artifact_key(event.stamp, event.correlation_id, p.component, p.name)
-        require_planned(self.store.backend, event, self.settings.retention.set_deadline)  # planned sets only
         staged, staged_key = locate(p.staged_path, self.settings.staging, staging_roots(self.settings.staging))
+        require_planned(self.store.backend, event, self.settings.retention.set_deadline)  # planned sets only
         started = time.monotonic()
         stored = self.store.put(key, lambda: staged.open(staged_key), known_sha256=p.sha256,
                                 require_encryption=p.component == "secrets",
