@@ -25,17 +25,17 @@ import threading
 from typing import Any, BinaryIO, Iterator
 
 import smbclient
-from smbclient._io import SMBDirectoryIO, SMBFileTransaction, SMBRawIO
+from smbclient._io import SMBDirectoryIO, SMBFileTransaction, SMBRawIO, set_info
 from smbprotocol.exceptions import NoMoreFiles, NoSuchFile, SMBAuthenticationError, SMBException, \
     SMBResponseException
-from smbprotocol.file_info import FileInformationClass, FileRenameInformation
+from smbprotocol.file_info import FileBasicInformation, FileInformationClass, FileRenameInformation
 from smbprotocol.open import CreateOptions, FilePipePrinterAccessMask as Access, SMB2QueryDirectoryResponse, \
     SMB2SetInfoRequest
 from smbprotocol.structure import DateTimeField
 
 from workers.fileshare.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
-from workers.fileshare.tree import DIRECTORY, FileProblem, SourceDenied, SourceMisconfigured, \
-    SourceUnavailable, Stat, split_unc
+from workers.fileshare.tree import ATTRIBUTES, DIRECTORY, NORMAL, FileProblem, SourceDenied, \
+    SourceMisconfigured, SourceUnavailable, Stat, split_unc
 from workers.storage import smbfast
 
 EPOCH = DateTimeField.EPOCH_FILETIME
@@ -72,8 +72,11 @@ def _close_attributes(sent: Any) -> tuple[int, int, int]:
 
 
 class SmbTree:
+    keeps_attributes = True                               # DOS attributes are the server's own
+    windows_names = True                                  # names must be valid Windows names
+
     def __init__(self, source: str, *, username: str | None = None, password: Any = None, port: int = 445,
-                 encrypt: bool = True, timeout: float = 30.0) -> None:
+                 encrypt: bool = True, timeout: float = 30.0, create: bool = False) -> None:
         parts = split_unc(source)
         if not parts or len(parts) < 2 or any(p in (".", "..") for p in parts):
             raise SourceMisconfigured(f"invalid SMB path {source!r}")
@@ -84,6 +87,7 @@ class SmbTree:
         self._kw: dict[str, Any] = dict(username=username, password=self._password, port=port, encrypt=encrypt,
                                         connection_timeout=timeout, connection_cache={})
         self._checked: set[str] = set()                  # directories seen to be real directories (restore)
+        self._create = create                            # a restore target: create the root folder if missing
         self._guard = threading.Lock()
 
     def spec(self) -> dict:
@@ -103,6 +107,8 @@ class SmbTree:
         with self._errors(""):
             smbfast.seed(self._kw["connection_cache"], self.host, self.port, timeout=self._kw["connection_timeout"])
             smbclient.register_session(self.host, **self._kw)
+            if self._create:
+                smbclient.makedirs(self._root, exist_ok=True, **self._kw)
             st = smbclient.stat(self._root, **self._kw)
             fd = SMBRawIO(self._root, mode="r", **self._kw).fd       # ask for credits up front: compound reads
             fd.connection.echo(sid=fd.tree_connect.session.session_id, credit_request=CREDITS)  # need 1 per 64 KiB
@@ -202,6 +208,97 @@ class SmbTree:
                 smbclient.remove(tmp, **self._kw)
             raise
 
+    def exists(self) -> bool:
+        """Whether the target folder is there (a restore plan of a missing one: everything is created)."""
+        with self._errors(""):
+            smbfast.seed(self._kw["connection_cache"], self.host, self.port, timeout=self._kw["connection_timeout"])
+            smbclient.register_session(self.host, **self._kw)
+            try:
+                smbclient.lstat(self._root, **self._kw)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+                return False
+        return True
+
+    def case_insensitive(self) -> bool:
+        """Whether the server matches names regardless of case, seen on the root folder's own name (a share
+        root alone: assumed, as Windows does)."""
+        names = split_unc(self._source)[2:]
+        cased = [i for i, n in enumerate(names) if n.swapcase() != n]
+        if not cased:
+            return True
+        probe = list(names)
+        probe[cased[-1]] = probe[cased[-1]].swapcase()
+        try:
+            smbclient.lstat("\\".join(["\\\\" + self.host, self.share, *probe]), **self._kw)
+        except OSError:
+            return False
+        return True
+
+    def listdir(self, rel: str) -> list[Stat]:
+        """Everything in directory ``rel``; a reparse point is listed with its attribute (never followed)."""
+        return self.scandir(rel)
+
+    def write_file(self, rel: str, data: bytes, mtime_ns: int, attrs: int | None) -> None:
+        """A whole (small) file in ONE compound request: CREATE a temporary name + WRITE + SET_INFO(mtime,
+        attributes) + SET_INFO(rename over ``rel``) + CLOSE; the caller verified ``data``. On any failure the
+        temporary file is removed and an existing ``rel`` is left as it was."""
+        names = parts(rel)
+        self._directory(names[:-1], create=False)
+        tmp = self._path("/".join([*names[:-1], partial_name(names[-1])]))
+        raw = SMBRawIO(tmp, mode="wb", share_access="r", desired_access=_WRITE_RENAME,
+                       create_options=CreateOptions.FILE_OPEN_REPARSE_POINT, **self._kw)
+        window = raw.fd.connection.sequence_window
+        if len(data) > raw.fd.connection.max_write_size or window["high"] - window["low"] < len(data) // 65536 + 8:
+            with self.open_write(rel) as fh:
+                fh.write(data)
+            self.set_meta(rel, mtime_ns, attrs)
+            return
+        transaction = SMBFileTransaction(raw)
+        with self._errors(rel):
+            raw.open(transaction=transaction)
+            if data:
+                transaction += raw.fd.write(data, 0, send=False)
+            set_info(transaction, _basic(mtime_ns, attrs, False))
+            set_info(transaction, _rename_info(raw.fd, names[-1]))
+            transaction += raw.fd.close(send=False)
+            try:
+                transaction.commit()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    smbclient.remove(tmp, **self._kw)
+                raise
+
+    def set_meta(self, rel: str, mtime_ns: int | None, attrs: int | None, *, is_dir: bool = False) -> None:
+        """Set ``rel``'s mtime and DOS attributes (None: leave it) in one compound request, on the path itself
+        (FILE_OPEN_REPARSE_POINT: a reparse point is never followed)."""
+        self._set_info(rel, Access.FILE_WRITE_ATTRIBUTES, _basic(mtime_ns, attrs, is_dir))
+
+    def remove(self, rel: str) -> None:
+        with self._errors(rel):
+            smbclient.remove(self._path(rel), **self._kw)
+
+    def rename(self, rel: str, new_name: str) -> None:
+        """Rename ``rel`` (file or directory) to ``new_name`` beside it, never replacing anything."""
+        parts(new_name)
+        self._set_info(rel, Access.DELETE, lambda fd: _rename_info(fd, new_name, replace=False))
+        with self._guard:
+            self._checked = {c for c in self._checked if c != rel and not c.startswith(rel + "/")}
+
+    def _set_info(self, rel: str, access: int, info: Any) -> None:
+        """One compound request on ``rel`` itself (FILE_OPEN_REPARSE_POINT: a reparse point is never followed):
+        CREATE + SET_INFO(``info``, or ``info(open)``) + CLOSE."""
+        with self._errors(rel):
+            raw = SMBRawIO(self._path(rel), mode="rb", share_access="rwd",
+                           desired_access=access | Access.FILE_READ_ATTRIBUTES,
+                           create_options=CreateOptions.FILE_OPEN_REPARSE_POINT, **self._kw)
+            transaction = SMBFileTransaction(raw)
+            raw.open(transaction=transaction)
+            set_info(transaction, info(raw.fd) if callable(info) else info)
+            transaction += raw.fd.close(send=False)
+            transaction.commit()
+
     def makedirs(self, rel: str) -> None:
         self._directory(parts(rel), create=True)
 
@@ -283,13 +380,31 @@ class SmbTree:
         return None
 
 
+def _basic(mtime_ns: int | None, attrs: int | None, is_dir: bool) -> FileBasicInformation:
+    """FileBasicInformation setting only the last write time and the attributes (0 leaves a field unchanged)."""
+    info = FileBasicInformation()
+    info["creation_time"] = info["last_access_time"] = info["change_time"] = 0
+    info["last_write_time"] = 0 if mtime_ns is None else mtime_ns // 100 + EPOCH
+    if attrs is None:
+        info["file_attributes"] = 0
+    else:
+        bits = attrs & ATTRIBUTES
+        info["file_attributes"] = bits | DIRECTORY if is_dir else bits or NORMAL
+    return info
+
+
+def _rename_info(fd: Any, name: str, replace: bool = True) -> FileRenameInformation:
+    info = FileRenameInformation()
+    info["replace_if_exists"] = replace
+    info["file_name"] = ntpath.join(ntpath.dirname(fd.file_name), name)
+    return info
+
+
 def _rename(fd: Any, name: str) -> None:
     """Rename an open file to ``name`` in its directory, replacing a file there (not following a reparse point):
     SET_INFO FileRenameInformation on the handle. ``smbclient.replace`` would first open the destination for
     FILE_EXECUTE, which Samba refuses on a file without the x bit."""
-    info = FileRenameInformation()
-    info["replace_if_exists"] = True
-    info["file_name"] = ntpath.join(ntpath.dirname(fd.file_name), name)
+    info = _rename_info(fd, name)
     request = SMB2SetInfoRequest()
     request["info_type"], request["file_info_class"] = info.INFO_TYPE, info.INFO_CLASS
     request["file_id"], request["buffer"] = fd.file_id, info
