@@ -35,7 +35,7 @@ from workers.fileshare.manifest import Entry, Manifest, check_entries
 from workers.fileshare.packcache import PackCache
 from workers.fileshare.paths import REPARSE_POINT, UnsafeTargetError, shown
 from workers.fileshare.repo import Repository
-from workers.fileshare.restoreplan import Plan, Planner, Step, aside_name
+from workers.fileshare.restoreplan import READONLY_HINT, READONLY_IN_THE_WAY, Plan, Planner, Step, aside_name
 from workers.fileshare.tree import ATTRIBUTES, READONLY, FileProblem, Tree
 from workers.runtime.errors import PermanentError
 from workers.storage.artifact import KeyRing
@@ -75,6 +75,7 @@ _HINTS = {"locked": "Close the program holding it (or stop the site) and run the
           "denied": "Give the restoring account write access to it (or clear read-only), then restore again.",
           "vanished": "Something removed a directory it goes into meanwhile; run the same restore again.",
           "changed": "Run the same restore again.",
+          "readonly": READONLY_HINT,
           "integrity": "The repository is damaged for this file: restore it from another snapshot.",
           "verify": "Something changed it after it was written; run the same restore again."}
 
@@ -207,7 +208,8 @@ class Restorer:
                 if exc.kind == "locked" and attempt < self.retries:
                     time.sleep(self.wait)
                     continue
-                report.failed.append(Failure(step.entry.path, exc.message, _HINTS.get(exc.kind, "")))
+                reason = exc.message.removeprefix(f"{step.target}: ").removeprefix(f"{self.target.name}/{step.target}: ")
+                report.failed.append(Failure(step.entry.path, reason, _HINTS.get(exc.kind, "")))
                 return False
             except (IntegrityError, ObjectNotFound) as exc:
                 message = getattr(exc, "message", str(exc))
@@ -261,6 +263,8 @@ class Restorer:
         attrs = entry.attrs & ATTRIBUTES if self.attributes else None
 
         def write() -> None:
+            if step.existing is not None and step.existing.attrs & READONLY and not self.overwrite:
+                raise FileProblem("readonly", f"{READONLY_IN_THE_WAY} (its content differs)")
             if step.resolve == "aside":
                 self._clear(step)
                 step.resolve = "aside-done"

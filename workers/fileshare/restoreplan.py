@@ -30,6 +30,8 @@ from workers.fileshare.tree import READONLY, Stat, Tree
 _WINDOWS_BAD = re.compile(r'[<>"|?*]')
 _DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 ASIDE = ".appsvc-dr-aside-"
+READONLY_IN_THE_WAY = "a read-only file is in the way"
+READONLY_HINT = "Run again with --overwrite to clear read-only and replace it, or clear it yourself."
 
 
 @dataclass(slots=True)
@@ -155,14 +157,12 @@ class Planner:
                                    f"aside as NAME{ASIDE}TIME, nothing is deleted).")
             step.resolve, step.reason = "aside", "a directory was where the snapshot has a file: moved aside"
             return step
-        if existing.attrs & READONLY:
-            if not self.overwrite:
-                return _unresolved(step, "a read-only file is in the way",
-                                   "Run again with --overwrite to clear read-only and replace it, or clear it "
-                                   "yourself.")
-            step.resolve, step.reason = "clear-readonly", "a read-only file was replaced (--overwrite)"
         same = existing.size == entry.size and existing.mtime_ns // 100 == entry.mtime_ns // 100
         step.action = "check" if same else "replace"
+        if existing.attrs & READONLY:                   # identical: left alone; else replaced only with --overwrite
+            if not self.overwrite:
+                return step if same else _unresolved(step, READONLY_IN_THE_WAY, READONLY_HINT)
+            step.resolve, step.reason = "clear-readonly", "a read-only file was replaced (--overwrite)"
         return step
 
     def _lookup(self, parent: str, name: str, folded: bool) -> Stat | None:

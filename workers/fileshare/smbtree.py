@@ -34,7 +34,7 @@ from smbprotocol.open import CreateOptions, FilePipePrinterAccessMask as Access,
 from smbprotocol.structure import DateTimeField
 
 from workers.fileshare.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
-from workers.fileshare.tree import ATTRIBUTES, DIRECTORY, NORMAL, FileProblem, SourceDenied, \
+from workers.fileshare.tree import ARCHIVE, ATTRIBUTES, DIRECTORY, NORMAL, FileProblem, SourceDenied, \
     SourceMisconfigured, SourceUnavailable, Stat, split_unc
 from workers.storage import smbfast
 
@@ -241,9 +241,10 @@ class SmbTree:
         return self.scandir(rel)
 
     def write_file(self, rel: str, data: bytes, mtime_ns: int, attrs: int | None) -> None:
-        """A whole (small) file in ONE compound request: CREATE a temporary name + WRITE + SET_INFO(mtime,
-        attributes) + SET_INFO(rename over ``rel``) + CLOSE; the caller verified ``data``. On any failure the
-        temporary file is removed and an existing ``rel`` is left as it was."""
+        """A whole (small) file in ONE compound request: CREATE a temporary name + WRITE + SET_INFO(mtime) +
+        SET_INFO(rename over ``rel``) + CLOSE; the caller verified ``data``. On any failure the temporary file is
+        removed and an existing ``rel`` is left as it was. DOS attributes other than archive take a second
+        request after the close (set inside the compound, Samba's close overrides them)."""
         names = parts(rel)
         self._directory(names[:-1], create=False)
         tmp = self._path("/".join([*names[:-1], partial_name(names[-1])]))
@@ -260,7 +261,7 @@ class SmbTree:
             raw.open(transaction=transaction)
             if data:
                 transaction += raw.fd.write(data, 0, send=False)
-            set_info(transaction, _basic(mtime_ns, attrs, False))
+            set_info(transaction, _basic(mtime_ns, None, False))
             set_info(transaction, _rename_info(raw.fd, names[-1]))
             transaction += raw.fd.close(send=False)
             try:
@@ -269,6 +270,8 @@ class SmbTree:
                 with contextlib.suppress(Exception):
                     smbclient.remove(tmp, **self._kw)
                 raise
+        if attrs is not None and attrs & ATTRIBUTES != ARCHIVE:   # what a written file has; Samba sets the
+            self.set_meta(rel, mtime_ns, attrs)                   # attributes of a file written by a compound
 
     def set_meta(self, rel: str, mtime_ns: int | None, attrs: int | None, *, is_dir: bool = False) -> None:
         """Set ``rel``'s mtime and DOS attributes (None: leave it) in one compound request, on the path itself
