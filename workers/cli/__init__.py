@@ -16,9 +16,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(getattr(args, "config", None))
     verbose = getattr(args, "verbose", False)
     configure(settings.log.format, "DEBUG" if verbose else settings.log.level)
-    if not verbose:                                # a library's INFO chatter (80,000 lines for a restore)
-        for name in QUIET:
-            logging.getLogger(name).setLevel(logging.WARNING)
+    for name in QUIET:                             # a library's INFO chatter (80,000 lines for a restore)
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
     return settings
 
 
