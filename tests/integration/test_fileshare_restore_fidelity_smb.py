@@ -16,8 +16,8 @@ from types import SimpleNamespace
 import pytest
 import smbclient
 
-from tests.unit.certs import make_cert
 from tests.unit.forge import NS, STAMP, forge, picture
+from tests.unit.test_fileshare_restore_fidelity import configure_store
 from workers.cli import main
 from workers.fileshare.handler import commit
 from workers.fileshare.paths import PARTIAL
@@ -35,12 +35,7 @@ READONLY, HIDDEN, SYSTEM, ARCHIVE, DIRECTORY = 0x01, 0x02, 0x04, 0x20, 0x10
 @pytest.fixture
 def env(smb_server, tmp_path, monkeypatch):
     """An encrypted local store, a cache directory, and a fresh folder on the share (owned by the share's user)."""
-    cert = make_cert("restore-fidelity-smb")
-    (tmp_path / "cert.pem").write_bytes(cert.cert_pem)
-    (tmp_path / "key.pem").write_bytes(cert.key_pem())
-    monkeypatch.setenv("APPSVC_DR_STORE__LOCAL_PATH", str(tmp_path / "store"))
-    monkeypatch.setenv("APPSVC_DR_ENCRYPTION__CERTIFICATE", str(tmp_path / "cert.pem"))
-    monkeypatch.setenv("APPSVC_DR_FILESHARE__CACHE_DIR", str(tmp_path / "cache"))
+    configure_store(tmp_path, monkeypatch, "restore-fidelity-smb")
     monkeypatch.setenv("APPSVC_DR_FILESHARE__WAIT", "0.1")
     monkeypatch.setenv("FIDELITY_SMB_PASSWORD", smb_server.password)
     name = f"rf-{uuid.uuid4().hex[:8]}"

@@ -20,14 +20,19 @@ from workers.storage.artifact import KeyRing
 from workers.upload.handler import artifact_store
 
 
-@pytest.fixture
-def host(tmp_path, monkeypatch):
-    cert = make_cert("restore-fidelity")
+def configure_store(tmp_path, monkeypatch, name: str) -> None:
+    """An encrypted local store under ``tmp_path`` (its key in key.pem) and a cache dir, set in the environment."""
+    cert = make_cert(name)
     (tmp_path / "cert.pem").write_bytes(cert.cert_pem)
     (tmp_path / "key.pem").write_bytes(cert.key_pem())
     monkeypatch.setenv("APPSVC_DR_STORE__LOCAL_PATH", str(tmp_path / "store"))
     monkeypatch.setenv("APPSVC_DR_ENCRYPTION__CERTIFICATE", str(tmp_path / "cert.pem"))
     monkeypatch.setenv("APPSVC_DR_FILESHARE__CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    configure_store(tmp_path, monkeypatch, "restore-fidelity")
     return SimpleNamespace(root=tmp_path, target=tmp_path / "target", key=tmp_path / "key.pem",
                            cache=tmp_path / "cache", store=artifact_store(load_settings()))
 

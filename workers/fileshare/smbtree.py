@@ -34,7 +34,7 @@ from smbprotocol.open import CreateOptions, FilePipePrinterAccessMask as Access,
 from smbprotocol.structure import DateTimeField
 
 from workers.fileshare.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
-from workers.fileshare.tree import ARCHIVE, ATTRIBUTES, DIRECTORY, NORMAL, FileProblem, SourceDenied, \
+from workers.fileshare.tree import ATTRIBUTES, DIRECTORY, NORMAL, FileProblem, SourceDenied, \
     SourceMisconfigured, SourceUnavailable, Stat, split_unc
 from workers.storage import smbfast
 
@@ -241,10 +241,9 @@ class SmbTree:
         return self.scandir(rel)
 
     def write_file(self, rel: str, data: bytes, mtime_ns: int, attrs: int | None) -> None:
-        """A whole (small) file in ONE compound request: CREATE a temporary name + WRITE + SET_INFO(mtime) +
-        SET_INFO(rename over ``rel``) + CLOSE; the caller verified ``data``. On any failure the temporary file is
-        removed and an existing ``rel`` is left as it was. DOS attributes other than archive take a second
-        request after the close (set inside the compound, Samba's close overrides them)."""
+        """A whole (small) file in ONE compound request: CREATE a temporary name + WRITE + SET_INFO(rename over
+        ``rel``) + SET_INFO(mtime, attributes) + CLOSE; the caller verified ``data``. On any failure the temporary
+        file is removed and an existing ``rel`` is left as it was."""
         names = parts(rel)
         self._directory(names[:-1], create=False)
         tmp = self._path("/".join([*names[:-1], partial_name(names[-1])]))
@@ -261,8 +260,8 @@ class SmbTree:
             raw.open(transaction=transaction)
             if data:
                 transaction += raw.fd.write(data, 0, send=False)
-            set_info(transaction, _basic(mtime_ns, None, False))
             set_info(transaction, _rename_info(raw.fd, names[-1]))
+            set_info(transaction, _basic(mtime_ns, attrs, False))         # after the rename, or Samba drops them
             transaction += raw.fd.close(send=False)
             try:
                 transaction.commit()
@@ -270,8 +269,6 @@ class SmbTree:
                 with contextlib.suppress(Exception):
                     smbclient.remove(tmp, **self._kw)
                 raise
-        if attrs is not None and attrs & ATTRIBUTES != ARCHIVE:   # what a written file has; Samba sets the
-            self.set_meta(rel, mtime_ns, attrs)                   # attributes of a file written by a compound
 
     def set_meta(self, rel: str, mtime_ns: int | None, attrs: int | None, *, is_dir: bool = False) -> None:
         """Set ``rel``'s mtime and DOS attributes (None: leave it) in one compound request, on the path itself
@@ -312,6 +309,15 @@ class SmbTree:
             rel = "/".join(names[:depth])
             with self._guard:
                 if rel in self._checked:
+                    continue
+            if create:                                       # one request for a new directory (the plan knows)
+                try:
+                    smbclient.mkdir(self._path(rel), **self._kw)
+                except OSError:
+                    pass                                     # there already (or refused): checked below
+                else:
+                    with self._guard:
+                        self._checked.add(rel)
                     continue
             with self._errors(rel):
                 try:
