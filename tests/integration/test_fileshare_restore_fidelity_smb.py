@@ -217,3 +217,28 @@ def test_a_killed_restores_temporary_data_is_removed_by_the_next_run(env, capsys
     # Then it succeeds and the killed run's folder is gone (its own removed too)
     assert code == 0, out
     assert list(temp_root.iterdir()) == []
+
+
+def test_a_target_share_that_does_not_exist_gets_a_hint_naming_target(env, capsys):
+    # Given a snapshot
+    forge(env.store, "nos", {"a.txt": b"a"})
+    # When it is restored onto a share the server does not have
+    code = main(["restore", "fileshare", "--stamp", STAMP, "--snapshot", "nos", "--target",
+                 env.smb.unc("folder", share="no-such-share"), "--target-username", env.smb.username,
+                 "--target-password-env", "FIDELITY_SMB_PASSWORD", "--target-port", str(env.smb.port),
+                 "--key", str(env.key)])
+    err = capsys.readouterr().err
+    # Then it exits 2 with a hint about --target, not about the backup source's setting
+    assert code == 2 and "--target" in err and "APPSVC_DR_FILESHARE__SOURCE" not in err, err
+
+
+def test_names_an_smb_target_cannot_hold_are_listed_and_the_rest_restored(env, capsys):
+    # Given a snapshot (from a Linux source) with names Windows cannot hold, one of them a directory
+    forge(env.store, "win", {"what?.txt": b"q", "bad:dir/x.txt".replace(":", "|"): b"x", "ok.txt": b"ok"},
+          dirs=("bad|dir",))
+    # When it is restored onto the share
+    code, out = restore(env, "win", capsys)
+    # Then both are listed (the file under the directory too), the rest is restored, and it exits 1
+    assert code == 1 and "NOT restored (3)" in out and "what?.txt: a character Windows file names cannot hold" in out
+    assert "bad|dir/x.txt: its directory 'bad|dir' could not be restored" in out, out
+    assert (env.root / "target/ok.txt").read_bytes() == b"ok" and not (env.root / "target/bad|dir").exists()

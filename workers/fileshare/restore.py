@@ -162,7 +162,8 @@ class Restorer:
         for step in dirs:
             if step.resolve in ("aside", "remove"):
                 self._guarded(step, report, lambda s=step: self._clear(s))
-        parents = {s.target.rpartition("/")[0] for s in plan.steps if not s.entry.is_dir} - {""}
+        parents = {s.target.rpartition("/")[0] for s in plan.steps
+                   if not s.entry.is_dir and s.action != "unresolved"} - {""}
         wanted = sorted({s.target for s in dirs if s.action == "create" and s.target not in self._failed(report)} |
                         {p for p in parents if not any(f.path == p for f in report.failed)})
         by_depth: dict[int, list[str]] = {}

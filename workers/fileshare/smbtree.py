@@ -108,12 +108,28 @@ class SmbTree:
             smbfast.seed(self._kw["connection_cache"], self.host, self.port, timeout=self._kw["connection_timeout"])
             smbclient.register_session(self.host, **self._kw)
             if self._create:
-                smbclient.makedirs(self._root, exist_ok=True, **self._kw)
+                self._make_root()
             st = smbclient.stat(self._root, **self._kw)
             fd = SMBRawIO(self._root, mode="r", **self._kw).fd       # ask for credits up front: compound reads
             fd.connection.echo(sid=fd.tree_connect.session.session_id, credit_request=CREDITS)  # need 1 per 64 KiB
         if not st.st_file_attributes & DIRECTORY:
             raise SourceMisconfigured(f"{self.name} is not a directory")
+
+    def _make_root(self) -> None:
+        """Create the target folder (and missing parents inside the share) like a local target's."""
+        names, base = split_unc(self._source)[2:], f"\\\\{self.host}\\{self.share}"
+        depth = len(names)
+        while depth:                                          # the deepest folder that exists
+            try:
+                smbclient.lstat("\\".join([base, *names[:depth]]), **self._kw)
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise                                     # denied, no such share...: reported as it is
+                depth -= 1
+        for i in range(depth + 1, len(names) + 1):
+            with contextlib.suppress(FileExistsError):
+                smbclient.mkdir("\\".join([base, *names[:i]]), **self._kw)
 
     def close(self) -> None:
         smbclient.reset_connection_cache(fail_on_error=False, connection_cache=self._kw["connection_cache"])
