@@ -168,7 +168,8 @@ def big_case(smb, s3, cert, cache: Path, args: argparse.Namespace) -> list[str]:
             row(label, "appsvc-dr", best_o[0], count, total, best_r, best_o[1])]
 
 
-def restore_case(smb, s3, cert, key_pem: bytes, cache: Path, args: argparse.Namespace, small: bool = False) -> list[str]:
+def restore_case(smb, s3, cert, key_pem: bytes, cache: Path, args: argparse.Namespace,
+                 small: bool = False) -> list[str]:
     """(e): the large files, or (f): FILES small files, stored by each tool, restored to a fresh folder of the
     share: ``rclone copy`` from its bucket, ours a snapshot restore (decrypt, verify every blob, set mtimes and
     attributes, verify the result). Both results are compared with the source, file by file."""

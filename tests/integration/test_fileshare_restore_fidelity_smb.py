@@ -126,7 +126,8 @@ def test_each_type_conflict_is_reported_then_resolved_with_overwrite(env, capsys
     assert code == 1, out
     assert "NOT restored (2)" in out and "ro.txt: a read-only file is in the way" in out and "--overwrite" in out
     assert "f: a directory is where the snapshot has a file" in out
-    assert "conflicts resolved (1)" in out and "empty: a file was where the snapshot has a directory: moved aside" in out
+    assert "conflicts resolved (1)" in out
+    assert "empty: a file was where the snapshot has a directory: moved aside" in out
     target = env.root / "target"
     assert (target / "ro.txt").read_bytes() == b"protected" and (target / "f/inside.txt").is_file()
     assert (target / "empty").is_dir() and (target / "ok.txt").read_bytes() == b"fine"

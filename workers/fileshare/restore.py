@@ -209,7 +209,7 @@ class Restorer:
                 if exc.kind == "locked" and attempt < self.retries:
                     time.sleep(self.wait)
                     continue
-                reason = exc.message.removeprefix(f"{step.target}: ").removeprefix(f"{self.target.name}/{step.target}: ")
+                reason = exc.message.removeprefix(f"{step.target}: ")         # the path is listed beside it
                 report.failed.append(Failure(step.entry.path, reason, _HINTS.get(exc.kind, "")))
                 return False
             except (IntegrityError, ObjectNotFound) as exc:

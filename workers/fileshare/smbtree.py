@@ -8,8 +8,8 @@ its own connection cache. Two request-saving tricks, since smbprotocol is CPU-bo
 * a small file is read with ONE compound request: CREATE + READ + CLOSE(post-query attributes), so the
   "after" size and mtime come back with the data and a file that changed while read is detected for free.
 
-As a restore target (the methods in ``smbtarget``) it never leaves the share directory and never follows a reparse point (a symlink or
-junction): every path is checked (``paths``) before any request; each directory a restore writes into is
+As a restore target (the methods in ``smbtarget``) it never leaves the share directory and never follows a
+reparse point (a symlink or junction): every path is checked (``paths``) before any request; each directory a restore writes into is
 checked once (``lstat``: not a reparse point, a directory) and remembered; ``stat`` does not follow reparse
 points and reports their attribute, so the restorer refuses one where a file goes; a file is written to a
 temporary name opened with FILE_OPEN_REPARSE_POINT and renamed over its path (``smbclient.replace``) only after
