@@ -2,7 +2,8 @@
 
 Starts its own smbd and moto S3 server (root needed, like the tests). Cases: (a) FILES files of 4–64 KiB,
 (b) BIG files of BIG_MIB MiB, (c) re-sync with nothing changed, (d) re-sync after changing 1% of the small
-files, (e) restore of the large files to a fresh folder of the share (``rclone copy`` back from its bucket).
+files, (e) restore of the large files to a fresh folder of the share (``rclone copy`` back from its bucket),
+(f) the same for FILES small files (4–64 KiB in 100 directories).
 Ours runs as configured in production: SMB 3 encryption, zstd, AES-GCM with a certificate. rclone runs
 with its default flags (plus ``--s3-no-head`` for moto; ``AWS_CA_BUNDLE`` unset, see DESIGN.md). Pick cases
 and sizes with the options (``--help``; the environment's BENCH_FILES, BENCH_BIG, BENCH_BIG_MIB still set the
@@ -123,8 +124,9 @@ def row(case: str, tool: str, seconds: float, files: int, nbytes: int, ref: floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", default="acdbe", help="which cases to run, e.g. 'b' or 'acd' (default acdbe; c "
-                        "and d re-sync the tree case a stored; e restores the large files to a fresh folder)")
+    parser.add_argument("--cases", default="acdbef", help="which cases to run, e.g. 'b' or 'acd' (default acdbef; c "
+                        "and d re-sync the tree case a stored; e restores the large files to a fresh folder, f the "
+                        "small files)")
     parser.add_argument("--files", type=int, default=FILES, help="small files in (a) (default %(default)s)")
     parser.add_argument("--big", type=int, default=BIG, help="large files in (b) (default %(default)s)")
     parser.add_argument("--big-mib", type=int, default=BIG_MIB, help="MiB per large file (default %(default)s)")
@@ -145,6 +147,8 @@ def main() -> None:
             rows += big_case(smb, s3, cert, cache, args)
         if "e" in args.cases:
             rows += restore_case(smb, s3, cert, key_pem, cache, args)
+        if "f" in args.cases:
+            rows += restore_case(smb, s3, cert, key_pem, cache, args, small=True)
         shutil.rmtree(cache, ignore_errors=True)
     print("\n".join(rows))
 
@@ -164,35 +168,40 @@ def big_case(smb, s3, cert, cache: Path, args: argparse.Namespace) -> list[str]:
             row(label, "appsvc-dr", best_o[0], count, total, best_r, best_o[1])]
 
 
-def restore_case(smb, s3, cert, key_pem: bytes, cache: Path, args: argparse.Namespace) -> list[str]:
-    """(e): the large files, stored by each tool, restored to a fresh folder of the share: ``rclone copy`` from
-    its bucket, ours a snapshot restore (decrypt, verify every blob, set mtimes). Both results are compared
-    with the source, file by file."""
-    count, total = populate(smb.path / "big", smb.username, False, args.big, args.big_mib)
-    rclone(smb, s3, "big", "rclone-restore")
-    ours(smb, s3, "big", "ours-restore", cert, cache / "e", "e1")
-    for folder in ("restored-rclone", "restored-ours"):
-        (smb.path / folder).mkdir()
-        shutil.chown(smb.path / folder, smb.username)
+def restore_case(smb, s3, cert, key_pem: bytes, cache: Path, args: argparse.Namespace,
+                 small: bool = False) -> list[str]:
+    """(e): the large files, or (f): FILES small files, stored by each tool, restored to a fresh folder of the
+    share: ``rclone copy`` from its bucket, ours a snapshot restore (decrypt, verify every blob, set mtimes and
+    attributes, verify the result). Both results are compared with the source, file by file."""
+    folder, case = ("small-r", "f") if small else ("big", "e")
+    count, total = populate(smb.path / folder, smb.username, small, args.files if small else args.big, args.big_mib)
+    rclone(smb, s3, folder, f"rclone-restore-{case}")
+    ours(smb, s3, folder, f"ours-restore-{case}", cert, cache / case, f"{case}1")
+    for name in (f"restored-rclone-{case}", f"restored-ours-{case}"):
+        (smb.path / name).mkdir()
+        shutil.chown(smb.path / name, smb.username)
     started = time.monotonic()
-    subprocess.run(["rclone", "copy", "dst:rclone-restore/big", f"src:{smb.share}/restored-rclone"],
+    subprocess.run(["rclone", "copy", f"dst:rclone-restore-{case}/{folder}", f"src:{smb.share}/restored-rclone-{case}"],
                    env=rclone_env(smb, s3), check=True, capture_output=True)
     theirs = time.monotonic() - started
     key = cache / "restore-key.pem"
     key.write_bytes(key_pem)
-    repo = Repository(ArtifactStore(S3Store(s3.endpoint, s3.access_key, s3.secret_key, "ours-restore", secure=False),
-                                    certificate=cert), "bench")
+    repo = Repository(ArtifactStore(S3Store(s3.endpoint, s3.access_key, s3.secret_key, f"ours-restore-{case}",
+                                            secure=False), certificate=cert), "bench")
     keys = KeyRing.from_files(keys=[key])
     started, cpu = time.monotonic(), cpu_seconds()
-    target = open_tree(smb.unc("restored-ours"), username=smb.username, password=smb.password, port=smb.port)
-    Restorer(repo, target, keys=keys).run(repo.manifest("e1", keys, cached=False))
+    target = open_tree(smb.unc(f"restored-ours-{case}"), username=smb.username, password=smb.password, port=smb.port)
+    report = Restorer(repo, target, keys=keys, temp_root=cache / "restore-tmp").run(
+        repo.manifest(f"{case}1", keys, cached=False))
     mine, cpu = time.monotonic() - started, cpu_seconds() - cpu
-    for folder in ("restored-rclone", "restored-ours"):
-        for source in (smb.path / "big").iterdir():
-            if not filecmp.cmp(source, smb.path / folder / source.name, shallow=False):
-                raise SystemExit(f"{folder}/{source.name} differs from the source")
+    if not report.exact:
+        raise SystemExit(f"our restore is not exact: {report.failed[:5]}")
+    for name in (f"restored-rclone-{case}", f"restored-ours-{case}"):
+        for source in (smb.path / folder).rglob("*.bin"):
+            if not filecmp.cmp(source, smb.path / name / source.relative_to(smb.path / folder), shallow=False):
+                raise SystemExit(f"{name}/{source.name} differs from the source")
     s3.reset()
-    label = f"(e) restore {count} x {args.big_mib} MiB"
+    label = f"({case}) restore {count} files 4-64 KiB" if small else f"({case}) restore {count} x {args.big_mib} MiB"
     return [row(label, "rclone", theirs, count, total, None),
             row(label, "appsvc-dr", mine, count, total, theirs, {"cpu_seconds": cpu, "bytes_read": total})]
 

@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from workers.runtime.config import Settings, load_settings
 from workers.runtime.errors import DrError
 from workers.runtime.logs import configure
 
+QUIET = ("smbprotocol", "smbclient", "spnego", "urllib3", "minio", "botocore", "pika", "pyodbc")
+
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(getattr(args, "config", None))
-    configure(settings.log.format, "DEBUG" if getattr(args, "verbose", False) else settings.log.level)
+    verbose = getattr(args, "verbose", False)
+    configure(settings.log.format, "DEBUG" if verbose else settings.log.level)
+    for name in QUIET:                             # a library's INFO chatter (80,000 lines for a restore)
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
     return settings
 
 
@@ -22,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appsvc-dr", description="Backup and disaster recovery for App "
                                      "Service on Azure Stack Hub.")
     parser.add_argument("--config", help="TOML configuration file (env APPSVC_DR_CONFIG_FILE)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, libraries' INFO lines included")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (publish, run, dlq, config_cmd, secrets_cmd, restore, artifacts, keys_cmd, demo_cmd, schedule_cmd,
                    fileshare_cmd, drill_cmd):

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import threading
 import time
+from pathlib import Path
 
 from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli import snapshots_cmd
@@ -13,8 +15,8 @@ from workers.cli.progress import ProgressBar
 from workers.fileshare.manifest import diff
 from workers.fileshare.paths import printable
 from workers.fileshare.repo import Repository
-from workers.fileshare.restore import REACL, Restorer, load_manifest, select, snapshot_of_set
-from workers.fileshare.tree import open_tree
+from workers.fileshare.restore import REACL, Failure, Restorer, load_manifest, select, snapshot_of_set
+from workers.fileshare.tree import SourceDenied, SourceMisconfigured, open_tree
 from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError
 from workers.upload.handler import artifact_store
@@ -49,6 +51,12 @@ def register_restore(restore_sub) -> None:
     p.add_argument("--target", required=True, help=r"\\server\share[\dir] or a local directory")
     p.add_argument("--path", help="restore only this directory or file of the snapshot (e.g. site/wwwroot)")
     p.add_argument("--transfers", type=int, help="files written at once (default: APPSVC_DR_FILESHARE__TRANSFERS)")
+    p.add_argument("--dry-run", action="store_true", help="print the restore plan (what would be created, "
+                   "replaced, and every conflict with the target) and write nothing")
+    p.add_argument("--overwrite", action="store_true", help="resolve conflicts by replacing: read-only files are "
+                   "replaced, a directory where a file goes is moved aside, a file where a directory goes removed")
+    p.add_argument("--no-attributes", dest="attributes", action="store_false", help="do not restore DOS "
+                   "attributes (read-only, hidden, system, archive)")
     p.add_argument("--target-username", help="SMB user for the target (default: APPSVC_DR_FILESHARE__USERNAME)")
     p.add_argument("--target-password-env", metavar="VAR", help="environment variable holding its password "
                    "(default: APPSVC_DR_FILESHARE__PASSWORD)")
@@ -104,10 +112,7 @@ def restore_cmd(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigurationError(f"environment variable {args.target_password_env} is not set")
         password = os.environ[args.target_password_env]
     target = open_tree(args.target, username=args.target_username or s.username, password=password,
-                       port=args.target_port or s.port, encrypt=s.encrypt)
-    if target.spec()["kind"] == "local":
-        from workers.fileshare.tree import LocalTree
-        target = LocalTree(args.target, create=True)
+                       port=args.target_port or s.port, encrypt=s.encrypt, create=not args.dry_run)
     chosen = select(manifest, args.path)
     bar, lock = ProgressBar("restore", sum(e.size for e in chosen if not e.is_dir)), threading.Lock()
 
@@ -115,10 +120,15 @@ def restore_cmd(args: argparse.Namespace, settings: Settings) -> int:
         with lock:
             bar(nbytes)
 
+    restorer = Restorer(repo, target, keys=keys, transfers=args.transfers or s.transfers, progress=progress,
+                        overwrite=args.overwrite, attributes=args.attributes, retries=s.retries, wait=s.wait,
+                        temp_root=Path(s.cache_dir).expanduser() / "restore-tmp")
     started = time.monotonic()
     try:
-        report = Restorer(repo, target, keys=keys, transfers=args.transfers or s.transfers,
-                          progress=progress).run(manifest, args.path)
+        with _target_hints(args.target):
+            if args.dry_run:
+                return _print_plan(restorer.plan(manifest, args.path), snapshot, args)
+            report = restorer.run(manifest, args.path)
     finally:
         bar.close()
         target.close()
@@ -127,9 +137,48 @@ def restore_cmd(args: argparse.Namespace, settings: Settings) -> int:
           f"{args.target}{f' (only {args.path})' if args.path else ''}:")
     print(f"  {report.dirs} directories, {report.files_restored} files written ({report.bytes_written / MiB:.1f} "
           f"MiB, every SHA-256 verified), {report.files_identical} already identical, in {took:.1f}s")
+    _listed("conflicts resolved", report.resolved)
+    _listed("restored under another name", report.renamed)
+    _listed("NOT restored", report.failed)
     if manifest.partial:
         print(f"  note: the snapshot skipped {len(manifest.skipped)} file(s) that were in use when it was taken:")
         for item in manifest.skipped[:20]:                  # names from the store: escaped if not printable
             print(f"    {printable(item['path'])}: {printable(item['reason'])}")
+    if not report.exact:
+        print(f"\nThe target differs from the snapshot ({len(report.failed)} not restored, {len(report.renamed)} "
+              "renamed): fix what is listed and run the same restore again (what is done is skipped).")
+        return 1
     print(f"\nNext: {REACL}")
     return 0
+
+
+def _listed(title: str, items: list, limit: int = 50) -> None:
+    if not items:
+        return
+    print(f"  {title} ({len(items)}):")
+    for item in items[:limit]:
+        print(f"    {printable(item.path)}: {printable(item.reason)}" + (f" — {item.hint}" if item.hint else ""))
+    if len(items) > limit:
+        print(f"    ... and {len(items) - limit} more")
+
+
+def _print_plan(plan, snapshot: str, args: argparse.Namespace) -> int:
+    where = args.target if plan.target_exists else f"{args.target} (does not exist yet: created)"
+    print(f"dry run: restoring snapshot {snapshot} to {where} would mean:\n  {plan.summary()}")
+    _listed("conflicts", [Failure(s.entry.path, s.reason, s.hint) for s in plan.conflicts()])
+    print("nothing was written.")
+    return 1 if any(s.action == "unresolved" or s.resolve == "rename" for s in plan.steps) else 0
+
+
+@contextlib.contextmanager
+def _target_hints(target: str):
+    """Errors about the target tree name --target (the tree's own hints name the backup source's settings)."""
+    try:
+        yield
+    except SourceDenied as exc:
+        raise SourceDenied(exc.message, hint="The file server rejected the login for the target: check "
+                           "--target-username / --target-password-env (default APPSVC_DR_FILESHARE__USERNAME / "
+                           "APPSVC_DR_FILESHARE__PASSWORD).") from exc
+    except SourceMisconfigured as exc:
+        raise SourceMisconfigured(exc.message, hint=f"Check --target {target!r}: \\\\server\\share[\\dir] on "
+                                  "a share that exists, or an absolute local directory.") from exc

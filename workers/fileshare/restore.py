@@ -8,16 +8,21 @@ interrupted restore never damages a file already there, and a half-written file 
 Safe against a forged snapshot: the selected entries are checked before anything is written (``paths``: no
 entry can leave the target), the target walks every path without following symlinks / reparse points, and a
 reparse point where a file goes is refused (:class:`~workers.fileshare.paths.UnsafeTargetError`). Packs are decoded once
-each into a temporary directory and deleted as soon as no file still needs them.
+each into a private temporary directory and deleted as soon as no file still needs them (``packcache``).
+
+A run first plans (``restoreplan``: every conflict with what the target holds is known before anything is written),
+then creates the directories, writes the files (many at once; a small file over SMB in one compound request),
+sets files' mtimes and DOS attributes after their content and directories' last, and finally lists the target
+again to verify what it claims. A problem with one file (locked, denied, a conflict, a damaged blob) is retried
+where it may pass, then listed with its reason and how to fix it; the others are restored regardless.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
-import shutil
-import tempfile
-import threading
+import logging
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,9 +32,11 @@ from typing import Callable
 from workers.artifacts.catalog import artifact_key
 from workers.artifacts.service import sha256_of
 from workers.fileshare.manifest import Entry, Manifest, check_entries
+from workers.fileshare.packcache import PackCache
 from workers.fileshare.paths import REPARSE_POINT, UnsafeTargetError, shown
 from workers.fileshare.repo import Repository
-from workers.fileshare.tree import FileProblem, Tree
+from workers.fileshare.restoreplan import READONLY_HINT, READONLY_IN_THE_WAY, Plan, Planner, Step, aside_name
+from workers.fileshare.tree import ATTRIBUTES, READONLY, FileProblem, Tree
 from workers.runtime.errors import PermanentError
 from workers.storage.artifact import KeyRing
 from workers.storage.base import ObjectNotFound
@@ -62,14 +69,39 @@ def load_manifest(repo: Repository, snapshot: str, keys) -> Manifest:
                              hint="See `appsvc-dr snapshots list --stamp STAMP`.") from None
 
 
+log = logging.getLogger(__name__)
+SMALL = 4 * 1024 * 1024          # a file up to this size is written in one call (one compound request over SMB)
+_HINTS = {"locked": "Close the program holding it (or stop the site) and run the same restore again.",
+          "denied": "Give the restoring account write access to it (or clear read-only), then restore again.",
+          "vanished": "Something removed a directory it goes into meanwhile; run the same restore again.",
+          "changed": "Run the same restore again.",
+          "readonly": READONLY_HINT,
+          "integrity": "The repository is damaged for this file: restore it from another snapshot.",
+          "verify": "Something changed it after it was written; run the same restore again."}
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    path: str
+    reason: str
+    hint: str
+
+
 @dataclass
 class RestoreReport:
     dirs: int = 0
     files_restored: int = 0
     files_identical: int = 0
     bytes_written: int = 0
-    failed: list[str] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    resolved: list[Failure] = field(default_factory=list)      # conflicts resolved by a rule (what was done)
+    renamed: list[Failure] = field(default_factory=list)       # restored under another name (case collisions)
+    plan: Plan | None = None
 
+    @property
+    def exact(self) -> bool:
+        """Whether the target now holds the selection exactly (else the run exits 1)."""
+        return not self.failed and not self.renamed
 
 def select(manifest: Manifest, path: str | None) -> list[Entry]:
     if not path:
@@ -78,128 +110,243 @@ def select(manifest: Manifest, path: str | None) -> list[Entry]:
     return [e for e in manifest.entries if e.path == path or e.path.startswith(path + "/")]
 
 
-class PackCache:
-    """Decoded packs on local disk; each is fetched once and removed when its last blob was read."""
-
-    def __init__(self, repo: Repository, keys: KeyRing | None, refs: Counter) -> None:
-        self.repo, self.keys, self.refs = repo, keys, refs
-        self.dir = Path(tempfile.mkdtemp(prefix="appsvc-dr-restore-"))
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def blob(self, blob: str) -> bytes:
-        pack, offset, length = self.repo.index.blobs[blob]
-        with self._guard:
-            lock = self._locks.setdefault(pack, threading.Lock())
-        with lock:
-            path = self.dir / pack
-            if not path.exists():
-                tmp = path.with_suffix(".partial")
-                with open(tmp, "wb") as out:
-                    self.repo.read_pack(pack, out, self.keys)
-                tmp.rename(path)
-            with open(path, "rb") as fh:
-                fh.seek(offset)
-                data = fh.read(length)
-            self.refs[pack] -= 1
-            if self.refs[pack] <= 0:
-                path.unlink(missing_ok=True)
-        if hashlib.sha256(data).hexdigest() != blob:
-            raise IntegrityError(f"blob {blob[:12]} in pack {pack[:12]} does not match its id")
-        return data
-
-    def close(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 class Restorer:
     def __init__(self, repo: Repository, target: Tree, *, keys: KeyRing | None = None, transfers: int = 8,
-                 progress: Callable[[int], None] = lambda nbytes: None) -> None:
+                 progress: Callable[[int], None] = lambda nbytes: None, overwrite: bool = False,
+                 attributes: bool = True, retries: int = 3, wait: float = 5.0, temp_root: Path | None = None) -> None:
         self.repo, self.target, self.keys, self.transfers, self.progress = repo, target, keys, transfers, progress
+        self.overwrite, self.attributes, self.retries, self.wait = overwrite, attributes, retries, wait
+        self.temp_root = temp_root
 
-    def run(self, manifest: Manifest, path: str | None = None) -> RestoreReport:
+    def _entries(self, manifest: Manifest, path: str | None) -> list[Entry]:
         entries = select(manifest, path)
         if path and not entries:
             raise PermanentError(f"{path!r} is not in snapshot {manifest.snapshot_id}",
                                  hint="List the snapshot's paths with `appsvc-dr snapshots diff` or drop --path.")
         check_entries(entries, where=f"snapshot {shown(manifest.snapshot_id, 80)}: ")   # before any byte is written
-        try:
-            return self._write(manifest, entries)
-        except FileProblem as exc:                      # the target refused one path (denied, locked, vanished)
-            raise PermanentError(f"restore into {self.target.name} stopped: {exc.message} ({exc.kind})",
-                                 hint="Fix access to that path in the target (permissions, a process holding it), "
-                                      "then run the same restore again: files already restored are skipped.") \
-                from exc
+        return entries
 
-    def _write(self, manifest: Manifest, entries: list[Entry]) -> RestoreReport:
+    def plan(self, manifest: Manifest, path: str | None = None) -> Plan:
+        """What a restore would do (nothing is written; a missing target counts as empty)."""
+        entries = self._entries(manifest, path)
+        exists = self.target.exists()
+        if exists:
+            self.target.connect()
+        return Planner(self.target, overwrite=self.overwrite).plan(entries, exists=exists)
+
+    def run(self, manifest: Manifest, path: str | None = None) -> RestoreReport:
+        entries = self._entries(manifest, path)
         self.target.connect()
         self.repo.load_index()
-        files = [e for e in entries if not e.is_dir]
-        missing = {b for e in files for b in e.blobs if b not in self.repo.index}
+        missing = {b for e in entries if not e.is_dir for b in e.blobs if b not in self.repo.index}
         if missing:
             raise PermanentError(f"snapshot {manifest.snapshot_id} needs {len(missing)} blob(s) that no index "
                                  "lists", hint="The repository is damaged (packs or index objects deleted): "
                                                "restore another snapshot.")
-        report = RestoreReport()
-        dirs = sorted((e for e in entries if e.is_dir), key=lambda e: e.path)
-        for entry in dirs:
-            self.target.makedirs(entry.path)
-        report.dirs = len(dirs)
-        for parent in sorted({e.path.rpartition("/")[0] for e in files} - {""} - {d.path for d in dirs}):
-            self.target.makedirs(parent)
-        with ThreadPoolExecutor(self.transfers) as pool:
-            identical = list(pool.map(self._identical, files))
-        todo = [e for e, same in zip(files, identical, strict=True) if not same]
-        report.files_identical = len(files) - len(todo)
-        refs = Counter(self.repo.index.blobs[b][0] for e in todo for b in e.blobs)
-        order = {p: i for i, p in enumerate(sorted(refs))}
-        todo.sort(key=lambda e: min((order[self.repo.index.blobs[b][0]] for b in e.blobs), default=-1))
-        cache = PackCache(self.repo, self.keys, refs)
-        try:
-            with ThreadPoolExecutor(self.transfers) as pool:
-                for written in pool.map(lambda e: self._restore(e, cache), todo):
-                    report.bytes_written += written
-        finally:
-            cache.close()
-        report.files_restored = len(todo)
-        for entry in sorted(dirs, key=lambda e: e.path.count("/"), reverse=True):
-            self.target.set_mtime(entry.path, entry.mtime_ns)
+        plan = Planner(self.target, overwrite=self.overwrite).plan(entries)
+        report = RestoreReport(plan=plan)
+        for step in plan.steps:
+            if step.action == "unresolved":
+                report.failed.append(Failure(step.entry.path, step.reason, step.hint))
+            elif step.resolve == "rename":
+                report.renamed.append(Failure(step.entry.path, step.reason, step.hint))
+        self._directories(plan, report)
+        files = [s for s in plan.steps if not s.entry.is_dir and s.action != "unresolved"]
+        done = self._files(files, report)
+        self._finish(plan, report, done)
         return report
 
-    def _identical(self, entry: Entry) -> bool:
+    # ------------------------------------------------------------------------------------ directories
+    def _directories(self, plan: Plan, report: RestoreReport) -> None:
+        dirs = [s for s in plan.steps if s.entry.is_dir and s.action != "unresolved"]
+        for step in dirs:
+            if step.resolve in ("aside", "remove"):
+                self._guarded(step, report, lambda s=step: self._clear(s))
+        parents = {s.target.rpartition("/")[0] for s in plan.steps
+                   if not s.entry.is_dir and s.action != "unresolved"} - {""}
+        wanted = sorted({s.target for s in dirs if s.action == "create" and s.target not in self._failed(report)} |
+                        {p for p in parents if not any(f.path == p for f in report.failed)})
+        by_depth: dict[int, list[str]] = {}
+        for rel in wanted:
+            by_depth.setdefault(rel.count("/"), []).append(rel)
+        with ThreadPoolExecutor(self.transfers) as pool:         # a level at a time: parents before children
+            for depth in sorted(by_depth):
+                for rel, problem in zip(by_depth[depth], pool.map(self._makedir, by_depth[depth]), strict=True):
+                    if problem is not None:
+                        report.failed.append(Failure(rel, problem.message, _HINTS.get(problem.kind, "")))
+        report.dirs = len(dirs)
+
+    def _makedir(self, rel: str) -> FileProblem | None:
         try:
-            st = self.target.stat(entry.path)
+            self.target.makedirs(rel)
+        except FileProblem as exc:
+            return exc
+        return None
+
+    @staticmethod
+    def _failed(report: RestoreReport) -> set[str]:
+        return {f.path for f in report.failed}
+
+    def _clear(self, step: Step) -> None:
+        """Move aside (or remove, with --overwrite) what is where ``step`` goes; never follows a link."""
+        if step.existing is not None and step.existing.attrs & READONLY and not step.existing.is_dir:
+            self.target.set_meta(step.target, None, 0)          # a read-only file cannot be removed or renamed
+        if step.resolve == "remove":
+            self.target.remove(step.target)
+            return
+        name = step.target.rpartition("/")[2]
+        self.target.rename(step.target, aside_name(name))
+
+    def _guarded(self, step: Step, report: RestoreReport, action: Callable[[], object], record: bool = True) -> bool:
+        """Run ``action`` for ``step``, retrying a locked path; a FileProblem left over is listed. Whether it ran."""
+        for attempt in range(self.retries + 1):
+            try:
+                action()
+                if record and step.reason and step.resolve != "rename":
+                    report.resolved.append(Failure(step.entry.path, step.reason, ""))
+                return True
+            except FileProblem as exc:
+                if exc.kind == "locked" and attempt < self.retries:
+                    time.sleep(self.wait)
+                    continue
+                reason = exc.message.removeprefix(f"{step.target}: ")         # the path is listed beside it
+                report.failed.append(Failure(step.entry.path, reason, _HINTS.get(exc.kind, "")))
+                return False
+            except (IntegrityError, ObjectNotFound) as exc:
+                message = getattr(exc, "message", str(exc))
+                report.failed.append(Failure(step.entry.path, message, _HINTS["integrity"]))
+                return False
+        return False
+
+    # ------------------------------------------------------------------------------------------ files
+    def _files(self, steps: list[Step], report: RestoreReport) -> list[Step]:
+        blocked = self._failed(report)
+        for step in [s for s in steps if s.target.rpartition("/")[0] in blocked]:
+            report.failed.append(Failure(step.entry.path, "its directory could not be created",
+                                         "See that directory's problem above, fix it and restore again."))
+        steps = [s for s in steps if s.target.rpartition("/")[0] not in blocked]
+        with ThreadPoolExecutor(self.transfers) as pool:
+            same = list(pool.map(self._identical, steps))
+        todo = [s for s, identical in zip(steps, same, strict=True) if not identical]
+        report.files_identical = len(steps) - len(todo)
+        refs = Counter(self.repo.index.blobs[b][0] for s in todo for b in s.entry.blobs)
+        order = {p: i for i, p in enumerate(sorted(refs))}
+        todo.sort(key=lambda s: min((order[self.repo.index.blobs[b][0]] for b in s.entry.blobs), default=-1))
+        packs = list(dict.fromkeys(self.repo.index.blobs[b][0] for s in todo for b in s.entry.blobs))
+        cache = PackCache(self.repo, self.keys, refs, temp_root=self.temp_root)
+        written: list[Step] = [s for s, identical in zip(steps, same, strict=True) if identical]
+        try:
+            cache.prefetch(packs)
+            with ThreadPoolExecutor(self.transfers) as pool:
+                for step, size in zip(todo, pool.map(lambda s: self._write_one(s, cache, report), todo), strict=True):
+                    if size is not None:
+                        report.bytes_written += size
+                        report.files_restored += 1
+                        written.append(step)
+        finally:
+            cache.close()
+        return written
+
+    def _identical(self, step: Step) -> bool:
+        if step.action != "check":
+            return False
+        try:
+            with self.target.open_read(step.target) as fh:
+                same = _same_file(fh, step.entry, lambda blob: self.repo.index.blobs[blob][2])
         except FileProblem:
             return False
-        if st.attrs & REPARSE_POINT:
-            raise UnsafeTargetError(f"{self.target.name}/{shown(entry.path)[1:-1]} is a symbolic link or reparse "
-                                    "point: refused (a restore never follows or replaces it)")
-        if st.is_dir or st.size != entry.size or st.mtime_ns // 100 != entry.mtime_ns // 100:
-            return False
-        with self.target.open_read(entry.path) as fh:
-            same = _same_file(fh, entry, lambda blob: self.repo.index.blobs[blob][2])
         if same:
-            self.progress(entry.size)
+            self.progress(step.entry.size)
         return same
 
-    def _restore(self, entry: Entry, cache: PackCache) -> int:
-        digest, size = hashlib.sha256() if entry.sha256 else None, 0
-        with self.target.open_write(entry.path) as fh:      # a temporary file, renamed over the path on success
-            try:
-                for blob in entry.blobs:
-                    data = cache.blob(blob)                 # checked against its id
-                    if digest is not None:
-                        digest.update(data)
-                    size += len(data)
-                    fh.write(data)
-            except IntegrityError as exc:
-                raise IntegrityError(f"{shown(entry.path)} not restored: {exc.message}", hint=exc.hint) from exc
-            if size != entry.size or (digest is not None and digest.hexdigest() != entry.sha256):
-                raise IntegrityError(f"{shown(entry.path)} not restored: its content does not match the snapshot's "
-                                     "size and SHA-256")
-        self.target.set_mtime(entry.path, entry.mtime_ns)
-        self.progress(size)
-        return size
+    def _write_one(self, step: Step, cache: PackCache, report: RestoreReport) -> int | None:
+        entry, used = step.entry, [0]
+        attrs = entry.attrs & ATTRIBUTES if self.attributes else None
+
+        def write() -> None:
+            if step.existing is not None and step.existing.attrs & READONLY and not self.overwrite:
+                raise FileProblem("readonly", f"{READONLY_IN_THE_WAY} (its content differs)")
+            if step.resolve == "aside":
+                self._clear(step)
+                step.resolve = "aside-done"
+            elif step.resolve == "clear-readonly":
+                self.target.set_meta(step.target, None, 0)
+            if entry.size <= SMALL:
+                data = self._content(step, cache, used)
+                self.target.write_file(step.target, data, entry.mtime_ns, attrs)
+            else:
+                with self.target.open_write(step.target) as fh:   # a temporary file, renamed on success
+                    self._content(step, cache, used, fh)
+                self.target.set_meta(step.target, entry.mtime_ns, attrs)
+
+        ok = self._guarded(step, report, write)
+        cache.release(entry.blobs[used[0]:])
+        if not ok:
+            return None
+        self.progress(entry.size)
+        return entry.size
+
+    @staticmethod
+    def _content(step: Step, cache: PackCache, used: list[int], out=None) -> bytes:
+        """The entry's bytes (or written to ``out``), each blob checked against its id and the whole against the
+        snapshot's size and SHA-256."""
+        entry, parts, size = step.entry, [], 0
+        digest = hashlib.sha256() if entry.sha256 else None
+        for blob in entry.blobs[used[0]:]:
+            data = cache.blob(blob)
+            used[0] += 1
+            if digest is not None:
+                digest.update(data)
+            size += len(data)
+            if out is None:
+                parts.append(data)
+            else:
+                out.write(data)
+        if size != entry.size or (digest is not None and digest.hexdigest() != entry.sha256):
+            raise IntegrityError(f"{shown(entry.path)} not restored: its content does not match the snapshot's "
+                                 "size and SHA-256")
+        return b"".join(parts)
+
+    # ----------------------------------------------------------------------------------- last steps
+    def _finish(self, plan: Plan, report: RestoreReport, files: list[Step]) -> None:
+        """Identical files' attributes, then directories' mtimes and attributes deepest first, then verification."""
+        failed = self._failed(report)
+        for step in files:
+            if step.action == "check" and step.existing is not None and self.attributes and \
+                    (step.existing.attrs & ATTRIBUTES) != (step.entry.attrs & ATTRIBUTES):
+                self._guarded(step, report, lambda s=step: self.target.set_meta(s.target, s.entry.mtime_ns,
+                                                                              s.entry.attrs & ATTRIBUTES), False)
+        dirs = [s for s in plan.steps if s.entry.is_dir and s.target not in failed and s.action != "unresolved"]
+        for step in sorted(dirs, key=lambda s: s.target.count("/"), reverse=True):
+            attrs = step.entry.attrs & ATTRIBUTES if self.attributes else None
+            self._guarded(step, report, lambda s=step, a=attrs: self.target.set_meta(s.target, s.entry.mtime_ns, a,
+                                                                                     is_dir=True), False)
+        self._verify([*dirs, *files], report)
+
+    def _verify(self, steps: list[Step], report: RestoreReport) -> None:
+        """List the target again and compare every entry it claims to have restored: type, size, mtime, attributes."""
+        failed = self._failed(report)
+        listings: dict[str, dict[str, object]] = {}
+        keep = self.attributes and self.target.keeps_attributes
+        for step in steps:
+            if step.entry.path in failed:
+                continue
+            parent, _, name = step.target.rpartition("/")
+            if parent not in listings:
+                try:
+                    listings[parent] = {s.name: s for s in self.target.listdir(parent)}
+                except FileProblem:
+                    listings[parent] = {}
+            st = listings[parent].get(name)
+            e = step.entry
+            problem = "it is missing" if st is None else "it is not a directory" if e.is_dir and not st.is_dir else \
+                "it is not a file" if not e.is_dir and st.is_dir else \
+                f"its size is {st.size}, not {e.size}" if not e.is_dir and st.size != e.size else \
+                "its mtime differs" if st.mtime_ns // 100 != e.mtime_ns // 100 else \
+                f"its attributes are 0x{st.attrs & ATTRIBUTES:x}, not 0x{e.attrs & ATTRIBUTES:x}" \
+                if keep and (st.attrs & ATTRIBUTES) != (e.attrs & ATTRIBUTES) else None
+            if problem:
+                report.failed.append(Failure(e.path, f"verification after restoring: {problem}", _HINTS["verify"]))
 
 
 def _same_file(fh, entry: Entry, length: Callable[[str], int]) -> bool:

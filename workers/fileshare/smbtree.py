@@ -8,8 +8,8 @@ its own connection cache. Two request-saving tricks, since smbprotocol is CPU-bo
 * a small file is read with ONE compound request: CREATE + READ + CLOSE(post-query attributes), so the
   "after" size and mtime come back with the data and a file that changed while read is detected for free.
 
-As a restore target it never leaves the share directory and never follows a reparse point (a symlink or
-junction): every path is checked (``paths``) before any request; each directory a restore writes into is
+As a restore target (the methods in ``smbtarget``) it never leaves the share directory and never follows a
+reparse point (a symlink or junction): every path is checked (``paths``) before any request; each directory a restore writes into is
 checked once (``lstat``: not a reparse point, a directory) and remembered; ``stat`` does not follow reparse
 points and reports their attribute, so the restorer refuses one where a file goes; a file is written to a
 temporary name opened with FILE_OPEN_REPARSE_POINT and renamed over its path (``smbclient.replace``) only after
@@ -18,8 +18,6 @@ the caller verified it.
 from __future__ import annotations
 
 import contextlib
-import errno
-import ntpath
 import struct
 import threading
 from typing import Any, BinaryIO, Iterator
@@ -28,12 +26,12 @@ import smbclient
 from smbclient._io import SMBDirectoryIO, SMBFileTransaction, SMBRawIO
 from smbprotocol.exceptions import NoMoreFiles, NoSuchFile, SMBAuthenticationError, SMBException, \
     SMBResponseException
-from smbprotocol.file_info import FileInformationClass, FileRenameInformation
-from smbprotocol.open import CreateOptions, FilePipePrinterAccessMask as Access, SMB2QueryDirectoryResponse, \
-    SMB2SetInfoRequest
+from smbprotocol.file_info import FileInformationClass
+from smbprotocol.open import SMB2QueryDirectoryResponse
 from smbprotocol.structure import DateTimeField
 
-from workers.fileshare.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
+from workers.fileshare.paths import parts
+from workers.fileshare.smbtarget import SmbTarget, _Translating
 from workers.fileshare.tree import DIRECTORY, FileProblem, SourceDenied, SourceMisconfigured, \
     SourceUnavailable, Stat, split_unc
 from workers.storage import smbfast
@@ -48,12 +46,7 @@ _NO_SHARE = {0xC00000CC, 0xC0000225, 0xC00000BE}
 _END_OF_FILE = 0xC0000011
 _CLOSE = struct.Struct("<HHIQQQQQQI")              # SMB2 CLOSE response
 _QUERY_OUTPUT = 64 * 1024                             # one credit per QUERY_DIRECTORY
-# Streamed reads ask for at most this much per READ (64 credits): with smbfast's receive path the cost per byte
-# no longer grows with the message, so larger READs only save per-request work (-8% CPU of 1 MiB ones).
-STREAM_READ = 4 << 20
 CREDITS = 512
-_WRITE_RENAME = Access.FILE_WRITE_DATA | Access.FILE_WRITE_ATTRIBUTES | Access.FILE_WRITE_EA | \
-    Access.FILE_READ_ATTRIBUTES | Access.DELETE                # a restored file: written, then renamed into place
 
 
 def _secret(value: Any) -> str | None:
@@ -71,9 +64,12 @@ def _close_attributes(sent: Any) -> tuple[int, int, int]:
     return fields[5], fields[8], fields[9]
 
 
-class SmbTree:
+class SmbTree(SmbTarget):
+    keeps_attributes = True                               # DOS attributes are the server's own
+    windows_names = True                                  # names must be valid Windows names
+
     def __init__(self, source: str, *, username: str | None = None, password: Any = None, port: int = 445,
-                 encrypt: bool = True, timeout: float = 30.0) -> None:
+                 encrypt: bool = True, timeout: float = 30.0, create: bool = False) -> None:
         parts = split_unc(source)
         if not parts or len(parts) < 2 or any(p in (".", "..") for p in parts):
             raise SourceMisconfigured(f"invalid SMB path {source!r}")
@@ -84,6 +80,7 @@ class SmbTree:
         self._kw: dict[str, Any] = dict(username=username, password=self._password, port=port, encrypt=encrypt,
                                         connection_timeout=timeout, connection_cache={})
         self._checked: set[str] = set()                  # directories seen to be real directories (restore)
+        self._create = create                            # a restore target: create the root folder if missing
         self._guard = threading.Lock()
 
     def spec(self) -> dict:
@@ -103,6 +100,8 @@ class SmbTree:
         with self._errors(""):
             smbfast.seed(self._kw["connection_cache"], self.host, self.port, timeout=self._kw["connection_timeout"])
             smbclient.register_session(self.host, **self._kw)
+            if self._create:
+                self._make_root()
             st = smbclient.stat(self._root, **self._kw)
             fd = SMBRawIO(self._root, mode="r", **self._kw).fd       # ask for credits up front: compound reads
             fd.connection.echo(sid=fd.tree_connect.session.session_id, credit_request=CREDITS)  # need 1 per 64 KiB
@@ -177,71 +176,6 @@ class SmbTree:
             with contextlib.suppress(Exception):
                 fh.close()
 
-    # ------------------------------------------------------------------------------------------ writing
-    @contextlib.contextmanager
-    def open_write(self, rel: str) -> Iterator[BinaryIO]:
-        """Write ``rel`` through a temporary file beside it, renamed over ``rel`` (on the same handle) only if the
-        block ends without an error; on an error it is removed and an existing ``rel`` is left as it was."""
-        names = parts(rel)
-        self._directory(names[:-1], create=False)
-        tmp = self._path("/".join([*names[:-1], partial_name(names[-1])]))
-        with self._errors(rel):
-            fh = smbclient.open_file(tmp, mode="wb", share_access="r", desired_access=_WRITE_RENAME,
-                                     create_options=CreateOptions.FILE_OPEN_REPARSE_POINT, **self._kw)
-        try:
-            try:
-                yield _Translating(fh, self, rel)       # type: ignore[misc]
-                with self._errors(rel):
-                    fh.flush()
-                    _rename(fh.raw.fd, names[-1])
-            finally:
-                with self._errors(rel):
-                    fh.close()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                smbclient.remove(tmp, **self._kw)
-            raise
-
-    def makedirs(self, rel: str) -> None:
-        self._directory(parts(rel), create=True)
-
-    def _directory(self, names: list[str], *, create: bool) -> None:
-        """Check (once per tree) that each component of ``names`` is a directory and not a reparse point, creating
-        missing ones when ``create``; anything else there is refused."""
-        for depth in range(1, len(names) + 1):
-            rel = "/".join(names[:depth])
-            with self._guard:
-                if rel in self._checked:
-                    continue
-            with self._errors(rel):
-                try:
-                    attrs = smbclient.lstat(self._path(rel), **self._kw).st_file_attributes
-                except OSError as exc:
-                    if not create or exc.errno != errno.ENOENT:
-                        raise
-                    try:
-                        smbclient.mkdir(self._path(rel), **self._kw)
-                    except OSError as race:                  # made meanwhile, or a name the server hides
-                        if race.errno not in (errno.EEXIST, errno.ENOENT):
-                            raise
-                    try:
-                        attrs = smbclient.lstat(self._path(rel), **self._kw).st_file_attributes
-                    except OSError as hidden:                # Samba answers "not found" for a symlink leading
-                        if hidden.errno != errno.ENOENT:     # out of the share, and will not create the name
-                            raise
-                        raise UnsafeTargetError(f"{self.name}/{shown(rel)[1:-1]} can be neither created nor "
-                                                "opened (a link leading outside the share?): refused") from None
-            if attrs & REPARSE_POINT or not attrs & DIRECTORY:
-                kind = "a reparse point (symlink or junction)" if attrs & REPARSE_POINT else "a file"
-                raise UnsafeTargetError(f"{self.name}/{shown(rel)[1:-1]} is {kind}, not a directory: refused (a "
-                                        "restore never follows or replaces it)")
-            with self._guard:
-                self._checked.add(rel)
-
-    def set_mtime(self, rel: str, mtime_ns: int) -> None:
-        with self._errors(rel):
-            smbclient.utime(self._path(rel), ns=(mtime_ns, mtime_ns), follow_symlinks=False, **self._kw)
-
     # ------------------------------------------------------------------------------------------- errors
     @contextlib.contextmanager
     def _errors(self, rel: str) -> Iterator[None]:
@@ -283,20 +217,6 @@ class SmbTree:
         return None
 
 
-def _rename(fd: Any, name: str) -> None:
-    """Rename an open file to ``name`` in its directory, replacing a file there (not following a reparse point):
-    SET_INFO FileRenameInformation on the handle. ``smbclient.replace`` would first open the destination for
-    FILE_EXECUTE, which Samba refuses on a file without the x bit."""
-    info = FileRenameInformation()
-    info["replace_if_exists"] = True
-    info["file_name"] = ntpath.join(ntpath.dirname(fd.file_name), name)
-    request = SMB2SetInfoRequest()
-    request["info_type"], request["file_info_class"] = info.INFO_TYPE, info.INFO_CLASS
-    request["file_id"], request["buffer"] = fd.file_id, info
-    fd.connection.receive(fd.connection.send(request, fd.tree_connect.session.session_id,
-                                             fd.tree_connect.tree_connect_id))
-
-
 def _parse_directory(buffer: bytes, out: list[Stat]) -> None:
     offset = 0
     while True:
@@ -310,22 +230,3 @@ def _parse_directory(buffer: bytes, out: list[Stat]) -> None:
         if not next_offset:
             return
         offset += next_offset
-
-
-class _Translating:
-    """A file object whose read/write errors are classified like the tree's."""
-
-    def __init__(self, fh: BinaryIO, tree: SmbTree, rel: str) -> None:
-        self._fh, self._tree, self._rel = fh, tree, rel
-
-    def read(self, size: int = -1) -> bytes:
-        with self._tree._errors(self._rel):
-            return self._fh.read(size)
-
-    def readinto(self, buffer) -> int:
-        with self._tree._errors(self._rel):
-            return self._fh.readinto(memoryview(buffer)[:STREAM_READ])     # type: ignore[attr-defined]
-
-    def write(self, data) -> int:
-        with self._tree._errors(self._rel):
-            return self._fh.write(data)

@@ -25,7 +25,9 @@ from typing import BinaryIO, Iterator, Protocol
 from workers.fileshare.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
 from workers.runtime.errors import PermanentError, TransientError
 
-DIRECTORY, READONLY, ARCHIVE = 0x10, 0x01, 0x20
+DIRECTORY, READONLY, HIDDEN, SYSTEM, ARCHIVE, DEVICE, NORMAL = 0x10, 0x01, 0x02, 0x04, 0x20, 0x40, 0x80
+ATTRIBUTES = READONLY | HIDDEN | SYSTEM | ARCHIVE     # the DOS attributes a restore sets
+ATTRS_XATTR = "user.appsvc-dr.dosattrib"             # where a local target keeps them (hex), besides read-only
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _KIND = {py_stat.S_IFLNK: "a symbolic link", py_stat.S_IFREG: "a file", py_stat.S_IFDIR: "a directory"}
 
@@ -80,6 +82,9 @@ class Tree(Protocol):
     def makedirs(self, rel: str) -> None: ...
     def set_mtime(self, rel: str, mtime_ns: int) -> None: ...
     def close(self) -> None: ...
+    # a restore target also has (see LocalTree / SmbTree):
+    # exists(), case_insensitive(), listdir(rel), write_file(rel, data, mtime_ns, attrs),
+    # set_meta(rel, mtime_ns, attrs, is_dir=False), remove(rel), rename(rel, new_name); keeps_attributes
 
 
 def join(*parts: str) -> str:
@@ -93,14 +98,15 @@ def split_unc(path: str) -> list[str] | None:
 
 
 def open_tree(source: str, *, username: str | None = None, password=None, port: int = 445,
-              encrypt: bool = True) -> Tree:
-    """The tree behind ``source``: ``\\\\server\\share[\\dir]`` or an absolute local path."""
+              encrypt: bool = True, create: bool = False) -> Tree:
+    """The tree behind ``source``: ``\\\\server\\share[\\dir]`` or an absolute local path (created on
+    ``connect`` if missing when ``create``: a restore target)."""
     parts = split_unc(source)
     if parts is not None:
         from workers.fileshare.smbtree import SmbTree
-        return SmbTree(source, username=username, password=password, port=port, encrypt=encrypt)
+        return SmbTree(source, username=username, password=password, port=port, encrypt=encrypt, create=create)
     if source and os.path.isabs(source):
-        return LocalTree(source)
+        return LocalTree(source, create=create)
     raise SourceMisconfigured(f"file-share source {source!r} is neither a UNC path nor an absolute local path")
 
 
@@ -111,6 +117,8 @@ def tree_from_spec(spec: dict) -> Tree:
 
 class LocalTree:
     """A local (or mounted) directory."""
+
+    keeps_attributes = False                          # read-only is the mode; the rest an extended attribute
 
     def __init__(self, root: str | Path, *, create: bool = False) -> None:
         self.root = Path(root).absolute()
@@ -136,7 +144,8 @@ class LocalTree:
     @staticmethod
     def _stat(name: str, st: os.stat_result) -> Stat:
         is_dir = py_stat.S_ISDIR(st.st_mode)
-        attrs = DIRECTORY if is_dir else REPARSE_POINT if py_stat.S_ISLNK(st.st_mode) else ARCHIVE
+        attrs = DIRECTORY if is_dir else REPARSE_POINT if py_stat.S_ISLNK(st.st_mode) else \
+            ARCHIVE if py_stat.S_ISREG(st.st_mode) else DEVICE
         if not st.st_mode & 0o200:
             attrs |= READONLY
         return Stat(name, is_dir, 0 if is_dir else st.st_size, st.st_mtime_ns, attrs)
@@ -259,6 +268,69 @@ class LocalTree:
                 os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=fd, follow_symlinks=False)
             else:
                 os.utime(fd, ns=(mtime_ns, mtime_ns))
+
+    # ---- restore target ---------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.root.is_dir()
+
+    def case_insensitive(self) -> bool:
+        """Whether the root's name with its letters' case swapped is the same directory (a case-insensitive mount)."""
+        swapped = self.root.with_name(self.root.name.swapcase())
+        if swapped == self.root:
+            return False
+        try:
+            return os.path.samestat(os.stat(self.root), os.stat(swapped))
+        except OSError:
+            return False
+
+    def listdir(self, rel: str) -> list[Stat]:
+        """Everything in directory ``rel``, links and special files included (flagged, never followed)."""
+        out = []
+        with _local_errors(rel), self._walk(parts(rel)) as fd, os.scandir(fd) as entries:
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):
+                    out.append(self._stat(entry.name, entry.stat(follow_symlinks=False)))
+        return out
+
+    def write_file(self, rel: str, data: bytes, mtime_ns: int, attrs: int | None) -> None:
+        with self.open_write(rel) as fh:
+            fh.write(data)
+        self.set_meta(rel, mtime_ns, attrs)
+
+    def set_meta(self, rel: str, mtime_ns: int | None, attrs: int | None, *, is_dir: bool = False) -> None:
+        """Set ``rel``'s mtime and DOS attributes (None: leave it): read-only as the file's mode, all of them in
+        an extended attribute where the file system has them."""
+        with _local_errors(rel), self._parent(rel) as (fd, name):
+            if attrs is not None:
+                ffd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd) \
+                    if name else os.dup(fd)
+                try:
+                    st = os.fstat(ffd)
+                    if py_stat.S_ISREG(st.st_mode):
+                        os.fchmod(ffd, self._mode & ~0o222 if attrs & READONLY else self._mode)
+                    with contextlib.suppress(OSError):
+                        os.setxattr(ffd, ATTRS_XATTR, f"0x{attrs & ATTRIBUTES:x}".encode())
+                finally:
+                    os.close(ffd)
+            if mtime_ns is not None:
+                if name:
+                    os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=fd, follow_symlinks=False)
+                else:
+                    os.utime(fd, ns=(mtime_ns, mtime_ns))
+
+    def remove(self, rel: str) -> None:
+        """Remove the file ``rel`` (a link itself, never what it points to)."""
+        with _local_errors(rel), self._parent(rel) as (fd, name):
+            os.unlink(name, dir_fd=fd)
+
+    def rename(self, rel: str, new_name: str) -> None:
+        """Rename ``rel`` (file or directory) to ``new_name`` in the same directory, never replacing anything."""
+        parts(new_name)
+        with _local_errors(rel), self._parent(rel) as (fd, name):
+            with contextlib.suppress(FileNotFoundError):
+                os.stat(new_name, dir_fd=fd, follow_symlinks=False)
+                raise FileProblem("denied", f"{rel}: cannot be moved aside, {new_name!r} exists")
+            os.rename(name, new_name, src_dir_fd=fd, dst_dir_fd=fd)
 
     def close(self) -> None:
         with self._guard:
