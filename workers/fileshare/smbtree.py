@@ -36,7 +36,6 @@ from smbprotocol.structure import DateTimeField
 from workers.fileshare.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
 from workers.fileshare.tree import DIRECTORY, FileProblem, SourceDenied, SourceMisconfigured, \
     SourceUnavailable, Stat, split_unc
-from workers.storage import smbfast
 
 EPOCH = DateTimeField.EPOCH_FILETIME
 _DIR_INFO = struct.Struct("<IIQQQQQQII")           # FileDirectoryInformation up to FileNameLength
@@ -48,8 +47,8 @@ _NO_SHARE = {0xC00000CC, 0xC0000225, 0xC00000BE}
 _END_OF_FILE = 0xC0000011
 _CLOSE = struct.Struct("<HHIQQQQQQI")              # SMB2 CLOSE response
 _QUERY_OUTPUT = 64 * 1024                             # one credit per QUERY_DIRECTORY
-# Streamed reads ask for at most this much per READ (64 credits): with smbfast's receive path the cost per byte
-# no longer grows with the message, so larger READs only save per-request work (-8% CPU of 1 MiB ones).
+# Streamed reads ask for at most this much per READ (64 credits): larger READs save per-request work (-8% CPU
+# of 1 MiB ones, measured).
 STREAM_READ = 4 << 20
 CREDITS = 512
 _WRITE_RENAME = Access.FILE_WRITE_DATA | Access.FILE_WRITE_ATTRIBUTES | Access.FILE_WRITE_EA | \
@@ -101,7 +100,6 @@ class SmbTree:
     # ------------------------------------------------------------------------------------------ session
     def connect(self) -> None:
         with self._errors(""):
-            smbfast.seed(self._kw["connection_cache"], self.host, self.port, timeout=self._kw["connection_timeout"])
             smbclient.register_session(self.host, **self._kw)
             st = smbclient.stat(self._root, **self._kw)
             fd = SMBRawIO(self._root, mode="r", **self._kw).fd       # ask for credits up front: compound reads
