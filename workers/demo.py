@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import queue
+import shutil
+import sys
+import sysconfig
 import threading
 import time
 from pathlib import Path
@@ -170,11 +173,10 @@ def run_demo(base: Settings, root: Path, timeout: float = 120.0, out=print) -> i
             out(f"  {path.relative_to(settings.store.local_path)}  ({path.stat().st_size} bytes)")
     key = root / "keys" / "demo-key.pem"
     drilled = completed and drill(settings, key, out)
-    out(f"\nsee it: APPSVC_DR_STORE__LOCAL_PATH={settings.store.local_path} appsvc-dr artifacts list")
-    out(f"restore the secrets: APPSVC_DR_STORE__LOCAL_PATH={settings.store.local_path} appsvc-dr restore secrets "
-        f"--stamp {settings.stamp} --key {key} --out ./SystemSecrets.json")
-    out(f"prove it restores: APPSVC_DR_STORE__LOCAL_PATH={settings.store.local_path} appsvc-dr drill "
-        f"--stamp {settings.stamp} --key {key}")
+    cli = f"APPSVC_DR_STORE__LOCAL_PATH={settings.store.local_path} {command_name()}"
+    out(f"\nsee it: {cli} artifacts list")
+    out(f"restore the secrets: {cli} restore secrets --stamp {settings.stamp} --key {key} --out ./SystemSecrets.json")
+    out(f"prove it restores: {cli} drill --stamp {settings.stamp} --key {key}")
     return 1 if failures or not completed or not drilled else 0
 
 
@@ -192,3 +194,13 @@ def drill(settings: Settings, key: Path, out) -> bool:
                           say=lambda line: out(f"  {line}"))
     out("\n".join(f"  {line}" for line in table(result)))
     return result.passed
+
+
+def command_name() -> str:
+    """How to start this installation's ``appsvc-dr`` from a shell: its name when PATH finds it (an activated
+    venv, an image), else its path (e.g. .venv/bin/appsvc-dr after deploy/setup.sh on Debian)."""
+    script = Path(sysconfig.get_path("scripts")) / "appsvc-dr"
+    found = shutil.which("appsvc-dr")
+    if found and Path(found).resolve() == script.resolve():
+        return "appsvc-dr"
+    return str(script) if script.is_file() else f"{sys.executable} -m workers.cli"

@@ -71,3 +71,14 @@ def test_under_ci_the_tests_run_in_a_venv_made_from_debians_python():
     import workers
     assert Path(workers.__file__).resolve().parent == ROOT / "workers"
     assert Path(sysconfig.get_path("scripts"), "appsvc-dr").is_file()
+
+
+def test_the_demo_prints_commands_that_run_from_a_shell_without_an_activated_venv(tmp_path):
+    # Given a shell whose PATH does not hold this installation's scripts (Debian after deploy/setup.sh)
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    # When the demo works out how to name appsvc-dr in the commands it prints
+    shown = subprocess.run([sys.executable, "-c", "from workers.demo import command_name; print(command_name())"],
+                           env=env, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    # Then that command starts appsvc-dr as printed
+    ran = subprocess.run([*shown.split(), "--help"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert ran.returncode == 0 and "appsvc-dr" in ran.stdout + ran.stderr, (shown, ran.stderr[-500:])
