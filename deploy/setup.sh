@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Bring a fresh Debian 12 machine to the point where appservice-dr runs and its tests pass:
-# apt packages, the Python package with its test extras, and RabbitMQ/PostgreSQL started if they are down.
-# Idempotent; safe to run again. Used by .ci/run and deploy/demo.sh.
+# apt packages, a virtual environment (.venv) holding the Python package with its test extras, and
+# RabbitMQ/PostgreSQL started if they are down. Idempotent; safe to run again. Used by deploy/demo.sh and
+# deploy/test.sh (the README's two commands).
+#
+# Debian's python3 refuses system-wide `pip install` (PEP 668, "externally-managed-environment"), so the
+# package goes into a venv made from Debian's /usr/bin/python3 (python3-venv). Settings (environment):
+#   PYTHON  interpreter the venv is made from (default /usr/bin/python3, Debian's; any python >= 3.11)
+#   VENV    where the venv lives (default .venv in the repository)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
+PYTHON=${PYTHON:-/usr/bin/python3}
+VENV=${VENV:-.venv}
 
 APT_PACKAGES=(curl rabbitmq-server postgresql postgresql-client samba smbclient prometheus unixodbc-dev
-              odbc-postgresql tdsodbc rclone restic docker-compose)
+              odbc-postgresql tdsodbc rclone restic docker-compose python3 python3-venv python3-dev gcc)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -18,8 +26,24 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-echo "setup: pip install -e .[test]"
-python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "Running pip as the 'root'" || true
+# The virtual environment: made again if it is missing, broken, or from another interpreter than $PYTHON.
+"$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
+    || { echo "setup: $PYTHON is older than Python 3.11; set PYTHON to a newer one" >&2; exit 1; }
+base=$("$PYTHON" -c 'import sys; print(sys.base_prefix)')
+if ! "$VENV/bin/python" -c "import sys; assert sys.base_prefix == '$base'" 2>/dev/null; then
+    echo "setup: creating the virtual environment $VENV from $PYTHON ($("$PYTHON" --version))"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+# Install (editable, with the test extras) when pyproject.toml changed since the last install into this venv.
+stamp="$VENV/.appsvc-dr-installed"
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    echo "setup: installing the package (editable, with its test extras) into $VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+    "$VENV/bin/appsvc-dr" --help >/dev/null || { echo "setup: $VENV/bin/appsvc-dr does not run" >&2; exit 1; }
+    echo "$want" >"$stamp"
+fi
 
 # RabbitMQ: start it if it is down (no systemd here), then make sure the management API is on.
 if ! rabbitmqctl -q status >/dev/null 2>&1; then

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import queue
+import shutil
+import sys
+import sysconfig
 import threading
 import time
 from pathlib import Path
@@ -180,10 +183,10 @@ def run_demo(base: Settings, root: Path, timeout: float = 120.0, out=print) -> i
     drilled = completed and drill(settings, key, out)
     where = (f"APPSVC_DR_STORE__LOCAL_PATH={settings.store.local_path} "
              f"APPSVC_DR_ENCRYPTION__VERIFY_KEYS={','.join(map(str, settings.encryption.verify_keys))}")
-    out(f"\nsee it: {where} appsvc-dr artifacts list")
-    out(f"restore the secrets: {where} appsvc-dr restore secrets --stamp {settings.stamp} --key {key} "
-        "--out ./SystemSecrets.json")
-    out(f"prove it restores: {where} appsvc-dr drill --stamp {settings.stamp} --key {key}")
+    cli = f"{where} {command_name()}"
+    out(f"\nsee it: {cli} artifacts list")
+    out(f"restore the secrets: {cli} restore secrets --stamp {settings.stamp} --key {key} --out ./SystemSecrets.json")
+    out(f"prove it restores: {cli} drill --stamp {settings.stamp} --key {key}")
     return 1 if failures or not completed or not drilled else 0
 
 
@@ -202,3 +205,13 @@ def drill(settings: Settings, key: Path, out) -> bool:
                           say=lambda line: out(f"  {line}"))
     out("\n".join(f"  {line}" for line in table(result)))
     return result.passed
+
+
+def command_name() -> str:
+    """How to start this installation's ``appsvc-dr`` from a shell: its name when PATH finds it (an activated
+    venv, an image), else its path (e.g. .venv/bin/appsvc-dr after deploy/setup.sh on Debian)."""
+    script = Path(sysconfig.get_path("scripts")) / "appsvc-dr"
+    found = shutil.which("appsvc-dr")
+    if found and Path(found).resolve() == script.resolve():
+        return "appsvc-dr"
+    return str(script) if script.is_file() else f"{sys.executable} -m workers.cli"

@@ -7,7 +7,6 @@ import io
 import os
 
 import pytest
-from minio.credentials import Credentials
 
 from tests.unit.certs import make_cert
 from tests.unit.test_artifact_format import MODES, decode_all, records
@@ -15,7 +14,6 @@ from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
 from workers.storage.artifact import KeyRing, encode_buffer, load_certificate, read_header
 from workers.storage.crypto import KIND_DATA
 from workers.storage.local import LocalStore
-from workers.storage.s3 import PAYLOAD_SHA256, _Minio
 
 MiB = 1 << 20
 TEXT = b"2026-11-21 03:00:00 INFO request served in 12 ms path=/api/items/%d\n"
@@ -107,22 +105,6 @@ def test_put_buffer_stores_records_and_deduplicates_like_put(tmp_path, keys):
     # Then it is found stored already and not uploaded again
     assert again.deduplicated and again.stored_sha256 == first.stored_sha256
     assert backend.opened[-1] == "s/fileshare/packs/p1" + RECORD_SUFFIX
-
-
-def test_the_s3_client_signs_a_known_payload_hash_instead_of_hashing_the_body(monkeypatch):
-    # Given the S3 client and a request body whose SHA-256 the caller already computed
-    client = _Minio("127.0.0.1:9", access_key="a", secret_key="b", secure=False, region="us-east-1")
-    body = os.urandom(4096)
-    hashed: list[bytes] = []
-    monkeypatch.setattr("minio.api.sha256_hash", lambda data: hashed.append(data) or "0" * 64)
-    # When the request headers are built with that hash
-    creds = Credentials("a", "b")
-    headers, _ = client._build_headers("h", {PAYLOAD_SHA256: hashlib.sha256(body).hexdigest()}, body, creds)
-    # Then the body is not hashed again and the request carries the caller's hash and the body's length
-    assert headers[PAYLOAD_SHA256] == hashlib.sha256(body).hexdigest() and headers["Content-Length"] == "4096"
-    assert body not in hashed
-    # And a request without one is hashed by the SDK as before
-    assert client._build_headers("h", {}, body, creds)[0][PAYLOAD_SHA256] == "0" * 64 and hashed[-1] == body
 
 
 @pytest.mark.parametrize("mode", MODES)

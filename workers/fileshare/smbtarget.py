@@ -19,11 +19,10 @@ from smbprotocol.structure import DateTimeField
 
 from workers.fileshare.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
 from workers.fileshare.tree import ATTRIBUTES, DIRECTORY, NORMAL, Stat, split_unc
-from workers.storage import smbfast
 
 EPOCH = DateTimeField.EPOCH_FILETIME
-# Streamed reads ask for at most this much per READ (64 credits): with smbfast's receive path the cost per byte
-# no longer grows with the message, so larger READs only save per-request work (-8% CPU of 1 MiB ones).
+# Streamed reads ask for at most this much per READ (64 credits): larger READs save per-request work (-8% CPU
+# of 1 MiB ones, measured).
 STREAM_READ = 4 << 20
 _WRITE_RENAME = Access.FILE_WRITE_DATA | Access.FILE_WRITE_ATTRIBUTES | Access.FILE_WRITE_EA | \
     Access.FILE_READ_ATTRIBUTES | Access.DELETE                # a restored file: written, then renamed into place
@@ -77,7 +76,6 @@ class SmbTarget:
     def exists(self) -> bool:
         """Whether the target folder is there (a restore plan of a missing one: everything is created)."""
         with self._errors(""):
-            smbfast.seed(self._kw["connection_cache"], self.host, self.port, timeout=self._kw["connection_timeout"])
             smbclient.register_session(self.host, **self._kw)
             try:
                 smbclient.lstat(self._root, **self._kw)

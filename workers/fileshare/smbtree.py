@@ -34,7 +34,6 @@ from workers.fileshare.paths import parts
 from workers.fileshare.smbtarget import SmbTarget, _Translating
 from workers.fileshare.tree import DIRECTORY, FileProblem, SourceDenied, SourceMisconfigured, \
     SourceUnavailable, Stat, split_unc
-from workers.storage import smbfast
 
 EPOCH = DateTimeField.EPOCH_FILETIME
 _DIR_INFO = struct.Struct("<IIQQQQQQII")           # FileDirectoryInformation up to FileNameLength
@@ -98,7 +97,6 @@ class SmbTree(SmbTarget):
     # ------------------------------------------------------------------------------------------ session
     def connect(self) -> None:
         with self._errors(""):
-            smbfast.seed(self._kw["connection_cache"], self.host, self.port, timeout=self._kw["connection_timeout"])
             smbclient.register_session(self.host, **self._kw)
             if self._create:
                 self._make_root()

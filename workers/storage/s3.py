@@ -1,10 +1,10 @@
 """An S3 bucket through the ``minio`` SDK (path-style). Uploads stream in ``part_size`` parts (one part in
 memory at a time); a multipart upload only becomes an object when it completes, and the SDK aborts it when
 the source stream fails, so readers never see a partial object. User metadata travels as x-amz-meta-*.
-An upload of one request whose SHA-256 the caller knows signs that hash as the payload hash (and sends it as
-the x-amz-checksum-sha256 the server checks) instead of the SDK hashing the body again (plain HTTP) or taking
-its MD5 (HTTPS); since the server then vouches for exactly those bytes, ``put`` reports them without a HEAD
-request (every other ``put`` stats what landed)."""
+An upload of one request whose SHA-256 the caller knows sends it as the x-amz-checksum-sha256 header (through
+``put_object``'s public ``metadata`` argument, which passes ``x-amz-*`` names through as headers); the server
+checks the body against it, so ``put`` reports those bytes without a HEAD request (every other ``put`` stats
+what landed). The SDK still signs the body with its own hash (plain HTTP) or MD5 (HTTPS)."""
 from __future__ import annotations
 
 import base64
@@ -27,7 +27,6 @@ from workers.storage.base import (InvalidArgument, ObjectInfo, ObjectNotFound, S
                                   validate_key, validate_metadata, validate_prefix)
 
 META_PREFIX = "x-amz-meta-"
-PAYLOAD_SHA256 = "x-amz-content-sha256"
 MIN_PART, MAX_PART = 5 * 1024 * 1024, 5 * 1024 ** 3
 _CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
                 "InvalidSecurity", "TokenRefreshRequired"}
@@ -37,21 +36,6 @@ _MISCONFIGURED = {"AuthorizationHeaderMalformed", "IllegalLocationConstraintExce
 _FULL = {"QuotaExceeded", "XMinioStorageFull", "XMinioAdminBucketQuotaExceeded"}
 _TRANSIENT = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "OperationAborted",
               "XMinioServerNotInitialized", "TemporaryRedirect", "Throttling"}
-
-
-class _Minio(Minio):
-    """The minio client, except that a request carrying its own payload hash (set by ``S3Store.put``) is
-    signed with it instead of hashing the body once more."""
-
-    def _build_headers(self, host: str, headers: Any = None, body: bytes | None = None,
-                       creds: Any = None) -> tuple[Any, Any]:
-        known = (headers or {}).get(PAYLOAD_SHA256)
-        if not known or not body:
-            return super()._build_headers(host, headers, body, creds)
-        headers, date = super()._build_headers(host, headers, None, creds)
-        headers["Content-Length"] = str(len(body))
-        headers[PAYLOAD_SHA256] = known
-        return headers, date
 
 
 def _secret(value: Any) -> str:
@@ -84,7 +68,7 @@ class S3Store:
             cert_reqs="CERT_REQUIRED", ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
             retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]))
         try:
-            self._client = _Minio(endpoint, access_key=access_key or None, secret_key=_secret(secret_key) or None,
+            self._client = Minio(endpoint, access_key=access_key or None, secret_key=_secret(secret_key) or None,
                                  secure=secure, region=self.region, http_client=self._http)
         except ValueError as exc:
             raise StorageMisconfigured(f"invalid S3 endpoint {endpoint!r}: {exc}",
@@ -103,7 +87,7 @@ class S3Store:
         headers = {META_PREFIX + k: v for k, v in meta.items()}
         checked = sha256 is not None and size is not None and 0 < size <= self.part_size    # one PUT request
         if sha256 is not None and checked:
-            headers.update({PAYLOAD_SHA256: sha256, "x-amz-sdk-checksum-algorithm": "SHA256",
+            headers.update({"x-amz-sdk-checksum-algorithm": "SHA256",
                             "x-amz-checksum-sha256": base64.b64encode(bytes.fromhex(sha256)).decode()})
         self._ensure_bucket()
         source = SizedReader(stream, size, key)

@@ -19,7 +19,6 @@ from smbprotocol.exceptions import SMBAuthenticationError, SMBException, SMBResp
 from smbprotocol.file_info import FileRenameInformation
 from smbprotocol.open import FilePipePrinterAccessMask
 
-from workers.storage import smbfast
 from workers.storage._streams import CHUNK, SizedReader, reader
 from workers.storage.base import (META_SUFFIX, PARTIAL_MARK, InvalidArgument, ObjectInfo, ObjectNotFound,
                                   StorageError, StorageFull, StorageMisconfigured, StoragePermissionDenied,
@@ -140,7 +139,6 @@ class SmbStore:
         if self._ready:
             return
         with self._errors("connect to", ""):
-            smbfast.seed(self._cache, self.host, self.port, timeout=self._kw["connection_timeout"])
             smbclient.register_session(self.host, **self._kw)
             try:
                 smbclient.stat(self._root, **self._kw)
