@@ -245,10 +245,10 @@ def test_jobs_finishing_out_of_order_are_each_acked_once_on_one_connection(rabbi
         with Publisher(settings.broker) as pub:
             for n in range(40):
                 pub.publish(Ping(source="test", stamp="stamp1", correlation_id="set-1", payload=PingPayload(n=n)))
-        wait_for(lambda: len(seen) >= 40 and runner._in_flight == 0, 30, what="40 jobs settled")
+        wait_for(lambda: len(seen) >= 40 and runner.in_flight == 0, 30, what="40 jobs settled")
         time.sleep(0.5)  # a wrong ack (unknown delivery tag) would close the channel and redeliver
         # Then each was handled once, the channel never dropped (a double ack closes it), and nothing is left
-        assert sorted(seen) == list(range(40)) and runner._gen == 0
+        assert sorted(seen) == list(range(40)) and runner.disconnects == 0
     topology = Topology.from_settings(settings.broker, settings.retry)
     assert queue_count(rabbit_vhost, topology.queues("pinger").main) == 0
     assert wait_for(lambda: queue_count(rabbit_vhost, topology.queues("pinger").dlq) == 8, 15, what="8 dead letters")
