@@ -157,7 +157,7 @@ def runtime(vhost_name: str, n: int, concurrency: int, messages) -> float:
     registry = Registry([*default_registry().models(), Ping, Pong])
 
     def pinger(deps) -> WorkerSpec:
-        return WorkerSpec("pinger", {"test-ping": lambda e, ctx: [e.follow_up(Pong, e.payload, source="bench")]},
+        return WorkerSpec("pinger", {Ping: lambda e, ctx: [e.follow_up(Pong, e.payload, source="bench")]},
                           concurrency=concurrency)
 
     app = App(settings, [pinger], registry=registry)

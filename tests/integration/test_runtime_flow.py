@@ -34,10 +34,10 @@ def test_follow_up_is_published_and_seen_by_a_second_worker(settings):
     pongs = []
 
     def pinger(deps):
-        return WorkerSpec("pinger", {"test-ping": lambda e, ctx: [e.follow_up(Pong, e.payload, source="pinger")]})
+        return WorkerSpec("pinger", {Ping: lambda e, ctx: [e.follow_up(Pong, e.payload, source="pinger")]})
 
     def ponger(deps):
-        return WorkerSpec("ponger", {"test-pong": lambda e, ctx: pongs.append(e)})
+        return WorkerSpec("ponger", {Pong: lambda e, ctx: pongs.append(e)})
 
     app = App(settings, [pinger, ponger], registry=registry)
     with running(app):
@@ -237,8 +237,8 @@ def test_jobs_finishing_out_of_order_are_each_acked_once_on_one_connection(rabbi
             raise PermanentError("refused on purpose", hint="none")
         return [event.follow_up(Pong, event.payload, source="pinger")]
 
-    app = App(settings, [lambda deps: WorkerSpec("pinger", {"test-ping": handle}, concurrency=4),
-                         lambda deps: WorkerSpec("ponger", {"test-pong": lambda e, ctx: None})], registry=registry)
+    app = App(settings, [lambda deps: WorkerSpec("pinger", {Ping: handle}, concurrency=4),
+                         lambda deps: WorkerSpec("ponger", {Pong: lambda e, ctx: None})], registry=registry)
     runner = app.runners[0]
     with running(app):
         # When 40 pings arrive at once
