@@ -14,7 +14,7 @@ from workers.app import BUILTIN, builtin_bindings
 from workers.artifacts.catalog import artifact_key, read_manifest
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import COMPLETE, PLAN, Plan, read_marker, read_plan, write_marker, write_plan
-from workers.catalog.handler import AUDITED, CatalogHandler, build_catalog_worker, completion_event_id
+from workers.catalog.handler import CatalogHandler, build_catalog_worker, completion_event_id
 from workers.runtime.config import RetentionSettings, Settings, StoreSettings
 from workers.runtime.handler import JobContext
 from workers.storage.local import LocalStore
@@ -178,8 +178,8 @@ def test_the_catalog_worker_consumes_what_its_builtin_bindings_route_to_it(tmp_p
     # Then it is registered and handles exactly its bound event types
     assert "catalog" in BUILTIN and spec.name == "catalog"
     assert spec.event_types == builtin_bindings(["catalog"])["catalog"]
-    assert set(spec.event_types) == {"artifact-stored", "backup-due", "backup-set-completed", *AUDITED}
-    assert {"secrets-stored", "database-backed-up"} <= set(AUDITED)
+    assert set(spec.event_types) == {"artifact-stored", "backup-due", "backup-set-completed", "secrets-stored",
+                                     "database-backed-up", "fileshare-synced"}
     assert COMPLETE == "complete.json"
 
 

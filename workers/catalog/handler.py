@@ -167,7 +167,6 @@ class CatalogHandler:
         return record_skip(self.store, event, ctx) if event.payload.skipped_reason else []
 
 
-AUDITED = ("secrets-stored", "database-backed-up", "fileshare-synced")
 SPEC = WorkerSpec(WORKER, {BackupDue: CatalogHandler.backup_due, ArtifactStored: CatalogHandler.artifact_stored,
                            BackupSetCompleted: CatalogHandler.backup_set_completed,
                            SecretsStored: CatalogHandler.audit, FileshareSynced: CatalogHandler.audit,
