@@ -6,11 +6,10 @@ refuse unknown fields, so a producer's typo is an error, not silently dropped da
 """
 from __future__ import annotations
 
-import os
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, ClassVar, Self
-from uuid import UUID, SafeUUID, uuid4
+from uuid import UUID, uuid4
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -65,30 +64,6 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-_RANDOM: list[bytes] = []      # 16-byte pieces of one os.urandom draw, used up before the next draw
-os.register_at_fork(after_in_child=_RANDOM.clear)  # a forked child must never reuse its parent's ids
-_V4_MASK = ~((0xC000 << 48) | (0xF000 << 64))     # what UUID(bytes=..., version=4) clears and sets
-_V4_BITS = (0x8000 << 48) | (4 << 76)
-_new_object, _set_slot, _UNKNOWN = object.__new__, object.__setattr__, SafeUUID.unknown
-
-
-def new_event_id() -> UUID:
-    """A random (version 4) UUID, like ``uuid4()``, from os.urandom drawn 4 KiB at a time: one system call per
-    256 ids instead of one per id (the call releases the GIL, which a worker publishing thousands of events a
-    second feels). ``list.pop`` is atomic, so threads never share a piece. Built as ``UUID(bytes=raw,
-    version=4)`` builds it, without that constructor's argument checks (a third of the cost of an event)."""
-    try:
-        raw = _RANDOM.pop()
-    except IndexError:
-        block = os.urandom(4096)
-        _RANDOM.extend(block[i:i + 16] for i in range(16, 4096, 16))
-        raw = block[:16]
-    value = _new_object(UUID)
-    _set_slot(value, "int", int.from_bytes(raw) & _V4_MASK | _V4_BITS)
-    _set_slot(value, "is_safe", _UNKNOWN)
-    return value
-
-
 def new_backup_set_id(now: datetime | None = None) -> str:
     """A sortable, key-safe backup-set id such as ``20261122T001900Z-3f2a9c1b``."""
     now = now or utcnow()
@@ -106,7 +81,7 @@ class Envelope(BaseModel):
     event_type: ClassVar[str] = ""
     event_version: ClassVar[int] = 0
 
-    event_id: UUID = Field(default_factory=new_event_id, description="Unique id of this event")
+    event_id: UUID = Field(default_factory=uuid4, description="Unique id of this event")
     type: str = Field(description="Event type, e.g. backup-due")
     version: int = Field(description="Schema version of this event type")
     occurred_at: UtcDatetime = Field(default_factory=utcnow, description="When it happened (UTC)")

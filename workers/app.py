@@ -6,7 +6,7 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from contracts import Registry, default_registry
 from contracts.events.backup import ALL_COMPONENTS
@@ -32,41 +32,36 @@ class Deps:
     registry: Registry = field(default_factory=default_registry)
 
 
-def _notifier(deps: Deps) -> WorkerSpec:
-    from workers.notifier.handler import build_notifier_worker
+@dataclass(frozen=True)
+class Builtin:
+    """A built-in worker: the module that declares its ``SPEC`` (event models and handlers, unbound) and how
+    the composition builds it from :class:`Deps`. The module is imported only when it is needed."""
+
+    module: str
+    build: Callable[[Any, Deps], WorkerSpec]  # (the module, deps) -> the spec bound to its handler
+
+    def declared(self) -> WorkerSpec:
+        return importlib.import_module(self.module).SPEC
+
+    def __call__(self, deps: Deps) -> WorkerSpec:
+        return self.build(importlib.import_module(self.module), deps)
+
+
+def _notifier(module, deps: Deps) -> WorkerSpec:
     counter = deps.metrics.notifications
-    return build_notifier_worker(deps.settings.notify,
-                                 observe=lambda sink, outcome: counter.labels(sink, outcome).inc())
+    return module.build_notifier_worker(deps.settings.notify,
+                                        observe=lambda sink, outcome: counter.labels(sink, outcome).inc())
 
 
-def _upload(deps: Deps) -> WorkerSpec:
-    from workers.upload.handler import build_upload_worker
-    return build_upload_worker(deps.settings)
-
-
-def _secrets(deps: Deps) -> WorkerSpec:
-    from workers.secrets.handler import build_secrets_worker
-    return build_secrets_worker(deps.settings, deps.metrics)
-
-
-def _catalog(deps: Deps) -> WorkerSpec:
-    from workers.catalog.handler import build_catalog_worker
-    return build_catalog_worker(deps.settings)
-
-
-def _db_backup(deps: Deps) -> WorkerSpec:
-    from workers.dbbackup.handler import build_db_backup_worker
-    return build_db_backup_worker(deps.settings)
-
-
-def _fileshare(deps: Deps) -> WorkerSpec:
-    from workers.fileshare.handler import build_fileshare_worker
-    return build_fileshare_worker(deps.settings)
-
-
-BUILTIN: dict[str, WorkerFactory] = {"db-backup": _db_backup, "notifier": _notifier, "upload": _upload,
-                                     "secrets": _secrets,
-                                     "catalog": _catalog, "fileshare": _fileshare}
+BUILTIN: dict[str, Builtin] = {
+    "db-backup": Builtin("workers.dbbackup.handler", lambda m, deps: m.build_db_backup_worker(deps.settings)),
+    "notifier": Builtin("workers.notifier.handler", _notifier),
+    "upload": Builtin("workers.upload.handler", lambda m, deps: m.build_upload_worker(deps.settings)),
+    "secrets": Builtin("workers.secrets.handler",
+                       lambda m, deps: m.build_secrets_worker(deps.settings, deps.metrics)),
+    "catalog": Builtin("workers.catalog.handler", lambda m, deps: m.build_catalog_worker(deps.settings)),
+    "fileshare": Builtin("workers.fileshare.handler", lambda m, deps: m.build_fileshare_worker(deps.settings)),
+}
 
 
 def resolve(name: str) -> WorkerFactory:
@@ -82,12 +77,9 @@ def resolve(name: str) -> WorkerFactory:
     raise ConfigurationError(f"unknown worker {name!r}", hint=f"Known workers: {', '.join(sorted(BUILTIN))}.")
 
 
-BUILTIN_BINDINGS: dict[str, list[str]] = {"db-backup": ["backup-due", "database-backup-requested"],
-                                           "notifier": ["job-failed"], "upload": ["artifact-ready"],
-                                           "secrets": ["secrets-rotated", "backup-due"],
-                                           "catalog": ["artifact-stored", "backup-due", "backup-set-completed",
-                                                       "secrets-stored", "database-backed-up", "fileshare-synced"],
-                                           "fileshare": ["backup-due", "fileshare-sync-requested"]}
+def builtin_bindings(names: Iterable[str] | None = None) -> dict[str, list[str]]:
+    """The event types each built-in worker's queue is bound to, read from the worker's own ``SPEC``."""
+    return {name: BUILTIN[name].declared().event_types for name in (BUILTIN if names is None else names)}
 
 
 COMPONENT_WORKERS = {"secrets": "secrets", "databases": "db-backup", "fileshare": "fileshare"}
@@ -105,7 +97,7 @@ def topology_of(specs: list[WorkerSpec], components: Iterable[str] = ALL_COMPONE
     follow-up waits durably in the queue of a worker that is not running yet instead of being lost; workers of
     components the site does not back up get none (nothing would ever drain it)."""
     wanted = site_workers(components)
-    bindings = {name: types for name, types in BUILTIN_BINDINGS.items() if name in wanted}
+    bindings = builtin_bindings(wanted)
     bindings.update({s.name: s.event_types for s in specs})
     return sorted(bindings.items())
 
@@ -125,6 +117,12 @@ class App:
         names_seen = [s.name for s in self.specs]
         if len(set(names_seen)) != len(names_seen):
             raise ConfigurationError(f"worker listed twice: {names_seen}")
+        for model in {m for spec in self.specs for m in spec.models}:  # a worker decodes what it declares
+            try:
+                deps.registry.register(model)
+            except ValueError as exc:
+                raise ConfigurationError(str(exc), hint="Give the worker's event model its own type or "
+                                         "version.") from None
         hooks = Hooks([MetricsMiddleware(self.metrics), *(middleware or [])])
         all_workers = topology_of(self.specs, settings.components)
         self.runners = [Runner(s, settings, deps.registry, all_workers, hooks) for s in self.specs]

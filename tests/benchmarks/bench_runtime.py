@@ -157,7 +157,7 @@ def runtime(vhost_name: str, n: int, concurrency: int, messages) -> float:
     registry = Registry([*default_registry().models(), Ping, Pong])
 
     def pinger(deps) -> WorkerSpec:
-        return WorkerSpec("pinger", {"test-ping": lambda e, ctx: [e.follow_up(Pong, e.payload, source="bench")]},
+        return WorkerSpec("pinger", {Ping: lambda e, ctx: [e.follow_up(Pong, e.payload, source="bench")]},
                           concurrency=concurrency)
 
     app = App(settings, [pinger], registry=registry)
@@ -169,10 +169,10 @@ def runtime(vhost_name: str, n: int, concurrency: int, messages) -> float:
             raise RuntimeError("the runtime did not start consuming")
         started = clock()
         # Polled in-process (polling the broker costs it CPU): N jobs done, and no delivery left unsettled
-        # (_in_flight drops when the ack goes out, after every follow-up of that delivery was confirmed).
+        # (in_flight drops when the ack goes out, after every follow-up of that delivery was confirmed).
         done = {"worker": "pinger", "event_type": "test-ping", "outcome": "ok"}
         wait_for(lambda: (app.metrics.registry.get_sample_value("appsvc_dr_events_consumed_total", done) or 0) >= n
-                 and runner._in_flight == 0, 600, 0.005, what="all pings handled and settled")
+                 and runner.in_flight == 0, 600, 0.005, what="all pings handled and settled")
         took = since(started)
     finally:
         app.stop()

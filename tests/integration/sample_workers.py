@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from contracts import Envelope, Payload
+from contracts import BackupDue, Envelope, Payload
 from workers.app import Deps
 from workers.runtime.errors import PermanentError, TransientError
 from workers.runtime.handler import WorkerSpec
@@ -48,7 +48,7 @@ def slow(deps: Deps) -> WorkerSpec:
             time.sleep(0.05)
         _trace(event, "done")
         return []
-    return WorkerSpec("slow", {"backup-due": handle})
+    return WorkerSpec("slow", {BackupDue: handle})
 
 
 def flaky(deps: Deps) -> WorkerSpec:
@@ -59,7 +59,7 @@ def flaky(deps: Deps) -> WorkerSpec:
             raise PermanentError("the target store is read-only", hint="Make the store writable, then replay.")
         _trace(event, "done")
         return []
-    return WorkerSpec("flaky", {"backup-due": handle})
+    return WorkerSpec("flaky", {BackupDue: handle})
 
 
 def transient_once(deps: Deps) -> WorkerSpec:
@@ -69,4 +69,4 @@ def transient_once(deps: Deps) -> WorkerSpec:
             raise TransientError("S3 endpoint timed out")
         _trace(event, "done")
         return []
-    return WorkerSpec("transient", {"backup-due": handle})
+    return WorkerSpec("transient", {BackupDue: handle})

@@ -14,7 +14,7 @@ from tests.fixtures.smtp_server import SMTP_PASSWORD, SMTP_USER, smtp_server  # 
 from tests.fixtures.webhook_server import webhook_server  # noqa: F401 - fixture
 from workers.app import App
 from workers.databases.base import SKIPPED_NOT_PREFERRED, BackupResult
-from workers.dbbackup.handler import DbBackupHandler
+from workers.dbbackup.handler import SPEC, DbBackupHandler
 from workers.runtime.handler import WorkerSpec
 from workers.runtime.publisher import Publisher
 
@@ -44,8 +44,7 @@ class Replica:
 def db_backup_on(*secondary: str):
     def factory(deps) -> WorkerSpec:
         handler = DbBackupHandler(deps.settings, Replica(set(secondary)))
-        return WorkerSpec("db-backup", {"backup-due": handler.backup_due,
-                                        "database-backup-requested": handler.backup_one}, concurrency=2)
+        return SPEC.bind(handler)
     return factory
 
 

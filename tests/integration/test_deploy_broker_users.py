@@ -29,7 +29,7 @@ from pika.exceptions import ChannelClosedByBroker
 from contracts import JobFailed, JobFailedPayload
 from tests.fixtures.rabbit import MGMT, mgmt, running, settings_for, vhost, wait_for
 from tests.integration.deploy_support import DEPLOY, WORKERS
-from workers.app import App, BUILTIN_BINDINGS
+from workers.app import App, builtin_bindings
 from workers.middleware.base import Middleware
 from workers.runtime.topology import Topology
 
@@ -92,7 +92,7 @@ def site(tmp_path_factory) -> Iterator[Site]:
         with contextlib.closing(pika.BlockingConnection(pika.ConnectionParameters(
                 "127.0.0.1", 5672, name, pika.PlainCredentials("guest", "guest")))) as conn:
             Topology.from_settings(settings.broker, settings.retry).declare(conn.channel(),
-                                                                             sorted(BUILTIN_BINDINGS.items()))
+                                                                             sorted(builtin_bindings().items()))
         # When deploy/rabbitmq/apply_users.py applies definitions.json to it, as the admin
         env = {**os.environ, "RABBITMQ_DEFAULT_USER": "guest", "RABBITMQ_DEFAULT_PASS": "guest"}
         result = subprocess.run([sys.executable, str(DEPLOY / "rabbitmq" / "apply_users.py"), "--url", MGMT,

@@ -55,10 +55,10 @@ def test_compose_runs_one_service_per_worker_plus_infrastructure(compose_config)
 
 def test_deploy_covers_every_built_in_worker():
     # Given the runtime's built-in workers
-    from workers.app import BUILTIN, BUILTIN_BINDINGS
+    from workers.app import BUILTIN, builtin_bindings
     # When compared with the workers deploy/ runs
     # Then each one is deployed (and nothing else), and `appsvc-dr worker <name>` parses for each
-    assert set(WORKERS) == set(BUILTIN) == set(BUILTIN_BINDINGS)
+    assert set(WORKERS) == set(BUILTIN) == set(builtin_bindings())
     for name in WORKERS:
         assert parse_cli(["worker", name]).name == name
 

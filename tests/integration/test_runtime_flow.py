@@ -34,10 +34,10 @@ def test_follow_up_is_published_and_seen_by_a_second_worker(settings):
     pongs = []
 
     def pinger(deps):
-        return WorkerSpec("pinger", {"test-ping": lambda e, ctx: [e.follow_up(Pong, e.payload, source="pinger")]})
+        return WorkerSpec("pinger", {Ping: lambda e, ctx: [e.follow_up(Pong, e.payload, source="pinger")]})
 
     def ponger(deps):
-        return WorkerSpec("ponger", {"test-pong": lambda e, ctx: pongs.append(e)})
+        return WorkerSpec("ponger", {Pong: lambda e, ctx: pongs.append(e)})
 
     app = App(settings, [pinger, ponger], registry=registry)
     with running(app):
@@ -237,18 +237,18 @@ def test_jobs_finishing_out_of_order_are_each_acked_once_on_one_connection(rabbi
             raise PermanentError("refused on purpose", hint="none")
         return [event.follow_up(Pong, event.payload, source="pinger")]
 
-    app = App(settings, [lambda deps: WorkerSpec("pinger", {"test-ping": handle}, concurrency=4),
-                         lambda deps: WorkerSpec("ponger", {"test-pong": lambda e, ctx: None})], registry=registry)
+    app = App(settings, [lambda deps: WorkerSpec("pinger", {Ping: handle}, concurrency=4),
+                         lambda deps: WorkerSpec("ponger", {Pong: lambda e, ctx: None})], registry=registry)
     runner = app.runners[0]
     with running(app):
         # When 40 pings arrive at once
         with Publisher(settings.broker) as pub:
             for n in range(40):
                 pub.publish(Ping(source="test", stamp="stamp1", correlation_id="set-1", payload=PingPayload(n=n)))
-        wait_for(lambda: len(seen) >= 40 and runner._in_flight == 0, 30, what="40 jobs settled")
+        wait_for(lambda: len(seen) >= 40 and runner.in_flight == 0, 30, what="40 jobs settled")
         time.sleep(0.5)  # a wrong ack (unknown delivery tag) would close the channel and redeliver
         # Then each was handled once, the channel never dropped (a double ack closes it), and nothing is left
-        assert sorted(seen) == list(range(40)) and runner._gen == 0
+        assert sorted(seen) == list(range(40)) and runner.disconnects == 0
     topology = Topology.from_settings(settings.broker, settings.retry)
     assert queue_count(rabbit_vhost, topology.queues("pinger").main) == 0
     assert wait_for(lambda: queue_count(rabbit_vhost, topology.queues("pinger").dlq) == 8, 15, what="8 dead letters")

@@ -133,7 +133,7 @@ def test_job_longer_than_three_heartbeats_completes_on_an_intact_connection(rabb
     done = threading.Event()
 
     def sleeper(deps):
-        return WorkerSpec("sleeper", {"backup-due": lambda e, ctx: (time.sleep(4.5), done.set(), None)[-1]})
+        return WorkerSpec("sleeper", {BackupDue: lambda e, ctx: (time.sleep(4.5), done.set(), None)[-1]})
 
     connections = ConnectionLog()
     app = App(settings, [sleeper], middleware=[connections])
@@ -161,7 +161,7 @@ def test_broker_restart_while_1000_events_flow_loses_nothing(rabbit_vhost):
         def handle(event, ctx):
             with lock:
                 seen.add(str(event.event_id))
-        return WorkerSpec("counter", {"backup-due": handle}, concurrency=4)
+        return WorkerSpec("counter", {BackupDue: handle}, concurrency=4)
 
     events = [backup_due(f"set-{i}") for i in range(1000)]
     published = threading.Event()

@@ -10,11 +10,11 @@ import pytest
 
 from contracts import (ArtifactStored, ArtifactStoredPayload, BackupDue, BackupDuePayload, BackupSetCompleted,
                        default_registry, new_backup_set_id)
-from workers.app import BUILTIN, BUILTIN_BINDINGS
+from workers.app import BUILTIN, builtin_bindings
 from workers.artifacts.catalog import artifact_key, read_manifest
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import COMPLETE, PLAN, Plan, read_marker, read_plan, write_marker, write_plan
-from workers.catalog.handler import AUDITED, CatalogHandler, build_catalog_worker, completion_event_id
+from workers.catalog.handler import CatalogHandler, build_catalog_worker, completion_event_id
 from workers.runtime.config import RetentionSettings, Settings, StoreSettings
 from workers.runtime.errors import PermanentError, TransientError
 from workers.runtime.handler import JobContext
@@ -192,9 +192,9 @@ def test_the_catalog_worker_consumes_what_its_builtin_bindings_route_to_it(tmp_p
     spec = build_catalog_worker(settings)
     # Then it is registered and handles exactly its bound event types
     assert "catalog" in BUILTIN and spec.name == "catalog"
-    assert spec.event_types == sorted(BUILTIN_BINDINGS["catalog"])
-    assert set(spec.event_types) == {"artifact-stored", "backup-due", "backup-set-completed", *AUDITED}
-    assert {"secrets-stored", "database-backed-up"} <= set(AUDITED)
+    assert spec.event_types == builtin_bindings(["catalog"])["catalog"]
+    assert set(spec.event_types) == {"artifact-stored", "backup-due", "backup-set-completed", "secrets-stored",
+                                     "database-backed-up", "fileshare-synced"}
     assert COMPLETE == "complete.json"
 
 
@@ -228,4 +228,4 @@ def test_a_backup_due_for_a_component_this_site_does_not_back_up_is_planned_with
     assert read_plan(store.backend, STAMP, other) is None and "no plan written" in only.payload.message
     # And the catalog built from settings knows the site's components
     spec = build_catalog_worker(Settings(components="secrets"), store)
-    assert spec.handlers["backup-due"].__self__.components == ("secrets",)
+    assert spec.target.components == ("secrets",)

@@ -102,4 +102,4 @@ def test_other_reasons_get_a_generic_hint_and_backed_up_databases_only_an_audit_
 
 def test_the_catalog_worker_routes_database_backed_up_to_the_skip_handling(tmp_path):
     spec = build_catalog_worker(Settings(store=StoreSettings(kind="local", local_path=tmp_path / "store")))
-    assert spec.handlers["database-backed-up"].__name__ == "database_backed_up"
+    assert spec.handlers[DatabaseBackedUp].__name__ == "database_backed_up"

@@ -15,7 +15,7 @@ from tests.unit.test_notifier_handler import WINDOW, FakeClock, FakeSink, ctx, j
 def worker(*sinks: FakeSink, clock: FakeClock, window: float = WINDOW) -> tuple[NotifierHandler, GroupFlusher]:
     spec = build_notifier_worker(NotifySettings(group_window=window), list(sinks), clock,
                                  sleep=lambda seconds: None, flush_retry_delays=(30.0, 120.0))
-    handler = spec.handlers["job-failed"]
+    handler = spec.target
     assert isinstance(handler, NotifierHandler) and handler.flusher is not None
     assert spec.on_shutdown == handler.flusher.stop and handler.on_suppressed == handler.flusher.wake
     # These tests drive flush() themselves on a fake clock: a real flusher thread would race them (the last
@@ -149,7 +149,7 @@ def test_the_flusher_thread_sends_on_time_and_shutdown_sends_what_is_pending() -
     # Given the real notifier worker with a real clock and a 0.3 s window
     sink = FakeSink("a")
     spec = build_notifier_worker(NotifySettings(group_window=0.3), [sink], sleep=lambda seconds: None)
-    handler = spec.handlers["job-failed"]
+    handler = spec.target
     assert isinstance(handler, NotifierHandler) and handler.flusher is not None
     # Then building it started no thread
     assert not handler.flusher.running

@@ -6,15 +6,18 @@ import threading
 from typing import Any
 from uuid import uuid4
 
+import pika
 import pytest
 
-from contracts import BackupDue, BackupDuePayload, JobFailed, JobFailedPayload
+from contracts import BackupDue, BackupDuePayload, JobFailed, JobFailedPayload, default_registry
 from workers.notifier import FailureGrouper, NotifierHandler, build_notifier_worker
 from workers.notifier.grouping import normalise
 from workers.notify.render import Notification
 from workers.runtime.config import NotifySettings
 from workers.runtime.errors import PermanentError, TransientError
 from workers.runtime.handler import JobContext
+from workers.runtime.processing import Delivery, JobProcessor
+from workers.runtime.topology import Topology
 
 WINDOW = 900.0
 
@@ -63,7 +66,7 @@ def handler_for(*sinks: FakeSink, clock: FakeClock | None = None, **kwargs: Any)
     spec = build_notifier_worker(NotifySettings(group_window=WINDOW), list(sinks), clock or FakeClock(),
                                  retry_delays=kwargs.pop("retry_delays", (0.5, 2.0)),
                                  sleep=kwargs.pop("sleep", lambda seconds: None))
-    handler = spec.handlers["job-failed"]
+    handler = spec.target
     assert isinstance(handler, NotifierHandler)
     handler.on_suppressed = lambda: None  # no flusher thread racing the fake clock (test_notifier_flush has it)
     return handler
@@ -151,7 +154,7 @@ def test_worker_spec() -> None:
     spec = build_notifier_worker(NotifySettings())
     # Then it is the "notifier" worker consuming job-failed, with no sinks
     assert spec.name == "notifier" and spec.event_types == ["job-failed"]
-    assert spec.handlers["job-failed"].notifiers == []  # type: ignore[attr-defined]
+    assert spec.target.notifiers == []  # type: ignore[attr-defined]
 
 
 def test_handler_delivers_to_every_sink() -> None:
@@ -252,7 +255,12 @@ def test_other_event_types_are_refused() -> None:
     # Given a backup-due event routed to the notifier by mistake
     event = BackupDue(source="cli", stamp="stamp1", correlation_id="set1",
                       payload=BackupDuePayload(backup_set_id="set1"))
-    handler = handler_for(FakeSink("a"))
-    # When it is handled, Then it is a permanent error (a wrong binding never fixes itself)
-    with pytest.raises(PermanentError, match="job-failed"):
-        handler(event, ctx())
+    sink = FakeSink("a")
+    spec = build_notifier_worker(NotifySettings(group_window=WINDOW), [sink], FakeClock())
+    processor = JobProcessor(spec, default_registry(), Topology("ex", "dr", (30.0,), 20), crash_limit=5)
+    # When the runtime processes it, Then it is dead-lettered at once (a wrong binding never fixes itself)
+    outcome = processor.process(Delivery(event.to_json(), "backup-due", "ex",
+                                         pika.BasicProperties(type="backup-due", message_id=str(event.event_id))))
+    assert outcome.kind == "rejected" and outcome.messages[0].properties.headers["x-dr-reason"] == "no-handler"
+    # And no sink was called
+    assert sink.attempts == 0

@@ -18,7 +18,7 @@ from workers.runtime.errors import TransientError
 def notifier(path, *sinks: FakeSink, clock: FakeClock):
     spec = build_notifier_worker(NotifySettings(group_window=WINDOW, pending_file=path), list(sinks), clock,
                                  sleep=lambda seconds: None, flush_retry_delays=(30.0,))
-    handler = spec.handlers["job-failed"]
+    handler = spec.target
     assert isinstance(handler, NotifierHandler) and handler.flusher is not None
     assert spec.on_start == handler.flusher.start
     handler.on_suppressed = handler.flusher.persist     # journal it, but let the test decide when to flush
@@ -100,7 +100,7 @@ def test_without_a_pending_file_nothing_is_written(tmp_path, monkeypatch):
     clock, sink = FakeClock(), FakeSink("hook")
     spec = build_notifier_worker(NotifySettings(group_window=WINDOW), [sink], clock,
                                  sleep=lambda seconds: None)
-    handler = spec.handlers["job-failed"]
+    handler = spec.target
     handler.on_suppressed = handler.flusher.persist
     repeated(handler, clock, 3)
     spec.on_start()

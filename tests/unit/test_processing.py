@@ -25,7 +25,7 @@ def delivery(body: bytes, **headers) -> Delivery:
 
 
 def processor(handler, name="w", crash_limit=5, hooks=None) -> JobProcessor:
-    return JobProcessor(WorkerSpec(name, {"backup-due": handler}), default_registry(), TOPOLOGY, crash_limit,
+    return JobProcessor(WorkerSpec(name, {BackupDue: handler}), default_registry(), TOPOLOGY, crash_limit,
                         hooks)
 
 
@@ -109,7 +109,7 @@ def test_failed_notifications_do_not_notify_about_themselves():
 
     def sinks_down(ev, ctx):
         raise PermanentError("all sinks refused")
-    p = JobProcessor(WorkerSpec("notifier", {"job-failed": sinks_down}), default_registry(), TOPOLOGY, 5)
+    p = JobProcessor(WorkerSpec("notifier", {JobFailed: sinks_down}), default_registry(), TOPOLOGY, 5)
     out = p.process(Delivery(failed.to_json(), "job-failed", "ex", pika.BasicProperties()))
     assert [m.kind for m in out.messages] == ["dead-letter"]
 

@@ -29,7 +29,7 @@ import uuid
 from datetime import datetime, timezone
 
 from contracts import (ArtifactStored, BackupDue, BackupSetCompleted, BackupSetCompletedPayload, DatabaseBackedUp,
-                       Envelope)
+                       Envelope, FileshareSynced, SecretsStored)
 from contracts.events.backup import ALL_COMPONENTS
 from workers.artifacts.catalog import write_manifest
 from workers.artifacts.retention import apply_retention
@@ -68,8 +68,7 @@ class CatalogHandler:
         return self.store.backend
 
     # ---- backup-due ------------------------------------------------------------------------------
-    def backup_due(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
-        assert isinstance(event, BackupDue)
+    def backup_due(self, event: BackupDue, ctx: JobContext) -> list[Envelope]:
         p = event.payload
         served, unserved = unserved_split(tuple(p.components), self.components)
         if not served:
@@ -94,8 +93,7 @@ class CatalogHandler:
         return []
 
     # ---- artifact-stored -------------------------------------------------------------------------
-    def artifact_stored(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
-        assert isinstance(event, ArtifactStored)
+    def artifact_stored(self, event: ArtifactStored, ctx: JobContext) -> list[Envelope]:
         stamp, set_id = event.stamp, event.correlation_id
         plan = self._require_plan(event)
         backup_set = write_manifest(self.store, stamp, set_id)
@@ -160,8 +158,7 @@ class CatalogHandler:
         return deleted_warnings(event, plan)
 
     # ---- backup-set-completed --------------------------------------------------------------------
-    def backup_set_completed(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
-        assert isinstance(event, BackupSetCompleted)
+    def backup_set_completed(self, event: BackupSetCompleted, ctx: JobContext) -> list[Envelope]:
         p = event.payload
         ctx.logger.info("audit: backup set %s/%s completed at %s: %s, %d artifact(s), %d bytes", event.stamp,
                         event.correlation_id, p.completed_at.isoformat(), ", ".join(p.components), p.artifacts,
@@ -170,16 +167,14 @@ class CatalogHandler:
 
 
     # ---- audit of the other workers' results ----------------------------------------------------------
-    @staticmethod
-    def audit(event: Envelope, ctx: JobContext) -> list[Envelope]:
+    def audit(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
         """secrets-stored, database-backed-up, ...: one audit line each (they must be routable)."""
         ctx.logger.info("audit: %s from %s for %s/%s: %s", event.type, event.source, event.stamp,
                         event.correlation_id, event.payload.model_dump_json())
         return []
 
-    def database_backed_up(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
+    def database_backed_up(self, event: DatabaseBackedUp, ctx: JobContext) -> list[Envelope]:
         """An audit line; a skipped database is recorded in its set and told to the operator once."""
-        assert isinstance(event, DatabaseBackedUp)
         self.audit(event, ctx)
         if not event.payload.skipped_reason:
             return []
@@ -190,7 +185,11 @@ class CatalogHandler:
         return require_planned(self.backend, event, self.retention.set_deadline)
 
 
-AUDITED = ("secrets-stored", "database-backed-up", "fileshare-synced")
+SPEC = WorkerSpec(WORKER, {BackupDue: CatalogHandler.backup_due, ArtifactStored: CatalogHandler.artifact_stored,
+                           BackupSetCompleted: CatalogHandler.backup_set_completed,
+                           SecretsStored: CatalogHandler.audit, FileshareSynced: CatalogHandler.audit,
+                           DatabaseBackedUp: CatalogHandler.database_backed_up},
+                  concurrency=1, prefetch=20)  # quick jobs: small JSON files
 
 
 def build_catalog_worker(settings: Settings, store: ArtifactStore | None = None) -> WorkerSpec:
@@ -198,8 +197,4 @@ def build_catalog_worker(settings: Settings, store: ArtifactStore | None = None)
     store = store or ArtifactStore(attach(build_store(settings.store), trust_from_settings(settings.encryption)))
     handler = CatalogHandler(settings.retention, store,        # signs plans and markers, checks what it reads
                              databases=len(settings.database.databases), components=tuple(settings.components))
-    handlers = {"backup-due": handler.backup_due, "artifact-stored": handler.artifact_stored,
-                "backup-set-completed": handler.backup_set_completed}
-    handlers.update({event_type: handler.audit for event_type in AUDITED})
-    handlers["database-backed-up"] = handler.database_backed_up
-    return WorkerSpec(WORKER, handlers, concurrency=1, prefetch=20)  # quick jobs: small JSON files
+    return SPEC.bind(handler)

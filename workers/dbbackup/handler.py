@@ -37,15 +37,13 @@ class DbBackupHandler:
     def __init__(self, settings: Settings, engine: DatabaseEngine) -> None:
         self.settings, self.engine = settings, engine
 
-    def backup_due(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
-        assert isinstance(event, BackupDue)
+    def backup_due(self, event: BackupDue, ctx: JobContext) -> list[Envelope]:
         if "databases" not in event.payload.components:
             return []
         return [event.follow_up(DatabaseBackupRequested, DatabaseBackupRequestedPayload(database=db), source=SOURCE)
                 for db in self.settings.database.databases]
 
-    def backup_one(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
-        assert isinstance(event, DatabaseBackupRequested)
+    def backup_one(self, event: DatabaseBackupRequested, ctx: JobContext) -> list[Envelope]:
         database = event.payload.database
         configured = self.settings.database.databases
         if database not in configured:            # before any connection: an event may not pick the database
@@ -96,7 +94,10 @@ class DbBackupHandler:
         return result, staged
 
 
+SPEC = WorkerSpec(WORKER, {BackupDue: DbBackupHandler.backup_due,
+                           DatabaseBackupRequested: DbBackupHandler.backup_one}, concurrency=2)
+
+
 def build_db_backup_worker(settings: Settings) -> WorkerSpec:
     handler = DbBackupHandler(settings, build_engine(settings.database))
-    return WorkerSpec(WORKER, {"backup-due": handler.backup_due,
-                               "database-backup-requested": handler.backup_one}, concurrency=2)
+    return SPEC.bind(handler)

@@ -63,14 +63,12 @@ class FileshareHandler:
     def __init__(self, settings: Settings, store: ArtifactStore) -> None:
         self.settings, self.store = settings, store
 
-    def backup_due(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
-        assert isinstance(event, BackupDue)
+    def backup_due(self, event: BackupDue, ctx: JobContext) -> list[Envelope]:
         if "fileshare" not in event.payload.components:
             return []
         return self._sync(event, None, ctx)
 
-    def sync_requested(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
-        assert isinstance(event, FileshareSyncRequested)
+    def sync_requested(self, event: FileshareSyncRequested, ctx: JobContext) -> list[Envelope]:
         return self._sync(event, event.payload.sub_path, ctx)
 
     def _sync(self, event: Envelope, sub_path: str | None, ctx: JobContext) -> list[Envelope]:
@@ -132,8 +130,11 @@ class FileshareHandler:
             severity="warning"), source=f"worker:{WORKER}")
 
 
+SPEC = WorkerSpec(WORKER, {BackupDue: FileshareHandler.backup_due,
+                           FileshareSyncRequested: FileshareHandler.sync_requested}, concurrency=1)
+
+
 def build_fileshare_worker(settings: Settings, store: ArtifactStore | None = None) -> WorkerSpec:
     from workers.upload.handler import artifact_store
     handler = FileshareHandler(settings, store or artifact_store(settings))
-    return WorkerSpec(WORKER, {"backup-due": handler.backup_due,
-                               "fileshare-sync-requested": handler.sync_requested}, concurrency=1)
+    return SPEC.bind(handler)

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from contracts import Envelope, JobFailed
+from contracts import JobFailed
 from workers.notifier.flusher import FLUSH_RETRY_DELAYS, GroupFlusher
 from workers.notifier.grouping import FailureGrouper, GroupSummary
 from workers.notifier.journal import PendingJournal
@@ -72,10 +72,7 @@ class NotifierHandler:
         with self._lock:
             self.stats[key] += n
 
-    def __call__(self, event: Envelope, ctx: JobContext) -> None:
-        if not isinstance(event, JobFailed):
-            raise PermanentError(f"the notifier handles job-failed events, not {event.type}",
-                                 hint="Fix the queue binding of the notifier worker.")
+    def __call__(self, event: JobFailed, ctx: JobContext) -> None:
         self._count("received")
         if not self.notifiers:
             self._count("no_sinks")
@@ -192,6 +189,9 @@ class NotifierHandler:
         return ctx.cancelled.wait(seconds)
 
 
+SPEC = WorkerSpec(WORKER_NAME, {JobFailed: NotifierHandler.__call__}, prefetch=20)
+
+
 def build_notifier_worker(settings: NotifySettings, notifiers: list[Notifier] | None = None,
                           clock: Callable[[], float] = time.monotonic, *,
                           retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
@@ -206,5 +206,4 @@ def build_notifier_worker(settings: NotifySettings, notifiers: list[Notifier] | 
     journal = PendingJournal(settings.pending_file) if settings.pending_file else None
     handler.flusher = GroupFlusher(handler, clock=clock, retry_delays=flush_retry_delays, journal=journal)
     handler.on_suppressed = handler.flusher.wake
-    return WorkerSpec(name=WORKER_NAME, handlers={"job-failed": handler}, prefetch=20,
-                      on_start=handler.flusher.start, on_shutdown=handler.flusher.stop)
+    return SPEC.bind(handler, on_start=handler.flusher.start, on_shutdown=handler.flusher.stop)

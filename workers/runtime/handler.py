@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
-from typing import Callable, Mapping, Protocol, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from contracts import Envelope
 
@@ -30,21 +30,51 @@ class JobContext:
     progress: ProgressSink = field(default=lambda kind, nbytes: None)
 
 
-Handler = Callable[[Envelope, JobContext], Sequence[Envelope] | None]
+Handler = Callable[[Any, JobContext], Sequence[Envelope] | None]
+"""Takes the event (an instance of the model it is declared for) and the job context; returns follow-ups."""
 
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """A worker: its name (queue names derive from it) and one handler per event type it consumes."""
+    """A worker, declared once: its name (queue names derive from it) and, per event model it consumes, the
+    handler that gets that model's instances. Its queue is bound to exactly these models' event types.
+
+    Handlers may be plain functions ``(event, ctx)``, or methods of a handler class declared unbound
+    (``{BackupDue: DbBackupHandler.backup_due}``) at module level — so the topology can be derived without
+    building the worker — and bound to an instance with :meth:`bind` when the worker is built.
+    """
 
     name: str
-    handlers: Mapping[str, Handler]
+    handlers: Mapping[type[Envelope], Handler]
     concurrency: int = 1
     prefetch: int | None = None  # default: concurrency. Deliveries waiting behind a running job count toward
     #                              RabbitMQ's consumer_timeout, so long-job workers must not prefetch more.
     on_start: Callable[[], None] | None = None      # once, as the worker starts (before it consumes)
     on_shutdown: Callable[[], None] | None = None
+    target: object | None = None  # the handler object :meth:`bind` bound the methods to
+
+    def __post_init__(self) -> None:
+        for model in self.handlers:
+            if not (isinstance(model, type) and issubclass(model, Envelope) and model.event_type):
+                raise TypeError(f"worker {self.name}: handlers are keyed by event model classes (e.g. "
+                                f"BackupDue), not {model!r}")
 
     @property
     def event_types(self) -> list[str]:
-        return sorted(self.handlers)
+        """The routing keys its queue is bound to."""
+        return sorted({model.event_type for model in self.handlers})
+
+    @property
+    def models(self) -> list[type[Envelope]]:
+        return list(self.handlers)
+
+    def handler_for(self, event: Envelope) -> Handler | None:
+        """The handler declared for exactly this event's model (another version of the type has none)."""
+        return self.handlers.get(type(event))
+
+    def bind(self, target: object, *, on_start: Callable[[], None] | None = None,
+             on_shutdown: Callable[[], None] | None = None) -> "WorkerSpec":
+        """This spec with its handlers, methods of ``target``'s class declared unbound, bound to ``target``."""
+        bound = {model: method.__get__(target) for model, method in self.handlers.items()}
+        return replace(self, handlers=bound, target=target, on_start=on_start or self.on_start,
+                       on_shutdown=on_shutdown or self.on_shutdown)

@@ -65,15 +65,18 @@ TEXT_FORMAT = ("%(asctime)s %(levelname)s %(worker)s event=%(event_id)s set=%(ba
                "%(name)s: %(message)s")
 
 
+class DrLogHandler(logging.StreamHandler):
+    """The handler :func:`configure` installs (a second call replaces it instead of adding another)."""
+
+
 def configure(fmt: str = "text", level: str = "INFO", stream=None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = DrLogHandler(stream or sys.stderr)
     handler.addFilter(ContextFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
-        if getattr(old, "_appsvc_dr", False):
+        if isinstance(old, DrLogHandler):
             root.removeHandler(old)
-    handler._appsvc_dr = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("pika").setLevel(logging.WARNING)

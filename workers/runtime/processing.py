@@ -92,7 +92,7 @@ class JobProcessor:
 
     def _process(self, delivery: Delivery, event: Envelope, event_id: str, headers: dict, attempt: int,
                  cancelled: threading.Event | None) -> Outcome:
-        handler = self.spec.handlers.get(event.type)
+        handler = self.spec.handler_for(event)
         if handler is None:
             exc2 = ContractError("no-handler", f"worker {self.spec.name} has no handler for {event.type}",
                                  event_type=event.type)

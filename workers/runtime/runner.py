@@ -1,16 +1,19 @@
 """The consumer: one asynchronous connection, jobs on worker threads, publish-with-confirms, then ack.
 
-The connection's I/O loop runs on the thread that calls :meth:`Runner.run`; jobs run on ``concurrency``
-daemon threads so heartbeats keep flowing during hour-long backups. A finished job hands its outcome back
-with ``add_callback_threadsafe``; the loop publishes every outgoing message (mandatory, confirmed — confirms
-arrive asynchronously and in batches) and acks the delivery only when all are confirmed. A lost connection
-is re-opened with backoff; unacked deliveries are redelivered by the broker, so nothing is lost.
+pika's public API only (pika ``examples/basic_consumer_threaded.py``): a ``SelectConnection`` whose I/O loop
+runs on the thread that calls :meth:`Runner.run`; deliveries go through a queue to ``concurrency`` job
+threads, so heartbeats keep flowing during hour-long backups. A finished job hands its outcome back with
+``add_callback_threadsafe``; the loop publishes every outgoing message (persistent, mandatory, confirmed —
+confirms arrive asynchronously and in batches) and acks the delivery only when all are confirmed. A lost
+connection is re-opened with backoff and the topology re-declared; unacked deliveries are redelivered by the
+broker, so nothing is lost.
 """
 from __future__ import annotations
 
 import functools
 import itertools
 import logging
+import queue
 import threading
 import time
 
@@ -19,32 +22,18 @@ from pika.adapters.select_connection import IOLoop
 
 from contracts import Registry
 from workers.middleware.base import Hooks
-from workers.runtime.amqp import CoalescingConnection, connection_parameters
+from workers.runtime.amqp import connection_parameters
 from workers.runtime.config import Settings
+from workers.runtime.confirms import Confirms, Pending
 from workers.runtime.connect import declare_topology
 from workers.runtime.errors import ConfigurationError, DrError
 from workers.runtime.handler import WorkerSpec
-from workers.runtime.handoff import Handoff
 from workers.runtime.logs import worker_context
 from workers.runtime.processing import Delivery, JobProcessor, Outcome
 from workers.runtime.topology import Topology
 
 log = logging.getLogger("appsvc_dr.runner")
-
-
-class _Pending:
-    """A delivery whose outgoing messages await their confirms (one per finished job: kept small)."""
-
-    __slots__ = ("tag", "outcome", "delivery", "remaining", "nacked", "returned", "copy_lost", "escalated", "sent")
-
-    def __init__(self, tag: int, outcome: Outcome, delivery: Delivery) -> None:
-        self.tag, self.outcome, self.delivery = tag, outcome, delivery
-        self.remaining = 0
-        self.nacked = False
-        self.returned: list[str] = []
-        self.copy_lost = False       # a retry / dead-letter copy found no queue: never ack the original then
-        self.escalated = False
-        self.sent: list = []         # every message published for it (Outgoing), to match a returned one
+_STOP = None  # tells a job thread to exit
 
 
 class Runner:
@@ -58,24 +47,29 @@ class Runner:
         self.concurrency = settings.worker.concurrency or spec.concurrency
         self.prefetch = max(settings.worker.prefetch or spec.prefetch or self.concurrency, self.concurrency)
         self.connected = threading.Event()
+        self.disconnects = 0  # connections closed or lost so far; their unacked deliveries are redelivered
         self._ioloop = IOLoop()
-        self._jobs = Handoff(self._ioloop, self.concurrency)
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._done: list = []
         self._done_lock = threading.Lock()
         self._drain_scheduled = False
         self._cancel = threading.Event()
-        self._gen = 0
-        self._conn = self._ch = self._consumer_tag = None
+        self._conn: pika.SelectConnection | None = None
+        self._ch = self._consumer_tag = None
+        self._confirms = Confirms()
         self._stopping = False
         self._deadline = 0.0
         self._in_flight = 0
-        self._seq = 0
-        self._pending: dict[int, _Pending] = {}
         self._unsettled: dict[int, bool] = {}  # delivery tag -> done, in delivery order (tags only grow)
         self._acks_scheduled = False
         self._fatal: BaseException | None = None
         self._delay = 0.5
         self._ever_connected = False
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries received and not yet acked or requeued (jobs running, or follow-ups awaiting confirms)."""
+        return self._in_flight
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -90,7 +84,8 @@ class Runner:
                 t.start()
             self._ioloop.add_callback_threadsafe(self._connect)
             self._ioloop.start()
-            self._jobs.close(len(threads))
+            for _ in threads:  # idle threads exit; deliveries still queued are unacked: the broker has them
+                self._jobs.put(_STOP)
             self.hooks.on_shutdown(self.spec.name)
             if self.spec.on_shutdown:
                 self.spec.on_shutdown()
@@ -118,7 +113,7 @@ class Runner:
         except DrError as exc:
             log.warning("%s; retrying in %.1fs", exc.message, self._delay)
             return self._schedule_reconnect()
-        self._conn = CoalescingConnection(
+        self._conn = pika.SelectConnection(
             connection_parameters(self.settings.broker), on_open_callback=self._on_open,
             on_open_error_callback=self._on_open_error, on_close_callback=self._on_closed,
             custom_ioloop=self._ioloop)
@@ -127,7 +122,7 @@ class Runner:
         self._ioloop.call_later(self._delay, self._connect)
         self._delay = min(self._delay * 2, 30.0)
 
-    def _on_open(self, conn) -> None:
+    def _on_open(self, conn: pika.SelectConnection) -> None:
         conn.channel(on_open_callback=self._on_channel)
 
     def _on_open_error(self, conn, err) -> None:
@@ -136,7 +131,8 @@ class Runner:
         self._schedule_reconnect()
 
     def _on_channel(self, ch) -> None:
-        self._ch, self._seq = ch, 0
+        self._ch = ch
+        self._confirms.reset()
         ch.add_on_close_callback(self._on_channel_closed)
         ch.add_on_return_callback(self._on_return)
         ch.confirm_delivery(self._on_confirm,
@@ -162,10 +158,8 @@ class Runner:
         self._ch = self._conn = None
         self.connected.clear()
         self.hooks.on_connection(self.spec.name, False)
-        self._gen += 1
-        unacked = {id(p): p for p in self._pending.values()}
-        self._in_flight -= len(unacked)
-        self._pending.clear()
+        self.disconnects += 1
+        self._in_flight -= self._confirms.reset()
         self._unsettled.clear()
         if self._stopping:
             log.info("connection closed; stopped")
@@ -180,21 +174,21 @@ class Runner:
         self._in_flight += 1
         self._unsettled[method.delivery_tag] = False
         delivery = Delivery(body, method.routing_key, method.exchange, props)
-        self._jobs.put((self._gen, method.delivery_tag, delivery))
+        self._jobs.put((self.disconnects, method.delivery_tag, delivery))
 
     def _work(self) -> None:
         with worker_context(self.spec.name):
-            while (item := self._jobs.get()) is not None:
-                gen, tag, delivery = item
-                if gen != self._gen or self._stopping:
-                    self._ioloop.add_callback_threadsafe(functools.partial(self._skip, gen, tag))
+            while (item := self._jobs.get()) is not _STOP:
+                connection, tag, delivery = item
+                if connection != self.disconnects or self._stopping:
+                    self._ioloop.add_callback_threadsafe(functools.partial(self._skip, connection, tag))
                     continue
                 try:
                     outcome = self.processor.process(delivery, self._cancel)
                 except Exception:  # noqa: BLE001 - the processor turns failures into outcomes; belt and braces
                     log.exception("processing crashed; the message is requeued")
                     outcome = None
-                self._hand_back((gen, tag, outcome, delivery))
+                self._hand_back((connection, tag, outcome, delivery))
 
     def _hand_back(self, finished: tuple) -> None:
         """Queue a finished job for the I/O loop; one wake-up drains every job finished meanwhile."""
@@ -209,16 +203,16 @@ class Runner:
         with self._done_lock:
             finished, self._done = self._done, []
             self._drain_scheduled = False
-        for gen, tag, outcome, delivery in finished:
-            self._finish(gen, tag, outcome, delivery)
+        for connection, tag, outcome, delivery in finished:
+            self._finish(connection, tag, outcome, delivery)
 
-    def _skip(self, gen: int, tag: int) -> None:
+    def _skip(self, connection: int, tag: int) -> None:
         self._in_flight -= 1
-        if gen == self._gen and self._ch is not None:
+        if connection == self.disconnects and self._ch is not None:
             self._requeue(tag)
 
-    def _finish(self, gen: int, tag: int, outcome: Outcome | None, delivery: Delivery) -> None:
-        if gen != self._gen or self._ch is None:
+    def _finish(self, connection: int, tag: int, outcome: Outcome | None, delivery: Delivery) -> None:
+        if connection != self.disconnects or self._ch is None:
             self._in_flight -= 1
             log.info("connection was lost before this job finished; the broker redelivers it")
             return
@@ -226,34 +220,21 @@ class Runner:
             self._in_flight -= 1
             self._requeue(tag)
             return
-        pending = _Pending(tag, outcome, delivery)
+        pending = Pending(tag, outcome, delivery)
         if not outcome.messages:
             return self._settle(pending)
         self._publish(pending, outcome.messages)
 
-    def _publish(self, pending: _Pending, messages) -> None:
-        pending.remaining += len(messages)
-        pending.sent += messages
-        publish, ch = self._conn.publish, self._ch
+    # ---- publish, confirm, ack -------------------------------------------------------------------
+    def _publish(self, pending: Pending, messages) -> None:
         for msg in messages:
-            self._seq += 1
-            self._pending[self._seq] = pending
-            publish(ch, msg.exchange, msg.routing_key, msg.body, msg.properties, True)  # mandatory
+            self._ch.basic_publish(msg.exchange, msg.routing_key, msg.body, msg.properties, mandatory=True)
+            self._confirms.published(pending, msg)
             if msg.kind in ("event", "job-failed"):
                 self.hooks.on_published(self.spec.name, msg.event_type)
 
-    def _returned(self, message_id: str, routing_key: str) -> _Pending | None:
-        """The delivery a returned message was published for. The broker returns a message before it
-        confirms it, so that delivery still awaits a confirm; the earliest match is the one (returns come
-        in publish order). A scan, not an index: returns are rare, publishes are not."""
-        for pending in self._pending.values():
-            for msg in pending.sent:
-                if msg.routing_key == routing_key and (msg.properties.message_id or "") == message_id:
-                    return pending
-        return None
-
     def _on_return(self, ch, method, props, body) -> None:
-        pending = self._returned(props.message_id or "", method.routing_key)
+        pending = self._confirms.returned(props.message_id or "", method.routing_key)
         log.error("message %s (%s) was unroutable: no queue is bound for it", props.type, method.routing_key)
         if pending is None:
             return
@@ -265,25 +246,10 @@ class Runner:
     def _on_confirm(self, frame) -> None:
         method = frame.method
         nack = isinstance(method, pika.spec.Basic.Nack)
-        last = method.delivery_tag
-        if method.multiple:  # sequence numbers were inserted in increasing order: confirmed ones are in front
-            seqs = []
-            for seq in self._pending:
-                if seq > last:
-                    break
-                seqs.append(seq)
-        else:
-            seqs = [last]
-        for seq in seqs:
-            pending = self._pending.pop(seq, None)
-            if pending is None:
-                continue
-            pending.remaining -= 1
-            pending.nacked |= nack
-            if pending.remaining == 0:
-                self._settle(pending)
+        for pending in self._confirms.confirmed(method.delivery_tag, method.multiple, nack):
+            self._settle(pending)
 
-    def _settle(self, p: _Pending) -> None:
+    def _settle(self, p: Pending) -> None:
         if self._ch is None:
             return
         if p.nacked or p.copy_lost:

@@ -39,8 +39,7 @@ class SecretsHandler:
     def __init__(self, settings: Settings, store: ArtifactStore, metrics: Metrics | None = None) -> None:
         self.settings, self.store, self.metrics = settings, store, metrics or Metrics()
 
-    def rotated(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
-        assert isinstance(event, SecretsRotated)
+    def rotated(self, event: SecretsRotated, ctx: JobContext) -> list[Envelope]:
         p, cfg = event.payload, self.settings.secrets
         check_rotated_at(p.rotated_at)
         drop, drop_key = locate_drop(p.drop_path, self.settings)
@@ -100,8 +99,7 @@ class SecretsHandler:
                 correlation_id=set_id))
         return out
 
-    def backup_due(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
-        assert isinstance(event, BackupDue)
+    def backup_due(self, event: BackupDue, ctx: JobContext) -> list[Envelope]:
         if "secrets" not in event.payload.components:
             return []
         require_planned(self.store.backend, event, self.settings.retention.set_deadline)  # retry until planned
@@ -125,6 +123,9 @@ def _bytes(data: bytes) -> contextlib.nullcontext:
     return contextlib.nullcontext(io.BytesIO(data))
 
 
+SPEC = WorkerSpec(WORKER, {SecretsRotated: SecretsHandler.rotated, BackupDue: SecretsHandler.backup_due})
+
+
 def build_secrets_worker(settings: Settings, metrics: Metrics | None = None) -> WorkerSpec:
     if settings.encryption.certificate is None:
         raise ConfigurationError("the secrets worker refuses to start without an encryption certificate: "
@@ -133,4 +134,4 @@ def build_secrets_worker(settings: Settings, metrics: Metrics | None = None) -> 
                                       "(`appsvc-dr keys create` makes one; keep its private key off the stamp).")
     handler = SecretsHandler(settings, artifact_store(settings), metrics)
     handler.publish_newest(settings.stamp)
-    return WorkerSpec(WORKER, {"secrets-rotated": handler.rotated, "backup-due": handler.backup_due})
+    return SPEC.bind(handler)

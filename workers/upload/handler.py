@@ -36,8 +36,7 @@ class UploadHandler:
         # bytes per target kind: appsvc_dr_bytes_processed_total{kind="uploaded-s3|uploaded-smb|uploaded-file"}
         self.counter = f"uploaded-{store.backend.name.split(':', 1)[0]}"
 
-    def __call__(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
-        assert isinstance(event, ArtifactReady)
+    def __call__(self, event: ArtifactReady, ctx: JobContext) -> list[Envelope]:
         p = event.payload
         key = artifact_key(event.stamp, event.correlation_id, p.component, p.name)
         staged, staged_key = locate(p.staged_path, self.settings.staging, staging_roots(self.settings.staging))
@@ -59,5 +58,8 @@ class UploadHandler:
                                 duration=time.monotonic() - started, source=f"worker:{WORKER}")]
 
 
+SPEC = WorkerSpec(WORKER, {ArtifactReady: UploadHandler.__call__}, concurrency=2)
+
+
 def build_upload_worker(settings: Settings) -> WorkerSpec:
-    return WorkerSpec(WORKER, {"artifact-ready": UploadHandler(settings, artifact_store(settings))}, concurrency=2)
+    return SPEC.bind(UploadHandler(settings, artifact_store(settings)))
