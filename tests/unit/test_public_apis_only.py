@@ -86,32 +86,14 @@ def findings(path: Path) -> list[str]:
     return found
 
 
-# The runtime's pika internals are being replaced on the runtime-public branch (issue 14, item 1). Strict: once
-# that lands this test passes, and XPASS fails the run until this marker and the split below are removed.
-RUNTIME = WORKERS / "runtime"
-
-
-def _scan(include_runtime: bool) -> list[str]:
-    sources = [p for p in sorted(WORKERS.rglob("*.py")) if (RUNTIME in p.parents) is include_runtime]
-    assert len(sources) > 5
-    return [f for path in sources for f in findings(path)]
-
-
 def test_workers_use_other_libraries_through_their_public_apis_only():
-    # Given every Python module under workers/ outside the runtime
+    # Given every Python module under workers/ (the runtime included)
+    sources = sorted(WORKERS.rglob("*.py"))
+    assert len(sources) > 5
     # When each is scanned for exec, writes into __dict__ and private overrides in third-party subclasses
-    found = _scan(include_runtime=False)
+    found = [f for path in sources for f in findings(path)]
     # Then none is found
     assert found == [], "private-API uses in workers/:\n" + "\n".join(found)
-
-
-@pytest.mark.xfail(strict=True, reason="runtime on pika's private names until the runtime-public branch lands")
-def test_the_runtime_uses_pika_through_its_public_api_only():
-    # Given every Python module under workers/runtime/
-    # When each is scanned the same way
-    found = _scan(include_runtime=True)
-    # Then none is found
-    assert found == [], "private-API uses in workers/runtime/:\n" + "\n".join(found)
 
 
 BREACHES = {
