@@ -2,8 +2,17 @@
 new and changed ones through the readers, pack new blobs, and build the new manifest.
 
 Unchanged = same size, mtime and attributes as in the previous snapshot (and all its blobs still indexed):
-such a file is not read at all. Locked or denied files are retried ``retries`` times ``wait`` seconds apart
-(robocopy /R /W) without holding a reader, then recorded as skipped.
+such a file is not read at all. Moved = a path new to this snapshot whose size, mtime and attributes are
+those of exactly one file of the previous snapshot, and that file's path is gone from the listing (a renamed
+file or directory): carried over without being read, once the whole tree is listed. Locked or denied files are
+retried ``retries`` times ``wait`` seconds apart (robocopy /R /W) without holding a reader, then recorded as
+skipped.
+
+Accounting: a file (or directory) listed but gone when read is *vanished*: counted and listed, not in the
+snapshot, which stays complete. Bytes of it already read (a large file deleted while it was streamed) may sit in
+packs that no snapshot references: the next prune reclaims them (``vanished_bytes`` says how much was read). A
+file still changing after ``reread`` re-reads is stored as last read, *unstable*: listed, and the snapshot is
+partial (the handler sends a warning).
 """
 from __future__ import annotations
 
@@ -16,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
+from contracts.events.fileshare import MAX_LISTED
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.manifest import Entry, Manifest
 from workers.fileshare.packer import Packer
@@ -87,12 +97,16 @@ class Sync:
             packer.abort()
             raise
         manifest.sort()
-        manifest.partial = bool(manifest.skipped)
+        manifest.partial = bool(manifest.skipped or walk.unstable)
         stats = walk.stats(packer, previous, time.monotonic() - started)
-        self.log.info("snapshot %s: %d files, %d dirs, %d bytes; %d unchanged, %d read (%d bytes), %d new bytes in "
-                      "%d pack(s), %d skipped", snapshot_id, stats["files"], stats["dirs"], stats["bytes"],
-                      stats["files_unchanged"], stats["files_new"] + stats["files_changed"], stats["bytes_read"],
-                      stats["new_bytes"], stats["packs"], stats["skipped_count"])
+        self.log.info("snapshot %s: %d files, %d dirs, %d bytes; %d unchanged (%d moved), %d read (%d bytes), %d new "
+                      "bytes in %d pack(s), %d skipped, %d vanished, %d unstable", snapshot_id, stats["files"],
+                      stats["dirs"], stats["bytes"], stats["files_unchanged"], stats["files_moved"],
+                      stats["files_new"] + stats["files_changed"], stats["bytes_read"], stats["new_bytes"],
+                      stats["packs"], stats["skipped_count"], stats["vanished_count"], stats["changed_while_read"])
+        if stats["vanished_bytes"]:
+            self.log.info("%d bytes were read of files that vanished afterwards; what of them was packed is "
+                          "referenced by no snapshot and is reclaimed by the next prune", stats["vanished_bytes"])
         return SyncResult(manifest, stats)
 
 
@@ -103,9 +117,14 @@ class _Walk:
         self.batch: list[tuple] = []
         self.batch_bytes = self.reading = self.dirs_open = 0
         self.deferred: list[tuple[float, int, tuple]] = []
-        self.counts = {"new": 0, "changed": 0, "unchanged": 0, "unstable": 0, "read": 0}
+        self.counts = {"new": 0, "changed": 0, "unchanged": 0, "moved": 0, "read": 0, "vanished_bytes": 0}
+        self.vanished: list[str] = []
+        self.unstable: list[str] = []
         self.dir_tries: dict[str, int] = {}
         self._ids = 0
+        self.listed: set[str] = set()                 # file paths of this listing (a move's old path must be gone)
+        self.maybe_moved: list[tuple[str, object, Entry]] = []
+        self._by_key: dict[tuple, Entry | None] | None = None
 
     def run(self, pool: ReaderPool, sub_path: str | None) -> None:
         self.pool = pool
@@ -116,8 +135,11 @@ class _Walk:
                                      hint="Fix the sub_path of the fileshare-sync-requested event.")
             self.manifest.entries.append(Entry(sub_path, True, 0, st.mtime_ns, st.attrs))
         self._list(sub_path or "")
-        while self.dirs_open or self.files:
+        while self.dirs_open or self.files or self.maybe_moved:
             self.packer.check()
+            if not self.dirs_open and self.maybe_moved:
+                self._resolve_moves()                 # the whole tree is listed: old paths known gone or not
+                continue
             if self.sync.cancelled.is_set():
                 raise TransientError("the worker is shutting down; the snapshot resumes from the stored packs")
             now = time.monotonic()
@@ -183,16 +205,56 @@ class _Walk:
                 self.manifest.entries.append(Entry(path, True, 0, st.mtime_ns, st.attrs))
                 self._list(path)
                 continue
+            self.listed.add(path)
             prev = self.previous.get(path)
-            if prev is not None and not prev.is_dir and not prev.unstable and \
-                    (prev.size, prev.mtime_ns, prev.attrs) == (st.size, st.mtime_ns, st.attrs) and \
-                    all(b in self.packer.repo.index for b in prev.blobs):
+            if prev is not None and self._reusable(prev, st):
                 self.manifest.entries.append(prev)
                 self.counts["unchanged"] += 1
                 continue
-            self._ids += 1
-            self.files[self._ids] = [path, st, 0, "new" if prev is None else "changed"]
-            self._queue(self._ids)
+            moved = self._moved_from(st) if prev is None else None
+            if moved is not None:
+                self.maybe_moved.append((path, st, moved))
+                continue
+            self._read(path, st, "new" if prev is None else "changed")
+
+    def _read(self, path: str, st, how: str) -> None:
+        self._ids += 1
+        self.files[self._ids] = [path, st, 0, how]
+        self._queue(self._ids)
+
+    def _reusable(self, prev: Entry, st) -> bool:
+        return not prev.is_dir and not prev.unstable and \
+            (prev.size, prev.mtime_ns, prev.attrs) == (st.size, st.mtime_ns, st.attrs) and \
+            all(b in self.packer.repo.index for b in prev.blobs)
+
+    def _moved_from(self, st) -> Entry | None:
+        """The one file of the previous snapshot with ``st``'s size, mtime and attributes (None if none or several:
+        several files alike cannot tell which one moved). Empty files need no reading anyway."""
+        if not st.size or not self.previous:
+            return None
+        if self._by_key is None:
+            self._by_key = {}
+            for e in self.previous.values():
+                if not e.is_dir and e.size:
+                    key = (e.size, e.mtime_ns, e.attrs)
+                    self._by_key[key] = None if key in self._by_key else e
+        prev = self._by_key.get((st.size, st.mtime_ns, st.attrs))
+        return prev if prev is not None and self._reusable(prev, st) else None
+
+    def _resolve_moves(self) -> None:
+        """Carry a candidate over when the previous file's path is gone from this listing (it moved, not copied);
+        every other candidate is read like any new file."""
+        candidates, self.maybe_moved = self.maybe_moved, []
+        claimed: set[str] = set()
+        for path, st, prev in candidates:
+            if prev.path in self.listed or prev.path in claimed:
+                self._read(path, st, "new")
+                continue
+            claimed.add(prev.path)
+            self.manifest.entries.append(Entry(path, False, prev.size, prev.mtime_ns, prev.attrs, prev.sha256,
+                                               prev.blobs))
+            self.counts["unchanged"] += 1
+            self.counts["moved"] += 1
 
     def _on_dir_fail(self, rel: str, kind: str, message: str) -> None:
         tries = self.dir_tries.get(rel, 0)
@@ -201,8 +263,16 @@ class _Walk:
             self._defer(("list", rel))                  # still counted in dirs_open
             return
         self.dirs_open -= 1
-        if kind != "vanished":
+        if kind == "vanished":
+            self.manifest.entries = [e for e in self.manifest.entries if e.path != rel]   # rare: a full pass is fine
+            self._vanish(rel + "/", message)
+        else:
             self._skip(rel + "/", message, kind)
+
+    def _vanish(self, path: str, message: str, read: int = 0) -> None:
+        self.vanished.append(path)
+        self.counts["vanished_bytes"] += read
+        self.sync.log.info("%s vanished during the sync (%s): not in this snapshot", path, message)
 
     def _on_blob(self, blob: str, data: bytes) -> None:
         self.packer.add(blob, data)
@@ -214,12 +284,13 @@ class _Walk:
                                            tuple(blobs), unstable))
         self.counts[how] += 1
         self.counts["read"] += after.size
-        self.counts["unstable"] += unstable
         self.sync.progress("read", after.size)
         if unstable:
-            self.sync.log.warning("%s kept changing while it was read; stored as last read", rel)
+            self.unstable.append(rel)
+            self.sync.log.warning("%s kept changing while it was read; stored as last read (the snapshot is partial)",
+                                  rel)
 
-    def _on_file_fail(self, file_id: int, kind: str, message: str) -> None:
+    def _on_file_fail(self, file_id: int, kind: str, message: str, read: int = 0) -> None:
         self.reading -= 1
         state = self.files[file_id]
         if kind in ("locked", "denied", "changed") and state[2] < self.s.retries:
@@ -227,7 +298,9 @@ class _Walk:
             self._defer(("read", file_id))
             return
         del self.files[file_id]
-        if kind != "vanished":
+        if kind == "vanished":
+            self._vanish(state[0], message, read)
+        else:
             self._skip(state[0], message, kind)
 
     def _on_fatal(self, transient: bool, name: str, message: str, hint: str) -> None:
@@ -242,9 +315,12 @@ class _Walk:
         return {"snapshot_id": m.snapshot_id, "source": m.source, "sub_path": m.sub_path,
                 "files": len(present), "dirs": sum(1 for _ in m.dirs()), "bytes": m.total_bytes,
                 "files_new": self.counts["new"], "files_changed": self.counts["changed"],
-                "files_unchanged": self.counts["unchanged"], "files_removed": removed,
+                "files_unchanged": self.counts["unchanged"], "files_moved": self.counts["moved"],
+                "files_removed": removed,
                 "bytes_read": self.counts["read"], "new_bytes": packer.new_bytes,
                 "stored_bytes": packer.stored_bytes, "packs": packer.packs,
                 "skipped": m.skipped[:100], "skipped_count": len(m.skipped),
-                "changed_while_read": self.counts["unstable"], "partial": m.partial,
+                "changed_while_read": len(self.unstable), "unstable": sorted(self.unstable)[:MAX_LISTED],
+                "vanished": sorted(self.vanished)[:MAX_LISTED], "vanished_count": len(self.vanished),
+                "vanished_bytes": self.counts["vanished_bytes"], "partial": m.partial,
                 "parent_snapshot_id": m.parent, "duration_seconds": round(duration, 3)}
