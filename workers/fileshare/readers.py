@@ -24,6 +24,7 @@ import time
 import traceback
 from typing import Any, Callable
 
+from workers.fileshare.budget import large_buffers_mapped
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.manifest import file_sha256
 from workers.fileshare.tree import FileProblem, Stat, Tree, tree_from_spec
@@ -145,6 +146,7 @@ def serve(reader: Reader, tasks: Any, results: Any) -> None:
 def process_main(spec: dict, chunk_avg: int, chunk_kind: str, known: bytes, reread: int, threads: int,
                  tasks: Any, results: Any) -> None:
     """Entry point of a reader process (spawned): its own session, ``threads`` reader threads."""
+    large_buffers_mapped()
     try:
         tree = tree_from_spec(dict(spec))
         tree.connect()

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 
+from workers.fileshare.budget import packing_floor, stream_cost
 from workers.runtime.section import Section
 
 MiB = 1024 * 1024
@@ -31,6 +32,10 @@ class FileshareSettings(Section):
                            "or below APPSVC_DR_STORE__S3_PART_SIZE so a pack is one S3 part")
     chunk_avg: int = Field(default=MiB, ge=64 * 1024, le=4 * MiB, description="Average chunk of a large file "
                            "(content-defined; min avg/4, max avg*4)")
+    memory_budget: int = Field(default=128 * MiB, ge=32 * MiB, description="Bytes of file content one sync may "
+                               "hold at once: reads in flight, packs being filled and uploaded (see "
+                               "workers/fileshare/budget.py). With the defaults the worker process peaks near "
+                               "70 MiB + this")
     cache_dir: Path = Field(default=Path("~/.cache/appsvc-dr/fileshare"), description="Worker-local cache of "
                             "the last manifest and the index (makes incremental runs cheap when manifests "
                             "are encrypted)")
@@ -39,4 +44,8 @@ class FileshareSettings(Section):
     def _packs_hold_chunks(self) -> "FileshareSettings":
         if self.pack_size < self.chunk_avg * 4:
             raise ValueError("pack_size must be at least 4 × chunk_avg (the largest chunk)")
+        least = packing_floor(self.pack_size) + stream_cost(self.chunk_avg * 4)
+        if self.memory_budget < least:
+            raise ValueError(f"memory_budget must be at least {least // MiB} MiB with this pack_size and chunk_avg "
+                             "(a pack filling, one uploading, one large file read): raise it or lower pack_size")
         return self

@@ -26,18 +26,19 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from contracts.events.fileshare import MAX_LISTED
+from workers.fileshare.budget import Budget, large_buffers_mapped, packing_floor, release_memory
 from workers.fileshare.chunker import Chunker
+from workers.fileshare.feed import Feed
 from workers.fileshare.manifest import Entry, Manifest
 from workers.fileshare.packer import Packer
 from workers.fileshare.paths import path_problem, printable
-from workers.fileshare.readers import SMALL, ReaderPool
+from workers.fileshare.readers import ReaderPool
 from workers.fileshare.repo import Repository
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.tree import SourceDenied, SourceMisconfigured, SourceUnavailable, Tree, join
 from workers.runtime.errors import PermanentError, TransientError
 
 log = logging.getLogger("appsvc_dr.fileshare")
-BATCH_FILES, BATCH_BYTES = 32, 2 << 20
 PACK_MARGIN = 64 * 1024         # room for the artifact format's headers, so an encoded pack fits one S3 part
 
 
@@ -70,6 +71,7 @@ class Sync:
 
     def run(self, snapshot_id: str, stamp: str, set_id: str, sub_path: str | None) -> SyncResult:
         started = time.monotonic()
+        large_buffers_mapped()
         self.tree.connect()
         self.repo.load_index()
         parent = self.repo.latest(self.tree.name, sub_path, before=snapshot_id)
@@ -81,12 +83,31 @@ class Sync:
         manifest = Manifest(snapshot_id, stamp, set_id, self.tree.name, sub_path,
                             parent=parent["snapshot_id"] if parent else None,
                             created_at=datetime.now(timezone.utc).isoformat(), chunker=chunker.params)
+        try:
+            stats = self._read_and_pack(manifest, previous, chunker, sub_path, started)
+        finally:
+            release_memory()                            # the job's buffers went with its frame: back to the system
+        self.log.info("snapshot %s: %d files, %d dirs, %d bytes; %d unchanged (%d moved), %d read (%d bytes), %d new "
+                      "bytes in %d pack(s), %d skipped, %d vanished, %d unstable", snapshot_id, stats["files"],
+                      stats["dirs"], stats["bytes"], stats["files_unchanged"], stats["files_moved"],
+                      stats["files_new"] + stats["files_changed"], stats["bytes_read"], stats["new_bytes"],
+                      stats["packs"], stats["skipped_count"], stats["vanished_count"], stats["changed_while_read"])
+        if stats["vanished_bytes"]:
+            self.log.info("%d bytes were read of files that vanished afterwards; what of them was packed is "
+                          "referenced by no snapshot and is reclaimed by the next prune", stats["vanished_bytes"])
+        return SyncResult(manifest, stats)
+
+    def _read_and_pack(self, manifest: Manifest, previous: Manifest | None, chunker: Chunker, sub_path: str | None,
+                       started: float) -> dict:
+        """Walk, read and pack into ``manifest``; the budget, buffers, readers and packer live only here."""
+        budget = Budget(self.s.memory_budget - packing_floor(self.s.pack_size))
         packer = Packer(self.repo, target=self.s.pack_size - PACK_MARGIN, uploads=self.s.uploads,
-                        progress=self.progress)
-        walk = _Walk(self, manifest, {e.path: e for e in previous.entries} if previous else {}, packer)
+                        progress=self.progress, budget=budget)
         pool = ReaderPool(self.tree, chunker, store=packer.add, reread=self.s.reread,
                           threads=self.s.transfers, processes=self.processes(),
                           known_ids=self.repo.index.sorted_ids)
+        walk = _Walk(self, manifest, {e.path: e for e in previous.entries} if previous else {}, packer,
+                     Feed(budget, chunker.max, pool.submit))
         try:
             walk.run(pool, sub_path)
             pool.close()
@@ -98,24 +119,16 @@ class Sync:
             raise
         manifest.sort()
         manifest.partial = bool(manifest.skipped or walk.unstable)
-        stats = walk.stats(packer, previous, time.monotonic() - started)
-        self.log.info("snapshot %s: %d files, %d dirs, %d bytes; %d unchanged (%d moved), %d read (%d bytes), %d new "
-                      "bytes in %d pack(s), %d skipped, %d vanished, %d unstable", snapshot_id, stats["files"],
-                      stats["dirs"], stats["bytes"], stats["files_unchanged"], stats["files_moved"],
-                      stats["files_new"] + stats["files_changed"], stats["bytes_read"], stats["new_bytes"],
-                      stats["packs"], stats["skipped_count"], stats["vanished_count"], stats["changed_while_read"])
-        if stats["vanished_bytes"]:
-            self.log.info("%d bytes were read of files that vanished afterwards; what of them was packed is "
-                          "referenced by no snapshot and is reclaimed by the next prune", stats["vanished_bytes"])
-        return SyncResult(manifest, stats)
+        return walk.stats(packer, previous, time.monotonic() - started)
 
 
 class _Walk:
-    def __init__(self, sync: Sync, manifest: Manifest, previous: dict[str, Entry], packer: Packer) -> None:
+    def __init__(self, sync: Sync, manifest: Manifest, previous: dict[str, Entry], packer: Packer,
+                 feed: Feed) -> None:
         self.sync, self.s, self.manifest, self.previous, self.packer = sync, sync.s, manifest, previous, packer
+        self.feed = feed
         self.files: dict[int, list] = {}             # file id -> [rel, listed Stat, tries, "new"/"changed"]
-        self.batch: list[tuple] = []
-        self.batch_bytes = self.reading = self.dirs_open = 0
+        self.dirs_open = 0
         self.deferred: list[tuple[float, int, tuple]] = []
         self.counts = {"new": 0, "changed": 0, "unchanged": 0, "moved": 0, "read": 0, "vanished_bytes": 0}
         self.vanished: list[str] = []
@@ -146,8 +159,9 @@ class _Walk:
             while self.deferred and self.deferred[0][0] <= now:
                 _, _, task = heapq.heappop(self.deferred)
                 self._retry(task)
-            if self.batch and (not self.dirs_open or self.reading < 2 * pool.count):
-                self._flush()
+            if not self.dirs_open or self.feed.reading < 2 * pool.count:
+                self.feed.seal()
+            self.feed.pump()
             message = pool.get(timeout=0.1)
             if message is None:
                 if pool.dead():
@@ -169,19 +183,7 @@ class _Walk:
 
     def _queue(self, file_id: int) -> None:
         rel, listed = self.files[file_id][:2]
-        if listed.size > SMALL:
-            self.reading += 1
-            self.pool.submit(("read", [(file_id, rel, listed)]))
-            return
-        self.batch.append((file_id, rel, listed))
-        self.batch_bytes += listed.size
-        if len(self.batch) >= BATCH_FILES or self.batch_bytes >= BATCH_BYTES:
-            self._flush()
-
-    def _flush(self) -> None:
-        self.reading += len(self.batch)
-        self.pool.submit(("read", self.batch))
-        self.batch, self.batch_bytes = [], 0
+        self.feed.add(file_id, rel, listed)
 
     def _defer(self, task: tuple) -> None:
         heapq.heappush(self.deferred, (time.monotonic() + self.s.wait, id(task), task))
@@ -279,7 +281,7 @@ class _Walk:
 
     def _on_file(self, file_id: int, sha256: str, after, blobs: list, unstable: bool) -> None:
         rel, _, _, how = self.files.pop(file_id)
-        self.reading -= 1
+        self.feed.done(file_id)
         self.manifest.entries.append(Entry(rel, False, after.size, after.mtime_ns, after.attrs, sha256,
                                            tuple(blobs), unstable))
         self.counts[how] += 1
@@ -291,7 +293,7 @@ class _Walk:
                                   rel)
 
     def _on_file_fail(self, file_id: int, kind: str, message: str, read: int = 0) -> None:
-        self.reading -= 1
+        self.feed.done(file_id)
         state = self.files[file_id]
         if kind in ("locked", "denied", "changed") and state[2] < self.s.retries:
             state[2] += 1
