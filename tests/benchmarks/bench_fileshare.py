@@ -265,6 +265,7 @@ def memory_child(spec_json: str) -> None:
 def measure(argv: list[str], spec: dict) -> dict:
     """Run ``argv`` (``spec`` in its environment: it holds the share's password) to completion, sampling its
     process tree: peak RSS per process, peak of the tree's sum."""
+    started = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env={**os.environ, "BENCH_MEMORY_SPEC": json.dumps(spec)})
     peaks: dict[int, float] = {}
     tree_peak = 0.0
@@ -280,18 +281,18 @@ def measure(argv: list[str], spec: dict) -> dict:
     own = json.loads(out.strip().splitlines()[-1])
     others = sorted((peak for pid, peak in peaks.items() if pid != proc.pid), reverse=True)
     return {"worker": max(peaks.get(proc.pid, 0.0), own["peak"]), "readers": others, "tree": tree_peak,
-            "before": own["before"], "after": own["after"]}
+            "before": own["before"], "after": own["after"], "seconds": time.monotonic() - started}
 
 
 def memory_row(label: str, m: dict) -> str:
     readers = ", ".join(f"{r:.0f}" for r in m["readers"]) or "-"
     return (f"| {label:30} | {m['worker']:6.0f} | {readers:>16} | {m['tree']:6.0f} | {m['before']:5.0f} → "
-            f"{m['after']:5.0f} |")
+            f"{m['after']:5.0f} | {m['seconds']:7.1f} |")
 
 
 def memory_cases(smb, s3, cert_pem: bytes, cache: Path, args: argparse.Namespace) -> list[str]:
     rows = ["| memory case (default settings) | worker peak MiB | reader processes' peaks MiB | tree peak MiB "
-            "| worker RSS before → after the job |", "|---|---|---|---|---|"]
+            "| worker RSS before → after the job | seconds |", "|---|---|---|---|---|---|"]
     cases = [(c, label, small, n) for c, label, small, n in (
         ("m", f"(m) {args.big} x {args.big_mib} MiB", False, args.big),
         ("n", f"(n) {args.files} files 4-64 KiB", True, args.files)) if c in args.cases]

@@ -30,6 +30,7 @@ from workers.fileshare.budget import Budget, large_buffers_mapped, packing_floor
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.feed import Feed
 from workers.fileshare.manifest import Entry, Manifest
+from workers.fileshare.moves import Moves
 from workers.fileshare.packer import Packer
 from workers.fileshare.paths import path_problem, printable
 from workers.fileshare.readers import ReaderPool
@@ -39,6 +40,7 @@ from workers.fileshare.tree import SourceDenied, SourceMisconfigured, SourceUnav
 from workers.runtime.errors import PermanentError, TransientError
 
 log = logging.getLogger("appsvc_dr.fileshare")
+DEFAULT_PROCESSES = 2           # with the default budget: worker + readers stay <= 300 MiB (bench_fileshare (n))
 PACK_MARGIN = 64 * 1024         # room for the artifact format's headers, so an encoded pack fits one S3 part
 
 
@@ -67,7 +69,7 @@ class Sync:
     def processes(self) -> int:
         if self.tree.spec()["kind"] != "smb":
             return 0
-        return self.s.processes or max(1, min(os.cpu_count() or 1, 4))
+        return self.s.processes or max(1, min(os.cpu_count() or 1, DEFAULT_PROCESSES))
 
     def run(self, snapshot_id: str, stamp: str, set_id: str, sub_path: str | None) -> SyncResult:
         started = time.monotonic()
@@ -135,9 +137,7 @@ class _Walk:
         self.unstable: list[str] = []
         self.dir_tries: dict[str, int] = {}
         self._ids = 0
-        self.listed: set[str] = set()                 # file paths of this listing (a move's old path must be gone)
-        self.maybe_moved: list[tuple[str, object, Entry]] = []
-        self._by_key: dict[tuple, Entry | None] | None = None
+        self.moves = Moves(previous)
 
     def run(self, pool: ReaderPool, sub_path: str | None) -> None:
         self.pool = pool
@@ -148,9 +148,9 @@ class _Walk:
                                      hint="Fix the sub_path of the fileshare-sync-requested event.")
             self.manifest.entries.append(Entry(sub_path, True, 0, st.mtime_ns, st.attrs))
         self._list(sub_path or "")
-        while self.dirs_open or self.files or self.maybe_moved:
+        while self.dirs_open or self.files or self.moves.pending:
             self.packer.check()
-            if not self.dirs_open and self.maybe_moved:
+            if not self.dirs_open and self.moves.pending:
                 self._resolve_moves()                 # the whole tree is listed: old paths known gone or not
                 continue
             if self.sync.cancelled.is_set():
@@ -207,15 +207,14 @@ class _Walk:
                 self.manifest.entries.append(Entry(path, True, 0, st.mtime_ns, st.attrs))
                 self._list(path)
                 continue
-            self.listed.add(path)
             prev = self.previous.get(path)
-            if prev is not None and self._reusable(prev, st):
-                self.manifest.entries.append(prev)
-                self.counts["unchanged"] += 1
-                continue
-            moved = self._moved_from(st) if prev is None else None
-            if moved is not None:
-                self.maybe_moved.append((path, st, moved))
+            if prev is not None:
+                self.moves.still_listed(prev)
+                if self._reusable(prev, st):
+                    self.manifest.entries.append(prev)
+                    self.counts["unchanged"] += 1
+                    continue
+            elif self.moves.candidate(path, st):
                 continue
             self._read(path, st, "new" if prev is None else "changed")
 
@@ -229,30 +228,11 @@ class _Walk:
             (prev.size, prev.mtime_ns, prev.attrs) == (st.size, st.mtime_ns, st.attrs) and \
             all(b in self.packer.repo.index for b in prev.blobs)
 
-    def _moved_from(self, st) -> Entry | None:
-        """The one file of the previous snapshot with ``st``'s size, mtime and attributes (None if none or several:
-        several files alike cannot tell which one moved). Empty files need no reading anyway."""
-        if not st.size or not self.previous:
-            return None
-        if self._by_key is None:
-            self._by_key = {}
-            for e in self.previous.values():
-                if not e.is_dir and e.size:
-                    key = (e.size, e.mtime_ns, e.attrs)
-                    self._by_key[key] = None if key in self._by_key else e
-        prev = self._by_key.get((st.size, st.mtime_ns, st.attrs))
-        return prev if prev is not None and self._reusable(prev, st) else None
-
     def _resolve_moves(self) -> None:
-        """Carry a candidate over when the previous file's path is gone from this listing (it moved, not copied);
-        every other candidate is read like any new file."""
-        candidates, self.maybe_moved = self.maybe_moved, []
-        claimed: set[str] = set()
-        for path, st, prev in candidates:
-            if prev.path in self.listed or prev.path in claimed:
+        for path, st, prev in self.moves.resolve():
+            if prev is None or not self._reusable(prev, st):
                 self._read(path, st, "new")
                 continue
-            claimed.add(prev.path)
             self.manifest.entries.append(Entry(path, False, prev.size, prev.mtime_ns, prev.attrs, prev.sha256,
                                                prev.blobs))
             self.counts["unchanged"] += 1
