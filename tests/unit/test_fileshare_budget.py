@@ -78,30 +78,28 @@ def test_extra_uploads_run_only_on_free_budget_and_the_floor_keeps_packing_going
                 running[0] -= 1
         return real_put(key, stream, size, metadata, **kw)
 
+    def six_packs(budget: Budget, pause: float) -> Packer:
+        running[0] = most[0] = 0
+        packer = Packer(Repository(ArtifactStore(store), "stamp1"), target=MiB, uploads=3, budget=budget)
+        releaser = threading.Thread(target=lambda: [gate.release() or threading.Event().wait(pause)
+                                                    for _ in range(6)])
+        releaser.start()
+        for _ in range(6):
+            packer.add(os.urandom(32).hex(), os.urandom(MiB - 100))
+        packer.finish()
+        releaser.join()
+        return packer
+
     store.put = slow_put
-    repo = Repository(ArtifactStore(store), "stamp1")
     budget = Budget(10 * MiB)
     assert budget.try_take(10 * MiB)                    # readers hold it all
-    packer = Packer(repo, target=MiB, uploads=3, budget=budget)
-    releaser = threading.Thread(target=lambda: [gate.release() or threading.Event().wait(0.05) for _ in range(6)])
-    releaser.start()
     # When six packs' worth of blobs are added
-    for i in range(6):
-        packer.add(os.urandom(32).hex(), os.urandom(MiB - 100))
-    packer.finish()
-    releaser.join()
+    packer = six_packs(budget, 0.05)
     # Then every pack was stored, one upload at a time (no budget for more), and the budget is untouched
     assert packer.packs == 6 and most[0] == 1 and budget.taken == 10 * MiB
     # And with budget free, uploads run side by side and give it back
     budget.give(10 * MiB)
-    running[0] = most[0] = 0
-    packer = Packer(repo, target=MiB, uploads=3, budget=budget)
-    releaser = threading.Thread(target=lambda: [gate.release() or threading.Event().wait(0.2) for _ in range(6)])
-    releaser.start()
-    for i in range(6):
-        packer.add(os.urandom(32).hex(), os.urandom(MiB - 100))
-    packer.finish()
-    releaser.join()
+    packer = six_packs(budget, 0.2)
     assert packer.packs == 6 and most[0] >= 2 and budget.taken == 0
 
 
