@@ -79,8 +79,8 @@ class FileshareSyncedPayload(Payload):
                                                   "the snapshot, which is still complete for what exists")
     vanished_count: int = Field(default=0, ge=0)
     vanished_bytes: int = Field(default=0, ge=0, description="Bytes already read of files that then vanished; "
-                                "what of them was packed is referenced by no snapshot until the next prune "
-                                "reclaims it")
+                                "what of them was packed is referenced by no snapshot: prune counts it as "
+                                "unused and reclaims it with its pack")
     partial: bool = Field(description="Something was skipped or stored while still changing: the snapshot is "
                                       "not a complete, consistent copy")
     parent_snapshot_id: Name | None = None

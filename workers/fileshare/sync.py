@@ -10,7 +10,8 @@ skipped.
 
 Accounting: a file (or directory) listed but gone when read is *vanished*: counted and listed, not in the
 snapshot, which stays complete. Bytes of it already read (a large file deleted while it was streamed) may sit in
-packs that no snapshot references: the next prune reclaims them (``vanished_bytes`` says how much was read). A
+packs as blobs no snapshot references (``vanished_bytes`` says how much was read): prune counts them as unused
+and reclaims them with their pack (deleted once wholly unused, or repacked below ``--repack-below``). A
 file still changing after ``reread`` re-reads is stored as last read, *unstable*: listed, and the snapshot is
 partial (the handler sends a warning).
 """
@@ -96,7 +97,8 @@ class Sync:
                       stats["packs"], stats["skipped_count"], stats["vanished_count"], stats["changed_while_read"])
         if stats["vanished_bytes"]:
             self.log.info("%d bytes were read of files that vanished afterwards; what of them was packed is "
-                          "referenced by no snapshot and is reclaimed by the next prune", stats["vanished_bytes"])
+                          "referenced by no snapshot: prune counts it as unused and reclaims it with its pack",
+                          stats["vanished_bytes"])
         return SyncResult(manifest, stats)
 
     def _read_and_pack(self, manifest: Manifest, previous: Manifest | None, chunker: Chunker, sub_path: str | None,
