@@ -7,8 +7,8 @@ Memory is bounded by the sync's :class:`~workers.fileshare.budget.Budget`: the p
 are the packer's own floor (always possible, so packing never waits for readers); each further upload (up to
 ``uploads``) runs only while the shared budget has room for it, else a sealed pack waits for an upload to end
 (``add`` blocks meanwhile: back-pressure on the readers). The buffer of the floor's upload is reused for the
-next pack (no new 16 MiB to page-fault); those of further uploads are freed when they end, and all of them with
-the packer at the end of the job.
+next pack (no new buffer to page-fault); those of further uploads are freed when they end, and all of them
+with the packer at the end of the job.
 
 Stored packs are indexed in batches (an index object every ``index_every`` packs, or after ``index_seconds``),
 and whatever is stored but not yet indexed is indexed on ``finish`` and, best effort, on ``abort`` or an
@@ -27,7 +27,7 @@ from workers.fileshare.budget import UPLOAD_COPIES, Budget
 from workers.fileshare.repo import Repository
 
 log = logging.getLogger("appsvc_dr.fileshare")
-# 8 packs (128 MiB at the default size) per index object: 8x fewer small objects to list and load at the start
+# 8 packs (64 MiB at the default size) per index object: 8x fewer small objects to list and load at the start
 # of every sync, and 8x fewer index requests, for at most one batch uploaded again after a crash or outage.
 INDEX_EVERY, INDEX_SECONDS = 8, 30.0
 
