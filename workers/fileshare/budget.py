@@ -20,7 +20,8 @@ import gc
 import threading
 
 MiB = 1 << 20
-M_MMAP_THRESHOLD = -3                   # mallopt parameter (glibc malloc.h)
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # mallopt parameters (glibc malloc.h)
+ARENAS = 2
 READ_WINDOW = 12 * MiB                  # SMB reads of 4 MiB: the encrypted message, its plaintext, the copy handed on
 UPLOAD_COPIES = 3
 
@@ -69,6 +70,8 @@ def large_buffers_mapped() -> None:
     freed) instead of raising its threshold after the first free: read windows and packs never linger in an
     arena. Process-wide and best effort (a no-op where ``mallopt`` does not exist)."""
     try:
-        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MiB)
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, MiB)
+        libc.mallopt(M_ARENA_MAX, ARENAS)
     except (OSError, AttributeError):
         pass

@@ -27,7 +27,7 @@ from workers.fileshare.budget import UPLOAD_COPIES, Budget
 from workers.fileshare.repo import Repository
 
 log = logging.getLogger("appsvc_dr.fileshare")
-# 8 packs (64 MiB at the default size) per index object: 8x fewer small objects to list and load at the start
+# 8 packs (128 MiB at the default size) per index object: 8x fewer small objects to list and load at the start
 # of every sync, and 8x fewer index requests, for at most one batch uploaded again after a crash or outage.
 INDEX_EVERY, INDEX_SECONDS = 8, 30.0
 

@@ -20,16 +20,17 @@ class FileshareSettings(Section):
     port: int = Field(default=445, ge=1, le=65535)
     encrypt: bool = Field(default=True, description="Require SMB 3 encryption of the traffic")
     transfers: int = Field(default=8, ge=1, le=64, description="Files read at once (across processes)")
-    processes: int = Field(default=0, ge=0, le=16, description="Reader processes for SMB sources; 0 = one per "
-                           "CPU, at most 2 (each ~75 MiB: more would take the worker's process tree past 300 MiB). "
-                           "Local sources read with threads in the worker process")
+    processes: int = Field(default=0, ge=0, le=16, description="Reader processes for SMB sources; 0 = one "
+                           "(each costs ~75 MiB: more take the worker's process tree past 300 MiB; on a host with "
+                           "CPUs and memory to spare, 2-4 read many small files faster). Local sources read with "
+                           "threads in the worker process")
     uploads: int = Field(default=2, ge=1, le=16, description="Packs uploaded at once")
     retries: int = Field(default=3, ge=0, description="Retries of a locked / denied file (like robocopy /R)")
     wait: float = Field(default=5.0, ge=0, description="Seconds between those retries (like robocopy /W)")
     reread: int = Field(default=2, ge=0, description="Re-reads of a file that changed while it was read")
     fail_on_skipped: bool = Field(default=False, description="Fail the job (instead of a partial snapshot and a "
                                   "warning) when files had to be skipped")
-    pack_size: int = Field(default=8 * MiB, ge=MiB, le=256 * MiB, description="Largest pack object; keep it at "
+    pack_size: int = Field(default=16 * MiB, ge=MiB, le=256 * MiB, description="Largest pack object; keep it at "
                            "or below APPSVC_DR_STORE__S3_PART_SIZE so a pack is one S3 part")
     chunk_avg: int = Field(default=MiB, ge=64 * 1024, le=4 * MiB, description="Average chunk of a large file "
                            "(content-defined; min avg/4, max avg*4)")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from workers.fileshare.tree import SourceDenied, SourceMisconfigured, SourceUnav
 from workers.runtime.errors import PermanentError, TransientError
 
 log = logging.getLogger("appsvc_dr.fileshare")
-DEFAULT_PROCESSES = 2           # with the default budget: worker + readers stay <= 300 MiB (bench_fileshare (n))
+DEFAULT_PROCESSES = 1           # each ~75 MiB: with the default budget the tree stays <= 300 MiB (bench_fileshare n)
 PACK_MARGIN = 64 * 1024         # room for the artifact format's headers, so an encoded pack fits one S3 part
 
 
@@ -70,7 +69,7 @@ class Sync:
     def processes(self) -> int:
         if self.tree.spec()["kind"] != "smb":
             return 0
-        return self.s.processes or max(1, min(os.cpu_count() or 1, DEFAULT_PROCESSES))
+        return self.s.processes or DEFAULT_PROCESSES
 
     def run(self, snapshot_id: str, stamp: str, set_id: str, sub_path: str | None) -> SyncResult:
         started = time.monotonic()
