@@ -68,7 +68,8 @@ def release_memory() -> None:
 def large_buffers_mapped() -> None:
     """Have glibc map every allocation of 1 MiB or more on its own (returned to the system as soon as it is
     freed) instead of raising its threshold after the first free: read windows and packs never linger in an
-    arena. Process-wide and best effort (a no-op where ``mallopt`` does not exist)."""
+    arena; and keep to ``ARENAS`` arenas (one per reader thread would each keep its own freed memory).
+    Process-wide and best effort (a no-op where ``mallopt`` does not exist)."""
     try:
         libc = ctypes.CDLL(None)
         libc.mallopt(M_MMAP_THRESHOLD, MiB)

@@ -34,7 +34,7 @@ class FileshareSettings(Section):
                            "or below APPSVC_DR_STORE__S3_PART_SIZE so a pack is one S3 part")
     chunk_avg: int = Field(default=MiB, ge=64 * 1024, le=4 * MiB, description="Average chunk of a large file "
                            "(content-defined; min avg/4, max avg*4)")
-    memory_budget: int = Field(default=128 * MiB, ge=32 * MiB, description="Bytes of file content one sync may "
+    memory_budget: int = Field(default=112 * MiB, ge=32 * MiB, description="Bytes of file content one sync may "
                                "hold at once: reads in flight, packs being filled and uploaded (see "
                                "workers/fileshare/budget.py). With the defaults the worker process peaks near "
                                "70 MiB + this")
