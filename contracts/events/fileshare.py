@@ -56,6 +56,9 @@ class FileshareSyncedPayload(Payload):
     files_new: int = Field(ge=0, description="Files not in the previous snapshot")
     files_changed: int = Field(ge=0, description="Files whose size, mtime or attributes changed")
     files_unchanged: int = Field(ge=0, description="Files carried over without being read")
+    files_moved: int = Field(default=0, ge=0, description="Files found under a new path with the size, mtime and "
+                             "attributes of a file of the previous snapshot whose path is gone (a rename): "
+                             "carried over without being read (also counted in files_unchanged)")
     files_removed: int = Field(ge=0, description="Files of the previous snapshot that are gone")
     bytes_read: int = Field(ge=0, description="Bytes read from the share")
     new_bytes: int = Field(ge=0, description="Bytes of content not stored before (deduplicated)")
@@ -67,7 +70,19 @@ class FileshareSyncedPayload(Payload):
     skipped_count: int = Field(default=0, ge=0)
     changed_while_read: int = Field(default=0, ge=0, description="Files still changing after re-reads: stored "
                                                                  "as last read and marked in the manifest")
-    partial: bool = Field(description="Something was skipped: the snapshot is not a complete copy")
+    unstable: tuple[str, ...] = Field(default=(), max_length=MAX_LISTED,
+                                      description=f"Paths of those files (first {MAX_LISTED}); each makes the "
+                                                  "snapshot partial")
+    vanished: tuple[str, ...] = Field(default=(), max_length=MAX_LISTED,
+                                      description=f"Files and directories ('/' at the end) listed but gone when "
+                                                  f"read (deleted during the sync; first {MAX_LISTED}): not in "
+                                                  "the snapshot, which is still complete for what exists")
+    vanished_count: int = Field(default=0, ge=0)
+    vanished_bytes: int = Field(default=0, ge=0, description="Bytes already read of files that then vanished; "
+                                "what of them was packed is referenced by no snapshot: prune counts it as "
+                                "unused and reclaims it with its pack")
+    partial: bool = Field(description="Something was skipped or stored while still changing: the snapshot is "
+                                      "not a complete, consistent copy")
     parent_snapshot_id: Name | None = None
     manifest_key: str = Field(description="Object key of the (compressed, encrypted) snapshot manifest")
     duration_seconds: float = Field(ge=0)

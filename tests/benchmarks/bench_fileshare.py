@@ -11,11 +11,17 @@ defaults); ``--repeat R`` runs (b) R times, rclone and ours alternately (each a 
 keeps each tool's best time, since a shared 2-core machine swings by a third between runs. Each of our rows
 also reports our CPU seconds (the worker process and its reader processes), and
 per GB read.
+
+Memory cases (not timed against rclone): (m) a first sync of BIG files of BIG_MIB MiB and (n) of FILES small
+files, each in a child process with default settings, sampled every 20 ms: the peak RSS of the worker process,
+of each reader process, the peak of their sum (the process tree), and the worker's RSS before and after the job
+(what a job leaves behind). The goal (issue 13): <= 200 MiB per process, <= 300 MiB for the tree.
 """
 from __future__ import annotations
 
 import argparse
 import filecmp
+import json
 import os
 import random
 import resource
@@ -29,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.fixtures.s3server import moto_s3_server  # noqa: E402
+from tests.benchmarks.procs import descendants, vm_hwm_mib  # noqa: E402
 from tests.fixtures.smbd import smbd_server  # noqa: E402
 from workers.artifacts.service import ArtifactStore  # noqa: E402
 from workers.fileshare.handler import commit  # noqa: E402
@@ -132,7 +139,10 @@ def main() -> None:
     parser.add_argument("--big-mib", type=int, default=BIG_MIB, help="MiB per large file (default %(default)s)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of (b), rclone and ours alternately, each "
                         "a fresh first sync; the best time of each tool counts (default %(default)s)")
+    parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)   # internal: see memory_child
     args = parser.parse_args()
+    if args.memory_child:
+        return memory_child(os.environ.pop("BENCH_MEMORY_SPEC"))
     if set(args.cases) & {"c", "d"} and "a" not in args.cases:
         parser.error("cases c and d re-sync the tree case a stored: include a")
     cert_pem, key_pem = generate_self_signed("bench", 1)
@@ -149,6 +159,8 @@ def main() -> None:
             rows += restore_case(smb, s3, cert, key_pem, cache, args)
         if "f" in args.cases:
             rows += restore_case(smb, s3, cert, key_pem, cache, args, small=True)
+        if set(args.cases) & {"m", "n"}:
+            rows += ["", *memory_cases(smb, s3, cert_pem, cache, args)]
         shutil.rmtree(cache, ignore_errors=True)
     print("\n".join(rows))
 
@@ -226,6 +238,83 @@ def small_cases(smb, s3, cert, cache: Path, args: argparse.Namespace) -> list[st
                  row(f"(d) re-sync, {changed} files changed", "appsvc-dr", o, changed, nbytes, r, stats)]
     s3.reset()
     shutil.rmtree(smb.path / "small")
+    return rows
+
+
+
+# ---- memory (cases m, n) -------------------------------------------------------------------------------------
+def rss_mib(pid: int | str = "self") -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:"))
+    except (OSError, StopIteration, ValueError):
+        return 0.0
+
+
+def memory_child(spec_json: str) -> None:
+    """One first sync with default settings (the worker's job), in this process; prints its RSS before and
+    after the job (after: the job's objects dropped, as the worker's next idle moment)."""
+    spec = json.loads(spec_json)
+    store = ArtifactStore(S3Store(spec["endpoint"], spec["access_key"], spec["secret_key"], spec["bucket"],
+                                  secure=False), certificate=load_certificate(spec["cert"].encode()))
+    settings = FileshareSettings(source=spec["unc"], username=spec["username"], password=spec["password"],
+                                 port=spec["port"], cache_dir=Path(spec["cache"]),
+                                 **json.loads(os.environ.get("BENCH_FILESHARE_SETTINGS", "{}")))
+    before = rss_mib()
+    repo = Repository(store, "bench", cache_dir=Path(spec["cache"]))
+    tree = open_tree(spec["unc"], username=spec["username"], password=spec["password"], port=spec["port"])
+    result = Sync(settings, repo, tree).run(spec["sid"], "bench", spec["sid"], None)
+    commit(repo, result)
+    tree.close()
+    del result, repo, tree
+    time.sleep(1.0)
+    print(json.dumps({"before": before, "after": rss_mib(), "peak": vm_hwm_mib()}))
+
+
+def measure(argv: list[str], spec: dict) -> dict:
+    """Run ``argv`` (``spec`` in its environment: it holds the share's password) to completion, sampling its
+    process tree: peak RSS per process, peak of the tree's sum."""
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env={**os.environ, "BENCH_MEMORY_SPEC": json.dumps(spec)})
+    peaks: dict[int, float] = {}
+    tree_peak = 0.0
+    while proc.poll() is None:
+        pids = [proc.pid, *(pid for pid, _ in descendants(proc.pid))]
+        for pid in pids:
+            peaks[pid] = max(peaks.get(pid, 0.0), vm_hwm_mib(pid))
+        tree_peak = max(tree_peak, sum(rss_mib(pid) for pid in pids))
+        time.sleep(0.02)
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"the measured sync failed ({proc.returncode})")
+    own = json.loads(out.strip().splitlines()[-1])
+    others = sorted((peak for pid, peak in peaks.items() if pid != proc.pid), reverse=True)
+    return {"worker": max(peaks.get(proc.pid, 0.0), own["peak"]), "readers": others, "tree": tree_peak,
+            "before": own["before"], "after": own["after"], "seconds": time.monotonic() - started}
+
+
+def memory_row(label: str, m: dict) -> str:
+    readers = ", ".join(f"{r:.0f}" for r in m["readers"]) or "-"
+    return (f"| {label:30} | {m['worker']:6.0f} | {readers:>16} | {m['tree']:6.0f} | {m['before']:5.0f} → "
+            f"{m['after']:5.0f} | {m['seconds']:7.1f} |")
+
+
+def memory_cases(smb, s3, cert_pem: bytes, cache: Path, args: argparse.Namespace) -> list[str]:
+    rows = ["| memory case (default settings) | worker peak MiB | reader processes' peaks MiB | tree peak MiB "
+            "| worker RSS before → after the job | seconds |", "|---|---|---|---|---|---|"]
+    cases = [(c, label, small, n) for c, label, small, n in (
+        ("m", f"(m) {args.big} x {args.big_mib} MiB", False, args.big),
+        ("n", f"(n) {args.files} files 4-64 KiB", True, args.files)) if c in args.cases]
+    for case, label, small, count in cases:
+        folder = f"mem-{case}"
+        populate(smb.path / folder, smb.username, small, count, args.big_mib)
+        spec = {"endpoint": s3.endpoint, "access_key": s3.access_key, "secret_key": s3.secret_key,
+                "bucket": f"mem-{case}", "cert": cert_pem.decode(), "unc": smb.unc(folder),
+                "username": smb.username, "password": smb.password, "port": smb.port,
+                "cache": str(cache / folder), "sid": case}
+        rows.append(memory_row(label, measure([sys.executable, __file__, "--memory-child"], spec)))
+        s3.reset()
+        shutil.rmtree(smb.path / folder)
     return rows
 
 

@@ -49,9 +49,9 @@ def test_first_and_second_snapshot_store_only_new_bytes_and_restore_exactly(tmp_
     second = sync(tmp_path, "s2")
     # Then unchanged files are not read and only the new bytes are stored (plus the big file's changed chunk)
     s = second.stats
-    assert (s["files_new"], s["files_changed"], s["files_removed"]) == (2, 2, 2)
-    assert s["files_unchanged"] == len(sizes) - 4       # modified ×2, deleted, renamed away
-    assert s["bytes_read"] == new_content + 3 * MiB + sizes["site/wwwroot/assets/0/f1.js"]   # renamed: read, not stored
+    assert (s["files_new"], s["files_changed"], s["files_removed"]) == (1, 2, 2)
+    assert s["files_unchanged"] == len(sizes) - 3       # modified ×2, deleted; the renamed one moved (not read)
+    assert s["files_moved"] == 1 and s["bytes_read"] == new_content + 3 * MiB
     assert new_content <= s["new_bytes"] <= new_content + Chunker().max
     # And each snapshot restores to exactly the tree of its time
     repo = repo_for(tmp_path)

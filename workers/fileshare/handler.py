@@ -1,6 +1,7 @@
 """The file-share worker: ``backup-due`` (when it names the file share) or ``fileshare-sync-requested`` →
 incremental snapshot → ``fileshare-synced`` + ``artifact-stored`` (the set's ``fileshare/snapshot.json``
-reference, so the catalog counts the component) [+ a warning ``job-failed`` when files were skipped].
+reference, so the catalog counts the component) [+ a warning ``job-failed`` when the snapshot is partial: files
+were skipped, or stored while still changing (unstable); each is named].
 
 Idempotent: the snapshot id derives from the backup set (and sub-path); a redelivered event whose snapshot
 is complete re-emits the stored result. An interrupted snapshot resumes: its packs are indexed as they are
@@ -32,6 +33,9 @@ WORKER = "fileshare"
 SKIPPED_HINT = ("Files in use (or denied) were skipped after {retries} retries {wait:g}s apart (robocopy /R /W); "
                 "they are tried again on the next sync. Close what holds them or schedule the backup when they "
                 "are free. Set APPSVC_DR_FILESHARE__FAIL_ON_SKIPPED=true to fail the job instead.")
+UNSTABLE_HINT = ("Files still being written were stored as last read after {reread} re-reads (marked unstable in "
+                 "the manifest; they are read again on the next sync). Schedule the backup when the sites are "
+                 "quiet, or raise APPSVC_DR_FILESHARE__REREAD.")
 
 
 def snapshot_id(set_id: str, sub_path: str | None) -> str:
@@ -91,7 +95,7 @@ class FileshareHandler:
                 with lock:                  # shared: refused while a prune runs (see workers.fileshare.lock)
                     result = Sync(s, repo, tree, progress=ctx.progress, cancelled=ctx.cancelled,
                                   logger=ctx.logger).run(sid, event.stamp, event.correlation_id, sub_path)
-                    if result.manifest.partial and s.fail_on_skipped:
+                    if result.stats["skipped_count"] and s.fail_on_skipped:
                         raise TransientError(f"{result.stats['skipped_count']} file(s) could not be read: "
                                              + self._skipped_text(result.stats),
                                              hint=SKIPPED_HINT.format(retries=s.retries, wait=s.wait))
@@ -119,14 +123,28 @@ class FileshareHandler:
         more = summary["skipped_count"] - min(10, len(summary["skipped"]))
         return listed + (f"; and {more} more" if more > 0 else "")
 
+    @staticmethod
+    def _unstable_text(summary: dict) -> str:
+        paths = summary.get("unstable", [])
+        more = summary.get("changed_while_read", 0) - min(10, len(paths))
+        return "; ".join(paths[:10]) + (f"; and {more} more" if more > 0 else "")
+
     def _warning(self, event: Envelope, summary: dict, ctx: JobContext) -> JobFailed:
         s = self.settings.fileshare
+        parts, hints = [], []
+        if summary["skipped_count"]:
+            parts.append(f"{summary['skipped_count']} skipped: {self._skipped_text(summary)}")
+            hints.append(SKIPPED_HINT.format(retries=s.retries, wait=s.wait))
+        if summary.get("changed_while_read"):
+            parts.append(f"{summary['changed_while_read']} unstable (still changing while read, stored as last "
+                         f"read): {self._unstable_text(summary)}")
+            hints.append(UNSTABLE_HINT.format(reread=s.reread))
         return event.follow_up(JobFailed, JobFailedPayload(
             worker=WORKER, failed_event_id=event.event_id, failed_event_type=event.type,
             error_class="PartialSnapshot",
             message=(f"snapshot {summary['snapshot_id']} of {summary['source']} is partial: "
-                     f"{summary['skipped_count']} skipped: {self._skipped_text(summary)}")[:4000],
-            attempts=ctx.attempt + 1, will_retry=False, hint=SKIPPED_HINT.format(retries=s.retries, wait=s.wait),
+                     + " | ".join(parts))[:4000],
+            attempts=ctx.attempt + 1, will_retry=False, hint=" ".join(hints)[:2000],
             severity="warning"), source=f"worker:{WORKER}")
 
 

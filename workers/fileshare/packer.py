@@ -3,9 +3,12 @@
 ``add`` is thread-safe: reader threads of this process copy a chunk straight from their read buffer into the
 pack being filled (one copy, no hop through a queue); blobs from reader processes come through the sync.
 
-Memory stays bounded and steady: packs are filled in at most ``uploads + 2`` preallocated buffers that are
-reused (the one being filled, and sealed packs waiting or uploading); ``add`` blocks while none is free.
-Reusing them avoids allocating (and page-faulting) 16 MiB per pack.
+Memory is bounded by the sync's :class:`~workers.fileshare.budget.Budget`: the pack being filled and one upload
+are the packer's own floor (always possible, so packing never waits for readers); each further upload (up to
+``uploads``) runs only while the shared budget has room for it, else a sealed pack waits for an upload to end
+(``add`` blocks meanwhile: back-pressure on the readers). The buffer of the floor's upload is reused for the
+next pack (no new buffer to page-fault); those of further uploads are freed when they end, and all of them
+with the packer at the end of the job.
 
 Stored packs are indexed in batches (an index object every ``index_every`` packs, or after ``index_seconds``),
 and whatever is stored but not yet indexed is indexed on ``finish`` and, best effort, on ``abort`` or an
@@ -15,12 +18,12 @@ a worker killed outright loses at most the last batch, whose packs are uploaded 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
+from workers.fileshare.budget import UPLOAD_COPIES, Budget
 from workers.fileshare.repo import Repository
 
 log = logging.getLogger("appsvc_dr.fileshare")
@@ -32,15 +35,19 @@ INDEX_EVERY, INDEX_SECONDS = 8, 30.0
 class Packer:
     def __init__(self, repo: Repository, *, target: int, uploads: int = 2,
                  progress: Callable[[str, int], None] = lambda kind, n: None,
-                 index_every: int = INDEX_EVERY, index_seconds: float = INDEX_SECONDS) -> None:
+                 index_every: int = INDEX_EVERY, index_seconds: float = INDEX_SECONDS,
+                 budget: Budget | None = None) -> None:
         self.repo, self.target, self.progress = repo, target, progress
+        self.uploads, self.upload_cost = uploads, UPLOAD_COPIES * target
+        self.budget = budget or Budget(uploads * self.upload_cost)
         self.index_every, self.index_seconds = index_every, index_seconds
         self._buf: bytearray | None = None
         self._len = 0
         self._blobs: list[list] = []
         self._pending: set[str] = set()              # queued, uploading, or stored but not indexed yet
-        self._free: queue.Queue[bytearray] = queue.Queue()
-        self._made, self._limit = 0, uploads + 2
+        self._spare: bytearray | None = None          # the floor upload's buffer, back for the next pack
+        self._floor = threading.Semaphore(1)            # the one upload that needs no budget
+        self._extra = 0                                 # further uploads running on budget
         self._pool = ThreadPoolExecutor(uploads, thread_name_prefix="fileshare-pack")
         self._futures: list[Future] = []
         self._lock = threading.Lock()                # the pack being filled
@@ -65,7 +72,6 @@ class Packer:
             if self._buf is None:
                 self._buf = self._take()
             if size > len(self._buf):                   # a chunk larger than a pack: a pack of its own
-                self._free.put(self._buf)
                 self._buf = bytearray(size)
             self._buf[self._len:self._len + size] = data
             self._blobs.append([blob, self._len, size])
@@ -80,29 +86,32 @@ class Packer:
         self._raise()
 
     def _take(self) -> bytearray:
+        buf, self._spare = self._spare, None
+        return buf if buf is not None else bytearray(self.target)
+
+    def _slot(self) -> int:
+        """Wait for an upload slot: the floor's (cost 0) or a further one the budget has room for (its cost)."""
         while True:
             self._raise()
-            try:
-                return self._free.get_nowait()
-            except queue.Empty:
-                pass
-            if self._made < self._limit:
-                self._made += 1
-                return bytearray(self.target)
-            try:
-                return self._free.get(timeout=0.5)
-            except queue.Empty:
-                continue
+            if self._floor.acquire(blocking=False):
+                return 0
+            with self._stats:
+                if self._extra < self.uploads - 1 and self.budget.try_take(self.upload_cost):
+                    self._extra += 1
+                    return self.upload_cost
+            if self._floor.acquire(timeout=0.2):
+                return 0
 
     def _seal(self) -> None:
         if not self._blobs:
             return
+        cost = self._slot()
         buf, length, blobs = self._buf, self._len, self._blobs
         self._buf, self._len, self._blobs = None, 0, []
         self._futures = [f for f in self._futures if not f.done()]
-        self._futures.append(self._pool.submit(self._upload, buf, length, blobs))
+        self._futures.append(self._pool.submit(self._upload, buf, length, blobs, cost))
 
-    def _upload(self, buf: bytearray, length: int, blobs: list[list]) -> None:
+    def _upload(self, buf: bytearray, length: int, blobs: list[list], cost: int) -> None:
         try:
             if self._error is not None:
                 return
@@ -120,8 +129,14 @@ class Packer:
         except BaseException as exc:  # noqa: BLE001 - handed to the producers
             self._error = self._error or exc
         finally:
-            if len(buf) == self.target:
-                self._free.put(buf)
+            if cost:
+                with self._stats:
+                    self._extra -= 1
+                self.budget.give(cost)
+            else:
+                if len(buf) == self.target:
+                    self._spare = buf
+                self._floor.release()
 
     def _write_index(self) -> None:
         with self._stats:

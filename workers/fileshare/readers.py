@@ -8,7 +8,9 @@ Results (to the sync), all picklable tuples:
 * ``("dir", rel, [Stat, ...])`` or ``("dir-fail", rel, kind, message)``
 * ``("blob", blob_id, bytes)`` — content not known to this reader process yet (the sync deduplicates
   again); reader threads of the sync's own process hand blobs straight to ``store`` (the packer) instead
-* ``("file", file_id, sha256 or "", Stat, blob_ids, unstable)`` or ``("file-fail", file_id, kind, message)``
+* ``("file", file_id, sha256 or "", Stat, blob_ids, unstable)`` or ``("file-fail", file_id, kind, message,
+  bytes)`` (``bytes``: what was already chunked and handed on before the problem, e.g. a file that vanished
+  after it was read)
 * ``("fatal", transient, class name, message, hint)`` — the tree itself failed (unreachable, bad login)
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 import traceback
 from typing import Any, Callable
 
+from workers.fileshare.budget import large_buffers_mapped
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.manifest import file_sha256
 from workers.fileshare.tree import FileProblem, Stat, Tree, tree_from_spec
@@ -68,6 +71,7 @@ class Reader:
                  reread: int, store: Callable[[str, memoryview], object] | None = None) -> None:
         self.tree, self.chunker, self.known, self.emit, self.reread = tree, chunker, known, emit, reread
         self.store = store
+        self.got = 0                                    # bytes of the current file handed on as blobs so far
 
     def handle(self, task: tuple) -> None:
         if task[0] == "list":
@@ -77,12 +81,14 @@ class Reader:
                 self.emit(("dir-fail", task[1], problem.kind, problem.message))
             return
         for file_id, rel, listed in task[1]:
+            self.got = 0
             try:
                 self.emit(("file", file_id, *self.read(rel, listed)))
             except FileProblem as problem:
-                self.emit(("file-fail", file_id, problem.kind, problem.message))
+                self.emit(("file-fail", file_id, problem.kind, problem.message, self.got))
 
     def _blob(self, data: bytes | memoryview, ids: list[str]) -> None:
+        self.got += len(data)
         blob = hashlib.sha256(data).hexdigest()
         ids.append(blob)
         if self.store is not None:
@@ -140,6 +146,7 @@ def serve(reader: Reader, tasks: Any, results: Any) -> None:
 def process_main(spec: dict, chunk_avg: int, chunk_kind: str, known: bytes, reread: int, threads: int,
                  tasks: Any, results: Any) -> None:
     """Entry point of a reader process (spawned): its own session, ``threads`` reader threads."""
+    large_buffers_mapped()
     try:
         tree = tree_from_spec(dict(spec))
         tree.connect()

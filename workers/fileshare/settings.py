@@ -5,6 +5,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 
+from workers.fileshare.budget import packing_floor, stream_cost
 from workers.runtime.section import Section
 
 MiB = 1024 * 1024
@@ -19,8 +20,10 @@ class FileshareSettings(Section):
     port: int = Field(default=445, ge=1, le=65535)
     encrypt: bool = Field(default=True, description="Require SMB 3 encryption of the traffic")
     transfers: int = Field(default=8, ge=1, le=64, description="Files read at once (across processes)")
-    processes: int = Field(default=0, ge=0, le=16, description="Reader processes for SMB sources; 0 = one per "
-                           "CPU (at most 4). Local sources read with threads in the worker process")
+    processes: int = Field(default=0, ge=0, le=16, description="Reader processes for SMB sources; 0 = one "
+                           "(each costs ~75 MiB: more take the worker's process tree past 300 MiB; on a host with "
+                           "CPUs and memory to spare, 2-4 read many small files faster). Local sources read with "
+                           "threads in the worker process")
     uploads: int = Field(default=2, ge=1, le=16, description="Packs uploaded at once")
     retries: int = Field(default=3, ge=0, description="Retries of a locked / denied file (like robocopy /R)")
     wait: float = Field(default=5.0, ge=0, description="Seconds between those retries (like robocopy /W)")
@@ -31,6 +34,10 @@ class FileshareSettings(Section):
                            "or below APPSVC_DR_STORE__S3_PART_SIZE so a pack is one S3 part")
     chunk_avg: int = Field(default=MiB, ge=64 * 1024, le=4 * MiB, description="Average chunk of a large file "
                            "(content-defined; min avg/4, max avg*4)")
+    memory_budget: int = Field(default=112 * MiB, ge=32 * MiB, description="Bytes of file content one sync may "
+                               "hold at once: reads in flight, packs being filled and uploaded (see "
+                               "workers/fileshare/budget.py). With the defaults the worker process peaks near "
+                               "70 MiB + this")
     cache_dir: Path = Field(default=Path("~/.cache/appsvc-dr/fileshare"), description="Worker-local cache of "
                             "the last manifest and the index (makes incremental runs cheap when manifests "
                             "are encrypted)")
@@ -39,4 +46,8 @@ class FileshareSettings(Section):
     def _packs_hold_chunks(self) -> "FileshareSettings":
         if self.pack_size < self.chunk_avg * 4:
             raise ValueError("pack_size must be at least 4 × chunk_avg (the largest chunk)")
+        least = packing_floor(self.pack_size) + stream_cost(self.chunk_avg * 4)
+        if self.memory_budget < least:
+            raise ValueError(f"memory_budget must be at least {least // MiB} MiB with this pack_size and chunk_avg "
+                             "(a pack filling, one uploading, one large file read): raise it or lower pack_size")
         return self

@@ -1,0 +1,57 @@
+"""What the sync hands to the readers, and when: small files in batches (one request each, many per task),
+large files one per task; a task goes out only when the job's memory budget has room for its bytes (see
+``budget``), so readers never hold more content than budgeted, whatever the file sizes. The sync calls
+``pump`` from its loop (never blocking: it keeps draining results, which give budget back via ``done``).
+"""
+from __future__ import annotations
+
+from collections import deque
+
+from workers.fileshare.budget import Budget, stream_cost
+from workers.fileshare.readers import SMALL
+from workers.fileshare.tree import Stat
+
+BATCH_FILES, BATCH_BYTES = 32, 2 << 20
+
+
+class Feed:
+    def __init__(self, budget: Budget, chunk_max: int, submit) -> None:
+        self.budget, self.submit = budget, submit
+        self.stream = stream_cost(chunk_max)
+        self.batch: list[tuple] = []
+        self.batch_bytes = 0
+        self.ready: deque[tuple[list[tuple], int]] = deque()     # (files, budget cost)
+        self.cost: dict[int, int] = {}                           # file id -> budget it holds while read
+        self.reading = 0
+
+    def add(self, file_id: int, rel: str, listed: Stat) -> None:
+        if listed.size > SMALL:
+            self.ready.append(([(file_id, rel, listed)], self.stream))
+            return
+        self.batch.append((file_id, rel, listed))
+        self.batch_bytes += listed.size
+        if len(self.batch) >= BATCH_FILES or self.batch_bytes >= BATCH_BYTES:
+            self.seal()
+
+    def seal(self) -> None:
+        """The batch being filled is ready to go (full, or nothing more will join it soon)."""
+        if self.batch:
+            self.ready.append((self.batch, 2 * self.batch_bytes))     # read, then cut into blobs on their way
+            self.batch, self.batch_bytes = [], 0
+
+    def pump(self) -> None:
+        while self.ready and self.budget.try_take(self.ready[0][1]):
+            files, _ = self.ready.popleft()
+            for file_id, _, listed in files:
+                self.cost[file_id] = self.stream if listed.size > SMALL else 2 * listed.size
+            self.reading += len(files)
+            self.submit(("read", files))
+
+    def done(self, file_id: int) -> None:
+        """A file's result came back: its budget is free again."""
+        self.reading -= 1
+        self.budget.give(self.cost.pop(file_id, 0))
+
+    @property
+    def idle(self) -> bool:
+        return not (self.batch or self.ready)
