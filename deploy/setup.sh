@@ -47,8 +47,14 @@ fi
 
 # RabbitMQ: start it if it is down (no systemd here), then make sure the management API is on.
 if ! rabbitmqctl -q status >/dev/null 2>&1; then
-    echo "setup: starting RabbitMQ"
-    rabbitmq-server -detached
+    if rabbitmqctl -q ping >/dev/null 2>&1; then
+        # the node runs but its app was stopped (a broker-restart test killed between stop_app and start_app)
+        echo "setup: starting the RabbitMQ app"
+        rabbitmqctl -q start_app
+    else
+        echo "setup: starting RabbitMQ"
+        rabbitmq-server -detached
+    fi
     for _ in $(seq 1 60); do rabbitmqctl -q status >/dev/null 2>&1 && break; sleep 1; done
 fi
 rabbitmq-plugins -q enable rabbitmq_management >/dev/null
