@@ -13,17 +13,22 @@ def d(path: str, mtime: int = 10) -> Entry:
 
 
 def test_manifest_round_trips_unicode_paths_empty_dirs_and_flags():
-    # Given a manifest with an empty directory, a unicode name, a zero-byte file and an unstable file
+    # Given a manifest with an empty directory, a unicode name, a zero-byte file, an unstable file and a file
+    # with the source's 64-bit file id
     m = Manifest("snap-1", "stamp1", "set-1", "smb://fs/share", sub_path=None, parent="snap-0", partial=True,
                  skipped=[{"path": "locked.db", "reason": "in use"}],
                  entries=[d("empty"), f("café/文件 ✓.txt", 3), f("zero", 0), Entry("log", False, 5, 1, 0x20, "b" * 64,
-                                                                                     ("b" * 64,), True)])
+                                                                                     ("b" * 64,), True),
+                          Entry("z", False, 1, 1, 0x20, "c" * 64, ("c" * 64,), file_id=(1 << 64) - 2)])
     # When it is written and read back
     back = Manifest.from_json(m.to_json())
     # Then every field survives
     assert back == m
-    assert [e.path for e in back.dirs()] == ["empty"] and back.total_bytes == 8
+    assert [e.path for e in back.dirs()] == ["empty"] and back.total_bytes == 9
     assert back.entries[3].unstable and not back.entries[1].unstable
+    # And an unknown file id (0) is not written at all: older readers see the entries they know
+    assert back.entries[4].file_id == (1 << 64) - 2 and b'"file_id"' not in Manifest("s", "t", "b", "x", entries=[
+        f("a")]).to_json()
 
 
 def test_diff_names_added_removed_modified_and_touched_entries():

@@ -7,7 +7,10 @@ certificate is configured, encrypted) JSON::
      "skipped": [{"path": ..., "reason": ...}],
      "entries": [{"path": "site", "type": "dir", "mtime_ns": ..., "attrs": 16},
                  {"path": "site/a.txt", "type": "file", "size": 5, "mtime_ns": ..., "attrs": 32,
-                  "sha256": "...", "blobs": ["<sha256 of chunk 1>", ...], "unstable": false}]}
+                  "sha256": "...", "blobs": ["<sha256 of chunk 1>", ...], "unstable": false, "file_id": 123}]}
+
+``file_id`` (optional, absent when 0 = unknown) is the source's id of the file (SMB FileId, local inode): a
+rename keeps it, which lets the next sync carry a moved file over unread (``moves``).
 
 A blob id is the SHA-256 of the chunk's bytes; the index says which pack holds it. A file's content is its
 blob list (restic's model): restore checks every blob against its id and the file against its size.
@@ -33,7 +36,7 @@ from workers.storage.crypto import UnsupportedArtifactError
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 FORMAT, READABLE = 2, (1, 2)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_INT64 = 1 << 63
+_INT64, _UINT64 = 1 << 63, 1 << 64
 
 
 def file_sha256(blobs: list[str] | tuple[str, ...]) -> str:
@@ -51,6 +54,7 @@ class Entry:
     sha256: str = ""                  # "" for a file of several blobs in a format 2 manifest
     blobs: tuple[str, ...] = ()
     unstable: bool = False            # still changing after re-reads: stored as last read
+    file_id: int = 0                  # the source's id of the file (SMB FileId, local inode); 0: unknown
 
     def same_metadata(self, other: "Entry") -> bool:
         """Unchanged for an incremental sync: same kind, size, mtime and attributes."""
@@ -73,6 +77,8 @@ class Entry:
             out["sha256"] = self.sha256
         if self.unstable:
             out["unstable"] = True
+        if self.file_id:
+            out["file_id"] = self.file_id
         return out
 
     @classmethod
@@ -102,7 +108,9 @@ class Entry:
             raise UnsafeEntryError(path, "'sha256' must be 64 lowercase hex digits", where=where)
         if not isinstance(unstable, bool):
             raise UnsafeEntryError(path, "'unstable' must be true or false", where=where)
-        return cls(path, False, number("size", 0, _INT64 - 1), mtime_ns, attrs, sha256, tuple(blobs), unstable)
+        file_id = number("file_id", 0, _UINT64 - 1) if "file_id" in d else 0
+        return cls(path, False, number("size", 0, _INT64 - 1), mtime_ns, attrs, sha256, tuple(blobs), unstable,
+                   file_id)
 
 
 @dataclass

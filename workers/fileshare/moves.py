@@ -1,10 +1,16 @@
 """Files moved since the previous snapshot (a renamed file or directory), carried over without being read.
 
-A path new to this snapshot is a move when its size, mtime and attributes are those of exactly one file of the
-previous snapshot (size > 0, not stored unstable) and that file's own path is no longer listed: which is known
-only once the whole tree is listed, so candidates wait for ``resolve``. Several previous files alike, or the old
-path still present (a copy), or two new paths claiming one old file: the new path is read like any new file.
-Memory: one small-int key per previous file (the previous manifest is in memory already).
+A path new to this snapshot is a move when it is one file of the previous snapshot (size > 0, not stored
+unstable, same size, mtime and attributes) whose own path is no longer listed: which is known only once the
+whole tree is listed, so candidates wait for ``resolve``. Which previous file it is:
+
+* by file id, where the source gives one (SMB FileId, local inode) and the previous entry recorded one: the same
+  id is that file, however many look-alikes there are; a different id is another file, never a move;
+* otherwise by size, mtime and attributes alone, when exactly one previous file has them.
+
+The old path still present (a copy, or a hard link), or two new paths claiming one old file: the new path is
+read like any new file. Memory: one small-int key per previous file, and one id per previous file that has one
+(the previous manifest is in memory already).
 """
 from __future__ import annotations
 
@@ -18,22 +24,30 @@ def _key(size: int, mtime_ns: int, attrs: int) -> int:
 
 class Moves:
     def __init__(self, previous: dict[str, Entry]) -> None:
-        self._sources: dict[int, Entry | None] = {}          # None: several alike, or still at its path
+        self._sources: dict[int, Entry | None] = {}          # None: several alike
+        self._ids: dict[int, Entry | None] = {}              # file id -> entry; None: the id twice (hard links)
         for e in previous.values():
             if not e.is_dir and e.size and not e.unstable:
                 key = _key(e.size, e.mtime_ns, e.attrs)
                 self._sources[key] = None if key in self._sources else e
+                if e.file_id:
+                    self._ids[e.file_id] = None if e.file_id in self._ids else e
+        self._listed: set[int] = set()                       # id() of previous entries whose path is listed
         self.pending: list[tuple[str, Stat, Entry]] = []
 
     def still_listed(self, prev: Entry) -> None:
         """``prev``'s path is in this listing: it did not move (anything alike elsewhere is a copy)."""
-        key = _key(prev.size, prev.mtime_ns, prev.attrs)
-        if self._sources.get(key) is prev:
-            self._sources[key] = None
+        self._listed.add(id(prev))
 
     def candidate(self, path: str, st: Stat) -> bool:
         """Hold ``path`` (new to this snapshot) as a possible move; False if it cannot be one."""
-        prev = self._sources.get(_key(st.size, st.mtime_ns, st.attrs)) if st.size else None
+        if not st.size:
+            return False
+        prev = self._ids.get(st.file_id) if st.file_id and st.file_id in self._ids else None
+        if prev is None and st.file_id not in self._ids:
+            prev = self._sources.get(_key(st.size, st.mtime_ns, st.attrs))
+            if prev is not None and prev.file_id and st.file_id:
+                return False                                  # ids known on both sides, and they differ
         if prev is None or (prev.size, prev.mtime_ns, prev.attrs) != (st.size, st.mtime_ns, st.attrs):
             return False
         self.pending.append((path, st, prev))
@@ -45,8 +59,7 @@ class Moves:
         claimed: set[int] = set()
         out = []
         for path, st, prev in pending:
-            key = _key(prev.size, prev.mtime_ns, prev.attrs)
-            moved = self._sources.get(key) is prev and id(prev) not in claimed
+            moved = id(prev) not in self._listed and id(prev) not in claimed
             claimed.add(id(prev))
             out.append((path, st, prev if moved else None))
         return out

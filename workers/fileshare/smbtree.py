@@ -4,7 +4,8 @@ Every call passes the port explicitly (``DirEntry.stat()`` would forget it and d
 its own connection cache. Two request-saving tricks, since smbprotocol is CPU-bound per process:
 
 * directories are listed with raw QUERY_DIRECTORY requests parsed with ``struct`` (``smbclient.scandir``
-  builds an SMBRawIO per entry, which dominates a 10,000-entry walk);
+  builds an SMBRawIO per entry, which dominates a 10,000-entry walk), as FileIdFullDirectoryInformation: each
+  entry carries the server's 64-bit FileId (0 when unknown), which survives a rename (``moves``);
 * a small file is read with ONE compound request: CREATE + READ + CLOSE(post-query attributes), so the
   "after" size and mtime come back with the data and a file that changed while read is detected for free.
 
@@ -36,13 +37,14 @@ from workers.fileshare.tree import DIRECTORY, FileProblem, SourceDenied, SourceM
     SourceUnavailable, Stat, split_unc
 
 EPOCH = DateTimeField.EPOCH_FILETIME
-_DIR_INFO = struct.Struct("<IIQQQQQQII")           # FileDirectoryInformation up to FileNameLength
+_DIR_INFO = struct.Struct("<IIQQQQQQIIIIQ")        # FileIdFullDirectoryInformation up to FileName
 _CREDENTIALS = {0xC000006D, 0xC000006A, 0xC0000071, 0xC0000072, 0xC000006E, 0xC0000234, 0xC0000193, 0xC0000224}
 _LOCKED = {0xC0000043, 0xC0000054, 0xC0000055}      # SHARING_VIOLATION, FILE_LOCK_CONFLICT, LOCK_NOT_GRANTED
 _DENIED = {0xC0000022, 0xC00000A2}                  # ACCESS_DENIED, MEDIA_WRITE_PROTECTED
 _MISSING = {0xC0000034, 0xC000003A, 0xC000000F, 0xC0000056, 0xC00000BA, 0xC0000103}
 _NO_SHARE = {0xC00000CC, 0xC0000225, 0xC00000BE}
 _END_OF_FILE = 0xC0000011
+_NO_ID = 0xFFFF_FFFF_FFFF_FFFF                     # a FileId the server does not know (MS-FSCC: all ones)
 _CLOSE = struct.Struct("<HHIQQQQQQI")              # SMB2 CLOSE response
 _QUERY_OUTPUT = 64 * 1024                             # one credit per QUERY_DIRECTORY
 CREDITS = 512
@@ -115,7 +117,7 @@ class SmbTree(SmbTarget):
         with self._errors(rel), SMBDirectoryIO(self._path(rel), share_access="rwd", **self._kw) as handle:
             fd, flags = handle.fd, 1                     # SMB2_RESTART_SCANS on the first request
             while True:
-                request, _ = fd.query_directory("*", FileInformationClass.FILE_DIRECTORY_INFORMATION, flags=flags,
+                request, _ = fd.query_directory("*", FileInformationClass.FILE_ID_FULL_DIRECTORY_INFORMATION, flags=flags,
                                                 max_output=_QUERY_OUTPUT, send=False)
                 sent = fd.connection.send(request, fd.tree_connect.session.session_id,
                                           fd.tree_connect.tree_connect_id)
@@ -219,12 +221,13 @@ def _parse_directory(buffer: bytes, out: list[Stat]) -> None:
     offset = 0
     while True:
         (next_offset, _index, _created, _accessed, written, _changed, size, _alloc, attrs,
-         name_length) = _DIR_INFO.unpack_from(buffer, offset)
+         name_length, _ea, _reserved, file_id) = _DIR_INFO.unpack_from(buffer, offset)
         start = offset + _DIR_INFO.size
         name = buffer[start:start + name_length].decode("utf-16-le")
         if name not in (".", ".."):
             is_dir = bool(attrs & DIRECTORY)
-            out.append(Stat(name, is_dir, 0 if is_dir else size, _ns(written), attrs))
+            out.append(Stat(name, is_dir, 0 if is_dir else size, _ns(written), attrs,
+                            0 if file_id == _NO_ID else file_id))
         if not next_offset:
             return
         offset += next_offset

@@ -3,8 +3,9 @@ new and changed ones through the readers, pack new blobs, and build the new mani
 
 Unchanged = same size, mtime and attributes as in the previous snapshot (and all its blobs still indexed):
 such a file is not read at all. Moved = a path new to this snapshot whose size, mtime and attributes are
-those of exactly one file of the previous snapshot, and that file's path is gone from the listing (a renamed
-file or directory): carried over without being read, once the whole tree is listed. Locked or denied files are
+those of exactly one file of the previous snapshot (the same file id, where the source gives ids: ``moves``), and
+that file's path is gone from the listing (a renamed file or directory): carried over without being read, once
+the whole tree is listed. Locked or denied files are
 retried ``retries`` times ``wait`` seconds apart (robocopy /R /W) without holding a reader, then recorded as
 skipped.
 
@@ -21,7 +22,7 @@ import heapq
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -212,7 +213,8 @@ class _Walk:
             if prev is not None:
                 self.moves.still_listed(prev)
                 if self._reusable(prev, st):
-                    self.manifest.entries.append(prev)
+                    same = prev.file_id == st.file_id
+                    self.manifest.entries.append(prev if same else replace(prev, file_id=st.file_id))
                     self.counts["unchanged"] += 1
                     continue
             elif self.moves.candidate(path, st):
@@ -235,7 +237,7 @@ class _Walk:
                 self._read(path, st, "new")
                 continue
             self.manifest.entries.append(Entry(path, False, prev.size, prev.mtime_ns, prev.attrs, prev.sha256,
-                                               prev.blobs))
+                                               prev.blobs, file_id=st.file_id))
             self.counts["unchanged"] += 1
             self.counts["moved"] += 1
 
@@ -261,10 +263,10 @@ class _Walk:
         self.packer.add(blob, data)
 
     def _on_file(self, file_id: int, sha256: str, after, blobs: list, unstable: bool) -> None:
-        rel, _, _, how = self.files.pop(file_id)
+        rel, listed, _, how = self.files.pop(file_id)
         self.feed.done(file_id)
         self.manifest.entries.append(Entry(rel, False, after.size, after.mtime_ns, after.attrs, sha256,
-                                           tuple(blobs), unstable))
+                                           tuple(blobs), unstable, listed.file_id))
         self.counts[how] += 1
         self.counts["read"] += after.size
         self.sync.progress("read", after.size)

@@ -39,6 +39,7 @@ class Stat:
     size: int
     mtime_ns: int
     attrs: int
+    file_id: int = 0          # the server's id of the file (SMB FileId, local inode), kept across renames; 0: unknown
 
 
 class FileProblem(Exception):
@@ -148,7 +149,7 @@ class LocalTree:
             ARCHIVE if py_stat.S_ISREG(st.st_mode) else DEVICE
         if not st.st_mode & 0o200:
             attrs |= READONLY
-        return Stat(name, is_dir, 0 if is_dir else st.st_size, st.st_mtime_ns, attrs)
+        return Stat(name, is_dir, 0 if is_dir else st.st_size, st.st_mtime_ns, attrs, st.st_ino)
 
     # ---- reading (the backup source) -----------------------------------------------------------
     def scandir(self, rel: str) -> list[Stat]:
