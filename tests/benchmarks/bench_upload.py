@@ -10,6 +10,7 @@ disk, read once to warm the page cache, then uploaded by each variant:
 - ``(c) rclone copyto``: rclone's s3 backend (provider Other, defaults + ``--s3-no-head``), same server
 - ``(d) ours local raw``: ArtifactStore(compress=False) -> LocalStore on the same disk (fsync + rename)
 - ``(e) cp + sync``: ``cp`` then ``sync FILE``, so both local variants end with the data on disk
+- ``(f) (b) without signing``: (b) with no signing key, the cost of signing measured in the same run
 
 Every variant runs in its own child process; its peak RSS is the child's VmHWM (our children report their
 own at exit; rclone's and cp's are polled every 10 ms). Not ``ru_maxrss``: on Linux a child's ru_maxrss
@@ -41,6 +42,7 @@ MiB = 1 << 20
 BLOCK = 64 * 1024
 ACCESS_KEY, SECRET_KEY, BUCKET = "bench-access", "bench-secret-value", "bench"
 TARGET_VS_RCLONE, TARGET_ENCODED_SLOWDOWN, TARGET_RSS_MIB = 0.9, 0.25, 200
+TARGET_SIGNING_SLOWDOWN = 0.05                 # issue 12: signing what the workers store costs <= 5%
 
 
 # ----------------------------------------------------------------------------------------- child side
@@ -110,14 +112,14 @@ def warm(path: Path) -> None:
 
 
 def ours(file: Path, mib: float, variant: str, *, endpoint: str | None = None, dest: Path | None = None,
-         cert: Path | None = None, compress: bool = False, peer: str | None = None) -> Row:
+         cert: Path | None = None, compress: bool = False, peer: str | None = None, sign: bool = True) -> Row:
     args = [sys.executable, str(Path(__file__).resolve()), "--child", "--file", str(file)]
     if endpoint:
         args += ["--endpoint", endpoint]
     if dest:
         args += ["--dest", str(dest)]
     if cert:
-        args += ["--cert", str(cert), "--signing-key", str(cert.with_name("signing.pem"))]
+        args += ["--cert", str(cert)] + (["--signing-key", str(cert.with_name("signing.pem"))] if sign else [])
     if compress:
         args.append("--compress")
     _, polled, _, out = run(args, interval=0.01)
@@ -184,11 +186,14 @@ def print_table(rows: list[Row]) -> None:
 def check_targets(rows: list[Row]) -> None:
     by_name = {r.variant: r for r in rows}
     a, b, c = by_name["(a) ours S3 raw"], by_name["(b) ours S3 zstd+aes"], by_name["(c) rclone copyto"]
+    f = by_name["(f) (b) without signing"]
     ours_rss = [r for r in rows if r.variant.startswith(("(a)", "(b)", "(d)"))]
     checks = [
         (f"(a) >= {TARGET_VS_RCLONE}x rclone", a.rate / c.rate >= TARGET_VS_RCLONE, f"{a.rate / c.rate:.2f}x"),
         (f"(b) <= {TARGET_ENCODED_SLOWDOWN:.0%} slower than (a)",
          b.seconds <= a.seconds * (1 + TARGET_ENCODED_SLOWDOWN), f"{b.seconds / a.seconds - 1:+.0%} time"),
+        (f"(b) signed <= {TARGET_SIGNING_SLOWDOWN:.0%} slower than (f) unsigned",
+         b.seconds <= f.seconds * (1 + TARGET_SIGNING_SLOWDOWN), f"{b.seconds / f.seconds - 1:+.1%} time"),
         (f"peak RSS <= {TARGET_RSS_MIB} MiB", all(r.rss_mib <= TARGET_RSS_MIB for r in ours_rss),
          f"max {max(r.rss_mib for r in ours_rss):.1f} MiB"),
     ]
@@ -247,6 +252,8 @@ def main() -> None:
                                    peer="(c) rclone copyto")),
                 (big, lambda: ours(big, mib, "(b) ours S3 zstd+aes", endpoint=server.endpoint, cert=cert,
                                    compress=True, peer="(a) ours S3 raw")),
+                (big, lambda: ours(big, mib, "(f) (b) without signing", endpoint=server.endpoint, cert=cert,
+                                   compress=True, peer="(b) ours S3 zstd+aes", sign=False)),
             ]
             for round_no in range(ns.repeat):
                 shift = round_no % len(s3_plan)            # rotate the order: drifting load hits all alike
@@ -271,7 +278,7 @@ def main() -> None:
                 warm(big)
                 record(step())
         shutil.rmtree(dest, ignore_errors=True)
-        order = ["(a) ours S3 raw", "(b) ours S3 zstd+aes", "(c)", "(d)", "(e)", "(a) ours S3 raw, small",
+        order = ["(a) ours S3 raw", "(b) ours S3 zstd+aes", "(f)", "(c)", "(d)", "(e)", "(a) ours S3 raw, small",
                  "(b) ours S3 zstd+aes, small"]
         def rank(row: Row) -> int:                      # the longest matching prefix decides
             return max((len(p), i) for i, p in enumerate(order) if row.variant.startswith(p))[1]
