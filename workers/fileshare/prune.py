@@ -174,7 +174,7 @@ class Pruner:
             raise PermanentError(f"the manifest of snapshot {snapshot} ({key}) has no artifact record, so it cannot "
                                  "be verified; nothing was pruned", hint=UNRECORDED_HINT) from None
         except PermanentError as exc:
-            raise PermanentError(f"cannot read or verify the manifest of snapshot {snapshot} ({key}): {exc.message}; "
+            raise PermanentError(f"cannot read the manifest of snapshot {snapshot} ({key}): {exc.message}; "
                                  "nothing was pruned", hint=exc.hint) from exc
 
     def index_entries(self, names: Iterable[str]) -> Entries:
