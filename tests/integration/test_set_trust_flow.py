@@ -3,7 +3,8 @@
 * the retention race: the catalog's queue behind, a newer set completes first — the older, fully stored set
   survives and completes when its events arrive; an old incomplete set is deleted with a notification;
 * seven artifact-ready events with future-dated set ids are dead-lettered as malformed and delete nothing;
-* an artifact for a set with no plan is retried while the plan may still come, then dead-lettered.
+* an artifact for a set with no plan is retried while the plan may still come (past the end of a short backoff),
+  then dead-lettered as never planned.
 """
 from __future__ import annotations
 
@@ -128,7 +129,8 @@ def test_an_artifact_for_an_unplanned_set_is_retried_then_dead_lettered_after_th
     staging = tmp_path / "staging"
     staging.mkdir()
     settings = settings_for(rabbit_vhost, store={"kind": "local", "local_path": str(tmp_path / "store")},
-                            staging={"database_dir": str(staging)}, retry={"backoff": [1.0] * 8},
+                            staging={"database_dir": str(staging)},
+                            retry={"backoff": [0.5], "crash_limit": 2, "delivery_limit": 2},
                             retention={"set_deadline": "4s"})
     store = ArtifactStore(LocalStore(tmp_path / "store"), compress=False)
     never, late = new_backup_set_id(), new_backup_set_id()
@@ -141,14 +143,18 @@ def test_an_artifact_for_an_unplanned_set_is_retried_then_dead_lettered_after_th
             pub.publish(ArtifactReady(source="worker:db-backup", stamp=STAMP, correlation_id=set_id,
                                       payload=ArtifactReadyPayload(component="databases", name=name,
                                                                    staged_path=str(staging / name))))
-        # When the plan of one arrives a moment later (the catalog was behind)
+        published = time.monotonic()
+        # When the plan of one arrives a moment later (the catalog was behind), past the whole backoff
         time.sleep(1.5)
         write_plan(store.backend, Plan(STAMP, late, ("databases",), "schedule", datetime.now(timezone.utc)))
         # Then that artifact is stored on a retry
         wait_for(lambda: read_manifest(store.backend, STAMP, late), 15, what="the late set's artifact")
-        # And the other is retried until the 4 s deadline, then dead-lettered with the reason
+        # And the other is retried until the 4 s deadline (far past its one-step, 0.5 s backoff and the broker's
+        # delivery limit of 2: every retry is a new message), then dead-lettered with the reason
         [letter] = wait_for(lambda: dlq.peek(settings, "upload"), 20, what="the dead letter")
-    assert letter.reason == "permanent" and letter.headers["x-dr-attempts"] > 1
+        dead_at = time.monotonic()
+    assert letter.reason == "permanent" and letter.headers["x-dr-attempts"] > 3
+    assert dead_at - published >= 2.5   # the set's id is from just before publishing: ~4 s, with slack
     assert f"backup set {STAMP}/{never} has no plan" in letter.header("x-dr-error")
     assert "never planned" in letter.header("x-dr-error") and "backup-due" in letter.header("x-dr-hint")
     assert not [info.key for info in store.backend.list(f"{STAMP}/{never}/")]

@@ -39,9 +39,10 @@ def traversals(outside: Path) -> dict[str, str]:
 
 
 def forge(store: ArtifactStore, snapshot: str, files: dict[str, bytes], dirs: tuple[str, ...] = (), *,
-          lies: dict[str, bytes] | None = None) -> Repository:
+          lies: dict[str, bytes] | None = None, replace: bool = False) -> Repository:
     """Store a snapshot whose manifest lists ``dirs`` and ``files`` (path -> content) with no check at all.
-    ``lies`` puts other bytes in the pack under a file's honest blob id (a blob that fails verification)."""
+    ``lies`` puts other bytes in the pack under a file's honest blob id (a blob that fails verification);
+    ``replace`` overwrites a manifest already stored under ``snapshot`` (a genuine one: the attacker can write)."""
     repo = Repository(store, STAMP)
     body, index, entries = bytearray(), {}, [Entry(d, True, 0, NS, 0x10) for d in dirs]
     for path, data in files.items():
@@ -58,7 +59,7 @@ def forge(store: ArtifactStore, snapshot: str, files: dict[str, bytes], dirs: tu
     head = {"format": 2, "snapshot_id": snapshot, "stamp": STAMP, "backup_set_id": snapshot, "source": "forged",
             "created_at": "2026-12-02T00:00:00Z", "entries": [e.to_dict() for e in entries]}
     body = json.dumps(head).encode()                    # ASCII escapes: any string at all, lone surrogates too
-    repo.data.put(repo.manifest_key(snapshot), lambda: io.BytesIO(body))
+    repo.data.put(repo.manifest_key(snapshot), lambda: io.BytesIO(body), replace_uncommitted=replace)
     return repo
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import pika
 
@@ -83,6 +84,42 @@ def test_a_requested_delay_picks_a_long_enough_backoff_step():
     def busy(ev, ctx):
         raise TransientError("throttled", delay=60)
     assert processor(busy).process(delivery(event().to_json())).messages[0].routing_key == "dr.w.retry.120s"
+
+
+def _waiting(until):
+    def handler(ev, ctx):
+        raise TransientError("the plan is not there yet", until=until)
+    return handler
+
+
+def test_an_error_with_a_future_until_is_retried_past_the_backoff_at_its_last_step():
+    # Given a handler that will wait for something until an hour from now, and a two-step backoff
+    p, body = processor(_waiting(datetime.now(timezone.utc) + timedelta(hours=1))), event().to_json()
+    # When it fails on its first attempts, then long after the backoff list is used up (and redelivered since)
+    first = p.process(delivery(body))
+    later = [p.process(delivery(body, **{"x-dr-attempt": n, "x-delivery-count": 0})) for n in (2, 3, 50)]
+    # Then the first walks the backoff as usual, the later ones keep retrying at its last (longest) step
+    assert first.messages[0].routing_key == "dr.w.retry.30s"
+    assert [o.kind for o in later] == ["retried"] * 3
+    assert [o.messages[0].routing_key for o in later] == ["dr.w.retry.120s"] * 3
+    assert [o.messages[0].properties.headers["x-dr-attempt"] for o in later] == [3, 4, 51]
+    # And a retry never carries a broker delivery count along (the crash-loop check starts afresh)
+    assert all("x-delivery-count" not in o.messages[0].properties.headers for o in later)
+
+
+def test_an_error_whose_until_has_passed_or_without_until_dead_letters_when_the_backoff_runs_out():
+    body = event().to_json()
+    # Given handlers failing with an until in the past, a naive past until, and no until at all
+    for handler in (_waiting(datetime.now(timezone.utc) - timedelta(seconds=1)),
+                    _waiting(datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=5)),
+                    _waiting(None)):
+        p = processor(handler)
+        # When they fail within the backoff, Then they are retried as before
+        assert p.process(delivery(body, **{"x-dr-attempt": 1})).kind == "retried"
+        # And once it is used up they are dead-lettered as retries-exhausted
+        out = p.process(delivery(body, **{"x-dr-attempt": 2}))
+        assert out.kind == "dead_lettered"
+        assert out.messages[0].properties.headers["x-dr-reason"] == "retries-exhausted"
 
 
 def test_garbage_is_rejected_with_the_reason_and_a_job_failed_without_event_id():

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from contracts import BackupDue, BackupDuePayload, ContractError, default_registry, new_backup_set_id
 from workers.artifacts.retention import SetState, decide
-from workers.artifacts.sets import Plan, require_plan, write_plan
+from workers.artifacts.sets import Plan, id_time, require_plan, write_plan
 from workers.runtime.errors import PermanentError, TransientError
 from workers.storage.local import LocalStore
 
@@ -48,8 +48,10 @@ def test_no_plan_is_retried_until_the_deadline_after_the_sets_time_then_refused(
     backend = LocalStore(tmp_path / "store")
     young, old = new_backup_set_id(NOW - timedelta(minutes=5)), new_backup_set_id(NOW - timedelta(hours=2))
     # Given no plans: a young set is retried, an old one (past a 1 h deadline) refused for good
-    with pytest.raises(TransientError, match="no plan yet"):
+    with pytest.raises(TransientError, match="no plan yet") as waiting:
         require_plan(backend, "stamp1", young, deadline=timedelta(hours=1))
+    # And the retry asks to go on (past the backoff list) until the deadline after the set's time
+    assert waiting.value.until == id_time(young) + timedelta(hours=1)
     with pytest.raises(PermanentError, match="never planned"):
         require_plan(backend, "stamp1", old, deadline=timedelta(hours=1))
     # And a free-form id counts from the time of the event that asks

@@ -169,7 +169,8 @@ def require_plan(backend: StorageBackend, stamp: str, set_id: str, *, deadline: 
                  since: datetime | None = None, now: datetime | None = None, from_event: bool = False) -> Plan:
     """The set's plan, before anything is written into the set. Without one: TransientError (retry: the
     ``backup-due`` may still be queued at the catalog) until ``deadline`` after the set's time (the time in
-    its id, else ``since``; ``since`` alone with ``from_event``), then PermanentError (never planned).
+    its id, else ``since``; ``since`` alone with ``from_event``) — however short the retry backoff, the
+    TransientError's ``until`` keeps it retrying up to then — and after that PermanentError (never planned).
     Future-dated ids never get here: the contracts refuse them."""
     plan = read_plan(backend, stamp, set_id)
     if plan is not None:
@@ -181,7 +182,8 @@ def require_plan(backend: StorageBackend, stamp: str, set_id: str, *, deadline: 
         raise TransientError(f"{what} yet: the catalog writes it from backup-due, so it may still come (waiting "
                              f"until {deadline} after the set's time, {start:%Y-%m-%d %H:%M:%S} UTC)",
                              hint="Usually the catalog worker is behind and the plan follows; if it does not, "
-                                  "check that the catalog worker runs and consumes backup-due.")
+                                  "check that the catalog worker runs and consumes backup-due.",
+                             until=start + deadline)   # retried past the backoff list, up to the deadline
     raise PermanentError(f"{what}: it was never planned from a backup-due within the set deadline "
                          f"({deadline}), or retention deleted it; nothing was written into it",
                          hint="Only sets planned by the catalog from an accepted backup-due take artifacts. Publish "

@@ -1,8 +1,9 @@
 """Prune: free the packs no remaining snapshot needs, and rewrite the index to list only what still exists.
 
 1. Mark: read every manifest under ``snapshots/`` (complete or not; encrypted ones need the private key, like
-   a restore) — the blobs they name are *reachable*. A manifest that cannot be read stops the prune before
-   anything changes.
+   a restore) — the blobs they name are *reachable*. Each is read as a restore reads it: its signed record
+   checked against the verify keys, then its hashes. A manifest that cannot be read or trusted (unsigned,
+   forged, no record) stops the prune before anything changes.
 2. Sweep, per pack listed by the index objects: no reachable blob → delete; some → keep it whole, unless less
    than ``repack_below`` of its bytes are needed: then its needed blobs are copied into new packs and it is
    deleted (``workers.fileshare.repack``); index entries of packs that no longer exist are dropped.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
@@ -30,8 +32,14 @@ from workers.fileshare.manifest import Manifest
 from workers.fileshare.repack import Entries, Repacker, RepackResult, choose, to_move
 from workers.fileshare.repo import Repository, index_body
 from workers.runtime.errors import PermanentError
-from workers.storage.artifact import KeyRing, decode
+from workers.storage.artifact import KeyRing
 from workers.storage.base import ObjectInfo, ObjectNotFound
+
+
+log = logging.getLogger(__name__)
+UNRECORDED_HINT = ("A sync may be storing it right now (prune again once it has finished) or died while storing it; "
+                   "if no sync wrote it, someone else did: find out who can write to the store. A manifest left "
+                   "by a dead sync (no .summary.json beside it) can be deleted by hand, then prune again.")
 
 
 def reachable(manifests: Iterable[Manifest]) -> set[str]:
@@ -148,19 +156,26 @@ class Pruner:
         """Every manifest in the store (but ``skip``: snapshots a dry-run forget would remove)."""
         names = [n[:-len(".json")] for n in self._listing("snapshots")
                  if n.endswith(".json") and not n.endswith((".summary.json", RECORD_SUFFIX))]
+        if names and not self.repo.data.trust.verifies:
+            log.warning("pruning %s without checking the manifests' signatures: no verify key is configured (set "
+                        "APPSVC_DR_ENCRYPTION__VERIFY_KEYS to the workers' public verify key)", self.repo.prefix)
         return [self._manifest(name) for name in sorted(set(names) - set(skip))]
 
     def _manifest(self, snapshot: str) -> Manifest:
-        """Read straight through the artifact format (verified by its own hashes and GCM tags), so a manifest
-        whose record is missing still counts."""
+        """Read the way a restore reads it (:func:`workers.fileshare.restore.load_manifest`): through its
+        record, whose signature is checked, and the hashes the record holds. A manifest that fails any check
+        stops the prune: what a forged one does not name is never taken as free to delete."""
+        key = self.repo.manifest_key(snapshot)
         try:
-            with self.backend.open(self.repo.manifest_key(snapshot)) as stream:
-                return Manifest.from_json(decode(stream, keys=self.keys).read())
+            return self.repo.manifest(snapshot, self.keys, cached=False)
         except ObjectNotFound:
-            return Manifest(snapshot, self.repo.stamp, "", "")       # forgotten meanwhile: needs nothing
+            if not self.backend.exists(key):
+                return Manifest(snapshot, self.repo.stamp, "", "")   # forgotten meanwhile: needs nothing
+            raise PermanentError(f"the manifest of snapshot {snapshot} ({key}) has no artifact record, so it cannot "
+                                 "be verified; nothing was pruned", hint=UNRECORDED_HINT) from None
         except PermanentError as exc:
-            raise PermanentError(f"cannot read the manifest of snapshot {snapshot}: {exc.message}; nothing was "
-                                 "pruned", hint=exc.hint) from exc
+            raise PermanentError(f"cannot read the manifest of snapshot {snapshot} ({key}): {exc.message}; "
+                                 "nothing was pruned", hint=exc.hint) from exc
 
     def index_entries(self, names: Iterable[str]) -> Entries:
         """Every entry of every index object (read from the store, each checked against its id)."""

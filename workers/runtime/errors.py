@@ -2,6 +2,8 @@
 permanent error carries a how-to-fix hint for the operator."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from pydantic import ValidationError
 
 from contracts.errors import ContractError
@@ -22,13 +24,25 @@ class DrError(Exception):
 
 
 class TransientError(DrError):
-    """Worth retrying later (network, timeouts, 5xx, server restarting). ``delay`` overrides the backoff."""
+    """Worth retrying later (network, timeouts, 5xx, server restarting). ``delay`` overrides the backoff.
+
+    ``until`` (a time) keeps the job retrying past the end of the backoff list, at its last (longest) step,
+    for as long as the clock is before it, whatever the attempt count; the handler itself decides what
+    happens after that (typically a PermanentError). Without ``until``, or once it has passed, the backoff
+    list bounds the retries as usual."""
 
     default_hint = "Usually clears on its own; the job is retried with backoff."
 
-    def __init__(self, message: str, *, hint: str | None = None, delay: float | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, delay: float | None = None,
+                 until: datetime | None = None) -> None:
         super().__init__(message, hint=hint)
         self.delay = delay
+        self.until = until.astimezone(timezone.utc) if until and until.tzinfo else \
+            until.replace(tzinfo=timezone.utc) if until else None
+
+    def retry_beyond_backoff(self, now: datetime) -> bool:
+        """True while ``until`` is still ahead of ``now``: keep retrying even with the backoff used up."""
+        return self.until is not None and now < self.until
 
 
 class PermanentError(DrError):

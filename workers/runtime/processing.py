@@ -147,13 +147,17 @@ class JobProcessor:
         headers = clean_headers(delivery.properties.headers)
         headers.update({"x-dr-attempt": attempt + 1, "x-dr-last-error": describe(exc)[:1000]})
         props = copy_properties(delivery.properties, headers)
-        log.info("retrying in %gs (attempt %d of %d)", delay, attempt + 2, len(self.queues.retries) + 1)
+        until = getattr(exc, "until", None)
+        log.info("retrying in %gs (attempt %d%s)", delay, attempt + 2,
+                 f", retried until {until:%Y-%m-%d %H:%M:%S} UTC" if until else f" of {len(self.queues.retries) + 1}")
         self.hooks.on_retry(self.spec.name, event.type, delay)
         msg = Outgoing("", queue, delivery.body, props, "retry", event.type)
         return Outcome("retried", event.type, [msg], describe(exc))
 
     def _retry_step(self, exc: Exception, attempt: int) -> tuple[float, str] | None:
         step = self.queues.retry_queue(attempt)
+        if step is None and isinstance(exc, TransientError) and exc.retry_beyond_backoff(datetime.now(timezone.utc)):
+            return self.queues.retries[-1]  # to retry until a time: the last step, as often as it takes
         wanted = getattr(exc, "delay", None)
         if step is not None and wanted:
             longer = [s for s in self.queues.retries if s[0] >= wanted]
