@@ -6,6 +6,7 @@ from typing import Iterator
 import pytest
 
 from tests.fixtures import started
+from tests.fixtures.rabbit_node import RabbitNode, rabbit_node
 from tests.fixtures.s3server import S3Server, moto_s3_server
 from tests.fixtures.smbd import SmbServer, smbd_server
 
@@ -20,3 +21,10 @@ def s3_server() -> Iterator[S3Server]:
 def smb_server() -> Iterator[SmbServer]:
     with started("Samba smbd", smbd_server()) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def private_rabbit() -> Iterator[RabbitNode]:
+    """A RabbitMQ node of this run only, for tests that restart the broker (never the shared one)."""
+    with started("private RabbitMQ node", rabbit_node()) as node:
+        yield node

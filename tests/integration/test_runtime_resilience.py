@@ -9,7 +9,7 @@ import time
 import pytest
 
 from contracts import BackupDue, BackupDuePayload
-from tests.fixtures.rabbit import queue_count, queue_info, running, settings_for, spawn_worker, wait_for
+from tests.fixtures.rabbit import queue_count, queue_info, running, settings_for, spawn_worker, vhost, wait_for
 from workers.app import App
 from workers.middleware.base import Middleware
 from workers.runtime.handler import WorkerSpec
@@ -147,13 +147,17 @@ def test_job_longer_than_three_heartbeats_completes_on_an_intact_connection(rabb
         assert connections.events == [True]
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+@pytest.fixture
+def private_vhost(private_rabbit):
+    """A fresh vhost on this run's private node: the test below restarts that node, not the shared broker."""
+    with vhost(private_rabbit.mgmt_url) as name:
+        yield name
 
 
-def test_broker_restart_while_1000_events_flow_loses_nothing(rabbit_vhost):
-    # Given a consumer and a publisher of 1,000 events
-    settings = settings_for(rabbit_vhost, worker={"prefetch": 50, "concurrency": 4})
+def test_broker_restart_while_1000_events_flow_loses_nothing(private_rabbit, private_vhost):
+    # Given a consumer and a publisher of 1,000 events, on a broker node of this test run only
+    settings = settings_for(private_vhost, broker={"port": private_rabbit.amqp_port},
+                            worker={"prefetch": 50, "concurrency": 4})
     seen: set[str] = set()
     lock = threading.Lock()
 
@@ -179,9 +183,9 @@ def test_broker_restart_while_1000_events_flow_loses_nothing(rabbit_vhost):
         thread.start()
         wait_for(lambda: len(seen) >= 150, 30, what="first events")
         # When the broker restarts mid-stream
-        _rabbitmqctl("stop_app")
+        private_rabbit.ctl("stop_app")
         time.sleep(1)
-        _rabbitmqctl("start_app")
+        private_rabbit.ctl("start_app")
         # Then publisher and consumer reconnect and every event is processed
         assert published.wait(180), "publisher did not finish"
         wait_for(lambda: len(seen) == 1000, 120, interval=0.5, what=f"all 1000 (have {len(seen)})")
