@@ -65,12 +65,23 @@ TEXT_FORMAT = ("%(asctime)s %(levelname)s %(worker)s event=%(event_id)s set=%(ba
                "%(name)s: %(message)s")
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written (a CLI run inside a host that swaps it, like pytest's
+    capture, never writes to a stream closed since ``configure``)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 class DrLogHandler(logging.StreamHandler):
     """The handler :func:`configure` installs (a second call replaces it instead of adding another)."""
 
 
 def configure(fmt: str = "text", level: str = "INFO", stream=None) -> None:
-    handler = DrLogHandler(stream or sys.stderr)
+    handler = DrLogHandler(stream or _CurrentStderr())
     handler.addFilter(ContextFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()

@@ -95,8 +95,8 @@ def latest(store: ArtifactStore, stamp: str) -> SecretsVersion | None:
     for version in reversed(versions(store, stamp)):
         if not is_future(version.rotated_at):
             return version
-        log.warning("ignoring secrets version %s of %s: it is dated in the future, so it was not written by a "
-                    "genuine rotation (or a clock is wrong)", version.version_id, stamp)
+        log.warning("secrets version %s of %s is dated in the future: ignored (a genuine rotation is never dated "
+                    "ahead; or a clock is wrong)", version.version_id, stamp)
     return None
 
 
