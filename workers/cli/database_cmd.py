@@ -10,7 +10,7 @@ from workers.databases.factory import build_engine
 from workers.cli.run import private_umask
 from workers.dbbackup.restore import restore_from_set
 from workers.runtime.config import Settings
-from workers.upload.handler import artifact_store
+from workers.cli.stores import artifact_store
 
 
 def register_restore(restore_sub) -> None:

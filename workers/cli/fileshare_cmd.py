@@ -19,7 +19,7 @@ from workers.fileshare.restore import REACL, Failure, Restorer, load_manifest, s
 from workers.fileshare.tree import SourceDenied, SourceMisconfigured, open_tree
 from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError
-from workers.upload.handler import artifact_store
+from workers.cli.stores import artifact_store
 
 MiB = 1024 * 1024
 

@@ -9,7 +9,7 @@ from workers.cli.output import write_atomically
 from workers.cli.run import private_umask
 from workers.runtime.config import Settings
 from workers.secrets.versions import secrets_key, versions
-from workers.upload.handler import artifact_store
+from workers.cli.stores import artifact_store
 
 
 def register(sub) -> None:

@@ -13,7 +13,7 @@ from workers.fileshare.prune import Pruner
 from workers.fileshare.repo import Repository
 from workers.runtime.config import Settings, parse_duration
 from workers.storage.artifact import KeyRing
-from workers.upload.handler import artifact_store
+from workers.cli.stores import artifact_store
 
 
 def register(actions) -> None:

@@ -153,6 +153,6 @@ SPEC = WorkerSpec(WORKER, {BackupDue: FileshareHandler.backup_due,
 
 
 def build_fileshare_worker(settings: Settings, store: ArtifactStore | None = None) -> WorkerSpec:
-    from workers.upload.handler import artifact_store
-    handler = FileshareHandler(settings, store or artifact_store(settings))
+    store = store or ArtifactStore.from_settings(settings.store, settings.encryption, verify=settings.upload.verify)
+    handler = FileshareHandler(settings, store)
     return SPEC.bind(handler)
