@@ -19,7 +19,7 @@ from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import Plan, write_plan
 from workers.fileshare import handler as handler_module
 from workers.fileshare.handler import FileshareHandler, commit
-from workers.fileshare.repo import Repository
+from workers.repository.repo import Repository
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.smbtree import SmbTree

@@ -15,7 +15,7 @@ from tests.integration.test_fileshare_restore_fidelity_smb import env, restore, 
 from tests.unit.forge import STAMP
 from tests.unit.test_fileshare_trees import MiB, picture
 from workers.fileshare.handler import commit
-from workers.fileshare.repo import Repository
+from workers.repository.repo import Repository
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.smbtree import SmbTree
 from workers.fileshare.sync import Sync

@@ -15,9 +15,9 @@ import pytest
 from tests.unit.certs import make_cert
 from tests.unit.forge import NS, STAMP, configured_store, forge, picture, traversals
 from workers.cli import main
-from workers.fileshare.manifest import Entry, Manifest
-from workers.fileshare.paths import PARTIAL, UnsafeEntryError
-from workers.fileshare.repo import Repository
+from workers.repository.manifest import Entry, Manifest
+from workers.repository.paths import PARTIAL, UnsafeEntryError
+from workers.repository.repo import Repository
 from workers.fileshare.restore import Restorer
 from workers.fileshare.smbtree import SmbTree
 

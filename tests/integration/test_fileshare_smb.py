@@ -19,7 +19,7 @@ from tests.unit.test_fileshare_trees import MiB, change_tree, copy_tree, make_tr
 from workers.artifacts.service import ArtifactStore
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.handler import FileshareHandler, commit
-from workers.fileshare.repo import Repository
+from workers.repository.repo import Repository
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync

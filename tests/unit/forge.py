@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 from workers.artifacts.service import ArtifactStore
-from workers.fileshare.manifest import EMPTY_SHA256, Entry
-from workers.fileshare.repo import Repository
+from workers.repository.manifest import EMPTY_SHA256, Entry
+from workers.repository.repo import Repository
 from workers.runtime.config import Settings, load_settings
 
 NS = 1_760_000_000_123_456_000

@@ -22,8 +22,8 @@ from workers.storage.base import ObjectNotFound
 from workers.storage.factory import build_store
 from workers.storage.signing import attach, trust_from_settings
 from workers.cli.snapshots_cmd import duration_arg, print_forget
-from workers.fileshare.forget import Policy, forget
-from workers.fileshare.repo import Repository
+from workers.repository.forget import Policy, forget
+from workers.repository.repo import Repository
 from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli.output import write_atomically
 from workers.cli.progress import MiB, ProgressBar

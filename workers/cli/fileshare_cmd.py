@@ -12,9 +12,9 @@ from pathlib import Path
 from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli import snapshots_cmd
 from workers.cli.progress import ProgressBar
-from workers.fileshare.manifest import diff
-from workers.fileshare.paths import printable
-from workers.fileshare.repo import Repository
+from workers.repository.manifest import diff
+from workers.repository.paths import printable
+from workers.repository.repo import Repository
 from workers.fileshare.restore import REACL, Failure, Restorer, load_manifest, select, snapshot_of_set
 from workers.fileshare.tree import SourceDenied, SourceMisconfigured, open_tree
 from workers.runtime.config import Settings

@@ -27,7 +27,7 @@ from workers.databases.factory import build_engine
 from workers.dbbackup.handler import artifact_name
 from workers.dbbackup.restore import restore_from_set, staged_artifact
 from workers.drill.results import FAILED, ComponentResult
-from workers.fileshare.repo import Repository
+from workers.repository.repo import Repository
 from workers.fileshare.restore import Restorer, load_manifest, snapshot_of_set
 from workers.fileshare.tree import LocalTree
 from workers.runtime.config import Settings

@@ -22,7 +22,7 @@ from workers.artifacts.events import artifact_stored
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import require_planned
 from workers.fileshare.lock import RepoLock
-from workers.fileshare.repo import Repository
+from workers.repository.repo import Repository
 from workers.fileshare.sync import Sync, SyncResult
 from workers.fileshare.tree import open_tree
 from workers.runtime.config import Settings

@@ -14,7 +14,7 @@ read like any new file. Memory: one small-int key per previous file, and one id 
 """
 from __future__ import annotations
 
-from workers.fileshare.manifest import Entry
+from workers.repository.manifest import Entry
 from workers.fileshare.tree import Stat
 
 

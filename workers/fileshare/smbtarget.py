@@ -17,7 +17,7 @@ from smbprotocol.file_info import FileBasicInformation, FileRenameInformation
 from smbprotocol.open import CreateOptions, FilePipePrinterAccessMask as Access, SMB2SetInfoRequest
 from smbprotocol.structure import DateTimeField
 
-from workers.fileshare.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
+from workers.repository.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
 from workers.fileshare.tree import ATTRIBUTES, DIRECTORY, NORMAL, Stat, split_unc
 
 EPOCH = DateTimeField.EPOCH_FILETIME

@@ -31,7 +31,7 @@ from smbprotocol.file_info import FileInformationClass
 from smbprotocol.open import SMB2QueryDirectoryResponse
 from smbprotocol.structure import DateTimeField
 
-from workers.fileshare.paths import parts
+from workers.repository.paths import parts
 from workers.fileshare.smbtarget import SmbTarget, _Translating
 from workers.fileshare.tree import DIRECTORY, FileProblem, SourceDenied, SourceMisconfigured, \
     SourceUnavailable, Stat, split_unc

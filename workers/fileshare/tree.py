@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Protocol
 
-from workers.fileshare.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
+from workers.repository.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
 from workers.runtime.errors import PermanentError, TransientError
 
 DIRECTORY, READONLY, HIDDEN, SYSTEM, ARCHIVE, DEVICE, NORMAL = 0x10, 0x01, 0x02, 0x04, 0x20, 0x40, 0x80
