@@ -23,7 +23,8 @@ from workers.repository.repo import Repository
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
-from workers.fileshare.tree import LocalTree, SourceDenied, SourceUnavailable, open_tree
+from workers.fileshare.opener import open_tree
+from workers.fileshare.tree import LocalTree, SourceDenied, SourceUnavailable
 from workers.runtime.config import load_settings
 from workers.runtime.handler import JobContext
 from workers.storage.artifact import KeyRing, load_certificate

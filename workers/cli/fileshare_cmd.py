@@ -16,7 +16,8 @@ from workers.repository.manifest import diff
 from workers.repository.paths import printable
 from workers.repository.repo import Repository
 from workers.fileshare.restore import REACL, Failure, Restorer, load_manifest, select, snapshot_of_set
-from workers.fileshare.tree import SourceDenied, SourceMisconfigured, open_tree
+from workers.fileshare.opener import open_tree
+from workers.fileshare.tree import SourceDenied, SourceMisconfigured
 from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError
 from workers.cli.stores import artifact_store
