@@ -20,11 +20,11 @@ from tests.unit.forge import NS, STAMP, configured_store, forge, picture
 from tests.unit.test_fileshare_restore_fidelity import configure_store
 from workers.cli import main
 from workers.fileshare.handler import commit
-from workers.repository.paths import PARTIAL
-from workers.repository.repo import Repository
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.smbtree import SmbTree
 from workers.fileshare.sync import Sync
+from workers.repository.paths import PARTIAL
+from workers.repository.repo import Repository
 
 pytestmark = pytest.mark.integration
 READONLY, HIDDEN, SYSTEM, ARCHIVE, DIRECTORY = 0x01, 0x02, 0x04, 0x20, 0x10

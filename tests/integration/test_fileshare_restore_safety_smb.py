@@ -15,11 +15,11 @@ import pytest
 from tests.unit.certs import make_cert
 from tests.unit.forge import NS, STAMP, configured_store, forge, picture, traversals
 from workers.cli import main
+from workers.fileshare.restore import Restorer
+from workers.fileshare.smbtree import SmbTree
 from workers.repository.manifest import Entry, Manifest
 from workers.repository.paths import PARTIAL, UnsafeEntryError
 from workers.repository.repo import Repository
-from workers.fileshare.restore import Restorer
-from workers.fileshare.smbtree import SmbTree
 
 pytestmark = pytest.mark.integration
 

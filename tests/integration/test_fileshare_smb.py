@@ -19,12 +19,12 @@ from tests.unit.test_fileshare_trees import MiB, change_tree, copy_tree, make_tr
 from workers.artifacts.service import ArtifactStore
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.handler import FileshareHandler, commit
-from workers.repository.repo import Repository
+from workers.fileshare.opener import open_tree
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
-from workers.fileshare.opener import open_tree
 from workers.fileshare.tree import LocalTree, SourceDenied, SourceUnavailable
+from workers.repository.repo import Repository
 from workers.runtime.config import load_settings
 from workers.runtime.handler import JobContext
 from workers.storage.artifact import KeyRing, load_certificate

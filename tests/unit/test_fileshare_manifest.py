@@ -58,8 +58,8 @@ def test_format_2_keeps_a_whole_file_hash_only_where_it_is_free_and_still_reads_
     import io
     import json
 
-    from workers.repository.manifest import EMPTY_SHA256, file_sha256
     from workers.fileshare.restore import _same_file
+    from workers.repository.manifest import EMPTY_SHA256, file_sha256
     # Given a file of three blobs, one of one blob and an empty one, as the reader records them
     parts = [b"x" * 10, b"y" * 7, b"z" * 3]
     ids = [hashlib.sha256(p).hexdigest() for p in parts]

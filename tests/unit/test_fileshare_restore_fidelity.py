@@ -12,9 +12,9 @@ import pytest
 from tests.unit.certs import make_cert
 from tests.unit.forge import NS, STAMP, configured_store, forge, picture
 from workers.cli import main
-from workers.repository.repo import Repository
 from workers.fileshare.restore import Restorer
 from workers.fileshare.tree import ATTRS_XATTR, LocalTree
+from workers.repository.repo import Repository
 from workers.storage.artifact import KeyRing
 
 

@@ -16,13 +16,13 @@ from tests.unit.forge import NS, STAMP, configured_store, forge, picture, traver
 from workers.artifacts.catalog import artifact_key
 from workers.cli import main
 from workers.drill import checks
-from workers.repository.manifest import Entry, Manifest
-from workers.repository.paths import PARTIAL, UnsafeEntryError
-from workers.repository.repo import Repository
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
 from workers.fileshare.tree import LocalTree
+from workers.repository.manifest import Entry, Manifest
+from workers.repository.paths import PARTIAL, UnsafeEntryError
+from workers.repository.repo import Repository
 from workers.runtime.config import load_settings
 from workers.storage.artifact import KeyRing
 

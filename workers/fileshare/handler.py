@@ -22,9 +22,9 @@ from workers.artifacts.events import artifact_stored
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import require_planned
 from workers.fileshare.lock import RepoLock
-from workers.repository.repo import Repository
-from workers.fileshare.sync import Sync, SyncResult
 from workers.fileshare.opener import open_tree
+from workers.fileshare.sync import Sync, SyncResult
+from workers.repository.repo import Repository
 from workers.runtime.config import Settings
 from workers.runtime.errors import PermanentError, TransientError
 from workers.runtime.handler import JobContext, WorkerSpec

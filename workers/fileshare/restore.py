@@ -31,12 +31,12 @@ from typing import Callable
 
 from workers.artifacts.catalog import artifact_key
 from workers.artifacts.service import sha256_of
-from workers.repository.manifest import Entry, Manifest, check_entries
 from workers.fileshare.packcache import PackCache
-from workers.repository.paths import REPARSE_POINT, UnsafeTargetError, shown
-from workers.repository.repo import Repository
 from workers.fileshare.restoreplan import READONLY_HINT, READONLY_IN_THE_WAY, Plan, Planner, Step, aside_name
 from workers.fileshare.tree import ATTRIBUTES, READONLY, FileProblem, Tree
+from workers.repository.manifest import Entry, Manifest, check_entries
+from workers.repository.paths import REPARSE_POINT, UnsafeTargetError, shown
+from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError
 from workers.storage.artifact import KeyRing
 from workers.storage.base import ObjectNotFound

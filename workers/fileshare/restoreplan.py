@@ -23,9 +23,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from workers.fileshare.tree import READONLY, Stat, Tree
 from workers.repository.manifest import Entry
 from workers.repository.paths import REPARSE_POINT, UnsafeTargetError, shown
-from workers.fileshare.tree import READONLY, Stat, Tree
 
 _WINDOWS_BAD = re.compile(r'[<>"|?*]')
 _DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
