@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.benchmarks.procs import run, vm_hwm_mib  # noqa: E402
+from tests.unit.forge import configured_store
 
 MiB = 1 << 20
 ACCESS_KEY, SECRET_KEY = "bench-access", "bench-secret-value"
@@ -61,7 +62,7 @@ def child_main(cfg: dict) -> None:
     from workers.dbbackup.handler import DbBackupHandler
     from workers.runtime.config import load_settings
     from workers.runtime.handler import JobContext
-    from workers.upload.handler import UploadHandler, artifact_store
+    from workers.upload.handler import UploadHandler
 
     settings = load_settings(**cfg["settings"])
     engine = pg_module.PostgresEngine(settings.database)
@@ -78,7 +79,7 @@ def child_main(cfg: dict) -> None:
 
     engine.verify = timed("verify", engine.verify)                 # type: ignore[method-assign]
     pg_module.sha256_of = timed("sha256", pg_module.sha256_of)      # type: ignore[assignment]
-    db_handler, uploader = DbBackupHandler(settings, engine), UploadHandler(settings, artifact_store(settings))
+    db_handler, uploader = DbBackupHandler(settings, engine), UploadHandler(settings, configured_store(settings))
     ctx = JobContext("bench", "bench", 1, logging.LoggerAdapter(logging.getLogger("bench"), {}))
     event = DatabaseBackupRequested(source="bench", stamp="stamp1", correlation_id=cfg["set_id"],
                                     payload=DatabaseBackupRequestedPayload(database=cfg["database"]))

@@ -39,11 +39,11 @@ from tests.benchmarks.procs import descendants, vm_hwm_mib  # noqa: E402
 from tests.fixtures.smbd import smbd_server  # noqa: E402
 from workers.artifacts.service import ArtifactStore  # noqa: E402
 from workers.fileshare.handler import commit  # noqa: E402
-from workers.fileshare.repo import Repository  # noqa: E402
 from workers.fileshare.restore import Restorer  # noqa: E402
 from workers.fileshare.settings import FileshareSettings  # noqa: E402
 from workers.fileshare.sync import Sync  # noqa: E402
 from workers.fileshare.tree import open_tree  # noqa: E402
+from workers.repository.repo import Repository  # noqa: E402
 from workers.storage.artifact import KeyRing, generate_self_signed, load_certificate  # noqa: E402
 from workers.storage.s3 import S3Store  # noqa: E402
 

@@ -22,6 +22,7 @@ import pytest
 from contracts import (ArtifactReady, ArtifactReadyPayload, DatabaseBackupRequested, DatabaseBackupRequestedPayload,
                        SecretsRotated, SecretsRotatedPayload, utcnow)
 from tests.fixtures import started
+from tests.unit.forge import configured_store
 from tests.fixtures.postgres import PG_HOST, PG_PORT, PG_USER, fill_sample, postgres_available, scratch_database
 from tests.fixtures.rabbit import running, settings_for, tap, wait_for
 from tests.unit.certs import make_cert, signing_settings
@@ -34,7 +35,6 @@ from workers.secrets.drop import copy_to_drop
 from workers.secrets.versions import set_reference, version_id, version_key
 from workers.storage.artifact import KeyRing, load_certificate
 from workers.storage.factory import build_store
-from workers.upload.handler import artifact_store
 
 pytestmark = pytest.mark.integration
 FOREIGN_HOST = "127.0.0.2"        # smbd binds 127.0.0.1 only; a foreign "SMB server" listens here
@@ -190,7 +190,7 @@ def test_hostile_drop_paths_and_future_dates_are_refused_and_a_genuine_rotation_
             "future": (str(early), now + timedelta(days=3000)),
         }
         # And a forged version dated 9999 already in the store (made with only the public certificate)
-        store = artifact_store(settings)
+        store = configured_store(settings)
         attacker = ArtifactStore(build_store(settings.store), certificate=load_certificate(cert))   # no signing key
         forged = b'{"forged": true}'
         forged_id = version_id(utcnow().replace(year=9999), hashlib.sha256(forged).hexdigest())

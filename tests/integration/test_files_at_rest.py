@@ -17,6 +17,7 @@ import pytest
 
 from contracts import DatabaseBackupRequested, DatabaseBackupRequestedPayload
 from tests.fixtures import started
+from tests.unit.forge import configured_store
 from tests.fixtures.postgres import PG_HOST, PG_PORT, PG_USER, fill_sample, postgres_available, scratch_database
 from tests.fixtures.rabbit import settings_for, spawn_worker, wait_for
 from tests.unit.certs import make_cert
@@ -28,7 +29,6 @@ from workers.runtime.config import load_settings
 from workers.runtime.handler import JobContext
 from workers.secrets.drop import copy_to_drop
 from workers.storage.artifact import KeyRing
-from workers.upload.handler import artifact_store
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +102,7 @@ def test_the_decrypted_dump_of_a_restore_is_owner_only_in_an_owner_only_director
     engine = build_engine(settings.database)
     dump = tmp_path / "made.dump"
     engine.backup(database, str(dump))
-    store = artifact_store(settings)
+    store = configured_store(settings)
     key = artifact_key("stamp1", "set-1", "databases", f"{database}.dump")
     store.put(key, lambda: open(dump, "rb"), require_encryption=True)
     dump.unlink()

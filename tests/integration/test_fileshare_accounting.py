@@ -19,12 +19,12 @@ from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import Plan, write_plan
 from workers.fileshare import handler as handler_module
 from workers.fileshare.handler import FileshareHandler, commit
-from workers.fileshare.repo import Repository
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.smbtree import SmbTree
 from workers.fileshare.sync import Sync
 from workers.fileshare.tree import LocalTree
+from workers.repository.repo import Repository
 from workers.runtime.config import load_settings
 from workers.runtime.handler import JobContext
 from workers.storage.local import LocalStore

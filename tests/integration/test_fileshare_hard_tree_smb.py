@@ -15,11 +15,11 @@ from tests.integration.test_fileshare_restore_fidelity_smb import env, restore, 
 from tests.unit.forge import STAMP
 from tests.unit.test_fileshare_trees import MiB, picture
 from workers.fileshare.handler import commit
-from workers.fileshare.repo import Repository
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.smbtree import SmbTree
 from workers.fileshare.sync import Sync
 from workers.fileshare.tree import ARCHIVE, DIRECTORY, HIDDEN, READONLY, SYSTEM, join
+from workers.repository.repo import Repository
 
 pytestmark = pytest.mark.integration
 NS = 1_760_000_000_123_456_700

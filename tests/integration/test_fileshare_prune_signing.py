@@ -17,9 +17,9 @@ from tests.unit.test_fileshare_prune import assert_restores, history, repo_for
 from workers.artifacts.records import RECORD_SUFFIX
 from workers.artifacts.service import ArtifactStore
 from workers.cli import main
-from workers.fileshare.forget import Policy, forget
 from workers.fileshare.prune import Pruner
-from workers.fileshare.repo import Repository
+from workers.repository.forget import Policy, forget
+from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError
 from workers.storage.artifact import KeyRing, encode, load_certificate
 from workers.storage.local import LocalStore

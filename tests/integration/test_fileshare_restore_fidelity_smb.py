@@ -16,17 +16,15 @@ from types import SimpleNamespace
 import pytest
 import smbclient
 
-from tests.unit.forge import NS, STAMP, forge, picture
+from tests.unit.forge import NS, STAMP, configured_store, forge, picture
 from tests.unit.test_fileshare_restore_fidelity import configure_store
 from workers.cli import main
 from workers.fileshare.handler import commit
-from workers.fileshare.paths import PARTIAL
-from workers.fileshare.repo import Repository
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.smbtree import SmbTree
 from workers.fileshare.sync import Sync
-from workers.runtime.config import load_settings
-from workers.upload.handler import artifact_store
+from workers.repository.paths import PARTIAL
+from workers.repository.repo import Repository
 
 pytestmark = pytest.mark.integration
 READONLY, HIDDEN, SYSTEM, ARCHIVE, DIRECTORY = 0x01, 0x02, 0x04, 0x20, 0x10
@@ -42,7 +40,7 @@ def env(smb_server, tmp_path, monkeypatch):
     (smb_server.path / name).mkdir()
     shutil.chown(smb_server.path / name, smb_server.username)
     return SimpleNamespace(smb=smb_server, root=smb_server.path / name, name=name, key=tmp_path / "key.pem",
-                           cache=tmp_path / "cache", store=artifact_store(load_settings()))
+                           cache=tmp_path / "cache", store=configured_store())
 
 
 def restore(env, snapshot: str, capsys, folder: str = "target", *extra: str) -> tuple[int, str]:

@@ -13,15 +13,13 @@ from types import SimpleNamespace
 import pytest
 
 from tests.unit.certs import make_cert
-from tests.unit.forge import NS, STAMP, forge, picture, traversals
+from tests.unit.forge import NS, STAMP, configured_store, forge, picture, traversals
 from workers.cli import main
-from workers.fileshare.manifest import Entry, Manifest
-from workers.fileshare.paths import PARTIAL, UnsafeEntryError
-from workers.fileshare.repo import Repository
 from workers.fileshare.restore import Restorer
 from workers.fileshare.smbtree import SmbTree
-from workers.runtime.config import load_settings
-from workers.upload.handler import artifact_store
+from workers.repository.manifest import Entry, Manifest
+from workers.repository.paths import PARTIAL, UnsafeEntryError
+from workers.repository.repo import Repository
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +44,7 @@ def share(smb_server, tmp_path, monkeypatch):
         for item in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
             shutil.chown(item, smb_server.username)
     return SimpleNamespace(smb=smb_server, root=root, target=root / "target", unc=smb_server.unc(name, "target"),
-                           key=tmp_path / "key.pem", store=artifact_store(load_settings()))
+                           key=tmp_path / "key.pem", store=configured_store())
 
 
 def restore(share, snapshot: str, capsys) -> tuple[int, str]:

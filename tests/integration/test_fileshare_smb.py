@@ -20,11 +20,12 @@ from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import Plan, write_plan
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.handler import FileshareHandler, commit
-from workers.fileshare.repo import Repository
+from workers.fileshare.opener import open_tree
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
-from workers.fileshare.tree import LocalTree, SourceDenied, SourceUnavailable, open_tree
+from workers.fileshare.tree import LocalTree, SourceDenied, SourceUnavailable
+from workers.repository.repo import Repository
 from workers.runtime.config import load_settings
 from workers.runtime.handler import JobContext
 from workers.storage.artifact import KeyRing, load_certificate

@@ -11,7 +11,8 @@ from smbprotocol.connection import Connection
 from tests.fixtures import started
 from tests.fixtures.smbd import smbd_server
 from tests.integration.test_fileshare_smb import share_dir
-from workers.fileshare.tree import Stat, open_tree
+from workers.fileshare.opener import open_tree
+from workers.fileshare.tree import Stat
 
 pytestmark = pytest.mark.integration
 

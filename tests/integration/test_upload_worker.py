@@ -10,6 +10,7 @@ import pytest
 
 from contracts import ArtifactReady, ArtifactReadyPayload
 from tests.fixtures.rabbit import running, settings_for, tap, wait_for
+from tests.unit.forge import configured_store
 from tests.unit.certs import make_cert, signed, signing_settings
 from workers.app import App
 from workers.artifacts.catalog import read_manifest
@@ -18,7 +19,6 @@ from workers.runtime import dlq
 from workers.runtime.publisher import Publisher
 from workers.storage.artifact import KeyRing
 from workers.storage.local import LocalStore
-from workers.upload.handler import artifact_store
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +84,7 @@ def test_staged_file_on_smb_is_stored_encrypted_verified_and_the_stage_deleted(
     raw = (tmp_path / "store" / "stamp1/set-1/databases/appservice_hosting.bak").read_bytes()
     assert b"appservice_hosting " * 10 not in raw
     out = io.BytesIO()
-    artifact_store(settings).get(stored.key, out, keys=KeyRing.from_files(keys=[cert_files[1]]))
+    configured_store(settings).get(stored.key, out, keys=KeyRing.from_files(keys=[cert_files[1]]))
     assert out.getvalue() == data
     manifest = read_manifest(LocalStore(tmp_path / "store"), "stamp1", "set-1")
     assert [a["key"] for a in manifest["artifacts"]] == [stored.key]

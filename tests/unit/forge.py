@@ -10,8 +10,9 @@ import os
 from pathlib import Path
 
 from workers.artifacts.service import ArtifactStore
-from workers.fileshare.manifest import EMPTY_SHA256, Entry
-from workers.fileshare.repo import Repository
+from workers.repository.manifest import EMPTY_SHA256, Entry
+from workers.repository.repo import Repository
+from workers.runtime.config import Settings, load_settings
 
 NS = 1_760_000_000_123_456_000
 STAMP = "stamp1"
@@ -31,6 +32,13 @@ TRAVERSALS = {
     "site/": "empty component",
     "bad\udcff.txt": "lone surrogate",
 }
+
+
+def configured_store(settings: Settings | None = None) -> ArtifactStore:
+    """The artifact store ``settings`` (default: the environment's APPSVC_DR_* settings) configure, built as the
+    workers and the CLI build it."""
+    settings = settings or load_settings()
+    return ArtifactStore.from_settings(settings.store, settings.encryption, verify=settings.upload.verify)
 
 
 def traversals(outside: Path) -> dict[str, str]:

@@ -12,9 +12,9 @@ from workers.fileshare.budget import Budget, stream_cost
 from workers.fileshare.feed import Feed
 from workers.fileshare.packer import Packer
 from workers.fileshare.readers import SMALL
-from workers.fileshare.repo import Repository
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.tree import Stat
+from workers.repository.repo import Repository
 from workers.storage.local import LocalStore
 
 MiB = 1 << 20

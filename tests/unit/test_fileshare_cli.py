@@ -7,13 +7,13 @@ import pytest
 
 from contracts import BackupDue, BackupDuePayload
 from tests.unit.certs import make_cert
+from tests.unit.forge import configured_store
 from tests.unit.test_fileshare_trees import change_tree, make_tree, picture
 from workers.artifacts.sets import Plan, write_plan
 from workers.cli import main
 from workers.fileshare.handler import FileshareHandler
 from workers.runtime.config import load_settings
 from workers.runtime.handler import JobContext
-from workers.upload.handler import artifact_store
 
 CTX = JobContext("fileshare", "fileshare:1", 0, logging.LoggerAdapter(logging.getLogger("test"), {}))
 
@@ -31,7 +31,7 @@ def stamp(tmp_path, monkeypatch):
         monkeypatch.setenv(key, value)
     settings = load_settings()
     make_tree(tmp_path / "src")
-    handler = FileshareHandler(settings, artifact_store(settings))
+    handler = FileshareHandler(settings, configured_store(settings))
     for set_id in ("set-a", "set-b"):
         write_plan(handler.store.backend, Plan("stamp1", set_id, ("fileshare",), "manual", None))  # as the catalog
         handler.backup_due(BackupDue(source="t", stamp="stamp1", correlation_id=set_id,

@@ -15,10 +15,10 @@ from tests.unit.test_fileshare_trees import make_tree
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import Plan, write_marker, write_plan
 from workers.catalog.handler import CatalogHandler
-from workers.fileshare.forget import Policy, Snapshot, decide_snapshots, forget
 from workers.fileshare.handler import FileshareHandler
 from workers.fileshare.lock import LockLost, RepoLock, RepositoryLocked, read_locks, unlock
-from workers.fileshare.repo import Repository
+from workers.repository.forget import Policy, Snapshot, decide_snapshots, forget
+from workers.repository.repo import Repository
 from workers.runtime.config import RetentionSettings, load_settings
 from workers.runtime.handler import JobContext
 from workers.storage.local import LocalStore

@@ -1,7 +1,7 @@
 """Snapshot manifests: JSON round trip and the diff between two snapshots."""
 from __future__ import annotations
 
-from workers.fileshare.manifest import Entry, Manifest, diff
+from workers.repository.manifest import Entry, Manifest, diff
 
 
 def f(path: str, size: int = 1, mtime: int = 10, sha: str = "a" * 64, attrs: int = 0x20) -> Entry:
@@ -58,8 +58,8 @@ def test_format_2_keeps_a_whole_file_hash_only_where_it_is_free_and_still_reads_
     import io
     import json
 
-    from workers.fileshare.manifest import EMPTY_SHA256, file_sha256
     from workers.fileshare.restore import _same_file
+    from workers.repository.manifest import EMPTY_SHA256, file_sha256
     # Given a file of three blobs, one of one blob and an empty one, as the reader records them
     parts = [b"x" * 10, b"y" * 7, b"z" * 3]
     ids = [hashlib.sha256(p).hexdigest() for p in parts]

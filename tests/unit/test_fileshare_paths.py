@@ -6,8 +6,8 @@ import json
 import pytest
 
 from tests.unit.forge import TRAVERSALS
-from workers.fileshare.manifest import Entry, Manifest
-from workers.fileshare.paths import MAX_COMPONENT, PARTIAL, UnsafeEntryError, partial_name, path_problem
+from workers.repository.manifest import Entry, Manifest
+from workers.repository.paths import MAX_COMPONENT, PARTIAL, UnsafeEntryError, partial_name, path_problem
 from workers.runtime.errors import PermanentError
 
 BLOB = "ab" * 32

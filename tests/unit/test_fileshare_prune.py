@@ -14,16 +14,16 @@ import pytest
 from tests.unit.certs import make_cert
 from tests.unit.test_fileshare_trees import BASE_NS, MiB, copy_tree, make_tree, picture, write
 from workers.artifacts.service import ArtifactStore
-from workers.fileshare.forget import Policy, forget
 from workers.fileshare.handler import commit
 from workers.fileshare.lock import LockLost
-from workers.fileshare.manifest import Entry, Manifest
 from workers.fileshare.prune import Pruner, classify, reachable
-from workers.fileshare.repo import Repository
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
 from workers.fileshare.tree import LocalTree
+from workers.repository.forget import Policy, forget
+from workers.repository.manifest import Entry, Manifest
+from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError
 from workers.storage.artifact import KeyRing, load_certificate
 from workers.storage.local import LocalStore

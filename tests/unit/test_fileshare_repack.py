@@ -9,10 +9,10 @@ from tests.unit.certs import make_cert
 from tests.unit.test_fileshare_prune import (NOW_GRACE, assert_restores, failing_pack_deletes, files_under,
                                              history, repo_for)
 from workers.artifacts.service import ArtifactStore
-from workers.fileshare.forget import Policy, forget
 from workers.fileshare.prune import Pruner
 from workers.fileshare.repack import choose, to_move
-from workers.fileshare.repo import Repository
+from workers.repository.forget import Policy, forget
+from workers.repository.repo import Repository
 from workers.runtime.errors import ConfigurationError
 from workers.storage.artifact import KeyRing, load_certificate
 from workers.storage.local import LocalStore

@@ -10,14 +10,12 @@ from types import SimpleNamespace
 import pytest
 
 from tests.unit.certs import make_cert
-from tests.unit.forge import NS, STAMP, forge, picture
+from tests.unit.forge import NS, STAMP, configured_store, forge, picture
 from workers.cli import main
-from workers.fileshare.repo import Repository
 from workers.fileshare.restore import Restorer
 from workers.fileshare.tree import ATTRS_XATTR, LocalTree
-from workers.runtime.config import load_settings
+from workers.repository.repo import Repository
 from workers.storage.artifact import KeyRing
-from workers.upload.handler import artifact_store
 
 
 def configure_store(tmp_path, monkeypatch, name: str) -> None:
@@ -34,7 +32,7 @@ def configure_store(tmp_path, monkeypatch, name: str) -> None:
 def host(tmp_path, monkeypatch):
     configure_store(tmp_path, monkeypatch, "restore-fidelity")
     return SimpleNamespace(root=tmp_path, target=tmp_path / "target", key=tmp_path / "key.pem",
-                           cache=tmp_path / "cache", store=artifact_store(load_settings()))
+                           cache=tmp_path / "cache", store=configured_store())
 
 
 def restore(host, snapshot: str, capsys, *extra: str) -> tuple[int, str]:

@@ -12,20 +12,19 @@ from types import SimpleNamespace
 import pytest
 
 from tests.unit.certs import make_cert
-from tests.unit.forge import NS, STAMP, forge, picture, traversals
+from tests.unit.forge import NS, STAMP, configured_store, forge, picture, traversals
 from workers.artifacts.catalog import artifact_key
 from workers.cli import main
 from workers.drill import checks
-from workers.fileshare.manifest import Entry, Manifest
-from workers.fileshare.paths import PARTIAL, UnsafeEntryError
-from workers.fileshare.repo import Repository
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
 from workers.fileshare.tree import LocalTree
+from workers.repository.manifest import Entry, Manifest
+from workers.repository.paths import PARTIAL, UnsafeEntryError
+from workers.repository.repo import Repository
 from workers.runtime.config import load_settings
 from workers.storage.artifact import KeyRing
-from workers.upload.handler import artifact_store
 
 
 @pytest.fixture
@@ -43,7 +42,7 @@ def host(tmp_path, monkeypatch):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
     return SimpleNamespace(root=root, target=root / "target", key=tmp_path / "key.pem", store_dir=tmp_path / "store",
-                           store=artifact_store(load_settings()))
+                           store=configured_store())
 
 
 def restore(host, snapshot: str, capsys) -> tuple[int, str]:

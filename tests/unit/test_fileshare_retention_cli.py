@@ -9,6 +9,7 @@ import pytest
 
 from contracts import BackupDue, BackupDuePayload
 from tests.unit.certs import make_cert
+from tests.unit.forge import configured_store
 from tests.unit.test_fileshare_trees import copy_tree, make_tree, picture, write
 from workers.artifacts.sets import Plan, write_marker, write_plan
 from workers.cli import main
@@ -16,7 +17,6 @@ from workers.fileshare.handler import FileshareHandler
 from workers.fileshare.lock import RepoLock, read_locks
 from workers.runtime.config import load_settings
 from workers.runtime.handler import JobContext
-from workers.upload.handler import artifact_store
 
 CTX = JobContext("fileshare", "fileshare:1", 0, logging.LoggerAdapter(logging.getLogger("test"), {}))
 SETS = ("20261120T010000Z-0000000a", "20261121T010000Z-0000000b", "20261122T010000Z-0000000c")
@@ -38,7 +38,7 @@ def repo(tmp_path, monkeypatch):
         monkeypatch.setenv(f"APPSVC_DR_{name}", str(value))
     settings = load_settings()
     make_tree(tmp_path / "src")
-    handler = FileshareHandler(settings, artifact_store(settings))
+    handler = FileshareHandler(settings, configured_store(settings))
     for i, set_id in enumerate(SETS):
         (tmp_path / f"src/unique/gen{i - 1}.bin").unlink(missing_ok=True)
         write(tmp_path / "src", f"unique/gen{i}.bin", random.Random(i).randbytes(300_000))
@@ -87,7 +87,7 @@ def test_prune_without_the_key_fails_before_changing_anything_and_says_how_to_fi
     err = capsys.readouterr().err
     assert "cannot read the manifest of snapshot" in err and "how to fix" in err and "--key" in err
     assert sorted(p.name for p in (tmp_path / "store/stamp1/fileshare/packs").iterdir()) == before
-    assert read_locks(artifact_store(load_settings()).backend, "stamp1") == []
+    assert read_locks(configured_store().backend, "stamp1") == []
 
 
 def test_prune_is_refused_while_a_sync_holds_the_repository_and_unlock_clears_dead_locks(repo, capsys):

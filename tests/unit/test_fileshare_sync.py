@@ -9,11 +9,11 @@ from workers.artifacts.service import ArtifactStore
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.handler import commit
 from workers.fileshare.packer import INDEX_EVERY
-from workers.fileshare.repo import Repository
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
 from workers.fileshare.tree import LocalTree
+from workers.repository.repo import Repository
 from workers.storage.artifact import KeyRing, load_certificate
 from workers.storage.local import LocalStore
 

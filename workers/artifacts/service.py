@@ -24,11 +24,13 @@ from cryptography.x509 import Certificate
 
 from workers.artifacts.records import (RECORD_SUFFIX, OverwriteError, StoredArtifact, encrypted_only, read_record,
                                        record_body)
+from workers.runtime.config import EncryptionSettings, StoreSettings
 from workers.runtime.errors import ConfigurationError, PermanentError, TransientError
 from workers.storage.artifact import (EncodedBuffer, EncodingStream, IntegrityError, KeyRing, decode, encode,
-                                      encode_buffer, thumbprint)
+                                      encode_buffer, load_certificate, thumbprint)
 from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
-from workers.storage.signing import SignatureError, Trust, trust_of
+from workers.storage.factory import build_store
+from workers.storage.signing import SignatureError, Trust, attach, trust_from_settings, trust_of
 
 __all__ = ["ArtifactStore", "StoredArtifact", "OverwriteError", "RECORD_SUFFIX", "sha256_of"]
 
@@ -73,6 +75,18 @@ class ArtifactStore:
         self.backend, self.certificate, self.compress = backend, certificate, compress
         self.level, self.verify_mode = level, verify
         self._warned = False
+
+    @classmethod
+    def from_settings(cls, store: StoreSettings, encryption: EncryptionSettings, *,
+                      verify: Literal["stat", "read-back"] = "stat") -> ArtifactStore:
+        """The configured store with the configured encryption, signing and verifying with the configured Trust;
+        a bad certificate or signing key stops the process at start (ConfigurationError)."""
+        try:
+            certificate = load_certificate(encryption.certificate) if encryption.certificate else None
+        except PermanentError as exc:
+            raise ConfigurationError(f"encryption certificate: {exc.message}", hint=exc.hint) from None
+        return cls(attach(build_store(store), trust_from_settings(encryption)), certificate=certificate,
+                   compress=encryption.compress, level=encryption.level, verify=verify)
 
     @property
     def trust(self) -> Trust:

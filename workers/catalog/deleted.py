@@ -17,8 +17,8 @@ import uuid
 
 from contracts import Envelope, JobFailed, JobFailedPayload
 from workers.artifacts.retention import RetentionPlan
-from workers.fileshare.forget import forget_snapshot, snapshots_of
-from workers.fileshare.repo import Repository
+from workers.repository.forget import forget_snapshot, snapshots_of
+from workers.repository.repo import Repository
 
 ERROR_CLASS = "IncompleteSetDeleted"
 _IDS = uuid.UUID("3a9d6c1e-7b42-4f0a-8e5d-2c6b1f9a7e30")

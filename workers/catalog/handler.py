@@ -40,8 +40,8 @@ from workers.catalog.deleted import deleted_warnings, forget_snapshots_of
 from workers.catalog.skips import record_skip
 from workers.catalog.unserved import split as unserved_split
 from workers.catalog.unserved import warning as unserved_warning
-from workers.fileshare.forget import Policy, forget
-from workers.fileshare.repo import Repository
+from workers.repository.forget import Policy, forget
+from workers.repository.repo import Repository
 from workers.runtime.config import RetentionSettings, Settings
 from workers.runtime.handler import JobContext, WorkerSpec
 from workers.storage.factory import build_store

@@ -16,17 +16,17 @@ from workers.artifacts.retention import apply_retention, format_duration
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import (COMPLETE, PLAN, SKIPPED, read_marker, read_plan, read_skips, scan_sets, set_time,
                                     waiting_for)
+from workers.cli.keyopts import add_key_options, keyring_from_args
+from workers.cli.output import write_atomically
+from workers.cli.progress import MiB, ProgressBar
+from workers.cli.snapshots_cmd import duration_arg, print_forget
+from workers.repository.forget import Policy, forget
+from workers.repository.repo import Repository
 from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError
 from workers.storage.base import ObjectNotFound
 from workers.storage.factory import build_store
 from workers.storage.signing import attach, trust_from_settings
-from workers.cli.snapshots_cmd import duration_arg, print_forget
-from workers.fileshare.forget import Policy, forget
-from workers.fileshare.repo import Repository
-from workers.cli.keyopts import add_key_options, keyring_from_args
-from workers.cli.output import write_atomically
-from workers.cli.progress import MiB, ProgressBar
 
 
 def register(sub) -> None:

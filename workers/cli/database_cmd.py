@@ -6,11 +6,11 @@ import argparse
 
 from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli.progress import ProgressBar
-from workers.databases.factory import build_engine
 from workers.cli.run import private_umask
+from workers.cli.stores import artifact_store
+from workers.databases.factory import build_engine
 from workers.dbbackup.restore import restore_from_set
 from workers.runtime.config import Settings
-from workers.upload.handler import artifact_store
 
 
 def register_restore(restore_sub) -> None:

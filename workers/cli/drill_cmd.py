@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from workers.cli.keyopts import add_key_options, keyring_from_args
+from workers.cli.stores import artifact_store
 from workers.runtime.config import Settings, comma_list
-from workers.upload.handler import artifact_store
 
 
 def register(sub) -> None:

@@ -9,17 +9,18 @@ import threading
 import time
 from pathlib import Path
 
-from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli import snapshots_cmd
+from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli.progress import ProgressBar
-from workers.fileshare.manifest import diff
-from workers.fileshare.paths import printable
-from workers.fileshare.repo import Repository
+from workers.cli.stores import artifact_store
+from workers.fileshare.opener import open_tree
 from workers.fileshare.restore import REACL, Failure, Restorer, load_manifest, select, snapshot_of_set
-from workers.fileshare.tree import SourceDenied, SourceMisconfigured, open_tree
+from workers.fileshare.tree import SourceDenied, SourceMisconfigured
+from workers.repository.manifest import diff
+from workers.repository.paths import printable
+from workers.repository.repo import Repository
 from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError
-from workers.upload.handler import artifact_store
 
 MiB = 1024 * 1024
 

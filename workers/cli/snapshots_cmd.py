@@ -7,13 +7,13 @@ import argparse
 import functools
 
 from workers.cli.keyopts import add_key_options, keyring_from_args
-from workers.fileshare.forget import ForgetPlan, Policy, forget
+from workers.cli.stores import artifact_store
 from workers.fileshare.lock import STALE_AFTER, RepoLock, read_locks, unlock
 from workers.fileshare.prune import Pruner
-from workers.fileshare.repo import Repository
+from workers.repository.forget import ForgetPlan, Policy, forget
+from workers.repository.repo import Repository
 from workers.runtime.config import Settings, parse_duration
 from workers.storage.artifact import KeyRing
-from workers.upload.handler import artifact_store
 
 
 def register(actions) -> None:

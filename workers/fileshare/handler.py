@@ -22,9 +22,9 @@ from workers.artifacts.events import artifact_stored
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import require_planned
 from workers.fileshare.lock import RepoLock
-from workers.fileshare.repo import Repository
+from workers.fileshare.opener import open_tree
 from workers.fileshare.sync import Sync, SyncResult
-from workers.fileshare.tree import open_tree
+from workers.repository.repo import Repository
 from workers.runtime.config import Settings
 from workers.runtime.errors import PermanentError, TransientError
 from workers.runtime.handler import JobContext, WorkerSpec
@@ -153,6 +153,6 @@ SPEC = WorkerSpec(WORKER, {BackupDue: FileshareHandler.backup_due,
 
 
 def build_fileshare_worker(settings: Settings, store: ArtifactStore | None = None) -> WorkerSpec:
-    from workers.upload.handler import artifact_store
-    handler = FileshareHandler(settings, store or artifact_store(settings))
+    store = store or ArtifactStore.from_settings(settings.store, settings.encryption, verify=settings.upload.verify)
+    handler = FileshareHandler(settings, store)
     return SPEC.bind(handler)

@@ -14,8 +14,8 @@ read like any new file. Memory: one small-int key per previous file, and one id 
 """
 from __future__ import annotations
 
-from workers.fileshare.manifest import Entry
 from workers.fileshare.tree import Stat
+from workers.repository.manifest import Entry
 
 
 def _key(size: int, mtime_ns: int, attrs: int) -> int:

@@ -19,7 +19,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from workers.fileshare.repo import Repository
+from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError
 from workers.storage.artifact import KeyRing
 from workers.storage.crypto import IntegrityError

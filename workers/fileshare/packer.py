@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
 from workers.fileshare.budget import UPLOAD_COPIES, Budget
-from workers.fileshare.repo import Repository
+from workers.repository.repo import Repository
 
 log = logging.getLogger("appsvc_dr.fileshare")
 # 8 packs (128 MiB at the default size) per index object: 8x fewer small objects to list and load at the start

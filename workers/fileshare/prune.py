@@ -28,9 +28,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
 from workers.artifacts.service import RECORD_SUFFIX
-from workers.fileshare.manifest import Manifest
 from workers.fileshare.repack import Entries, Repacker, RepackResult, choose, to_move
-from workers.fileshare.repo import Repository, index_body
+from workers.repository.manifest import Manifest
+from workers.repository.repo import Repository, index_body
 from workers.runtime.errors import PermanentError
 from workers.storage.artifact import KeyRing
 from workers.storage.base import ObjectInfo, ObjectNotFound

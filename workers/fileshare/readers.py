@@ -26,8 +26,9 @@ from typing import Any, Callable
 
 from workers.fileshare.budget import large_buffers_mapped
 from workers.fileshare.chunker import Chunker
-from workers.fileshare.manifest import file_sha256
-from workers.fileshare.tree import FileProblem, Stat, Tree, tree_from_spec
+from workers.fileshare.opener import tree_from_spec
+from workers.fileshare.tree import FileProblem, Stat, Tree
+from workers.repository.manifest import file_sha256
 from workers.runtime.errors import DrError, TransientError, is_permanent
 
 log = logging.getLogger("appsvc_dr.fileshare")

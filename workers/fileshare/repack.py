@@ -16,9 +16,9 @@ import io
 from dataclasses import dataclass
 
 from workers.fileshare.packer import Packer
-from workers.fileshare.repo import Repository
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import PACK_MARGIN
+from workers.repository.repo import Repository
 from workers.runtime.errors import ConfigurationError
 from workers.storage.artifact import IntegrityError, KeyRing
 

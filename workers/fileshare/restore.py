@@ -7,7 +7,7 @@ interrupted restore never damages a file already there, and a half-written file 
 
 Safe against a forged snapshot: the selected entries are checked before anything is written (``paths``: no
 entry can leave the target), the target walks every path without following symlinks / reparse points, and a
-reparse point where a file goes is refused (:class:`~workers.fileshare.paths.UnsafeTargetError`). Packs are decoded once
+reparse point where a file goes is refused (:class:`~workers.repository.paths.UnsafeTargetError`). Packs are decoded once
 each into a private temporary directory and deleted as soon as no file still needs them (``packcache``).
 
 A run first plans (``restoreplan``: every conflict with what the target holds is known before anything is written),
@@ -31,12 +31,12 @@ from typing import Callable
 
 from workers.artifacts.catalog import artifact_key
 from workers.artifacts.service import sha256_of
-from workers.fileshare.manifest import Entry, Manifest, check_entries
 from workers.fileshare.packcache import PackCache
-from workers.fileshare.paths import REPARSE_POINT, UnsafeTargetError, shown
-from workers.fileshare.repo import Repository
 from workers.fileshare.restoreplan import READONLY_HINT, READONLY_IN_THE_WAY, Plan, Planner, Step, aside_name
 from workers.fileshare.tree import ATTRIBUTES, READONLY, FileProblem, Tree
+from workers.repository.manifest import Entry, Manifest, check_entries
+from workers.repository.paths import REPARSE_POINT, UnsafeTargetError, shown
+from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError
 from workers.storage.artifact import KeyRing
 from workers.storage.base import ObjectNotFound

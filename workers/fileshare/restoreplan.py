@@ -14,7 +14,7 @@ and the run exits 1):
 * a **name an SMB target cannot hold** (``<>"|?*``, a trailing dot or space, a device name): unresolved.
 
 A symbolic link, reparse point or special file where anything goes is refused before anything is written
-(:class:`~workers.fileshare.paths.UnsafeTargetError`): a conflict is never resolved by following a link.
+(:class:`~workers.repository.paths.UnsafeTargetError`): a conflict is never resolved by following a link.
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from workers.fileshare.manifest import Entry
-from workers.fileshare.paths import REPARSE_POINT, UnsafeTargetError, shown
 from workers.fileshare.tree import READONLY, Stat, Tree
+from workers.repository.manifest import Entry
+from workers.repository.paths import REPARSE_POINT, UnsafeTargetError, shown
 
 _WINDOWS_BAD = re.compile(r'[<>"|?*]')
 _DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}

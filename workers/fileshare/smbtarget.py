@@ -17,8 +17,8 @@ from smbprotocol.file_info import FileBasicInformation, FileRenameInformation
 from smbprotocol.open import CreateOptions, FilePipePrinterAccessMask as Access, SMB2SetInfoRequest
 from smbprotocol.structure import DateTimeField
 
-from workers.fileshare.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
 from workers.fileshare.tree import ATTRIBUTES, DIRECTORY, NORMAL, Stat, split_unc
+from workers.repository.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
 
 EPOCH = DateTimeField.EPOCH_FILETIME
 # Streamed reads ask for at most this much per READ (64 credits): larger READs save per-request work (-8% CPU

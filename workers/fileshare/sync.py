@@ -30,14 +30,14 @@ from contracts.events.fileshare import MAX_LISTED
 from workers.fileshare.budget import Budget, large_buffers_mapped, packing_floor, release_memory
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.feed import Feed
-from workers.fileshare.manifest import Entry, Manifest
 from workers.fileshare.moves import Moves
 from workers.fileshare.packer import Packer
-from workers.fileshare.paths import path_problem, printable
 from workers.fileshare.readers import ReaderPool
-from workers.fileshare.repo import Repository
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.tree import SourceDenied, SourceMisconfigured, SourceUnavailable, Tree, join
+from workers.repository.manifest import Entry, Manifest
+from workers.repository.paths import path_problem, printable
+from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError, TransientError
 
 log = logging.getLogger("appsvc_dr.fileshare")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Protocol
 
-from workers.fileshare.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
+from workers.repository.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
 from workers.runtime.errors import PermanentError, TransientError
 
 DIRECTORY, READONLY, HIDDEN, SYSTEM, ARCHIVE, DEVICE, NORMAL = 0x10, 0x01, 0x02, 0x04, 0x20, 0x40, 0x80
@@ -96,24 +96,6 @@ def split_unc(path: str) -> list[str] | None:
     if not path.startswith(("\\\\", "//")):
         return None
     return [p for p in re.split(r"[\\/]+", path) if p]
-
-
-def open_tree(source: str, *, username: str | None = None, password=None, port: int = 445,
-              encrypt: bool = True, create: bool = False) -> Tree:
-    """The tree behind ``source``: ``\\\\server\\share[\\dir]`` or an absolute local path (created on
-    ``connect`` if missing when ``create``: a restore target)."""
-    parts = split_unc(source)
-    if parts is not None:
-        from workers.fileshare.smbtree import SmbTree
-        return SmbTree(source, username=username, password=password, port=port, encrypt=encrypt, create=create)
-    if source and os.path.isabs(source):
-        return LocalTree(source, create=create)
-    raise SourceMisconfigured(f"file-share source {source!r} is neither a UNC path nor an absolute local path")
-
-
-def tree_from_spec(spec: dict) -> Tree:
-    kind = spec.pop("kind")
-    return open_tree(**spec) if kind == "smb" else LocalTree(spec["root"])
 
 
 class LocalTree:

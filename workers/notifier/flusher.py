@@ -21,16 +21,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from workers.notifier.grouping import GroupSummary
+from workers.notifier.grouping import FailureGrouper, GroupSummary
 from workers.notifier.journal import PendingJournal
 from workers.runtime.errors import PermanentError, TransientError
 from workers.runtime.handler import JobContext
 from workers.runtime.logs import worker_context
-
-if TYPE_CHECKING:
-    from workers.notifier.handler import NotifierHandler
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +49,14 @@ class _Summary:
 class GroupFlusher:
     """Sends grouping summaries when their window closes; thread-safe; ``stop`` is idempotent."""
 
-    def __init__(self, handler: "NotifierHandler", *, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, grouper: FailureGrouper, summary_delivery: Callable[[GroupSummary], Any],
+                 deliver: Callable[[Any, JobContext], None], *, clock: Callable[[], float] = time.monotonic,
                  retry_delays: Sequence[float] = FLUSH_RETRY_DELAYS, max_wait: float = MAX_WAIT,
                  worker: str = "notifier", journal: PendingJournal | None = None) -> None:
-        self.handler, self.worker, self.journal = handler, worker, journal
+        # what it needs of the handler, as callables (the flusher never imports the handler): the grouper, a fresh
+        # delivery state for a summary, and delivering such a state
+        self.grouper, self._summary_delivery, self._deliver = grouper, summary_delivery, deliver
+        self.worker, self.journal = worker, journal
         self.retry_delays, self.max_wait = tuple(retry_delays), max_wait
         self._clock = clock
         self._queue: list[_Summary] = []
@@ -78,13 +79,13 @@ class GroupFlusher:
         self._logger.info("%d grouped failure summary(ies) left pending by a previous run: sending them",
                           len(recovered))
         for summary in recovered:
-            self._queue.append(_Summary(next(self._ids), self.handler.summary_delivery(summary), summary))
+            self._queue.append(_Summary(next(self._ids), self._summary_delivery(summary), summary))
         self.wake()
 
     def persist(self) -> None:
         """Write what is pending (suppressed repeats and undelivered summaries) to the journal, if any."""
         if self.journal is not None:
-            self.journal.save([*self.handler.grouper.peek(), *(item.summary for item in list(self._queue))])
+            self.journal.save([*self.grouper.peek(), *(item.summary for item in list(self._queue))])
 
     def wake(self) -> None:
         """A failure was suppressed: make sure the thread runs and recomputes when to flush."""
@@ -112,18 +113,18 @@ class GroupFlusher:
         """Send the summaries that are due (all pending ones when ``final``) and retry undelivered ones whose
         pause is over. Returns the seconds until something is due next, None when nothing waits."""
         with self._lock:
-            for summary in self.handler.grouper.due(force=final):
+            for summary in self.grouper.due(force=final):
                 self._logger.info("%d identical failure(s) of %s (%s) were suppressed between %s and %s: sending a "
                                   "summary", summary.count, summary.event.payload.failed_event_type or "?",
                                   summary.event.payload.worker, summary.first, summary.last)
-                self._queue.append(_Summary(next(self._ids), self.handler.summary_delivery(summary), summary))
+                self._queue.append(_Summary(next(self._ids), self._summary_delivery(summary), summary))
             now = self._clock()
             for item in list(self._queue):
                 if final or item.next_at <= now:
                     self._attempt(item, now, final)
             self.persist()
             waits = [item.next_at - now for item in self._queue]
-            due = self.handler.grouper.next_due()
+            due = self.grouper.next_due()
             if due is not None:
                 waits.append(due)
             return max(min(waits), 0.0) if waits else None
@@ -133,7 +134,7 @@ class GroupFlusher:
                          logger=self._logger, cancelled=self._stop)
         what = f"grouping summary {item.ident} ({item.state.notification.what_failed})"
         try:
-            self.handler.deliver(item.state, ctx)
+            self._deliver(item.state, ctx)
         except TransientError as exc:
             item.attempts += 1
             if final and self.journal is not None:

@@ -204,6 +204,7 @@ def build_notifier_worker(settings: NotifySettings, notifiers: list[Notifier] | 
     handler = NotifierHandler(sinks, FailureGrouper(settings.group_window, clock=clock),
                               retry_delays=retry_delays, sleep=sleep, observe=observe)
     journal = PendingJournal(settings.pending_file) if settings.pending_file else None
-    handler.flusher = GroupFlusher(handler, clock=clock, retry_delays=flush_retry_delays, journal=journal)
+    handler.flusher = GroupFlusher(handler.grouper, handler.summary_delivery, handler.deliver, clock=clock,
+                                   retry_delays=flush_retry_delays, journal=journal)
     handler.on_suppressed = handler.flusher.wake
     return SPEC.bind(handler, on_start=handler.flusher.start, on_shutdown=handler.flusher.stop)

@@ -27,7 +27,6 @@ from workers.secrets.drop import locate_drop
 from workers.secrets.reader import HINT_EXPORT, read_secrets
 from workers.secrets.versions import (REFERENCE_NAME, ROTATED_AT_FORMAT, SecretsVersion, check_rotated_at, latest,
                                       version_id, version_key, versions)
-from workers.upload.handler import artifact_store
 
 log = logging.getLogger("appsvc_dr.secrets")
 
@@ -132,6 +131,7 @@ def build_secrets_worker(settings: Settings, metrics: Metrics | None = None) -> 
                                  "SystemSecrets.json is never stored in plaintext",
                                  hint="Set APPSVC_DR_ENCRYPTION__CERTIFICATE to a PEM certificate "
                                       "(`appsvc-dr keys create` makes one; keep its private key off the stamp).")
-    handler = SecretsHandler(settings, artifact_store(settings), metrics)
+    store = ArtifactStore.from_settings(settings.store, settings.encryption, verify=settings.upload.verify)
+    handler = SecretsHandler(settings, store, metrics)
     handler.publish_newest(settings.stamp)
     return SPEC.bind(handler)

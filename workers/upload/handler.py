@@ -9,25 +9,11 @@ from workers.artifacts.events import artifact_stored
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import require_planned
 from workers.runtime.config import Settings
-from workers.runtime.errors import ConfigurationError, PermanentError
+from workers.runtime.errors import PermanentError
 from workers.runtime.handler import JobContext, WorkerSpec
-from workers.storage.artifact import load_certificate
-from workers.storage.factory import build_store
-from workers.storage.signing import attach, trust_from_settings
 from workers.storage.staged import locate, staging_roots
 
 WORKER = "upload"
-
-
-def artifact_store(settings: Settings) -> ArtifactStore:
-    """The configured store with the configured encryption; a bad certificate stops the worker at start."""
-    enc = settings.encryption
-    try:
-        certificate = load_certificate(enc.certificate) if enc.certificate else None
-    except PermanentError as exc:
-        raise ConfigurationError(f"encryption certificate: {exc.message}", hint=exc.hint) from None
-    return ArtifactStore(attach(build_store(settings.store), trust_from_settings(enc)), certificate=certificate,
-                         compress=enc.compress, level=enc.level, verify=settings.upload.verify)
 
 
 class UploadHandler:
@@ -62,4 +48,5 @@ SPEC = WorkerSpec(WORKER, {ArtifactReady: UploadHandler.__call__}, concurrency=2
 
 
 def build_upload_worker(settings: Settings) -> WorkerSpec:
-    return SPEC.bind(UploadHandler(settings, artifact_store(settings)))
+    store = ArtifactStore.from_settings(settings.store, settings.encryption, verify=settings.upload.verify)
+    return SPEC.bind(UploadHandler(settings, store))

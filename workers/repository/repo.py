@@ -13,7 +13,7 @@ Layout under ``<stamp>/fileshare/`` (not a backup set: retention of sets never d
   Reading one stops at a decoded size derived from its stored size (``INDEX_EXPANSION`` × stored, at most
   ``INDEX_MAX_BYTES``); an index object that is corrupt, too large or not validly signed is skipped with a
   warning (its packs' blobs are then simply stored again), never blocking syncs and restores;
-* ``snapshots/<snapshot-id>.json`` — the manifest (``workers.fileshare.manifest``), encrypted like packs;
+* ``snapshots/<snapshot-id>.json`` — the manifest (``workers.repository.manifest``), encrypted like packs;
 * ``snapshots/<snapshot-id>.summary.json`` — what the ``fileshare-synced`` event says (no content).
 
 Index and summary are compressed but never encrypted: the worker holds only the certificate, not its private
@@ -37,7 +37,7 @@ from typing import Iterator
 import zstandard
 
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore, StoredArtifact
-from workers.fileshare.manifest import Manifest
+from workers.repository.manifest import Manifest
 from workers.runtime.errors import PermanentError
 from workers.storage.artifact import IntegrityError, KeyRing, decode, encode
 from workers.storage.base import ObjectNotFound

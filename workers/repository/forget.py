@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 
 from workers.artifacts.retention import format_duration, plan_retention
 from workers.artifacts.service import RECORD_SUFFIX
-from workers.fileshare.repo import Repository
+from workers.repository.repo import Repository
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ longer hashes a file of several blobs a second time as a whole.
 
 A manifest comes from the store, which is not trusted: ``from_json`` checks every entry (a safe relative path,
 see ``paths``; sane sizes, times, attributes and blob ids; no duplicates; no file that is another entry's parent)
-and refuses the whole manifest with :class:`~workers.fileshare.paths.UnsafeEntryError` naming the first bad one.
+and refuses the whole manifest with :class:`~workers.repository.paths.UnsafeEntryError` naming the first bad one.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from workers.fileshare.paths import UnsafeEntryError, check_path, shown
+from workers.repository.paths import UnsafeEntryError, check_path, shown
 from workers.storage.crypto import UnsupportedArtifactError
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
