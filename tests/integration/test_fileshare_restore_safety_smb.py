@@ -13,12 +13,11 @@ from types import SimpleNamespace
 import pytest
 
 from tests.unit.certs import make_cert
-from tests.unit.forge import NS, STAMP, configured_store, forge, picture, traversals
-from workers.cli import main
+from tests.unit.forge import NS, STAMP, cli_restore, configured_store, forge, partials, picture, traversals
 from workers.fileshare.restore import Restorer
 from workers.fileshare.smbtree import SmbTree
 from workers.repository.manifest import Entry, Manifest
-from workers.repository.paths import PARTIAL, UnsafeEntryError
+from workers.repository.paths import UnsafeEntryError
 from workers.repository.repo import Repository
 
 pytestmark = pytest.mark.integration
@@ -48,15 +47,8 @@ def share(smb_server, tmp_path, monkeypatch):
 
 
 def restore(share, snapshot: str, capsys) -> tuple[int, str]:
-    code = main(["restore", "fileshare", "--stamp", STAMP, "--snapshot", snapshot, "--target", share.unc,
-                 "--target-username", share.smb.username, "--target-password-env", "RESTORE_SAFETY_SMB_PASSWORD",
-                 "--target-port", str(share.smb.port), "--key", str(share.key)])
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
-
-
-def partials(root: Path) -> list[str]:
-    return [os.path.join(d, n) for d, _, names in os.walk(root) for n in names if n.endswith(PARTIAL)]
+    return cli_restore(snapshot, share.unc, share.key, capsys, "--target-username", share.smb.username,
+                       "--target-password-env", "RESTORE_SAFETY_SMB_PASSWORD", "--target-port", str(share.smb.port))
 
 
 @pytest.mark.parametrize("hostile, rule", sorted(traversals(Path("/srv/victim")).items()))

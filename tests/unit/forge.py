@@ -85,3 +85,18 @@ def picture(root: Path) -> dict[str, tuple]:
             else:
                 out[rel] = ("file", Path(path).read_bytes(), os.stat(path).st_mtime_ns)
     return out
+
+
+def partials(root: Path) -> list[str]:
+    """Temporary restore files (``.NAME.appsvc-dr-partial``) left anywhere under ``root``."""
+    from workers.repository.paths import PARTIAL
+    return [os.path.join(d, n) for d, _, names in os.walk(root) for n in names if n.endswith(PARTIAL)]
+
+
+def cli_restore(snapshot: str, target: str, key: Path, capsys, *extra: str) -> tuple[int, str]:
+    """``appsvc-dr restore fileshare`` of ``snapshot`` into ``target``: (exit code, everything it printed)."""
+    from workers.cli import main
+    code = main(["restore", "fileshare", "--stamp", STAMP, "--snapshot", snapshot, "--target", target,
+                 "--key", str(key), *extra])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err

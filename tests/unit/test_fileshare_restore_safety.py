@@ -12,9 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from tests.unit.certs import make_cert
-from tests.unit.forge import NS, STAMP, configured_store, forge, picture, traversals
+from tests.unit.forge import NS, STAMP, cli_restore, configured_store, forge, partials, picture, traversals
 from workers.artifacts.catalog import artifact_key
-from workers.cli import main
 from workers.drill import checks
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
@@ -46,14 +45,7 @@ def host(tmp_path, monkeypatch):
 
 
 def restore(host, snapshot: str, capsys) -> tuple[int, str]:
-    code = main(["restore", "fileshare", "--stamp", STAMP, "--snapshot", snapshot, "--target", str(host.target),
-                 "--key", str(host.key)])
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
-
-
-def partials(root: Path) -> list[str]:
-    return [os.path.join(d, n) for d, _, names in os.walk(root) for n in names if n.endswith(PARTIAL)]
+    return cli_restore(snapshot, str(host.target), host.key, capsys)
 
 
 @pytest.mark.parametrize("hostile, rule", sorted(traversals(Path("/srv/victim")).items()))
