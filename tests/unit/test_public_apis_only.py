@@ -96,6 +96,17 @@ def test_workers_use_other_libraries_through_their_public_apis_only():
     assert found == [], "private-API uses in workers/:\n" + "\n".join(found)
 
 
+def test_the_one_private_module_we_use_is_imported_in_one_place_only():
+    # Given every module under workers/
+    # When each is searched for imports of smbclient's private smbclient._io
+    importers = [path.relative_to(WORKERS).as_posix() for path in sorted(WORKERS.rglob("*.py"))
+                 for node in ast.walk(ast.parse(path.read_text()))
+                 if (isinstance(node, ast.ImportFrom) and node.module == "smbclient._io")
+                 or (isinstance(node, ast.Import) and any(a.name == "smbclient._io" for a in node.names))]
+    # Then only workers/storage/smbio.py imports it (smbprotocol is pinned to the tested minor for it)
+    assert importers == ["storage/smbio.py"]
+
+
 BREACHES = {
     "exec": ("exec('x = 1')\n", "exec()"),
     "dict-item": ("class A: pass\na = A()\na.__dict__['x'] = 1\n", "assignment into __dict__"),

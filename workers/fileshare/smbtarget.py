@@ -12,13 +12,13 @@ import ntpath
 from typing import Any, BinaryIO, Iterator
 
 import smbclient
-from smbclient._io import SMBFileTransaction, SMBRawIO, set_info
 from smbprotocol.file_info import FileBasicInformation, FileRenameInformation
 from smbprotocol.open import CreateOptions, FilePipePrinterAccessMask as Access, SMB2SetInfoRequest
 from smbprotocol.structure import DateTimeField
 
 from workers.fileshare.tree import ATTRIBUTES, DIRECTORY, NORMAL, Stat, split_unc
 from workers.repository.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
+from workers.storage.smbio import SMBFileTransaction, SMBRawIO, set_info
 
 EPOCH = DateTimeField.EPOCH_FILETIME
 # Streamed reads ask for at most this much per READ (64 credits): larger READs save per-request work (-8% CPU

@@ -24,7 +24,6 @@ import threading
 from typing import Any, BinaryIO, Iterator
 
 import smbclient
-from smbclient._io import SMBDirectoryIO, SMBFileTransaction, SMBRawIO
 from smbprotocol.exceptions import NoMoreFiles, NoSuchFile, SMBAuthenticationError, SMBException, \
     SMBResponseException
 from smbprotocol.file_info import FileInformationClass
@@ -35,6 +34,7 @@ from workers.fileshare.smbtarget import SmbTarget, _Translating
 from workers.fileshare.tree import DIRECTORY, FileProblem, SourceDenied, SourceMisconfigured, \
     SourceUnavailable, Stat, split_unc
 from workers.repository.paths import parts
+from workers.storage.smbio import SMBDirectoryIO, SMBFileTransaction, SMBRawIO
 
 EPOCH = DateTimeField.EPOCH_FILETIME
 _DIR_INFO = struct.Struct("<IIQQQQQQIIIIQ")        # FileIdFullDirectoryInformation up to FileName

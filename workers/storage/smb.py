@@ -14,7 +14,6 @@ from datetime import datetime, timezone
 from typing import Any, BinaryIO, Iterator
 
 import smbclient
-from smbclient._io import SMBFileTransaction, SMBRawIO, set_info  # no public replace-without-opening-dst
 from smbprotocol.exceptions import SMBAuthenticationError, SMBException, SMBResponseException
 from smbprotocol.file_info import FileRenameInformation
 from smbprotocol.open import FilePipePrinterAccessMask
@@ -24,6 +23,7 @@ from workers.storage.base import (META_SUFFIX, PARTIAL_MARK, InvalidArgument, Ob
                                   StorageError, StorageFull, StorageMisconfigured, StoragePermissionDenied,
                                   StorageUnavailable, is_hidden_name, validate_key, validate_metadata,
                                   validate_prefix)
+from workers.storage.smbio import SMBFileTransaction, SMBRawIO, set_info  # smbclient._io, see smbio
 
 _DIRECTORY = 0x10
 _CREDENTIALS = {0xC000006D, 0xC000006A, 0xC0000071, 0xC0000072, 0xC000006E, 0xC0000234, 0xC0000193, 0xC0000224}
