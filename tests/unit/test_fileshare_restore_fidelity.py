@@ -9,6 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.fixtures import require_service
+
 from tests.unit.certs import make_cert
 from tests.unit.forge import NS, STAMP, configured_store, forge, picture
 from workers.cli import main
@@ -90,8 +92,8 @@ def test_local_targets_keep_dos_attributes_as_metadata(host):
     try:
         assert os.getxattr(host.target / "d/ro.txt", ATTRS_XATTR) == b"0x23"
         assert os.getxattr(host.target / "d", ATTRS_XATTR) == b"0x2"
-    except OSError:
-        pytest.skip("this file system has no user extended attributes")
+    except OSError as exc:
+        require_service("user extended attributes on the test file system", str(exc))
     # And a second restore finds the read-only file identical
     again = Restorer(Repository(host.store, STAMP), LocalTree(host.target, create=True), keys=keys).run(manifest)
     assert again.exact and again.files_identical == 2 and not again.failed
