@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import pytest
 
 from tests.fixtures import require_service
-
 from tests.unit.certs import make_cert
 from tests.unit.forge import NS, STAMP, configured_store, forge, picture
 from workers.cli import main
