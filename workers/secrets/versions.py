@@ -35,7 +35,7 @@ log = logging.getLogger("appsvc_dr.secrets")
 def check_rotated_at(rotated_at: datetime) -> None:
     """Refuse a rotation dated in the future: its version would stay "newest" over every genuine one."""
     now = datetime.now(timezone.utc)
-    if rotated_at > now + CLOCK_SKEW:
+    if is_future(rotated_at, now):
         raise PermanentError(f"secrets-rotated is dated {rotated_at.isoformat()}, in the future (this host's "
                              f"clock says {now:%Y-%m-%dT%H:%M:%SZ}; allowed skew {CLOCK_SKEW})",
                              hint="Fix the clock of the host that published the event (or of this worker), then "
