@@ -22,13 +22,12 @@ import pytest
 from contracts import (ArtifactReady, ArtifactReadyPayload, DatabaseBackupRequested, DatabaseBackupRequestedPayload,
                        SecretsRotated, SecretsRotatedPayload, utcnow)
 from tests.fixtures import started
-from tests.unit.forge import configured_store
+from tests.unit.forge import configured_store, plan_set
 from tests.fixtures.postgres import PG_HOST, PG_PORT, PG_USER, fill_sample, postgres_available, scratch_database
 from tests.fixtures.rabbit import running, settings_for, tap, wait_for
 from tests.unit.certs import make_cert, signing_settings
 from workers.app import App
 from workers.artifacts.service import ArtifactStore
-from workers.artifacts.sets import Plan, write_plan
 from workers.runtime import dlq
 from workers.runtime.publisher import Publisher
 from workers.secrets.drop import copy_to_drop
@@ -130,7 +129,7 @@ def test_hostile_staged_paths_are_dead_lettered_unread_and_the_worker_stores_a_g
         path.write_bytes(b"genuine " * 1000)
     shutil.chown(genuine["share"], smb_server.username)
     # And the genuine files' set was planned by the catalog (the hostile events' set never was)
-    write_plan(build_store(settings.store), Plan("stamp1", "set-g", ("databases",), "manual", None))
+    plan_set(build_store(settings.store), "set-g", "databases")
     seen: list = []
     app = App(settings, ["upload", tap(seen, "artifact-stored")])
     with listening(FOREIGN_HOST, smb_server.port) as foreign, running(app), Publisher(settings.broker) as pub:

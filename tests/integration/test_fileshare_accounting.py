@@ -15,8 +15,8 @@ import pytest
 
 from contracts import BackupDue, BackupDuePayload
 from tests.unit.test_fileshare_trees import MiB, make_tree, picture, write
+from tests.unit.forge import plan_set
 from workers.artifacts.service import ArtifactStore
-from workers.artifacts.sets import Plan, write_plan
 from workers.fileshare import handler as handler_module
 from workers.fileshare.handler import FileshareHandler, commit
 from workers.fileshare.restore import Restorer
@@ -86,7 +86,7 @@ def test_vanished_and_growing_files_are_reported_in_the_synced_event_and_a_warni
         "cache_dir": str(tmp_path / "cache"), "reread": 1})
     event = BackupDue(source="test", stamp="stamp1", correlation_id="set-acc",
                       payload=BackupDuePayload(backup_set_id="set-acc", components=("fileshare",)))
-    write_plan(LocalStore(tmp_path / "store"), Plan("stamp1", "set-acc", ("fileshare",), "manual", None))  # catalog
+    plan_set(LocalStore(tmp_path / "store"), "set-acc", "fileshare")
     # When the backup runs
     synced, _, warning = FileshareHandler(settings, ArtifactStore(LocalStore(tmp_path / "store"))) \
         .backup_due(event, CTX)

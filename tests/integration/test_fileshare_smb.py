@@ -16,8 +16,8 @@ from tests.fixtures import started
 from tests.fixtures.smbd import _run, _stop_by_pidfile, _wait_listening, smbd_server
 from tests.unit.certs import make_cert
 from tests.unit.test_fileshare_trees import MiB, change_tree, copy_tree, make_tree, picture, write
+from tests.unit.forge import plan_set
 from workers.artifacts.service import ArtifactStore
-from workers.artifacts.sets import Plan, write_plan
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.handler import FileshareHandler, commit
 from workers.fileshare.opener import open_tree
@@ -112,7 +112,7 @@ def test_a_file_held_with_a_deny_share_lock_is_retried_then_skipped_with_a_warni
         "cache_dir": str(tmp_path / "cache"), "retries": 2, "wait": 0.3})
     event = BackupDue(source="test", stamp="stamp1", correlation_id="set-lock",
                       payload=BackupDuePayload(backup_set_id="set-lock", components=("fileshare",)))
-    write_plan(LocalStore(tmp_path / "store"), Plan("stamp1", "set-lock", ("fileshare",), "manual", None))  # catalog
+    plan_set(LocalStore(tmp_path / "store"), "set-lock", "fileshare")                  # as the catalog does
     try:
         # When the backup runs
         started_at = time.monotonic()

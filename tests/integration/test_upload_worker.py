@@ -10,11 +10,10 @@ import pytest
 
 from contracts import ArtifactReady, ArtifactReadyPayload
 from tests.fixtures.rabbit import running, settings_for, tap, wait_for
-from tests.unit.forge import configured_store
+from tests.unit.forge import configured_store, plan_set
 from tests.unit.certs import make_cert, signed, signing_settings
 from workers.app import App
 from workers.artifacts.catalog import read_manifest
-from workers.artifacts.sets import Plan, write_plan
 from workers.runtime import dlq
 from workers.runtime.publisher import Publisher
 from workers.storage.artifact import KeyRing
@@ -43,7 +42,7 @@ def cert_files(tmp_path):
 def planned(tmp_path, set_id: str, component: str = "databases") -> None:
     """The catalog's plan for the set (from its backup-due), signed like the catalog's: the upload worker stores
     into planned sets only."""
-    write_plan(signed(LocalStore(tmp_path / "store"), tmp_path), Plan("stamp1", set_id, (component,), "manual", None))
+    plan_set(signed(LocalStore(tmp_path / "store"), tmp_path), set_id, component)
 
 
 def upload_settings(vhost, tmp_path, smb, certificate=None):

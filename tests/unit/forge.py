@@ -100,3 +100,9 @@ def cli_restore(snapshot: str, target: str, key: Path, capsys, *extra: str) -> t
                  "--key", str(key), *extra])
     captured = capsys.readouterr()
     return code, captured.out + captured.err
+
+
+def plan_set(backend, set_id: str, *components: str, stamp: str = STAMP) -> None:
+    """Plan ``set_id`` as the catalog does on backup-due (an artifact is accepted only into a planned set)."""
+    from workers.artifacts.sets import Plan, write_plan
+    write_plan(backend, Plan(stamp, set_id, tuple(components), "manual", None))

@@ -7,9 +7,8 @@ import pytest
 
 from contracts import BackupDue, BackupDuePayload
 from tests.unit.certs import make_cert
-from tests.unit.forge import configured_store
+from tests.unit.forge import configured_store, plan_set
 from tests.unit.test_fileshare_trees import change_tree, make_tree, picture
-from workers.artifacts.sets import Plan, write_plan
 from workers.cli import main
 from workers.fileshare.handler import FileshareHandler
 from workers.runtime.config import load_settings
@@ -33,7 +32,7 @@ def stamp(tmp_path, monkeypatch):
     make_tree(tmp_path / "src")
     handler = FileshareHandler(settings, configured_store(settings))
     for set_id in ("set-a", "set-b"):
-        write_plan(handler.store.backend, Plan("stamp1", set_id, ("fileshare",), "manual", None))  # as the catalog
+        plan_set(handler.store.backend, set_id, "fileshare")  # as the catalog
         handler.backup_due(BackupDue(source="t", stamp="stamp1", correlation_id=set_id,
                                      payload=BackupDuePayload(backup_set_id=set_id, components=("fileshare",))), CTX)
         if set_id == "set-a":

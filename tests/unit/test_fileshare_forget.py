@@ -12,6 +12,7 @@ import pytest
 from contracts import BackupDue, BackupDuePayload, new_backup_set_id
 from tests.unit.test_catalog_handler import backup_due, old_complete_set, stored
 from tests.unit.test_fileshare_trees import make_tree
+from tests.unit.forge import plan_set
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import Plan, write_marker, write_plan
 from workers.catalog.handler import CatalogHandler
@@ -143,7 +144,7 @@ def test_a_backup_is_retried_while_a_prune_holds_the_repository(tmp_path, backen
     handler = FileshareHandler(settings, ArtifactStore(backend))
     due = BackupDue(source="t", stamp="stamp1", correlation_id="set-x",
                     payload=BackupDuePayload(backup_set_id="set-x", components=("fileshare",)))
-    write_plan(backend, Plan("stamp1", "set-x", ("fileshare",), "manual", None))   # as the catalog does first
+    plan_set(backend, "set-x", "fileshare")   # as the catalog does first
     with RepoLock(backend, "stamp1", "prune", holder="appsvc-dr snapshots prune", exclusive=True):
         # When a backup is due / Then it fails transiently (retried with backoff), nothing stored
         with pytest.raises(RepositoryLocked) as refused:

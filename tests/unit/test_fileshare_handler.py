@@ -7,9 +7,9 @@ import pytest
 
 from contracts import BackupDue, BackupDuePayload, FileshareSyncRequested, FileshareSyncRequestedPayload
 from tests.unit.test_fileshare_trees import make_tree
+from tests.unit.forge import plan_set
 from workers.artifacts.catalog import read_set
 from workers.artifacts.service import ArtifactStore
-from workers.artifacts.sets import Plan, write_plan
 from workers.fileshare import handler as handler_module
 from workers.fileshare.handler import FileshareHandler
 from workers.fileshare.tree import FileProblem, LocalTree, Stat
@@ -29,7 +29,7 @@ def handler(tmp_path, **fileshare) -> FileshareHandler:
 
 def planned(h: FileshareHandler, set_id: str) -> FileshareHandler:
     """The catalog's plan for the set (it plans every backup-due): the worker syncs into planned sets only."""
-    write_plan(h.store.backend, Plan("stamp1", set_id, ("fileshare",), "manual", None))
+    plan_set(h.store.backend, set_id, "fileshare")
     return h
 
 
