@@ -14,7 +14,7 @@ from workers.middleware.base import Hooks, Middleware
 from workers.middleware.metrics import Metrics, MetricsMiddleware
 from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError
-from workers.runtime.handler import WorkerSpec
+from workers.runtime.worker import WorkerSpec
 from workers.runtime.http import StatusServer
 from workers.runtime.runner import Runner
 

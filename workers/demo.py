@@ -23,7 +23,7 @@ from workers.runtime.amqp import connection_parameters
 from workers.runtime.config import Settings, load_settings
 from workers.runtime.publisher import Publisher
 from workers.secrets.drop import copy_to_drop
-from workers.storage.artifact import generate_self_signed
+from workers.storage.codec import generate_self_signed
 from workers.storage.signing import generate_signing_key
 
 DEMO_DATABASE = "appsvc_dr_demo"
@@ -195,7 +195,7 @@ def drill(settings: Settings, key: Path, out) -> bool:
     from workers.artifacts.service import ArtifactStore
     from workers.drill.results import table
     from workers.drill.run import run_drill
-    from workers.storage.artifact import KeyRing
+    from workers.storage.codec import KeyRing
     from workers.storage.factory import build_store
     from workers.storage.signing import attach, trust_from_settings
 

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from workers.storage.artifact import KeyRing, decode, encode, generate_self_signed, load_certificate
+from workers.storage.codec import KeyRing, decode, encode, generate_self_signed, load_certificate
 
 MiB = 1 << 20
 

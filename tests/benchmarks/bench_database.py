@@ -58,10 +58,10 @@ def child_main(cfg: dict) -> None:
     import logging
 
     from contracts import DatabaseBackupRequested, DatabaseBackupRequestedPayload
-    from workers.databases import postgres as pg_module
+    from workers.engines import postgres as pg_module
     from workers.dbbackup.handler import DbBackupHandler
     from workers.runtime.config import load_settings
-    from workers.runtime.handler import JobContext
+    from workers.runtime.worker import JobContext
     from workers.upload.handler import UploadHandler
 
     settings = load_settings(**cfg["settings"])

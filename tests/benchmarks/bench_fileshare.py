@@ -44,7 +44,7 @@ from workers.fileshare.settings import FileshareSettings  # noqa: E402
 from workers.fileshare.sync import Sync  # noqa: E402
 from workers.fileshare.tree import open_tree  # noqa: E402
 from workers.repository.repo import Repository  # noqa: E402
-from workers.storage.artifact import KeyRing, generate_self_signed, load_certificate  # noqa: E402
+from workers.storage.codec import KeyRing, generate_self_signed, load_certificate  # noqa: E402
 from workers.storage.s3 import S3Store  # noqa: E402
 
 MiB = 1 << 20

@@ -39,7 +39,7 @@ from tests.integration.sample_workers import Ping, PingPayload, Pong
 from workers.app import App
 from workers.runtime.amqp import connection_parameters, event_properties
 from workers.runtime.connect import declare_topology
-from workers.runtime.handler import WorkerSpec
+from workers.runtime.worker import WorkerSpec
 from workers.runtime.topology import Topology
 
 PREFETCH = 400

@@ -57,7 +57,7 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("--compress", action="store_true")
     ns = parser.parse_args(argv)
     from workers.artifacts.service import ArtifactStore
-    from workers.storage.artifact import load_certificate
+    from workers.storage.codec import load_certificate
 
     if ns.endpoint:
         from workers.storage.s3 import S3Store
@@ -223,7 +223,7 @@ def main() -> None:
         sys.exit("rclone is not installed")
 
     from tests.fixtures.s3server import moto_s3_server
-    from workers.storage.artifact import generate_self_signed
+    from workers.storage.codec import generate_self_signed
     from workers.storage.signing import generate_signing_key
 
     work = Path(tempfile.mkdtemp(prefix="bench-upload-", dir=ns.workdir))

@@ -16,7 +16,7 @@ from tests.fixtures.postgres import (drop_database, fill_sample, pg_settings, po
                                      table_fingerprints, unique_name)
 from tests.unit.fake_pyodbc import (Expect, FakeOdbc, backup_ok, history, lookup, progress_sets, rows, sql_error,
                                     verify_ok)
-from workers.databases import DatabaseEngine, DatabaseSettings, PostgresEngine, RestoreResult, SqlServerEngine
+from workers.engines import DatabaseEngine, DatabaseSettings, PostgresEngine, RestoreResult, SqlServerEngine
 from workers.runtime.errors import PermanentError
 
 

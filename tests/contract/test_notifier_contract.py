@@ -19,8 +19,8 @@ from contracts import JobFailed, JobFailedPayload
 from tests.fixtures import closed_port
 from tests.fixtures.smtp_server import SMTP_PASSWORD, SMTP_USER, SmtpServer, self_signed_tls, smtp_server  # noqa: F401
 from tests.fixtures.webhook_server import WebhookServer, webhook_server  # noqa: F401
-from workers.notify import JsonWebhook, Notifier, SlackWebhook, SmtpNotifier, TeamsWebhook, build_notifiers
-from workers.notify.render import Notification, notification_from_event
+from workers.senders import JsonWebhook, Notifier, SlackWebhook, SmtpNotifier, TeamsWebhook, build_notifiers
+from workers.senders.render import Notification, notification_from_event
 from workers.runtime.config import NotifySettings
 from workers.runtime.errors import ConfigurationError, PermanentError, TransientError
 

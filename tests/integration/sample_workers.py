@@ -13,7 +13,7 @@ from typing import Literal
 from contracts import BackupDue, Envelope, Payload
 from workers.app import Deps
 from workers.runtime.errors import PermanentError, TransientError
-from workers.runtime.handler import WorkerSpec
+from workers.runtime.worker import WorkerSpec
 
 
 class PingPayload(Payload):

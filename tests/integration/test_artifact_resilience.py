@@ -27,7 +27,7 @@ from tests.fixtures import ServiceStartError, free_port, started
 from tests.unit.certs import make_cert
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore, OverwriteError
 from workers.runtime.errors import PermanentError, TransientError
-from workers.storage.artifact import IntegrityError, KeyRing
+from workers.storage.codec import IntegrityError, KeyRing
 from workers.storage.base import ObjectNotFound, StorageUnavailable
 from workers.storage.s3 import S3Store
 

@@ -12,7 +12,7 @@ from tests.contract.conftest import make_store
 from tests.unit.certs import make_cert, signed
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore, OverwriteError
 from workers.secrets.versions import latest, secrets_key, version_key, versions
-from workers.storage.artifact import KeyRing, load_certificate, read_header
+from workers.storage.codec import KeyRing, load_certificate, read_header
 from workers.storage.signing import SignatureError, Trust, attach, trust_of
 
 STAMP = "stamp1"

@@ -14,10 +14,10 @@ import pytest
 
 from contracts import new_backup_set_id
 from tests.unit.certs import make_cert, signed, signing_settings
-from workers.artifacts.catalog import artifact_key, write_manifest
+from workers.artifacts.setmanifest import artifact_key, write_manifest
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import Plan, write_marker, write_plan
-from workers.storage.artifact import load_certificate, thumbprint
+from workers.storage.codec import load_certificate, thumbprint
 from workers.storage.local import LocalStore
 
 pytestmark = pytest.mark.integration

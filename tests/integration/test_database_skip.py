@@ -13,9 +13,9 @@ from tests.fixtures.rabbit import run_cli, running, settings_for, tap, wait_for
 from tests.fixtures.smtp_server import SMTP_PASSWORD, SMTP_USER, smtp_server  # noqa: F401 - fixture
 from tests.fixtures.webhook_server import webhook_server  # noqa: F401 - fixture
 from workers.app import App
-from workers.databases.base import SKIPPED_NOT_PREFERRED, BackupResult
+from workers.engines.base import SKIPPED_NOT_PREFERRED, BackupResult
 from workers.dbbackup.handler import SPEC, DbBackupHandler
-from workers.runtime.handler import WorkerSpec
+from workers.runtime.worker import WorkerSpec
 from workers.runtime.publisher import Publisher
 
 pytestmark = pytest.mark.integration

@@ -32,7 +32,7 @@ from workers.runtime import dlq
 from workers.runtime.publisher import Publisher
 from workers.secrets.drop import copy_to_drop
 from workers.secrets.versions import set_reference, version_id, version_key
-from workers.storage.artifact import KeyRing, load_certificate
+from workers.storage.codec import KeyRing, load_certificate
 from workers.storage.factory import build_store
 
 pytestmark = pytest.mark.integration

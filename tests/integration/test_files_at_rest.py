@@ -21,14 +21,14 @@ from tests.unit.forge import configured_store
 from tests.fixtures.postgres import PG_HOST, PG_PORT, PG_USER, fill_sample, postgres_available, scratch_database
 from tests.fixtures.rabbit import settings_for, spawn_worker, wait_for
 from tests.unit.certs import make_cert
-from workers.artifacts.catalog import artifact_key
-from workers.databases.factory import build_engine
+from workers.artifacts.setmanifest import artifact_key
+from workers.engines.factory import build_engine
 from workers.dbbackup.handler import DbBackupHandler
 from workers.dbbackup.restore import staged_artifact
 from workers.runtime.config import load_settings
-from workers.runtime.handler import JobContext
+from workers.runtime.worker import JobContext
 from workers.secrets.drop import copy_to_drop
-from workers.storage.artifact import KeyRing
+from workers.storage.codec import KeyRing
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ from workers.fileshare.sync import Sync
 from workers.fileshare.tree import LocalTree
 from workers.repository.repo import Repository
 from workers.runtime.config import load_settings
-from workers.runtime.handler import JobContext
+from workers.runtime.worker import JobContext
 from workers.storage.local import LocalStore
 
 pytestmark = pytest.mark.integration

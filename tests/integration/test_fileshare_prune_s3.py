@@ -18,7 +18,7 @@ from workers.fileshare.lock import RepoLock, RepositoryLocked, read_locks
 from workers.fileshare.prune import Pruner
 from workers.repository.forget import Policy, forget
 from workers.repository.repo import Repository
-from workers.storage.artifact import KeyRing, load_certificate
+from workers.storage.codec import KeyRing, load_certificate
 from workers.storage.s3 import S3Store
 
 pytestmark = pytest.mark.integration

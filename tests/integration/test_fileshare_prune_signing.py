@@ -21,7 +21,7 @@ from workers.fileshare.prune import Pruner
 from workers.repository.forget import Policy, forget
 from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError
-from workers.storage.artifact import KeyRing, encode, load_certificate
+from workers.storage.codec import KeyRing, encode, load_certificate
 from workers.storage.local import LocalStore
 from workers.storage.signing import Trust, attach, trust_of
 

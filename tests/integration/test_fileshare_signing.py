@@ -23,7 +23,7 @@ from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
 from workers.fileshare.tree import LocalTree
 from workers.repository.repo import Repository
-from workers.storage.artifact import IntegrityError, encode
+from workers.storage.codec import IntegrityError, encode
 
 STAMP = "stamp1"
 

@@ -27,8 +27,8 @@ from workers.fileshare.sync import Sync
 from workers.fileshare.tree import LocalTree, SourceDenied, SourceUnavailable
 from workers.repository.repo import Repository
 from workers.runtime.config import load_settings
-from workers.runtime.handler import JobContext
-from workers.storage.artifact import KeyRing, load_certificate
+from workers.runtime.worker import JobContext
+from workers.storage.codec import KeyRing, load_certificate
 from workers.storage.local import LocalStore
 from workers.storage.s3 import S3Store
 

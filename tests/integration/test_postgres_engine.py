@@ -13,7 +13,7 @@ import pytest
 
 from tests.fixtures import closed_port, started
 from tests.fixtures.postgres import connect, fill_sample, pg_settings, postgres_available, scratch_database
-from workers.databases import PostgresEngine
+from workers.engines import PostgresEngine
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError, TransientError
 
 pytestmark = pytest.mark.integration
@@ -135,8 +135,8 @@ def test_password_travels_in_the_environment_never_on_the_command_line(engine, s
         calls.append((list(argv), dict(kwargs.get("env") or {})))
         return real_run(argv, *args, **kwargs)
 
-    monkeypatch.setattr("workers.databases.postgres.subprocess.Popen", popen)
-    monkeypatch.setattr("workers.databases.postgres.subprocess.run", run)
+    monkeypatch.setattr("workers.engines.postgres.subprocess.Popen", popen)
+    monkeypatch.setattr("workers.engines.postgres.subprocess.run", run)
     # When a backup and a restore run
     path = str(tmp_path / "db.dump")
     engine.backup(small_db, path)

@@ -16,7 +16,7 @@ from workers.app import App
 from workers.middleware.base import Middleware
 from workers.runtime import dlq
 from workers.runtime.errors import PermanentError
-from workers.runtime.handler import WorkerSpec
+from workers.runtime.worker import WorkerSpec
 from workers.runtime.publisher import Publisher
 from workers.runtime.topology import Topology
 

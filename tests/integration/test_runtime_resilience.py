@@ -12,7 +12,7 @@ from contracts import BackupDue, BackupDuePayload
 from tests.fixtures.rabbit import queue_count, queue_info, running, settings_for, spawn_worker, vhost, wait_for
 from workers.app import App
 from workers.middleware.base import Middleware
-from workers.runtime.handler import WorkerSpec
+from workers.runtime.worker import WorkerSpec
 from workers.runtime.publisher import Publisher
 from workers.runtime.topology import Topology
 

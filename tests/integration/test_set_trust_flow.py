@@ -20,7 +20,7 @@ from contracts import (ArtifactReady, ArtifactReadyPayload, BackupDue, BackupDue
 from tests.fixtures.rabbit import running, settings_for, tap, wait_for
 from tests.unit.test_catalog_handler import stored
 from workers.app import App
-from workers.artifacts.catalog import read_manifest
+from workers.artifacts.setmanifest import read_manifest
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import Plan, read_marker, read_plan, write_marker, write_plan
 from workers.runtime import dlq

@@ -12,13 +12,13 @@ import pytest
 
 from contracts import new_backup_set_id
 from tests.unit.certs import make_cert
-from workers.artifacts.catalog import artifact_key
+from workers.artifacts.setmanifest import artifact_key
 from workers.artifacts.retention import apply_retention
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import Plan, write_marker, write_plan
 from workers.drill.run import candidates, choose
 from workers.secrets.versions import latest, version_id, version_key
-from workers.storage.artifact import load_certificate
+from workers.storage.codec import load_certificate
 from workers.storage.local import LocalStore
 from workers.storage.s3 import S3Store
 

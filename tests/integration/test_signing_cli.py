@@ -13,7 +13,7 @@ from tests.unit.certs import make_cert, signing_settings
 from workers.artifacts.service import ArtifactStore
 from workers.runtime.config import load_settings
 from workers.secrets.versions import version_key
-from workers.storage.artifact import load_certificate
+from workers.storage.codec import load_certificate
 from workers.storage.local import LocalStore
 from workers.storage.signing import Trust, attach
 

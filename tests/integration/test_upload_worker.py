@@ -13,10 +13,10 @@ from tests.fixtures.rabbit import running, settings_for, tap, wait_for
 from tests.unit.forge import configured_store, plan_set
 from tests.unit.certs import make_cert, signed, signing_settings
 from workers.app import App
-from workers.artifacts.catalog import read_manifest
+from workers.artifacts.setmanifest import read_manifest
 from workers.runtime import dlq
 from workers.runtime.publisher import Publisher
-from workers.storage.artifact import KeyRing
+from workers.storage.codec import KeyRing
 from workers.storage.local import LocalStore
 
 pytestmark = pytest.mark.integration

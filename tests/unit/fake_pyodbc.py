@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import pyodbc
 
-from workers.databases.sqlserver_sql import BACKUP_HISTORY, DATABASE_STATE
+from workers.engines.sqlserver_sql import BACKUP_HISTORY, DATABASE_STATE
 
 PREFIX = "[Microsoft][ODBC Driver 18 for SQL Server][SQL Server]"
 

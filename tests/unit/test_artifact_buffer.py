@@ -11,7 +11,7 @@ import pytest
 from tests.unit.certs import make_cert
 from tests.unit.test_artifact_format import MODES, decode_all, records
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
-from workers.storage.artifact import KeyRing, encode_buffer, load_certificate, read_header
+from workers.storage.codec import KeyRing, encode_buffer, load_certificate, read_header
 from workers.storage.crypto import KIND_DATA
 from workers.storage.local import LocalStore
 
@@ -111,7 +111,7 @@ def test_put_buffer_stores_records_and_deduplicates_like_put(tmp_path, keys):
 def test_a_pack_without_a_plaintext_hash_is_version_2_and_still_fully_checked(mode, keys, monkeypatch):
     from tests.unit.test_artifact_format import DAMAGE
     from workers.storage import crypto
-    from workers.storage.artifact import IntegrityError, UnsupportedArtifactError, decode
+    from workers.storage.codec import IntegrityError, UnsupportedArtifactError, decode
     cert, ring = keys
     compress, encrypted = MODES[mode]
     body = mixed(3 * MiB + 5)

@@ -11,7 +11,7 @@ import tracemalloc
 import pytest
 from cryptography.hazmat.primitives import hashes
 
-from workers.storage.artifact import (IntegrityError, KeyLoadError, KeyNotFoundError, KeyRing, NotAnArtifactError,
+from workers.storage.codec import (IntegrityError, KeyLoadError, KeyNotFoundError, KeyRing, NotAnArtifactError,
                                       WrongPasswordError, decode, encode, generate_self_signed, load_certificate,
                                       read_header, thumbprint)
 

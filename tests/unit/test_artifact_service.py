@@ -44,7 +44,7 @@ def test_an_unchanged_object_is_not_uploaded_twice(tmp_path):
 
 def test_after_a_certificate_rotation_a_re_run_encrypts_for_the_new_certificate(tmp_path):
     old, new = make_cert("old"), make_cert("new")
-    from workers.storage.artifact import load_certificate
+    from workers.storage.codec import load_certificate
     ArtifactStore(LocalStore(tmp_path), certificate=load_certificate(old.cert_pem)).put("s/x/secrets/f", opener)
     rotated = ArtifactStore(LocalStore(tmp_path), certificate=load_certificate(new.cert_pem))
     stored = rotated.put("s/x/secrets/f", opener)

@@ -11,13 +11,13 @@ import pytest
 from contracts import (ArtifactStored, ArtifactStoredPayload, BackupDue, BackupDuePayload, BackupSetCompleted,
                        default_registry, new_backup_set_id)
 from workers.app import BUILTIN, builtin_bindings
-from workers.artifacts.catalog import artifact_key, read_manifest
+from workers.artifacts.setmanifest import artifact_key, read_manifest
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import COMPLETE, PLAN, Plan, read_marker, read_plan, write_marker, write_plan
 from workers.catalog.handler import CatalogHandler, build_catalog_worker, completion_event_id
 from workers.runtime.config import RetentionSettings, Settings, StoreSettings
 from workers.runtime.errors import PermanentError, TransientError
-from workers.runtime.handler import JobContext
+from workers.runtime.worker import JobContext
 from workers.storage.local import LocalStore
 
 STAMP = "stamp1"

@@ -9,7 +9,7 @@ import logging
 from datetime import datetime, timezone
 
 from tests.unit.certs import signed
-from workers.artifacts.catalog import read_set
+from workers.artifacts.setmanifest import read_set
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import (PLAN, Plan, read_marker, read_plan, read_skip, set_prefix, write_marker,
                                     write_plan, write_skip)

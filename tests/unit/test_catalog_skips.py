@@ -6,11 +6,11 @@ import logging
 from uuid import uuid4
 
 from contracts import DatabaseBackedUp, DatabaseBackedUpPayload, JobFailed, default_registry, new_backup_set_id
-from workers.artifacts.catalog import read_set
+from workers.artifacts.setmanifest import read_set
 from workers.artifacts.sets import read_marker, read_plan, read_skip, read_skips, waiting_for
 from workers.catalog.handler import CatalogHandler, build_catalog_worker
 from workers.catalog.skips import ERROR_CLASS, skip_event_id
-from workers.databases.base import SKIPPED_NOT_PREFERRED
+from workers.engines.base import SKIPPED_NOT_PREFERRED
 from workers.runtime.config import RetentionSettings, Settings, StoreSettings
 from tests.unit.test_catalog_handler import STAMP, backup_due, ctx, store, stored  # noqa: F401 - fixtures
 

@@ -5,10 +5,10 @@ import logging
 import threading
 
 from contracts import BackupDue, BackupDuePayload, DatabaseBackupRequested, DatabaseBackupRequestedPayload
-from workers.databases.base import SKIPPED_NOT_PREFERRED, BackupResult
+from workers.engines.base import SKIPPED_NOT_PREFERRED, BackupResult
 from workers.dbbackup.handler import DbBackupHandler
 from workers.runtime.config import load_settings
-from workers.runtime.handler import JobContext
+from workers.runtime.worker import JobContext
 
 
 class StubEngine:

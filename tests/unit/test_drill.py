@@ -14,10 +14,10 @@ import pytest
 from contracts import new_backup_set_id
 from tests.unit.certs import make_cert, signed
 from tests.unit.fake_pyodbc import Expect, FakeOdbc, lookup, progress_sets, rows, verify_ok
-from workers.artifacts.catalog import artifact_key
+from workers.artifacts.setmanifest import artifact_key
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import Plan, write_marker as write_complete, write_plan
-from workers.databases import DatabaseSettings, SqlServerEngine
+from workers.engines import DatabaseSettings, SqlServerEngine
 from workers.drill import checks
 from workers.drill.checks import Drill, scratch_name
 from workers.drill.results import (METRIC, ComponentResult, DrillResult, last_by_result, read_markers, report_lines,
@@ -27,7 +27,7 @@ from workers.runtime.config import load_settings
 from workers.runtime.errors import ConfigurationError, PermanentError
 from workers.secrets.handler import REFERENCE_NAME
 from workers.secrets.versions import version_key
-from workers.storage.artifact import KeyRing, load_certificate
+from workers.storage.codec import KeyRing, load_certificate
 from workers.storage.local import LocalStore
 
 STAMP, CANARY = "stamp1", "CANARY-unit-drill"

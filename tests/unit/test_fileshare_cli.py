@@ -12,7 +12,7 @@ from tests.unit.test_fileshare_trees import change_tree, make_tree, picture
 from workers.cli import main
 from workers.fileshare.handler import FileshareHandler
 from workers.runtime.config import load_settings
-from workers.runtime.handler import JobContext
+from workers.runtime.worker import JobContext
 
 CTX = JobContext("fileshare", "fileshare:1", 0, logging.LoggerAdapter(logging.getLogger("test"), {}))
 

@@ -21,7 +21,7 @@ from workers.fileshare.lock import LockLost, RepoLock, RepositoryLocked, read_lo
 from workers.repository.forget import Policy, Snapshot, decide_snapshots, forget
 from workers.repository.repo import Repository
 from workers.runtime.config import RetentionSettings, load_settings
-from workers.runtime.handler import JobContext
+from workers.runtime.worker import JobContext
 from workers.storage.local import LocalStore
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)

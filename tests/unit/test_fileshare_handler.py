@@ -8,14 +8,14 @@ import pytest
 from contracts import BackupDue, BackupDuePayload, FileshareSyncRequested, FileshareSyncRequestedPayload
 from tests.unit.test_fileshare_trees import make_tree
 from tests.unit.forge import plan_set
-from workers.artifacts.catalog import read_set
+from workers.artifacts.setmanifest import read_set
 from workers.artifacts.service import ArtifactStore
 from workers.fileshare import handler as handler_module
 from workers.fileshare.handler import FileshareHandler
 from workers.fileshare.tree import FileProblem, LocalTree, Stat
 from workers.runtime.config import load_settings
 from workers.runtime.errors import PermanentError, TransientError
-from workers.runtime.handler import JobContext
+from workers.runtime.worker import JobContext
 from workers.storage.local import LocalStore
 
 CTX = JobContext("fileshare", "fileshare:1", 0, logging.LoggerAdapter(logging.getLogger("test"), {}))

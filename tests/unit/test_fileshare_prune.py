@@ -25,7 +25,7 @@ from workers.repository.forget import Policy, forget
 from workers.repository.manifest import Entry, Manifest
 from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError
-from workers.storage.artifact import KeyRing, load_certificate
+from workers.storage.codec import KeyRing, load_certificate
 from workers.storage.local import LocalStore
 
 NOW_GRACE = timedelta(0)          # the test's packs are seconds old: let prune treat unindexed ones as old

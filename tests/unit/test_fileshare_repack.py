@@ -14,7 +14,7 @@ from workers.fileshare.repack import choose, to_move
 from workers.repository.forget import Policy, forget
 from workers.repository.repo import Repository
 from workers.runtime.errors import ConfigurationError
-from workers.storage.artifact import KeyRing, load_certificate
+from workers.storage.codec import KeyRing, load_certificate
 from workers.storage.local import LocalStore
 
 

@@ -16,7 +16,7 @@ from workers.cli import main
 from workers.fileshare.restore import Restorer
 from workers.fileshare.tree import ATTRS_XATTR, LocalTree
 from workers.repository.repo import Repository
-from workers.storage.artifact import KeyRing
+from workers.storage.codec import KeyRing
 
 
 def configure_store(tmp_path, monkeypatch, name: str) -> None:

@@ -16,7 +16,7 @@ from workers.cli import main
 from workers.fileshare.handler import FileshareHandler
 from workers.fileshare.lock import RepoLock, read_locks
 from workers.runtime.config import load_settings
-from workers.runtime.handler import JobContext
+from workers.runtime.worker import JobContext
 
 CTX = JobContext("fileshare", "fileshare:1", 0, logging.LoggerAdapter(logging.getLogger("test"), {}))
 SETS = ("20261120T010000Z-0000000a", "20261121T010000Z-0000000b", "20261122T010000Z-0000000c")

@@ -14,7 +14,7 @@ from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
 from workers.fileshare.tree import LocalTree
 from workers.repository.repo import Repository
-from workers.storage.artifact import KeyRing, load_certificate
+from workers.storage.codec import KeyRing, load_certificate
 from workers.storage.local import LocalStore
 
 

@@ -12,10 +12,10 @@ import pytest
 from contracts import BackupDue, BackupDuePayload, JobFailed, JobFailedPayload, default_registry
 from workers.notifier import FailureGrouper, NotifierHandler, build_notifier_worker
 from workers.notifier.grouping import normalise
-from workers.notify.render import Notification
+from workers.senders.render import Notification
 from workers.runtime.config import NotifySettings
 from workers.runtime.errors import PermanentError, TransientError
-from workers.runtime.handler import JobContext
+from workers.runtime.worker import JobContext
 from workers.runtime.processing import Delivery, JobProcessor
 from workers.runtime.topology import Topology
 

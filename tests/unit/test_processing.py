@@ -9,7 +9,7 @@ import pika
 from contracts import BackupDue, BackupDuePayload, JobFailed, JobFailedPayload, default_registry
 from workers.middleware.base import Hooks, Middleware
 from workers.runtime.errors import PermanentError, TransientError
-from workers.runtime.handler import WorkerSpec
+from workers.runtime.worker import WorkerSpec
 from workers.runtime.processing import Delivery, JobProcessor
 from workers.runtime.topology import Topology
 

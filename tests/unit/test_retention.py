@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from contracts import new_backup_set_id
-from workers.artifacts.catalog import artifact_key, write_manifest
+from workers.artifacts.setmanifest import artifact_key, write_manifest
 from workers.artifacts.retention import apply_retention, delete_set, plan_retention
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import COMPLETE, PLAN, Plan, write_marker, write_plan

@@ -8,8 +8,8 @@ import pytest
 from tests.unit.fake_pyodbc import Expect, FakeOdbc, ResultSet, backup_ok as backup, history as fake_history
 from tests.unit.fake_pyodbc import info, lookup as fake_lookup, odbc_error, progress_sets, rows, sql_error
 from tests.unit.fake_pyodbc import verify_ok as verify
-from workers.databases import SKIPPED_NOT_PREFERRED, DatabaseSettings, SqlServerEngine
-from workers.databases import sqlserver_sql as tsql
+from workers.engines import SKIPPED_NOT_PREFERRED, DatabaseSettings, SqlServerEngine
+from workers.engines import sqlserver_sql as tsql
 from workers.runtime.errors import PermanentError, TransientError
 
 DB = "appservice_hosting"

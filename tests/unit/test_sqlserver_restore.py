@@ -5,7 +5,7 @@ import pytest
 
 from tests.unit.fake_pyodbc import Expect, backup_ok as backup, progress_sets, rows, sql_error, verify_ok as verify
 from tests.unit.test_sqlserver_engine import DB, STAGE, history, lookup, make
-from workers.databases import sqlserver_sql as tsql
+from workers.engines import sqlserver_sql as tsql
 from workers.runtime.errors import PermanentError
 
 

@@ -6,10 +6,10 @@ from pydantic import ValidationError
 
 from tests.fixtures import closed_port
 from tests.unit.fake_pyodbc import FakeOdbc
-from workers.databases import DatabaseSettings, PostgresEngine, SqlServerEngine, build_engine
-from workers.databases import sqlserver_sql as tsql
-from workers.databases.base import stripe_paths
-from workers.databases.odbc import clean_text, connection_string, error_numbers
+from workers.engines import DatabaseSettings, PostgresEngine, SqlServerEngine, build_engine
+from workers.engines import sqlserver_sql as tsql
+from workers.engines.base import stripe_paths
+from workers.engines.odbc import clean_text, connection_string, error_numbers
 from workers.runtime.errors import ConfigurationError, PermanentError, TransientError
 
 SECRET = "pa;ss}word=1"

@@ -7,7 +7,7 @@ import pytest
 
 from contracts import BackupDue, BackupDuePayload, Envelope, JobFailed
 from workers.app import BUILTIN, builtin_bindings, topology_of
-from workers.runtime.handler import JobContext, WorkerSpec
+from workers.runtime.worker import JobContext, WorkerSpec
 
 WORKERS = Path(__file__).resolve().parents[2] / "workers"
 

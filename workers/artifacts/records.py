@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from workers.runtime.errors import PermanentError
-from workers.storage.artifact import IntegrityError
+from workers.storage.codec import IntegrityError
 from workers.storage.base import ObjectNotFound, StorageBackend
 from workers.storage.signing import SIGNATURE_FIELD, SignatureError, canonical, trust_of
 

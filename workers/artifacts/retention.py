@@ -31,7 +31,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from workers.artifacts.catalog import MANIFEST
+from workers.artifacts.setmanifest import MANIFEST
 from workers.artifacts.sets import (COMPLETE, DEFAULT_DEADLINE, PLAN, dated_in_future, read_marker, read_plan,
                                     scan_sets, set_prefix, set_time)
 from workers.storage.base import StorageBackend

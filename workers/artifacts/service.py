@@ -26,7 +26,7 @@ from workers.artifacts.records import (RECORD_SUFFIX, OverwriteError, StoredArti
                                        record_body)
 from workers.runtime.config import EncryptionSettings, StoreSettings
 from workers.runtime.errors import ConfigurationError, PermanentError, TransientError
-from workers.storage.artifact import (EncodedBuffer, EncodingStream, IntegrityError, KeyRing, decode, encode,
+from workers.storage.codec import (EncodedBuffer, EncodingStream, IntegrityError, KeyRing, decode, encode,
                                       encode_buffer, load_certificate, thumbprint)
 from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
 from workers.storage.factory import build_store

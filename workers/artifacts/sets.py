@@ -38,7 +38,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterable, Mapping
 
 from contracts.envelope import FUTURE_SKEW, SET_ID, Envelope, is_future, set_id_time
-from workers.artifacts.catalog import MANIFEST, PLAN, BackupSet
+from workers.artifacts.setmanifest import MANIFEST, PLAN, BackupSet
 from workers.artifacts.service import RECORD_SUFFIX
 from workers.runtime.errors import PermanentError, TransientError
 from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend

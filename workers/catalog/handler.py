@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from contracts import (ArtifactStored, BackupDue, BackupSetCompleted, BackupSetCompletedPayload, DatabaseBackedUp,
                        Envelope, FileshareSynced, SecretsStored)
 from contracts.events.backup import ALL_COMPONENTS
-from workers.artifacts.catalog import write_manifest
+from workers.artifacts.setmanifest import write_manifest
 from workers.artifacts.retention import apply_retention
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import (Plan, is_complete, read_marker, read_plan, read_skips, require_planned, waiting_for,
@@ -43,7 +43,7 @@ from workers.catalog.unserved import warning as unserved_warning
 from workers.repository.forget import Policy, forget
 from workers.repository.repo import Repository
 from workers.runtime.config import RetentionSettings, Settings
-from workers.runtime.handler import JobContext, WorkerSpec
+from workers.runtime.worker import JobContext, WorkerSpec
 from workers.storage.factory import build_store
 from workers.storage.signing import attach, trust_from_settings
 

@@ -20,10 +20,10 @@ import uuid
 from datetime import datetime, timezone
 
 from contracts import DatabaseBackedUp, Envelope, JobFailed, JobFailedPayload
-from workers.artifacts.catalog import read_set
+from workers.artifacts.setmanifest import read_set
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import has_database, read_marker, read_skip, skip_text, write_skip
-from workers.runtime.handler import JobContext
+from workers.runtime.worker import JobContext
 
 ERROR_CLASS = "DatabaseSkipped"
 _SKIP_IDS = uuid.UUID("0d4c2b8e-5d0b-4b8e-9a61-7f3e2c6a9b15")

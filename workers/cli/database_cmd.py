@@ -6,9 +6,9 @@ import argparse
 
 from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli.progress import ProgressBar
-from workers.cli.run import private_umask
+from workers.cli.run_cmd import private_umask
 from workers.cli.stores import artifact_store
-from workers.databases.factory import build_engine
+from workers.engines.factory import build_engine
 from workers.dbbackup.restore import restore_from_set
 from workers.runtime.config import Settings
 

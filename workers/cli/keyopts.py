@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from workers.runtime.errors import ConfigurationError
-from workers.storage.artifact import KeyRing
+from workers.storage.codec import KeyRing
 from workers.storage.keys import WrongPasswordError
 
 

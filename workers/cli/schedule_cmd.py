@@ -6,7 +6,7 @@ import signal
 import threading
 from datetime import time
 
-from workers.cli.publish import check_components
+from workers.cli.publish_cmd import check_components
 from workers.runtime.config import Settings, comma_list, parse_duration
 from workers.runtime.errors import ConfigurationError
 

@@ -13,7 +13,7 @@ from workers.fileshare.prune import Pruner
 from workers.repository.forget import ForgetPlan, Policy, forget
 from workers.repository.repo import Repository
 from workers.runtime.config import Settings, parse_duration
-from workers.storage.artifact import KeyRing
+from workers.storage.codec import KeyRing
 
 
 def register(actions) -> None:

@@ -17,11 +17,11 @@ import tempfile
 
 from contracts import (ArtifactReady, ArtifactReadyPayload, BackupDue, DatabaseBackedUp, DatabaseBackedUpPayload,
                        DatabaseBackupRequested, DatabaseBackupRequestedPayload, Envelope)
-from workers.databases.base import BackupResult, DatabaseEngine
-from workers.databases.factory import build_engine
+from workers.engines.base import BackupResult, DatabaseEngine
+from workers.engines.factory import build_engine
 from workers.runtime.config import Settings
 from workers.runtime.errors import PermanentError
-from workers.runtime.handler import JobContext, WorkerSpec
+from workers.runtime.worker import JobContext, WorkerSpec
 from workers.storage.local import make_private_dirs
 from workers.storage.staged import DATABASE_DIR_SETTING, Root, is_unc, join, locate
 

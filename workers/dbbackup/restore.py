@@ -11,9 +11,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from workers.artifacts.catalog import artifact_key
+from workers.artifacts.setmanifest import artifact_key
 from workers.artifacts.service import ArtifactStore
-from workers.databases.base import DatabaseEngine, RestoreResult
+from workers.engines.base import DatabaseEngine, RestoreResult
 from workers.dbbackup.handler import artifact_name
 from workers.runtime.config import Settings
 from workers.storage.local import PRIVATE_DIR, LocalStore, make_private_dirs

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from workers.artifacts.catalog import read_set
+from workers.artifacts.setmanifest import read_set
 from workers.artifacts.service import ArtifactStore
-from workers.databases.base import DatabaseEngine
-from workers.databases.factory import build_engine
+from workers.engines.base import DatabaseEngine
+from workers.engines.factory import build_engine
 from workers.dbbackup.handler import artifact_name
 from workers.dbbackup.restore import restore_from_set, staged_artifact
 from workers.drill.results import FAILED, ComponentResult
@@ -33,7 +33,7 @@ from workers.repository.repo import Repository
 from workers.runtime.config import Settings
 from workers.runtime.errors import DrError, PermanentError, describe, hint_for
 from workers.secrets.versions import set_reference
-from workers.storage.artifact import KeyRing
+from workers.storage.codec import KeyRing
 
 SUFFIXES = {".dump": "postgres", ".bak": "sqlserver"}
 

@@ -15,14 +15,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from workers.artifacts.catalog import read_set
+from workers.artifacts.setmanifest import read_set
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.retention import SetState, set_states
 from workers.drill.checks import CHECKS, Drill
 from workers.drill.results import DrillResult, write_marker
 from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError
-from workers.storage.artifact import KeyRing
+from workers.storage.codec import KeyRing
 from workers.storage.base import StorageBackend
 
 log = logging.getLogger("appsvc_dr.drill")

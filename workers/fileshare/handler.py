@@ -17,7 +17,7 @@ from pathlib import Path
 
 from contracts import BackupDue, Envelope, FileshareSynced, FileshareSyncedPayload, FileshareSyncRequested, \
     JobFailed, JobFailedPayload
-from workers.artifacts.catalog import artifact_key, write_manifest
+from workers.artifacts.setmanifest import artifact_key, write_manifest
 from workers.artifacts.events import artifact_stored
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import require_planned
@@ -27,7 +27,7 @@ from workers.fileshare.sync import Sync, SyncResult
 from workers.repository.repo import Repository
 from workers.runtime.config import Settings
 from workers.runtime.errors import PermanentError, TransientError
-from workers.runtime.handler import JobContext, WorkerSpec
+from workers.runtime.worker import JobContext, WorkerSpec
 
 WORKER = "fileshare"
 SKIPPED_HINT = ("Files in use (or denied) were skipped after {retries} retries {wait:g}s apart (robocopy /R /W); "

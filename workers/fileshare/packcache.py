@@ -21,7 +21,7 @@ from pathlib import Path
 
 from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError
-from workers.storage.artifact import KeyRing
+from workers.storage.codec import KeyRing
 from workers.storage.crypto import IntegrityError
 
 log = logging.getLogger(__name__)

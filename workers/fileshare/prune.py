@@ -32,7 +32,7 @@ from workers.fileshare.repack import Entries, Repacker, RepackResult, choose, to
 from workers.repository.manifest import Manifest
 from workers.repository.repo import Repository, index_body
 from workers.runtime.errors import PermanentError
-from workers.storage.artifact import KeyRing
+from workers.storage.codec import KeyRing
 from workers.storage.base import ObjectInfo, ObjectNotFound
 
 

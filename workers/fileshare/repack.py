@@ -20,7 +20,7 @@ from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import PACK_MARGIN
 from workers.repository.repo import Repository
 from workers.runtime.errors import ConfigurationError
-from workers.storage.artifact import IntegrityError, KeyRing
+from workers.storage.codec import IntegrityError, KeyRing
 
 Entries = dict[str, list]                # pack id -> [[blob, offset, length], ...]
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from workers.artifacts.catalog import artifact_key
+from workers.artifacts.setmanifest import artifact_key
 from workers.artifacts.service import sha256_of
 from workers.fileshare.packcache import PackCache
 from workers.fileshare.restoreplan import READONLY_HINT, READONLY_IN_THE_WAY, Plan, Planner, Step, aside_name
@@ -38,7 +38,7 @@ from workers.repository.manifest import Entry, Manifest, check_entries
 from workers.repository.paths import REPARSE_POINT, UnsafeTargetError, shown
 from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError
-from workers.storage.artifact import KeyRing
+from workers.storage.codec import KeyRing
 from workers.storage.base import ObjectNotFound
 from workers.storage.crypto import IntegrityError
 

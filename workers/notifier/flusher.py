@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 from workers.notifier.grouping import FailureGrouper, GroupSummary
 from workers.notifier.journal import PendingJournal
 from workers.runtime.errors import PermanentError, TransientError
-from workers.runtime.handler import JobContext
+from workers.runtime.worker import JobContext
 from workers.runtime.logs import worker_context
 
 log = logging.getLogger(__name__)

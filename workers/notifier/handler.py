@@ -23,12 +23,12 @@ from contracts import JobFailed
 from workers.notifier.flusher import FLUSH_RETRY_DELAYS, GroupFlusher
 from workers.notifier.grouping import FailureGrouper, GroupSummary
 from workers.notifier.journal import PendingJournal
-from workers.notify.base import Notifier
-from workers.notify.factory import build_notifiers
-from workers.notify.render import Notification, grouped_notification, notification_from_event
+from workers.senders.base import Notifier
+from workers.senders.factory import build_notifiers
+from workers.senders.render import Notification, grouped_notification, notification_from_event
 from workers.runtime.config import NotifySettings
 from workers.runtime.errors import PermanentError, TransientError
-from workers.runtime.handler import JobContext, WorkerSpec
+from workers.runtime.worker import JobContext, WorkerSpec
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ import zstandard
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore, StoredArtifact
 from workers.repository.manifest import Manifest
 from workers.runtime.errors import PermanentError
-from workers.storage.artifact import IntegrityError, KeyRing, decode, encode
+from workers.storage.codec import IntegrityError, KeyRing, decode, encode
 from workers.storage.base import ObjectNotFound
 from workers.storage.signing import SIGNATURE_FIELD, trust_of
 

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, TomlCo
 
 from contracts.events.backup import ALL_COMPONENTS, Component
 
-from workers.databases.settings import DatabaseSettings
+from workers.engines.settings import DatabaseSettings
 from workers.fileshare.settings import FileshareSettings
 from workers.runtime.errors import ConfigurationError
 from workers.runtime.section import Section

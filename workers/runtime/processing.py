@@ -23,7 +23,7 @@ from contracts.envelope import is_future, set_id_time
 from workers.middleware.base import Hooks
 from workers.runtime.amqp import PERSISTENT, event_properties
 from workers.runtime.errors import TransientError, describe, hint_for, is_permanent
-from workers.runtime.handler import JobContext, WorkerSpec
+from workers.runtime.worker import JobContext, WorkerSpec
 from workers.runtime.logs import job_context
 from workers.runtime.topology import Topology
 

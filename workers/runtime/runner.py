@@ -27,7 +27,7 @@ from workers.runtime.config import Settings
 from workers.runtime.confirms import Confirms, Pending
 from workers.runtime.connect import declare_topology
 from workers.runtime.errors import ConfigurationError, DrError
-from workers.runtime.handler import WorkerSpec
+from workers.runtime.worker import WorkerSpec
 from workers.runtime.logs import worker_context
 from workers.runtime.processing import Delivery, JobProcessor, Outcome
 from workers.runtime.topology import Topology

@@ -15,14 +15,14 @@ from datetime import datetime
 
 from contracts import (BackupDue, BackupDuePayload, Envelope, SecretsRotated, SecretsStored, SecretsStoredPayload,
                        new_backup_set_id)
-from workers.artifacts.catalog import artifact_key, write_manifest
+from workers.artifacts.setmanifest import artifact_key, write_manifest
 from workers.artifacts.events import artifact_stored
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import require_planned
 from workers.middleware.metrics import Metrics
 from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError
-from workers.runtime.handler import JobContext, WorkerSpec
+from workers.runtime.worker import JobContext, WorkerSpec
 from workers.secrets.drop import locate_drop
 from workers.secrets.reader import HINT_EXPORT, read_secrets
 from workers.secrets.versions import (REFERENCE_NAME, ROTATED_AT_FORMAT, SecretsVersion, check_rotated_at, latest,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from contracts.envelope import FUTURE_SKEW, is_future
-from workers.artifacts.catalog import artifact_key
+from workers.artifacts.setmanifest import artifact_key
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore, StoredArtifact
 from workers.runtime.errors import PermanentError
 

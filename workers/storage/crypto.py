@@ -1,5 +1,5 @@
 """The byte layout of an artifact and its cryptography: header, records, STREAM over AES-256-GCM, the
-certificate-wrapped data key and the trailer. ``workers.storage.artifact`` builds the streams on top.
+certificate-wrapped data key and the trailer. ``workers.storage.codec`` builds the streams on top.
 
 All integers are big-endian::
 

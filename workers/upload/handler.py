@@ -4,13 +4,13 @@ from __future__ import annotations
 import time
 
 from contracts import ArtifactReady, Envelope
-from workers.artifacts.catalog import artifact_key, write_manifest
+from workers.artifacts.setmanifest import artifact_key, write_manifest
 from workers.artifacts.events import artifact_stored
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import require_planned
 from workers.runtime.config import Settings
 from workers.runtime.errors import PermanentError
-from workers.runtime.handler import JobContext, WorkerSpec
+from workers.runtime.worker import JobContext, WorkerSpec
 from workers.storage.staged import locate, staging_roots
 
 WORKER = "upload"

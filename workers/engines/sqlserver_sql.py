@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from workers.databases.base import require_name
+from workers.engines.base import require_name
 from workers.runtime.errors import PermanentError
 
 SYSNAME_LENGTH = 128

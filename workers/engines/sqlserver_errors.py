@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from workers.databases.odbc import Message, clean_text, error_numbers, error_parts, native_number
+from workers.engines.odbc import Message, clean_text, error_numbers, error_parts, native_number
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError, TransientError
 
 TERMINATING = {3013, 3271}      # "BACKUP/RESTORE DATABASE is terminating abnormally", generic I/O wrapper

@@ -15,12 +15,12 @@ from typing import Any, Callable, Iterator
 
 import pyodbc
 
-from workers.databases import sqlserver_sql as tsql
-from workers.databases.base import (ONLINE, SKIPPED_NOT_PREFERRED, BackupResult, Progress, ProgressReporter,
+from workers.engines import sqlserver_sql as tsql
+from workers.engines.base import (ONLINE, SKIPPED_NOT_PREFERRED, BackupResult, Progress, ProgressReporter,
                                     RestoreResult, locally_readable, require_name, sha256_of, stripe_paths)
-from workers.databases.odbc import ConnectFn, Cursor, Message, clean_text, connection_string, drain
-from workers.databases.settings import DatabaseSettings
-from workers.databases.sqlserver_errors import classify
+from workers.engines.odbc import ConnectFn, Cursor, Message, clean_text, connection_string, drain
+from workers.engines.settings import DatabaseSettings
+from workers.engines.sqlserver_errors import classify
 from workers.runtime.errors import ConfigurationError, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def _progress_from_messages(reporter: ProgressReporter) -> Callable[[Message], N
 
 
 class SqlServerEngine:
-    """:class:`~workers.databases.base.DatabaseEngine` for SQL Server through pyodbc.
+    """:class:`~workers.engines.base.DatabaseEngine` for SQL Server through pyodbc.
 
     ``connect`` defaults to :func:`pyodbc.connect`; tests pass a scripted fake. Staging paths are paths *as
     SQL Server sees them* (a UNC share); size and checksum come from the files when this process can read

@@ -1,11 +1,11 @@
-"""Build the configured :class:`~workers.databases.base.DatabaseEngine` from :class:`DatabaseSettings`."""
+"""Build the configured :class:`~workers.engines.base.DatabaseEngine` from :class:`DatabaseSettings`."""
 from __future__ import annotations
 
 import shutil
 
-from workers.databases.base import DatabaseEngine
-from workers.databases.odbc import ConnectFn
-from workers.databases.settings import DatabaseSettings
+from workers.engines.base import DatabaseEngine
+from workers.engines.odbc import ConnectFn
+from workers.engines.settings import DatabaseSettings
 from workers.runtime.errors import ConfigurationError
 
 
@@ -18,9 +18,9 @@ def build_engine(settings: DatabaseSettings, *, connect: ConnectFn | None = None
     if connect is None:
         _require_driver(settings.effective_driver)
     if settings.engine == "sqlserver":
-        from workers.databases.sqlserver import SqlServerEngine
+        from workers.engines.sqlserver import SqlServerEngine
         return SqlServerEngine(settings, connect=connect)
-    from workers.databases.postgres import PostgresEngine
+    from workers.engines.postgres import PostgresEngine
     for tool, setting in ((settings.pg_dump, "PG_DUMP"), (settings.pg_restore, "PG_RESTORE")):
         if shutil.which(tool) is None:
             raise ConfigurationError(f"database.{setting.lower()} {tool!r} is not an executable on PATH",

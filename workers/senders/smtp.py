@@ -22,8 +22,8 @@ from email.utils import formatdate, make_msgid
 
 from pydantic import SecretStr
 
-from workers.notify.base import REDACTED
-from workers.notify.render import Notification
+from workers.senders.base import REDACTED
+from workers.senders.render import Notification
 from workers.runtime.errors import ConfigurationError, PermanentError, TransientError
 
 log = logging.getLogger(__name__)

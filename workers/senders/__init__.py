@@ -1,9 +1,9 @@
 """Failure notifications: the Notifier protocol, the notification model and the webhook / SMTP sinks."""
-from workers.notify.base import Notifier
-from workers.notify.factory import build_notifiers
-from workers.notify.render import Notification, notification_from_event
-from workers.notify.smtp import SmtpNotifier
-from workers.notify.webhook import JsonWebhook, SlackWebhook, TeamsWebhook
+from workers.senders.base import Notifier
+from workers.senders.factory import build_notifiers
+from workers.senders.render import Notification, notification_from_event
+from workers.senders.smtp import SmtpNotifier
+from workers.senders.webhook import JsonWebhook, SlackWebhook, TeamsWebhook
 
 GenericWebhook = JsonWebhook
 

@@ -11,7 +11,7 @@ import re
 from typing import Iterable, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from workers.notify.render import Notification
+from workers.senders.render import Notification
 from workers.runtime.errors import ConfigurationError
 
 REDACTED = "***"

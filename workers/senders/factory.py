@@ -1,9 +1,9 @@
 """Build the configured notification sinks from :class:`~workers.runtime.config.NotifySettings`."""
 from __future__ import annotations
 
-from workers.notify.base import Notifier
-from workers.notify.smtp import SmtpNotifier
-from workers.notify.webhook import JsonWebhook, SlackWebhook, TeamsWebhook
+from workers.senders.base import Notifier
+from workers.senders.smtp import SmtpNotifier
+from workers.senders.webhook import JsonWebhook, SlackWebhook, TeamsWebhook
 from workers.runtime.config import NotifySettings
 from workers.runtime.errors import ConfigurationError
 

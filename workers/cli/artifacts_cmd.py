@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from workers.artifacts.catalog import read_set
+from workers.artifacts.setmanifest import read_set
 from workers.artifacts.retention import apply_retention, format_duration
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import (COMPLETE, PLAN, SKIPPED, read_marker, read_plan, read_skips, scan_sets, set_time,

@@ -18,10 +18,10 @@ from typing import Any, Callable, Iterator
 
 import pyodbc
 
-from workers.databases.base import BackupResult, Progress, ProgressReporter, RestoreResult, require_name, sha256_of
-from workers.databases.odbc import ConnectFn, braced, clean_text, error_parts
-from workers.databases.postgres_errors import classify, missing_tool
-from workers.databases.settings import DatabaseSettings
+from workers.engines.base import BackupResult, Progress, ProgressReporter, RestoreResult, require_name, sha256_of
+from workers.engines.odbc import ConnectFn, braced, clean_text, error_parts
+from workers.engines.postgres_errors import classify, missing_tool
+from workers.engines.settings import DatabaseSettings
 from workers.runtime.errors import DrError, PermanentError
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def _create_private(path: str) -> None:
 
 
 class PostgresEngine:
-    """:class:`~workers.databases.base.DatabaseEngine` for PostgreSQL (pg_dump / pg_restore + pyodbc)."""
+    """:class:`~workers.engines.base.DatabaseEngine` for PostgreSQL (pg_dump / pg_restore + pyodbc)."""
 
     name = "postgres"
 

@@ -15,8 +15,8 @@ import urllib.request
 from email.message import Message
 from typing import Any
 
-from workers.notify.base import checked_url, scrub, secret_fragments, url_host
-from workers.notify.render import Notification
+from workers.senders.base import checked_url, scrub, secret_fragments, url_host
+from workers.senders.render import Notification
 from workers.runtime.errors import PermanentError, TransientError
 
 USER_AGENT = "appservice-dr-notifier/1"
