@@ -24,11 +24,10 @@ from contracts import (ArtifactReady, ArtifactReadyPayload, DatabaseBackupReques
 from tests.fixtures import started
 from tests.unit.forge import configured_store, plan_set
 from tests.fixtures.postgres import PG_HOST, PG_PORT, PG_USER, fill_sample, postgres_available, scratch_database
-from tests.fixtures.rabbit import running, settings_for, tap, wait_for
+from tests.fixtures.rabbit import dead_letters, running, settings_for, tap, wait_for
 from tests.unit.certs import make_cert, signing_settings
 from workers.app import App
 from workers.artifacts.service import ArtifactStore
-from workers.runtime import dlq
 from workers.runtime.publisher import Publisher
 from workers.secrets.drop import copy_to_drop
 from workers.secrets.versions import set_reference, version_id, version_key
@@ -91,7 +90,7 @@ def outside_file(directory: Path, name: str, data: bytes) -> Path:
 
 
 def dead_letters(settings, worker: str, count: int):
-    return wait_for(lambda: (found := dlq.peek(settings, worker)) and len(found) >= count and found, 60,
+    return wait_for(lambda: (found := dead_letters(settings, worker)) and len(found) >= count and found, 60,
                     what=f"{count} dead letters")
 
 
@@ -205,7 +204,7 @@ def test_hostile_drop_paths_and_future_dates_are_refused_and_a_genuine_rotation_
                 pub.publish(SecretsRotated(source="attacker", stamp="stamp1", correlation_id=f"rot-{name}",
                                            payload=SecretsRotatedPayload(drop_path=path, rotated_by="x",
                                                                          rotated_at=when)))
-            dropped = copy_to_drop(exported, settings)
+            dropped = copy_to_drop(exported, settings.secrets, settings.staging)
             pub.publish(SecretsRotated(source="hook", stamp="stamp1", correlation_id="rot-genuine",
                                        payload=SecretsRotatedPayload(drop_path=dropped, rotated_by="ops",
                                                                      rotated_at=utcnow())))
