@@ -7,6 +7,7 @@ packages together). Imports of modules outside workers/ and contracts/ (stdlib, 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -204,6 +205,17 @@ def test_only_the_composition_sees_the_root_settings():
     assert importers == [], f"{importers} import {ROOT_SETTINGS}: take the sections you need (e.g. BrokerSettings " \
                             "from workers.runtime.settings) and let workers/app.py or the CLI pass them"
     assert reads == {}, f"these read sections off the whole Settings: {reads}; take the sections as parameters"
+
+
+def test_each_section_is_owned_by_a_package():
+    # Given the root Settings' sections
+    from pydantic import BaseModel
+    from workers.config import Settings
+    homes = {name: field.annotation.__module__ for name, field in Settings.model_fields.items()
+             if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)}
+    # Then each is defined in its own package's settings module (workers/<package>/settings.py), none at the root
+    assert {"broker", "notify", "store", "retention", "database", "fileshare"} <= set(homes)
+    assert {name: home for name, home in homes.items() if not re.fullmatch(r"workers\.\w+\.settings", home)} == {}
 
 
 def test_the_checker_sees_an_upward_import_a_worker_import_and_a_cycle():

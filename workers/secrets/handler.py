@@ -39,8 +39,7 @@ SOURCE = f"worker:{WORKER}"
 
 class SecretsHandler:
     def __init__(self, secrets: SecretsSettings, staging: StagingSettings, retention: RetentionSettings,
-                 store: ArtifactStore, *, components: tuple[Component, ...],
-                 metrics: Metrics | None = None) -> None:
+                 store: ArtifactStore, *, components: tuple[Component, ...], metrics: Metrics | None = None) -> None:
         self.secrets, self.staging, self.retention = secrets, staging, retention
         self.store, self.components, self.metrics = store, components, metrics or Metrics()
 
