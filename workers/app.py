@@ -10,9 +10,9 @@ from typing import Any, Callable, Iterable
 
 from contracts import Registry, default_registry
 from contracts.events.backup import ALL_COMPONENTS
+from workers.config import Settings
 from workers.middleware.base import Hooks, Middleware
 from workers.middleware.metrics import Metrics, MetricsMiddleware
-from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError
 from workers.runtime.worker import WorkerSpec
 from workers.runtime.http import StatusServer
@@ -25,7 +25,8 @@ WorkerFactory = Callable[["Deps"], WorkerSpec]
 
 @dataclass
 class Deps:
-    """What a worker factory may use; built once per process."""
+    """What a worker factory may use; built once per process. The composition hands each built-in worker only
+    its own sections of ``settings``; a custom factory (``package.module:function``) picks what it needs."""
 
     settings: Settings
     metrics: Metrics
@@ -47,20 +48,50 @@ class Builtin:
         return self.build(importlib.import_module(self.module), deps)
 
 
+# Each built-in worker's factory is given only the sections it reads (keyword = the section's name in Settings).
+def _db_backup(module, deps: Deps) -> WorkerSpec:
+    s = deps.settings
+    return module.build_db_backup_worker(database=s.database, staging=s.staging)
+
+
 def _notifier(module, deps: Deps) -> WorkerSpec:
     counter = deps.metrics.notifications
     return module.build_notifier_worker(deps.settings.notify,
                                         observe=lambda sink, outcome: counter.labels(sink, outcome).inc())
 
 
+def _upload(module, deps: Deps) -> WorkerSpec:
+    s = deps.settings
+    return module.build_upload_worker(upload=s.upload, store=s.store, encryption=s.encryption, staging=s.staging,
+                                      retention=s.retention)
+
+
+def _secrets(module, deps: Deps) -> WorkerSpec:
+    s = deps.settings
+    return module.build_secrets_worker(secrets=s.secrets, store=s.store, encryption=s.encryption,
+                                       verify=s.upload.verify, staging=s.staging, retention=s.retention,
+                                       stamp=s.stamp, components=s.components, metrics=deps.metrics)
+
+
+def _catalog(module, deps: Deps) -> WorkerSpec:
+    s = deps.settings
+    return module.build_catalog_worker(retention=s.retention, store=s.store, encryption=s.encryption,
+                                       database=s.database, components=s.components)
+
+
+def _fileshare(module, deps: Deps) -> WorkerSpec:
+    s = deps.settings
+    return module.build_fileshare_worker(fileshare=s.fileshare, store=s.store, encryption=s.encryption,
+                                         verify=s.upload.verify, retention=s.retention)
+
+
 BUILTIN: dict[str, Builtin] = {
-    "db-backup": Builtin("workers.dbbackup.handler", lambda m, deps: m.build_db_backup_worker(deps.settings)),
+    "db-backup": Builtin("workers.dbbackup.handler", _db_backup),
     "notifier": Builtin("workers.notifier.handler", _notifier),
-    "upload": Builtin("workers.upload.handler", lambda m, deps: m.build_upload_worker(deps.settings)),
-    "secrets": Builtin("workers.secrets.handler",
-                       lambda m, deps: m.build_secrets_worker(deps.settings, deps.metrics)),
-    "catalog": Builtin("workers.catalog.handler", lambda m, deps: m.build_catalog_worker(deps.settings)),
-    "fileshare": Builtin("workers.fileshare.handler", lambda m, deps: m.build_fileshare_worker(deps.settings)),
+    "upload": Builtin("workers.upload.handler", _upload),
+    "secrets": Builtin("workers.secrets.handler", _secrets),
+    "catalog": Builtin("workers.catalog.handler", _catalog),
+    "fileshare": Builtin("workers.fileshare.handler", _fileshare),
 }
 
 
@@ -125,7 +156,8 @@ class App:
                                          "version.") from None
         hooks = Hooks([MetricsMiddleware(self.metrics), *(middleware or [])])
         all_workers = topology_of(self.specs, settings.components)
-        self.runners = [Runner(s, settings, deps.registry, all_workers, hooks) for s in self.specs]
+        self.runners = [Runner(s, deps.registry, broker=settings.broker, retry=settings.retry, worker=settings.worker,
+                               all_workers=all_workers, hooks=hooks) for s in self.specs]
         self.status: StatusServer | None = None
         self.errors: list[BaseException] = []
 

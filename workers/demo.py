@@ -19,8 +19,8 @@ import pika
 
 from contracts import SecretsRotated, SecretsRotatedPayload, new_backup_set_id, utcnow
 from workers.app import BUILTIN, App
+from workers.config import Settings, load_settings
 from workers.runtime.amqp import connection_parameters
-from workers.runtime.config import Settings, load_settings
 from workers.runtime.publisher import Publisher
 from workers.secrets.drop import copy_to_drop
 from workers.storage.codec import generate_self_signed
@@ -155,7 +155,7 @@ def run_demo(base: Settings, root: Path, timeout: float = 120.0, out=print) -> i
     exported = root / "SystemSecrets.json"
     exported.write_text(json.dumps(DEMO_SECRETS))
     exported.chmod(0o600)
-    dropped = copy_to_drop(exported, settings)
+    dropped = copy_to_drop(exported, settings.secrets, settings.staging)
     with Publisher(settings.broker) as pub:
         pub.publish(SecretsRotated(source="demo", stamp=settings.stamp, correlation_id=new_backup_set_id(),
                                    payload=SecretsRotatedPayload(drop_path=dropped, rotated_by="demo",

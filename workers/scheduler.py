@@ -7,7 +7,7 @@ from datetime import datetime, time, timedelta, timezone
 from typing import Callable
 
 from contracts import BackupDue, BackupDuePayload, new_backup_set_id
-from workers.runtime.config import Settings
+from workers.config import Settings
 from workers.runtime.connect import blocking_channel
 from workers.runtime.errors import TransientError
 from workers.runtime.publisher import Publisher

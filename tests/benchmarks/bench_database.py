@@ -60,7 +60,7 @@ def child_main(cfg: dict) -> None:
     from contracts import DatabaseBackupRequested, DatabaseBackupRequestedPayload
     from workers.engines import postgres as pg_module
     from workers.dbbackup.handler import DbBackupHandler
-    from workers.runtime.config import load_settings
+    from workers.config import load_settings
     from workers.runtime.worker import JobContext
     from workers.upload.handler import UploadHandler
 
@@ -79,7 +79,8 @@ def child_main(cfg: dict) -> None:
 
     engine.verify = timed("verify", engine.verify)                 # type: ignore[method-assign]
     pg_module.sha256_of = timed("sha256", pg_module.sha256_of)      # type: ignore[assignment]
-    db_handler, uploader = DbBackupHandler(settings, engine), UploadHandler(settings, configured_store(settings))
+    db_handler, uploader = DbBackupHandler(settings.database, settings.staging, engine), \
+        UploadHandler(settings.staging, settings.retention, configured_store(settings))
     ctx = JobContext("bench", "bench", 1, logging.LoggerAdapter(logging.getLogger("bench"), {}))
     event = DatabaseBackupRequested(source="bench", stamp="stamp1", correlation_id=cfg["set_id"],
                                     payload=DatabaseBackupRequestedPayload(database=cfg["database"]))

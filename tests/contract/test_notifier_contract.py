@@ -21,8 +21,8 @@ from tests.fixtures.smtp_server import SMTP_PASSWORD, SMTP_USER, SmtpServer, sel
 from tests.fixtures.webhook_server import WebhookServer, webhook_server  # noqa: F401
 from workers.senders import JsonWebhook, Notifier, SlackWebhook, SmtpNotifier, TeamsWebhook, build_notifiers
 from workers.senders.render import Notification, notification_from_event
-from workers.runtime.config import NotifySettings
 from workers.runtime.errors import ConfigurationError, PermanentError, TransientError
+from workers.senders.settings import NotifySettings
 
 SECRET = "SECRET-TOKEN-123"
 HOOK_PATH = f"/webhookb2/{SECRET}/IncomingWebhook?sig={SECRET}"

@@ -15,8 +15,8 @@ from tests.contract.test_notifier_contract import assert_no_secret, job_failed
 from tests.fixtures.smtp_server import SMTP_PASSWORD, SMTP_USER, SmtpServer, self_signed_tls
 from workers.senders import SmtpNotifier, build_notifiers
 from workers.senders.render import notification_from_event
-from workers.runtime.config import NotifySettings
 from workers.runtime.errors import ConfigurationError, PermanentError
+from workers.senders.settings import NotifySettings
 
 
 def sink(server: SmtpServer, **kwargs) -> SmtpNotifier:

@@ -99,10 +99,10 @@ def dashboard_exprs() -> list[str]:
 
 
 def load_settings_in_subprocess(env: dict[str, str]) -> subprocess.CompletedProcess:
-    """workers.runtime.config.load_settings() with exactly ``env`` (plus PATH), in a fresh interpreter."""
+    """workers.config.load_settings() with exactly ``env`` (plus PATH), in a fresh interpreter."""
     clean = {k: str(v) for k, v in env.items()}
     clean["PATH"] = os.environ.get("PATH", "")
-    code = ("from workers.runtime.config import load_settings; s = load_settings(); "
+    code = ("from workers.config import load_settings; s = load_settings(); "
             "print(s.store.kind, s.metrics.host, s.metrics.port, s.worker.grace_period)")
     return subprocess.run([sys.executable, "-c", code], env=clean, cwd=ROOT, capture_output=True, text=True,
                           timeout=60, check=False)
@@ -123,7 +123,7 @@ def parse_cli(argv: list[str]):
 def check_schedule_args(argv: list[str]) -> None:
     """``argv`` is a valid `appsvc-dr schedule` command line with a positive interval and known components."""
     from workers.cli.schedule_cmd import schedule
-    from workers.runtime.config import comma_list, parse_duration
+    from workers.runtime.parsing import comma_list, parse_duration
     from workers.scheduler import scheduled_event
     args = parse_cli(argv)
     assert args.func is schedule, argv

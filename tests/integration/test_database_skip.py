@@ -43,7 +43,7 @@ class Replica:
 
 def db_backup_on(*secondary: str):
     def factory(deps) -> WorkerSpec:
-        handler = DbBackupHandler(deps.settings, Replica(set(secondary)))
+        handler = DbBackupHandler(deps.settings.database, deps.settings.staging, Replica(set(secondary)))
         return SPEC.bind(handler)
     return factory
 

@@ -14,11 +14,10 @@ from contracts import BackupDue, BackupDuePayload
 from tests.fixtures import started
 from tests.fixtures.postgres import (PG_HOST, PG_PORT, PG_USER, connect, drop_database, fill_sample,
                                      postgres_available, scratch_database, table_fingerprints, unique_name)
-from tests.fixtures.rabbit import run_cli, running, settings_for, tap, wait_for
+from tests.fixtures.rabbit import dead_letters, run_cli, running, settings_for, tap, wait_for
 from tests.fixtures.webhook_server import webhook_server  # noqa: F401 - session fixture
 from tests.unit.certs import make_cert, signing_settings
 from workers.app import App
-from workers.runtime import dlq
 from workers.runtime.publisher import Publisher
 
 pytestmark = pytest.mark.integration
@@ -99,7 +98,7 @@ def test_missing_database_is_a_permanent_failure_with_a_hint_and_a_notification(
     with running(app):
         with Publisher(settings.broker) as pub:
             pub.publish(backup_due("20261122T010000Z-dbtest02"))
-        letters = wait_for(lambda: dlq.peek(settings, "db-backup"), 30, what="dead letter")
+        letters = wait_for(lambda: dead_letters(settings, "db-backup"), 30, what="dead letter")
         wait_for(lambda: webhook_server.received("/db"), 30, what="notification")
     assert letters[0].reason == "permanent" and "no_such_database_here" in letters[0].header("x-dr-error")
     assert letters[0].header("x-dr-hint")
@@ -139,4 +138,4 @@ def test_connection_dropped_mid_dump_is_retried_and_completes(env):
             # Then the job is retried after the backoff and completes
             wait_for(lambda: any(e.type == "database-backed-up" for e in seen), 60, what="retried dump")
         assert app.metrics.retries.labels("db-backup", "database-backup-requested")._value.get() >= 1
-        assert dlq.peek(settings, "db-backup") == []
+        assert dead_letters(settings, "db-backup") == []

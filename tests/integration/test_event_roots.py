@@ -24,11 +24,10 @@ from contracts import (ArtifactReady, ArtifactReadyPayload, DatabaseBackupReques
 from tests.fixtures import started
 from tests.unit.forge import configured_store, plan_set
 from tests.fixtures.postgres import PG_HOST, PG_PORT, PG_USER, fill_sample, postgres_available, scratch_database
-from tests.fixtures.rabbit import running, settings_for, tap, wait_for
+from tests.fixtures.rabbit import dead_letters, running, settings_for, tap, wait_for
 from tests.unit.certs import make_cert, signing_settings
 from workers.app import App
 from workers.artifacts.service import ArtifactStore
-from workers.runtime import dlq
 from workers.runtime.publisher import Publisher
 from workers.secrets.drop import copy_to_drop
 from workers.secrets.versions import set_reference, version_id, version_key
@@ -90,8 +89,8 @@ def outside_file(directory: Path, name: str, data: bytes) -> Path:
     return path
 
 
-def dead_letters(settings, worker: str, count: int):
-    return wait_for(lambda: (found := dlq.peek(settings, worker)) and len(found) >= count and found, 60,
+def await_dead_letters(settings, worker: str, count: int):
+    return wait_for(lambda: (found := dead_letters(settings, worker)) and len(found) >= count and found, 60,
                     what=f"{count} dead letters")
 
 
@@ -143,7 +142,7 @@ def test_hostile_staged_paths_are_dead_lettered_unread_and_the_worker_stores_a_g
                                       ArtifactReadyPayload(component="databases", name=f"{name}.bak",
                                                            staged_path=path, delete_staged=True)))
         # Then every hostile event is dead-lettered at once, naming the path and the setting
-        letters = dead_letters(settings, "upload", len(hostile))
+        letters = await_dead_letters(settings, "upload", len(hostile))
         # And the worker went on to store the genuine files
         wait_for(lambda: len(seen) == 2, 60, what="genuine artifacts stored")
         assert foreign.accepted == [], "a UNC path to a foreign host opened a connection to it"
@@ -205,12 +204,12 @@ def test_hostile_drop_paths_and_future_dates_are_refused_and_a_genuine_rotation_
                 pub.publish(SecretsRotated(source="attacker", stamp="stamp1", correlation_id=f"rot-{name}",
                                            payload=SecretsRotatedPayload(drop_path=path, rotated_by="x",
                                                                          rotated_at=when)))
-            dropped = copy_to_drop(exported, settings)
+            dropped = copy_to_drop(exported, settings.secrets, settings.staging)
             pub.publish(SecretsRotated(source="hook", stamp="stamp1", correlation_id="rot-genuine",
                                        payload=SecretsRotatedPayload(drop_path=dropped, rotated_by="ops",
                                                                      rotated_at=utcnow())))
             # Then each hostile event is dead-lettered with the reason
-            letters = dead_letters(settings, "secrets", len(hostile))
+            letters = await_dead_letters(settings, "secrets", len(hostile))
             # And the genuine rotation is stored, and the backup it triggers links it (not the forged 9999 one)
             wait_for(lambda: any(e.type == "artifact-stored" for e in seen), 60, what="backup set linked")
         assert foreign.accepted == [], "a UNC drop path to a foreign host opened a connection to it"
@@ -245,7 +244,7 @@ def test_an_unconfigured_database_is_dead_lettered_and_a_configured_one_is_backe
                                                     stamp="stamp1", correlation_id="set-db", payload=
                                                     DatabaseBackupRequestedPayload(database=database)))
             # Then the unconfigured one is dead-lettered naming the database and the setting
-            letters = dead_letters(settings, "db-backup", 1)
+            letters = await_dead_letters(settings, "db-backup", 1)
             # And the configured one is dumped and handed to the upload worker
             wait_for(lambda: any(e.type == "artifact-ready" for e in seen), 60, what="artifact-ready")
     assert len(letters) == 1 and letters[0].reason == "permanent"

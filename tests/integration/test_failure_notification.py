@@ -10,12 +10,11 @@ import uuid
 import pytest
 
 from contracts import BackupDue, BackupDuePayload, JobFailed, JobFailedPayload
-from tests.fixtures.rabbit import env_for, queue_info, running, settings_for, wait_for
+from tests.fixtures.rabbit import dead_letters, env_for, queue_info, running, settings_for, wait_for
 from tests.fixtures.smtp_server import SMTP_PASSWORD, SMTP_USER, smtp_server  # noqa: F401 - fixture
 from tests.fixtures.webhook_server import webhook_server  # noqa: F401 - fixture
 from tests.integration.sample_workers import flaky
 from workers.app import App
-from workers.runtime import dlq
 from workers.runtime.publisher import Publisher
 from workers.runtime.topology import Topology
 
@@ -52,8 +51,8 @@ def test_permanent_failure_reaches_the_webhook_and_the_mailbox_with_how_to_fix(
     assert "Make the store writable, then replay." in mail.body
     assert "appsvc-dr dlq replay flaky" in mail.body
     # And the failed event waits in the dead-letter queue; the notifier's own queue is drained
-    assert [d.event_id for d in dlq.peek(settings, "flaky")] == [str(event.event_id)]
-    assert dlq.peek(settings, "notifier") == []
+    assert [d.event_id for d in dead_letters(settings, "flaky")] == [str(event.event_id)]
+    assert dead_letters(settings, "notifier") == []
     sent = sum(s.value for m in metrics.collect() for s in m.samples
                if s.name.endswith("_total") and s.labels["outcome"] == "sent")
     assert sent == 3
@@ -92,7 +91,7 @@ def test_suppressed_repeats_are_summarised_when_the_window_closes_without_anothe
     # And no secret (webhook token, SMTP password) is in any notification
     everything = b"".join(r.body for r in webhook_server.received()) + b"".join(m.content for m in smtp_server.messages)
     assert b"SECRET-TOKEN" not in everything and SMTP_PASSWORD.encode() not in everything
-    assert dlq.peek(settings, "notifier") == []
+    assert dead_letters(settings, "notifier") == []
 
 
 def job_failed(message: str) -> JobFailed:

@@ -22,10 +22,10 @@ from tests.fixtures.postgres import PG_HOST, PG_PORT, PG_USER, fill_sample, post
 from tests.fixtures.rabbit import settings_for, spawn_worker, wait_for
 from tests.unit.certs import make_cert
 from workers.artifacts.setmanifest import artifact_key
+from workers.config import load_settings
 from workers.engines.factory import build_engine
 from workers.dbbackup.handler import DbBackupHandler
 from workers.dbbackup.restore import staged_artifact
-from workers.runtime.config import load_settings
 from workers.runtime.worker import JobContext
 from workers.secrets.drop import copy_to_drop
 from workers.storage.codec import KeyRing
@@ -52,7 +52,7 @@ def test_the_secrets_drop_copy_is_owner_only(tmp_path, loose_umask):
     exported.write_text(json.dumps({"SqlServerPassword": "plaintext"}))
     settings = load_settings(secrets={"drop_path": str(tmp_path / "drop")})
     # When the rotation hook copies it to the drop
-    dropped = copy_to_drop(exported, settings)
+    dropped = copy_to_drop(exported, settings.secrets, settings.staging)
     # Then the plaintext copy is 0600
     assert Path(dropped).parent == tmp_path / "drop" and mode(dropped) == 0o600
 
@@ -84,7 +84,8 @@ def test_a_staged_dump_is_owner_only_in_owner_only_directories(tmp_path, databas
     job = DatabaseBackupRequested(source="t", stamp="stamp1", correlation_id="set-1",
                                  payload=DatabaseBackupRequestedPayload(database=database))
     # When the db-backup handler dumps the database with the real pg_dump
-    ready, _ = DbBackupHandler(settings, build_engine(settings.database)).backup_one(job, ctx())
+    handler = DbBackupHandler(settings.database, settings.staging, build_engine(settings.database))
+    ready, _ = handler.backup_one(job, ctx())
     # Then the dump is 0600 and the directories it created are 0700
     staged = Path(ready.payload.staged_path)
     assert staged.parent == staging and staged.stat().st_size > 10_000
@@ -107,8 +108,9 @@ def test_the_decrypted_dump_of_a_restore_is_owner_only_in_an_owner_only_director
     store.put(key, lambda: open(dump, "rb"), require_encryption=True)
     dump.unlink()
     # When a restore fetches and decrypts it into staging
-    with staged_artifact(settings, engine, store, KeyRing.from_files(keys=[tmp_path / "key.pem"]), stamp="stamp1",
-                         set_id="set-1", database=database, label="restore", say=lambda _: None) as path:
+    keys = KeyRing.from_files(keys=[tmp_path / "key.pem"])
+    with staged_artifact(settings.staging, engine, store, keys, stamp="stamp1", set_id="set-1", database=database,
+                         label="restore", say=lambda _: None) as path:
         # Then the plaintext is 0600 in a fresh 0700 directory, and pg_restore can read it
         assert mode(path) == 0o600 and mode(os.path.dirname(path)) == 0o700
         assert os.path.dirname(os.path.dirname(path)) == (staging if where == "local" else tempfile.gettempdir())

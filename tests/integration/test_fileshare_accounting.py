@@ -17,6 +17,7 @@ from contracts import BackupDue, BackupDuePayload
 from tests.unit.test_fileshare_trees import MiB, make_tree, picture, write
 from tests.unit.forge import plan_set
 from workers.artifacts.service import ArtifactStore
+from workers.config import load_settings
 from workers.fileshare import handler as handler_module
 from workers.fileshare.handler import FileshareHandler, commit
 from workers.fileshare.restore import Restorer
@@ -25,7 +26,6 @@ from workers.fileshare.smbtree import SmbTree
 from workers.fileshare.sync import Sync
 from workers.fileshare.tree import LocalTree
 from workers.repository.repo import Repository
-from workers.runtime.config import load_settings
 from workers.runtime.worker import JobContext
 from workers.storage.local import LocalStore
 
@@ -88,8 +88,8 @@ def test_vanished_and_growing_files_are_reported_in_the_synced_event_and_a_warni
                       payload=BackupDuePayload(backup_set_id="set-acc", components=("fileshare",)))
     plan_set(LocalStore(tmp_path / "store"), "set-acc", "fileshare")
     # When the backup runs
-    synced, _, warning = FileshareHandler(settings, ArtifactStore(LocalStore(tmp_path / "store"))) \
-        .backup_due(event, CTX)
+    handler = FileshareHandler(settings.fileshare, settings.retention, ArtifactStore(LocalStore(tmp_path / "store")))
+    synced, _, warning = handler.backup_due(event, CTX)
     p = synced.payload
     # Then the vanished file, directory and large file are counted and listed, with the bytes read of the large one
     assert p.vanished == (Changing.big, Changing.folder + "/", Changing.small) and p.vanished_count == 3

@@ -18,6 +18,7 @@ from tests.unit.certs import make_cert
 from tests.unit.test_fileshare_trees import MiB, change_tree, copy_tree, make_tree, picture, write
 from tests.unit.forge import plan_set
 from workers.artifacts.service import ArtifactStore
+from workers.config import load_settings
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.handler import FileshareHandler, commit
 from workers.fileshare.opener import open_tree
@@ -26,7 +27,6 @@ from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
 from workers.fileshare.tree import LocalTree, SourceDenied, SourceUnavailable
 from workers.repository.repo import Repository
-from workers.runtime.config import load_settings
 from workers.runtime.worker import JobContext
 from workers.storage.codec import KeyRing, load_certificate
 from workers.storage.local import LocalStore
@@ -116,8 +116,9 @@ def test_a_file_held_with_a_deny_share_lock_is_retried_then_skipped_with_a_warni
     try:
         # When the backup runs
         started_at = time.monotonic()
-        synced, stored, warning = FileshareHandler(settings, ArtifactStore(LocalStore(tmp_path / "store"))) \
-            .backup_due(event, CTX)
+        store = ArtifactStore(LocalStore(tmp_path / "store"))
+        handler = FileshareHandler(settings.fileshare, settings.retention, store)
+        synced, stored, warning = handler.backup_due(event, CTX)
         took = time.monotonic() - started_at
     finally:
         holder.close()

@@ -8,10 +8,9 @@ import uuid
 import pytest
 
 from contracts import BackupDue, BackupDuePayload
-from tests.fixtures.rabbit import running, settings_for, tap, wait_for
+from tests.fixtures.rabbit import dead_letters, running, settings_for, tap, wait_for
 from tests.unit.test_fileshare_trees import make_tree
 from workers.app import App
-from workers.runtime import dlq
 from workers.runtime.publisher import Publisher
 
 pytestmark = pytest.mark.integration
@@ -67,7 +66,7 @@ def test_bad_credentials_dead_letter_the_job_with_a_hint_and_a_notification(rabb
             pub.publish(backup_due("set-badcreds"))
         # Then the job is dead-lettered at once and a job-failed notification says how to fix it
         failed = wait_for(lambda: [e for e in seen if e.type == "job-failed"], 60, what="job-failed")
-        letters = wait_for(lambda: dlq.peek(settings, "fileshare"), 30, what="dead letter")
+        letters = wait_for(lambda: dead_letters(settings, "fileshare"), 30, what="dead letter")
     p = failed[0].payload
     assert p.worker == "fileshare" and p.error_class == "SourceDenied" and p.severity == "error"
     assert "APPSVC_DR_FILESHARE__PASSWORD" in p.hint and "not-the-password" not in p.message

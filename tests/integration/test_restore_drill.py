@@ -67,9 +67,10 @@ def pipeline(tmp_path_factory):
         seen: list = []
         with running(App(settings, [*WORKERS, tap(seen, "backup-set-completed", "job-failed")])):
             with Publisher(settings.broker) as pub:
+                dropped = copy_to_drop(exported, settings.secrets, settings.staging)
                 pub.publish(SecretsRotated(source="test", stamp=STAMP, correlation_id=new_backup_set_id(),
-                                           payload=SecretsRotatedPayload(drop_path=copy_to_drop(exported, settings),
-                                                                         rotated_by="test", rotated_at=utcnow())))
+                                           payload=SecretsRotatedPayload(drop_path=dropped, rotated_by="test",
+                                                                         rotated_at=utcnow())))
             done = wait_for(lambda: [e for e in seen if e.type == "backup-set-completed"], 120, what="set completed")
         assert not [e for e in seen if e.type == "job-failed"], [e.payload for e in seen if e.type == "job-failed"]
         assert set(done[0].payload.components) == {"secrets", "databases", "fileshare"}

@@ -10,7 +10,7 @@ import pika
 import pytest
 
 from contracts import BackupDue, BackupDuePayload, Registry, default_registry
-from tests.fixtures.rabbit import queue_count, running, settings_for, wait_for
+from tests.fixtures.rabbit import dead_letters, queue_count, running, settings_for, wait_for
 from tests.integration.sample_workers import Ping, PingPayload, Pong, flaky, transient_once
 from workers.app import App
 from workers.middleware.base import Middleware
@@ -103,7 +103,7 @@ def test_malformed_messages_are_dead_lettered_with_the_reason_and_the_worker_goe
             pub.publish(good)
         # Then the good one is processed
         wait_for((trace_dir / f"{good.event_id}.done").exists, 20, what="good event")
-        letters = wait_for(lambda: len(dlq.peek(settings, "flaky")) == 3 and dlq.peek(settings, "flaky"), 10)
+        letters = wait_for(lambda: len(dead_letters(settings, "flaky")) == 3 and dead_letters(settings, "flaky"), 10)
     # And the three bad ones wait in the dead-letter queue with their reasons
     reasons = sorted(d.reason for d in letters)
     assert reasons == ["invalid", "not-json", "unknown-type"]
@@ -136,7 +136,7 @@ def test_a_10000_deep_json_event_is_dead_lettered_as_malformed_on_its_first_deli
             pub.publish(good)
         # Then the good one is processed after it
         wait_for((trace_dir / f"{good.event_id}.done").exists, 20, what="good event")
-        letters = wait_for(lambda: dlq.peek(settings, "flaky"), 10, what="dead letter")
+        letters = wait_for(lambda: dead_letters(settings, "flaky"), 10, what="dead letter")
         main = Topology.from_settings(settings.broker, settings.retry).queues("flaky").main
         assert wait_for(lambda: queue_count(settings.broker.vhost, main) == 0, 10)
     # And the deep one was rejected as malformed by the worker on its first and only delivery (not by the
@@ -156,18 +156,18 @@ def test_permanent_failure_dead_letters_then_replay_after_the_fix_processes_it(s
         with Publisher(settings.broker) as pub:
             pub.publish(event)
         # When the job fails permanently, it lands in the DLQ at once with the reason and the hint
-        letters = wait_for(lambda: dlq.peek(settings, "flaky"), 15, what="dead letter")
+        letters = wait_for(lambda: dead_letters(settings, "flaky"), 15, what="dead letter")
         assert letters[0].event_id == str(event.event_id)
         assert letters[0].reason == "permanent"
         assert letters[0].header("x-dr-hint") == "Make the store writable, then replay."
         assert not (trace_dir / f"{event.event_id}.done").exists()
         # When the cause is fixed and the operator replays
         (trace_dir / "broken").unlink()
-        assert dlq.replay(settings, "flaky") == 1
+        assert dlq.replay(settings.broker, settings.retry, "flaky") == 1
         # Then the job completes and the DLQ is empty
         wait_for((trace_dir / f"{event.event_id}.done").exists, 15, what="replayed job")
         text = wait_for(lambda: 'outcome="ok"' in (t := _metrics(app)) and t, 5)
-    assert dlq.peek(settings, "flaky") == []
+    assert dead_letters(settings, "flaky") == []
     assert 'appsvc_dr_events_consumed_total{event_type="backup-due",outcome="dead_lettered",worker="flaky"} 1.0' in text
     assert 'appsvc_dr_dead_letters_total{event_type="backup-due",reason="permanent",worker="flaky"} 1.0' in text
     assert 'appsvc_dr_last_success_timestamp_seconds{event_type="backup-due",worker="flaky"}' in text

@@ -13,11 +13,10 @@ import pika
 import pytest
 from pydantic import SecretStr
 
-from tests.fixtures.rabbit import REPO, run_cli, running, settings_for, tap, wait_for
+from tests.fixtures.rabbit import REPO, dead_letters, run_cli, running, settings_for, tap, wait_for
 from tests.fixtures.webhook_server import webhook_server  # noqa: F401 - session fixture
 from tests.unit.certs import make_cert, signing_settings
 from workers.app import App
-from workers.runtime import dlq
 from workers.runtime.amqp import connection_parameters
 from workers.runtime.errors import ConfigurationError
 from workers.runtime.publisher import Publisher
@@ -140,7 +139,8 @@ def test_duplicate_rotation_stores_nothing_new_and_triggers_no_backup(env):
         for expected, rotated_at in ((1, same_second), (2, same_second + timedelta(milliseconds=300))):
             pub.publish(SecretsRotated(source="test", stamp="stamp1", correlation_id=f"rot-{expected}",
                                        payload=SecretsRotatedPayload(
-                                           drop_path=copy_to_drop(tmp / "SystemSecrets.json", settings),
+                                           drop_path=copy_to_drop(tmp / "SystemSecrets.json", settings.secrets,
+                                                                  settings.staging),
                                            rotated_by="ops", rotated_at=rotated_at)))
             wait_for(lambda: len([e for e in seen if e.type == "secrets-stored"]) == expected, 30)
         wait_for(lambda: len([e for e in seen if e.type == "artifact-stored"]) == 1, 30, what="first backup")
@@ -180,7 +180,7 @@ def test_bad_drop_files_fail_permanently_with_a_hint_and_notification_without_co
             pub.publish(SecretsRotated(source="test", stamp="stamp1", correlation_id="rot-1",
                                        payload=SecretsRotatedPayload(drop_path=settings.secrets.drop_path + "\\" + name,
                                                                      rotated_by="ops", rotated_at=utcnow())))
-        letters = wait_for(lambda: dlq.peek(settings, "secrets"), 30, what="dead letter")
+        letters = wait_for(lambda: dead_letters(settings, "secrets"), 30, what="dead letter")
         wait_for(lambda: webhook_server.received("/n"), 30, what="notification")
     assert letters[0].reason == "permanent" and words in letters[0].header("x-dr-error")
     assert "Download Secrets" in letters[0].header("x-dr-hint") or "MAX_SIZE" in letters[0].header("x-dr-hint")
@@ -210,7 +210,7 @@ def test_unreadable_drop_share_is_a_permanent_failure_naming_the_setting(env):
                                        payload=SecretsRotatedPayload(
                                            drop_path=settings.secrets.drop_path + "\\SystemSecrets.json",
                                            rotated_by="ops", rotated_at=utcnow())))
-        letters = wait_for(lambda: dlq.peek(settings, "secrets"), 30, what="dead letter")
+        letters = wait_for(lambda: dead_letters(settings, "secrets"), 30, what="dead letter")
     assert letters[0].reason == "permanent"
     assert "APPSVC_DR_" in letters[0].header("x-dr-hint")
     assert "wrong-password" not in json.dumps(letters[0].summary())

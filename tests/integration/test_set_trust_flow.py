@@ -17,13 +17,12 @@ import pika
 import pytest
 
 from contracts import (ArtifactReady, ArtifactReadyPayload, BackupDue, BackupDuePayload, new_backup_set_id)
-from tests.fixtures.rabbit import running, settings_for, tap, wait_for
+from tests.fixtures.rabbit import dead_letters, running, settings_for, tap, wait_for
 from tests.unit.test_catalog_handler import stored
 from workers.app import App
 from workers.artifacts.setmanifest import read_manifest
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import Plan, read_marker, read_plan, write_marker, write_plan
-from workers.runtime import dlq
 from workers.runtime.publisher import Publisher
 from workers.storage.local import LocalStore
 
@@ -116,7 +115,7 @@ def test_future_dated_set_ids_are_dead_lettered_as_malformed_and_delete_nothing(
         for year in range(2990, 2997):
             pub.publish_raw(settings.broker.exchange, "artifact-ready", _future_artifact_ready(
                 str(staging / "dump.bak"), year), pika.BasicProperties(delivery_mode=2, content_type="application/json"))
-        letters = wait_for(lambda: len(dlq.peek(settings, "upload")) == 7 and dlq.peek(settings, "upload"), 20,
+        letters = wait_for(lambda: len(dead_letters(settings, "upload")) == 7 and dead_letters(settings, "upload"), 20,
                            what="seven dead letters")
     # Then each is dead-lettered as malformed, saying why
     assert {d.reason for d in letters} == {"invalid"}
@@ -151,7 +150,7 @@ def test_an_artifact_for_an_unplanned_set_is_retried_then_dead_lettered_after_th
         wait_for(lambda: read_manifest(store.backend, STAMP, late), 15, what="the late set's artifact")
         # And the other is retried until the 4 s deadline (far past its one-step, 0.5 s backoff and the broker's
         # delivery limit of 2: every retry is a new message), then dead-lettered with the reason
-        [letter] = wait_for(lambda: dlq.peek(settings, "upload"), 20, what="the dead letter")
+        [letter] = wait_for(lambda: dead_letters(settings, "upload"), 20, what="the dead letter")
         dead_at = time.monotonic()
     assert letter.reason == "permanent" and letter.headers["x-dr-attempts"] > 3
     assert dead_at - published >= 2.5   # the set's id is from just before publishing: ~4 s, with slack

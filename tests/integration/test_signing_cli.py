@@ -11,7 +11,7 @@ import pytest
 from tests.fixtures.rabbit import run_cli
 from tests.unit.certs import make_cert, signing_settings
 from workers.artifacts.service import ArtifactStore
-from workers.runtime.config import load_settings
+from workers.config import load_settings
 from workers.secrets.versions import version_key
 from workers.storage.codec import load_certificate
 from workers.storage.local import LocalStore

@@ -19,13 +19,13 @@ import pytest
 from tests.fixtures import closed_port, started
 from tests.fixtures.s3server import S3Server, moto_s3_server
 from tests.fixtures.smbd import SmbServer, smbd_server
-from workers.runtime.config import StoreSettings
 from workers.runtime.errors import is_permanent
 from workers.storage import build_store
 from workers.storage.base import (StorageError, StorageFull, StorageMisconfigured, StoragePermissionDenied,
                                   StorageUnavailable)
 from workers.storage.local import LocalStore, classify_os_error
 from workers.storage.s3 import S3Store
+from workers.storage.settings import StoreSettings
 from workers.storage.smb import SmbStore
 
 pytestmark = pytest.mark.integration

@@ -9,12 +9,11 @@ import shutil
 import pytest
 
 from contracts import ArtifactReady, ArtifactReadyPayload
-from tests.fixtures.rabbit import running, settings_for, tap, wait_for
+from tests.fixtures.rabbit import dead_letters, running, settings_for, tap, wait_for
 from tests.unit.forge import configured_store, plan_set
 from tests.unit.certs import make_cert, signed, signing_settings
 from workers.app import App
 from workers.artifacts.setmanifest import read_manifest
-from workers.runtime import dlq
 from workers.runtime.publisher import Publisher
 from workers.storage.codec import KeyRing
 from workers.storage.local import LocalStore
@@ -129,7 +128,7 @@ def test_secrets_without_a_certificate_are_refused_and_the_stage_is_kept(
         with Publisher(settings.broker) as pub:
             pub.publish(event)
         # Then the job is dead-lettered at once with a hint naming the setting
-        letters = wait_for(lambda: dlq.peek(settings, "upload"), 30, what="dead letter")
+        letters = wait_for(lambda: dead_letters(settings, "upload"), 30, what="dead letter")
     assert letters[0].reason == "permanent"
     assert "APPSVC_DR_ENCRYPTION__CERTIFICATE" in letters[0].header("x-dr-hint")
     assert (smb_server.path / "staging" / "SystemSecrets.json").exists()

@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 
 from workers.artifacts.service import ArtifactStore
+from workers.config import Settings, load_settings
 from workers.repository.manifest import EMPTY_SHA256, Entry
 from workers.repository.repo import Repository
-from workers.runtime.config import Settings, load_settings
 
 NS = 1_760_000_000_123_456_000
 STAMP = "stamp1"

@@ -10,15 +10,18 @@ import pytest
 
 from contracts import (ArtifactStored, ArtifactStoredPayload, BackupDue, BackupDuePayload, BackupSetCompleted,
                        default_registry, new_backup_set_id)
-from workers.app import BUILTIN, builtin_bindings
+from workers.app import BUILTIN, Deps, builtin_bindings
 from workers.artifacts.setmanifest import artifact_key, read_manifest
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import COMPLETE, PLAN, Plan, read_marker, read_plan, write_marker, write_plan
-from workers.catalog.handler import CatalogHandler, build_catalog_worker, completion_event_id
-from workers.runtime.config import RetentionSettings, Settings, StoreSettings
+from workers.artifacts.settings import RetentionSettings
+from workers.catalog.handler import CatalogHandler, completion_event_id
+from workers.config import Settings
 from workers.runtime.errors import PermanentError, TransientError
-from workers.runtime.worker import JobContext
+from workers.middleware.metrics import Metrics
+from workers.runtime.worker import JobContext, WorkerSpec
 from workers.storage.local import LocalStore
+from workers.storage.settings import StoreSettings
 
 STAMP = "stamp1"
 
@@ -35,6 +38,12 @@ def ctx() -> JobContext:
 
 def handler(store: ArtifactStore, **retention) -> CatalogHandler:
     return CatalogHandler(RetentionSettings(**retention), store)
+
+
+def built_catalog(tmp_path, **settings) -> WorkerSpec:
+    """The catalog worker as the composition builds it from the whole ``Settings`` (a local store in tmp_path)."""
+    whole = Settings(store=StoreSettings(kind="local", local_path=tmp_path / "store"), **settings)
+    return BUILTIN["catalog"](Deps(whole, Metrics()))
 
 
 def backup_due(set_id: str, *components: str, when: datetime | None = None) -> BackupDue:
@@ -187,9 +196,8 @@ def test_backup_set_completed_is_an_audit_log_line(store, ctx, caplog):
 
 def test_the_catalog_worker_consumes_what_its_builtin_bindings_route_to_it(tmp_path):
     # Given settings pointing at a local store
-    settings = Settings(store=StoreSettings(kind="local", local_path=tmp_path / "store"))
     # When the worker is built
-    spec = build_catalog_worker(settings)
+    spec = built_catalog(tmp_path)
     # Then it is registered and handles exactly its bound event types
     assert "catalog" in BUILTIN and spec.name == "catalog"
     assert spec.event_types == builtin_bindings(["catalog"])["catalog"]
@@ -198,7 +206,8 @@ def test_the_catalog_worker_consumes_what_its_builtin_bindings_route_to_it(tmp_p
     assert COMPLETE == "complete.json"
 
 
-def test_a_backup_due_for_a_component_this_site_does_not_back_up_is_planned_without_it_and_reported(store, ctx):
+def test_a_backup_due_for_a_component_this_site_does_not_back_up_is_planned_without_it_and_reported(store, ctx,
+                                                                                                     tmp_path):
     from workers.catalog.unserved import ERROR_CLASS
     h = CatalogHandler(RetentionSettings(), store, components=("secrets", "databases"))
     set_id = new_backup_set_id()
@@ -227,5 +236,5 @@ def test_a_backup_due_for_a_component_this_site_does_not_back_up_is_planned_with
     (only,) = h.backup_due(backup_due(other, "fileshare"), ctx)
     assert read_plan(store.backend, STAMP, other) is None and "no plan written" in only.payload.message
     # And the catalog built from settings knows the site's components
-    spec = build_catalog_worker(Settings(components="secrets"), store)
+    spec = built_catalog(tmp_path, components="secrets")
     assert spec.target.components == ("secrets",)

@@ -8,11 +8,11 @@ from uuid import uuid4
 from contracts import DatabaseBackedUp, DatabaseBackedUpPayload, JobFailed, default_registry, new_backup_set_id
 from workers.artifacts.setmanifest import read_set
 from workers.artifacts.sets import read_marker, read_plan, read_skip, read_skips, waiting_for
-from workers.catalog.handler import CatalogHandler, build_catalog_worker
+from workers.artifacts.settings import RetentionSettings
+from workers.catalog.handler import CatalogHandler
 from workers.catalog.skips import ERROR_CLASS, skip_event_id
 from workers.engines.base import SKIPPED_NOT_PREFERRED
-from workers.runtime.config import RetentionSettings, Settings, StoreSettings
-from tests.unit.test_catalog_handler import STAMP, backup_due, ctx, store, stored  # noqa: F401 - fixtures
+from tests.unit.test_catalog_handler import STAMP, backup_due, built_catalog, ctx, store, stored  # noqa: F401 - fixtures
 
 DATABASES = ("appservice_hosting", "appservice_metering")
 
@@ -101,5 +101,5 @@ def test_other_reasons_get_a_generic_hint_and_backed_up_databases_only_an_audit_
 
 
 def test_the_catalog_worker_routes_database_backed_up_to_the_skip_handling(tmp_path):
-    spec = build_catalog_worker(Settings(store=StoreSettings(kind="local", local_path=tmp_path / "store")))
+    spec = built_catalog(tmp_path)
     assert spec.handlers[DatabaseBackedUp].__name__ == "database_backed_up"

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from workers.cli import main
-from workers.runtime.config import load_settings
+from workers.config import load_settings
 from workers.runtime.errors import ConfigurationError
 
 

@@ -5,10 +5,11 @@ import logging
 import threading
 
 from contracts import BackupDue, BackupDuePayload, DatabaseBackupRequested, DatabaseBackupRequestedPayload
-from workers.engines.base import SKIPPED_NOT_PREFERRED, BackupResult
 from workers.dbbackup.handler import DbBackupHandler
-from workers.runtime.config import load_settings
+from workers.engines.base import SKIPPED_NOT_PREFERRED, BackupResult
+from workers.engines.settings import DatabaseSettings
 from workers.runtime.worker import JobContext
+from workers.storage.settings import StagingSettings
 
 
 class StubEngine:
@@ -35,13 +36,13 @@ def ctx() -> JobContext:
     return JobContext("db-backup", "k", 0, logging.LoggerAdapter(logging.getLogger("t"), {}), threading.Event())
 
 
-def settings():
-    return load_settings(database={"databases": ["appservice_hosting", "appservice_metering"]},
-                         staging={"database_dir": r"\\fs1\staging\dr"})
+def make_handler(engine: StubEngine) -> DbBackupHandler:
+    return DbBackupHandler(DatabaseSettings(databases=["appservice_hosting", "appservice_metering"]),
+                           StagingSettings(database_dir=r"\\fs1\staging\dr"), engine)
 
 
 def test_backup_due_fans_out_one_job_per_database_and_ignores_other_components():
-    handler = DbBackupHandler(settings(), StubEngine())
+    handler = make_handler(StubEngine())
     due = BackupDue(source="t", stamp="s1", correlation_id="set-1", payload=BackupDuePayload(backup_set_id="set-1"))
     jobs = handler.backup_due(due, ctx())
     assert [j.payload.database for j in jobs] == ["appservice_hosting", "appservice_metering"]
@@ -55,7 +56,7 @@ def test_sql_server_writes_to_the_unc_staging_share_and_hands_the_file_to_upload
     engine = StubEngine()
     job = DatabaseBackupRequested(source="t", stamp="s1", correlation_id="set-1",
                                   payload=DatabaseBackupRequestedPayload(database="appservice_hosting"))
-    ready, backed = DbBackupHandler(settings(), engine).backup_one(job, ctx())
+    ready, backed = make_handler(engine).backup_one(job, ctx())
     assert engine.calls == [("appservice_hosting", r"\\fs1\staging\dr\s1-set-1-appservice_hosting.bak")]
     assert ready.type == "artifact-ready" and ready.payload.staged_path == engine.calls[0][1]
     assert (ready.payload.component, ready.payload.name) == ("databases", "appservice_hosting.bak")
@@ -66,6 +67,6 @@ def test_sql_server_writes_to_the_unc_staging_share_and_hands_the_file_to_upload
 def test_not_the_preferred_replica_is_reported_not_failed_and_nothing_is_uploaded():
     job = DatabaseBackupRequested(source="t", stamp="s1", correlation_id="set-1",
                                   payload=DatabaseBackupRequestedPayload(database="appservice_hosting"))
-    [backed] = DbBackupHandler(settings(), StubEngine(skipped=True)).backup_one(job, ctx())
+    [backed] = make_handler(StubEngine(skipped=True)).backup_one(job, ctx())
     assert backed.type == "database-backed-up" and backed.payload.skipped_reason == SKIPPED_NOT_PREFERRED
     assert backed.payload.staged_path is None

@@ -17,13 +17,13 @@ from tests.unit.fake_pyodbc import Expect, FakeOdbc, lookup, progress_sets, rows
 from workers.artifacts.setmanifest import artifact_key
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import Plan, write_marker as write_complete, write_plan
+from workers.config import load_settings
 from workers.engines import DatabaseSettings, SqlServerEngine
 from workers.drill import checks
 from workers.drill.checks import Drill, scratch_name
 from workers.drill.results import (METRIC, ComponentResult, DrillResult, last_by_result, read_markers, report_lines,
                                    table, write_marker, write_textfile)
 from workers.drill.run import candidates, choose, components_of
-from workers.runtime.config import load_settings
 from workers.runtime.errors import ConfigurationError, PermanentError
 from workers.secrets.handler import REFERENCE_NAME
 from workers.secrets.versions import version_key

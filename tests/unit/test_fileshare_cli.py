@@ -10,8 +10,8 @@ from tests.unit.certs import make_cert
 from tests.unit.forge import configured_store, plan_set
 from tests.unit.test_fileshare_trees import change_tree, make_tree, picture
 from workers.cli import main
+from workers.config import load_settings
 from workers.fileshare.handler import FileshareHandler
-from workers.runtime.config import load_settings
 from workers.runtime.worker import JobContext
 
 CTX = JobContext("fileshare", "fileshare:1", 0, logging.LoggerAdapter(logging.getLogger("test"), {}))
@@ -30,7 +30,7 @@ def stamp(tmp_path, monkeypatch):
         monkeypatch.setenv(key, value)
     settings = load_settings()
     make_tree(tmp_path / "src")
-    handler = FileshareHandler(settings, configured_store(settings))
+    handler = FileshareHandler(settings.fileshare, settings.retention, configured_store(settings))
     for set_id in ("set-a", "set-b"):
         plan_set(handler.store.backend, set_id, "fileshare")  # as the catalog
         handler.backup_due(BackupDue(source="t", stamp="stamp1", correlation_id=set_id,

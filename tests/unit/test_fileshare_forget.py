@@ -15,12 +15,13 @@ from tests.unit.test_fileshare_trees import make_tree
 from tests.unit.forge import plan_set
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import Plan, write_marker, write_plan
+from workers.artifacts.settings import RetentionSettings
 from workers.catalog.handler import CatalogHandler
+from workers.config import load_settings
 from workers.fileshare.handler import FileshareHandler
 from workers.fileshare.lock import LockLost, RepoLock, RepositoryLocked, read_locks, unlock
 from workers.repository.forget import Policy, Snapshot, decide_snapshots, forget
 from workers.repository.repo import Repository
-from workers.runtime.config import RetentionSettings, load_settings
 from workers.runtime.worker import JobContext
 from workers.storage.local import LocalStore
 
@@ -141,7 +142,7 @@ def test_a_backup_is_retried_while_a_prune_holds_the_repository(tmp_path, backen
     # Given a prune holding the exclusive lock
     make_tree(tmp_path / "src")
     settings = load_settings(fileshare={"source": str(tmp_path / "src"), "cache_dir": str(tmp_path / "cache")})
-    handler = FileshareHandler(settings, ArtifactStore(backend))
+    handler = FileshareHandler(settings.fileshare, settings.retention, ArtifactStore(backend))
     due = BackupDue(source="t", stamp="stamp1", correlation_id="set-x",
                     payload=BackupDuePayload(backup_set_id="set-x", components=("fileshare",)))
     plan_set(backend, "set-x", "fileshare")   # as the catalog does first

@@ -10,10 +10,10 @@ from tests.unit.test_fileshare_trees import make_tree
 from tests.unit.forge import plan_set
 from workers.artifacts.setmanifest import read_set
 from workers.artifacts.service import ArtifactStore
+from workers.config import load_settings
 from workers.fileshare import handler as handler_module
 from workers.fileshare.handler import FileshareHandler
 from workers.fileshare.tree import FileProblem, LocalTree, Stat
-from workers.runtime.config import load_settings
 from workers.runtime.errors import PermanentError, TransientError
 from workers.runtime.worker import JobContext
 from workers.storage.local import LocalStore
@@ -24,7 +24,7 @@ CTX = JobContext("fileshare", "fileshare:1", 0, logging.LoggerAdapter(logging.ge
 def handler(tmp_path, **fileshare) -> FileshareHandler:
     settings = load_settings(fileshare={"source": str(tmp_path / "src"), "cache_dir": str(tmp_path / "cache"),
                                         "wait": 0.01, **fileshare})
-    return FileshareHandler(settings, ArtifactStore(LocalStore(tmp_path / "store")))
+    return FileshareHandler(settings.fileshare, settings.retention, ArtifactStore(LocalStore(tmp_path / "store")))
 
 
 def planned(h: FileshareHandler, set_id: str) -> FileshareHandler:
@@ -117,6 +117,7 @@ def test_fail_on_skipped_fails_the_job_instead(tmp_path, monkeypatch):
 def test_no_configured_share_is_a_permanent_error_with_a_hint(tmp_path):
     # Given no source / When a backup asks for the file share / Then it fails permanently, naming the setting
     settings = load_settings(fileshare={"cache_dir": str(tmp_path / "cache")})
+    h = FileshareHandler(settings.fileshare, settings.retention, ArtifactStore(LocalStore(tmp_path / "store")))
     with pytest.raises(PermanentError) as failure:
-        FileshareHandler(settings, ArtifactStore(LocalStore(tmp_path / "store"))).backup_due(due("s", "fileshare"), CTX)
+        h.backup_due(due("s", "fileshare"), CTX)
     assert "APPSVC_DR_FILESHARE__SOURCE" in failure.value.hint

@@ -14,6 +14,7 @@ import pytest
 from tests.unit.certs import make_cert
 from tests.unit.forge import NS, STAMP, cli_restore, configured_store, forge, partials, picture, traversals
 from workers.artifacts.setmanifest import artifact_key
+from workers.config import load_settings
 from workers.drill import checks
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
@@ -22,7 +23,6 @@ from workers.fileshare.tree import LocalTree
 from workers.repository.manifest import Entry, Manifest
 from workers.repository.paths import PARTIAL, UnsafeEntryError
 from workers.repository.repo import Repository
-from workers.runtime.config import load_settings
 from workers.storage.codec import KeyRing
 
 

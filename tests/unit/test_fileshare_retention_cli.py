@@ -13,9 +13,9 @@ from tests.unit.forge import configured_store
 from tests.unit.test_fileshare_trees import copy_tree, make_tree, picture, write
 from workers.artifacts.sets import Plan, write_marker, write_plan
 from workers.cli import main
+from workers.config import load_settings
 from workers.fileshare.handler import FileshareHandler
 from workers.fileshare.lock import RepoLock, read_locks
-from workers.runtime.config import load_settings
 from workers.runtime.worker import JobContext
 
 CTX = JobContext("fileshare", "fileshare:1", 0, logging.LoggerAdapter(logging.getLogger("test"), {}))
@@ -38,7 +38,7 @@ def repo(tmp_path, monkeypatch):
         monkeypatch.setenv(f"APPSVC_DR_{name}", str(value))
     settings = load_settings()
     make_tree(tmp_path / "src")
-    handler = FileshareHandler(settings, configured_store(settings))
+    handler = FileshareHandler(settings.fileshare, settings.retention, configured_store(settings))
     for i, set_id in enumerate(SETS):
         (tmp_path / f"src/unique/gen{i - 1}.bin").unlink(missing_ok=True)
         write(tmp_path / "src", f"unique/gen{i}.bin", random.Random(i).randbytes(300_000))

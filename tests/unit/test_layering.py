@@ -1,5 +1,5 @@
 """The house's layering (DESIGN.md section 2, issue 14): arrows point down, workers never import workers, no
-import cycles.
+import cycles, and only the composition level sees the whole configuration (each package takes its own sections).
 
 The scan reads the source (AST) of every module under workers/ and contracts/, so it sees every import: top-level
 ones, lazy ones inside functions, and ones under ``if TYPE_CHECKING:`` (a type-only import still ties two
@@ -7,6 +7,7 @@ packages together). Imports of modules outside workers/ and contracts/ (stdlib, 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,30 +17,27 @@ ROOT = Path(__file__).resolve().parents[2]
 # either (what two workers share moves down a floor). Within the other floors packages may import each other, as
 # long as no import cycle results.
 #   0 ground       contracts                        event models, JSON Schemas
-#   1 framework    runtime, middleware              AMQP runner, topology, DLQ, errors, settings loading; the
-#                                                   middleware the runner calls (DESIGN.md puts it here)
+#   1 framework    runtime, middleware              AMQP runner, topology, DLQ, errors, its own settings sections
+#                                                   (broker, retry, worker, metrics, log) and the small parsers
+#                                                   every section may use; the middleware the runner calls
 #   2 libraries    storage, engines, senders,       formats, stores, engines, senders, the file-share repository
 #                  artifacts, repository
 #   3 workers      secrets, upload, dbbackup,       one folder per worker; never import each other
 #                  fileshare, catalog, notifier
-#   4 composition  app, cli, demo, drill, scheduler builds Settings, wires workers; `drill` is a composition-level
+#   4 composition  app, cli, demo, drill,          `config` holds the root Settings and load_settings; `app` hands
+#                  scheduler, config                each worker its sections; `drill` is a composition-level
 #                                                   command (like cli/): it restores what several workers stored
 LAYERS: dict[str, int] = {
     "contracts": 0,
     "runtime": 1, "middleware": 1,
     "storage": 2, "engines": 2, "senders": 2, "artifacts": 2, "repository": 2,
     "secrets": 3, "upload": 3, "dbbackup": 3, "fileshare": 3, "catalog": 3, "notifier": 3,
-    "app": 4, "cli": 4, "demo": 4, "drill": 4, "scheduler": 4,
+    "app": 4, "cli": 4, "demo": 4, "drill": 4, "scheduler": 4, "config": 4,
 }
 WORKER_FLOOR = 3
+COMPOSITION_FLOOR = 4
 NAMES = {0: "ground", 1: "framework", 2: "library", 3: "worker", 4: "composition"}
-
-# Known violations owned by another part of issue 14 (item 3: the root Settings moves to the composition level and
-# each package owns its section). Each entry is (importing module, imported module); remove it when fixed.
-KNOWN: set[tuple[str, str]] = {
-    ("workers.runtime.config", "workers.engines.settings"),
-    ("workers.runtime.config", "workers.fileshare.settings"),
-}
+ROOT_SETTINGS = "workers.config"  # the root Settings and load_settings: composition only
 
 
 def _modules() -> dict[str, Path]:
@@ -153,7 +151,7 @@ def _violations(graph: dict[str, set[str]]) -> list[str]:
         mine = _package(module)
         for target in sorted(targets):
             theirs = _package(target)
-            if target == "workers" or theirs == mine or (module, target) in KNOWN:
+            if target == "workers" or theirs == mine:
                 continue
             if LAYERS[theirs] > LAYERS[mine]:
                 found.append(f"{module} ({NAMES[LAYERS[mine]]}) imports {target} ({NAMES[LAYERS[theirs]]}): "
@@ -173,11 +171,51 @@ def test_arrows_point_down_and_workers_never_import_workers():
     assert violations == [], "\n".join(violations)
 
 
-def test_the_known_exceptions_are_still_real():
-    # Given the list of known violations left to another part of issue 14
+def _below_composition(module: str) -> bool:
+    return module != "workers" and LAYERS[_package(module)] < COMPOSITION_FLOOR
+
+
+def _importers_of_the_root_settings(graph: dict[str, set[str]]) -> list[str]:
+    return [module for module, targets in sorted(graph.items()) if ROOT_SETTINGS in targets
+            and _below_composition(module)]
+
+
+def _reads_of_the_root_settings(source: str, fields: set[str]) -> list[str]:
+    """``settings.<root field>`` / ``x.settings.<root field>`` in ``source``: the whole Settings passed in untyped."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in fields:
+            base = node.value
+            name = base.id if isinstance(base, ast.Name) else base.attr if isinstance(base, ast.Attribute) else ""
+            if name == "settings":
+                found.append(f"line {node.lineno}: settings.{node.attr}")
+    return found
+
+
+def test_only_the_composition_sees_the_root_settings():
+    # Given the import graph, and the root Settings module on the composition floor
+    from workers.config import Settings
     graph = _graph()
-    # Then each one still exists (a fixed one must leave the list, so it cannot come back unnoticed)
-    assert [pair for pair in sorted(KNOWN) if pair[1] not in graph.get(pair[0], set())] == []
+    assert ROOT_SETTINGS in graph and LAYERS[_package(ROOT_SETTINGS)] == COMPOSITION_FLOOR
+    # When the modules below the composition floor are checked
+    importers = _importers_of_the_root_settings(graph)
+    reads = {module: found for module, path in _modules().items() if _below_composition(module)
+             and (found := _reads_of_the_root_settings(path.read_text(), set(Settings.model_fields)))}
+    # Then none imports it, and none reads a section off a whole Settings handed to it: each takes its own sections
+    assert importers == [], f"{importers} import {ROOT_SETTINGS}: take the sections you need (e.g. BrokerSettings " \
+                            "from workers.runtime.settings) and let workers/app.py or the CLI pass them"
+    assert reads == {}, f"these read sections off the whole Settings: {reads}; take the sections as parameters"
+
+
+def test_each_section_is_owned_by_a_package():
+    # Given the root Settings' sections
+    from pydantic import BaseModel
+    from workers.config import Settings
+    homes = {name: field.annotation.__module__ for name, field in Settings.model_fields.items()
+             if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)}
+    # Then each is defined in its own package's settings module (workers/<package>/settings.py), none at the root
+    assert {"broker", "notify", "store", "retention", "database", "fileshare"} <= set(homes)
+    assert {name: home for name, home in homes.items() if not re.fullmatch(r"workers\.\w+\.settings", home)} == {}
 
 
 def test_the_checker_sees_an_upward_import_a_worker_import_and_a_cycle():
@@ -190,3 +228,17 @@ def test_the_checker_sees_an_upward_import_a_worker_import_and_a_cycle():
     # Then all three are found
     assert [v.split(" ")[0] for v in violations] == ["workers.runtime.x", "workers.secrets.handler"]
     assert cycles == [["workers.storage.a", "workers.storage.b"]]
+
+
+def test_the_checker_sees_the_root_settings_below_the_composition():
+    # Given a runtime module and a worker importing the root Settings, the CLI doing the same, and a handler that
+    # reads sections off a whole Settings it was handed
+    graph = {"workers.runtime.x": {ROOT_SETTINGS}, "workers.upload.handler": {ROOT_SETTINGS},
+             "workers.cli.run_cmd": {ROOT_SETTINGS}, "workers.storage.a": set()}
+    source = "def build(settings, spec):\n    return spec.bind(settings.staging, self.settings.retention, s.store)\n"
+    # When they are checked
+    importers, reads = _importers_of_the_root_settings(graph), _reads_of_the_root_settings(source, {"staging",
+                                                                                                   "retention", "store"})
+    # Then the two below the composition are found, the CLI is not, and both reads are named
+    assert importers == ["workers.runtime.x", "workers.upload.handler"]
+    assert reads == ["line 2: settings.staging", "line 2: settings.retention"]

@@ -6,8 +6,8 @@ import time
 from datetime import timedelta
 
 from workers.notifier import FailureGrouper, GroupFlusher, NotifierHandler, build_notifier_worker
-from workers.runtime.config import NotifySettings
 from workers.runtime.errors import PermanentError, TransientError
+from workers.senders.settings import NotifySettings
 from tests.fixtures.rabbit import wait_for
 from tests.unit.test_notifier_handler import WINDOW, FakeClock, FakeSink, ctx, job_failed
 

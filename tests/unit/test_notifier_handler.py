@@ -13,11 +13,11 @@ from contracts import BackupDue, BackupDuePayload, JobFailed, JobFailedPayload, 
 from workers.notifier import FailureGrouper, NotifierHandler, build_notifier_worker
 from workers.notifier.grouping import normalise
 from workers.senders.render import Notification
-from workers.runtime.config import NotifySettings
 from workers.runtime.errors import PermanentError, TransientError
 from workers.runtime.worker import JobContext
 from workers.runtime.processing import Delivery, JobProcessor
 from workers.runtime.topology import Topology
+from workers.senders.settings import NotifySettings
 
 WINDOW = 900.0
 

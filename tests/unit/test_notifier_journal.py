@@ -11,8 +11,8 @@ from tests.unit.test_notifier_handler import WINDOW, FakeClock, FakeSink, job_fa
 from workers.notifier import NotifierHandler, build_notifier_worker
 from workers.notifier.grouping import GroupSummary
 from workers.notifier.journal import PendingJournal
-from workers.runtime.config import NotifySettings
 from workers.runtime.errors import TransientError
+from workers.senders.settings import NotifySettings
 
 
 def notifier(path, *sinks: FakeSink, clock: FakeClock):

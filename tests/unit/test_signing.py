@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from tests.unit.certs import make_cert, write_signing
-from workers.runtime.config import load_settings
+from workers.config import load_settings
 from workers.runtime.errors import ConfigurationError
 from workers.storage.signing import SignatureError, Trust, key_id, trust_from_settings
 

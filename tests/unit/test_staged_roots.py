@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from workers.runtime.config import load_settings
+from workers.config import load_settings
 from workers.storage.local import LocalStore
 from workers.storage.smb import SmbStore
 from workers.storage.staged import PathRefused, Root, locate

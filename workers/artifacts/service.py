@@ -18,18 +18,19 @@ import io
 import logging
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import BinaryIO, Callable, ContextManager, Iterator, Literal
+from typing import BinaryIO, Callable, ContextManager, Iterator
 
 from cryptography.x509 import Certificate
 
 from workers.artifacts.records import (RECORD_SUFFIX, OverwriteError, StoredArtifact, encrypted_only, read_record,
                                        record_body)
-from workers.runtime.config import EncryptionSettings, StoreSettings
+from workers.artifacts.settings import VerifyMode
 from workers.runtime.errors import ConfigurationError, PermanentError, TransientError
 from workers.storage.codec import (EncodedBuffer, EncodingStream, IntegrityError, KeyRing, decode, encode,
                                       encode_buffer, load_certificate, thumbprint)
 from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
 from workers.storage.factory import build_store
+from workers.storage.settings import EncryptionSettings, StoreSettings
 from workers.storage.signing import SignatureError, Trust, attach, trust_from_settings, trust_of
 
 __all__ = ["ArtifactStore", "StoredArtifact", "OverwriteError", "RECORD_SUFFIX", "sha256_of"]
@@ -71,14 +72,14 @@ def sha256_of(stream: BinaryIO) -> tuple[str, int]:
 
 class ArtifactStore:
     def __init__(self, backend: StorageBackend, *, certificate: Certificate | None = None, compress: bool = True,
-                 level: int = 3, verify: Literal["stat", "read-back"] = "stat") -> None:
+                 level: int = 3, verify: VerifyMode = "stat") -> None:
         self.backend, self.certificate, self.compress = backend, certificate, compress
         self.level, self.verify_mode = level, verify
         self._warned = False
 
     @classmethod
     def from_settings(cls, store: StoreSettings, encryption: EncryptionSettings, *,
-                      verify: Literal["stat", "read-back"] = "stat") -> ArtifactStore:
+                      verify: VerifyMode = "stat") -> ArtifactStore:
         """The configured store with the configured encryption, signing and verifying with the configured Trust;
         a bad certificate or signing key stops the process at start (ConfigurationError)."""
         try:

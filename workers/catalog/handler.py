@@ -30,21 +30,23 @@ from datetime import datetime, timezone
 
 from contracts import (ArtifactStored, BackupDue, BackupSetCompleted, BackupSetCompletedPayload, DatabaseBackedUp,
                        Envelope, FileshareSynced, SecretsStored)
-from contracts.events.backup import ALL_COMPONENTS
+from contracts.events.backup import ALL_COMPONENTS, Component
 from workers.artifacts.setmanifest import write_manifest
 from workers.artifacts.retention import apply_retention
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import (Plan, is_complete, read_marker, read_plan, read_skips, require_planned, waiting_for,
                                     write_marker, write_plan)
+from workers.artifacts.settings import RetentionSettings
 from workers.catalog.deleted import deleted_warnings, forget_snapshots_of
 from workers.catalog.skips import record_skip
 from workers.catalog.unserved import split as unserved_split
 from workers.catalog.unserved import warning as unserved_warning
+from workers.engines.settings import DatabaseSettings
 from workers.repository.forget import Policy, forget
 from workers.repository.repo import Repository
-from workers.runtime.config import RetentionSettings, Settings
 from workers.runtime.worker import JobContext, WorkerSpec
 from workers.storage.factory import build_store
+from workers.storage.settings import EncryptionSettings, StoreSettings
 from workers.storage.signing import attach, trust_from_settings
 
 WORKER = "catalog"
@@ -192,9 +194,10 @@ SPEC = WorkerSpec(WORKER, {BackupDue: CatalogHandler.backup_due, ArtifactStored:
                   concurrency=1, prefetch=20)  # quick jobs: small JSON files
 
 
-def build_catalog_worker(settings: Settings, store: ArtifactStore | None = None) -> WorkerSpec:
+def build_catalog_worker(*, retention: RetentionSettings, store: StoreSettings, encryption: EncryptionSettings,
+                         database: DatabaseSettings, components: tuple[Component, ...]) -> WorkerSpec:
     """The ``catalog`` worker. It only reads records and writes small JSON files: no certificate needed."""
-    store = store or ArtifactStore(attach(build_store(settings.store), trust_from_settings(settings.encryption)))
-    handler = CatalogHandler(settings.retention, store,        # signs plans and markers, checks what it reads
-                             databases=len(settings.database.databases), components=tuple(settings.components))
+    artifacts = ArtifactStore(attach(build_store(store), trust_from_settings(encryption)))
+    handler = CatalogHandler(retention, artifacts,        # signs plans and markers, checks what it reads
+                             databases=len(database.databases), components=tuple(components))
     return SPEC.bind(handler)

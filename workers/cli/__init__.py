@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from workers.runtime.config import Settings, load_settings
+from workers.config import Settings, load_settings
 from workers.runtime.errors import DrError
 from workers.runtime.logs import configure
 

@@ -20,9 +20,9 @@ from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli.output import write_atomically
 from workers.cli.progress import MiB, ProgressBar
 from workers.cli.snapshots_cmd import duration_arg, print_forget
+from workers.config import Settings
 from workers.repository.forget import Policy, forget
 from workers.repository.repo import Repository
-from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError
 from workers.storage.base import ObjectNotFound
 from workers.storage.factory import build_store

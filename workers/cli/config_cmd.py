@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from workers.runtime.config import Settings
+from workers.config import Settings
 from workers.runtime.connect import blocking_channel
 from workers.runtime.errors import DrError
 

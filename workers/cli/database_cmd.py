@@ -8,9 +8,9 @@ from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli.progress import ProgressBar
 from workers.cli.run_cmd import private_umask
 from workers.cli.stores import artifact_store
+from workers.config import Settings
 from workers.engines.factory import build_engine
 from workers.dbbackup.restore import restore_from_set
-from workers.runtime.config import Settings
 
 
 def register_restore(restore_sub) -> None:
@@ -34,9 +34,10 @@ def restore_database(args: argparse.Namespace, settings: Settings) -> int:
             update={"server": args.target_server})})
     engine = build_engine(settings.database)
     target = args.target_database or args.database
-    result = restore_from_set(settings, engine, artifact_store(settings), keyring_from_args(args), stamp=stamp,
-                              set_id=args.set_id, database=args.database, target=target, data_path=args.data_path,
-                              log_path=args.log_path, progress=lambda pct: print(f"  restore {pct}%", flush=True),
+    result = restore_from_set(settings.staging, settings.database, engine, artifact_store(settings),
+                              keyring_from_args(args), stamp=stamp, set_id=args.set_id, database=args.database,
+                              target=target, data_path=args.data_path, log_path=args.log_path,
+                              progress=lambda pct: print(f"  restore {pct}%", flush=True),
                               fetch_progress=ProgressBar)
     extra = f", {result.tables} tables, {result.rows} rows" if result.tables is not None else ""
     print(f"restored {target} on {result.server} in {result.duration:.1f}s: {result.state}{extra}")

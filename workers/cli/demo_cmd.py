@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from workers.runtime.config import Settings
+from workers.config import Settings
 
 
 def register(sub) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from workers.config import Settings
 from workers.runtime import dlq as dlqlib
-from workers.runtime.config import Settings
 
 
 def register(sub) -> None:
@@ -20,10 +20,11 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "replay":
-        moved = dlqlib.replay(settings, args.worker, event_id=args.id, limit=args.limit)
+        moved = dlqlib.replay(settings.broker, settings.retry, args.worker, event_id=args.id, limit=args.limit)
         print(f"replayed {moved} message(s) to {args.worker}")
         return 0
-    letters = [d for d in dlqlib.peek(settings, args.worker, args.limit or 100) if not args.id or d.event_id == args.id]
+    letters = [d for d in dlqlib.peek(settings.broker, settings.retry, args.worker, args.limit or 100)
+               if not args.id or d.event_id == args.id]
     if args.json:
         rows = [dict(d.summary(), body=dlqlib.pretty_body(d.body)) if args.action == "show" else d.summary()
                 for d in letters]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli.stores import artifact_store
-from workers.runtime.config import Settings, comma_list
+from workers.config import Settings
+from workers.runtime.parsing import comma_list
 
 
 def register(sub) -> None:

@@ -13,13 +13,13 @@ from workers.cli import snapshots_cmd
 from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli.progress import ProgressBar
 from workers.cli.stores import artifact_store
+from workers.config import Settings
 from workers.fileshare.opener import open_tree
 from workers.fileshare.restore import REACL, Failure, Restorer, load_manifest, select, snapshot_of_set
 from workers.fileshare.tree import SourceDenied, SourceMisconfigured
 from workers.repository.manifest import diff
 from workers.repository.paths import printable
 from workers.repository.repo import Repository
-from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError
 
 MiB = 1024 * 1024

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from workers.cli.keyopts import env_password
-from workers.runtime.config import Settings
+from workers.config import Settings
 from workers.runtime.errors import ConfigurationError, PermanentError
 from workers.storage.codec import generate_self_signed, load_certificate, thumbprint
 from workers.storage.signing import generate_signing_key

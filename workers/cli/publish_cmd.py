@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from contracts import ContractError, default_registry, new_backup_set_id, utcnow
-from workers.runtime.config import Settings
+from workers.config import Settings
 from workers.runtime.errors import PermanentError
 from workers.runtime.publisher import Publisher
 
@@ -55,7 +55,8 @@ def build_event(args: argparse.Namespace, settings: Settings):
         from workers.secrets.drop import copy_to_drop, rotated_by
         payload.setdefault("rotated_by", rotated_by())
         payload.setdefault("rotated_at", utcnow().isoformat())
-        payload["drop_path"] = str(args.file.resolve()) if args.dry_run else copy_to_drop(args.file, settings)
+        payload["drop_path"] = (str(args.file.resolve()) if args.dry_run
+                                else copy_to_drop(args.file, settings.secrets, settings.staging))
     for item in args.payload:
         key, sep, raw = item.partition("=")
         if not sep:

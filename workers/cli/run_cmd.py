@@ -6,9 +6,10 @@ import os
 import sys
 
 from workers.app import BUILTIN, App, site_workers, topology_of
+from workers.config import Settings
 from workers.runtime import leftovers
-from workers.runtime.config import Settings, comma_list
 from workers.runtime.connect import declare_topology
+from workers.runtime.parsing import comma_list
 from workers.runtime.topology import Topology
 
 

@@ -7,8 +7,9 @@ import threading
 from datetime import time
 
 from workers.cli.publish_cmd import check_components
-from workers.runtime.config import Settings, comma_list, parse_duration
+from workers.config import Settings
 from workers.runtime.errors import ConfigurationError
+from workers.runtime.parsing import comma_list, parse_duration
 
 
 def register(sub) -> None:

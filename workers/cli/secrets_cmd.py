@@ -8,7 +8,7 @@ from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli.output import write_atomically
 from workers.cli.run_cmd import private_umask
 from workers.cli.stores import artifact_store
-from workers.runtime.config import Settings
+from workers.config import Settings
 from workers.secrets.versions import secrets_key, versions
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from workers.artifacts.service import ArtifactStore
-from workers.runtime.config import Settings
+from workers.config import Settings
 
 
 def artifact_store(settings: Settings) -> ArtifactStore:

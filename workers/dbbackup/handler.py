@@ -19,10 +19,11 @@ from contracts import (ArtifactReady, ArtifactReadyPayload, BackupDue, DatabaseB
                        DatabaseBackupRequested, DatabaseBackupRequestedPayload, Envelope)
 from workers.engines.base import BackupResult, DatabaseEngine
 from workers.engines.factory import build_engine
-from workers.runtime.config import Settings
+from workers.engines.settings import DatabaseSettings
 from workers.runtime.errors import PermanentError
 from workers.runtime.worker import JobContext, WorkerSpec
 from workers.storage.local import make_private_dirs
+from workers.storage.settings import StagingSettings
 from workers.storage.staged import DATABASE_DIR_SETTING, Root, is_unc, join, locate
 
 WORKER = "db-backup"
@@ -34,18 +35,18 @@ def artifact_name(engine: str, database: str) -> str:
 
 
 class DbBackupHandler:
-    def __init__(self, settings: Settings, engine: DatabaseEngine) -> None:
-        self.settings, self.engine = settings, engine
+    def __init__(self, database: DatabaseSettings, staging: StagingSettings, engine: DatabaseEngine) -> None:
+        self.database, self.staging, self.engine = database, staging, engine
 
     def backup_due(self, event: BackupDue, ctx: JobContext) -> list[Envelope]:
         if "databases" not in event.payload.components:
             return []
         return [event.follow_up(DatabaseBackupRequested, DatabaseBackupRequestedPayload(database=db), source=SOURCE)
-                for db in self.settings.database.databases]
+                for db in self.database.databases]
 
     def backup_one(self, event: DatabaseBackupRequested, ctx: JobContext) -> list[Envelope]:
         database = event.payload.database
-        configured = self.settings.database.databases
+        configured = self.database.databases
         if database not in configured:            # before any connection: an event may not pick the database
             raise PermanentError(f"database {database[:128]!r} is not configured for backup (configured: "
                                  f"{', '.join(configured)})",
@@ -76,7 +77,7 @@ class DbBackupHandler:
         return [ready, backed_up]
 
     def _backup(self, database: str, staged_name: str, progress) -> tuple[BackupResult, str]:
-        directory = self.settings.staging.database_dir
+        directory = self.staging.database_dir
         staged = join(directory, staged_name)
         if self.engine.name == "sqlserver" or not is_unc(directory):
             if not is_unc(directory):
@@ -86,7 +87,7 @@ class DbBackupHandler:
         with tempfile.TemporaryDirectory(prefix="appsvc-dr-dump-") as tmp:
             local = os.path.join(tmp, staged_name)
             result = self.engine.backup(database, local, progress)
-            backend, key = locate(staged, self.settings.staging, [Root(directory, DATABASE_DIR_SETTING)])
+            backend, key = locate(staged, self.staging, [Root(directory, DATABASE_DIR_SETTING)])
             with open(local, "rb") as source:
                 backend.put(key, source, size=result.size)
             with contextlib.suppress(AttributeError):
@@ -98,6 +99,6 @@ SPEC = WorkerSpec(WORKER, {BackupDue: DbBackupHandler.backup_due,
                            DatabaseBackupRequested: DbBackupHandler.backup_one}, concurrency=2)
 
 
-def build_db_backup_worker(settings: Settings) -> WorkerSpec:
-    handler = DbBackupHandler(settings, build_engine(settings.database))
+def build_db_backup_worker(*, database: DatabaseSettings, staging: StagingSettings) -> WorkerSpec:
+    handler = DbBackupHandler(database, staging, build_engine(database))
     return SPEC.bind(handler)

@@ -14,19 +14,20 @@ from typing import Iterator
 from workers.artifacts.setmanifest import artifact_key
 from workers.artifacts.service import ArtifactStore
 from workers.engines.base import DatabaseEngine, RestoreResult
+from workers.engines.settings import DatabaseSettings
 from workers.dbbackup.handler import artifact_name
-from workers.runtime.config import Settings
 from workers.storage.local import PRIVATE_DIR, LocalStore, make_private_dirs
+from workers.storage.settings import StagingSettings
 from workers.storage.staged import DATABASE_DIR_SETTING, Root, is_unc, join, locate
 
 
 @contextlib.contextmanager
-def _staged_copy(settings: Settings, engine_name: str, name: str, fill):
+def _staged_copy(staging: StagingSettings, engine_name: str, name: str, fill):
     """Write the backup where the database server can read it; remove it afterwards."""
-    directory = settings.staging.database_dir
+    directory = staging.database_dir
     if is_unc(directory) and engine_name != "postgres":   # SQL Server reads the share; pg_restore a local file
         path = join(directory, name)
-        backend, key = locate(path, settings.staging, [Root(directory, DATABASE_DIR_SETTING)])
+        backend, key = locate(path, staging, [Root(directory, DATABASE_DIR_SETTING)])
         try:
             fill(backend, key)
             yield path
@@ -54,7 +55,7 @@ class _Silent:
 
 
 @contextlib.contextmanager
-def staged_artifact(settings: Settings, engine: DatabaseEngine, store: ArtifactStore, keys, *, stamp: str,
+def staged_artifact(staging: StagingSettings, engine: DatabaseEngine, store: ArtifactStore, keys, *, stamp: str,
                     set_id: str, database: str, label: str, say=print, fetch_progress=None) -> Iterator[str]:
     """``database``'s artifact of a backup set, fetched, decrypted and verified into a staged file the database
     server can read (its path is yielded); removed afterwards. ``fetch_progress(label, total_bytes)`` makes a
@@ -68,18 +69,19 @@ def staged_artifact(settings: Settings, engine: DatabaseEngine, store: ArtifactS
             backend.put(staged_key, plain)
         bar.close()
 
-    with _staged_copy(settings, engine.name, f"{label}-{stamp}-{set_id}-{Path(key).name}", fill) as path:
+    with _staged_copy(staging, engine.name, f"{label}-{stamp}-{set_id}-{Path(key).name}", fill) as path:
         say(f"fetched and verified {key} → {path}")
         yield path
 
 
-def restore_from_set(settings: Settings, engine: DatabaseEngine, store: ArtifactStore, keys, *, stamp: str,
-                     set_id: str, database: str, target: str, data_path: str | None = None,
-                     log_path: str | None = None, progress=None, say=print, fetch_progress=None) -> RestoreResult:
+def restore_from_set(staging: StagingSettings, configured: DatabaseSettings, engine: DatabaseEngine,
+                     store: ArtifactStore, keys, *, stamp: str, set_id: str, database: str, target: str,
+                     data_path: str | None = None, log_path: str | None = None, progress=None, say=print,
+                     fetch_progress=None) -> RestoreResult:
     """Restore ``database`` of a backup set as ``target`` (WITH REPLACE; MOVE to ``data_path`` / ``log_path``,
-    default the configured restore paths) and check it."""
+    default the ``configured`` restore paths) and check it."""
     label = "restore" if target == database else f"restore-{target}"
-    with staged_artifact(settings, engine, store, keys, stamp=stamp, set_id=set_id, database=database,
+    with staged_artifact(staging, engine, store, keys, stamp=stamp, set_id=set_id, database=database,
                          label=label, say=say, fetch_progress=fetch_progress) as path:
-        return engine.restore(target, path, data_path=data_path or settings.database.restore_data_path,
-                              log_path=log_path or settings.database.restore_log_path, progress=progress)
+        return engine.restore(target, path, data_path=data_path or configured.restore_data_path,
+                              log_path=log_path or configured.restore_log_path, progress=progress)

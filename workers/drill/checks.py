@@ -22,6 +22,7 @@ from typing import Callable
 
 from workers.artifacts.setmanifest import read_set
 from workers.artifacts.service import ArtifactStore
+from workers.config import Settings
 from workers.engines.base import DatabaseEngine
 from workers.engines.factory import build_engine
 from workers.dbbackup.handler import artifact_name
@@ -30,7 +31,6 @@ from workers.drill.results import FAILED, ComponentResult
 from workers.fileshare.restore import Restorer, load_manifest, snapshot_of_set
 from workers.fileshare.tree import LocalTree
 from workers.repository.repo import Repository
-from workers.runtime.config import Settings
 from workers.runtime.errors import DrError, PermanentError, describe, hint_for
 from workers.secrets.versions import set_reference
 from workers.storage.codec import KeyRing
@@ -141,8 +141,8 @@ def _restore_database(d: Drill, engine, artifact, r: ComponentResult) -> None:
     data_path = d.data_path or d.settings.database.restore_data_path
     if engine.name == "sqlserver" and not data_path:
         r.what = f"{stem} (verify only)"
-        with staged_artifact(d.settings, engine, d.store, d.keys, stamp=d.stamp, set_id=d.set_id, database=stem,
-                             label=f"drill-{d.drill_id}", say=d.say) as path:
+        with staged_artifact(d.settings.staging, engine, d.store, d.keys, stamp=d.stamp, set_id=d.set_id,
+                             database=stem, label=f"drill-{d.drill_id}", say=d.say) as path:
             engine.verify(path)
             files = engine.file_list(path)               # type: ignore[attr-defined]
         r.detail = (f"RESTORE VERIFYONLY and FILELISTONLY ({len(files)} files) passed; not restored: give "
@@ -150,9 +150,9 @@ def _restore_database(d: Drill, engine, artifact, r: ComponentResult) -> None:
         return
     r.what = f"{stem} → {target}"
     try:
-        restored = restore_from_set(d.settings, engine, d.store, d.keys, stamp=d.stamp, set_id=d.set_id,
-                                    database=stem, target=target, data_path=data_path, log_path=d.log_path,
-                                    say=d.say)
+        restored = restore_from_set(d.settings.staging, d.settings.database, engine, d.store, d.keys, stamp=d.stamp,
+                                    set_id=d.set_id, database=stem, target=target, data_path=data_path,
+                                    log_path=d.log_path, say=d.say)
     finally:
         if not d.keep:
             _drop(engine, target)

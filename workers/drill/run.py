@@ -18,9 +18,9 @@ from typing import Callable, Iterator, Sequence
 from workers.artifacts.setmanifest import read_set
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.retention import SetState, set_states
+from workers.config import Settings
 from workers.drill.checks import CHECKS, Drill
 from workers.drill.results import DrillResult, write_marker
-from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError
 from workers.storage.codec import KeyRing
 from workers.storage.base import StorageBackend

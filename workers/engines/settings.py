@@ -8,9 +8,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-
-from workers.runtime.section import Section
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 SQLSERVER_DRIVER = "ODBC Driver 18 for SQL Server"
 POSTGRES_DRIVER = "PostgreSQL Unicode"
@@ -18,7 +16,7 @@ DEFAULT_PORTS = {"sqlserver": 1433, "postgres": 5432}
 S3_MAX_TRANSFER_SIZE = 20 * 1024 * 1024     # what SQL Server 2022 BACKUP TO URL = 's3://...' is given
 
 
-class DatabaseSettings(Section):
+class DatabaseSettings(BaseModel, extra="forbid"):
     engine: Literal["sqlserver", "postgres"] = "sqlserver"
     databases: list[str] = Field(default=["appservice_hosting", "appservice_metering"], min_length=1,
                                  description="Databases to back up, one job each")

@@ -21,13 +21,15 @@ from workers.artifacts.setmanifest import artifact_key, write_manifest
 from workers.artifacts.events import artifact_stored
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import require_planned
+from workers.artifacts.settings import RetentionSettings, VerifyMode
 from workers.fileshare.lock import RepoLock
 from workers.fileshare.opener import open_tree
+from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync, SyncResult
 from workers.repository.repo import Repository
-from workers.runtime.config import Settings
 from workers.runtime.errors import PermanentError, TransientError
 from workers.runtime.worker import JobContext, WorkerSpec
+from workers.storage.settings import EncryptionSettings, StoreSettings
 
 WORKER = "fileshare"
 SKIPPED_HINT = ("Files in use (or denied) were skipped after {retries} retries {wait:g}s apart (robocopy /R /W); "
@@ -64,8 +66,8 @@ def synced_payload(summary: dict) -> FileshareSyncedPayload:
 
 
 class FileshareHandler:
-    def __init__(self, settings: Settings, store: ArtifactStore) -> None:
-        self.settings, self.store = settings, store
+    def __init__(self, fileshare: FileshareSettings, retention: RetentionSettings, store: ArtifactStore) -> None:
+        self.fileshare, self.retention, self.store = fileshare, retention, store
 
     def backup_due(self, event: BackupDue, ctx: JobContext) -> list[Envelope]:
         if "fileshare" not in event.payload.components:
@@ -76,12 +78,12 @@ class FileshareHandler:
         return self._sync(event, event.payload.sub_path, ctx)
 
     def _sync(self, event: Envelope, sub_path: str | None, ctx: JobContext) -> list[Envelope]:
-        s = self.settings.fileshare
+        s = self.fileshare
         if not s.source:
             raise PermanentError("no file share is configured", hint=r"Set APPSVC_DR_FILESHARE__SOURCE to the App "
                                  r"Service file share (\\fileserver\share) and its credentials, or leave "
                                  "'fileshare' out of the backup-due components.")
-        require_planned(self.store.backend, event, self.settings.retention.set_deadline)  # retry until planned
+        require_planned(self.store.backend, event, self.retention.set_deadline)  # retry until planned
         started = time.monotonic()
         repo = Repository(self.store, event.stamp, cache_dir=Path(s.cache_dir))
         sid = snapshot_id(event.correlation_id, sub_path)
@@ -130,7 +132,7 @@ class FileshareHandler:
         return "; ".join(paths[:10]) + (f"; and {more} more" if more > 0 else "")
 
     def _warning(self, event: Envelope, summary: dict, ctx: JobContext) -> JobFailed:
-        s = self.settings.fileshare
+        s = self.fileshare
         parts, hints = [], []
         if summary["skipped_count"]:
             parts.append(f"{summary['skipped_count']} skipped: {self._skipped_text(summary)}")
@@ -152,7 +154,8 @@ SPEC = WorkerSpec(WORKER, {BackupDue: FileshareHandler.backup_due,
                            FileshareSyncRequested: FileshareHandler.sync_requested}, concurrency=1)
 
 
-def build_fileshare_worker(settings: Settings, store: ArtifactStore | None = None) -> WorkerSpec:
-    store = store or ArtifactStore.from_settings(settings.store, settings.encryption, verify=settings.upload.verify)
-    handler = FileshareHandler(settings, store)
+def build_fileshare_worker(*, fileshare: FileshareSettings, store: StoreSettings, encryption: EncryptionSettings,
+                           verify: VerifyMode, retention: RetentionSettings) -> WorkerSpec:
+    """The ``fileshare`` worker, storing with ``verify`` (the upload section's mode)."""
+    handler = FileshareHandler(fileshare, retention, ArtifactStore.from_settings(store, encryption, verify=verify))
     return SPEC.bind(handler)

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from workers.fileshare.budget import packing_floor, stream_cost
-from workers.runtime.section import Section
 
 MiB = 1024 * 1024
 
 
-class FileshareSettings(Section):
+class FileshareSettings(BaseModel, extra="forbid"):
     source: str = Field(default="", description=r"The App Service file share: \\server\share[\dir] (SMB) or an "
                         "absolute local path (a mounted share, the demo)")
     username: str | None = Field(default=None, description=r"SMB user, e.g. FileShareOwner, DOMAIN\user or "

@@ -26,9 +26,9 @@ from workers.notifier.journal import PendingJournal
 from workers.senders.base import Notifier
 from workers.senders.factory import build_notifiers
 from workers.senders.render import Notification, grouped_notification, notification_from_event
-from workers.runtime.config import NotifySettings
 from workers.runtime.errors import PermanentError, TransientError
 from workers.runtime.worker import JobContext, WorkerSpec
+from workers.senders.settings import NotifySettings
 
 log = logging.getLogger(__name__)
 

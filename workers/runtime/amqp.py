@@ -4,7 +4,7 @@ from __future__ import annotations
 import pika
 
 from contracts import Envelope
-from workers.runtime.config import BrokerSettings
+from workers.runtime.settings import BrokerSettings
 
 PERSISTENT = pika.DeliveryMode.Persistent.value
 

@@ -9,8 +9,8 @@ import pika
 from pika import exceptions as pex
 
 from workers.runtime.amqp import connection_parameters
-from workers.runtime.config import BrokerSettings
 from workers.runtime.errors import ConfigurationError, TransientError
+from workers.runtime.settings import BrokerSettings
 from workers.runtime.topology import Topology
 
 log = logging.getLogger("appsvc_dr.runtime")

@@ -5,10 +5,9 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-
-from workers.runtime.config import Settings
 from workers.runtime.connect import blocking_channel
 from workers.runtime.processing import clean_headers, copy_properties
+from workers.runtime.settings import BrokerSettings, RetrySettings
 from workers.runtime.topology import Topology
 
 
@@ -41,16 +40,13 @@ def _text(value) -> str | None:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def _queues(settings: Settings, worker: str):
-    return Topology.from_settings(settings.broker, settings.retry).queues(worker)
-
-
-def peek(settings: Settings, worker: str, limit: int = 100) -> list[DeadLetter]:
+def peek(broker: BrokerSettings, retry: RetrySettings, worker: str, limit: int = 100) -> list[DeadLetter]:
     """Read up to ``limit`` dead letters without removing them (they are returned to the queue)."""
     out: list[DeadLetter] = []
-    with blocking_channel(settings.broker) as ch:
+    dlq = Topology.from_settings(broker, retry).queues(worker).dlq
+    with blocking_channel(broker) as ch:
         for position in range(1, limit + 1):
-            method, props, body = ch.basic_get(_queues(settings, worker).dlq, auto_ack=False)
+            method, props, body = ch.basic_get(dlq, auto_ack=False)
             if method is None:
                 break
             out.append(DeadLetter(position, props.message_id, props.type, dict(props.headers or {}), body))
@@ -58,11 +54,12 @@ def peek(settings: Settings, worker: str, limit: int = 100) -> list[DeadLetter]:
     return out
 
 
-def replay(settings: Settings, worker: str, *, event_id: str | None = None, limit: int | None = None) -> int:
+def replay(broker: BrokerSettings, retry: RetrySettings, worker: str, *, event_id: str | None = None,
+           limit: int | None = None) -> int:
     """Move dead letters back to the worker's queue (all, or those matching ``event_id``); returns the count."""
-    q = _queues(settings, worker)
+    q = Topology.from_settings(broker, retry).queues(worker)
     moved = 0
-    with blocking_channel(settings.broker) as ch:
+    with blocking_channel(broker) as ch:
         ch.confirm_delivery()
         skipped: list[int] = []
         while limit is None or moved < limit:

@@ -14,8 +14,8 @@ from typing import Iterable, Iterator
 
 from pika import exceptions as pex
 
-from workers.runtime.config import BrokerSettings
 from workers.runtime.connect import blocking_channel
+from workers.runtime.settings import BrokerSettings
 from workers.runtime.topology import Topology
 
 

@@ -9,9 +9,9 @@ from pika import exceptions as pex
 
 from contracts import Envelope
 from workers.runtime.amqp import connection_parameters, event_properties
-from workers.runtime.config import BrokerSettings
 from workers.runtime.connect import CONNECTION_ERRORS
 from workers.runtime.errors import PermanentError, TransientError
+from workers.runtime.settings import BrokerSettings
 
 log = logging.getLogger("appsvc_dr.publisher")
 

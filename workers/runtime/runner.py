@@ -23,10 +23,10 @@ from pika.adapters.select_connection import IOLoop
 from contracts import Registry
 from workers.middleware.base import Hooks
 from workers.runtime.amqp import connection_parameters
-from workers.runtime.config import Settings
 from workers.runtime.confirms import Confirms, Pending
 from workers.runtime.connect import declare_topology
 from workers.runtime.errors import ConfigurationError, DrError
+from workers.runtime.settings import BrokerSettings, RetrySettings, WorkerSettings
 from workers.runtime.worker import WorkerSpec
 from workers.runtime.logs import worker_context
 from workers.runtime.processing import Delivery, JobProcessor, Outcome
@@ -37,15 +37,16 @@ _STOP = None  # tells a job thread to exit
 
 
 class Runner:
-    def __init__(self, spec: WorkerSpec, settings: Settings, registry: Registry,
-                 all_workers: list[tuple[str, list[str]]] | None = None, hooks: Hooks | None = None) -> None:
-        self.spec, self.settings, self.hooks = spec, settings, hooks or Hooks()
-        self.topology = Topology.from_settings(settings.broker, settings.retry)
+    def __init__(self, spec: WorkerSpec, registry: Registry, *, broker: BrokerSettings, retry: RetrySettings,
+                 worker: WorkerSettings, all_workers: list[tuple[str, list[str]]] | None = None,
+                 hooks: Hooks | None = None) -> None:
+        self.spec, self.broker, self.grace_period, self.hooks = spec, broker, worker.grace_period, hooks or Hooks()
+        self.topology = Topology.from_settings(broker, retry)
         self.queue = self.topology.queues(spec.name).main
         self.all_workers = all_workers or [(spec.name, spec.event_types)]
-        self.processor = JobProcessor(spec, registry, self.topology, settings.retry.crash_limit, self.hooks)
-        self.concurrency = settings.worker.concurrency or spec.concurrency
-        self.prefetch = max(settings.worker.prefetch or spec.prefetch or self.concurrency, self.concurrency)
+        self.processor = JobProcessor(spec, registry, self.topology, retry.crash_limit, self.hooks)
+        self.concurrency = worker.concurrency or spec.concurrency
+        self.prefetch = max(worker.prefetch or spec.prefetch or self.concurrency, self.concurrency)
         self.connected = threading.Event()
         self.disconnects = 0  # connections closed or lost so far; their unacked deliveries are redelivered
         self._ioloop = IOLoop()
@@ -102,7 +103,7 @@ class Runner:
             self._ioloop.stop()
             return
         try:
-            declare_topology(self.settings.broker, self.topology, self.all_workers)
+            declare_topology(self.broker, self.topology, self.all_workers)
         except ConfigurationError as exc:
             if not self._ever_connected:
                 self._fatal = exc
@@ -114,7 +115,7 @@ class Runner:
             log.warning("%s; retrying in %.1fs", exc.message, self._delay)
             return self._schedule_reconnect()
         self._conn = pika.SelectConnection(
-            connection_parameters(self.settings.broker), on_open_callback=self._on_open,
+            connection_parameters(self.broker), on_open_callback=self._on_open,
             on_open_error_callback=self._on_open_error, on_close_callback=self._on_closed,
             custom_ioloop=self._ioloop)
 
@@ -301,9 +302,9 @@ class Runner:
         if self._stopping:
             return
         self._stopping = True
-        self._deadline = time.monotonic() + self.settings.worker.grace_period
+        self._deadline = time.monotonic() + self.grace_period
         log.info("stopping: no new jobs; %d in flight, grace period %gs", self._in_flight,
-                 self.settings.worker.grace_period)
+                 self.grace_period)
         if self._ch is not None and self._consumer_tag:
             self._ch.basic_cancel(self._consumer_tag)
         self._check_stop()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from workers.runtime.config import BrokerSettings, RetrySettings
+from workers.runtime.settings import BrokerSettings, RetrySettings
 
 
 def _delay_label(seconds: float) -> str:

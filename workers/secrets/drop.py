@@ -8,9 +8,10 @@ import re
 from pathlib import Path
 
 from contracts import utcnow
-from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError, PermanentError
+from workers.secrets.settings import SecretsSettings
 from workers.storage.base import StorageBackend
+from workers.storage.settings import StagingSettings
 from workers.storage.staged import Root, join, locate
 
 DROP_SETTING = "APPSVC_DR_SECRETS__DROP_PATH"
@@ -18,16 +19,15 @@ DROP_SETTING = "APPSVC_DR_SECRETS__DROP_PATH"
 DROP_NAME = re.compile(r"SystemSecrets[A-Za-z0-9._-]*\.json", re.IGNORECASE)
 
 
-def locate_drop(path: str, settings: Settings) -> tuple[StorageBackend, str]:
+def locate_drop(path: str, secrets: SecretsSettings, staging: StagingSettings) -> tuple[StorageBackend, str]:
     """The backend and key of a dropped SystemSecrets*.json strictly inside APPSVC_DR_SECRETS__DROP_PATH
     (:class:`~workers.storage.staged.PathRefused` otherwise, before any I/O)."""
-    return locate(path, settings.staging, [Root(settings.secrets.drop_path, DROP_SETTING)], what="drop path",
-                  name_pattern=DROP_NAME)
+    return locate(path, staging, [Root(secrets.drop_path, DROP_SETTING)], what="drop path", name_pattern=DROP_NAME)
 
 
-def copy_to_drop(source: Path, settings: Settings) -> str:
+def copy_to_drop(source: Path, secrets: SecretsSettings, staging: StagingSettings) -> str:
     """Copy ``source`` into ``secrets.drop_path`` under a unique name; return the dropped file's path."""
-    drop_dir = settings.secrets.drop_path
+    drop_dir = secrets.drop_path
     if not drop_dir:
         raise ConfigurationError("no drop location configured for secrets",
                                  hint=r"Set APPSVC_DR_SECRETS__DROP_PATH to a directory the secrets worker can read "
@@ -36,12 +36,12 @@ def copy_to_drop(source: Path, settings: Settings) -> str:
         raise PermanentError(f"{source} does not exist", hint="Pass the SystemSecrets.json downloaded from the "
                                                               "administrator portal.")
     size = source.stat().st_size
-    if size == 0 or size > settings.secrets.max_size:
-        raise PermanentError(f"{source} is {size} bytes; a SystemSecrets.json is 1..{settings.secrets.max_size}",
+    if size == 0 or size > secrets.max_size:
+        raise PermanentError(f"{source} is {size} bytes; a SystemSecrets.json is 1..{secrets.max_size}",
                              hint="Check that the right file was given.")
     name = f"SystemSecrets-{utcnow():%Y%m%dT%H%M%S%fZ}.json"
     target = join(drop_dir, name)
-    backend, key = locate_drop(target, settings)
+    backend, key = locate_drop(target, secrets, staging)
     with source.open("rb") as stream:
         backend.put(key, stream, size=size)
     return target

@@ -15,18 +15,21 @@ from datetime import datetime
 
 from contracts import (BackupDue, BackupDuePayload, Envelope, SecretsRotated, SecretsStored, SecretsStoredPayload,
                        new_backup_set_id)
+from contracts.events.backup import Component
 from workers.artifacts.setmanifest import artifact_key, write_manifest
 from workers.artifacts.events import artifact_stored
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import require_planned
+from workers.artifacts.settings import RetentionSettings, VerifyMode
 from workers.middleware.metrics import Metrics
-from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError
 from workers.runtime.worker import JobContext, WorkerSpec
 from workers.secrets.drop import locate_drop
 from workers.secrets.reader import HINT_EXPORT, read_secrets
+from workers.secrets.settings import SecretsSettings
 from workers.secrets.versions import (REFERENCE_NAME, ROTATED_AT_FORMAT, SecretsVersion, check_rotated_at, latest,
                                       version_id, version_key, versions)
+from workers.storage.settings import EncryptionSettings, StagingSettings, StoreSettings
 
 log = logging.getLogger("appsvc_dr.secrets")
 
@@ -35,13 +38,15 @@ SOURCE = f"worker:{WORKER}"
 
 
 class SecretsHandler:
-    def __init__(self, settings: Settings, store: ArtifactStore, metrics: Metrics | None = None) -> None:
-        self.settings, self.store, self.metrics = settings, store, metrics or Metrics()
+    def __init__(self, secrets: SecretsSettings, staging: StagingSettings, retention: RetentionSettings,
+                 store: ArtifactStore, *, components: tuple[Component, ...], metrics: Metrics | None = None) -> None:
+        self.secrets, self.staging, self.retention = secrets, staging, retention
+        self.store, self.components, self.metrics = store, components, metrics or Metrics()
 
     def rotated(self, event: SecretsRotated, ctx: JobContext) -> list[Envelope]:
-        p, cfg = event.payload, self.settings.secrets
+        p, cfg = event.payload, self.secrets
         check_rotated_at(p.rotated_at)
-        drop, drop_key = locate_drop(p.drop_path, self.settings)
+        drop, drop_key = locate_drop(p.drop_path, self.secrets, self.staging)
         try:
             data, fingerprint = read_secrets(drop, drop_key, p.drop_path, cfg.max_size)
         except PermanentError:
@@ -90,10 +95,10 @@ class SecretsHandler:
             version_id=version.version_id, key=version.artifact.key, fingerprint=version.fingerprint,
             stored_at=datetime.fromisoformat(version.artifact.stored_at), rotated_at=event.payload.rotated_at, duplicate=duplicate,
             drop_deleted=drop_deleted), source=SOURCE)]
-        if not duplicate and self.settings.secrets.trigger_backup:
+        if not duplicate and self.secrets.trigger_backup:
             set_id = new_backup_set_id()
             out.append(event.follow_up(BackupDue, BackupDuePayload(
-                backup_set_id=set_id, components=self.settings.components, reason="secrets-rotated",
+                backup_set_id=set_id, components=self.components, reason="secrets-rotated",
                 requested_by=SOURCE), source=SOURCE,
                 correlation_id=set_id))
         return out
@@ -101,7 +106,7 @@ class SecretsHandler:
     def backup_due(self, event: BackupDue, ctx: JobContext) -> list[Envelope]:
         if "secrets" not in event.payload.components:
             return []
-        require_planned(self.store.backend, event, self.settings.retention.set_deadline)  # retry until planned
+        require_planned(self.store.backend, event, self.retention.set_deadline)  # retry until planned
         newest = latest(self.store, event.stamp)
         if newest is None:
             raise PermanentError(f"no SystemSecrets.json has been stored for stamp {event.stamp} yet, so backup "
@@ -125,13 +130,17 @@ def _bytes(data: bytes) -> contextlib.nullcontext:
 SPEC = WorkerSpec(WORKER, {SecretsRotated: SecretsHandler.rotated, BackupDue: SecretsHandler.backup_due})
 
 
-def build_secrets_worker(settings: Settings, metrics: Metrics | None = None) -> WorkerSpec:
-    if settings.encryption.certificate is None:
+def build_secrets_worker(*, secrets: SecretsSettings, store: StoreSettings, encryption: EncryptionSettings,
+                         verify: VerifyMode, staging: StagingSettings, retention: RetentionSettings, stamp: str,
+                         components: tuple[Component, ...], metrics: Metrics | None = None) -> WorkerSpec:
+    """The ``secrets`` worker, storing with ``verify`` (the upload section's mode); it first publishes the newest
+    stored version of ``stamp``."""
+    if encryption.certificate is None:
         raise ConfigurationError("the secrets worker refuses to start without an encryption certificate: "
                                  "SystemSecrets.json is never stored in plaintext",
                                  hint="Set APPSVC_DR_ENCRYPTION__CERTIFICATE to a PEM certificate "
                                       "(`appsvc-dr keys create` makes one; keep its private key off the stamp).")
-    store = ArtifactStore.from_settings(settings.store, settings.encryption, verify=settings.upload.verify)
-    handler = SecretsHandler(settings, store, metrics)
-    handler.publish_newest(settings.stamp)
+    artifacts = ArtifactStore.from_settings(store, encryption, verify=verify)
+    handler = SecretsHandler(secrets, staging, retention, artifacts, components=components, metrics=metrics)
+    handler.publish_newest(stamp)
     return SPEC.bind(handler)

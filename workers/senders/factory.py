@@ -1,10 +1,10 @@
-"""Build the configured notification sinks from :class:`~workers.runtime.config.NotifySettings`."""
+"""Build the configured notification sinks from :class:`~workers.senders.settings.NotifySettings`."""
 from __future__ import annotations
 
 from workers.senders.base import Notifier
+from workers.senders.settings import NotifySettings
 from workers.senders.smtp import SmtpNotifier
 from workers.senders.webhook import JsonWebhook, SlackWebhook, TeamsWebhook
-from workers.runtime.config import NotifySettings
 from workers.runtime.errors import ConfigurationError
 
 

@@ -1,8 +1,8 @@
 """Build the configured storage backend from :class:`StoreSettings` (the only place that picks one)."""
 from __future__ import annotations
 
-from workers.runtime.config import StoreSettings
 from workers.storage.base import StorageBackend, StorageMisconfigured
+from workers.storage.settings import StoreSettings
 
 
 def build_store(settings: StoreSettings) -> StorageBackend:

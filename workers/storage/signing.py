@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from workers.runtime.errors import ConfigurationError, PermanentError
+from workers.storage.settings import EncryptionSettings
 
 log = logging.getLogger("appsvc_dr.signing")
 ALG = "ed25519"
@@ -232,8 +233,8 @@ def generate_signing_key() -> tuple[bytes, bytes, str]:
     return private, public, key_id(key.public_key())
 
 
-def trust_from_settings(encryption: Any, *, allow_unsigned: bool = False) -> Trust:
-    """The Trust of an ``EncryptionSettings`` (signing key, verify keys, allow_unsigned); a key file that cannot
+def trust_from_settings(encryption: EncryptionSettings, *, allow_unsigned: bool = False) -> Trust:
+    """The Trust of the encryption section (signing key, verify keys, allow_unsigned); a key file that cannot
     be used stops the process at start with a ConfigurationError."""
     try:
         return Trust.from_files(encryption.signing_key, encryption.verify_keys,

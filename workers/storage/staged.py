@@ -18,9 +18,9 @@ import re
 from dataclasses import dataclass
 from typing import Pattern, Sequence
 
-from workers.runtime.config import StagingSettings
 from workers.runtime.errors import PermanentError
 from workers.storage.base import StorageBackend
+from workers.storage.settings import StagingSettings
 
 DATABASE_DIR_SETTING = "APPSVC_DR_STAGING__DATABASE_DIR"
 ROOTS_SETTING = "APPSVC_DR_STAGING__ROOTS"

@@ -8,25 +8,27 @@ from workers.artifacts.setmanifest import artifact_key, write_manifest
 from workers.artifacts.events import artifact_stored
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import require_planned
-from workers.runtime.config import Settings
+from workers.artifacts.settings import RetentionSettings
 from workers.runtime.errors import PermanentError
 from workers.runtime.worker import JobContext, WorkerSpec
+from workers.storage.settings import EncryptionSettings, StagingSettings, StoreSettings
 from workers.storage.staged import locate, staging_roots
+from workers.upload.settings import UploadSettings
 
 WORKER = "upload"
 
 
 class UploadHandler:
-    def __init__(self, settings: Settings, store: ArtifactStore) -> None:
-        self.settings, self.store = settings, store
+    def __init__(self, staging: StagingSettings, retention: RetentionSettings, store: ArtifactStore) -> None:
+        self.staging, self.retention, self.store = staging, retention, store
         # bytes per target kind: appsvc_dr_bytes_processed_total{kind="uploaded-s3|uploaded-smb|uploaded-file"}
         self.counter = f"uploaded-{store.backend.name.split(':', 1)[0]}"
 
     def __call__(self, event: ArtifactReady, ctx: JobContext) -> list[Envelope]:
         p = event.payload
         key = artifact_key(event.stamp, event.correlation_id, p.component, p.name)
-        staged, staged_key = locate(p.staged_path, self.settings.staging, staging_roots(self.settings.staging))
-        require_planned(self.store.backend, event, self.settings.retention.set_deadline)  # planned sets only
+        staged, staged_key = locate(p.staged_path, self.staging, staging_roots(self.staging))
+        require_planned(self.store.backend, event, self.retention.set_deadline)  # planned sets only
         started = time.monotonic()
         stored = self.store.put(key, lambda: staged.open(staged_key), known_sha256=p.sha256,
                                 require_encryption=p.component == "secrets",
@@ -47,6 +49,7 @@ class UploadHandler:
 SPEC = WorkerSpec(WORKER, {ArtifactReady: UploadHandler.__call__}, concurrency=2)
 
 
-def build_upload_worker(settings: Settings) -> WorkerSpec:
-    store = ArtifactStore.from_settings(settings.store, settings.encryption, verify=settings.upload.verify)
-    return SPEC.bind(UploadHandler(settings, store))
+def build_upload_worker(*, upload: UploadSettings, store: StoreSettings, encryption: EncryptionSettings,
+                        staging: StagingSettings, retention: RetentionSettings) -> WorkerSpec:
+    artifacts = ArtifactStore.from_settings(store, encryption, verify=upload.verify)
+    return SPEC.bind(UploadHandler(staging, retention, artifacts))
