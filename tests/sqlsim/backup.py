@@ -146,6 +146,9 @@ def backup(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Ou
     write_media(local, paths, database, version=server.version, checksum="CHECKSUM" in opts.flags,
                 compressed=compressed, copy_only=copy_only, lsns=(first, last, base))
     database.last_lsn = last + 1
+    if faults.damage_written:
+        with open(local[-1], "r+b") as fh:
+            fh.truncate(local[-1].stat().st_size - 100)
     size = sum(p.stat().st_size for p in local)
     server.history.append(BackupHistory(server.next_id(), name, paths[0], first, last, base, size * 5, size,
                                         copy_only))

@@ -14,7 +14,7 @@ from typing import Any
 import pyodbc
 
 from tests.sqlsim import admin, backup
-from tests.sqlsim.errors import SqlError, driver_error, fail, record, to_pyodbc
+from tests.sqlsim.errors import LANGUAGE, SqlError, driver_error, fail, record, to_pyodbc
 from tests.sqlsim.lexer import Tokens, tokenize
 from tests.sqlsim.results import Outcome, ResultSet
 from tests.sqlsim.select import select
@@ -33,6 +33,11 @@ def parse_connection_string(text: str) -> dict[str, str]:
 
 
 def run(server: Server, login: Login, autocommit: bool, sql: str, params: tuple[Any, ...]) -> Outcome:
+    LANGUAGE["language"] = server.language
+    if server.faults.link_error is not None:
+        sqlstate, text = server.faults.link_error
+        server.faults.link_error = None
+        raise driver_error(sqlstate, text)
     tokens = Tokens(tokenize(sql, params))
     verb = tokens.accept("SELECT", "BACKUP", "RESTORE", "ALTER", "DROP", "DBCC", "CREATE")
     if verb == "SELECT":
@@ -163,7 +168,7 @@ class Simulator:
         if login is None or login.password != values.get("PWD"):
             raise to_pyodbc(SqlError(record(18456, user)), "SQLDriverConnect")
         database = values.get("DATABASE", "master")
-        if database != "master" and (self.server.database(database) is None
+        if database in login.denied_databases or database != "master" and (self.server.database(database) is None
                                      or not login.sysadmin and database not in login.database_roles):
             raise to_pyodbc(fail(4060, database), "SQLDriverConnect")
         connection = Connection(self, login, autocommit)

@@ -85,6 +85,18 @@ TEXTS: dict[int, tuple[str, str]] = {
 }
 
 
+# the same messages in German (sys.messages language_id 1031): code must go by number, not by text
+GERMAN: dict[int, str] = {
+    3013: "{0} wird fehlerbedingt beendet.",
+    3202: "Fehler beim Schreiben auf \"{0}\": {1}",
+    3211: "{0} Prozent verarbeitet.",
+    3271: "Nicht behebbarer E/A-Fehler bei Datei \"{0}:\" {1}.",
+}
+OS_GERMAN = {"112(There is not enough space on the disk.)": "112(Auf dem Datenträger ist nicht genug Speicherplatz "
+                                                            "vorhanden.)"}
+LANGUAGE = {"language": "us_english"}       # set by the driver for the statement being run
+
+
 @dataclass(frozen=True)
 class Record:
     number: int
@@ -100,6 +112,9 @@ class Record:
 
 def record(number: int, *args: object) -> Record:
     sqlstate, template = TEXTS[number]
+    if LANGUAGE["language"] == "Deutsch" and number in GERMAN:
+        template = GERMAN[number]
+        args = tuple(OS_GERMAN.get(a, a) if isinstance(a, str) else a for a in args)
     return Record(number, template.format(*args), sqlstate)
 
 

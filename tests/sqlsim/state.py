@@ -54,6 +54,7 @@ class Login:
     server_permissions: set[str] = field(default_factory=set)    # "CREATE ANY DATABASE", "VIEW SERVER STATE"
     database_roles: dict[str, set[str]] = field(default_factory=dict)   # db -> {"db_backupoperator", ...}
     msdb_select: bool = True
+    denied_databases: set[str] = field(default_factory=set)      # may not open these (4060)
 
     def may(self, permission: str) -> bool:
         return self.sysadmin or permission in self.server_permissions
@@ -92,6 +93,8 @@ class Faults:
     msdb_error: int | None = None            # msdb history read raises this number (e.g. 1205)
     locked_files: set[str] = field(default_factory=set)   # physical files another process holds -> 3634
     denied_dirs: set[str] = field(default_factory=set)    # the service account may not write here -> 3201 (5)
+    damage_written: bool = False             # the share corrupts what BACKUP wrote (VERIFYONLY then finds 3241)
+    link_error: tuple[str, str] | None = None   # the next statement fails in the driver: (SQLSTATE, text)
 
 
 @dataclass
@@ -100,6 +103,7 @@ class Server:
     edition: str = "Enterprise Edition (64-bit)"
     version: str = "16.0.4135.4"                # SQL Server 2022 CU
     contained_authentication: bool = True
+    language: str = "us_english"                # or "Deutsch": message texts change, numbers do not
     databases: dict[str, Database] = field(default_factory=dict)
     logins: dict[str, Login] = field(default_factory=dict)
     ag: AvailabilityGroup | None = None

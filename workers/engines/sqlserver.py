@@ -69,7 +69,7 @@ def _progress_from_messages(reporter: ProgressReporter) -> Callable[[Message], N
 class SqlServerEngine:
     """:class:`~workers.engines.base.DatabaseEngine` for SQL Server through pyodbc.
 
-    ``connect`` defaults to :func:`pyodbc.connect`; tests pass a scripted fake. Staging paths are paths *as
+    ``connect`` defaults to :func:`pyodbc.connect`; tests pass the simulator's (tests/sqlsim). Staging paths are paths *as
     SQL Server sees them* (a UNC share); size and checksum come from the files when this process can read
     them too, else from msdb backup history (no checksum).
     """
