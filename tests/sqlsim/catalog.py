@@ -38,7 +38,7 @@ def _master_files(server: Server, login: Login) -> Rows:
 
 def _msdb(server: Server, login: Login, table: str) -> None:
     if server.faults.msdb_error is not None:
-        raise SqlError(record(server.faults.msdb_error))
+        raise SqlError(record(server.faults.msdb_error, table))
     if not login.sysadmin and not login.msdb_select:
         raise fail(229, table)
 
