@@ -7,7 +7,9 @@ SQLSTATEs and message texts in the shapes ODBC Driver 18 gives pyodbc. What it m
 
 - Connections: UID/PWD checked against logins (18456, SQLSTATE 28000, pyodbc.InterfaceError), the
   connection's database must be accessible (4060); network/TLS refusals are driver errors without a number
-  (08001/08S01/HYT00). https://learn.microsoft.com/en-us/sql/relational-databases/errors-events/mssqlserver-18456-database-engine-error
+  (08001/08S01/HYT00), also mid-statement (``faults.link_error``). Several instances and AG listeners:
+  ``network.Network`` (a listener reaches the primary).
+  https://learn.microsoft.com/en-us/sql/relational-databases/errors-events/mssqlserver-18456-database-engine-error
 - Result streaming: one result per BACKUP/RESTORE message (STATS ``N percent processed`` 3211, 4035, 3014),
   ``nextset()`` raising an error sent later, undrained statements failing the test (driver.py; pyodbc wiki).
 - BACKUP DATABASE ... TO DISK/URL WITH CHECKSUM, FORMAT, INIT, COMPRESSION, COPY_ONLY, STATS, MAXTRANSFERSIZE,
@@ -17,7 +19,9 @@ SQLSTATEs and message texts in the shapes ODBC Driver 18 gives pyodbc. What it m
   Server 2022"), a non-COPY_ONLY full on a secondary replica (3059), a missing directory or access denied
   (3201 with OS error 3 / 5), a share that drops mid-backup (3271 with OS error 64), a full disk (3202 with OS
   error 112); every failure ends with 3013 "... is terminating abnormally". Stripes write one media family
-  per device; msdb.dbo.backupset/backupmediafamily record the backup (LSNs as numeric(25,0)).
+  per device; msdb.dbo.backupset/backupmediafamily record the backup (LSNs as numeric(25,0)). BACKUP LOG:
+  SIMPLE recovery (4208), no normal full yet - COPY_ONLY fulls do not start the log chain (4214); a log backup
+  clears log_reuse_wait_desc = LOG_BACKUP (https://learn.microsoft.com/en-us/sql/relational-databases/backup-restore/copy-only-backups-sql-server).
 - RESTORE VERIFYONLY / FILELISTONLY / HEADERONLY / DATABASE ... WITH REPLACE, RECOVERY|NORECOVERY, MOVE,
   STATS, CHECKSUM (https://learn.microsoft.com/en-us/sql/t-sql/statements/restore-statements-transact-sql,
   restore-statements-arguments-transact-sql, -headeronly-, -filelistonly-, -verifyonly-): all need CREATE
@@ -38,13 +42,16 @@ SQLSTATEs and message texts in the shapes ODBC Driver 18 gives pyodbc. What it m
   (dbcc-checkdb-transact-sql). CREATE/ALTER CREDENTIAL (15151 when altering a missing one).
 - Catalog: sys.databases, sys.master_files, sys.configurations, sys.credentials, msdb.dbo.backupset /
   backupmediafamily (SELECT denied: 229; injectable errors such as a 1205 deadlock),
-  sys.availability_groups, sys.dm_hadr_availability_replica_states, SERVERPROPERTY('EngineEdition' |
+  sys.availability_groups, sys.availability_replicas, sys.dm_hadr_availability_replica_states (a JOIN on
+  replica_id works), SERVERPROPERTY('EngineEdition' |
   'Edition' | 'ProductVersion' | 'InstanceDefaultDataPath' ...) and sys.fn_hadr_backup_is_preferred_replica
-  (preferences PRIMARY, SECONDARY = "Prefer Secondary", SECONDARY_ONLY, NONE; 1 outside an AG, 0 for a
-  missing database as in 2019 CU20+).
+  (preferences PRIMARY, SECONDARY = "Prefer Secondary", SECONDARY_ONLY, NONE, then backup priority among
+  connected replicas; 1 outside an AG, 0 for a missing database as in 2019 CU20+).
+- Messages in another language (``server.language = "Deutsch"``) for progress, I/O and 3013: numbers stay.
 
-Not modelled: the data pages themselves (a backup carries the row counts and corrupt pages), log backups and
-point-in-time restore, TDE, real S3 (URL devices are files under the root once a credential exists), timing.
+Not modelled: the data pages themselves (a backup carries the row counts and corrupt pages), RESTORE LOG and
+point-in-time restore, differential backups, TDE, real S3 (URL devices are files under the root once a
+credential exists), timing, EXEC (sp_configure is read through sys.configurations only).
 """
 from __future__ import annotations
 
@@ -52,10 +59,10 @@ from pathlib import Path
 
 from tests.sqlsim.driver import Simulator
 from tests.sqlsim.errors import SqlError
-from tests.sqlsim.state import AvailabilityGroup, Database, DbFile, Faults, Login, Server
+from tests.sqlsim.state import AvailabilityGroup, Database, DbFile, Faults, Login, Replica, Server
 
-__all__ = ["AvailabilityGroup", "Database", "DbFile", "Faults", "Login", "Server", "Simulator", "SqlError",
-           "app_service_server"]
+__all__ = ["AvailabilityGroup", "Database", "DbFile", "Faults", "Login", "Replica", "Server", "Simulator",
+           "SqlError", "app_service_server"]
 
 PASSWORD = "P@ss;w}rd-SECRET-42"
 

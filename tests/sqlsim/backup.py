@@ -104,28 +104,32 @@ def _targets(server: Server, kind: str, paths: list[str], terminating: str, writ
 
 # ------------------------------------------------------------------------------------------------- BACKUP
 def backup(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Outcome:
-    tokens.expect("DATABASE")
+    log = tokens.expect("DATABASE", "LOG") == "LOG"
     name = tokens.name()
     tokens.expect("TO")
     kind, paths = devices(tokens)
     opts = options(tokens, _RESTORE_ONLY)
     tokens.end()
-    stop = "BACKUP DATABASE"
+    stop = "BACKUP LOG" if log else "BACKUP DATABASE"
     if not autocommit:
         raise fail(3021, terminating=stop)
     database = server.database(name)
     if database is None:
         raise fail(911, name, terminating=stop)
     if not login.in_role(name, "db_owner", "db_backupoperator"):
-        raise fail(262, "BACKUP DATABASE", name, terminating=stop)
+        raise fail(262, stop, name, terminating=stop)
     if database.state != "ONLINE":
         raise fail(942, name, terminating=stop)
     compressed = "COMPRESSION" in opts.flags
     if compressed and server.edition in NO_COMPRESSION:
-        raise fail(1844, server.edition, terminating=stop)
+        raise fail(1844, stop, server.edition, terminating=stop)
     copy_only = "COPY_ONLY" in opts.flags
-    if database.ag_name and server.ag and server.ag.role == "SECONDARY" and not copy_only:
+    if database.ag_name and server.ag_role == "SECONDARY" and not (copy_only or log):
         raise fail(3059, terminating=stop)
+    if log and database.recovery_model == "SIMPLE":
+        raise fail(4208, terminating=stop)
+    if log and not database.log_chain_started:
+        raise fail(4214, terminating=stop)
     local = _targets(server, kind, paths, stop, writing=True)
     outcome = Outcome()
     faults = server.faults
@@ -144,16 +148,20 @@ def backup(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Ou
     base = next((h.first_lsn for h in reversed(server.history)
                  if h.database_name == name and not h.is_copy_only), first - 1000000)
     write_media(local, paths, database, version=server.version, checksum="CHECKSUM" in opts.flags,
-                compressed=compressed, copy_only=copy_only, lsns=(first, last, base))
+                compressed=compressed, copy_only=copy_only, lsns=(first, last, base), backup_type=2 if log else 1)
     database.last_lsn = last + 1
+    if log and not copy_only:
+        database.log_reuse_wait = "NOTHING"
+    elif not copy_only:
+        database.log_chain_started = True
     if faults.damage_written:
         with open(local[-1], "r+b") as fh:
             fh.truncate(local[-1].stat().st_size - 100)
     size = sum(p.stat().st_size for p in local)
     server.history.append(BackupHistory(server.next_id(), name, paths[0], first, last, base, size * 5, size,
-                                        copy_only))
+                                        copy_only, "L" if log else "D"))
     outcome.say(*[record(4035, 6402, name, f.logical) for f in database.files])
-    outcome.say(record(3014, "BACKUP DATABASE", 6402 * len(database.files), 311))
+    outcome.say(record(3014, stop, 6402 * len(database.files), 311))
     return outcome
 
 

@@ -25,7 +25,7 @@ def _databases(server: Server, login: Login) -> Rows:
     for number, db in enumerate(server.databases.values(), start=5):
         rows.append({"database_id": number, "name": db.name, "state_desc": db.state, "replica_id": db.replica_id,
                      "recovery_model_desc": db.recovery_model, "user_access_desc": db.user_access,
-                     "containment_desc": db.containment, "log_reuse_wait_desc": "NOTHING"})
+                     "containment_desc": db.containment, "log_reuse_wait_desc": db.log_reuse_wait})
     return rows
 
 
@@ -49,7 +49,7 @@ def _backupset(server: Server, login: Login) -> Rows:
              "first_lsn": Decimal(h.first_lsn), "last_lsn": Decimal(h.last_lsn),
              "database_backup_lsn": Decimal(h.database_backup_lsn), "backup_size": Decimal(h.backup_size),
              "compressed_backup_size": Decimal(h.compressed_backup_size), "is_copy_only": int(h.is_copy_only),
-             "type": "D"} for h in server.history]
+             "type": h.type} for h in server.history]
 
 
 def _mediafamily(server: Server, login: Login) -> Rows:
@@ -69,9 +69,24 @@ def _availability_groups(server: Server, login: Login) -> Rows:
     return [{"name": ag.name, "automated_backup_preference_desc": ag.backup_preference.lower()}] if ag else []
 
 
+def _replicas(server: Server, login: Login) -> Rows:
+    ag = server.ag
+    if ag is None:
+        return []
+    names = list(ag.replicas) or [server.name]
+    return [{"replica_id": f"replica-{n}", "replica_server_name": n, "group_name": ag.name,
+             "backup_priority": ag.replicas[n].backup_priority if ag.replicas else 50,
+             "secondary_role_allow_connections_desc": "ALL"} for n in names]
+
+
 def _replica_states(server: Server, login: Login) -> Rows:
     ag = server.ag
-    return [{"role_desc": ag.role, "is_local": 1}] if ag else []
+    if ag is None:
+        return []
+    names = list(ag.replicas) or [server.name]
+    return [{"replica_id": f"replica-{n}", "role_desc": ag.role_of(n), "is_local": int(n == server.name),
+             "connected_state_desc": "CONNECTED" if not ag.replicas or ag.replicas[n].connected
+             else "DISCONNECTED"} for n in names]
 
 
 TABLES: dict[str, Callable[[Server, Login], Rows]] = {
@@ -79,7 +94,7 @@ TABLES: dict[str, Callable[[Server, Login], Rows]] = {
     "msdb.dbo.backupset": _backupset, "msdb.dbo.backupmediafamily": _mediafamily,
     "sys.credentials": lambda server, login: [{"name": n} for n in sorted(server.credentials)],
     "sys.configurations": _configurations, "sys.availability_groups": _availability_groups,
-    "sys.dm_hadr_availability_replica_states": _replica_states,
+    "sys.dm_hadr_availability_replica_states": _replica_states, "sys.availability_replicas": _replicas,
 }
 
 
@@ -90,17 +105,20 @@ def preferred_replica(server: Server, name: Any) -> int:
     ag = server.ag
     if not database.ag_name or ag is None:
         return 1
+    if ag.replicas:
+        return int(ag.preferred_backup_replica() == server.name)
+    role = ag.role
     if ag.backup_preference == "PRIMARY":
-        return int(ag.role == "PRIMARY")
+        return int(role == "PRIMARY")
     if ag.backup_preference == "SECONDARY_ONLY":
-        return int(ag.role == "SECONDARY")
+        return int(role == "SECONDARY")
     if ag.backup_preference == "SECONDARY":
-        return int(ag.role == "SECONDARY" or not ag.secondaries_online)
+        return int(role == "SECONDARY" or not ag.secondaries_online)
     return 1
 
 
 def server_property(server: Server, name: Any) -> Any:
-    values = {"engineedition": server.engine_edition, "edition": server.edition,
+    values = {"servername": server.name, "engineedition": server.engine_edition, "edition": server.edition,
               "productversion": server.version, "productmajorversion": str(server.major),
               "isclustered": 0, "ishadrenabled": int(server.ag is not None),
               "instancedefaultdatapath": server.data_dir + "\\", "instancedefaultlogpath": server.data_dir + "\\"}

@@ -29,7 +29,7 @@ TEXTS: dict[int, tuple[str, str]] = {
                     "mirroring session or an availability group. Some operations are not allowed on a database "
                     "that is participating in a database mirroring session or in an availability group."),
     1834: ("42000", "The file '{0}' cannot be overwritten.  It is being used by database '{1}'."),
-    1844: ("42000", "BACKUP DATABASE WITH COMPRESSION is not supported on {0}."),
+    1844: ("42000", "{0} WITH COMPRESSION is not supported on {1}."),
     2520: ("42000", "Could not find database '{0}'. The database either does not exist, or was dropped before a "
                     "statement tried to use it. Verify if the database exists by querying the sys.databases "
                     "catalog view."),
@@ -67,6 +67,9 @@ TEXTS: dict[int, tuple[str, str]] = {
     3702: ("42000", "Cannot drop database \"{0}\" because it is currently in use."),
     4035: ("01000", "Processed {0} pages for database '{1}', file '{2}' on file 1."),
     4104: ("42000", "The multi-part identifier \"{0}\" could not be bound."),
+    4208: ("42000", "The statement BACKUP LOG is not allowed while the recovery model is SIMPLE. Use BACKUP "
+                    "DATABASE or change the recovery model using ALTER DATABASE."),
+    4214: ("42000", "BACKUP LOG cannot be performed because there is no current database backup."),
     4060: ("42000", "Cannot open database \"{0}\" requested by the login. The login failed."),
     5011: ("42000", "User does not have permission to alter database '{0}', the database does not exist, or the "
                     "database is not in a state that allows access checks."),

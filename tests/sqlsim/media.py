@@ -42,10 +42,12 @@ class Header:
     rows: dict[str, int]
     payload_size: int
     payload_sha256: str
+    backup_type: int = 1                # 1 database, 2 transaction log
+
 
     def headeronly_row(self) -> dict[str, Any]:
         major, minor, build = (int(p) for p in self.software_version.split(".")[:3])
-        return {"BackupType": 1, "DatabaseName": self.database_name, "FirstLSN": self.first_lsn,
+        return {"BackupType": self.backup_type, "DatabaseName": self.database_name, "FirstLSN": self.first_lsn,
                 "LastLSN": self.last_lsn, "DatabaseBackupLSN": self.database_backup_lsn,
                 "SoftwareVersionMajor": major, "SoftwareVersionMinor": minor, "SoftwareVersionBuild": build,
                 "HasBackupChecksums": int(self.has_checksums), "Compressed": int(self.compressed),
@@ -65,7 +67,7 @@ def payload_of(database: Database) -> bytes:
 
 
 def write_media(paths: list[Path], devices: list[str], database: Database, *, version: str, checksum: bool,
-                compressed: bool, copy_only: bool, lsns: tuple[int, int, int]) -> None:
+                compressed: bool, copy_only: bool, lsns: tuple[int, int, int], backup_type: int = 1) -> None:
     payload = payload_of(database)
     media_set = str(uuid.uuid4())
     size = -(-len(payload) // len(paths))
@@ -74,7 +76,7 @@ def write_media(paths: list[Path], devices: list[str], database: Database, *, ve
         header = Header(database.name, lsns[0], lsns[1], lsns[2], version, checksum, compressed, copy_only,
                         database.recovery_model, database.containment, media_set, len(paths), sequence,
                         [asdict(f) for f in database.files], dict(database.rows), len(part),
-                        hashlib.sha256(part).hexdigest())
+                        hashlib.sha256(part).hexdigest(), backup_type)
         with open(path, "wb") as fh:
             fh.write(MAGIC + json.dumps(asdict(header)).encode() + b"\n" + part)
 

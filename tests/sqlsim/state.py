@@ -40,6 +40,8 @@ class Database:
     corrupt_pages: list[int] = field(default_factory=list)   # DBCC CHECKDB reports these
     last_lsn: int = 37000000012800001
     damaged_by_restore: str | None = None    # files overwritten by another database's RESTORE ... REPLACE
+    log_chain_started: bool = False          # a normal (not COPY_ONLY) full backup was taken: BACKUP LOG may run
+    log_reuse_wait: str = "NOTHING"          # sys.databases.log_reuse_wait_desc (LOG_BACKUP: the log grows)
 
     @property
     def replica_id(self) -> str | None:
@@ -64,11 +66,48 @@ class Login:
 
 
 @dataclass
+class Replica:
+    role: str = "SECONDARY"                  # PRIMARY | SECONDARY
+    backup_priority: int = 50                # 0 = never back up here
+    connected: bool = True
+
+
+@dataclass
 class AvailabilityGroup:
+    """One availability group, shared by the :class:`Server` objects of its replicas.
+
+    With ``replicas`` empty it describes only the local replica (``role``, ``secondaries_online``); with
+    replicas (server name -> :class:`Replica`) the preferred backup replica is chosen like SQL Server does:
+    the preference (PRIMARY | SECONDARY = "Prefer Secondary" | SECONDARY_ONLY | NONE = "Any Replica"), then the
+    highest backup priority among connected candidates (0 excluded), ties by server name.
+    https://learn.microsoft.com/en-us/sql/database-engine/availability-groups/windows/configure-backup-on-availability-replicas-sql-server
+    """
     name: str
-    role: str = "PRIMARY"                    # this replica's role: PRIMARY | SECONDARY
-    backup_preference: str = "SECONDARY"     # PRIMARY | SECONDARY (prefer) | SECONDARY_ONLY | NONE
+    role: str = "PRIMARY"                    # this replica's role when ``replicas`` is empty
+    backup_preference: str = "SECONDARY"
     secondaries_online: bool = True
+    replicas: dict[str, Replica] = field(default_factory=dict)
+    listener: str | None = None
+
+    def role_of(self, server_name: str) -> str:
+        return self.replicas[server_name].role if self.replicas else self.role
+
+    def primary(self) -> str | None:
+        return next((n for n, r in self.replicas.items() if r.role == "PRIMARY"), None)
+
+    def preferred_backup_replica(self) -> str | None:
+        def best(candidates: list[str]) -> str | None:
+            ranked = sorted((-self.replicas[n].backup_priority, n) for n in candidates
+                            if self.replicas[n].connected and self.replicas[n].backup_priority > 0)
+            return ranked[0][1] if ranked else None
+        secondaries = [n for n, r in self.replicas.items() if r.role == "SECONDARY"]
+        if self.backup_preference == "PRIMARY":
+            return self.primary()
+        if self.backup_preference == "SECONDARY_ONLY":
+            return best(secondaries)
+        if self.backup_preference == "SECONDARY":
+            return best(secondaries) or self.primary()
+        return best(list(self.replicas))
 
 
 @dataclass
@@ -83,6 +122,7 @@ class BackupHistory:
     backup_size: int
     compressed_backup_size: int
     is_copy_only: bool
+    type: str = "D"                             # D full, L log
 
 
 @dataclass
@@ -100,6 +140,7 @@ class Faults:
 @dataclass
 class Server:
     root: Path                                  # where the simulated disks live on this machine
+    name: str = "sql01"                         # @@SERVERNAME; the replica name in an availability group
     edition: str = "Enterprise Edition (64-bit)"
     version: str = "16.0.4135.4"                # SQL Server 2022 CU
     contained_authentication: bool = True
@@ -116,6 +157,10 @@ class Server:
     @property
     def major(self) -> int:
         return int(self.version.split(".")[0])
+
+    @property
+    def ag_role(self) -> str | None:
+        return self.ag.role_of(self.name) if self.ag else None
 
     @property
     def engine_edition(self) -> int:

@@ -216,3 +216,52 @@ def test_progress_and_disk_full_are_recognised_by_number_on_a_german_server(tmp_
     with pytest.raises(PermanentError, match="Prozent|Speicherplatz") as caught:
         engine.backup(DB, STAGE, progress=seen.append)
     assert seen == [10, 20, 30, 40] and "free space" in caught.value.hint
+
+
+LOG = r"BACKUP LOG [appservice_hosting] TO DISK = N'\\fileserver\staging\stamp1\h.trn'"
+FULL = f"BACKUP DATABASE [appservice_hosting] TO DISK = N'{STAGE}'"
+
+
+def _ag(sim) -> None:
+    sim.server.ag = AvailabilityGroup("ag1")
+    sim.server.databases[DB].ag_name = "ag1"
+
+
+RAW: list[tuple[int, Callable, list[str], type[DrError], str]] = [
+    (4214, lambda sim: None, [f"{FULL} WITH COPY_ONLY", LOG], PermanentError, "COPY_ONLY fulls do not"),
+    (4208, lambda sim: setattr(sim.server.databases[DB], "recovery_model", "SIMPLE"), [LOG], PermanentError,
+     "SET RECOVERY FULL"),
+    (1468, _ag, ["ALTER DATABASE [appservice_hosting] SET SINGLE_USER WITH ROLLBACK IMMEDIATE"], PermanentError,
+     "REMOVE DATABASE [appservice_hosting]"),
+    (5061, lambda sim: setattr(sim.server.databases[DB], "sessions", 2),
+     ["ALTER DATABASE [appservice_hosting] SET SINGLE_USER"], TransientError, "retried"),
+    (3702, lambda sim: setattr(sim.server.databases[DB], "sessions", 2), ["DROP DATABASE [appservice_hosting]"],
+     PermanentError, "ROLLBACK IMMEDIATE"),
+    (8928, lambda sim: setattr(sim.server.databases[DB], "corrupt_pages", [7]),
+     ["DBCC CHECKDB ([appservice_hosting]) WITH NO_INFOMSGS, ALL_ERRORMSGS"], PermanentError, "DBCC CHECKDB on"),
+    (3187, lambda sim: None, [FULL, f"RESTORE VERIFYONLY FROM DISK = N'{STAGE}' WITH CHECKSUM"], PermanentError,
+     "WITH CHECKSUM"),
+    (3154, lambda sim: None, [FULL, f"RESTORE DATABASE [appservice_metering] FROM DISK = N'{STAGE}'"],
+     PermanentError, "--target-database"),
+    (942, lambda sim: setattr(sim.server.databases[DB], "state", "OFFLINE"), [FULL], PermanentError, "SET ONLINE"),
+]
+
+
+@pytest.mark.parametrize("number, arrange, statements, kind, hint", RAW, ids=[str(c[0]) for c in RAW])
+def test_statements_later_features_send_are_mapped_too(tmp_path, number, arrange, statements, kind, hint) -> None:
+    # Given the server in the state, and statements the engine does not send yet (log backups, CHECKDB, ...)
+    engine, sim = make(tmp_path)
+    arrange(sim)
+    cursor = sim.connect(engine._connection_string, autocommit=True).cursor()
+    # When the last statement fails
+    for statement in statements[:-1]:
+        cursor.execute(statement)
+        while cursor.nextset():
+            pass
+    with pytest.raises(pyodbc.Error) as raw:
+        cursor.execute(statements[-1])
+        while cursor.nextset():
+            pass
+    # Then its number decides the class and the hint
+    mapped = classify(raw.value, action=statements[-1].split(" TO ")[0], login="backup", database=DB)
+    assert f"({number})" in mapped.message and type(mapped) is kind and hint in mapped.hint, mapped.hint

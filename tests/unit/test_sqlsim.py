@@ -5,7 +5,8 @@ from __future__ import annotations
 import pyodbc
 import pytest
 
-from tests.sqlsim import PASSWORD, Simulator, app_service_server
+from tests.sqlsim import PASSWORD, AvailabilityGroup, Replica, Simulator, app_service_server
+from tests.sqlsim.network import Network
 from workers.engines.odbc import drain, error_numbers
 
 STAGE = r"\\fileserver\staging\stamp1\h.bak"
@@ -138,3 +139,58 @@ def test_server_properties_and_the_preferred_replica(sim) -> None:
     assert row == {"edition": 4, "preferred": 1}
     [[missing]] = run(sim, "SELECT sys.fn_hadr_backup_is_preferred_replica(?) AS preferred", "nope")
     assert missing == {"preferred": 0}
+
+
+def test_a_listener_reaches_the_primary_and_the_ag_names_the_preferred_backup_replica(tmp_path) -> None:
+    # Given a two-replica AG preferring secondaries, reached through its listener
+    ag = AvailabilityGroup("ag1", backup_preference="SECONDARY", listener="aglisten",
+                           replicas={"sql01": Replica("PRIMARY"), "sql02": Replica("SECONDARY")})
+    sims = {}
+    for name in ("sql01", "sql02"):
+        server = app_service_server(tmp_path / "disks", name=name)
+        server.ag = ag
+        server.databases["appservice_hosting"].ag_name = "ag1"
+        sims[name] = Simulator(server)
+    network = Network(sims)
+    login = f"UID=backup;PWD={{{PASSWORD.replace('}', '}}')}}}"
+    question = "SELECT sys.fn_hadr_backup_is_preferred_replica(?) AS preferred"
+
+    def ask(server: str) -> int:
+        c = network.connect(f"SERVER=tcp:{server},1433;{login}", autocommit=True).cursor()
+        c.execute(question, "appservice_hosting")
+        return drain(c)[0][0]["preferred"]
+    # When / Then the listener leads to the primary, which is not the preferred backup replica; sql02 is
+    assert ask("aglisten") == 0 and network.reached == ["sql01"]
+    assert ask("sql02") == 1
+    c = network.connect(f"SERVER=tcp:sql02,1433;{login}", autocommit=True).cursor()
+    c.execute("SELECT r.replica_server_name, s.role_desc FROM sys.availability_replicas AS r "
+              "JOIN sys.dm_hadr_availability_replica_states AS s ON s.replica_id = r.replica_id")
+    assert sorted((r["replica_server_name"], r["role_desc"]) for r in drain(c)[0]) == [
+        ("sql01", "PRIMARY"), ("sql02", "SECONDARY")]
+    # And when the secondary disconnects, "prefer secondary" falls back to the primary
+    ag.replicas["sql02"].connected = False
+    assert ask("aglisten") == 1
+    with pytest.raises(pyodbc.OperationalError):
+        network.connect(f"SERVER=tcp:sql03,1433;{login}", autocommit=True)
+
+
+def test_log_backups_need_full_recovery_and_a_normal_full_backup_first(sim) -> None:
+    # Given only COPY_ONLY fulls so far (they never start the log chain, and the log is never truncated)
+    log = r"BACKUP LOG [appservice_hosting] TO DISK = N'\\fileserver\staging\stamp1\h.trn' WITH CHECKSUM"
+    run(sim, f"BACKUP DATABASE [appservice_hosting] TO DISK = N'{STAGE}' WITH COPY_ONLY")
+    with pytest.raises(pyodbc.ProgrammingError) as caught:
+        run(sim, log)
+    assert numbers(caught) == [4214, 3013]
+    # When a normal full is taken, then the log / Then the log backup works and the log can be reused
+    sim.server.databases["appservice_hosting"].log_reuse_wait = "LOG_BACKUP"
+    run(sim, f"BACKUP DATABASE [appservice_hosting] TO DISK = N'{STAGE}' WITH INIT")
+    run(sim, log)
+    [[row]] = run(sim, "SELECT log_reuse_wait_desc FROM sys.databases WHERE name = ?", "appservice_hosting")
+    assert row == {"log_reuse_wait_desc": "NOTHING"}
+    [[last]] = run(sim, "SELECT TOP (1) type FROM msdb.dbo.backupset ORDER BY backup_set_id DESC")
+    assert last == {"type": "L"}
+    # And a SIMPLE-recovery database has no log backups at all
+    sim.server.databases["appservice_metering"].recovery_model = "SIMPLE"
+    with pytest.raises(pyodbc.ProgrammingError) as caught:
+        run(sim, r"BACKUP LOG [appservice_metering] TO DISK = N'\\fileserver\staging\stamp1\m.trn'")
+    assert numbers(caught) == [4208, 3013]

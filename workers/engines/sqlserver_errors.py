@@ -94,6 +94,11 @@ RULES: dict[int, tuple[bool, str]] = {
                   "DBCC CHECKDB on the source and take a new backup."),
     8989: (False, "DBCC CHECKDB found corruption in the restored copy: the backup holds a damaged database; run "
                   "DBCC CHECKDB on the source and take a new backup."),
+    4208: (False, "The database uses the SIMPLE recovery model, which has no log backups: back it up with full "
+                  "backups only, or switch it to FULL (ALTER DATABASE {database} SET RECOVERY FULL) and take a "
+                  "full backup."),
+    4214: (False, "No full backup has started the log chain (COPY_ONLY fulls do not): take one normal full "
+                  "backup (APPSVC_DR_DATABASE__COPY_ONLY=false once, or the DBA's own job) before log backups."),
     3271: (True, "An I/O error on the backup device, usually the staging share dropping for a moment; the job "
                  "is retried. If it persists, check the share, the network path and the file server's log."),
     5061: (True, "Another session holds a lock on the database; the job is retried."),
