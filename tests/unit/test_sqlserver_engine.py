@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sqlsim import AvailabilityGroup
-from tests.unit.sqlserver_sim import DB, STAGE, header_of, make
-from workers.engines import SKIPPED_NOT_PREFERRED
+from tests.sqlsim import AvailabilityGroup, Simulator, app_service_server
+from tests.unit.sqlserver_sim import DB, SECRET, STAGE, header_of, make
+from workers.engines import SKIPPED_NOT_PREFERRED, DatabaseSettings, SqlServerEngine
 from workers.runtime.errors import PermanentError, TransientError
 
 
@@ -167,3 +167,17 @@ def test_malformed_names_are_refused_before_any_sql(tmp_path, name) -> None:
     with pytest.raises(PermanentError, match="invalid database name"):
         engine.backup(name, STAGE)
     assert sim.executed == []
+
+
+def test_a_lone_3013_is_combined_with_the_cause_delivered_as_an_earlier_message(tmp_path) -> None:
+    # Given a driver that hands over the cause (3201) as a message and only 3013 as the error
+    server = app_service_server(tmp_path / "sql01")
+    server.faults.denied_dirs.add(r"\\fileserver\staging\stamp1")
+    sim = Simulator(server, split_errors=True)
+    engine = SqlServerEngine(DatabaseSettings(server="sql01", username="backup", password=SECRET),
+                             connect=sim.connect)
+    # When / Then the error names the cause first and is classified by it
+    with pytest.raises(PermanentError) as caught:
+        engine.backup(DB, STAGE)
+    assert caught.value.message.index("(3201)") < caught.value.message.index("(3013)")
+    assert "service account" in caught.value.hint
