@@ -47,13 +47,13 @@ def devices(tokens: Tokens) -> tuple[str, list[str]]:
     return kinds.pop(), paths
 
 
-def options(tokens: Tokens, allowed_out: set[str]) -> Options:
+def options(tokens: Tokens, forbidden: set[str]) -> Options:
     found = Options()
     if not tokens.accept("WITH"):
         return found
     while True:
         word = tokens.name().upper()
-        if word in allowed_out:
+        if word in forbidden:
             tokens.pos -= 1
             raise tokens.unexpected()
         if word in _FLAGS:
