@@ -1,5 +1,5 @@
 """One contract for every DatabaseEngine: PostgreSQL against the real local server, SQL Server against the
-scripted pyodbc fake (there is no SQL Server here).
+behavioural simulator in tests/sqlsim (there is no SQL Server here).
 
 Every engine must back up with progress ending at 100, verify, restore into a fresh database that matches the
 source, refuse missing databases with a permanent error and a hint, and reject damaged backups.
@@ -14,8 +14,7 @@ import pytest
 from tests.fixtures import started
 from tests.fixtures.postgres import (drop_database, fill_sample, pg_settings, postgres_available, scratch_database,
                                      table_fingerprints, unique_name)
-from tests.unit.fake_pyodbc import (Expect, FakeOdbc, backup_ok, history, lookup, progress_sets, rows, sql_error,
-                                    verify_ok)
+from tests.sqlsim import PASSWORD, Simulator, app_service_server
 from workers.engines import DatabaseEngine, DatabaseSettings, PostgresEngine, RestoreResult, SqlServerEngine
 from workers.runtime.errors import PermanentError
 
@@ -26,13 +25,9 @@ class EngineCase(Protocol):
 
     def staging(self, name: str) -> str: ...
 
+    def exists(self, path: str) -> bool: ...
+
     def fresh_name(self) -> str: ...                # a database name that does not exist yet
-
-    def expect_round_trip(self, path: str, target: str) -> None: ...
-
-    def expect_missing(self, database: str) -> None: ...
-
-    def expect_present(self, database: str) -> None: ...
 
     def damaged_backup(self) -> str: ...            # a staged backup that must fail verification
 
@@ -40,14 +35,14 @@ class EngineCase(Protocol):
 
 
 # ---------------------------------------------------------------------------------------------- SQL Server
-class SqlServerFakeCase:
+class SqlServerSimCase:
+    """The simulated SQL Server instance (tests/sqlsim): it parses and runs what the engine sends."""
     source = "appservice_hosting"
-    options = "WITH CHECKSUM, FORMAT, INIT, COMPRESSION, COPY_ONLY, STATS = 10"
 
-    def __init__(self) -> None:
-        self.fake = FakeOdbc()
-        self.engine = SqlServerEngine(DatabaseSettings(server="sql01", username="backup", password="pw"),
-                                      connect=self.fake.connect)
+    def __init__(self, tmp_path) -> None:
+        self.sim = Simulator(app_service_server(tmp_path / "sql01"))
+        self.engine = SqlServerEngine(DatabaseSettings(server="sql01", username="backup", password=PASSWORD,
+                                                       restore_data_path=r"D:\Restored"), connect=self.sim.connect)
 
     def staging(self, name: str) -> str:
         return rf"\\fileserver\staging\stamp1\{name}.bak"
@@ -55,36 +50,23 @@ class SqlServerFakeCase:
     def fresh_name(self) -> str:
         return "appservice_hosting_restored"
 
-    def expect_round_trip(self, path: str, target: str) -> None:
-        filelist = rows(["LogicalName", "PhysicalName", "Type"], ("hosting", r"C:\SQL\h.mdf", "D"),
-                        ("hosting_log", r"C:\SQL\h.ldf", "L"))
-        self.fake.script += [
-            lookup(self.source), backup_ok(f"BACKUP DATABASE [{self.source}] TO DISK = N'{path}' {self.options}",
-                                           *range(10, 101, 10)),
-            history(self.source, path), verify_ok(path), verify_ok(path),
-            Expect(f"RESTORE FILELISTONLY FROM DISK = N'{path}'", results=[filelist]),
-            Expect(f"RESTORE DATABASE [{target}] FROM DISK = N'{path}' WITH REPLACE, RECOVERY, STATS = 10",
-                   results=progress_sets(50, 100)),
-            lookup(target)]
-
-    def expect_missing(self, database: str) -> None:
-        self.fake.script.append(lookup(database, state=None))
-
-    def expect_present(self, database: str) -> None:
-        self.fake.script.append(lookup(database))
+    def exists(self, path: str) -> bool:
+        return self.sim.server.host_path(path).exists()
 
     def damaged_backup(self) -> str:
         path = self.staging("damaged")
-        self.fake.script.append(Expect(f"RESTORE VERIFYONLY FROM DISK = N'{path}' WITH CHECKSUM", error=sql_error(
-            (3241, f"The media family on device '{path}' is incorrectly formed. SQL Server cannot process this "
-                   "media family."), (3013, "VERIFY DATABASE is terminating abnormally."))))
+        self.engine.backup(self.source, path)
+        local = self.sim.server.host_path(path)
+        with open(local, "r+b") as fh:
+            fh.truncate(local.stat().st_size // 2)
         return path
 
     def compare(self, target: str, restored: RestoreResult) -> None:
-        assert restored.state == "ONLINE"   # the fake has no data; the ONLINE check is what SQL Server proves
+        source, copy = self.sim.server.databases[self.source], self.sim.server.databases[target]
+        assert copy.rows == source.rows and copy.state == restored.state == "ONLINE"
 
     def close(self) -> None:
-        self.fake.assert_done()
+        self.sim.assert_closed()
 
 
 # ---------------------------------------------------------------------------------------------- PostgreSQL
@@ -100,14 +82,8 @@ class PostgresCase:
         self.created.append(unique_name("dr_restored"))
         return self.created[-1]
 
-    def expect_round_trip(self, path: str, target: str) -> None:
-        pass                                # the real server needs no script
-
-    def expect_missing(self, database: str) -> None:
-        pass
-
-    def expect_present(self, database: str) -> None:
-        pass
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
 
     def damaged_backup(self) -> str:
         path = self.staging("damaged")
@@ -137,8 +113,8 @@ def pg_source() -> Iterator[str]:
 
 @pytest.fixture(params=["sqlserver", pytest.param("postgres", marks=pytest.mark.integration)])
 def case(request: pytest.FixtureRequest, tmp_path) -> Iterator[EngineCase]:
-    made: SqlServerFakeCase | PostgresCase
-    made = SqlServerFakeCase() if request.param == "sqlserver" else PostgresCase(
+    made: SqlServerSimCase | PostgresCase
+    made = SqlServerSimCase(tmp_path) if request.param == "sqlserver" else PostgresCase(
         request.getfixturevalue("pg_source"), tmp_path)
     try:
         yield made
@@ -155,7 +131,6 @@ def test_engine_implements_the_protocol(case: EngineCase) -> None:
 def test_backup_verify_restore_round_trip(case: EngineCase) -> None:
     # Given a database with data and a fresh restore target
     path, target = case.staging("round-trip"), case.fresh_name()
-    case.expect_round_trip(path, target)
     backup_progress: list[int] = []
     # When it is backed up
     result = case.engine.backup(case.source, path, progress=backup_progress.append)
@@ -177,19 +152,16 @@ def test_backup_verify_restore_round_trip(case: EngineCase) -> None:
 def test_missing_database_is_a_permanent_error_with_a_hint(case: EngineCase) -> None:
     # Given a database that does not exist
     missing, path = "no_such_database_4711", case.staging("missing")
-    case.expect_missing(missing)
     # When it is backed up / Then the error is permanent, names the database, and says how to fix it
     with pytest.raises(PermanentError) as caught:
         case.engine.backup(missing, path)
     assert missing in caught.value.message and "APPSVC_DR_DATABASE__DATABASES" in caught.value.hint
-    assert not os.path.exists(path)
+    assert not case.exists(path)
 
 
 def test_check_accepts_the_source_and_refuses_a_missing_database(case: EngineCase) -> None:
     # Given / When / Then
-    case.expect_present(case.source)
     case.engine.check(case.source)
-    case.expect_missing("no_such_database_4712")
     with pytest.raises(PermanentError):
         case.engine.check("no_such_database_4712")
 
@@ -206,8 +178,6 @@ def test_verify_rejects_a_damaged_backup(case: EngineCase) -> None:
 @pytest.mark.parametrize("evil", ["x]; DROP DATABASE postgres--", 'x"; DROP DATABASE postgres; --', "a\nb"])
 def test_names_crafted_to_inject_sql_are_refused(case: EngineCase, evil: str) -> None:
     # Given a name that tries to end the statement
-    if "\n" not in evil and isinstance(case, SqlServerFakeCase):
-        case.expect_missing(evil)          # SQL Server looks it up as a bind parameter and finds nothing
     # When / Then it is refused permanently and nothing else runs
     with pytest.raises(PermanentError):
         case.engine.backup(evil, case.staging("evil"))

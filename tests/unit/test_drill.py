@@ -1,11 +1,9 @@
 """Restore drill pieces without servers: set selection, the report and marker, the secrets check, and the SQL
-Server database drill against the scripted pyodbc fake."""
+Server database drill against the simulated SQL Server."""
 from __future__ import annotations
 
 import io
 import json
-import shutil
-import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 
 from contracts import new_backup_set_id
 from tests.unit.certs import make_cert, signed
-from tests.unit.fake_pyodbc import Expect, FakeOdbc, lookup, progress_sets, rows, verify_ok
+from tests.sqlsim import PASSWORD, Simulator, app_service_server
 from workers.artifacts.setmanifest import artifact_key
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import Plan, write_marker as write_complete, write_plan
@@ -148,81 +146,53 @@ def test_secrets_that_do_not_parse_fail_with_a_hint_and_no_content(secrets_drill
     assert "export the secrets again" in bad.hint and CANARY not in bad.error + bad.hint
 
 
-# ---------------------------------------------------------------------------------------- SQL Server (fake)
-FILELIST = rows(["LogicalName", "PhysicalName", "Type", "FileID"], ("hosting", r"C:\SQL\hosting.mdf", "D", 1),
-                ("hosting_log", r"C:\SQL\hosting_log.ldf", "L", 2))
-
-
-def sql_drill(tmp_path: Path, script: list[Expect], **db) -> tuple[Drill, FakeOdbc]:
+# ------------------------------------------------------------------------------------ SQL Server (simulated)
+def sql_drill(tmp_path: Path, **db) -> tuple[Drill, Simulator]:
+    """A set whose database artifact is a real backup taken on the simulated instance."""
     settings = load_settings(store={"kind": "local", "local_path": str(tmp_path / "store")},
                              staging={"database_dir": str(tmp_path / "staging")},
-                             database={"engine": "sqlserver", "server": "sql01", "username": "u", "password": "pw",
-                                       **db})
+                             database={"engine": "sqlserver", "server": "sql01", "username": "backup",
+                                       "password": PASSWORD, **db})
     store = ArtifactStore(settings_backend := LocalStore(tmp_path / "store"))
     set_id = make_set(settings_backend, 1, complete=True, components=("databases",))
-    store.put(artifact_key(STAMP, set_id, "databases", "appservice_hosting.bak"), lambda: io.BytesIO(b"TAPE" * 100))
-    fake = FakeOdbc(script)
-    engine = SqlServerEngine(DatabaseSettings(server="sql01", username="u", password="pw", **db), connect=fake.connect)
-    return Drill(settings, store, None, STAMP, set_id, "0a1b2c3d", tmp_path, engine=engine), fake
-
-
-@pytest.fixture(autouse=True)
-def fixed_private_dir(monkeypatch):
-    """A restore stages its plaintext copy in a fresh private directory with a random name; the scripted SQL
-    needs the path up front, so the directory gets a fixed name here (still created 0700 and removed)."""
-    class Fixed:
-        def __init__(self, prefix: str = "", dir: str | None = None) -> None:
-            self.path = Path(dir or ".") / f"{prefix}fixed"
-
-        def __enter__(self) -> str:
-            self.path.mkdir(mode=0o700)
-            return str(self.path)
-
-        def __exit__(self, *exc) -> None:
-            shutil.rmtree(self.path, ignore_errors=True)
-
-    monkeypatch.setattr(tempfile, "TemporaryDirectory", Fixed)
-
-
-def staged(tmp_path: Path, drill: Drill, label: str) -> str:
-    return f"{tmp_path / 'staging'}/appsvc-dr-restore-fixed/{label}-{STAMP}-{drill.set_id}-appservice_hosting.bak"
+    sim = Simulator(app_service_server(tmp_path / "sql01"))
+    engine = SqlServerEngine(DatabaseSettings(server="sql01", username="backup", password=PASSWORD, **db),
+                             connect=sim.connect)
+    taken = tmp_path / "taken.bak"
+    engine.backup("appservice_hosting", str(taken))
+    store.put(artifact_key(STAMP, set_id, "databases", "appservice_hosting.bak"), lambda: taken.open("rb"))
+    return Drill(settings, store, None, STAMP, set_id, "0a1b2c3d", tmp_path, engine=engine), sim
 
 
 def test_sql_server_drill_restores_with_move_to_scratch_files_and_drops_the_scratch_database(tmp_path):
     # Given a set with a SQL Server backup and a directory for scratch files
     target = scratch_name("appservice_hosting", "0a1b2c3d")
-    drill, fake = sql_drill(tmp_path, [], restore_data_path=r"D:\Drill")
-    path = staged(tmp_path, drill, f"restore-{target}")
-    fake.script = [Expect(f"RESTORE FILELISTONLY FROM DISK = N'{path}'", results=[FILELIST]),
-                   Expect(f"RESTORE DATABASE [{target}] FROM DISK = N'{path}' WITH REPLACE, RECOVERY, "
-                          rf"MOVE N'hosting' TO N'D:\Drill\{target}_hosting.mdf', "
-                          rf"MOVE N'hosting_log' TO N'D:\Drill\{target}_hosting_log.ldf', STATS = 10",
-                          results=progress_sets(50, 100)),
-                   lookup(name=target), lookup(name=target),
-                   Expect(f"ALTER DATABASE [{target}] SET SINGLE_USER WITH ROLLBACK IMMEDIATE"),
-                   Expect(f"DROP DATABASE [{target}]")]
+    drill, sim = sql_drill(tmp_path, restore_data_path=r"D:\Drill")
     # When the databases are drilled
     [result] = checks.databases(drill)
     # Then the restore went to scratch names only, was checked ONLINE, and the scratch database was dropped
     assert result.passed, result.error
     assert target == "drill_appservice_hosting_0a1b2c3d" and "ONLINE; scratch database dropped" in result.detail
-    fake.assert_done()
+    [restore] = sim.statements("RESTORE DATABASE")
+    assert rf"MOVE N'appservice_hosting' TO N'D:\Drill\{target}_appservice_hosting.mdf'" in restore
+    assert set(sim.server.databases) == {"appservice_hosting", "appservice_metering"}
+    assert sim.server.databases["appservice_hosting"].damaged_by_restore is None
+    sim.assert_closed()
     assert not list((tmp_path / "staging").iterdir())              # the staged copy is gone
 
 
 def test_sql_server_drill_without_a_data_path_verifies_only(tmp_path):
     # Given no directory for scratch files (a restore under a new name could not be placed safely)
-    drill, fake = sql_drill(tmp_path, [])
-    path = staged(tmp_path, drill, "drill-0a1b2c3d")
-    fake.script = [verify_ok(path), Expect(f"RESTORE FILELISTONLY FROM DISK = N'{path}'", results=[FILELIST])]
+    drill, sim = sql_drill(tmp_path)
     # When the databases are drilled / Then VERIFYONLY and FILELISTONLY ran, and the report says so
     [result] = checks.databases(drill)
     assert result.passed and "(verify only)" in result.what and "--data-path" in result.detail
-    fake.assert_done()
+    assert len(sim.statements("RESTORE VERIFYONLY")) == 2       # the backup's own verify, then the drill's
+    assert sim.statements("RESTORE DATABASE") == []
 
 
 def test_a_set_without_database_artifacts_fails_the_database_drill(tmp_path):
-    drill, _ = sql_drill(tmp_path, [])
+    drill, _ = sql_drill(tmp_path)
     drill.set_id = make_set(drill.store.backend, 0.5, complete=True)
     [result] = checks.databases(drill)
     assert result.result == "failed" and "no database artifact" in result.error and "dlq show" in result.hint

@@ -5,7 +5,7 @@ import pytest
 from pydantic import ValidationError
 
 from tests.fixtures import closed_port
-from tests.unit.fake_pyodbc import FakeOdbc
+from tests.sqlsim import Login, Simulator, app_service_server
 from workers.engines import DatabaseSettings, PostgresEngine, SqlServerEngine, build_engine
 from workers.engines import sqlserver_sql as tsql
 from workers.engines.base import stripe_paths
@@ -83,11 +83,13 @@ def test_connection_string_braces_values_that_need_it() -> None:
                              always_brace=["DRIVER"]) == "DRIVER={FreeTDS};UID=a;PWD={x}}y;z}"
 
 
-def test_driver_18_connection_string() -> None:
-    # Given the defaults with strict encryption
-    fake = FakeOdbc()
-    engine = SqlServerEngine(settings(encrypt="strict", port=14330), connect=fake.connect)
-    # When / Then
+def test_driver_18_connection_string(tmp_path) -> None:
+    # Given the defaults with strict encryption and a login whose password needs braces
+    server = app_service_server(tmp_path)
+    server.logins["backup"] = Login("backup", SECRET, sysadmin=True)
+    engine = SqlServerEngine(settings(encrypt="strict", port=14330), connect=Simulator(server).connect)
+    # When / Then the string is braced where needed and an ODBC parser reads the password back intact
+    engine.check("appservice_hosting")
     assert engine._connection_string == (
         "DRIVER={ODBC Driver 18 for SQL Server};SERVER=tcp:sql01,14330;DATABASE=master;Encrypt=strict;"
         "TrustServerCertificate=no;APP=appservice-dr;UID=backup;PWD={pa;ss}}word=1}")
@@ -132,9 +134,9 @@ def test_missing_odbc_driver_fails_at_start_up() -> None:
     assert "APPSVC_DR_DATABASE__DRIVER" in caught.value.hint
 
 
-def test_factory_builds_the_configured_engine() -> None:
-    fake = FakeOdbc()
-    assert isinstance(build_engine(settings(), connect=fake.connect), SqlServerEngine)
+def test_factory_builds_the_configured_engine(tmp_path) -> None:
+    sim = Simulator(app_service_server(tmp_path))
+    assert isinstance(build_engine(settings(), connect=sim.connect), SqlServerEngine)
     assert isinstance(build_engine(settings(engine="postgres", username="postgres")), PostgresEngine)
     with pytest.raises(ConfigurationError, match="pg_dump"):
         build_engine(settings(engine="postgres", pg_dump="/nonexistent/pg_dump"))

@@ -18,14 +18,15 @@ import pyodbc
 from workers.engines import sqlserver_sql as tsql
 from workers.engines.base import (ONLINE, SKIPPED_NOT_PREFERRED, BackupResult, Progress, ProgressReporter,
                                     RestoreResult, locally_readable, require_name, sha256_of, stripe_paths)
-from workers.engines.odbc import ConnectFn, Cursor, Message, clean_text, connection_string, drain
+from workers.engines.odbc import ConnectFn, Cursor, Message, clean_text, connection_string, drain, native_number
 from workers.engines.settings import DatabaseSettings
 from workers.engines.sqlserver_errors import classify
-from workers.runtime.errors import ConfigurationError, PermanentError, TransientError
+from workers.runtime.errors import ConfigurationError, DrError, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 
-_PERCENT = re.compile(r"(\d{1,3}) percent processed", re.IGNORECASE)
+PROGRESS = 3211                                  # "%d percent processed." (the text is translated, the number not)
+_PERCENT = re.compile(r"(?<!\d)(\d{1,3})(?!\d)")
 _LOGIN_HINT = ("Check APPSVC_DR_DATABASE__DATABASES: names are matched exactly against sys.databases on "
                "APPSVC_DR_DATABASE__SERVER (and the login must be allowed to see the database).")
 
@@ -33,12 +34,13 @@ _LOGIN_HINT = ("Check APPSVC_DR_DATABASE__DATABASES: names are matched exactly a
 class _Session:
     """One autocommit connection: runs statements, drains them, maps errors where they happen."""
 
-    def __init__(self, cursor: Cursor) -> None:
+    def __init__(self, cursor: Cursor, login: str | None = None) -> None:
         self.cursor = cursor
+        self.login = login
         self.recent: list[Message] = []
 
-    def run(self, sql: str, *params: Any, action: str,
-            on_message: Callable[[Message], None] | None = None) -> list[list[dict[str, Any]]]:
+    def run(self, sql: str, *params: Any, action: str, on_message: Callable[[Message], None] | None = None,
+            database: str | None = None) -> list[list[dict[str, Any]]]:
         self.recent = []
 
         def seen(message: Message) -> None:
@@ -51,7 +53,7 @@ class _Session:
             self.cursor.execute(sql, *params)
             return drain(self.cursor, seen)
         except pyodbc.Error as exc:
-            raise classify(exc, action=action, recent=self.recent) from exc
+            raise classify(exc, action=action, recent=self.recent, login=self.login, database=database) from exc
 
     def first(self, sql: str, *params: Any, action: str) -> dict[str, Any] | None:
         sets = self.run(sql, *params, action=action)
@@ -60,7 +62,7 @@ class _Session:
 
 def _progress_from_messages(reporter: ProgressReporter) -> Callable[[Message], None]:
     def on_message(message: Message) -> None:
-        found = _PERCENT.search(message[1])
+        found = _PERCENT.search(clean_text(message[1])) if native_number(message) == PROGRESS else None
         if found:
             reporter(int(found.group(1)))
     return on_message
@@ -69,9 +71,9 @@ def _progress_from_messages(reporter: ProgressReporter) -> Callable[[Message], N
 class SqlServerEngine:
     """:class:`~workers.engines.base.DatabaseEngine` for SQL Server through pyodbc.
 
-    ``connect`` defaults to :func:`pyodbc.connect`; tests pass a scripted fake. Staging paths are paths *as
-    SQL Server sees them* (a UNC share); size and checksum come from the files when this process can read
-    them too, else from msdb backup history (no checksum).
+    ``connect`` defaults to :func:`pyodbc.connect`; tests pass the simulator's (tests/sqlsim). Staging paths
+    are paths *as SQL Server sees them* (a UNC share); size and checksum come from the files when this process
+    can read them too, else from msdb backup history (no checksum).
     """
 
     name = "sqlserver"
@@ -101,7 +103,7 @@ class SqlServerEngine:
                 self._ensure_credential(session, devices[0])
             statement = tsql.backup_database(name, devices, self._options(tsql.is_url(devices[0])))
             session.run(statement, action=f"BACKUP DATABASE {tsql.quote_name(name)}",
-                        on_message=_progress_from_messages(reporter))
+                        on_message=_progress_from_messages(reporter), database=name)
             reporter.done()
             history = self._history(session, name, devices[0])
             if self.settings.verify:
@@ -136,7 +138,8 @@ class SqlServerEngine:
                                      hint="The file is not a database backup: check the source path.")
             moves = tsql.plan_moves(database, files, data_path, log_path)
             session.run(tsql.restore_database(database, devices, moves, self.settings.stats_percent),
-                        action=f"RESTORE DATABASE {quoted}", on_message=_progress_from_messages(reporter))
+                        action=f"RESTORE DATABASE {quoted}", on_message=_progress_from_messages(reporter),
+                        database=database)
             reporter.done()
             row = session.first(tsql.DATABASE_STATE, database, action=f"check restored database {quoted}")
         state = str(row["state_desc"]) if row else "MISSING"
@@ -160,7 +163,7 @@ class SqlServerEngine:
         with self._session() as session:
             row = session.first(tsql.DATABASE_STATE, database, action=f"look up database {database!r}")
             for statement in tsql.drop_database(str(row["name"])) if row else []:
-                session.run(statement, action=statement.split(" WITH ")[0])
+                session.run(statement, action=statement.split(" WITH ")[0], database=str(row["name"]))
 
     # ----------------------------------------------------------------------------------------- helpers
     @contextlib.contextmanager
@@ -171,7 +174,7 @@ class SqlServerEngine:
             raise classify(exc, action=f"connect to SQL Server {self.server}") from None
         try:
             connection.timeout = self.settings.query_timeout
-            yield _Session(connection.cursor())
+            yield _Session(connection.cursor(), login=self.settings.username)
         finally:
             with contextlib.suppress(Exception):
                 connection.close()
@@ -200,10 +203,11 @@ class SqlServerEngine:
         session.run(tsql.verify_only(devices), action="RESTORE VERIFYONLY")
 
     def _history(self, session: _Session, name: str, device: str) -> dict[str, Any]:
-        """LSNs and sizes from msdb; best effort (the backup already succeeded)."""
+        """LSNs and sizes from msdb; best effort: the backup already succeeded, so no msdb error (transient or
+        permanent) may fail the job - a retry would only take a second full backup."""
         try:
             return session.first(tsql.BACKUP_HISTORY, name, device, action="read msdb backup history") or {}
-        except PermanentError as exc:
+        except DrError as exc:
             log.warning("backup of %s finished but msdb history is unreadable: %s", name, exc.message)
             return {}
 

@@ -1,0 +1,131 @@
+"""The catalog views, DMVs, msdb tables and functions the engine reads, as rows built from the server state.
+
+Column names and types follow the views' reference pages: sys.databases, sys.master_files,
+sys.configurations, sys.credentials, msdb.dbo.backupset / backupmediafamily (LSNs are numeric(25,0), pyodbc
+returns Decimal), sys.availability_groups, sys.dm_hadr_availability_replica_states, SERVERPROPERTY and
+sys.fn_hadr_backup_is_preferred_replica (1 for a database outside any availability group):
+https://learn.microsoft.com/en-us/sql/relational-databases/system-catalog-views/sys-databases-transact-sql
+https://learn.microsoft.com/en-us/sql/relational-databases/system-tables/backupset-transact-sql
+https://learn.microsoft.com/en-us/sql/relational-databases/system-functions/sys-fn-hadr-backup-is-preferred-replica-transact-sql
+https://learn.microsoft.com/en-us/sql/t-sql/functions/serverproperty-transact-sql
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Callable
+
+from tests.sqlsim.errors import SqlError, fail, record
+from tests.sqlsim.state import Login, Server
+
+Rows = list[dict[str, Any]]
+
+
+def _databases(server: Server, login: Login) -> Rows:
+    rows = []
+    for number, db in enumerate(server.databases.values(), start=5):
+        rows.append({"database_id": number, "name": db.name, "state_desc": db.state, "replica_id": db.replica_id,
+                     "recovery_model_desc": db.recovery_model, "user_access_desc": db.user_access,
+                     "containment_desc": db.containment, "log_reuse_wait_desc": db.log_reuse_wait})
+    return rows
+
+
+def _master_files(server: Server, login: Login) -> Rows:
+    ids = {r["name"]: r["database_id"] for r in _databases(server, login)}
+    return [{"database_id": ids[db.name], "file_id": f.file_id, "name": f.logical, "physical_name": f.physical,
+             "type_desc": "LOG" if f.kind == "L" else "ROWS"}
+            for db in server.databases.values() for f in db.files]
+
+
+def _msdb(server: Server, login: Login, table: str) -> None:
+    if server.faults.msdb_error is not None:
+        raise SqlError(record(server.faults.msdb_error, table))
+    if not login.sysadmin and not login.msdb_select:
+        raise fail(229, table)
+
+
+def _backupset(server: Server, login: Login) -> Rows:
+    _msdb(server, login, "backupset")
+    return [{"backup_set_id": h.backup_set_id, "media_set_id": h.backup_set_id, "database_name": h.database_name,
+             "first_lsn": Decimal(h.first_lsn), "last_lsn": Decimal(h.last_lsn),
+             "database_backup_lsn": Decimal(h.database_backup_lsn), "backup_size": Decimal(h.backup_size),
+             "compressed_backup_size": Decimal(h.compressed_backup_size), "is_copy_only": int(h.is_copy_only),
+             "type": h.type} for h in server.history]
+
+
+def _mediafamily(server: Server, login: Login) -> Rows:
+    _msdb(server, login, "backupmediafamily")
+    return [{"media_set_id": h.backup_set_id, "physical_device_name": h.physical_device_name,
+             "family_sequence_number": 1} for h in server.history]
+
+
+def _configurations(server: Server, login: Login) -> Rows:
+    value = int(server.contained_authentication)
+    return [{"name": "contained database authentication", "value": value, "value_in_use": value},
+            {"name": "backup compression default", "value": 0, "value_in_use": 0}]
+
+
+def _availability_groups(server: Server, login: Login) -> Rows:
+    ag = server.ag
+    return [{"name": ag.name, "automated_backup_preference_desc": ag.backup_preference.lower()}] if ag else []
+
+
+def _replicas(server: Server, login: Login) -> Rows:
+    ag = server.ag
+    if ag is None:
+        return []
+    names = list(ag.replicas) or [server.name]
+    return [{"replica_id": f"replica-{n}", "replica_server_name": n, "group_name": ag.name,
+             "backup_priority": ag.replicas[n].backup_priority if ag.replicas else 50,
+             "secondary_role_allow_connections_desc": "ALL"} for n in names]
+
+
+def _replica_states(server: Server, login: Login) -> Rows:
+    ag = server.ag
+    if ag is None:
+        return []
+    names = list(ag.replicas) or [server.name]
+    return [{"replica_id": f"replica-{n}", "role_desc": ag.role_of(n), "is_local": int(n == server.name),
+             "connected_state_desc": "CONNECTED" if not ag.replicas or ag.replicas[n].connected
+             else "DISCONNECTED"} for n in names]
+
+
+TABLES: dict[str, Callable[[Server, Login], Rows]] = {
+    "sys.databases": _databases, "sys.master_files": _master_files,
+    "msdb.dbo.backupset": _backupset, "msdb.dbo.backupmediafamily": _mediafamily,
+    "sys.credentials": lambda server, login: [{"name": n} for n in sorted(server.credentials)],
+    "sys.configurations": _configurations, "sys.availability_groups": _availability_groups,
+    "sys.dm_hadr_availability_replica_states": _replica_states, "sys.availability_replicas": _replicas,
+}
+
+
+def preferred_replica(server: Server, name: Any) -> int:
+    database = server.database(str(name))
+    if database is None:
+        return 0                                    # SQL Server 2019 CU20 / 2022 CU2 and later
+    ag = server.ag
+    if not database.ag_name or ag is None:
+        return 1
+    if ag.replicas:
+        return int(ag.preferred_backup_replica() == server.name)
+    role = ag.role
+    if ag.backup_preference == "PRIMARY":
+        return int(role == "PRIMARY")
+    if ag.backup_preference == "SECONDARY_ONLY":
+        return int(role == "SECONDARY")
+    if ag.backup_preference == "SECONDARY":
+        return int(role == "SECONDARY" or not ag.secondaries_online)
+    return 1
+
+
+def server_property(server: Server, name: Any) -> Any:
+    values = {"servername": server.name, "engineedition": server.engine_edition, "edition": server.edition,
+              "productversion": server.version, "productmajorversion": str(server.major),
+              "isclustered": 0, "ishadrenabled": int(server.ag is not None),
+              "instancedefaultdatapath": server.data_dir + "\\", "instancedefaultlogpath": server.data_dir + "\\"}
+    return values.get(str(name).lower())
+
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "sys.fn_hadr_backup_is_preferred_replica": preferred_replica,
+    "serverproperty": server_property,
+}
