@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #   0 ground       contracts                        event models, JSON Schemas
 #   1 framework    runtime, middleware              AMQP runner, topology, DLQ, errors, settings loading; the
 #                                                   middleware the runner calls (DESIGN.md puts it here)
-#   2 libraries    storage, engines, senders,       formats, stores, engines, senders, the file-share repository
-#                  artifacts, repository
+#   2 libraries    smb, storage, engines, senders,  SMB sessions and error classification, formats, stores,
+#                  artifacts, repository            engines, senders, the file-share repository
 #   3 workers      secrets, upload, dbbackup,       one folder per worker; never import each other
 #                  fileshare, catalog, notifier
 #   4 composition  app, cli, demo, drill, scheduler builds Settings, wires workers; `drill` is a composition-level
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS: dict[str, int] = {
     "contracts": 0,
     "runtime": 1, "middleware": 1,
-    "storage": 2, "engines": 2, "senders": 2, "artifacts": 2, "repository": 2,
+    "smb": 2, "storage": 2, "engines": 2, "senders": 2, "artifacts": 2, "repository": 2,
     "secrets": 3, "upload": 3, "dbbackup": 3, "fileshare": 3, "catalog": 3, "notifier": 3,
     "app": 4, "cli": 4, "demo": 4, "drill": 4, "scheduler": 4,
 }

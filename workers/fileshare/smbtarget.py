@@ -16,9 +16,10 @@ from smbprotocol.file_info import FileBasicInformation, FileRenameInformation
 from smbprotocol.open import CreateOptions, FilePipePrinterAccessMask as Access, SMB2SetInfoRequest
 from smbprotocol.structure import DateTimeField
 
-from workers.fileshare.tree import ATTRIBUTES, DIRECTORY, NORMAL, Stat, split_unc
+from workers.fileshare.tree import ATTRIBUTES, DIRECTORY, NORMAL, Stat
 from workers.repository.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
-from workers.storage.smbio import SMBFileTransaction, SMBRawIO, set_info
+from workers.smb.io import SMBFileTransaction, SMBRawIO, set_info
+from workers.smb.session import Session
 
 EPOCH = DateTimeField.EPOCH_FILETIME
 # Streamed reads ask for at most this much per READ (64 credits): larger READs save per-request work (-8% CPU
@@ -32,10 +33,11 @@ class SmbTarget:
     """Mixed into SmbTree (which provides ``_path``, ``_errors``, ``_kw``, ``_guard``, ``_checked``...)."""
 
     _kw: dict[str, Any]
+    session: Session
 
     def _make_root(self) -> None:
         """Create the target folder (and missing parents inside the share) like a local target's."""
-        names, base = split_unc(self._source)[2:], f"\\\\{self.host}\\{self.share}"
+        names, base = list(self.session.unc.dirs), f"\\\\{self.host}\\{self.share}"
         depth = len(names)
         while depth:                                          # the deepest folder that exists
             try:
@@ -76,7 +78,7 @@ class SmbTarget:
     def exists(self) -> bool:
         """Whether the target folder is there (a restore plan of a missing one: everything is created)."""
         with self._errors(""):
-            smbclient.register_session(self.host, **self._kw)
+            self.session.register()
             try:
                 smbclient.lstat(self._root, **self._kw)
             except OSError as exc:
@@ -88,7 +90,7 @@ class SmbTarget:
     def case_insensitive(self) -> bool:
         """Whether the server matches names regardless of case, seen on the root folder's own name (a share
         root alone: assumed, as Windows does)."""
-        names = split_unc(self._source)[2:]
+        names = list(self.session.unc.dirs)
         cased = [i for i, n in enumerate(names) if n.swapcase() != n]
         if not cased:
             return True
