@@ -6,21 +6,22 @@ import getpass
 import os
 import re
 from pathlib import Path
+from typing import ContextManager
 
 from contracts import utcnow
 from workers.runtime.config import Settings
 from workers.runtime.errors import ConfigurationError, PermanentError
-from workers.storage.base import StorageBackend
-from workers.storage.staged import Root, join, locate
+from workers.storage.staged import Root, Staged, join, locate
 
 DROP_SETTING = "APPSVC_DR_SECRETS__DROP_PATH"
 # what `publish secrets-rotated --file` and deploy/hooks/Publish-SecretsRotated.ps1 drop (and the export's own name)
 DROP_NAME = re.compile(r"SystemSecrets[A-Za-z0-9._-]*\.json", re.IGNORECASE)
 
 
-def locate_drop(path: str, settings: Settings) -> tuple[StorageBackend, str]:
+def locate_drop(path: str, settings: Settings) -> ContextManager[Staged]:
     """The backend and key of a dropped SystemSecrets*.json strictly inside APPSVC_DR_SECRETS__DROP_PATH
-    (:class:`~workers.storage.staged.PathRefused` otherwise, before any I/O)."""
+    (:class:`~workers.storage.staged.PathRefused` otherwise, before any I/O); the backend is closed when the
+    ``with`` block ends."""
     return locate(path, settings.staging, [Root(settings.secrets.drop_path, DROP_SETTING)], what="drop path",
                   name_pattern=DROP_NAME)
 
@@ -41,8 +42,7 @@ def copy_to_drop(source: Path, settings: Settings) -> str:
                              hint="Check that the right file was given.")
     name = f"SystemSecrets-{utcnow():%Y%m%dT%H%M%S%fZ}.json"
     target = join(drop_dir, name)
-    backend, key = locate_drop(target, settings)
-    with source.open("rb") as stream:
+    with locate_drop(target, settings) as (backend, key), source.open("rb") as stream:
         backend.put(key, stream, size=size)
     return target
 

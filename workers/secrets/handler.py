@@ -27,6 +27,7 @@ from workers.secrets.drop import locate_drop
 from workers.secrets.reader import HINT_EXPORT, read_secrets
 from workers.secrets.versions import (REFERENCE_NAME, ROTATED_AT_FORMAT, SecretsVersion, check_rotated_at, latest,
                                       version_id, version_key, versions)
+from workers.storage.staged import Staged
 
 log = logging.getLogger("appsvc_dr.secrets")
 
@@ -39,9 +40,13 @@ class SecretsHandler:
         self.settings, self.store, self.metrics = settings, store, metrics or Metrics()
 
     def rotated(self, event: SecretsRotated, ctx: JobContext) -> list[Envelope]:
-        p, cfg = event.payload, self.settings.secrets
+        p = event.payload
         check_rotated_at(p.rotated_at)
-        drop, drop_key = locate_drop(p.drop_path, self.settings)
+        with locate_drop(p.drop_path, self.settings) as located:
+            return self._rotate(event, ctx, located)
+
+    def _rotate(self, event: SecretsRotated, ctx: JobContext, located: Staged) -> list[Envelope]:
+        p, cfg, (drop, drop_key) = event.payload, self.settings.secrets, located
         try:
             data, fingerprint = read_secrets(drop, drop_key, p.drop_path, cfg.max_size)
         except PermanentError:

@@ -11,7 +11,7 @@ from workers.artifacts.sets import require_planned
 from workers.runtime.config import Settings
 from workers.runtime.errors import PermanentError
 from workers.runtime.worker import JobContext, WorkerSpec
-from workers.storage.staged import locate, staging_roots
+from workers.storage.staged import Staged, locate, staging_roots
 
 WORKER = "upload"
 
@@ -24,8 +24,12 @@ class UploadHandler:
 
     def __call__(self, event: ArtifactReady, ctx: JobContext) -> list[Envelope]:
         p = event.payload
+        with locate(p.staged_path, self.settings.staging, staging_roots(self.settings.staging)) as staged:
+            return self._upload(event, ctx, staged)
+
+    def _upload(self, event: ArtifactReady, ctx: JobContext, located: Staged) -> list[Envelope]:
+        p, (staged, staged_key) = event.payload, located
         key = artifact_key(event.stamp, event.correlation_id, p.component, p.name)
-        staged, staged_key = locate(p.staged_path, self.settings.staging, staging_roots(self.settings.staging))
         require_planned(self.store.backend, event, self.settings.retention.set_deadline)  # planned sets only
         started = time.monotonic()
         stored = self.store.put(key, lambda: staged.open(staged_key), known_sha256=p.sha256,
