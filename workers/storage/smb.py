@@ -14,7 +14,6 @@ from datetime import datetime, timezone
 from typing import Any, BinaryIO, Iterator
 
 import smbclient
-from smbprotocol.file_info import FileRenameInformation
 from smbprotocol.open import FilePipePrinterAccessMask
 
 from workers.storage._streams import CHUNK, SizedReader, reader
@@ -22,7 +21,8 @@ from workers.storage.base import (META_SUFFIX, PARTIAL_MARK, InvalidArgument, Ob
                                   StorageError, StorageFull, StorageMisconfigured, StoragePermissionDenied,
                                   StorageUnavailable, is_hidden_name, validate_key, validate_metadata,
                                   validate_prefix)
-from workers.smb.io import SMBFileTransaction, SMBRawIO, set_info  # smbclient._io, see smb.io
+from workers.smb.io import SMBRawIO  # smbclient._io, see smb.io
+from workers.smb.rename import rename
 from workers.smb.session import Session
 from workers.smb.status import Kind, SettingNames, classify, kind_of, ntstatus
 from workers.smb.unc import parse_unc
@@ -162,19 +162,10 @@ class SmbStore:
             return smbclient.open_file(tmp, mode="xb", **self._kw)
 
     def _replace(self, src: str, dst: str) -> None:
-        """Rename ``src`` over ``dst`` with one SET_INFO. (``smbclient.replace`` first opens ``dst`` for
-        FILE_EXECUTE, which Samba refuses for files without the x bit.)"""
+        """Rename ``src`` over ``dst`` with one SET_INFO on ``src``'s handle (``workers.smb.rename``)."""
         with SMBRawIO(src, mode="r", share_access="rwd", desired_access=FilePipePrinterAccessMask.DELETE,
                       **self._kw) as raw:
-            rel = raw.fd.file_name
-            tree = raw.fd.tree_connect
-            if tree.is_dfs_share and rel.startswith(tree.share_name[2:]):
-                rel = rel[len(tree.share_name) - 1:]
-            rename = FileRenameInformation()
-            rename["replace_if_exists"] = True
-            rename["file_name"] = ntpath.join(ntpath.dirname(rel), ntpath.basename(dst))
-            with SMBFileTransaction(raw) as transaction:
-                set_info(transaction, rename)
+            rename(raw.fd, ntpath.basename(dst))
 
     def _stat(self, path: str, key: str) -> ObjectInfo:
         with self._errors("stat", key, missing_ok=False):
