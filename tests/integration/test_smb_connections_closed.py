@@ -1,8 +1,10 @@
 """Every SMB connection the house opens is closed after use, seen from the real Samba server (``smbstatus``):
-a store's close(), the staged-file lookup's ``with`` block (also when the block fails), and the upload worker,
-which opens a connection per staged file and must not leave it behind while it keeps running."""
+a store's close(), the staged-file lookup's ``with`` block (also when the block fails), the upload worker (a
+connection per staged file, not left behind while it keeps running; its artifact store's when it stops) and a
+CLI command."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import time
@@ -10,9 +12,11 @@ import time
 import pytest
 
 from contracts import ArtifactReady, ArtifactReadyPayload
-from tests.fixtures.rabbit import running, tap, wait_for
+from tests.fixtures.rabbit import running, settings_for, tap, wait_for
 from tests.fixtures.smbd import SmbServer
 from tests.integration.test_upload_worker import planned, stage, upload_settings
+from tests.unit.certs import signed
+from tests.unit.forge import plan_set
 from workers.app import App
 from workers.cli import main
 from workers.runtime.config import load_settings
@@ -102,4 +106,32 @@ def test_a_cli_command_closes_the_store_it_opened(smb_server: SmbServer, monkeyp
     assert main(["artifacts", "list", "--stamp", "stamp1"]) == 0
     assert "no backup sets for stamp stamp1" in capsys.readouterr().out
     # Then the store's session is gone from the server
+    assert settled(smb_server, before) == set()
+
+
+def test_a_worker_logs_off_its_smb_artifact_store_when_it_stops(rabbit_vhost, tmp_path,
+                                                                 smb_server: SmbServer) -> None:
+    # Given an upload worker whose artifact store is on the share, and a planned set there
+    store = {"kind": "smb", "smb_path": smb_server.unc(f"store-{rabbit_vhost}"), "smb_username": smb_server.username,
+             "smb_password": smb_server.password, "smb_port": smb_server.port}
+    settings = settings_for(rabbit_vhost, store=store, staging={
+        "smb_username": smb_server.username, "smb_password": smb_server.password, "smb_port": smb_server.port,
+        "database_dir": smb_server.unc("staging")})
+    with contextlib.closing(SmbStore(store["smb_path"], smb_server.username, smb_server.password,
+                                     port=smb_server.port)) as planner:
+        plan_set(signed(planner, tmp_path), "set-w", "databases")
+    body = b"stored on the share " * 100
+    staged = stage(smb_server, "w.bak", body)
+    seen: list = []
+    before = smb_server.sessions()
+    with running(App(settings, ["upload", tap(seen, "artifact-stored")])):
+        # When it stored an artifact (its store's session stays open while it runs, for the next one)
+        with Publisher(settings.broker) as pub:
+            pub.publish(ArtifactReady(source="test", stamp="stamp1", correlation_id="set-w",
+                                      payload=ArtifactReadyPayload(component="databases", name="w.bak",
+                                                                   staged_path=staged, size=len(body),
+                                                                   sha256=hashlib.sha256(body).hexdigest())))
+        wait_for(lambda: seen, 30, what="artifact-stored")
+        assert len(smb_server.sessions() - before) == 1
+    # Then once it stopped, the server holds no session of it
     assert settled(smb_server, before) == set()

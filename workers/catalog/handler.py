@@ -194,7 +194,8 @@ SPEC = WorkerSpec(WORKER, {BackupDue: CatalogHandler.backup_due, ArtifactStored:
 
 def build_catalog_worker(settings: Settings, store: ArtifactStore | None = None) -> WorkerSpec:
     """The ``catalog`` worker. It only reads records and writes small JSON files: no certificate needed."""
+    owned = store is None                                      # a store given by the caller is the caller's to close
     store = store or ArtifactStore(attach(build_store(settings.store), trust_from_settings(settings.encryption)))
     handler = CatalogHandler(settings.retention, store,        # signs plans and markers, checks what it reads
                              databases=len(settings.database.databases), components=tuple(settings.components))
-    return SPEC.bind(handler)
+    return SPEC.bind(handler, on_shutdown=store.close if owned else None)

@@ -153,6 +153,7 @@ SPEC = WorkerSpec(WORKER, {BackupDue: FileshareHandler.backup_due,
 
 
 def build_fileshare_worker(settings: Settings, store: ArtifactStore | None = None) -> WorkerSpec:
+    owned = store is None                                      # a store given by the caller is the caller's to close
     store = store or ArtifactStore.from_settings(settings.store, settings.encryption, verify=settings.upload.verify)
     handler = FileshareHandler(settings, store)
-    return SPEC.bind(handler)
+    return SPEC.bind(handler, on_shutdown=store.close if owned else None)

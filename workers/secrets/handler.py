@@ -139,4 +139,4 @@ def build_secrets_worker(settings: Settings, metrics: Metrics | None = None) -> 
     store = ArtifactStore.from_settings(settings.store, settings.encryption, verify=settings.upload.verify)
     handler = SecretsHandler(settings, store, metrics)
     handler.publish_newest(settings.stamp)
-    return SPEC.bind(handler)
+    return SPEC.bind(handler, on_shutdown=store.close)                            # logs off an SMB store

@@ -53,4 +53,4 @@ SPEC = WorkerSpec(WORKER, {ArtifactReady: UploadHandler.__call__}, concurrency=2
 
 def build_upload_worker(settings: Settings) -> WorkerSpec:
     store = ArtifactStore.from_settings(settings.store, settings.encryption, verify=settings.upload.verify)
-    return SPEC.bind(UploadHandler(settings, store))
+    return SPEC.bind(UploadHandler(settings, store), on_shutdown=store.close)     # logs off an SMB store
