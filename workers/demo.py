@@ -6,6 +6,7 @@ flow goes quiet), then what landed in the store and how to restore it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import shutil
@@ -201,8 +202,9 @@ def drill(settings: Settings, key: Path, out) -> bool:
 
     out("\nrestore drill: the set just made, restored into scratch space and verified")
     store = ArtifactStore(attach(build_store(settings.store), trust_from_settings(settings.encryption)))
-    result, _ = run_drill(settings, store, KeyRing.from_files(keys=[key]), settings.stamp,
-                          say=lambda line: out(f"  {line}"))
+    with contextlib.closing(store):
+        result, _ = run_drill(settings, store, KeyRing.from_files(keys=[key]), settings.stamp,
+                              say=lambda line: out(f"  {line}"))
     out("\n".join(f"  {line}" for line in table(result)))
     return result.passed
 

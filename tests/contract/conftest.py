@@ -41,4 +41,4 @@ def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[StorageBackend]:
         for info in list(backend.list("")):
             backend.delete(info.key)
     with contextlib.suppress(Exception):
-        backend.close()  # type: ignore[attr-defined]
+        backend.close()

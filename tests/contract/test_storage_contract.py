@@ -1,6 +1,7 @@
 """One contract for every StorageBackend: local directory, S3 (moto over real HTTP), SMB (real smbd)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import random
@@ -173,6 +174,19 @@ def test_delete_is_idempotent_and_exists_follows(store: StorageBackend) -> None:
     assert [i.key for i in store.list("d/")] == ["d/keep"]
     with pytest.raises(ObjectNotFound):
         store.stat("d/obj")
+
+
+def test_close_is_idempotent_and_a_closed_store_reconnects_when_used(store: StorageBackend) -> None:
+    # Given a store that has been used (connected, for a network store)
+    store.put("c/k", io.BytesIO(b"kept"))
+    # When it is closed, twice, and a closed store is closed again through contextlib.closing
+    store.close()
+    store.close()
+    with contextlib.closing(store):
+        # Then nothing is lost: used again it reconnects and reads, writes and lists as before
+        assert read_all(store, "c/k") == b"kept"
+        store.put("c/l", io.BytesIO(b"new"))
+        assert [i.key for i in store.list("c/")] == ["c/k", "c/l"]
 
 
 def test_overwrite_replaces_the_content(store: StorageBackend) -> None:

@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #   1 framework    runtime, middleware              AMQP runner, topology, DLQ, errors, its own settings sections
 #                                                   (broker, retry, worker, metrics, log) and the small parsers
 #                                                   every section may use; the middleware the runner calls
-#   2 libraries    storage, engines, senders,       formats, stores, engines, senders, the file-share repository
-#                  artifacts, repository
+#   2 libraries    smb, storage, engines, senders,  SMB sessions and error classification, formats, stores,
+#                  artifacts, repository            engines, senders, the file-share repository
 #   3 workers      secrets, upload, dbbackup,       one folder per worker; never import each other
 #                  fileshare, catalog, notifier
 #   4 composition  app, cli, demo, drill,          `config` holds the root Settings and load_settings; `app` hands
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS: dict[str, int] = {
     "contracts": 0,
     "runtime": 1, "middleware": 1,
-    "storage": 2, "engines": 2, "senders": 2, "artifacts": 2, "repository": 2,
+    "smb": 2, "storage": 2, "engines": 2, "senders": 2, "artifacts": 2, "repository": 2,
     "secrets": 3, "upload": 3, "dbbackup": 3, "fileshare": 3, "catalog": 3, "notifier": 3,
     "app": 4, "cli": 4, "demo": 4, "drill": 4, "scheduler": 4, "config": 4,
 }

@@ -103,8 +103,8 @@ def test_the_one_private_module_we_use_is_imported_in_one_place_only():
                  for node in ast.walk(ast.parse(path.read_text()))
                  if (isinstance(node, ast.ImportFrom) and node.module == "smbclient._io")
                  or (isinstance(node, ast.Import) and any(a.name == "smbclient._io" for a in node.names))]
-    # Then only workers/storage/smbio.py imports it (smbprotocol is pinned to the tested minor for it)
-    assert importers == ["storage/smbio.py"]
+    # Then only workers/smb/io.py imports it (smbprotocol is pinned to the tested minor for it)
+    assert importers == ["smb/io.py"]
 
 
 BREACHES = {

@@ -43,7 +43,8 @@ SETTINGS = load_settings().staging
 def test_escapes_are_refused_naming_the_setting(roots, tmp_path, path):
     root, allowed = roots
     with pytest.raises(PathRefused) as refused:
-        locate(path.format(root=root, tmp=tmp_path), SETTINGS, allowed)
+        with locate(path.format(root=root, tmp=tmp_path), SETTINGS, allowed):
+            pass
     assert "APPSVC_DR_STAGING__DATABASE_DIR" in refused.value.message + refused.value.hint
 
 
@@ -52,8 +53,8 @@ def test_escapes_are_refused_naming_the_setting(roots, tmp_path, path):
 ])
 def test_local_paths_inside_the_root_open_there(roots, path, key):
     root, allowed = roots
-    backend, found = locate(path.format(root=root), SETTINGS, allowed)
-    assert isinstance(backend, LocalStore) and backend.root == root.resolve() and found == key
+    with locate(path.format(root=root), SETTINGS, allowed) as (backend, found):
+        assert isinstance(backend, LocalStore) and backend.root == root.resolve() and found == key
 
 
 @pytest.mark.parametrize("path, key", [
@@ -63,12 +64,16 @@ def test_local_paths_inside_the_root_open_there(roots, path, key):
 ])
 def test_unc_paths_match_the_configured_share_whatever_the_case_and_separators(roots, path, key):
     _, allowed = roots
-    backend, found = locate(path, SETTINGS, allowed)
-    # the store connects to the configured spelling of host and share, never the event's
-    assert isinstance(backend, SmbStore) and backend.host == "Fs1.contoso.local" and found == key
+    with locate(path, SETTINGS, allowed) as (backend, found):
+        # the store connects to the configured spelling of host and share, never the event's
+        assert isinstance(backend, SmbStore) and backend.host == "Fs1.contoso.local" and found == key
+        # and a failure there names the staging settings, not the artifact store's
+        assert backend.settings.username == "APPSVC_DR_STAGING__SMB_USERNAME"
+        assert backend.settings.path == "APPSVC_DR_STAGING__ROOTS"
 
 
 def test_no_configured_root_refuses_everything(tmp_path):
     with pytest.raises(PathRefused, match="no location is configured") as refused:
-        locate(str(tmp_path / "x.bak"), SETTINGS, [Root("", "APPSVC_DR_SECRETS__DROP_PATH")])
+        with locate(str(tmp_path / "x.bak"), SETTINGS, [Root("", "APPSVC_DR_SECRETS__DROP_PATH")]):
+            pass
     assert "APPSVC_DR_SECRETS__DROP_PATH" in refused.value.hint

@@ -93,6 +93,10 @@ class ArtifactStore:
     def trust(self) -> Trust:
         return trust_of(self.backend)
 
+    def close(self) -> None:
+        """Release the backend's connections (see ``StorageBackend.close``)."""
+        self.backend.close()
+
     # ---- records ---------------------------------------------------------------------------------
     def record(self, key: str, *, verify: bool = True, required: bool = False) -> StoredArtifact | None:
         """The record of ``key``, its signature checked (``verify``) when verify keys are configured or

@@ -200,4 +200,4 @@ def build_catalog_worker(*, retention: RetentionSettings, store: StoreSettings, 
     artifacts = ArtifactStore(attach(build_store(store), trust_from_settings(encryption)))
     handler = CatalogHandler(retention, artifacts,        # signs plans and markers, checks what it reads
                              databases=len(database.databases), components=tuple(components))
-    return SPEC.bind(handler)
+    return SPEC.bind(handler, on_shutdown=artifacts.close)

@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args)
         if getattr(args, "allow_unsigned", False):          # --allow-unsigned (key options): legacy reads
             settings.encryption.allow_unsigned = True
-        return int(args.func(args, settings) or 0)
+        from workers.cli.stores import closing_stores
+        with closing_stores():                               # every store the command opened is closed after it
+            return int(args.func(args, settings) or 0)
     except DrError as exc:
         print(f"error: {exc.message}\nhow to fix: {exc.hint}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from workers.cli.output import write_atomically
 from workers.cli.progress import MiB, ProgressBar
 from workers.cli.snapshots_cmd import duration_arg, print_forget
 from workers.config import Settings
+from workers.cli.stores import opened
 from workers.repository.forget import Policy, forget
 from workers.repository.repo import Repository
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError
@@ -67,7 +68,7 @@ def _store(settings: Settings) -> ArtifactStore:
 
 
 def _backend(settings: Settings):
-    return attach(build_store(settings.store), trust_from_settings(settings.encryption))
+    return opened(attach(build_store(settings.store), trust_from_settings(settings.encryption)))
 
 
 # ------------------------------------------------------------------------------------------- list

@@ -11,7 +11,6 @@ with how to fix it (see ``workers/catalog/skips.py``).
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 
@@ -87,11 +86,9 @@ class DbBackupHandler:
         with tempfile.TemporaryDirectory(prefix="appsvc-dr-dump-") as tmp:
             local = os.path.join(tmp, staged_name)
             result = self.engine.backup(database, local, progress)
-            backend, key = locate(staged, self.staging, [Root(directory, DATABASE_DIR_SETTING)])
-            with open(local, "rb") as source:
+            with locate(staged, self.staging, [Root(directory, DATABASE_DIR_SETTING)]) as (backend, key), \
+                    open(local, "rb") as source:
                 backend.put(key, source, size=result.size)
-            with contextlib.suppress(AttributeError):
-                backend.close()  # type: ignore[attr-defined]
         return result, staged
 
 

@@ -27,13 +27,13 @@ def _staged_copy(staging: StagingSettings, engine_name: str, name: str, fill):
     directory = staging.database_dir
     if is_unc(directory) and engine_name != "postgres":   # SQL Server reads the share; pg_restore a local file
         path = join(directory, name)
-        backend, key = locate(path, staging, [Root(directory, DATABASE_DIR_SETTING)])
-        try:
-            fill(backend, key)
-            yield path
-        finally:
-            with contextlib.suppress(Exception):
-                backend.delete(key)
+        with locate(path, staging, [Root(directory, DATABASE_DIR_SETTING)]) as (backend, key):
+            try:
+                fill(backend, key)
+                yield path
+            finally:
+                with contextlib.suppress(Exception):
+                    backend.delete(key)
         return
     parent = tempfile.gettempdir() if is_unc(directory) else directory
     make_private_dirs(parent)

@@ -157,5 +157,6 @@ SPEC = WorkerSpec(WORKER, {BackupDue: FileshareHandler.backup_due,
 def build_fileshare_worker(*, fileshare: FileshareSettings, store: StoreSettings, encryption: EncryptionSettings,
                            verify: VerifyMode, retention: RetentionSettings) -> WorkerSpec:
     """The ``fileshare`` worker, storing with ``verify`` (the upload section's mode)."""
-    handler = FileshareHandler(fileshare, retention, ArtifactStore.from_settings(store, encryption, verify=verify))
-    return SPEC.bind(handler)
+    artifacts = ArtifactStore.from_settings(store, encryption, verify=verify)
+    handler = FileshareHandler(fileshare, retention, artifacts)
+    return SPEC.bind(handler, on_shutdown=artifacts.close)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 
-from workers.fileshare.tree import LocalTree, SourceMisconfigured, Tree, split_unc
+from workers.fileshare.tree import LocalTree, SourceMisconfigured, Tree
+from workers.smb.unc import split_unc
 
 
 def open_tree(source: str, *, username: str | None = None, password=None, port: int = 445,

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ntpath
 from typing import Any, BinaryIO, Iterator
 
 import smbclient
-from smbprotocol.file_info import FileBasicInformation, FileRenameInformation
-from smbprotocol.open import CreateOptions, FilePipePrinterAccessMask as Access, SMB2SetInfoRequest
+from smbprotocol.file_info import FileBasicInformation
+from smbprotocol.open import CreateOptions, FilePipePrinterAccessMask as Access
 from smbprotocol.structure import DateTimeField
 
-from workers.fileshare.tree import ATTRIBUTES, DIRECTORY, NORMAL, Stat, split_unc
+from workers.fileshare.tree import ATTRIBUTES, DIRECTORY, NORMAL, Stat
 from workers.repository.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
-from workers.storage.smbio import SMBFileTransaction, SMBRawIO, set_info
+from workers.smb.io import SMBFileTransaction, SMBRawIO, set_info
+from workers.smb.rename import rename, rename_info
+from workers.smb.session import Session
 
 EPOCH = DateTimeField.EPOCH_FILETIME
 # Streamed reads ask for at most this much per READ (64 credits): larger READs save per-request work (-8% CPU
@@ -32,10 +33,11 @@ class SmbTarget:
     """Mixed into SmbTree (which provides ``_path``, ``_errors``, ``_kw``, ``_guard``, ``_checked``...)."""
 
     _kw: dict[str, Any]
+    session: Session
 
     def _make_root(self) -> None:
         """Create the target folder (and missing parents inside the share) like a local target's."""
-        names, base = split_unc(self._source)[2:], f"\\\\{self.host}\\{self.share}"
+        names, base = list(self.session.unc.dirs), f"\\\\{self.host}\\{self.share}"
         depth = len(names)
         while depth:                                          # the deepest folder that exists
             try:
@@ -64,7 +66,7 @@ class SmbTarget:
                 yield _Translating(fh, self, rel)       # type: ignore[misc]
                 with self._errors(rel):
                     fh.flush()
-                    _rename(fh.raw.fd, names[-1])
+                    rename(fh.raw.fd, names[-1])
             finally:
                 with self._errors(rel):
                     fh.close()
@@ -76,7 +78,7 @@ class SmbTarget:
     def exists(self) -> bool:
         """Whether the target folder is there (a restore plan of a missing one: everything is created)."""
         with self._errors(""):
-            smbclient.register_session(self.host, **self._kw)
+            self.session.register()
             try:
                 smbclient.lstat(self._root, **self._kw)
             except OSError as exc:
@@ -88,7 +90,7 @@ class SmbTarget:
     def case_insensitive(self) -> bool:
         """Whether the server matches names regardless of case, seen on the root folder's own name (a share
         root alone: assumed, as Windows does)."""
-        names = split_unc(self._source)[2:]
+        names = list(self.session.unc.dirs)
         cased = [i for i, n in enumerate(names) if n.swapcase() != n]
         if not cased:
             return True
@@ -124,7 +126,7 @@ class SmbTarget:
             raw.open(transaction=transaction)
             if data:
                 transaction += raw.fd.write(data, 0, send=False)
-            set_info(transaction, _rename_info(raw.fd, names[-1]))
+            set_info(transaction, rename_info(raw.fd, names[-1]))
             set_info(transaction, _basic(mtime_ns, attrs, False))         # after the rename, or Samba drops them
             transaction += raw.fd.close(send=False)
             try:
@@ -146,7 +148,7 @@ class SmbTarget:
     def rename(self, rel: str, new_name: str) -> None:
         """Rename ``rel`` (file or directory) to ``new_name`` beside it, never replacing anything."""
         parts(new_name)
-        self._set_info(rel, Access.DELETE, lambda fd: _rename_info(fd, new_name, replace=False))
+        self._set_info(rel, Access.DELETE, lambda fd: rename_info(fd, new_name, replace=False))
         with self._guard:
             self._checked = {c for c in self._checked if c != rel and not c.startswith(rel + "/")}
 
@@ -224,25 +226,6 @@ def _basic(mtime_ns: int | None, attrs: int | None, is_dir: bool) -> FileBasicIn
         bits = attrs & ATTRIBUTES
         info["file_attributes"] = bits | DIRECTORY if is_dir else bits or NORMAL
     return info
-
-
-def _rename_info(fd: Any, name: str, replace: bool = True) -> FileRenameInformation:
-    info = FileRenameInformation()
-    info["replace_if_exists"] = replace
-    info["file_name"] = ntpath.join(ntpath.dirname(fd.file_name), name)
-    return info
-
-
-def _rename(fd: Any, name: str) -> None:
-    """Rename an open file to ``name`` in its directory, replacing a file there (not following a reparse point):
-    SET_INFO FileRenameInformation on the handle. ``smbclient.replace`` would first open the destination for
-    FILE_EXECUTE, which Samba refuses on a file without the x bit."""
-    info = _rename_info(fd, name)
-    request = SMB2SetInfoRequest()
-    request["info_type"], request["file_info_class"] = info.INFO_TYPE, info.INFO_CLASS
-    request["file_id"], request["buffer"] = fd.file_id, info
-    fd.connection.receive(fd.connection.send(request, fd.tree_connect.session.session_id,
-                                             fd.tree_connect.tree_connect_id))
 
 
 class _Translating:

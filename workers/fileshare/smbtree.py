@@ -24,34 +24,31 @@ import threading
 from typing import Any, BinaryIO, Iterator
 
 import smbclient
-from smbprotocol.exceptions import NoMoreFiles, NoSuchFile, SMBAuthenticationError, SMBException, \
-    SMBResponseException
+from smbprotocol.exceptions import NoMoreFiles, NoSuchFile
 from smbprotocol.file_info import FileInformationClass
 from smbprotocol.open import SMB2QueryDirectoryResponse
 from smbprotocol.structure import DateTimeField
 
 from workers.fileshare.smbtarget import SmbTarget, _Translating
 from workers.fileshare.tree import DIRECTORY, FileProblem, SourceDenied, SourceMisconfigured, \
-    SourceUnavailable, Stat, split_unc
+    SourceUnavailable, Stat
 from workers.repository.paths import parts
-from workers.storage.smbio import SMBDirectoryIO, SMBFileTransaction, SMBRawIO
+from workers.runtime.errors import PermanentError
+from workers.smb.io import SMBDirectoryIO, SMBFileTransaction, SMBRawIO
+from workers.smb.session import Session
+from workers.smb.status import Kind, SettingNames, classify, ntstatus
+from workers.smb.unc import parse_unc
 
 EPOCH = DateTimeField.EPOCH_FILETIME
 _DIR_INFO = struct.Struct("<IIQQQQQQIIIIQ")        # FileIdFullDirectoryInformation up to FileName
-_CREDENTIALS = {0xC000006D, 0xC000006A, 0xC0000071, 0xC0000072, 0xC000006E, 0xC0000234, 0xC0000193, 0xC0000224}
-_LOCKED = {0xC0000043, 0xC0000054, 0xC0000055}      # SHARING_VIOLATION, FILE_LOCK_CONFLICT, LOCK_NOT_GRANTED
-_DENIED = {0xC0000022, 0xC00000A2}                  # ACCESS_DENIED, MEDIA_WRITE_PROTECTED
-_MISSING = {0xC0000034, 0xC000003A, 0xC000000F, 0xC0000056, 0xC00000BA, 0xC0000103}
-_NO_SHARE = {0xC00000CC, 0xC0000225, 0xC00000BE}
+FILESHARE_SETTINGS = SettingNames("APPSVC_DR_FILESHARE__SOURCE", "APPSVC_DR_FILESHARE__USERNAME",
+                                  "APPSVC_DR_FILESHARE__PASSWORD", "APPSVC_DR_FILESHARE__PORT",
+                                  "APPSVC_DR_FILESHARE__ENCRYPT")
 _END_OF_FILE = 0xC0000011
 _NO_ID = 0xFFFF_FFFF_FFFF_FFFF                     # a FileId the server does not know (MS-FSCC: all ones)
 _CLOSE = struct.Struct("<HHIQQQQQQI")              # SMB2 CLOSE response
 _QUERY_OUTPUT = 64 * 1024                             # one credit per QUERY_DIRECTORY
 CREDITS = 512
-
-
-def _secret(value: Any) -> str | None:
-    return value.get_secret_value() if hasattr(value, "get_secret_value") else value
 
 
 def _ns(filetime: int) -> int:
@@ -71,15 +68,16 @@ class SmbTree(SmbTarget):
 
     def __init__(self, source: str, *, username: str | None = None, password: Any = None, port: int = 445,
                  encrypt: bool = True, timeout: float = 30.0, create: bool = False) -> None:
-        parts = split_unc(source)
-        if not parts or len(parts) < 2 or any(p in (".", "..") for p in parts):
+        unc = parse_unc(source)
+        if unc is None:
             raise SourceMisconfigured(f"invalid SMB path {source!r}")
-        self.host, self.share, self.port = parts[0], parts[1], port
-        self._root = "\\\\" + "\\".join(parts)
-        self.name = f"smb://{self.host}{'' if port == 445 else f':{port}'}/{'/'.join(parts[1:])}"
-        self._source, self._username, self._password, self._encrypt = source, username, _secret(password), encrypt
-        self._kw: dict[str, Any] = dict(username=username, password=self._password, port=port, encrypt=encrypt,
-                                        connection_timeout=timeout, connection_cache={})
+        self.host, self.share, self.port = unc.host, unc.share, port
+        self._root = unc.path
+        self.name = unc.url(port)
+        self.session = Session(unc, username=username, password=password, port=port, encrypt=encrypt,
+                               timeout=timeout)
+        self._kw = self.session.kw
+        self._source, self._username, self._password, self._encrypt = source, username, self._kw["password"], encrypt
         self._checked: set[str] = set()                  # directories seen to be real directories (restore)
         self._create = create                            # a restore target: create the root folder if missing
         self._guard = threading.Lock()
@@ -99,7 +97,7 @@ class SmbTree(SmbTarget):
     # ------------------------------------------------------------------------------------------ session
     def connect(self) -> None:
         with self._errors(""):
-            smbclient.register_session(self.host, **self._kw)
+            self.session.register()
             if self._create:
                 self._make_root()
             st = smbclient.stat(self._root, **self._kw)
@@ -109,7 +107,7 @@ class SmbTree(SmbTarget):
             raise SourceMisconfigured(f"{self.name} is not a directory")
 
     def close(self) -> None:
-        smbclient.reset_connection_cache(fail_on_error=False, connection_cache=self._kw["connection_cache"])
+        self.session.close()
 
     # ------------------------------------------------------------------------------------------ reading
     def scandir(self, rel: str) -> list[Stat]:
@@ -158,7 +156,7 @@ class SmbTree(SmbTarget):
             try:
                 transaction.commit()
             except OSError as exc:
-                if getattr(exc, "ntstatus", None) == _END_OF_FILE:   # it shrank to 0 bytes meanwhile
+                if ntstatus(exc) == _END_OF_FILE:   # it shrank to 0 bytes meanwhile
                     raise FileProblem("changed", f"{rel}: changed while it was read") from None
                 raise
         data, closed = (transaction.results[1], transaction.results[2]) if listed.size else \
@@ -190,31 +188,36 @@ class SmbTree(SmbTarget):
             raise mapped from exc
 
     def classify(self, exc: BaseException, rel: str) -> Exception | None:
-        status = getattr(exc, "ntstatus", None) or (exc.status if isinstance(exc, SMBResponseException) else None)
-        where = f"{self.name}/{rel}" if rel else self.name
-        detail = f"{where}: {type(exc).__name__}" + (f" (NTSTATUS 0x{status:08x})" if status else f": {exc}")
-        if isinstance(exc, SMBAuthenticationError) or status in _CREDENTIALS:
+        """The tree's error for ``exc`` (``workers.smb.status`` decides the kind): about the tree itself when
+        ``rel`` is the root or the kind concerns the whole share, else a :class:`FileProblem` of one file."""
+        failure = classify(exc, f"{self.name}/{rel}" if rel else self.name, host=self.host, share=self.share,
+                           port=self.port, settings=FILESHARE_SETTINGS)
+        if failure is None:
+            return None
+        kind, detail = failure.kind, failure.detail
+        if kind is Kind.CREDENTIALS:
             return SourceDenied(detail)
-        if status in _NO_SHARE:
-            return SourceMisconfigured(detail, hint=f"Share {self.share!r} does not exist on {self.host}: fix "
-                                                    "APPSVC_DR_FILESHARE__SOURCE.")
-        if status in _DENIED and not rel:
-            return SourceDenied(detail, hint="The account may not read the share: grant it read access (the App "
-                                             "Service FileShareOwner has it), or fix APPSVC_DR_FILESHARE__USERNAME.")
-        if status in _LOCKED:
-            return FileProblem("locked", f"{rel}: in use by another process (sharing violation)")
-        if status in _DENIED:
-            return FileProblem("denied", f"{rel}: access denied")
-        if status in _MISSING:
-            return FileProblem("vanished", f"{rel}: no longer exists") if rel else \
-                SourceMisconfigured(detail, hint=r"The directory in APPSVC_DR_FILESHARE__SOURCE does not exist.")
-        if isinstance(exc, SMBException) and "encryption is required" in str(exc):
-            return SourceMisconfigured(detail, hint="The file server cannot encrypt SMB traffic: enable SMB 3, "
-                                                    "or set APPSVC_DR_FILESHARE__ENCRYPT=false on a trusted network.")
-        if isinstance(exc, (SMBException, OSError, EOFError)) or (
-                isinstance(exc, ValueError) and "Failed to connect" in str(exc)):
+        if kind in (Kind.NO_SHARE, Kind.NO_ENCRYPTION):
+            return SourceMisconfigured(detail, hint=failure.hint)
+        if kind is Kind.FULL:
+            return PermanentError(detail, hint=failure.hint)
+        if kind is Kind.UNREACHABLE:
             return SourceUnavailable(detail)
-        return None
+        if not rel:
+            if kind is Kind.DENIED:
+                return SourceDenied(detail, hint="The account may not read the share: grant it read access (the "
+                                                 "App Service FileShareOwner has it), or fix "
+                                                 "APPSVC_DR_FILESHARE__USERNAME.")
+            if kind is not Kind.LOCKED:
+                return SourceMisconfigured(detail, hint=r"The directory in APPSVC_DR_FILESHARE__SOURCE does not "
+                                                        "exist (or is not a usable directory).")
+        if kind is Kind.LOCKED:
+            return FileProblem("locked", f"{rel}: in use by another process (sharing violation)")
+        if kind is Kind.DENIED:
+            return FileProblem("denied", f"{rel}: access denied")
+        if kind is Kind.NAME_CONFLICT:
+            return FileProblem("denied", f"{rel}: the name exists already or the server refuses it")
+        return FileProblem("vanished", f"{rel}: no longer exists")                 # MISSING, WRONG_TYPE
 
 
 def _parse_directory(buffer: bytes, out: list[Stat]) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import stat as py_stat
 import threading
 from dataclasses import dataclass
@@ -90,12 +89,6 @@ class Tree(Protocol):
 
 def join(*parts: str) -> str:
     return "/".join(p for p in parts if p)
-
-
-def split_unc(path: str) -> list[str] | None:
-    if not path.startswith(("\\\\", "//")):
-        return None
-    return [p for p in re.split(r"[\\/]+", path) if p]
 
 
 class LocalTree:

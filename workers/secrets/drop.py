@@ -6,22 +6,23 @@ import getpass
 import os
 import re
 from pathlib import Path
+from typing import ContextManager
 
 from contracts import utcnow
 from workers.runtime.errors import ConfigurationError, PermanentError
 from workers.secrets.settings import SecretsSettings
-from workers.storage.base import StorageBackend
 from workers.storage.settings import StagingSettings
-from workers.storage.staged import Root, join, locate
+from workers.storage.staged import Root, Staged, join, locate
 
 DROP_SETTING = "APPSVC_DR_SECRETS__DROP_PATH"
 # what `publish secrets-rotated --file` and deploy/hooks/Publish-SecretsRotated.ps1 drop (and the export's own name)
 DROP_NAME = re.compile(r"SystemSecrets[A-Za-z0-9._-]*\.json", re.IGNORECASE)
 
 
-def locate_drop(path: str, secrets: SecretsSettings, staging: StagingSettings) -> tuple[StorageBackend, str]:
+def locate_drop(path: str, secrets: SecretsSettings, staging: StagingSettings) -> ContextManager[Staged]:
     """The backend and key of a dropped SystemSecrets*.json strictly inside APPSVC_DR_SECRETS__DROP_PATH
-    (:class:`~workers.storage.staged.PathRefused` otherwise, before any I/O)."""
+    (:class:`~workers.storage.staged.PathRefused` otherwise, before any I/O); the backend is closed when the
+    ``with`` block ends."""
     return locate(path, staging, [Root(secrets.drop_path, DROP_SETTING)], what="drop path", name_pattern=DROP_NAME)
 
 
@@ -41,8 +42,7 @@ def copy_to_drop(source: Path, secrets: SecretsSettings, staging: StagingSetting
                              hint="Check that the right file was given.")
     name = f"SystemSecrets-{utcnow():%Y%m%dT%H%M%S%fZ}.json"
     target = join(drop_dir, name)
-    backend, key = locate_drop(target, secrets, staging)
-    with source.open("rb") as stream:
+    with locate_drop(target, secrets, staging) as (backend, key), source.open("rb") as stream:
         backend.put(key, stream, size=size)
     return target
 

@@ -30,6 +30,7 @@ from workers.secrets.settings import SecretsSettings
 from workers.secrets.versions import (REFERENCE_NAME, ROTATED_AT_FORMAT, SecretsVersion, check_rotated_at, latest,
                                       version_id, version_key, versions)
 from workers.storage.settings import EncryptionSettings, StagingSettings, StoreSettings
+from workers.storage.staged import Staged
 
 log = logging.getLogger("appsvc_dr.secrets")
 
@@ -44,9 +45,13 @@ class SecretsHandler:
         self.store, self.components, self.metrics = store, components, metrics or Metrics()
 
     def rotated(self, event: SecretsRotated, ctx: JobContext) -> list[Envelope]:
-        p, cfg = event.payload, self.secrets
+        p = event.payload
         check_rotated_at(p.rotated_at)
-        drop, drop_key = locate_drop(p.drop_path, self.secrets, self.staging)
+        with locate_drop(p.drop_path, self.secrets, self.staging) as located:
+            return self._rotate(event, ctx, located)
+
+    def _rotate(self, event: SecretsRotated, ctx: JobContext, located: Staged) -> list[Envelope]:
+        p, cfg, (drop, drop_key) = event.payload, self.secrets, located
         try:
             data, fingerprint = read_secrets(drop, drop_key, p.drop_path, cfg.max_size)
         except PermanentError:
@@ -143,4 +148,4 @@ def build_secrets_worker(*, secrets: SecretsSettings, store: StoreSettings, encr
     artifacts = ArtifactStore.from_settings(store, encryption, verify=verify)
     handler = SecretsHandler(secrets, staging, retention, artifacts, components=components, metrics=metrics)
     handler.publish_newest(stamp)
-    return SPEC.bind(handler)
+    return SPEC.bind(handler, on_shutdown=artifacts.close)                        # logs off an SMB store

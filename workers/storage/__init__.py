@@ -1,8 +1,9 @@
 """Storage backends and the artifact format (zstd + AES-256-GCM segments, certificate-wrapped key).
 
-The storage interface: :class:`StorageBackend` (put / open / stat / list / delete / exists) with the
-backends in ``local``, ``s3`` (minio) and ``smb`` (smbprotocol), chosen by :func:`build_store`. Nothing
-outside this package imports minio or smbprotocol.
+The storage interface: :class:`StorageBackend` (put / open / stat / list / delete / exists / close) with the
+backends in ``local``, ``s3`` (minio) and ``smb`` (smbprotocol, through the shared ``workers.smb`` library),
+chosen by :func:`build_store`. Nothing above the storage interface imports minio or smbprotocol (the file-share
+tree speaks SMB itself, through ``workers.smb`` too).
 """
 from workers.storage.base import (InvalidArgument, ObjectInfo, ObjectNotFound, StorageBackend, StorageError,
                                   StorageFull, StorageMisconfigured, StoragePermissionDenied, StorageUnavailable,

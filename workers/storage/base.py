@@ -35,7 +35,7 @@ class ObjectInfo:
 
 @runtime_checkable
 class StorageBackend(Protocol):
-    """put (stream in) / open (stream out) / stat / list / delete / exists, plus capability flags.
+    """put (stream in) / open (stream out) / stat / list / delete / exists / close, plus capability flags.
 
     * ``put`` streams ``stream`` to ``key``; readers never see a partial object under ``key`` (temp name +
       rename, or an S3 upload that only appears on completion). ``size``, when given, is checked.
@@ -44,6 +44,9 @@ class StorageBackend(Protocol):
     * ``open`` is a context manager yielding a readable binary stream; the connection is released on exit.
     * ``stat`` raises :class:`ObjectNotFound`; ``list`` is recursive and sorted by key and does not load
       user metadata (use ``stat``); ``delete`` of a missing key is not an error.
+    * ``close`` releases the backend's connections (an SMB session is logged off, an S3 HTTP pool emptied; a
+      local store has nothing to release). It is idempotent, and a backend used again after it reconnects.
+      Whoever builds a backend closes it (``contextlib.closing`` where a ``with`` block fits).
     """
 
     name: str               # e.g. "s3://bucket", "smb://host/share/dir", "file:///srv/store" - never credentials
@@ -61,6 +64,8 @@ class StorageBackend(Protocol):
     def delete(self, key: str) -> None: ...
 
     def exists(self, key: str) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 # --------------------------------------------------------------------------------------------- errors

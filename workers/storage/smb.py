@@ -1,21 +1,19 @@
 r"""A directory on an SMB share (``\\host\share\dir``) through smbprotocol's ``smbclient``. Same layout as the
 local store: ``<name>.partial-<uuid>`` renamed into place (replace-if-exists, atomic on the server) and a
-``<name>.drmeta`` JSON sidecar for user metadata. Each store has its own connection cache, and every call
-passes the port explicitly (``DirEntry.stat()`` would forget it and dial 445)."""
+``<name>.drmeta`` JSON sidecar for user metadata. Each store has its own session (``workers.smb.session``: its
+own connection cache, the port passed on every call), closed by :meth:`SmbStore.close`; failures are classified
+by ``workers.smb.status``."""
 from __future__ import annotations
 
 import contextlib
 import errno
 import json
 import ntpath
-import re
 import uuid
 from datetime import datetime, timezone
 from typing import Any, BinaryIO, Iterator
 
 import smbclient
-from smbprotocol.exceptions import SMBAuthenticationError, SMBException, SMBResponseException
-from smbprotocol.file_info import FileRenameInformation
 from smbprotocol.open import FilePipePrinterAccessMask
 
 from workers.storage._streams import CHUNK, SizedReader, reader
@@ -23,38 +21,39 @@ from workers.storage.base import (META_SUFFIX, PARTIAL_MARK, InvalidArgument, Ob
                                   StorageError, StorageFull, StorageMisconfigured, StoragePermissionDenied,
                                   StorageUnavailable, is_hidden_name, validate_key, validate_metadata,
                                   validate_prefix)
-from workers.storage.smbio import SMBFileTransaction, SMBRawIO, set_info  # smbclient._io, see smbio
+from workers.smb.io import SMBRawIO  # smbclient._io, see smb.io
+from workers.smb.rename import rename
+from workers.smb.session import Session
+from workers.smb.status import Kind, SettingNames, classify, kind_of, ntstatus
+from workers.smb.unc import parse_unc
 
 _DIRECTORY = 0x10
-_CREDENTIALS = {0xC000006D, 0xC000006A, 0xC0000071, 0xC0000072, 0xC000006E, 0xC0000234, 0xC0000193, 0xC0000224}
-_DENIED = {0xC0000022, 0xC0000061, 0xC00000A2}
-_NO_SHARE = {0xC00000CC, 0xC0000225, 0xC00000BE}        # BAD_NETWORK_NAME, NOT_FOUND, BAD_NETWORK_PATH
-_FULL = {0xC000007F, 0xC0000044}                          # DISK_FULL, QUOTA_EXCEEDED
-_CONFLICT = {0xC0000035, 0xC00000BA, 0xC0000103, 0xC0000033}  # name collision, is/not a directory, bad name
-_MISSING = {0xC0000034, 0xC000003A, 0xC000000F, 0xC0000056}  # name/path not found, no such file, delete pending
-_NOT_A_FILE = {0xC00000BA, 0xC0000103}                    # reading "a" when it is a directory, "a/x" when a file
-
-
-def _secret(value: Any) -> str | None:
-    return value.get_secret_value() if hasattr(value, "get_secret_value") else value
+STORE_SETTINGS = SettingNames("APPSVC_DR_STORE__SMB_PATH", "APPSVC_DR_STORE__SMB_USERNAME",
+                              "APPSVC_DR_STORE__SMB_PASSWORD", "APPSVC_DR_STORE__SMB_PORT",
+                              "APPSVC_DR_STORE__SMB_ENCRYPT")
+_ERRORS: dict[Kind, type[StorageError]] = {
+    Kind.CREDENTIALS: StoragePermissionDenied, Kind.DENIED: StoragePermissionDenied,
+    Kind.NO_SHARE: StorageMisconfigured, Kind.FULL: StorageFull, Kind.NO_ENCRYPTION: StorageMisconfigured,
+    Kind.LOCKED: StorageUnavailable, Kind.UNREACHABLE: StorageUnavailable,
+}
 
 
 class SmbStore:
     atomic_rename = True
 
     def __init__(self, unc_path: str, username: str | None = None, password: Any = None, port: int = 445,
-                 encrypt: bool = True, *, create: bool = True, timeout: float = 30.0) -> None:
-        parts = [p for p in re.split(r"[\\/]+", unc_path or "") if p]
-        if not unc_path.startswith(("\\\\", "//")) or len(parts) < 2 or any(p in (".", "..") for p in parts):
+                 encrypt: bool = True, *, create: bool = True, timeout: float = 30.0,
+                 settings: SettingNames = STORE_SETTINGS) -> None:
+        unc = parse_unc(unc_path)
+        if unc is None:
             raise StorageMisconfigured(f"invalid SMB path {unc_path!r}", hint=(
-                r"Set APPSVC_DR_STORE__SMB_PATH to \\host\share or \\host\share\dir (the port goes in "
-                "APPSVC_DR_STORE__SMB_PORT)."))
-        self.host, self.share, self.port, self.create = parts[0], parts[1], port, create
-        self._root = "\\\\" + "\\".join(parts)
-        self.name = f"smb://{self.host}{'' if port == 445 else f':{port}'}/{'/'.join(parts[1:])}"
-        self._cache: dict[str, Any] = {}
-        self._kw: dict[str, Any] = dict(username=username, password=_secret(password), port=port,
-                                        encrypt=encrypt, connection_timeout=timeout, connection_cache=self._cache)
+                rf"Set {settings.path} to \\host\share or \\host\share\dir (the port goes in {settings.port})."))
+        self.host, self.share, self.port, self.create, self.settings = unc.host, unc.share, port, create, settings
+        self._root = unc.path
+        self.name = unc.url(port)
+        self.session = Session(unc, username=username, password=password, port=port, encrypt=encrypt,
+                               timeout=timeout)
+        self._kw = self.session.kw
         self._ready = False
 
     def __repr__(self) -> str:
@@ -128,7 +127,8 @@ class SmbStore:
         return True
 
     def close(self) -> None:
-        smbclient.reset_connection_cache(fail_on_error=False, connection_cache=self._cache)
+        """Log off and close this store's connection (it reconnects if used again)."""
+        self.session.close()
         self._ready = False
 
     # --------------------------------------------------------------------------------------- helpers
@@ -139,11 +139,11 @@ class SmbStore:
         if self._ready:
             return
         with self._errors("connect to", ""):
-            smbclient.register_session(self.host, **self._kw)
+            self.session.register()
             try:
                 smbclient.stat(self._root, **self._kw)
             except OSError as exc:
-                if getattr(exc, "ntstatus", None) in _NO_SHARE or exc.errno != errno.ENOENT:
+                if kind_of(exc) is Kind.NO_SHARE or exc.errno != errno.ENOENT:
                     raise
                 if not self.create:
                     raise StorageMisconfigured(f"{self.name}: the directory does not exist on the share", hint=(
@@ -156,25 +156,16 @@ class SmbStore:
             try:
                 return smbclient.open_file(tmp, mode="xb", **self._kw)
             except OSError as exc:
-                if exc.errno != errno.ENOENT or getattr(exc, "ntstatus", None) in _NO_SHARE:
+                if exc.errno != errno.ENOENT or kind_of(exc) is Kind.NO_SHARE:
                     raise
             smbclient.makedirs(ntpath.dirname(tmp), exist_ok=True, **self._kw)
             return smbclient.open_file(tmp, mode="xb", **self._kw)
 
     def _replace(self, src: str, dst: str) -> None:
-        """Rename ``src`` over ``dst`` with one SET_INFO. (``smbclient.replace`` first opens ``dst`` for
-        FILE_EXECUTE, which Samba refuses for files without the x bit.)"""
+        """Rename ``src`` over ``dst`` with one SET_INFO on ``src``'s handle (``workers.smb.rename``)."""
         with SMBRawIO(src, mode="r", share_access="rwd", desired_access=FilePipePrinterAccessMask.DELETE,
                       **self._kw) as raw:
-            rel = raw.fd.file_name
-            tree = raw.fd.tree_connect
-            if tree.is_dfs_share and rel.startswith(tree.share_name[2:]):
-                rel = rel[len(tree.share_name) - 1:]
-            rename = FileRenameInformation()
-            rename["replace_if_exists"] = True
-            rename["file_name"] = ntpath.join(ntpath.dirname(rel), ntpath.basename(dst))
-            with SMBFileTransaction(raw) as transaction:
-                set_info(transaction, rename)
+            rename(raw.fd, ntpath.basename(dst))
 
     def _stat(self, path: str, key: str) -> ObjectInfo:
         with self._errors("stat", key, missing_ok=False):
@@ -246,10 +237,9 @@ class SmbStore:
         except StorageError:
             raise
         except Exception as exc:
-            status = getattr(exc, "ntstatus", None) or getattr(exc, "status", None) \
-                if isinstance(exc, (OSError, SMBResponseException)) else None
-            missing = status in _MISSING or status in _NOT_A_FILE or (
-                status is None and isinstance(exc, FileNotFoundError))
+            kind = kind_of(exc)
+            missing = kind in (Kind.MISSING, Kind.WRONG_TYPE) or (
+                ntstatus(exc) is None and isinstance(exc, FileNotFoundError))
             if missing and missing_ok:
                 return
             if missing and missing_ok is False:
@@ -260,33 +250,10 @@ class SmbStore:
             raise mapped from exc
 
     def _translate(self, exc: BaseException, verb: str, key: str) -> StorageError | None:
-        where = f"{self.name}: cannot {verb}{f' {key!r}' if key else ''}"
-        status = getattr(exc, "ntstatus", None) or (exc.status if isinstance(exc, SMBResponseException) else None)
-        detail = f"{where}: {type(exc).__name__}" + (f" (NTSTATUS 0x{status:08x})" if status else f": {exc}")
-        if isinstance(exc, SMBAuthenticationError) or status in _CREDENTIALS:
-            return StoragePermissionDenied(detail, hint=(
-                f"The server rejected the login: check APPSVC_DR_STORE__SMB_USERNAME and "
-                f"APPSVC_DR_STORE__SMB_PASSWORD for {self.host} (user name as DOMAIN\\user or user@domain)."))
-        if status in _DENIED:
-            return StoragePermissionDenied(detail, hint=(
-                f"The user in APPSVC_DR_STORE__SMB_USERNAME may not write here: grant it change/modify rights on "
-                f"share {self.share!r} and the folder in APPSVC_DR_STORE__SMB_PATH."))
-        if status in _NO_SHARE:
-            return StorageMisconfigured(detail, hint=(
-                f"Share {self.share!r} does not exist on {self.host}: fix APPSVC_DR_STORE__SMB_PATH."))
-        if status in _FULL:
-            return StorageFull(detail, hint=(
-                f"Share {self.share!r} is full or over quota: free space or grow it, then "
-                "`appsvc-dr dlq replay <worker>`."))
-        if status in _CONFLICT or status in _MISSING:
-            return InvalidArgument(detail + " (the key collides with an existing object or directory)")
-        if isinstance(exc, SMBException) and "encryption is required" in str(exc):
-            return StorageMisconfigured(detail, hint=(
-                "The server cannot encrypt SMB traffic (SMB 3 needed): upgrade/enable it, or set "
-                "APPSVC_DR_STORE__SMB_ENCRYPT=false on a trusted network."))
-        if isinstance(exc, (SMBException, OSError, EOFError)) or (
-                isinstance(exc, ValueError) and "Failed to connect" in str(exc)):
-            return StorageUnavailable(detail, hint=(
-                f"Check that {self.host}:{self.port} (APPSVC_DR_STORE__SMB_PATH, APPSVC_DR_STORE__SMB_PORT) "
-                "is up and reachable; the job is retried with backoff."))
-        return None
+        failure = classify(exc, f"{self.name}: cannot {verb}{f' {key!r}' if key else ''}", host=self.host,
+                           share=self.share, port=self.port, settings=self.settings)
+        if failure is None:
+            return None
+        if failure.kind in (Kind.NAME_CONFLICT, Kind.WRONG_TYPE, Kind.MISSING):
+            return InvalidArgument(failure.detail + " (the key collides with an existing object or directory)")
+        return _ERRORS[failure.kind](failure.detail, hint=failure.hint)

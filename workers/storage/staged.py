@@ -6,23 +6,27 @@ paths, case) and must lie under one of the roots its caller passes. A local path
 (``os.path.realpath``) first, so a link inside a root that points out of it is refused. A UNC path is accepted
 only on the host and share of a configured UNC root; any other host is refused before a connection is made
 (connecting would send the staging NTLM credentials to it), and the connection goes to the root's own host
-and share spelling. Each accepted path is opened as (backend, key) with the backend rooted at the root, so
-reading, stat and delete go through the same classified storage code.
+and share spelling. Each accepted path is opened as a :class:`Staged` (backend, key) with the backend rooted at
+the root, so reading, stat and delete go through the same classified storage code; :func:`locate` is a context
+manager that closes that backend (its SMB connection) when the block ends.
 """
 from __future__ import annotations
 
+import contextlib
 import ntpath
 import os
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import Pattern, Sequence
+from typing import Iterator, NamedTuple, Pattern, Sequence
 
 from workers.runtime.errors import PermanentError
+from workers.smb.status import SettingNames
 from workers.storage.base import StorageBackend
 from workers.storage.settings import StagingSettings
 
 DATABASE_DIR_SETTING = "APPSVC_DR_STAGING__DATABASE_DIR"
+SMB_SETTING = "APPSVC_DR_STAGING__SMB_"
 ROOTS_SETTING = "APPSVC_DR_STAGING__ROOTS"
 _SEPARATORS = re.compile(r"[\\/]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -36,6 +40,13 @@ class Root:
 
     path: str
     setting: str
+
+
+class Staged(NamedTuple):
+    """A located file: the backend rooted at its configured root, and the file's key in it."""
+
+    backend: StorageBackend
+    key: str
 
 
 class PathRefused(PermanentError):
@@ -58,10 +69,21 @@ def join(directory: str, name: str) -> str:
     return (ntpath.join if is_unc(directory) else posixpath.join)(directory, name)
 
 
+@contextlib.contextmanager
 def locate(path: str, staging: StagingSettings, roots: Sequence[Root], *, what: str = "staged path",
-           name_pattern: Pattern[str] | None = None) -> tuple[StorageBackend, str]:
+           name_pattern: Pattern[str] | None = None) -> Iterator[Staged]:
     """The backend holding ``path`` and the file's key in it, if ``path`` lies strictly inside one of
-    ``roots`` (and its file name matches ``name_pattern``); otherwise :class:`PathRefused`, before any I/O."""
+    ``roots`` (and its file name matches ``name_pattern``); otherwise :class:`PathRefused`, before any I/O.
+    The backend is closed (an SMB connection logged off) when the ``with`` block ends."""
+    staged = _locate(path, staging, roots, what=what, name_pattern=name_pattern)
+    try:
+        yield staged
+    finally:
+        staged.backend.close()
+
+
+def _locate(path: str, staging: StagingSettings, roots: Sequence[Root], *, what: str,
+            name_pattern: Pattern[str] | None) -> Staged:
     shown = repr(path[:300])
     settings = " or ".join(sorted({r.setting for r in roots})) or "the setting of its root"
     configured = [r for r in roots if r.path]
@@ -84,14 +106,13 @@ def locate(path: str, staging: StagingSettings, roots: Sequence[Root], *, what: 
                           f"({', '.join(repr(r.path) for r in configured)})",
                           hint=f"Only files under {settings} are read or deleted: fix the producer, or add its "
                                f"location to {settings} if it is genuine. Nothing was read, written or deleted.")
-    backend, key = found
-    if name_pattern is not None and not name_pattern.fullmatch(key.rpartition("/")[2]):
+    if name_pattern is not None and not name_pattern.fullmatch(found.key.rpartition("/")[2]):
         raise PathRefused(f"{what} {shown} refused: the file name does not match {name_pattern.pattern!r}",
                           hint="Producers drop files under the names this worker expects; fix the producer.")
-    return backend, key
+    return found                                # nothing connected yet: the backends connect lazily
 
 
-def _inside_local(path: str, roots: Sequence[Root]) -> tuple[StorageBackend, str] | None:
+def _inside_local(path: str, roots: Sequence[Root]) -> Staged | None:
     if "\\" in path:
         return None                          # a Windows separator in a local path: never a genuine staging path
     real = os.path.realpath(path)
@@ -102,7 +123,7 @@ def _inside_local(path: str, roots: Sequence[Root]) -> tuple[StorageBackend, str
         if real != real_root and os.path.commonpath([real, real_root]) == real_root:
             from workers.storage.local import LocalStore
             key = os.path.relpath(real, real_root).replace(os.sep, "/")
-            return LocalStore(real_root, create=False, private=True), key
+            return Staged(LocalStore(real_root, create=False, private=True), key)
     return None
 
 
@@ -129,7 +150,7 @@ def _unc_parts(path: str) -> list[str] | None:
     return [host, share, *parts]
 
 
-def _inside_unc(path: str, roots: Sequence[Root], staging: StagingSettings) -> tuple[StorageBackend, str] | None:
+def _inside_unc(path: str, roots: Sequence[Root], staging: StagingSettings) -> Staged | None:
     parts = _unc_parts(path)
     if parts is None:
         return None
@@ -141,6 +162,13 @@ def _inside_unc(path: str, roots: Sequence[Root], staging: StagingSettings) -> t
         if len(folded) > len(root_parts) and folded[:len(root_parts)] == [p.casefold() for p in root_parts]:
             from workers.storage.smb import SmbStore    # connects to the root's host and share, never the event's
             store = SmbStore("\\\\" + "\\".join(root_parts), staging.smb_username, staging.smb_password,
-                             port=staging.smb_port, encrypt=staging.smb_encrypt)
-            return store, "/".join(parts[len(root_parts):])
+                             port=staging.smb_port, encrypt=staging.smb_encrypt, settings=_smb_settings(root))
+            return Staged(store, "/".join(parts[len(root_parts):]))
     return None
+
+
+def _smb_settings(root: Root) -> SettingNames:
+    """The settings a hint names for an SMB failure under ``root``: the root's own setting and the staging
+    credentials (not the artifact store's)."""
+    return SettingNames(root.setting, f"{SMB_SETTING}USERNAME", f"{SMB_SETTING}PASSWORD", f"{SMB_SETTING}PORT",
+                        f"{SMB_SETTING}ENCRYPT")

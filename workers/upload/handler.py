@@ -12,7 +12,7 @@ from workers.artifacts.settings import RetentionSettings
 from workers.runtime.errors import PermanentError
 from workers.runtime.worker import JobContext, WorkerSpec
 from workers.storage.settings import EncryptionSettings, StagingSettings, StoreSettings
-from workers.storage.staged import locate, staging_roots
+from workers.storage.staged import Staged, locate, staging_roots
 from workers.upload.settings import UploadSettings
 
 WORKER = "upload"
@@ -26,8 +26,12 @@ class UploadHandler:
 
     def __call__(self, event: ArtifactReady, ctx: JobContext) -> list[Envelope]:
         p = event.payload
+        with locate(p.staged_path, self.staging, staging_roots(self.staging)) as staged:
+            return self._upload(event, ctx, staged)
+
+    def _upload(self, event: ArtifactReady, ctx: JobContext, located: Staged) -> list[Envelope]:
+        p, (staged, staged_key) = event.payload, located
         key = artifact_key(event.stamp, event.correlation_id, p.component, p.name)
-        staged, staged_key = locate(p.staged_path, self.staging, staging_roots(self.staging))
         require_planned(self.store.backend, event, self.retention.set_deadline)  # planned sets only
         started = time.monotonic()
         stored = self.store.put(key, lambda: staged.open(staged_key), known_sha256=p.sha256,
@@ -52,4 +56,4 @@ SPEC = WorkerSpec(WORKER, {ArtifactReady: UploadHandler.__call__}, concurrency=2
 def build_upload_worker(*, upload: UploadSettings, store: StoreSettings, encryption: EncryptionSettings,
                         staging: StagingSettings, retention: RetentionSettings) -> WorkerSpec:
     artifacts = ArtifactStore.from_settings(store, encryption, verify=upload.verify)
-    return SPEC.bind(UploadHandler(staging, retention, artifacts))
+    return SPEC.bind(UploadHandler(staging, retention, artifacts), on_shutdown=artifacts.close)  # logs off SMB
