@@ -42,7 +42,7 @@ from workers.fileshare.handler import commit  # noqa: E402
 from workers.fileshare.restore import Restorer  # noqa: E402
 from workers.fileshare.settings import FileshareSettings  # noqa: E402
 from workers.fileshare.sync import Sync  # noqa: E402
-from workers.fileshare.tree import open_tree  # noqa: E402
+from workers.fileshare.opener import open_tree  # noqa: E402
 from workers.repository.repo import Repository  # noqa: E402
 from workers.storage.codec import KeyRing, generate_self_signed, load_certificate  # noqa: E402
 from workers.storage.s3 import S3Store  # noqa: E402
