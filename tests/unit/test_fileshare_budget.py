@@ -8,12 +8,13 @@ import threading
 import pytest
 
 from workers.artifacts.service import ArtifactStore
-from workers.fileshare.budget import Budget, stream_cost
+from workers.fileshare.budget import stream_cost
 from workers.fileshare.feed import Feed
-from workers.fileshare.packer import Packer
 from workers.fileshare.readers import SMALL
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.tree import Stat
+from workers.repository.budget import Budget
+from workers.repository.packer import Packer
 from workers.repository.repo import Repository
 from workers.storage.local import LocalStore
 

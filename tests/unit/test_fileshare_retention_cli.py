@@ -14,7 +14,7 @@ from tests.unit.test_fileshare_trees import copy_tree, make_tree, picture, write
 from workers.artifacts.sets import Plan, write_marker, write_plan
 from workers.cli import main
 from workers.fileshare.handler import FileshareHandler
-from workers.fileshare.lock import RepoLock, read_locks
+from workers.repository.lock import RepoLock, read_locks
 from workers.runtime.config import load_settings
 from workers.runtime.worker import JobContext
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from collections import deque
 
-from workers.fileshare.budget import Budget, stream_cost
+from workers.fileshare.budget import stream_cost
 from workers.fileshare.readers import SMALL
 from workers.fileshare.tree import Stat
+from workers.repository.budget import Budget
 
 BATCH_FILES, BATCH_BYTES = 32, 2 << 20
 

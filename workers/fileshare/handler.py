@@ -21,9 +21,9 @@ from workers.artifacts.setmanifest import artifact_key, write_manifest
 from workers.artifacts.events import artifact_stored
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import require_planned
-from workers.fileshare.lock import RepoLock
 from workers.fileshare.opener import open_tree
 from workers.fileshare.sync import Sync, SyncResult
+from workers.repository.lock import RepoLock
 from workers.repository.repo import Repository
 from workers.runtime.config import Settings
 from workers.runtime.errors import PermanentError, TransientError
@@ -92,7 +92,7 @@ class FileshareHandler:
             tree = open_tree(s.source, username=s.username, password=s.password, port=s.port, encrypt=s.encrypt)
             lock = RepoLock(self.store.backend, event.stamp, "sync", holder=f"fileshare worker (snapshot {sid})")
             try:
-                with lock:                  # shared: refused while a prune runs (see workers.fileshare.lock)
+                with lock:                  # shared: refused while a prune runs (see workers.repository.lock)
                     result = Sync(s, repo, tree, progress=ctx.progress, cancelled=ctx.cancelled,
                                   logger=ctx.logger).run(sid, event.stamp, event.correlation_id, sub_path)
                     if result.stats["skipped_count"] and s.fail_on_skipped:

@@ -29,17 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from workers.artifacts.setmanifest import artifact_key
 from workers.artifacts.service import sha256_of
-from workers.fileshare.packcache import PackCache
+from workers.artifacts.setmanifest import artifact_key
 from workers.fileshare.restoreplan import READONLY_HINT, READONLY_IN_THE_WAY, Plan, Planner, Step, aside_name
 from workers.fileshare.tree import ATTRIBUTES, READONLY, FileProblem, Tree
 from workers.repository.manifest import Entry, Manifest, check_entries
+from workers.repository.packcache import PackCache
 from workers.repository.paths import REPARSE_POINT, UnsafeTargetError, shown
 from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError
-from workers.storage.codec import KeyRing
 from workers.storage.base import ObjectNotFound
+from workers.storage.codec import KeyRing
 from workers.storage.crypto import IntegrityError
 
 REACL = ("On the file server, in an elevated command prompt, run ReACL.cmd from the BCDR folder of the App "
@@ -229,10 +229,10 @@ class Restorer:
             same = list(pool.map(self._identical, steps))
         todo = [s for s, identical in zip(steps, same, strict=True) if not identical]
         report.files_identical = len(steps) - len(todo)
-        refs = Counter(self.repo.index.blobs[b][0] for s in todo for b in s.entry.blobs)
+        refs = Counter(self.repo.index.blobs[b].pack for s in todo for b in s.entry.blobs)
         order = {p: i for i, p in enumerate(sorted(refs))}
-        todo.sort(key=lambda s: min((order[self.repo.index.blobs[b][0]] for b in s.entry.blobs), default=-1))
-        packs = list(dict.fromkeys(self.repo.index.blobs[b][0] for s in todo for b in s.entry.blobs))
+        todo.sort(key=lambda s: min((order[self.repo.index.blobs[b].pack] for b in s.entry.blobs), default=-1))
+        packs = list(dict.fromkeys(self.repo.index.blobs[b].pack for s in todo for b in s.entry.blobs))
         cache = PackCache(self.repo, self.keys, refs, temp_root=self.temp_root)
         written: list[Step] = [s for s, identical in zip(steps, same, strict=True) if identical]
         try:
@@ -252,7 +252,7 @@ class Restorer:
             return False
         try:
             with self.target.open_read(step.target) as fh:
-                same = _same_file(fh, step.entry, lambda blob: self.repo.index.blobs[blob][2])
+                same = _same_file(fh, step.entry, lambda blob: self.repo.index.blobs[blob].length)
         except FileProblem:
             return False
         if same:

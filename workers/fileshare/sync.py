@@ -27,22 +27,22 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from contracts.events.fileshare import MAX_LISTED
-from workers.fileshare.budget import Budget, large_buffers_mapped, packing_floor, release_memory
+from workers.fileshare.budget import large_buffers_mapped, release_memory
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.feed import Feed
 from workers.fileshare.moves import Moves
-from workers.fileshare.packer import Packer
 from workers.fileshare.readers import ReaderPool
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.tree import SourceDenied, SourceMisconfigured, SourceUnavailable, Tree, join
+from workers.repository.budget import PACK_MARGIN, Budget, packing_floor
 from workers.repository.manifest import Entry, Manifest
+from workers.repository.packer import Packer
 from workers.repository.paths import path_problem, printable
 from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError, TransientError
 
 log = logging.getLogger("appsvc_dr.fileshare")
 DEFAULT_PROCESSES = 1           # each ~75 MiB: with the default budget the tree stays <= 300 MiB (bench_fileshare n)
-PACK_MARGIN = 64 * 1024         # room for the artifact format's headers, so an encoded pack fits one S3 part
 
 
 @dataclass
