@@ -117,7 +117,7 @@ def ours(smb, s3, folder: str, bucket: str, cert, cache: Path, sid: str) -> tupl
     result = Sync(settings, repo, open_tree(unc, username=smb.username, password=smb.password, port=smb.port)) \
         .run(sid, "bench", sid, None)
     commit(repo, result)
-    return time.monotonic() - started, dict(result.stats, cpu_seconds=cpu_seconds() - cpu)
+    return time.monotonic() - started, dict(result.stats.as_dict(), cpu_seconds=cpu_seconds() - cpu)
 
 
 def row(case: str, tool: str, seconds: float, files: int, nbytes: int, ref: float | None,

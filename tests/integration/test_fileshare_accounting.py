@@ -126,14 +126,14 @@ def test_a_renamed_directory_is_carried_over_without_reading_its_files(smb_serve
         return result.stats
 
     first = sync("s1")
-    assert first["files_new"] == 301
+    assert first.files_new == 301
     # When the directory (and the large file) are renamed and the share is synced again
     os.rename(src / "site/wwwroot/assets", src / "site/wwwroot/static")
     os.rename(src / "site/big.bin", src / "site/big-renamed.bin")
     second = sync("s2")
     # Then not one byte is read: every file is carried over from its old path
-    assert second["bytes_read"] == 0 and second["files_moved"] == 301 and second["files_new"] == 0
-    assert second["files_removed"] == 301 and second["new_bytes"] == 0 and second["files"] == 301
+    assert second.bytes_read == 0 and second.files_moved == 301 and second.files_new == 0
+    assert second.files_removed == 301 and second.new_bytes == 0 and second.files == 301
     # And the snapshot restores to exactly the renamed tree
     repo = Repository(store, "stamp1")
     Restorer(repo, LocalTree(tmp_path / "r", create=True)).run(repo.manifest("s2"))

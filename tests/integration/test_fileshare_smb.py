@@ -83,10 +83,10 @@ def test_share_snapshots_to_s3_are_incremental_and_restore_byte_and_mtime_exact(
     # Then the first snapshot stored everything once, the second only the new content (and one chunk)
     first, second = results
     dirs = sum(1 for v in picture(then).values() if v[0] == "dir")
-    assert first["files"] == 47 and first["dirs"] == dirs and first["new_bytes"] == first["bytes"] - 5500
-    assert second["files_unchanged"] == 44 and second["files_moved"] == 1 and second["files_removed"] == 2
-    assert new_content <= second["new_bytes"] <= new_content + Chunker().max
-    assert second["stored_bytes"] < new_content + Chunker().max + 64 * 1024
+    assert first.files == 47 and first.dirs == dirs and first.new_bytes == first.bytes - 5500
+    assert second.files_unchanged == 44 and second.files_moved == 1 and second.files_removed == 2
+    assert new_content <= second.new_bytes <= new_content + Chunker().max
+    assert second.stored_bytes < new_content + Chunker().max + 64 * 1024
     # And each snapshot, restored to a fresh directory of the share, equals the tree of its time
     repo = Repository(store, "stamp1")
     for sid, expected in (("s1", then), ("s2", now)):
@@ -170,8 +170,8 @@ def test_smb_server_stopped_mid_sync_is_transient_and_the_retry_resumes(tmp_path
         _run("smbd", "-D", "-s", str(smb.conf))
         _wait_listening(smb.port, smb.conf.parent / "pid", smb.conf.parent / "log" / "smbd.log")
         result = Sync(settings, Repository(store, "stamp1"), tree(smb, unc)).run("s1", "stamp1", "s1", None)
-        assert result.stats["files"] == 1500 and not result.manifest.partial
-        assert result.stats["new_bytes"] == (1500 - stored_before) * 16384    # nothing stored twice
+        assert result.stats.files == 1500 and not result.manifest.partial
+        assert result.stats.new_bytes == (1500 - stored_before) * 16384    # nothing stored twice
         commit(Repository(store, "stamp1"), result)
         repo = Repository(store, "stamp1")
         Restorer(repo, LocalTree(tmp_path / "r", create=True)).run(repo.manifest("s1"))

@@ -32,8 +32,8 @@ def test_renames_are_carried_over_by_file_id_even_among_look_alikes_but_copies_a
     os.rename(src / "a/twin2.bin", src / "a/t2.bin")
     second = sync(tmp_path, "s2").stats
     # Then the renames are carried over (the look-alikes told apart by their inodes); only the copy is read
-    assert second["files_moved"] == 3 and second["files_new"] == 1
-    assert second["bytes_read"] == 6000
+    assert second.files_moved == 3 and second.files_new == 1
+    assert second.bytes_read == 6000
     # And the snapshot restores exactly (each look-alike with its own content)
     repo = repo_for(tmp_path)
     Restorer(repo, LocalTree(tmp_path / "r", create=True)).run(repo.manifest("s2", cached=False))

@@ -187,7 +187,7 @@ def test_a_prune_that_fails_deleting_packs_leaves_a_restorable_repo_and_the_next
     index = Repository(store, "stamp1").load_index()
     # And a sync of content that only a doomed pack held stores it again (nothing dedups against doomed packs)
     write(tmp_path / "src", "unique/gen2.bin", random.Random(2).randbytes(300_000), BASE_NS)
-    assert history_sync(tmp_path, store, "s5")["new_bytes"] >= 300_000
+    assert history_sync(tmp_path, store, "s5").new_bytes >= 300_000
     copies["s5"] = copy_tree(tmp_path / "src", tmp_path / "then-s5")
     # When the next prune runs: unindexed packs younger than the grace period are kept, older ones deleted
     young = Pruner(Repository(store, "stamp1"), None).run()
