@@ -2,7 +2,7 @@
 summary (``snapshots/<id>.summary.json``, which adds the stamp, set, time and manifest key)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,16 +22,16 @@ class SyncStats:
     new_bytes: int                  # content not stored before (deduplicated)
     stored_bytes: int               # written for new packs (compressed, encrypted)
     packs: int
-    skipped: list[dict] = field(default_factory=list)      # the first 100: {"path", "reason"}
-    skipped_count: int = 0
-    changed_while_read: int = 0
-    unstable: list[str] = field(default_factory=list)
-    vanished: list[str] = field(default_factory=list)
-    vanished_count: int = 0
-    vanished_bytes: int = 0
-    partial: bool = False
-    parent_snapshot_id: str | None = None
-    duration_seconds: float = 0.0
+    skipped: list[dict]             # the first 100: {"path": ..., "reason": ...}
+    skipped_count: int
+    changed_while_read: int
+    unstable: list[str]
+    vanished: list[str]
+    vanished_count: int
+    vanished_bytes: int
+    partial: bool
+    parent_snapshot_id: str | None
+    duration_seconds: float
 
     def as_dict(self) -> dict:
         """The fields by name (JSON-ready): what the summary stores and the event carries."""
