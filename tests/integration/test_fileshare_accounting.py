@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 
 from contracts import BackupDue, BackupDuePayload
-from tests.unit.test_fileshare_trees import MiB, make_tree, picture, write
 from tests.unit.forge import plan_set
+from tests.unit.test_fileshare_trees import MiB, make_tree, picture, write
 from workers.artifacts.service import ArtifactStore
 from workers.fileshare import handler as handler_module
 from workers.fileshare.handler import FileshareHandler, commit
+from workers.fileshare.localtree import LocalTree
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.smbtree import SmbTree
 from workers.fileshare.sync import Sync
-from workers.fileshare.tree import LocalTree
 from workers.repository.repo import Repository
 from workers.runtime.config import load_settings
 from workers.runtime.worker import JobContext

@@ -12,11 +12,11 @@ import pytest
 from tests.unit.test_fileshare_trees import picture, write
 from workers.artifacts.service import ArtifactStore
 from workers.fileshare.handler import commit
+from workers.fileshare.localtree import LocalTree
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.smbtree import SmbTree
 from workers.fileshare.sync import Sync
-from workers.fileshare.tree import LocalTree
 from workers.repository.repo import Repository
 from workers.storage.local import LocalStore
 

@@ -15,16 +15,17 @@ from contracts import BackupDue, BackupDuePayload
 from tests.fixtures import started
 from tests.fixtures.smbd import _run, _stop_by_pidfile, _wait_listening, smbd_server
 from tests.unit.certs import make_cert
-from tests.unit.test_fileshare_trees import MiB, change_tree, copy_tree, make_tree, picture, write
 from tests.unit.forge import plan_set
+from tests.unit.test_fileshare_trees import MiB, change_tree, copy_tree, make_tree, picture, write
 from workers.artifacts.service import ArtifactStore
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.handler import FileshareHandler, commit
+from workers.fileshare.localtree import LocalTree
 from workers.fileshare.opener import open_tree
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
-from workers.fileshare.tree import LocalTree, SourceDenied, SourceUnavailable
+from workers.fileshare.tree import SourceDenied, SourceUnavailable
 from workers.repository.repo import Repository
 from workers.runtime.config import load_settings
 from workers.runtime.worker import JobContext

@@ -14,8 +14,9 @@ from workers.artifacts.service import ArtifactStore
 from workers.artifacts.setmanifest import read_set
 from workers.fileshare import handler as handler_module
 from workers.fileshare.handler import FileshareHandler
+from workers.fileshare.localtree import LocalTree
 from workers.fileshare.syncstats import SyncStats
-from workers.fileshare.tree import FileProblem, LocalTree, Stat
+from workers.fileshare.tree import FileProblem, Stat
 from workers.runtime.config import load_settings
 from workers.runtime.errors import PermanentError, TransientError
 from workers.runtime.worker import JobContext

@@ -9,9 +9,10 @@ import shutil
 
 from tests.unit.test_fileshare_sync import repo_for, sync
 from tests.unit.test_fileshare_trees import picture, write
+from workers.fileshare.localtree import LocalTree
 from workers.fileshare.moves import Moves
 from workers.fileshare.restore import Restorer
-from workers.fileshare.tree import LocalTree, Stat
+from workers.fileshare.tree import Stat
 from workers.repository.manifest import Entry
 
 T = 1_700_000_000_000_000_000

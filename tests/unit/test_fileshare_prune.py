@@ -15,10 +15,10 @@ from tests.unit.certs import make_cert
 from tests.unit.test_fileshare_trees import BASE_NS, MiB, copy_tree, make_tree, picture, write
 from workers.artifacts.service import ArtifactStore
 from workers.fileshare.handler import commit
+from workers.fileshare.localtree import LocalTree
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
-from workers.fileshare.tree import LocalTree
 from workers.repository.forget import Policy, forget
 from workers.repository.index import IndexEntry
 from workers.repository.lock import LockLost

@@ -8,10 +8,10 @@ from tests.unit.test_fileshare_trees import MiB, change_tree, copy_tree, make_tr
 from workers.artifacts.service import ArtifactStore
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.handler import commit
+from workers.fileshare.localtree import LocalTree
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
-from workers.fileshare.tree import LocalTree
 from workers.repository.packer import INDEX_EVERY
 from workers.repository.repo import Repository
 from workers.storage.codec import KeyRing, load_certificate
