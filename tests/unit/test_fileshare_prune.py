@@ -139,7 +139,7 @@ def test_forget_then_prune_frees_what_only_forgotten_snapshots_needed_and_the_re
     assert s2_only and not s2_only & set(fresh.blobs)
     packs = fresh.packs()
     for blob in (blobs["s1"] | blobs["s2"]) - live:
-        assert blob not in fresh or any(e.blob in live for e in packs[fresh.blobs[blob].pack])   # partly used pack
+        assert blob not in fresh or any(e.blob in live for e in packs[fresh.place(blob).pack])   # partly used pack
     assert len(report.packs_deleted) >= 1 and report.packs_partial >= 1 and report.bytes_freed > 300_000
     assert report.unused_bytes_kept >= 300_000 and report.snapshots == 2 and report.index_objects_removed >= 1
     packs_dir = tmp_path / "store/stamp1/fileshare/packs"

@@ -169,10 +169,10 @@ class Restorer:
             same = list(pool.map(self._identical, steps))
         todo = [s for s, identical in zip(steps, same, strict=True) if not identical]
         report.files_identical = len(steps) - len(todo)
-        refs = Counter(self.repo.index.blobs[b].pack for s in todo for b in s.entry.blobs)
+        refs = Counter(self.repo.index.place(b).pack for s in todo for b in s.entry.blobs)
         order = {p: i for i, p in enumerate(sorted(refs))}
-        todo.sort(key=lambda s: min((order[self.repo.index.blobs[b].pack] for b in s.entry.blobs), default=-1))
-        packs = list(dict.fromkeys(self.repo.index.blobs[b].pack for s in todo for b in s.entry.blobs))
+        todo.sort(key=lambda s: min((order[self.repo.index.place(b).pack] for b in s.entry.blobs), default=-1))
+        packs = list(dict.fromkeys(self.repo.index.place(b).pack for s in todo for b in s.entry.blobs))
         cache = PackCache(self.repo, self.keys, refs, temp_root=self.temp_root)
         written: list[Step] = [s for s, identical in zip(steps, same, strict=True) if identical]
         try:
@@ -192,7 +192,7 @@ class Restorer:
             return False
         try:
             with self.target.open_read(step.target) as fh:
-                same = _same_file(fh, step.entry, lambda blob: self.repo.index.blobs[blob].length)
+                same = _same_file(fh, step.entry, lambda blob: self.repo.index.place(blob).length)
         except FileProblem:
             return False
         if same:

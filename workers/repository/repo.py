@@ -37,7 +37,7 @@ from typing import Iterator
 import zstandard
 
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore, StoredArtifact
-from workers.repository.index import Index, PackEntries, index_doc, index_packs
+from workers.repository.index import Index, PackEntries, index_doc
 from workers.repository.manifest import Manifest
 from workers.runtime.errors import PermanentError
 from workers.storage.base import ObjectNotFound
@@ -131,13 +131,12 @@ class Repository:
                 if body is None:
                     body = self.read_index(name, stored_size=getattr(info, "size", None))
                     self._cache_put(cached, body)
-                packs = index_packs(body)
+                self.index.load(body)
             except ObjectNotFound:
                 continue                                        # merged away meanwhile
             except PermanentError as exc:                       # corrupt, oversized or forged: not ours to trust
                 log.warning("skipping index object %s: %s", self.index_key(name), exc.message)
                 continue
-            self.index.add(packs)
             self.index.objects.add(name)
         return self.index
 
