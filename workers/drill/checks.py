@@ -28,9 +28,10 @@ from workers.engines.factory import build_engine
 from workers.dbbackup.handler import artifact_name
 from workers.dbbackup.restore import restore_from_set, staged_artifact
 from workers.drill.results import FAILED, ComponentResult
-from workers.fileshare.restore import Restorer, load_manifest, snapshot_of_set
-from workers.fileshare.tree import LocalTree
+from workers.fileshare.localtree import LocalTree
+from workers.fileshare.restore import Restorer
 from workers.repository.repo import Repository
+from workers.repository.snapshots import load_manifest, snapshot_of_set
 from workers.runtime.errors import DrError, PermanentError, describe, hint_for
 from workers.secrets.versions import set_reference
 from workers.storage.codec import KeyRing
