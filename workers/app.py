@@ -49,8 +49,12 @@ class Builtin:
 
 def _notifier(module, deps: Deps) -> WorkerSpec:
     counter = deps.metrics.notifications
-    return module.build_notifier_worker(deps.settings.notify,
+    spec = module.build_notifier_worker(deps.settings.notify,
                                         observe=lambda sink, outcome: counter.labels(sink, outcome).inc())
+    for sink in ("*", *(n.name for n in spec.target.notifiers)):  # at 0 from the start: increase() sees the 1st
+        for outcome in (("grouped",) if sink == "*" else ("sent", "failed")):
+            counter.labels(sink, outcome)
+    return spec
 
 
 BUILTIN: dict[str, Builtin] = {
@@ -123,7 +127,8 @@ class App:
             except ValueError as exc:
                 raise ConfigurationError(str(exc), hint="Give the worker's event model its own type or "
                                          "version.") from None
-        hooks = Hooks([MetricsMiddleware(self.metrics), *(middleware or [])])
+        hooks = Hooks([MetricsMiddleware(self.metrics, {s.name: s.event_types for s in self.specs}),
+                       *(middleware or [])])
         all_workers = topology_of(self.specs, settings.components)
         self.runners = [Runner(s, settings, deps.registry, all_workers, hooks) for s in self.specs]
         self.status: StatusServer | None = None
