@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 import pytest
 
 from contracts import BackupDue, BackupDuePayload, BackupSetCompleted, BackupSetCompletedPayload
-from tests.fixtures import closed_port, free_port, started
+from tests.fixtures import closed_port, free_port, require_service, started
 from tests.fixtures.prometheus import Prometheus, openmetrics
 from tests.fixtures.rabbit import settings_for, spawn_worker, wait_for
 from tests.integration.deploy_support import DEPLOY, PROM, load_alert_rules
@@ -74,7 +74,7 @@ def values_by_labels(result: list[dict], keys) -> dict[tuple, float]:
     return {labels_of(s, keys): float(s["value"][1]) for s in result}
 
 
-def scrape_ok(port: int) -> bool:
+def scrape_ok(port: int | str) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2):
             return True
@@ -142,6 +142,9 @@ def history_of_upload(port: int) -> str:
 
 def test_every_dashboard_query_and_alert_shows_the_events_sent(workers, rabbit_vhost, tmp_path, yaml):
     settings, procs = workers
+    if not scrape_ok(RABBIT_METRICS.rpartition(":")[2]):
+        require_service("RabbitMQ's rabbitmq_prometheus plugin", f"nothing answers on {RABBIT_METRICS}; run "
+                        "deploy/setup.sh (it enables the plugin)")
     prometheus = Prometheus(tmp_path / "prometheus", scrape_configs(procs, rabbit_vhost),
                             rule_files=[PROM / "alerts.yml"], backfill=history_of_upload(procs["upload"][1]))
     with started("Prometheus", prometheus) as prom:
