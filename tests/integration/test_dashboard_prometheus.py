@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from datetime import datetime, timezone
 
 import pytest
@@ -56,6 +58,11 @@ EXPECTED = {
     ("Events consumed by outcome", (("outcome", "dead_lettered"), ("worker", "db-backup"))): 1,
     ("Workers up", (("worker", "fileshare"),)): 0,
     ("Workers up", (("worker", "db-backup"),)): 1,
+    ("Broker connection", (("worker", "fileshare"),)): 0,
+    ("Broker connection", (("worker", "upload"),)): 0,
+    ("Broker connection", (("worker", "db-backup"),)): 1,
+    ("Restore drills", (("stamp", "stamp2"),)): float("inf"),
+    ("AppsvcDrNoRecentRestoreDrill", (("stamp", "stamp2"),)): float("inf"),
     ("Dead-letter queues", (("queue", "appsvc-dr.db-backup.dlq"),)): 1,
     ("AppsvcDrJobDeadLettered", (("event_type", "backup-due"), ("outcome", "dead_lettered"),
                                  ("worker", "db-backup"))): 1,
@@ -120,11 +127,38 @@ def workers(rabbit_vhost, tmp_path):
                 proc.kill()
 
 
-def scrape_configs(procs: dict, vhost: str) -> list[dict]:
+@pytest.fixture
+def drill_textfile(tmp_path):
+    """What node_exporter's textfile collector serves after `appsvc-dr drill --textfile F`: stamp1's drill
+    passed an hour ago, stamp2's drills only ever failed. Returns the port it is served on."""
+    from workers.drill.results import write_textfile
+    path = tmp_path / "appsvc_dr_drill.prom"
+    write_textfile(str(path), {("stamp1", "passed"): time.time() - 3600, ("stamp2", "failed"): time.time() - 60})
+
+    class Textfile(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = path.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Textfile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_port
+    server.shutdown()
+    server.server_close()
+
+
+def scrape_configs(procs: dict, vhost: str, drill_port: int) -> list[dict]:
     """The shape of deploy/prometheus/prometheus.yml (job appsvc-dr with worker labels, job rabbitmq), with local
     targets. RabbitMQ's series are kept for this test's vhost only (the broker is shared); a second rabbitmq
-    target nobody listens on makes AppsvcDrRabbitMQMetricsDown observable."""
+    target nobody listens on makes AppsvcDrRabbitMQMetricsDown observable. Job node: the drill textfile."""
     return [
+        {"job_name": "node", "static_configs": [{"targets": [f"127.0.0.1:{drill_port}"]}]},
         {"job_name": "appsvc-dr", "honor_labels": True,
          "static_configs": [{"targets": [f"127.0.0.1:{port}"], "labels": {"worker": name}}
                             for name, (_, port) in procs.items()]},
@@ -140,12 +174,13 @@ def history_of_upload(port: int) -> str:
     return openmetrics([("up", labels, 1, at) for at in range(int(now - 28 * 3600), int(now - 25 * 3600), 60)])
 
 
-def test_every_dashboard_query_and_alert_shows_the_events_sent(workers, rabbit_vhost, tmp_path, yaml):
+def test_every_dashboard_query_and_alert_shows_the_events_sent(workers, drill_textfile, rabbit_vhost, tmp_path,
+                                                               yaml):
     settings, procs = workers
     if not scrape_ok(RABBIT_METRICS.rpartition(":")[2]):
         require_service("RabbitMQ's rabbitmq_prometheus plugin", f"nothing answers on {RABBIT_METRICS}; run "
                         "deploy/setup.sh (it enables the plugin)")
-    prometheus = Prometheus(tmp_path / "prometheus", scrape_configs(procs, rabbit_vhost),
+    prometheus = Prometheus(tmp_path / "prometheus", scrape_configs(procs, rabbit_vhost, drill_textfile),
                             rule_files=[PROM / "alerts.yml"], backfill=history_of_upload(procs["upload"][1]))
     with started("Prometheus", prometheus) as prom:
         # Given a freshly started Prometheus that has scraped every worker's zero-initialised counters once
