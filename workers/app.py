@@ -57,12 +57,18 @@ def _notifier(module, deps: Deps) -> WorkerSpec:
     return spec
 
 
+def _secrets(module, deps: Deps) -> WorkerSpec:
+    spec = module.build_secrets_worker(deps.settings, deps.metrics)
+    for outcome in ("stored", "duplicate"):  # at 0 from the start: increase() sees the first rotation
+        deps.metrics.secrets_rotations.labels(deps.settings.stamp, outcome)
+    return spec
+
+
 BUILTIN: dict[str, Builtin] = {
     "db-backup": Builtin("workers.dbbackup.handler", lambda m, deps: m.build_db_backup_worker(deps.settings)),
     "notifier": Builtin("workers.notifier.handler", _notifier),
     "upload": Builtin("workers.upload.handler", lambda m, deps: m.build_upload_worker(deps.settings)),
-    "secrets": Builtin("workers.secrets.handler",
-                       lambda m, deps: m.build_secrets_worker(deps.settings, deps.metrics)),
+    "secrets": Builtin("workers.secrets.handler", _secrets),
     "catalog": Builtin("workers.catalog.handler", lambda m, deps: m.build_catalog_worker(deps.settings)),
     "fileshare": Builtin("workers.fileshare.handler", lambda m, deps: m.build_fileshare_worker(deps.settings)),
 }

@@ -104,6 +104,7 @@ def workers(rabbit_vhost, tmp_path):
     """Worker processes with their metrics ports: name -> (process, port). upload cannot reach the broker."""
     settings = settings_for(rabbit_vhost, notify={"webhook_urls": [f"http://127.0.0.1:{closed_port()}/hook"]})
     procs: dict[str, tuple] = {}
+    logs: dict[str, list[str]] = {}  # drained as they come, so a chatty worker never blocks on a full pipe
     try:
         for name in ("db-backup", "catalog", "secrets", "fileshare", "upload", "notifier"):
             port = free_port()
@@ -112,9 +113,11 @@ def workers(rabbit_vhost, tmp_path):
                 env["APPSVC_DR_BROKER__PORT"] = str(closed_port())
             factory = name if name == "notifier" else "tests.integration.sample_workers:standin"
             procs[name] = (spawn_worker(factory, settings, **env), port)
+            logs[name] = []
+            threading.Thread(target=lambda p=procs[name][0], out=logs[name]: out.extend(p.stdout), daemon=True).start()
         for name, (proc, port) in procs.items():
             wait_for(lambda: scrape_ok(port) or proc.poll() is not None, 30, what=f"{name} metrics")
-            assert proc.poll() is None, f"{name} exited: {proc.stdout.read()}"
+            assert proc.poll() is None, f"{name} exited: {''.join(logs[name])[-3000:]}"
         yield settings, procs
     finally:
         for proc, _ in procs.values():
