@@ -67,6 +67,11 @@ curl -sf -u guest:guest http://127.0.0.1:15672/api/overview >/dev/null || { echo
 # 127.0.0.1:15692 only, one series per queue (as deploy/rabbitmq/rabbitmq.conf sets for compose). The plugin
 # reads its listener when it starts, so that is set first (per-object metrics after: loading the plugin
 # resets them); both last until the broker restarts and every run of this script sets them again.
+if ss -Hltn 'sport = :15692' 2>/dev/null | grep -qv '127\.0\.0\.1:15692'; then
+    # enabled before this script ran (a broker restart reads enabled_plugins): listening beyond loopback
+    echo "setup: restarting rabbitmq_prometheus on 127.0.0.1 only"
+    rabbitmq-plugins -q disable rabbitmq_prometheus >/dev/null   # (this also forgets its settings)
+fi
 rabbitmqctl -q eval 'application:set_env(rabbitmq_prometheus, tcp_config, [{port, 15692}, {ip, "127.0.0.1"}]).' >/dev/null
 rabbitmq-plugins -q enable rabbitmq_prometheus >/dev/null
 rabbitmqctl -q eval 'application:set_env(rabbitmq_prometheus, return_per_object_metrics, true).' >/dev/null
