@@ -70,6 +70,8 @@ def test_every_label_set_a_worker_can_produce_is_exported_at_zero_on_boot():
                       reason="retries-exhausted") == 0
         assert sample(metrics, "appsvc_dr_job_duration_seconds_count", worker="w", event_type=event_type) == 0
     assert sample(metrics, "appsvc_dr_events_published_total", worker="w", event_type="job-failed") == 0
+    assert sample(metrics, "appsvc_dr_events_consumed_total", worker="w", event_type="unknown",
+                  outcome="rejected") == 0
     # And another worker's label sets are not invented
     assert sample(metrics, "appsvc_dr_retries_total", worker="other", event_type="backup-due") is None
 

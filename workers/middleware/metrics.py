@@ -87,6 +87,8 @@ class MetricsMiddleware(Middleware):
                 self._child(self.m.dead_letters, worker, event_type, reason)
             if event_type != "job-failed":  # a dead letter publishes job-failed (never for a job-failed)
                 self._child(self.m.published, worker, "job-failed")
+        if self.event_types.get(worker):  # an undecodable message is rejected as event type "unknown"
+            self._child(self.m.consumed, worker, "unknown", "rejected")
 
     def _running_slots(self, worker: str) -> dict[int, int]:
         running = self._running.get(worker)
