@@ -222,3 +222,14 @@ def test_every_dashboard_query_and_alert_shows_the_events_sent(workers, drill_te
                      f"{[values_by_labels(prom.query(e), keys) for e in matching]}")
         empty = [(title, expr) for title, expr in checks if not prom.query(expr)]
         assert not empty, "these return no data:\n" + "\n".join(f"{t}: {e}" for t, e in empty)
+
+    # And a Prometheus started only after the dead letter (no history, the count already 1 at its first
+    # scrape) alerts on it too, within 2 minutes of its start: the worker's last-failure time carries it
+    fresh = Prometheus(tmp_path / "prometheus-fresh", scrape_configs(procs, rabbit_vhost, drill_textfile),
+                       rule_files=[PROM / "alerts.yml"])
+    with started("Prometheus", fresh) as prom:
+        firing = wait_for(lambda: [a for a in prom.alerts() if a["labels"]["alertname"] == "AppsvcDrJobDeadLettered"
+                                   and a["state"] == "firing" and a["labels"]["worker"] == "db-backup"],
+                          120, 1, what="AppsvcDrJobDeadLettered firing on a Prometheus started after the failure")
+        assert time.time() - fresh.started_at < 120
+        assert float(firing[0]["value"]) == 1
