@@ -70,3 +70,24 @@ def transient_once(deps: Deps) -> WorkerSpec:
         _trace(event, "done")
         return []
     return WorkerSpec("transient", {BackupDue: handle})
+
+
+def standin(deps: Deps) -> WorkerSpec:
+    """Runs under the name APPSVC_DR_TEST_WORKER_NAME (a built-in worker's name, so metrics carry the labels the
+    dashboard and alerts select on) and consumes backup-due and backup-set-completed. What a job does is named
+    by its backup set id, ``<action>-<worker>-<n>``, for this worker only: ``dead`` fails permanently,
+    ``retry<K>`` fails transiently on its first K attempts; anything else succeeds. Every job reports 1 MiB read.
+    """
+    from contracts import BackupSetCompleted
+    name = os.environ["APPSVC_DR_TEST_WORKER_NAME"]
+
+    def handle(event, ctx):
+        ctx.progress("read", 1 << 20)
+        action, _, target = event.correlation_id.partition("-")
+        if target.startswith(f"{name}-"):
+            if action == "dead":
+                raise PermanentError("the share refused access", hint="Grant the backup account read access.")
+            if action.startswith("retry") and ctx.attempt < int(action[len("retry"):]):
+                raise TransientError("the database server is restarting")
+        return []
+    return WorkerSpec(name, {BackupDue: handle, BackupSetCompleted: handle})
