@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 import pyodbc
 
 from workers.engines import sqlserver_ag as ag
+from workers.engines import sqlserver_perms as perms
 from workers.engines import sqlserver_sql as tsql
 from workers.engines.base import (ONLINE, SKIPPED_NOT_PREFERRED, BackupResult, Progress, ProgressReporter,
                                     RestoreResult, locally_readable, require_name, sha256_of, stripe_paths)
@@ -63,6 +64,10 @@ class _Session:
     def first(self, sql: str, *params: Any, action: str) -> dict[str, Any] | None:
         sets = self.run(sql, *params, action=action)
         return sets[0][0] if sets and sets[0] else None
+
+    def rows(self, sql: str, *params: Any, action: str) -> list[dict[str, Any]]:
+        """The rows of the first result set."""
+        return (self.run(sql, *params, action=action) or [[]])[0]
 
 
 def _progress_from_messages(reporter: ProgressReporter) -> Callable[[Message], None]:
@@ -169,6 +174,13 @@ class SqlServerEngine:
             for statement in tsql.drop_database(str(row["name"])) if row else []:
                 session.run(statement, action=statement.split(" WITH ")[0], database=str(row["name"]))
 
+    def permissions(self) -> tuple[list[perms.Permission], set[str]]:
+        """What the login may do on each configured database (read only; :mod:`.sqlserver_perms`), and the
+        databases the server does not show."""
+        with self._session() as session:
+            return perms.read(lambda sql, *p: session.rows(sql, *p, action="read the login's permissions"),
+                              self.settings.databases)
+
     # ----------------------------------------------------------------------------------------- helpers
     @contextlib.contextmanager
     def _session(self) -> Iterator[_Session]:
@@ -207,8 +219,7 @@ class SqlServerEngine:
                                      progress: Progress | None, started: float) -> BackupResult:
         """This replica is not the preferred one: back up on the replica the AG's preference picks, reached
         directly (COPY_ONLY on a secondary); a skipped result saying why when no candidate is reachable."""
-        group = ag.read_group(lambda sql, *p: (session.run(sql, *p, action="read the availability group")
-                                               or [[]])[0], name)
+        group = ag.read_group(lambda sql, *p: session.rows(sql, *p, action="read the availability group"), name)
         unreachable: dict[str, str] = {}
         for replica in ag.backup_candidates(group) if group else []:
             engine = self._engine_for(replica)
