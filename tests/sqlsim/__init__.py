@@ -42,6 +42,9 @@ SQLSTATEs and message texts in the shapes ODBC Driver 18 gives pyodbc. What it m
   termination clause (5061), no permission (5011), all followed by 5069. DROP DATABASE: in use (3702),
   missing (3701). DBCC CHECKDB (name) WITH NO_INFOMSGS, ALL_ERRORMSGS: corrupt pages give 8928 + 8989
   (dbcc-checkdb-transact-sql). CREATE/ALTER CREDENTIAL (15151 when altering a missing one).
+- Security fixes as one ``;`` batch (security.py): USE, GRANT <server permission> TO, ALTER SERVER ROLE
+  [dbcreator] ADD MEMBER, IF USER_ID(N'x') IS NULL CREATE USER, ALTER ROLE [db_backupoperator] ADD MEMBER;
+  sysadmin only (15247), an unknown user (15151) or login (15007).
 - Catalog: sys.databases, sys.master_files, sys.configurations, sys.credentials, msdb.dbo.backupset /
   backupmediafamily (SELECT denied: 229; injectable errors such as a 1205 deadlock),
   sys.availability_groups, sys.availability_replicas (group_id, endpoint_url, backup_priority),
