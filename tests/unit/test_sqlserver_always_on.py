@@ -148,3 +148,10 @@ def test_a_login_without_view_server_state_fails_with_the_grant(tmp_path) -> Non
     with pytest.raises(PermanentError, match=r"\(300\)") as caught:
         engine.backup(DB, STAGE)
     assert "GRANT VIEW SERVER STATE TO [backup];" in caught.value.hint
+
+
+@pytest.mark.parametrize("mapping", [{"sql02": ""}, {"sql02": "host;UID=sa"}, {"sql02": "host,99999"},
+                                     {"": "host"}, {"sql02": "host\n"}])
+def test_a_replica_address_that_is_not_a_host_is_refused_at_start_up(mapping) -> None:
+    with pytest.raises(ValueError, match="ag_replica_servers"):
+        DatabaseSettings(ag_replica_servers=mapping)

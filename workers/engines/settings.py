@@ -92,6 +92,17 @@ class DatabaseSettings(BaseModel, extra="forbid"):
             raise ValueError("database names must be unique")
         return value
 
+    @field_validator("ag_replica_servers")
+    @classmethod
+    def _replica_addresses(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, address in value.items():
+            host, _, port = address.partition(",")
+            bad = [c for c in name + address if ord(c) < 32 or c in ";{}="]
+            if not name.strip() or not host.strip() or bad or port and not (port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(f"ag_replica_servers: {name!r} -> {address!r} is not replica name -> host, "
+                                 "host\\instance or host,port")
+        return value
+
     @field_validator("max_transfer_size")
     @classmethod
     def _transfer(cls, value: int | None) -> int | None:
