@@ -36,9 +36,13 @@ def cluster(tmp_path, preference: str = "SECONDARY", replicas: dict[str, Replica
 def test_prefer_secondary_through_the_listener_backs_up_on_the_secondary(tmp_path) -> None:
     # Given the default preference (Prefer Secondary) and a worker configured with the AG listener
     engine, network, sims = cluster(tmp_path)
+    primary_open: list[bool] = []
     # When the database is backed up
-    result = engine.backup(DB, STAGE)
+    result = engine.backup(DB, STAGE, progress=lambda _: primary_open.append(
+        any(not c.closed for c in sims["sql01"].connections)))
     # Then the listener led to the primary, the worker went on to the secondary and the backup was taken there
+    # (the connection to the primary already closed while it ran)
+    assert primary_open and not any(primary_open)
     assert not result.skipped and result.server == "sql02,1433"
     assert network.reached[0] == "sql01" and set(network.reached[1:]) == {"sql02"}
     header = header_of(sims["sql02"], STAGE)

@@ -69,6 +69,11 @@ class _Session:
         """The rows of the first result set."""
         return (self.run(sql, *params, action=action) or [[]])[0]
 
+    def close(self) -> None:
+        """Close the connection early (pyodbc: ``cursor.connection``); closing it again later is harmless."""
+        with contextlib.suppress(Exception):
+            self.cursor.connection.close()
+
 
 def _progress_from_messages(reporter: ProgressReporter) -> Callable[[Message], None]:
     def on_message(message: Message) -> None:
@@ -220,6 +225,7 @@ class SqlServerEngine:
         """This replica is not the preferred one: back up on the replica the AG's preference picks, reached
         directly (COPY_ONLY on a secondary); a skipped result saying why when no candidate is reachable."""
         group = ag.read_group(lambda sql, *p: session.rows(sql, *p, action="read the availability group"), name)
+        session.close()             # not held open to the primary while another replica backs up for hours
         unreachable: dict[str, str] = {}
         for replica in ag.backup_candidates(group) if group else []:
             engine = self._engine_for(replica)
