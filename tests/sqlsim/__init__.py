@@ -17,7 +17,9 @@ SQLSTATEs and message texts in the shapes ODBC Driver 18 gives pyodbc. What it m
   (3021), missing (911) or offline (942) database, db_backupoperator/db_owner (262 "BACKUP DATABASE permission
   denied"), COMPRESSION on Express/Web (1844; "Backup compression" in "Editions and supported features of SQL
   Server 2022"), a non-COPY_ONLY full on a secondary replica (3059), a missing directory or access denied
-  (3201 with OS error 3 / 5), a share that drops mid-backup (3271 with OS error 64), a full disk (3202 with OS
+  (3201 with OS error 3 / 5), a TDE database compressed on 2016/2017 without MAXTRANSFERSIZE > 65536 (msdb
+  compressed_backup_size = backup_size: the encrypted pages do not shrink; BACKUP "MAXTRANSFERSIZE"), the
+  backing-up instance in the header's ServerName, a share that drops mid-backup (3271 with OS error 64), a full disk (3202 with OS
   error 112); every failure ends with 3013 "... is terminating abnormally". Stripes write one media family
   per device; msdb.dbo.backupset/backupmediafamily record the backup (LSNs as numeric(25,0)). BACKUP LOG:
   SIMPLE recovery (4208), no normal full yet - COPY_ONLY fulls do not start the log chain (4214); a log backup
@@ -40,17 +42,24 @@ SQLSTATEs and message texts in the shapes ODBC Driver 18 gives pyodbc. What it m
   termination clause (5061), no permission (5011), all followed by 5069. DROP DATABASE: in use (3702),
   missing (3701). DBCC CHECKDB (name) WITH NO_INFOMSGS, ALL_ERRORMSGS: corrupt pages give 8928 + 8989
   (dbcc-checkdb-transact-sql). CREATE/ALTER CREDENTIAL (15151 when altering a missing one).
+- Security fixes as one ``;`` batch (security.py): USE, GRANT <server permission> TO, ALTER SERVER ROLE
+  [dbcreator] ADD MEMBER, IF USER_ID(N'x') IS NULL CREATE USER, ALTER ROLE [db_backupoperator] ADD MEMBER;
+  sysadmin only (15247), an unknown user (15151) or login (15007).
 - Catalog: sys.databases, sys.master_files, sys.configurations, sys.credentials, msdb.dbo.backupset /
   backupmediafamily (SELECT denied: 229; injectable errors such as a 1205 deadlock),
-  sys.availability_groups, sys.availability_replicas, sys.dm_hadr_availability_replica_states (a JOIN on
-  replica_id works), SERVERPROPERTY('EngineEdition' |
+  sys.availability_groups, sys.availability_replicas (group_id, endpoint_url, backup_priority),
+  sys.dm_hadr_availability_replica_states (needs VIEW SERVER STATE: 300 + 297; a JOIN on replica_id works;
+  every replica's row on every replica - a real secondary shows only its own), sys.databases.replica_id (the
+  local replica) and is_encrypted, HAS_PERMS_BY_NAME (server permissions, CREATE DATABASE in master, BACKUP
+  DATABASE / ALTER in a database from db_backupoperator / db_owner; has-perms-by-name-transact-sql),
+  IS_SRVROLEMEMBER (sysadmin, dbcreator: server-level-roles), SUSER_SNAME(), SERVERPROPERTY('EngineEdition' |
   'Edition' | 'ProductVersion' | 'InstanceDefaultDataPath' ...) and sys.fn_hadr_backup_is_preferred_replica
   (preferences PRIMARY, SECONDARY = "Prefer Secondary", SECONDARY_ONLY, NONE, then backup priority among
   connected replicas; 1 outside an AG, 0 for a missing database as in 2019 CU20+).
 - Messages in another language (``server.language = "Deutsch"``) for progress, I/O and 3013: numbers stay.
 
 Not modelled: the data pages themselves (a backup carries the row counts and corrupt pages), RESTORE LOG and
-point-in-time restore, differential backups, TDE, real S3 (URL devices are files under the root once a
+point-in-time restore, differential backups, TDE beyond the compression ratio, real S3 (URL devices are files under the root once a
 credential exists), timing, EXEC (sp_configure is read through sys.configurations only).
 """
 from __future__ import annotations

@@ -148,7 +148,8 @@ def backup(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Ou
     base = next((h.first_lsn for h in reversed(server.history)
                  if h.database_name == name and not h.is_copy_only), first - 1000000)
     write_media(local, paths, database, version=server.version, checksum="CHECKSUM" in opts.flags,
-                compressed=compressed, copy_only=copy_only, lsns=(first, last, base), backup_type=2 if log else 1)
+                compressed=compressed, copy_only=copy_only, lsns=(first, last, base), backup_type=2 if log else 1,
+                server_name=server.name)
     database.last_lsn = last + 1
     if log and not copy_only:
         database.log_reuse_wait = "NOTHING"
@@ -158,11 +159,21 @@ def backup(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Ou
         with open(local[-1], "r+b") as fh:
             fh.truncate(local[-1].stat().st_size - 100)
     size = sum(p.stat().st_size for p in local)
-    server.history.append(BackupHistory(server.next_id(), name, paths[0], first, last, base, size * 5, size,
+    ratio = 1 if _tde_pages_compressed_as_is(server, database, opts) else 5
+    server.history.append(BackupHistory(server.next_id(), name, paths[0], first, last, base, size * ratio, size,
                                         copy_only, "L" if log else "D"))
     outcome.say(*[record(4035, 6402, name, f.logical) for f in database.files])
     outcome.say(record(3014, stop, 6402 * len(database.files), 311))
     return outcome
+
+
+def _tde_pages_compressed_as_is(server: Server, database: Database, opts: Options) -> bool:
+    """SQL Server 2016 / 2017 compress a TDE database's pages (decrypt, compress, encrypt) only when
+    MAXTRANSFERSIZE > 65536; otherwise encrypted pages are compressed as they are and barely shrink
+    (msdb compressed_backup_size = backup_size). 2019 CU5 and later raise MAXTRANSFERSIZE themselves. BACKUP
+    "MAXTRANSFERSIZE" argument: https://learn.microsoft.com/en-us/sql/t-sql/statements/backup-transact-sql"""
+    return (database.encrypted and "COMPRESSION" in opts.flags and server.major in (13, 14)
+            and int(opts.values.get("MAXTRANSFERSIZE", 65536)) <= 65536)
 
 
 # ------------------------------------------------------------------------------------------------ RESTORE

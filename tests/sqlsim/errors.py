@@ -20,6 +20,8 @@ TEXTS: dict[int, tuple[str, str]] = {
     207: ("42S22", "Invalid column name '{0}'."),
     208: ("42S02", "Invalid object name '{0}'."),
     229: ("42000", "The SELECT permission was denied on the object '{0}', database 'msdb', schema 'dbo'."),
+    297: ("42000", "The user does not have permission to perform this action."),
+    300: ("42000", "{0} permission was denied on object '{1}', database '{2}'."),
     262: ("42000", "{0} permission denied in database '{1}'."),
     911: ("42000", "Database '{0}' does not exist. Make sure that the name is entered correctly."),
     942: ("42000", "Database '{0}' cannot be opened because it is offline."),

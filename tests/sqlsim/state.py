@@ -42,6 +42,7 @@ class Database:
     damaged_by_restore: str | None = None    # files overwritten by another database's RESTORE ... REPLACE
     log_chain_started: bool = False          # a normal (not COPY_ONLY) full backup was taken: BACKUP LOG may run
     log_reuse_wait: str = "NOTHING"          # sys.databases.log_reuse_wait_desc (LOG_BACKUP: the log grows)
+    encrypted: bool = False                  # TDE on (sys.databases.is_encrypted)
 
     @property
     def replica_id(self) -> str | None:
@@ -57,9 +58,15 @@ class Login:
     database_roles: dict[str, set[str]] = field(default_factory=dict)   # db -> {"db_backupoperator", ...}
     msdb_select: bool = True
     denied_databases: set[str] = field(default_factory=set)      # may not open these (4060)
+    server_roles: set[str] = field(default_factory=set)          # "dbcreator" (holds CREATE ANY DATABASE)
 
     def may(self, permission: str) -> bool:
-        return self.sysadmin or permission in self.server_permissions
+        implied = {"CREATE ANY DATABASE"} if "dbcreator" in self.server_roles else set()
+        return self.sysadmin or permission in self.server_permissions | implied
+
+    def has_role(self, role: str) -> bool:
+        """IS_SRVROLEMEMBER: explicit membership only (the engine checks sysadmin separately)."""
+        return self.sysadmin if role.lower() == "sysadmin" else role.lower() in self.server_roles
 
     def in_role(self, database: str, *roles: str) -> bool:
         return self.sysadmin or bool(self.database_roles.get(database, set()) & set(roles))
@@ -70,6 +77,7 @@ class Replica:
     role: str = "SECONDARY"                  # PRIMARY | SECONDARY
     backup_priority: int = 50                # 0 = never back up here
     connected: bool = True
+    endpoint_host: str | None = None         # host of the mirroring endpoint URL (default: the server name)
 
 
 @dataclass

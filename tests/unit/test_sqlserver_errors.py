@@ -52,10 +52,6 @@ def containment_off(engine, sim) -> None:
     sim.server.contained_authentication = False
 
 
-def express(engine, sim) -> None:
-    sim.server.edition = "Express Edition (64-bit)"
-
-
 def denied(engine, sim) -> None:
     sim.server.faults.denied_dirs.add(r"\\fileserver\staging\stamp1")
 
@@ -90,11 +86,11 @@ CASES: list[tuple[str, Callable, Callable, dict, type[DrError], str]] = [
     ("1834", backed_up, lambda e: e.restore("hosting_copy", STAGE), {}, PermanentError, "RESTORE_DATA_PATH"),
     ("12824", containment_off, restore_in_place, {}, PermanentError,
      "sp_configure 'contained database authentication', 1; RECONFIGURE"),
-    ("1844", express, backup, {}, PermanentError, "APPSVC_DR_DATABASE__COMPRESSION=false"),
     ("3201", denied, backup, {}, PermanentError, "service account"),
     ("3241", truncated, lambda e: e.verify(STAGE), {}, PermanentError, "new backup"),
     ("5052", restoring, lambda e: e.drop(DB), {}, PermanentError, "WITH RECOVERY"),
-    ("262", least_privilege, backup, {}, PermanentError, "ALTER SERVER ROLE dbcreator ADD MEMBER [backup]"),
+    ("262", least_privilege, lambda e: e.verify(STAGE), {}, PermanentError,
+     "ALTER SERVER ROLE dbcreator ADD MEMBER [backup]"),
     ("262", lambda e, s: s.server.logins.__setitem__("backup", Login("backup", SECRET)), backup, {},
      PermanentError, "USE [appservice_hosting]; ALTER ROLE db_backupoperator ADD MEMBER [backup]"),
     ("3634", locked, restore_in_place, {}, PermanentError, "Another process"),

@@ -44,8 +44,18 @@ class DatabaseSettings(BaseModel, extra="forbid"):
     buffer_count: int | None = Field(default=None, ge=1, le=10000, description="BUFFERCOUNT")
     stripes: int = Field(default=1, ge=1, le=64, description="Write the backup to N files / URLs "
                          "(name.stripe1ofN.bak, ...)")
-    ag_override: bool = Field(default=False, description="Back up Always On databases even where "
-                              "sys.fn_hadr_backup_is_preferred_replica says this is not the preferred replica")
+    ag_override: bool = Field(default=False, description="Back up Always On databases on the replica "
+                              "connected to (through a listener: the primary) instead of the AG's preferred "
+                              "backup replica")
+    ag_replica_servers: dict[str, str] = Field(default_factory=dict, description="Always On: replica_server_name "
+                                               "-> host, host\\instance or host,port to connect to (default: the "
+                                               "host of the replica's endpoint URL and the configured port)")
+    multi_subnet_failover: bool = Field(default=False, description="SQL Server: SERVER is an AG listener (or "
+                                        "FCI): connect with MultiSubnetFailover=Yes")
+    verify_fallback: Literal["checksum", "fail"] = Field(default="checksum", description="When the login "
+                                                         "lacks CREATE DATABASE, which RESTORE VERIFYONLY needs: "
+                                                         "checksum = rely on BACKUP ... WITH CHECKSUM and warn; "
+                                                         "fail = fail the backup with the GRANT to run")
     url_max_transfer_size: int = Field(default=S3_MAX_TRANSFER_SIZE, ge=5 * 1024 * 1024,
                                        le=S3_MAX_TRANSFER_SIZE, description="MAXTRANSFERSIZE for BACKUP TO URL")
     s3_access_key: str | None = Field(default=None, description="BACKUP TO URL = 's3://...': create or update "
@@ -80,6 +90,17 @@ class DatabaseSettings(BaseModel, extra="forbid"):
                 raise ValueError(f"database name {name!r} is empty or holds control characters")
         if len(set(value)) != len(value):
             raise ValueError("database names must be unique")
+        return value
+
+    @field_validator("ag_replica_servers")
+    @classmethod
+    def _replica_addresses(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, address in value.items():
+            host, _, port = address.partition(",")
+            bad = [c for c in name + address if ord(c) < 32 or c in ";{}="]
+            if not name.strip() or not host.strip() or bad or port and not (port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(f"ag_replica_servers: {name!r} -> {address!r} is not replica name -> host, "
+                                 "host\\instance or host,port")
         return value
 
     @field_validator("max_transfer_size")

@@ -3,7 +3,10 @@
 Every statement runs with autocommit (BACKUP/RESTORE refuse transactions) and is drained to the last result
 set, so a call returns only when SQL Server finished and every error surfaces; ``STATS = N`` messages become
 progress callbacks. Database names are looked up in ``sys.databases`` (bind parameter) before they are quoted
-into a statement. Always On databases are backed up only on the preferred backup replica.
+into a statement. Always On databases are backed up on the AG's preferred backup replica: when the server
+connected to (a listener reaches the primary) is not it, the engine connects to that replica itself
+(:mod:`workers.engines.sqlserver_ag`). COMPRESSION and MAXTRANSFERSIZE follow the edition and version
+(:mod:`workers.engines.sqlserver_edition`).
 """
 from __future__ import annotations
 
@@ -15,11 +18,14 @@ from typing import Any, Callable, Iterator
 
 import pyodbc
 
+from workers.engines import sqlserver_ag as ag
+from workers.engines import sqlserver_perms as perms
 from workers.engines import sqlserver_sql as tsql
 from workers.engines.base import (ONLINE, SKIPPED_NOT_PREFERRED, BackupResult, Progress, ProgressReporter,
                                     RestoreResult, locally_readable, require_name, sha256_of, stripe_paths)
 from workers.engines.odbc import ConnectFn, Cursor, Message, clean_text, connection_string, drain, native_number
 from workers.engines.settings import DatabaseSettings
+from workers.engines.sqlserver_edition import DATABASE_ENCRYPTED, SERVER_FACTS, ServerFacts, fit_options
 from workers.engines.sqlserver_errors import classify
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError, TransientError
 
@@ -59,6 +65,15 @@ class _Session:
         sets = self.run(sql, *params, action=action)
         return sets[0][0] if sets and sets[0] else None
 
+    def rows(self, sql: str, *params: Any, action: str) -> list[dict[str, Any]]:
+        """The rows of the first result set."""
+        return (self.run(sql, *params, action=action) or [[]])[0]
+
+    def close(self) -> None:
+        """Close the connection early (pyodbc: ``cursor.connection``); closing it again later is harmless."""
+        with contextlib.suppress(Exception):
+            self.cursor.connection.close()
+
 
 def _progress_from_messages(reporter: ProgressReporter) -> Callable[[Message], None]:
     def on_message(message: Message) -> None:
@@ -96,18 +111,17 @@ class SqlServerEngine:
         with self._session() as session:
             name, in_ag = self._online(session, database)
             if in_ag and not self.settings.ag_override and not self._preferred(session, name):
-                log.info("%s on %s: not the preferred backup replica, skipped", name, self.server)
-                return BackupResult(name, staging_path, 0, time.monotonic() - started, self.name, self.server,
-                                    skipped_reason=SKIPPED_NOT_PREFERRED, parts=tuple(devices))
+                return self._backup_on_preferred_replica(session, name, staging_path, progress, started)
             if tsql.is_url(devices[0]):
                 self._ensure_credential(session, devices[0])
-            statement = tsql.backup_database(name, devices, self._options(tsql.is_url(devices[0])))
+            statement = tsql.backup_database(name, devices, self._fitted_options(session, name,
+                                                                                 tsql.is_url(devices[0])))
             session.run(statement, action=f"BACKUP DATABASE {tsql.quote_name(name)}",
                         on_message=_progress_from_messages(reporter), database=name)
             reporter.done()
             history = self._history(session, name, devices[0])
             if self.settings.verify:
-                self._verify(session, devices)
+                self._verify_after_backup(session, name, devices)
         size, checksum = self._measure(devices, history)
         lsn = {k: (str(history[k]) if history.get(k) is not None else None)
                for k in ("first_lsn", "last_lsn", "database_backup_lsn")}
@@ -165,6 +179,13 @@ class SqlServerEngine:
             for statement in tsql.drop_database(str(row["name"])) if row else []:
                 session.run(statement, action=statement.split(" WITH ")[0], database=str(row["name"]))
 
+    def permissions(self) -> tuple[list[perms.Permission], set[str]]:
+        """What the login may do on each configured database (read only; :mod:`.sqlserver_perms`), and the
+        databases the server does not show."""
+        with self._session() as session:
+            return perms.read(lambda sql, *p: session.rows(sql, *p, action="read the login's permissions"),
+                              self.settings.databases)
+
     # ----------------------------------------------------------------------------------------- helpers
     @contextlib.contextmanager
     def _session(self) -> Iterator[_Session]:
@@ -198,6 +219,65 @@ class SqlServerEngine:
     def _preferred(self, session: _Session, name: str) -> bool:
         row = session.first(tsql.PREFERRED_REPLICA, name, action=f"ask whether this is {name!r}'s backup replica")
         return bool(row and row["preferred"])
+
+    def _backup_on_preferred_replica(self, session: _Session, name: str, staging_path: str,
+                                     progress: Progress | None, started: float) -> BackupResult:
+        """This replica is not the preferred one: back up on the replica the AG's preference picks, reached
+        directly (COPY_ONLY on a secondary); a skipped result saying why when no candidate is reachable."""
+        group = ag.read_group(lambda sql, *p: session.rows(sql, *p, action="read the availability group"), name)
+        session.close()             # not held open to the primary while another replica backs up for hours
+        unreachable: dict[str, str] = {}
+        for replica in ag.backup_candidates(group) if group else []:
+            engine = self._engine_for(replica)
+            try:
+                engine.check(name)
+            except DrError as exc:
+                log.warning("%s: preferred backup replica %s unreachable: %s", name, replica.name, exc.message)
+                unreachable[replica.name] = exc.message[:200]
+                continue
+            log.info("%s: %s is not the preferred backup replica (availability group %s, preference %s); "
+                     "backing up on %s", name, self.server, group.name, group.preference_text, engine.server)
+            return engine.backup(name, staging_path, progress)
+        reason = ag.nothing_reachable(group, name, unreachable) if group else SKIPPED_NOT_PREFERRED
+        log.warning("%s on %s: %s", name, self.server, reason)
+        return BackupResult(name, staging_path, 0, time.monotonic() - started, self.name, self.server,
+                            skipped_reason=reason, parts=tuple(stripe_paths(staging_path, self.settings.stripes)))
+
+    def _engine_for(self, replica: ag.AgReplica) -> "SqlServerEngine":
+        """An engine connected straight to ``replica`` that backs up there (never follows the AG again)."""
+        address = ag.replica_address(replica, self.settings.ag_replica_servers)
+        host, _, port = address.partition(",")
+        update: dict[str, Any] = {"server": host, "ag_override": True, "multi_subnet_failover": False}
+        if port.strip().isdigit():
+            update["port"] = int(port)
+        if replica.role != "PRIMARY":
+            update["copy_only"] = True          # a secondary takes only COPY_ONLY full backups (else 3059)
+        return SqlServerEngine(self.settings.model_copy(update=update), connect=self._connect)
+
+    def _fitted_options(self, session: _Session, name: str, url: bool) -> tsql.BackupOptions:
+        """The configured options as this edition and version support them (COMPRESSION, TDE transfer size)."""
+        facts = ServerFacts.from_row(session.first(SERVER_FACTS, action="read the SQL Server edition"))
+        row = session.first(DATABASE_ENCRYPTED, name, action=f"ask whether {name!r} uses TDE")
+        options, notes = fit_options(self._options(url), facts, bool(row and row["is_encrypted"]))
+        for note in notes:
+            log.info("%s on %s: %s", name, self.server, note)
+        return options
+
+    def _verify_after_backup(self, session: _Session, name: str, devices: list[str]) -> None:
+        """RESTORE VERIFYONLY, which needs CREATE DATABASE: a db_backupoperator-only login gets the
+        ``verify_fallback`` (the backup's own CHECKSUM, with a warning) or a clear failure."""
+        row = session.first(tsql.MAY_VERIFY, action="check the CREATE DATABASE permission RESTORE VERIFYONLY needs")
+        if row and row["may_verify"] == 1:
+            self._verify(session, devices)
+            return
+        grant = f"GRANT CREATE ANY DATABASE TO [{(self.settings.username or '<login>').replace(']', ']]')}];"
+        if self.settings.verify_fallback == "fail":
+            raise PermanentError(f"backup of {name} on {self.server} written but not verified: the login lacks "
+                                 "CREATE DATABASE, which RESTORE VERIFYONLY needs",
+                                 hint=f"Run {grant} on the server, or set APPSVC_DR_DATABASE__VERIFY_FALLBACK="
+                                      "checksum to rely on BACKUP ... WITH CHECKSUM, or VERIFY=false.")
+        log.warning("%s on %s: RESTORE VERIFYONLY skipped (the login lacks CREATE DATABASE); the backup was "
+                    "checked only by BACKUP ... WITH CHECKSUM. To verify, run %s", name, self.server, grant)
 
     def _verify(self, session: _Session, devices: list[str]) -> None:
         session.run(tsql.verify_only(devices), action="RESTORE VERIFYONLY")
@@ -251,7 +331,7 @@ class SqlServerEngine:
             pairs += [("SERVER", s.server if instance else f"tcp:{s.server},{s.effective_port}"),
                       ("DATABASE", "master"), ("Encrypt", s.encrypt),
                       ("TrustServerCertificate", "yes" if s.trust_server_certificate else "no"),
-                      ("APP", "appservice-dr")]
+                      ("APP", "appservice-dr"), ("MultiSubnetFailover", "Yes" if s.multi_subnet_failover else None)]
         password = s.password.get_secret_value() if s.password is not None else None
         if s.auth == "kerberos":
             pairs.append(("Trusted_Connection", "yes"))

@@ -36,6 +36,9 @@ RULES: dict[int, tuple[bool, str]] = {
     18456: (False, "Login failed. " + _LOGIN),
     18452: (False, "The login is from an untrusted domain: use auth = sql, or fix Kerberos (SPN, keytab). "),
     262: (False, "Permission denied: {grant}"),
+    300: (False, "Permission denied: reading Always On state (sys.dm_hadr_availability_replica_states) needs "
+                 "VIEW SERVER STATE: GRANT VIEW SERVER STATE TO {login}; on every replica, or set "
+                 "APPSVC_DR_DATABASE__AG_OVERRIDE=true to back up where connected."),
     229: (False, "Permission denied: the backup login needs VIEW SERVER STATE and SELECT on msdb backup "
                  "history (or sysadmin)."),
     916: (False, "The login cannot access the database in this security context. " + _LOGIN),
@@ -122,7 +125,8 @@ def _grant(action: str, login: str, database: str) -> str:
                 f"db_backupoperator ADD MEMBER {login};")
     return (f"RESTORE (also VERIFYONLY / FILELISTONLY / HEADERONLY) needs CREATE DATABASE on the server: ALTER "
             f"SERVER ROLE dbcreator ADD MEMBER {login}; (or GRANT CREATE ANY DATABASE TO {login};). Without it, "
-            "set APPSVC_DR_DATABASE__VERIFY=false to skip verification after backups.")
+            "backups are verified only by BACKUP ... WITH CHECKSUM (APPSVC_DR_DATABASE__VERIFY_FALLBACK=checksum, "
+            "the default). `appsvc-dr config check --connect` lists every permission the login lacks.")
 
 
 def _bracket(name: str | None, placeholder: str) -> str:

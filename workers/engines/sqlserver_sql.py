@@ -20,6 +20,8 @@ MAX_PATH_LENGTH = 1024
 DATABASE_STATE = ("SELECT name, state_desc, CASE WHEN replica_id IS NULL THEN 0 ELSE 1 END AS in_ag "
                   "FROM sys.databases WHERE name = ?")
 PREFERRED_REPLICA = "SELECT sys.fn_hadr_backup_is_preferred_replica(?) AS preferred"
+# RESTORE VERIFYONLY / FILELISTONLY / HEADERONLY need CREATE DATABASE (RESTORE, "Permissions")
+MAY_VERIFY = "SELECT HAS_PERMS_BY_NAME(N'master', N'DATABASE', N'CREATE DATABASE') AS may_verify"
 BACKUP_HISTORY = ("SELECT TOP (1) bs.first_lsn, bs.last_lsn, bs.database_backup_lsn, bs.backup_size, "
                   "bs.compressed_backup_size FROM msdb.dbo.backupset AS bs "
                   "JOIN msdb.dbo.backupmediafamily AS mf ON mf.media_set_id = bs.media_set_id "
