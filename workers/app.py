@@ -96,6 +96,12 @@ def _fileshare(module, deps: Deps) -> WorkerSpec:
                                          verify=s.upload.verify, retention=s.retention)
 
 
+def _mirror(module, deps: Deps) -> WorkerSpec:
+    s = deps.settings
+    return module.build_mirror_worker(mirror=s.mirror, store=s.store, retention=s.retention,
+                                      registry=deps.metrics.registry)
+
+
 BUILTIN: dict[str, Builtin] = {
     "db-backup": Builtin("workers.dbbackup.handler", _db_backup),
     "notifier": Builtin("workers.notifier.handler", _notifier),
@@ -103,6 +109,7 @@ BUILTIN: dict[str, Builtin] = {
     "secrets": Builtin("workers.secrets.handler", _secrets),
     "catalog": Builtin("workers.catalog.handler", _catalog),
     "fileshare": Builtin("workers.fileshare.handler", _fileshare),
+    "mirror": Builtin("workers.mirror.handler", _mirror),
 }
 
 

@@ -19,6 +19,7 @@ from contracts.events.backup import ALL_COMPONENTS, Component
 from workers.artifacts.settings import RetentionSettings
 from workers.engines.settings import DatabaseSettings
 from workers.fileshare.settings import FileshareSettings
+from workers.mirror.settings import MirrorSettings
 from workers.runtime.errors import ConfigurationError
 from workers.runtime.parsing import comma_list
 from workers.runtime.settings import BrokerSettings, LogSettings, MetricsSettings, RetrySettings, WorkerSettings
@@ -51,6 +52,7 @@ class Settings(BaseSettings):
     secrets: SecretsSettings = SecretsSettings()
     database: DatabaseSettings = DatabaseSettings()
     fileshare: FileshareSettings = FileshareSettings()
+    mirror: MirrorSettings = MirrorSettings()
 
     @field_validator("components", mode="before")
     @classmethod

@@ -5,6 +5,7 @@ from contracts.events.backup import BackupDue, BackupDuePayload
 from contracts.events.catalog import BackupSetCompleted, BackupSetCompletedPayload
 from contracts.events.databases import DatabaseBackedUp, DatabaseBackedUpPayload, DatabaseBackupRequested, \
     DatabaseBackupRequestedPayload
+from contracts.events.mirror import ArtifactMirrored, ArtifactMirroredPayload
 from contracts.events.failures import JobFailed, JobFailedPayload
 from contracts.events.fileshare import FileshareSynced, FileshareSyncedPayload, FileshareSyncRequested, \
     FileshareSyncRequestedPayload, SkippedFile
@@ -13,9 +14,9 @@ from contracts.events.secrets_stored import SecretsStored, SecretsStoredPayload
 
 ALL_EVENTS = (BackupDue, SecretsRotated, JobFailed, ArtifactReady, ArtifactStored, SecretsStored,
               BackupSetCompleted, DatabaseBackupRequested, DatabaseBackedUp,
-              FileshareSyncRequested, FileshareSynced)
+              FileshareSyncRequested, FileshareSynced, ArtifactMirrored)
 
-__all__ = ["ALL_EVENTS", "ArtifactReady", "ArtifactReadyPayload", "ArtifactStored", "ArtifactStoredPayload",
+__all__ = ["ALL_EVENTS", "ArtifactMirrored", "ArtifactMirroredPayload", "ArtifactReady", "ArtifactReadyPayload", "ArtifactStored", "ArtifactStoredPayload",
            "BackupDue", "BackupDuePayload", "BackupSetCompleted",
            "BackupSetCompletedPayload", "DatabaseBackedUp", "DatabaseBackedUpPayload",
            "DatabaseBackupRequested", "DatabaseBackupRequestedPayload",

@@ -49,6 +49,7 @@ OWN_EVENTS = {
     "upload": {"artifact-stored", "job-failed"},
     "catalog": {"backup-set-completed", "job-failed"},
     "notifier": {"job-failed"},
+    "mirror": {"artifact-mirrored", "job-failed"},
     "keda": set(),
 }
 ALL_EVENTS = sorted(set().union(*OWN_EVENTS.values()) | {"fileshare-sync-requested"})

@@ -31,7 +31,7 @@ def test_round_trip_through_bytes_gives_an_equal_typed_event():
     (b"\x00garbage", "not-json", "not UTF-8 JSON"),
     (b"[1, 2]", "not-an-object", "expected an object"),
     (b'{"version": 1}', "missing-type", "'type'"),
-    (b'{"type": "nope", "version": 1}', "unknown-type", "known: artifact-ready, "),
+    (b'{"type": "nope", "version": 1}', "unknown-type", "known: artifact-mirrored, artifact-ready, "),
     (b'{"type": "backup-due", "version": 7}', "unknown-version", "known versions: [1]"),
     (b'{"type": "backup-due", "version": "1"}', "unknown-version", "must be an integer"),
 ])

@@ -61,16 +61,20 @@ class RetentionPlan:
     sets: dict[str, SetState] = field(default_factory=dict)
     dry_run: bool = False
     deleted_objects: int = 0
+    locked: dict[str, datetime] = field(default_factory=dict)   # doomed sets kept: Object Lock, deletable after
 
     @property
     def incomplete_deleted(self) -> list[str]:
         """Deleted (or, in a dry run, doomed) sets that were not complete: the operator is told of each."""
-        return [s for s in self.delete if s in self.sets and not self.sets[s].complete]
+        return [s for s in self.delete if s in self.sets and not self.sets[s].complete and s not in self.locked]
 
     def describe(self) -> list[str]:
         lines = [f"keep   {s}  {self.reasons[s]}" for s in self.keep]
         verb = "would delete" if self.dry_run else "delete"
-        return lines + [f"{verb} {s}  {self.reasons[s]}" for s in self.delete]
+        return lines + [f"{verb} {s}  {self.reasons[s]}" if s not in self.locked else
+                        f"locked {s}  {self.reasons[s]}; locked (S3 Object Lock) until "
+                        f"{self.locked[s]:%Y-%m-%d %H:%M} UTC: deleted by the first run after that"
+                        for s in self.delete]
 
 
 def format_duration(value: timedelta) -> str:
@@ -151,6 +155,16 @@ def plan_retention(backend: StorageBackend, stamp: str, keep_last: int = 7, keep
                   incomplete_grace=incomplete_grace)
 
 
+def locked_until(backend: StorageBackend, stamp: str, set_id: str) -> datetime | None:
+    """When the last locked object of the set can be deleted (None: nothing locked, or no Object Lock)."""
+    check = getattr(backend, "locked_until", None)
+    if check is None or getattr(backend, "lock_mode", None) is None:
+        return None
+    prefix = set_prefix(stamp, set_id)
+    dates = [d for d in (check(info.key) for info in backend.list(prefix)) if d is not None]
+    return max(dates, default=None)
+
+
 def delete_set(backend: StorageBackend, stamp: str, set_id: str) -> int:
     """Delete every object under ``<stamp>/<set_id>/``: marker first, plan and manifest last."""
     if not set_id or "/" in set_id or set_id in (".", ".."):
@@ -171,6 +185,13 @@ def apply_retention(backend: StorageBackend, stamp: str, keep_last: int = 7, kee
     plan = plan_retention(backend, stamp, keep_last, keep_within, now, incomplete_grace)
     plan.dry_run = dry_run
     for set_id in plan.delete:
+        until = locked_until(backend, stamp, set_id)       # never try to delete a locked object
+        if until is not None:
+            plan.locked[set_id] = until
+            log.warning("retention: %s/%s is due for deletion (%s) but locked (S3 Object Lock) until %s UTC; it is "
+                        "deleted by the first run after that", stamp, set_id, plan.reasons[set_id],
+                        until.strftime("%Y-%m-%d %H:%M"))
+            continue
         if dry_run:
             log.debug("retention (dry run): would delete %s/%s: %s", stamp, set_id, plan.reasons[set_id])
             continue

@@ -78,15 +78,17 @@ class ArtifactStore:
         self._warned = False
 
     @classmethod
-    def from_settings(cls, store: StoreSettings, encryption: EncryptionSettings, *,
-                      verify: VerifyMode = "stat") -> ArtifactStore:
+    def from_settings(cls, store: StoreSettings, encryption: EncryptionSettings, *, verify: VerifyMode = "stat",
+                      backend: StorageBackend | None = None) -> ArtifactStore:
         """The configured store with the configured encryption, signing and verifying with the configured Trust;
-        a bad certificate or signing key stops the process at start (ConfigurationError)."""
+        a bad certificate or signing key stops the process at start (ConfigurationError). ``backend``: use this
+        one instead of building the store section's (a mirror target, or the primary with fallback copies)."""
         try:
             certificate = load_certificate(encryption.certificate) if encryption.certificate else None
         except PermanentError as exc:
             raise ConfigurationError(f"encryption certificate: {exc.message}", hint=exc.hint) from None
-        return cls(attach(build_store(store), trust_from_settings(encryption)), certificate=certificate,
+        trust = trust_from_settings(encryption)
+        return cls(attach(backend or build_store(store), trust), certificate=certificate,
                    compress=encryption.compress, level=encryption.level, verify=verify)
 
     @property

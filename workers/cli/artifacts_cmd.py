@@ -21,13 +21,11 @@ from workers.cli.output import write_atomically
 from workers.cli.progress import MiB, ProgressBar
 from workers.cli.snapshots_cmd import duration_arg, print_forget
 from workers.config import Settings
-from workers.cli.stores import opened
+from workers.cli.stores import add_store_option, backend_for_reading, chosen_store, writing_backend
 from workers.repository.forget import Policy, forget
 from workers.repository.repo import Repository
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError
 from workers.storage.base import ObjectNotFound
-from workers.storage.factory import build_store
-from workers.storage.signing import attach, trust_from_settings
 
 
 def register(sub) -> None:
@@ -36,6 +34,7 @@ def register(sub) -> None:
     a = actions.add_parser("list", help="backup sets of a stamp, or the artifacts of one set")
     _where(a)
     a.add_argument("--json", action="store_true", help="machine-readable output")
+    add_store_option(a)
     a.set_defaults(func=list_cmd)
     a = actions.add_parser("get", help="fetch one artifact, decrypted and verified, into a file")
     a.add_argument("artifact_key", metavar="KEY", help="artifact key: <stamp>/<set>/<component>/<name>")
@@ -54,6 +53,7 @@ def register(sub) -> None:
     a.add_argument("--keep-within", type=duration_arg, help="also keep sets younger than this, e.g. 30d, 12h "
                    "(default: APPSVC_DR_RETENTION__KEEP_WITHIN)")
     a.add_argument("--dry-run", action="store_true", help="show what would be deleted, delete nothing")
+    add_store_option(a)
     a.set_defaults(func=retention_cmd)
 
 
@@ -64,11 +64,7 @@ def _where(p: argparse.ArgumentParser) -> None:
 
 def _store(settings: Settings) -> ArtifactStore:
     """Reading needs no certificate: records say how each artifact was written (and are signed)."""
-    return ArtifactStore(_backend(settings))
-
-
-def _backend(settings: Settings):
-    return opened(attach(build_store(settings.store), trust_from_settings(settings.encryption)))
+    return ArtifactStore(backend_for_reading(settings))
 
 
 # ------------------------------------------------------------------------------------------- list
@@ -176,22 +172,29 @@ def verify_cmd(args: argparse.Namespace, settings: Settings) -> int:
 # -------------------------------------------------------------------------------------- retention
 def retention_cmd(args: argparse.Namespace, settings: Settings) -> int:
     r = settings.retention
+    if chosen_store() not in (None, "primary"):     # a mirror target: its own policy where it sets one
+        target = settings.mirror.target(chosen_store())  # type: ignore[arg-type]
+        r = r.model_copy(update={k: v for k, v in (("keep_last", target.keep_last),
+                                                   ("keep_within", target.keep_within)) if v is not None})
     keep_last = r.keep_last if args.keep_last is None else args.keep_last
     if keep_last < 0:
         raise ConfigurationError("--keep-last must be 0 or more")
     keep_within = args.keep_within if args.keep_within is not None else r.keep_within
     stamp = args.stamp or settings.stamp
-    plan = apply_retention(_backend(settings), stamp, keep_last=keep_last, keep_within=keep_within,
+    backend = writing_backend(settings)
+    plan = apply_retention(backend, stamp, keep_last=keep_last, keep_within=keep_within,
                            dry_run=args.dry_run, incomplete_grace=r.grace)
     print(f"retention for {stamp}: keep the newest {keep_last} complete set(s)"
           f"{f' and every set younger than {format_duration(keep_within)}' if keep_within else ''}")
     for line in plan.describe():
         print(line)
+    gone = len(plan.delete) - len(plan.locked)
+    locked = f"; {len(plan.locked)} locked (S3 Object Lock), deletable later" if plan.locked else ""
     if args.dry_run:
-        print(f"dry run: would delete {len(plan.delete)} set(s), keep {len(plan.keep)}; nothing was deleted")
+        print(f"dry run: would delete {gone} set(s), keep {len(plan.keep)}{locked}; nothing was deleted")
     else:
-        print(f"deleted {len(plan.delete)} set(s) ({plan.deleted_objects} objects), kept {len(plan.keep)}")
-    snapshots = forget(Repository(_store(settings), stamp), Policy(keep_last=keep_last, keep_within=keep_within),
+        print(f"deleted {gone} set(s) ({plan.deleted_objects} objects), kept {len(plan.keep)}{locked}")
+    snapshots = forget(Repository(ArtifactStore(backend), stamp), Policy(keep_last=keep_last, keep_within=keep_within),
                        dry_run=args.dry_run)
     if snapshots.keep or snapshots.forget:          # the same policy for file-share snapshots (see README)
         print_forget(snapshots)

@@ -1,5 +1,5 @@
 """Private-key options shared by every command that decrypts: --key PEM, --pfx FILE, passwords from env
-variables (or asked for on a terminal) — never as command-line values."""
+variables (or asked for on a terminal) — never as command-line values; and --store, the copy it reads."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from workers.cli.stores import add_store_option
 from workers.runtime.errors import ConfigurationError
 from workers.storage.codec import KeyRing
 from workers.storage.keys import WrongPasswordError
@@ -23,6 +24,7 @@ def add_key_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pfx-password-env", metavar="VAR", help="environment variable holding the PFX password")
     parser.add_argument("--allow-unsigned", action="store_true", help="read legacy artifacts written before "
                         "signing was enabled (each unsigned object is logged as a WARNING)")
+    add_store_option(parser)                      # every command that decrypts reads the store: from which copy
 
 
 def env_password(var: str | None) -> str | None:

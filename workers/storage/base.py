@@ -31,6 +31,7 @@ class ObjectInfo:
     modified: datetime                      # timezone-aware, UTC
     metadata: dict[str, str] = field(default_factory=dict)      # from stat()/put(); list() leaves it empty
     etag: str | None = None                 # S3 only
+    retain_until: datetime | None = None    # S3 Object Lock: the object cannot be deleted before this (stat only)
 
 
 @runtime_checkable
@@ -98,6 +99,17 @@ class StorageMisconfigured(StorageError, PermanentError):
 class StorageFull(StorageError, PermanentError):
     default_hint = ("The store is out of space or over quota: free space or grow the volume/quota behind the "
                     "store, then replay the dead-lettered jobs (`appsvc-dr dlq replay <worker>`).")
+
+
+class ObjectLocked(StorageError, PermanentError):
+    """An object under S3 Object Lock whose retention has not expired: it cannot be deleted yet."""
+
+    default_hint = ("The object is locked (S3 Object Lock) until the date in the message; it can be deleted after "
+                    "that date (retention tries again on its next run). Nothing else is needed.")
+
+    def __init__(self, message: str, *, until: datetime, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.until = until
 
 
 class InvalidArgument(StorageError, PermanentError):

@@ -11,19 +11,21 @@ import base64
 import contextlib
 import email.utils
 import os
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, BinaryIO, Iterator
 
 import certifi
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
+from minio.commonconfig import ENABLED
 from minio.helpers import check_bucket_name
+from minio.retention import Retention
 from urllib3.exceptions import HTTPError, MaxRetryError, SSLError
 
 from workers.storage._streams import SizedReader, reader
-from workers.storage.base import (InvalidArgument, ObjectInfo, ObjectNotFound, StorageError, StorageFull,
-                                  StorageMisconfigured, StoragePermissionDenied, StorageUnavailable,
+from workers.storage.base import (InvalidArgument, ObjectInfo, ObjectLocked, ObjectNotFound, StorageError,
+                                  StorageFull, StorageMisconfigured, StoragePermissionDenied, StorageUnavailable,
                                   validate_key, validate_metadata, validate_prefix)
 
 META_PREFIX = "x-amz-meta-"
@@ -47,13 +49,22 @@ class S3Store:
 
     def __init__(self, endpoint: str, access_key: str, secret_key: Any, bucket: str, region: str | None = None,
                  secure: bool = True, create_bucket: bool = True, part_size: int = 16 * 1024 * 1024, *,
-                 connect_timeout: float = 10.0, read_timeout: float = 120.0) -> None:
+                 connect_timeout: float = 10.0, read_timeout: float = 120.0, lock_mode: str | None = None,
+                 lock_for: timedelta | None = None) -> None:
         for scheme, is_secure in (("https://", True), ("http://", False)):
             if endpoint.lower().startswith(scheme):
                 endpoint, secure = endpoint[len(scheme):].rstrip("/"), is_secure
         self.endpoint, self.bucket, self.region = endpoint, bucket, region or None
         self.secure, self.create_bucket, self.part_size = secure, create_bucket, part_size
         self.name = f"s3://{bucket}"
+        # Object Lock: every put carries a retain-until date (mode GOVERNANCE or COMPLIANCE), and delete refuses
+        # an object whose date has not passed (ObjectLocked, saying when it can go) instead of hiding it behind
+        # a delete marker. The bucket must have Object Lock (and so versioning) enabled: see check_lock().
+        self.lock_mode, self.lock_for = (lock_mode or None), lock_for
+        if self.lock_mode is not None and not (lock_for and lock_for > timedelta(0)):
+            raise StorageMisconfigured("S3 Object Lock needs a retention duration",
+                                       hint="Set APPSVC_DR_STORE__S3_LOCK_DAYS (or the mirror target's "
+                                            "s3_lock_days) to at least the retention policy's keep span.")
         try:
             check_bucket_name(bucket, strict=True)
         except ValueError as exc:
@@ -95,7 +106,8 @@ class S3Store:
             # length=-1: stream in part_size parts; one sequential upload keeps one part in memory and leaves
             # no upload threads behind when the source fails.
             result = self._client.put_object(self.bucket, key, source, length=-1, part_size=self.part_size,
-                                             metadata=headers, num_parallel_uploads=1)  # type: ignore[arg-type]
+                                             metadata=headers, num_parallel_uploads=1,  # type: ignore[arg-type]
+                                             retention=self._retention())
         if checked and source.count == size:
             # The server accepted exactly these bytes against their SHA-256: no HEAD to learn what landed.
             # ``modified`` is the server's time of the answer (its Date header), not a Last-Modified.
@@ -127,8 +139,9 @@ class S3Store:
             obj = self._client.stat_object(self.bucket, key)
         metadata = {k.lower()[len(META_PREFIX):]: v for k, v in (obj.metadata or {}).items()
                     if k.lower().startswith(META_PREFIX)}
+        until = (obj.metadata or {}).get("x-amz-object-lock-retain-until-date")
         return ObjectInfo(key=key, size=int(obj.size or 0), modified=_utc(obj.last_modified),
-                          metadata=metadata, etag=obj.etag)
+                          metadata=metadata, etag=obj.etag, retain_until=_iso(until) if until else None)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_prefix(prefix)
@@ -137,6 +150,8 @@ class S3Store:
     def delete(self, key: str) -> None:
         validate_key(key)
         self._ensure_bucket()
+        if self.lock_mode is not None:
+            self.check_deletable(key)
         with self._errors("delete", key):
             self._client.remove_object(self.bucket, key)     # S3 deletes are idempotent
 
@@ -149,6 +164,41 @@ class S3Store:
 
     def close(self) -> None:
         self._http.clear()
+
+    # ---------------------------------------------------------------------------------- object lock
+    def _retention(self) -> Retention | None:
+        if self.lock_mode is None or self.lock_for is None:
+            return None
+        return Retention(self.lock_mode, datetime.now(timezone.utc) + self.lock_for)
+
+    def locked_until(self, key: str) -> datetime | None:
+        """The object's retain-until date while it is still in the future (None: deletable now, or missing)."""
+        try:
+            until = self.stat(key).retain_until
+        except ObjectNotFound:
+            return None
+        return until if until is not None and until > datetime.now(timezone.utc) else None
+
+    def check_deletable(self, key: str) -> None:
+        """Raise ObjectLocked when ``key`` is under a retention that has not expired."""
+        until = self.locked_until(key)
+        if until is not None:
+            raise ObjectLocked(f"{self.name}: {key} is locked (S3 Object Lock) until {until:%Y-%m-%d %H:%M} UTC",
+                               until=until)
+
+    def check_lock(self) -> list[str]:
+        """Problems with the bucket's Object Lock set-up (empty when Object Lock and versioning are enabled)."""
+        self._ensure_bucket()
+        problems = []
+        with self._errors("read the versioning of", ""):
+            if self._client.get_bucket_versioning(self.bucket).status != ENABLED:
+                problems.append(f"bucket {self.bucket!r} does not have versioning enabled")
+        try:
+            with self._errors("read the object lock configuration of", ""):
+                self._client.get_object_lock_config(self.bucket)
+        except (InvalidArgument, StorageMisconfigured, ObjectNotFound) as exc:
+            problems.append(f"bucket {self.bucket!r} does not have Object Lock enabled ({exc.message})")
+        return problems
 
     # --------------------------------------------------------------------------------------- helpers
     def _list(self, prefix: str) -> Iterator[ObjectInfo]:
@@ -174,7 +224,8 @@ class S3Store:
                         hint=f"Create bucket {self.bucket!r}, fix APPSVC_DR_STORE__S3_BUCKET, or set "
                              "APPSVC_DR_STORE__S3_CREATE_BUCKET=true to let the worker create it.")
                 try:
-                    self._client.make_bucket(self.bucket, location=self.region)
+                    self._client.make_bucket(self.bucket, location=self.region,
+                                             object_lock=self.lock_mode is not None)
                 except S3Error as exc:
                     if exc.code != "BucketAlreadyOwnedByYou":        # another worker was faster
                         raise
@@ -246,6 +297,13 @@ def _answered(headers: Any) -> datetime:
         return _utc(email.utils.parsedate_to_datetime(headers.get("Date")))
     except (TypeError, ValueError, AttributeError):
         return datetime.now(timezone.utc)
+
+
+def _iso(value: str) -> datetime | None:
+    try:
+        return _utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        return None
 
 
 def _utc(value: datetime | None) -> datetime:

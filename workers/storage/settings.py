@@ -25,6 +25,11 @@ class StoreSettings(BaseModel, extra="forbid"):
     s3_create_bucket: bool = True
     s3_part_size: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024, description="Multipart part size; "
                               "memory is about 3 parts, and an object holds at most 10,000 parts (16 MiB: 156 GiB)")
+    s3_object_lock: Literal["GOVERNANCE", "COMPLIANCE"] | None = Field(default=None, description="Write every "
+                                                                      "object with an S3 Object Lock retention in "
+                                                                      "this mode (the bucket needs Object Lock)")
+    s3_lock_days: int = Field(default=0, ge=0, description="Object Lock retention in days: at least as long as "
+                              "the retention policy keeps a set (keep_within, or keep_last sets' span)")
     smb_path: str = ""
     smb_username: str | None = None
     smb_password: SecretStr | None = None

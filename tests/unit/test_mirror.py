@@ -1,0 +1,173 @@
+"""Mirroring between real local stores: what a target should hold, copies verified against records, corruption
+on the primary never copied, reads falling back to a copy, the worker's events and metrics."""
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from contracts import ArtifactStored, ArtifactStoredPayload
+from tests.unit.test_retention import STAMP, make_set
+from workers.artifacts.retention import apply_retention
+from workers.artifacts.service import ArtifactStore
+from workers.mirror.handler import MirrorGauges, MirrorHandler, Target
+from workers.mirror.sync import Policy, compare, sync
+from workers.runtime.errors import TransientError
+from workers.runtime.worker import JobContext
+from workers.storage.fallback import FallbackStore
+from workers.mirror.sync import expected
+from workers.storage.local import LocalStore
+
+KEEP_ALL = Policy(keep_last=30, keep_within=None, grace=timedelta(hours=6))
+
+
+@pytest.fixture
+def primary(tmp_path) -> ArtifactStore:
+    return ArtifactStore(LocalStore(tmp_path / "primary"), compress=False)
+
+
+def files(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_set_is_copied_byte_for_byte_marker_last_and_a_second_run_copies_nothing(primary, tmp_path):
+    # Given one complete set on the primary and an empty target
+    set_id = make_set(primary, 1)
+    target = LocalStore(tmp_path / "target")
+    order: list[str] = []
+    put = target.put
+    target.put = lambda key, *a, **kw: (order.append(key), put(key, *a, **kw))[1]  # type: ignore[method-assign]
+    # When the target is synced
+    result = sync(primary.backend, target, STAMP, KEEP_ALL)
+    # Then it holds exactly the primary's files (objects and metadata sidecars), the marker written last
+    assert files(tmp_path / "target") == files(tmp_path / "primary")
+    assert result.copied == result.wanted == len(order) and not result.backlog and not result.corrupt
+    assert order[-1] == f"{STAMP}/{set_id}/complete.json"
+    assert order.index(f"{STAMP}/{set_id}/databases/hosting.bak") < order.index(
+        f"{STAMP}/{set_id}/databases/hosting.bak.record.json")
+    # And a second run finds nothing to do
+    again = sync(primary.backend, target, STAMP, KEEP_ALL)
+    assert again.copied == 0 and compare(primary.backend, target, STAMP, KEEP_ALL, read_data=True).missing == []
+
+
+def test_a_target_with_its_own_retention_is_not_refilled_with_sets_it_deletes(primary, tmp_path):
+    # Given three complete sets and a target that keeps only the newest one
+    sets = [make_set(primary, days) for days in (3, 2, 1)]
+    target = LocalStore(tmp_path / "target")
+    keep_one = Policy(keep_last=1, keep_within=None, grace=timedelta(hours=6))
+    # When it is synced
+    sync(primary.backend, target, STAMP, keep_one)
+    # Then only the newest set is there, and its retention has nothing to delete
+    assert {k.key.split("/")[1] for k in target.list(f"{STAMP}/")} == {sets[-1]}
+    assert apply_retention(target, STAMP, keep_last=1).delete == []
+
+
+def test_an_artifact_corrupted_on_the_primary_is_never_copied(primary, tmp_path):
+    # Given a set whose database artifact was altered on the primary (same size, one byte flipped)
+    set_id = make_set(primary, 1)
+    victim = tmp_path / "primary" / STAMP / set_id / "databases" / "hosting.bak"
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 1
+    victim.write_bytes(bytes(data))
+    target = LocalStore(tmp_path / "target")
+    # When the target is synced
+    result = sync(primary.backend, target, STAMP, KEEP_ALL)
+    # Then the damaged artifact is reported and not on the target (not even a partial file); the rest is
+    assert result.corrupt == [f"{STAMP}/{set_id}/databases/hosting.bak"]
+    assert not (tmp_path / "target" / STAMP / set_id / "databases" / "hosting.bak").exists()
+    assert not list((tmp_path / "target").rglob("*.partial-*"))
+    assert len(result.backlog) == 1 and result.copied == result.wanted - 1
+
+
+def test_reads_fall_back_to_a_copy_when_the_primary_object_fails_verification(primary, tmp_path, caplog):
+    # Given a set mirrored to a target, then corrupted on the primary
+    set_id = make_set(primary, 1)
+    target = LocalStore(tmp_path / "target")
+    sync(primary.backend, target, STAMP, KEEP_ALL)
+    key = f"{STAMP}/{set_id}/databases/hosting.bak"
+    victim = tmp_path / "primary" / key
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 1
+    victim.write_bytes(bytes(data))
+    store = ArtifactStore(FallbackStore(primary.backend, [("dr-site", target)], expected=expected))
+    # When the artifact is read through the fallback store
+    out = _Sink()
+    with caplog.at_level(logging.WARNING, "appsvc_dr.storage.fallback"):
+        got = store.get(key, out)
+    # Then the good copy was read from the target, and the log says so and why
+    assert bytes(out.data) == b"data " + set_id.encode() and got.key == key
+    assert any("mirror target 'dr-site'" in r.getMessage() and "fails verification" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_listing_and_reading_survive_a_primary_that_lost_everything(primary, tmp_path):
+    # Given a set mirrored to a target, and the primary's folder then removed entirely
+    set_id = make_set(primary, 1)
+    target = LocalStore(tmp_path / "target")
+    sync(primary.backend, target, STAMP, KEEP_ALL)
+    import shutil
+    shutil.rmtree(tmp_path / "primary")
+    fallback = FallbackStore(LocalStore(tmp_path / "primary", create=False), [("dr-site", target)],
+                             expected=expected)
+    # When the stamp is listed and an artifact read
+    keys = [i.key for i in fallback.list(f"{STAMP}/")]
+    out = _Sink()
+    ArtifactStore(fallback).get(f"{STAMP}/{set_id}/databases/hosting.bak", out)
+    # Then both come from the copy
+    assert f"{STAMP}/{set_id}/complete.json" in keys and bytes(out.data) == b"data " + set_id.encode()
+
+
+def test_the_worker_reports_each_target_and_retries_a_target_that_is_down(primary, tmp_path):
+    # Given a good target and one whose directory does not exist (a share that is not mounted)
+    set_id = make_set(primary, 1)
+    good, down = LocalStore(tmp_path / "good"), LocalStore(tmp_path / "missing", create=False)
+    registry = CollectorRegistry()
+    handler = MirrorHandler(primary.backend, [Target(_target("good"), good, KEEP_ALL),
+                                              Target(_target("down"), down, KEEP_ALL)],
+                            timedelta(days=7), MirrorGauges(registry))
+    event = _stored(set_id)
+    # When the worker handles artifact-stored
+    with pytest.raises(TransientError) as raised:
+        handler(event, _ctx())
+    # Then the good target got everything, and the job is retried (until retry_for has passed) for the other
+    assert compare(primary.backend, good, STAMP, KEEP_ALL).missing == []
+    assert "down" in raised.value.message and raised.value.until == event.occurred_at + timedelta(days=7)
+    assert registry.get_sample_value("appsvc_dr_mirror_backlog", {"target": "good"}) == 0
+    assert registry.get_sample_value("appsvc_dr_mirror_backlog", {"target": "down"}) > 0
+    assert registry.get_sample_value("appsvc_dr_mirror_lag_seconds", {"target": "down"}) > 0
+    # And once the target is back, the redelivered event catches it up and says so per target
+    (tmp_path / "missing").mkdir()
+    out = handler(event, _ctx())
+    assert [(e.type, e.payload.target, e.payload.backlog) for e in out] == [
+        ("artifact-mirrored", "good", 0), ("artifact-mirrored", "down", 0)]
+    assert out[1].payload.copied == out[1].payload.objects > 0 and out[0].payload.copied == 0
+    assert registry.get_sample_value("appsvc_dr_mirror_lag_seconds", {"target": "down"}) == 0
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, chunk) -> int:
+        self.data += chunk
+        return len(chunk)
+
+
+def _target(name: str):
+    from workers.mirror.settings import MirrorTarget
+    return MirrorTarget(name=name, kind="local")
+
+
+def _stored(set_id: str) -> ArtifactStored:
+    return ArtifactStored(source="test", stamp=STAMP, correlation_id=set_id, payload=ArtifactStoredPayload(
+        key=f"{STAMP}/{set_id}/databases/hosting.bak", store="file:///x", component="databases", name="hosting.bak",
+        plaintext_size=1, plaintext_sha256="0" * 64, stored_size=1, stored_sha256="0" * 64, compressed=False,
+        encrypted=False, verified_by="stat", duration_seconds=0))
+
+
+def _ctx() -> JobContext:
+    return JobContext("mirror", "k", 0, logging.LoggerAdapter(logging.getLogger("test"), {}), threading.Event())
+

@@ -1,0 +1,137 @@
+"""The mirror worker: on every sign of new objects in a stamp (``artifact-stored``, ``secrets-stored``,
+``fileshare-synced``, ``backup-set-completed``) each mirror target is brought in line with the primary for that
+stamp (``workers.mirror.sync``) and ``artifact-mirrored`` says so, per target.
+
+Idempotent and resumable: every run compares listings and copies only what a target lacks, so a redelivered
+event finds nothing to do and a run cut short is finished by the next. A target that is down fails the job
+with a transient error after the other targets are done: it is retried with backoff for ``retry_for`` (the
+backlog is caught up when the target returns; any later event catches it up too). Metrics per target:
+``appsvc_dr_mirror_backlog`` (objects missing) and ``appsvc_dr_mirror_lag_seconds`` (how long the oldest
+missing object has waited; 0 when caught up).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from prometheus_client import CollectorRegistry, Gauge
+
+from contracts import ArtifactStored, BackupSetCompleted, Envelope, FileshareSynced, SecretsStored
+from contracts.events.mirror import ArtifactMirrored, ArtifactMirroredPayload
+from workers.artifacts.settings import RetentionSettings
+from workers.mirror.settings import MirrorSettings, MirrorTarget
+from workers.mirror.sync import Policy, SyncResult, lag_seconds, sync, wanted_objects
+from workers.runtime.errors import ConfigurationError, TransientError
+from workers.runtime.worker import JobContext, WorkerSpec
+from workers.storage.base import StorageBackend, StorageError, StorageMisconfigured, StorageUnavailable
+from workers.storage.factory import build_store
+from workers.storage.settings import StoreSettings
+
+WORKER = "mirror"
+log = logging.getLogger("appsvc_dr.mirror")
+
+
+class MirrorGauges:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.lag = Gauge("appsvc_dr_mirror_lag_seconds", "Seconds the oldest object not yet on a mirror target "
+                         "has waited (0: caught up)", ["target"], registry=registry)
+        self.backlog = Gauge("appsvc_dr_mirror_backlog", "Objects not yet on a mirror target", ["target"],
+                             registry=registry)
+
+    def set(self, target: str, result: SyncResult) -> None:
+        self.backlog.labels(target).set(len(result.backlog))
+        self.lag.labels(target).set(lag_seconds(result.lag_since))
+
+
+def policy_for(target: MirrorTarget, retention: RetentionSettings) -> Policy:
+    """The target's own retention (keep_last / keep_within), the retention section's where it sets none."""
+    return Policy(keep_last=retention.keep_last if target.keep_last is None else target.keep_last,
+                  keep_within=target.keep_within if target.keep_within is not None else retention.keep_within,
+                  grace=retention.grace)
+
+
+def target_store(target: MirrorTarget) -> StorageBackend:
+    return build_store(target.store_settings())
+
+
+@dataclass
+class Target:
+    settings: MirrorTarget
+    backend: StorageBackend
+    policy: Policy
+
+
+class MirrorHandler:
+    def __init__(self, primary: StorageBackend, targets: list[Target], retry_for, gauges: MirrorGauges) -> None:
+        self.primary, self.targets, self.retry_for, self.gauges = primary, targets, retry_for, gauges
+        self.caught_up: dict[str, datetime] = {}       # target -> when its last run left nothing missing
+        for target in targets:                          # exported at 0 from the start
+            self.gauges.backlog.labels(target.settings.name)
+            self.gauges.lag.labels(target.settings.name)
+
+    def __call__(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
+        out: list[Envelope] = []
+        down: list[str] = []
+        for target in self.targets:
+            name, started = target.settings.name, time.monotonic()
+            try:
+                result = sync(self.primary, target.backend, event.stamp, target.policy,
+                              progress=lambda n, kind=f"mirrored-{name}": ctx.progress(kind, n),
+                              cancelled=ctx.cancelled.is_set, report=lambda r, t=name: self.gauges.set(t, r))
+            except (StorageUnavailable, StorageMisconfigured) as exc:
+                ctx.logger.warning("mirror target %s (%s) is unavailable: %s", name, target.backend.name,
+                                   exc.message)
+                down.append(f"{name}: {exc.message}")
+                self._estimate(target, event.stamp)
+                continue
+            if not result.backlog:
+                self.caught_up[name] = datetime.now(timezone.utc)
+            for key in result.corrupt:
+                ctx.logger.error("not mirrored to %s: %s fails verification on the primary (the target keeps any "
+                                 "earlier copy)", name, key)
+            ctx.logger.info("mirror %s: %d of %d objects copied (%d bytes), %d missing", name, result.copied,
+                            result.wanted, result.bytes_copied, len(result.backlog))
+            out.append(event.follow_up(ArtifactMirrored, ArtifactMirroredPayload(
+                target=name, store=target.backend.name, objects=result.wanted, copied=result.copied,
+                bytes_copied=result.bytes_copied, backlog=len(result.backlog),
+                duration_seconds=round(time.monotonic() - started, 3)), source=f"worker:{WORKER}"))
+        if down:
+            raise TransientError(f"mirror target(s) down: {'; '.join(down)}", until=event.occurred_at + self.retry_for,
+                                 hint="Retried with backoff until the target is back (the backlog is caught up "
+                                      "then); check the target's address and that it is up.")
+        return out
+
+    def _estimate(self, target: Target, stamp: str) -> None:
+        """A target that cannot be listed: its backlog is what the primary got since it was last caught up."""
+        since = self.caught_up.get(target.settings.name)
+        try:
+            waiting = [o for o in wanted_objects(self.primary, stamp, target.policy)
+                       if since is None or o.modified > since]
+        except StorageError:
+            return
+        self.gauges.set(target.settings.name, SyncResult(len(waiting), backlog=waiting))
+
+    def close(self) -> None:
+        for target in self.targets:
+            target.backend.close()
+
+
+_CONSUMES = (ArtifactStored, SecretsStored, FileshareSynced, BackupSetCompleted)
+SPEC = WorkerSpec(WORKER, {model: MirrorHandler.__call__ for model in _CONSUMES}, concurrency=1)
+
+
+def build_mirror_worker(*, mirror: MirrorSettings, store: StoreSettings, retention: RetentionSettings,
+                        registry: CollectorRegistry | None = None) -> WorkerSpec:
+    """The ``mirror`` worker. Without targets it acknowledges every event and copies nothing (a warning at
+    start says so), so a site without a secondary store can run every built-in worker."""
+    if not mirror.targets:
+        log.warning("the mirror worker has no targets: nothing is copied (set APPSVC_DR_MIRROR__TARGETS to a "
+                    "JSON list of stores, e.g. [{\"name\": \"dr-site\", \"kind\": \"s3\", …}])")
+    try:
+        targets = [Target(t, target_store(t), policy_for(t, retention)) for t in mirror.targets]
+    except StorageError as exc:
+        raise ConfigurationError(f"mirror target: {exc}", hint=getattr(exc, "hint", "")) from None
+    handler = MirrorHandler(build_store(store), targets, mirror.retry_for, MirrorGauges(registry))
+    return SPEC.bind(handler, on_shutdown=handler.close)

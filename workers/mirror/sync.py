@@ -1,0 +1,211 @@
+"""Bring one mirror target in line with the primary for a stamp: what it should hold, what it lacks, copy it.
+
+What a target should hold for a stamp: every object under ``<stamp>/`` on the primary, except the sets the
+target's own retention policy would delete (so a target keeping fewer sets is not refilled) and the file-share
+repository's locks. Objects are copied as stored (the same bytes, the same key: records and signatures stay
+valid) and streamed with bounded memory: one part (S3) or one chunk (SMB, local) at a time. An artifact with a
+record is verified while it streams, against the record's stored size and SHA-256, and the target's upload is
+aborted when it does not match (a corrupted object on the primary is never copied); any other object is
+hashed as it streams and read back from the target. Within a set, artifacts go first, then records, then the
+catalog's files with the completion marker last, so a set is complete on the target only once it is all there.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import BinaryIO, Callable
+
+from workers.artifacts.records import RECORD_SUFFIX, read_record
+from workers.artifacts.retention import decide, set_states
+from workers.artifacts.service import sha256_of
+from workers.artifacts.setmanifest import MANIFEST, PLAN
+from workers.artifacts.sets import COMPLETE, set_prefix
+from workers.runtime.errors import PermanentError, TransientError
+from workers.storage.base import ObjectInfo, StorageBackend
+from workers.storage.codec import IntegrityError
+
+CHUNK = 1024 * 1024
+EXCLUDED = ("fileshare/locks/",)          # under <stamp>/: never mirrored (a lock is only valid where it was taken)
+
+
+@dataclass(frozen=True)
+class Policy:
+    keep_last: int
+    keep_within: timedelta | None
+    grace: timedelta
+
+
+@dataclass
+class Comparison:
+    """What a target should hold, and which of those objects it lacks (or holds with another size)."""
+
+    wanted: list[ObjectInfo]
+    missing: list[ObjectInfo]
+    differs: list[str] = field(default_factory=list)   # keys present on the target with the wrong size / bytes
+
+    @property
+    def lag_since(self) -> datetime | None:
+        """When the oldest object still missing landed on the primary (None: nothing missing)."""
+        return min((o.modified for o in self.missing), default=None)
+
+
+class CorruptOnPrimary(PermanentError):
+    default_hint = ("The object on the primary does not match its record: it was damaged or altered. It is not "
+                    "copied; the target keeps its earlier good copy. Restore from the target (--store NAME) or "
+                    "run `appsvc-dr artifacts verify` and re-run the backup.")
+
+
+def wanted_objects(primary: StorageBackend, stamp: str, policy: Policy,
+                   now: datetime | None = None) -> list[ObjectInfo]:
+    """Every object of ``stamp`` on the primary the target should hold, in copy order."""
+    plan = decide(stamp, set_states(primary, stamp, now), keep_last=policy.keep_last,
+                  keep_within=policy.keep_within, now=now, incomplete_grace=policy.grace)
+    skipped = tuple(set_prefix(stamp, s) for s in plan.delete) + tuple(f"{stamp}/{e}" for e in EXCLUDED)
+    objects = [o for o in primary.list(f"{stamp}/") if not o.key.startswith(skipped)]
+    return sorted(objects, key=_order)
+
+
+def _order(info: ObjectInfo) -> tuple[str, int, str]:
+    """Per folder: artifacts, then records, then plan and manifest, then the completion marker."""
+    folder, _, name = info.key.rpartition("/")
+    rank = 3 if name == COMPLETE else 2 if name in (PLAN, MANIFEST) else 1 if name.endswith(RECORD_SUFFIX) else 0
+    return (folder.split("/")[1] if "/" in folder else "", rank, info.key)
+
+
+def compare(primary: StorageBackend, target: StorageBackend, stamp: str, policy: Policy, *,
+            read_data: bool = False, now: datetime | None = None) -> Comparison:
+    """The objects the target lacks; ``read_data`` also hashes the target's copies of recorded artifacts."""
+    wanted = wanted_objects(primary, stamp, policy, now)
+    there = {o.key: o.size for o in target.list(f"{stamp}/")}
+    missing, differs = [], []
+    for info in wanted:
+        size = there.get(info.key)
+        if size is None:
+            missing.append(info)
+        elif size != info.size or (read_data and not _matches_record(primary, target, info.key)):
+            missing.append(info)
+            differs.append(info.key)
+    return Comparison(wanted, missing, differs)
+
+
+def _matches_record(primary: StorageBackend, target: StorageBackend, key: str) -> bool:
+    want = expected(primary, key)
+    if want is None:
+        return True
+    return _hash(target, key) == want
+
+
+def expected(backend: StorageBackend, key: str) -> tuple[int, str] | None:
+    """(stored size, stored SHA-256) the record of ``key`` on ``backend`` names; None without a usable record."""
+    if key.endswith(RECORD_SUFFIX):
+        return None
+    try:
+        rec = read_record(backend, key, verify=False)
+    except (IntegrityError, PermanentError):
+        return None
+    return (rec.stored_size, rec.stored_sha256) if rec is not None else None
+
+
+def _hash(backend: StorageBackend, key: str) -> tuple[int, str]:
+    with backend.open(key) as stream:
+        digest, size = sha256_of(stream)
+    return size, digest
+
+
+class _Checked(io.RawIOBase):
+    """Passes the primary's bytes through, hashing them; with an expectation, fails the read that would end the
+    stream (so the target's upload is aborted, never completed) when size or SHA-256 differ."""
+
+    def __init__(self, source: BinaryIO, key: str, want: tuple[int, str] | None) -> None:
+        self._source, self.key, self.want = source, key, want
+        self.digest, self.count = hashlib.sha256(), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size if size and size > 0 else CHUNK)
+        self.digest.update(data)
+        self.count += len(data)
+        if self.want is not None and (not data or self.count >= self.want[0]):
+            self._check(final=not data)
+        return data
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def _check(self, final: bool) -> None:
+        size, sha = self.want  # type: ignore[misc]
+        if self.count > size or (final and self.count < size) or \
+                (self.count == size and self.digest.hexdigest() != sha):
+            raise CorruptOnPrimary(f"{self.key} on the primary fails verification (read {self.count} bytes; the "
+                                   f"record says {size} bytes, SHA-256 {sha[:12]}…)")
+
+
+def copy_object(primary: StorageBackend, target: StorageBackend, info: ObjectInfo) -> int:
+    """Copy one object as stored; returns its size. Raises CorruptOnPrimary, or TransientError when what landed
+    on the target does not match what was sent."""
+    want = expected(primary, info.key)
+    meta = primary.stat(info.key).metadata
+    with primary.open(info.key) as stream:
+        source = _Checked(stream, info.key, want)
+        landed = target.put(info.key, source, size=want[0] if want else None, metadata=meta,  # type: ignore[arg-type]
+                            sha256=want[1] if want else None)
+    size, sha = source.count, source.digest.hexdigest()
+    if landed.size != size or (want is None and _hash(target, info.key) != (size, sha)):
+        raise TransientError(f"{info.key} on {target.name} does not match what was copied (size {landed.size}, "
+                             f"sent {size})", hint="Copied again on the retry; if it persists, check the target.")
+    return size
+
+
+@dataclass
+class SyncResult:
+    wanted: int
+    copied: int = 0
+    bytes_copied: int = 0
+    corrupt: list[str] = field(default_factory=list)      # keys skipped: damaged on the primary
+    backlog: list[ObjectInfo] = field(default_factory=list)
+
+    @property
+    def lag_since(self) -> datetime | None:
+        return min((o.modified for o in self.backlog), default=None)
+
+
+def sync(primary: StorageBackend, target: StorageBackend, stamp: str, policy: Policy, *,
+         read_data: bool = False, progress: Callable[[int], None] | None = None,
+         cancelled: Callable[[], bool] = lambda: False,
+         report: Callable[[SyncResult], None] = lambda result: None) -> SyncResult:
+    """Copy what the target lacks. Storage errors of the target propagate (a transient one: retried later);
+    objects damaged on the primary are skipped and listed in ``corrupt``. ``report`` gets the result however
+    the run ends (what was copied, what is still missing)."""
+    diff = compare(primary, target, stamp, policy, read_data=read_data)
+    result = SyncResult(len(diff.wanted), backlog=list(diff.missing))
+    done: set[str] = set()
+    try:
+        for info in diff.missing:
+            if cancelled():
+                break
+            try:
+                size = copy_object(primary, target, info)
+            except CorruptOnPrimary:
+                result.corrupt.append(info.key)
+                continue
+            done.add(info.key)
+            result.copied += 1
+            result.bytes_copied += size
+            if progress is not None:
+                progress(size)
+    finally:
+        result.backlog = [o for o in diff.missing if o.key not in done]
+        report(result)
+    return result
+
+
+def lag_seconds(since: datetime | None, now: datetime | None = None) -> float:
+    if since is None:
+        return 0.0
+    return max(0.0, ((now or datetime.now(timezone.utc)) - since).total_seconds())
