@@ -99,7 +99,7 @@ def _fileshare(module, deps: Deps) -> WorkerSpec:
 def _mirror(module, deps: Deps) -> WorkerSpec:
     s = deps.settings
     return module.build_mirror_worker(mirror=s.mirror, store=s.store, retention=s.retention,
-                                      registry=deps.metrics.registry)
+                                      metrics=deps.metrics)
 
 
 BUILTIN: dict[str, Builtin] = {

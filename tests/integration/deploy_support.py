@@ -27,9 +27,9 @@ DEPLOY = ROOT / "deploy"
 PROM = DEPLOY / "prometheus"
 K8S = DEPLOY / "k8s"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "appservice-dr.json"
-WORKERS = ["db-backup", "fileshare", "secrets", "upload", "notifier", "catalog"]
+WORKERS = ["db-backup", "fileshare", "secrets", "upload", "notifier", "catalog", "mirror"]
 # Workers that must never run more than one replica: a plain Deployment with replicas 1, no KEDA.
-SINGLE_REPLICA_WORKERS = {"catalog"}
+SINGLE_REPLICA_WORKERS = {"catalog", "mirror"}
 SCALED_WORKERS = [w for w in WORKERS if w not in SINGLE_REPLICA_WORKERS]
 COMPONENTS = {"secrets", "databases", "fileshare"}
 IN_CI = os.environ.get("CI") == "true"
@@ -42,6 +42,7 @@ WORKER_METRICS = {
     "appsvc_dr_broker_connected", "appsvc_dr_events_published_total", "appsvc_dr_notifications_total",
     "appsvc_dr_dead_letters_total", "appsvc_dr_secrets_newest_version_timestamp_seconds",
     "appsvc_dr_secrets_rotations_total", "appsvc_dr_last_failure_timestamp_seconds",
+    "appsvc_dr_mirror_lag_seconds", "appsvc_dr_mirror_backlog",
 }
 # Written by `appsvc-dr drill --textfile F` for node_exporter's textfile collector (not by the workers).
 DRILL_METRICS = {"appsvc_dr_last_restore_drill_timestamp_seconds"}

@@ -7,12 +7,12 @@ import threading
 from datetime import timedelta
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from contracts import ArtifactStored, ArtifactStoredPayload
 from tests.unit.test_retention import STAMP, make_set
 from workers.artifacts.retention import apply_retention
 from workers.artifacts.service import ArtifactStore
+from workers.middleware.metrics import Metrics
 from workers.mirror.handler import MirrorGauges, MirrorHandler, Target
 from workers.mirror.sync import Policy, compare, sync
 from workers.runtime.errors import TransientError
@@ -124,10 +124,11 @@ def test_the_worker_reports_each_target_and_retries_a_target_that_is_down(primar
     # Given a good target and one whose directory does not exist (a share that is not mounted)
     set_id = make_set(primary, 1)
     good, down = LocalStore(tmp_path / "good"), LocalStore(tmp_path / "missing", create=False)
-    registry = CollectorRegistry()
+    metrics = Metrics()
+    registry = metrics.registry
     handler = MirrorHandler(primary.backend, [Target(_target("good"), good, KEEP_ALL),
                                               Target(_target("down"), down, KEEP_ALL)],
-                            timedelta(days=7), MirrorGauges(registry))
+                            timedelta(days=7), MirrorGauges(metrics))
     event = _stored(set_id)
     # When the worker handles artifact-stored
     with pytest.raises(TransientError) as raised:

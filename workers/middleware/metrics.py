@@ -48,6 +48,10 @@ class Metrics:
                                     ["stamp"], registry=r)
         self.secrets_rotations = Counter("appsvc_dr_secrets_rotations", "Secret rotations seen, by outcome "
                                          "(stored, duplicate)", ["stamp", "outcome"], registry=r)
+        self.mirror_lag = Gauge("appsvc_dr_mirror_lag_seconds", "Seconds the oldest object not yet on a mirror "
+                                "target has waited (0: caught up)", ["target"], registry=r)
+        self.mirror_backlog = Gauge("appsvc_dr_mirror_backlog", "Objects not yet on a mirror target", ["target"],
+                                    registry=r)
         self.notifications = Counter("appsvc_dr_notifications", "Notifications by sink and outcome "
                                      "(sent, grouped, failed)", ["sink", "outcome"], registry=r)
 

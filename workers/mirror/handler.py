@@ -16,11 +16,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from prometheus_client import CollectorRegistry, Gauge
-
 from contracts import ArtifactStored, BackupSetCompleted, Envelope, FileshareSynced, SecretsStored
 from contracts.events.mirror import ArtifactMirrored, ArtifactMirroredPayload
 from workers.artifacts.settings import RetentionSettings
+from workers.middleware.metrics import Metrics
 from workers.mirror.settings import MirrorSettings, MirrorTarget
 from workers.mirror.sync import Policy, SyncResult, lag_seconds, sync, wanted_objects
 from workers.runtime.errors import ConfigurationError, TransientError
@@ -34,11 +33,11 @@ log = logging.getLogger("appsvc_dr.mirror")
 
 
 class MirrorGauges:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.lag = Gauge("appsvc_dr_mirror_lag_seconds", "Seconds the oldest object not yet on a mirror target "
-                         "has waited (0: caught up)", ["target"], registry=registry)
-        self.backlog = Gauge("appsvc_dr_mirror_backlog", "Objects not yet on a mirror target", ["target"],
-                             registry=registry)
+    """The per-target gauges (``Metrics.mirror_lag`` / ``mirror_backlog``; fresh ones when none are given)."""
+
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        metrics = metrics or Metrics()
+        self.lag, self.backlog = metrics.mirror_lag, metrics.mirror_backlog
 
     def set(self, target: str, result: SyncResult) -> None:
         self.backlog.labels(target).set(len(result.backlog))
@@ -123,7 +122,7 @@ SPEC = WorkerSpec(WORKER, {model: MirrorHandler.__call__ for model in _CONSUMES}
 
 
 def build_mirror_worker(*, mirror: MirrorSettings, store: StoreSettings, retention: RetentionSettings,
-                        registry: CollectorRegistry | None = None) -> WorkerSpec:
+                        metrics: Metrics | None = None) -> WorkerSpec:
     """The ``mirror`` worker. Without targets it acknowledges every event and copies nothing (a warning at
     start says so), so a site without a secondary store can run every built-in worker."""
     if not mirror.targets:
@@ -133,5 +132,5 @@ def build_mirror_worker(*, mirror: MirrorSettings, store: StoreSettings, retenti
         targets = [Target(t, target_store(t), policy_for(t, retention)) for t in mirror.targets]
     except StorageError as exc:
         raise ConfigurationError(f"mirror target: {exc}", hint=getattr(exc, "hint", "")) from None
-    handler = MirrorHandler(build_store(store), targets, mirror.retry_for, MirrorGauges(registry))
+    handler = MirrorHandler(build_store(store), targets, mirror.retry_for, MirrorGauges(metrics))
     return SPEC.bind(handler, on_shutdown=handler.close)
