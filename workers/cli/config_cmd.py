@@ -17,7 +17,8 @@ def register(sub) -> None:
     p = sub.add_parser("config", help="configuration tools")
     p.add_argument("action", choices=["check"])
     p.add_argument("--connect", action="store_true", help="also try to connect to RabbitMQ and, for SQL Server, "
-                   "list per database the permissions the login has and lacks (with the GRANT statements)")
+                   "list per database the permissions the login has and lacks (with the GRANT statements); "
+                   "check Object Lock and versioning on every store configured with S3 Object Lock")
     p.set_defaults(func=check)
     p = sub.add_parser("contracts", help="event contract tools")
     p.add_argument("action", choices=["export", "check"], help="export: rewrite contracts/schemas; "
@@ -38,6 +39,9 @@ def check(args: argparse.Namespace, settings: Settings) -> int:
             print(f"RabbitMQ: FAILED — {exc.message}\nhow to fix: {exc.hint}")
             failed = True
         if settings.database.engine == "sqlserver" and sqlserver_permissions(settings.database):
+            failed = True
+        from workers.cli.lockcheck import check_object_lock
+        if check_object_lock(settings):
             failed = True
         if failed:
             return 1

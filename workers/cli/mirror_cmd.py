@@ -7,6 +7,7 @@ from workers.cli.stores import opened
 from workers.config import Settings
 from workers.mirror.handler import policy_for, target_store
 from workers.mirror.sync import compare, sync
+from workers.storage.base import StorageMisconfigured, StoragePermissionDenied, StorageUnavailable
 from workers.storage.factory import build_store
 
 SHOWN = 20
@@ -35,8 +36,14 @@ def verify_cmd(args: argparse.Namespace, settings: Settings) -> int:
     differs = 0
     for target in targets:
         backend, policy = opened(target_store(target)), policy_for(target, settings.retention)
-        diff = compare(primary, backend, stamp, policy, read_data=args.read_data)
         where = f"{target.name} ({backend.name})"
+        try:
+            diff = compare(primary, backend, stamp, policy, read_data=args.read_data)
+        except (StorageUnavailable, StorageMisconfigured, StoragePermissionDenied) as exc:
+            print(f"{where}: cannot be compared: {exc.message}\nhow to fix: {exc.hint} (the target's settings are "
+                  f"its entry in APPSVC_DR_MIRROR__TARGETS)")
+            differs += 1
+            continue
         if not diff.missing:
             print(f"{where}: identical: {len(diff.wanted)} object(s) of {stamp} on both")
             continue

@@ -57,7 +57,7 @@ class S3Store:
         self.endpoint, self.bucket, self.region = endpoint, bucket, region or None
         self.secure, self.create_bucket, self.part_size = secure, create_bucket, part_size
         self.name = f"s3://{bucket}"
-        # Object Lock: every put carries a retain-until date (mode GOVERNANCE or COMPLIANCE), and delete refuses
+        # Object Lock: every put is given a retain-until date (mode GOVERNANCE or COMPLIANCE), and delete refuses
         # an object whose date has not passed (ObjectLocked, saying when it can go) instead of hiding it behind
         # a delete marker. The bucket must have Object Lock (and so versioning) enabled: see check_lock().
         self.lock_mode, self.lock_for = (lock_mode or None), lock_for
@@ -106,8 +106,8 @@ class S3Store:
             # length=-1: stream in part_size parts; one sequential upload keeps one part in memory and leaves
             # no upload threads behind when the source fails.
             result = self._client.put_object(self.bucket, key, source, length=-1, part_size=self.part_size,
-                                             metadata=headers, num_parallel_uploads=1,  # type: ignore[arg-type]
-                                             retention=self._retention())
+                                             metadata=headers, num_parallel_uploads=1)  # type: ignore[arg-type]
+        self._lock(key)
         if checked and source.count == size:
             # The server accepted exactly these bytes against their SHA-256: no HEAD to learn what landed.
             # ``modified`` is the server's time of the answer (its Date header), not a Last-Modified.
@@ -166,10 +166,14 @@ class S3Store:
         self._http.clear()
 
     # ---------------------------------------------------------------------------------- object lock
-    def _retention(self) -> Retention | None:
+    def _lock(self, key: str) -> None:
+        """Set the retain-until date on what was just uploaded (its own request: S3 wants a Content-MD5 with a
+        retention, which the SDK computes for this small request but not for a streamed upload)."""
         if self.lock_mode is None or self.lock_for is None:
-            return None
-        return Retention(self.lock_mode, datetime.now(timezone.utc) + self.lock_for)
+            return
+        with self._errors("lock", key):
+            self._client.set_object_retention(self.bucket, key, Retention(
+                self.lock_mode, datetime.now(timezone.utc) + self.lock_for))
 
     def locked_until(self, key: str) -> datetime | None:
         """The object's retain-until date while it is still in the future (None: deletable now, or missing)."""
