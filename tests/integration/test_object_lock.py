@@ -3,6 +3,7 @@ tries to delete a locked object and says when it can, mirroring into a locked bu
 --connect` checking the bucket's Object Lock and versioning."""
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -36,10 +37,11 @@ def test_retention_never_deletes_a_locked_set_and_says_when_it_can(s3_server):
     plan = apply_retention(backend, STAMP, keep_last=1)
     # Then nothing was deleted: the two older sets are reported locked, with the date they become deletable
     assert [i.key for i in backend.list()] == before and plan.deleted_objects == 0
-    assert set(plan.locked) == set(sets[:2]) == set(plan.delete)
+    assert set(plan.locked) == set(sets[:2]) and plan.delete == [] and set(plan.keep) == set(sets)
     assert all(now_plus(0) < until <= now_plus(5) for until in plan.locked.values())
     lines = "\n".join(plan.describe())
-    assert lines.count("locked (S3 Object Lock) until") == 2 and "deleted by the first run after that" in lines
+    assert lines.count("but locked (S3 Object Lock) until") == 2 and "deleted by the first run after that" in lines
+    assert "due for deletion (complete, beyond the newest 1 complete sets)" in lines
     # And the backend itself refuses to delete a locked object (rather than hide it behind a delete marker)
     with pytest.raises(ObjectLocked) as refused:
         backend.delete(before[0])
@@ -61,7 +63,8 @@ def test_the_retention_command_reports_locked_sets(s3_server, tmp_path):
     out = run_cli(settings, "retention", "apply", "--stamp", STAMP, "--keep-last", "1")
     # Then it deletes nothing and says when the older set becomes deletable
     assert out.returncode == 0, out.stdout + out.stderr
-    assert f"locked {older}" in out.stdout and "locked (S3 Object Lock) until" in out.stdout
+    assert re.search(rf"^keep +{older} +due for deletion .* but locked \(S3 Object Lock\) until \d{{4}}-", out.stdout,
+                     re.M)
     assert "deleted 0 set(s)" in out.stdout and "1 locked (S3 Object Lock), deletable later" in out.stdout
     assert older in {i.key.split("/")[1] for i in store.backend.list(f"{STAMP}/")}
 
@@ -121,3 +124,41 @@ def _section(server, bucket: str, **extra) -> dict:
 
 def now_plus(seconds: float) -> datetime:
     return datetime.now(timezone.utc) + timedelta(seconds=seconds)
+
+
+def test_forget_and_prune_never_delete_locked_snapshots_or_packs(s3_server, tmp_path):
+    from minio import Minio
+    from minio.retention import GOVERNANCE, Retention
+
+    from tests.unit.test_fileshare_prune import history, repo_for
+    from workers.repository.forget import Policy as SnapshotPolicy, forget
+    from workers.repository.prune import Pruner
+    from workers.repository.repo import Repository
+    # Given three file-share snapshots in a locked bucket (each object locked for 4 seconds)
+    backend = locked_store(s3_server, timedelta(seconds=4))
+    store = ArtifactStore(backend)
+    history(tmp_path, store, count=3)
+    before = [i.key for i in backend.list()]
+    # When all but the newest are forgotten while locked
+    plan = forget(repo_for(store, tmp_path), SnapshotPolicy(keep_last=1))
+    # Then nothing is deleted and both are reported locked, with the date
+    assert plan.forget == ["s2", "s1"] and set(plan.locked) == {"s1", "s2"} and plan.deleted_objects == 0
+    assert [i.key for i in backend.list()] == before
+    assert sum("locked (S3 Object Lock) until" in line for line in plan.describe()) == 2
+    # When the locks have expired, Then they are forgotten
+    time.sleep(max(0.0, (max(plan.locked.values()) - datetime.now(timezone.utc)).total_seconds()) + 0.5)
+    later = forget(repo_for(store, tmp_path), SnapshotPolicy(keep_last=1))
+    assert later.locked == {} and later.deleted_objects == 8
+    # Given the packs then locked again for a minute (an operator extended the retention)
+    client = Minio(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, secure=False,
+                   region=s3_server.region)
+    packs = [i.key for i in backend.list("stamp1/fileshare/")]
+    for key in packs:
+        client.set_object_retention(backend.bucket, key, Retention(GOVERNANCE, now_plus(60)))
+    # When the repository is pruned
+    report = Pruner(Repository(store, "stamp1"), None).run()
+    # Then nothing is deleted, and the report says until when the objects are locked
+    assert [i.key for i in backend.list("stamp1/fileshare/")] == packs
+    assert report.locked_until is not None and now_plus(50) < report.locked_until <= now_plus(61)
+    assert any("nothing deleted: some of these objects are locked (S3 Object Lock) until" in line
+               for line in report.lines())

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from contracts import ArtifactStored, ArtifactStoredPayload
+from contracts import ArtifactStored, ArtifactStoredPayload, BackupSetCompleted, BackupSetCompletedPayload, utcnow
 from tests.unit.test_retention import STAMP, make_set
 from workers.artifacts.retention import apply_retention
 from workers.artifacts.service import ArtifactStore
@@ -172,3 +172,25 @@ def _stored(set_id: str) -> ArtifactStored:
 def _ctx() -> JobContext:
     return JobContext("mirror", "k", 0, logging.LoggerAdapter(logging.getLogger("test"), {}), threading.Event())
 
+
+
+def test_a_target_applies_its_own_retention_once_a_set_completed(primary, tmp_path):
+    # Given a target that keeps one set and already holds an older one
+    older = make_set(primary, 2)
+    target = LocalStore(tmp_path / "target")
+    keep_one = Policy(keep_last=1, keep_within=None, grace=timedelta(hours=6))
+    sync(primary.backend, target, STAMP, keep_one)
+    handler = MirrorHandler(primary.backend, [Target(_target("dr"), target, keep_one)], timedelta(days=7),
+                            MirrorGauges(Metrics()), auto_retention=True)
+    # When a newer set completes on the primary (which keeps both) and the worker hears of it
+    newer = make_set(primary, 1)
+    out = handler(_completed(newer), _ctx())
+    # Then the target got the newer set and deleted the older one; the primary still has both
+    assert {i.key.split("/")[1] for i in target.list(f"{STAMP}/")} == {newer}
+    assert {i.key.split("/")[1] for i in primary.backend.list(f"{STAMP}/")} == {older, newer}
+    assert out[0].payload.backlog == 0 and out[0].payload.copied > 0
+
+
+def _completed(set_id: str) -> BackupSetCompleted:
+    return BackupSetCompleted(source="test", stamp=STAMP, correlation_id=set_id, payload=BackupSetCompletedPayload(
+        components=("secrets", "databases"), artifacts=2, stored_bytes=10, completed_at=utcnow()))

@@ -34,7 +34,7 @@ from datetime import datetime, timedelta, timezone
 from workers.artifacts.setmanifest import MANIFEST
 from workers.artifacts.sets import (COMPLETE, DEFAULT_DEADLINE, PLAN, dated_in_future, read_marker, read_plan,
                                     scan_sets, set_prefix, set_time)
-from workers.storage.base import StorageBackend
+from workers.storage.base import StorageBackend, locked_until
 
 log = logging.getLogger("appsvc_dr.retention")
 
@@ -61,20 +61,17 @@ class RetentionPlan:
     sets: dict[str, SetState] = field(default_factory=dict)
     dry_run: bool = False
     deleted_objects: int = 0
-    locked: dict[str, datetime] = field(default_factory=dict)   # doomed sets kept: Object Lock, deletable after
+    locked: dict[str, datetime] = field(default_factory=dict)   # due sets kept: S3 Object Lock, deletable after
 
     @property
     def incomplete_deleted(self) -> list[str]:
         """Deleted (or, in a dry run, doomed) sets that were not complete: the operator is told of each."""
-        return [s for s in self.delete if s in self.sets and not self.sets[s].complete and s not in self.locked]
+        return [s for s in self.delete if s in self.sets and not self.sets[s].complete]
 
     def describe(self) -> list[str]:
         lines = [f"keep   {s}  {self.reasons[s]}" for s in self.keep]
         verb = "would delete" if self.dry_run else "delete"
-        return lines + [f"{verb} {s}  {self.reasons[s]}" if s not in self.locked else
-                        f"locked {s}  {self.reasons[s]}; locked (S3 Object Lock) until "
-                        f"{self.locked[s]:%Y-%m-%d %H:%M} UTC: deleted by the first run after that"
-                        for s in self.delete]
+        return lines + [f"{verb} {s}  {self.reasons[s]}" for s in self.delete]
 
 
 def format_duration(value: timedelta) -> str:
@@ -155,14 +152,21 @@ def plan_retention(backend: StorageBackend, stamp: str, keep_last: int = 7, keep
                   incomplete_grace=incomplete_grace)
 
 
-def locked_until(backend: StorageBackend, stamp: str, set_id: str) -> datetime | None:
-    """When the last locked object of the set can be deleted (None: nothing locked, or no Object Lock)."""
-    check = getattr(backend, "locked_until", None)
-    if check is None or getattr(backend, "lock_mode", None) is None:
-        return None
-    prefix = set_prefix(stamp, set_id)
-    dates = [d for d in (check(info.key) for info in backend.list(prefix)) if d is not None]
-    return max(dates, default=None)
+def _keep_locked(backend: StorageBackend, plan: RetentionPlan) -> None:
+    """Never try to delete a locked object: a doomed set with an object under S3 Object Lock is kept, saying
+    until when (``plan.locked``); the first run after that date deletes it."""
+    if getattr(backend, "lock_mode", None) is None:
+        return
+    for set_id in list(plan.delete):
+        until = locked_until(backend, [i.key for i in backend.list(set_prefix(plan.stamp, set_id))])
+        if until is None:
+            continue
+        plan.locked[set_id] = until
+        plan.delete.remove(set_id)
+        plan.keep.append(set_id)
+        plan.reasons[set_id] = (f"due for deletion ({plan.reasons[set_id]}) but locked (S3 Object Lock) until "
+                                f"{until:%Y-%m-%d %H:%M} UTC: deleted by the first run after that")
+        log.warning("retention: %s/%s %s", plan.stamp, set_id, plan.reasons[set_id])
 
 
 def delete_set(backend: StorageBackend, stamp: str, set_id: str) -> int:
@@ -184,14 +188,8 @@ def apply_retention(backend: StorageBackend, stamp: str, keep_last: int = 7, kee
     """Plan, then (unless ``dry_run``) delete the sets the plan names. Returns the plan."""
     plan = plan_retention(backend, stamp, keep_last, keep_within, now, incomplete_grace)
     plan.dry_run = dry_run
+    _keep_locked(backend, plan)
     for set_id in plan.delete:
-        until = locked_until(backend, stamp, set_id)       # never try to delete a locked object
-        if until is not None:
-            plan.locked[set_id] = until
-            log.warning("retention: %s/%s is due for deletion (%s) but locked (S3 Object Lock) until %s UTC; it is "
-                        "deleted by the first run after that", stamp, set_id, plan.reasons[set_id],
-                        until.strftime("%Y-%m-%d %H:%M"))
-            continue
         if dry_run:
             log.debug("retention (dry run): would delete %s/%s: %s", stamp, set_id, plan.reasons[set_id])
             continue

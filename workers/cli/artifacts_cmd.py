@@ -188,7 +188,7 @@ def retention_cmd(args: argparse.Namespace, settings: Settings) -> int:
           f"{f' and every set younger than {format_duration(keep_within)}' if keep_within else ''}")
     for line in plan.describe():
         print(line)
-    gone = len(plan.delete) - len(plan.locked)
+    gone = len(plan.delete)
     locked = f"; {len(plan.locked)} locked (S3 Object Lock), deletable later" if plan.locked else ""
     if args.dry_run:
         print(f"dry run: would delete {gone} set(s), keep {len(plan.keep)}{locked}; nothing was deleted")

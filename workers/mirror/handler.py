@@ -7,7 +7,9 @@ event finds nothing to do and a run cut short is finished by the next. A target 
 with a transient error after the other targets are done: it is retried with backoff for ``retry_for`` (the
 backlog is caught up when the target returns; any later event catches it up too). Metrics per target:
 ``appsvc_dr_mirror_backlog`` (objects missing) and ``appsvc_dr_mirror_lag_seconds`` (how long the oldest
-missing object has waited; 0 when caught up).
+missing object has waited; 0 when caught up). Once a set completed and was copied, each target's own
+retention is applied to it (``retention.auto``; ``keep_last`` / ``keep_within`` per target), skipping objects
+under S3 Object Lock.
 """
 from __future__ import annotations
 
@@ -18,13 +20,15 @@ from datetime import datetime, timezone
 
 from contracts import ArtifactStored, BackupSetCompleted, Envelope, FileshareSynced, SecretsStored
 from contracts.events.mirror import ArtifactMirrored, ArtifactMirroredPayload
+from workers.artifacts.retention import apply_retention
 from workers.artifacts.settings import RetentionSettings
 from workers.middleware.metrics import Metrics
 from workers.mirror.settings import MirrorSettings, MirrorTarget
 from workers.mirror.sync import Policy, SyncResult, lag_seconds, sync, wanted_objects
 from workers.runtime.errors import ConfigurationError, TransientError
 from workers.runtime.worker import JobContext, WorkerSpec
-from workers.storage.base import StorageBackend, StorageError, StorageMisconfigured, StorageUnavailable
+from workers.storage.base import (StorageBackend, StorageError, StorageMisconfigured, StoragePermissionDenied,
+                                  StorageUnavailable)
 from workers.storage.factory import build_store
 from workers.storage.settings import StoreSettings
 
@@ -63,8 +67,10 @@ class Target:
 
 
 class MirrorHandler:
-    def __init__(self, primary: StorageBackend, targets: list[Target], retry_for, gauges: MirrorGauges) -> None:
+    def __init__(self, primary: StorageBackend, targets: list[Target], retry_for, gauges: MirrorGauges, *,
+                 auto_retention: bool = False) -> None:
         self.primary, self.targets, self.retry_for, self.gauges = primary, targets, retry_for, gauges
+        self.auto_retention = auto_retention
         self.caught_up: dict[str, datetime] = {}       # target -> when its last run left nothing missing
         for target in targets:                          # exported at 0 from the start
             self.gauges.backlog.labels(target.settings.name)
@@ -92,6 +98,8 @@ class MirrorHandler:
                                  "earlier copy)", name, key)
             ctx.logger.info("mirror %s: %d of %d objects copied (%d bytes), %d missing", name, result.copied,
                             result.wanted, result.bytes_copied, len(result.backlog))
+            if isinstance(event, BackupSetCompleted) and self.auto_retention:
+                self._retention(target, event.stamp, ctx)
             out.append(event.follow_up(ArtifactMirrored, ArtifactMirroredPayload(
                 target=name, store=target.backend.name, objects=result.wanted, copied=result.copied,
                 bytes_copied=result.bytes_copied, backlog=len(result.backlog),
@@ -101,6 +109,24 @@ class MirrorHandler:
                                  hint="Retried with backoff until the target is back (the backlog is caught up "
                                       "then); check the target's address and that it is up.")
         return out
+
+    def _retention(self, target: Target, stamp: str, ctx: JobContext) -> None:
+        """The target's own retention, once a set completed and was copied (like the catalog's on the primary).
+        A writer key without the delete right (deploy/s3-policies) is told, not failed."""
+        p = target.policy
+        try:
+            plan = apply_retention(target.backend, stamp, keep_last=p.keep_last, keep_within=p.keep_within,
+                                   incomplete_grace=p.grace)
+        except StoragePermissionDenied as exc:
+            ctx.logger.warning("retention on mirror target %s skipped: %s (with a writer-only key, run `appsvc-dr "
+                               "--store %s retention apply` with the deleter key)", target.settings.name,
+                               exc.message, target.settings.name)
+            return
+        gone = plan.delete
+        if gone or plan.locked:
+            ctx.logger.warning("retention on mirror target %s: deleted %d set(s) (%s)%s", target.settings.name,
+                               len(gone), ", ".join(gone) or "-", "".join(
+                                   f"; {s} locked until {u:%Y-%m-%d %H:%M} UTC" for s, u in plan.locked.items()))
 
     def _estimate(self, target: Target, stamp: str) -> None:
         """A target that cannot be listed: its backlog is what the primary got since it was last caught up."""
@@ -132,5 +158,6 @@ def build_mirror_worker(*, mirror: MirrorSettings, store: StoreSettings, retenti
         targets = [Target(t, target_store(t), policy_for(t, retention)) for t in mirror.targets]
     except StorageError as exc:
         raise ConfigurationError(f"mirror target: {exc}", hint=getattr(exc, "hint", "")) from None
-    handler = MirrorHandler(build_store(store), targets, mirror.retry_for, MirrorGauges(metrics))
+    handler = MirrorHandler(build_store(store), targets, mirror.retry_for, MirrorGauges(metrics),
+                            auto_retention=retention.auto)
     return SPEC.bind(handler, on_shutdown=handler.close)

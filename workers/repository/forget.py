@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from workers.artifacts.retention import format_duration, plan_retention
 from workers.artifacts.service import RECORD_SUFFIX
 from workers.repository.repo import Repository
+from workers.storage.base import locked_until
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,14 @@ class ForgetPlan:
     reasons: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
     deleted_objects: int = 0
+    locked: dict[str, datetime] = field(default_factory=dict)   # due, but under S3 Object Lock until then
 
     def describe(self) -> list[str]:
         verb = "would forget" if self.dry_run else "forget"
         return [f"keep   {s}  {self.reasons[s]}" for s in self.keep] + \
-               [f"{verb} {s}  {self.reasons[s]}" for s in self.forget]
+               [f"{verb} {s}  {self.reasons[s]}" if s not in self.locked else
+                f"locked {s}  {self.reasons[s]}; locked (S3 Object Lock) until {self.locked[s]:%Y-%m-%d %H:%M} UTC"
+                for s in self.forget]
 
 
 def _parse(value: object) -> datetime | None:
@@ -136,13 +140,24 @@ def forget(repo: Repository, policy: Policy, *, dry_run: bool = False, now: date
     plan.dry_run = dry_run
     if not dry_run:
         for snapshot in plan.forget:
+            until = locked_until(repo.data.backend, _keys(repo, snapshot))
+            if until is not None:
+                plan.locked[snapshot] = until
+                continue
             plan.deleted_objects += forget_snapshot(repo, snapshot)
     return plan
 
 
-def forget_snapshot(repo: Repository, snapshot: str) -> int:
+def _keys(repo: Repository, snapshot: str) -> tuple[str, ...]:
     manifest, summary = repo.manifest_key(snapshot), repo.summary_key(snapshot)
-    keys = (manifest, manifest + RECORD_SUFFIX, summary, summary + RECORD_SUFFIX)
+    return (manifest, manifest + RECORD_SUFFIX, summary, summary + RECORD_SUFFIX)
+
+
+def forget_snapshot(repo: Repository, snapshot: str) -> int:
+    """Delete the snapshot's manifest and summary (nothing when one of them is under S3 Object Lock: 0)."""
+    keys = _keys(repo, snapshot)
+    if locked_until(repo.data.backend, keys) is not None:
+        return 0
     for key in keys:
         repo.data.backend.delete(key)
     return len(keys)

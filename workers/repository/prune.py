@@ -32,7 +32,7 @@ from workers.repository.manifest import Manifest
 from workers.repository.repack import Repacker, RepackResult, choose, to_move
 from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError
-from workers.storage.base import ObjectInfo, ObjectNotFound
+from workers.storage.base import ObjectInfo, ObjectNotFound, locked_until
 from workers.storage.codec import KeyRing
 
 
@@ -106,6 +106,7 @@ class PruneReport:
     bytes_to_move: int = 0                  # plaintext still needed in the repacked packs
     repacked: RepackResult | None = None    # after a real run
     repack_skipped: str | None = None       # why packs that qualified were not repacked
+    locked_until: datetime | None = None    # S3 Object Lock: nothing was deleted; prune again after this
 
     def lines(self) -> list[str]:
         would = "would " if self.dry_run else ""
@@ -128,6 +129,9 @@ class PruneReport:
         if self.missing_blobs:
             out.append(f"WARNING: {self.missing_blobs} blob(s) that snapshots need are in no existing pack: those "
                        "snapshots cannot be restored completely (the next sync stores those files again)")
+        if self.locked_until:
+            out.append(f"nothing deleted: some of these objects are locked (S3 Object Lock) until "
+                       f"{self.locked_until:%Y-%m-%d %H:%M} UTC; prune again after that")
         index = f"index: {would}replace {self.index_objects_removed} object(s) by " + \
             (f"one listing only the kept packs ({self.new_index[:12]})" if self.new_index else "none")
         return out + [index if self.index_objects_removed or self.new_index else "index: unchanged",
@@ -232,6 +236,10 @@ class Pruner:
         report.bytes_freed = sum(self._size(listing, n) + self._size(listing, n + RECORD_SUFFIX) for n in doomed) \
             + sum(listing[n].size for n in orphans) + sum(index_objects[n].size for n in old_index)
         if dry_run:
+            return report
+        report.locked_until = locked_until(self.backend, [self.repo.index_key(n) for n in old_index] + [
+            self.repo.pack_key(p) for p in doomed] + [f"{self.repo.prefix}/packs/{n}" for n in orphans])
+        if report.locked_until is not None:                 # never try to delete a locked object
             return report
         before_changes()
         if repack:                                          # 0. needed blobs of repacked packs, stored and indexed

@@ -40,7 +40,7 @@ from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore, StoredArtifa
 from workers.repository.index import Index, PackEntries, index_doc
 from workers.repository.manifest import Manifest
 from workers.runtime.errors import PermanentError
-from workers.storage.base import ObjectNotFound
+from workers.storage.base import ObjectNotFound, locked_until
 from workers.storage.codec import IntegrityError, KeyRing, decode, encode
 from workers.storage.signing import SIGNATURE_FIELD, trust_of
 
@@ -184,8 +184,8 @@ class Repository:
     def merge_index(self, above: int = MERGE_ABOVE) -> bool:
         """Rewrite many small index objects as one (the merged one is stored before any is deleted)."""
         olds = sorted(self.index.objects)
-        if len(olds) <= above:
-            return False
+        if len(olds) <= above or locked_until(self.data.backend, map(self.index_key, olds)):
+            return False                    # under S3 Object Lock: merged once the old objects may be deleted
         merged = self.write_index(self.index.packs())
         for old in olds:
             if old != merged:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import BinaryIO, ContextManager, Iterator, Mapping, Protocol, runtime_checkable
+from typing import BinaryIO, ContextManager, Iterable, Iterator, Mapping, Protocol, runtime_checkable
 
 from workers.runtime.errors import PermanentError, TransientError
 
@@ -177,6 +177,16 @@ def validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
         raise InvalidArgument(f"metadata is larger than {MAX_METADATA_BYTES} bytes: keep it to a few short "
                               "labels and put the rest in the object")
     return result
+
+
+def locked_until(backend: object, keys: Iterable[str]) -> datetime | None:
+    """When the last of ``keys`` may be deleted, if ``backend`` locks objects (S3 Object Lock) and one of them is
+    still locked; None otherwise (no lock, expired, or a backend without Object Lock). Whoever deletes asks
+    first: a locked object is never tried (S3 would only hide it behind a delete marker)."""
+    check = getattr(backend, "locked_until", None)
+    if check is None or getattr(backend, "lock_mode", None) is None:
+        return None
+    return max((d for d in map(check, keys) if d is not None), default=None)
 
 
 def is_hidden_name(name: str) -> bool:
