@@ -55,7 +55,7 @@ def reading_backend(settings: Settings) -> StorageBackend:
     if name == "primary" or not settings.mirror.fallback:
         return primary
     return with_copies(primary, [(t.name, build_store(t.store_settings())) for t in settings.mirror.targets],
-                       expected=expected)
+                       expected=expected if settings.mirror.verify_reads else None)
 
 
 def writing_backend(settings: Settings) -> StorageBackend:

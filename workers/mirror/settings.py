@@ -48,6 +48,9 @@ class MirrorSettings(BaseModel, extra="forbid"):
                                  "down keeps being retried (the backlog catches up when it returns)")
     fallback: bool = Field(default=True, description="Reads fall back to a target when the primary is down or "
                            "an object there fails verification")
+    verify_reads: bool = Field(default=True, description="With fallback: hash a recorded artifact on the copy "
+                               "before reading it (one extra read), so a damaged primary object is read from a "
+                               "target; false: fall back only when the primary cannot be read")
 
     @field_validator("retry_for", mode="before")
     @classmethod
