@@ -42,7 +42,8 @@ WORKER_METRICS = {
     "appsvc_dr_broker_connected", "appsvc_dr_events_published_total", "appsvc_dr_notifications_total",
     "appsvc_dr_dead_letters_total", "appsvc_dr_secrets_newest_version_timestamp_seconds",
     "appsvc_dr_secrets_rotations_total", "appsvc_dr_last_failure_timestamp_seconds",
-    "appsvc_dr_mirror_lag_seconds", "appsvc_dr_mirror_backlog",
+    "appsvc_dr_mirror_lag_seconds", "appsvc_dr_mirror_backlog", "appsvc_dr_store_free_bytes",
+    "appsvc_dr_store_used_bytes", "appsvc_dr_store_next_set_bytes",
 }
 # Written by `appsvc-dr drill --textfile F` for node_exporter's textfile collector (not by the workers).
 DRILL_METRICS = {"appsvc_dr_last_restore_drill_timestamp_seconds"}

@@ -2,18 +2,24 @@
 on the primary never copied, reads falling back to a copy, the worker's events and metrics."""
 from __future__ import annotations
 
+import io
 import logging
+import re
 import threading
 from datetime import timedelta
 
 import pytest
 
-from contracts import ArtifactStored, ArtifactStoredPayload, BackupSetCompleted, BackupSetCompletedPayload, utcnow
+from contracts import (ArtifactStored, ArtifactStoredPayload, BackupDue, BackupDuePayload, BackupSetCompleted,
+                       BackupSetCompletedPayload, new_backup_set_id, utcnow)
 from tests.unit.test_retention import STAMP, make_set
 from workers.artifacts.retention import apply_retention
 from workers.artifacts.service import ArtifactStore
 from workers.middleware.metrics import Metrics
+from workers.artifacts.capacity import forecast
+from workers.mirror.capacity import CapacityWatch, Watched
 from workers.mirror.handler import MirrorGauges, MirrorHandler, Target
+from workers.storage.capacity import measure
 from workers.mirror.sync import Policy, compare, sync
 from workers.runtime.errors import TransientError
 from workers.runtime.worker import JobContext
@@ -194,3 +200,46 @@ def test_a_target_applies_its_own_retention_once_a_set_completed(primary, tmp_pa
 def _completed(set_id: str) -> BackupSetCompleted:
     return BackupSetCompleted(source="test", stamp=STAMP, correlation_id=set_id, payload=BackupSetCompletedPayload(
         components=("secrets", "databases"), artifacts=2, stored_bytes=10, completed_at=utcnow()))
+
+
+def test_a_store_that_will_not_fit_the_next_set_is_warned_about_and_exported(primary, tmp_path):
+    # Given two complete sets on a primary limited to a quota a little above what they take
+    for days in (2, 1):
+        make_set(primary, days)
+    used = sum(i.size for i in primary.backend.list(""))
+    metrics = Metrics()
+    watch = CapacityWatch([Watched("primary", primary.backend, used + 10, 7)], metrics, "mirror")
+    handler = MirrorHandler(primary.backend, [], timedelta(days=7), MirrorGauges(metrics), capacity=watch)
+    set_id = new_backup_set_id()
+    due = BackupDue(source="test", stamp=STAMP, correlation_id=set_id, payload=BackupDuePayload(
+        backup_set_id=set_id, components=("secrets", "databases"), reason="schedule"))
+    # When the worker hears the next set is due
+    out = handler.before_set(due, _ctx())
+    # Then it warns (job-failed, severity warning) that the next set will not fit, with the sizing and the fix
+    assert [(e.type, e.payload.severity, e.payload.error_class) for e in out] == [
+        ("job-failed", "warning", "StoreAlmostFull")]
+    assert "will not fit the next backup set of stamp1" in out[0].payload.message
+    assert re.search(r"7 sets × ~[\d.]+ KB = [\d.]+ KB needed, 0.0 KB free \(statvfs\+quota\)", out[0].payload.message)
+    assert "quota" in out[0].payload.hint
+    # And the free, used and forecast bytes are exported per store
+    sample = metrics.registry.get_sample_value
+    assert sample("appsvc_dr_store_free_bytes", {"target": "primary"}) == 10
+    assert sample("appsvc_dr_store_used_bytes", {"target": "primary", "stamp": STAMP}) == used
+    assert sample("appsvc_dr_store_next_set_bytes", {"target": "primary"}) > 10
+    # And with room for many more sets, nothing is said
+    roomy = CapacityWatch([Watched("primary", primary.backend, None, 7)], Metrics(), "mirror")
+    assert roomy.check(due, "before") == []
+
+
+def test_the_forecast_counts_what_a_set_adds_outside_its_folder(primary, tmp_path):
+    # Given one set and a file-share pack stored after it (outside the set's folder)
+    set_id = make_set(primary, 1)
+    in_set = sum(i.size for i in primary.backend.list(f"{STAMP}/{set_id}/"))
+    primary.backend.put(f"{STAMP}/fileshare/packs/p1", io.BytesIO(b"x" * 5000), size=5000)
+    # When the stamp is forecast on the local volume (statvfs)
+    result = forecast(primary.backend, STAMP, 7, measure(primary.backend))
+    # Then the pack counts toward the set, and the volume's free space is known
+    assert result.recent_sizes == (in_set + 5000,) and result.space.measured_by == "statvfs"
+    assert result.space.free and result.sets_fit and result.fits_next
+    assert re.match(r"stamp1: 7 sets × ~[\d.]+ KB = [\d.]+ KB needed, [\d.]+ [GMK]B free \(statvfs\); about \d+ "
+                    r"more set\(s\) fit$", result.describe())

@@ -18,7 +18,7 @@ def register(sub) -> None:
     p.add_argument("action", choices=["check"])
     p.add_argument("--connect", action="store_true", help="also try to connect to RabbitMQ and, for SQL Server, "
                    "list per database the permissions the login has and lacks (with the GRANT statements); "
-                   "check Object Lock and versioning on every store configured with S3 Object Lock")
+                   "check Object Lock and versioning on every store configured with S3 Object Lock; print each store's sizing")
     p.set_defaults(func=check)
     p = sub.add_parser("contracts", help="event contract tools")
     p.add_argument("action", choices=["export", "check"], help="export: rewrite contracts/schemas; "
@@ -40,9 +40,10 @@ def check(args: argparse.Namespace, settings: Settings) -> int:
             failed = True
         if settings.database.engine == "sqlserver" and sqlserver_permissions(settings.database):
             failed = True
-        from workers.cli.lockcheck import check_object_lock
+        from workers.cli.storecheck import check_object_lock, print_capacity
         if check_object_lock(settings):
             failed = True
+        print_capacity(settings)
         if failed:
             return 1
     print("configuration ok")

@@ -52,6 +52,13 @@ class Metrics:
                                 "target has waited (0: caught up)", ["target"], registry=r)
         self.mirror_backlog = Gauge("appsvc_dr_mirror_backlog", "Objects not yet on a mirror target", ["target"],
                                     registry=r)
+        self.store_free = Gauge("appsvc_dr_store_free_bytes", "Bytes a store (primary or mirror target) can still "
+                                "take, measured before and after each backup set", ["target"], registry=r)
+        self.store_used = Gauge("appsvc_dr_store_used_bytes", "Bytes a stamp's objects take in a store",
+                                ["target", "stamp"], registry=r)
+        self.store_next_set = Gauge("appsvc_dr_store_next_set_bytes", "Bytes the next backup set is forecast to "
+                                    "take in a store (the largest of the newest sets, plus 10 %)", ["target"],
+                                    registry=r)
         self.notifications = Counter("appsvc_dr_notifications", "Notifications by sink and outcome "
                                      "(sent, grouped, failed)", ["sink", "outcome"], registry=r)
 

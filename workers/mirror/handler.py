@@ -9,7 +9,8 @@ backlog is caught up when the target returns; any later event catches it up too)
 ``appsvc_dr_mirror_backlog`` (objects missing) and ``appsvc_dr_mirror_lag_seconds`` (how long the oldest
 missing object has waited; 0 when caught up). Once a set completed and was copied, each target's own
 retention is applied to it (``retention.auto``; ``keep_last`` / ``keep_within`` per target), skipping objects
-under S3 Object Lock.
+under S3 Object Lock. Before each set (``backup-due``) and after it, every store's capacity is measured and
+forecast (``workers.mirror.capacity``): a set that will not fit is warned about before it fails.
 """
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from contracts import ArtifactStored, BackupSetCompleted, Envelope, FileshareSynced, SecretsStored
+from contracts import ArtifactStored, BackupDue, BackupSetCompleted, Envelope, FileshareSynced, SecretsStored
 from contracts.events.mirror import ArtifactMirrored, ArtifactMirroredPayload
 from workers.artifacts.retention import apply_retention
 from workers.artifacts.settings import RetentionSettings
 from workers.middleware.metrics import Metrics
+from workers.mirror.capacity import CapacityWatch, Watched
 from workers.mirror.settings import MirrorSettings, MirrorTarget
 from workers.mirror.sync import Policy, SyncResult, lag_seconds, sync, wanted_objects
 from workers.runtime.errors import ConfigurationError, TransientError
@@ -68,13 +70,17 @@ class Target:
 
 class MirrorHandler:
     def __init__(self, primary: StorageBackend, targets: list[Target], retry_for, gauges: MirrorGauges, *,
-                 auto_retention: bool = False) -> None:
+                 auto_retention: bool = False, capacity: CapacityWatch | None = None) -> None:
         self.primary, self.targets, self.retry_for, self.gauges = primary, targets, retry_for, gauges
-        self.auto_retention = auto_retention
+        self.auto_retention, self.capacity = auto_retention, capacity
         self.caught_up: dict[str, datetime] = {}       # target -> when its last run left nothing missing
         for target in targets:                          # exported at 0 from the start
             self.gauges.backlog.labels(target.settings.name)
             self.gauges.lag.labels(target.settings.name)
+
+    def before_set(self, event: BackupDue, ctx: JobContext) -> list[Envelope]:
+        """Before a set: will it fit in every store?"""
+        return self.capacity.check(event, "before") if self.capacity is not None else []
 
     def __call__(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
         out: list[Envelope] = []
@@ -104,6 +110,8 @@ class MirrorHandler:
                 target=name, store=target.backend.name, objects=result.wanted, copied=result.copied,
                 bytes_copied=result.bytes_copied, backlog=len(result.backlog),
                 duration_seconds=round(time.monotonic() - started, 3)), source=f"worker:{WORKER}"))
+        if isinstance(event, BackupSetCompleted) and self.capacity is not None:
+            out += self.capacity.check(event, "after")
         if down:
             raise TransientError(f"mirror target(s) down: {'; '.join(down)}", until=event.occurred_at + self.retry_for,
                                  hint="Retried with backoff until the target is back (the backlog is caught up "
@@ -144,7 +152,8 @@ class MirrorHandler:
 
 
 _CONSUMES = (ArtifactStored, SecretsStored, FileshareSynced, BackupSetCompleted)
-SPEC = WorkerSpec(WORKER, {model: MirrorHandler.__call__ for model in _CONSUMES}, concurrency=1)
+SPEC = WorkerSpec(WORKER, {**{model: MirrorHandler.__call__ for model in _CONSUMES},
+                           BackupDue: MirrorHandler.before_set}, concurrency=1)
 
 
 def build_mirror_worker(*, mirror: MirrorSettings, store: StoreSettings, retention: RetentionSettings,
@@ -158,6 +167,10 @@ def build_mirror_worker(*, mirror: MirrorSettings, store: StoreSettings, retenti
         targets = [Target(t, target_store(t), policy_for(t, retention)) for t in mirror.targets]
     except StorageError as exc:
         raise ConfigurationError(f"mirror target: {exc}", hint=getattr(exc, "hint", "")) from None
-    handler = MirrorHandler(build_store(store), targets, mirror.retry_for, MirrorGauges(metrics),
-                            auto_retention=retention.auto)
+    metrics = metrics or Metrics()
+    primary = build_store(store)
+    watched = [Watched("primary", primary, store.quota_bytes, retention.keep_last)] + [
+        Watched(t.settings.name, t.backend, t.settings.quota_bytes, t.policy.keep_last) for t in targets]
+    handler = MirrorHandler(primary, targets, mirror.retry_for, MirrorGauges(metrics), auto_retention=retention.auto,
+                            capacity=CapacityWatch(watched, metrics, WORKER))
     return SPEC.bind(handler, on_shutdown=handler.close)

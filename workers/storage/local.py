@@ -131,6 +131,15 @@ class LocalStore:
                 if exc.errno not in _NOT_FOUND:
                     raise classify_os_error(exc, where=self.name, what=f"delete {key!r}") from exc
 
+    def free_space(self) -> tuple[int, int]:
+        """(bytes free for this process's user, total bytes) of the volume behind the store (``statvfs``)."""
+        self._check_root()
+        try:
+            st = os.statvfs(self.root)
+        except OSError as exc:
+            raise classify_os_error(exc, where=self.name, what="measure free space") from exc
+        return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
     def exists(self, key: str) -> bool:
         try:
             self.stat(key)

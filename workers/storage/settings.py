@@ -30,6 +30,8 @@ class StoreSettings(BaseModel, extra="forbid"):
                                                                       "this mode (the bucket needs Object Lock)")
     s3_lock_days: int = Field(default=0, ge=0, description="Object Lock retention in days: at least as long as "
                               "the retention policy keeps a set (keep_within, or keep_last sets' span)")
+    quota_bytes: int | None = Field(default=None, gt=0, description="Space this store may use (bytes): an S3 "
+                                    "bucket's quota (S3 reports no free space), or a cap on a shared volume")
     smb_path: str = ""
     smb_username: str | None = None
     smb_password: SecretStr | None = None

@@ -126,6 +126,14 @@ class SmbStore:
             return False
         return True
 
+    def free_space(self) -> tuple[int, int]:
+        """(bytes free for this login, total bytes) of the share's volume (``FileFsFullSizeInformation``; a quota
+        or Samba's ``max disk size`` shows here)."""
+        self._connect()
+        with self._errors("measure free space of", ""):
+            volume = smbclient.stat_volume(self._root, **self._kw)
+        return volume.caller_available_size, volume.total_size
+
     def close(self) -> None:
         """Log off and close this store's connection (it reconnects if used again)."""
         self.session.close()

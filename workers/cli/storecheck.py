@@ -1,13 +1,15 @@
-"""`config check --connect`, Object Lock part: every store configured with S3 Object Lock (the primary, each
-mirror target) must have a bucket with Object Lock and versioning enabled, and lock objects at least as long
-as its retention policy keeps a set."""
+"""`config check --connect`, store part: every store configured with S3 Object Lock (the primary, each mirror
+target) must have a bucket with Object Lock and versioning enabled, and lock objects at least as long as its
+retention policy keeps a set; and every store's sizing ("7 sets × ~X GB = Y GB needed, Z GB free")."""
 from __future__ import annotations
 
 from datetime import timedelta
 
+from workers.artifacts.capacity import forecast
 from workers.config import Settings
 from workers.runtime.errors import DrError
 from workers.storage.factory import build_store
+from workers.storage.capacity import measure
 from workers.storage.settings import StoreSettings
 
 
@@ -43,3 +45,20 @@ def check_object_lock(settings: Settings) -> int:
         else:
             print(f"{where}: ok ({section.s3_object_lock}, {section.s3_lock_days} day(s); versioning enabled)")
     return failed
+
+
+def print_capacity(settings: Settings) -> None:
+    """One sizing line per store (never fails the check: a forecast is advice)."""
+    stores = [("primary", settings.store, settings.retention.keep_last)] + [
+        (t.name, t.store_settings(), settings.retention.keep_last if t.keep_last is None else t.keep_last)
+        for t in settings.mirror.targets]
+    for name, section, keep_last in stores:
+        store = build_store(section)
+        try:
+            result = forecast(store, settings.stamp, keep_last, measure(store, section.quota_bytes))
+            warn = "  WARNING: the next set will not fit" if result.fits_next is False else ""
+            print(f"Capacity of {name} ({store.name}): {result.describe()}{warn}")
+        except DrError as exc:
+            print(f"Capacity of {name} ({store.name}): not measured — {exc.message}")
+        finally:
+            store.close()
