@@ -3,6 +3,7 @@ tries to delete a locked object and says when it can, mirroring into a locked bu
 --connect` checking the bucket's Object Lock and versioning."""
 from __future__ import annotations
 
+import io
 import re
 import time
 import uuid
@@ -139,6 +140,8 @@ def test_forget_and_prune_never_delete_locked_snapshots_or_packs(s3_server, tmp_
     store = ArtifactStore(backend)
     history(tmp_path, store, count=3)
     before = [i.key for i in backend.list()]
+    # (the syncs' repository locks were written without a retention, so each sync could remove its own)
+    assert not [k for k in before if "/fileshare/locks/" in k]
     # When all but the newest are forgotten while locked
     plan = forget(repo_for(store, tmp_path), SnapshotPolicy(keep_last=1))
     # Then nothing is deleted and both are reported locked, with the date
@@ -162,3 +165,17 @@ def test_forget_and_prune_never_delete_locked_snapshots_or_packs(s3_server, tmp_
     assert report.locked_until is not None and now_plus(50) < report.locked_until <= now_plus(61)
     assert any("nothing deleted: some of these objects are locked (S3 Object Lock) until" in line
                for line in report.lines())
+
+
+def test_objects_their_writer_deletes_soon_are_never_locked(s3_server):
+    # Given a bucket with Object Lock for a day
+    from workers.storage.base import UNLOCKED
+    backend = locked_store(s3_server, timedelta(days=1))
+    # When a repository lock (metadata UNLOCKED) and an artifact are written
+    backend.put("stamp1/fileshare/locks/abc.json", io.BytesIO(b"{}"), size=2, metadata=UNLOCKED)
+    backend.put("stamp1/x/databases/a.bak", io.BytesIO(b"data"), size=4)
+    # Then only the artifact is locked, and the lock object can be deleted at once
+    assert backend.stat("stamp1/fileshare/locks/abc.json").retain_until is None
+    assert backend.stat("stamp1/x/databases/a.bak").retain_until > now_plus(86000)
+    backend.delete("stamp1/fileshare/locks/abc.json")
+    assert not backend.exists("stamp1/fileshare/locks/abc.json")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from workers.runtime.errors import TransientError
-from workers.storage.base import ObjectNotFound, StorageBackend
+from workers.storage.base import UNLOCKED, ObjectNotFound, StorageBackend
 
 STALE_AFTER = timedelta(minutes=30)
 REFRESH_EVERY = timedelta(minutes=5)
@@ -115,7 +115,7 @@ class RepoLock:
                            "created_at": self.created_at.isoformat(),
                            "refreshed_at": datetime.now(timezone.utc).isoformat()}).encode()
         started = time.monotonic()
-        self.backend.put(self.key, io.BytesIO(body), size=len(body))
+        self.backend.put(self.key, io.BytesIO(body), size=len(body), metadata=UNLOCKED)  # deleted when done
         self._refreshed = started
 
     def acquire(self) -> "RepoLock":

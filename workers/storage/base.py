@@ -19,6 +19,8 @@ META_SUFFIX = ".drmeta"             # <name>.drmeta: JSON sidecar holding the ob
 MAX_KEY_LENGTH = 1024
 MAX_METADATA_BYTES = 2048           # S3's limit for user metadata; enforced everywhere so all backends agree
 
+# Metadata of an object its writer deletes soon (a repository lock): never given an S3 Object Lock retention.
+UNLOCKED = {"dr-lock": "none"}
 _BAD_KEY_CHARS = re.compile(r'[\x00-\x1f\x7f\\:*?"<>|]')   # control chars and what Windows/SMB refuses
 _META_KEY = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")       # HTTP-header safe, survives S3's lower-casing
 _META_VALUE = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$")  # printable ASCII, no outer spaces

@@ -24,7 +24,7 @@ from minio.retention import Retention
 from urllib3.exceptions import HTTPError, MaxRetryError, SSLError
 
 from workers.storage._streams import SizedReader, reader
-from workers.storage.base import (InvalidArgument, ObjectInfo, ObjectLocked, ObjectNotFound, StorageError,
+from workers.storage.base import (UNLOCKED, InvalidArgument, ObjectInfo, ObjectLocked, ObjectNotFound, StorageError,
                                   StorageFull, StorageMisconfigured, StoragePermissionDenied, StorageUnavailable,
                                   validate_key, validate_metadata, validate_prefix)
 
@@ -107,7 +107,8 @@ class S3Store:
             # no upload threads behind when the source fails.
             result = self._client.put_object(self.bucket, key, source, length=-1, part_size=self.part_size,
                                              metadata=headers, num_parallel_uploads=1)  # type: ignore[arg-type]
-        self._lock(key)
+        if meta.get("dr-lock") != UNLOCKED["dr-lock"]:
+            self._lock(key)
         if checked and source.count == size:
             # The server accepted exactly these bytes against their SHA-256: no HEAD to learn what landed.
             # ``modified`` is the server's time of the answer (its Date header), not a Last-Modified.
