@@ -18,7 +18,8 @@ def register(sub) -> None:
     p.add_argument("action", choices=["check"])
     p.add_argument("--connect", action="store_true", help="also try to connect to RabbitMQ and, for SQL Server, "
                    "list per database the permissions the login has and lacks (with the GRANT statements); "
-                   "check Object Lock and versioning on every store configured with S3 Object Lock; print each store's sizing")
+                   "check Object Lock and versioning on every store configured with S3 Object Lock; print each "
+                   "store's sizing")
     p.set_defaults(func=check)
     p = sub.add_parser("contracts", help="event contract tools")
     p.add_argument("action", choices=["export", "check"], help="export: rewrite contracts/schemas; "

@@ -147,8 +147,8 @@ class MirrorHandler:
         self.gauges.set(target.settings.name, SyncResult(len(waiting), backlog=waiting))
 
     def close(self) -> None:
-        for target in self.targets:
-            target.backend.close()
+        for backend in (self.primary, *(t.backend for t in self.targets)):
+            backend.close()
 
 
 _CONSUMES = (ArtifactStored, SecretsStored, FileshareSynced, BackupSetCompleted)

@@ -45,11 +45,6 @@ class Comparison:
     missing: list[ObjectInfo]
     differs: list[str] = field(default_factory=list)   # keys present on the target with the wrong size / bytes
 
-    @property
-    def lag_since(self) -> datetime | None:
-        """When the oldest object still missing landed on the primary (None: nothing missing)."""
-        return min((o.modified for o in self.missing), default=None)
-
 
 class CorruptOnPrimary(PermanentError):
     default_hint = ("The object on the primary does not match its record: it was damaged or altered. It is not "
