@@ -20,6 +20,12 @@ def make_store(kind: str, request: pytest.FixtureRequest, tmp_path) -> StorageBa
     if kind == "local":
         from workers.storage.local import LocalStore
         return LocalStore(tmp_path / "store")
+    if kind == "fallback":      # the read-only fallback over a primary and an (empty) mirror target
+        from workers.mirror.sync import expected
+        from workers.storage.fallback import FallbackStore
+        from workers.storage.local import LocalStore
+        return FallbackStore(LocalStore(tmp_path / "store"), [("copy", LocalStore(tmp_path / "copy"))],
+                             expected=expected)
     if kind == "s3":
         from workers.storage.s3 import S3Store
         s3: S3Server = request.getfixturevalue("s3_server")
@@ -32,7 +38,7 @@ def make_store(kind: str, request: pytest.FixtureRequest, tmp_path) -> StorageBa
     raise ValueError(kind)
 
 
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.integration),
+@pytest.fixture(params=["local", "fallback", pytest.param("s3", marks=pytest.mark.integration),
                         pytest.param("smb", marks=pytest.mark.integration)])
 def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[StorageBackend]:
     backend = make_store(request.param, request, tmp_path)

@@ -67,7 +67,8 @@ def read_all(store: StorageBackend, key: str) -> bytes:
 
 
 def backing_dir(store: StorageBackend, request: pytest.FixtureRequest) -> Path | None:
-    """The local directory behind a local or SMB store (None for S3)."""
+    """The local directory behind a local or SMB store (None for S3); a fallback store's primary's."""
+    store = getattr(store, "primary", store)
     if store.name.startswith("file://"):
         return Path(store.root)  # type: ignore[attr-defined]
     if store.name.startswith("smb://"):
