@@ -3,6 +3,7 @@ on the primary never copied, reads falling back to a copy, the worker's events a
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 import threading
@@ -15,6 +16,7 @@ from contracts import (ArtifactStored, ArtifactStoredPayload, BackupDue, BackupD
 from tests.unit.test_retention import STAMP, make_set
 from workers.artifacts.retention import apply_retention
 from workers.artifacts.service import ArtifactStore
+from workers.cli import main
 from workers.middleware.metrics import Metrics
 from workers.artifacts.capacity import forecast
 from workers.mirror.capacity import CapacityWatch, Watched
@@ -243,3 +245,27 @@ def test_the_forecast_counts_what_a_set_adds_outside_its_folder(primary, tmp_pat
     assert result.space.free and result.sets_fit and result.fits_next
     assert re.match(r"stamp1: 7 sets × ~[\d.]+ KB = [\d.]+ KB needed, [\d.]+ [GMK]B free \(statvfs\); about \d+ "
                     r"more set\(s\) fit$", result.describe())
+
+
+def test_the_cli_reads_and_prunes_one_copy_with_store_and_its_own_policy(primary, tmp_path, monkeypatch, capsys):
+    # Given three sets on the primary, mirrored to a target "dr" that keeps two (its own keep_last)
+    sets = [make_set(primary, days) for days in (3, 2, 1)]
+    sync(primary.backend, LocalStore(tmp_path / "dr"), STAMP, KEEP_ALL)
+    monkeypatch.setenv("APPSVC_DR_STORE__LOCAL_PATH", str(tmp_path / "primary"))
+    monkeypatch.setenv("APPSVC_DR_MIRROR__TARGETS", json.dumps(
+        [{"name": "dr", "kind": "local", "local_path": str(tmp_path / "dr"), "keep_last": 2}]))
+    # When retention is applied to the target alone
+    assert main(["--store", "dr", "retention", "apply", "--stamp", STAMP]) == 0
+    out = capsys.readouterr().out
+    # Then the target keeps its newest two and the primary all three
+    assert "keep the newest 2 complete set(s)" in out and f"delete {sets[0]}" in out
+    assert {i.key.split("/")[1] for i in LocalStore(tmp_path / "dr").list(f"{STAMP}/")} == set(sets[1:])
+    assert {i.key.split("/")[1] for i in primary.backend.list(f"{STAMP}/")} == set(sets)
+    # And `artifacts list --store dr` shows the target's sets, `--store primary` the primary's
+    assert main(["artifacts", "list", "--stamp", STAMP, "--json", "--store", "dr"]) == 0
+    assert [r["backup_set_id"] for r in json.loads(capsys.readouterr().out)] == sets[1:]
+    assert main(["--store", "primary", "artifacts", "list", "--stamp", STAMP, "--json"]) == 0
+    assert [r["backup_set_id"] for r in json.loads(capsys.readouterr().out)] == sets
+    # And an unknown copy is refused with the names that exist
+    assert main(["--store", "nope", "artifacts", "list", "--stamp", STAMP]) == 2
+    assert "no mirror target named 'nope'" in capsys.readouterr().err
