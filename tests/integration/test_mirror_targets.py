@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from contracts import SecretsRotated, SecretsRotatedPayload, new_backup_set_id, utcnow
+from tests.fixtures import free_port
 from tests.fixtures.rabbit import run_cli, running, settings_for, tap, vhost, wait_for
 from tests.fixtures.s3server import moto_s3_server
 from tests.unit.certs import make_cert, signing_settings
@@ -195,6 +196,23 @@ def test_a_corrupted_object_on_the_primary_is_detected_and_read_from_the_seconda
     finally:
         primary.put(key, io.BytesIO(original), size=len(original))
         primary.close()
+
+
+def test_reads_fall_back_to_the_secondary_when_the_primary_cannot_be_reached(mirrored_site):
+    site, set_id = mirrored_site
+    # Given the primary's address pointing at a port nobody listens on (the primary site is down)
+    down = site.settings.model_copy(update={"store": site.settings.store.model_copy(
+        update={"s3_endpoint": f"127.0.0.1:{free_port()}"})})
+    out = site.root / "restored-unreachable.json"
+    # When the secrets are restored and the set listed
+    result = run_cli(down, "restore", "secrets", "--stamp", STAMP, "--key", str(site.root / "key.pem"),
+                     "--out", str(out), timeout=180)
+    listed = run_cli(down, "artifacts", "list", "--stamp", STAMP, timeout=180)
+    # Then both are served by the secondary, saying so
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(out.read_text())["SqlServerPassword"] == CANARY
+    assert "from mirror target 'dr-s3'" in result.stderr and "Connection refused" in result.stderr
+    assert listed.returncode == 0 and set_id in listed.stdout, listed.stdout + listed.stderr
 
 
 def test_restore_and_drill_succeed_from_the_secondary_when_the_primary_bucket_is_gone(mirrored_site, s3_server):
