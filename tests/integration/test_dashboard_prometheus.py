@@ -70,6 +70,8 @@ EXPECTED = {
     ("AppsvcDrWorkerDown", (("worker", "fileshare"),)): 0,
     ("AppsvcDrBrokerDisconnected", (("worker", "upload"),)): 0,
     ("AppsvcDrNoRecentSuccess", (("worker", "upload"),)): float("inf"),
+    ("AppsvcDrMirrorLagging", (("target", "dr-site"),)): "> 5",             # hours; the set is 5 hours old
+    ("AppsvcDrStoreWillNotFitNextSet", (("target", "primary"),)): "> 1000",  # bytes; 1,000 bytes are free
 }
 
 
@@ -106,12 +108,14 @@ def workers(rabbit_vhost, tmp_path):
     procs: dict[str, tuple] = {}
     logs: dict[str, list[str]] = {}  # drained as they come, so a chatty worker never blocks on a full pipe
     try:
-        for name in ("db-backup", "catalog", "secrets", "fileshare", "upload", "notifier"):
+        for name in ("db-backup", "catalog", "secrets", "fileshare", "upload", "notifier", "mirror"):
             port = free_port()
             env = {"APPSVC_DR_METRICS__PORT": str(port), "APPSVC_DR_TEST_WORKER_NAME": name}
             if name == "upload":
                 env["APPSVC_DR_BROKER__PORT"] = str(closed_port())
-            factory = name if name == "notifier" else "tests.integration.sample_workers:standin"
+            if name == "mirror":
+                env.update(mirror_site(tmp_path))
+            factory = name if name in ("notifier", "mirror") else "tests.integration.sample_workers:standin"
             procs[name] = (spawn_worker(factory, settings, **env), port)
             logs[name] = []
             threading.Thread(target=lambda p=procs[name][0], out=logs[name]: out.extend(p.stdout), daemon=True).start()
@@ -128,6 +132,27 @@ def workers(rabbit_vhost, tmp_path):
                 proc.wait(30)
             except Exception:  # noqa: BLE001 - never leave a worker behind
                 proc.kill()
+
+
+def mirror_site(root) -> dict[str, str]:
+    """The real mirror worker's store: one complete set stored 5 hours ago in a local primary that its quota
+    leaves almost no room in, and a mirror target (S3) nobody answers for: it lags, and the next set won't fit."""
+    import io
+    import os
+    from workers.artifacts.sets import Plan, write_marker, write_plan
+    from workers.artifacts.service import ArtifactStore
+    from workers.storage.local import LocalStore
+    store, stored_at = ArtifactStore(LocalStore(root / "primary"), compress=False), time.time() - 5 * 3600
+    write_plan(store.backend, Plan("stamp1", "20261120T010000Z-0000000a", ("databases",), "schedule",
+                                   datetime.fromtimestamp(stored_at, timezone.utc)))
+    store.put("stamp1/20261120T010000Z-0000000a/databases/db.bak", lambda: io.BytesIO(b"x" * 100_000))
+    write_marker(store.backend, "stamp1", "20261120T010000Z-0000000a", {"completed_at": "2026-11-20T02:00:00+00:00"})
+    for path in (root / "primary").rglob("*"):
+        os.utime(path, (stored_at, stored_at))
+    used = sum(p.stat().st_size for p in (root / "primary").rglob("*") if p.is_file())
+    target = {"name": "dr-site", "kind": "s3", "s3_endpoint": f"127.0.0.1:{closed_port()}", "s3_secure": False}
+    return {"APPSVC_DR_STORE__KIND": "local", "APPSVC_DR_STORE__LOCAL_PATH": str(root / "primary"),
+            "APPSVC_DR_STORE__QUOTA_BYTES": str(used + 1000), "APPSVC_DR_MIRROR__TARGETS": json.dumps([target])}
 
 
 @pytest.fixture
@@ -187,7 +212,7 @@ def test_every_dashboard_query_and_alert_shows_the_events_sent(workers, drill_te
                             rule_files=[PROM / "alerts.yml"], backfill=history_of_upload(procs["upload"][1]))
     with started("Prometheus", prometheus) as prom:
         # Given a freshly started Prometheus that has scraped every worker's zero-initialised counters once
-        wait_for(lambda: len(prom.query('up{job="appsvc-dr"} == 1')) == 6, 30, what="every worker scraped")
+        wait_for(lambda: len(prom.query('up{job="appsvc-dr"} == 1')) == 7, 30, what="every worker scraped")
         # When one job is dead-lettered, one retried twice, 21 secrets jobs retried once, the others succeed
         with Publisher(settings.broker) as pub:
             pub.publish(backup_due(SET_DEAD))
@@ -216,8 +241,11 @@ def test_every_dashboard_query_and_alert_shows_the_events_sent(workers, drill_te
             assert matching, f"EXPECTED names {what!r}, which is no dashboard panel or alert"
             keys = [k for k, _ in labels]
 
-            def shown(exprs=matching, keys=keys, labels=labels):
-                return any(values_by_labels(prom.query(e), keys).get(labels) == value for e in exprs)
+            def shown(exprs=matching, keys=keys, labels=labels, value=value):
+                found = [values_by_labels(prom.query(e), keys).get(labels) for e in exprs]
+                if isinstance(value, str):                      # "> N": a measured age or size
+                    return any(v is not None and v > float(value[2:]) for v in found)
+                return value in found
             wait_for(shown, 60, 1, what=f"{what} {dict(labels)} == {value}: "
                      f"{[values_by_labels(prom.query(e), keys) for e in matching]}")
         empty = [(title, expr) for title, expr in checks if not prom.query(expr)]
