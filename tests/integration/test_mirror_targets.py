@@ -14,7 +14,7 @@ import pytest
 
 from contracts import SecretsRotated, SecretsRotatedPayload, new_backup_set_id, utcnow
 from tests.fixtures import free_port
-from tests.fixtures.rabbit import run_cli, running, settings_for, tap, vhost, wait_for
+from tests.fixtures.rabbit import dead_letters, run_cli, running, settings_for, tap, vhost, wait_for
 from tests.fixtures.s3server import moto_s3_server
 from tests.unit.certs import make_cert, signing_settings
 from workers.app import App
@@ -116,6 +116,8 @@ def test_a_set_is_mirrored_to_a_second_s3_server_and_an_smb_share_and_verified(t
             site.mirrored("dr-s3", set_id)
             site.mirrored("dr-smb", set_id)
         assert not [e for e in site.seen if e.type == "job-failed"]
+        # (artifact-mirrored is routed: the catalog audits it, nothing is dead-lettered as unroutable)
+        assert dead_letters(site.settings, "mirror") == [] and dead_letters(site.settings, "catalog") == []
         # And the copies hold the same bytes as the primary, object by object
         primary = build_store(site.settings.store)
         for target in site.settings.mirror.targets:

@@ -28,8 +28,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-from contracts import (ArtifactStored, BackupDue, BackupSetCompleted, BackupSetCompletedPayload, DatabaseBackedUp,
-                       Envelope, FileshareSynced, SecretsStored)
+from contracts import (ArtifactMirrored, ArtifactStored, BackupDue, BackupSetCompleted, BackupSetCompletedPayload,
+                       DatabaseBackedUp, Envelope, FileshareSynced, SecretsStored)
 from contracts.events.backup import ALL_COMPONENTS, Component
 from workers.artifacts.setmanifest import write_manifest
 from workers.artifacts.retention import apply_retention
@@ -190,7 +190,8 @@ class CatalogHandler:
 SPEC = WorkerSpec(WORKER, {BackupDue: CatalogHandler.backup_due, ArtifactStored: CatalogHandler.artifact_stored,
                            BackupSetCompleted: CatalogHandler.backup_set_completed,
                            SecretsStored: CatalogHandler.audit, FileshareSynced: CatalogHandler.audit,
-                           DatabaseBackedUp: CatalogHandler.database_backed_up},
+                           DatabaseBackedUp: CatalogHandler.database_backed_up,
+                           ArtifactMirrored: CatalogHandler.audit},           # the mirror worker's results
                   concurrency=1, prefetch=20)  # quick jobs: small JSON files
 
 
