@@ -26,7 +26,7 @@ from workers.artifacts.settings import RetentionSettings
 from workers.middleware.metrics import Metrics
 from workers.mirror.capacity import CapacityWatch, Watched
 from workers.mirror.settings import MirrorSettings, MirrorTarget
-from workers.mirror.sync import Policy, SyncResult, lag_seconds, sync, wanted_objects
+from workers.mirror.sync import Policy, PrimaryView, SyncResult, lag_seconds, sync, wanted_objects
 from workers.runtime.errors import ConfigurationError, TransientError
 from workers.runtime.worker import JobContext, WorkerSpec
 from workers.storage.base import (StorageBackend, StorageError, StorageMisconfigured, StoragePermissionDenied,
@@ -85,17 +85,19 @@ class MirrorHandler:
     def __call__(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
         out: list[Envelope] = []
         down: list[str] = []
+        view = PrimaryView(self.primary, event.stamp)            # the primary is listed once per event
         for target in self.targets:
             name, started = target.settings.name, time.monotonic()
             try:
                 result = sync(self.primary, target.backend, event.stamp, target.policy,
                               progress=lambda n, kind=f"mirrored-{name}": ctx.progress(kind, n),
-                              cancelled=ctx.cancelled.is_set, report=lambda r, t=name: self.gauges.set(t, r))
+                              cancelled=ctx.cancelled.is_set, report=lambda r, t=name: self.gauges.set(t, r),
+                              view=view)
             except (StorageUnavailable, StorageMisconfigured) as exc:
                 ctx.logger.warning("mirror target %s (%s) is unavailable: %s", name, target.backend.name,
                                    exc.message)
                 down.append(f"{name}: {exc.message}")
-                self._estimate(target, event.stamp)
+                self._estimate(target, view)
                 continue
             if not result.backlog:
                 self.caught_up[name] = datetime.now(timezone.utc)
@@ -136,11 +138,11 @@ class MirrorHandler:
                                len(gone), ", ".join(gone) or "-", "".join(
                                    f"; {s} locked until {u:%Y-%m-%d %H:%M} UTC" for s, u in plan.locked.items()))
 
-    def _estimate(self, target: Target, stamp: str) -> None:
+    def _estimate(self, target: Target, view: PrimaryView) -> None:
         """A target that cannot be listed: its backlog is what the primary got since it was last caught up."""
         since = self.caught_up.get(target.settings.name)
         try:
-            waiting = [o for o in wanted_objects(self.primary, stamp, target.policy)
+            waiting = [o for o in wanted_objects(self.primary, view.stamp, target.policy, view=view)
                        if since is None or o.modified > since]
         except StorageError:
             return

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import BinaryIO, Callable
 
 from workers.artifacts.records import RECORD_SUFFIX, read_record
-from workers.artifacts.retention import decide, set_states
+from workers.artifacts.retention import SetState, decide, set_states
 from workers.artifacts.service import sha256_of
 from workers.artifacts.setmanifest import MANIFEST, PLAN
 from workers.artifacts.sets import COMPLETE, set_prefix
@@ -52,14 +52,36 @@ class CorruptOnPrimary(PermanentError):
                     "run `appsvc-dr artifacts verify` and re-run the backup.")
 
 
-def wanted_objects(primary: StorageBackend, stamp: str, policy: Policy,
-                   now: datetime | None = None) -> list[ObjectInfo]:
+class PrimaryView:
+    """What the primary holds for a stamp (its listing and its sets' states), read once however many targets
+    are compared with it."""
+
+    def __init__(self, primary: StorageBackend, stamp: str, now: datetime | None = None) -> None:
+        self.primary, self.stamp, self.now = primary, stamp, now
+        self._states: list[SetState] | None = None
+        self._objects: list[ObjectInfo] | None = None
+
+    @property
+    def states(self) -> list[SetState]:
+        if self._states is None:
+            self._states = set_states(self.primary, self.stamp, self.now)
+        return self._states
+
+    @property
+    def objects(self) -> list[ObjectInfo]:
+        if self._objects is None:
+            self._objects = list(self.primary.list(f"{self.stamp}/"))
+        return self._objects
+
+
+def wanted_objects(primary: StorageBackend, stamp: str, policy: Policy, now: datetime | None = None, *,
+                   view: PrimaryView | None = None) -> list[ObjectInfo]:
     """Every object of ``stamp`` on the primary the target should hold, in copy order."""
-    plan = decide(stamp, set_states(primary, stamp, now), keep_last=policy.keep_last,
-                  keep_within=policy.keep_within, now=now, incomplete_grace=policy.grace)
+    view = view or PrimaryView(primary, stamp, now)
+    plan = decide(stamp, view.states, keep_last=policy.keep_last, keep_within=policy.keep_within, now=now,
+                  incomplete_grace=policy.grace)
     skipped = tuple(set_prefix(stamp, s) for s in plan.delete) + tuple(f"{stamp}/{e}" for e in EXCLUDED)
-    objects = [o for o in primary.list(f"{stamp}/") if not o.key.startswith(skipped)]
-    return sorted(objects, key=_order)
+    return sorted((o for o in view.objects if not o.key.startswith(skipped)), key=_order)
 
 
 def _order(info: ObjectInfo) -> tuple[str, int, str]:
@@ -70,9 +92,9 @@ def _order(info: ObjectInfo) -> tuple[str, int, str]:
 
 
 def compare(primary: StorageBackend, target: StorageBackend, stamp: str, policy: Policy, *,
-            read_data: bool = False, now: datetime | None = None) -> Comparison:
+            read_data: bool = False, now: datetime | None = None, view: PrimaryView | None = None) -> Comparison:
     """The objects the target lacks; ``read_data`` also hashes the target's copies of recorded artifacts."""
-    wanted = wanted_objects(primary, stamp, policy, now)
+    wanted = wanted_objects(primary, stamp, policy, now, view=view)
     there = {o.key: o.size for o in target.list(f"{stamp}/")}
     missing, differs = [], []
     for info in wanted:
@@ -173,11 +195,11 @@ class SyncResult:
 def sync(primary: StorageBackend, target: StorageBackend, stamp: str, policy: Policy, *,
          read_data: bool = False, progress: Callable[[int], None] | None = None,
          cancelled: Callable[[], bool] = lambda: False,
-         report: Callable[[SyncResult], None] = lambda result: None) -> SyncResult:
+         report: Callable[[SyncResult], None] = lambda result: None, view: PrimaryView | None = None) -> SyncResult:
     """Copy what the target lacks. Storage errors of the target propagate (a transient one: retried later);
     objects damaged on the primary are skipped and listed in ``corrupt``. ``report`` gets the result however
     the run ends (what was copied, what is still missing)."""
-    diff = compare(primary, target, stamp, policy, read_data=read_data)
+    diff = compare(primary, target, stamp, policy, read_data=read_data, view=view)
     result = SyncResult(len(diff.wanted), backlog=list(diff.missing))
     done: set[str] = set()
     try:
