@@ -18,8 +18,10 @@ from typing import Any, Callable, Iterator
 
 import pyodbc
 
-from workers.engines.base import BackupResult, Progress, ProgressReporter, RestoreResult, require_name, sha256_of
+from workers.engines.base import (BackupResult, Progress, ProgressReporter, RestoreOptions, RestoreResult,
+                                  require_name, sha256_of)
 from workers.engines.odbc import ConnectFn, braced, clean_text, error_parts
+from workers.engines.postgres_consistency import check_consistency
 from workers.engines.postgres_errors import classify, missing_tool
 from workers.engines.settings import DatabaseSettings
 from workers.runtime.errors import DrError, PermanentError
@@ -120,7 +122,8 @@ class PostgresEngine:
                       permanent=True)
 
     def restore(self, database: str, source_path: str, *, data_path: str | None = None,
-                log_path: str | None = None, progress: Progress | None = None) -> RestoreResult:
+                log_path: str | None = None, progress: Progress | None = None,
+                options: RestoreOptions | None = None) -> RestoreResult:
         started, reporter = time.monotonic(), ProgressReporter(progress)
         self._valid("database", database)
         if data_path or log_path:
@@ -146,6 +149,10 @@ class PostgresEngine:
                                  f"{expected_tables}", hint="The restore is incomplete: see the pg_restore log.")
         return RestoreResult(database, source_path, time.monotonic() - started, self.name, self.server,
                              tables=len(tables), rows=sum(rows.values()))
+
+    def check_consistency(self, database: str) -> str:
+        """amcheck (bt_index_check, verify_heapam) where available, else a full read of every table."""
+        return check_consistency(self, database)
 
     def drop(self, database: str) -> None:
         """Drop ``database`` if it exists, ending its sessions (PostgreSQL 13+): for scratch restores (drills)."""
