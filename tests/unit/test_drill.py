@@ -147,8 +147,9 @@ def test_secrets_that_do_not_parse_fail_with_a_hint_and_no_content(secrets_drill
 
 
 # ------------------------------------------------------------------------------------ SQL Server (simulated)
-def sql_drill(tmp_path: Path, **db) -> tuple[Drill, Simulator]:
-    """A set whose database artifact is a real backup taken on the simulated instance."""
+def sql_drill(tmp_path: Path, corrupt_pages: tuple[int, ...] = (), **db) -> tuple[Drill, Simulator]:
+    """A set whose database artifact is a real backup taken on the simulated instance (of a database with
+    ``corrupt_pages``, which DBCC CHECKDB reports)."""
     settings = load_settings(store={"kind": "local", "local_path": str(tmp_path / "store")},
                              staging={"database_dir": str(tmp_path / "staging")},
                              database={"engine": "sqlserver", "server": "sql01", "username": "backup",
@@ -158,6 +159,7 @@ def sql_drill(tmp_path: Path, **db) -> tuple[Drill, Simulator]:
     sim = Simulator(app_service_server(tmp_path / "sql01"))
     engine = SqlServerEngine(DatabaseSettings(server="sql01", username="backup", password=PASSWORD, **db),
                              connect=sim.connect)
+    sim.server.databases["appservice_hosting"].corrupt_pages = list(corrupt_pages)
     taken = tmp_path / "taken.bak"
     engine.backup("appservice_hosting", str(taken))
     store.put(artifact_key(STAMP, set_id, "databases", "appservice_hosting.bak"), lambda: taken.open("rb"))

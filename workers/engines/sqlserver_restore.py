@@ -42,6 +42,12 @@ def _numbers(exc: DrError) -> list[int]:
     return error_numbers(error_parts(cause)[1]) if cause is not None else []
 
 
+def _extend(exc: DrError, text: str) -> None:
+    """Add to an error's message (and its str()) without replacing it: the restore's error stays first."""
+    exc.message += text
+    exc.args = (exc.message,)
+
+
 def _major(version: Any) -> int:
     try:
         return int(str(version).split(".")[0])
@@ -179,9 +185,9 @@ class SafeRestore:
         except DrError as exc:
             if exclusive or self.outcome.tail_log:
                 for problem in self.put_back(exclusive):
-                    exc.message += f"; afterwards {quoted} could not be put back: {problem}"
+                    _extend(exc, f"; afterwards {quoted} could not be put back: {problem}")
             if self.outcome.tail_log:
-                exc.message += f"; the tail-log backup is kept at {self.outcome.tail_log}"
+                _extend(exc, f"; the tail-log backup is kept at {self.outcome.tail_log}")
             raise
         self.finish(exclusive)
         row = session.first(tsql.DATABASE_STATE, database, action=f"check restored database {quoted}")
