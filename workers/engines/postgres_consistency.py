@@ -51,7 +51,7 @@ def with_amcheck(cursor: Any, database: str) -> str:
         try:
             cursor.execute(f"SELECT bt_index_check({int(oid)}::regclass, true)").fetchall()
         except pyodbc.Error as exc:
-            raise PermanentError(f"amcheck: index {schema}.{name} of {database!r} is damaged: "
+            raise PermanentError(f"amcheck: checking index {schema}.{name} of {database!r} found damage: "
                                  f"{clean_text(error_parts(exc)[1])[:500]}", hint=_HINT) from None
     heap = bool(cursor.execute("SELECT 1 FROM pg_proc WHERE proname = 'verify_heapam'").fetchall())
     tables = cursor.execute(_TABLES).fetchall() if heap else []
