@@ -22,6 +22,8 @@ SQLSTATEs and message texts in the shapes ODBC Driver 18 gives pyodbc. What it m
   per device; msdb.dbo.backupset/backupmediafamily record the backup (LSNs as numeric(25,0)). BACKUP LOG:
   SIMPLE recovery (4208), no normal full yet - COPY_ONLY fulls do not start the log chain (4214); a log backup
   clears log_reuse_wait_desc = LOG_BACKUP (https://learn.microsoft.com/en-us/sql/relational-databases/backup-restore/copy-only-backups-sql-server).
+  A tail-log backup ``BACKUP LOG ... WITH NORECOVERY`` needs exclusive access (3101 with sessions) and leaves the
+  database RESTORING (https://learn.microsoft.com/en-us/sql/relational-databases/backup-restore/tail-log-backups-sql-server).
 - RESTORE VERIFYONLY / FILELISTONLY / HEADERONLY / DATABASE ... WITH REPLACE, RECOVERY|NORECOVERY, MOVE,
   STATS, CHECKSUM (https://learn.microsoft.com/en-us/sql/t-sql/statements/restore-statements-transact-sql,
   restore-statements-arguments-transact-sql, -headeronly-, -filelistonly-, -verifyonly-): all need CREATE
@@ -34,16 +36,22 @@ SQLSTATEs and message texts in the shapes ODBC Driver 18 gives pyodbc. What it m
   authentication' is 0 (12824; https://learn.microsoft.com/en-us/sql/database-engine/configure-windows/contained-database-authentication-server-configuration-option),
   MOVE naming an unknown logical file (3234), a file owned by another ONLINE database (1834 + 3156); an
   OFFLINE database's files are overwritten silently under REPLACE (the safety check REPLACE removes), a file
-  locked by another process (3634 with OS error 32).
+  locked by another process (3634 with OS error 32), a device that fails halfway (``faults.restore_fails_after``:
+  3203, the target left RESTORING and unrecoverable, 4333). ``RESTORE DATABASE x WITH RECOVERY`` brings a
+  RESTORING database (e.g. after a tail-log backup) ONLINE ("Recover a database without restoring data" in
+  RESTORE Statements). HEADERONLY reports DatabaseName, SoftwareVersionMajor/Minor/Build, HasBackupChecksums and
+  Containment (restore-statements-headeronly-transact-sql).
 - ALTER DATABASE SET SINGLE_USER | MULTI_USER | OFFLINE | ONLINE [WITH ROLLBACK IMMEDIATE | NO_WAIT]
   (alter-database-transact-sql-set-options): RESTORING (5052), an AG database (1468), sessions without a
   termination clause (5061), no permission (5011), all followed by 5069. DROP DATABASE: in use (3702),
-  missing (3701). DBCC CHECKDB (name) WITH NO_INFOMSGS, ALL_ERRORMSGS: corrupt pages give 8928 + 8989
-  (dbcc-checkdb-transact-sql). CREATE/ALTER CREDENTIAL (15151 when altering a missing one).
+  missing (3701), or an error a test forces (``faults.drop_refused``). DBCC CHECKDB (name) WITH NO_INFOMSGS,
+  ALL_ERRORMSGS: each corrupt page gives 8939 + 8928, then 8989 (dbcc-checkdb-transact-sql;
+  https://learn.microsoft.com/en-us/sql/relational-databases/errors-events/mssqlserver-8939-database-engine-error). CREATE/ALTER CREDENTIAL (15151 when altering a missing one).
 - Catalog: sys.databases, sys.master_files, sys.configurations, sys.credentials, msdb.dbo.backupset /
   backupmediafamily (SELECT denied: 229; injectable errors such as a 1205 deadlock),
   sys.availability_groups, sys.availability_replicas, sys.dm_hadr_availability_replica_states (a JOIN on
-  replica_id works), SERVERPROPERTY('EngineEdition' |
+  replica_id works), sys.dm_hadr_database_replica_states (is_local, is_primary_replica, group_id),
+  sys.dm_exec_sessions (one user session per ``Database.sessions``), DB_ID(), SERVERPROPERTY('EngineEdition' |
   'Edition' | 'ProductVersion' | 'InstanceDefaultDataPath' ...) and sys.fn_hadr_backup_is_preferred_replica
   (preferences PRIMARY, SECONDARY = "Prefer Secondary", SECONDARY_ONLY, NONE, then backup priority among
   connected replicas; 1 outside an AG, 0 for a missing database as in 2019 CU20+).
