@@ -185,3 +185,34 @@ def test_a_restoring_database_is_dropped_directly(tmp_path) -> None:
     # When it is dropped / Then DROP DATABASE ran without SET SINGLE_USER
     engine.drop("drill_x")
     assert "drill_x" not in sim.server.databases and sim.statements("ALTER") == []
+
+
+def test_the_restore_command_flags_relax_one_check_each(tmp_path) -> None:
+    import argparse
+
+    from workers.cli.database_cmd import register_restore, restore_options
+    from workers.config import load_settings
+
+    parser = argparse.ArgumentParser()
+    register_restore(parser.add_subparsers())
+    settings = load_settings(staging={"database_dir": r"\\fileserver\staging\stamp1"})
+    base = ["database", "--set", "S", "--database", DB, "--key", "k.pem"]
+    # Given no flags: a production restore refuses rather than guesses
+    assert restore_options(parser.parse_args(base), settings) == RestoreOptions(expected_database=DB)
+    # Given every flag: each relaxes its own check; the tail-log backup goes to the staging directory
+    flags = ["--force-disconnect", "--tail-log-backup", "--allow-database-mismatch", "--allow-no-checksum"]
+    assert restore_options(parser.parse_args(base + flags), settings) == RestoreOptions(
+        expected_database=DB, allow_database_mismatch=True, force_disconnect=True, allow_no_checksum=True,
+        tail_log_dir=r"\\fileserver\staging\stamp1")
+
+
+@pytest.mark.parametrize("data, log, target, expected", [
+    (None, None, DB, (None, None)),                                   # in place: the backup's own paths
+    (r"D:\D", None, DB, (r"D:\D", None)),
+    (None, None, "copy", (r"C:\Data", r"L:\Log")),                    # a new name: the instance defaults
+    (r"D:\D", None, "copy", (r"D:\D", r"D:\D")),
+    (None, r"E:\L", "copy", (r"C:\Data", r"E:\L")),                   # only a log path: data still moves
+])
+def test_files_move_whenever_the_name_differs_from_the_backups(data, log, target, expected) -> None:
+    from workers.engines.sqlserver_restore import move_dirs
+    assert move_dirs(data, log, target, DB, {"data_path": r"C:\Data", "log_path": r"L:\Log"}) == expected

@@ -39,6 +39,13 @@ def register_restore(restore_sub) -> None:
     p.set_defaults(func=restore_database)
 
 
+def restore_options(args: argparse.Namespace, settings: Settings) -> RestoreOptions:
+    """A production restore's options: the backup must hold --database; the flags relax one check each."""
+    return RestoreOptions(expected_database=args.database, allow_database_mismatch=args.allow_database_mismatch,
+                          force_disconnect=args.force_disconnect, allow_no_checksum=args.allow_no_checksum,
+                          tail_log_dir=settings.staging.database_dir if args.tail_log_backup else None)
+
+
 def restore_database(args: argparse.Namespace, settings: Settings) -> int:
     private_umask()                     # the decrypted dump is plaintext on local disk
     stamp = args.stamp or settings.stamp
@@ -47,9 +54,7 @@ def restore_database(args: argparse.Namespace, settings: Settings) -> int:
             update={"server": args.target_server})})
     engine = build_engine(settings.database)
     target = args.target_database or args.database
-    options = RestoreOptions(expected_database=args.database, allow_database_mismatch=args.allow_database_mismatch,
-                             force_disconnect=args.force_disconnect, allow_no_checksum=args.allow_no_checksum,
-                             tail_log_dir=settings.staging.database_dir if args.tail_log_backup else None)
+    options = restore_options(args, settings)
     result = restore_from_set(settings.staging, settings.database, engine, artifact_store(settings),
                               keyring_from_args(args), stamp=stamp, set_id=args.set_id, database=args.database,
                               target=target, data_path=args.data_path, log_path=args.log_path,

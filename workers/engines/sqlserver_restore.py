@@ -256,16 +256,18 @@ class SafeRestore:
 
 def move_dirs(data_path: str | None, log_path: str | None, target: str, held: str,
               instance: dict[str, Any]) -> tuple[str | None, str | None]:
-    """Where the files go: the given directories; under another name than the backup's, the instance's default
-    data / log directories when none is given (never the backup's own paths); in place, the backup's paths."""
-    if data_path or log_path or target.casefold() == held.casefold():
+    """Where the files go. In place: the given directories, else the backup's own paths. Under another name than
+    the backup's: always somewhere new - the given directories, else the instance's default data / log
+    directories - so no file keeps a path the original database may still own."""
+    if target.casefold() == held.casefold():
         return data_path, log_path
-    data, logs = instance.get("data_path"), instance.get("log_path")
+    data = data_path or instance.get("data_path")
+    logs = log_path or data_path or instance.get("log_path") or data
     if not data:
         raise PermanentError(f"restoring {held!r} as {target!r} needs a directory for its files and the server "
                              "does not report SERVERPROPERTY('InstanceDefaultDataPath')",
                              hint="Pass --data-path (and --log-path) with directories on the SQL Server host.")
-    return str(data), str(logs or data)
+    return str(data), str(logs)
 
 
 def check_db(session: Any, database: str) -> str:
