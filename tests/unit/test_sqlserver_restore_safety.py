@@ -216,3 +216,21 @@ def test_the_restore_command_flags_relax_one_check_each(tmp_path) -> None:
 def test_files_move_whenever_the_name_differs_from_the_backups(data, log, target, expected) -> None:
     from workers.engines.sqlserver_restore import move_dirs
     assert move_dirs(data, log, target, DB, {"data_path": r"C:\Data", "log_path": r"L:\Log"}) == expected
+
+
+def test_a_target_in_use_is_refused_before_the_backup_is_fetched(tmp_path) -> None:
+    # Given a target with open sessions and a backup set whose artifact would take long to fetch
+    from workers.artifacts.service import ArtifactStore
+    from workers.config import load_settings
+    from workers.dbbackup.restore import restore_from_set
+    from workers.storage.local import LocalStore
+
+    engine, sim = make(tmp_path)
+    sim.server.databases[DB].sessions = 1
+    settings = load_settings(staging={"database_dir": str(tmp_path / "staging")})
+    store = ArtifactStore(LocalStore(tmp_path / "store"))
+    # When it is restored / Then the sessions are the error, before the (here missing) artifact is looked up
+    with pytest.raises(PermanentError, match=r"open session\(s\)"):
+        restore_from_set(settings.staging, settings.database, engine, store, None, stamp="stamp1",
+                         set_id="20261122T010000Z-00000000", database=DB, target=DB)
+    assert not (tmp_path / "staging").exists() or not list((tmp_path / "staging").iterdir())

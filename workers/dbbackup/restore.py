@@ -84,6 +84,9 @@ def restore_from_set(staging: StagingSettings, configured: DatabaseSettings, eng
     callers; its restore paths are the drills' (``workers.drill``), never a production restore's."""
     label = "restore" if target == database else f"restore-{target}"
     options = options or RestoreOptions(expected_database=database)
+    preflight = getattr(engine, "preflight_target", None)       # SQL Server: fail before a long download
+    if preflight is not None:
+        preflight(target, options)
     with staged_artifact(staging, engine, store, keys, stamp=stamp, set_id=set_id, database=database,
                          label=label, say=say, fetch_progress=fetch_progress) as path:
         result = engine.restore(target, path, data_path=data_path, log_path=log_path, progress=progress,

@@ -141,6 +141,15 @@ class SqlServerEngine:
         return RestoreResult(database, source_path, time.monotonic() - started, self.name, self.server, state,
                              tail_log=done.tail_log, warnings=tuple(done.warnings))
 
+    def preflight_target(self, database: str, options: RestoreOptions) -> None:
+        """Before fetching a backup: refuse a target in an availability group or with open sessions (without
+        ``force_disconnect``) now rather than after the download; the restore checks again."""
+        with self._session() as session:
+            safe = SafeRestore(session, self.server, database, [], options, self.settings.stats_percent)
+            row = safe.target_row()
+            if row is not None:
+                safe.check_target(row)
+
     def check_consistency(self, database: str) -> str:
         """DBCC CHECKDB (database) WITH NO_INFOMSGS, ALL_ERRORMSGS; corruption raises (8939, 8928, ...)."""
         with self._session() as session:
