@@ -24,6 +24,8 @@ SQLSTATEs and message texts in the shapes ODBC Driver 18 gives pyodbc. What it m
   per device; msdb.dbo.backupset/backupmediafamily record the backup (LSNs as numeric(25,0)). BACKUP LOG:
   SIMPLE recovery (4208), no normal full yet - COPY_ONLY fulls do not start the log chain (4214); a log backup
   clears log_reuse_wait_desc = LOG_BACKUP (https://learn.microsoft.com/en-us/sql/relational-databases/backup-restore/copy-only-backups-sql-server).
+  A tail-log backup ``BACKUP LOG ... WITH NORECOVERY`` needs exclusive access (3101 with sessions) and leaves the
+  database RESTORING (https://learn.microsoft.com/en-us/sql/relational-databases/backup-restore/tail-log-backups-sql-server).
 - RESTORE VERIFYONLY / FILELISTONLY / HEADERONLY / DATABASE ... WITH REPLACE, RECOVERY|NORECOVERY, MOVE,
   STATS, CHECKSUM (https://learn.microsoft.com/en-us/sql/t-sql/statements/restore-statements-transact-sql,
   restore-statements-arguments-transact-sql, -headeronly-, -filelistonly-, -verifyonly-): all need CREATE
@@ -36,12 +38,18 @@ SQLSTATEs and message texts in the shapes ODBC Driver 18 gives pyodbc. What it m
   authentication' is 0 (12824; https://learn.microsoft.com/en-us/sql/database-engine/configure-windows/contained-database-authentication-server-configuration-option),
   MOVE naming an unknown logical file (3234), a file owned by another ONLINE database (1834 + 3156); an
   OFFLINE database's files are overwritten silently under REPLACE (the safety check REPLACE removes), a file
-  locked by another process (3634 with OS error 32).
+  locked by another process (3634 with OS error 32), a device that fails halfway (``faults.restore_fails_after``:
+  3203, the target left RESTORING and unrecoverable, 4333). ``RESTORE DATABASE x WITH RECOVERY`` brings a
+  RESTORING database (e.g. after a tail-log backup) ONLINE ("Recover a database without restoring data" in
+  RESTORE Statements). HEADERONLY reports DatabaseName, SoftwareVersionMajor/Minor/Build, HasBackupChecksums and
+  Containment (restore-statements-headeronly-transact-sql).
 - ALTER DATABASE SET SINGLE_USER | MULTI_USER | OFFLINE | ONLINE [WITH ROLLBACK IMMEDIATE | NO_WAIT]
   (alter-database-transact-sql-set-options): RESTORING (5052), an AG database (1468), sessions without a
   termination clause (5061), no permission (5011), all followed by 5069. DROP DATABASE: in use (3702),
-  missing (3701). DBCC CHECKDB (name) WITH NO_INFOMSGS, ALL_ERRORMSGS: corrupt pages give 8928 + 8989
-  (dbcc-checkdb-transact-sql). CREATE/ALTER CREDENTIAL (15151 when altering a missing one).
+  missing (3701), or an error a test forces (``faults.drop_refused``). DBCC CHECKDB (name) WITH NO_INFOMSGS,
+  ALL_ERRORMSGS: each corrupt page gives 8939 + 8928, then 8989 (dbcc-checkdb-transact-sql;
+  https://learn.microsoft.com/en-us/sql/relational-databases/errors-events/mssqlserver-8939-database-engine-error).
+  CREATE/ALTER CREDENTIAL (15151 when altering a missing one).
 - Security fixes as one ``;`` batch (security.py): USE, GRANT <server permission> TO, ALTER SERVER ROLE
   [dbcreator] ADD MEMBER, IF USER_ID(N'x') IS NULL CREATE USER, ALTER ROLE [db_backupoperator] ADD MEMBER;
   sysadmin only (15247), an unknown user (15151) or login (15007).
@@ -50,7 +58,8 @@ SQLSTATEs and message texts in the shapes ODBC Driver 18 gives pyodbc. What it m
   sys.availability_groups, sys.availability_replicas (group_id, endpoint_url, backup_priority),
   sys.dm_hadr_availability_replica_states (needs VIEW SERVER STATE: 300 + 297; a JOIN on replica_id works;
   every replica's row on every replica - a real secondary shows only its own), sys.databases.replica_id (the
-  local replica) and is_encrypted, HAS_PERMS_BY_NAME (server permissions, CREATE DATABASE in master, BACKUP
+  local replica) and is_encrypted, sys.dm_hadr_database_replica_states (is_local, is_primary_replica,
+  group_id), sys.dm_exec_sessions (one user session per ``Database.sessions``), DB_ID(), HAS_PERMS_BY_NAME (server permissions, CREATE DATABASE in master, BACKUP
   DATABASE / ALTER in a database from db_backupoperator / db_owner; has-perms-by-name-transact-sql),
   IS_SRVROLEMEMBER (sysadmin, dbcreator: server-level-roles), SUSER_SNAME(), SERVERPROPERTY('EngineEdition' |
   'Edition' | 'ProductVersion' | 'InstanceDefaultDataPath' ...) and sys.fn_hadr_backup_is_preferred_replica

@@ -108,7 +108,7 @@ def backup(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Ou
     name = tokens.name()
     tokens.expect("TO")
     kind, paths = devices(tokens)
-    opts = options(tokens, _RESTORE_ONLY)
+    opts = options(tokens, _RESTORE_ONLY - {"NORECOVERY"} if log else _RESTORE_ONLY)
     tokens.end()
     stop = "BACKUP LOG" if log else "BACKUP DATABASE"
     if not autocommit:
@@ -130,6 +130,9 @@ def backup(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Ou
         raise fail(4208, terminating=stop)
     if log and not database.log_chain_started:
         raise fail(4214, terminating=stop)
+    tail = log and "NORECOVERY" in opts.flags          # a tail-log backup takes the database to RESTORING
+    if tail and database.sessions:
+        raise fail(3101, terminating=stop)
     local = _targets(server, kind, paths, stop, writing=True)
     outcome = Outcome()
     faults = server.faults
@@ -153,6 +156,8 @@ def backup(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Ou
     database.last_lsn = last + 1
     if log and not copy_only:
         database.log_reuse_wait = "NOTHING"
+    if tail:
+        database.state = "RESTORING"
     elif not copy_only:
         database.log_chain_started = True
     if faults.damage_written:
@@ -180,6 +185,8 @@ def _tde_pages_compressed_as_is(server: Server, database: Database, opts: Option
 def restore(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Outcome:
     what = tokens.expect("DATABASE", "VERIFYONLY", "FILELISTONLY", "HEADERONLY")
     name = tokens.name() if what == "DATABASE" else None
+    if name is not None and tokens.accept("WITH"):
+        return _recover_only(server, login, name, tokens)
     tokens.expect("FROM")
     kind, paths = devices(tokens)
     opts = options(tokens, _BACKUP_ONLY if what == "DATABASE" else _BACKUP_ONLY | _RESTORE_ONLY)
@@ -214,12 +221,12 @@ def restore(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> O
     assert name is not None
     if newer:
         raise fail(3169, header.software_version, server.version, terminating=stop)
-    _restore_database(server, name, header, payload, opts, stop, outcome)
+    _restore_database(server, name, header, payload, opts, stop, outcome, paths[0])
     return outcome
 
 
 def _restore_database(server: Server, name: str, header, payload: bytes, opts: Options, stop: str,
-                      outcome: Outcome) -> None:
+                      outcome: Outcome, device: str) -> None:
     existing = server.database(name)
     if existing is not None:
         if existing.ag_name:
@@ -249,6 +256,12 @@ def _restore_database(server: Server, name: str, header, payload: bytes, opts: O
                 raise SqlError(*error.records, record(3156, item.logical, item.physical), record(3013, stop))
             overwritten.append(owner)
     for percent in _percents(opts.stats):
+        if server.faults.restore_fails_after is not None and percent > server.faults.restore_fails_after:
+            server.databases[name] = Database(name, files, state="RESTORING", containment=header.containment,
+                                              incomplete=True)
+            outcome.error = fail(3203, device, "64(The specified network name is no longer available.)",
+                                 terminating=stop)
+            return
         outcome.say(record(3211, percent))
     content = restored_content(payload)
     for owner in overwritten:
@@ -260,3 +273,22 @@ def _restore_database(server: Server, name: str, header, payload: bytes, opts: O
                                       last_lsn=header.last_lsn + 1)
     outcome.say(*[record(4035, 6402, name, f.logical) for f in files])
     outcome.say(record(3014, "RESTORE DATABASE", 6402 * len(files), 402))
+
+
+def _recover_only(server: Server, login: Login, name: str, tokens: Tokens) -> Outcome:
+    """``RESTORE DATABASE name WITH RECOVERY``: bring a RESTORING database online without restoring anything
+    ("Recover a database without restoring data" in RESTORE Statements). A database whose restore stopped
+    halfway cannot be recovered (4333); one that is not RESTORING: 3013 only (simplified)."""
+    tokens.expect("RECOVERY")
+    tokens.end()
+    database = server.database(name)
+    if not login.may("CREATE ANY DATABASE"):
+        raise fail(262, "CREATE DATABASE", "master", terminating="RESTORE DATABASE")
+    if database is None:
+        raise fail(911, name, terminating="RESTORE DATABASE")
+    if database.state != "RESTORING":
+        raise SqlError(record(3013, "RESTORE DATABASE"))
+    if database.incomplete:
+        raise fail(4333, terminating="RESTORE DATABASE")
+    database.state = "ONLINE"
+    return Outcome()

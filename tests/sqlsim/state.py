@@ -43,6 +43,7 @@ class Database:
     log_chain_started: bool = False          # a normal (not COPY_ONLY) full backup was taken: BACKUP LOG may run
     log_reuse_wait: str = "NOTHING"          # sys.databases.log_reuse_wait_desc (LOG_BACKUP: the log grows)
     encrypted: bool = False                  # TDE on (sys.databases.is_encrypted)
+    incomplete: bool = False                 # a RESTORE stopped halfway: RESTORING, cannot be recovered (4333)
 
     @property
     def replica_id(self) -> str | None:
@@ -143,6 +144,9 @@ class Faults:
     denied_dirs: set[str] = field(default_factory=set)    # the service account may not write here -> 3201 (5)
     damage_written: bool = False             # the share corrupts what BACKUP wrote (VERIFYONLY then finds 3241)
     link_error: tuple[str, str] | None = None   # the next statement fails in the driver: (SQLSTATE, text)
+    restore_fails_after: int | None = None   # RESTORE DATABASE: the device fails after N percent -> 3203 (OS 64),
+                                             # the target is left RESTORING
+    drop_refused: dict[str, int] = field(default_factory=dict)   # DROP DATABASE name -> this error (3701, 3702)
 
 
 @dataclass

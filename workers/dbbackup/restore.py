@@ -13,7 +13,7 @@ from typing import Iterator
 
 from workers.artifacts.setmanifest import artifact_key
 from workers.artifacts.service import ArtifactStore
-from workers.engines.base import DatabaseEngine, RestoreResult
+from workers.engines.base import DatabaseEngine, RestoreOptions, RestoreResult
 from workers.engines.settings import DatabaseSettings
 from workers.dbbackup.handler import artifact_name
 from workers.storage.local import PRIVATE_DIR, LocalStore, make_private_dirs
@@ -77,11 +77,22 @@ def staged_artifact(staging: StagingSettings, engine: DatabaseEngine, store: Art
 def restore_from_set(staging: StagingSettings, configured: DatabaseSettings, engine: DatabaseEngine,
                      store: ArtifactStore, keys, *, stamp: str, set_id: str, database: str, target: str,
                      data_path: str | None = None, log_path: str | None = None, progress=None, say=print,
-                     fetch_progress=None) -> RestoreResult:
+                     fetch_progress=None, options: RestoreOptions | None = None) -> RestoreResult:
     """Restore ``database`` of a backup set as ``target`` (WITH REPLACE; MOVE to ``data_path`` / ``log_path``,
-    default the ``configured`` restore paths) and check it."""
+    under a new name by default to the server's default directories) and check it. ``options`` default to a
+    production restore's: the backup must hold ``database``, no sessions are ended. ``configured`` is kept for
+    callers; its restore paths are the drills' (``workers.drill``), never a production restore's."""
     label = "restore" if target == database else f"restore-{target}"
+    options = options or RestoreOptions(expected_database=database)
+    preflight = getattr(engine, "preflight_target", None)       # SQL Server: fail before a long download
+    if preflight is not None:
+        preflight(target, options)
     with staged_artifact(staging, engine, store, keys, stamp=stamp, set_id=set_id, database=database,
                          label=label, say=say, fetch_progress=fetch_progress) as path:
-        return engine.restore(target, path, data_path=data_path or configured.restore_data_path,
-                              log_path=log_path or configured.restore_log_path, progress=progress)
+        result = engine.restore(target, path, data_path=data_path, log_path=log_path, progress=progress,
+                                options=options)
+    for warning in result.warnings:
+        say(f"WARNING: {warning}")
+    if result.tail_log:
+        say(f"tail-log backup of {target} (taken before the restore, WITH NORECOVERY) kept at {result.tail_log}")
+    return result

@@ -61,10 +61,11 @@ class DatabaseSettings(BaseModel, extra="forbid"):
     s3_access_key: str | None = Field(default=None, description="BACKUP TO URL = 's3://...': create or update "
                                       "the server credential with these keys (else it must exist)")
     s3_secret_key: SecretStr | None = None
-    restore_data_path: str | None = Field(default=None, description="Default directory for restored data "
-                                          "files (RESTORE ... MOVE); unset = keep the backup's paths")
-    restore_log_path: str | None = Field(default=None, description="Default directory for restored log "
-                                         "files; unset = restore_data_path")
+    restore_data_path: str | None = Field(default=None, description="Drills only: directory for the scratch "
+                                          "databases' data files (RESTORE ... MOVE); unset = the instance's "
+                                          "default data directory. Restores take --data-path")
+    restore_log_path: str | None = Field(default=None, description="Drills only: directory for the scratch "
+                                         "log files; unset = restore_data_path, else the instance default")
     # ---- PostgreSQL
     pg_dump: str = Field(default="pg_dump", min_length=1, description="pg_dump executable")
     pg_restore: str = Field(default="pg_restore", min_length=1, description="pg_restore executable")
@@ -79,6 +80,9 @@ class DatabaseSettings(BaseModel, extra="forbid"):
     pg_compress: int | None = Field(default=0, ge=0, le=9, description="pg_dump -Z level. 0 by default: the "
                                     "upload worker compresses with zstd anyway, and pg_dump's single-core zlib "
                                     "made the whole backup 1.8x slower (None = pg_dump's own default)")
+    pg_amcheck: bool = Field(default=True, description="Drills: check the restored database with amcheck "
+                             "(bt_index_check, verify_heapam) where the server has it; false: read every table "
+                             "in full instead")
     pg_verify_data: bool = Field(default=True, description="Verify by reading the whole archive "
                                  "(pg_restore -f /dev/null) after pg_restore --list")
 

@@ -22,11 +22,13 @@ from workers.engines import sqlserver_ag as ag
 from workers.engines import sqlserver_perms as perms
 from workers.engines import sqlserver_sql as tsql
 from workers.engines.base import (ONLINE, SKIPPED_NOT_PREFERRED, BackupResult, Progress, ProgressReporter,
-                                    RestoreResult, locally_readable, require_name, sha256_of, stripe_paths)
+                                    RestoreOptions, RestoreResult, locally_readable, require_name, sha256_of,
+                                    stripe_paths)
 from workers.engines.odbc import ConnectFn, Cursor, Message, clean_text, connection_string, drain, native_number
 from workers.engines.settings import DatabaseSettings
 from workers.engines.sqlserver_edition import DATABASE_ENCRYPTED, SERVER_FACTS, ServerFacts, fit_options
 from workers.engines.sqlserver_errors import classify
+from workers.engines.sqlserver_restore import SafeRestore, check_db, drop as drop_database
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
@@ -136,32 +138,36 @@ class SqlServerEngine:
             self._verify(session, devices)
 
     def restore(self, database: str, source_path: str, *, data_path: str | None = None,
-                log_path: str | None = None, progress: Progress | None = None) -> RestoreResult:
+                log_path: str | None = None, progress: Progress | None = None,
+                options: RestoreOptions | None = None) -> RestoreResult:
+        """Pre-flight, exclusive access, optional tail-log backup, RESTORE ... WITH REPLACE, ONLINE checked
+        (:mod:`workers.engines.sqlserver_restore`)."""
         started, reporter = time.monotonic(), ProgressReporter(progress)
-        quoted = tsql.quote_name(database)
         devices = stripe_paths(source_path, self.settings.stripes)
-        data_path = data_path or self.settings.restore_data_path
-        log_path = log_path or self.settings.restore_log_path
         with self._session() as session:
             if tsql.is_url(devices[0]):
                 self._ensure_credential(session, devices[0])
-            sets = session.run(tsql.filelist_only(devices), action="RESTORE FILELISTONLY")
-            files = sets[0] if sets else []
-            if not files:
-                raise PermanentError(f"RESTORE FILELISTONLY found no database files in {source_path}",
-                                     hint="The file is not a database backup: check the source path.")
-            moves = tsql.plan_moves(database, files, data_path, log_path)
-            session.run(tsql.restore_database(database, devices, moves, self.settings.stats_percent),
-                        action=f"RESTORE DATABASE {quoted}", on_message=_progress_from_messages(reporter),
-                        database=database)
+            safe = SafeRestore(session, self.server, database, devices, options or RestoreOptions(),
+                               self.settings.stats_percent)
+            state = safe.restore(data_path, log_path, _progress_from_messages(reporter))
             reporter.done()
-            row = session.first(tsql.DATABASE_STATE, database, action=f"check restored database {quoted}")
-        state = str(row["state_desc"]) if row else "MISSING"
-        if state != ONLINE:
-            raise PermanentError(f"restored database {quoted} on {self.server} is {state}, not ONLINE",
-                                 hint="Look at the SQL Server error log for the restore; RESTORE ... WITH "
-                                      "RECOVERY should leave the database ONLINE.")
-        return RestoreResult(database, source_path, time.monotonic() - started, self.name, self.server, state)
+            done = safe.outcome
+        return RestoreResult(database, source_path, time.monotonic() - started, self.name, self.server, state,
+                             tail_log=done.tail_log, warnings=tuple(done.warnings))
+
+    def preflight_target(self, database: str, options: RestoreOptions) -> None:
+        """Before fetching a backup: refuse a target in an availability group or with open sessions (without
+        ``force_disconnect``) now rather than after the download; the restore checks again."""
+        with self._session() as session:
+            safe = SafeRestore(session, self.server, database, [], options, self.settings.stats_percent)
+            row = safe.target_row()
+            if row is not None:
+                safe.check_target(row)
+
+    def check_consistency(self, database: str) -> str:
+        """DBCC CHECKDB (database) WITH NO_INFOMSGS, ALL_ERRORMSGS; corruption raises (8939, 8928, ...)."""
+        with self._session() as session:
+            return check_db(session, database)
 
     def file_list(self, source_path: str) -> list[dict[str, Any]]:
         """RESTORE FILELISTONLY: the backup's logical files (what a restore would MOVE)."""
@@ -173,11 +179,10 @@ class SqlServerEngine:
         return sets[0] if sets else []
 
     def drop(self, database: str) -> None:
-        """Drop ``database`` if it exists (rolling back its sessions): for scratch restores (drills)."""
+        """Drop ``database`` if it exists (rolling back its sessions; a RESTORING one directly): for scratch
+        restores (drills)."""
         with self._session() as session:
-            row = session.first(tsql.DATABASE_STATE, database, action=f"look up database {database!r}")
-            for statement in tsql.drop_database(str(row["name"])) if row else []:
-                session.run(statement, action=statement.split(" WITH ")[0], database=str(row["name"]))
+            drop_database(session, database)
 
     def permissions(self) -> tuple[list[perms.Permission], set[str]]:
         """What the login may do on each configured database (read only; :mod:`.sqlserver_perms`), and the

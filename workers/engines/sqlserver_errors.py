@@ -60,10 +60,10 @@ RULES: dict[int, tuple[bool, str]] = {
     3156: (False, "A restored file cannot be placed: set APPSVC_DR_DATABASE__RESTORE_DATA_PATH and "
                   "RESTORE_LOG_PATH (RESTORE ... MOVE) to directories on the target SQL Server."),
     1834: (False, "A restored file would overwrite a file another database uses: restore under other "
-                  "file names (set RESTORE_DATA_PATH / RESTORE_LOG_PATH)."),
+                  "file names (--data-path / --log-path; drills: RESTORE_DATA_PATH / RESTORE_LOG_PATH)."),
     3101: (False, "The target database has open sessions and RESTORE needs exclusive access; retrying does not "
-                  "help while the App Service controllers stay connected. Stop them, or end the sessions with "
-                  "ALTER DATABASE {database} SET SINGLE_USER WITH ROLLBACK IMMEDIATE, then restore again."),
+                  "help while the App Service controllers stay connected. Stop them, or rerun the restore with "
+                  "--force-disconnect (ALTER DATABASE {database} SET SINGLE_USER WITH ROLLBACK IMMEDIATE)."),
     3104: (False, "The target database has joined an availability group, which RESTORE cannot replace: on the "
                   "primary run ALTER AVAILABILITY GROUP [<ag>] REMOVE DATABASE {database} (on a secondary: "
                   "ALTER DATABASE {database} SET HADR OFF), restore, then add it back to the group."),
@@ -95,6 +95,8 @@ RULES: dict[int, tuple[bool, str]] = {
                   "database."),
     8928: (False, "DBCC CHECKDB found corruption in the restored copy: the backup holds a damaged database; run "
                   "DBCC CHECKDB on the source and take a new backup."),
+    8939: (False, "DBCC CHECKDB found a damaged page in the restored copy: the backup holds a damaged database; "
+                  "run DBCC CHECKDB on the source and take a new backup."),
     8989: (False, "DBCC CHECKDB found corruption in the restored copy: the backup holds a damaged database; run "
                   "DBCC CHECKDB on the source and take a new backup."),
     4208: (False, "The database uses the SIMPLE recovery model, which has no log backups: back it up with full "
