@@ -4,7 +4,6 @@ exactly once, and its metrics served over HTTP. Time runs on a simulated clock (
 the claims, the store and the broker are real."""
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.fixtures.rabbit import REPO, env_for, running, settings_for, tap, wait_for
+from tests.integration.deploy_support import free_port
 from workers.app import App
 from workers.scheduler.metrics import ScheduleMetrics
 from workers.scheduler.run import Scheduler
@@ -129,12 +129,6 @@ def test_two_schedulers_started_together_publish_each_slot_once(rabbit_vhost, tm
     lost = sum(value(m, "appsvc_dr_schedule_publishes_total", outcome="already_claimed") for m in metrics)
     assert published == len(ids) and lost >= len(ids) - 1
     assert sum(value(m, "appsvc_dr_schedule_publishes_total", outcome="failed") for m in metrics) == 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_schedule_command_reads_cron_settings_and_serves_metrics(rabbit_vhost, tmp_path):
