@@ -91,6 +91,17 @@ def test_cron_in_a_time_zone_reports_utc():
     assert berlin.next_after(at(2026, 7, 10, 12)) == at(2026, 7, 11, 0)
 
 
+def test_cron_across_daylight_saving_changes():
+    # Europe/Berlin: 2026-03-29 02:00 CET jumps to 03:00 CEST; 2026-10-25 03:00 CEST falls back to 02:00 CET
+    daily = CronTrigger("30 2 * * *", zone("Europe/Berlin"))
+    # the skipped 02:30 fires at 03:00 CEST (01:00 UTC), the days around it at 02:30 local
+    assert [daily.next_after(n) for n in (at(2026, 3, 27, 12), at(2026, 3, 28, 12), at(2026, 3, 29, 12))] == \
+        [at(2026, 3, 28, 1, 30), at(2026, 3, 29, 1), at(2026, 3, 30, 0, 30)]
+    # the repeated 02:30 fires once, the first time (00:30 UTC), not again an hour later
+    first = daily.next_after(at(2026, 10, 24, 12))
+    assert first == at(2026, 10, 25, 0, 30) and daily.next_after(first) == at(2026, 10, 26, 1, 30)
+
+
 @pytest.mark.parametrize("bad", ["0 2 * *", "0 0 2 * * * *", "0 2 * * * 2026", "61 * * * *", "0 2 * FOO *",
                                  "banana", ""])
 def test_bad_cron_is_a_configuration_error(bad):

@@ -5,7 +5,9 @@ Cron: ``minute hour day-of-month month day-of-week`` with ranges (``1-5``), list
 ``9-17/2``), names (``JAN``-``DEC``, ``SUN``-``SAT``) and the usual rule that when both day-of-month and
 day-of-week are restricted a day matching *either* fires. croniter's extensions (``L``, ``#``) are accepted as
 croniter reads them; 6-field (seconds) and 7-field (years) forms are refused, so an expression means here what
-it means in a crontab. Times are computed in the schedule's zone and reported in UTC.
+it means in a crontab. Times are computed in the schedule's zone and reported in UTC. Where daylight saving
+skips an hour (spring), a slot inside it fires at the first valid time after it (02:30 → 03:00); where an hour
+repeats (autumn), a wall-clock time fires once, the first time.
 """
 from __future__ import annotations
 
@@ -56,7 +58,14 @@ class CronTrigger:
             raise ConfigurationError(f"invalid cron expression {self.expression!r}", hint=CRON_HINT)
 
     def next_after(self, now: datetime) -> datetime:
-        return self._step(now.astimezone(self.tz), forward=True)
+        found = self._step(now.astimezone(self.tz), forward=True)
+        if self._repeated(found):   # the second time a wall-clock time occurs (autumn): it already fired
+            found = self._step(found.astimezone(self.tz), forward=True)
+        return found
+
+    def _repeated(self, slot: datetime) -> bool:
+        local = slot.astimezone(self.tz)
+        return bool(local.fold) and local.replace(fold=0).utcoffset() != local.utcoffset()
 
     def latest_at_or_before(self, now: datetime) -> datetime:
         minute = now.astimezone(self.tz).replace(second=0, microsecond=0)
