@@ -4,6 +4,7 @@ exactly once, and its metrics served over HTTP. Time runs on a simulated clock (
 the claims, the store and the broker are real."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -110,6 +111,7 @@ def test_two_schedulers_started_together_publish_each_slot_once(rabbit_vhost, tm
         book = SlotBook(LocalStore(tmp_path), STAMP)
         old = clock.now().replace(second=0) - timedelta(hours=1)
         assert book.claim("databases", old, slot_set_id(STAMP, "databases", old), "schedule").won
+        book.mark_published("databases", old, slot_set_id(STAMP, "databases", old), "event")
         # When two schedulers with their own connections and store handles run on the same clock
         # (a minute-slot every real second) for a few seconds
         metrics = [ScheduleMetrics(STAMP), ScheduleMetrics(STAMP)]
@@ -131,12 +133,42 @@ def test_two_schedulers_started_together_publish_each_slot_once(rabbit_vhost, tm
     assert sum(value(m, "appsvc_dr_schedule_publishes_total", outcome="failed") for m in metrics) == 0
 
 
+def test_a_slot_claimed_by_a_scheduler_that_died_before_publishing_is_published_on_the_next_start(
+        rabbit_vhost, tmp_path):
+    settings = settings_for(rabbit_vhost)
+    seen: list = []
+    # Given slot 02:00 published, and slot 03:00 claimed by a scheduler that died before publishing it
+    two = datetime.now(UTC).replace(hour=2, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    three = two + timedelta(hours=1)
+    dead = SlotBook(LocalStore(tmp_path), STAMP, instance="dead-scheduler")
+    dead.claim("databases", two, slot_set_id(STAMP, "databases", two), "schedule")
+    dead.mark_published("databases", two, slot_set_id(STAMP, "databases", two), "event")
+    dead.claim("databases", three, slot_set_id(STAMP, "databases", three), "schedule")
+    claim = next(tmp_path.rglob(f"{three:%Y%m%dT%H%M%SZ}.json"))
+    long_ago = (datetime.now(UTC) - timedelta(minutes=30)).timestamp()
+    os.utime(claim, (long_ago, long_ago))
+    with running(App(settings, [tap(seen, "backup-due")])):
+        # When a scheduler starts at 03:20
+        _, stop, thread = start(settings, tmp_path, FastClock(three + timedelta(minutes=20), 1), "0 * * * *=databases")
+        try:
+            # Then it publishes 03:00 once, as the backup set the dead scheduler had named, and marks it published
+            wait_for(lambda: seen, 15, what="the abandoned slot")
+            time.sleep(1)
+        finally:
+            halt(stop, thread)
+    assert [(e.payload.reason, e.correlation_id) for e in seen] == \
+        [("catch-up", slot_set_id(STAMP, "databases", three))]
+    assert SlotBook(LocalStore(tmp_path), STAMP).last_published("databases") == three
+
+
 def test_schedule_command_reads_cron_settings_and_serves_metrics(rabbit_vhost, tmp_path):
     # Given a store in which today's 02:00 UTC slot was published (so there is nothing to catch up)
     settings = settings_for(rabbit_vhost, store={"local_path": str(tmp_path)})
     now = datetime.now(UTC)
     slot = now.replace(hour=2, minute=0, second=0, microsecond=0) - timedelta(days=1 if now.hour < 2 else 0)
-    SlotBook(LocalStore(tmp_path), STAMP).claim("databases", slot, slot_set_id(STAMP, "databases", slot), "schedule")
+    book = SlotBook(LocalStore(tmp_path), STAMP)
+    book.claim("databases", slot, slot_set_id(STAMP, "databases", slot), "schedule")
+    book.mark_published("databases", slot, slot_set_id(STAMP, "databases", slot), "event")
     port = free_port()
     env = env_for(settings)
     env.update(APPSVC_DR_SCHEDULE__CRON="0 2 * * *=databases", APPSVC_DR_METRICS__PORT=str(port),

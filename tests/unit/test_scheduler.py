@@ -154,20 +154,41 @@ def test_slot_set_ids_are_the_same_in_every_scheduler_and_dated_by_the_slot():
     assert event.correlation_id == event.payload.backup_set_id == a and event.payload.reason == "catch-up"
 
 
-def test_a_slot_is_claimed_once_and_remembered(tmp_path):
+def test_a_slot_is_claimed_once_and_remembered_once_published(tmp_path):
     # Given two schedulers' books on one local store
     first, second = (SlotBook(LocalStore(tmp_path), "stamp1", instance=n) for n in ("one", "two"))
     slot = at(2026, 11, 22, 2)
+    set_id = slot_set_id("stamp1", "databases", slot)
     # When both claim the same slot
-    won = first.claim("databases", slot, slot_set_id("stamp1", "databases", slot), "schedule")
-    lost = second.claim("databases", slot, slot_set_id("stamp1", "databases", slot), "schedule")
-    # Then the first wins, the second is told who holds it, and both remember the slot as published
-    assert (won.won, lost.won, lost.holder) == (True, False, "one")
-    assert first.exclusive and second.last_published("databases") == slot
-    assert second.last_published("fileshare") is None
-    # And old claims are pruned down to the newest
+    won = first.claim("databases", slot, set_id, "schedule")
+    lost = second.claim("databases", slot, set_id, "schedule")
+    # Then the first wins and the second is told who holds it
+    assert (won.won, lost.won, lost.holder) == (True, False, "one") and first.exclusive
+    # And the slot counts as published only once its marker is written
+    assert second.last_published("databases") is None
+    first.mark_published("databases", slot, set_id, "event-1")
+    assert second.last_published("databases") == slot and second.last_published("fileshare") is None
+    # And old claims and markers are pruned down to the newest slots
     for hours in range(1, 5):
-        first.claim("databases", slot + timedelta(hours=hours), "x", "schedule")
+        later = slot + timedelta(hours=hours)
+        first.claim("databases", later, "x", "schedule")
+        first.mark_published("databases", later, "x", f"event-{hours}")
     assert first.prune("databases", 2) == 3
     assert [s for s, _ in first.slots("databases")] == [slot + timedelta(hours=3), slot + timedelta(hours=4)]
+    assert len(list(LocalStore(tmp_path).list("stamp1/"))) == 4
     assert not [p for p in tmp_path.rglob("*") if ".partial-" in p.name]
+
+
+def test_a_claim_without_its_marker_is_abandoned_only_when_old(tmp_path):
+    import os
+    book = SlotBook(LocalStore(tmp_path), "stamp1")
+    slot = at(2026, 11, 22, 2)
+    book.claim("databases", slot, slot_set_id("stamp1", "databases", slot), "schedule")
+    assert not book.abandoned("databases", slot, timedelta(minutes=10))          # its scheduler may still publish
+    claim = next(tmp_path.rglob("20261122T020000Z.json"))
+    old = (datetime.now(UTC) - timedelta(minutes=11)).timestamp()
+    os.utime(claim, (old, old))
+    assert book.abandoned("databases", slot, timedelta(minutes=10))
+    book.mark_published("databases", slot, "x", "event")
+    assert not book.abandoned("databases", slot, timedelta(minutes=10))
+    assert not book.abandoned("databases", slot + timedelta(hours=1), timedelta(minutes=10))   # never claimed

@@ -1,7 +1,8 @@
 """The schedule loop: waits for the next slot of each schedule, claims it in the store, publishes backup-due.
 
-On start it reads the newest claimed slot of each schedule from the store and, if a slot came and went while
-no scheduler ran, publishes the newest such slot once (reason ``catch-up``), never every missed one. Each slot
+On start it reads the newest published slot of each schedule from the store and, if a slot came and went while
+no scheduler ran, publishes the newest such slot once (reason ``catch-up``), never every missed one; a slot
+claimed by a scheduler that died before publishing it counts as missed once its claim is 10 minutes old. Each slot
 is claimed first (:mod:`workers.scheduler.slots`), so two schedulers publish it once, under a backup-set id
 derived from the slot. Takes the sections it needs, never the root Settings."""
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Protocol, Sequence
 
 from contracts import BackupDue, BackupDuePayload, new_backup_set_id
@@ -25,6 +26,7 @@ from workers.storage.base import StorageBackend
 log = logging.getLogger("appsvc_dr.scheduler")
 RETRY_SECONDS = 30.0
 MAX_SLEEP = 60.0      # wake at least once a minute, so a wall-clock jump is noticed
+ABANDONED_AFTER = timedelta(minutes=10)   # a claim this old without its published marker lost its scheduler
 
 
 class Clock(Protocol):
@@ -129,7 +131,10 @@ class Scheduler:
         if claim is None:
             self.metrics.outcome(schedule.name, "failed")
             return 0
-        if not claim.won:
+        if not claim.won and reason == "catch-up" and self.book.abandoned(schedule.name, slot, ABANDONED_AFTER):
+            log.warning("slot %s of schedule %s was claimed (by %s) but never published: publishing it now, as the "
+                        "same backup set %s", slot.isoformat(), schedule.name, claim.holder or "?", set_id)
+        elif not claim.won:
             log.info("slot %s of schedule %s is already claimed (by %s): another scheduler published it; "
                      "skipping", slot.isoformat(), schedule.name, claim.holder or "an unreadable claim")
             self.metrics.outcome(schedule.name, "already_claimed", slot)
@@ -139,6 +144,8 @@ class Scheduler:
             self.metrics.outcome(schedule.name, "failed")
             return 0
         self.metrics.outcome(schedule.name, "published", slot)
+        self._retrying(lambda: self.book.mark_published(schedule.name, slot, set_id, str(event.event_id)) or True, stop,
+                       f"mark slot {slot.isoformat()} of schedule {schedule.name} published in the store")
         log.info("published backup-due %s (set %s, slot %s, schedule %s, reason %s)", event.event_id, set_id,
                  slot.isoformat(), schedule.name, reason)
         try:
