@@ -192,3 +192,27 @@ def test_a_claim_without_its_marker_is_abandoned_only_when_old(tmp_path):
     book.mark_published("databases", slot, "x", "event")
     assert not book.abandoned("databases", slot, timedelta(minutes=10))
     assert not book.abandoned("databases", slot + timedelta(hours=1), timedelta(minutes=10))   # never claimed
+
+
+def test_markers_are_signed_and_a_forged_one_is_not_taken_as_published(tmp_path):
+    import io
+    import json
+
+    from tests.unit.certs import signed
+    from workers.scheduler.slots import published_key
+    # Given a store whose writers sign and whose readers require the workers' signature
+    backend = signed(LocalStore(tmp_path / "store"), tmp_path)
+    book = SlotBook(backend, "stamp1")
+    slot = at(2026, 11, 22, 2)
+    book.claim("databases", slot, slot_set_id("stamp1", "databases", slot), "schedule")
+    book.mark_published("databases", slot, slot_set_id("stamp1", "databases", slot), "event")
+    with backend.open(published_key("stamp1", "databases", slot)) as stream:
+        assert "signature" in json.loads(stream.read())
+    assert book.last_published("databases") == slot
+    # When someone with write access to the store adds an unsigned marker for a later slot
+    later = slot + timedelta(days=1)
+    forged = json.dumps({"format": 1, "stamp": "stamp1", "schedule": "databases",
+                         "slot": later.isoformat()}).encode()
+    backend.put(published_key("stamp1", "databases", later), io.BytesIO(forged))
+    # Then it is not taken as the last published slot (it would suppress the catch-up)
+    assert book.last_published("databases") == slot
