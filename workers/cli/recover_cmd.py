@@ -177,12 +177,13 @@ def _status_lines(recovery) -> list[str]:
     from workers.recover.model import seconds_text
     from workers.recover.state import DONE, MANUAL
 
+    w = max(len(s.step_id) for s in recovery.steps)
     lines = [f"recovery {recovery.recovery_id} of {recovery.stamp}/{recovery.set_id} (started {recovery.created_at})",
-             f"{'step':26} {'status':8} {'runs':>4} {'seconds':>9}  detail"]
+             f"{'step':{w}} {'status':8} {'runs':>4} {'seconds':>9}  detail"]
     for s in recovery.steps:
         text = s.detail if s.status != "failed" else f"{s.error} — how to fix: {s.hint}"
         secs = "-" if s.seconds is None else f"{s.seconds:.1f}"
-        lines.append(f"{s.step_id[:26]:26} {s.status:8} {s.runs:>4} {secs:>9}  {text}")
+        lines.append(f"{s.step_id:{w}} {s.status:8} {s.runs:>4} {secs:>9}  {text}")
     todo = [s.step_id for s in recovery.steps if s.status not in (DONE, MANUAL)]
     if todo:
         lines.append(f"\nnot done: {', '.join(todo)}: fix what is listed, then `appsvc-dr recover run --resume "

@@ -97,7 +97,8 @@ def _databases(settings: Settings, contents: Contents, found: Findings, force: b
                 "restore would replace it", "Pass --force to replace it (after making sure it is the stamp's "
                 "own, now useless, copy), or drop it, or restore to another server (--database-server)."))
         else:
-            what = "missing (created)" if not state.exists else ("empty" if state.empty else "replaced (--force)")
+            what = ("missing (created)" if not state.exists else "empty" if state.empty else
+                    "restored by this recovery" if started(step_id) else "replaced (--force)")
             found.notes.append(f"database {state.database!r} on {engine.server}: {what}; permissions ok"
                                if not state.problems else f"database {state.database!r}: see the problems")
 

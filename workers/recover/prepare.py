@@ -32,6 +32,8 @@ def prepare(settings: Settings, store: ArtifactStore, keys: KeyRing, stamp: str,
             recovery: Recovery | None = None, engine=None) -> Prepared:
     markers = read_markers(store.backend, stamp)
     choice = choose_set(store.backend, stamp, markers, set_id or (recovery.set_id if recovery else None), latest)
+    if recovery is not None:
+        choice = Choice(choice.state, f"the set of recovery {recovery.recovery_id} (resumed)", choice.drilled)
     wanted = set(choice.state.planned or COMPONENTS) - set(targets.skip)
     contents = load(store, keys, stamp, choice.state.set_id, wanted, cache_dir=settings.fileshare.cache_dir)
     steps = planning.build(contents, targets, throughput(markers),
