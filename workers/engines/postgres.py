@@ -169,12 +169,12 @@ class PostgresEngine:
         """Before a restore changes anything: can this login create, drop and restore ``databases`` here, and
         what does each hold now (missing, empty, or its user tables)? Raises if the server cannot be reached."""
         with self._cursor(self.settings.pg_maintenance_db) as cursor:
-            who = cursor.execute("SELECT current_user, rolsuper, rolcreatedb FROM pg_roles "
-                                 "WHERE rolname = current_user").fetchone()
-            user, superuser, createdb = str(who[0]), bool(who[1]), bool(who[2])
-            rows = {r[0]: bool(r[1]) for r in cursor.execute(
-                "SELECT datname, pg_get_userbyid(datdba) = current_user OR pg_has_role(current_user, datdba, "
-                "'MEMBER') FROM pg_database").fetchall()}
+            who = cursor.execute("SELECT current_user, rolsuper::int, rolcreatedb::int FROM pg_roles "   # psqlODBC
+                                 "WHERE rolname = current_user").fetchone()              # gives bools as '0'/'1'
+            user, superuser, createdb = str(who[0]), int(who[1]) == 1, int(who[2]) == 1
+            rows = {r[0]: int(r[1]) == 1 for r in cursor.execute(
+                "SELECT datname, (pg_get_userbyid(datdba) = current_user OR pg_has_role(current_user, datdba, "
+                "'MEMBER'))::int FROM pg_database").fetchall()}
         out = []
         for database in databases:
             self._valid("database", database)
@@ -189,7 +189,13 @@ class PostgresEngine:
                                                   "pg_restore --clean cannot replace its objects",
                                                   f"ALTER DATABASE {quote_ident(database)} OWNER TO "
                                                   f"{quote_ident(user)}; or drop it first"))
-                state.tables = len(self.count_rows(database)[0])
+                try:                                   # the catalog only: no table of theirs is read
+                    with self._cursor(database) as cursor:
+                        state.tables = len(cursor.execute(_TABLES).fetchall())
+                except DrError as exc:
+                    state.problems.append(Problem(f"cannot look into database {database!r}: {exc.message}",
+                                                  f"GRANT CONNECT ON DATABASE {quote_ident(database)} TO "
+                                                  f"{quote_ident(user)}; (or restore as its owner)"))
             out.append(state)
         return out
 
