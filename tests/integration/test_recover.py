@@ -107,6 +107,14 @@ def test_a_destroyed_stamp_is_recovered_resumably_in_the_documented_order(stamp)
                   "controller-script", "controller", "function-apps"]
     assert "unknown" not in out.stdout.split("estimated duration")[1].splitlines()[0]
     assert not (s["root"] / "out" / "SystemSecrets.json").exists()
+    # And with a key of another certificate the plan says the key does not open the set, with the fix
+    (s["root"] / "other").mkdir()
+    make_cert("another").write(s["root"] / "other")
+    args = recover_args(s, "plan")
+    args[args.index("--key") + 1] = str(s["root"] / "other" / "key.pem")
+    out = run_cli(settings, *args, timeout=300)
+    assert out.returncode == 1 and "the private key does not open the secrets of set" in out.stdout, out.stdout
+    assert "how to fix: Pass the private key of the certificate with thumbprint" in out.stdout
     # When the plan is made against the real target it passes
     out = run_cli(settings, *recover_args(s, "plan"), timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -46,6 +46,9 @@ def _targets(p: argparse.ArgumentParser) -> None:
     which.add_argument("--latest", action="store_true", help="the newest complete set, drilled or not")
     p.add_argument("--database-server", help="restore the databases to this server (default: "
                    "APPSVC_DR_DATABASE__SERVER)")
+    p.add_argument("--data-path", help="SQL Server: MOVE data files to this directory (default: "
+                   "APPSVC_DR_DATABASE__RESTORE_DATA_PATH)")
+    p.add_argument("--log-path", help="SQL Server: MOVE log files here (default: APPSVC_DR_DATABASE__RESTORE_LOG_PATH)")
     p.add_argument("--fileshare-target", help=r"\\server\share[\dir] (or a local directory) for the content")
     p.add_argument("--fileshare-username", help="SMB user (default: APPSVC_DR_FILESHARE__USERNAME)")
     p.add_argument("--fileshare-password-env", metavar="VAR", help="environment variable holding its password "
@@ -98,10 +101,13 @@ def _build_targets(args: argparse.Namespace, settings: Settings, saved: dict | N
                    CONTROLLER_SECRETS, hosting_vss=bool(pick("hosting_vss", False)), skip=skip)
 
 
-def _with_server(settings: Settings, server: str | None) -> Settings:
-    if not server:
+def _with_server(settings: Settings, server: str | None, args: argparse.Namespace) -> Settings:
+    """The database section aimed at the restore server and paths given on the command line."""
+    update = {k: v for k, v in (("server", server), ("restore_data_path", args.data_path),
+                                ("restore_log_path", args.log_path)) if v}
+    if not update:
         return settings
-    return settings.model_copy(update={"database": settings.database.model_copy(update={"server": server})})
+    return settings.model_copy(update={"database": settings.database.model_copy(update=update)})
 
 
 def _print_prepared(prepared, stamp: str) -> None:
@@ -124,7 +130,7 @@ def plan_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
     stamp = args.stamp or settings.stamp
     targets = _build_targets(args, settings)
-    settings = _with_server(settings, targets.database_server)
+    settings = _with_server(settings, targets.database_server, args)
     prepared = prepare(settings, artifact_store(settings), keyring_from_args(args, required=True), stamp, targets,
                        set_id=args.set_id, latest=args.latest, force=args.force)
     _print_prepared(prepared, stamp)
@@ -145,8 +151,11 @@ def run_cmd(args: argparse.Namespace, settings: Settings) -> int:
     private_umask()                     # the staged dumps and SystemSecrets.json are plaintext
     stamp, store = args.stamp or settings.stamp, artifact_store(settings)
     recovery = st.load(store.backend, stamp, args.resume) if args.resume else None
+    if recovery is not None and args.set_id and args.set_id != recovery.set_id:
+        raise ConfigurationError(f"recovery {recovery.recovery_id} restores set {recovery.set_id}, not {args.set_id}",
+                                 hint="Leave out --set when resuming, or start a new recovery for the other set.")
     targets = _build_targets(args, settings, recovery.targets if recovery else None)
-    settings = _with_server(settings, targets.database_server)
+    settings = _with_server(settings, targets.database_server, args)
     keys = keyring_from_args(args, required=True)
     prepared = prepare(settings, store, keys, stamp, targets, set_id=args.set_id, latest=args.latest,
                        force=args.force, recovery=recovery)

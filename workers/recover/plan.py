@@ -29,7 +29,7 @@ def build(contents: Contents, targets: Targets, rates: dict[str, float], server:
     if "fileshare" not in targets.skip:
         size = contents.fileshare_size
         files = None if contents.manifest is None else sum(1 for e in contents.manifest.entries if not e.is_dir)
-        steps.append(Step(FILESHARE, FILESHARE, f"file-share snapshot {contents.snapshot or '?'} ({files} files)",
+        steps.append(Step(FILESHARE, FILESHARE, f"snapshot {contents.snapshot or '?'} ({files} files)",
                           targets.fileshare or "(no --fileshare-target)", size,
                           _estimate(size, rates.get("fileshare"))))
         steps.append(Step(REACL_STEP, REACL_STEP, "ACLs of the restored content", "the file server", manual=True,
