@@ -50,7 +50,7 @@ def stamp(tmp_path_factory, smb_server):
     make_cert("recover-test").write(root)
     (root / "drop").mkdir()
     share, unc = share_dir(smb_server)
-    make_tree(share, big=24 * 1024 * 1024, owner=smb_server.username)
+    make_tree(share, big=40 * 1024 * 1024, owner=smb_server.username)   # the share step takes a while
     with started("PostgreSQL", postgres_available()), scratch_database() as db1, scratch_database() as db2, \
             vhost() as name:
         fill_sample(db1, rows=800)
@@ -153,6 +153,9 @@ def test_a_destroyed_stamp_is_recovered_resumably_in_the_documented_order(stamp)
         assert by_id[f"database:{db}"]["runs"] == 1
         assert by_id[f"database:{db}"]["finished_at"] == {x["step_id"]: x for x in killed["steps"]}[
             f"database:{db}"]["finished_at"]
+    # And the two databases were restored at the same time (--parallel 2, the default)
+    one, two = (by_id[f"database:{db}"] for db in s["dbs"])
+    assert one["started_at"] < two["finished_at"] and two["started_at"] < one["finished_at"]
     assert all(x["status"] == ("manual" if x["kind"] in ("reacl", "controller", "function-apps") else "done")
                for x in final["steps"]), final["steps"]
     assert final["finished_at"] and "signature" in final

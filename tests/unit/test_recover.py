@@ -104,3 +104,30 @@ def test_file_share_pre_flight_on_local_targets(tmp_path):
     assert "free, the snapshot needs" in found.problems[0].what
     found = check(settings, Targets(out_dir=tmp_path, skip=skip), contents_of(1))
     assert found.problems[0].what == "no file-share target given"
+
+
+def test_a_sql_server_target_is_checked_through_the_engine_and_a_refused_login_is_named(tmp_path):
+    from tests.sqlsim import app_service_server
+    from tests.unit.sqlserver_sim import DB, make
+    from workers.recover.contents import DatabaseArtifact
+
+    def instance(root):
+        server = app_service_server(root)
+        server.add_database("master")                   # every real instance has it; the model adds it here
+        return server
+
+    contents = Contents(STAMP, OLD, databases=[DatabaseArtifact(DB, f"{STAMP}/{OLD}/databases/{DB}.bak",
+                                                                "sqlserver", 1024)])
+    targets = Targets(out_dir=tmp_path, skip=("fileshare", "secrets"))
+    # Given the simulated instance with the right login: nothing to fix, and the check is said
+    engine, _ = make(tmp_path, server=instance(tmp_path / "a"))
+    found = check(None, targets, contents, engine=engine)
+    assert not found.problems and any("sql01" in note for note in found.notes)
+    # When the login is refused: the server is named, with how to fix it
+    engine, _ = make(tmp_path, server=instance(tmp_path / "b"), password="wrong")
+    found = check(None, targets, contents, engine=engine)
+    assert len(found.problems) == 1 and "sql01" in found.problems[0].what and found.problems[0].fix
+    # And a backup of another engine is refused before any connection
+    postgres = Contents(STAMP, OLD, databases=[DatabaseArtifact(DB, "k", "postgres", 1)])
+    found = check(None, targets, postgres, engine=engine)
+    assert "backups of another engine than the configured sqlserver" in found.problems[0].what
