@@ -35,6 +35,7 @@ def prepare(settings: Settings, store: ArtifactStore, keys: KeyRing, stamp: str,
     if recovery is not None:
         choice = Choice(choice.state, f"the set of recovery {recovery.recovery_id} (resumed)", choice.drilled)
     wanted = set(choice.state.planned or COMPONENTS) - set(targets.skip)
+    targets.skip = tuple(c for c in COMPONENTS if c not in wanted)     # what the set does not hold is no step
     contents = load(store, keys, stamp, choice.state.set_id, wanted, cache_dir=settings.fileshare.cache_dir)
     steps = planning.build(contents, targets, throughput(markers),
                            targets.database_server or settings.database.server)
