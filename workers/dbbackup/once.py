@@ -2,7 +2,8 @@
 
 The db-backup worker reaches the staging directory but may hold no store credentials, so its job records live
 there, in ``<database_dir>/.jobs/<stamp>/<set>/databases/<artifact name>/``: a lease while the backup runs, and
-``done.json`` once it finished, holding its follow-ups (``artifact-ready`` and ``database-backed-up``). A request for
+``done.json`` once it made a backup, holding its follow-ups (``artifact-ready`` and ``database-backed-up``; a
+database skipped on purpose, e.g. not the preferred replica, gets none: a later request asks again). A request for
 a database the set already has a backup of re-emits those (with ids derived from the new request: downstream, the
 upload worker finds the artifact stored and re-emits ``artifact-stored``) and runs no second backup. The records
 of sets older than :data:`KEEP` are removed by :meth:`StagingJobs.prune` (each fan-out calls it).
@@ -56,8 +57,9 @@ class StagingJobs:
                     if done is None:
                         out = run()
                         lease.check()               # taken over meanwhile: its result wins, this one is retried
-                        body = done_body(out)
-                        backend.put(prefix + DONE, io.BytesIO(body), size=len(body))
+                        if any(isinstance(e, ArtifactReady) for e in out):   # a skip is no backup: ask again
+                            body = done_body(out)
+                            backend.put(prefix + DONE, io.BytesIO(body), size=len(body))
                         return out
         ctx.logger.info("%s was backed up for this set already: re-emitting its result, no new backup", key)
         return replay(event, done, RESULTS, source=self.source)
