@@ -35,10 +35,11 @@ def postgres():
 
 
 class CountingEngine:
-    """The real PostgreSQL engine; counts each backup it starts and holds it ``delay`` seconds first."""
+    """The real PostgreSQL engine; counts each backup it starts and holds it ``delay`` seconds first (and, with
+    ``hold``, until ``hold()`` is true)."""
 
-    def __init__(self, engine, delay: float) -> None:
-        self.engine, self.delay = engine, delay
+    def __init__(self, engine, delay: float, hold=None) -> None:
+        self.engine, self.delay, self.hold = engine, delay, hold
         self.name, self.server = engine.name, engine.server
         self.started: list[str] = []
         self._lock = threading.Lock()
@@ -46,6 +47,8 @@ class CountingEngine:
     def backup(self, database, staging_path, progress=None):
         with self._lock:
             self.started.append(database)
+        if self.hold is not None:
+            wait_for(self.hold, 90, interval=0.2, what="the test's signal to go on")
         time.sleep(self.delay)
         return self.engine.backup(database, staging_path, progress)
 
@@ -64,8 +67,9 @@ def databases():
         yield [first, second]
 
 
-def make_settings(vhost_name: str, tmp: Path, databases: list[str], **broker):
-    return settings_for(vhost_name, broker=broker, store={"kind": "local", "local_path": str(tmp / "store")},
+def make_settings(vhost_name: str, tmp: Path, databases: list[str], worker: dict | None = None, **broker):
+    return settings_for(vhost_name, broker=broker, worker=worker or {},
+                        store={"kind": "local", "local_path": str(tmp / "store")},
                         staging={"database_dir": str(tmp / "staging")},
                         database={"engine": "postgres", "server": PG_HOST, "port": PG_PORT, "username": PG_USER,
                                   "databases": databases})
@@ -139,11 +143,14 @@ def private_vhost(private_rabbit):
 
 def test_a_backup_due_redelivered_around_a_broker_restart_dumps_each_database_once(
         private_rabbit, private_vhost, tmp_path, databases):
-    # Given the workers on a broker node of this test run only, and dumps that take 4 s
-    settings = make_settings(private_vhost, tmp_path, databases, port=private_rabbit.amqp_port)
-    engine = CountingEngine(build_engine(settings.database), delay=4)
-    seen: list = []
+    # Given the workers on a broker node of this test run only, and dumps that go on only once the db-backup
+    # worker has reconnected after the restart below (and 3 s more, so the redelivered requests find them running
+    # on the worker's free job threads)
+    settings = make_settings(private_vhost, tmp_path, databases, worker={"concurrency": 4},
+                             port=private_rabbit.amqp_port)
     connections = ConnectionLog()
+    engine = CountingEngine(build_engine(settings.database), delay=3, hold=lambda: connections.db_backup.count(True) > 1)
+    seen: list = []
     app = App(settings, [db_backup_with(engine), "upload", "catalog",
                          tap(seen, "artifact-stored", "backup-set-completed")], middleware=[connections])
     due = backup_due("20261203T020000Z-0dce0002")
@@ -163,6 +170,8 @@ def test_a_backup_due_redelivered_around_a_broker_restart_dumps_each_database_on
     # The restart did cut the db-backup worker's connection mid-dump, and both requests came again
     assert connections.db_backup[:3] == [True, False, True]
     assert counted([app], "ok") + counted([app], "duplicate") >= 4
+    # and a request redelivered while its first delivery still ran waited (retried) instead of dumping again
+    assert app.metrics.retries.labels("db-backup", "database-backup-requested")._value.get() >= 1
     # With one dump per database and one upload per artifact
     assert sorted(engine.started) == sorted(databases)
     uploads = new_uploads(seen)
