@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from pathlib import Path
 
 from contracts import BackupDue, BackupDuePayload, DatabaseBackupRequested, DatabaseBackupRequestedPayload
@@ -108,3 +110,21 @@ def test_a_second_request_for_a_backed_up_database_re_emits_the_result_without_a
     assert len(engine.calls) == 1
     assert (again_ready.payload, again_backed.payload) == (ready.payload, backed.payload)
     assert again_ready.causation_id == requests[1].event_id and again_ready.event_id != ready.event_id
+
+
+def test_job_records_of_old_sets_are_pruned_and_recent_ones_kept(tmp_path):
+    # Given the job records of a set backed up 15 days ago and of one backed up now
+    handler = make_handler(StubEngine(), tmp_path)
+    for set_id in ("old-set", "new-set"):
+        request = DatabaseBackupRequested(source="t", stamp="s1", correlation_id=set_id,
+                                          payload=DatabaseBackupRequestedPayload(database="appservice_hosting"))
+        handler.backup_one(request, ctx())
+    old = tmp_path / ".jobs/s1/old-set/databases/appservice_hosting.bak/done.json"
+    stale = time.time() - 15 * 86400
+    os.utime(old, (stale, stale))
+    # When the next backup-due fans out (it prunes)
+    handler.backup_due(BackupDue(source="t", stamp="s1", correlation_id="set-3",
+                                 payload=BackupDuePayload(backup_set_id="set-3")), ctx())
+    # Then only the old set's record is gone
+    assert not old.exists()
+    assert (tmp_path / ".jobs/s1/new-set/databases/appservice_hosting.bak/done.json").exists()
