@@ -19,7 +19,7 @@ from tests.fixtures.rabbit import dead_letters, running, settings_for, tap, vhos
 from workers.app import App
 from workers.artifacts.jobs import LEASE_SUFFIX, JobKey
 from workers.dbbackup.handler import SPEC, DbBackupHandler, artifact_name
-from workers.dbbackup.once import JOBS_DIR
+from workers.dbbackup.once import JOBS_DIR, job_prefix
 from workers.engines.factory import build_engine
 from workers.middleware.base import Middleware
 from workers.runtime.publisher import Publisher
@@ -186,7 +186,7 @@ def test_a_job_whose_holder_died_is_taken_over_by_the_redelivered_request(rabbit
     settings = make_settings(rabbit_vhost, tmp_path, databases[:1])
     set_id = "20261203T030000Z-0dce0003"
     job = JobKey(STAMP, set_id, "databases", artifact_name("postgres", databases[0]))
-    left = tmp_path / "staging" / JOBS_DIR / str(job) / f"dead{LEASE_SUFFIX}"
+    left = tmp_path / "staging" / f"{job_prefix(job)}dead{LEASE_SUFFIX}"
     left.parent.mkdir(parents=True)
     left.write_text(json.dumps({"format": 1, "job": "db-backup:lost", "holder": "a pod that is gone",
                                 "host": "db-backup-7f9c", "pid": 1, "running": True,
@@ -202,7 +202,7 @@ def test_a_job_whose_holder_died_is_taken_over_by_the_redelivered_request(rabbit
         wait_for(lambda: seen, 60, what="set completed")
     assert engine.started == databases[:1]
     assert not left.exists()
-    assert json.loads((left.parent / "done.json").read_text())["events"]
+    assert json.loads((tmp_path / "staging" / f"{job_prefix(job)}done.json").read_text())["events"]
 
 
 def test_a_duplicate_upload_request_for_a_stored_artifact_uploads_nothing(rabbit_vhost, tmp_path, databases):

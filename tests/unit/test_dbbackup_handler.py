@@ -119,7 +119,7 @@ def test_job_records_of_old_sets_are_pruned_and_recent_ones_kept(tmp_path):
         request = DatabaseBackupRequested(source="t", stamp="s1", correlation_id=set_id,
                                           payload=DatabaseBackupRequestedPayload(database="appservice_hosting"))
         handler.backup_one(request, ctx())
-    old = tmp_path / ".jobs/s1/old-set/databases/appservice_hosting.bak/done.json"
+    old = tmp_path / ".jobs/s1+old-set+appservice_hosting.bak+done.json"
     stale = time.time() - 15 * 86400
     os.utime(old, (stale, stale))
     # When the next backup-due fans out (it prunes)
@@ -127,4 +127,4 @@ def test_job_records_of_old_sets_are_pruned_and_recent_ones_kept(tmp_path):
                                  payload=BackupDuePayload(backup_set_id="set-3")), ctx())
     # Then only the old set's record is gone
     assert not old.exists()
-    assert (tmp_path / ".jobs/s1/new-set/databases/appservice_hosting.bak/done.json").exists()
+    assert (tmp_path / ".jobs/s1+new-set+appservice_hosting.bak+done.json").exists()

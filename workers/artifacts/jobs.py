@@ -117,9 +117,10 @@ def read_leases(backend: StorageBackend, prefix: str) -> list[LeaseInfo]:
             data = verified(backend, info.key, data, "job lease") if isinstance(data, dict) else None
             if data is None:
                 continue
+            expires = datetime.fromisoformat(data["expires_at"])
             found.append(LeaseInfo(info.key, str(data["holder"]), str(data["job"]), str(data["host"]),
                                    int(data["pid"]), bool(data["running"]),
-                                   datetime.fromisoformat(data["expires_at"])))
+                                   expires if expires.tzinfo else expires.replace(tzinfo=timezone.utc)))
         except ObjectNotFound:
             continue
         except (ValueError, KeyError, TypeError):

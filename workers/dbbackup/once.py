@@ -1,8 +1,9 @@
 """One backup per (backup set, database) on the db-backup worker (``workers.artifacts.jobs`` says why and how).
 
 The db-backup worker reaches the staging directory but may hold no store credentials, so its job records live
-there, in ``<database_dir>/.jobs/<stamp>/<set>/databases/<artifact name>/``: a lease while the backup runs, and
-``done.json`` once it made a backup, holding its follow-ups (``artifact-ready`` and ``database-backed-up``; a
+there, side by side in one directory (no directory per set is left behind): ``<database_dir>/.jobs/<stamp>+<set>+
+<artifact name>+<random>.lease.json`` while the backup runs, and ``…+done.json`` once it made a backup (``+`` is
+in no stamp, set id or artifact name), holding its follow-ups (``artifact-ready`` and ``database-backed-up``; a
 database skipped on purpose, e.g. not the preferred replica, gets none: a later request asks again). A request for
 a database the set already has a backup of re-emits those (with ids derived from the new request: downstream, the
 upload worker finds the artifact stored and re-emits ``artifact-stored``) and runs no second backup. The records
@@ -28,6 +29,7 @@ from workers.storage.staged import DATABASE_DIR_SETTING, Root, is_unc, join, loc
 log = logging.getLogger("appsvc_dr.dbbackup")
 JOBS_DIR = ".jobs"
 DONE = "done.json"
+SEP = "+"
 KEEP = timedelta(days=14)
 RESULTS = (ArtifactReady, DatabaseBackedUp)
 
@@ -48,7 +50,7 @@ class StagingJobs:
     def once(self, event: Envelope, key: JobKey, ctx: JobContext, run: Callable[[], list[Envelope]]) -> list[Envelope]:
         """``run()``'s follow-ups, unless ``key`` was done already (its follow-ups re-made for ``event``) or runs
         for another event now (``DuplicateJob``)."""
-        prefix = f"{JOBS_DIR}/{key}/"
+        prefix = job_prefix(key)
         with self._backend() as backend:
             done = _read_done(backend, prefix + DONE)
             if done is None:
@@ -70,12 +72,17 @@ class StagingJobs:
         groups: dict[str, list] = {}
         with self._backend() as backend:
             for info in backend.list(f"{JOBS_DIR}/"):
-                groups.setdefault("/".join(info.key.split("/")[:3]), []).append(info)
+                groups.setdefault(SEP.join(info.key.split(SEP)[:2]), []).append(info)     # stamp+set
             old = [infos for infos in groups.values() if max(i.modified for i in infos) < cutoff]
             for infos in old:
                 for info in infos:
                     backend.delete(info.key)
         return sum(len(infos) for infos in old)
+
+
+def job_prefix(key: JobKey) -> str:
+    """The start of every record name of ``key``'s job in the staging directory."""
+    return f"{JOBS_DIR}/{SEP.join((key.stamp, key.set_id, key.name))}{SEP}"
 
 
 def _read_done(backend: StorageBackend, key: str) -> dict | None:
