@@ -153,7 +153,8 @@ def test_a_backup_due_redelivered_around_a_broker_restart_dumps_each_database_on
     settings = make_settings(private_vhost, tmp_path, databases, worker={"concurrency": 4},
                              port=private_rabbit.amqp_port)
     connections = ConnectionLog()
-    engine = CountingEngine(build_engine(settings.database), delay=3, hold=lambda: connections.db_backup.count(True) > 1)
+    engine = CountingEngine(build_engine(settings.database), delay=3,
+                            hold=lambda: connections.db_backup.count(True) > 1)
     seen: list = []
     app = App(settings, [db_backup_with(engine), "upload", "catalog",
                          tap(seen, "artifact-stored", "backup-set-completed")], middleware=[connections])

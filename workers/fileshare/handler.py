@@ -5,8 +5,8 @@ were skipped, or stored while still changing (unstable); each is named].
 
 Idempotent: the snapshot id derives from the backup set (and sub-path); a redelivered event whose snapshot
 is complete re-emits the stored result, and one arriving while another event's sync of that snapshot runs is a
-duplicate (acked, counted: see ``workers.artifacts.jobs``). An interrupted snapshot resumes: its packs are indexed as they are
-stored, so the next attempt finds those blobs and uploads only the rest.
+duplicate (acked, counted: see ``workers.artifacts.jobs``). An interrupted snapshot resumes: its packs are
+indexed as they are stored, so the next attempt finds those blobs and uploads only the rest.
 """
 from __future__ import annotations
 
