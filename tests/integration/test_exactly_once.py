@@ -5,21 +5,19 @@ the upload worker reports and by the artifact-stored events that say something n
 from __future__ import annotations
 
 import json
-import os
+import signal
 import threading
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from contracts import ArtifactReady, ArtifactReadyPayload, BackupDue, BackupDuePayload
+from contracts import BackupDue, BackupDuePayload
 from tests.fixtures import started
 from tests.fixtures.postgres import PG_HOST, PG_PORT, PG_USER, fill_sample, postgres_available, scratch_database
-from tests.fixtures.rabbit import dead_letters, running, settings_for, tap, vhost, wait_for
-from tests.unit.certs import signing_settings
-from tests.unit.forge import configured_store, plan_set
+from tests.fixtures.rabbit import (dead_letters, queue_info, running, settings_for, spawn_worker, tap, vhost,
+                                   wait_for)
 from workers.app import App
 from workers.artifacts.jobs import LEASE_SUFFIX, JobKey
 from workers.dbbackup.handler import SPEC, DbBackupHandler, artifact_name
@@ -27,6 +25,7 @@ from workers.dbbackup.once import JOBS_DIR, job_prefix
 from workers.engines.factory import build_engine
 from workers.middleware.base import Middleware
 from workers.runtime.publisher import Publisher
+from workers.runtime.topology import Topology
 
 pytestmark = pytest.mark.integration
 STAMP = "stamp1"
@@ -96,6 +95,14 @@ def uploaded_bytes(app: App) -> float:
 def counted(apps, outcome: str) -> float:
     return sum(a.metrics.consumed.labels("db-backup", "database-backup-requested", outcome)._value.get()
                for a in apps)
+
+
+def queue_consumers(settings, worker: str) -> int:
+    queue = Topology.from_settings(settings.broker, settings.retry).queues(worker).main
+    try:
+        return int(queue_info(settings.broker.vhost, queue).get("consumers") or 0)
+    except Exception:  # noqa: BLE001 - 404 until the worker declared it
+        return 0
 
 
 def staged_files(tmp: Path) -> list[str]:
@@ -210,6 +217,38 @@ def test_a_job_whose_holder_died_is_taken_over_by_the_redelivered_request(rabbit
     assert json.loads((tmp_path / "staging" / f"{job_prefix(job)}done.json").read_text())["events"]
 
 
+def test_a_worker_killed_mid_dump_leaves_a_lease_the_redelivered_request_takes_over(rabbit_vhost, tmp_path, trace_dir,
+                                                                                    databases):
+    # Given a db-backup worker process holding a dump's lease (its backup waits 60 s)
+    settings = make_settings(rabbit_vhost, tmp_path, databases[:1])
+    set_id = "20261203T060000Z-0dce0006"
+    job = JobKey(STAMP, set_id, "databases", artifact_name("postgres", databases[0]))
+    first = spawn_worker("tests.integration.sample_workers:slow_db_backup", settings, APPSVC_DR_TEST_JOB_SECONDS="60")
+    second = None
+    try:
+        wait_for(lambda: queue_consumers(settings, "db-backup"), 30, what="first worker consuming")
+        with Publisher(settings.broker) as pub:
+            pub.publish(backup_due(set_id))
+        leases = lambda: list((tmp_path / "staging" / JOBS_DIR).glob(f"*{LEASE_SUFFIX}"))  # noqa: E731
+        wait_for(lambda: leases() and list(trace_dir.glob("*.started")), 30, what="dump under way")
+        # When the process is killed (SIGKILL: no clean-up) and another worker process starts
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        assert len(leases()) == 1
+        second = spawn_worker("tests.integration.sample_workers:slow_db_backup", settings)
+        # Then the redelivered request takes the job over at once (its holder's process is gone) and dumps
+        done = tmp_path / "staging" / f"{job_prefix(job)}done.json"
+        wait_for(done.exists, 60, what="the job done by the second worker")
+        started = sorted(int(p.name.split(".")[-2]) for p in trace_dir.glob("*.started"))
+        assert started == sorted([first.pid, second.pid]) and leases() == []
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+            if proc is not None:
+                proc.communicate(timeout=30)
+
+
 def test_a_duplicate_upload_request_for_a_stored_artifact_uploads_nothing(rabbit_vhost, tmp_path, databases):
     # Given a set whose database was backed up and uploaded
     settings = make_settings(rabbit_vhost, tmp_path, databases[:1])
@@ -230,41 +269,3 @@ def test_a_duplicate_upload_request_for_a_stored_artifact_uploads_nothing(rabbit
     assert seen[1].payload.deduplicated and seen[1].payload.key == seen[0].payload.key
     assert seen[1].event_id != seen[0].event_id
     assert staged_files(tmp_path) == []
-
-
-def test_the_same_artifact_ready_twice_at_once_is_uploaded_once_to_s3(rabbit_vhost, tmp_path, s3_server):
-    # Given two upload workers on an S3 store (leases in the set, signed) and a 40 MiB staged file
-    settings = settings_for(rabbit_vhost, store={
-        "kind": "s3", "s3_endpoint": s3_server.endpoint, "s3_access_key": s3_server.access_key,
-        "s3_secret_key": s3_server.secret_key, "s3_bucket": f"once-{uuid.uuid4().hex[:10]}",
-        "s3_region": s3_server.region, "s3_secure": False},
-        encryption=signing_settings(tmp_path), staging={"database_dir": str(tmp_path / "staging")})
-    set_id = "20261203T050000Z-0dce0005"
-    plan_set(configured_store(settings).backend, set_id, "databases", stamp=STAMP)
-    staged = tmp_path / "staging" / "orders.dump"
-    staged.parent.mkdir()
-    staged.write_bytes(os.urandom(40 * 1024 * 1024))
-    ready = [ArtifactReady(source="test", stamp=STAMP, correlation_id=set_id, payload=ArtifactReadyPayload(
-        component="databases", name="orders.dump", staged_path=str(staged), size=staged.stat().st_size))
-        for _ in range(2)]                                # two events (two producers' requests), one artifact
-    seen: list = []
-    first, second = App(settings, ["upload", tap(seen, "artifact-stored")]), App(settings, ["upload"])
-    with running(first), running(second):
-        # When both arrive at once
-        with Publisher(settings.broker) as pub:
-            for event in ready:
-                pub.publish(event)
-        wait_for(lambda: seen, 60, what="artifact stored")
-        wait_for(lambda: sum(a.metrics.consumed.labels("upload", "artifact-ready", o)._value.get()
-                             for a in (first, second) for o in ("ok", "duplicate")) == 2, 30, what="both handled")
-    # Then it was uploaded once; the other request was a duplicate (counted), or found it stored
-    uploaded = sum(a.metrics.bytes.labels("upload", "uploaded-s3")._value.get() for a in (first, second))
-    assert uploaded == staged.stat().st_size
-    assert len([e for e in seen if not e.payload.deduplicated]) == 1
-    duplicates = sum(a.metrics.consumed.labels("upload", "artifact-ready", "duplicate")._value.get()
-                     for a in (first, second))
-    assert duplicates + len([e for e in seen if e.payload.deduplicated]) == 1
-    assert dead_letters(settings, "upload") == []
-    # And no lease is left in the set
-    backend = configured_store(settings).backend
-    assert [i.key for i in backend.list(f"{STAMP}/{set_id}/jobs/")] == []
