@@ -117,7 +117,7 @@ class ArtifactStore:
         and the object is there as the record describes it (size, and modification time when recorded). None
         otherwise — the job that makes it has not finished (or must run again). Marked ``deduplicated``."""
         try:
-            rec = self.record(key, required=encrypted_only(key))
+            rec = self.record(key)
             info = self.backend.stat(key) if rec is not None else None
         except ObjectNotFound:
             return None
