@@ -180,7 +180,8 @@ def test_a_backup_due_redelivered_around_a_broker_restart_dumps_each_database_on
         # Then the set completes
         wait_for(lambda: any(e.type == "backup-set-completed" for e in seen), 120, what="set completed")
     # The restart did cut the db-backup worker's connection mid-dump, and both requests came again
-    assert connections.db_backup[:3] == [True, False, True]
+    log = connections.db_backup
+    assert log[0] and False in log and log.index(True, log.index(False)) > 0
     assert counted([app], "ok") + counted([app], "duplicate") >= 4
     # and a request redelivered while its first delivery still ran waited (retried) instead of dumping again
     assert app.metrics.retries.labels("db-backup", "database-backup-requested")._value.get() >= 1
