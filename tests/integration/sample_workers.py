@@ -91,3 +91,23 @@ def standin(deps: Deps) -> WorkerSpec:
                 raise TransientError("the database server is restarting")
         return []
     return WorkerSpec(name, {BackupDue: handle, BackupSetCompleted: handle})
+
+
+def slow_db_backup(deps: Deps) -> WorkerSpec:
+    """The real db-backup worker whose engine waits APPSVC_DR_TEST_JOB_SECONDS (default 0) before each backup,
+    leaving ``<database>.<pid>.started`` in APPSVC_DR_TEST_DIR (a worker to kill mid-job)."""
+    from workers.dbbackup.handler import SPEC, DbBackupHandler
+    from workers.engines.factory import build_engine
+
+    seconds = float(os.environ.get("APPSVC_DR_TEST_JOB_SECONDS", "0"))
+    engine = build_engine(deps.settings.database)
+
+    class Held:
+        name, server = engine.name, engine.server
+
+        def backup(self, database, staging_path, progress=None):
+            (Path(os.environ["APPSVC_DR_TEST_DIR"]) / f"{database}.{os.getpid()}.started").write_text("")
+            time.sleep(seconds)
+            return engine.backup(database, staging_path, progress)
+
+    return SPEC.bind(DbBackupHandler(deps.settings.database, deps.settings.staging, Held()))

@@ -8,6 +8,10 @@ A database skipped on purpose (Always On: this server is not the preferred backu
 the job: only database-backed-up with ``skipped_reason`` is emitted, no artifact. The catalog records the skip
 in the backup set, keeps the set incomplete (waiting for that database) and sends the operator one warning
 with how to fix it (see ``workers/catalog/skips.py``).
+
+Exactly one backup per (set, database): the fan-out's requests get ids derived from the backup-due (a redelivered
+one fans out the same events), and a request for a database the set has (or is getting) a backup of runs no
+second one (``workers/dbbackup/once.py``).
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ import tempfile
 
 from contracts import (ArtifactReady, ArtifactReadyPayload, BackupDue, DatabaseBackedUp, DatabaseBackedUpPayload,
                        DatabaseBackupRequested, DatabaseBackupRequestedPayload, Envelope)
+from workers.artifacts.jobs import JobKey, follow_up
+from workers.dbbackup.once import StagingJobs
 from workers.engines.base import BackupResult, DatabaseEngine
 from workers.engines.factory import build_engine
 from workers.engines.settings import DatabaseSettings
@@ -34,14 +40,20 @@ def artifact_name(engine: str, database: str) -> str:
 
 
 class DbBackupHandler:
-    def __init__(self, database: DatabaseSettings, staging: StagingSettings, engine: DatabaseEngine) -> None:
+    def __init__(self, database: DatabaseSettings, staging: StagingSettings, engine: DatabaseEngine, *,
+                 jobs: StagingJobs | None = None) -> None:
         self.database, self.staging, self.engine = database, staging, engine
+        self.jobs = jobs or StagingJobs(staging, source=SOURCE)   # job records: in the staging directory
 
     def backup_due(self, event: BackupDue, ctx: JobContext) -> list[Envelope]:
         if "databases" not in event.payload.components:
             return []
-        return [event.follow_up(DatabaseBackupRequested, DatabaseBackupRequestedPayload(database=db), source=SOURCE)
-                for db in self.database.databases]
+        try:
+            self.jobs.prune()
+        except Exception as exc:  # noqa: BLE001 - housekeeping never fails the fan-out
+            ctx.logger.warning("could not prune old job records: %s", exc)
+        return [follow_up(event, DatabaseBackupRequested, DatabaseBackupRequestedPayload(database=db), source=SOURCE,
+                          part=db) for db in self.database.databases]
 
     def backup_one(self, event: DatabaseBackupRequested, ctx: JobContext) -> list[Envelope]:
         database = event.payload.database
@@ -52,13 +64,18 @@ class DbBackupHandler:
                                  hint="Only databases in APPSVC_DR_DATABASE__DATABASES are backed up: add it there "
                                       "if it is genuine, or fix the producer of database-backup-requested.")
         name = artifact_name(self.engine.name, database)
+        job = JobKey(event.stamp, event.correlation_id, "databases", name)
+        return self.jobs.once(event, job, ctx, lambda: self._backup_one(event, ctx, database, name))
+
+    def _backup_one(self, event: DatabaseBackupRequested, ctx: JobContext, database: str,
+                    name: str) -> list[Envelope]:
         staged_name = f"{event.stamp}-{event.correlation_id}-{name}"
 
         def progress(percent: int) -> None:
             ctx.logger.info("%s: %d%% backed up", database, percent)
 
         result, staged = self._backup(database, staged_name, progress)
-        backed_up = event.follow_up(DatabaseBackedUp, DatabaseBackedUpPayload(
+        backed_up = follow_up(event, DatabaseBackedUp, DatabaseBackedUpPayload(
             database=result.database, engine=self.engine.name, server=result.server, size=result.size,  # type: ignore
             duration_seconds=round(result.duration, 3), staged_path=None if result.skipped else staged,
             skipped_reason=result.skipped_reason, first_lsn=result.first_lsn, last_lsn=result.last_lsn,
@@ -70,7 +87,7 @@ class DbBackupHandler:
             return [backed_up]
         ctx.progress("backed-up", result.size)
         sha = result.checksum.split(":", 1)[1] if result.checksum and result.checksum.startswith("sha256:") else None
-        ready = event.follow_up(ArtifactReady, ArtifactReadyPayload(
+        ready = follow_up(event, ArtifactReady, ArtifactReadyPayload(
             component="databases", name=name, staged_path=staged, size=result.size if sha else None, sha256=sha,
             delete_staged=True), source=SOURCE)
         return [ready, backed_up]
