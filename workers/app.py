@@ -76,7 +76,8 @@ def _secrets(module, deps: Deps) -> WorkerSpec:
 def _catalog(module, deps: Deps) -> WorkerSpec:
     s = deps.settings
     return module.build_catalog_worker(retention=s.retention, store=s.store, encryption=s.encryption,
-                                       database=s.database, components=s.components)
+                                       database=s.database, components=s.components, stamp=s.stamp,
+                                       registry=deps.metrics.registry)
 
 
 def _fileshare(module, deps: Deps) -> WorkerSpec:

@@ -9,6 +9,8 @@ Layout under ``<stamp>/<backup-set-id>/`` (besides the artifacts and records, se
 * ``complete.json`` — the completion marker, written once when every planned component has its artifacts.
   Only a set with this marker counts as complete (for listings and retention); retention deletes it
   first, so a half-deleted set never looks complete.
+* ``failed.json`` / ``expired.json`` — written once by the catalog when a job of the set was dead-lettered or
+  its deadline passed (see :mod:`workers.artifacts.lifecycle` for the states).
 * ``skipped/<database>.json`` — a skip note, written once by the catalog when the db-backup worker skipped a
   database on purpose (``database-backed-up`` with ``skipped_reason``, e.g. not the preferred Always On
   replica): database, reason, server, how to fix. A skip does **not** count as an artifact — a set missing a
@@ -45,8 +47,9 @@ from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
 from workers.storage.signing import sign_body, verified
 
 COMPLETE = "complete.json"
+FAILED_FILE, EXPIRED_FILE = "failed.json", "expired.json"   # see workers.artifacts.lifecycle
 SKIPPED = "skipped/"
-CATALOG_FILES = (PLAN, COMPLETE, MANIFEST)
+CATALOG_FILES = (PLAN, COMPLETE, MANIFEST, FAILED_FILE, EXPIRED_FILE)
 DEFAULT_DEADLINE = timedelta(hours=6)
 
 

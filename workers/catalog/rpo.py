@@ -1,0 +1,49 @@
+"""Recovery-point metrics of the catalog, rebuilt from the store (never reset by a restart).
+
+After every scan of a stamp (at start, on the set-deadline timer, after a set completes, fails or expires):
+
+* ``appsvc_dr_newest_complete_set_timestamp_seconds{stamp}`` — the time (``requested_at``) of the newest
+  complete set: the recovery point. ``time() - it`` is the RPO now; the alert compares it with the objective.
+* ``appsvc_dr_backup_sets{stamp,state}`` — sets in the store per state (planned, in-progress, complete,
+  failed, expired), every state present from the first scan (0 when none).
+* ``appsvc_dr_set_duration_seconds{stamp}`` — request-to-complete time of the newest complete set.
+* ``appsvc_dr_set_deadline_timestamp_seconds{stamp}`` — the nearest deadline of an open set (absent: none).
+
+The newest secrets version's time is exported by the secrets worker
+(``appsvc_dr_secrets_newest_version_timestamp_seconds{stamp}``), also read from the store at its start.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Gauge
+
+from workers.artifacts.lifecycle import OPEN_STATES, STATES, SetStatus, newest_complete
+
+
+class SetMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.newest = Gauge("appsvc_dr_newest_complete_set_timestamp_seconds", "Unix time (requested_at) of the "
+                            "newest complete backup set of a stamp, read from the store", ["stamp"],
+                            registry=registry)
+        self.sets = Gauge("appsvc_dr_backup_sets", "Backup sets in the store by lifecycle state",
+                          ["stamp", "state"], registry=registry)
+        self.duration = Gauge("appsvc_dr_set_duration_seconds", "Seconds from request to completion of the "
+                              "newest complete backup set", ["stamp"], registry=registry)
+        self.deadline = Gauge("appsvc_dr_set_deadline_timestamp_seconds", "Unix time of the nearest deadline of "
+                              "an open (planned or in-progress) backup set", ["stamp"], registry=registry)
+
+    def __call__(self, stamp: str, sets: list[SetStatus]) -> None:
+        for state in STATES:
+            self.sets.labels(stamp, state).set(sum(s.state == state for s in sets))
+        newest = newest_complete(sets)
+        if newest is not None and newest.requested_at is not None:
+            self.newest.labels(stamp).set(newest.requested_at.timestamp())
+            if newest.duration is not None:
+                self.duration.labels(stamp).set(newest.duration)
+        deadlines = [s.deadline for s in sets if s.state in OPEN_STATES and s.deadline]
+        if deadlines:
+            self.deadline.labels(stamp).set(min(deadlines).timestamp())
+        else:
+            try:
+                self.deadline.remove(stamp)
+            except KeyError:      # never set for this stamp
+                pass
