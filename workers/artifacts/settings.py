@@ -30,13 +30,17 @@ class RetentionSettings(BaseModel, extra="forbid"):
     component_deadlines: Annotated[dict[str, timedelta], NoDecode] = Field(default_factory=dict, description="Longer (or shorter) "
                                                       "deadlines per component, e.g. {\"fileshare\": \"12h\"}: a "
                                                       "set's deadline is the longest of its planned components'")
+    rpo_objective: timedelta = Field(default=timedelta(hours=26), description="Recovery point objective: the "
+                                     "newest complete set of a stamp may be at most this old (`appsvc-dr status` "
+                                     "and the AppsvcDrRpoBreached alert, via appsvc_dr_rpo_objective_seconds)")
     set_check_interval: timedelta = Field(default=timedelta(seconds=60), description="How often the catalog "
                                           "checks open sets against their deadline (a set expires even when no "
                                           "further event arrives)")
     incomplete_grace: timedelta | None = Field(default=None, description="Incomplete sets younger than this are "
                                                "never deleted (they may still complete); default: set_deadline")
 
-    @field_validator("keep_within", "set_deadline", "incomplete_grace", "set_check_interval", mode="before")
+    @field_validator("keep_within", "set_deadline", "incomplete_grace", "set_check_interval", "rpo_objective",
+                     mode="before")
     @classmethod
     def _duration(cls, value: object) -> object:
         return short_duration(value)
@@ -65,7 +69,7 @@ class RetentionSettings(BaseModel, extra="forbid"):
         return max((self.component_deadlines.get(c, self.set_deadline) for c in components),
                    default=self.set_deadline)
 
-    @field_validator("keep_within", "set_deadline", "incomplete_grace", "set_check_interval")
+    @field_validator("keep_within", "set_deadline", "incomplete_grace", "set_check_interval", "rpo_objective")
     @classmethod
     def _positive(cls, value: timedelta | None, info: ValidationInfo) -> timedelta | None:
         if value is not None and value <= timedelta(0):

@@ -232,7 +232,7 @@ def build_catalog_worker(*, retention: RetentionSettings, store: StoreSettings, 
     artifacts = ArtifactStore(attach(build_store(store), trust_from_settings(encryption)))
     lifecycle = Lifecycle(retention, artifacts, stamps=(stamp,) if stamp else ())
     if registry is not None:
-        lifecycle.observers.append(SetMetrics(registry))
+        lifecycle.observers.append(SetMetrics(registry, retention.rpo_objective.total_seconds()))
     handler = CatalogHandler(retention, artifacts,        # signs plans and markers, checks what it reads
                              databases=len(database.databases), components=tuple(components), lifecycle=lifecycle)
 

@@ -29,7 +29,8 @@ from contracts import Envelope, JobFailed, JobFailedPayload
 from workers.artifacts.lifecycle import (EXPIRED, FAILED, OPEN_STATES, SetStatus, stamp_sets, waiting,
                                          write_terminal)
 from workers.artifacts.service import ArtifactStore
-from workers.artifacts.sets import read_plan, read_skips
+from workers.artifacts.setmanifest import read_set
+from workers.artifacts.sets import component_counts, read_plan, read_skips
 from workers.artifacts.settings import RetentionSettings
 from workers.storage.base import StorageBackend
 
@@ -64,16 +65,16 @@ def likely_cause(store: ArtifactStore, status: SetStatus, missing: list[str]) ->
         names = ", ".join(sorted(skips))
         causes.append(f"db-backup skipped {names} on purpose ({'; '.join(str(n.get('reason')) for n in skips.values())})")
         fixes.append(next(iter(skips.values())).get("hint") or "fix why db-backup skipped it")
-    waiting_components = [line.split(" ×")[0] for line in missing if " ×" in line]
-    for component in waiting_components:
+    counts = component_counts(read_set(store, status.stamp, status.set_id))
+    for component in (line.split(" ×")[0] for line in missing if " ×" in line):
         worker = WORKER_OF.get(component, component)
         via = " (or the upload worker, which stores its dumps)" if component == "databases" else ""
-        if status.started_at is None:
-            causes.append(f"nothing at all arrived for this set: the {worker} worker{via} is likely down or not "
+        if not counts.get(component):
+            causes.append(f"no {component} artifact arrived at all: the {worker} worker{via} is likely down or not "
                           f"consuming")
         else:
-            causes.append(f"no (or too few) {component} artifacts arrived: the {worker} worker{via} may be down, "
-                          f"stuck, or its job still running or lost")
+            causes.append(f"too few {component} artifacts arrived ({counts[component]}): the {worker} worker{via} "
+                          f"may be stuck, or a job still running or lost")
         fixes.append(f"check that the {worker} worker runs (`appsvc-dr worker {worker}`, its logs and "
                      f"/healthz) and its queue and dead letters (`appsvc-dr dlq list {worker}`)")
     fixes.append(f"then request a new set (`appsvc-dr publish backup-due --stamp {status.stamp}`); an artifact "

@@ -8,6 +8,8 @@ After every scan of a stamp (at start, on the set-deadline timer, after a set co
   failed, expired), every state present from the first scan (0 when none).
 * ``appsvc_dr_set_duration_seconds{stamp}`` — request-to-complete time of the newest complete set.
 * ``appsvc_dr_set_deadline_timestamp_seconds{stamp}`` — the nearest deadline of an open set (absent: none).
+* ``appsvc_dr_rpo_objective_seconds{stamp}`` — ``RETENTION__RPO_OBJECTIVE``, so the RPO alert reads the
+  objective configured here instead of a constant in the rules.
 
 The newest secrets version's time is exported by the secrets worker
 (``appsvc_dr_secrets_newest_version_timestamp_seconds{stamp}``), also read from the store at its start.
@@ -20,7 +22,11 @@ from workers.artifacts.lifecycle import OPEN_STATES, STATES, SetStatus, newest_c
 
 
 class SetMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, rpo_objective: float | None = None) -> None:
+        self.rpo_objective = rpo_objective
+        self.objective = Gauge("appsvc_dr_rpo_objective_seconds", "The recovery point objective "
+                               "(RETENTION__RPO_OBJECTIVE): the newest complete set may be at most this old",
+                               ["stamp"], registry=registry)
         self.newest = Gauge("appsvc_dr_newest_complete_set_timestamp_seconds", "Unix time (requested_at) of the "
                             "newest complete backup set of a stamp, read from the store", ["stamp"],
                             registry=registry)
@@ -32,6 +38,8 @@ class SetMetrics:
                               "an open (planned or in-progress) backup set", ["stamp"], registry=registry)
 
     def __call__(self, stamp: str, sets: list[SetStatus]) -> None:
+        if self.rpo_objective is not None:
+            self.objective.labels(stamp).set(self.rpo_objective)
         for state in STATES:
             self.sets.labels(stamp, state).set(sum(s.state == state for s in sets))
         newest = newest_complete(sets)
