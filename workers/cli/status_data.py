@@ -139,7 +139,7 @@ def age(value: timedelta) -> str:
     seconds = int(value.total_seconds())
     if seconds < 120:
         return f"{seconds}s"
-    if seconds < 7200:
+    if seconds < 3600:
         return f"{seconds // 60}m"
     if seconds < 172800:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
