@@ -52,16 +52,16 @@ class Env:
         return subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env, cwd=REPO, capture_output=True,
                               text=True, timeout=120, stdin=subprocess.DEVNULL)
 
-    def make_set(self, days_ago: float, *, complete: bool = True) -> str:
+    def make_set(self, days_ago: float, *, complete: bool = True, stamp: str = STAMP) -> str:
         when = datetime.now(timezone.utc) - timedelta(days=days_ago)
         set_id = new_backup_set_id(when)
-        write_plan(self.store.backend, Plan(STAMP, set_id, ("secrets", "databases"), "schedule", when))
+        write_plan(self.store.backend, Plan(stamp, set_id, ("secrets", "databases"), "schedule", when))
         for (component, name), data in PAYLOADS.items():
             if complete or component == "secrets":
-                self.store.put(artifact_key(STAMP, set_id, component, name), lambda d=data: io.BytesIO(d))
-        write_manifest(self.store, STAMP, set_id)
+                self.store.put(artifact_key(stamp, set_id, component, name), lambda d=data: io.BytesIO(d))
+        write_manifest(self.store, stamp, set_id)
         if complete:
-            write_marker(self.store.backend, STAMP, set_id, {"requested_at": when.isoformat()})
+            write_marker(self.store.backend, stamp, set_id, {"requested_at": when.isoformat()})
         return set_id
 
 

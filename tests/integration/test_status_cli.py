@@ -2,18 +2,14 @@
 a late and a failed stamp, their output and exit codes."""
 from __future__ import annotations
 
-import io
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 
-from contracts import new_backup_set_id
-from tests.integration.test_catalog_cli import PAYLOADS, Env
-from workers.artifacts.lifecycle import FAILED, write_terminal
-from workers.artifacts.setmanifest import artifact_key, write_manifest
-from workers.artifacts.sets import Plan, write_marker, write_plan
 from tests.fixtures.rabbit import settings_for
+from tests.integration.test_catalog_cli import Env
+from workers.artifacts.lifecycle import FAILED, write_terminal
 from workers.app import builtin_bindings, site_workers
 from workers.runtime import dlq
 from workers.runtime.connect import declare_topology
@@ -23,17 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def make_set(env: Env, stamp: str, hours_ago: float, *, complete: bool) -> str:
-    when = datetime.now(timezone.utc) - timedelta(hours=hours_ago)
-    set_id = new_backup_set_id(when)
-    write_plan(env.store.backend, Plan(stamp, set_id, ("secrets", "databases"), "schedule", when))
-    for (component, name), data in PAYLOADS.items():
-        if complete or component == "secrets":
-            env.store.put(artifact_key(stamp, set_id, component, name), lambda d=data: io.BytesIO(d))
-    write_manifest(env.store, stamp, set_id)
-    if complete:
-        write_marker(env.store.backend, stamp, set_id, {"requested_at": when.isoformat(),
-                                                        "completed_at": (when + timedelta(minutes=20)).isoformat()})
-    return set_id
+    return env.make_set(hours_ago / 24, complete=complete, stamp=stamp)
 
 
 @pytest.fixture
