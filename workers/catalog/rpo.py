@@ -6,6 +6,8 @@ After every scan of a stamp (at start, on the set-deadline timer, after a set co
   complete set: the recovery point. ``time() - it`` is the RPO now; the alert compares it with the objective.
 * ``appsvc_dr_backup_sets{stamp,state}`` — sets in the store per state (planned, in-progress, complete,
   failed, expired), every state present from the first scan (0 when none).
+* ``appsvc_dr_backup_sets_unresolved{stamp,state}`` — failed / expired sets newer than the newest complete
+  set: no later recovery point covers them (the alert fires until one does).
 * ``appsvc_dr_set_duration_seconds{stamp}`` — request-to-complete time of the newest complete set.
 * ``appsvc_dr_set_deadline_timestamp_seconds{stamp}`` — the nearest deadline of an open set (absent: none).
 * ``appsvc_dr_rpo_objective_seconds{stamp}`` — ``RETENTION__RPO_OBJECTIVE``, so the RPO alert reads the
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from workers.artifacts.lifecycle import OPEN_STATES, STATES, SetStatus, newest_complete
+from workers.artifacts.lifecycle import EXPIRED, FAILED, OPEN_STATES, STATES, SetStatus, newest_complete
 
 
 class SetMetrics:
@@ -32,6 +34,8 @@ class SetMetrics:
                             registry=registry)
         self.sets = Gauge("appsvc_dr_backup_sets", "Backup sets in the store by lifecycle state",
                           ["stamp", "state"], registry=registry)
+        self.unresolved = Gauge("appsvc_dr_backup_sets_unresolved", "Failed or expired backup sets newer than "
+                                "the newest complete set of a stamp", ["stamp", "state"], registry=registry)
         self.duration = Gauge("appsvc_dr_set_duration_seconds", "Seconds from request to completion of the "
                               "newest complete backup set", ["stamp"], registry=registry)
         self.deadline = Gauge("appsvc_dr_set_deadline_timestamp_seconds", "Unix time of the nearest deadline of "
@@ -43,6 +47,11 @@ class SetMetrics:
         for state in STATES:
             self.sets.labels(stamp, state).set(sum(s.state == state for s in sets))
         newest = newest_complete(sets)
+        since = newest.requested_at if newest is not None else None
+        for state in (FAILED, EXPIRED):
+            self.unresolved.labels(stamp, state).set(sum(
+                s.state == state and (since is None or (s.requested_at is not None and s.requested_at > since))
+                for s in sets))
         if newest is not None and newest.requested_at is not None:
             self.newest.labels(stamp).set(newest.requested_at.timestamp())
             if newest.duration is not None:
