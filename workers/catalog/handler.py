@@ -28,6 +28,7 @@ both emit the event (same event id, so consumers can deduplicate).
 """
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime, timezone
 
@@ -52,12 +53,14 @@ from workers.catalog.unserved import warning as unserved_warning
 from workers.engines.settings import DatabaseSettings
 from workers.repository.forget import Policy, forget
 from workers.repository.repo import Repository
+from workers.runtime.errors import DrError
 from workers.runtime.worker import JobContext, WorkerSpec
 from workers.storage.factory import build_store
 from workers.storage.settings import EncryptionSettings, StoreSettings
 from workers.storage.signing import attach, trust_from_settings
 
 WORKER = "catalog"
+log = logging.getLogger("appsvc_dr.catalog")
 _COMPLETED_IDS = uuid.UUID("6f1c7d52-8a57-4a43-9d0e-3c9b51f0c0de")
 
 
@@ -237,8 +240,12 @@ def build_catalog_worker(*, retention: RetentionSettings, store: StoreSettings, 
                              databases=len(database.databases), components=tuple(components), lifecycle=lifecycle)
 
     def start() -> None:      # the metrics from the store, before the first event or tick
-        for known in lifecycle.known_stamps():
-            lifecycle.scan(known)
+        try:
+            for known in lifecycle.known_stamps():
+                lifecycle.scan(known)
+        except DrError as exc:  # the store may come back: the timer scans again, events still get handled
+            log.warning("cannot read the backup sets at start (%s); the recovery-point metrics follow with the "
+                        "next check. How to fix: %s", exc.message, exc.hint)
 
     return SPEC.bind(handler, on_start=start, on_shutdown=artifacts.close, on_timer=handler.check_deadlines,
                      timer_interval=retention.set_check_interval.total_seconds())
