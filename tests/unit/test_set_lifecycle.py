@@ -131,3 +131,14 @@ def test_component_deadlines_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("APPSVC_DR_RETENTION__COMPONENT_DEADLINES", "fileshare=0s")
     with pytest.raises(ConfigurationError, match="component_deadlines of fileshare must be longer"):
         load_settings()
+
+
+def test_sets_long_past_their_deadline_expire_without_a_notification_each(store, caplog):
+    # Given a store from before set deadlines were checked: a set 10 days old, and one 7 hours old
+    ancient, recent = plan(store, 240), plan(store, 7)
+    # When the catalog checks the deadlines
+    told = Lifecycle(RetentionSettings(), store, stamps=(STAMP,)).check(NOW)
+    # Then both expired, only the recent one is told, and the old one is named in one log line
+    assert states(store, RetentionSettings()) == {ancient: "expired", recent: "expired"}
+    assert [e.correlation_id for e in told] == [recent]
+    assert f"marked expired without a notification each: {ancient}" in caplog.text

@@ -8,7 +8,8 @@
   ``expired.json`` and one ``job-failed`` (error class ``BackupSetExpired``) saying exactly what is missing,
   the likely cause (skipped database, worker down, jobs still running) and how to fix it.
 
-The state change is written to the store first and once (:func:`workers.artifacts.lifecycle.write_terminal`);
+Sets whose deadline passed more than a week ago (a store from before deadlines were checked) expire with one log
+line instead of a notification each. The state change is written to the store first and once (:func:`workers.artifacts.lifecycle.write_terminal`);
 only the writer whose body was kept notifies, so a second catalog replica (or a redelivery) stays silent. The
 notification's event id is derived from stamp, set and state, so the rare race both replicas win still
 carries one id the notifier can deduplicate on. A late artifact still completes a failed or expired set (the
@@ -23,7 +24,7 @@ import io
 import json
 import logging
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from contracts import Envelope, JobFailed, JobFailedPayload
 from workers.artifacts.lifecycle import (EXPIRED, FAILED, OPEN_STATES, SetStatus, stamp_sets, waiting,
@@ -36,6 +37,7 @@ from workers.storage.base import StorageBackend
 
 log = logging.getLogger("appsvc_dr.catalog")
 STAMPS = "_catalog/stamps/"
+STALE = timedelta(days=7)    # sets whose deadline passed longer ago expire silently (a store from before lifecycles)
 _IDS = uuid.UUID("5b0f3e7a-1c4d-4e2b-9a8f-6d7c2e1b0a94")
 WORKER_OF = {"secrets": "secrets", "databases": "db-backup", "fileshare": "fileshare"}
 COMPONENT_OF = {"secrets": "secrets", "db-backup": "databases", "fileshare": "fileshare"}
@@ -112,19 +114,25 @@ class Lifecycle:
         out: list[Envelope] = []
         for stamp in self.known_stamps():
             sets = self.scan(stamp)
-            expired = [self._expire(s, now) for s in sets if s.overdue(now)]
+            overdue = [s for s in sets if s.overdue(now)]
+            stale = [s.set_id for s in overdue if s.deadline and now - s.deadline > STALE]
+            expired = [self._expire(s, now, notify=s.set_id not in stale) for s in overdue]
             out.extend(e for e in expired if e is not None)
-            if expired:
+            if stale:
+                log.warning("%d backup set(s) of %s were past their deadline by more than %s (from before set "
+                            "deadlines were checked, or the catalog was down that long): marked expired without a "
+                            "notification each: %s", len(stale), stamp, STALE, ", ".join(stale))
+            if overdue:
                 self.scan(stamp)
         return out
 
-    def _expire(self, status: SetStatus, now: datetime) -> Envelope | None:
+    def _expire(self, status: SetStatus, now: datetime, notify: bool = True) -> Envelope | None:
         missing = waiting(self.store, status)
         cause, fix = likely_cause(self.store, status, missing)
         what = "; ".join(missing) or "nothing (complete by its artifacts; the marker will follow)"
         body = {"expired_at": now.isoformat(), "deadline": status.deadline.isoformat() if status.deadline else None,
                 "missing": missing, "reason": f"missing {what}: {cause}", "hint": fix, "writer": self.writer}
-        if write_terminal(self.store.backend, status.stamp, status.set_id, EXPIRED, body) is None:
+        if write_terminal(self.store.backend, status.stamp, status.set_id, EXPIRED, body) is None or not notify:
             return None
         log.error("backup set %s/%s EXPIRED at its deadline %s: missing %s; likely cause: %s. How to fix: %s",
                   status.stamp, status.set_id, body["deadline"], what, cause, fix)
