@@ -9,9 +9,9 @@
   the likely cause (skipped database, worker down, jobs still running) and how to fix it.
 
 Sets whose deadline passed more than a week ago (a store from before deadlines were checked) expire with one log
-line instead of a notification each. The state change is written to the store first and once (:func:`workers.artifacts.lifecycle.write_terminal`);
-only the writer whose body was kept notifies, so a second catalog replica (or a redelivery) stays silent. The
-notification's event id is derived from stamp, set and state, so the rare race both replicas win still
+line instead of a notification each. The state change is written to the store first and once
+(:func:`workers.artifacts.lifecycle.write_terminal`); only the writer whose body was kept notifies, so a second
+catalog replica (or a redelivery) stays silent. The notification's event id is derived from stamp, set and state, so the rare race both replicas win still
 carries one id the notifier can deduplicate on. A late artifact still completes a failed or expired set (the
 catalog says so in its log and ``backup-set-completed`` follows as usual).
 
