@@ -142,3 +142,13 @@ def test_sets_long_past_their_deadline_expire_without_a_notification_each(store,
     assert states(store, RetentionSettings()) == {ancient: "expired", recent: "expired"}
     assert [e.correlation_id for e in told] == [recent]
     assert f"marked expired without a notification each: {ancient}" in caplog.text
+
+
+def test_the_set_deadline_has_one_name(monkeypatch):
+    # Given the catalog-section name an operator might guess for the set deadline
+    monkeypatch.setenv("APPSVC_DR_CATALOG__SET_DEADLINE", "1h")
+    # When the settings are loaded
+    # Then they are refused, naming the setting to use (an unknown variable would otherwise be ignored silently)
+    with pytest.raises(ConfigurationError, match="APPSVC_DR_CATALOG__SET_DEADLINE is not a setting") as caught:
+        load_settings()
+    assert "APPSVC_DR_RETENTION__SET_DEADLINE" in caught.value.hint
