@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import io
 import logging
 import time
 import urllib.request
@@ -22,6 +23,7 @@ from workers.artifacts.lifecycle import stamp_sets
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import read_marker, read_plan
 from workers.runtime.publisher import Publisher
+from workers.secrets.versions import version_id, version_key
 from workers.storage.local import LocalStore
 
 pytestmark = pytest.mark.integration
@@ -121,7 +123,9 @@ def test_the_rpo_gauge_survives_a_catalog_restart(rabbit_vhost, tmp_path):
     store = ArtifactStore(LocalStore(tmp_path / "store"), compress=False)
     seen: list = []
     set_id = new_backup_set_id()
-    # Given a set the catalog completed
+    # Given a stored secrets version and a set the catalog completed
+    rotated = datetime(2026, 11, 30, 4, 5, 6, tzinfo=timezone.utc)
+    store.put(version_key(STAMP, version_id(rotated, "ab" * 32)), lambda: io.BytesIO(b'{"k": "v"}'))
     with running(App(settings, ["catalog", tap(seen, "backup-set-completed")])) as app, \
             Publisher(settings.broker) as pub:
         pub.publish(due(set_id, "secrets"))
@@ -141,4 +145,6 @@ def test_the_rpo_gauge_survives_a_catalog_restart(rabbit_vhost, tmp_path):
     assert f'appsvc_dr_backup_sets{{stamp="{STAMP}",state="failed"}} 0.0' in after
     assert f'appsvc_dr_rpo_objective_seconds{{stamp="{STAMP}"}} 7200.0' in after
     assert "appsvc_dr_set_duration_seconds{" in after
+    secrets = f'appsvc_dr_secrets_newest_version_timestamp_seconds{{stamp="{STAMP}"}} '
+    assert [float(x[len(secrets):]) for x in after.splitlines() if x.startswith(secrets)] == [rotated.timestamp()]
     assert datetime.now(timezone.utc).timestamp() - float(line.split()[-1]) < 120

@@ -32,8 +32,6 @@ import logging
 import uuid
 from datetime import datetime, timezone
 
-from prometheus_client import CollectorRegistry
-
 from contracts import (ArtifactStored, BackupDue, BackupSetCompleted, BackupSetCompletedPayload, DatabaseBackedUp,
                        Envelope, FileshareSynced, JobFailed, SecretsStored)
 from contracts.events.backup import ALL_COMPONENTS, Component
@@ -46,11 +44,12 @@ from workers.artifacts.sets import (EXPIRED_FILE, FAILED_FILE, Plan, is_complete
 from workers.artifacts.settings import RetentionSettings
 from workers.catalog.deleted import deleted_warnings, forget_snapshots_of
 from workers.catalog.lifecycle import Lifecycle, remember_stamp
-from workers.catalog.rpo import SetMetrics
+from workers.catalog.rpo import NewestSecrets, SecretsAge, SetMetrics
 from workers.catalog.skips import record_skip
 from workers.catalog.unserved import split as unserved_split
 from workers.catalog.unserved import warning as unserved_warning
 from workers.engines.settings import DatabaseSettings
+from workers.middleware.metrics import Metrics
 from workers.repository.forget import Policy, forget
 from workers.repository.repo import Repository
 from workers.runtime.errors import DrError
@@ -76,6 +75,7 @@ class CatalogHandler:
         self.databases = databases  # artifacts the databases component must have (one per configured database)
         self.components = components  # what this site backs up (None: everything)
         self.lifecycle = lifecycle or Lifecycle(retention, store)   # failed / expired sets, set metrics
+        self.secrets_age: SecretsAge | None = None
 
     @property
     def backend(self):
@@ -206,6 +206,13 @@ class CatalogHandler:
         """The timer: sets past their deadline expire (one notification each)."""
         return self.lifecycle.check()
 
+    def secrets_stored(self, event: SecretsStored, ctx: JobContext) -> list[Envelope]:
+        """An audit line; the newest-secrets gauge follows the store."""
+        self.audit(event, ctx)
+        if self.secrets_age is not None:
+            self.secrets_age.refresh(event.stamp)
+        return []
+
     def database_backed_up(self, event: DatabaseBackedUp, ctx: JobContext) -> list[Envelope]:
         """An audit line; a skipped database is recorded in its set and told to the operator once."""
         self.audit(event, ctx)
@@ -220,7 +227,7 @@ class CatalogHandler:
 
 SPEC = WorkerSpec(WORKER, {BackupDue: CatalogHandler.backup_due, ArtifactStored: CatalogHandler.artifact_stored,
                            BackupSetCompleted: CatalogHandler.backup_set_completed,
-                           SecretsStored: CatalogHandler.audit, FileshareSynced: CatalogHandler.audit,
+                           SecretsStored: CatalogHandler.secrets_stored, FileshareSynced: CatalogHandler.audit,
                            DatabaseBackedUp: CatalogHandler.database_backed_up,
                            JobFailed: CatalogHandler.job_failed},
                   concurrency=1, prefetch=20)  # quick jobs: small JSON files
@@ -228,21 +235,25 @@ SPEC = WorkerSpec(WORKER, {BackupDue: CatalogHandler.backup_due, ArtifactStored:
 
 def build_catalog_worker(*, retention: RetentionSettings, store: StoreSettings, encryption: EncryptionSettings,
                          database: DatabaseSettings, components: tuple[Component, ...], stamp: str | None = None,
-                         registry: CollectorRegistry | None = None) -> WorkerSpec:
+                         metrics: Metrics | None = None, newest_secrets: NewestSecrets | None = None) -> WorkerSpec:
     """The ``catalog`` worker. It only reads records and writes small JSON files: no certificate needed.
-    Its timer expires sets past their deadline; ``registry`` gets the recovery-point metrics, rebuilt from the
-    store at start (see :mod:`workers.catalog.rpo`)."""
+    Its timer expires sets past their deadline; ``metrics`` get the recovery-point gauges, rebuilt from the
+    store at start (see :mod:`workers.catalog.rpo`), and the newest secrets version read by ``newest_secrets``."""
     artifacts = ArtifactStore(attach(build_store(store), trust_from_settings(encryption)))
     lifecycle = Lifecycle(retention, artifacts, stamps=(stamp,) if stamp else ())
-    if registry is not None:
-        lifecycle.observers.append(SetMetrics(registry, retention.rpo_objective.total_seconds()))
     handler = CatalogHandler(retention, artifacts,        # signs plans and markers, checks what it reads
                              databases=len(database.databases), components=tuple(components), lifecycle=lifecycle)
+    if metrics is not None:
+        lifecycle.observers.append(SetMetrics(metrics.registry, retention.rpo_objective.total_seconds()))
+        if newest_secrets is not None:
+            handler.secrets_age = SecretsAge(metrics.secrets_newest, newest_secrets, artifacts)
 
     def start() -> None:      # the metrics from the store, before the first event or tick
         try:
             for known in lifecycle.known_stamps():
                 lifecycle.scan(known)
+                if handler.secrets_age is not None:
+                    handler.secrets_age.refresh(known)
         except DrError as exc:  # the store may come back: the timer scans again, events still get handled
             log.warning("cannot read the backup sets at start (%s); the recovery-point metrics follow with the "
                         "next check. How to fix: %s", exc.message, exc.hint)

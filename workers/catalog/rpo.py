@@ -13,14 +13,24 @@ After every scan of a stamp (at start, on the set-deadline timer, after a set co
 * ``appsvc_dr_rpo_objective_seconds{stamp}`` — ``RETENTION__RPO_OBJECTIVE``, so the RPO alert reads the
   objective configured here instead of a constant in the rules.
 
-The newest secrets version's time is exported by the secrets worker
-(``appsvc_dr_secrets_newest_version_timestamp_seconds{stamp}``), also read from the store at its start.
+The newest secrets version's time, ``appsvc_dr_secrets_newest_version_timestamp_seconds{stamp}`` (the secrets
+worker's gauge), is also set by the catalog (:class:`SecretsAge`): at start and after every ``secrets-stored``,
+read from the store with the reader the composition hands in (the catalog does not import the secrets worker).
 """
 from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Callable
 
 from prometheus_client import CollectorRegistry, Gauge
 
 from workers.artifacts.lifecycle import EXPIRED, FAILED, OPEN_STATES, STATES, SetStatus, newest_complete
+from workers.artifacts.service import ArtifactStore
+from workers.runtime.errors import DrError
+
+log = logging.getLogger("appsvc_dr.catalog")
+NewestSecrets = Callable[[ArtifactStore, str], "datetime | None"]   # (store, stamp) -> newest version's rotation
 
 
 class SetMetrics:
@@ -64,3 +74,19 @@ class SetMetrics:
                 self.deadline.remove(stamp)
             except KeyError:      # never set for this stamp
                 pass
+
+
+class SecretsAge:
+    """Sets the newest-secrets gauge of a stamp from the store (one listing of ``<stamp>/secrets/``)."""
+
+    def __init__(self, gauge: Gauge, newest: NewestSecrets, store: ArtifactStore) -> None:
+        self.gauge, self.newest, self.store = gauge, newest, store
+
+    def refresh(self, stamp: str) -> None:
+        try:
+            when = self.newest(self.store, stamp)
+        except DrError as exc:
+            log.warning("cannot read the secrets versions of %s: %s", stamp, exc.message)
+            return
+        if when is not None:
+            self.gauge.labels(stamp).set(when.timestamp())
