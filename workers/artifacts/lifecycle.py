@@ -25,8 +25,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Mapping
 
 from contracts.envelope import is_future
-from workers.artifacts.sets import (COMPLETE, EXPIRED_FILE, FAILED_FILE, PLAN, Plan, SetObjects, _parse_time, _read_json, put_once, read_plan,
-                                    read_skips, scan_sets, set_prefix, set_time, waiting_for)
+from workers.artifacts.sets import (COMPLETE, EXPIRED_FILE, FAILED_FILE, PLAN, Plan, SetObjects, parse_time, put_once,
+                                    read_object, read_plan, read_skips, scan_sets, set_prefix, set_time, waiting_for)
 from workers.artifacts.setmanifest import BackupSet, read_set
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
 from workers.storage.base import StorageBackend
@@ -99,17 +99,17 @@ def status_of(backend: StorageBackend, found: SetObjects, deadline_for: Deadline
     if status.started_at:
         status.state = IN_PROGRESS
     if COMPLETE in names:
-        marker = _read_json(backend, _key(found, COMPLETE))
+        marker = read_object(backend, _key(found, COMPLETE))
         if marker is not None:
             status.state, status.detail = COMPLETE_STATE, marker
-            status.completed_at = status.ended_at = _parse_time(marker.get("completed_at"))
+            status.completed_at = status.ended_at = parse_time(marker.get("completed_at"))
             return status
     for state in (FAILED, EXPIRED):
         if TERMINAL_FILES[state] in names:
-            body = _read_json(backend, _key(found, TERMINAL_FILES[state]))
+            body = read_object(backend, _key(found, TERMINAL_FILES[state]))
             if body is not None:
                 status.state, status.detail = state, body
-                status.ended_at = _parse_time(body.get(f"{state}_at"))
+                status.ended_at = parse_time(body.get(f"{state}_at"))
                 return status
     return status
 
@@ -135,7 +135,7 @@ def write_terminal(backend: StorageBackend, stamp: str, set_id: str, state: str,
     data = {"format": 1, "stamp": stamp, "backup_set_id": set_id, "state": state, **body}
     if not put_once(backend, key, json.dumps(data, indent=2, sort_keys=True, default=str).encode()):
         return None
-    kept = _read_json(backend, key)
+    kept = read_object(backend, key)
     return data if kept is not None and kept.get("writer") == data.get("writer") else None
 
 
