@@ -48,7 +48,8 @@ class Env:
         env.update(PYTHONPATH=str(REPO), APPSVC_DR_STORE__KIND="local", APPSVC_DR_STORE__LOCAL_PATH=str(self.store_dir),
                    APPSVC_DR_ENCRYPTION__CERTIFICATE=str(self.cert), APPSVC_DR_STAMP=STAMP,
                    APPSVC_DR_ENCRYPTION__SIGNING_KEY=self.signing["signing_key"],
-                   APPSVC_DR_ENCRYPTION__VERIFY_KEYS=",".join(self.signing["verify_keys"]), **env_extra)
+                   APPSVC_DR_ENCRYPTION__VERIFY_KEYS=",".join(self.signing["verify_keys"]))
+        env.update(env_extra)                       # a test's own values win
         return subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env, cwd=REPO, capture_output=True,
                               text=True, timeout=120, stdin=subprocess.DEVNULL)
 

@@ -87,3 +87,14 @@ def test_a_failed_stamp_shows_the_reason_and_how_to_fix_and_exits_1(site):
     assert stamp["counts"]["failed"] == 1 and stamp["problems"][0]["backup_set_id"] == failed
     assert stamp["rpo_seconds"] == pytest.approx(3 * 3600, abs=120) and data["exit_code"] == 1
     assert data["dead_letters"]["upload"] == 0 and stamp["store_usage"]["objects"] > 0
+
+
+def test_a_store_that_cannot_be_read_exits_2_with_the_fix(site, tmp_path):
+    env, vhost = site
+    # Given a store path that is a file, not a directory
+    (tmp_path / "not-a-dir").write_text("x")
+    # When the operator asks for the status
+    out = env.cli("status", APPSVC_DR_BROKER__VHOST=vhost, APPSVC_DR_STORE__LOCAL_PATH=str(tmp_path / "not-a-dir"))
+    # Then it exits 2 (no status could be read), saying what to fix
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "not a directory" in out.stderr and "APPSVC_DR_STORE__LOCAL_PATH" in out.stderr
