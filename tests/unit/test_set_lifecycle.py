@@ -13,7 +13,7 @@ from workers.artifacts.lifecycle import stamp_sets
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import Plan, write_plan
 from workers.artifacts.settings import RetentionSettings
-from workers.catalog.lifecycle import Lifecycle
+from workers.catalog.lifecycle import Lifecycle, remember_stamp, stored_stamps
 from workers.catalog.rpo import SetMetrics
 from workers.config import load_settings
 from workers.runtime.errors import ConfigurationError
@@ -152,3 +152,13 @@ def test_the_set_deadline_has_one_name(monkeypatch):
     with pytest.raises(ConfigurationError, match="APPSVC_DR_CATALOG__SET_DEADLINE is not a setting") as caught:
         load_settings()
     assert "APPSVC_DR_RETENTION__SET_DEADLINE" in caught.value.hint
+
+
+def test_the_stamp_index_ignores_names_that_are_no_stamp(store, caplog):
+    # Given the catalog's stamp index with two genuine stamps and entries something else wrote
+    for name in ("stamp1", "stamp-2", "-dash", "a" * 130, "sub/dir"):
+        remember_stamp(store.backend, name)
+    # When the stamps are read
+    # Then only the genuine ones are taken, the others named in a warning
+    assert stored_stamps(store.backend) == {"stamp1", "stamp-2"}
+    assert "no stamp name" in caplog.text

@@ -23,10 +23,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import uuid
 from datetime import datetime, timedelta, timezone
 
 from contracts import Envelope, JobFailed, JobFailedPayload
+from contracts.envelope import NAME_PATTERN
 from workers.artifacts.lifecycle import (EXPIRED, FAILED, OPEN_STATES, SetStatus, stamp_sets, waiting,
                                          write_terminal)
 from workers.artifacts.service import ArtifactStore
@@ -56,7 +58,13 @@ def remember_stamp(backend: StorageBackend, stamp: str) -> None:
 
 
 def stored_stamps(backend: StorageBackend) -> set[str]:
-    return {info.key[len(STAMPS):-5] for info in backend.list(STAMPS) if info.key.endswith(".json")}
+    """The stamps of the index; names that are no stamp name (the store is not trusted) are ignored."""
+    names = {info.key[len(STAMPS):-5] for info in backend.list(STAMPS) if info.key.endswith(".json")}
+    bad = sorted(n for n in names if not re.match(NAME_PATTERN, n) or ".." in n)
+    if bad:
+        log.warning("ignoring %d entries of %s that are no stamp name (written by something else): %s", len(bad),
+                    STAMPS, ", ".join(repr(n[:80]) for n in bad[:5]))
+    return names - set(bad)
 
 
 def likely_cause(store: ArtifactStore, status: SetStatus, missing: list[str]) -> tuple[str, str]:
