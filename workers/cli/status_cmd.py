@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from datetime import datetime, timedelta
 
 from workers.cli.status_data import PROBLEMS_SHOWN, StampStatus, Status, age, gather
@@ -93,7 +94,7 @@ def to_json(status: Status) -> dict:
                 "newest_complete": st.newest.to_json() if st.newest else None, "counts": st.counts,
                 "open": [s.to_json() | {"overdue": s.overdue(status.now)} for s in st.open_sets],
                 "problems": [s.to_json() for s in st.problems],
-                "last_drill": st.drill.__dict__ if st.drill else None,
+                "last_drill": asdict(st.drill) if st.drill else None,
                 "secrets_rotated_at": st.secrets_rotated_at.isoformat() if st.secrets_rotated_at else None,
                 "store_usage": {"bytes": st.usage_bytes, "objects": st.usage_objects,
                                 "truncated": st.usage_truncated},
