@@ -79,8 +79,9 @@ def lines(status: Status) -> list[str]:
     if status.dead_letters is None:
         out.append(f"dead letters   unknown ({status.broker_error})")
     else:
+        missing = " (-: no dead-letter queue declared on the broker)" if None in status.dead_letters.values() else ""
         out.append("dead letters   " + ", ".join(f"{w} {'-' if n is None else n}"
-                                                for w, n in sorted(status.dead_letters.items())))
+                                                for w, n in sorted(status.dead_letters.items())) + missing)
     attention = status.attention
     out += ["", "ATTENTION:" if attention else "all well"] + [f"  - {a}" for a in attention]
     return out
