@@ -110,9 +110,12 @@ def test_runtime_exports_the_metrics_deploy_relies_on(yaml, tmp_path):
     used = set().union(*(metric_names(r["expr"]) for r in load_alert_rules(yaml)),
                        *(metric_names(e) for e in dashboard_exprs()))
     # When the workers' metrics registry is built
+    from workers.catalog.rpo import SetMetrics
     from workers.middleware.metrics import Metrics
     exported = set()
-    for family in Metrics().registry.collect():
+    metrics = Metrics()
+    SetMetrics(metrics.registry, 3600.0)      # the catalog's recovery-point gauges, on the same registry
+    for family in metrics.registry.collect():
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])
         exported |= {family.name + s for s in suffixes}
     # And the restore drill's textfile (workers.drill.results) adds its own
