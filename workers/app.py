@@ -87,7 +87,16 @@ def _secrets(module, deps: Deps) -> WorkerSpec:
 def _catalog(module, deps: Deps) -> WorkerSpec:
     s = deps.settings
     return module.build_catalog_worker(retention=s.retention, store=s.store, encryption=s.encryption,
-                                       database=s.database, components=s.components)
+                                       database=s.database, components=s.components, stamp=s.stamp,
+                                       metrics=deps.metrics, newest_secrets=_newest_secrets)
+
+
+def _newest_secrets(store, stamp: str):
+    """When the newest stored secrets version of ``stamp`` was rotated (None: none stored): handed to the catalog,
+    which may not import the secrets worker."""
+    from workers.secrets.versions import latest
+    newest = latest(store, stamp)
+    return newest.rotated_at if newest else None
 
 
 def _fileshare(module, deps: Deps) -> WorkerSpec:

@@ -42,10 +42,17 @@ WORKER_METRICS = {
     "appsvc_dr_broker_connected", "appsvc_dr_events_published_total", "appsvc_dr_notifications_total",
     "appsvc_dr_dead_letters_total", "appsvc_dr_secrets_newest_version_timestamp_seconds",
     "appsvc_dr_secrets_rotations_total", "appsvc_dr_last_failure_timestamp_seconds",
+    # ops-lifecycle (issue 16): secrets rotation seen / handled (secrets worker), set lifecycle (catalog)
+    "appsvc_dr_secrets_last_rotation_seen_timestamp_seconds", "appsvc_dr_secrets_last_rotation_handled_timestamp_seconds",
+    "appsvc_dr_newest_complete_set_timestamp_seconds", "appsvc_dr_backup_sets", "appsvc_dr_backup_sets_unresolved",
+    "appsvc_dr_set_duration_seconds", "appsvc_dr_set_deadline_timestamp_seconds", "appsvc_dr_rpo_objective_seconds",
 }
+# Served by the scheduler (`appsvc-dr schedule`, workers.scheduler.metrics), scraped with worker="scheduler".
+SCHEDULER_METRICS = {"appsvc_dr_schedule_next_slot_timestamp_seconds",
+                     "appsvc_dr_schedule_last_published_slot_timestamp_seconds", "appsvc_dr_schedule_publishes_total"}
 # Written by `appsvc-dr drill --textfile F` for node_exporter's textfile collector (not by the workers).
 DRILL_METRICS = {"appsvc_dr_last_restore_drill_timestamp_seconds"}
-KNOWN_METRICS = WORKER_METRICS | DRILL_METRICS | {"rabbitmq_queue_messages_ready"}
+KNOWN_METRICS = WORKER_METRICS | SCHEDULER_METRICS | DRILL_METRICS | {"rabbitmq_queue_messages_ready"}
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool", "and", "or",
                 "unless", "inf", "nan"}
 

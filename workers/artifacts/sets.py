@@ -9,6 +9,8 @@ Layout under ``<stamp>/<backup-set-id>/`` (besides the artifacts and records, se
 * ``complete.json`` — the completion marker, written once when every planned component has its artifacts.
   Only a set with this marker counts as complete (for listings and retention); retention deletes it
   first, so a half-deleted set never looks complete.
+* ``failed.json`` / ``expired.json`` — written once by the catalog when a job of the set was dead-lettered or
+  its deadline passed (see :mod:`workers.artifacts.lifecycle` for the states).
 * ``skipped/<database>.json`` — a skip note, written once by the catalog when the db-backup worker skipped a
   database on purpose (``database-backed-up`` with ``skipped_reason``, e.g. not the preferred Always On
   replica): database, reason, server, how to fix. A skip does **not** count as an artifact — a set missing a
@@ -45,8 +47,9 @@ from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
 from workers.storage.signing import sign_body, verified
 
 COMPLETE = "complete.json"
+FAILED_FILE, EXPIRED_FILE = "failed.json", "expired.json"   # see workers.artifacts.lifecycle
 SKIPPED = "skipped/"
-CATALOG_FILES = (PLAN, COMPLETE, MANIFEST)
+CATALOG_FILES = (PLAN, COMPLETE, MANIFEST, FAILED_FILE, EXPIRED_FILE)
 DEFAULT_DEADLINE = timedelta(hours=6)
 
 
@@ -59,7 +62,7 @@ def id_time(set_id: str) -> datetime | None:
     return set_id_time(set_id)
 
 
-def _parse_time(value: object) -> datetime | None:
+def parse_time(value: object) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
@@ -105,13 +108,13 @@ class Plan:
         expected = data.get("expected")
         return cls(stamp=str(data.get("stamp", "")), backup_set_id=str(data.get("backup_set_id", "")),
                    components=tuple(data.get("components") or ()), reason=str(data.get("reason", "")),
-                   requested_at=_parse_time(data.get("requested_at")), requested_by=data.get("requested_by"),
+                   requested_at=parse_time(data.get("requested_at")), requested_by=data.get("requested_by"),
                    event_id=data.get("event_id"),
                    expected=dict(expected) if isinstance(expected, dict) else None,
                    unserved=tuple(data.get("unserved") or ()))
 
 
-def _read_json(backend: StorageBackend, key: str) -> dict | None:
+def read_object(backend: StorageBackend, key: str) -> dict | None:
     """The JSON object stored at ``key``; None when it is missing or not a JSON object (damaged)."""
     try:
         with backend.open(key) as stream:
@@ -132,7 +135,7 @@ def put_once(backend: StorageBackend, key: str, body: bytes) -> bool:
 
 
 def read_plan(backend: StorageBackend, stamp: str, set_id: str) -> Plan | None:
-    data = _read_json(backend, set_prefix(stamp, set_id) + PLAN)
+    data = read_object(backend, set_prefix(stamp, set_id) + PLAN)
     return Plan.from_json(data) if data is not None else None
 
 
@@ -143,7 +146,7 @@ def write_plan(backend: StorageBackend, plan: Plan) -> bool:
 
 # ---------------------------------------------------------------------------------------------- marker
 def read_marker(backend: StorageBackend, stamp: str, set_id: str) -> dict | None:
-    return _read_json(backend, set_prefix(stamp, set_id) + COMPLETE)
+    return read_object(backend, set_prefix(stamp, set_id) + COMPLETE)
 
 
 def write_marker(backend: StorageBackend, stamp: str, set_id: str, marker: Mapping) -> bool:
@@ -211,13 +214,13 @@ def write_skip(backend: StorageBackend, stamp: str, set_id: str, database: str, 
 
 
 def read_skip(backend: StorageBackend, stamp: str, set_id: str, database: str) -> dict | None:
-    return _read_json(backend, skip_key(stamp, set_id, database))
+    return read_object(backend, skip_key(stamp, set_id, database))
 
 
 def read_skips(backend: StorageBackend, stamp: str, set_id: str) -> dict[str, dict]:
     """Every skip note of the set, by database name."""
     prefix = set_prefix(stamp, set_id) + SKIPPED
-    notes = (_read_json(backend, info.key) for info in backend.list(prefix) if info.key.endswith(".json"))
+    notes = (read_object(backend, info.key) for info in backend.list(prefix) if info.key.endswith(".json"))
     return {str(n["database"]): n for n in notes if n and n.get("database")}
 
 
@@ -298,6 +301,6 @@ def set_time(set_id: str, plan: Plan | dict | None, marker: dict | None,
              objects: Iterable[ObjectInfo] = ()) -> datetime | None:
     """When the set was requested: ``requested_at`` of the plan (or the copy in the marker), else the time
     in the id, else when it completed, else its newest object; None if nothing tells."""
-    planned = plan.requested_at if isinstance(plan, Plan) else _parse_time((plan or {}).get("requested_at"))
-    return (planned or _parse_time((marker or {}).get("requested_at")) or id_time(set_id)
-            or _parse_time((marker or {}).get("completed_at")) or max((o.modified for o in objects), default=None))
+    planned = plan.requested_at if isinstance(plan, Plan) else parse_time((plan or {}).get("requested_at"))
+    return (planned or parse_time((marker or {}).get("requested_at")) or id_time(set_id)
+            or parse_time((marker or {}).get("completed_at")) or max((o.modified for o in objects), default=None))

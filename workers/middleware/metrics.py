@@ -46,6 +46,13 @@ class Metrics:
         self.secrets_newest = Gauge("appsvc_dr_secrets_newest_version_timestamp_seconds",
                                     "Unix time the newest stored SystemSecrets.json version was rotated",
                                     ["stamp"], registry=r)
+        # -- ops-lifecycle (issue 16): a rotation seen but not handled means the stored secrets are stale --
+        self.secrets_rotation_seen = Gauge("appsvc_dr_secrets_last_rotation_seen_timestamp_seconds",
+                                           "rotated_at of the newest secrets-rotated event the secrets worker received",
+                                           ["stamp"], registry=r)
+        self.secrets_rotation_handled = Gauge("appsvc_dr_secrets_last_rotation_handled_timestamp_seconds",
+                                              "rotated_at of the newest secrets-rotated event stored (or found "
+                                              "unchanged)", ["stamp"], registry=r)
         self.secrets_rotations = Counter("appsvc_dr_secrets_rotations", "Secret rotations seen, by outcome "
                                          "(stored, duplicate)", ["stamp", "outcome"], registry=r)
         self.notifications = Counter("appsvc_dr_notifications", "Notifications by sink and outcome "
