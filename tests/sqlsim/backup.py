@@ -159,7 +159,7 @@ def backup(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Ou
             fh.truncate(local[-1].stat().st_size - 100)
     size = sum(p.stat().st_size for p in local)
     server.history.append(BackupHistory(server.next_id(), name, paths[0], first, last, base, size * 5, size,
-                                        copy_only, "L" if log else "D"))
+                                        copy_only, "L" if log else "D", software_version=server.version))
     outcome.say(*[record(4035, 6402, name, f.logical) for f in database.files])
     outcome.say(record(3014, stop, 6402 * len(database.files), 311))
     return outcome

@@ -11,6 +11,7 @@ https://learn.microsoft.com/en-us/sql/t-sql/functions/serverproperty-transact-sq
 """
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Callable
 
@@ -49,7 +50,9 @@ def _backupset(server: Server, login: Login) -> Rows:
              "first_lsn": Decimal(h.first_lsn), "last_lsn": Decimal(h.last_lsn),
              "database_backup_lsn": Decimal(h.database_backup_lsn), "backup_size": Decimal(h.backup_size),
              "compressed_backup_size": Decimal(h.compressed_backup_size), "is_copy_only": int(h.is_copy_only),
-             "type": h.type} for h in server.history]
+             "type": h.type, "backup_finish_date": h.finished,
+             **dict(zip(("software_major_version", "software_minor_version", "software_build_version"),
+                        (int(p) for p in h.software_version.split(".")[:3])))} for h in server.history]
 
 
 def _mediafamily(server: Server, login: Login) -> Rows:
@@ -128,4 +131,5 @@ def server_property(server: Server, name: Any) -> Any:
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "sys.fn_hadr_backup_is_preferred_replica": preferred_replica,
     "serverproperty": server_property,
+    "getdate": lambda server: datetime.now(),      # server-local time, as msdb's dates
 }

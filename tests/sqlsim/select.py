@@ -60,10 +60,12 @@ class _Query:
             if name not in FUNCTIONS or not t.accept_punct("("):
                 t.pos = start
                 return self.column()
-            args = [self.expr()[1]]
-            while t.accept_punct(","):
+            args = []
+            if not t.accept_punct(")"):
                 args.append(self.expr()[1])
-            t.expect_punct(")")
+                while t.accept_punct(","):
+                    args.append(self.expr()[1])
+                t.expect_punct(")")
             function = FUNCTIONS[name]
             return "", lambda row: function(self.server, *[a(row) for a in args])
         return self.column()

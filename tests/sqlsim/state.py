@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path, PureWindowsPath
 
 # SERVERPROPERTY('EngineEdition'): 2 Standard (also Web), 3 Enterprise (also Developer), 4 Express
@@ -123,6 +124,8 @@ class BackupHistory:
     compressed_backup_size: int
     is_copy_only: bool
     type: str = "D"                             # D full, L log
+    software_version: str = "16.0.4135.4"       # the server that wrote it (software_*_version columns)
+    finished: datetime = field(default_factory=datetime.now)   # backup_finish_date: server-local time
 
 
 @dataclass

@@ -4,6 +4,15 @@ backup-due naming databases → one database-backup-requested per configured dat
 on its own) → engine backup to the staging location, verified → artifact-ready (the upload worker stores it)
 + database-backed-up (size, duration, engine, server, LSNs).
 
+A striped SQL Server backup (``DATABASE__STRIPES`` = N) gives N artifact-ready events, one per stripe file,
+named ``<db>.bak.<i>ofN`` (see ``workers/artifacts/stripes.py``): each is uploaded, recorded and its staged
+file deleted on its own, and the catalog counts the database once every stripe is stored. Every artifact-ready
+of a database backup carries its ``metadata`` (engine, server and its version, LSNs, start and finish, copy-only,
+stripe), which the upload worker keeps in the artifact's signed record and the set's manifest.
+
+SQL Server: after a full backup the worker checks that the database's transaction log is backed up by someone
+and emits a ``job-failed`` warning when not (see ``workers/dbbackup/loghealth.py``).
+
 A database skipped on purpose (Always On: this server is not the preferred backup replica) is not a failure of
 the job: only database-backed-up with ``skipped_reason`` is emitted, no artifact. The catalog records the skip
 in the backup set, keeps the set incomplete (waiting for that database) and sends the operator one warning
@@ -16,9 +25,12 @@ import tempfile
 
 from contracts import (ArtifactReady, ArtifactReadyPayload, BackupDue, DatabaseBackedUp, DatabaseBackedUpPayload,
                        DatabaseBackupRequested, DatabaseBackupRequestedPayload, Envelope)
+from workers.artifacts.stripes import stripe_name
+from workers.dbbackup.loghealth import check_log
 from workers.engines.base import BackupResult, DatabaseEngine
 from workers.engines.factory import build_engine
 from workers.engines.settings import DatabaseSettings
+from workers.middleware.metrics import Metrics
 from workers.runtime.errors import PermanentError
 from workers.runtime.worker import JobContext, WorkerSpec
 from workers.storage.local import make_private_dirs
@@ -33,9 +45,25 @@ def artifact_name(engine: str, database: str) -> str:
     return f"{database}.bak" if engine == "sqlserver" else f"{database}.dump"
 
 
+def backup_metadata(result: BackupResult) -> dict[str, str | int | bool]:
+    """What the set's manifest keeps about a database backup (absent facts left out)."""
+    facts = {"database": result.database, "engine": result.engine, "server": result.server,
+             "server_version": result.server_version, "backup_type": "full", "copy_only": result.copy_only,
+             "first_lsn": result.first_lsn, "last_lsn": result.last_lsn,
+             "database_backup_lsn": result.database_backup_lsn, "started_at": result.started_at,
+             "finished_at": result.finished_at, "stripes": max(len(result.parts), 1)}
+    return {k: v for k, v in facts.items() if v is not None}
+
+
+def _sha(checksum: str | None) -> str | None:
+    return checksum.split(":", 1)[1] if checksum and checksum.startswith("sha256:") else None
+
+
 class DbBackupHandler:
-    def __init__(self, database: DatabaseSettings, staging: StagingSettings, engine: DatabaseEngine) -> None:
+    def __init__(self, database: DatabaseSettings, staging: StagingSettings, engine: DatabaseEngine,
+                 metrics: Metrics | None = None) -> None:
         self.database, self.staging, self.engine = database, staging, engine
+        self.metrics = metrics or Metrics()
 
     def backup_due(self, event: BackupDue, ctx: JobContext) -> list[Envelope]:
         if "databases" not in event.payload.components:
@@ -69,11 +97,25 @@ class DbBackupHandler:
                                event.correlation_id)
             return [backed_up]
         ctx.progress("backed-up", result.size)
-        sha = result.checksum.split(":", 1)[1] if result.checksum and result.checksum.startswith("sha256:") else None
-        ready = event.follow_up(ArtifactReady, ArtifactReadyPayload(
-            component="databases", name=name, staged_path=staged, size=result.size if sha else None, sha256=sha,
-            delete_staged=True), source=SOURCE)
-        return [ready, backed_up]
+        warnings = check_log(self.engine, result.database, self.database.log_backup_max_age_minutes, event, ctx,
+                             self.metrics, worker=WORKER, source=SOURCE)
+        return [*self._ready(event, name, staged, result), backed_up, *warnings]
+
+    @staticmethod
+    def _ready(event: DatabaseBackupRequested, name: str, staged: str, result: BackupResult) -> list[Envelope]:
+        """One artifact-ready per staged file: the backup, or each of its stripes (``<name>.<i>of<N>``)."""
+        metadata = backup_metadata(result)
+        if len(result.parts) <= 1:
+            files = [(name, staged, _sha(result.checksum), metadata)]
+        else:
+            sums = result.part_checksums or (None,) * len(result.parts)
+            files = [(stripe_name(name, i, len(result.parts)), path, _sha(sums[i - 1]), {**metadata, "stripe": i})
+                     for i, path in enumerate(result.parts, start=1)]
+        ready = [event.follow_up(ArtifactReady, ArtifactReadyPayload(
+            component="databases", name=artifact, staged_path=path, sha256=sha, delete_staged=True, metadata=facts,
+            size=result.size if sha and len(files) == 1 else None), source=SOURCE)
+            for artifact, path, sha, facts in files]
+        return ready
 
     def _backup(self, database: str, staged_name: str, progress) -> tuple[BackupResult, str]:
         directory = self.staging.database_dir
@@ -96,6 +138,7 @@ SPEC = WorkerSpec(WORKER, {BackupDue: DbBackupHandler.backup_due,
                            DatabaseBackupRequested: DbBackupHandler.backup_one}, concurrency=2)
 
 
-def build_db_backup_worker(*, database: DatabaseSettings, staging: StagingSettings) -> WorkerSpec:
-    handler = DbBackupHandler(database, staging, build_engine(database))
+def build_db_backup_worker(*, database: DatabaseSettings, staging: StagingSettings,
+                           metrics: Metrics | None = None) -> WorkerSpec:
+    handler = DbBackupHandler(database, staging, build_engine(database), metrics)
     return SPEC.bind(handler)

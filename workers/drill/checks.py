@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from workers.artifacts import stripes
 from workers.artifacts.setmanifest import read_set
 from workers.artifacts.service import ArtifactStore
 from workers.config import Settings
@@ -103,7 +104,8 @@ def scratch_name(database: str, drill_id: str) -> str:
 
 
 def databases(d: Drill) -> list[ComponentResult]:
-    artifacts = [a for a in read_set(d.store, d.stamp, d.set_id).artifacts if a.key.split("/")[2] == "databases"]
+    artifacts = [a for a in read_set(d.store, d.stamp, d.set_id).artifacts if a.key.split("/")[2] == "databases"
+                 and stripes.parse(a.key.rsplit("/", 1)[1])[1] == 1]      # a striped backup once (its stripe 1)
     if not artifacts:
         def missing(r: ComponentResult) -> None:
             raise PermanentError(f"backup set {d.set_id} has no database artifact",
@@ -130,7 +132,7 @@ def _database(d: Drill, engine, artifact, r: ComponentResult) -> None:
 
 
 def _restore_database(d: Drill, engine, artifact, r: ComponentResult) -> None:
-    name = artifact.key.rsplit("/", 1)[1]
+    name = stripes.parse(artifact.key.rsplit("/", 1)[1])[0]       # x.bak.1of3 -> x.bak: all stripes restored
     stem, dot, suffix = name.rpartition(".")
     made_by = SUFFIXES.get(dot + suffix)
     if made_by != engine.name or artifact_name(engine.name, stem) != name:

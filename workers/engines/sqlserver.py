@@ -1,9 +1,13 @@
-"""SQL Server engine: BACKUP DATABASE to a staging share (or S3 URL), RESTORE VERIFYONLY, RESTORE DATABASE.
+"""SQL Server engine: BACKUP DATABASE to a staging share, RESTORE VERIFYONLY, RESTORE DATABASE.
 
 Every statement runs with autocommit (BACKUP/RESTORE refuse transactions) and is drained to the last result
 set, so a call returns only when SQL Server finished and every error surfaces; ``STATS = N`` messages become
 progress callbacks. Database names are looked up in ``sys.databases`` (bind parameter) before they are quoted
 into a statement. Always On databases are backed up only on the preferred backup replica.
+
+Striped backups (``stripes`` > 1) write one media family per file (``name.stripe<i>of<N>.bak``); verify,
+file list and restore take every stripe's path (a sequence, named by the stored set, never by the local
+``stripes`` setting). BACKUP TO URL is not supported: a staging path must be a directory or UNC share.
 """
 from __future__ import annotations
 
@@ -11,13 +15,15 @@ import contextlib
 import logging
 import re
 import time
-from typing import Any, Callable, Iterator
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator, Sequence
 
 import pyodbc
 
 from workers.engines import sqlserver_sql as tsql
 from workers.engines.base import (ONLINE, SKIPPED_NOT_PREFERRED, BackupResult, Progress, ProgressReporter,
                                     RestoreResult, locally_readable, require_name, sha256_of, stripe_paths)
+from workers.engines.sqlserver_log import LogHealth, read_log_health
 from workers.engines.odbc import ConnectFn, Cursor, Message, clean_text, connection_string, drain, native_number
 from workers.engines.settings import DatabaseSettings
 from workers.engines.sqlserver_errors import classify
@@ -99,38 +105,43 @@ class SqlServerEngine:
                 log.info("%s on %s: not the preferred backup replica, skipped", name, self.server)
                 return BackupResult(name, staging_path, 0, time.monotonic() - started, self.name, self.server,
                                     skipped_reason=SKIPPED_NOT_PREFERRED, parts=tuple(devices))
-            if tsql.is_url(devices[0]):
-                self._ensure_credential(session, devices[0])
-            statement = tsql.backup_database(name, devices, self._options(tsql.is_url(devices[0])))
+            statement = tsql.backup_database(name, devices, self._options())
+            began = datetime.now(timezone.utc)
             session.run(statement, action=f"BACKUP DATABASE {tsql.quote_name(name)}",
                         on_message=_progress_from_messages(reporter), database=name)
+            ended = datetime.now(timezone.utc)
             reporter.done()
             history = self._history(session, name, devices[0])
             if self.settings.verify:
                 self._verify(session, devices)
-        size, checksum = self._measure(devices, history)
+        size, checksum, parts = self._measure(devices, history)
         lsn = {k: (str(history[k]) if history.get(k) is not None else None)
                for k in ("first_lsn", "last_lsn", "database_backup_lsn")}
         return BackupResult(name, staging_path, size, time.monotonic() - started, self.name, self.server,
-                            checksum=checksum, parts=tuple(devices), **lsn)
+                            checksum=checksum, parts=tuple(devices), part_checksums=parts,
+                            server_version=tsql.version_of(history), started_at=began.isoformat(),
+                            finished_at=ended.isoformat(), copy_only=self.settings.copy_only, **lsn)
 
-    def verify(self, staging_path: str) -> None:
-        devices = stripe_paths(staging_path, self.settings.stripes)
+    def log_health(self, database: str) -> LogHealth:
+        """Recovery model, ``log_reuse_wait_desc`` and the age of the newest log backup (msdb) of ``database``:
+        for the "no recent log backup" warning. Best effort: unreadable msdb history gives an unknown age."""
         with self._session() as session:
-            if tsql.is_url(devices[0]):
-                self._ensure_credential(session, devices[0])
-            self._verify(session, devices)
+            return read_log_health(session, database)
 
-    def restore(self, database: str, source_path: str, *, data_path: str | None = None,
+    def verify(self, staging_path: str | Sequence[str]) -> None:
+        with self._session() as session:
+            self._verify(session, _devices(staging_path))
+
+    def restore(self, database: str, source_path: str | Sequence[str], *, data_path: str | None = None,
                 log_path: str | None = None, progress: Progress | None = None) -> RestoreResult:
+        """Restore from ``source_path``: one file, or every stripe of a striped backup in order."""
         started, reporter = time.monotonic(), ProgressReporter(progress)
         quoted = tsql.quote_name(database)
-        devices = stripe_paths(source_path, self.settings.stripes)
+        devices = _devices(source_path)
+        source_path = devices[0]
         data_path = data_path or self.settings.restore_data_path
         log_path = log_path or self.settings.restore_log_path
         with self._session() as session:
-            if tsql.is_url(devices[0]):
-                self._ensure_credential(session, devices[0])
             sets = session.run(tsql.filelist_only(devices), action="RESTORE FILELISTONLY")
             files = sets[0] if sets else []
             if not files:
@@ -149,13 +160,10 @@ class SqlServerEngine:
                                       "RECOVERY should leave the database ONLINE.")
         return RestoreResult(database, source_path, time.monotonic() - started, self.name, self.server, state)
 
-    def file_list(self, source_path: str) -> list[dict[str, Any]]:
+    def file_list(self, source_path: str | Sequence[str]) -> list[dict[str, Any]]:
         """RESTORE FILELISTONLY: the backup's logical files (what a restore would MOVE)."""
-        devices = stripe_paths(source_path, self.settings.stripes)
         with self._session() as session:
-            if tsql.is_url(devices[0]):
-                self._ensure_credential(session, devices[0])
-            sets = session.run(tsql.filelist_only(devices), action="RESTORE FILELISTONLY")
+            sets = session.run(tsql.filelist_only(_devices(source_path)), action="RESTORE FILELISTONLY")
         return sets[0] if sets else []
 
     def drop(self, database: str) -> None:
@@ -211,31 +219,21 @@ class SqlServerEngine:
             log.warning("backup of %s finished but msdb history is unreadable: %s", name, exc.message)
             return {}
 
-    def _measure(self, devices: list[str], history: dict[str, Any]) -> tuple[int, str | None]:
-        if not tsql.is_url(devices[0]) and locally_readable(devices):
-            checksum, size = sha256_of(devices)
-            return size, checksum
+    @staticmethod
+    def _measure(devices: list[str], history: dict[str, Any]) -> tuple[int, str | None, tuple[str, ...]]:
+        """(size, SHA-256 of the stripes concatenated, SHA-256 of each stripe) when this process can read the
+        files, else (msdb's size, None, ())."""
+        if locally_readable(devices):
+            each = [sha256_of([d]) for d in devices]
+            checksum = each[0][0] if len(each) == 1 else None
+            return sum(n for _, n in each), checksum, tuple(c for c, _ in each)
         size = history.get("compressed_backup_size") or history.get("backup_size") or 0
-        return int(size), None
+        return int(size), None, ()
 
-    def _options(self, url: bool) -> tsql.BackupOptions:
+    def _options(self) -> tsql.BackupOptions:
         s = self.settings
         return tsql.BackupOptions(compression=s.compression, copy_only=s.copy_only, stats_percent=s.stats_percent,
-                                  max_transfer_size=s.url_max_transfer_size if url else s.max_transfer_size,
-                                  buffer_count=s.buffer_count)
-
-    def _ensure_credential(self, session: _Session, url: str) -> None:
-        name = tsql.credential_name(url)
-        exists = session.first(tsql.CREDENTIAL_EXISTS, name, action="look up the S3 credential") is not None
-        s = self.settings
-        if s.s3_access_key is not None and s.s3_secret_key is not None:
-            statement = tsql.save_s3_credential(name, s.s3_access_key, s.s3_secret_key.get_secret_value(), exists)
-            session.run(statement, action=f"{'ALTER' if exists else 'CREATE'} CREDENTIAL {tsql.quote_name(name)}")
-        elif not exists:
-            raise PermanentError(f"SQL Server has no credential {name!r} for BACKUP TO URL",
-                                 hint=f"Create it on the server (CREATE CREDENTIAL [{name}] WITH IDENTITY = "
-                                      "'S3 Access Key', SECRET = '<access key>:<secret key>') or set "
-                                      "APPSVC_DR_DATABASE__S3_ACCESS_KEY and APPSVC_DR_DATABASE__S3_SECRET_KEY.")
+                                  max_transfer_size=s.max_transfer_size, buffer_count=s.buffer_count)
 
     def _build_connection_string(self) -> str:
         s = self.settings
@@ -270,3 +268,11 @@ class SqlServerEngine:
         elif s.auth == "entra-msi":
             pairs += [("Authentication", "ActiveDirectoryMsi"), ("UID", s.username)]
         return connection_string(pairs, always_brace=("DRIVER", "PWD"))
+
+
+def _devices(source: str | Sequence[str]) -> list[str]:
+    """One path, or every stripe's path in order (as named by the stored set)."""
+    devices = [source] if isinstance(source, str) else list(source)
+    if not devices:
+        raise PermanentError("no backup file given", hint="Pass the staged backup's path (every stripe of it).")
+    return devices
