@@ -60,7 +60,8 @@ def test_three_stripes_are_backed_up_uploaded_as_three_artifacts_and_restored_fr
     # And the FULL-recovery database without log backups gave one warning (job-failed, severity warning)
     warnings = [e.payload for e in seen if e.type == "job-failed"]
     assert [(w.error_class, w.severity, w.will_retry) for w in warnings] == [("LogBackupMissing", "warning", False)]
-    assert app.metrics.log_warnings.labels(DB, "no-log-backup")._value.get() == 1
+    assert app.metrics.registry.get_sample_value("appsvc_dr_database_log_warnings_total",
+                                                 {"database": DB, "reason": "no-log-backup"}) == 1
 
     # And `artifacts list` shows each stripe with its LSNs, version, copy-only flag and stripe number
     listed = run_cli(settings, "artifacts", "list", "--set", SET_ID)

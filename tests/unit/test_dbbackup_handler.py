@@ -70,3 +70,25 @@ def test_not_the_preferred_replica_is_reported_not_failed_and_nothing_is_uploade
     [backed] = make_handler(StubEngine(skipped=True)).backup_one(job, ctx())
     assert backed.type == "database-backed-up" and backed.payload.skipped_reason == SKIPPED_NOT_PREFERRED
     assert backed.payload.staged_path is None
+
+
+def test_a_striped_backup_hands_every_stripe_to_upload_as_its_own_artifact_with_the_backup_facts(tmp_path):
+    # Given a SQL Server backup in three stripes on the simulated server
+    from tests.unit.sqlserver_sim import make
+    engine, sim = make(tmp_path, stripes=3, databases=["appservice_hosting"])
+    handler = DbBackupHandler(engine.settings, StagingSettings(database_dir=r"\\fileserver\staging\stamp1"), engine)
+    job = DatabaseBackupRequested(source="t", stamp="s1", correlation_id="set-1",
+                                  payload=DatabaseBackupRequestedPayload(database="appservice_hosting"))
+    # When the job runs
+    ready = [e for e in handler.backup_one(job, ctx()) if e.type == "artifact-ready"]
+    # Then each stripe file SQL Server wrote is one artifact-ready named <db>.bak.<i>of3, deleted after upload
+    assert [r.payload.name for r in ready] == [f"appservice_hosting.bak.{i}of3" for i in (1, 2, 3)]
+    assert [r.payload.staged_path for r in ready] == [
+        rf"\\fileserver\staging\stamp1\s1-set-1-appservice_hosting.stripe{i}of3.bak" for i in (1, 2, 3)]
+    assert all(sim.server.host_path(r.payload.staged_path).is_file() and r.payload.delete_staged for r in ready)
+    # And each carries the backup's facts for the set's manifest
+    history = sim.server.history[-1]
+    meta = ready[1].payload.metadata
+    assert (meta["stripe"], meta["stripes"], meta["copy_only"], meta["backup_type"]) == (2, 3, True, "full")
+    assert (meta["first_lsn"], meta["last_lsn"]) == (str(history.first_lsn), str(history.last_lsn))
+    assert meta["server_version"] == "16.0.4135" and meta["started_at"] <= meta["finished_at"]
