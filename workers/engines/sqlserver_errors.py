@@ -43,7 +43,8 @@ RULES: dict[int, tuple[bool, str]] = {
                   "APPSVC_DR_DATABASE__COPY_ONLY=true, or back up on the primary."),
     3241: (False, "The backup is incomplete, damaged, not a SQL Server backup, or taken on a newer SQL Server "
                   "version than this server can read (media family incorrectly formed): take a new backup, check "
-                  "that every stripe is present (APPSVC_DR_DATABASE__STRIPES), or restore onto an instance of the "
+                  "that every stripe is present (`appsvc-dr artifacts list --set <set>`: <db>.bak.1ofN ... NofN), or "
+                  "restore onto an instance of the "
                   "same or a newer version."),
     3183: (False, "The backup is damaged (RESTORE found a corrupt page): take a new backup; run DBCC CHECKDB "
                   "on the source database."),
@@ -72,8 +73,8 @@ RULES: dict[int, tuple[bool, str]] = {
                   "with RESTORE DATABASE {database} WITH RECOVERY, or drop it with DROP DATABASE {database}."),
     3634: (False, "Another process (a second SQL Server instance, antivirus, a backup agent) holds the file; "
                   "free it, or restore under other file names (RESTORE_DATA_PATH / RESTORE_LOG_PATH)."),
-    3132: (False, "The backup is striped and not every stripe was given: check that every stripe is present "
-                  "(APPSVC_DR_DATABASE__STRIPES must match the backup)."),
+    3132: (False, "The backup is striped and not every stripe was given: check that the set holds every stripe "
+                  "(`appsvc-dr artifacts list --set <set>`: <db>.bak.1ofN ... NofN)."),
     3187: (False, "The backup has no checksums (taken WITHOUT CHECKSUM): take a new backup WITH CHECKSUM."),
     3154: (False, "The backup holds another database than the one it would replace: check --database / "
                   "--target-database."),
