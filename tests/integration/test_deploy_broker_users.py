@@ -51,7 +51,8 @@ OWN_EVENTS = {
     "notifier": {"job-failed"},
     "keda": set(),
 }
-ALL_EVENTS = sorted(set().union(*OWN_EVENTS.values()) | {"fileshare-sync-requested"})
+ALL_EVENTS = sorted(set().union(*OWN_EVENTS.values()) | {"fileshare-sync-requested",
+                                                          "database-log-backup-requested"})  # operator-published
 
 
 @dataclass(frozen=True)

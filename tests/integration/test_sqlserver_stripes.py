@@ -1,13 +1,14 @@
 """A striped SQL Server backup end to end: the real db-backup, upload and catalog workers on real RabbitMQ, the
 simulated SQL Server (tests/sqlsim) writing three stripe files into the staging directory; then a restore from
-the stored set (stripe names taken from the set, not from local settings) into the simulated server."""
+the stored set (stripe names taken from the set, not from local settings) into the simulated server; then log
+backups into the set's chain, applied by the next restore."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from contracts import BackupDue, BackupDuePayload
+from contracts import BackupDue, BackupDuePayload, DatabaseLogBackupRequested, DatabaseLogBackupRequestedPayload
 from tests.fixtures.rabbit import dead_letters, run_cli, running, settings_for, tap, wait_for
 from tests.sqlsim import Simulator, app_service_server
 from tests.unit.certs import make_cert, signing_settings
@@ -87,3 +88,27 @@ def test_three_stripes_are_backed_up_uploaded_as_three_artifacts_and_restored_fr
     assert result.state == "ONLINE" and sim.server.databases["hosting_restored"].rows["dbo.sites"] == 12
     # And the staged plaintext stripes were removed again
     assert list(staging.iterdir()) == []
+
+    # When the DBA's normal full has started the log chain and two log backups are taken into the set
+    sim.server.databases[DB].log_chain_started = True
+    with running(App(settings, [db_backup, "upload", "catalog", tap(seen, "artifact-stored")])):
+        for sites in (100, 101):
+            sim.server.databases[DB].rows["dbo.sites"] = sites
+            before = len([e for e in seen if e.type == "artifact-stored"])
+            with Publisher(settings.broker) as pub:
+                pub.publish(DatabaseLogBackupRequested(source="test", stamp="stamp1", correlation_id=SET_ID,
+                                                       payload=DatabaseLogBackupRequestedPayload(database=DB)))
+            wait_for(lambda: len([e for e in seen if e.type == "artifact-stored"]) > before, 60, what="log stored")
+    logs = sorted(e.payload.name for e in seen if e.type == "artifact-stored" and e.payload.name.endswith(".trn"))
+    assert len(logs) == 2 and all(n.startswith(f"{DB}.log-") for n in logs) and list(staging.iterdir()) == []
+    # Then a restore applies both after the full, in LSN order: the copy holds the rows of the last log backup
+    restore_from_set(settings.staging, plain, engine, store, keys, stamp="stamp1", set_id=SET_ID, database=DB,
+                     target="hosting_pit", data_path=r"D:\Pit", say=lambda _: None)
+    applied = sim.statements("RESTORE LOG")
+    assert [s.split("-")[-1][:25] for s in applied[-2:]] == [n.split("-")[-1][:25] for n in logs]
+    assert sim.server.databases["hosting_pit"].rows["dbo.sites"] == 101
+    assert sim.server.databases["hosting_pit"].state == "ONLINE"
+    # And --no-logs restores the full alone
+    restore_from_set(settings.staging, plain, engine, store, keys, stamp="stamp1", set_id=SET_ID, database=DB,
+                     target="hosting_full", data_path=r"D:\Full", say=lambda _: None, logs=False)
+    assert sim.server.databases["hosting_full"].rows["dbo.sites"] == 12 and list(staging.iterdir()) == []

@@ -21,7 +21,9 @@ SQLSTATEs and message texts in the shapes ODBC Driver 18 gives pyodbc. What it m
   error 112); every failure ends with 3013 "... is terminating abnormally". Stripes write one media family
   per device; msdb.dbo.backupset/backupmediafamily record the backup (LSNs as numeric(25,0)). BACKUP LOG:
   SIMPLE recovery (4208), no normal full yet - COPY_ONLY fulls do not start the log chain (4214); a log backup
-  clears log_reuse_wait_desc = LOG_BACKUP (https://learn.microsoft.com/en-us/sql/relational-databases/backup-restore/copy-only-backups-sql-server).
+  clears log_reuse_wait_desc = LOG_BACKUP (https://learn.microsoft.com/en-us/sql/relational-databases/backup-restore/copy-only-backups-sql-server);
+  each log backup begins at the LastLSN of the one before (the log chain). msdb.dbo.backupset also gives
+  backup_finish_date (server-local, compared with GETDATE()) and software_{major,minor,build}_version.
 - RESTORE VERIFYONLY / FILELISTONLY / HEADERONLY / DATABASE ... WITH REPLACE, RECOVERY|NORECOVERY, MOVE,
   STATS, CHECKSUM (https://learn.microsoft.com/en-us/sql/t-sql/statements/restore-statements-transact-sql,
   restore-statements-arguments-transact-sql, -headeronly-, -filelistonly-, -verifyonly-): all need CREATE
@@ -35,6 +37,11 @@ SQLSTATEs and message texts in the shapes ODBC Driver 18 gives pyodbc. What it m
   MOVE naming an unknown logical file (3234), a file owned by another ONLINE database (1834 + 3156); an
   OFFLINE database's files are overwritten silently under REPLACE (the safety check REPLACE removes), a file
   locked by another process (3634 with OS error 32).
+- RESTORE LOG ... WITH NORECOVERY | RECOVERY onto a database restored WITH NORECOVERY, and RESTORE DATABASE x WITH
+  RECOVERY (https://learn.microsoft.com/en-us/sql/relational-databases/backup-restore/apply-transaction-log-backups-sql-server):
+  no RESTORING database (3117), a log that begins after the restored LSN (4305, "too recent") or ends before
+  it (4326, "too early"), a full backup given to RESTORE LOG or a log backup to RESTORE DATABASE (3135); the
+  log's content replaces the rows (a log restore is visible in the data).
 - ALTER DATABASE SET SINGLE_USER | MULTI_USER | OFFLINE | ONLINE [WITH ROLLBACK IMMEDIATE | NO_WAIT]
   (alter-database-transact-sql-set-options): RESTORING (5052), an AG database (1468), sessions without a
   termination clause (5061), no permission (5011), all followed by 5069. DROP DATABASE: in use (3702),
@@ -49,8 +56,8 @@ SQLSTATEs and message texts in the shapes ODBC Driver 18 gives pyodbc. What it m
   connected replicas; 1 outside an AG, 0 for a missing database as in 2019 CU20+).
 - Messages in another language (``server.language = "Deutsch"``) for progress, I/O and 3013: numbers stay.
 
-Not modelled: the data pages themselves (a backup carries the row counts and corrupt pages), RESTORE LOG and
-point-in-time restore, differential backups, TDE, real S3 (URL devices are files under the root once a
+Not modelled: the data pages themselves (a backup carries the row counts and corrupt pages), point-in-time
+restore (STOPAT), differential backups, TDE, real S3 (URL devices are files under the root once a
 credential exists), timing, EXEC (sp_configure is read through sys.configurations only).
 """
 from __future__ import annotations

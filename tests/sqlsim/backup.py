@@ -146,12 +146,15 @@ def backup(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Ou
         outcome.say(record(3211, percent))
     first, last = database.last_lsn, database.last_lsn + 1600000
     base = next((h.first_lsn for h in reversed(server.history)
-                 if h.database_name == name and not h.is_copy_only), first - 1000000)
+                 if h.database_name == name and not h.is_copy_only and h.type == "D"), first - 1000000)
+    if log:                                   # a log backup begins where the previous one ended (LSN chain)
+        first = database.log_backed_up_to if database.log_backed_up_to is not None else base
     write_media(local, paths, database, version=server.version, checksum="CHECKSUM" in opts.flags,
                 compressed=compressed, copy_only=copy_only, lsns=(first, last, base), backup_type=2 if log else 1)
     database.last_lsn = last + 1
     if log and not copy_only:
         database.log_reuse_wait = "NOTHING"
+        database.log_backed_up_to = last
     elif not copy_only:
         database.log_chain_started = True
     if faults.damage_written:
@@ -167,15 +170,19 @@ def backup(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Ou
 
 # ------------------------------------------------------------------------------------------------ RESTORE
 def restore(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Outcome:
-    what = tokens.expect("DATABASE", "VERIFYONLY", "FILELISTONLY", "HEADERONLY")
-    name = tokens.name() if what == "DATABASE" else None
-    tokens.expect("FROM")
+    what = tokens.expect("DATABASE", "LOG", "VERIFYONLY", "FILELISTONLY", "HEADERONLY")
+    name = tokens.name() if what in ("DATABASE", "LOG") else None
+    if what == "DATABASE" and not tokens.accept("FROM"):
+        return _recover(server, login, str(name), options(tokens, _BACKUP_ONLY | {"REPLACE", "MOVE", "FILE"}),
+                        tokens)
+    if what != "DATABASE":
+        tokens.expect("FROM")
     kind, paths = devices(tokens)
-    opts = options(tokens, _BACKUP_ONLY if what == "DATABASE" else _BACKUP_ONLY | _RESTORE_ONLY)
+    opts = options(tokens, _BACKUP_ONLY if what in ("DATABASE", "LOG") else _BACKUP_ONLY | _RESTORE_ONLY)
     tokens.end()
-    stop = {"DATABASE": "RESTORE DATABASE", "VERIFYONLY": "VERIFY DATABASE", "FILELISTONLY": "RESTORE FILELIST",
-            "HEADERONLY": "RESTORE HEADERONLY"}[what]
-    if not autocommit and what == "DATABASE":
+    stop = {"DATABASE": "RESTORE DATABASE", "LOG": "RESTORE LOG", "VERIFYONLY": "VERIFY DATABASE",
+            "FILELISTONLY": "RESTORE FILELIST", "HEADERONLY": "RESTORE HEADERONLY"}[what]
+    if not autocommit and what in ("DATABASE", "LOG"):
         raise fail(3021, terminating=stop)
     if not login.may("CREATE ANY DATABASE"):
         raise fail(262, "CREATE DATABASE", "master", terminating=stop)
@@ -203,7 +210,49 @@ def restore(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> O
     assert name is not None
     if newer:
         raise fail(3169, header.software_version, server.version, terminating=stop)
+    if what == "LOG":
+        _restore_log(server, name, header, payload, opts, paths[0], stop, outcome)
+        return outcome
+    if header.backup_type != 1:
+        raise fail(3135, paths[0], "BACKUP LOG", terminating=stop)
     _restore_database(server, name, header, payload, opts, stop, outcome)
+    return outcome
+
+
+def _restore_log(server: Server, name: str, header, payload: bytes, opts: Options, device: str, stop: str,
+                 outcome: Outcome) -> None:
+    """RESTORE LOG onto a RESTORING database: the log must include the LSN the database was restored to."""
+    database = server.database(name)
+    if header.backup_type != 2:
+        raise fail(3135, device, "BACKUP DATABASE", terminating=stop)
+    if database is None or database.state != "RESTORING" or database.restored_to is None:
+        raise fail(3117, terminating=stop)
+    if header.first_lsn > database.restored_to:
+        raise fail(4305, header.first_lsn, database.restored_to, terminating=stop)
+    if header.last_lsn <= database.restored_to:
+        raise fail(4326, header.last_lsn, database.restored_to, terminating=stop)
+    for percent in _percents(opts.stats):
+        outcome.say(record(3211, percent))
+    database.rows = dict(restored_content(payload)["rows"])
+    database.restored_to = header.last_lsn
+    database.last_lsn = header.last_lsn + 1
+    if "NORECOVERY" not in opts.flags:
+        database.state, database.restored_to = "ONLINE", None
+    outcome.say(record(3014, "RESTORE LOG", 12, 21))
+
+
+def _recover(server: Server, login: Login, name: str, opts: Options, tokens: Tokens) -> Outcome:
+    """``RESTORE DATABASE x WITH RECOVERY``: bring a RESTORING database online (no backup read)."""
+    tokens.end()
+    if not login.may("CREATE ANY DATABASE"):
+        raise fail(262, "CREATE DATABASE", "master", terminating="RESTORE DATABASE")
+    database = server.database(name)
+    if database is None or database.state != "RESTORING":
+        raise fail(3117, terminating="RESTORE DATABASE")
+    if "NORECOVERY" not in opts.flags:
+        database.state, database.restored_to = "ONLINE", None
+    outcome = Outcome()
+    outcome.say(record(3014, "RESTORE DATABASE", 0, 11))
     return outcome
 
 
@@ -246,6 +295,7 @@ def _restore_database(server: Server, name: str, header, payload: bytes, opts: O
     server.databases[name] = Database(name, files, state="ONLINE" if recovered else "RESTORING",
                                       recovery_model=header.recovery_model, containment=header.containment,
                                       rows=dict(content["rows"]), corrupt_pages=list(content["corrupt_pages"]),
-                                      last_lsn=header.last_lsn + 1)
+                                      last_lsn=header.last_lsn + 1,
+                                      restored_to=None if recovered else header.last_lsn)
     outcome.say(*[record(4035, 6402, name, f.logical) for f in files])
     outcome.say(record(3014, "RESTORE DATABASE", 6402 * len(files), 402))

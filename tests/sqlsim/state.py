@@ -43,6 +43,8 @@ class Database:
     damaged_by_restore: str | None = None    # files overwritten by another database's RESTORE ... REPLACE
     log_chain_started: bool = False          # a normal (not COPY_ONLY) full backup was taken: BACKUP LOG may run
     log_reuse_wait: str = "NOTHING"          # sys.databases.log_reuse_wait_desc (LOG_BACKUP: the log grows)
+    log_backed_up_to: int | None = None      # LastLSN of the newest log backup: the next one begins there
+    restored_to: int | None = None           # RESTORING: the LSN a following RESTORE LOG must include
 
     @property
     def replica_id(self) -> str | None:

@@ -43,6 +43,7 @@ from typing import Iterable, Mapping
 from contracts.envelope import FUTURE_SKEW, SET_ID, Envelope, is_future, set_id_time
 from workers.artifacts.setmanifest import MANIFEST, PLAN, BackupSet
 from workers.artifacts.service import RECORD_SUFFIX
+from workers.artifacts.logchain import is_log
 from workers.artifacts.stripes import database_count, database_of
 from workers.runtime.errors import PermanentError, TransientError
 from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
@@ -162,8 +163,8 @@ def counts_of(names: Iterable[tuple[str, str]]) -> dict[str, int]:
     for component, name in names:
         by_component.setdefault(component, []).append(name)
     counts = {c: len(n) for c, n in by_component.items()}
-    if "databases" in by_component:
-        counts["databases"] = database_count(by_component["databases"])
+    if "databases" in by_component:       # log backups (``.trn``) extend a database, they are not one
+        counts["databases"] = database_count(n for n in by_component["databases"] if not is_log(n))
     return counts
 
 

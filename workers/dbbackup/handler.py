@@ -10,6 +10,9 @@ file deleted on its own, and the catalog counts the database once every stripe i
 of a database backup carries its ``metadata`` (engine, server and its version, LSNs, start and finish, copy-only,
 stripe), which the upload worker keeps in the artifact's signed record and the set's manifest.
 
+SQL Server, optional: ``database-log-backup-requested`` for a backup set takes a ``BACKUP LOG`` of the database
+into that set's chain (``<db>.log-<last LSN>.trn``, see ``workers/artifacts/logchain.py``); restore applies them.
+
 SQL Server: after a full backup the worker checks that the database's transaction log is backed up by someone
 and emits a ``job-failed`` warning when not (see ``workers/dbbackup/loghealth.py``).
 
@@ -24,7 +27,8 @@ import os
 import tempfile
 
 from contracts import (ArtifactReady, ArtifactReadyPayload, BackupDue, DatabaseBackedUp, DatabaseBackedUpPayload,
-                       DatabaseBackupRequested, DatabaseBackupRequestedPayload, Envelope)
+                       DatabaseBackupRequested, DatabaseBackupRequestedPayload, DatabaseLogBackupRequested, Envelope)
+from workers.artifacts.logchain import log_name
 from workers.artifacts.stripes import stripe_name
 from workers.dbbackup.loghealth import check_log
 from workers.engines.base import BackupResult, DatabaseEngine
@@ -71,14 +75,45 @@ class DbBackupHandler:
         return [event.follow_up(DatabaseBackupRequested, DatabaseBackupRequestedPayload(database=db), source=SOURCE)
                 for db in self.database.databases]
 
-    def backup_one(self, event: DatabaseBackupRequested, ctx: JobContext) -> list[Envelope]:
-        database = event.payload.database
+    def _require_configured(self, database: str, event_type: str) -> None:
         configured = self.database.databases
         if database not in configured:            # before any connection: an event may not pick the database
             raise PermanentError(f"database {database[:128]!r} is not configured for backup (configured: "
                                  f"{', '.join(configured)})",
                                  hint="Only databases in APPSVC_DR_DATABASE__DATABASES are backed up: add it there "
-                                      "if it is genuine, or fix the producer of database-backup-requested.")
+                                      f"if it is genuine, or fix the producer of {event_type}.")
+
+    def backup_log(self, event: DatabaseLogBackupRequested, ctx: JobContext) -> list[Envelope]:
+        """SQL Server BACKUP LOG into the set's chain: ``<db>.log-<last LSN>.trn`` (see artifacts/logchain.py)."""
+        database = event.payload.database
+        self._require_configured(database, event.type)
+        backup_log = getattr(self.engine, "backup_log", None)
+        if backup_log is None:
+            raise PermanentError(f"log backups are not supported by the {self.engine.name} engine",
+                                 hint="database-log-backup-requested is for SQL Server databases in FULL recovery; "
+                                      "stop publishing it for this site.")
+        directory = self.staging.database_dir
+        if not is_unc(directory):
+            make_private_dirs(directory)
+        staged = join(directory, f"{event.stamp}-{event.correlation_id}-{database}-{event.event_id.hex[:12]}.trn")
+        result = backup_log(database, staged, lambda pct: ctx.logger.info("%s log: %d%% backed up", database, pct))
+        ctx.progress("backed-up", result.size)
+        name = log_name(database, result.last_lsn, fallback=event.event_id.hex)
+        metadata = {**backup_metadata(result), "backup_type": "log"}
+        metadata.pop("stripes", None)
+        sha = _sha(result.checksum)
+        return [event.follow_up(ArtifactReady, ArtifactReadyPayload(
+                    component="databases", name=name, staged_path=staged, sha256=sha, delete_staged=True,
+                    metadata=metadata, size=result.size if sha else None), source=SOURCE),
+                event.follow_up(DatabaseBackedUp, DatabaseBackedUpPayload(
+                    database=result.database, engine=self.engine.name, server=result.server,  # type: ignore
+                    size=result.size, duration_seconds=round(result.duration, 3), staged_path=staged,
+                    first_lsn=result.first_lsn, last_lsn=result.last_lsn, backup_type="log",
+                    database_backup_lsn=result.database_backup_lsn), source=SOURCE)]
+
+    def backup_one(self, event: DatabaseBackupRequested, ctx: JobContext) -> list[Envelope]:
+        database = event.payload.database
+        self._require_configured(database, event.type)
         name = artifact_name(self.engine.name, database)
         staged_name = f"{event.stamp}-{event.correlation_id}-{name}"
 
@@ -135,7 +170,8 @@ class DbBackupHandler:
 
 
 SPEC = WorkerSpec(WORKER, {BackupDue: DbBackupHandler.backup_due,
-                           DatabaseBackupRequested: DbBackupHandler.backup_one}, concurrency=2)
+                           DatabaseBackupRequested: DbBackupHandler.backup_one,
+                           DatabaseLogBackupRequested: DbBackupHandler.backup_log}, concurrency=2)
 
 
 def build_db_backup_worker(*, database: DatabaseSettings, staging: StagingSettings,

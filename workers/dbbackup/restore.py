@@ -5,7 +5,8 @@ A local staged copy is plaintext: it is written 0600 into a fresh 0700 directory
 or the temp directory when pg_restore must read a local file but staging is a share), removed afterwards.
 
 A striped backup (``<db>.bak.1ofN`` ... ``NofN`` in the set) is staged stripe by stripe and restored from all of
-them; the stripe names come from the stored set, never from the local ``DATABASE__STRIPES`` setting."""
+them; the stripe names come from the stored set, never from the local ``DATABASE__STRIPES`` setting. SQL Server
+log backups stored in the set after the full (``<db>.log-<LSN>.trn``) are applied in LSN order."""
 from __future__ import annotations
 
 import contextlib
@@ -16,6 +17,7 @@ from typing import Iterator, Sequence
 
 from workers.artifacts.setmanifest import artifact_key
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
+from workers.artifacts.logchain import chain, is_log, log_database
 from workers.artifacts.stripes import stripe_keys
 from workers.engines.base import DatabaseEngine, RestoreResult
 from workers.engines.settings import DatabaseSettings
@@ -99,14 +101,39 @@ def _staged_one(staging: StagingSettings, engine: DatabaseEngine, store: Artifac
         yield path
 
 
+def log_backup_keys(store: ArtifactStore, stamp: str, set_id: str, engine_name: str, database: str) -> list[str]:
+    """The set's log backups of ``database`` that continue its full backup's LSN chain, in order (see
+    :mod:`workers.artifacts.logchain`); PermanentError on a gap."""
+    full = backup_keys(store, stamp, set_id, engine_name, database)[-1]
+    prefix = full.rsplit("/", 1)[0] + "/"
+    names = [i.key[len(prefix):-len(RECORD_SUFFIX)] for i in store.backend.list(prefix)
+             if i.key.endswith(RECORD_SUFFIX)]
+    logs = [prefix + n for n in names if is_log(n) and log_database(n) == database]
+    if not logs:
+        return []
+    record = store.trusted_record(full)
+    return chain(full, record.metadata if record else None,
+                 [(k, r.metadata if r else None) for k, r in ((k, store.trusted_record(k)) for k in logs)])
+
+
 def restore_from_set(staging: StagingSettings, configured: DatabaseSettings, engine: DatabaseEngine,
                      store: ArtifactStore, keys, *, stamp: str, set_id: str, database: str, target: str,
                      data_path: str | None = None, log_path: str | None = None, progress=None, say=print,
-                     fetch_progress=None) -> RestoreResult:
+                     fetch_progress=None, logs: bool = True) -> RestoreResult:
     """Restore ``database`` of a backup set as ``target`` (WITH REPLACE; MOVE to ``data_path`` / ``log_path``,
-    default the ``configured`` restore paths) and check it."""
+    default the ``configured`` restore paths) and check it. With ``logs`` (default) the set's SQL Server log
+    backups of the database are applied after the full (WITH NORECOVERY until the last)."""
     label = "restore" if target == database else f"restore-{target}"
-    with staged_artifact(staging, engine, store, keys, stamp=stamp, set_id=set_id, database=database,
-                         label=label, say=say, fetch_progress=fetch_progress) as path:
+    chained = log_backup_keys(store, stamp, set_id, engine.name, database) if logs else []
+    with contextlib.ExitStack() as stack:
+        path = stack.enter_context(staged_artifact(staging, engine, store, keys, stamp=stamp, set_id=set_id,
+                                                   database=database, label=label, say=say,
+                                                   fetch_progress=fetch_progress))
+        extra = {}
+        if chained:
+            extra["logs"] = [stack.enter_context(_staged_one(staging, engine, store, keys, key, label, say,
+                                                             fetch_progress)) for key in chained]
+            say(f"applying {len(chained)} log backup(s) after the full backup")
         return engine.restore(target, path, data_path=data_path or configured.restore_data_path,
-                              log_path=log_path or configured.restore_log_path, progress=progress)
+                              log_path=log_path or configured.restore_log_path, progress=progress,
+                              **extra)  # type: ignore[call-arg]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from workers.artifacts import stripes
+from workers.artifacts.logchain import is_log
 from workers.artifacts.setmanifest import read_set
 from workers.artifacts.service import ArtifactStore
 from workers.config import Settings
@@ -105,7 +106,8 @@ def scratch_name(database: str, drill_id: str) -> str:
 
 def databases(d: Drill) -> list[ComponentResult]:
     artifacts = [a for a in read_set(d.store, d.stamp, d.set_id).artifacts if a.key.split("/")[2] == "databases"
-                 and stripes.parse(a.key.rsplit("/", 1)[1])[1] == 1]      # a striped backup once (its stripe 1)
+                 and stripes.parse(a.key.rsplit("/", 1)[1])[1] == 1      # a striped backup once (its stripe 1)
+                 and not is_log(a.key.rsplit("/", 1)[1])]                  # log backups: applied by the restore
     if not artifacts:
         def missing(r: ComponentResult) -> None:
             raise PermanentError(f"backup set {d.set_id} has no database artifact",

@@ -23,7 +23,7 @@ import pyodbc
 from workers.engines import sqlserver_sql as tsql
 from workers.engines.base import (ONLINE, SKIPPED_NOT_PREFERRED, BackupResult, Progress, ProgressReporter,
                                     RestoreResult, locally_readable, require_name, sha256_of, stripe_paths)
-from workers.engines.sqlserver_log import LogHealth, read_log_health
+from workers.engines.sqlserver_log import LogHealth, apply_logs, read_log_health
 from workers.engines.odbc import ConnectFn, Cursor, Message, clean_text, connection_string, drain, native_number
 from workers.engines.settings import DatabaseSettings
 from workers.engines.sqlserver_errors import classify
@@ -122,6 +122,27 @@ class SqlServerEngine:
                             server_version=tsql.version_of(history), started_at=began.isoformat(),
                             finished_at=ended.isoformat(), copy_only=self.settings.copy_only, **lsn)
 
+    def backup_log(self, database: str, staging_path: str, progress: Progress | None = None) -> BackupResult:
+        """BACKUP LOG of ``database`` (FULL / BULK_LOGGED recovery) to one file, verified like a full backup."""
+        started, reporter = time.monotonic(), ProgressReporter(progress)
+        with self._session() as session:
+            name, _ = self._online(session, database)
+            began = datetime.now(timezone.utc)
+            session.run(tsql.backup_log(name, [staging_path], self._options()),
+                        action=f"BACKUP LOG {tsql.quote_name(name)}", on_message=_progress_from_messages(reporter),
+                        database=name)
+            ended = datetime.now(timezone.utc)
+            reporter.done()
+            history = self._history(session, name, staging_path)
+            if self.settings.verify:
+                self._verify(session, [staging_path])
+        size, checksum, _ = self._measure([staging_path], history)
+        lsn = {k: (str(history[k]) if history.get(k) is not None else None)
+               for k in ("first_lsn", "last_lsn", "database_backup_lsn")}
+        return BackupResult(name, staging_path, size, time.monotonic() - started, self.name, self.server,
+                            checksum=checksum, parts=(staging_path,), server_version=tsql.version_of(history),
+                            started_at=began.isoformat(), finished_at=ended.isoformat(), copy_only=False, **lsn)
+
     def log_health(self, database: str) -> LogHealth:
         """Recovery model, ``log_reuse_wait_desc`` and the age of the newest log backup (msdb) of ``database``:
         for the "no recent log backup" warning. Best effort: unreadable msdb history gives an unknown age."""
@@ -133,8 +154,10 @@ class SqlServerEngine:
             self._verify(session, _devices(staging_path))
 
     def restore(self, database: str, source_path: str | Sequence[str], *, data_path: str | None = None,
-                log_path: str | None = None, progress: Progress | None = None) -> RestoreResult:
-        """Restore from ``source_path``: one file, or every stripe of a striped backup in order."""
+                log_path: str | None = None, progress: Progress | None = None,
+                logs: Sequence[str] = ()) -> RestoreResult:
+        """Restore from ``source_path``: one file, or every stripe of a striped backup in order; then, WITH
+        NORECOVERY until the last, each of ``logs`` (log backups, in LSN order) and RECOVERY."""
         started, reporter = time.monotonic(), ProgressReporter(progress)
         quoted = tsql.quote_name(database)
         devices = _devices(source_path)
@@ -148,9 +171,12 @@ class SqlServerEngine:
                 raise PermanentError(f"RESTORE FILELISTONLY found no database files in {source_path}",
                                      hint="The file is not a database backup: check the source path.")
             moves = tsql.plan_moves(database, files, data_path, log_path)
-            session.run(tsql.restore_database(database, devices, moves, self.settings.stats_percent),
+            session.run(tsql.restore_database(database, devices, moves, self.settings.stats_percent,
+                                              recovery=not logs),
                         action=f"RESTORE DATABASE {quoted}", on_message=_progress_from_messages(reporter),
                         database=database)
+            if logs:
+                apply_logs(session, database, logs, self.settings.stats_percent)
             reporter.done()
             row = session.first(tsql.DATABASE_STATE, database, action=f"check restored database {quoted}")
         state = str(row["state_desc"]) if row else "MISSING"

@@ -1,4 +1,5 @@
-"""Transaction-log health of a SQL Server database: is its log backed up, or does it grow unbounded?
+"""Transaction logs of a SQL Server database: is its log backed up, or does it grow unbounded? And applying
+log backups after a restore (:func:`apply_logs`).
 
 A database in FULL (or BULK_LOGGED) recovery keeps every log record until a log backup takes it; COPY_ONLY full
 backups (this tool's default) never truncate the log. Without someone's ``BACKUP LOG`` the log grows without
@@ -16,8 +17,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
+from workers.engines import sqlserver_sql as tsql
 from workers.runtime.errors import DrError
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,8 @@ NEVER = float("inf")
 
 class _Session(Protocol):
     def first(self, sql: str, *params: Any, action: str) -> dict[str, Any] | None: ...
+
+    def run(self, sql: str, *params: Any, action: str, database: str | None = None) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -74,3 +78,14 @@ def _seconds_between(finished: object, now: object) -> float | None:
     if isinstance(finished, datetime) and isinstance(now, datetime):
         return max(0.0, (now - finished).total_seconds())
     return None
+
+
+def apply_logs(session: _Session, database: str, logs: Sequence[str], stats_percent: int) -> None:
+    """RESTORE LOG each of ``logs`` (in LSN order) WITH NORECOVERY onto ``database`` (restored WITH
+    NORECOVERY), then RESTORE DATABASE ... WITH RECOVERY. A gap in the chain is SQL Server's 4305 / 4326."""
+    quoted = tsql.quote_name(database)
+    for device in logs:
+        session.run(tsql.restore_log(database, [device], stats_percent), action=f"RESTORE LOG {quoted}",
+                    database=database)
+    session.run(tsql.recover_database(database), action=f"RESTORE DATABASE {quoted} WITH RECOVERY",
+                database=database)

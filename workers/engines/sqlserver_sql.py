@@ -83,6 +83,23 @@ def backup_database(name: str, devices: Sequence[str], options: BackupOptions) -
     return f"BACKUP DATABASE {quote_name(name)} TO {devices_clause(devices)} WITH {', '.join(opts)}"
 
 
+def backup_log(name: str, devices: Sequence[str], options: BackupOptions) -> str:
+    """``BACKUP LOG [db] TO DISK = N'...' WITH CHECKSUM, FORMAT, INIT, ...``: never COPY_ONLY (it truncates the
+    log, which is what it is for), so it joins the database's one log chain."""
+    opts = ["CHECKSUM", "FORMAT", "INIT", "COMPRESSION" if options.compression else "NO_COMPRESSION",
+            f"STATS = {int(options.stats_percent)}"]
+    return f"BACKUP LOG {quote_name(name)} TO {devices_clause(devices)} WITH {', '.join(opts)}"
+
+
+def restore_log(name: str, devices: Sequence[str], stats_percent: int) -> str:
+    return f"RESTORE LOG {quote_name(name)} FROM {devices_clause(devices)} WITH NORECOVERY, STATS = {int(stats_percent)}"
+
+
+def recover_database(name: str) -> str:
+    """Bring a database restored WITH NORECOVERY online once its log backups are applied."""
+    return f"RESTORE DATABASE {quote_name(name)} WITH RECOVERY"
+
+
 def verify_only(devices: Sequence[str]) -> str:
     return f"RESTORE VERIFYONLY FROM {devices_clause(devices)} WITH CHECKSUM"
 
@@ -92,9 +109,10 @@ def filelist_only(devices: Sequence[str]) -> str:
 
 
 def restore_database(name: str, devices: Sequence[str], moves: Iterable[tuple[str, str]],
-                     stats_percent: int) -> str:
-    """``RESTORE DATABASE [db] FROM ... WITH REPLACE, RECOVERY, MOVE N'logical' TO N'path', ..., STATS = N``."""
-    opts = ["REPLACE", "RECOVERY"]
+                     stats_percent: int, recovery: bool = True) -> str:
+    """``RESTORE DATABASE [db] FROM ... WITH REPLACE, RECOVERY, MOVE N'logical' TO N'path', ..., STATS = N``
+    (``NORECOVERY`` when log backups follow)."""
+    opts = ["REPLACE", "RECOVERY" if recovery else "NORECOVERY"]
     opts += [f"MOVE {literal(logical, 'logical file')} TO {literal(path)}" for logical, path in moves]
     opts.append(f"STATS = {int(stats_percent)}")
     return f"RESTORE DATABASE {quote_name(name)} FROM {devices_clause(devices)} WITH {', '.join(opts)}"
