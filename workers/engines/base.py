@@ -70,6 +70,10 @@ class DatabaseEngine(Protocol):
     * ``verify`` raises :class:`PermanentError` when the staged backup is unreadable or incomplete.
     * ``restore`` replaces (or creates) ``database`` from ``source_path`` and checks it afterwards;
       ``data_path`` / ``log_path`` relocate the files where the engine supports it (SQL Server MOVE).
+
+    SQL Server also takes, for ``verify`` / ``restore`` / ``file_list``, the sequence of every stripe's path of a
+    striped backup, and ``restore(..., logs=[...])`` log backups to apply after the full (``backup_log`` takes
+    them); callers pass these only to an engine that has them.
     """
 
     name: str       # engine name: "sqlserver" | "postgres"
