@@ -66,3 +66,14 @@ def test_a_log_backup_request_for_another_engine_or_database_is_refused_before_a
     other = job.model_copy(update={"payload": DatabaseLogBackupRequestedPayload(database="master")})
     with pytest.raises(PermanentError, match="not configured"):
         make_handler(StubEngine()).backup_log(other, ctx())
+
+
+def test_publishing_a_log_backup_request_needs_the_set_it_extends(capsys):
+    from workers.cli import main
+    # Without --set-id the CLI refuses (a new set has no plan: the log backup could not be stored)
+    assert main(["publish", "database-log-backup-requested", "--dry-run", "-p", "database=appservice_hosting"]) != 0
+    assert "needs --set-id" in capsys.readouterr().err
+    # With it, the event names that set
+    assert main(["publish", "database-log-backup-requested", "--dry-run", "--set-id", "20261122T010000Z-s1",
+                 "-p", "database=appservice_hosting"]) == 0
+    assert '"correlation_id": "20261122T010000Z-s1"' in capsys.readouterr().out
