@@ -5,6 +5,8 @@ backups into the set's chain, applied by the next restore."""
 from __future__ import annotations
 
 import json
+import threading
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -14,11 +16,15 @@ from tests.sqlsim import Simulator, app_service_server
 from tests.unit.certs import make_cert, signing_settings
 from workers.app import App
 from workers.artifacts.service import ArtifactStore
+from workers.artifacts.sets import Plan, write_marker, write_plan
 from workers.dbbackup.handler import SPEC, DbBackupHandler
 from workers.dbbackup.restore import restore_from_set
 from workers.engines import SqlServerEngine
+from workers.logschedule import run_log_schedule
 from workers.runtime.publisher import Publisher
+from workers.scheduler import next_run
 from workers.storage.codec import KeyRing
+from workers.storage.local import LocalStore
 
 pytestmark = pytest.mark.integration
 DB = "appservice_hosting"
@@ -112,3 +118,28 @@ def test_three_stripes_are_backed_up_uploaded_as_three_artifacts_and_restored_fr
     restore_from_set(settings.staging, plain, engine, store, keys, stamp="stamp1", set_id=SET_ID, database=DB,
                      target="hosting_full", data_path=r"D:\Full", say=lambda _: None, logs=False)
     assert sim.server.databases["hosting_full"].rows["dbo.sites"] == 12 and list(staging.iterdir()) == []
+
+
+def test_the_log_schedule_publishes_one_request_per_database_into_the_newest_complete_set(rabbit_vhost, tmp_path):
+    # Given a store with a complete set holding databases, and the log schedule's next slot a moment away
+    settings = settings_for(rabbit_vhost, store={"kind": "local", "local_path": str(tmp_path / "store")},
+                            database={"databases": [DB, "appservice_metering"]})
+    backend = LocalStore(tmp_path / "store")
+    write_plan(backend, Plan("stamp1", SET_ID, ("databases",), "schedule", datetime.now(timezone.utc)))
+    write_marker(backend, "stamp1", SET_ID, {"requested_at": datetime.now(timezone.utc).isoformat()})
+    shift: list[timedelta] = []
+
+    def clock() -> datetime:            # real time, shifted so that its first reading is just before a slot
+        now = datetime.now(timezone.utc)
+        if not shift:
+            shift.append(next_run(now, timedelta(minutes=1)) - now - timedelta(seconds=0.3))
+        return now + shift[0]
+    seen: list = []
+    with running(App(settings, [tap(seen, "database-log-backup-requested")])):
+        # When the schedule runs one slot
+        sent = run_log_schedule(settings, timedelta(minutes=1), threading.Event(), once=True,
+                                clock=clock, backend=backend)
+        # Then each configured database is asked for a log backup into that set
+        wait_for(lambda: len(seen) == 2, 20, what="log backup requests")
+    assert sent == 2 and sorted(e.payload.database for e in seen) == sorted([DB, "appservice_metering"])
+    assert {(e.stamp, e.correlation_id, e.source) for e in seen} == {("stamp1", SET_ID, "scheduler")}

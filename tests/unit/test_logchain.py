@@ -77,3 +77,30 @@ def test_publishing_a_log_backup_request_needs_the_set_it_extends(capsys):
     assert main(["publish", "database-log-backup-requested", "--dry-run", "--set-id", "20261122T010000Z-s1",
                  "-p", "database=appservice_hosting"]) == 0
     assert '"correlation_id": "20261122T010000Z-s1"' in capsys.readouterr().out
+
+
+def test_the_log_schedule_picks_the_newest_complete_set_with_databases(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from contracts import new_backup_set_id
+    from workers.artifacts.sets import Plan, write_marker, write_plan
+    from workers.logschedule import log_events, newest_database_set
+    from workers.storage.local import LocalStore
+    backend = LocalStore(tmp_path / "store")
+    now = datetime.now(timezone.utc)
+
+    def make_set(hours_ago: float, components: tuple[str, ...], complete: bool) -> str:
+        when = now - timedelta(hours=hours_ago)
+        set_id = new_backup_set_id(when)
+        write_plan(backend, Plan("stamp1", set_id, components, "schedule", when))
+        if complete:
+            write_marker(backend, "stamp1", set_id, {"requested_at": when.isoformat()})
+        return set_id
+    assert newest_database_set(backend, "stamp1") is None
+    wanted = make_set(30, ("secrets", "databases"), True)
+    make_set(20, ("secrets",), True)                     # newer, but without databases
+    make_set(10, ("databases",), False)                  # newer, but incomplete
+    assert newest_database_set(backend, "stamp1") == wanted
+    events = log_events("stamp1", wanted, ["appservice_hosting", "appservice_metering"])
+    assert [(e.correlation_id, e.payload.database) for e in events] == [
+        (wanted, "appservice_hosting"), (wanted, "appservice_metering")]

@@ -1,4 +1,5 @@
-"""`schedule`: publish backup-due on a fixed schedule (run it once per site, e.g. as its own container)."""
+"""`schedule`: publish backup-due on a fixed schedule (run it once per site, e.g. as its own container); with
+``--log-every``, SQL Server log backups instead (a second process)."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--components", help="comma-separated (default: APPSVC_DR_COMPONENTS, i.e. everything this "
                    "site backs up)")
     p.add_argument("--once", action="store_true", help="publish at the next slot, then exit")
+    p.add_argument("--log-every", help="instead: SQL Server log backups every INTERVAL (e.g. 15m), one "
+                   "database-log-backup-requested per configured database into the newest complete set")
     p.set_defaults(func=schedule)
 
 
@@ -28,12 +31,19 @@ def schedule(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if args.log_every:
+        from workers.logschedule import run_log_schedule
+        run_log_schedule(settings, _interval(args.log_every), stop, once=args.once)
+        return 0
     components = tuple(comma_list(args.components)) if args.components \
         else settings.components
     check_components(list(components), settings)
-    try:
-        every = parse_duration(args.every)
-    except ValueError as exc:
-        raise ConfigurationError(str(exc), hint="e.g. --every 24h --at 02:00") from None
-    run_schedule(settings, every, args.at, components, stop, once=args.once)
+    run_schedule(settings, _interval(args.every), args.at, components, stop, once=args.once)
     return 0
+
+
+def _interval(text: str):
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc), hint="e.g. --every 24h --at 02:00, --log-every 15m") from None
