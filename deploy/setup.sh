@@ -63,6 +63,21 @@ for _ in $(seq 1 60); do
 done
 curl -sf -u guest:guest http://127.0.0.1:15672/api/overview >/dev/null || { echo "setup: RabbitMQ management API is not answering" >&2; exit 1; }
 
+# RabbitMQ's Prometheus plugin: queue depths (the dead-letter queues) for Prometheus and the dashboard, on
+# 127.0.0.1:15692 only, one series per queue (as deploy/rabbitmq/rabbitmq.conf sets for compose). The plugin
+# reads its listener when it starts, so that is set first (per-object metrics after: loading the plugin
+# resets them); both last until the broker restarts and every run of this script sets them again.
+if ss -Hltn 'sport = :15692' 2>/dev/null | grep -qv '127\.0\.0\.1:15692'; then
+    # enabled before this script ran (a broker restart reads enabled_plugins): listening beyond loopback
+    echo "setup: restarting rabbitmq_prometheus on 127.0.0.1 only"
+    rabbitmq-plugins -q disable rabbitmq_prometheus >/dev/null   # (this also forgets its settings)
+fi
+rabbitmqctl -q eval 'application:set_env(rabbitmq_prometheus, tcp_config, [{port, 15692}, {ip, "127.0.0.1"}]).' >/dev/null
+rabbitmq-plugins -q enable rabbitmq_prometheus >/dev/null
+rabbitmqctl -q eval 'application:set_env(rabbitmq_prometheus, return_per_object_metrics, true).' >/dev/null
+for _ in $(seq 1 30); do curl -sf http://127.0.0.1:15692/metrics >/dev/null && break; sleep 1; done
+curl -sf http://127.0.0.1:15692/metrics >/dev/null || { echo "setup: RabbitMQ's Prometheus endpoint (127.0.0.1:15692) is not answering: rabbitmq-plugins enable rabbitmq_prometheus" >&2; exit 1; }
+
 # PostgreSQL (the real database engine of the end-to-end tests and the demo).
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
     echo "setup: starting PostgreSQL"

@@ -56,8 +56,19 @@ def _db_backup(module, deps: Deps) -> WorkerSpec:
 
 def _notifier(module, deps: Deps) -> WorkerSpec:
     counter = deps.metrics.notifications
-    return module.build_notifier_worker(deps.settings.notify,
+    spec = module.build_notifier_worker(deps.settings.notify,
                                         observe=lambda sink, outcome: counter.labels(sink, outcome).inc())
+    for sink in ("*", *(n.name for n in spec.target.notifiers)):  # at 0 from the start: increase() sees the 1st
+        for outcome in (("grouped",) if sink == "*" else ("sent", "failed")):
+            counter.labels(sink, outcome)
+    return spec
+
+
+def _secrets(module, deps: Deps) -> WorkerSpec:
+    spec = module.build_secrets_worker(deps.settings, deps.metrics)
+    for outcome in ("stored", "duplicate"):  # at 0 from the start: increase() sees the first rotation
+        deps.metrics.secrets_rotations.labels(deps.settings.stamp, outcome)
+    return spec
 
 
 def _upload(module, deps: Deps) -> WorkerSpec:
@@ -154,7 +165,8 @@ class App:
             except ValueError as exc:
                 raise ConfigurationError(str(exc), hint="Give the worker's event model its own type or "
                                          "version.") from None
-        hooks = Hooks([MetricsMiddleware(self.metrics), *(middleware or [])])
+        hooks = Hooks([MetricsMiddleware(self.metrics, {s.name: s.event_types for s in self.specs}),
+                       *(middleware or [])])
         all_workers = topology_of(self.specs, settings.components)
         self.runners = [Runner(s, deps.registry, broker=settings.broker, retry=settings.retry, worker=settings.worker,
                                all_workers=all_workers, hooks=hooks) for s in self.specs]

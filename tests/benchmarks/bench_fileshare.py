@@ -42,7 +42,7 @@ from workers.fileshare.handler import commit  # noqa: E402
 from workers.fileshare.restore import Restorer  # noqa: E402
 from workers.fileshare.settings import FileshareSettings  # noqa: E402
 from workers.fileshare.sync import Sync  # noqa: E402
-from workers.fileshare.tree import open_tree  # noqa: E402
+from workers.fileshare.opener import open_tree  # noqa: E402
 from workers.repository.repo import Repository  # noqa: E402
 from workers.storage.codec import KeyRing, generate_self_signed, load_certificate  # noqa: E402
 from workers.storage.s3 import S3Store  # noqa: E402
@@ -117,7 +117,7 @@ def ours(smb, s3, folder: str, bucket: str, cert, cache: Path, sid: str) -> tupl
     result = Sync(settings, repo, open_tree(unc, username=smb.username, password=smb.password, port=smb.port)) \
         .run(sid, "bench", sid, None)
     commit(repo, result)
-    return time.monotonic() - started, dict(result.stats, cpu_seconds=cpu_seconds() - cpu)
+    return time.monotonic() - started, dict(result.stats.as_dict(), cpu_seconds=cpu_seconds() - cpu)
 
 
 def row(case: str, tool: str, seconds: float, files: int, nbytes: int, ref: float | None,

@@ -41,8 +41,8 @@ WORKER_METRICS = {
     "appsvc_dr_retries_total", "appsvc_dr_last_success_timestamp_seconds", "appsvc_dr_bytes_processed_total",
     "appsvc_dr_broker_connected", "appsvc_dr_events_published_total", "appsvc_dr_notifications_total",
     "appsvc_dr_dead_letters_total", "appsvc_dr_secrets_newest_version_timestamp_seconds",
-    "appsvc_dr_secrets_rotations_total", "appsvc_dr_database_log_backup_age_seconds",
-    "appsvc_dr_database_log_warnings_total",
+    "appsvc_dr_secrets_rotations_total", "appsvc_dr_last_failure_timestamp_seconds",
+    "appsvc_dr_database_log_backup_age_seconds", "appsvc_dr_database_log_warnings_total",
 }
 # Written by `appsvc-dr drill --textfile F` for node_exporter's textfile collector (not by the workers).
 DRILL_METRICS = {"appsvc_dr_last_restore_drill_timestamp_seconds"}

@@ -70,3 +70,51 @@ def transient_once(deps: Deps) -> WorkerSpec:
         _trace(event, "done")
         return []
     return WorkerSpec("transient", {BackupDue: handle})
+
+
+def standin(deps: Deps) -> WorkerSpec:
+    """Runs under the name APPSVC_DR_TEST_WORKER_NAME (a built-in worker's name, so metrics carry the labels the
+    dashboard and alerts select on) and consumes backup-due and backup-set-completed. What a job does is named
+    by its backup set id, ``<action>-<worker>-<n>``, for this worker only: ``dead`` fails permanently,
+    ``retry<K>`` fails transiently on its first K attempts; anything else succeeds. Every job reports 1 MiB read.
+    """
+    from contracts import BackupSetCompleted
+    name = os.environ["APPSVC_DR_TEST_WORKER_NAME"]
+
+    def handle(event, ctx):
+        ctx.progress("read", 1 << 20)
+        action, _, target = event.correlation_id.partition("-")
+        if target.startswith(f"{name}-"):
+            if action == "dead":
+                raise PermanentError("the share refused access", hint="Grant the backup account read access.")
+            if action.startswith("retry") and ctx.attempt < int(action[len("retry"):]):
+                raise TransientError("the database server is restarting")
+        if name == "db-backup" and action == "ok" and isinstance(event, BackupDue):
+            _full_backup_of_simulated_server(deps, event, ctx)
+        return []
+    return WorkerSpec(name, {BackupDue: handle, BackupSetCompleted: handle})
+
+
+def _full_backup_of_simulated_server(deps: Deps, event: BackupDue, ctx) -> None:
+    """The real db-backup handler backs up appservice_hosting of the simulated SQL Server (tests/sqlsim; FULL
+    recovery, no log backup in msdb) and runs its log check, which sets appsvc_dr_database_log_backup_age_seconds
+    to +Inf and counts the warning, as db-backup does after each full backup. Its events are not published (the
+    scenario's counts stay those of the stand-in jobs)."""
+    import tempfile
+
+    from contracts import DatabaseBackupRequested, DatabaseBackupRequestedPayload
+    from tests.sqlsim import PASSWORD, Simulator, app_service_server
+    from workers.dbbackup.handler import DbBackupHandler
+    from workers.engines import DatabaseSettings, SqlServerEngine
+    from workers.storage.settings import StagingSettings
+
+    with tempfile.TemporaryDirectory(prefix="sqlsim-") as root:
+        sim = Simulator(app_service_server(Path(root)))
+        settings = DatabaseSettings(server="sql01", username="backup", password=PASSWORD,
+                                    databases=["appservice_hosting"])
+        handler = DbBackupHandler(settings, StagingSettings(database_dir=r"\\fileserver\staging\stamp1"),
+                                  SqlServerEngine(settings, connect=sim.connect), deps.metrics)
+        job = event.follow_up(DatabaseBackupRequested, DatabaseBackupRequestedPayload(database="appservice_hosting"),
+                              source="db-backup")
+        events = handler.backup_one(job, ctx)
+    assert any(e.type == "job-failed" for e in events), "the log check gave no warning"

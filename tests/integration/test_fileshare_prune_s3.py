@@ -14,9 +14,9 @@ from tests.unit.test_fileshare_prune import assert_restores, history
 from tests.unit.test_fileshare_trees import picture
 from workers.artifacts.service import ArtifactStore
 from workers.cli import main
-from workers.fileshare.lock import RepoLock, RepositoryLocked, read_locks
-from workers.fileshare.prune import Pruner
 from workers.repository.forget import Policy, forget
+from workers.repository.lock import RepoLock, RepositoryLocked, read_locks
+from workers.repository.prune import Pruner
 from workers.repository.repo import Repository
 from workers.storage.codec import KeyRing, load_certificate
 from workers.storage.s3 import S3Store

@@ -17,8 +17,8 @@ from tests.unit.test_fileshare_prune import assert_restores, history, repo_for
 from workers.artifacts.records import RECORD_SUFFIX
 from workers.artifacts.service import ArtifactStore
 from workers.cli import main
-from workers.fileshare.prune import Pruner
 from workers.repository.forget import Policy, forget
+from workers.repository.prune import Pruner
 from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError
 from workers.storage.codec import KeyRing, encode, load_certificate

@@ -203,7 +203,7 @@ def test_a_killed_restores_temporary_data_is_removed_by_the_next_run(env, capsys
     # Given a restore process killed while it held decrypted packs in its private temporary folder
     temp_root = env.cache / "restore-tmp"
     script = ("import os, signal, sys; from collections import Counter; from pathlib import Path; "
-              "from workers.fileshare.packcache import PackCache; "
+              "from workers.repository.packcache import PackCache; "
               "c = PackCache(None, None, Counter(), temp_root=Path(sys.argv[1])); "
               "(c.dir / 'pack1').write_bytes(b'decrypted'); os.kill(os.getpid(), signal.SIGKILL)")
     proc = subprocess.run([sys.executable, "-c", script, str(temp_root)], env={**os.environ})

@@ -18,10 +18,10 @@ from tests.unit.certs import signed
 from tests.unit.test_fileshare_trees import change_tree, copy_tree, make_tree, picture
 from workers.artifacts.service import ArtifactStore, OverwriteError
 from workers.fileshare.handler import commit
+from workers.fileshare.localtree import LocalTree
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
-from workers.fileshare.tree import LocalTree
 from workers.repository.repo import Repository
 from workers.storage.codec import IntegrityError, encode
 

@@ -15,17 +15,18 @@ from contracts import BackupDue, BackupDuePayload
 from tests.fixtures import started
 from tests.fixtures.smbd import _run, _stop_by_pidfile, _wait_listening, smbd_server
 from tests.unit.certs import make_cert
-from tests.unit.test_fileshare_trees import MiB, change_tree, copy_tree, make_tree, picture, write
 from tests.unit.forge import plan_set
+from tests.unit.test_fileshare_trees import MiB, change_tree, copy_tree, make_tree, picture, write
 from workers.artifacts.service import ArtifactStore
 from workers.config import load_settings
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.handler import FileshareHandler, commit
+from workers.fileshare.localtree import LocalTree
 from workers.fileshare.opener import open_tree
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
-from workers.fileshare.tree import LocalTree, SourceDenied, SourceUnavailable
+from workers.fileshare.tree import SourceDenied, SourceUnavailable
 from workers.repository.repo import Repository
 from workers.runtime.worker import JobContext
 from workers.storage.codec import KeyRing, load_certificate
@@ -83,10 +84,10 @@ def test_share_snapshots_to_s3_are_incremental_and_restore_byte_and_mtime_exact(
     # Then the first snapshot stored everything once, the second only the new content (and one chunk)
     first, second = results
     dirs = sum(1 for v in picture(then).values() if v[0] == "dir")
-    assert first["files"] == 47 and first["dirs"] == dirs and first["new_bytes"] == first["bytes"] - 5500
-    assert second["files_unchanged"] == 44 and second["files_moved"] == 1 and second["files_removed"] == 2
-    assert new_content <= second["new_bytes"] <= new_content + Chunker().max
-    assert second["stored_bytes"] < new_content + Chunker().max + 64 * 1024
+    assert first.files == 47 and first.dirs == dirs and first.new_bytes == first.bytes - 5500
+    assert second.files_unchanged == 44 and second.files_moved == 1 and second.files_removed == 2
+    assert new_content <= second.new_bytes <= new_content + Chunker().max
+    assert second.stored_bytes < new_content + Chunker().max + 64 * 1024
     # And each snapshot, restored to a fresh directory of the share, equals the tree of its time
     repo = Repository(store, "stamp1")
     for sid, expected in (("s1", then), ("s2", now)):
@@ -171,8 +172,8 @@ def test_smb_server_stopped_mid_sync_is_transient_and_the_retry_resumes(tmp_path
         _run("smbd", "-D", "-s", str(smb.conf))
         _wait_listening(smb.port, smb.conf.parent / "pid", smb.conf.parent / "log" / "smbd.log")
         result = Sync(settings, Repository(store, "stamp1"), tree(smb, unc)).run("s1", "stamp1", "s1", None)
-        assert result.stats["files"] == 1500 and not result.manifest.partial
-        assert result.stats["new_bytes"] == (1500 - stored_before) * 16384    # nothing stored twice
+        assert result.stats.files == 1500 and not result.manifest.partial
+        assert result.stats.new_bytes == (1500 - stored_before) * 16384    # nothing stored twice
         commit(Repository(store, "stamp1"), result)
         repo = Repository(store, "stamp1")
         Restorer(repo, LocalTree(tmp_path / "r", create=True)).run(repo.manifest("s1"))

@@ -101,7 +101,8 @@ def test_drill_restores_every_component_into_scratch_space_and_records_it(pipeli
     assert set(rows) == {"secrets", "databases", "fileshare"} and all(" passed " in r for r in rows.values())
     assert f"{pipeline.set_id} (complete set)" in out.stdout and "drill PASSED" in out.stdout
     assert "every SHA-256 verified" in out.stdout and "47 files" in out.stdout
-    assert re.search(r"restored as drill_\w+ on \S+: ONLINE, 3 tables, 1500 rows; scratch database dropped", out.stdout)
+    assert re.search(r"restored as drill_\w+ on \S+: ONLINE, 3 tables, 1500 rows; amcheck: \d+ B-tree indexes .* "
+                     r"consistent; scratch database dropped", out.stdout)
     # And the scratch database and directory are gone, production is untouched
     tag = drill_id(out.stdout)
     assert scratch_databases(tag) == [] and list(scratch.iterdir()) == []

@@ -1,4 +1,5 @@
-"""BACKUP DATABASE and RESTORE {VERIFYONLY | FILELISTONLY | HEADERONLY | DATABASE}: grammar and behaviour.
+"""BACKUP DATABASE | LOG and RESTORE {VERIFYONLY | FILELISTONLY | HEADERONLY | DATABASE | LOG}: grammar and
+behaviour (RESTORE LOG and RESTORE ... WITH RECOVERY: recovery.py).
 
 Grammar and options: https://learn.microsoft.com/en-us/sql/t-sql/statements/backup-transact-sql and
 https://learn.microsoft.com/en-us/sql/t-sql/statements/restore-statements-transact-sql (arguments:
@@ -12,6 +13,7 @@ from pathlib import Path
 from tests.sqlsim.errors import SqlError, fail, record
 from tests.sqlsim.lexer import Tokens
 from tests.sqlsim.media import files_from, read_media, restored_content, write_media
+from tests.sqlsim.recovery import recover_only, restore_log
 from tests.sqlsim.results import Outcome
 from tests.sqlsim.state import NO_COMPRESSION, BackupHistory, Database, Login, Server
 
@@ -108,7 +110,7 @@ def backup(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Ou
     name = tokens.name()
     tokens.expect("TO")
     kind, paths = devices(tokens)
-    opts = options(tokens, _RESTORE_ONLY)
+    opts = options(tokens, _RESTORE_ONLY - {"NORECOVERY"} if log else _RESTORE_ONLY)
     tokens.end()
     stop = "BACKUP LOG" if log else "BACKUP DATABASE"
     if not autocommit:
@@ -130,6 +132,9 @@ def backup(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Ou
         raise fail(4208, terminating=stop)
     if log and not database.log_chain_started:
         raise fail(4214, terminating=stop)
+    tail = log and "NORECOVERY" in opts.flags          # a tail-log backup takes the database to RESTORING
+    if tail and database.sessions:
+        raise fail(3101, terminating=stop)
     local = _targets(server, kind, paths, stop, writing=True)
     outcome = Outcome()
     faults = server.faults
@@ -150,33 +155,44 @@ def backup(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Ou
     if log:                                   # a log backup begins where the previous one ended (LSN chain)
         first = database.log_backed_up_to if database.log_backed_up_to is not None else base
     write_media(local, paths, database, version=server.version, checksum="CHECKSUM" in opts.flags,
-                compressed=compressed, copy_only=copy_only, lsns=(first, last, base), backup_type=2 if log else 1)
+                compressed=compressed, copy_only=copy_only, lsns=(first, last, base), backup_type=2 if log else 1,
+                server_name=server.name)
     database.last_lsn = last + 1
     if log and not copy_only:
         database.log_reuse_wait = "NOTHING"
         database.log_backed_up_to = last
+    if tail:
+        database.state = "RESTORING"
     elif not copy_only:
         database.log_chain_started = True
     if faults.damage_written:
         with open(local[-1], "r+b") as fh:
             fh.truncate(local[-1].stat().st_size - 100)
     size = sum(p.stat().st_size for p in local)
-    server.history.append(BackupHistory(server.next_id(), name, paths[0], first, last, base, size * 5, size,
+    ratio = 1 if _tde_pages_compressed_as_is(server, database, opts) else 5
+    server.history.append(BackupHistory(server.next_id(), name, paths[0], first, last, base, size * ratio, size,
                                         copy_only, "L" if log else "D", software_version=server.version))
     outcome.say(*[record(4035, 6402, name, f.logical) for f in database.files])
     outcome.say(record(3014, stop, 6402 * len(database.files), 311))
     return outcome
 
 
+def _tde_pages_compressed_as_is(server: Server, database: Database, opts: Options) -> bool:
+    """SQL Server 2016 / 2017 compress a TDE database's pages (decrypt, compress, encrypt) only when
+    MAXTRANSFERSIZE > 65536; otherwise encrypted pages are compressed as they are and barely shrink
+    (msdb compressed_backup_size = backup_size). 2019 CU5 and later raise MAXTRANSFERSIZE themselves. BACKUP
+    "MAXTRANSFERSIZE" argument: https://learn.microsoft.com/en-us/sql/t-sql/statements/backup-transact-sql"""
+    return (database.encrypted and "COMPRESSION" in opts.flags and server.major in (13, 14)
+            and int(opts.values.get("MAXTRANSFERSIZE", 65536)) <= 65536)
+
+
 # ------------------------------------------------------------------------------------------------ RESTORE
 def restore(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Outcome:
     what = tokens.expect("DATABASE", "LOG", "VERIFYONLY", "FILELISTONLY", "HEADERONLY")
     name = tokens.name() if what in ("DATABASE", "LOG") else None
-    if what == "DATABASE" and not tokens.accept("FROM"):
-        return _recover(server, login, str(name), options(tokens, _BACKUP_ONLY | {"REPLACE", "MOVE", "FILE"}),
-                        tokens)
-    if what != "DATABASE":
-        tokens.expect("FROM")
+    if what == "DATABASE" and tokens.accept("WITH"):
+        return recover_only(server, login, str(name), tokens)
+    tokens.expect("FROM")
     kind, paths = devices(tokens)
     opts = options(tokens, _BACKUP_ONLY if what in ("DATABASE", "LOG") else _BACKUP_ONLY | _RESTORE_ONLY)
     tokens.end()
@@ -211,53 +227,17 @@ def restore(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> O
     if newer:
         raise fail(3169, header.software_version, server.version, terminating=stop)
     if what == "LOG":
-        _restore_log(server, name, header, payload, opts, paths[0], stop, outcome)
+        restore_log(server, name, header, payload, "NORECOVERY" in opts.flags, _percents(opts.stats), paths[0],
+                    stop, outcome)
         return outcome
     if header.backup_type != 1:
         raise fail(3135, paths[0], "BACKUP LOG", terminating=stop)
-    _restore_database(server, name, header, payload, opts, stop, outcome)
-    return outcome
-
-
-def _restore_log(server: Server, name: str, header, payload: bytes, opts: Options, device: str, stop: str,
-                 outcome: Outcome) -> None:
-    """RESTORE LOG onto a RESTORING database: the log must include the LSN the database was restored to."""
-    database = server.database(name)
-    if header.backup_type != 2:
-        raise fail(3135, device, "BACKUP DATABASE", terminating=stop)
-    if database is None or database.state != "RESTORING" or database.restored_to is None:
-        raise fail(3117, terminating=stop)
-    if header.first_lsn > database.restored_to:
-        raise fail(4305, header.first_lsn, database.restored_to, terminating=stop)
-    if header.last_lsn <= database.restored_to:
-        raise fail(4326, header.last_lsn, database.restored_to, terminating=stop)
-    for percent in _percents(opts.stats):
-        outcome.say(record(3211, percent))
-    database.rows = dict(restored_content(payload)["rows"])
-    database.restored_to = header.last_lsn
-    database.last_lsn = header.last_lsn + 1
-    if "NORECOVERY" not in opts.flags:
-        database.state, database.restored_to = "ONLINE", None
-    outcome.say(record(3014, "RESTORE LOG", 12, 21))
-
-
-def _recover(server: Server, login: Login, name: str, opts: Options, tokens: Tokens) -> Outcome:
-    """``RESTORE DATABASE x WITH RECOVERY``: bring a RESTORING database online (no backup read)."""
-    tokens.end()
-    if not login.may("CREATE ANY DATABASE"):
-        raise fail(262, "CREATE DATABASE", "master", terminating="RESTORE DATABASE")
-    database = server.database(name)
-    if database is None or database.state != "RESTORING":
-        raise fail(3117, terminating="RESTORE DATABASE")
-    if "NORECOVERY" not in opts.flags:
-        database.state, database.restored_to = "ONLINE", None
-    outcome = Outcome()
-    outcome.say(record(3014, "RESTORE DATABASE", 0, 11))
+    _restore_database(server, name, header, payload, opts, stop, outcome, paths[0])
     return outcome
 
 
 def _restore_database(server: Server, name: str, header, payload: bytes, opts: Options, stop: str,
-                      outcome: Outcome) -> None:
+                      outcome: Outcome, device: str) -> None:
     existing = server.database(name)
     if existing is not None:
         if existing.ag_name:
@@ -287,6 +267,12 @@ def _restore_database(server: Server, name: str, header, payload: bytes, opts: O
                 raise SqlError(*error.records, record(3156, item.logical, item.physical), record(3013, stop))
             overwritten.append(owner)
     for percent in _percents(opts.stats):
+        if server.faults.restore_fails_after is not None and percent > server.faults.restore_fails_after:
+            server.databases[name] = Database(name, files, state="RESTORING", containment=header.containment,
+                                              incomplete=True)
+            outcome.error = fail(3203, device, "64(The specified network name is no longer available.)",
+                                 terminating=stop)
+            return
         outcome.say(record(3211, percent))
     content = restored_content(payload)
     for owner in overwritten:

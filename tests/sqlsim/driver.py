@@ -13,7 +13,7 @@ from typing import Any
 
 import pyodbc
 
-from tests.sqlsim import admin, backup
+from tests.sqlsim import admin, backup, security
 from tests.sqlsim.errors import LANGUAGE, SqlError, driver_error, fail, record, to_pyodbc
 from tests.sqlsim.lexer import Tokens, tokenize
 from tests.sqlsim.results import Outcome, ResultSet
@@ -39,6 +39,8 @@ def run(server: Server, login: Login, autocommit: bool, sql: str, params: tuple[
         server.faults.link_error = None
         raise driver_error(sqlstate, text)
     tokens = Tokens(tokenize(sql, params))
+    if security.starts_security_batch(tokens):
+        return security.run_batch(server, login, tokens)
     verb = tokens.accept("SELECT", "BACKUP", "RESTORE", "ALTER", "DROP", "DBCC", "CREATE")
     if verb == "SELECT":
         return select(server, login, tokens)

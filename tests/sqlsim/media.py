@@ -43,6 +43,7 @@ class Header:
     payload_size: int
     payload_sha256: str
     backup_type: int = 1                # 1 database, 2 transaction log
+    server_name: str = ""               # the instance that took the backup (HEADERONLY ServerName)
 
 
     def headeronly_row(self) -> dict[str, Any]:
@@ -53,7 +54,8 @@ class Header:
                 "HasBackupChecksums": int(self.has_checksums), "Compressed": int(self.compressed),
                 "IsCopyOnly": int(self.copy_only), "RecoveryModel": self.recovery_model,
                 "Containment": 1 if self.containment == "PARTIAL" else 0,
-                "FamilyCount": self.family_count, "FamilySequenceNumber": self.family_sequence}
+                "FamilyCount": self.family_count, "FamilySequenceNumber": self.family_sequence,
+                "ServerName": self.server_name}
 
     def filelist_rows(self) -> list[dict[str, Any]]:
         return [{"LogicalName": f["logical"], "PhysicalName": f["physical"], "Type": f["kind"],
@@ -67,7 +69,8 @@ def payload_of(database: Database) -> bytes:
 
 
 def write_media(paths: list[Path], devices: list[str], database: Database, *, version: str, checksum: bool,
-                compressed: bool, copy_only: bool, lsns: tuple[int, int, int], backup_type: int = 1) -> None:
+                compressed: bool, copy_only: bool, lsns: tuple[int, int, int], backup_type: int = 1,
+                server_name: str = "") -> None:
     payload = payload_of(database)
     media_set = str(uuid.uuid4())
     size = -(-len(payload) // len(paths))
@@ -76,7 +79,7 @@ def write_media(paths: list[Path], devices: list[str], database: Database, *, ve
         header = Header(database.name, lsns[0], lsns[1], lsns[2], version, checksum, compressed, copy_only,
                         database.recovery_model, database.containment, media_set, len(paths), sequence,
                         [asdict(f) for f in database.files], dict(database.rows), len(part),
-                        hashlib.sha256(part).hexdigest(), backup_type)
+                        hashlib.sha256(part).hexdigest(), backup_type, server_name)
         with open(path, "wb") as fh:
             fh.write(MAGIC + json.dumps(asdict(header)).encode() + b"\n" + part)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from tests.sqlsim.catalog import FUNCTIONS, TABLES
+from tests.sqlsim.catalog import FUNCTIONS, LOGIN_FUNCTIONS, TABLES
 from tests.sqlsim.errors import fail
 from tests.sqlsim.lexer import Tokens
 from tests.sqlsim.results import Outcome
@@ -22,6 +22,7 @@ Expr = Callable[[Row], Any]
 @dataclass
 class _Query:
     server: Server
+    login: Login
     tokens: Tokens
 
     def column(self) -> tuple[str, Expr]:
@@ -41,6 +42,8 @@ class _Query:
         if token.kind in ("string", "number", "value"):
             t.next()
             return "", lambda row, v=token.value: v
+        if t.accept("NULL"):
+            return "", lambda row: None
         if t.accept("CASE"):
             t.expect("WHEN")
             _, tested = self.column()
@@ -57,7 +60,7 @@ class _Query:
                 t.peek(1).value == "(" or t.peek(1).value == "." and str(token.value).lower() == "sys"):
             start = t.pos
             name = t.dotted()
-            if name not in FUNCTIONS or not t.accept_punct("("):
+            if name not in FUNCTIONS and name not in LOGIN_FUNCTIONS or not t.accept_punct("("):
                 t.pos = start
                 return self.column()
             args = []
@@ -66,6 +69,9 @@ class _Query:
                 while t.accept_punct(","):
                     args.append(self.expr()[1])
                 t.expect_punct(")")
+            if name in LOGIN_FUNCTIONS:
+                with_login = LOGIN_FUNCTIONS[name]
+                return "", lambda row: with_login(self.server, self.login, *[a(row) for a in args])
             function = FUNCTIONS[name]
             return "", lambda row: function(self.server, *[a(row) for a in args])
         return self.column()
@@ -84,7 +90,7 @@ def _source(server: Server, login: Login, tokens: Tokens) -> tuple[str, list[Row
 
 
 def select(server: Server, login: Login, tokens: Tokens) -> Outcome:
-    query = _Query(server, tokens)
+    query = _Query(server, login, tokens)
     top = None
     if tokens.accept("TOP"):
         tokens.expect_punct("(")

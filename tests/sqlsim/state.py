@@ -45,6 +45,8 @@ class Database:
     log_reuse_wait: str = "NOTHING"          # sys.databases.log_reuse_wait_desc (LOG_BACKUP: the log grows)
     log_backed_up_to: int | None = None      # LastLSN of the newest log backup: the next one begins there
     restored_to: int | None = None           # RESTORING: the LSN a following RESTORE LOG must include
+    encrypted: bool = False                  # TDE on (sys.databases.is_encrypted)
+    incomplete: bool = False                 # a RESTORE stopped halfway: RESTORING, cannot be recovered (4333)
 
     @property
     def replica_id(self) -> str | None:
@@ -60,9 +62,15 @@ class Login:
     database_roles: dict[str, set[str]] = field(default_factory=dict)   # db -> {"db_backupoperator", ...}
     msdb_select: bool = True
     denied_databases: set[str] = field(default_factory=set)      # may not open these (4060)
+    server_roles: set[str] = field(default_factory=set)          # "dbcreator" (holds CREATE ANY DATABASE)
 
     def may(self, permission: str) -> bool:
-        return self.sysadmin or permission in self.server_permissions
+        implied = {"CREATE ANY DATABASE"} if "dbcreator" in self.server_roles else set()
+        return self.sysadmin or permission in self.server_permissions | implied
+
+    def has_role(self, role: str) -> bool:
+        """IS_SRVROLEMEMBER: explicit membership only (the engine checks sysadmin separately)."""
+        return self.sysadmin if role.lower() == "sysadmin" else role.lower() in self.server_roles
 
     def in_role(self, database: str, *roles: str) -> bool:
         return self.sysadmin or bool(self.database_roles.get(database, set()) & set(roles))
@@ -73,6 +81,7 @@ class Replica:
     role: str = "SECONDARY"                  # PRIMARY | SECONDARY
     backup_priority: int = 50                # 0 = never back up here
     connected: bool = True
+    endpoint_host: str | None = None         # host of the mirroring endpoint URL (default: the server name)
 
 
 @dataclass
@@ -140,6 +149,9 @@ class Faults:
     denied_dirs: set[str] = field(default_factory=set)    # the service account may not write here -> 3201 (5)
     damage_written: bool = False             # the share corrupts what BACKUP wrote (VERIFYONLY then finds 3241)
     link_error: tuple[str, str] | None = None   # the next statement fails in the driver: (SQLSTATE, text)
+    restore_fails_after: int | None = None   # RESTORE DATABASE: the device fails after N percent -> 3203 (OS 64),
+                                             # the target is left RESTORING
+    drop_refused: dict[str, int] = field(default_factory=dict)   # DROP DATABASE name -> this error (3701, 3702)
 
 
 @dataclass

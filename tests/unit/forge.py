@@ -11,6 +11,7 @@ from pathlib import Path
 
 from workers.artifacts.service import ArtifactStore
 from workers.config import Settings, load_settings
+from workers.repository.index import IndexEntry
 from workers.repository.manifest import EMPTY_SHA256, Entry
 from workers.repository.repo import Repository
 
@@ -57,7 +58,7 @@ def forge(store: ArtifactStore, snapshot: str, files: dict[str, bytes], dirs: tu
         blob = hashlib.sha256(data).hexdigest()
         stored = (lies or {}).get(path, data)
         if data and blob not in index:
-            index[blob] = [blob, len(body), len(stored)]
+            index[blob] = IndexEntry(blob, len(body), len(stored))
             body += stored
         entries.append(Entry(path, False, len(data), NS, 0x20, blob if data else EMPTY_SHA256,
                              (blob,) if data else ()))

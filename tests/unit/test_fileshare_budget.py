@@ -8,12 +8,13 @@ import threading
 import pytest
 
 from workers.artifacts.service import ArtifactStore
-from workers.fileshare.budget import Budget, stream_cost
+from workers.fileshare.budget import stream_cost
 from workers.fileshare.feed import Feed
-from workers.fileshare.packer import Packer
 from workers.fileshare.readers import SMALL
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.tree import Stat
+from workers.repository.budget import Budget
+from workers.repository.packer import Packer
 from workers.repository.repo import Repository
 from workers.storage.local import LocalStore
 
@@ -33,11 +34,11 @@ def test_reads_go_out_only_while_the_budget_has_room_and_resume_as_results_come_
     # When the feed is pumped
     feed.pump()
     # Then only two large files are being read, and the budget is full
-    assert [t[1][0][0] for t in sent] == [0, 1] and budget.taken == budget.total
+    assert [t.files[0].file_id for t in sent] == [0, 1] and budget.taken == budget.total
     # When one comes back, the next one goes out; when all have, the small batches follow and all is given back
     feed.done(0)
     feed.pump()
-    assert [t[1][0][0] for t in sent] == [0, 1, 2]
+    assert [t.files[0].file_id for t in sent] == [0, 1, 2]
     for file_id in (1, 2):
         feed.done(file_id)
     while not feed.idle or feed.cost:
@@ -45,7 +46,7 @@ def test_reads_go_out_only_while_the_budget_has_room_and_resume_as_results_come_
         for file_id in list(feed.cost):
             feed.done(file_id)
     assert feed.idle and feed.reading == 0 and budget.taken == 0
-    assert sorted(f for t in sent for f, _, _ in t[1]) == list(range(45))
+    assert sorted(f.file_id for t in sent for f in t.files) == list(range(45))
     assert budget.peak <= budget.total
 
 

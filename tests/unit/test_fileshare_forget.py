@@ -10,17 +10,17 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from contracts import BackupDue, BackupDuePayload, new_backup_set_id
+from tests.unit.forge import plan_set
 from tests.unit.test_catalog_handler import backup_due, old_complete_set, stored
 from tests.unit.test_fileshare_trees import make_tree
-from tests.unit.forge import plan_set
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import Plan, write_marker, write_plan
 from workers.artifacts.settings import RetentionSettings
 from workers.catalog.handler import CatalogHandler
 from workers.config import load_settings
 from workers.fileshare.handler import FileshareHandler
-from workers.fileshare.lock import LockLost, RepoLock, RepositoryLocked, read_locks, unlock
 from workers.repository.forget import Policy, Snapshot, decide_snapshots, forget
+from workers.repository.lock import LockLost, RepoLock, RepositoryLocked, read_locks, unlock
 from workers.repository.repo import Repository
 from workers.runtime.worker import JobContext
 from workers.storage.local import LocalStore

@@ -1,19 +1,23 @@
 """The file-share handler: events in and out, idempotency, locked and changing files, configuration."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
 
-from contracts import BackupDue, BackupDuePayload, FileshareSyncRequested, FileshareSyncRequestedPayload
-from tests.unit.test_fileshare_trees import make_tree
+from contracts import BackupDue, BackupDuePayload, FileshareSyncedPayload, FileshareSyncRequested, \
+    FileshareSyncRequestedPayload
 from tests.unit.forge import plan_set
-from workers.artifacts.setmanifest import read_set
+from tests.unit.test_fileshare_trees import make_tree
 from workers.artifacts.service import ArtifactStore
+from workers.artifacts.setmanifest import read_set
 from workers.config import load_settings
 from workers.fileshare import handler as handler_module
 from workers.fileshare.handler import FileshareHandler
-from workers.fileshare.tree import FileProblem, LocalTree, Stat
+from workers.fileshare.localtree import LocalTree
+from workers.fileshare.syncstats import SyncStats
+from workers.fileshare.tree import FileProblem, Stat
 from workers.runtime.errors import PermanentError, TransientError
 from workers.runtime.worker import JobContext
 from workers.storage.local import LocalStore
@@ -121,3 +125,11 @@ def test_no_configured_share_is_a_permanent_error_with_a_hint(tmp_path):
     with pytest.raises(PermanentError) as failure:
         h.backup_due(due("s", "fileshare"), CTX)
     assert "APPSVC_DR_FILESHARE__SOURCE" in failure.value.hint
+
+
+def test_the_sync_statistics_carry_every_field_of_the_synced_event_but_the_manifest_key():
+    # Given the typed statistics a sync reports and the payload of the fileshare-synced event built from them
+    stats = {f.name for f in dataclasses.fields(SyncStats)}
+    payload = set(FileshareSyncedPayload.model_fields)
+    # Then every statistic is a field of the event, and the only field they do not give is the one commit adds
+    assert stats <= payload and payload - stats == {"manifest_key"}

@@ -9,9 +9,10 @@ import shutil
 
 from tests.unit.test_fileshare_sync import repo_for, sync
 from tests.unit.test_fileshare_trees import picture, write
+from workers.fileshare.localtree import LocalTree
 from workers.fileshare.moves import Moves
 from workers.fileshare.restore import Restorer
-from workers.fileshare.tree import LocalTree, Stat
+from workers.fileshare.tree import Stat
 from workers.repository.manifest import Entry
 
 T = 1_700_000_000_000_000_000
@@ -32,8 +33,8 @@ def test_renames_are_carried_over_by_file_id_even_among_look_alikes_but_copies_a
     os.rename(src / "a/twin2.bin", src / "a/t2.bin")
     second = sync(tmp_path, "s2").stats
     # Then the renames are carried over (the look-alikes told apart by their inodes); only the copy is read
-    assert second["files_moved"] == 3 and second["files_new"] == 1
-    assert second["bytes_read"] == 6000
+    assert second.files_moved == 3 and second.files_new == 1
+    assert second.bytes_read == 6000
     # And the snapshot restores exactly (each look-alike with its own content)
     repo = repo_for(tmp_path)
     Restorer(repo, LocalTree(tmp_path / "r", create=True)).run(repo.manifest("s2", cached=False))

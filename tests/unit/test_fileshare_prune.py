@@ -15,14 +15,15 @@ from tests.unit.certs import make_cert
 from tests.unit.test_fileshare_trees import BASE_NS, MiB, copy_tree, make_tree, picture, write
 from workers.artifacts.service import ArtifactStore
 from workers.fileshare.handler import commit
-from workers.fileshare.lock import LockLost
-from workers.fileshare.prune import Pruner, classify, reachable
+from workers.fileshare.localtree import LocalTree
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
-from workers.fileshare.tree import LocalTree
 from workers.repository.forget import Policy, forget
+from workers.repository.index import IndexEntry
+from workers.repository.lock import LockLost
 from workers.repository.manifest import Entry, Manifest
+from workers.repository.prune import Pruner, classify, reachable
 from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError
 from workers.storage.codec import KeyRing, load_certificate
@@ -43,12 +44,13 @@ def test_reachable_is_the_union_of_every_manifests_blobs():
 
 def test_classify_deletes_unused_packs_keeps_partly_used_ones_whole_and_drops_vanished_packs():
     # Given packs fully used, partly used, unused, and one that the index lists but the store lost
-    entries = {"full": [["b1", 0, 10], ["b2", 10, 10]], "part": [["b3", 0, 100], ["old", 100, 50]],
-               "dead": [["x1", 0, 7]], "gone": [["b4", 0, 5], ["x2", 5, 5]], "dup": [["b1", 0, 10]]}
+    entries = {"full": [IndexEntry("b1", 0, 10), IndexEntry("b2", 10, 10)],
+               "part": [IndexEntry("b3", 0, 100), IndexEntry("old", 100, 50)], "dead": [IndexEntry("x1", 0, 7)],
+               "gone": [IndexEntry("b4", 0, 5), IndexEntry("x2", 5, 5)], "dup": [IndexEntry("b1", 0, 10)]}
     plan = classify(entries, {"b1", "b2", "b3", "b4"}, present={"full", "part", "dead", "dup"})
     # Then only the unused pack goes; the partial one is kept with all its entries and its waste counted
     assert plan.delete == ["dead"] and plan.partial == ["part"] and plan.unused_bytes == 50
-    assert plan.keep == {"dup": [["b1", 0, 10]], "full": entries["full"], "part": entries["part"]}
+    assert plan.keep == {"dup": [IndexEntry("b1", 0, 10)], "full": entries["full"], "part": entries["part"]}
     # And the lost pack's entries are dropped, its needed blob reported missing
     assert plan.dangling == ["gone"] and plan.missing == {"b4"}
 
@@ -137,7 +139,7 @@ def test_forget_then_prune_frees_what_only_forgotten_snapshots_needed_and_the_re
     assert s2_only and not s2_only & set(fresh.blobs)
     packs = fresh.packs()
     for blob in (blobs["s1"] | blobs["s2"]) - live:
-        assert blob not in fresh or any(b[0] in live for b in packs[fresh.blobs[blob][0]])   # partly used pack
+        assert blob not in fresh or any(e.blob in live for e in packs[fresh.place(blob).pack])   # partly used pack
     assert len(report.packs_deleted) >= 1 and report.packs_partial >= 1 and report.bytes_freed > 300_000
     assert report.unused_bytes_kept >= 300_000 and report.snapshots == 2 and report.index_objects_removed >= 1
     packs_dir = tmp_path / "store/stamp1/fileshare/packs"
@@ -185,7 +187,7 @@ def test_a_prune_that_fails_deleting_packs_leaves_a_restorable_repo_and_the_next
     index = Repository(store, "stamp1").load_index()
     # And a sync of content that only a doomed pack held stores it again (nothing dedups against doomed packs)
     write(tmp_path / "src", "unique/gen2.bin", random.Random(2).randbytes(300_000), BASE_NS)
-    assert history_sync(tmp_path, store, "s5")["new_bytes"] >= 300_000
+    assert history_sync(tmp_path, store, "s5").new_bytes >= 300_000
     copies["s5"] = copy_tree(tmp_path / "src", tmp_path / "then-s5")
     # When the next prune runs: unindexed packs younger than the grace period are kept, older ones deleted
     young = Pruner(Repository(store, "stamp1"), None).run()

@@ -9,9 +9,10 @@ from tests.unit.certs import make_cert
 from tests.unit.test_fileshare_prune import (NOW_GRACE, assert_restores, failing_pack_deletes, files_under,
                                              history, repo_for)
 from workers.artifacts.service import ArtifactStore
-from workers.fileshare.prune import Pruner
-from workers.fileshare.repack import choose, to_move
 from workers.repository.forget import Policy, forget
+from workers.repository.index import IndexEntry
+from workers.repository.prune import Pruner
+from workers.repository.repack import choose, to_move
 from workers.repository.repo import Repository
 from workers.runtime.errors import ConfigurationError
 from workers.storage.codec import KeyRing, load_certificate
@@ -30,7 +31,8 @@ def every_indexed_blob_is_needed(store: ArtifactStore, keys: KeyRing | None = No
 
 
 def test_choose_and_to_move_pick_mostly_unused_packs_and_only_blobs_held_nowhere_else():
-    keep = {"p1": [["a", 0, 10], ["b", 10, 90]], "p2": [["c", 0, 50], ["d", 50, 50]], "p3": [["a", 0, 10]]}
+    keep = {"p1": [IndexEntry("a", 0, 10), IndexEntry("b", 10, 90)],
+            "p2": [IndexEntry("c", 0, 50), IndexEntry("d", 50, 50)], "p3": [IndexEntry("a", 0, 10)]}
     live = {"a", "c", "d"}
     assert choose(keep, live, 0.5) == ["p1"] and choose(keep, live, 0) == [] and choose(keep, live, 1.0) == ["p1"]
     assert to_move(keep, ["p1"], live) == {}                   # "a" is held by p3 as well

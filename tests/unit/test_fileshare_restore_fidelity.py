@@ -13,8 +13,8 @@ from tests.fixtures import require_service
 from tests.unit.certs import make_cert
 from tests.unit.forge import NS, STAMP, configured_store, forge, picture
 from workers.cli import main
+from workers.fileshare.localtree import ATTRS_XATTR, LocalTree
 from workers.fileshare.restore import Restorer
-from workers.fileshare.tree import ATTRS_XATTR, LocalTree
 from workers.repository.repo import Repository
 from workers.storage.codec import KeyRing
 

@@ -16,10 +16,10 @@ from tests.unit.forge import NS, STAMP, cli_restore, configured_store, forge, pa
 from workers.artifacts.setmanifest import artifact_key
 from workers.config import load_settings
 from workers.drill import checks
+from workers.fileshare.localtree import LocalTree
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
-from workers.fileshare.tree import LocalTree
 from workers.repository.manifest import Entry, Manifest
 from workers.repository.paths import PARTIAL, UnsafeEntryError
 from workers.repository.repo import Repository

@@ -15,7 +15,7 @@ from workers.artifacts.sets import Plan, write_marker, write_plan
 from workers.cli import main
 from workers.config import load_settings
 from workers.fileshare.handler import FileshareHandler
-from workers.fileshare.lock import RepoLock, read_locks
+from workers.repository.lock import RepoLock, read_locks
 from workers.runtime.worker import JobContext
 
 CTX = JobContext("fileshare", "fileshare:1", 0, logging.LoggerAdapter(logging.getLogger("test"), {}))

@@ -8,11 +8,11 @@ from tests.unit.test_fileshare_trees import MiB, change_tree, copy_tree, make_tr
 from workers.artifacts.service import ArtifactStore
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.handler import commit
-from workers.fileshare.packer import INDEX_EVERY
+from workers.fileshare.localtree import LocalTree
 from workers.fileshare.restore import Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
-from workers.fileshare.tree import LocalTree
+from workers.repository.packer import INDEX_EVERY
 from workers.repository.repo import Repository
 from workers.storage.codec import KeyRing, load_certificate
 from workers.storage.local import LocalStore
@@ -40,19 +40,19 @@ def test_first_and_second_snapshot_store_only_new_bytes_and_restore_exactly(tmp_
     before = copy_tree(tmp_path / "src", tmp_path / "t0")
     first = sync(tmp_path, "s1")
     # Then every file was read once, identical content stored once, in few packs
-    assert first.stats["files"] == len(sizes) and first.stats["files_new"] == len(sizes)
-    assert first.stats["new_bytes"] == sum(sizes.values()) - sizes["data/dup-b.bin"]
-    assert first.stats["packs"] == 1
+    assert first.stats.files == len(sizes) and first.stats.files_new == len(sizes)
+    assert first.stats.new_bytes == sum(sizes.values()) - sizes["data/dup-b.bin"]
+    assert first.stats.packs == 1
     # When the tree changes (add, modify, delete, rename) and is synced again
     new_content = change_tree(tmp_path / "src")
     after = copy_tree(tmp_path / "src", tmp_path / "t1")
     second = sync(tmp_path, "s2")
     # Then unchanged files are not read and only the new bytes are stored (plus the big file's changed chunk)
     s = second.stats
-    assert (s["files_new"], s["files_changed"], s["files_removed"]) == (1, 2, 2)
-    assert s["files_unchanged"] == len(sizes) - 3       # modified ×2, deleted; the renamed one moved (not read)
-    assert s["files_moved"] == 1 and s["bytes_read"] == new_content + 3 * MiB
-    assert new_content <= s["new_bytes"] <= new_content + Chunker().max
+    assert (s.files_new, s.files_changed, s.files_removed) == (1, 2, 2)
+    assert s.files_unchanged == len(sizes) - 3       # modified ×2, deleted; the renamed one moved (not read)
+    assert s.files_moved == 1 and s.bytes_read == new_content + 3 * MiB
+    assert new_content <= s.new_bytes <= new_content + Chunker().max
     # And each snapshot restores to exactly the tree of its time
     repo = repo_for(tmp_path)
     for sid, expected in (("s1", before), ("s2", after)):
@@ -89,7 +89,7 @@ def test_many_small_files_cost_a_few_pack_objects(tmp_path):
     # Then they went into a handful of packs, each followed by its index object
     store = tmp_path / "store/stamp1/fileshare"
     packs = [p for p in (store / "packs").iterdir() if p.suffix == ""]
-    assert result.stats["packs"] == len(packs) and 5 <= len(packs) <= 8
+    assert result.stats.packs == len(packs) and 5 <= len(packs) <= 8
     repo = repo_for(tmp_path)
     assert len(repo.load_index()) == 600
 
@@ -115,7 +115,7 @@ def test_an_interrupted_snapshot_resumes_from_the_packs_already_stored(tmp_path)
     backend.put = real_put
     result = sync(tmp_path, "s1", store=ArtifactStore(backend), pack_size=MiB, chunk_avg=256 * 1024)
     # Then the bytes of the indexed packs (8 of nearly 1 MiB) are not uploaded again, and the snapshot is whole
-    assert result.stats["new_bytes"] <= result.stats["bytes"] - 5 * MiB
+    assert result.stats.new_bytes <= result.stats.bytes - 5 * MiB
     Restorer(repo_for(tmp_path), LocalTree(tmp_path / "r", create=True)).run(repo_for(tmp_path).manifest("s1"))
     assert picture(tmp_path / "r") == picture(tmp_path / "src")
 
@@ -133,7 +133,7 @@ def test_encrypted_repository_without_the_local_cache_reads_again_but_uploads_no
     # When the worker's cache is lost and it syncs again
     second = sync(tmp_path, "s2", store=store, cache=False)
     # Then it has to read every file again, but stores no new content
-    assert second.stats["files_unchanged"] == 0 and second.stats["new_bytes"] == 0
+    assert second.stats.files_unchanged == 0 and second.stats.new_bytes == 0
     # And the private key restores it
     keys = KeyRing.from_files(keys=[tmp_path / "key.pem"])
     repo = repo_for(tmp_path, store, cache=False)

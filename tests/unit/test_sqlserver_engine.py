@@ -6,7 +6,7 @@ import pytest
 
 from tests.sqlsim import AvailabilityGroup, Simulator, app_service_server
 from tests.unit.sqlserver_sim import DB, SECRET, STAGE, header_of, make
-from workers.engines import SKIPPED_NOT_PREFERRED, DatabaseSettings, SqlServerEngine
+from workers.engines import DatabaseSettings, SqlServerEngine
 from workers.runtime.errors import PermanentError, TransientError
 
 
@@ -73,18 +73,6 @@ def ag_engine(tmp_path, role: str, preference: str, **settings):
     sim.server.ag = AvailabilityGroup("ag1", role=role, backup_preference=preference)
     sim.server.databases[DB].ag_name = "ag1"
     return engine, sim
-
-
-@pytest.mark.parametrize("role, preference", [("PRIMARY", "SECONDARY"), ("PRIMARY", "SECONDARY_ONLY"),
-                                              ("SECONDARY", "PRIMARY")])
-def test_always_on_database_is_skipped_where_this_is_not_the_preferred_replica(tmp_path, role, preference):
-    # Given a database in an availability group and a replica that is not the preferred backup replica
-    engine, sim = ag_engine(tmp_path, role, preference)
-    # When it is asked to back up
-    result = engine.backup(DB, STAGE)
-    # Then nothing is backed up and the result says why - not a failure
-    assert result.skipped and result.skipped_reason == SKIPPED_NOT_PREFERRED and result.size == 0
-    assert sim.statements("BACKUP") == [] and not sim.server.host_path(STAGE).exists()
 
 
 def test_always_on_database_is_backed_up_on_the_preferred_secondary(tmp_path) -> None:

@@ -52,10 +52,6 @@ def containment_off(engine, sim) -> None:
     sim.server.contained_authentication = False
 
 
-def express(engine, sim) -> None:
-    sim.server.edition = "Express Edition (64-bit)"
-
-
 def denied(engine, sim) -> None:
     sim.server.faults.denied_dirs.add(r"\\fileserver\staging\stamp1")
 
@@ -66,8 +62,10 @@ def truncated(engine, sim) -> None:
     local.write_bytes(local.read_bytes()[:-10])
 
 
-def restoring(engine, sim) -> None:
-    sim.server.databases[DB].state = "RESTORING"
+def file_taken(engine, sim) -> None:
+    backed_up(engine, sim)
+    other = sim.server.add_database("other")
+    other.files[0].physical = r"C:\SQL\DATA\hosting_copy_appservice_hosting.mdf"
 
 
 def locked(engine, sim) -> None:
@@ -87,14 +85,13 @@ def secondary_full(engine, sim) -> None:
 CASES: list[tuple[str, Callable, Callable, dict, type[DrError], str]] = [
     ("3101", sessions, restore_in_place, {}, PermanentError, "SET SINGLE_USER WITH ROLLBACK IMMEDIATE"),
     ("3104", in_ag, restore_in_place, {}, PermanentError, "REMOVE DATABASE [appservice_hosting]"),
-    ("1834", backed_up, lambda e: e.restore("hosting_copy", STAGE), {}, PermanentError, "RESTORE_DATA_PATH"),
+    ("1834", file_taken, lambda e: e.restore("hosting_copy", STAGE), {}, PermanentError, "--data-path"),
     ("12824", containment_off, restore_in_place, {}, PermanentError,
      "sp_configure 'contained database authentication', 1; RECONFIGURE"),
-    ("1844", express, backup, {}, PermanentError, "APPSVC_DR_DATABASE__COMPRESSION=false"),
     ("3201", denied, backup, {}, PermanentError, "service account"),
     ("3241", truncated, lambda e: e.verify(STAGE), {}, PermanentError, "new backup"),
-    ("5052", restoring, lambda e: e.drop(DB), {}, PermanentError, "WITH RECOVERY"),
-    ("262", least_privilege, backup, {}, PermanentError, "ALTER SERVER ROLE dbcreator ADD MEMBER [backup]"),
+    ("262", least_privilege, lambda e: e.verify(STAGE), {}, PermanentError,
+     "ALTER SERVER ROLE dbcreator ADD MEMBER [backup]"),
     ("262", lambda e, s: s.server.logins.__setitem__("backup", Login("backup", SECRET)), backup, {},
      PermanentError, "USE [appservice_hosting]; ALTER ROLE db_backupoperator ADD MEMBER [backup]"),
     ("3634", locked, restore_in_place, {}, PermanentError, "Another process"),

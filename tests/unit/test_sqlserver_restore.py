@@ -28,14 +28,20 @@ def test_restore_moves_every_logical_file_and_checks_the_database_is_online(tmp_
     assert (result.database, result.state, result.engine) == (target, "ONLINE", "sqlserver")
 
 
-def test_restore_under_a_new_name_without_target_paths_is_refused_over_a_live_databases_files(tmp_path) -> None:
-    # Given no target paths: the backup's own file names belong to the ONLINE source database
+def test_restore_under_a_new_name_without_target_paths_moves_the_files_to_the_instance_defaults(tmp_path) -> None:
+    # Given no target paths and an OFFLINE original whose files REPLACE alone would overwrite silently
     engine, sim = make(tmp_path)
     engine.backup(DB, STAGE)
-    # When / Then SQL Server refuses to overwrite them (1834) and the hint says how to restore elsewhere
-    with pytest.raises(PermanentError, match=r"\(1834\)") as caught:
-        engine.restore("appservice_hosting_copy", STAGE)
-    assert "RESTORE_DATA_PATH" in caught.value.hint and "appservice_hosting_copy" not in sim.server.databases
+    sim.server.databases[DB].state = "OFFLINE"
+    # When it is restored under a new name
+    assert engine.restore("appservice_hosting_copy", STAGE).state == "ONLINE"
+    # Then MOVE put every file into the instance's default directory, named after the target
+    assert [f.physical for f in sim.server.databases["appservice_hosting_copy"].files] == [
+        r"C:\SQL\DATA\appservice_hosting_copy_appservice_hosting.mdf",
+        r"C:\SQL\DATA\appservice_hosting_copy_appservice_hosting_log.ldf"]
+    assert "MOVE N'appservice_hosting'" in sim.statements("RESTORE DATABASE")[0]
+    # And the OFFLINE original's files were not touched
+    assert sim.server.databases[DB].damaged_by_restore is None
 
 
 def test_restore_in_place_replaces_the_database(tmp_path) -> None:

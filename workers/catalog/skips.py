@@ -28,12 +28,15 @@ from workers.runtime.worker import JobContext
 ERROR_CLASS = "DatabaseSkipped"
 _SKIP_IDS = uuid.UUID("0d4c2b8e-5d0b-4b8e-9a61-7f3e2c6a9b15")
 
-AG_HINT = ("{database} is in an Always On availability group and {server} is not its preferred backup replica. "
-           "Fix one of: point APPSVC_DR_DATABASE__SERVER of the db-backup worker at the preferred replica (the AG "
-           "listener reaches the primary, which is preferred when the AG's backup preference is PRIMARY); run a "
-           "db-backup worker on the preferred replica; change the AG's backup preference (AUTOMATED_BACKUP_"
-           "PREFERENCE / BACKUP_PRIORITY); or set APPSVC_DR_DATABASE__AG_OVERRIDE=true to back up on this replica "
-           "anyway. ")
+AG_HINT = ("{database} is in an Always On availability group and db-backup found no replica it may back it up on "
+           "from {server}: it connects to the replica the AG's backup preference picks (AUTOMATED_BACKUP_PREFERENCE:"
+           " PRIMARY, SECONDARY_ONLY, SECONDARY = Prefer Secondary, NONE = Any Replica; then the highest "
+           "BACKUP_PRIORITY among connected replicas, 0 = never), and the reason above says which replicas qualified "
+           "and why each was not used. Fix one of: bring the preferred replica back into the AG; let the worker "
+           "reach it (its endpoint host must resolve and the login must exist on every replica, or map names with "
+           "APPSVC_DR_DATABASE__AG_REPLICA_SERVERS); point APPSVC_DR_DATABASE__SERVER at the AG listener; change "
+           "the preference (ALTER AVAILABILITY GROUP ... SET (AUTOMATED_BACKUP_PREFERENCE = SECONDARY)); or set "
+           "APPSVC_DR_DATABASE__AG_OVERRIDE=true to back up on the replica connected to. ")
 OTHER_HINT = "Fix why db-backup skipped {database} on {server}. "
 BACKFILL = ("Backup set {set_id} stays incomplete (it cannot restore the stamp without {database}) until the "
             "database is backed up into it: `appsvc-dr publish database-backup-requested --stamp {stamp} "

@@ -15,11 +15,13 @@ from workers.cli.progress import ProgressBar
 from workers.cli.stores import artifact_store
 from workers.config import Settings
 from workers.fileshare.opener import open_tree
-from workers.fileshare.restore import REACL, Failure, Restorer, load_manifest, select, snapshot_of_set
+from workers.fileshare.restore import Restorer, select
+from workers.fileshare.restorereport import REACL, Failure
 from workers.fileshare.tree import SourceDenied, SourceMisconfigured
 from workers.repository.manifest import diff
 from workers.repository.paths import printable
 from workers.repository.repo import Repository
+from workers.repository.snapshots import load_manifest, snapshot_of_set
 from workers.runtime.errors import ConfigurationError
 
 MiB = 1024 * 1024

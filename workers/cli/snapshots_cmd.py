@@ -9,9 +9,9 @@ import functools
 from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli.stores import artifact_store
 from workers.config import Settings
-from workers.fileshare.lock import STALE_AFTER, RepoLock, read_locks, unlock
-from workers.fileshare.prune import Pruner
 from workers.repository.forget import ForgetPlan, Policy, forget
+from workers.repository.lock import STALE_AFTER, RepoLock, read_locks, unlock
+from workers.repository.prune import Pruner
 from workers.repository.repo import Repository
 from workers.runtime.parsing import parse_duration
 from workers.storage.codec import KeyRing

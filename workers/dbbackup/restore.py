@@ -19,7 +19,7 @@ from workers.artifacts.setmanifest import artifact_key
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
 from workers.artifacts.logchain import chain, is_log, log_database
 from workers.artifacts.stripes import stripe_keys
-from workers.engines.base import DatabaseEngine, RestoreResult
+from workers.engines.base import DatabaseEngine, RestoreOptions, RestoreResult
 from workers.engines.settings import DatabaseSettings
 from workers.dbbackup.handler import artifact_name
 from workers.storage.local import PRIVATE_DIR, LocalStore, make_private_dirs
@@ -119,11 +119,18 @@ def log_backup_keys(store: ArtifactStore, stamp: str, set_id: str, engine_name: 
 def restore_from_set(staging: StagingSettings, configured: DatabaseSettings, engine: DatabaseEngine,
                      store: ArtifactStore, keys, *, stamp: str, set_id: str, database: str, target: str,
                      data_path: str | None = None, log_path: str | None = None, progress=None, say=print,
-                     fetch_progress=None, logs: bool = True) -> RestoreResult:
+                     fetch_progress=None, options: RestoreOptions | None = None, logs: bool = True) -> RestoreResult:
     """Restore ``database`` of a backup set as ``target`` (WITH REPLACE; MOVE to ``data_path`` / ``log_path``,
-    default the ``configured`` restore paths) and check it. With ``logs`` (default) the set's SQL Server log
-    backups of the database are applied after the full (WITH NORECOVERY until the last)."""
+    under a new name by default to the server's default directories) and check it. ``options`` default to a
+    production restore's: the backup must hold ``database``, no sessions are ended. ``configured`` is kept for
+    callers; its restore paths are the drills' (``workers.drill``), never a production restore's. With ``logs``
+    (default) the set's SQL Server log backups of the database are applied after the full (WITH NORECOVERY until
+    the last); a striped full is restored from every stripe the set holds."""
     label = "restore" if target == database else f"restore-{target}"
+    options = options or RestoreOptions(expected_database=database)
+    preflight = getattr(engine, "preflight_target", None)       # SQL Server: fail before a long download
+    if preflight is not None:
+        preflight(target, options)
     chained = log_backup_keys(store, stamp, set_id, engine.name, database) if logs else []
     with contextlib.ExitStack() as stack:
         path = stack.enter_context(staged_artifact(staging, engine, store, keys, stamp=stamp, set_id=set_id,
@@ -134,6 +141,10 @@ def restore_from_set(staging: StagingSettings, configured: DatabaseSettings, eng
             extra["logs"] = [stack.enter_context(_staged_one(staging, engine, store, keys, key, label, say,
                                                              fetch_progress)) for key in chained]
             say(f"applying {len(chained)} log backup(s) after the full backup")
-        return engine.restore(target, path, data_path=data_path or configured.restore_data_path,
-                              log_path=log_path or configured.restore_log_path, progress=progress,
-                              **extra)  # type: ignore[call-arg]
+        result = engine.restore(target, path, data_path=data_path, log_path=log_path, progress=progress,
+                                options=options, **extra)  # type: ignore[call-arg]
+    for warning in result.warnings:
+        say(f"WARNING: {warning}")
+    if result.tail_log:
+        say(f"tail-log backup of {target} (taken before the restore, WITH NORECOVERY) kept at {result.tail_log}")
+    return result

@@ -18,8 +18,10 @@ from typing import Any, Callable, Iterator
 
 import pyodbc
 
-from workers.engines.base import BackupResult, Progress, ProgressReporter, RestoreResult, require_name, sha256_of
+from workers.engines.base import (BackupResult, Progress, ProgressReporter, RestoreOptions, RestoreResult,
+                                  require_name, sha256_of)
 from workers.engines.odbc import ConnectFn, braced, clean_text, error_parts
+from workers.engines.postgres_consistency import check_consistency
 from workers.engines.postgres_errors import classify, missing_tool
 from workers.engines.settings import DatabaseSettings
 from workers.runtime.errors import DrError, PermanentError
@@ -120,12 +122,14 @@ class PostgresEngine:
                       permanent=True)
 
     def restore(self, database: str, source_path: str, *, data_path: str | None = None,
-                log_path: str | None = None, progress: Progress | None = None) -> RestoreResult:
+                log_path: str | None = None, progress: Progress | None = None,
+                options: RestoreOptions | None = None) -> RestoreResult:
         started, reporter = time.monotonic(), ProgressReporter(progress)
         self._valid("database", database)
         if data_path or log_path:
             log.warning("PostgreSQL restores ignore data_path/log_path (files live in the server's tablespaces)")
-        entries = self._toc(source_path)
+        entries, held = self._listing(source_path)
+        self._check_database(database, held, options or RestoreOptions())
         expected_tables = sum(1 for kind in entries if kind == "TABLE")
         total, done = max(1, sum(1 for kind in entries if kind == "TABLE DATA")), [0]
 
@@ -146,6 +150,10 @@ class PostgresEngine:
                                  f"{expected_tables}", hint="The restore is incomplete: see the pg_restore log.")
         return RestoreResult(database, source_path, time.monotonic() - started, self.name, self.server,
                              tables=len(tables), rows=sum(rows.values()))
+
+    def check_consistency(self, database: str) -> str:
+        """amcheck (bt_index_check, verify_heapam) where available, else a full read of every table."""
+        return check_consistency(self, database)
 
     def drop(self, database: str) -> None:
         """Drop ``database`` if it exists, ending its sessions (PostgreSQL 13+): for scratch restores (drills)."""
@@ -237,8 +245,35 @@ class PostgresEngine:
             env["PGDATABASE"] = database
         return env
 
+    def _check_database(self, target: str, held: str | None, options: RestoreOptions) -> None:
+        """The archive must hold the database the set names, and never replace an existing other database."""
+        if held is None or options.allow_database_mismatch:
+            return
+        hint = " Pass --allow-database-mismatch to restore it anyway."
+        if options.expected_database and held != options.expected_database:
+            raise PermanentError(f"the archive holds database {held!r}, not {options.expected_database!r} as the "
+                                 "backup set says", hint="The artifact does not hold the database it is named "
+                                 "after: restore another backup set." + hint)
+        if target != held and self._has_tables(target):
+            raise PermanentError(f"the archive holds database {held!r} and would be restored over the existing "
+                                 f"database {target!r}, which holds tables", hint="Check --database / "
+                                 "--target-database; restore under a new name (an empty database is fine), or "
+                                 "drop the target first." + hint)
+
+    def _has_tables(self, database: str) -> bool:
+        """An existing database with user tables (an empty one, e.g. created for the restore, is fine)."""
+        with self._cursor(self.settings.pg_maintenance_db) as cursor:
+            if not cursor.execute("SELECT 1 FROM pg_database WHERE datname = ?", database).fetchall():
+                return False
+        with self._cursor(database) as cursor:
+            return bool(cursor.execute(_TABLES).fetchall())
+
     def _toc(self, path: str) -> list[str]:
-        """Kinds of the archive's TOC entries ("TABLE", "TABLE DATA", ... other entries as "")."""
+        return self._listing(path)[0]
+
+    def _listing(self, path: str) -> tuple[list[str], str | None]:
+        """Kinds of the archive's TOC entries ("TABLE", "TABLE DATA", ... other entries as "") and the name of
+        the database it was dumped from (its header's ``dbname:``)."""
         if not os.path.isfile(path):
             raise PermanentError(f"backup file {path} does not exist", hint="Check the staging / source path.")
         try:
@@ -250,8 +285,11 @@ class PostgresEngine:
             raise PermanentError(f"{path} is not a readable pg_dump archive: {done.stderr.strip()[-500:]}",
                                  hint="The dump is damaged, truncated or not a custom-format archive: take a "
                                       "new backup.")
-        return [(m.group(1) if (m := _TOC_ENTRY.match(line)) else "") for line in done.stdout.splitlines()
-                if line and not line.startswith(";")]
+        lines = done.stdout.splitlines()
+        held = next((line.split(":", 1)[1].strip() for line in lines if line.startswith(";") and
+                     line[1:].strip().startswith("dbname:")), None)
+        return [(m.group(1) if (m := _TOC_ENTRY.match(line)) else "") for line in lines
+                if line and not line.startswith(";")], held
 
     def _run(self, argv: list[str], database: str | None, on_line: Callable[[str], None] | None, *,
              action: str, setting: str, permanent: bool = False) -> None:

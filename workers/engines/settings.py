@@ -43,16 +43,27 @@ class DatabaseSettings(BaseModel, extra="forbid"):
     buffer_count: int | None = Field(default=None, ge=1, le=10000, description="BUFFERCOUNT")
     stripes: int = Field(default=1, ge=1, le=64, description="Write the backup to N files "
                          "(name.stripe1ofN.bak, ...), stored as N artifacts <db>.bak.1ofN ... <db>.bak.NofN")
-    ag_override: bool = Field(default=False, description="Back up Always On databases even where "
-                              "sys.fn_hadr_backup_is_preferred_replica says this is not the preferred replica")
+    ag_override: bool = Field(default=False, description="Back up Always On databases on the replica "
+                              "connected to (through a listener: the primary) instead of the AG's preferred "
+                              "backup replica")
+    ag_replica_servers: dict[str, str] = Field(default_factory=dict, description="Always On: replica_server_name "
+                                               "-> host, host\\instance or host,port to connect to (default: the "
+                                               "host of the replica's endpoint URL and the configured port)")
+    multi_subnet_failover: bool = Field(default=False, description="SQL Server: SERVER is an AG listener (or "
+                                        "FCI): connect with MultiSubnetFailover=Yes")
+    verify_fallback: Literal["checksum", "fail"] = Field(default="checksum", description="When the login "
+                                                         "lacks CREATE DATABASE, which RESTORE VERIFYONLY needs: "
+                                                         "checksum = rely on BACKUP ... WITH CHECKSUM and warn; "
+                                                         "fail = fail the backup with the GRANT to run")
     log_backup_max_age_minutes: int = Field(default=1440, ge=0, description="SQL Server: warn (job-failed "
                                             "warning + metric) when a FULL-recovery database has no log backup "
                                             "newer than this in msdb, or its log waits for one "
                                             "(log_reuse_wait_desc = LOG_BACKUP); 0 = never warn")
-    restore_data_path: str | None = Field(default=None, description="Default directory for restored data "
-                                          "files (RESTORE ... MOVE); unset = keep the backup's paths")
-    restore_log_path: str | None = Field(default=None, description="Default directory for restored log "
-                                         "files; unset = restore_data_path")
+    restore_data_path: str | None = Field(default=None, description="Drills only: directory for the scratch "
+                                          "databases' data files (RESTORE ... MOVE); unset = the instance's "
+                                          "default data directory. Restores take --data-path")
+    restore_log_path: str | None = Field(default=None, description="Drills only: directory for the scratch "
+                                         "log files; unset = restore_data_path, else the instance default")
     # ---- PostgreSQL
     pg_dump: str = Field(default="pg_dump", min_length=1, description="pg_dump executable")
     pg_restore: str = Field(default="pg_restore", min_length=1, description="pg_restore executable")
@@ -67,6 +78,9 @@ class DatabaseSettings(BaseModel, extra="forbid"):
     pg_compress: int | None = Field(default=0, ge=0, le=9, description="pg_dump -Z level. 0 by default: the "
                                     "upload worker compresses with zstd anyway, and pg_dump's single-core zlib "
                                     "made the whole backup 1.8x slower (None = pg_dump's own default)")
+    pg_amcheck: bool = Field(default=True, description="Drills: check the restored database with amcheck "
+                             "(bt_index_check, verify_heapam) where the server has it; false: read every table "
+                             "in full instead")
     pg_verify_data: bool = Field(default=True, description="Verify by reading the whole archive "
                                  "(pg_restore -f /dev/null) after pg_restore --list")
 
@@ -78,6 +92,17 @@ class DatabaseSettings(BaseModel, extra="forbid"):
                 raise ValueError(f"database name {name!r} is empty or holds control characters")
         if len(set(value)) != len(value):
             raise ValueError("database names must be unique")
+        return value
+
+    @field_validator("ag_replica_servers")
+    @classmethod
+    def _replica_addresses(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, address in value.items():
+            host, _, port = address.partition(",")
+            bad = [c for c in name + address if ord(c) < 32 or c in ";{}="]
+            if not name.strip() or not host.strip() or bad or port and not (port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(f"ag_replica_servers: {name!r} -> {address!r} is not replica name -> host, "
+                                 "host\\instance or host,port")
         return value
 
     @field_validator("max_transfer_size")

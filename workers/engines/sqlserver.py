@@ -1,77 +1,47 @@
-"""SQL Server engine: BACKUP DATABASE to a staging share, RESTORE VERIFYONLY, RESTORE DATABASE.
+"""SQL Server engine: BACKUP DATABASE / LOG to a staging share, RESTORE VERIFYONLY, RESTORE DATABASE.
 
-Every statement runs with autocommit (BACKUP/RESTORE refuse transactions) and is drained to the last result
-set, so a call returns only when SQL Server finished and every error surfaces; ``STATS = N`` messages become
-progress callbacks. Database names are looked up in ``sys.databases`` (bind parameter) before they are quoted
-into a statement. Always On databases are backed up only on the preferred backup replica.
+Statements run on one autocommit connection, drained to the last result set (:mod:`.sqlserver_session`), so
+every error surfaces; ``STATS = N`` messages become progress callbacks. Database names are looked up in ``sys.databases`` (bind parameter) before they are quoted
+into a statement. Always On databases are backed up on the AG's preferred backup replica: when the server
+connected to (a listener reaches the primary) is not it, the engine connects to that replica itself
+(:mod:`workers.engines.sqlserver_ag`). COMPRESSION and MAXTRANSFERSIZE follow the edition and version
+(:mod:`workers.engines.sqlserver_edition`).
 
 Striped backups (``stripes`` > 1) write one media family per file (``name.stripe<i>of<N>.bak``); verify,
 file list and restore take every stripe's path (a sequence, named by the stored set, never by the local
 ``stripes`` setting). BACKUP TO URL is not supported: a staging path must be a directory or UNC share.
+Log backups and log health: :mod:`workers.engines.sqlserver_log`.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import pyodbc
 
+from workers.engines import sqlserver_ag as ag
+from workers.engines import sqlserver_perms as perms
 from workers.engines import sqlserver_sql as tsql
 from workers.engines.base import (ONLINE, SKIPPED_NOT_PREFERRED, BackupResult, Progress, ProgressReporter,
-                                    RestoreResult, locally_readable, require_name, sha256_of, stripe_paths)
-from workers.engines.sqlserver_log import LogHealth, apply_logs, read_log_health
-from workers.engines.odbc import ConnectFn, Cursor, Message, clean_text, connection_string, drain, native_number
+                                    RestoreOptions, RestoreResult, locally_readable, require_name, sha256_of,
+                                    stripe_paths)
+from workers.engines.odbc import ConnectFn
 from workers.engines.settings import DatabaseSettings
+from workers.engines.sqlserver_edition import DATABASE_ENCRYPTED, SERVER_FACTS, ServerFacts, fit_options
 from workers.engines.sqlserver_errors import classify
-from workers.runtime.errors import ConfigurationError, DrError, PermanentError, TransientError
+from workers.engines.sqlserver_log import LogHealth, read_log_health
+from workers.engines.sqlserver_restore import SafeRestore, check_db, drop as drop_database
+from workers.engines.sqlserver_session import Session as _Session, build_connection_string
+from workers.engines.sqlserver_session import progress_from_messages as _progress_from_messages
+from workers.runtime.errors import DrError, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 
-PROGRESS = 3211                                  # "%d percent processed." (the text is translated, the number not)
-_PERCENT = re.compile(r"(?<!\d)(\d{1,3})(?!\d)")
 _LOGIN_HINT = ("Check APPSVC_DR_DATABASE__DATABASES: names are matched exactly against sys.databases on "
                "APPSVC_DR_DATABASE__SERVER (and the login must be allowed to see the database).")
-
-
-class _Session:
-    """One autocommit connection: runs statements, drains them, maps errors where they happen."""
-
-    def __init__(self, cursor: Cursor, login: str | None = None) -> None:
-        self.cursor = cursor
-        self.login = login
-        self.recent: list[Message] = []
-
-    def run(self, sql: str, *params: Any, action: str, on_message: Callable[[Message], None] | None = None,
-            database: str | None = None) -> list[list[dict[str, Any]]]:
-        self.recent = []
-
-        def seen(message: Message) -> None:
-            self.recent.append(message)
-            log.debug("%s: %s", action, clean_text(message[1]))
-            if on_message is not None:
-                on_message(message)
-
-        try:
-            self.cursor.execute(sql, *params)
-            return drain(self.cursor, seen)
-        except pyodbc.Error as exc:
-            raise classify(exc, action=action, recent=self.recent, login=self.login, database=database) from exc
-
-    def first(self, sql: str, *params: Any, action: str) -> dict[str, Any] | None:
-        sets = self.run(sql, *params, action=action)
-        return sets[0][0] if sets and sets[0] else None
-
-
-def _progress_from_messages(reporter: ProgressReporter) -> Callable[[Message], None]:
-    def on_message(message: Message) -> None:
-        found = _PERCENT.search(clean_text(message[1])) if native_number(message) == PROGRESS else None
-        if found:
-            reporter(int(found.group(1)))
-    return on_message
 
 
 class SqlServerEngine:
@@ -89,7 +59,7 @@ class SqlServerEngine:
         self._connect = connect or pyodbc.connect
         port = settings.effective_port
         self.server = settings.server if "\\" in settings.server else f"{settings.server},{port}"
-        self._connection_string = self._build_connection_string()
+        self._connection_string = build_connection_string(settings)
 
     # ------------------------------------------------------------------------------------------ public
     def check(self, database: str) -> None:
@@ -102,10 +72,8 @@ class SqlServerEngine:
         with self._session() as session:
             name, in_ag = self._online(session, database)
             if in_ag and not self.settings.ag_override and not self._preferred(session, name):
-                log.info("%s on %s: not the preferred backup replica, skipped", name, self.server)
-                return BackupResult(name, staging_path, 0, time.monotonic() - started, self.name, self.server,
-                                    skipped_reason=SKIPPED_NOT_PREFERRED, parts=tuple(devices))
-            statement = tsql.backup_database(name, devices, self._options())
+                return self._backup_on_preferred_replica(session, name, staging_path, progress, started)
+            statement = tsql.backup_database(name, devices, self._fitted_options(session, name))
             began = datetime.now(timezone.utc)
             session.run(statement, action=f"BACKUP DATABASE {tsql.quote_name(name)}",
                         on_message=_progress_from_messages(reporter), database=name)
@@ -113,14 +81,8 @@ class SqlServerEngine:
             reporter.done()
             history = self._history(session, name, devices[0])
             if self.settings.verify:
-                self._verify(session, devices)
-        size, checksum, parts = self._measure(devices, history)
-        lsn = {k: (str(history[k]) if history.get(k) is not None else None)
-               for k in ("first_lsn", "last_lsn", "database_backup_lsn")}
-        return BackupResult(name, staging_path, size, time.monotonic() - started, self.name, self.server,
-                            checksum=checksum, parts=tuple(devices), part_checksums=parts,
-                            server_version=tsql.version_of(history), started_at=began.isoformat(),
-                            finished_at=ended.isoformat(), copy_only=self.settings.copy_only, **lsn)
+                self._verify_after_backup(session, name, devices)
+        return self._result(name, staging_path, devices, history, started, began, ended, self.settings.copy_only)
 
     def backup_log(self, database: str, staging_path: str, progress: Progress | None = None) -> BackupResult:
         """BACKUP LOG of ``database`` (FULL / BULK_LOGGED recovery) to one file, verified like a full backup."""
@@ -128,20 +90,15 @@ class SqlServerEngine:
         with self._session() as session:
             name, _ = self._online(session, database)
             began = datetime.now(timezone.utc)
-            session.run(tsql.backup_log(name, [staging_path], self._options()),
+            session.run(tsql.backup_log(name, [staging_path], self._fitted_options(session, name)),
                         action=f"BACKUP LOG {tsql.quote_name(name)}", on_message=_progress_from_messages(reporter),
                         database=name)
             ended = datetime.now(timezone.utc)
             reporter.done()
             history = self._history(session, name, staging_path)
             if self.settings.verify:
-                self._verify(session, [staging_path])
-        size, checksum, _ = self._measure([staging_path], history)
-        lsn = {k: (str(history[k]) if history.get(k) is not None else None)
-               for k in ("first_lsn", "last_lsn", "database_backup_lsn")}
-        return BackupResult(name, staging_path, size, time.monotonic() - started, self.name, self.server,
-                            checksum=checksum, parts=(staging_path,), server_version=tsql.version_of(history),
-                            started_at=began.isoformat(), finished_at=ended.isoformat(), copy_only=False, **lsn)
+                self._verify_after_backup(session, name, [staging_path])
+        return self._result(name, staging_path, [staging_path], history, started, began, ended, False)
 
     def log_health(self, database: str) -> LogHealth:
         """Recovery model, ``log_reuse_wait_desc`` and the age of the newest log backup (msdb) of ``database``:
@@ -155,36 +112,34 @@ class SqlServerEngine:
 
     def restore(self, database: str, source_path: str | Sequence[str], *, data_path: str | None = None,
                 log_path: str | None = None, progress: Progress | None = None,
-                logs: Sequence[str] = ()) -> RestoreResult:
-        """Restore from ``source_path``: one file, or every stripe of a striped backup in order; then, WITH
-        NORECOVERY until the last, each of ``logs`` (log backups, in LSN order) and RECOVERY."""
+                options: RestoreOptions | None = None, logs: Sequence[str] = ()) -> RestoreResult:
+        """Pre-flight, exclusive access, optional tail-log backup, RESTORE ... WITH REPLACE from one file or every
+        stripe in order, then each of ``logs`` (log backups, LSN order) WITH NORECOVERY and RECOVERY; ONLINE
+        checked (:mod:`workers.engines.sqlserver_restore`)."""
         started, reporter = time.monotonic(), ProgressReporter(progress)
-        quoted = tsql.quote_name(database)
         devices = _devices(source_path)
-        source_path = devices[0]
-        data_path = data_path or self.settings.restore_data_path
-        log_path = log_path or self.settings.restore_log_path
         with self._session() as session:
-            sets = session.run(tsql.filelist_only(devices), action="RESTORE FILELISTONLY")
-            files = sets[0] if sets else []
-            if not files:
-                raise PermanentError(f"RESTORE FILELISTONLY found no database files in {source_path}",
-                                     hint="The file is not a database backup: check the source path.")
-            moves = tsql.plan_moves(database, files, data_path, log_path)
-            session.run(tsql.restore_database(database, devices, moves, self.settings.stats_percent,
-                                              recovery=not logs),
-                        action=f"RESTORE DATABASE {quoted}", on_message=_progress_from_messages(reporter),
-                        database=database)
-            if logs:
-                apply_logs(session, database, logs, self.settings.stats_percent)
+            safe = SafeRestore(session, self.server, database, devices, options or RestoreOptions(),
+                               self.settings.stats_percent, logs=logs)
+            state = safe.restore(data_path, log_path, _progress_from_messages(reporter))
             reporter.done()
-            row = session.first(tsql.DATABASE_STATE, database, action=f"check restored database {quoted}")
-        state = str(row["state_desc"]) if row else "MISSING"
-        if state != ONLINE:
-            raise PermanentError(f"restored database {quoted} on {self.server} is {state}, not ONLINE",
-                                 hint="Look at the SQL Server error log for the restore; RESTORE ... WITH "
-                                      "RECOVERY should leave the database ONLINE.")
-        return RestoreResult(database, source_path, time.monotonic() - started, self.name, self.server, state)
+            done = safe.outcome
+        return RestoreResult(database, devices[0], time.monotonic() - started, self.name, self.server, state,
+                             tail_log=done.tail_log, warnings=tuple(done.warnings))
+
+    def preflight_target(self, database: str, options: RestoreOptions) -> None:
+        """Before fetching a backup: refuse a target in an availability group or with open sessions (without
+        ``force_disconnect``) now rather than after the download; the restore checks again."""
+        with self._session() as session:
+            safe = SafeRestore(session, self.server, database, [], options, self.settings.stats_percent)
+            row = safe.target_row()
+            if row is not None:
+                safe.check_target(row)
+
+    def check_consistency(self, database: str) -> str:
+        """DBCC CHECKDB (database) WITH NO_INFOMSGS, ALL_ERRORMSGS; corruption raises (8939, 8928, ...)."""
+        with self._session() as session:
+            return check_db(session, database)
 
     def file_list(self, source_path: str | Sequence[str]) -> list[dict[str, Any]]:
         """RESTORE FILELISTONLY: the backup's logical files (what a restore would MOVE)."""
@@ -193,11 +148,17 @@ class SqlServerEngine:
         return sets[0] if sets else []
 
     def drop(self, database: str) -> None:
-        """Drop ``database`` if it exists (rolling back its sessions): for scratch restores (drills)."""
+        """Drop ``database`` if it exists (rolling back its sessions; a RESTORING one directly): for scratch
+        restores (drills)."""
         with self._session() as session:
-            row = session.first(tsql.DATABASE_STATE, database, action=f"look up database {database!r}")
-            for statement in tsql.drop_database(str(row["name"])) if row else []:
-                session.run(statement, action=statement.split(" WITH ")[0], database=str(row["name"]))
+            drop_database(session, database)
+
+    def permissions(self) -> tuple[list[perms.Permission], set[str]]:
+        """What the login may do on each configured database (read only; :mod:`.sqlserver_perms`), and the
+        databases the server does not show."""
+        with self._session() as session:
+            return perms.read(lambda sql, *p: session.rows(sql, *p, action="read the login's permissions"),
+                              self.settings.databases)
 
     # ----------------------------------------------------------------------------------------- helpers
     @contextlib.contextmanager
@@ -233,6 +194,65 @@ class SqlServerEngine:
         row = session.first(tsql.PREFERRED_REPLICA, name, action=f"ask whether this is {name!r}'s backup replica")
         return bool(row and row["preferred"])
 
+    def _backup_on_preferred_replica(self, session: _Session, name: str, staging_path: str,
+                                     progress: Progress | None, started: float) -> BackupResult:
+        """This replica is not the preferred one: back up on the replica the AG's preference picks, reached
+        directly (COPY_ONLY on a secondary); a skipped result saying why when no candidate is reachable."""
+        group = ag.read_group(lambda sql, *p: session.rows(sql, *p, action="read the availability group"), name)
+        session.close()             # not held open to the primary while another replica backs up for hours
+        unreachable: dict[str, str] = {}
+        for replica in ag.backup_candidates(group) if group else []:
+            engine = self._engine_for(replica)
+            try:
+                engine.check(name)
+            except DrError as exc:
+                log.warning("%s: preferred backup replica %s unreachable: %s", name, replica.name, exc.message)
+                unreachable[replica.name] = exc.message[:200]
+                continue
+            log.info("%s: %s is not the preferred backup replica (availability group %s, preference %s); "
+                     "backing up on %s", name, self.server, group.name, group.preference_text, engine.server)
+            return engine.backup(name, staging_path, progress)
+        reason = ag.nothing_reachable(group, name, unreachable) if group else SKIPPED_NOT_PREFERRED
+        log.warning("%s on %s: %s", name, self.server, reason)
+        return BackupResult(name, staging_path, 0, time.monotonic() - started, self.name, self.server,
+                            skipped_reason=reason, parts=tuple(stripe_paths(staging_path, self.settings.stripes)))
+
+    def _engine_for(self, replica: ag.AgReplica) -> "SqlServerEngine":
+        """An engine connected straight to ``replica`` that backs up there (never follows the AG again)."""
+        address = ag.replica_address(replica, self.settings.ag_replica_servers)
+        host, _, port = address.partition(",")
+        update: dict[str, Any] = {"server": host, "ag_override": True, "multi_subnet_failover": False}
+        if port.strip().isdigit():
+            update["port"] = int(port)
+        if replica.role != "PRIMARY":
+            update["copy_only"] = True          # a secondary takes only COPY_ONLY full backups (else 3059)
+        return SqlServerEngine(self.settings.model_copy(update=update), connect=self._connect)
+
+    def _fitted_options(self, session: _Session, name: str) -> tsql.BackupOptions:
+        """The configured options as this edition and version support them (COMPRESSION, TDE transfer size)."""
+        facts = ServerFacts.from_row(session.first(SERVER_FACTS, action="read the SQL Server edition"))
+        row = session.first(DATABASE_ENCRYPTED, name, action=f"ask whether {name!r} uses TDE")
+        options, notes = fit_options(self._options(), facts, bool(row and row["is_encrypted"]))
+        for note in notes:
+            log.info("%s on %s: %s", name, self.server, note)
+        return options
+
+    def _verify_after_backup(self, session: _Session, name: str, devices: list[str]) -> None:
+        """RESTORE VERIFYONLY, which needs CREATE DATABASE: a db_backupoperator-only login gets the
+        ``verify_fallback`` (the backup's own CHECKSUM, with a warning) or a clear failure."""
+        row = session.first(tsql.MAY_VERIFY, action="check the CREATE DATABASE permission RESTORE VERIFYONLY needs")
+        if row and row["may_verify"] == 1:
+            self._verify(session, devices)
+            return
+        grant = f"GRANT CREATE ANY DATABASE TO [{(self.settings.username or '<login>').replace(']', ']]')}];"
+        if self.settings.verify_fallback == "fail":
+            raise PermanentError(f"backup of {name} on {self.server} written but not verified: the login lacks "
+                                 "CREATE DATABASE, which RESTORE VERIFYONLY needs",
+                                 hint=f"Run {grant} on the server, or set APPSVC_DR_DATABASE__VERIFY_FALLBACK="
+                                      "checksum to rely on BACKUP ... WITH CHECKSUM, or VERIFY=false.")
+        log.warning("%s on %s: RESTORE VERIFYONLY skipped (the login lacks CREATE DATABASE); the backup was "
+                    "checked only by BACKUP ... WITH CHECKSUM. To verify, run %s", name, self.server, grant)
+
     def _verify(self, session: _Session, devices: list[str]) -> None:
         session.run(tsql.verify_only(devices), action="RESTORE VERIFYONLY")
 
@@ -245,55 +265,28 @@ class SqlServerEngine:
             log.warning("backup of %s finished but msdb history is unreadable: %s", name, exc.message)
             return {}
 
-    @staticmethod
-    def _measure(devices: list[str], history: dict[str, Any]) -> tuple[int, str | None, tuple[str, ...]]:
-        """(size, SHA-256 of the stripes concatenated, SHA-256 of each stripe) when this process can read the
-        files, else (msdb's size, None, ())."""
+    def _result(self, name: str, staging_path: str, devices: list[str], history: dict[str, Any], started: float,
+                began: datetime, ended: datetime, copy_only: bool) -> BackupResult:
+        """The backup's facts: size and SHA-256 (whole and per stripe) when this process can read the files,
+        else msdb's size; LSNs and the server version from msdb; start and finish (UTC)."""
         if locally_readable(devices):
             each = [sha256_of([d]) for d in devices]
-            checksum = each[0][0] if len(each) == 1 else None
-            return sum(n for _, n in each), checksum, tuple(c for c, _ in each)
-        size = history.get("compressed_backup_size") or history.get("backup_size") or 0
-        return int(size), None, ()
+            size, checksum, parts = sum(n for _, n in each), each[0][0] if len(each) == 1 else None, \
+                tuple(c for c, _ in each)
+        else:
+            size = int(history.get("compressed_backup_size") or history.get("backup_size") or 0)
+            checksum, parts = None, ()
+        lsn = {k: (str(history[k]) if history.get(k) is not None else None)
+               for k in ("first_lsn", "last_lsn", "database_backup_lsn")}
+        return BackupResult(name, staging_path, size, time.monotonic() - started, self.name, self.server,
+                            checksum=checksum, parts=tuple(devices), part_checksums=parts,
+                            server_version=tsql.version_of(history), started_at=began.isoformat(),
+                            finished_at=ended.isoformat(), copy_only=copy_only, **lsn)
 
     def _options(self) -> tsql.BackupOptions:
         s = self.settings
         return tsql.BackupOptions(compression=s.compression, copy_only=s.copy_only, stats_percent=s.stats_percent,
                                   max_transfer_size=s.max_transfer_size, buffer_count=s.buffer_count)
-
-    def _build_connection_string(self) -> str:
-        s = self.settings
-        driver = s.effective_driver
-        freetds = "freetds" in driver.lower()
-        instance = "\\" in s.server
-        pairs: list[tuple[str, str | None]] = [("DRIVER", driver)]
-        if freetds:
-            pairs += [("SERVER", s.server), ("PORT", None if instance else str(s.effective_port)),
-                      ("DATABASE", "master"), ("TDS_Version", "7.4"), ("ClientCharset", "UTF-8"),
-                      ("Encryption", "request" if s.encrypt == "no" else "require")]
-        else:
-            pairs += [("SERVER", s.server if instance else f"tcp:{s.server},{s.effective_port}"),
-                      ("DATABASE", "master"), ("Encrypt", s.encrypt),
-                      ("TrustServerCertificate", "yes" if s.trust_server_certificate else "no"),
-                      ("APP", "appservice-dr")]
-        password = s.password.get_secret_value() if s.password is not None else None
-        if s.auth == "kerberos":
-            pairs.append(("Trusted_Connection", "yes"))
-        elif freetds:
-            if s.auth != "sql":
-                raise ConfigurationError(f"database.auth = {s.auth} needs the Microsoft ODBC driver, not FreeTDS",
-                                         hint="Set APPSVC_DR_DATABASE__DRIVER='ODBC Driver 18 for SQL Server' "
-                                              "or use auth = sql / kerberos.")
-        if s.auth in ("sql", "entra-password"):
-            if not s.username:
-                raise ConfigurationError(f"database.auth = {s.auth} needs database.username",
-                                         hint="Set APPSVC_DR_DATABASE__USERNAME and APPSVC_DR_DATABASE__PASSWORD.")
-            pairs += [("UID", s.username), ("PWD", password)]
-        if s.auth == "entra-password":
-            pairs.append(("Authentication", "ActiveDirectoryPassword"))
-        elif s.auth == "entra-msi":
-            pairs += [("Authentication", "ActiveDirectoryMsi"), ("UID", s.username)]
-        return connection_string(pairs, always_brace=("DRIVER", "PWD"))
 
 
 def _devices(source: str | Sequence[str]) -> list[str]:

@@ -39,6 +39,9 @@ RULES: dict[int, tuple[bool, str]] = {
     18456: (False, "Login failed. " + _LOGIN),
     18452: (False, "The login is from an untrusted domain: use auth = sql, or fix Kerberos (SPN, keytab). "),
     262: (False, "Permission denied: {grant}"),
+    300: (False, "Permission denied: reading Always On state (sys.dm_hadr_availability_replica_states) needs "
+                 "VIEW SERVER STATE: GRANT VIEW SERVER STATE TO {login}; on every replica, or set "
+                 "APPSVC_DR_DATABASE__AG_OVERRIDE=true to back up where connected."),
     229: (False, "Permission denied: the backup login needs VIEW SERVER STATE and SELECT on msdb backup "
                  "history (or sysadmin)."),
     916: (False, "The login cannot access the database in this security context. " + _LOGIN),
@@ -61,10 +64,10 @@ RULES: dict[int, tuple[bool, str]] = {
     3156: (False, "A restored file cannot be placed: set APPSVC_DR_DATABASE__RESTORE_DATA_PATH and "
                   "RESTORE_LOG_PATH (RESTORE ... MOVE) to directories on the target SQL Server."),
     1834: (False, "A restored file would overwrite a file another database uses: restore under other "
-                  "file names (set RESTORE_DATA_PATH / RESTORE_LOG_PATH)."),
+                  "file names (--data-path / --log-path; drills: RESTORE_DATA_PATH / RESTORE_LOG_PATH)."),
     3101: (False, "The target database has open sessions and RESTORE needs exclusive access; retrying does not "
-                  "help while the App Service controllers stay connected. Stop them, or end the sessions with "
-                  "ALTER DATABASE {database} SET SINGLE_USER WITH ROLLBACK IMMEDIATE, then restore again."),
+                  "help while the App Service controllers stay connected. Stop them, or rerun the restore with "
+                  "--force-disconnect (ALTER DATABASE {database} SET SINGLE_USER WITH ROLLBACK IMMEDIATE)."),
     3104: (False, "The target database has joined an availability group, which RESTORE cannot replace: on the "
                   "primary run ALTER AVAILABILITY GROUP [<ag>] REMOVE DATABASE {database} (on a secondary: "
                   "ALTER DATABASE {database} SET HADR OFF), restore, then add it back to the group."),
@@ -94,6 +97,8 @@ RULES: dict[int, tuple[bool, str]] = {
                   "database."),
     8928: (False, "DBCC CHECKDB found corruption in the restored copy: the backup holds a damaged database; run "
                   "DBCC CHECKDB on the source and take a new backup."),
+    8939: (False, "DBCC CHECKDB found a damaged page in the restored copy: the backup holds a damaged database; "
+                  "run DBCC CHECKDB on the source and take a new backup."),
     8989: (False, "DBCC CHECKDB found corruption in the restored copy: the backup holds a damaged database; run "
                   "DBCC CHECKDB on the source and take a new backup."),
     4208: (False, "The database uses the SIMPLE recovery model, which has no log backups: back it up with full "
@@ -130,7 +135,8 @@ def _grant(action: str, login: str, database: str) -> str:
                 f"db_backupoperator ADD MEMBER {login};")
     return (f"RESTORE (also VERIFYONLY / FILELISTONLY / HEADERONLY) needs CREATE DATABASE on the server: ALTER "
             f"SERVER ROLE dbcreator ADD MEMBER {login}; (or GRANT CREATE ANY DATABASE TO {login};). Without it, "
-            "set APPSVC_DR_DATABASE__VERIFY=false to skip verification after backups.")
+            "backups are verified only by BACKUP ... WITH CHECKSUM (APPSVC_DR_DATABASE__VERIFY_FALLBACK=checksum, "
+            "the default). `appsvc-dr config check --connect` lists every permission the login lacks.")
 
 
 def _bracket(name: str | None, placeholder: str) -> str:

@@ -87,5 +87,5 @@ def apply_logs(session: _Session, database: str, logs: Sequence[str], stats_perc
     for device in logs:
         session.run(tsql.restore_log(database, [device], stats_percent), action=f"RESTORE LOG {quoted}",
                     database=database)
-    session.run(tsql.recover_database(database), action=f"RESTORE DATABASE {quoted} WITH RECOVERY",
+    session.run(tsql.recover_only(database), action=f"RESTORE DATABASE {quoted} WITH RECOVERY",
                 database=database)

@@ -19,6 +19,8 @@ MAX_PATH_LENGTH = 1024
 DATABASE_STATE = ("SELECT name, state_desc, CASE WHEN replica_id IS NULL THEN 0 ELSE 1 END AS in_ag "
                   "FROM sys.databases WHERE name = ?")
 PREFERRED_REPLICA = "SELECT sys.fn_hadr_backup_is_preferred_replica(?) AS preferred"
+# RESTORE VERIFYONLY / FILELISTONLY / HEADERONLY need CREATE DATABASE (RESTORE, "Permissions")
+MAY_VERIFY = "SELECT HAS_PERMS_BY_NAME(N'master', N'DATABASE', N'CREATE DATABASE') AS may_verify"
 BACKUP_HISTORY = ("SELECT TOP (1) bs.first_lsn, bs.last_lsn, bs.database_backup_lsn, bs.backup_size, "
                   "bs.compressed_backup_size, bs.software_major_version, bs.software_minor_version, "
                   "bs.software_build_version FROM msdb.dbo.backupset AS bs "
@@ -95,11 +97,6 @@ def restore_log(name: str, devices: Sequence[str], stats_percent: int) -> str:
     return f"RESTORE LOG {quote_name(name)} FROM {devices_clause(devices)} WITH NORECOVERY, STATS = {int(stats_percent)}"
 
 
-def recover_database(name: str) -> str:
-    """Bring a database restored WITH NORECOVERY online once its log backups are applied."""
-    return f"RESTORE DATABASE {quote_name(name)} WITH RECOVERY"
-
-
 def verify_only(devices: Sequence[str]) -> str:
     return f"RESTORE VERIFYONLY FROM {devices_clause(devices)} WITH CHECKSUM"
 
@@ -109,13 +106,61 @@ def filelist_only(devices: Sequence[str]) -> str:
 
 
 def restore_database(name: str, devices: Sequence[str], moves: Iterable[tuple[str, str]],
-                     stats_percent: int, recovery: bool = True) -> str:
+                     stats_percent: int, *, checksum: bool = False, recovery: bool = True) -> str:
     """``RESTORE DATABASE [db] FROM ... WITH REPLACE, RECOVERY, MOVE N'logical' TO N'path', ..., STATS = N``
-    (``NORECOVERY`` when log backups follow)."""
-    opts = ["REPLACE", "RECOVERY" if recovery else "NORECOVERY"]
+    (``CHECKSUM``: fail unless every page checksum of the backup is present and right; ``NORECOVERY`` when log
+    backups follow)."""
+    opts = ["REPLACE", "RECOVERY" if recovery else "NORECOVERY"] + (["CHECKSUM"] if checksum else [])
     opts += [f"MOVE {literal(logical, 'logical file')} TO {literal(path)}" for logical, path in moves]
     opts.append(f"STATS = {int(stats_percent)}")
     return f"RESTORE DATABASE {quote_name(name)} FROM {devices_clause(devices)} WITH {', '.join(opts)}"
+
+
+# ------------------------------------------------------------------------- restore pre-flight and safety
+TARGET_DATABASE = ("SELECT name, state_desc, user_access_desc, recovery_model_desc, CASE WHEN replica_id IS NULL "
+                   "THEN 0 ELSE 1 END AS in_ag FROM sys.databases WHERE name = ?")
+TARGET_AG = ("SELECT ag.name AS ag_name, drs.is_primary_replica FROM sys.dm_hadr_database_replica_states AS drs "
+             "JOIN sys.availability_groups AS ag ON ag.group_id = drs.group_id "
+             "WHERE drs.database_id = DB_ID(?) AND drs.is_local = 1")
+USER_SESSIONS = ("SELECT session_id FROM sys.dm_exec_sessions WHERE database_id = DB_ID(?) AND "
+                 "is_user_process = 1")
+CONTAINMENT = "SELECT value_in_use FROM sys.configurations WHERE name = N'contained database authentication'"
+INSTANCE = ("SELECT SERVERPROPERTY('ProductVersion') AS version, SERVERPROPERTY('InstanceDefaultDataPath') "
+            "AS data_path, SERVERPROPERTY('InstanceDefaultLogPath') AS log_path")
+
+
+def header_only(devices: Sequence[str]) -> str:
+    return f"RESTORE HEADERONLY FROM {devices_clause(devices)}"
+
+
+def single_user(name: str) -> str:
+    """End every other session at once (their open transactions roll back) and keep one connection in."""
+    return f"ALTER DATABASE {quote_name(name)} SET SINGLE_USER WITH ROLLBACK IMMEDIATE"
+
+
+def multi_user(name: str) -> str:
+    return f"ALTER DATABASE {quote_name(name)} SET MULTI_USER"
+
+
+def tail_log_backup(name: str, device: str, stats_percent: int) -> str:
+    """The tail of the log before an in-place restore: NORECOVERY leaves the database RESTORING."""
+    return (f"BACKUP LOG {quote_name(name)} TO DISK = {literal(device)} WITH NORECOVERY, CHECKSUM, FORMAT, INIT, "
+            f"STATS = {int(stats_percent)}")
+
+
+def recover_only(name: str) -> str:
+    """Bring a RESTORING database (e.g. after a tail-log backup) back ONLINE without restoring anything."""
+    return f"RESTORE DATABASE {quote_name(name)} WITH RECOVERY"
+
+
+def check_db(name: str) -> str:
+    return f"DBCC CHECKDB ({quote_name(name)}) WITH NO_INFOMSGS, ALL_ERRORMSGS"
+
+
+def drop_statements(name: str, state: str) -> list[str]:
+    """DROP a scratch database: an ONLINE one after ending its sessions; any other state (RESTORING, OFFLINE,
+    SUSPECT) directly - ALTER DATABASE is not permitted while it is RESTORING (5052)."""
+    return drop_database(name) if state == "ONLINE" else [f"DROP DATABASE {quote_name(name)}"]
 
 
 def drop_database(name: str) -> list[str]:

@@ -4,55 +4,28 @@
 What costs what (estimates of what the bytes cost at their peak, measured with tests/benchmarks/bench_fileshare.py):
 
 * the pack being filled: ``pack_size``;
-* a pack being uploaded: 3 × ``pack_size`` (its buffer, the encoded copy, the transport's copy);
+* a pack being uploaded: 3 × ``pack_size`` (its buffer, the encoded copy, the transport's copy: ``UPLOAD_COPIES``);
 * a large file being streamed: the chunker's window (2 × the largest chunk) and the reads in flight
   (:data:`READ_WINDOW`, a decrypted SMB read and its copies);
 * a batch of small files: their bytes, twice (read, and the blobs cut from them on their way to the packer).
 
-The packer holds a floor of its own (one pack filling, one uploading: :func:`packing_floor`) so that packing can
-always make progress; readers and further uploads share the rest and never wait for it while holding anything
+The counter is :class:`workers.repository.budget.Budget`. The packer holds a floor of its own (one pack filling, one
+uploading: :func:`~workers.repository.budget.packing_floor`) so that packing can always make progress; readers and further uploads share the rest and never wait for it while holding anything
 the packer needs (the sync only hands out reads it has budget for; extra uploads only take budget that is free).
 """
 from __future__ import annotations
 
 import ctypes
 import gc
-import threading
 
 MiB = 1 << 20
 M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # mallopt parameters (glibc malloc.h)
 ARENAS = 2
 READ_WINDOW = 12 * MiB                  # SMB reads of 4 MiB: the encrypted message, its plaintext, the copy handed on
-UPLOAD_COPIES = 3
-
-
-def packing_floor(pack_size: int) -> int:
-    return pack_size + UPLOAD_COPIES * pack_size
 
 
 def stream_cost(chunk_max: int) -> int:
     return 2 * chunk_max + READ_WINDOW
-
-
-class Budget:
-    """A byte count handed out without blocking: ``try_take`` succeeds while what is taken stays within the
-    total (or when nothing is taken at all, so one task larger than the budget can still run alone)."""
-
-    def __init__(self, total: int) -> None:
-        self.total, self.taken, self.peak = total, 0, 0
-        self._lock = threading.Lock()
-
-    def try_take(self, n: int) -> bool:
-        with self._lock:
-            if self.taken and self.taken + n > self.total:
-                return False
-            self.taken += n
-            self.peak = max(self.peak, self.taken)
-            return True
-
-    def give(self, n: int) -> None:
-        with self._lock:
-            self.taken -= n
 
 
 def release_memory() -> None:

@@ -22,10 +22,10 @@ from workers.artifacts.events import artifact_stored
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import require_planned
 from workers.artifacts.settings import RetentionSettings, VerifyMode
-from workers.fileshare.lock import RepoLock
 from workers.fileshare.opener import open_tree
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync, SyncResult
+from workers.repository.lock import RepoLock
 from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError, TransientError
 from workers.runtime.worker import JobContext, WorkerSpec
@@ -53,7 +53,7 @@ def commit(repo: Repository, result: SyncResult) -> dict:
     """Store the manifest, then the summary (its presence marks the snapshot complete)."""
     m = result.manifest
     repo.put_manifest(m)
-    summary = {**result.stats, "stamp": m.stamp, "backup_set_id": m.backup_set_id, "created_at": m.created_at,
+    summary = {**result.stats.as_dict(), "stamp": m.stamp, "backup_set_id": m.backup_set_id, "created_at": m.created_at,
                "manifest_key": repo.manifest_key(m.snapshot_id)}
     repo.put_summary(m.snapshot_id, summary)
     repo.merge_index()
@@ -94,12 +94,12 @@ class FileshareHandler:
             tree = open_tree(s.source, username=s.username, password=s.password, port=s.port, encrypt=s.encrypt)
             lock = RepoLock(self.store.backend, event.stamp, "sync", holder=f"fileshare worker (snapshot {sid})")
             try:
-                with lock:                  # shared: refused while a prune runs (see workers.fileshare.lock)
+                with lock:                  # shared: refused while a prune runs (see workers.repository.lock)
                     result = Sync(s, repo, tree, progress=ctx.progress, cancelled=ctx.cancelled,
                                   logger=ctx.logger).run(sid, event.stamp, event.correlation_id, sub_path)
-                    if result.stats["skipped_count"] and s.fail_on_skipped:
-                        raise TransientError(f"{result.stats['skipped_count']} file(s) could not be read: "
-                                             + self._skipped_text(result.stats),
+                    if result.stats.skipped_count and s.fail_on_skipped:
+                        raise TransientError(f"{result.stats.skipped_count} file(s) could not be read: "
+                                             + self._skipped_text(result.stats.as_dict()),
                                              hint=SKIPPED_HINT.format(retries=s.retries, wait=s.wait))
                     lock.check()            # a lapsed lock: a prune may have freed blobs this sync reused
                     summary = commit(repo, result)

@@ -14,8 +14,17 @@ read like any new file. Memory: one small-int key per previous file, and one id 
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from workers.fileshare.tree import Stat
 from workers.repository.manifest import Entry
+
+
+class Move(NamedTuple):
+    """A path new to this snapshot that may be a previous file moved there."""
+    path: str
+    st: Stat
+    prev: Entry | None          # the previous file it carries over (None from ``resolve``: read it instead)
 
 
 def _key(size: int, mtime_ns: int, attrs: int) -> int:
@@ -33,7 +42,7 @@ class Moves:
                 if e.file_id:
                     self._ids[e.file_id] = None if e.file_id in self._ids else e
         self._listed: set[int] = set()                       # id() of previous entries whose path is listed
-        self.pending: list[tuple[str, Stat, Entry]] = []
+        self.pending: list[Move] = []
 
     def still_listed(self, prev: Entry) -> None:
         """``prev``'s path is in this listing: it did not move (anything alike elsewhere is a copy)."""
@@ -50,16 +59,16 @@ class Moves:
                 return False                                  # ids known on both sides, and they differ
         if prev is None or (prev.size, prev.mtime_ns, prev.attrs) != (st.size, st.mtime_ns, st.attrs):
             return False
-        self.pending.append((path, st, prev))
+        self.pending.append(Move(path, st, prev))
         return True
 
-    def resolve(self) -> list[tuple[str, Stat, Entry | None]]:
+    def resolve(self) -> list[Move]:
         """Every candidate with the previous entry it carries over, or None where it must be read."""
         pending, self.pending = self.pending, []
         claimed: set[int] = set()
         out = []
-        for path, st, prev in pending:
-            moved = id(prev) not in self._listed and id(prev) not in claimed
-            claimed.add(id(prev))
-            out.append((path, st, prev if moved else None))
+        for move in pending:
+            moved = id(move.prev) not in self._listed and id(move.prev) not in claimed
+            claimed.add(id(move.prev))
+            out.append(move if moved else move._replace(prev=None))
         return out

@@ -1,12 +1,13 @@
 """Opening a file-share tree by its source string: a UNC path opens an SMB tree, an absolute path a local one.
 
-It lives apart from ``tree`` (the Tree protocol, LocalTree) and ``smbtree`` (SmbTree, which builds on ``tree``) so
-that neither imports the other in a circle."""
+It lives apart from ``tree`` (the Tree protocol), ``localtree`` (LocalTree) and ``smbtree`` (SmbTree), which build
+on ``tree``, so that none of them imports another in a circle."""
 from __future__ import annotations
 
 import os
 
-from workers.fileshare.tree import LocalTree, SourceMisconfigured, Tree
+from workers.fileshare.localtree import LocalTree
+from workers.fileshare.tree import SourceMisconfigured, Tree
 from workers.smb.unc import split_unc
 
 

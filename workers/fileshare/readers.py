@@ -2,16 +2,7 @@
 ``spawn``-started processes with threads each (SMB trees: smbprotocol is CPU-bound per process and its
 connection cache is not fork-safe, so every process registers its own session).
 
-Tasks (to readers): ``("list", rel)`` · ``("read", [(file_id, rel, Stat), ...])`` · ``None`` (stop).
-Results (to the sync), all picklable tuples:
-
-* ``("dir", rel, [Stat, ...])`` or ``("dir-fail", rel, kind, message)``
-* ``("blob", blob_id, bytes)`` — content not known to this reader process yet (the sync deduplicates
-  again); reader threads of the sync's own process hand blobs straight to ``store`` (the packer) instead
-* ``("file", file_id, sha256 or "", Stat, blob_ids, unstable)`` or ``("file-fail", file_id, kind, message,
-  bytes)`` (``bytes``: what was already chunked and handed on before the problem, e.g. a file that vanished
-  after it was read)
-* ``("fatal", transient, class name, message, hint)`` — the tree itself failed (unreachable, bad login)
+Tasks and results are the named records of ``messages``.
 """
 from __future__ import annotations
 
@@ -26,6 +17,8 @@ from typing import Any, Callable
 
 from workers.fileshare.budget import large_buffers_mapped
 from workers.fileshare.chunker import Chunker
+from workers.fileshare.messages import Content, FileFailed, FileRead, Listed, ListDir, ListFailed, NewBlob, \
+    ReaderFailed, Result, Task
 from workers.fileshare.opener import tree_from_spec
 from workers.fileshare.tree import FileProblem, Stat, Tree
 from workers.repository.manifest import file_sha256
@@ -68,25 +61,25 @@ def _changed(listed: Stat, after: Stat, got: int) -> bool:
 class Reader:
     """One reader thread's work: everything it learns goes to ``emit``."""
 
-    def __init__(self, tree: Tree, chunker: Chunker, known: Any, emit: Callable[[tuple], None],
+    def __init__(self, tree: Tree, chunker: Chunker, known: Any, emit: Callable[[Result], None],
                  reread: int, store: Callable[[str, memoryview], object] | None = None) -> None:
         self.tree, self.chunker, self.known, self.emit, self.reread = tree, chunker, known, emit, reread
         self.store = store
         self.got = 0                                    # bytes of the current file handed on as blobs so far
 
-    def handle(self, task: tuple) -> None:
-        if task[0] == "list":
+    def handle(self, task: Task) -> None:
+        if type(task) is ListDir:
             try:
-                self.emit(("dir", task[1], self.tree.scandir(task[1])))
+                self.emit(Listed(task.rel, self.tree.scandir(task.rel)))
             except FileProblem as problem:
-                self.emit(("dir-fail", task[1], problem.kind, problem.message))
+                self.emit(ListFailed(task.rel, problem.kind, problem.message))
             return
-        for file_id, rel, listed in task[1]:
+        for file in task.files:
             self.got = 0
             try:
-                self.emit(("file", file_id, *self.read(rel, listed)))
+                self.emit(FileRead(file.file_id, self.read(file.rel, file.listed)))
             except FileProblem as problem:
-                self.emit(("file-fail", file_id, problem.kind, problem.message, self.got))
+                self.emit(FileFailed(file.file_id, problem.kind, problem.message, self.got))
 
     def _blob(self, data: bytes | memoryview, ids: list[str]) -> None:
         self.got += len(data)
@@ -96,11 +89,11 @@ class Reader:
             self.store(blob, data)                      # copied once, into the pack being filled (dedups there)
         elif blob not in self.known:
             self.known.add(blob)
-            self.emit(("blob", blob, bytes(data)))
+            self.emit(NewBlob(blob, bytes(data)))
 
-    def read(self, rel: str, listed: Stat) -> tuple[str, Stat, list[str], bool]:
-        """(file SHA-256 or "", stat after, blob ids, unstable): re-read while the file changes under us. Each
-        byte is hashed once, as part of its blob (see ``manifest.file_sha256``)."""
+    def read(self, rel: str, listed: Stat) -> Content:
+        """The file's content, re-read while the file changes under us. Each byte is hashed once, as part of its
+        blob (see ``manifest.file_sha256``)."""
         for attempt in range(self.reread + 1):
             ids: list[str] = []
             got = self.tree.read(rel, listed, SMALL)
@@ -118,16 +111,16 @@ class Reader:
                         self._blob(piece, ids)
                 after = self.tree.stat(rel)
             if not _changed(listed, after, size):
-                return file_sha256(ids), after, ids, False
+                return Content(file_sha256(ids), after, ids, False)
             listed = Stat(listed.name, False, after.size, after.mtime_ns, after.attrs)
-        return file_sha256(ids), Stat(listed.name, False, size, after.mtime_ns, after.attrs), ids, True
+        return Content(file_sha256(ids), Stat(listed.name, False, size, after.mtime_ns, after.attrs), ids, True)
 
 
-def _fatal(exc: BaseException) -> tuple:
+def _fatal(exc: BaseException) -> ReaderFailed:
     if isinstance(exc, DrError):
-        return ("fatal", not is_permanent(exc), type(exc).__name__, exc.message, exc.hint)
+        return ReaderFailed(not is_permanent(exc), type(exc).__name__, exc.message, exc.hint)
     detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return ("fatal", True, type(exc).__name__, f"reader failed: {detail}", TransientError.default_hint)
+    return ReaderFailed(True, type(exc).__name__, f"reader failed: {detail}", TransientError.default_hint)
 
 
 def serve(reader: Reader, tasks: Any, results: Any) -> None:
@@ -198,10 +191,10 @@ class ReaderPool:
         for t in self.threads:
             t.start()
 
-    def submit(self, task: tuple) -> None:
+    def submit(self, task: Task) -> None:
         """Directories and large files go to the threads here (a large file costs few requests, and its bytes
         need not cross a pipe); batches of small files to the processes."""
-        if task[0] == "list" or not self.wanted or any(listed.size > SMALL for _, _, listed in task[1]):
+        if type(task) is ListDir or not self.wanted or any(f.listed.size > SMALL for f in task.files):
             self.tasks.put(task)
             return
         if self._starting is None:
@@ -238,7 +231,7 @@ class ReaderPool:
                         return
         presults.cancel_join_thread()
 
-    def get(self, timeout: float) -> tuple | None:
+    def get(self, timeout: float) -> Result | None:
         try:
             return self.results.get(timeout=timeout)
         except queue.Empty:

@@ -19,89 +19,29 @@ where it may pass, then listed with its reason and how to fix it; the others are
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import logging
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from workers.artifacts.setmanifest import artifact_key
 from workers.artifacts.service import sha256_of
-from workers.fileshare.packcache import PackCache
-from workers.fileshare.restoreplan import READONLY_HINT, READONLY_IN_THE_WAY, Plan, Planner, Step, aside_name
+from workers.fileshare.restoreplan import READONLY_IN_THE_WAY, Plan, Planner, Step, aside_name
+from workers.fileshare.restorereport import HINTS, Failure, RestoreReport
 from workers.fileshare.tree import ATTRIBUTES, READONLY, FileProblem, Tree
 from workers.repository.manifest import Entry, Manifest, check_entries
-from workers.repository.paths import REPARSE_POINT, UnsafeTargetError, shown
+from workers.repository.packcache import PackCache
+from workers.repository.paths import UnsafeTargetError, shown
 from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError
-from workers.storage.codec import KeyRing
 from workers.storage.base import ObjectNotFound
+from workers.storage.codec import KeyRing
 from workers.storage.crypto import IntegrityError
-
-REACL = ("On the file server, in an elevated command prompt, run ReACL.cmd from the BCDR folder of the App "
-         "Service installation files, so the restored content gets the ACLs App Service expects; then go on with "
-         "the controller steps (Restore-AppServiceStamp, Restore-AppServiceRoles, Sync-AppServiceObject).")
-
-
-def snapshot_of_set(repo: Repository, set_id: str) -> str:
-    prefix = artifact_key(repo.stamp, set_id, "fileshare", "")
-    names = sorted(i.key[len(prefix):] for i in repo.data.backend.list(prefix)
-                   if i.key.endswith(".json") and not i.key.endswith(".record.json"))
-    if not names:
-        raise PermanentError(f"backup set {set_id} of {repo.stamp} has no file-share snapshot",
-                             hint="List sets with `appsvc-dr artifacts list` and snapshots with "
-                                  "`appsvc-dr snapshots list`.")
-    out = io.BytesIO()
-    repo.meta.get(prefix + ("snapshot.json" if "snapshot.json" in names else names[0]), out)
-    return json.loads(out.getvalue())["snapshot_id"]
-
-
-def load_manifest(repo: Repository, snapshot: str, keys) -> Manifest:
-    """A snapshot's manifest read from the store (never the cache): decrypted and verified."""
-    try:
-        return repo.manifest(snapshot, keys, cached=False)
-    except ObjectNotFound:
-        raise PermanentError(f"no snapshot {snapshot} for stamp {repo.stamp}",
-                             hint="See `appsvc-dr snapshots list --stamp STAMP`.") from None
-
 
 log = logging.getLogger(__name__)
 SMALL = 4 * 1024 * 1024          # a file up to this size is written in one call (one compound request over SMB)
-_HINTS = {"locked": "Close the program holding it (or stop the site) and run the same restore again.",
-          "denied": "Give the restoring account write access to it (or clear read-only), then restore again.",
-          "vanished": "Something removed a directory it goes into meanwhile; run the same restore again.",
-          "changed": "Run the same restore again.",
-          "readonly": READONLY_HINT,
-          "integrity": "The repository is damaged for this file: restore it from another snapshot.",
-          "verify": "Something changed it after it was written; run the same restore again."}
 
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    path: str
-    reason: str
-    hint: str
-
-
-@dataclass
-class RestoreReport:
-    dirs: int = 0
-    files_restored: int = 0
-    files_identical: int = 0
-    bytes_written: int = 0
-    failed: list[Failure] = field(default_factory=list)
-    resolved: list[Failure] = field(default_factory=list)      # conflicts resolved by a rule (what was done)
-    renamed: list[Failure] = field(default_factory=list)       # restored under another name (case collisions)
-    plan: Plan | None = None
-
-    @property
-    def exact(self) -> bool:
-        """Whether the target now holds the selection exactly (else the run exits 1)."""
-        return not self.failed and not self.renamed
 
 def select(manifest: Manifest, path: str | None) -> list[Entry]:
     if not path:
@@ -173,7 +113,7 @@ class Restorer:
             for depth in sorted(by_depth):
                 for rel, problem in zip(by_depth[depth], pool.map(self._makedir, by_depth[depth]), strict=True):
                     if problem is not None:
-                        report.failed.append(Failure(rel, problem.message, _HINTS.get(problem.kind, "")))
+                        report.failed.append(Failure(rel, problem.message, HINTS.get(problem.kind, "")))
         report.dirs = len(dirs)
 
     def _makedir(self, rel: str) -> FileProblem | None:
@@ -210,11 +150,11 @@ class Restorer:
                     time.sleep(self.wait)
                     continue
                 reason = exc.message.removeprefix(f"{step.target}: ")         # the path is listed beside it
-                report.failed.append(Failure(step.entry.path, reason, _HINTS.get(exc.kind, "")))
+                report.failed.append(Failure(step.entry.path, reason, HINTS.get(exc.kind, "")))
                 return False
             except (IntegrityError, ObjectNotFound) as exc:
                 message = getattr(exc, "message", str(exc))
-                report.failed.append(Failure(step.entry.path, message, _HINTS["integrity"]))
+                report.failed.append(Failure(step.entry.path, message, HINTS["integrity"]))
                 return False
         return False
 
@@ -229,10 +169,10 @@ class Restorer:
             same = list(pool.map(self._identical, steps))
         todo = [s for s, identical in zip(steps, same, strict=True) if not identical]
         report.files_identical = len(steps) - len(todo)
-        refs = Counter(self.repo.index.blobs[b][0] for s in todo for b in s.entry.blobs)
+        refs = Counter(self.repo.index.place(b).pack for s in todo for b in s.entry.blobs)
         order = {p: i for i, p in enumerate(sorted(refs))}
-        todo.sort(key=lambda s: min((order[self.repo.index.blobs[b][0]] for b in s.entry.blobs), default=-1))
-        packs = list(dict.fromkeys(self.repo.index.blobs[b][0] for s in todo for b in s.entry.blobs))
+        todo.sort(key=lambda s: min((order[self.repo.index.place(b).pack] for b in s.entry.blobs), default=-1))
+        packs = list(dict.fromkeys(self.repo.index.place(b).pack for s in todo for b in s.entry.blobs))
         cache = PackCache(self.repo, self.keys, refs, temp_root=self.temp_root)
         written: list[Step] = [s for s, identical in zip(steps, same, strict=True) if identical]
         try:
@@ -252,7 +192,7 @@ class Restorer:
             return False
         try:
             with self.target.open_read(step.target) as fh:
-                same = _same_file(fh, step.entry, lambda blob: self.repo.index.blobs[blob][2])
+                same = _same_file(fh, step.entry, lambda blob: self.repo.index.place(blob).length)
         except FileProblem:
             return False
         if same:
@@ -346,7 +286,7 @@ class Restorer:
                 f"its attributes are 0x{st.attrs & ATTRIBUTES:x}, not 0x{e.attrs & ATTRIBUTES:x}" \
                 if keep and (st.attrs & ATTRIBUTES) != (e.attrs & ATTRIBUTES) else None
             if problem:
-                report.failed.append(Failure(e.path, f"verification after restoring: {problem}", _HINTS["verify"]))
+                report.failed.append(Failure(e.path, f"verification after restoring: {problem}", HINTS["verify"]))
 
 
 def _same_file(fh, entry: Entry, length: Callable[[str], int]) -> bool:

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
-from workers.fileshare.budget import packing_floor, stream_cost
+from workers.fileshare.budget import stream_cost
+from workers.repository.budget import DEFAULT_PACK_SIZE, packing_floor
 
 MiB = 1024 * 1024
 
@@ -29,7 +30,7 @@ class FileshareSettings(BaseModel, extra="forbid"):
     reread: int = Field(default=2, ge=0, description="Re-reads of a file that changed while it was read")
     fail_on_skipped: bool = Field(default=False, description="Fail the job (instead of a partial snapshot and a "
                                   "warning) when files had to be skipped")
-    pack_size: int = Field(default=16 * MiB, ge=MiB, le=256 * MiB, description="Largest pack object; keep it at "
+    pack_size: int = Field(default=DEFAULT_PACK_SIZE, ge=MiB, le=256 * MiB, description="Largest pack object; keep it at "
                            "or below APPSVC_DR_STORE__S3_PART_SIZE so a pack is one S3 part")
     chunk_avg: int = Field(default=MiB, ge=64 * 1024, le=4 * MiB, description="Average chunk of a large file "
                            "(content-defined; min avg/4, max avg*4)")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import struct
 import threading
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator, NamedTuple
 
 import smbclient
 from smbprotocol.exceptions import NoMoreFiles, NoSuchFile
@@ -55,11 +55,17 @@ def _ns(filetime: int) -> int:
     return (filetime - EPOCH) * 100
 
 
-def _close_attributes(sent: Any) -> tuple[int, int, int]:
-    """(last write FILETIME, end of file, attributes) from a CLOSE response's raw bytes (smbprotocol's
-    parsed datetime drops the last 100 ns digit)."""
+class Closed(NamedTuple):
+    """What a CLOSE response with post-query attributes says of the file."""
+    last_write: int             # FILETIME
+    size: int                   # end of file
+    attrs: int
+
+
+def _close_attributes(sent: Any) -> Closed:
+    """From a CLOSE response's raw bytes (smbprotocol's parsed datetime drops the last 100 ns digit)."""
     fields = _CLOSE.unpack_from(sent.response["data"].get_value())
-    return fields[5], fields[8], fields[9]
+    return Closed(last_write=fields[5], size=fields[8], attrs=fields[9])
 
 
 class SmbTree(SmbTarget):
@@ -161,7 +167,7 @@ class SmbTree(SmbTarget):
                 raise
         data, closed = (transaction.results[1], transaction.results[2]) if listed.size else \
             (b"", transaction.results[1])
-        after = Stat(listed.name, False, closed[1], _ns(closed[0]), closed[2])
+        after = Stat(listed.name, False, closed.size, _ns(closed.last_write), closed.attrs)
         return (data, after) if after.size <= limit else None
 
     @contextlib.contextmanager

@@ -3,12 +3,18 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from workers.middleware.base import Middleware
 
 DURATION_BUCKETS = (0.05, 0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 21600)
+OUTCOMES = ("ok", "retried", "dead_lettered", "rejected")
+FAILED_OUTCOMES = ("dead_lettered", "rejected")
+# Why the runtime dead-letters a decoded event (workers.runtime.processing); rejections of undecodable
+# messages carry the contract error's reason and appear on their first occurrence.
+DEAD_LETTER_REASONS = ("permanent", "retries-exhausted", "crash-loop", "too-deep")
 
 
 class Metrics:
@@ -34,6 +40,9 @@ class Metrics:
                                  registry=r)
         self.dead_letters = Counter("appsvc_dr_dead_letters", "Messages dead-lettered, by reason",
                                     ["worker", "event_type", "reason"], registry=r)
+        self.last_failure = Gauge("appsvc_dr_last_failure_timestamp_seconds",
+                                  "Unix time a job was last dead-lettered or rejected (alerts need no history)",
+                                  ["worker", "event_type", "outcome"], registry=r)
         self.secrets_newest = Gauge("appsvc_dr_secrets_newest_version_timestamp_seconds",
                                     "Unix time the newest stored SystemSecrets.json version was rotated",
                                     ["stamp"], registry=r)
@@ -50,10 +59,16 @@ class Metrics:
 
 
 class MetricsMiddleware(Middleware):
-    """Labelled children are looked up once per label set and cached: the hot path is a dict lookup."""
+    """Labelled children are looked up once per label set and cached: the hot path is a dict lookup.
 
-    def __init__(self, metrics: Metrics) -> None:
+    ``event_types`` names, per worker, the event types it consumes: on boot every label set the worker can
+    produce for them is exported at 0, so a dashboard's ``increase()`` sees the very first event (a counter
+    born at 1 has no earlier sample to increase from).
+    """
+
+    def __init__(self, metrics: Metrics, event_types: Mapping[str, Sequence[str]] | None = None) -> None:
         self.m = metrics
+        self.event_types = {worker: tuple(types) for worker, types in (event_types or {}).items()}
         self._children: dict[tuple, object] = {}
         self._jobs: dict[tuple[str, str], tuple] = {}
         self._running: dict[str, dict[int, int]] = {}
@@ -69,6 +84,17 @@ class MetricsMiddleware(Middleware):
     def on_boot(self, worker: str) -> None:
         self._child(self.m.connected, worker).set(0)
         self._running_slots(worker)
+        for event_type in self.event_types.get(worker, ()):
+            self._job(worker, event_type)
+            self._child(self.m.retries, worker, event_type)
+            for outcome in OUTCOMES:
+                self._child(self.m.consumed, worker, event_type, outcome)
+            for reason in DEAD_LETTER_REASONS:
+                self._child(self.m.dead_letters, worker, event_type, reason)
+            if event_type != "job-failed":  # a dead letter publishes job-failed (never for a job-failed)
+                self._child(self.m.published, worker, "job-failed")
+        if self.event_types.get(worker):  # an undecodable message is rejected as event type "unknown"
+            self._child(self.m.consumed, worker, "unknown", "rejected")
 
     def _running_slots(self, worker: str) -> dict[int, int]:
         running = self._running.get(worker)
@@ -103,7 +129,9 @@ class MetricsMiddleware(Middleware):
             running[threading.get_ident()] = 0
             observe(duration)
         self._child(self.m.consumed, worker, event_type, outcome).inc()
-        if outcome == "ok":
+        if outcome in FAILED_OUTCOMES:
+            self._child(self.m.last_failure, worker, event_type, outcome).set(time.time())
+        elif outcome == "ok":
             key = (worker, event_type)
             if key not in self._last_success:
                 self._child(self.m.last_success, worker, event_type).set_function(

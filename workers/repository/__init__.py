@@ -1,2 +1,3 @@
-"""The file-share snapshot repository (packs, indexes, manifests, snapshot records, forget by policy) and its
-path rules: a library under the workers, shared by the fileshare worker, the catalog's retention and the CLI."""
+"""The file-share snapshot repository and its format: packs and the packer that fills them, the blob index,
+manifests, snapshot records, locks, forget by policy, prune and repack, the restore's pack cache, and its path
+rules. A library under the workers, shared by the fileshare worker, the catalog's retention and the CLI."""

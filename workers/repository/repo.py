@@ -37,71 +37,17 @@ from typing import Iterator
 import zstandard
 
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore, StoredArtifact
+from workers.repository.index import Index, PackEntries, index_doc
 from workers.repository.manifest import Manifest
 from workers.runtime.errors import PermanentError
-from workers.storage.codec import IntegrityError, KeyRing, decode, encode
 from workers.storage.base import ObjectNotFound
+from workers.storage.codec import IntegrityError, KeyRing, decode, encode
 from workers.storage.signing import SIGNATURE_FIELD, trust_of
 
 log = logging.getLogger("appsvc_dr.fileshare")
 MERGE_ABOVE = 16
 INDEX_EXPANSION = 64                # an index object decodes to at most this many times its stored size
 INDEX_MAX_BYTES = 512 << 20         # and never to more than this
-
-
-class Index:
-    """blob id → (pack id, offset, length). Thread-safe for one writer and many readers."""
-
-    def __init__(self) -> None:
-        self.blobs: dict[str, tuple[str, int, int]] = {}
-        self.objects: set[str] = set()             # index object ids this index was loaded from / wrote
-        self._lock = threading.Lock()
-
-    def __contains__(self, blob: str) -> bool:
-        return blob in self.blobs
-
-    def __len__(self) -> int:
-        return len(self.blobs)
-
-    def add(self, packs: dict[str, list]) -> None:
-        with self._lock:
-            for pack, blobs in packs.items():
-                for blob, offset, length in blobs:
-                    self.blobs.setdefault(blob, (pack, offset, length))
-
-    def packs(self) -> dict[str, list]:
-        out: dict[str, list] = {}
-        for blob, (pack, offset, length) in self.blobs.items():
-            out.setdefault(pack, []).append([blob, offset, length])
-        return out
-
-    def sorted_ids(self) -> bytes:
-        """Every blob id as 32 raw bytes, sorted: a compact set to hand to reader processes."""
-        return b"".join(sorted(bytes.fromhex(b) for b in self.blobs))
-
-
-def _index_doc(packs: dict[str, list]) -> dict:
-    return {"format": 1, "packs": [{"id": p, "blobs": sorted(b, key=lambda x: x[1])} for p, b in sorted(packs.items())]}
-
-
-def index_body(packs: dict[str, list]) -> bytes:
-    return json.dumps(_index_doc(packs), separators=(",", ":")).encode()
-
-
-def index_packs(body: bytes) -> dict[str, list]:
-    """pack id → [[blob, offset, length], ...] of an index body; IntegrityError unless it has that shape."""
-    try:
-        doc = json.loads(body)
-        packs = {p["id"]: p["blobs"] for p in doc["packs"]}
-        if doc.get("format") != 1 or not all(
-                isinstance(pack, str) and isinstance(blobs, list) and all(
-                    isinstance(b, list) and len(b) == 3 and isinstance(b[0], str)
-                    and all(type(n) is int and n >= 0 for n in b[1:]) for b in blobs)
-                for pack, blobs in packs.items()):
-            raise ValueError
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise IntegrityError("the index object is not a valid index") from None
-    return packs
 
 
 class Repository:
@@ -185,13 +131,12 @@ class Repository:
                 if body is None:
                     body = self.read_index(name, stored_size=getattr(info, "size", None))
                     self._cache_put(cached, body)
-                packs = index_packs(body)
+                self.index.load(body)
             except ObjectNotFound:
                 continue                                        # merged away meanwhile
             except PermanentError as exc:                       # corrupt, oversized or forged: not ours to trust
                 log.warning("skipping index object %s: %s", self.index_key(name), exc.message)
                 continue
-            self.index.add(packs)
             self.index.objects.add(name)
         return self.index
 
@@ -222,8 +167,8 @@ class Repository:
         trust_of(self.data.backend).check(key, bytes.fromhex(index_id), signature, what="index object")
         return body
 
-    def write_index(self, packs: dict[str, list]) -> str:
-        doc = _index_doc(packs)
+    def write_index(self, packs: PackEntries) -> str:
+        doc = index_doc(packs)
         body = json.dumps(doc, separators=(",", ":")).encode()
         index_id = hashlib.sha256(body).hexdigest()
         signature = trust_of(self.data.backend).sign(self.index_key(index_id), bytes.fromhex(index_id))

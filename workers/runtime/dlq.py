@@ -1,11 +1,17 @@
 """Dead-letter queue inspection and replay. Replay sends messages back to the worker's own queue only."""
 from __future__ import annotations
 
+import itertools
 import json
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Iterator
+
+import pika.exceptions
 
 from workers.runtime.connect import blocking_channel
+from workers.runtime.errors import ConfigurationError
 from workers.runtime.processing import clean_headers, copy_properties
 from workers.runtime.settings import BrokerSettings, RetrySettings
 from workers.runtime.topology import Topology
@@ -40,18 +46,75 @@ def _text(value) -> str | None:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def peek(broker: BrokerSettings, retry: RetrySettings, worker: str, limit: int = 100) -> list[DeadLetter]:
-    """Read up to ``limit`` dead letters without removing them (they are returned to the queue)."""
-    out: list[DeadLetter] = []
-    dlq = Topology.from_settings(broker, retry).queues(worker).dlq
+def _queues(broker: BrokerSettings, retry: RetrySettings, worker: str):
+    return Topology.from_settings(broker, retry).queues(worker)
+
+
+@dataclass(frozen=True)
+class Census:
+    """How many dead letters a queue holds (``total``) and why (``by_reason``, over the ``counted`` letters read
+    just after: letters dead-lettered or replayed meanwhile make the two differ)."""
+
+    queue: str
+    total: int
+    counted: int
+    by_reason: dict[str, int]
+
+
+def scan(broker: BrokerSettings, retry: RetrySettings, worker: str, limit: int | None = None,
+         event_id: str | None = None) -> Iterator[DeadLetter]:
+    """Dead letters one at a time, without removing them. Only the letter being looked at is in memory,
+    however long the queue and large the bodies.
+
+    Every look goes once round the whole queue and hands the letters back in delivery order: a quorum queue
+    puts requeued messages behind the ones still waiting, so stopping at ``limit`` would rotate the queue and
+    the next look would start elsewhere.
+    """
+    queue = _queues(broker, retry, worker).dlq
+    seen, last_tag = 0, 0
     with blocking_channel(broker) as ch:
-        for position in range(1, limit + 1):
-            method, props, body = ch.basic_get(dlq, auto_ack=False)
-            if method is None:
-                break
-            out.append(DeadLetter(position, props.message_id, props.type, dict(props.headers or {}), body))
-        # closing the channel without acks returns every message to the queue
-    return out
+        try:
+            for position in itertools.count(1):
+                method, props, body = ch.basic_get(queue, auto_ack=False)
+                if method is None:
+                    return
+                last_tag = method.delivery_tag
+                if (limit is not None and seen >= limit) or (event_id and props.message_id != event_id):
+                    continue
+                seen += 1
+                yield DeadLetter(position, props.message_id, props.type, dict(props.headers or {}), body)
+        finally:
+            if ch.is_open:
+                while True:  # the rest of the round when the caller stopped early
+                    method, _props, _body = ch.basic_get(queue, auto_ack=False)
+                    if method is None:
+                        break
+                    last_tag = method.delivery_tag
+                if last_tag:
+                    ch.basic_nack(last_tag, multiple=True, requeue=True)
+
+
+def census(broker: BrokerSettings, retry: RetrySettings, worker: str) -> Census:
+    """The queue's message count and every letter's reason (bodies are dropped as they are read: memory does
+    not grow with the queue)."""
+    queue = _queues(broker, retry, worker).dlq
+    try:
+        with blocking_channel(broker) as ch:
+            total = ch.queue_declare(queue, passive=True).method.message_count
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != 404:
+            raise
+        raise ConfigurationError(f"there is no dead-letter queue {queue!r} in vhost {broker.vhost!r}",
+                                 hint="Check the worker name (the built-in ones: db-backup, fileshare, secrets, "
+                                      "upload, notifier, catalog) and APPSVC_DR_BROKER__VHOST; "
+                                      "`appsvc-dr topology declare` creates the queues.") from None
+    reasons: Counter[str] = Counter(d.reason for d in scan(broker, retry, worker)) if total else Counter()
+    return Census(queue, total, sum(reasons.values()), dict(reasons.most_common()))
+
+
+def peek(broker: BrokerSettings, retry: RetrySettings, worker: str, limit: int = 100) -> list[DeadLetter]:
+    """Up to ``limit`` dead letters in a list (bodies included): for small looks; :func:`scan` streams."""
+    return list(scan(broker, retry, worker, limit))
 
 
 def replay(broker: BrokerSettings, retry: RetrySettings, worker: str, *, event_id: str | None = None,

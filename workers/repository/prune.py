@@ -6,7 +6,7 @@
    forged, no record) stops the prune before anything changes.
 2. Sweep, per pack listed by the index objects: no reachable blob → delete; some → keep it whole, unless less
    than ``repack_below`` of its bytes are needed: then its needed blobs are copied into new packs and it is
-   deleted (``workers.fileshare.repack``); index entries of packs that no longer exist are dropped.
+   deleted (``workers.repository.repack``); index entries of packs that no longer exist are dropped.
    Packs in the store that no index lists (a sync killed before indexing them, or a prune interrupted after
    its index switch) are deleted once older than ``unindexed_grace``.
 3. In this order, so a crash anywhere leaves every remaining snapshot restorable: store and index the repacked
@@ -16,24 +16,24 @@
    unindexed, and the next prune deletes them. The index never lists a pack that is gone — a sync trusts it
    to skip uploading blobs it lists.
 
-The caller holds the repository's exclusive lock (``workers.fileshare.lock``) so no sync adds blobs meanwhile.
+The caller holds the repository's exclusive lock (``workers.repository.lock``) so no sync adds blobs meanwhile.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
 from workers.artifacts.service import RECORD_SUFFIX
-from workers.fileshare.repack import Entries, Repacker, RepackResult, choose, to_move
+from workers.repository.index import IndexEntry, PackEntries, index_body, index_packs
 from workers.repository.manifest import Manifest
-from workers.repository.repo import Repository, index_body
+from workers.repository.repack import Repacker, RepackResult, choose, to_move
+from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError
-from workers.storage.codec import KeyRing
 from workers.storage.base import ObjectInfo, ObjectNotFound
+from workers.storage.codec import KeyRing
 
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class PackPlan:
     threshold (download, decrypt, re-encrypt, upload: the key and the certificate). ``unused_bytes`` says
     how much plaintext such packs hold that no snapshot needs."""
 
-    keep: Entries = field(default_factory=dict)
+    keep: PackEntries = field(default_factory=dict)
     delete: list[str] = field(default_factory=list)
     partial: list[str] = field(default_factory=list)
     dangling: list[str] = field(default_factory=list)     # indexed, but the pack is gone: entries dropped
@@ -62,7 +62,7 @@ class PackPlan:
     missing: set[str] = field(default_factory=set)        # reachable blobs no existing pack holds
 
 
-def classify(entries: Entries, live: set[str], present: set[str]) -> PackPlan:
+def classify(entries: PackEntries, live: set[str], present: set[str]) -> PackPlan:
     """Decide per pack (pure). ``entries``: every index entry; ``present``: packs that exist in the store."""
     plan = PackPlan()
     held: set[str] = set()
@@ -71,15 +71,15 @@ def classify(entries: Entries, live: set[str], present: set[str]) -> PackPlan:
         if pack not in present:
             plan.dangling.append(pack)
             continue
-        used = [b for b in blobs if b[0] in live]
+        used = [e for e in blobs if e.blob in live]
         if not used:
             plan.delete.append(pack)
             continue
         plan.keep[pack] = blobs
-        held.update(b[0] for b in used)
+        held.update(e.blob for e in used)
         if len(used) < len(blobs):
             plan.partial.append(pack)
-            plan.unused_bytes += sum(b[2] for b in blobs if b[0] not in live)
+            plan.unused_bytes += sum(e.length for e in blobs if e.blob not in live)
     plan.missing = live - held
     return plan
 
@@ -162,7 +162,7 @@ class Pruner:
         return [self._manifest(name) for name in sorted(set(names) - set(skip))]
 
     def _manifest(self, snapshot: str) -> Manifest:
-        """Read the way a restore reads it (:func:`workers.fileshare.restore.load_manifest`): through its
+        """Read the way a restore reads it (``load_manifest`` of the file-share restore): through its
         record, whose signature is checked, and the hashes the record holds. A manifest that fails any check
         stops the prune: what a forged one does not name is never taken as free to delete."""
         key = self.repo.manifest_key(snapshot)
@@ -177,14 +177,14 @@ class Pruner:
             raise PermanentError(f"cannot read the manifest of snapshot {snapshot} ({key}): {exc.message}; "
                                  "nothing was pruned", hint=exc.hint) from exc
 
-    def index_entries(self, names: Iterable[str]) -> Entries:
-        """Every entry of every index object (read from the store, each checked against its id)."""
-        found: dict[str, dict[str, list]] = {}
+    def index_entries(self, names: Iterable[str]) -> PackEntries:
+        """Every entry of every index object (read from the store, each checked against its id and its shape)."""
+        found: dict[str, dict[str, IndexEntry]] = {}
         for name in names:
-            for pack in json.loads(self.repo.read_index(name))["packs"]:
-                blobs = found.setdefault(pack["id"], {})
-                for entry in pack["blobs"]:
-                    blobs.setdefault(entry[0], entry)
+            for pack, entries in index_packs(self.repo.read_index(name)).items():
+                blobs = found.setdefault(pack, {})
+                for entry in entries:
+                    blobs.setdefault(entry.blob, entry)
         return {pack: list(blobs.values()) for pack, blobs in found.items()}
 
     def run(self, *, dry_run: bool = False, forgotten: Iterable[str] = (),
@@ -209,7 +209,7 @@ class Pruner:
             repack = []
         needed = to_move(plan.keep, repack, live)
         plan.partial = [p for p in plan.partial if p not in repack]
-        plan.unused_bytes -= sum(b[2] for p in repack for b in plan.keep[p] if b[0] not in live)
+        plan.unused_bytes -= sum(e.length for p in repack for e in plan.keep[p] if e.blob not in live)
         for pack in repack:
             del plan.keep[pack]
         unindexed = [n for n in packs if n not in entries]

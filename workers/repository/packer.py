@@ -3,7 +3,7 @@
 ``add`` is thread-safe: reader threads of this process copy a chunk straight from their read buffer into the
 pack being filled (one copy, no hop through a queue); blobs from reader processes come through the sync.
 
-Memory is bounded by the sync's :class:`~workers.fileshare.budget.Budget`: the pack being filled and one upload
+Memory is bounded by the job's :class:`~workers.repository.budget.Budget`: the pack being filled and one upload
 are the packer's own floor (always possible, so packing never waits for readers); each further upload (up to
 ``uploads``) runs only while the shared budget has room for it, else a sealed pack waits for an upload to end
 (``add`` blocks meanwhile: back-pressure on the readers). The buffer of the floor's upload is reused for the
@@ -23,7 +23,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
-from workers.fileshare.budget import UPLOAD_COPIES, Budget
+from workers.repository.budget import UPLOAD_COPIES, Budget
+from workers.repository.index import IndexEntry, PackEntries
 from workers.repository.repo import Repository
 
 log = logging.getLogger("appsvc_dr.fileshare")
@@ -43,7 +44,7 @@ class Packer:
         self.index_every, self.index_seconds = index_every, index_seconds
         self._buf: bytearray | None = None
         self._len = 0
-        self._blobs: list[list] = []
+        self._blobs: list[IndexEntry] = []
         self._pending: set[str] = set()              # queued, uploading, or stored but not indexed yet
         self._spare: bytearray | None = None          # the floor upload's buffer, back for the next pack
         self._floor = threading.Semaphore(1)            # the one upload that needs no budget
@@ -52,7 +53,7 @@ class Packer:
         self._futures: list[Future] = []
         self._lock = threading.Lock()                # the pack being filled
         self._stats = threading.Lock()
-        self._unindexed: dict[str, list] = {}
+        self._unindexed: PackEntries = {}
         self._indexed_at = time.monotonic()
         self._error: BaseException | None = None
         self.packs = self.new_blobs = self.new_bytes = self.stored_bytes = 0
@@ -74,7 +75,7 @@ class Packer:
             if size > len(self._buf):                   # a chunk larger than a pack: a pack of its own
                 self._buf = bytearray(size)
             self._buf[self._len:self._len + size] = data
-            self._blobs.append([blob, self._len, size])
+            self._blobs.append(IndexEntry(blob, self._len, size))
             self._len += size
             self._pending.add(blob)
             self.new_blobs += 1
@@ -111,7 +112,7 @@ class Packer:
         self._futures = [f for f in self._futures if not f.done()]
         self._futures.append(self._pool.submit(self._upload, buf, length, blobs, cost))
 
-    def _upload(self, buf: bytearray, length: int, blobs: list[list], cost: int) -> None:
+    def _upload(self, buf: bytearray, length: int, blobs: list[IndexEntry], cost: int) -> None:
         try:
             if self._error is not None:
                 return
@@ -151,8 +152,8 @@ class Packer:
                 self._unindexed.update(batch)          # still pending: retried on finish / abort
             raise
         for blobs in batch.values():
-            for blob, _, _ in blobs:
-                self._pending.discard(blob)
+            for entry in blobs:
+                self._pending.discard(entry.blob)
 
     def _raise(self) -> None:
         if self._error is not None:

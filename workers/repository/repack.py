@@ -3,7 +3,7 @@ delete the old ones whole (restic's ``prune --max-unused``, per pack).
 
 Each chosen pack is downloaded, decrypted (the private key, which prune needs anyway for encrypted
 manifests) and checked — every blob moved is hashed again against its id — and its needed blobs go through a
-:class:`~workers.fileshare.packer.Packer` of a fresh repository view (an empty in-memory index, so nothing is
+:class:`~workers.repository.packer.Packer` of a fresh repository view (an empty in-memory index, so nothing is
 skipped as "already stored": the blobs *are* stored, in the packs about to go). The new packs are encrypted
 with the configured certificate; repacking encrypted packs without one is refused, never done in plaintext.
 The packer writes index objects for the new packs before prune switches its own index, so a crash at any
@@ -15,34 +15,31 @@ import hashlib
 import io
 from dataclasses import dataclass
 
-from workers.fileshare.packer import Packer
-from workers.fileshare.settings import FileshareSettings
-from workers.fileshare.sync import PACK_MARGIN
+from workers.repository.budget import DEFAULT_PACK_SIZE, PACK_MARGIN
+from workers.repository.index import IndexEntry, PackEntries
+from workers.repository.packer import Packer
 from workers.repository.repo import Repository
 from workers.runtime.errors import ConfigurationError
 from workers.storage.codec import IntegrityError, KeyRing
 
-Entries = dict[str, list]                # pack id -> [[blob, offset, length], ...]
-
-
-def choose(keep: Entries, live: set[str], below: float) -> list[str]:
+def choose(keep: PackEntries, live: set[str], below: float) -> list[str]:
     """Kept packs whose needed plaintext is less than ``below`` (a fraction) of what they hold."""
     if below <= 0:
         return []
     chosen = []
     for pack, blobs in sorted(keep.items()):
-        total = sum(b[2] for b in blobs)
-        used = sum(b[2] for b in blobs if b[0] in live)
+        total = sum(e.length for e in blobs)
+        used = sum(e.length for e in blobs if e.blob in live)
         if total and used < below * total:
             chosen.append(pack)
     return chosen
 
 
-def to_move(keep: Entries, repack: list[str], live: set[str]) -> dict[str, int]:
+def to_move(keep: PackEntries, repack: list[str], live: set[str]) -> dict[str, int]:
     """blob → size, for the needed blobs of ``repack`` that no other kept pack holds."""
     chosen = set(repack)
-    held = {b[0] for pack, blobs in keep.items() if pack not in chosen for b in blobs}
-    return {b[0]: b[2] for pack in repack for b in keep[pack] if b[0] in live and b[0] not in held}
+    held = {e.blob for pack, blobs in keep.items() if pack not in chosen for e in blobs}
+    return {e.blob: e.length for pack in repack for e in keep[pack] if e.blob in live and e.blob not in held}
 
 
 @dataclass
@@ -54,7 +51,7 @@ class RepackResult:
 class Repacker:
     def __init__(self, repo: Repository, keys: KeyRing | None, *, pack_size: int | None = None,
                  uploads: int = 2) -> None:
-        pack_size = pack_size or FileshareSettings.model_fields["pack_size"].default
+        pack_size = pack_size or DEFAULT_PACK_SIZE
         self.repo, self.keys, self.pack_size, self.uploads = repo, keys, pack_size, uploads
 
     def refusal(self, packs: list[str]) -> ConfigurationError | None:
@@ -72,7 +69,7 @@ class Repacker:
             hint="Set APPSVC_DR_ENCRYPTION__CERTIFICATE to the repository's certificate, or prune with "
                  "--repack-below 0 to keep partly used packs whole.")
 
-    def run(self, packs: list[str], entries: Entries, needed: set[str]) -> RepackResult:
+    def run(self, packs: list[str], entries: PackEntries, needed: set[str]) -> RepackResult:
         """Move the blobs of ``packs`` that are in ``needed`` (live blobs no other kept pack holds)."""
         fresh = Repository(self.repo.data, self.repo.stamp)
         packer = Packer(fresh, target=self.pack_size - PACK_MARGIN, uploads=self.uploads)
@@ -85,7 +82,7 @@ class Repacker:
             raise
         return RepackResult(packs_written=packer.packs, bytes_stored=packer.stored_bytes)
 
-    def _move(self, pack: str, blobs: list, needed: set[str], packer: Packer) -> None:
+    def _move(self, pack: str, blobs: list[IndexEntry], needed: set[str], packer: Packer) -> None:
         body = io.BytesIO()
         self.repo.read_pack(pack, body, self.keys)          # decrypted and verified by the artifact format
         with body.getbuffer() as view:

@@ -109,7 +109,7 @@ class PackCache:
             return path
 
     def blob(self, blob: str) -> bytes:
-        pack, offset, length = self.repo.index.blobs[blob]
+        pack, offset, length = self.repo.index.place(blob)
         path = self._fetch(pack)
         with open(path, "rb") as fh:
             fh.seek(offset)
@@ -127,7 +127,7 @@ class PackCache:
     def release(self, blobs) -> None:
         """A file that will not be written after all: its blobs no longer keep their packs."""
         for blob in blobs:
-            pack = self.repo.index.blobs[blob][0]
+            pack = self.repo.index.place(blob).pack
             with self._guard:
                 self.refs[pack] -= 1
                 last = self.refs[pack] == 0
