@@ -22,6 +22,7 @@ from workers.fileshare.settings import FileshareSettings
 from workers.runtime.errors import ConfigurationError
 from workers.runtime.parsing import comma_list
 from workers.runtime.settings import BrokerSettings, LogSettings, MetricsSettings, RetrySettings, WorkerSettings
+from workers.scheduler.settings import ScheduleSettings
 from workers.secrets.settings import SecretsSettings
 from workers.senders.settings import NotifySettings
 from workers.storage.settings import EncryptionSettings, StagingSettings, StoreSettings
@@ -51,6 +52,7 @@ class Settings(BaseSettings):
     secrets: SecretsSettings = SecretsSettings()
     database: DatabaseSettings = DatabaseSettings()
     fileshare: FileshareSettings = FileshareSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
 
     @field_validator("components", mode="before")
     @classmethod

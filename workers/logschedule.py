@@ -20,7 +20,7 @@ from workers.config import Settings
 from workers.runtime.connect import blocking_channel
 from workers.runtime.errors import TransientError
 from workers.runtime.publisher import Publisher
-from workers.scheduler import next_run
+from workers.scheduler.triggers import next_run
 from workers.storage.base import StorageBackend
 from workers.storage.factory import build_store
 from workers.storage.signing import attach, trust_from_settings

@@ -121,19 +121,31 @@ def parse_cli(argv: list[str]):
     return build_parser().parse_args(argv)
 
 
-def check_schedule_args(argv: list[str]) -> None:
-    """``argv`` is a valid `appsvc-dr schedule` command line with a positive interval and known components."""
+def check_schedule_args(argv: list[str], env: dict[str, str]) -> list[str]:
+    """``argv`` with exactly ``env`` (plus PATH) is a valid long-running `appsvc-dr schedule` whose schedules
+    come from cron settings (APPSVC_DR_SCHEDULE__CRON) and name known components; returns the schedules'
+    names, e.g. ``["secrets+databases+fileshare"]``."""
     from workers.cli.schedule_cmd import schedule
-    from workers.runtime.parsing import comma_list, parse_duration
-    from workers.scheduler import scheduled_event
     args = parse_cli(argv)
     assert args.func is schedule, argv
-    assert parse_duration(args.every).total_seconds() > 0
-    assert args.at is not None, "align the slots with --at (stable times across restarts)"
     assert not args.once, "--once would exit after one slot and be restarted forever"
-    components = tuple(comma_list(args.components))
-    assert components and set(components) <= COMPONENTS, components
-    scheduled_event("stamp1", components)  # the event validates (contracts) with these components
+    assert args.every is None and args.cron is None, "deploy files configure the schedule by APPSVC_DR_SCHEDULE__*"
+    assert env.get("APPSVC_DR_SCHEDULE__CRON"), "no APPSVC_DR_SCHEDULE__CRON"
+    clean = {k: str(v) for k, v in env.items()}
+    clean["PATH"] = os.environ.get("PATH", "")
+    code = ("import sys, json; from workers.cli import build_parser; from workers.config import load_settings; "
+            "from workers.cli.schedule_cmd import schedules_from; from workers.scheduler.run import scheduled_event; "
+            "from workers.scheduler.triggers import CronTrigger; "
+            "found = schedules_from(build_parser().parse_args(json.loads(sys.argv[1])), load_settings()); "
+            "[scheduled_event('stamp1', s.components) for s in found]; "
+            "assert all(isinstance(t, CronTrigger) for s in found for t in s.triggers); "
+            "print(json.dumps([s.name for s in found]))")
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(argv)], env=clean, cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = json.loads(result.stdout)
+    assert names and all(set(n.split("+")) <= COMPONENTS for n in names), names
+    return names
 
 
 def seconds(duration: str) -> float:

@@ -93,7 +93,7 @@ def test_k8s_catalog_applies_retention(k8s_docs):
     assert not any(k.startswith("APPSVC_DR_ENCRYPTION__") for k in env)
 
 
-def test_k8s_scheduler_is_one_producer_pod_without_probes(k8s_docs):
+def test_k8s_scheduler_is_one_producer_pod_with_cron_settings_and_metrics(k8s_docs):
     # Given the scheduler Deployment, the ConfigMap and the Secret template
     deployment = next(d for d in k8s_docs["scheduler.yaml"] if d["kind"] == "Deployment")
     spec, pod = deployment["spec"], deployment["spec"]["template"]["spec"]
@@ -101,25 +101,30 @@ def test_k8s_scheduler_is_one_producer_pod_without_probes(k8s_docs):
     config = k8s_docs["configmap.yaml"][0]["data"]
     secrets = {d["metadata"]["name"]: d["stringData"] for d in k8s_docs["secret.template.yaml"]}
     # When it is inspected
-    # Then it runs a valid `appsvc-dr schedule ...`, exactly once per site, also during a rollout
-    check_schedule_args(container["args"])
+    # Then it runs one replica per site, also during a rollout, not scaled by KEDA
     assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
     assert deployment["metadata"]["name"] not in {d["spec"]["scaleTargetRef"]["name"] for d in k8s_objects(k8s_docs)
                                                   if d["kind"] == "ScaledObject"}
-    # And it has no status server: no ports, no HTTP probes, nothing for Prometheus to scrape
-    assert not container.get("ports")
-    assert not {"livenessProbe", "readinessProbe", "startupProbe"} & container.keys()
-    assert "appsvc-dr/worker" not in spec["template"]["metadata"]["labels"]
+    # And it serves metrics and health like a worker, scraped under worker="scheduler"
+    assert [p["containerPort"] for p in container["ports"]] == [9464]
+    assert {"livenessProbe", "readinessProbe", "startupProbe"} <= container.keys()
+    assert spec["template"]["metadata"]["labels"]["appsvc-dr/worker"] == "scheduler"
     assert pod["securityContext"]["runAsNonRoot"] is True
-    # And it gets the stamp and broker from the ConfigMap and only its own broker login from its Secret
+    # And it gets the stamp, broker and store from the ConfigMap, its own broker login and only the store
+    # login from the Secrets, and the schedule from its cron settings
     assert [e["configMapRef"]["name"] for e in container["envFrom"]] == ["appsvc-dr-config"]
     env = {}
     for item in container["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+            continue
         ref = item["valueFrom"]["secretKeyRef"]
-        assert ref["name"] == "appsvc-dr-broker-scheduler" and ref["key"] in secrets[ref["name"]], item
+        assert ref["key"] in secrets[ref["name"]], item
+        assert ref["name"] == "appsvc-dr-broker-scheduler" or ref["key"].startswith("APPSVC_DR_STORE__"), item
         env[item["name"]] = "sample"
-    assert set(env) == {"APPSVC_DR_BROKER__USERNAME", "APPSVC_DR_BROKER__PASSWORD"}
-    assert config["APPSVC_DR_STAMP"] and config["APPSVC_DR_BROKER__HOST"]
+    assert {"APPSVC_DR_BROKER__USERNAME", "APPSVC_DR_BROKER__PASSWORD", "APPSVC_DR_STORE__S3_ACCESS_KEY",
+            "APPSVC_DR_STORE__S3_SECRET_KEY"} <= set(env)
+    assert check_schedule_args(container["args"], {**config, **env}) == ["secrets+databases+fileshare"]
     result = load_settings_in_subprocess({**config, **env})
     assert result.returncode == 0, result.stderr[-2000:]
 

@@ -22,7 +22,7 @@ from workers.dbbackup.restore import restore_from_set
 from workers.engines import SqlServerEngine
 from workers.logschedule import run_log_schedule
 from workers.runtime.publisher import Publisher
-from workers.scheduler import next_run
+from workers.scheduler.triggers import next_run
 from workers.storage.codec import KeyRing
 from workers.storage.local import LocalStore
 
