@@ -197,3 +197,28 @@ def test_compose_gives_every_producer_its_own_least_privilege_broker_user(compos
     assert "apply_users.py" in " ".join(init["entrypoint"])
     for name in [*WORKERS, "scheduler"]:
         assert services[name]["depends_on"]["rabbitmq-users"]["condition"] == "service_completed_successfully"
+
+
+def test_compose_drill_runs_weekly_only_in_its_profile_with_the_key_mounted_read_only(compose_config):
+    from workers.cli.drill_cmd import drill_cmd
+    from workers.runtime.parsing import parse_duration
+    services = compose_config["services"]
+    # Given the drill service of the resolved compose configuration
+    drill = services["drill"]
+    # When its command is parsed by the real CLI
+    args = parse_cli(drill["command"])
+    # Then it drills every week at a fixed UTC time, writing the textfile metric
+    assert args.func is drill_cmd and parse_duration(args.every).days == 7 and args.at is not None
+    assert args.key and args.textfile
+    # And it starts only in the "drill" profile (the host with the private key), the key directory read-only
+    assert drill["profiles"] == ["drill"]
+    key_dir = str(args.key[0]).rsplit("/", 1)[0]
+    mounts = {v.split(":")[1]: v.split(":")[2:] for v in drill["volumes"]}      # source:target[:mode]
+    assert mounts[key_dir] == ["ro"]
+    assert args.textfile.rsplit("/", 1)[0] in mounts
+    # And no worker mounts the key (never on the workers)
+    for name in WORKERS:
+        assert key_dir not in {v.split(":")[1] for v in services[name].get("volumes", [])}, name
+    # And its environment is valid configuration
+    result = load_settings_in_subprocess(drill["environment"])
+    assert result.returncode == 0, result.stderr[-2000:]

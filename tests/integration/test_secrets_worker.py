@@ -106,8 +106,10 @@ def test_rotation_is_stored_encrypted_drop_deleted_backup_triggered_and_restores
     assert restored.returncode == 0, restored.stderr
     assert out.read_bytes() == (tmp / "SystemSecrets.json").read_bytes()
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
-    assert f'Restore-AppServiceStamp -FilePath "{out}" -OverrideDatabaseServer "sql2.contoso.local"' in restored.stdout
-    for step in ("Restore-AppServiceRoles", "Get-AppServiceSite | Sync-AppServiceObject",
+    assert 'Restore-AppServiceStamp -FilePath "C:\\AppServiceRecovery\\SystemSecrets.json" -OverrideDatabaseServer ' \
+        '"sql2.contoso.local"' in restored.stdout
+    for step in ("net stop WebFarmService", "net stop ResourceMetering", "Restore-AppServiceRoles",
+                 "net start WebFarmService", "Get-AppServiceSite | Sync-AppServiceObject",
                  "Get-AppServiceServerFarm | Sync-AppServiceObject"):
         assert step in restored.stdout
     by_set = cli(settings, "restore", "secrets", "--stamp", "stamp1", "--set", backup["correlation_id"],

@@ -64,3 +64,24 @@ def test_the_catalog_completes_a_set_of_two_databases_only_when_all_stripes_of_b
     assert completed.payload.artifacts == 4 and read_marker(store.backend, STAMP, set_id) is not None
     assert backup_keys(store, STAMP, set_id, "sqlserver", "appservice_hosting") == \
         [f"{STAMP}/{set_id}/databases/{n}" for n in HOSTING]
+
+
+def test_recover_plans_one_database_step_per_striped_backup_and_none_for_its_log_backups(store, ctx):  # noqa: F811
+    # Given a complete set: hosting in three stripes plus one log backup, metering unstriped
+    from workers.recover.contents import load
+    set_id = new_backup_set_id()
+    write_plan(store.backend, Plan(STAMP, set_id, ("databases",), "schedule", datetime.now(timezone.utc),
+                                   expected={"databases": 2}))
+    h = handler(store)
+    names = [*HOSTING, "appservice_hosting.log-00000000000000004200001.trn", "appservice_metering.bak"]
+    events = [stored(store, set_id, "databases", n) for n in names]
+    for event in events:
+        h.artifact_stored(event, ctx)
+    # When recover reads what the set holds
+    contents = load(store, None, STAMP, set_id, {"databases"})
+    # Then there is one SQL Server step per database, hosting's size that of its three stripes
+    steps = {a.database: a for a in contents.databases}
+    assert sorted(steps) == ["appservice_hosting", "appservice_metering"]
+    assert {a.engine for a in steps.values()} == {"sqlserver"}
+    assert steps["appservice_hosting"].key.endswith(HOSTING[0])
+    assert steps["appservice_hosting"].size == sum(e.payload.plaintext_size for e in events[:3])

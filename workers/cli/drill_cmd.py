@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import sys
+import threading
+from datetime import datetime, time, timezone
 from pathlib import Path
 
 from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli.stores import artifact_store
 from workers.config import Settings
+from workers.runtime.errors import ConfigurationError, DrError
 from workers.runtime.parsing import comma_list
 
 
@@ -33,11 +38,38 @@ def register(sub) -> None:
     p.add_argument("--textfile", metavar="FILE", help="also write the Prometheus metric to FILE (a .prom file "
                    "in node_exporter's --collector.textfile.directory)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--every", help="keep running: drill again every INTERVAL (e.g. 7d), at slots aligned to --at "
+                   "(UTC); the drill container of deploy/ runs weekly this way")
+    p.add_argument("--at", type=time.fromisoformat, help="UTC time the --every slots are aligned to, e.g. 03:00")
     add_key_options(p)
     p.set_defaults(func=drill_cmd)
 
 
 def drill_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.every:
+        return drill_once(args, settings)
+    from workers.runtime.parsing import parse_duration
+    from workers.scheduler import next_run
+
+    try:
+        every = parse_duration(args.every)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc), hint="e.g. --every 7d --at 03:00") from None
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while True:
+        slot = next_run(datetime.now(timezone.utc), every, args.at)
+        print(f"next restore drill at {slot:%Y-%m-%d %H:%M} UTC", flush=True)
+        if stop.wait((slot - datetime.now(timezone.utc)).total_seconds()):
+            return 0
+        try:
+            drill_once(args, settings)                 # a failed drill is in its marker and metric: go on
+        except DrError as exc:
+            print(f"error: {exc.message}\nhow to fix: {exc.hint}", file=sys.stderr, flush=True)
+
+
+def drill_once(args: argparse.Namespace, settings: Settings) -> int:
     from workers.drill.results import read_markers, last_by_result, report_lines, table, write_textfile
     from workers.drill.run import run_drill
 

@@ -20,6 +20,7 @@ import pyodbc
 
 from workers.engines.base import (BackupResult, Progress, ProgressReporter, RestoreOptions, RestoreResult,
                                   require_name, sha256_of)
+from workers.engines.preflight import Problem, TargetState
 from workers.engines.odbc import ConnectFn, braced, clean_text, error_parts
 from workers.engines.postgres_consistency import check_consistency
 from workers.engines.postgres_errors import classify, missing_tool
@@ -171,6 +172,40 @@ class PostgresEngine:
                     sql = f"SELECT count(*) FROM {quote_ident(schema)}.{quote_ident(table)}"
                     rows[f"{schema}.{table}"] = int(cursor.execute(sql).fetchone()[0])
         return [f"{r[0]}.{r[1]}" for r in found], rows
+
+    def restore_preflight(self, databases: list[str]) -> list[TargetState]:
+        """Before a restore changes anything: can this login create, drop and restore ``databases`` here, and
+        what does each hold now (missing, empty, or its user tables)? Raises if the server cannot be reached."""
+        with self._cursor(self.settings.pg_maintenance_db) as cursor:
+            who = cursor.execute("SELECT current_user, rolsuper::int, rolcreatedb::int FROM pg_roles "   # psqlODBC
+                                 "WHERE rolname = current_user").fetchone()              # gives bools as '0'/'1'
+            user, superuser, createdb = str(who[0]), int(who[1]) == 1, int(who[2]) == 1
+            rows = {r[0]: int(r[1]) == 1 for r in cursor.execute(
+                "SELECT datname, (pg_get_userbyid(datdba) = current_user OR pg_has_role(current_user, datdba, "
+                "'MEMBER'))::int FROM pg_database").fetchall()}
+        out = []
+        for database in databases:
+            self._valid("database", database)
+            state = TargetState(database, exists=database in rows)
+            if not state.exists and not (superuser or createdb):
+                state.problems.append(Problem(f"login {user!r} may not create database {database!r} on "
+                                              f"{self.server}", f"ALTER ROLE {quote_ident(user)} CREATEDB; "
+                                              "(or restore as a login that may)"))
+            if state.exists:
+                if not (superuser or rows[database]):
+                    state.problems.append(Problem(f"login {user!r} does not own database {database!r}: "
+                                                  "pg_restore --clean cannot replace its objects",
+                                                  f"ALTER DATABASE {quote_ident(database)} OWNER TO "
+                                                  f"{quote_ident(user)}; or drop it first"))
+                try:                                   # the catalog only: no table of theirs is read
+                    with self._cursor(database) as cursor:
+                        state.tables = len(cursor.execute(_TABLES).fetchall())
+                except DrError as exc:
+                    state.problems.append(Problem(f"cannot look into database {database!r}: {exc.message}",
+                                                  f"GRANT CONNECT ON DATABASE {quote_ident(database)} TO "
+                                                  f"{quote_ident(user)}; (or restore as its owner)"))
+            out.append(state)
+        return out
 
     # ----------------------------------------------------------------------------------------- helpers
     def _valid(self, kind: str, name: str) -> str:
