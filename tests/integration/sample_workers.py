@@ -104,17 +104,39 @@ def _full_backup_of_simulated_server(deps: Deps, event: BackupDue, ctx) -> None:
 
     from contracts import DatabaseBackupRequested, DatabaseBackupRequestedPayload
     from tests.sqlsim import PASSWORD, Simulator, app_service_server
-    from workers.dbbackup.handler import DbBackupHandler
+    from workers.dbbackup.handler import SOURCE, DbBackupHandler
+    from workers.dbbackup.once import StagingJobs
     from workers.engines import DatabaseSettings, SqlServerEngine
     from workers.storage.settings import StagingSettings
 
     with tempfile.TemporaryDirectory(prefix="sqlsim-") as root:
-        sim = Simulator(app_service_server(Path(root)))
+        sim = Simulator(app_service_server(Path(root) / "sql01"))
         settings = DatabaseSettings(server="sql01", username="backup", password=PASSWORD,
                                     databases=["appservice_hosting"])
+        records = StagingJobs(StagingSettings(database_dir=str(Path(root) / "jobs")), source=SOURCE)
         handler = DbBackupHandler(settings, StagingSettings(database_dir=r"\\fileserver\staging\stamp1"),
-                                  SqlServerEngine(settings, connect=sim.connect), deps.metrics)
+                                  SqlServerEngine(settings, connect=sim.connect), deps.metrics, jobs=records)
         job = event.follow_up(DatabaseBackupRequested, DatabaseBackupRequestedPayload(database="appservice_hosting"),
                               source="db-backup")
         events = handler.backup_one(job, ctx)
     assert any(e.type == "job-failed" for e in events), "the log check gave no warning"
+
+
+def slow_db_backup(deps: Deps) -> WorkerSpec:
+    """The real db-backup worker whose engine waits APPSVC_DR_TEST_JOB_SECONDS (default 0) before each backup,
+    leaving ``<database>.<pid>.started`` in APPSVC_DR_TEST_DIR (a worker to kill mid-job)."""
+    from workers.dbbackup.handler import SPEC, DbBackupHandler
+    from workers.engines.factory import build_engine
+
+    seconds = float(os.environ.get("APPSVC_DR_TEST_JOB_SECONDS", "0"))
+    engine = build_engine(deps.settings.database)
+
+    class Held:
+        name, server = engine.name, engine.server
+
+        def backup(self, database, staging_path, progress=None):
+            (Path(os.environ["APPSVC_DR_TEST_DIR"]) / f"{database}.{os.getpid()}.started").write_text("")
+            time.sleep(seconds)
+            return engine.backup(database, staging_path, progress)
+
+    return SPEC.bind(DbBackupHandler(deps.settings.database, deps.settings.staging, Held()))

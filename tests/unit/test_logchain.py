@@ -56,16 +56,16 @@ def test_log_backups_restore_in_order_and_a_missing_one_is_sql_servers_4305_with
     assert "--no-logs" in caught.value.hint and sim.server.databases["gap"].state == "RESTORING"
 
 
-def test_a_log_backup_request_for_another_engine_or_database_is_refused_before_any_backup():
+def test_a_log_backup_request_for_another_engine_or_database_is_refused_before_any_backup(tmp_path):
     job = DatabaseLogBackupRequested(source="t", stamp="s1", correlation_id="set-1",
                                      payload=DatabaseLogBackupRequestedPayload(database="appservice_hosting"))
     postgres = StubEngine()
     postgres.name = "postgres"
     with pytest.raises(PermanentError, match="not supported by the postgres engine"):
-        make_handler(postgres).backup_log(job, ctx())
+        make_handler(postgres, tmp_path).backup_log(job, ctx())
     other = job.model_copy(update={"payload": DatabaseLogBackupRequestedPayload(database="master")})
     with pytest.raises(PermanentError, match="not configured"):
-        make_handler(StubEngine()).backup_log(other, ctx())
+        make_handler(StubEngine(), tmp_path).backup_log(other, ctx())
 
 
 def test_publishing_a_log_backup_request_needs_the_set_it_extends(capsys):

@@ -10,7 +10,8 @@ from contracts import DatabaseBackupRequested, DatabaseBackupRequestedPayload
 from tests.sqlsim.state import BackupHistory
 from tests.unit.sqlserver_sim import DB, make
 from tests.unit.test_dbbackup_handler import ctx
-from workers.dbbackup.handler import DbBackupHandler
+from workers.dbbackup.handler import SOURCE, DbBackupHandler
+from workers.dbbackup.once import StagingJobs
 from workers.dbbackup.loghealth import warning_event_id
 from workers.middleware.metrics import Metrics
 from workers.storage.settings import StagingSettings
@@ -21,7 +22,8 @@ def run(tmp_path, prepare=lambda server: None, **settings):
     prepare(sim.server)
     metrics = Metrics()
     handler = DbBackupHandler(engine.settings, StagingSettings(database_dir=r"\\fileserver\staging\stamp1"), engine,
-                              metrics)
+                              metrics, jobs=StagingJobs(StagingSettings(database_dir=str(tmp_path / "jobs")),
+                                                        source=SOURCE))
     job = DatabaseBackupRequested(source="t", stamp="s1", correlation_id="set-1",
                                   payload=DatabaseBackupRequestedPayload(database=DB))
     events = handler.backup_one(job, ctx())

@@ -112,6 +112,23 @@ class ArtifactStore:
             log.warning("skipping %s %s: %s", what, key, exc.message)
             return None
 
+    def stored(self, key: str) -> StoredArtifact | None:
+        """The artifact under ``key`` if it is stored and was verified: its record passes :meth:`record`'s checks
+        and the object is there as the record describes it (size, and modification time when recorded). None
+        otherwise — the job that makes it has not finished (or must run again). Marked ``deduplicated``."""
+        try:
+            rec = self.record(key)
+            info = self.backend.stat(key) if rec is not None else None
+        except ObjectNotFound:
+            return None
+        except PermanentError as exc:                   # damaged, unsigned or forged: not a finished job
+            log.warning("artifact %s is not taken as stored: %s", key, exc.message)
+            return None
+        if rec is None or info is None or info.size != rec.stored_size or \
+                (rec.object_modified and info.modified.isoformat() != rec.object_modified):
+            return None
+        return replace(rec, deduplicated=True)
+
     def _write_record(self, artifact: StoredArtifact) -> None:
         body = record_body(self.backend, artifact)
         self.backend.put(artifact.key + RECORD_SUFFIX, io.BytesIO(body), size=len(body),

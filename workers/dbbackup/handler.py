@@ -20,6 +20,10 @@ A database skipped on purpose (Always On: this server is not the preferred backu
 the job: only database-backed-up with ``skipped_reason`` is emitted, no artifact. The catalog records the skip
 in the backup set, keeps the set incomplete (waiting for that database) and sends the operator one warning
 with how to fix it (see ``workers/catalog/skips.py``).
+
+Exactly one backup per (set, database): the fan-out's requests get ids derived from the backup-due (a redelivered
+one fans out the same events), and a request for a database the set has (or is getting) a backup of runs no
+second one (``workers/dbbackup/once.py``).
 """
 from __future__ import annotations
 
@@ -28,9 +32,11 @@ import tempfile
 
 from contracts import (ArtifactReady, ArtifactReadyPayload, BackupDue, DatabaseBackedUp, DatabaseBackedUpPayload,
                        DatabaseBackupRequested, DatabaseBackupRequestedPayload, DatabaseLogBackupRequested, Envelope)
+from workers.artifacts.jobs import JobKey, follow_up
 from workers.artifacts.logchain import log_name
 from workers.artifacts.stripes import stripe_name
 from workers.dbbackup.loghealth import check_log
+from workers.dbbackup.once import StagingJobs
 from workers.engines.base import BackupResult, DatabaseEngine
 from workers.engines.factory import build_engine
 from workers.engines.settings import DatabaseSettings
@@ -65,15 +71,20 @@ def _sha(checksum: str | None) -> str | None:
 
 class DbBackupHandler:
     def __init__(self, database: DatabaseSettings, staging: StagingSettings, engine: DatabaseEngine,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, *, jobs: StagingJobs | None = None) -> None:
         self.database, self.staging, self.engine = database, staging, engine
         self.metrics = metrics or Metrics()
+        self.jobs = jobs or StagingJobs(staging, source=SOURCE)   # job records: in the staging directory
 
     def backup_due(self, event: BackupDue, ctx: JobContext) -> list[Envelope]:
         if "databases" not in event.payload.components:
             return []
-        return [event.follow_up(DatabaseBackupRequested, DatabaseBackupRequestedPayload(database=db), source=SOURCE)
-                for db in self.database.databases]
+        try:
+            self.jobs.prune()
+        except Exception as exc:  # noqa: BLE001 - housekeeping never fails the fan-out
+            ctx.logger.warning("could not prune old job records: %s", exc)
+        return [follow_up(event, DatabaseBackupRequested, DatabaseBackupRequestedPayload(database=db), source=SOURCE,
+                          part=db) for db in self.database.databases]
 
     def _require_configured(self, database: str, event_type: str) -> None:
         configured = self.database.databases
@@ -102,10 +113,10 @@ class DbBackupHandler:
         metadata = {**backup_metadata(result), "backup_type": "log"}
         metadata.pop("stripes", None)
         sha = _sha(result.checksum)
-        return [event.follow_up(ArtifactReady, ArtifactReadyPayload(
+        return [follow_up(event, ArtifactReady, ArtifactReadyPayload(
                     component="databases", name=name, staged_path=staged, sha256=sha, delete_staged=True,
                     metadata=metadata, size=result.size if sha else None), source=SOURCE),
-                event.follow_up(DatabaseBackedUp, DatabaseBackedUpPayload(
+                follow_up(event, DatabaseBackedUp, DatabaseBackedUpPayload(
                     database=result.database, engine=self.engine.name, server=result.server,  # type: ignore
                     size=result.size, duration_seconds=round(result.duration, 3), staged_path=staged,
                     first_lsn=result.first_lsn, last_lsn=result.last_lsn, backup_type="log",
@@ -115,13 +126,18 @@ class DbBackupHandler:
         database = event.payload.database
         self._require_configured(database, event.type)
         name = artifact_name(self.engine.name, database)
+        job = JobKey(event.stamp, event.correlation_id, "databases", name)
+        return self.jobs.once(event, job, ctx, lambda: self._backup_one(event, ctx, database, name))
+
+    def _backup_one(self, event: DatabaseBackupRequested, ctx: JobContext, database: str,
+                    name: str) -> list[Envelope]:
         staged_name = f"{event.stamp}-{event.correlation_id}-{name}"
 
         def progress(percent: int) -> None:
             ctx.logger.info("%s: %d%% backed up", database, percent)
 
         result, staged = self._backup(database, staged_name, progress)
-        backed_up = event.follow_up(DatabaseBackedUp, DatabaseBackedUpPayload(
+        backed_up = follow_up(event, DatabaseBackedUp, DatabaseBackedUpPayload(
             database=result.database, engine=self.engine.name, server=result.server, size=result.size,  # type: ignore
             duration_seconds=round(result.duration, 3), staged_path=None if result.skipped else staged,
             skipped_reason=result.skipped_reason, first_lsn=result.first_lsn, last_lsn=result.last_lsn,
@@ -138,7 +154,8 @@ class DbBackupHandler:
 
     @staticmethod
     def _ready(event: DatabaseBackupRequested, name: str, staged: str, result: BackupResult) -> list[Envelope]:
-        """One artifact-ready per staged file: the backup, or each of its stripes (``<name>.<i>of<N>``)."""
+        """One artifact-ready per staged file: the backup, or each of its stripes (``<name>.<i>of<N>``, each
+        with its own deterministic id: :func:`workers.artifacts.jobs.replay` names them the same way)."""
         metadata = backup_metadata(result)
         if len(result.parts) <= 1:
             files = [(name, staged, _sha(result.checksum), metadata)]
@@ -146,11 +163,10 @@ class DbBackupHandler:
             sums = result.part_checksums or (None,) * len(result.parts)
             files = [(stripe_name(name, i, len(result.parts)), path, _sha(sums[i - 1]), {**metadata, "stripe": i})
                      for i, path in enumerate(result.parts, start=1)]
-        ready = [event.follow_up(ArtifactReady, ArtifactReadyPayload(
+        return [follow_up(event, ArtifactReady, ArtifactReadyPayload(
             component="databases", name=artifact, staged_path=path, sha256=sha, delete_staged=True, metadata=facts,
-            size=result.size if sha and len(files) == 1 else None), source=SOURCE)
-            for artifact, path, sha, facts in files]
-        return ready
+            size=result.size if sha and len(files) == 1 else None), source=SOURCE,
+            part=artifact if len(files) > 1 else "") for artifact, path, sha, facts in files]
 
     def _backup(self, database: str, staged_name: str, progress) -> tuple[BackupResult, str]:
         directory = self.staging.database_dir

@@ -23,8 +23,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.consumed = Counter("appsvc_dr_events_consumed", "Events consumed, by outcome "
-                                "(ok, retried, dead_lettered, rejected)", ["worker", "event_type", "outcome"],
+        self.consumed = Counter("appsvc_dr_events_consumed", "Events consumed, by outcome (ok, retried, "
+                                "dead_lettered, rejected, duplicate)", ["worker", "event_type", "outcome"],
                                 registry=r)
         self.duration = Histogram("appsvc_dr_job_duration_seconds", "Job duration", ["worker", "event_type"],
                                   buckets=DURATION_BUCKETS, registry=r)
