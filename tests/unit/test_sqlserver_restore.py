@@ -6,6 +6,7 @@ import pytest
 
 from tests.sqlsim import DbFile
 from tests.unit.sqlserver_sim import DB, STAGE, make
+from workers.engines.base import RestoreOptions
 from workers.runtime.errors import PermanentError
 
 
@@ -86,3 +87,18 @@ def test_a_striped_backup_is_restored_from_the_stripes_given_whatever_the_local_
     statement = other.statements("RESTORE DATABASE")[0]
     assert all(part in statement for part in result.parts) and restored.state == "ONLINE"
     assert sim.server.databases["hosting_copy"].rows == sim.server.databases[DB].rows
+
+
+def test_a_striped_restore_goes_through_the_pre_flight(tmp_path) -> None:
+    # Given a backup in three stripes and the database in use by two sessions (the App Service controllers)
+    engine, sim = make(tmp_path, stripes=3)
+    result = engine.backup(DB, STAGE)
+    sim.server.databases[DB].sessions = 2
+    # When / Then an in-place restore from the three stripes is refused before RESTORE DATABASE runs, with the fix
+    with pytest.raises(PermanentError, match="open session") as caught:
+        engine.restore(DB, result.parts)
+    assert "--force-disconnect" in caught.value.hint and sim.statements("RESTORE DATABASE") == []
+    # And with --force-disconnect's option every stripe is restored after HEADERONLY read all three
+    restored = engine.restore(DB, result.parts, options=RestoreOptions(expected_database=DB, force_disconnect=True))
+    assert restored.state == "ONLINE"
+    assert all(part in sim.statements("RESTORE HEADERONLY")[-1] for part in result.parts)
