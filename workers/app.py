@@ -51,7 +51,7 @@ class Builtin:
 # Each built-in worker's factory is given only the sections it reads (keyword = the section's name in Settings).
 def _db_backup(module, deps: Deps) -> WorkerSpec:
     s = deps.settings
-    return module.build_db_backup_worker(database=s.database, staging=s.staging)
+    return module.build_db_backup_worker(database=s.database, staging=s.staging, metrics=deps.metrics)
 
 
 def _notifier(module, deps: Deps) -> WorkerSpec:

@@ -4,7 +4,7 @@ from contracts.events.artifacts import ArtifactReady, ArtifactReadyPayload, Arti
 from contracts.events.backup import BackupDue, BackupDuePayload
 from contracts.events.catalog import BackupSetCompleted, BackupSetCompletedPayload
 from contracts.events.databases import DatabaseBackedUp, DatabaseBackedUpPayload, DatabaseBackupRequested, \
-    DatabaseBackupRequestedPayload
+    DatabaseBackupRequestedPayload, DatabaseLogBackupRequested, DatabaseLogBackupRequestedPayload
 from contracts.events.failures import JobFailed, JobFailedPayload
 from contracts.events.fileshare import FileshareSynced, FileshareSyncedPayload, FileshareSyncRequested, \
     FileshareSyncRequestedPayload, SkippedFile
@@ -12,13 +12,14 @@ from contracts.events.secrets import SecretsRotated, SecretsRotatedPayload
 from contracts.events.secrets_stored import SecretsStored, SecretsStoredPayload
 
 ALL_EVENTS = (BackupDue, SecretsRotated, JobFailed, ArtifactReady, ArtifactStored, SecretsStored,
-              BackupSetCompleted, DatabaseBackupRequested, DatabaseBackedUp,
+              BackupSetCompleted, DatabaseBackupRequested, DatabaseBackedUp, DatabaseLogBackupRequested,
               FileshareSyncRequested, FileshareSynced)
 
 __all__ = ["ALL_EVENTS", "ArtifactReady", "ArtifactReadyPayload", "ArtifactStored", "ArtifactStoredPayload",
            "BackupDue", "BackupDuePayload", "BackupSetCompleted",
            "BackupSetCompletedPayload", "DatabaseBackedUp", "DatabaseBackedUpPayload",
-           "DatabaseBackupRequested", "DatabaseBackupRequestedPayload",
+           "DatabaseBackupRequested", "DatabaseBackupRequestedPayload", "DatabaseLogBackupRequested",
+           "DatabaseLogBackupRequestedPayload",
            "FileshareSyncRequested", "FileshareSyncRequestedPayload", "FileshareSynced", "FileshareSyncedPayload",
            "JobFailed", "JobFailedPayload", "SkippedFile",
            "SecretsRotated", "SecretsRotatedPayload", "SecretsStored", "SecretsStoredPayload"]

@@ -46,6 +46,7 @@ WORKER_METRICS = {
     "appsvc_dr_secrets_last_rotation_seen_timestamp_seconds", "appsvc_dr_secrets_last_rotation_handled_timestamp_seconds",
     "appsvc_dr_newest_complete_set_timestamp_seconds", "appsvc_dr_backup_sets", "appsvc_dr_backup_sets_unresolved",
     "appsvc_dr_set_duration_seconds", "appsvc_dr_set_deadline_timestamp_seconds", "appsvc_dr_rpo_objective_seconds",
+    "appsvc_dr_database_log_backup_age_seconds", "appsvc_dr_database_log_warnings_total",
 }
 # Served by the scheduler (`appsvc-dr schedule`, workers.scheduler.metrics), scraped with worker="scheduler".
 SCHEDULER_METRICS = {"appsvc_dr_schedule_next_slot_timestamp_seconds",

@@ -89,8 +89,37 @@ def standin(deps: Deps) -> WorkerSpec:
                 raise PermanentError("the share refused access", hint="Grant the backup account read access.")
             if action.startswith("retry") and ctx.attempt < int(action[len("retry"):]):
                 raise TransientError("the database server is restarting")
+        if name == "db-backup" and action == "ok" and isinstance(event, BackupDue):
+            _full_backup_of_simulated_server(deps, event, ctx)
         return []
     return WorkerSpec(name, {BackupDue: handle, BackupSetCompleted: handle})
+
+
+def _full_backup_of_simulated_server(deps: Deps, event: BackupDue, ctx) -> None:
+    """The real db-backup handler backs up appservice_hosting of the simulated SQL Server (tests/sqlsim; FULL
+    recovery, no log backup in msdb) and runs its log check, which sets appsvc_dr_database_log_backup_age_seconds
+    to +Inf and counts the warning, as db-backup does after each full backup. Its events are not published (the
+    scenario's counts stay those of the stand-in jobs)."""
+    import tempfile
+
+    from contracts import DatabaseBackupRequested, DatabaseBackupRequestedPayload
+    from tests.sqlsim import PASSWORD, Simulator, app_service_server
+    from workers.dbbackup.handler import SOURCE, DbBackupHandler
+    from workers.dbbackup.once import StagingJobs
+    from workers.engines import DatabaseSettings, SqlServerEngine
+    from workers.storage.settings import StagingSettings
+
+    with tempfile.TemporaryDirectory(prefix="sqlsim-") as root:
+        sim = Simulator(app_service_server(Path(root) / "sql01"))
+        settings = DatabaseSettings(server="sql01", username="backup", password=PASSWORD,
+                                    databases=["appservice_hosting"])
+        records = StagingJobs(StagingSettings(database_dir=str(Path(root) / "jobs")), source=SOURCE)
+        handler = DbBackupHandler(settings, StagingSettings(database_dir=r"\\fileserver\staging\stamp1"),
+                                  SqlServerEngine(settings, connect=sim.connect), deps.metrics, jobs=records)
+        job = event.follow_up(DatabaseBackupRequested, DatabaseBackupRequestedPayload(database="appservice_hosting"),
+                              source="db-backup")
+        events = handler.backup_one(job, ctx)
+    assert any(e.type == "job-failed" for e in events), "the log check gave no warning"
 
 
 def slow_db_backup(deps: Deps) -> WorkerSpec:

@@ -13,6 +13,7 @@ https://learn.microsoft.com/en-us/sql/t-sql/functions/serverproperty-transact-sq
 """
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Callable
 
@@ -53,7 +54,9 @@ def _backupset(server: Server, login: Login) -> Rows:
              "first_lsn": Decimal(h.first_lsn), "last_lsn": Decimal(h.last_lsn),
              "database_backup_lsn": Decimal(h.database_backup_lsn), "backup_size": Decimal(h.backup_size),
              "compressed_backup_size": Decimal(h.compressed_backup_size), "is_copy_only": int(h.is_copy_only),
-             "type": h.type} for h in server.history]
+             "type": h.type, "backup_finish_date": h.finished,
+             **dict(zip(("software_major_version", "software_minor_version", "software_build_version"),
+                        (int(p) for p in h.software_version.split(".")[:3])))} for h in server.history]
 
 
 def _mediafamily(server: Server, login: Login) -> Rows:
@@ -189,6 +192,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "db_id": db_id,
     "sys.fn_hadr_backup_is_preferred_replica": preferred_replica,
     "serverproperty": server_property,
+    "getdate": lambda server: datetime.now(),      # server-local time, as msdb's dates
 }
 # functions that also see the login running the statement
 LOGIN_FUNCTIONS: dict[str, Callable[..., Any]] = {

@@ -74,6 +74,14 @@ TEXTS: dict[int, tuple[str, str]] = {
     4208: ("42000", "The statement BACKUP LOG is not allowed while the recovery model is SIMPLE. Use BACKUP "
                     "DATABASE or change the recovery model using ALTER DATABASE."),
     4214: ("42000", "BACKUP LOG cannot be performed because there is no current database backup."),
+    3117: ("42000", "The log or differential backup cannot be restored because no files are ready to "
+                    "rollforward."),
+    3135: ("42000", "The backup set in file '{0}' was created by {1} and cannot be used for this restore "
+                    "operation."),
+    4305: ("42000", "The log in this backup set begins at LSN {0}, which is too recent to apply to the database. "
+                    "An earlier log backup that includes LSN {1} can be restored."),
+    4326: ("42000", "The log in this backup set terminates at LSN {0}, which is too early to apply to the "
+                    "database. A more recent log backup that includes LSN {1} can be restored."),
     4060: ("42000", "Cannot open database \"{0}\" requested by the login. The login failed."),
     5011: ("42000", "User does not have permission to alter database '{0}', the database does not exist, or the "
                     "database is not in a state that allows access checks."),

@@ -78,6 +78,29 @@ def test_not_the_preferred_replica_is_reported_not_failed_and_nothing_is_uploade
     assert backed.payload.staged_path is None
 
 
+def test_a_striped_backup_hands_every_stripe_to_upload_as_its_own_artifact_with_the_backup_facts(tmp_path):
+    # Given a SQL Server backup in three stripes on the simulated server
+    from tests.unit.sqlserver_sim import make
+    engine, sim = make(tmp_path, stripes=3, databases=["appservice_hosting"])
+    handler = DbBackupHandler(engine.settings, StagingSettings(database_dir=r"\\fileserver\staging\stamp1"), engine,
+                              jobs=StagingJobs(StagingSettings(database_dir=str(tmp_path / "jobs")), source=SOURCE))
+    job = DatabaseBackupRequested(source="t", stamp="s1", correlation_id="set-1",
+                                  payload=DatabaseBackupRequestedPayload(database="appservice_hosting"))
+    # When the job runs
+    ready = [e for e in handler.backup_one(job, ctx()) if e.type == "artifact-ready"]
+    # Then each stripe file SQL Server wrote is one artifact-ready named <db>.bak.<i>of3, deleted after upload
+    assert [r.payload.name for r in ready] == [f"appservice_hosting.bak.{i}of3" for i in (1, 2, 3)]
+    assert [r.payload.staged_path for r in ready] == [
+        rf"\\fileserver\staging\stamp1\s1-set-1-appservice_hosting.stripe{i}of3.bak" for i in (1, 2, 3)]
+    assert all(sim.server.host_path(r.payload.staged_path).is_file() and r.payload.delete_staged for r in ready)
+    # And each carries the backup's facts for the set's manifest
+    history = sim.server.history[-1]
+    meta = ready[1].payload.metadata
+    assert (meta["stripe"], meta["stripes"], meta["copy_only"], meta["backup_type"]) == (2, 3, True, "full")
+    assert (meta["first_lsn"], meta["last_lsn"]) == (str(history.first_lsn), str(history.last_lsn))
+    assert meta["server_version"] == "16.0.4135" and meta["started_at"] <= meta["finished_at"]
+
+
 class NoPrune(StagingJobs):
     def __init__(self) -> None:
         super().__init__(StagingSettings(), source=SOURCE)
@@ -128,3 +151,24 @@ def test_job_records_of_old_sets_are_pruned_and_recent_ones_kept(tmp_path):
     # Then only the old set's record is gone
     assert not old.exists()
     assert (tmp_path / ".jobs/s1+new-set+appservice_hosting.bak+done.json").exists()
+
+
+def test_a_second_request_for_a_striped_backup_re_emits_every_stripe_with_its_own_id_and_no_warning_again(tmp_path):
+    # Given a striped backup of a FULL-recovery database nobody backs up the log of (one log-health warning)
+    from tests.unit.sqlserver_sim import make
+    engine, sim = make(tmp_path, stripes=3, databases=["appservice_hosting"])
+    handler = DbBackupHandler(engine.settings, StagingSettings(database_dir=r"\\fileserver\staging\stamp1"), engine,
+                              jobs=StagingJobs(StagingSettings(database_dir=str(tmp_path / "jobs")), source=SOURCE))
+    requests = [DatabaseBackupRequested(source="t", stamp="s1", correlation_id="set-1",
+                                        payload=DatabaseBackupRequestedPayload(database="appservice_hosting"))
+                for _ in range(2)]
+    first = handler.backup_one(requests[0], ctx())
+    # When another request for the same set and database arrives
+    again = handler.backup_one(requests[1], ctx())
+    # Then SQL Server backed up once; the three stripes are re-emitted, each with its own id
+    assert len(sim.statements("BACKUP DATABASE")) == 1
+    names = [e.payload.name for e in again if e.type == "artifact-ready"]
+    assert names == [e.payload.name for e in first if e.type == "artifact-ready"] and len(names) == 3
+    assert len({e.event_id for e in again}) == len(again) == 4          # three stripes and database-backed-up
+    # And the log warning went out with the backup only
+    assert [e.type for e in first].count("job-failed") == 1 and "job-failed" not in [e.type for e in again]

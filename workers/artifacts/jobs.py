@@ -224,12 +224,15 @@ def done_body(events: Iterable[Envelope]) -> bytes:
 def replay(cause: Envelope, body: dict[str, Any], models: Iterable[type[Envelope]], *, source: str) -> list[Envelope]:
     """The follow-ups a done record describes (one per type), re-made for ``cause`` (ids derived from it)."""
     by_type = {m.event_type: m for m in models}
+    items = body.get("events") or []
+    many = {t for t in by_type if sum(str(i.get("type")) == t for i in items) > 1}
     out = []
-    for item in body.get("events") or []:
+    for item in items:
         model = by_type.get(str(item.get("type")))
         if model is None:
             raise ValueError(f"done record names an unknown event type {item.get('type')!r}")
         payload_model = model.model_fields["payload"].annotation
         payload = payload_model.model_validate(item.get("payload"), strict=False)  # type: ignore[union-attr]
-        out.append(follow_up(cause, model, payload, source=source))
+        part = str(getattr(payload, "name", "")) if model.event_type in many else ""   # e.g. one per stripe
+        out.append(follow_up(cause, model, payload, source=source, part=part))
     return out

@@ -18,7 +18,7 @@ import io
 import logging
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import BinaryIO, Callable, ContextManager, Iterator
+from typing import Any, BinaryIO, Callable, ContextManager, Iterator, Mapping
 
 from cryptography.x509 import Certificate
 
@@ -137,10 +137,11 @@ class ArtifactStore:
     # ---- put -------------------------------------------------------------------------------------
     def put(self, key: str, open_source: Opener, *, known_sha256: str | None = None,
             require_encryption: bool = False, progress: Progress | None = None,
-            replace_uncommitted: bool = False) -> StoredArtifact:
+            replace_uncommitted: bool = False, metadata: Mapping[str, Any] | None = None) -> StoredArtifact:
         """Store what ``open_source()`` yields under ``key``; an identical artifact already there is kept, a
         different one refused (OverwriteError) unless ``replace_uncommitted``: the caller owns the key and
-        knows what is there was never committed (a manifest whose snapshot has no summary yet)."""
+        knows what is there was never committed (a manifest whose snapshot has no summary yet). ``metadata``
+        goes into the record of a newly stored artifact (an identical one already there keeps its record)."""
         existing = self._reuse(key, open_source, known_sha256, require_encryption, not replace_uncommitted)
         if existing is not None:
             return existing
@@ -153,7 +154,7 @@ class ArtifactStore:
             raise TransientError(f"staged file for {key} changed while it was read (SHA-256 differs from the "
                                  "producer's)", hint="Retried automatically; if it persists the producer's "
                                                      "SHA-256 is wrong.")
-        return self._recorded(key, encoded, landed)
+        return self._recorded(key, encoded, landed, metadata)
 
     def put_buffer(self, key: str, body: bytes | bytearray | memoryview, *, new_key: bool = False,
                    require_encryption: bool = False, hash_plaintext: bool = True) -> StoredArtifact:
@@ -216,13 +217,15 @@ class ArtifactStore:
                                  f"with different content (SHA-256 {str(rec.plaintext_sha256)[:12]}…, new "
                                  f"{sha256[:12]}…)")
 
-    def _recorded(self, key: str, encoded: EncodingStream | EncodedBuffer, landed: ObjectInfo) -> StoredArtifact:
+    def _recorded(self, key: str, encoded: EncodingStream | EncodedBuffer, landed: ObjectInfo,
+                  metadata: Mapping[str, Any] | None = None) -> StoredArtifact:
         """Verify what landed against what was encoded, then write the record."""
         artifact = StoredArtifact(
             key=key, plaintext_size=encoded.plaintext_size, plaintext_sha256=encoded.plaintext_sha256,
             stored_size=encoded.stored_size, stored_sha256=encoded.stored_sha256, compressed=encoded.compressed,
             encrypted=encoded.encrypted, thumbprint=encoded.thumbprint, verified_by=self.verify_mode,
-            stored_at=datetime.now(timezone.utc).isoformat())  # type: ignore[arg-type]
+            stored_at=datetime.now(timezone.utc).isoformat(),
+            metadata=dict(metadata) if metadata else None)  # type: ignore[arg-type]
         artifact = self._verify_landed(artifact, landed)
         self._write_record(artifact)
         return artifact

@@ -18,6 +18,9 @@ Layout under ``<stamp>/<backup-set-id>/`` (besides the artifacts and records, se
   "waiting: appservice_metering skipped (not the preferred replica)" (:func:`waiting_for`). If the database is
   backed up into the set later, the set completes normally and the note stays as history.
 
+Databases count per database, not per artifact: a striped backup is one artifact per stripe and counts once
+all its stripes are stored (:mod:`workers.artifacts.stripes`).
+
 A backup set exists only when planned: the catalog writes ``plan.json`` from an accepted ``backup-due``. Every
 worker that writes into a set first calls :func:`require_plan`: without a plan it retries (the plan may still
 be on its way through a busy catalog queue) and, once the set deadline has passed, refuses the artifact for
@@ -42,6 +45,8 @@ from typing import Iterable, Mapping
 from contracts.envelope import FUTURE_SKEW, SET_ID, Envelope, is_future, set_id_time
 from workers.artifacts.setmanifest import MANIFEST, PLAN, BackupSet
 from workers.artifacts.service import RECORD_SUFFIX
+from workers.artifacts.logchain import is_log
+from workers.artifacts.stripes import database_count, database_of
 from workers.runtime.errors import PermanentError, TransientError
 from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
 from workers.storage.signing import sign_body, verified
@@ -154,12 +159,21 @@ def write_marker(backend: StorageBackend, stamp: str, set_id: str, marker: Mappi
     return put_once(backend, set_prefix(stamp, set_id) + COMPLETE, body)
 
 
-def component_counts(backup_set: BackupSet) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for artifact in backup_set.artifacts:
-        component = artifact.key.split("/")[2]
-        counts[component] = counts.get(component, 0) + 1
+def counts_of(names: Iterable[tuple[str, str]]) -> dict[str, int]:
+    """Artifacts per component from (component, name) pairs; ``databases`` counts whole database backups (a
+    striped one once every stripe is there, see :mod:`workers.artifacts.stripes`)."""
+    by_component: dict[str, list[str]] = {}
+    for component, name in names:
+        by_component.setdefault(component, []).append(name)
+    counts = {c: len(n) for c, n in by_component.items()}
+    if "databases" in by_component:       # log backups (``.trn``) extend a database, they are not one
+        counts["databases"] = database_count(n for n in by_component["databases"] if not is_log(n))
     return counts
+
+
+def component_counts(backup_set: BackupSet) -> dict[str, int]:
+    return counts_of((a.key.split("/")[2], a.key.split("/", 3)[3]) for a in backup_set.artifacts
+                     if len(a.key.split("/", 3)) == 4)
 
 
 def is_complete(plan: Plan | None, backup_set: BackupSet) -> bool:
@@ -225,8 +239,9 @@ def read_skips(backend: StorageBackend, stamp: str, set_id: str) -> dict[str, di
 
 
 def has_database(backup_set: BackupSet, database: str) -> bool:
-    """Whether the set holds an artifact of ``database`` (``databases/<database>.bak`` / ``.dump``)."""
-    return any(parts[2] == "databases" and parts[3].rsplit(".", 1)[0] == database
+    """Whether the set holds an artifact of ``database`` (``databases/<database>.bak`` / ``.dump``, or one of
+    its stripes ``.bak.<i>of<N>``)."""
+    return any(parts[2] == "databases" and database_of(parts[3]) == database
                for parts in (a.key.split("/", 3) for a in backup_set.artifacts) if len(parts) == 4)
 
 
@@ -269,12 +284,10 @@ class SetObjects:
     def stored_counts(self) -> dict[str, int]:
         """Artifacts per component that this listing shows stored: ``<component>/<name>`` with its record
         ``<component>/<name>.record.json`` (a half-deleted artifact, one without the other, does not count)."""
-        names, counts = self.names, {}
-        for name in names:
-            parts = name.split("/")
-            if len(parts) == 2 and name.endswith(RECORD_SUFFIX) and name[:-len(RECORD_SUFFIX)] in names:
-                counts[parts[0]] = counts.get(parts[0], 0) + 1
-        return counts
+        names = self.names
+        return counts_of(tuple(name[:-len(RECORD_SUFFIX)].split("/")) for name in names   # type: ignore[misc]
+                         if len(name.split("/")) == 2 and name.endswith(RECORD_SUFFIX)
+                         and name[:-len(RECORD_SUFFIX)] in names)
 
     @property
     def newest_object(self) -> datetime | None:

@@ -35,6 +35,8 @@ def register_restore(restore_sub) -> None:
                    "backup holds another database than --database, or the existing target is another database")
     p.add_argument("--allow-no-checksum", action="store_true", help="SQL Server: restore a backup taken "
                    "without page checksums (run DBCC CHECKDB afterwards)")
+    p.add_argument("--no-logs", action="store_true", help="SQL Server: restore the full backup only, without the "
+                   "set's log backups (default: apply them, in LSN order)")
     add_key_options(p)
     p.set_defaults(func=restore_database)
 
@@ -59,7 +61,7 @@ def restore_database(args: argparse.Namespace, settings: Settings) -> int:
                               keyring_from_args(args), stamp=stamp, set_id=args.set_id, database=args.database,
                               target=target, data_path=args.data_path, log_path=args.log_path,
                               progress=lambda pct: print(f"  restore {pct}%", flush=True),
-                              fetch_progress=ProgressBar, options=options)
+                              fetch_progress=ProgressBar, options=options, logs=not args.no_logs)
     extra = f", {result.tables} tables, {result.rows} rows" if result.tables is not None else ""
     print(f"restored {target} on {result.server} in {result.duration:.1f}s: {result.state}{extra}")
     return 0

@@ -1,5 +1,6 @@
 """`schedule`: publish backup-due at cron or interval slots (run it once per site, e.g. as its own container;
-a second one is harmless: each slot is claimed in the store and published once)."""
+a second one is harmless: each slot is claimed in the store and published once); with ``--log-every``, SQL
+Server log backups instead (a second process)."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,8 @@ def register(sub) -> None:
     p.add_argument("--no-catch-up", action="store_true", help="do not publish a slot missed while no scheduler "
                    "ran (default: APPSVC_DR_SCHEDULE__CATCH_UP)")
     p.add_argument("--once", action="store_true", help="publish at the next slot, then exit")
+    p.add_argument("--log-every", help="instead: SQL Server log backups every INTERVAL (e.g. 15m), one "
+                   "database-log-backup-requested per configured database into the newest complete set")
     p.set_defaults(func=schedule)
 
 
@@ -63,10 +66,14 @@ def schedule(args: argparse.Namespace, settings: Settings) -> int:
     from workers.storage.factory import build_store
     from workers.storage.signing import attach, trust_from_settings
 
-    schedules = schedules_from(args, settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if args.log_every:
+        from workers.logschedule import run_log_schedule
+        run_log_schedule(settings, _interval(args.log_every), stop, once=args.once)
+        return 0
+    schedules = schedules_from(args, settings)
     store = opened(attach(build_store(settings.store), trust_from_settings(settings.encryption)))
     scheduler = Scheduler(settings.stamp, schedules, settings.broker, store, ScheduleMetrics(settings.stamp),
                           catch_up=settings.schedule.catch_up and not args.no_catch_up,
@@ -81,3 +88,10 @@ def schedule(args: argparse.Namespace, settings: Settings) -> int:
         if status is not None:
             status.stop()
     return 0
+
+
+def _interval(text: str):
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc), hint="e.g. --log-every 15m") from None

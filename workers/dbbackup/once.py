@@ -3,7 +3,8 @@
 The db-backup worker reaches the staging directory but may hold no store credentials, so its job records live
 there, side by side in one directory (no directory per set is left behind): ``<database_dir>/.jobs/<stamp>+<set>+
 <artifact name>+<random>.lease.json`` while the backup runs, and ``…+done.json`` once it made a backup (``+`` is
-in no stamp, set id or artifact name), holding its follow-ups (``artifact-ready`` and ``database-backed-up``; a
+in no stamp, set id or artifact name), holding its follow-ups (``artifact-ready``, one per stripe, and
+``database-backed-up``; not the log-health warning, which a re-emission does not repeat; a
 database skipped on purpose, e.g. not the preferred replica, gets none: a later request asks again). A request for
 a database the set already has a backup of re-emits those (with ids derived from the new request: downstream, the
 upload worker finds the artifact stored and re-emits ``artifact-stored``) and runs no second backup. The records
@@ -60,7 +61,7 @@ class StagingJobs:
                         out = run()
                         lease.check()               # taken over meanwhile: its result wins, this one is retried
                         if any(isinstance(e, ArtifactReady) for e in out):   # a skip is no backup: ask again
-                            body = done_body(out)
+                            body = done_body([e for e in out if isinstance(e, RESULTS)])  # not the warnings
                             backend.put(prefix + DONE, io.BytesIO(body), size=len(body))
                         return out
         ctx.logger.info("%s was backed up for this set already: re-emitting its result, no new backup", key)

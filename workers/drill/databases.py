@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import re
 
+from workers.artifacts import stripes
+from workers.artifacts.logchain import is_log
 from workers.artifacts.setmanifest import read_set
 from workers.dbbackup.handler import artifact_name
 from workers.dbbackup.restore import restore_from_set, staged_artifact
@@ -37,7 +39,9 @@ def scratch_name(database: str, drill_id: str) -> str:
 
 
 def databases(d: Drill) -> list[ComponentResult]:
-    artifacts = [a for a in read_set(d.store, d.stamp, d.set_id).artifacts if a.key.split("/")[2] == "databases"]
+    artifacts = [a for a in read_set(d.store, d.stamp, d.set_id).artifacts if a.key.split("/")[2] == "databases"
+                 and stripes.parse(a.key.rsplit("/", 1)[1])[1] == 1      # a striped backup once (its stripe 1)
+                 and not is_log(a.key.rsplit("/", 1)[1])]                  # log backups: applied by the restore
     if not artifacts:
         def missing(r: ComponentResult) -> None:
             raise PermanentError(f"backup set {d.set_id} has no database artifact",
@@ -74,7 +78,7 @@ def _stem(engine, name: str) -> str:
 
 
 def _drill_database(d: Drill, engine, artifact, r: ComponentResult) -> None:
-    stem = _stem(engine, artifact.key.rsplit("/", 1)[1])
+    stem = _stem(engine, stripes.parse(artifact.key.rsplit("/", 1)[1])[0])   # x.bak.1of3 -> x.bak: all stripes
     r.bytes, target = artifact.plaintext_size, scratch_name(stem, d.drill_id)
     if d.verify_only:
         _verify_only(d, engine, stem, r)

@@ -36,7 +36,12 @@ class BackupResult:
     last_lsn: str | None = None
     database_backup_lsn: str | None = None
     checksum: str | None = None         # "sha256:<hex>" of the staged file(s), when the worker can read them
-    parts: tuple[str, ...] = ()         # every stripe / URL, in order (one entry for an unstriped backup)
+    parts: tuple[str, ...] = ()         # every stripe, in order (one entry for an unstriped backup)
+    part_checksums: tuple[str, ...] = ()  # "sha256:<hex>" of each part, when the worker can read them
+    server_version: str | None = None   # SQL Server: the version that wrote the backup (msdb), e.g. 16.0.4135
+    started_at: str | None = None       # ISO 8601 UTC: when the BACKUP statement was sent / returned
+    finished_at: str | None = None
+    copy_only: bool | None = None       # SQL Server: COPY_ONLY (leaves the DBA's backup chain alone)
 
     @property
     def skipped(self) -> bool:
@@ -82,6 +87,10 @@ class DatabaseEngine(Protocol):
     * ``restore`` replaces (or creates) ``database`` from ``source_path`` and checks it afterwards;
       ``data_path`` / ``log_path`` relocate the files where the engine supports it (SQL Server MOVE);
       ``options`` (:class:`RestoreOptions`) says what the pre-flight may let through.
+
+    SQL Server also takes, for ``verify`` / ``restore`` / ``file_list``, the sequence of every stripe's path of a
+    striped backup, and ``restore(..., logs=[...])`` log backups to apply after the full (``backup_log`` takes
+    them); callers pass these only to an engine that has them.
     """
 
     name: str       # engine name: "sqlserver" | "postgres"
@@ -145,7 +154,7 @@ def locally_readable(paths: Iterable[str]) -> bool:
 
 
 def stripe_paths(path: str, stripes: int) -> list[str]:
-    """``db.bak`` -> [``db.bak``] or [``db.stripe1of3.bak``, ...]: works for POSIX, UNC paths and URLs."""
+    """``db.bak`` -> [``db.bak``] or [``db.stripe1of3.bak``, ...]: works for POSIX and UNC paths."""
     if stripes <= 1:
         return [path]
     cut = max(path.rfind("/"), path.rfind("\\"))

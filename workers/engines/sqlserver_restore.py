@@ -23,6 +23,7 @@ from workers.engines import sqlserver_sql as tsql
 from workers.engines.base import ONLINE, RestoreOptions
 from workers.engines.odbc import error_numbers, error_parts
 from workers.engines.sqlserver_errors import RULES
+from workers.engines.sqlserver_log import apply_logs
 from workers.runtime.errors import DrError, PermanentError
 
 log = logging.getLogger(__name__)
@@ -56,11 +57,13 @@ def _major(version: Any) -> int:
 
 
 class SafeRestore:
-    """One restore of ``devices`` as ``target`` on an open engine session (``run`` / ``first``)."""
+    """One restore of ``devices`` (every stripe) as ``target`` on an open engine session (``run`` / ``first``),
+    then its ``logs`` (log backups in LSN order) WITH NORECOVERY and RECOVERY."""
 
     def __init__(self, session: Any, server: str, target: str, devices: Sequence[str], options: RestoreOptions,
-                 stats_percent: int, say: Callable[[str], None] | None = None) -> None:
+                 stats_percent: int, say: Callable[[str], None] | None = None, logs: Sequence[str] = ()) -> None:
         self.session, self.server, self.target, self.devices = session, server, target, list(devices)
+        self.logs = list(logs)
         self.options, self.stats_percent = options, stats_percent
         self.quoted = tsql.quote_name(target)
         self.outcome = Outcome()
@@ -180,7 +183,8 @@ class SafeRestore:
             if existing is not None:
                 self.tail_log(existing)
             session.run(tsql.restore_database(database, self.devices, moves, self.stats_percent,
-                                              checksum=bool(int(header.get("HasBackupChecksums") or 0))),
+                                              checksum=bool(int(header.get("HasBackupChecksums") or 0)),
+                                              recovery=not self.logs),
                         action=f"RESTORE DATABASE {quoted}", on_message=on_message, database=database)
         except DrError as exc:
             if exclusive or self.outcome.tail_log:
@@ -189,6 +193,7 @@ class SafeRestore:
             if self.outcome.tail_log:
                 _extend(exc, f"; the tail-log backup is kept at {self.outcome.tail_log}")
             raise
+        self.apply_logs()
         self.finish(exclusive)
         row = session.first(tsql.DATABASE_STATE, database, action=f"check restored database {quoted}")
         state = str(row["state_desc"]) if row else "MISSING"
@@ -197,6 +202,20 @@ class SafeRestore:
                                  hint="Look at the SQL Server error log for the restore; RESTORE ... WITH "
                                       "RECOVERY should leave the database ONLINE.")
         return state
+
+    def apply_logs(self) -> None:
+        """The set's log backups after the full (restored WITH NORECOVERY); a failure leaves the target
+        RESTORING from the full backup, never put back (the original is already replaced)."""
+        if not self.logs:
+            return
+        try:
+            apply_logs(self.session, self.target, self.logs, self.stats_percent)
+        except DrError as exc:
+            _extend(exc, f"; {self.quoted} is left RESTORING from the full backup (RESTORE DATABASE {self.quoted} "
+                         "WITH RECOVERY brings it ONLINE without the later log backups)")
+            if self.outcome.tail_log:
+                _extend(exc, f"; the tail-log backup is kept at {self.outcome.tail_log}")
+            raise
 
     # ------------------------------------------------------------------------------------ changing things
     def take_exclusive(self, row: dict[str, Any]) -> bool:

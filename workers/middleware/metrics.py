@@ -55,6 +55,12 @@ class Metrics:
                                               "unchanged)", ["stamp"], registry=r)
         self.secrets_rotations = Counter("appsvc_dr_secrets_rotations", "Secret rotations seen, by outcome "
                                          "(stored, duplicate)", ["stamp", "outcome"], registry=r)
+        self.log_backup_age = Gauge("appsvc_dr_database_log_backup_age_seconds", "SQL Server: seconds since the "
+                                    "newest log backup in msdb, read after each full backup (+Inf: none)",
+                                    ["database"], registry=r)
+        self.log_warnings = Counter("appsvc_dr_database_log_warnings", "SQL Server: full backups of a FULL-recovery "
+                                    "database whose log is not backed up, by reason (no-log-backup, "
+                                    "log-backup-overdue, log-reuse-wait)", ["database", "reason"], registry=r)
         self.notifications = Counter("appsvc_dr_notifications", "Notifications by sink and outcome "
                                      "(sent, grouped, failed)", ["sink", "outcome"], registry=r)
 

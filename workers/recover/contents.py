@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from workers.artifacts import stripes
+from workers.artifacts.logchain import is_log
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
 from workers.artifacts.setmanifest import read_set
 from workers.engines.preflight import Problem
@@ -22,9 +24,9 @@ SUFFIXES = {".dump": "postgres", ".bak": "sqlserver"}
 @dataclass(frozen=True)
 class DatabaseArtifact:
     database: str                   # the database name in the set
-    key: str
+    key: str                        # its artifact (a striped backup: stripe 1)
     engine: str                     # postgres | sqlserver (by the artifact's suffix)
-    size: int                       # plaintext bytes
+    size: int                       # plaintext bytes (every stripe)
 
 
 @dataclass
@@ -53,13 +55,18 @@ def load(store: ArtifactStore, keys: KeyRing, stamp: str, set_id: str, component
     _check_signatures(store, stamp, set_id, out)
     backup_set = read_set(store, stamp, set_id)
     if "databases" in components:
+        found: dict[str, DatabaseArtifact] = {}
         for a in backup_set.artifacts:
-            if a.key.split("/")[2] != "databases":
-                continue
             name = a.key.rsplit("/", 1)[1]
-            stem, dot, suffix = name.rpartition(".")
-            out.databases.append(DatabaseArtifact(stem, a.key, SUFFIXES.get(dot + suffix, "unknown"),
-                                                  a.plaintext_size))
+            if a.key.split("/")[2] != "databases" or is_log(name):   # log backups: applied by the restore
+                continue
+            base, index, _ = stripes.parse(name)         # x.bak.2of3 -> x.bak: one step for all stripes
+            stem, dot, suffix = base.rpartition(".")
+            before = found.get(stem)
+            found[stem] = DatabaseArtifact(stem, a.key if before is None or index == 1 else before.key,
+                                           SUFFIXES.get(dot + suffix, "unknown"),
+                                           a.plaintext_size + (before.size if before else 0))
+        out.databases.extend(found.values())
         if not out.databases:
             out.problems.append(Problem(f"backup set {set_id} has no database artifact", "Recover another set "
                                         "(--set ID) or leave the databases out (--skip databases)."))
