@@ -15,7 +15,8 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"     # stamps and other names (also checked on store reads)
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 """A name that is safe in object keys, queue names and file names (stamp, backup-set id, worker)."""
 
 

@@ -51,7 +51,7 @@ class Builtin:
 # Each built-in worker's factory is given only the sections it reads (keyword = the section's name in Settings).
 def _db_backup(module, deps: Deps) -> WorkerSpec:
     s = deps.settings
-    return module.build_db_backup_worker(database=s.database, staging=s.staging)
+    return module.build_db_backup_worker(database=s.database, staging=s.staging, metrics=deps.metrics)
 
 
 def _notifier(module, deps: Deps) -> WorkerSpec:
@@ -87,7 +87,16 @@ def _secrets(module, deps: Deps) -> WorkerSpec:
 def _catalog(module, deps: Deps) -> WorkerSpec:
     s = deps.settings
     return module.build_catalog_worker(retention=s.retention, store=s.store, encryption=s.encryption,
-                                       database=s.database, components=s.components)
+                                       database=s.database, components=s.components, stamp=s.stamp,
+                                       metrics=deps.metrics, newest_secrets=_newest_secrets)
+
+
+def _newest_secrets(store, stamp: str):
+    """When the newest stored secrets version of ``stamp`` was rotated (None: none stored): handed to the catalog,
+    which may not import the secrets worker."""
+    from workers.secrets.versions import latest
+    newest = latest(store, stamp)
+    return newest.rotated_at if newest else None
 
 
 def _fileshare(module, deps: Deps) -> WorkerSpec:

@@ -23,12 +23,16 @@ from workers.mirror.settings import MirrorSettings
 from workers.runtime.errors import ConfigurationError
 from workers.runtime.parsing import comma_list
 from workers.runtime.settings import BrokerSettings, LogSettings, MetricsSettings, RetrySettings, WorkerSettings
+from workers.scheduler.settings import ScheduleSettings
 from workers.secrets.settings import SecretsSettings
 from workers.senders.settings import NotifySettings
 from workers.storage.settings import EncryptionSettings, StagingSettings, StoreSettings
 from workers.upload.settings import UploadSettings
 
 CONFIG_FILE_ENV = "APPSVC_DR_CONFIG_FILE"
+# Names that read like settings but are not, with the one to use (an unknown variable would be ignored silently).
+NOT_SETTINGS = {"APPSVC_DR_CATALOG__SET_DEADLINE": "APPSVC_DR_RETENTION__SET_DEADLINE (the one set deadline, used "
+                                                  "by the catalog and every worker)"}
 
 
 class Settings(BaseSettings):
@@ -53,6 +57,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     fileshare: FileshareSettings = FileshareSettings()
     mirror: MirrorSettings = MirrorSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
 
     @field_validator("components", mode="before")
     @classmethod
@@ -80,6 +85,9 @@ def load_settings(config_file: str | Path | None = None, **overrides: object) ->
     """Environment (highest), then the TOML file (``config_file`` or $APPSVC_DR_CONFIG_FILE), then defaults.
     Raises ConfigurationError naming every problem."""
     config_file = config_file or os.environ.get(CONFIG_FILE_ENV) or None
+    for name, use in NOT_SETTINGS.items():
+        if name in os.environ:
+            raise ConfigurationError(f"{name} is not a setting", hint=f"Use {use} instead.")
     cls: type[Settings] = Settings
     if config_file is not None:
         path = Path(config_file)

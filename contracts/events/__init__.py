@@ -4,7 +4,7 @@ from contracts.events.artifacts import ArtifactReady, ArtifactReadyPayload, Arti
 from contracts.events.backup import BackupDue, BackupDuePayload
 from contracts.events.catalog import BackupSetCompleted, BackupSetCompletedPayload
 from contracts.events.databases import DatabaseBackedUp, DatabaseBackedUpPayload, DatabaseBackupRequested, \
-    DatabaseBackupRequestedPayload
+    DatabaseBackupRequestedPayload, DatabaseLogBackupRequested, DatabaseLogBackupRequestedPayload
 from contracts.events.mirror import ArtifactMirrored, ArtifactMirroredPayload
 from contracts.events.failures import JobFailed, JobFailedPayload
 from contracts.events.fileshare import FileshareSynced, FileshareSyncedPayload, FileshareSyncRequested, \
@@ -13,13 +13,14 @@ from contracts.events.secrets import SecretsRotated, SecretsRotatedPayload
 from contracts.events.secrets_stored import SecretsStored, SecretsStoredPayload
 
 ALL_EVENTS = (BackupDue, SecretsRotated, JobFailed, ArtifactReady, ArtifactStored, SecretsStored,
-              BackupSetCompleted, DatabaseBackupRequested, DatabaseBackedUp,
+              BackupSetCompleted, DatabaseBackupRequested, DatabaseBackedUp, DatabaseLogBackupRequested,
               FileshareSyncRequested, FileshareSynced, ArtifactMirrored)
 
 __all__ = ["ALL_EVENTS", "ArtifactMirrored", "ArtifactMirroredPayload", "ArtifactReady", "ArtifactReadyPayload", "ArtifactStored", "ArtifactStoredPayload",
            "BackupDue", "BackupDuePayload", "BackupSetCompleted",
            "BackupSetCompletedPayload", "DatabaseBackedUp", "DatabaseBackedUpPayload",
-           "DatabaseBackupRequested", "DatabaseBackupRequestedPayload",
+           "DatabaseBackupRequested", "DatabaseBackupRequestedPayload", "DatabaseLogBackupRequested",
+           "DatabaseLogBackupRequestedPayload",
            "FileshareSyncRequested", "FileshareSyncRequestedPayload", "FileshareSynced", "FileshareSyncedPayload",
            "JobFailed", "JobFailedPayload", "SkippedFile",
            "SecretsRotated", "SecretsRotatedPayload", "SecretsStored", "SecretsStoredPayload"]

@@ -9,6 +9,8 @@ from contracts.envelope import Envelope, Name, Payload
 
 Component = Literal["secrets", "databases", "fileshare"]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+MetadataKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+MetadataValue = Annotated[str, StringConstraints(max_length=256)] | int | bool | None
 
 
 class ArtifactReadyPayload(Payload):
@@ -19,6 +21,10 @@ class ArtifactReadyPayload(Payload):
     size: int | None = Field(default=None, ge=0, description="Size in bytes, if known")
     sha256: Sha256 | None = Field(default=None, description="SHA-256 of the staged file, if known")
     delete_staged: bool = Field(default=False, description="Delete the staged file once stored and verified")
+    metadata: dict[MetadataKey, MetadataValue] | None = Field(
+        default=None, max_length=32, description="What the producer knows about the artifact, kept in its signed "
+        "record and the set's manifest (databases: engine, server_version, first_lsn, last_lsn, copy_only, "
+        "started_at, finished_at, stripe, stripes, ...)")
 
 
 class ArtifactReady(Envelope):

@@ -15,7 +15,9 @@ class BackupDuePayload(Payload):
     backup_set_id: Name = Field(description="Id of the recovery point; equals the envelope's correlation_id")
     components: tuple[Component, ...] = Field(default=ALL_COMPONENTS, min_length=1,
                                               description="What to back up: secrets, databases, fileshare")
-    reason: Literal["schedule", "manual", "secrets-rotated"] = "manual"
+    reason: Literal["schedule", "catch-up", "manual", "secrets-rotated"] = Field(
+        default="manual", description="schedule: a scheduled slot; catch-up: the newest slot missed while no "
+        "scheduler ran, published once when one starts again")
     requested_by: str | None = Field(default=None, max_length=200)
 
     @model_validator(mode="after")

@@ -1,4 +1,5 @@
-"""database-backup-requested (one job per database) and database-backed-up (what the engine did)."""
+"""database-backup-requested (one job per database), database-log-backup-requested (SQL Server: one BACKUP LOG
+into the chain of a backup set) and database-backed-up (what the engine did)."""
 from __future__ import annotations
 
 from typing import Literal
@@ -18,6 +19,19 @@ class DatabaseBackupRequested(Envelope):
     payload: DatabaseBackupRequestedPayload
 
 
+class DatabaseLogBackupRequestedPayload(Payload):
+    database: str = Field(min_length=1, max_length=128, description="Database name, e.g. appservice_hosting")
+
+
+class DatabaseLogBackupRequested(Envelope):
+    """Back up the transaction log of one database into the backup set named by ``correlation_id`` (the set whose
+    full backup the log extends; restore applies the set's log backups after its full)."""
+
+    type: Literal["database-log-backup-requested"] = "database-log-backup-requested"
+    version: Literal[1] = 1
+    payload: DatabaseLogBackupRequestedPayload
+
+
 class DatabaseBackedUpPayload(Payload):
     database: str = Field(min_length=1, max_length=128)
     engine: Literal["sqlserver", "postgres"]
@@ -30,6 +44,7 @@ class DatabaseBackedUpPayload(Payload):
     first_lsn: str | None = None
     last_lsn: str | None = None
     database_backup_lsn: str | None = None
+    backup_type: Literal["full", "log"] = Field(default="full", description="SQL Server: BACKUP DATABASE or LOG")
 
 
 class DatabaseBackedUp(Envelope):

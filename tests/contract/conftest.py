@@ -22,10 +22,10 @@ def make_store(kind: str, request: pytest.FixtureRequest, tmp_path) -> StorageBa
         return LocalStore(tmp_path / "store")
     if kind == "fallback":      # the read-only fallback over a primary and an (empty) mirror target
         from workers.mirror.sync import expected
-        from workers.storage.fallback import FallbackStore
+        from workers.storage.fallback import with_copies
         from workers.storage.local import LocalStore
-        return FallbackStore(LocalStore(tmp_path / "store"), [("copy", LocalStore(tmp_path / "copy"))],
-                             expected=expected)
+        return with_copies(LocalStore(tmp_path / "store"), [("copy", LocalStore(tmp_path / "copy"))],
+                           expected=expected)
     if kind == "s3":
         from workers.storage.s3 import S3Store
         s3: S3Server = request.getfixturevalue("s3_server")

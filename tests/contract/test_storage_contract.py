@@ -302,3 +302,36 @@ def test_s3_aborted_multipart_upload_leaves_no_object_and_no_open_upload(request
     # Then there is no object and the multipart upload was aborted, not left open
     assert not store.exists("big/obj")
     assert request.getfixturevalue("s3_server").multipart_uploads(store.bucket) == 0  # type: ignore[attr-defined]
+
+
+def test_put_new_lets_exactly_one_of_several_racing_writers_create_a_key(store: StorageBackend):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from workers.storage.base import ExclusiveCreate, ObjectExists
+    if not isinstance(store, ExclusiveCreate):
+        # S3 through the minio SDK: no If-None-Match, so the capability is not claimed
+        assert type(store).__name__ == "S3Store"
+        return
+    # Given a key nobody has written (and a store already connected)
+    key = "stamp1/schedule/databases/20261203T020000Z.json"
+    assert not store.exists(key)
+
+    def attempt(n: int) -> str:
+        try:
+            store.put_new(key, f'{{"writer": {n}}}'.encode())
+            return f"won {n}"
+        except ObjectExists:
+            return "lost"
+    # When eight writers create it at once
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(attempt, range(8)))
+    # Then exactly one wins, the object holds the winner's body, and nothing half-written is left or listed
+    winners = [o for o in outcomes if o.startswith("won")]
+    assert len(winners) == 1 and outcomes.count("lost") == 7
+    with store.open(key) as stream:
+        assert stream.read() == f'{{"writer": {winners[0].split()[1]}}}'.encode()
+    assert [i.key for i in store.list("stamp1/")] == [key]
+    # And a later writer is refused too, the body unchanged
+    with pytest.raises(ObjectExists):
+        store.put_new(key, b"{}")
+    assert store.stat(key).size == len(f'{{"writer": {winners[0].split()[1]}}}')

@@ -44,10 +44,18 @@ WORKER_METRICS = {
     "appsvc_dr_secrets_rotations_total", "appsvc_dr_last_failure_timestamp_seconds",
     "appsvc_dr_mirror_lag_seconds", "appsvc_dr_mirror_backlog", "appsvc_dr_store_free_bytes",
     "appsvc_dr_store_used_bytes", "appsvc_dr_store_next_set_bytes",
+    # ops-lifecycle (issue 16): secrets rotation seen / handled (secrets worker), set lifecycle (catalog)
+    "appsvc_dr_secrets_last_rotation_seen_timestamp_seconds", "appsvc_dr_secrets_last_rotation_handled_timestamp_seconds",
+    "appsvc_dr_newest_complete_set_timestamp_seconds", "appsvc_dr_backup_sets", "appsvc_dr_backup_sets_unresolved",
+    "appsvc_dr_set_duration_seconds", "appsvc_dr_set_deadline_timestamp_seconds", "appsvc_dr_rpo_objective_seconds",
+    "appsvc_dr_database_log_backup_age_seconds", "appsvc_dr_database_log_warnings_total",
 }
+# Served by the scheduler (`appsvc-dr schedule`, workers.scheduler.metrics), scraped with worker="scheduler".
+SCHEDULER_METRICS = {"appsvc_dr_schedule_next_slot_timestamp_seconds",
+                     "appsvc_dr_schedule_last_published_slot_timestamp_seconds", "appsvc_dr_schedule_publishes_total"}
 # Written by `appsvc-dr drill --textfile F` for node_exporter's textfile collector (not by the workers).
 DRILL_METRICS = {"appsvc_dr_last_restore_drill_timestamp_seconds"}
-KNOWN_METRICS = WORKER_METRICS | DRILL_METRICS | {"rabbitmq_queue_messages_ready"}
+KNOWN_METRICS = WORKER_METRICS | SCHEDULER_METRICS | DRILL_METRICS | {"rabbitmq_queue_messages_ready"}
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool", "and", "or",
                 "unless", "inf", "nan"}
 
@@ -122,19 +130,31 @@ def parse_cli(argv: list[str]):
     return build_parser().parse_args(argv)
 
 
-def check_schedule_args(argv: list[str]) -> None:
-    """``argv`` is a valid `appsvc-dr schedule` command line with a positive interval and known components."""
+def check_schedule_args(argv: list[str], env: dict[str, str]) -> list[str]:
+    """``argv`` with exactly ``env`` (plus PATH) is a valid long-running `appsvc-dr schedule` whose schedules
+    come from cron settings (APPSVC_DR_SCHEDULE__CRON) and name known components; returns the schedules'
+    names, e.g. ``["secrets+databases+fileshare"]``."""
     from workers.cli.schedule_cmd import schedule
-    from workers.runtime.parsing import comma_list, parse_duration
-    from workers.scheduler import scheduled_event
     args = parse_cli(argv)
     assert args.func is schedule, argv
-    assert parse_duration(args.every).total_seconds() > 0
-    assert args.at is not None, "align the slots with --at (stable times across restarts)"
     assert not args.once, "--once would exit after one slot and be restarted forever"
-    components = tuple(comma_list(args.components))
-    assert components and set(components) <= COMPONENTS, components
-    scheduled_event("stamp1", components)  # the event validates (contracts) with these components
+    assert args.every is None and args.cron is None, "deploy files configure the schedule by APPSVC_DR_SCHEDULE__*"
+    assert env.get("APPSVC_DR_SCHEDULE__CRON"), "no APPSVC_DR_SCHEDULE__CRON"
+    clean = {k: str(v) for k, v in env.items()}
+    clean["PATH"] = os.environ.get("PATH", "")
+    code = ("import sys, json; from workers.cli import build_parser; from workers.config import load_settings; "
+            "from workers.cli.schedule_cmd import schedules_from; from workers.scheduler.run import scheduled_event; "
+            "from workers.scheduler.triggers import CronTrigger; "
+            "found = schedules_from(build_parser().parse_args(json.loads(sys.argv[1])), load_settings()); "
+            "[scheduled_event('stamp1', s.components) for s in found]; "
+            "assert all(isinstance(t, CronTrigger) for s in found for t in s.triggers); "
+            "print(json.dumps([s.name for s in found]))")
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(argv)], env=clean, cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = json.loads(result.stdout)
+    assert names and all(set(n.split("+")) <= COMPONENTS for n in names), names
+    return names
 
 
 def seconds(duration: str) -> float:

@@ -89,5 +89,54 @@ def standin(deps: Deps) -> WorkerSpec:
                 raise PermanentError("the share refused access", hint="Grant the backup account read access.")
             if action.startswith("retry") and ctx.attempt < int(action[len("retry"):]):
                 raise TransientError("the database server is restarting")
+        if name == "db-backup" and action == "ok" and isinstance(event, BackupDue):
+            _full_backup_of_simulated_server(deps, event, ctx)
         return []
     return WorkerSpec(name, {BackupDue: handle, BackupSetCompleted: handle})
+
+
+def _full_backup_of_simulated_server(deps: Deps, event: BackupDue, ctx) -> None:
+    """The real db-backup handler backs up appservice_hosting of the simulated SQL Server (tests/sqlsim; FULL
+    recovery, no log backup in msdb) and runs its log check, which sets appsvc_dr_database_log_backup_age_seconds
+    to +Inf and counts the warning, as db-backup does after each full backup. Its events are not published (the
+    scenario's counts stay those of the stand-in jobs)."""
+    import tempfile
+
+    from contracts import DatabaseBackupRequested, DatabaseBackupRequestedPayload
+    from tests.sqlsim import PASSWORD, Simulator, app_service_server
+    from workers.dbbackup.handler import SOURCE, DbBackupHandler
+    from workers.dbbackup.once import StagingJobs
+    from workers.engines import DatabaseSettings, SqlServerEngine
+    from workers.storage.settings import StagingSettings
+
+    with tempfile.TemporaryDirectory(prefix="sqlsim-") as root:
+        sim = Simulator(app_service_server(Path(root) / "sql01"))
+        settings = DatabaseSettings(server="sql01", username="backup", password=PASSWORD,
+                                    databases=["appservice_hosting"])
+        records = StagingJobs(StagingSettings(database_dir=str(Path(root) / "jobs")), source=SOURCE)
+        handler = DbBackupHandler(settings, StagingSettings(database_dir=r"\\fileserver\staging\stamp1"),
+                                  SqlServerEngine(settings, connect=sim.connect), deps.metrics, jobs=records)
+        job = event.follow_up(DatabaseBackupRequested, DatabaseBackupRequestedPayload(database="appservice_hosting"),
+                              source="db-backup")
+        events = handler.backup_one(job, ctx)
+    assert any(e.type == "job-failed" for e in events), "the log check gave no warning"
+
+
+def slow_db_backup(deps: Deps) -> WorkerSpec:
+    """The real db-backup worker whose engine waits APPSVC_DR_TEST_JOB_SECONDS (default 0) before each backup,
+    leaving ``<database>.<pid>.started`` in APPSVC_DR_TEST_DIR (a worker to kill mid-job)."""
+    from workers.dbbackup.handler import SPEC, DbBackupHandler
+    from workers.engines.factory import build_engine
+
+    seconds = float(os.environ.get("APPSVC_DR_TEST_JOB_SECONDS", "0"))
+    engine = build_engine(deps.settings.database)
+
+    class Held:
+        name, server = engine.name, engine.server
+
+        def backup(self, database, staging_path, progress=None):
+            (Path(os.environ["APPSVC_DR_TEST_DIR"]) / f"{database}.{os.getpid()}.started").write_text("")
+            time.sleep(seconds)
+            return engine.backup(database, staging_path, progress)
+
+    return SPEC.bind(DbBackupHandler(deps.settings.database, deps.settings.staging, Held()))

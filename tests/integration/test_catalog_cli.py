@@ -48,20 +48,21 @@ class Env:
         env.update(PYTHONPATH=str(REPO), APPSVC_DR_STORE__KIND="local", APPSVC_DR_STORE__LOCAL_PATH=str(self.store_dir),
                    APPSVC_DR_ENCRYPTION__CERTIFICATE=str(self.cert), APPSVC_DR_STAMP=STAMP,
                    APPSVC_DR_ENCRYPTION__SIGNING_KEY=self.signing["signing_key"],
-                   APPSVC_DR_ENCRYPTION__VERIFY_KEYS=",".join(self.signing["verify_keys"]), **env_extra)
+                   APPSVC_DR_ENCRYPTION__VERIFY_KEYS=",".join(self.signing["verify_keys"]))
+        env.update(env_extra)                       # a test's own values win
         return subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env, cwd=REPO, capture_output=True,
                               text=True, timeout=120, stdin=subprocess.DEVNULL)
 
-    def make_set(self, days_ago: float, *, complete: bool = True) -> str:
+    def make_set(self, days_ago: float, *, complete: bool = True, stamp: str = STAMP) -> str:
         when = datetime.now(timezone.utc) - timedelta(days=days_ago)
         set_id = new_backup_set_id(when)
-        write_plan(self.store.backend, Plan(STAMP, set_id, ("secrets", "databases"), "schedule", when))
+        write_plan(self.store.backend, Plan(stamp, set_id, ("secrets", "databases"), "schedule", when))
         for (component, name), data in PAYLOADS.items():
             if complete or component == "secrets":
-                self.store.put(artifact_key(STAMP, set_id, component, name), lambda d=data: io.BytesIO(d))
-        write_manifest(self.store, STAMP, set_id)
+                self.store.put(artifact_key(stamp, set_id, component, name), lambda d=data: io.BytesIO(d))
+        write_manifest(self.store, stamp, set_id)
         if complete:
-            write_marker(self.store.backend, STAMP, set_id, {"requested_at": when.isoformat()})
+            write_marker(self.store.backend, stamp, set_id, {"requested_at": when.isoformat()})
         return set_id
 
 

@@ -80,13 +80,15 @@ def test_unknown_worker_name_is_a_configuration_error(settings):
     assert out.returncode == 2 and "unknown worker 'nonesuch'" in out.stderr
 
 
-def test_schedule_once_publishes_a_scheduled_backup_due(settings):
+def test_schedule_once_publishes_a_scheduled_backup_due(settings, tmp_path):
     # Given a declared topology
     assert cli(settings, "topology", "declare").returncode == 0
-    # When the scheduler runs until its next 2-second slot
-    out = cli(settings, "schedule", "--every", "2s", "--components", "databases", "--once")
+    # When the scheduler runs until its next 2-second slot (claiming it in the store)
+    out = cli(settings, "schedule", "--every", "2s", "--components", "databases", "--once",
+              APPSVC_DR_STORE__LOCAL_PATH=str(tmp_path))
     # Then one backup-due with reason schedule waits for the catalog
     assert out.returncode == 0, out.stderr
     q = Topology.from_settings(settings.broker, settings.retry).queues("catalog").main
     wait_for(lambda: queue_count(settings.broker.vhost, q) == 1, 15, what="scheduled event")
     assert "published backup-due" in out.stderr
+    assert {p.parent.name for p in tmp_path.glob("stamp1/schedule/*/*.json")} == {"databases"}

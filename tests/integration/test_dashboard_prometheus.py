@@ -7,12 +7,16 @@ must equal the events sent. A new panel or alert is covered automatically; when 
 scenario does not produce yet, extend the scenario (and EXPECTED) rather than exempt it.
 
 The workers are `tests.integration.sample_workers:standin` processes running under built-in worker names (the
-dashboard and alerts select on those names), plus the real notifier.
+dashboard and alerts select on those names), plus the real notifier, catalog and secrets workers on a prepared
+store (tests/integration/dashboard_scenario.py: an RPO breached, a set that expires, secrets older than the last
+rotation received), the real mirror worker on a nearly full store whose target is down, and a real scheduler (`appsvc-dr schedule`), scraped and then stopped.
 """
 from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -21,10 +25,13 @@ from datetime import datetime, timezone
 
 import pytest
 
-from contracts import BackupDue, BackupDuePayload, BackupSetCompleted, BackupSetCompletedPayload
+from contracts import (BackupDue, BackupDuePayload, BackupSetCompleted, BackupSetCompletedPayload, SecretsRotated,
+                       SecretsRotatedPayload)
 from tests.fixtures import closed_port, free_port, require_service, started
 from tests.fixtures.prometheus import Prometheus, openmetrics
-from tests.fixtures.rabbit import settings_for, spawn_worker, wait_for
+from tests.fixtures.rabbit import REPO, env_for, settings_for, spawn_worker, wait_for
+from tests.integration.dashboard_scenario import (COMPLETE_AGE, MIRROR_FREE, MIRROR_LAG, ROTATION_GAP,
+                                                  RecoveryPoints)
 from tests.integration.deploy_support import DEPLOY, PROM, load_alert_rules
 from workers.runtime.publisher import Publisher
 
@@ -32,8 +39,10 @@ pytestmark = pytest.mark.integration
 
 RABBIT_METRICS = "127.0.0.1:15692"
 DASHBOARD_VARIABLES = {"$__rate_interval": "1m", "$window": "1h", "$worker": ".*"}
-RETRY_STORM = 21          # secrets retries: above AppsvcDrRetryStorm's 20
+RETRY_STORM = 21          # db-backup jobs retried once: with SET_RETRY's 2, above AppsvcDrRetryStorm's 20
 SET_OK, SET_RETRY, SET_DEAD = "ok-all-1", "retry2-db-backup-1", "dead-db-backup-1"
+DB_RETRIES = 2 + RETRY_STORM
+SCENARIO_SETS = 3 + RETRY_STORM   # backup-due sent: the catalog plans each (SET_DEAD then fails)
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
@@ -52,9 +61,8 @@ def dashboard_queries() -> list[tuple[str, str]]:
 # What the scenario must show: (substring of a dashboard query or an alert name, labels) -> value.
 EXPECTED = {
     ("Dead letters (per $window)", (("outcome", "dead_lettered"), ("worker", "db-backup"))): 1,
-    ("Retries and events published", (("event_type", "backup-due"), ("worker", "db-backup"))): 2,
-    ("Retries and events published", (("event_type", "backup-due"), ("worker", "secrets"))): RETRY_STORM,
-    ("Events consumed by outcome", (("outcome", "retried"), ("worker", "db-backup"))): 2,
+    ("Retries and events published", (("event_type", "backup-due"), ("worker", "db-backup"))): DB_RETRIES,
+    ("Events consumed by outcome", (("outcome", "retried"), ("worker", "db-backup"))): DB_RETRIES,
     ("Events consumed by outcome", (("outcome", "dead_lettered"), ("worker", "db-backup"))): 1,
     ("Workers up", (("worker", "fileshare"),)): 0,
     ("Workers up", (("worker", "db-backup"),)): 1,
@@ -66,12 +74,39 @@ EXPECTED = {
     ("Dead-letter queues", (("queue", "appsvc-dr.db-backup.dlq"),)): 1,
     ("AppsvcDrJobDeadLettered", (("event_type", "backup-due"), ("outcome", "dead_lettered"),
                                  ("worker", "db-backup"))): 1,
-    ("AppsvcDrRetryStorm", (("event_type", "backup-due"), ("worker", "secrets"))): RETRY_STORM,
+    ("AppsvcDrRetryStorm", (("event_type", "backup-due"), ("worker", "db-backup"))): DB_RETRIES,
     ("AppsvcDrWorkerDown", (("worker", "fileshare"),)): 0,
     ("AppsvcDrBrokerDisconnected", (("worker", "upload"),)): 0,
     ("AppsvcDrNoRecentSuccess", (("worker", "upload"),)): float("inf"),
-    ("AppsvcDrMirrorLagging", (("target", "dr-site"),)): "> 5",             # hours; the set is 5 hours old
-    ("AppsvcDrStoreWillNotFitNextSet", (("target", "primary"),)): "> 1000",  # bytes; 1,000 bytes are free
+    # the real mirror worker: its target never answers (hours behind), its primary has MIRROR_FREE bytes left
+    ("AppsvcDrMirrorLagging", (("target", "dr-site"),)): f"> {MIRROR_LAG.total_seconds() / 3600 - 0.1}",
+    ("Mirror lag", (("target", "dr-site"),)): f"> {MIRROR_LAG.total_seconds() - 360}",
+    ("Mirror backlog", (("target", "dr-site"),)): "> 0",
+    ("AppsvcDrStoreWillNotFitNextSet", (("target", "primary"),)): f"> {MIRROR_FREE}",
+    # the real catalog on the prepared store: the old complete set, the set it expired, the scenario's sets
+    # (SET_DEAD failed by db-backup's dead letter, the others still planned)
+    ("Backup sets by state", (("stamp", "stamp1"), ("state", "complete"))): 1,
+    ("Backup sets by state", (("stamp", "stamp1"), ("state", "expired"))): 1,
+    ("Backup sets by state", (("stamp", "stamp1"), ("state", "failed"))): 1,
+    ("Backup sets by state", (("stamp", "stamp1"), ("state", "planned"))): SCENARIO_SETS - 1,
+    ("Backup sets by state", (("stamp", "stamp1"), ("state", "in-progress"))): 0,
+    ("Failed / expired sets not yet covered", (("stamp", "stamp1"), ("state", "failed"))): 1,
+    ("Failed / expired sets not yet covered", (("stamp", "stamp1"), ("state", "expired"))): 1,
+    ("AppsvcDrBackupSetFailed", (("stamp", "stamp1"), ("state", "failed"))): 1,
+    ("AppsvcDrBackupSetFailed", (("stamp", "stamp1"), ("state", "expired"))): 1,
+    ("Last set duration", (("stamp", "stamp1"),)): 20 * 60,
+    # the RPO is the age of the old complete set (plus the minutes the test has run)
+    ("RPO per stamp", (("stamp", "stamp1"),)): pytest.approx(COMPLETE_AGE.total_seconds(), abs=300),
+    ("AppsvcDrRpoBreached", (("stamp", "stamp1"),)): pytest.approx(COMPLETE_AGE.total_seconds(), abs=300),
+    # the secrets worker received a rotation an hour newer than the stored version, and could not handle it
+    ("AppsvcDrSecretsOlderThanLastRotation", (("stamp", "stamp1"),)): ROTATION_GAP.total_seconds(),
+    ("Dead letters (per $window)", (("outcome", "dead_lettered"), ("worker", "secrets"))): 1,
+    # secrets@stamp2 has stored nothing
+    ("AppsvcDrNoSecretsStored", (("worker", "secrets"),)): 1,
+    # the scheduler was scraped, then stopped
+    ("AppsvcDrSchedulerStuck", (("worker", "scheduler"),)): 0,
+    # db-backup's full backup of a FULL-recovery database nobody backs up the log of (sample_workers: simulator)
+    ("AppsvcDrDatabaseLogNotBackedUp", (("database", "appservice_hosting"),)): float("inf"),
 }
 
 
@@ -92,8 +127,15 @@ def scrape_ok(port: int | str) -> bool:
 
 
 def backup_due(set_id: str) -> BackupDue:
+    """A set of the databases only (the stand-in db-backup acts on it; the real secrets worker has nothing to do)."""
     return BackupDue(source="test", stamp="stamp1", correlation_id=set_id,
-                     payload=BackupDuePayload(backup_set_id=set_id))
+                     payload=BackupDuePayload(backup_set_id=set_id, components=("databases",)))
+
+
+def rotation(points: RecoveryPoints) -> SecretsRotated:
+    """A rotation an hour newer than the stored version, whose drop file was never dropped."""
+    return SecretsRotated(source="test", stamp="stamp1", correlation_id="rotation-1", payload=SecretsRotatedPayload(
+        drop_path=points.missing_drop(), rotated_by="test", rotated_at=points.rotated_at + ROTATION_GAP))
 
 
 def set_completed(set_id: str) -> BackupSetCompleted:
@@ -101,21 +143,40 @@ def set_completed(set_id: str) -> BackupSetCompleted:
         components=("databases",), artifacts=1, stored_bytes=10, completed_at=datetime.now(timezone.utc)))
 
 
+REAL = ("notifier", "catalog", "secrets", "mirror")
+# Processes: "<worker>[@<stamp>]". secrets@stamp2 serves a second site whose secrets were never stored.
+PROCESSES = ("db-backup", "catalog", "secrets", "secrets@stamp2", "fileshare", "upload", "notifier", "mirror")
+
+
+def worker_of(process: str) -> str:
+    return process.partition("@")[0]
+
+
 @pytest.fixture
-def workers(rabbit_vhost, tmp_path):
-    """Worker processes with their metrics ports: name -> (process, port). upload cannot reach the broker."""
-    settings = settings_for(rabbit_vhost, notify={"webhook_urls": [f"http://127.0.0.1:{closed_port()}/hook"]})
+def recovery_points(tmp_path):
+    return RecoveryPoints(tmp_path / "site")
+
+
+@pytest.fixture
+def workers(rabbit_vhost, recovery_points, tmp_path):
+    """Worker processes with their metrics ports: PROCESSES name -> (process, port). upload cannot reach the
+    broker."""
+    settings = settings_for(rabbit_vhost, notify={"webhook_urls": [f"http://127.0.0.1:{closed_port()}/hook"]},
+                            **recovery_points.settings())
     procs: dict[str, tuple] = {}
     logs: dict[str, list[str]] = {}  # drained as they come, so a chatty worker never blocks on a full pipe
     try:
-        for name in ("db-backup", "catalog", "secrets", "fileshare", "upload", "notifier", "mirror"):
+        for name in PROCESSES:
+            worker, _, stamp = name.partition("@")
             port = free_port()
-            env = {"APPSVC_DR_METRICS__PORT": str(port), "APPSVC_DR_TEST_WORKER_NAME": name}
+            env = {"APPSVC_DR_METRICS__PORT": str(port), "APPSVC_DR_TEST_WORKER_NAME": worker}
+            if stamp:
+                env["APPSVC_DR_STAMP"] = stamp
             if name == "upload":
                 env["APPSVC_DR_BROKER__PORT"] = str(closed_port())
             if name == "mirror":
-                env.update(mirror_site(tmp_path))
-            factory = name if name in ("notifier", "mirror") else "tests.integration.sample_workers:standin"
+                env.update(recovery_points.mirror_site(tmp_path / "mirror-primary"))
+            factory = worker if worker in REAL else "tests.integration.sample_workers:standin"
             procs[name] = (spawn_worker(factory, settings, **env), port)
             logs[name] = []
             threading.Thread(target=lambda p=procs[name][0], out=logs[name]: out.extend(p.stdout), daemon=True).start()
@@ -134,25 +195,29 @@ def workers(rabbit_vhost, tmp_path):
                 proc.kill()
 
 
-def mirror_site(root) -> dict[str, str]:
-    """The real mirror worker's store: one complete set stored 5 hours ago in a local primary that its quota
-    leaves almost no room in, and a mirror target (S3) nobody answers for: it lags, and the next set won't fit."""
-    import io
-    import os
-    from workers.artifacts.sets import Plan, write_marker, write_plan
-    from workers.artifacts.service import ArtifactStore
-    from workers.storage.local import LocalStore
-    store, stored_at = ArtifactStore(LocalStore(root / "primary"), compress=False), time.time() - 5 * 3600
-    write_plan(store.backend, Plan("stamp1", "20261120T010000Z-0000000a", ("databases",), "schedule",
-                                   datetime.fromtimestamp(stored_at, timezone.utc)))
-    store.put("stamp1/20261120T010000Z-0000000a/databases/db.bak", lambda: io.BytesIO(b"x" * 100_000))
-    write_marker(store.backend, "stamp1", "20261120T010000Z-0000000a", {"completed_at": "2026-11-20T02:00:00+00:00"})
-    for path in (root / "primary").rglob("*"):
-        os.utime(path, (stored_at, stored_at))
-    used = sum(p.stat().st_size for p in (root / "primary").rglob("*") if p.is_file())
-    target = {"name": "dr-site", "kind": "s3", "s3_endpoint": f"127.0.0.1:{closed_port()}", "s3_secure": False}
-    return {"APPSVC_DR_STORE__KIND": "local", "APPSVC_DR_STORE__LOCAL_PATH": str(root / "primary"),
-            "APPSVC_DR_STORE__QUOTA_BYTES": str(used + 1000), "APPSVC_DR_MIRROR__TARGETS": json.dumps([target])}
+@pytest.fixture
+def scheduler(workers):
+    """A real `appsvc-dr schedule` (yearly slot, no catch-up: it publishes nothing during the test) with its
+    metrics port: (process, port)."""
+    settings, _ = workers
+    port = free_port()
+    env = {**env_for(settings), "APPSVC_DR_METRICS__PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "schedule", "--cron", "0 0 1 1 *",
+                             "--components", "databases", "--no-catch-up"], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log: list[str] = []
+    threading.Thread(target=lambda: log.extend(proc.stdout), daemon=True).start()
+    try:
+        wait_for(lambda: scrape_ok(port) or proc.poll() is not None, 30, what="scheduler metrics")
+        assert proc.poll() is None, f"scheduler exited: {''.join(log)[-3000:]}"
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 @pytest.fixture
@@ -181,15 +246,18 @@ def drill_textfile(tmp_path):
     server.server_close()
 
 
-def scrape_configs(procs: dict, vhost: str, drill_port: int) -> list[dict]:
-    """The shape of deploy/prometheus/prometheus.yml (job appsvc-dr with worker labels, job rabbitmq), with local
-    targets. RabbitMQ's series are kept for this test's vhost only (the broker is shared); a second rabbitmq
-    target nobody listens on makes AppsvcDrRabbitMQMetricsDown observable. Job node: the drill textfile."""
+def scrape_configs(procs: dict, vhost: str, drill_port: int, scheduler_port: int) -> list[dict]:
+    """The shape of deploy/prometheus/prometheus.yml (job appsvc-dr with worker labels, jobs scheduler and
+    rabbitmq), with local targets. RabbitMQ's series are kept for this test's vhost only (the broker is shared);
+    a second rabbitmq target nobody listens on makes AppsvcDrRabbitMQMetricsDown observable. Job node: the
+    drill textfile."""
     return [
         {"job_name": "node", "static_configs": [{"targets": [f"127.0.0.1:{drill_port}"]}]},
         {"job_name": "appsvc-dr", "honor_labels": True,
-         "static_configs": [{"targets": [f"127.0.0.1:{port}"], "labels": {"worker": name}}
+         "static_configs": [{"targets": [f"127.0.0.1:{port}"], "labels": {"worker": worker_of(name)}}
                             for name, (_, port) in procs.items()]},
+        {"job_name": "scheduler", "honor_labels": True,
+         "static_configs": [{"targets": [f"127.0.0.1:{scheduler_port}"], "labels": {"worker": "scheduler"}}]},
         {"job_name": "rabbitmq", "static_configs": [{"targets": [RABBIT_METRICS, f"127.0.0.1:{closed_port()}"]}],
          "metric_relabel_configs": [{"source_labels": ["vhost"], "regex": vhost, "action": "keep"}]},
     ]
@@ -202,30 +270,36 @@ def history_of_upload(port: int) -> str:
     return openmetrics([("up", labels, 1, at) for at in range(int(now - 28 * 3600), int(now - 25 * 3600), 60)])
 
 
-def test_every_dashboard_query_and_alert_shows_the_events_sent(workers, drill_textfile, rabbit_vhost, tmp_path,
-                                                               yaml):
+def test_every_dashboard_query_and_alert_shows_the_events_sent(workers, scheduler, recovery_points, drill_textfile,
+                                                               rabbit_vhost, tmp_path, yaml):
     settings, procs = workers
+    scheduler_proc, scheduler_port = scheduler
     if not scrape_ok(RABBIT_METRICS.rpartition(":")[2]):
         require_service("RabbitMQ's rabbitmq_prometheus plugin", f"nothing answers on {RABBIT_METRICS}; run "
                         "deploy/setup.sh (it enables the plugin)")
-    prometheus = Prometheus(tmp_path / "prometheus", scrape_configs(procs, rabbit_vhost, drill_textfile),
+    prometheus = Prometheus(tmp_path / "prometheus", scrape_configs(procs, rabbit_vhost, drill_textfile, scheduler_port),
                             rule_files=[PROM / "alerts.yml"], backfill=history_of_upload(procs["upload"][1]))
     with started("Prometheus", prometheus) as prom:
         # Given a freshly started Prometheus that has scraped every worker's zero-initialised counters once
-        wait_for(lambda: len(prom.query('up{job="appsvc-dr"} == 1')) == 7, 30, what="every worker scraped")
-        # When one job is dead-lettered, one retried twice, 21 secrets jobs retried once, the others succeed
+        wait_for(lambda: len(prom.query('up{job="appsvc-dr"} == 1')) == len(PROCESSES), 30, what="every worker scraped")
+        # And the scheduler's next slot (and then the scheduler's stop, below)
+        wait_for(lambda: prom.query('appsvc_dr_schedule_next_slot_timestamp_seconds{worker="scheduler"}'), 30,
+                 what="the scheduler scraped")
+        # When one job is dead-lettered, one retried twice, 21 more retried once, the others succeed
         with Publisher(settings.broker) as pub:
             pub.publish(backup_due(SET_DEAD))
             dead_lettered_at = time.time()
             pub.publish(backup_due(SET_OK))
             pub.publish(backup_due(SET_RETRY))
             for i in range(RETRY_STORM):
-                pub.publish(backup_due(f"retry1-secrets-{i}"))
+                pub.publish(backup_due(f"retry1-db-backup-{i}"))
             pub.publish(set_completed(SET_OK))
-        # And the fileshare worker stops
-        fileshare = procs["fileshare"][0]
-        fileshare.send_signal(signal.SIGTERM)
-        fileshare.wait(30)
+            # And a secrets rotation arrives whose drop file is missing
+            pub.publish(rotation(recovery_points))
+        # And the fileshare worker and the scheduler stop
+        for proc in (procs["fileshare"][0], scheduler_proc):
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
 
         # Then the dead letter alerts (firing) within 2 minutes of a fresh Prometheus
         firing = wait_for(lambda: [a for a in prom.alerts() if a["labels"]["alertname"] == "AppsvcDrJobDeadLettered"
@@ -253,7 +327,7 @@ def test_every_dashboard_query_and_alert_shows_the_events_sent(workers, drill_te
 
     # And a Prometheus started only after the dead letter (no history, the count already 1 at its first
     # scrape) alerts on it too, within 2 minutes of its start: the worker's last-failure time carries it
-    fresh = Prometheus(tmp_path / "prometheus-fresh", scrape_configs(procs, rabbit_vhost, drill_textfile),
+    fresh = Prometheus(tmp_path / "prometheus-fresh", scrape_configs(procs, rabbit_vhost, drill_textfile, scheduler_port),
                        rule_files=[PROM / "alerts.yml"])
     with started("Prometheus", fresh) as prom:
         firing = wait_for(lambda: [a for a in prom.alerts() if a["labels"]["alertname"] == "AppsvcDrJobDeadLettered"

@@ -42,7 +42,7 @@ EXCHANGE = "appsvc-dr"
 # runtime publishes when it dead-letters a job).
 OWN_EVENTS = {
     "rotation-hook": {"secrets-rotated"},
-    "scheduler": {"backup-due"},
+    "scheduler": {"backup-due", "database-log-backup-requested"},
     "db-backup": {"database-backup-requested", "database-backed-up", "artifact-ready", "job-failed"},
     "fileshare": {"fileshare-synced", "artifact-stored", "job-failed"},
     "secrets": {"secrets-stored", "backup-due", "artifact-stored", "job-failed"},

@@ -92,19 +92,22 @@ def test_compose_rabbitmq_exports_per_queue_metrics_for_prometheus(compose_confi
     assert "15692" in [str(p) for p in rabbit.get("expose", [])]
 
 
-def test_compose_runs_one_scheduler_without_metrics_or_http_healthcheck(compose_config):
+def test_compose_runs_one_scheduler_with_cron_settings_store_and_metrics(compose_config):
     # Given the resolved compose configuration
     scheduler = compose_config["services"]["scheduler"]
     # When the scheduler service is inspected
-    # Then it runs a valid `appsvc-dr schedule ...` against the compose broker, as a single container
-    check_schedule_args(scheduler["command"])
+    # Then it runs `appsvc-dr schedule` with cron settings (daily, a full set, by default) as a single container
     env = scheduler["environment"]
+    assert check_schedule_args(scheduler["command"], env) == ["secrets+databases+fileshare"]
     assert env["APPSVC_DR_BROKER__HOST"] == "rabbitmq" and env["APPSVC_DR_STAMP"]
     assert "scale" not in scheduler and scheduler.get("deploy", {}).get("replicas", 1) == 1
-    # And it has no status server: no metrics port and the image's /healthz HEALTHCHECK is switched off
-    assert "expose" not in scheduler and "ports" not in scheduler
-    assert scheduler["healthcheck"].get("disable") is True or scheduler["healthcheck"].get("test") == ["NONE"]
+    # And it reaches the store its slot claims live in, serves metrics like a worker and keeps the image's
+    # /healthz HEALTHCHECK
+    assert env["APPSVC_DR_STORE__KIND"] == "s3" and env["APPSVC_DR_STORE__S3_ACCESS_KEY"]
+    assert "9464" in [str(p) for p in scheduler["expose"]] and env["APPSVC_DR_METRICS__HOST"] == "0.0.0.0"
+    assert not scheduler.get("healthcheck", {}).get("disable")
     assert scheduler["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    assert scheduler["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
     # And its environment is valid configuration
     result = load_settings_in_subprocess(env)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -194,3 +197,28 @@ def test_compose_gives_every_producer_its_own_least_privilege_broker_user(compos
     assert "apply_users.py" in " ".join(init["entrypoint"])
     for name in [*WORKERS, "scheduler"]:
         assert services[name]["depends_on"]["rabbitmq-users"]["condition"] == "service_completed_successfully"
+
+
+def test_compose_drill_runs_weekly_only_in_its_profile_with_the_key_mounted_read_only(compose_config):
+    from workers.cli.drill_cmd import drill_cmd
+    from workers.runtime.parsing import parse_duration
+    services = compose_config["services"]
+    # Given the drill service of the resolved compose configuration
+    drill = services["drill"]
+    # When its command is parsed by the real CLI
+    args = parse_cli(drill["command"])
+    # Then it drills every week at a fixed UTC time, writing the textfile metric
+    assert args.func is drill_cmd and parse_duration(args.every).days == 7 and args.at is not None
+    assert args.key and args.textfile
+    # And it starts only in the "drill" profile (the host with the private key), the key directory read-only
+    assert drill["profiles"] == ["drill"]
+    key_dir = str(args.key[0]).rsplit("/", 1)[0]
+    mounts = {v.split(":")[1]: v.split(":")[2:] for v in drill["volumes"]}      # source:target[:mode]
+    assert mounts[key_dir] == ["ro"]
+    assert args.textfile.rsplit("/", 1)[0] in mounts
+    # And no worker mounts the key (never on the workers)
+    for name in WORKERS:
+        assert key_dir not in {v.split(":")[1] for v in services[name].get("volumes", [])}, name
+    # And its environment is valid configuration
+    result = load_settings_in_subprocess(drill["environment"])
+    assert result.returncode == 0, result.stderr[-2000:]

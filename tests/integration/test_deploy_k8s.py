@@ -7,6 +7,7 @@ see tests/integration/deploy_support.py.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -93,7 +94,7 @@ def test_k8s_catalog_applies_retention(k8s_docs):
     assert not any(k.startswith("APPSVC_DR_ENCRYPTION__") for k in env)
 
 
-def test_k8s_scheduler_is_one_producer_pod_without_probes(k8s_docs):
+def test_k8s_scheduler_is_one_producer_pod_with_cron_settings_and_metrics(k8s_docs):
     # Given the scheduler Deployment, the ConfigMap and the Secret template
     deployment = next(d for d in k8s_docs["scheduler.yaml"] if d["kind"] == "Deployment")
     spec, pod = deployment["spec"], deployment["spec"]["template"]["spec"]
@@ -101,25 +102,30 @@ def test_k8s_scheduler_is_one_producer_pod_without_probes(k8s_docs):
     config = k8s_docs["configmap.yaml"][0]["data"]
     secrets = {d["metadata"]["name"]: d["stringData"] for d in k8s_docs["secret.template.yaml"]}
     # When it is inspected
-    # Then it runs a valid `appsvc-dr schedule ...`, exactly once per site, also during a rollout
-    check_schedule_args(container["args"])
+    # Then it runs one replica per site, also during a rollout, not scaled by KEDA
     assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
     assert deployment["metadata"]["name"] not in {d["spec"]["scaleTargetRef"]["name"] for d in k8s_objects(k8s_docs)
                                                   if d["kind"] == "ScaledObject"}
-    # And it has no status server: no ports, no HTTP probes, nothing for Prometheus to scrape
-    assert not container.get("ports")
-    assert not {"livenessProbe", "readinessProbe", "startupProbe"} & container.keys()
-    assert "appsvc-dr/worker" not in spec["template"]["metadata"]["labels"]
+    # And it serves metrics and health like a worker, scraped under worker="scheduler"
+    assert [p["containerPort"] for p in container["ports"]] == [9464]
+    assert {"livenessProbe", "readinessProbe", "startupProbe"} <= container.keys()
+    assert spec["template"]["metadata"]["labels"]["appsvc-dr/worker"] == "scheduler"
     assert pod["securityContext"]["runAsNonRoot"] is True
-    # And it gets the stamp and broker from the ConfigMap and only its own broker login from its Secret
+    # And it gets the stamp, broker and store from the ConfigMap, its own broker login and only the store
+    # login from the Secrets, and the schedule from its cron settings
     assert [e["configMapRef"]["name"] for e in container["envFrom"]] == ["appsvc-dr-config"]
     env = {}
     for item in container["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+            continue
         ref = item["valueFrom"]["secretKeyRef"]
-        assert ref["name"] == "appsvc-dr-broker-scheduler" and ref["key"] in secrets[ref["name"]], item
+        assert ref["key"] in secrets[ref["name"]], item
+        assert ref["name"] == "appsvc-dr-broker-scheduler" or ref["key"].startswith("APPSVC_DR_STORE__"), item
         env[item["name"]] = "sample"
-    assert set(env) == {"APPSVC_DR_BROKER__USERNAME", "APPSVC_DR_BROKER__PASSWORD"}
-    assert config["APPSVC_DR_STAMP"] and config["APPSVC_DR_BROKER__HOST"]
+    assert {"APPSVC_DR_BROKER__USERNAME", "APPSVC_DR_BROKER__PASSWORD", "APPSVC_DR_STORE__S3_ACCESS_KEY",
+            "APPSVC_DR_STORE__S3_SECRET_KEY"} <= set(env)
+    assert check_schedule_args(container["args"], {**config, **env}) == ["secrets+databases+fileshare"]
     result = load_settings_in_subprocess({**config, **env})
     assert result.returncode == 0, result.stderr[-2000:]
 
@@ -203,9 +209,10 @@ def test_kustomization_builds():
     # When the kustomization is built
     result = run([kubectl, "kustomize", str(K8S)])
     # Then it renders every object: namespace, configmap, trigger auth, the staging claim, one Deployment per
-    # worker plus the scheduler's, and a ScaledObject per KEDA-scaled worker
+    # worker plus the scheduler's, a ScaledObject per KEDA-scaled worker and the drill's CronJob
     kinds = re.findall(r"^kind: (\w+)", result.stdout, re.M)
-    assert sorted(kinds) == sorted(["Namespace", "ConfigMap", "TriggerAuthentication", "PersistentVolumeClaim"]
+    assert sorted(kinds) == sorted(["Namespace", "ConfigMap", "TriggerAuthentication", "PersistentVolumeClaim",
+                                    "CronJob"]
                                    + ["Deployment"] * (len(WORKERS) + 1) + ["ScaledObject"] * len(SCALED_WORKERS))
 
 
@@ -220,3 +227,35 @@ def test_k8s_workers_log_in_as_their_own_broker_user(k8s_docs):
         # When its Secrets are listed, Then the last one (which wins) is its own broker login
         assert refs[-1] == f"appsvc-dr-broker-{name}", refs
         assert set(secrets[refs[-1]]) == {"APPSVC_DR_BROKER__USERNAME", "APPSVC_DR_BROKER__PASSWORD"}
+
+
+def test_k8s_drill_is_a_weekly_cronjob_and_only_it_mounts_the_private_key(k8s_docs):
+    from workers.cli.drill_cmd import drill_cmd
+    from tests.integration.deploy_support import parse_cli
+    # Given the documents of the kustomization
+    docs = k8s_objects(k8s_docs)
+    jobs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "CronJob"}
+    # When the drill CronJob is inspected
+    cron = jobs["appsvc-dr-drill"]
+    minute, hour, dom, month, dow = cron["spec"]["schedule"].split()
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    # Then it runs once a week, one at a time, never retried (a failed drill is a result)
+    assert (dom, month) == ("*", "*") and re.fullmatch(r"[0-6]", dow) and cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cron["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 0 and pod["restartPolicy"] == "Never"
+    # And it runs a valid `appsvc-dr drill` with the key and the textfile metric on mounted volumes
+    args = parse_cli(container["args"])
+    assert args.func is drill_cmd and args.key and args.textfile and not args.every
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    key_mount = mounts[str(Path(args.key[0]).parent)]
+    assert key_mount["readOnly"] is True
+    assert volumes[key_mount["name"]]["secret"]["secretName"] == "appsvc-dr-drill-key"
+    assert volumes[key_mount["name"]]["secret"]["defaultMode"] == 0o400
+    assert volumes[mounts[str(Path(args.textfile).parent)]["name"]].get("hostPath")
+    assert pod["nodeSelector"] == {"appsvc-dr/drill": "true"} and container["securityContext"]["readOnlyRootFilesystem"]
+    # And no other workload mounts the private key (never on the workers)
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "CronJob") and doc is not cron:
+            spec = doc["spec"]["template"]["spec"]
+            assert "appsvc-dr-drill-key" not in str(spec.get("volumes", [])), doc["metadata"]["name"]

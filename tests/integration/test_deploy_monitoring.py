@@ -28,15 +28,22 @@ def test_prometheus_config_is_valid():
     assert "SUCCESS" in result.stdout
 
 
-def test_prometheus_scrapes_every_worker_but_not_the_scheduler(yaml):
+def test_prometheus_scrapes_every_worker_and_the_scheduler(yaml):
     # Given the compose Prometheus config
     config = yaml.safe_load((PROM / "prometheus.yml").read_text())
-    job = next(j for j in config["scrape_configs"] if j["job_name"] == "appsvc-dr")
-    # When its static targets are listed
-    targets = {t: sc.get("labels", {}) for sc in job["static_configs"] for t in sc["targets"]}
-    # Then every worker is scraped on :9464 with its `worker` label, and the scheduler (no status server) is not
-    assert targets == {f"{w}:9464": {"worker": w} for w in WORKERS}
-    assert job.get("honor_labels") is True
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+
+    def targets(job: dict) -> dict:
+        return {t: sc.get("labels", {}) for sc in job["static_configs"] for t in sc["targets"]}
+    # When the static targets of its jobs are listed
+    # Then every worker is scraped on :9464 with its `worker` label, keeping the workers' own labels
+    assert targets(jobs["appsvc-dr"]) == {f"{w}:9464": {"worker": w} for w in WORKERS}
+    assert jobs["appsvc-dr"].get("honor_labels") is True
+    # And the scheduler on :9464 in a job of its own, labelled worker="scheduler" as the Kubernetes pod label
+    # appsvc-dr/worker: scheduler labels it (AppsvcDrSchedulerStuck selects on that)
+    assert targets(jobs["scheduler"]) == {"scheduler:9464": {"worker": "scheduler"}}
+    assert jobs["scheduler"].get("honor_labels") is True
+    assert "appsvc-dr/worker: scheduler" in (DEPLOY / "k8s" / "scheduler.yaml").read_text()
 
 
 def test_alert_rules_are_valid():
@@ -110,9 +117,14 @@ def test_runtime_exports_the_metrics_deploy_relies_on(yaml, tmp_path):
     used = set().union(*(metric_names(r["expr"]) for r in load_alert_rules(yaml)),
                        *(metric_names(e) for e in dashboard_exprs()))
     # When the workers' metrics registry is built
+    from workers.catalog.rpo import SetMetrics
     from workers.middleware.metrics import Metrics
     exported = set()
-    for family in Metrics().registry.collect():
+    metrics = Metrics()
+    SetMetrics(metrics.registry, 3600.0)      # the catalog's recovery-point gauges, on the same registry
+    from workers.scheduler.metrics import ScheduleMetrics
+    ScheduleMetrics("stamp1", metrics.registry)   # the scheduler's, on its own registry in the scheduler
+    for family in metrics.registry.collect():
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])
         exported |= {family.name + s for s in suffixes}
     # And the restore drill's textfile (workers.drill.results) adds its own

@@ -251,5 +251,8 @@ def test_an_unconfigured_database_is_dead_lettered_and_a_configured_one_is_backe
     assert "'postgres' is not configured" in letters[0].header("x-dr-error")
     assert "APPSVC_DR_DATABASE__DATABASES" in letters[0].header("x-dr-hint")
     assert [e.payload.database for e in seen if e.type == "database-backed-up"] == [configured]
-    assert [p.name for p in staging.iterdir()] == [f"stamp1-set-db-{configured}.dump"]
-    assert stat.S_IMODE(next(staging.iterdir()).stat().st_mode) == 0o600        # plaintext at rest: owner-only
+    assert sorted(p.name for p in staging.iterdir()) == [".jobs", f"stamp1-set-db-{configured}.dump"]
+    # (the refused one left no job record either: refused before any I/O)
+    assert [p.name for p in (staging / ".jobs").iterdir()] == [f"stamp1+set-db+{configured}.dump+done.json"]
+    dump = staging / f"stamp1-set-db-{configured}.dump"
+    assert stat.S_IMODE(dump.stat().st_mode) == 0o600                            # plaintext at rest: owner-only

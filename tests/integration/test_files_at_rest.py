@@ -91,7 +91,9 @@ def test_a_staged_dump_is_owner_only_in_owner_only_directories(tmp_path, databas
     assert staged.parent == staging and staged.stat().st_size > 10_000
     assert mode(staged) == 0o600
     assert mode(staging) == 0o700 and mode(staging.parent) == 0o700
-    assert [p.name for p in staging.iterdir()] == [staged.name]       # no leftover .partial
+    assert sorted(p.name for p in staging.iterdir()) == [".jobs", staged.name]   # no leftover .partial
+    jobs = [staging / ".jobs", *(staging / ".jobs").iterdir()]          # the job records and their directory
+    assert len(jobs) > 1 and all(mode(p) == (0o700 if p.is_dir() else 0o600) for p in jobs)
 
 
 @pytest.mark.parametrize("where", ["local", "unc"])

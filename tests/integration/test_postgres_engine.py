@@ -12,8 +12,9 @@ from typing import Any, Iterator
 import pytest
 
 from tests.fixtures import closed_port, started
-from tests.fixtures.postgres import connect, fill_sample, pg_settings, postgres_available, scratch_database
-from workers.engines import PostgresEngine
+from tests.fixtures.postgres import (connect, fill_sample, pg_settings, postgres_available, scratch_database,
+                                     table_fingerprints)
+from workers.engines import PostgresEngine, RestoreOptions
 from workers.runtime.errors import ConfigurationError, DrError, PermanentError, TransientError
 
 pytestmark = pytest.mark.integration
@@ -225,3 +226,22 @@ def test_verify_full_reaches_odbc_and_pg_dump_and_fails_permanently_without_ssl(
         assert "SSL" in caught.value.message and "PG_SSLROOTCERT" in caught.value.hint
         assert PASSWORD not in shown(caught.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_archive_of_another_database_never_replaces_the_target_unnoticed(engine, small_db, tmp_path) -> None:
+    # Given a dump of small_db and another existing database
+    dump = str(tmp_path / "db.dump")
+    engine.backup(small_db, dump)
+    with scratch_database() as other:
+        fill_sample(other, rows=10)
+        # When it would be restored over the other database, or the set names another database
+        with pytest.raises(PermanentError, match="would be restored over the existing database") as caught:
+            engine.restore(other, dump, options=RestoreOptions(expected_database=small_db))
+        assert "--allow-database-mismatch" in caught.value.hint
+        with pytest.raises(PermanentError, match=f"not 'appservice_metering' as the backup set says"):
+            engine.restore(other, dump, options=RestoreOptions(expected_database="appservice_metering"))
+        # Then the other database was not touched; with the override it is restored
+        assert table_fingerprints(other)["public.sites"][0] == 10
+        restored = engine.restore(other, dump, options=RestoreOptions(expected_database=small_db,
+                                                                      allow_database_mismatch=True))
+        assert restored.tables == 3

@@ -12,17 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from contracts import SecretsRotated, SecretsRotatedPayload, new_backup_set_id, utcnow
 from tests.fixtures import started
 from tests.fixtures.postgres import PG_HOST, PG_PORT, PG_USER, connect, fill_sample, postgres_available, \
     scratch_database
-from tests.fixtures.rabbit import run_cli, running, settings_for, tap, vhost, wait_for
+from tests.fixtures.backup import back_up
+from tests.fixtures.rabbit import run_cli, settings_for, vhost
 from tests.unit.certs import make_cert, signing_settings
 from tests.unit.test_fileshare_trees import make_tree
-from workers.app import App
 from workers.drill.results import METRIC
-from workers.runtime.publisher import Publisher
-from workers.secrets.drop import copy_to_drop
 from workers.storage.factory import build_store
 from workers.storage.local import LocalStore
 
@@ -30,7 +27,6 @@ pytestmark = pytest.mark.integration
 STAMP = "stamp1"
 CANARY = "CANARY-drill-9c1d-never-print"
 SECRETS = {"SqlServerPassword": CANARY, "FileServerUserPassword": "p-" + CANARY, "Version": 3}
-WORKERS = ["secrets", "db-backup", "upload", "fileshare", "catalog"]
 
 
 class Pipeline:
@@ -62,20 +58,9 @@ def pipeline(tmp_path_factory):
             database={"engine": "postgres", "server": PG_HOST, "port": PG_PORT, "username": PG_USER,
                       "databases": [database]},
             fileshare={"source": str(root / "share"), "cache_dir": str(root / "cache")})
-        exported = root / "SystemSecrets.json"
-        exported.write_text(json.dumps(SECRETS))
-        seen: list = []
-        with running(App(settings, [*WORKERS, tap(seen, "backup-set-completed", "job-failed")])):
-            with Publisher(settings.broker) as pub:
-                dropped = copy_to_drop(exported, settings.secrets, settings.staging)
-                pub.publish(SecretsRotated(source="test", stamp=STAMP, correlation_id=new_backup_set_id(),
-                                           payload=SecretsRotatedPayload(drop_path=dropped, rotated_by="test",
-                                                                         rotated_at=utcnow())))
-            done = wait_for(lambda: [e for e in seen if e.type == "backup-set-completed"], 120, what="set completed")
-        assert not [e for e in seen if e.type == "job-failed"], [e.payload for e in seen if e.type == "job-failed"]
-        assert set(done[0].payload.components) == {"secrets", "databases", "fileshare"}
-        exported.unlink()
-        yield Pipeline(root, settings, database, done[0].correlation_id)
+        done = back_up(settings, STAMP, root / "SystemSecrets.json", SECRETS, timeout=120)
+        assert set(done.payload.components) == {"secrets", "databases", "fileshare"}
+        yield Pipeline(root, settings, database, done.correlation_id)
 
 
 def drill_id(stdout: str) -> str:
@@ -101,7 +86,8 @@ def test_drill_restores_every_component_into_scratch_space_and_records_it(pipeli
     assert set(rows) == {"secrets", "databases", "fileshare"} and all(" passed " in r for r in rows.values())
     assert f"{pipeline.set_id} (complete set)" in out.stdout and "drill PASSED" in out.stdout
     assert "every SHA-256 verified" in out.stdout and "47 files" in out.stdout
-    assert re.search(r"restored as drill_\w+ on \S+: ONLINE, 3 tables, 1500 rows; scratch database dropped", out.stdout)
+    assert re.search(r"restored as drill_\w+ on \S+: ONLINE, 3 tables, 1500 rows; amcheck: \d+ B-tree indexes .* "
+                     r"consistent; scratch database dropped", out.stdout)
     # And the scratch database and directory are gone, production is untouched
     tag = drill_id(out.stdout)
     assert scratch_databases(tag) == [] and list(scratch.iterdir()) == []

@@ -106,8 +106,10 @@ def test_rotation_is_stored_encrypted_drop_deleted_backup_triggered_and_restores
     assert restored.returncode == 0, restored.stderr
     assert out.read_bytes() == (tmp / "SystemSecrets.json").read_bytes()
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
-    assert f'Restore-AppServiceStamp -FilePath "{out}" -OverrideDatabaseServer "sql2.contoso.local"' in restored.stdout
-    for step in ("Restore-AppServiceRoles", "Get-AppServiceSite | Sync-AppServiceObject",
+    assert 'Restore-AppServiceStamp -FilePath "C:\\AppServiceRecovery\\SystemSecrets.json" -OverrideDatabaseServer ' \
+        '"sql2.contoso.local"' in restored.stdout
+    for step in ("net stop WebFarmService", "net stop ResourceMetering", "Restore-AppServiceRoles",
+                 "net start WebFarmService", "Get-AppServiceSite | Sync-AppServiceObject",
                  "Get-AppServiceServerFarm | Sync-AppServiceObject"):
         assert step in restored.stdout
     by_set = cli(settings, "restore", "secrets", "--stamp", "stamp1", "--set", backup["correlation_id"],
@@ -146,6 +148,11 @@ def test_duplicate_rotation_stores_nothing_new_and_triggers_no_backup(env):
         wait_for(lambda: len([e for e in seen if e.type == "artifact-stored"]) == 1, 30, what="first backup")
     first, second = [e.payload for e in seen if e.type == "secrets-stored"]
     assert not first.duplicate and second.duplicate and second.version_id == first.version_id
+    # And the newest rotation seen was handled (a duplicate counts: the stored secrets are current)
+    newest = (same_second + timedelta(milliseconds=300)).timestamp()
+    sample = app.metrics.registry.get_sample_value
+    assert sample("appsvc_dr_secrets_last_rotation_seen_timestamp_seconds", {"stamp": "stamp1"}) == newest
+    assert sample("appsvc_dr_secrets_last_rotation_handled_timestamp_seconds", {"stamp": "stamp1"}) == newest
     assert len(list((tmp / "store" / "stamp1" / "secrets").iterdir())) == 1
     assert list(drop.iterdir()) == []
     assert len([e for e in seen if e.type == "artifact-stored"]) == 1  # no second backup-due
@@ -183,6 +190,10 @@ def test_bad_drop_files_fail_permanently_with_a_hint_and_notification_without_co
         letters = wait_for(lambda: dead_letters(settings, "secrets"), 30, what="dead letter")
         wait_for(lambda: webhook_server.received("/n"), 30, what="notification")
     assert letters[0].reason == "permanent" and words in letters[0].header("x-dr-error")
+    # And the rotation counts as seen but not handled (AppsvcDrSecretsOlderThanLastRotation)
+    sample = app.metrics.registry.get_sample_value
+    assert sample("appsvc_dr_secrets_last_rotation_seen_timestamp_seconds", {"stamp": "stamp1"}) is not None
+    assert sample("appsvc_dr_secrets_last_rotation_handled_timestamp_seconds", {"stamp": "stamp1"}) is None
     assert "Download Secrets" in letters[0].header("x-dr-hint") or "MAX_SIZE" in letters[0].header("x-dr-hint")
     note = json.dumps(webhook_server.received("/n")[0].json)
     assert words in note

@@ -1,5 +1,9 @@
 """ALTER DATABASE ... SET, DROP DATABASE, DBCC CHECKDB and CREATE/ALTER CREDENTIAL.
 
+CHECKDB reports each damaged page as 8939 (the page failed its test) and 8928 (it could not be processed),
+then the 8989 summary, as in the examples of MSSQLSERVER_8939 and MSSQLSERVER_8928:
+https://learn.microsoft.com/en-us/sql/relational-databases/errors-events/mssqlserver-8939-database-engine-error
+
 https://learn.microsoft.com/en-us/sql/t-sql/statements/alter-database-transact-sql-set-options (SINGLE_USER,
 termination clause, not permitted while RESTORING: 5052),
 https://learn.microsoft.com/en-us/sql/t-sql/statements/drop-database-transact-sql (in use: 3702),
@@ -58,6 +62,8 @@ def drop(server: Server, login: Login, tokens: Tokens) -> Outcome:
     database = server.database(name)
     if database is None or not login.in_role(name, "db_owner") and not login.may("ALTER ANY DATABASE"):
         raise fail(3701, name)
+    if name in server.faults.drop_refused:
+        raise fail(server.faults.drop_refused[name], name)
     if database.sessions:
         raise fail(3702, name)
     del server.databases[name]
@@ -84,8 +90,9 @@ def dbcc(server: Server, login: Login, tokens: Tokens) -> Outcome:
         raise fail(2571, login.name, "CHECKDB")
     outcome = Outcome()
     if database.corrupt_pages:
-        outcome.error = SqlError(*[record(8928, page) for page in database.corrupt_pages],
-                                 record(8989, len(database.corrupt_pages), name))
+        found = [r for page in database.corrupt_pages for r in (record(8939, page), record(8928, page))]
+        outcome.error = SqlError(*found,
+                                 record(8989, 2 * len(database.corrupt_pages), name))
     elif not quiet:
         summary = record(8989, 0, name)
         outcome.say(Record(summary.number, summary.text, "01000"))

@@ -1,4 +1,5 @@
-"""BACKUP DATABASE and RESTORE {VERIFYONLY | FILELISTONLY | HEADERONLY | DATABASE}: grammar and behaviour.
+"""BACKUP DATABASE | LOG and RESTORE {VERIFYONLY | FILELISTONLY | HEADERONLY | DATABASE | LOG}: grammar and
+behaviour (RESTORE LOG and RESTORE ... WITH RECOVERY: recovery.py).
 
 Grammar and options: https://learn.microsoft.com/en-us/sql/t-sql/statements/backup-transact-sql and
 https://learn.microsoft.com/en-us/sql/t-sql/statements/restore-statements-transact-sql (arguments:
@@ -12,6 +13,7 @@ from pathlib import Path
 from tests.sqlsim.errors import SqlError, fail, record
 from tests.sqlsim.lexer import Tokens
 from tests.sqlsim.media import files_from, read_media, restored_content, write_media
+from tests.sqlsim.recovery import recover_only, restore_log
 from tests.sqlsim.results import Outcome
 from tests.sqlsim.state import NO_COMPRESSION, BackupHistory, Database, Login, Server
 
@@ -108,7 +110,7 @@ def backup(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Ou
     name = tokens.name()
     tokens.expect("TO")
     kind, paths = devices(tokens)
-    opts = options(tokens, _RESTORE_ONLY)
+    opts = options(tokens, _RESTORE_ONLY - {"NORECOVERY"} if log else _RESTORE_ONLY)
     tokens.end()
     stop = "BACKUP LOG" if log else "BACKUP DATABASE"
     if not autocommit:
@@ -130,6 +132,9 @@ def backup(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Ou
         raise fail(4208, terminating=stop)
     if log and not database.log_chain_started:
         raise fail(4214, terminating=stop)
+    tail = log and "NORECOVERY" in opts.flags          # a tail-log backup takes the database to RESTORING
+    if tail and database.sessions:
+        raise fail(3101, terminating=stop)
     local = _targets(server, kind, paths, stop, writing=True)
     outcome = Outcome()
     faults = server.faults
@@ -146,13 +151,18 @@ def backup(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Ou
         outcome.say(record(3211, percent))
     first, last = database.last_lsn, database.last_lsn + 1600000
     base = next((h.first_lsn for h in reversed(server.history)
-                 if h.database_name == name and not h.is_copy_only), first - 1000000)
+                 if h.database_name == name and not h.is_copy_only and h.type == "D"), first - 1000000)
+    if log:                                   # a log backup begins where the previous one ended (LSN chain)
+        first = database.log_backed_up_to if database.log_backed_up_to is not None else base
     write_media(local, paths, database, version=server.version, checksum="CHECKSUM" in opts.flags,
                 compressed=compressed, copy_only=copy_only, lsns=(first, last, base), backup_type=2 if log else 1,
                 server_name=server.name)
     database.last_lsn = last + 1
     if log and not copy_only:
         database.log_reuse_wait = "NOTHING"
+        database.log_backed_up_to = last
+    if tail:
+        database.state = "RESTORING"
     elif not copy_only:
         database.log_chain_started = True
     if faults.damage_written:
@@ -161,7 +171,7 @@ def backup(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Ou
     size = sum(p.stat().st_size for p in local)
     ratio = 1 if _tde_pages_compressed_as_is(server, database, opts) else 5
     server.history.append(BackupHistory(server.next_id(), name, paths[0], first, last, base, size * ratio, size,
-                                        copy_only, "L" if log else "D"))
+                                        copy_only, "L" if log else "D", software_version=server.version))
     outcome.say(*[record(4035, 6402, name, f.logical) for f in database.files])
     outcome.say(record(3014, stop, 6402 * len(database.files), 311))
     return outcome
@@ -178,15 +188,17 @@ def _tde_pages_compressed_as_is(server: Server, database: Database, opts: Option
 
 # ------------------------------------------------------------------------------------------------ RESTORE
 def restore(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> Outcome:
-    what = tokens.expect("DATABASE", "VERIFYONLY", "FILELISTONLY", "HEADERONLY")
-    name = tokens.name() if what == "DATABASE" else None
+    what = tokens.expect("DATABASE", "LOG", "VERIFYONLY", "FILELISTONLY", "HEADERONLY")
+    name = tokens.name() if what in ("DATABASE", "LOG") else None
+    if what == "DATABASE" and tokens.accept("WITH"):
+        return recover_only(server, login, str(name), tokens)
     tokens.expect("FROM")
     kind, paths = devices(tokens)
-    opts = options(tokens, _BACKUP_ONLY if what == "DATABASE" else _BACKUP_ONLY | _RESTORE_ONLY)
+    opts = options(tokens, _BACKUP_ONLY if what in ("DATABASE", "LOG") else _BACKUP_ONLY | _RESTORE_ONLY)
     tokens.end()
-    stop = {"DATABASE": "RESTORE DATABASE", "VERIFYONLY": "VERIFY DATABASE", "FILELISTONLY": "RESTORE FILELIST",
-            "HEADERONLY": "RESTORE HEADERONLY"}[what]
-    if not autocommit and what == "DATABASE":
+    stop = {"DATABASE": "RESTORE DATABASE", "LOG": "RESTORE LOG", "VERIFYONLY": "VERIFY DATABASE",
+            "FILELISTONLY": "RESTORE FILELIST", "HEADERONLY": "RESTORE HEADERONLY"}[what]
+    if not autocommit and what in ("DATABASE", "LOG"):
         raise fail(3021, terminating=stop)
     if not login.may("CREATE ANY DATABASE"):
         raise fail(262, "CREATE DATABASE", "master", terminating=stop)
@@ -214,12 +226,18 @@ def restore(server: Server, login: Login, autocommit: bool, tokens: Tokens) -> O
     assert name is not None
     if newer:
         raise fail(3169, header.software_version, server.version, terminating=stop)
-    _restore_database(server, name, header, payload, opts, stop, outcome)
+    if what == "LOG":
+        restore_log(server, name, header, payload, "NORECOVERY" in opts.flags, _percents(opts.stats), paths[0],
+                    stop, outcome)
+        return outcome
+    if header.backup_type != 1:
+        raise fail(3135, paths[0], "BACKUP LOG", terminating=stop)
+    _restore_database(server, name, header, payload, opts, stop, outcome, paths[0])
     return outcome
 
 
 def _restore_database(server: Server, name: str, header, payload: bytes, opts: Options, stop: str,
-                      outcome: Outcome) -> None:
+                      outcome: Outcome, device: str) -> None:
     existing = server.database(name)
     if existing is not None:
         if existing.ag_name:
@@ -249,6 +267,12 @@ def _restore_database(server: Server, name: str, header, payload: bytes, opts: O
                 raise SqlError(*error.records, record(3156, item.logical, item.physical), record(3013, stop))
             overwritten.append(owner)
     for percent in _percents(opts.stats):
+        if server.faults.restore_fails_after is not None and percent > server.faults.restore_fails_after:
+            server.databases[name] = Database(name, files, state="RESTORING", containment=header.containment,
+                                              incomplete=True)
+            outcome.error = fail(3203, device, "64(The specified network name is no longer available.)",
+                                 terminating=stop)
+            return
         outcome.say(record(3211, percent))
     content = restored_content(payload)
     for owner in overwritten:
@@ -257,6 +281,7 @@ def _restore_database(server: Server, name: str, header, payload: bytes, opts: O
     server.databases[name] = Database(name, files, state="ONLINE" if recovered else "RESTORING",
                                       recovery_model=header.recovery_model, containment=header.containment,
                                       rows=dict(content["rows"]), corrupt_pages=list(content["corrupt_pages"]),
-                                      last_lsn=header.last_lsn + 1)
+                                      last_lsn=header.last_lsn + 1,
+                                      restored_to=None if recovered else header.last_lsn)
     outcome.say(*[record(4035, 6402, name, f.logical) for f in files])
     outcome.say(record(3014, "RESTORE DATABASE", 6402 * len(files), 402))

@@ -2,8 +2,10 @@
 
 Column names and types follow the views' reference pages: sys.databases, sys.master_files,
 sys.configurations, sys.credentials, msdb.dbo.backupset / backupmediafamily (LSNs are numeric(25,0), pyodbc
-returns Decimal), sys.availability_groups, sys.dm_hadr_availability_replica_states, SERVERPROPERTY and
-sys.fn_hadr_backup_is_preferred_replica (1 for a database outside any availability group):
+returns Decimal), sys.availability_groups, sys.dm_hadr_availability_replica_states,
+sys.dm_hadr_database_replica_states (is_primary_replica), sys.dm_exec_sessions (database_id, SQL Server 2012+),
+DB_ID, SERVERPROPERTY and sys.fn_hadr_backup_is_preferred_replica (1 for a database outside any availability
+group):
 https://learn.microsoft.com/en-us/sql/relational-databases/system-catalog-views/sys-databases-transact-sql
 https://learn.microsoft.com/en-us/sql/relational-databases/system-tables/backupset-transact-sql
 https://learn.microsoft.com/en-us/sql/relational-databases/system-functions/sys-fn-hadr-backup-is-preferred-replica-transact-sql
@@ -11,6 +13,7 @@ https://learn.microsoft.com/en-us/sql/t-sql/functions/serverproperty-transact-sq
 """
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Callable
 
@@ -51,7 +54,9 @@ def _backupset(server: Server, login: Login) -> Rows:
              "first_lsn": Decimal(h.first_lsn), "last_lsn": Decimal(h.last_lsn),
              "database_backup_lsn": Decimal(h.database_backup_lsn), "backup_size": Decimal(h.backup_size),
              "compressed_backup_size": Decimal(h.compressed_backup_size), "is_copy_only": int(h.is_copy_only),
-             "type": h.type} for h in server.history]
+             "type": h.type, "backup_finish_date": h.finished,
+             **dict(zip(("software_major_version", "software_minor_version", "software_build_version"),
+                        (int(p) for p in h.software_version.split(".")[:3])))} for h in server.history]
 
 
 def _mediafamily(server: Server, login: Login) -> Rows:
@@ -70,6 +75,25 @@ def _availability_groups(server: Server, login: Login) -> Rows:
     ag = server.ag
     return [{"group_id": f"group-{ag.name}", "name": ag.name,
              "automated_backup_preference_desc": ag.backup_preference.lower()}] if ag else []
+
+
+def _sessions(server: Server, login: Login) -> Rows:
+    """sys.dm_exec_sessions: one user session per ``Database.sessions`` (the engine's own runs in master)."""
+    ids = {r["name"]: r["database_id"] for r in _databases(server, login)}
+    rows, number = [], 51
+    for db in server.databases.values():
+        for _ in range(db.sessions):
+            rows.append({"session_id": number, "database_id": ids[db.name], "is_user_process": 1})
+            number += 1
+    return rows
+
+
+def _database_replica_states(server: Server, login: Login) -> Rows:
+    """sys.dm_hadr_database_replica_states: the local row of each database joined to an availability group."""
+    ids = {r["name"]: r["database_id"] for r in _databases(server, login)}
+    return [{"database_id": ids[db.name], "group_id": f"group-{db.ag_name}", "is_local": 1,
+             "is_primary_replica": int(server.ag_role == "PRIMARY"), "synchronization_state_desc": "SYNCHRONIZED"}
+            for db in server.databases.values() if db.ag_name]
 
 
 def _replicas(server: Server, login: Login) -> Rows:
@@ -103,6 +127,7 @@ TABLES: dict[str, Callable[[Server, Login], Rows]] = {
     "sys.credentials": lambda server, login: [{"name": n} for n in sorted(server.credentials)],
     "sys.configurations": _configurations, "sys.availability_groups": _availability_groups,
     "sys.dm_hadr_availability_replica_states": _replica_states, "sys.availability_replicas": _replicas,
+    "sys.dm_exec_sessions": _sessions, "sys.dm_hadr_database_replica_states": _database_replica_states,
 }
 
 
@@ -158,9 +183,16 @@ def has_perms_by_name(server: Server, login: Login, securable: Any, securable_cl
     return int(login.in_role(name, "db_owner"))
 
 
+def db_id(server: Server, name: Any) -> int | None:
+    """DB_ID(name): the database's id, NULL for an unknown name."""
+    return next((r["database_id"] for r in _databases(server, None) if r["name"] == name), None)  # type: ignore
+
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "db_id": db_id,
     "sys.fn_hadr_backup_is_preferred_replica": preferred_replica,
     "serverproperty": server_property,
+    "getdate": lambda server: datetime.now(),      # server-local time, as msdb's dates
 }
 # functions that also see the login running the statement
 LOGIN_FUNCTIONS: dict[str, Callable[..., Any]] = {

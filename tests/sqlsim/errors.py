@@ -55,6 +55,7 @@ TEXTS: dict[int, tuple[str, str]] = {
     3187: ("42000", "RESTORE WITH CHECKSUM cannot be specified because the backup set does not contain checksum "
                     "information."),
     3189: ("42000", "Damage to the backup set was detected."),
+    3203: ("42000", "Read on \"{0}\" failed: {1}"),
     3201: ("42000", "Cannot open backup device '{0}'. Operating system error {1}."),
     3202: ("42000", "Write on \"{0}\" failed: {1}"),
     3211: ("01000", "{0} percent processed."),
@@ -69,9 +70,18 @@ TEXTS: dict[int, tuple[str, str]] = {
     3702: ("42000", "Cannot drop database \"{0}\" because it is currently in use."),
     4035: ("01000", "Processed {0} pages for database '{1}', file '{2}' on file 1."),
     4104: ("42000", "The multi-part identifier \"{0}\" could not be bound."),
+    4333: ("42000", "The database cannot be recovered because the log was not restored."),
     4208: ("42000", "The statement BACKUP LOG is not allowed while the recovery model is SIMPLE. Use BACKUP "
                     "DATABASE or change the recovery model using ALTER DATABASE."),
     4214: ("42000", "BACKUP LOG cannot be performed because there is no current database backup."),
+    3117: ("42000", "The log or differential backup cannot be restored because no files are ready to "
+                    "rollforward."),
+    3135: ("42000", "The backup set in file '{0}' was created by {1} and cannot be used for this restore "
+                    "operation."),
+    4305: ("42000", "The log in this backup set begins at LSN {0}, which is too recent to apply to the database. "
+                    "An earlier log backup that includes LSN {1} can be restored."),
+    4326: ("42000", "The log in this backup set terminates at LSN {0}, which is too early to apply to the "
+                    "database. A more recent log backup that includes LSN {1} can be restored."),
     4060: ("42000", "Cannot open database \"{0}\" requested by the login. The login failed."),
     5011: ("42000", "User does not have permission to alter database '{0}', the database does not exist, or the "
                     "database is not in a state that allows access checks."),
@@ -81,6 +91,9 @@ TEXTS: dict[int, tuple[str, str]] = {
     5069: ("42000", "ALTER DATABASE statement failed."),
     8928: ("42000", "Object ID 581577110, index ID 1, partition ID 72057594040549376: Page (1:{0}) could not "
                     "be processed.  See other errors for details."),
+    8939: ("42000", "Table error: Object ID 581577110, index ID 1, partition ID 72057594040549376, alloc unit ID "
+                    "72057594045792256 (type In-row data), page (1:{0}). Test (IS_OFF (BUF_IOERR, pBUF->bstat)) "
+                    "failed. Values are 133129 and -4."),
     8989: ("42000", "CHECKDB found 0 allocation errors and {0} consistency errors in database '{1}'."),
     12824: ("42000", "The sp_configure value 'contained database authentication' must be set to 1 in order to "
                      "restore a contained database.  You may need to use RECONFIGURE to set the value_in_use."),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path, PureWindowsPath
 
 # SERVERPROPERTY('EngineEdition'): 2 Standard (also Web), 3 Enterprise (also Developer), 4 Express
@@ -42,7 +43,10 @@ class Database:
     damaged_by_restore: str | None = None    # files overwritten by another database's RESTORE ... REPLACE
     log_chain_started: bool = False          # a normal (not COPY_ONLY) full backup was taken: BACKUP LOG may run
     log_reuse_wait: str = "NOTHING"          # sys.databases.log_reuse_wait_desc (LOG_BACKUP: the log grows)
+    log_backed_up_to: int | None = None      # LastLSN of the newest log backup: the next one begins there
+    restored_to: int | None = None           # RESTORING: the LSN a following RESTORE LOG must include
     encrypted: bool = False                  # TDE on (sys.databases.is_encrypted)
+    incomplete: bool = False                 # a RESTORE stopped halfway: RESTORING, cannot be recovered (4333)
 
     @property
     def replica_id(self) -> str | None:
@@ -131,6 +135,8 @@ class BackupHistory:
     compressed_backup_size: int
     is_copy_only: bool
     type: str = "D"                             # D full, L log
+    software_version: str = "16.0.4135.4"       # the server that wrote it (software_*_version columns)
+    finished: datetime = field(default_factory=datetime.now)   # backup_finish_date: server-local time
 
 
 @dataclass
@@ -143,6 +149,9 @@ class Faults:
     denied_dirs: set[str] = field(default_factory=set)    # the service account may not write here -> 3201 (5)
     damage_written: bool = False             # the share corrupts what BACKUP wrote (VERIFYONLY then finds 3241)
     link_error: tuple[str, str] | None = None   # the next statement fails in the driver: (SQLSTATE, text)
+    restore_fails_after: int | None = None   # RESTORE DATABASE: the device fails after N percent -> 3203 (OS 64),
+                                             # the target is left RESTORING
+    drop_refused: dict[str, int] = field(default_factory=dict)   # DROP DATABASE name -> this error (3701, 3702)
 
 
 @dataclass

@@ -50,3 +50,21 @@ def test_after_a_certificate_rotation_a_re_run_encrypts_for_the_new_certificate(
     stored = rotated.put("s/x/secrets/f", opener)
     assert not stored.deduplicated and stored.thumbprint == rotated.record("s/x/secrets/f").thumbprint
     assert rotated.put("s/x/secrets/f", opener).deduplicated
+
+
+def test_stored_tells_a_finished_artifact_from_a_missing_damaged_or_rewritten_one(tmp_path):
+    store = ArtifactStore(LocalStore(tmp_path))
+    key = "s/set/databases/a.bak"
+    # Given nothing stored yet / Then it is not stored
+    assert store.stored(key) is None
+    # When the artifact is stored and verified / Then it is, as the record says (and marked as already there)
+    first = store.put(key, opener)
+    found = store.stored(key)
+    assert found is not None and found.deduplicated and found.stored_sha256 == first.stored_sha256
+    # When its object is rewritten since (another size) / Then it no longer counts as stored
+    (tmp_path / key).write_bytes(b"short")
+    assert store.stored(key) is None
+    # And a damaged record does not count either
+    store.put(key, opener)
+    (tmp_path / (key + ".record.json")).write_text("{not json")
+    assert store.stored(key) is None

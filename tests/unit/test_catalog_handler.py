@@ -202,7 +202,7 @@ def test_the_catalog_worker_consumes_what_its_builtin_bindings_route_to_it(tmp_p
     assert "catalog" in BUILTIN and spec.name == "catalog"
     assert spec.event_types == builtin_bindings(["catalog"])["catalog"]
     assert set(spec.event_types) == {"artifact-stored", "backup-due", "backup-set-completed", "secrets-stored",
-                                     "database-backed-up", "fileshare-synced", "artifact-mirrored"}
+                                     "database-backed-up", "fileshare-synced", "job-failed", "artifact-mirrored"}
     assert COMPLETE == "complete.json"
 
 

@@ -147,8 +147,9 @@ def test_secrets_that_do_not_parse_fail_with_a_hint_and_no_content(secrets_drill
 
 
 # ------------------------------------------------------------------------------------ SQL Server (simulated)
-def sql_drill(tmp_path: Path, **db) -> tuple[Drill, Simulator]:
-    """A set whose database artifact is a real backup taken on the simulated instance."""
+def sql_drill(tmp_path: Path, corrupt_pages: tuple[int, ...] = (), **db) -> tuple[Drill, Simulator]:
+    """A set whose database artifact is a real backup taken on the simulated instance (of a database with
+    ``corrupt_pages``, which DBCC CHECKDB reports)."""
     settings = load_settings(store={"kind": "local", "local_path": str(tmp_path / "store")},
                              staging={"database_dir": str(tmp_path / "staging")},
                              database={"engine": "sqlserver", "server": "sql01", "username": "backup",
@@ -158,6 +159,7 @@ def sql_drill(tmp_path: Path, **db) -> tuple[Drill, Simulator]:
     sim = Simulator(app_service_server(tmp_path / "sql01"))
     engine = SqlServerEngine(DatabaseSettings(server="sql01", username="backup", password=PASSWORD, **db),
                              connect=sim.connect)
+    sim.server.databases["appservice_hosting"].corrupt_pages = list(corrupt_pages)
     taken = tmp_path / "taken.bak"
     engine.backup("appservice_hosting", str(taken))
     store.put(artifact_key(STAMP, set_id, "databases", "appservice_hosting.bak"), lambda: taken.open("rb"))
@@ -172,7 +174,9 @@ def test_sql_server_drill_restores_with_move_to_scratch_files_and_drops_the_scra
     [result] = checks.databases(drill)
     # Then the restore went to scratch names only, was checked ONLINE, and the scratch database was dropped
     assert result.passed, result.error
-    assert target == "drill_appservice_hosting_0a1b2c3d" and "ONLINE; scratch database dropped" in result.detail
+    assert target == "drill_appservice_hosting_0a1b2c3d"
+    assert "ONLINE; DBCC CHECKDB: no allocation or consistency errors; scratch database dropped" in result.detail
+    assert sim.statements("DBCC CHECKDB") == [f"DBCC CHECKDB ([{target}]) WITH NO_INFOMSGS, ALL_ERRORMSGS"]
     [restore] = sim.statements("RESTORE DATABASE")
     assert rf"MOVE N'appservice_hosting' TO N'D:\Drill\{target}_appservice_hosting.mdf'" in restore
     assert set(sim.server.databases) == {"appservice_hosting", "appservice_metering"}
@@ -181,14 +185,36 @@ def test_sql_server_drill_restores_with_move_to_scratch_files_and_drops_the_scra
     assert not list((tmp_path / "staging").iterdir())              # the staged copy is gone
 
 
-def test_sql_server_drill_without_a_data_path_verifies_only(tmp_path):
-    # Given no directory for scratch files (a restore under a new name could not be placed safely)
+def test_sql_server_drill_without_a_data_path_restores_into_the_instance_default_directories(tmp_path):
+    # Given no directory for scratch files
     drill, sim = sql_drill(tmp_path)
-    # When the databases are drilled / Then VERIFYONLY and FILELISTONLY ran, and the report says so
+    # When the databases are drilled
     [result] = checks.databases(drill)
-    assert result.passed and "(verify only)" in result.what and "--data-path" in result.detail
+    # Then it really restored (like Test-DbaLastBackup), into SERVERPROPERTY('InstanceDefaultDataPath'), checked
+    # the copy with DBCC CHECKDB and dropped it
+    assert result.passed, result.error
+    [restore] = sim.statements("RESTORE DATABASE")
+    assert r"TO N'C:\SQL\DATA\drill_appservice_hosting_0a1b2c3d_appservice_hosting.mdf'" in restore
+    assert len(sim.statements("DBCC CHECKDB")) == 1
+    assert set(sim.server.databases) == {"appservice_hosting", "appservice_metering"}
+
+
+def test_a_verify_only_drill_is_reported_as_verified_never_passed(tmp_path):
+    # Given a drill asked to verify only
+    drill, sim = sql_drill(tmp_path)
+    drill.verify_only = True
+    # When the databases are drilled
+    [result] = checks.databases(drill)
+    # Then VERIFYONLY and FILELISTONLY ran, nothing was restored, and the result is "verified"
+    assert result.result == "verified" and not result.passed and "(verify only)" in result.what
+    assert "NOT restored" in result.detail and sim.statements("RESTORE DATABASE") == []
     assert len(sim.statements("RESTORE VERIFYONLY")) == 2       # the backup's own verify, then the drill's
-    assert sim.statements("RESTORE DATABASE") == []
+    # And the drill as a whole, its marker and its metric say "verified", the table says it is not a pass
+    whole = DrillResult(STAMP, drill.set_id, "0a1b2c3d", NOW, finished_at=NOW, components=[result])
+    assert whole.result == "verified" and whole.ok and not whole.passed
+    assert whole.to_json()["result"] == "verified"
+    assert last_by_result([whole.to_json()]) == {(STAMP, "verified"): NOW.timestamp()}
+    assert "drill VERIFIED" in "\n".join(table(whole)) and "not a passed drill" in "\n".join(table(whole))
 
 
 def test_a_set_without_database_artifacts_fails_the_database_drill(tmp_path):

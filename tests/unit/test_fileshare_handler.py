@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 
 import pytest
 
@@ -18,7 +19,7 @@ from workers.fileshare.handler import FileshareHandler
 from workers.fileshare.localtree import LocalTree
 from workers.fileshare.syncstats import SyncStats
 from workers.fileshare.tree import FileProblem, Stat
-from workers.runtime.errors import PermanentError, TransientError
+from workers.runtime.errors import DuplicateJob, PermanentError, TransientError
 from workers.runtime.worker import JobContext
 from workers.storage.local import LocalStore
 
@@ -79,6 +80,43 @@ def test_backup_due_with_fileshare_emits_synced_and_artifact_stored_and_redelive
     # Then the same result is re-emitted and nothing new is stored
     assert again[0].payload == synced.payload and again[1].payload.deduplicated
     assert sorted((tmp_path / "store/stamp1/fileshare/packs").iterdir()) == packs
+
+
+class Held(LocalTree):
+    """A local tree whose first read waits until the test lets it go on (a sync caught mid-way)."""
+
+    def __init__(self, root) -> None:
+        super().__init__(root)
+        self.reading, self.go_on = threading.Event(), threading.Event()
+
+    def read(self, rel: str, listed: Stat, limit: int):
+        self.reading.set()
+        assert self.go_on.wait(30)
+        return super().read(rel, listed, limit)
+
+
+def test_a_second_backup_due_for_a_set_being_synced_is_a_duplicate_and_syncs_nothing(tmp_path, monkeypatch):
+    # Given a sync of set-9 under way (for one backup-due)
+    make_tree(tmp_path / "src")
+    opened: list[Held] = []
+    tree = Held(tmp_path / "src")
+    monkeypatch.setattr(handler_module, "open_tree", lambda *a, **kw: opened.append(tree) or tree)
+    h = planned(handler(tmp_path), "set-9")
+    results: list = []
+    first = threading.Thread(target=lambda: results.append(h.backup_due(due("set-9", "fileshare"), CTX)))
+    first.start()
+    assert tree.reading.wait(30)
+    # When another backup-due for the same set arrives meanwhile
+    other = JobContext("fileshare", "fileshare:2", 0, CTX.logger)
+    # Then it is a duplicate: no second sync
+    with pytest.raises(DuplicateJob, match="stamp1/set-9/fileshare/snapshot.json already runs"):
+        h.backup_due(due("set-9", "fileshare"), other)
+    tree.go_on.set()
+    first.join(30)
+    assert len(opened) == 1 and results[0][0].payload.files == 47
+    # And once the first finished, the other's redelivery re-emits its result without syncing
+    again = h.backup_due(due("set-9", "fileshare"), other)
+    assert len(opened) == 1 and again[0].payload == results[0][0].payload and again[1].payload.deduplicated
 
 
 def test_backup_due_without_fileshare_does_nothing(tmp_path):

@@ -8,7 +8,8 @@ import pika
 
 from contracts import BackupDue, BackupDuePayload, JobFailed, JobFailedPayload, default_registry
 from workers.middleware.base import Hooks, Middleware
-from workers.runtime.errors import PermanentError, TransientError
+from workers.middleware.metrics import Metrics, MetricsMiddleware
+from workers.runtime.errors import DuplicateJob, PermanentError, TransientError
 from workers.runtime.worker import WorkerSpec
 from workers.runtime.processing import Delivery, JobProcessor
 from workers.runtime.topology import Topology
@@ -47,6 +48,20 @@ def test_job_key_is_stable_across_attempts():
     p.process(delivery(body))
     p.process(delivery(body, **{"x-dr-attempt": 2}))
     assert keys[0][0] == keys[1][0] and [a for _, a in keys] == [0, 2]
+
+
+def test_a_duplicate_job_is_acked_without_follow_ups_and_counted():
+    # Given a handler that finds its job already running for another event
+    def duplicate(ev, ctx):
+        raise DuplicateJob("job stamp1/set-1/databases/orders.dump already runs for another event")
+    metrics = Metrics()
+    p = processor(duplicate, hooks=Hooks([MetricsMiddleware(metrics)]))
+    # When the event is processed
+    out = p.process(delivery(event().to_json()))
+    # Then it is acked (no retry, no dead letter, nothing published) and counted as a duplicate
+    assert out.kind == "duplicate" and out.messages == [] and "already runs" in out.error
+    assert metrics.consumed.labels("w", "backup-due", "duplicate")._value.get() == 1
+    assert metrics.dead_letters.labels("w", "backup-due", "permanent")._value.get() == 0
 
 
 def test_transient_errors_walk_the_backoff_then_dead_letter_with_job_failed():

@@ -159,3 +159,20 @@ def test_a_login_without_view_server_state_fails_with_the_grant(tmp_path) -> Non
 def test_a_replica_address_that_is_not_a_host_is_refused_at_start_up(mapping) -> None:
     with pytest.raises(ValueError, match="ag_replica_servers"):
         DatabaseSettings(ag_replica_servers=mapping)
+
+
+def test_a_striped_backup_on_the_preferred_secondary_keeps_its_stripes_and_backup_facts(tmp_path) -> None:
+    # Given three stripes configured and the AG preferring its secondary, reached through the listener
+    engine, network, sims = cluster(tmp_path, stripes=3)
+    # When the database is backed up
+    result = engine.backup(DB, STAGE)
+    # Then the secondary wrote three media families, and the result names each stripe with the facts the set's
+    # manifest keeps: the secondary's version and LSNs from its msdb, times, COPY_ONLY
+    assert result.server == "sql02,1433" and len(result.parts) == 3
+    assert len(sims["sql02"].statements("BACKUP DATABASE")) == 1 and sims["sql01"].statements("BACKUP") == []
+    history = sims["sql02"].server.history[-1]
+    assert (result.first_lsn, result.last_lsn) == (str(history.first_lsn), str(history.last_lsn))
+    version = ".".join(sims["sql02"].server.version.split(".")[:3])          # msdb: major.minor.build
+    assert result.copy_only is True and result.server_version == version
+    assert result.started_at is not None and result.started_at <= result.finished_at
+    assert header_of(sims["sql02"], *result.parts).copy_only                 # one media set of 3 families

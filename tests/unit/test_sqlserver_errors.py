@@ -62,8 +62,10 @@ def truncated(engine, sim) -> None:
     local.write_bytes(local.read_bytes()[:-10])
 
 
-def restoring(engine, sim) -> None:
-    sim.server.databases[DB].state = "RESTORING"
+def file_taken(engine, sim) -> None:
+    backed_up(engine, sim)
+    other = sim.server.add_database("other")
+    other.files[0].physical = r"C:\SQL\DATA\hosting_copy_appservice_hosting.mdf"
 
 
 def locked(engine, sim) -> None:
@@ -83,12 +85,11 @@ def secondary_full(engine, sim) -> None:
 CASES: list[tuple[str, Callable, Callable, dict, type[DrError], str]] = [
     ("3101", sessions, restore_in_place, {}, PermanentError, "SET SINGLE_USER WITH ROLLBACK IMMEDIATE"),
     ("3104", in_ag, restore_in_place, {}, PermanentError, "REMOVE DATABASE [appservice_hosting]"),
-    ("1834", backed_up, lambda e: e.restore("hosting_copy", STAGE), {}, PermanentError, "RESTORE_DATA_PATH"),
+    ("1834", file_taken, lambda e: e.restore("hosting_copy", STAGE), {}, PermanentError, "--data-path"),
     ("12824", containment_off, restore_in_place, {}, PermanentError,
      "sp_configure 'contained database authentication', 1; RECONFIGURE"),
     ("3201", denied, backup, {}, PermanentError, "service account"),
     ("3241", truncated, lambda e: e.verify(STAGE), {}, PermanentError, "new backup"),
-    ("5052", restoring, lambda e: e.drop(DB), {}, PermanentError, "WITH RECOVERY"),
     ("262", least_privilege, lambda e: e.verify(STAGE), {}, PermanentError,
      "ALTER SERVER ROLE dbcreator ADD MEMBER [backup]"),
     ("262", lambda e, s: s.server.logins.__setitem__("backup", Login("backup", SECRET)), backup, {},

@@ -1,13 +1,13 @@
-"""SQL Server engine restores, BACKUP TO URL (S3) and stand-alone verify/check, against the simulated instance."""
+"""SQL Server engine restores (one file or every stripe), stand-alone verify/check, and BACKUP TO URL refused,
+against the simulated instance."""
 from __future__ import annotations
 
 import pytest
 
-from tests.sqlsim import DbFile, Login
+from tests.sqlsim import DbFile
 from tests.unit.sqlserver_sim import DB, STAGE, make
+from workers.engines.base import RestoreOptions
 from workers.runtime.errors import PermanentError
-
-URL_BUCKET = "s3://s3.stamp.local:9000/dr"
 
 
 def test_restore_moves_every_logical_file_and_checks_the_database_is_online(tmp_path) -> None:
@@ -29,14 +29,20 @@ def test_restore_moves_every_logical_file_and_checks_the_database_is_online(tmp_
     assert (result.database, result.state, result.engine) == (target, "ONLINE", "sqlserver")
 
 
-def test_restore_under_a_new_name_without_target_paths_is_refused_over_a_live_databases_files(tmp_path) -> None:
-    # Given no target paths: the backup's own file names belong to the ONLINE source database
+def test_restore_under_a_new_name_without_target_paths_moves_the_files_to_the_instance_defaults(tmp_path) -> None:
+    # Given no target paths and an OFFLINE original whose files REPLACE alone would overwrite silently
     engine, sim = make(tmp_path)
     engine.backup(DB, STAGE)
-    # When / Then SQL Server refuses to overwrite them (1834) and the hint says how to restore elsewhere
-    with pytest.raises(PermanentError, match=r"\(1834\)") as caught:
-        engine.restore("appservice_hosting_copy", STAGE)
-    assert "RESTORE_DATA_PATH" in caught.value.hint and "appservice_hosting_copy" not in sim.server.databases
+    sim.server.databases[DB].state = "OFFLINE"
+    # When it is restored under a new name
+    assert engine.restore("appservice_hosting_copy", STAGE).state == "ONLINE"
+    # Then MOVE put every file into the instance's default directory, named after the target
+    assert [f.physical for f in sim.server.databases["appservice_hosting_copy"].files] == [
+        r"C:\SQL\DATA\appservice_hosting_copy_appservice_hosting.mdf",
+        r"C:\SQL\DATA\appservice_hosting_copy_appservice_hosting_log.ldf"]
+    assert "MOVE N'appservice_hosting'" in sim.statements("RESTORE DATABASE")[0]
+    # And the OFFLINE original's files were not touched
+    assert sim.server.databases[DB].damaged_by_restore is None
 
 
 def test_restore_in_place_replaces_the_database(tmp_path) -> None:
@@ -50,25 +56,6 @@ def test_restore_in_place_replaces_the_database(tmp_path) -> None:
     assert sim.server.databases[DB].rows["dbo.sites"] == 12
 
 
-def test_backup_to_s3_url_creates_the_credential_and_uses_the_s3_transfer_size(tmp_path) -> None:
-    # Given an S3 staging URL, two stripes and keys to create the server credential with
-    engine, sim = make(tmp_path, stripes=2, s3_access_key="AKIA1", s3_secret_key="s3cr'et-KEY")
-    # When it backs up to the URL
-    result = engine.backup(DB, f"{URL_BUCKET}/stamp1/db.bak")
-    # Then the credential was created, both URLs used, MAXTRANSFERSIZE set, and size came from msdb
-    urls = [f"{URL_BUCKET}/stamp1/db.stripe{i}of2.bak" for i in (1, 2)]
-    assert URL_BUCKET in sim.server.credentials and result.parts == tuple(urls)
-    assert "MAXTRANSFERSIZE = 20971520" in sim.statements("BACKUP")[0]
-    assert result.size > 0 and result.checksum is None
-
-
-def test_backup_to_url_without_a_credential_or_keys_fails_with_a_hint(tmp_path) -> None:
-    engine, sim = make(tmp_path)
-    with pytest.raises(PermanentError, match="no credential") as caught:
-        engine.backup(DB, "s3://s3.local/dr/db.bak")
-    assert "CREATE CREDENTIAL" in caught.value.hint and sim.statements("BACKUP") == []
-
-
 def test_verify_and_check_on_their_own(tmp_path) -> None:
     # Given an ONLINE database and a valid backup
     engine, sim = make(tmp_path, verify=False)
@@ -79,26 +66,39 @@ def test_verify_and_check_on_their_own(tmp_path) -> None:
     assert len(sim.connections) == 3 and len(sim.statements("RESTORE VERIFYONLY")) == 1
 
 
-def test_a_credential_the_login_may_not_alter_fails_without_showing_its_secret(tmp_path) -> None:
-    # Given a credential that exists and a login without ALTER ANY CREDENTIAL
-    engine, sim = make(tmp_path, username="operator", password="pw", s3_access_key="AKIA2",
-                       s3_secret_key="ROTATED-SECRET")
-    sim.server.credentials.add("s3://s3.local/dr")
-    sim.server.logins["operator"] = Login("operator", "pw", database_roles={DB: {"db_backupoperator"}})
-    # When / Then the ALTER fails permanently and neither message nor hint holds the secret
-    with pytest.raises(PermanentError) as caught:
+def test_backup_to_a_url_is_refused_before_any_statement(tmp_path) -> None:
+    # Given a staging "directory" that is an S3 URL (BACKUP TO URL is not supported: stage on a share)
+    engine, sim = make(tmp_path)
+    # When / Then the backup is refused with a hint, and SQL Server never saw a BACKUP statement
+    with pytest.raises(PermanentError, match="URL") as caught:
         engine.backup(DB, "s3://s3.local/dr/db.bak")
-    assert caught.value.message.startswith("ALTER CREDENTIAL [s3://s3.local/dr] failed")
-    assert "(15151)" in caught.value.message and "ROTATED-SECRET" not in caught.value.message + caught.value.hint
+    assert "DATABASE_DIR" in caught.value.hint and sim.statements("BACKUP") == []
 
 
-def test_restore_from_an_s3_url_uses_the_existing_credential(tmp_path) -> None:
-    # Given a backup in S3 and a credential already on the server
-    engine, sim = make(tmp_path, restore_data_path="/restore")
-    sim.server.credentials.add("s3://s3.local/dr")
-    url = "s3://s3.local/dr/stamp1/db.bak"
-    engine.backup(DB, url)
-    # When / Then the restore reads from the URL and relocates the files to the configured directory
-    assert engine.restore("dr_copy", url).state == "ONLINE"
-    assert [f.physical for f in sim.server.databases["dr_copy"].files] == [
-        "/restore/dr_copy_appservice_hosting.mdf", "/restore/dr_copy_appservice_hosting_log.ldf"]
+def test_a_striped_backup_is_restored_from_the_stripes_given_whatever_the_local_stripes_setting(tmp_path) -> None:
+    # Given a backup in three stripes, and an engine configured without stripes (another site's settings)
+    striped, sim = make(tmp_path, stripes=3)
+    result = striped.backup(DB, STAGE)
+    plain, other = make(tmp_path, server=sim.server)
+    # When the second engine verifies and restores from the three stripe paths
+    plain.verify(result.parts)
+    restored = plain.restore("hosting_copy", result.parts, data_path=r"D:\Data")
+    # Then RESTORE named every stripe and the copy holds the source's rows
+    statement = other.statements("RESTORE DATABASE")[0]
+    assert all(part in statement for part in result.parts) and restored.state == "ONLINE"
+    assert sim.server.databases["hosting_copy"].rows == sim.server.databases[DB].rows
+
+
+def test_a_striped_restore_goes_through_the_pre_flight(tmp_path) -> None:
+    # Given a backup in three stripes and the database in use by two sessions (the App Service controllers)
+    engine, sim = make(tmp_path, stripes=3)
+    result = engine.backup(DB, STAGE)
+    sim.server.databases[DB].sessions = 2
+    # When / Then an in-place restore from the three stripes is refused before RESTORE DATABASE runs, with the fix
+    with pytest.raises(PermanentError, match="open session") as caught:
+        engine.restore(DB, result.parts)
+    assert "--force-disconnect" in caught.value.hint and sim.statements("RESTORE DATABASE") == []
+    # And with --force-disconnect's option every stripe is restored after HEADERONLY read all three
+    restored = engine.restore(DB, result.parts, options=RestoreOptions(expected_database=DB, force_disconnect=True))
+    assert restored.state == "ONLINE"
+    assert all(part in sim.statements("RESTORE HEADERONLY")[-1] for part in result.parts)

@@ -41,14 +41,16 @@ def test_literals_refuse_control_characters(bad) -> None:
         tsql.literal(bad)
 
 
-def test_devices_must_not_mix_urls_and_paths() -> None:
-    with pytest.raises(PermanentError, match="mix"):
-        tsql.devices_clause(["/a.bak", "s3://h/b/a.bak"])
+def test_url_devices_are_refused_with_a_hint() -> None:
+    for devices in (["/a.bak", "s3://h/b/a.bak"], ["https://h/b/a.bak"]):
+        with pytest.raises(PermanentError, match="URL") as caught:
+            tsql.devices_clause(devices)
+        assert "DATABASE_DIR" in caught.value.hint
 
 
-def test_stripe_names_keep_the_extension_for_paths_unc_and_urls() -> None:
+def test_stripe_names_keep_the_extension_for_paths_and_unc() -> None:
     assert stripe_paths(r"\\fs\share\db.bak", 2) == [r"\\fs\share\db.stripe1of2.bak", r"\\fs\share\db.stripe2of2.bak"]
-    assert stripe_paths("s3://h:9000/b/k/db", 2) == ["s3://h:9000/b/k/db.stripe1of2", "s3://h:9000/b/k/db.stripe2of2"]
+    assert stripe_paths("/s/k/db", 2) == ["/s/k/db.stripe1of2", "/s/k/db.stripe2of2"]
     assert stripe_paths("/x.y/db.bak", 1) == ["/x.y/db.bak"]
 
 
@@ -61,12 +63,6 @@ def test_plan_moves_uses_linux_separators_and_sanitises_file_names() -> None:
     assert tsql.plan_moves("a/b:c", files, "/restore/", None) == [
         ("data", "/restore/a_b_c_data.mdf"), ("fs", "/restore/a_b_c_fs"), ("log", "/restore/a_b_c_log.ldf")]
     assert tsql.plan_moves("db", files, None, "/logs") == [("log", "/logs/db_log.ldf")]
-
-
-def test_credential_names_need_path_style_s3_urls() -> None:
-    assert tsql.credential_name("s3://s3.local:9000/bucket/a/b.bak") == "s3://s3.local:9000/bucket"
-    with pytest.raises(PermanentError):
-        tsql.credential_name("s3://s3.local/")
 
 
 def test_odbc_texts_are_cleaned_and_numbered() -> None:
@@ -151,8 +147,9 @@ def test_settings_defaults_validation_and_secret_redaction() -> None:
     assert DatabaseSettings(engine="postgres").effective_driver == "PostgreSQL Unicode"
     # When / Then invalid values are refused and secrets never print
     for bad in (dict(max_transfer_size=100000), dict(stats_percent=0), dict(stripes=65), dict(databases=[]),
-                dict(databases=["a", "a"]), dict(s3_access_key="AK"), dict(unknown=1)):
+                dict(databases=["a", "a"]), dict(s3_access_key="AK"), dict(url_max_transfer_size=5242880),
+                dict(log_backup_max_age_minutes=-1), dict(unknown=1)):
         with pytest.raises(ValidationError):
             DatabaseSettings(**bad)
-    shown = repr(settings(s3_access_key="AK", s3_secret_key="S3-SECRET"))
-    assert SECRET not in shown and "S3-SECRET" not in shown
+    shown = repr(settings())
+    assert SECRET not in shown

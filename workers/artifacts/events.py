@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from contracts import ArtifactStored, ArtifactStoredPayload, Envelope
+from workers.artifacts.jobs import follow_up_id
 from workers.artifacts.service import StoredArtifact
 
 
@@ -12,4 +13,5 @@ def artifact_stored(cause: Envelope, stored: StoredArtifact, *, store: str, comp
         plaintext_size=stored.plaintext_size, plaintext_sha256=stored.plaintext_sha256,
         stored_size=stored.stored_size, stored_sha256=stored.stored_sha256, compressed=stored.compressed,
         encrypted=stored.encrypted, thumbprint=stored.thumbprint, verified_by=stored.verified_by,
-        deduplicated=stored.deduplicated, duration_seconds=round(duration, 3)), source=source)  # type: ignore
+        deduplicated=stored.deduplicated, duration_seconds=round(duration, 3)), source=source,  # type: ignore
+        event_id=follow_up_id(cause, ArtifactStored.event_type, component, name))  # the same again when redelivered

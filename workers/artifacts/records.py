@@ -1,7 +1,8 @@
 """Artifact records (``KEY.record.json``): what one stored artifact is, signed by the worker that stored it.
 
 A record holds the artifact's key, its plaintext size and SHA-256 and the size and SHA-256 of its stored
-bytes (header, segments, trailer). Its signature (``workers.storage.signing``) binds the record's own store
+bytes (header, segments, trailer), and optionally the producer's ``metadata`` (a database backup's LSNs,
+server version, start and finish times, copy-only flag, stripe). Its signature (``workers.storage.signing``) binds the record's own store
 key, so a record — and with it the artifact — copied to another key is refused, as is one whose ``key``
 field names another key.
 """
@@ -36,10 +37,13 @@ class StoredArtifact:
     stored_at: str
     object_modified: str | None = None   # the object's modified time when it was verified (detects rewrites)
     deduplicated: bool = False
+    metadata: dict | None = None         # the producer's facts (database backups: LSNs, version, times, stripes)
 
     def to_json(self) -> bytes:
         data = asdict(self)
         data.pop("deduplicated")
+        if data["metadata"] is None:
+            data.pop("metadata")         # records without metadata keep their old form
         return json.dumps(data, sort_keys=True).encode()
 
 

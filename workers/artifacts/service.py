@@ -18,7 +18,7 @@ import io
 import logging
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import BinaryIO, Callable, ContextManager, Iterator
+from typing import Any, BinaryIO, Callable, ContextManager, Iterator, Mapping
 
 from cryptography.x509 import Certificate
 
@@ -114,6 +114,23 @@ class ArtifactStore:
             log.warning("skipping %s %s: %s", what, key, exc.message)
             return None
 
+    def stored(self, key: str) -> StoredArtifact | None:
+        """The artifact under ``key`` if it is stored and was verified: its record passes :meth:`record`'s checks
+        and the object is there as the record describes it (size, and modification time when recorded). None
+        otherwise — the job that makes it has not finished (or must run again). Marked ``deduplicated``."""
+        try:
+            rec = self.record(key)
+            info = self.backend.stat(key) if rec is not None else None
+        except ObjectNotFound:
+            return None
+        except PermanentError as exc:                   # damaged, unsigned or forged: not a finished job
+            log.warning("artifact %s is not taken as stored: %s", key, exc.message)
+            return None
+        if rec is None or info is None or info.size != rec.stored_size or \
+                (rec.object_modified and info.modified.isoformat() != rec.object_modified):
+            return None
+        return replace(rec, deduplicated=True)
+
     def _write_record(self, artifact: StoredArtifact) -> None:
         body = record_body(self.backend, artifact)
         self.backend.put(artifact.key + RECORD_SUFFIX, io.BytesIO(body), size=len(body),
@@ -122,10 +139,11 @@ class ArtifactStore:
     # ---- put -------------------------------------------------------------------------------------
     def put(self, key: str, open_source: Opener, *, known_sha256: str | None = None,
             require_encryption: bool = False, progress: Progress | None = None,
-            replace_uncommitted: bool = False) -> StoredArtifact:
+            replace_uncommitted: bool = False, metadata: Mapping[str, Any] | None = None) -> StoredArtifact:
         """Store what ``open_source()`` yields under ``key``; an identical artifact already there is kept, a
         different one refused (OverwriteError) unless ``replace_uncommitted``: the caller owns the key and
-        knows what is there was never committed (a manifest whose snapshot has no summary yet)."""
+        knows what is there was never committed (a manifest whose snapshot has no summary yet). ``metadata``
+        goes into the record of a newly stored artifact (an identical one already there keeps its record)."""
         existing = self._reuse(key, open_source, known_sha256, require_encryption, not replace_uncommitted)
         if existing is not None:
             return existing
@@ -138,7 +156,7 @@ class ArtifactStore:
             raise TransientError(f"staged file for {key} changed while it was read (SHA-256 differs from the "
                                  "producer's)", hint="Retried automatically; if it persists the producer's "
                                                      "SHA-256 is wrong.")
-        return self._recorded(key, encoded, landed)
+        return self._recorded(key, encoded, landed, metadata)
 
     def put_buffer(self, key: str, body: bytes | bytearray | memoryview, *, new_key: bool = False,
                    require_encryption: bool = False, hash_plaintext: bool = True) -> StoredArtifact:
@@ -201,13 +219,15 @@ class ArtifactStore:
                                  f"with different content (SHA-256 {str(rec.plaintext_sha256)[:12]}…, new "
                                  f"{sha256[:12]}…)")
 
-    def _recorded(self, key: str, encoded: EncodingStream | EncodedBuffer, landed: ObjectInfo) -> StoredArtifact:
+    def _recorded(self, key: str, encoded: EncodingStream | EncodedBuffer, landed: ObjectInfo,
+                  metadata: Mapping[str, Any] | None = None) -> StoredArtifact:
         """Verify what landed against what was encoded, then write the record."""
         artifact = StoredArtifact(
             key=key, plaintext_size=encoded.plaintext_size, plaintext_sha256=encoded.plaintext_sha256,
             stored_size=encoded.stored_size, stored_sha256=encoded.stored_sha256, compressed=encoded.compressed,
             encrypted=encoded.encrypted, thumbprint=encoded.thumbprint, verified_by=self.verify_mode,
-            stored_at=datetime.now(timezone.utc).isoformat())  # type: ignore[arg-type]
+            stored_at=datetime.now(timezone.utc).isoformat(),
+            metadata=dict(metadata) if metadata else None)  # type: ignore[arg-type]
         artifact = self._verify_landed(artifact, landed)
         self._write_record(artifact)
         return artifact

@@ -9,12 +9,17 @@ Layout under ``<stamp>/<backup-set-id>/`` (besides the artifacts and records, se
 * ``complete.json`` — the completion marker, written once when every planned component has its artifacts.
   Only a set with this marker counts as complete (for listings and retention); retention deletes it
   first, so a half-deleted set never looks complete.
+* ``failed.json`` / ``expired.json`` — written once by the catalog when a job of the set was dead-lettered or
+  its deadline passed (see :mod:`workers.artifacts.lifecycle` for the states).
 * ``skipped/<database>.json`` — a skip note, written once by the catalog when the db-backup worker skipped a
   database on purpose (``database-backed-up`` with ``skipped_reason``, e.g. not the preferred Always On
   replica): database, reason, server, how to fix. A skip does **not** count as an artifact — a set missing a
   database cannot restore the stamp, so it stays incomplete — but it turns a silent wait into
   "waiting: appservice_metering skipped (not the preferred replica)" (:func:`waiting_for`). If the database is
   backed up into the set later, the set completes normally and the note stays as history.
+
+Databases count per database, not per artifact: a striped backup is one artifact per stripe and counts once
+all its stripes are stored (:mod:`workers.artifacts.stripes`).
 
 A backup set exists only when planned: the catalog writes ``plan.json`` from an accepted ``backup-due``. Every
 worker that writes into a set first calls :func:`require_plan`: without a plan it retries (the plan may still
@@ -40,13 +45,16 @@ from typing import Iterable, Mapping
 from contracts.envelope import FUTURE_SKEW, SET_ID, Envelope, is_future, set_id_time
 from workers.artifacts.setmanifest import MANIFEST, PLAN, BackupSet
 from workers.artifacts.service import RECORD_SUFFIX
+from workers.artifacts.logchain import is_log
+from workers.artifacts.stripes import database_count, database_of
 from workers.runtime.errors import PermanentError, TransientError
 from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
 from workers.storage.signing import sign_body, verified
 
 COMPLETE = "complete.json"
+FAILED_FILE, EXPIRED_FILE = "failed.json", "expired.json"   # see workers.artifacts.lifecycle
 SKIPPED = "skipped/"
-CATALOG_FILES = (PLAN, COMPLETE, MANIFEST)
+CATALOG_FILES = (PLAN, COMPLETE, MANIFEST, FAILED_FILE, EXPIRED_FILE)
 DEFAULT_DEADLINE = timedelta(hours=6)
 
 
@@ -59,7 +67,7 @@ def id_time(set_id: str) -> datetime | None:
     return set_id_time(set_id)
 
 
-def _parse_time(value: object) -> datetime | None:
+def parse_time(value: object) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
@@ -105,13 +113,13 @@ class Plan:
         expected = data.get("expected")
         return cls(stamp=str(data.get("stamp", "")), backup_set_id=str(data.get("backup_set_id", "")),
                    components=tuple(data.get("components") or ()), reason=str(data.get("reason", "")),
-                   requested_at=_parse_time(data.get("requested_at")), requested_by=data.get("requested_by"),
+                   requested_at=parse_time(data.get("requested_at")), requested_by=data.get("requested_by"),
                    event_id=data.get("event_id"),
                    expected=dict(expected) if isinstance(expected, dict) else None,
                    unserved=tuple(data.get("unserved") or ()))
 
 
-def _read_json(backend: StorageBackend, key: str) -> dict | None:
+def read_object(backend: StorageBackend, key: str) -> dict | None:
     """The JSON object stored at ``key``; None when it is missing or not a JSON object (damaged)."""
     try:
         with backend.open(key) as stream:
@@ -132,7 +140,7 @@ def put_once(backend: StorageBackend, key: str, body: bytes) -> bool:
 
 
 def read_plan(backend: StorageBackend, stamp: str, set_id: str) -> Plan | None:
-    data = _read_json(backend, set_prefix(stamp, set_id) + PLAN)
+    data = read_object(backend, set_prefix(stamp, set_id) + PLAN)
     return Plan.from_json(data) if data is not None else None
 
 
@@ -143,7 +151,7 @@ def write_plan(backend: StorageBackend, plan: Plan) -> bool:
 
 # ---------------------------------------------------------------------------------------------- marker
 def read_marker(backend: StorageBackend, stamp: str, set_id: str) -> dict | None:
-    return _read_json(backend, set_prefix(stamp, set_id) + COMPLETE)
+    return read_object(backend, set_prefix(stamp, set_id) + COMPLETE)
 
 
 def write_marker(backend: StorageBackend, stamp: str, set_id: str, marker: Mapping) -> bool:
@@ -151,12 +159,21 @@ def write_marker(backend: StorageBackend, stamp: str, set_id: str, marker: Mappi
     return put_once(backend, set_prefix(stamp, set_id) + COMPLETE, body)
 
 
-def component_counts(backup_set: BackupSet) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for artifact in backup_set.artifacts:
-        component = artifact.key.split("/")[2]
-        counts[component] = counts.get(component, 0) + 1
+def counts_of(names: Iterable[tuple[str, str]]) -> dict[str, int]:
+    """Artifacts per component from (component, name) pairs; ``databases`` counts whole database backups (a
+    striped one once every stripe is there, see :mod:`workers.artifacts.stripes`)."""
+    by_component: dict[str, list[str]] = {}
+    for component, name in names:
+        by_component.setdefault(component, []).append(name)
+    counts = {c: len(n) for c, n in by_component.items()}
+    if "databases" in by_component:       # log backups (``.trn``) extend a database, they are not one
+        counts["databases"] = database_count(n for n in by_component["databases"] if not is_log(n))
     return counts
+
+
+def component_counts(backup_set: BackupSet) -> dict[str, int]:
+    return counts_of((a.key.split("/")[2], a.key.split("/", 3)[3]) for a in backup_set.artifacts
+                     if len(a.key.split("/", 3)) == 4)
 
 
 def is_complete(plan: Plan | None, backup_set: BackupSet) -> bool:
@@ -211,19 +228,20 @@ def write_skip(backend: StorageBackend, stamp: str, set_id: str, database: str, 
 
 
 def read_skip(backend: StorageBackend, stamp: str, set_id: str, database: str) -> dict | None:
-    return _read_json(backend, skip_key(stamp, set_id, database))
+    return read_object(backend, skip_key(stamp, set_id, database))
 
 
 def read_skips(backend: StorageBackend, stamp: str, set_id: str) -> dict[str, dict]:
     """Every skip note of the set, by database name."""
     prefix = set_prefix(stamp, set_id) + SKIPPED
-    notes = (_read_json(backend, info.key) for info in backend.list(prefix) if info.key.endswith(".json"))
+    notes = (read_object(backend, info.key) for info in backend.list(prefix) if info.key.endswith(".json"))
     return {str(n["database"]): n for n in notes if n and n.get("database")}
 
 
 def has_database(backup_set: BackupSet, database: str) -> bool:
-    """Whether the set holds an artifact of ``database`` (``databases/<database>.bak`` / ``.dump``)."""
-    return any(parts[2] == "databases" and parts[3].rsplit(".", 1)[0] == database
+    """Whether the set holds an artifact of ``database`` (``databases/<database>.bak`` / ``.dump``, or one of
+    its stripes ``.bak.<i>of<N>``)."""
+    return any(parts[2] == "databases" and database_of(parts[3]) == database
                for parts in (a.key.split("/", 3) for a in backup_set.artifacts) if len(parts) == 4)
 
 
@@ -266,12 +284,10 @@ class SetObjects:
     def stored_counts(self) -> dict[str, int]:
         """Artifacts per component that this listing shows stored: ``<component>/<name>`` with its record
         ``<component>/<name>.record.json`` (a half-deleted artifact, one without the other, does not count)."""
-        names, counts = self.names, {}
-        for name in names:
-            parts = name.split("/")
-            if len(parts) == 2 and name.endswith(RECORD_SUFFIX) and name[:-len(RECORD_SUFFIX)] in names:
-                counts[parts[0]] = counts.get(parts[0], 0) + 1
-        return counts
+        names = self.names
+        return counts_of(tuple(name[:-len(RECORD_SUFFIX)].split("/")) for name in names   # type: ignore[misc]
+                         if len(name.split("/")) == 2 and name.endswith(RECORD_SUFFIX)
+                         and name[:-len(RECORD_SUFFIX)] in names)
 
     @property
     def newest_object(self) -> datetime | None:
@@ -298,6 +314,6 @@ def set_time(set_id: str, plan: Plan | dict | None, marker: dict | None,
              objects: Iterable[ObjectInfo] = ()) -> datetime | None:
     """When the set was requested: ``requested_at`` of the plan (or the copy in the marker), else the time
     in the id, else when it completed, else its newest object; None if nothing tells."""
-    planned = plan.requested_at if isinstance(plan, Plan) else _parse_time((plan or {}).get("requested_at"))
-    return (planned or _parse_time((marker or {}).get("requested_at")) or id_time(set_id)
-            or _parse_time((marker or {}).get("completed_at")) or max((o.modified for o in objects), default=None))
+    planned = plan.requested_at if isinstance(plan, Plan) else parse_time((plan or {}).get("requested_at"))
+    return (planned or parse_time((marker or {}).get("requested_at")) or id_time(set_id)
+            or parse_time((marker or {}).get("completed_at")) or max((o.modified for o in objects), default=None))

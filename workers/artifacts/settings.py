@@ -4,8 +4,10 @@ or seconds) and the verify modes of a stored artifact (chosen in the upload sect
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+import json
+from typing import Annotated, Iterable, Literal
 
+from pydantic_settings import NoDecode
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from workers.runtime.parsing import short_duration
@@ -21,18 +23,53 @@ class RetentionSettings(BaseModel, extra="forbid"):
     keep_within: timedelta | None = Field(default=None, description="Also keep every set (complete or not) "
                                           "younger than this, e.g. 30d, 12h or ISO 8601 P30D")
     auto: bool = Field(default=True, description="The catalog worker applies retention whenever a set completes")
-    set_deadline: timedelta = Field(default=timedelta(hours=6), description="How long after its time (in its id) "
-                                    "a backup set may still get its plan: artifacts for an unplanned set are retried "
-                                    "until then, and dead-lettered after")
+    set_deadline: timedelta = Field(default=timedelta(hours=6), description="The set deadline: how long after "
+                                    "its time a backup set may take to complete (the catalog marks it expired and "
+                                    "notifies after that) and may still get its plan (artifacts for an unplanned set "
+                                    "are retried until then, and dead-lettered after)")
+    component_deadlines: Annotated[dict[str, timedelta], NoDecode] = Field(default_factory=dict, description="Longer (or shorter) "
+                                                      "deadlines per component, e.g. {\"fileshare\": \"12h\"}: a "
+                                                      "set's deadline is the longest of its planned components'")
+    rpo_objective: timedelta = Field(default=timedelta(hours=26), description="Recovery point objective: the "
+                                     "newest complete set of a stamp may be at most this old (`appsvc-dr status` "
+                                     "and the AppsvcDrRpoBreached alert, via appsvc_dr_rpo_objective_seconds)")
+    set_check_interval: timedelta = Field(default=timedelta(seconds=60), description="How often the catalog "
+                                          "checks open sets against their deadline (a set expires even when no "
+                                          "further event arrives)")
     incomplete_grace: timedelta | None = Field(default=None, description="Incomplete sets younger than this are "
                                                "never deleted (they may still complete); default: set_deadline")
 
-    @field_validator("keep_within", "set_deadline", "incomplete_grace", mode="before")
+    @field_validator("keep_within", "set_deadline", "incomplete_grace", "set_check_interval", "rpo_objective",
+                     mode="before")
     @classmethod
     def _duration(cls, value: object) -> object:
         return short_duration(value)
 
-    @field_validator("keep_within", "set_deadline", "incomplete_grace")
+    @field_validator("component_deadlines", mode="before")
+    @classmethod
+    def _durations(cls, value: object) -> object:
+        if isinstance(value, str) and value.lstrip().startswith("{"):     # JSON
+            value = json.loads(value)
+        elif isinstance(value, str):    # APPSVC_DR_RETENTION__COMPONENT_DEADLINES=fileshare=12h,databases=8h
+            value = dict(part.split("=", 1) for part in value.split(",") if "=" in part)
+        if isinstance(value, dict):
+            return {str(k).strip(): short_duration(v.strip() if isinstance(v, str) else v) for k, v in value.items()}
+        return value
+
+    @field_validator("component_deadlines")
+    @classmethod
+    def _positive_each(cls, value: dict[str, timedelta]) -> dict[str, timedelta]:
+        bad = [k for k, v in value.items() if v <= timedelta(0)]
+        if bad:
+            raise ValueError(f"component_deadlines of {', '.join(bad)} must be longer than 0 seconds")
+        return value
+
+    def deadline_for(self, components: Iterable[str]) -> timedelta:
+        """A set's deadline after its time: the longest of its components' (``set_deadline`` when none is set)."""
+        return max((self.component_deadlines.get(c, self.set_deadline) for c in components),
+                   default=self.set_deadline)
+
+    @field_validator("keep_within", "set_deadline", "incomplete_grace", "set_check_interval", "rpo_objective")
     @classmethod
     def _positive(cls, value: timedelta | None, info: ValidationInfo) -> timedelta | None:
         if value is not None and value <= timedelta(0):

@@ -8,6 +8,9 @@
   Retention deletions are logged at WARNING; each incomplete set it deletes is told to the operator with a
   ``job-failed`` warning (see :mod:`workers.catalog.deleted`), and the file-share snapshots of deleted sets are
   forgotten with them (no orphan snapshot).
+* ``job-failed`` (final, from another worker) → the set ``failed``; on a timer, open sets past their deadline →
+  ``expired`` (see :mod:`workers.catalog.lifecycle`); a late artifact still completes either (logged as late).
+  Recovery-point metrics per stamp come from the store (:mod:`workers.catalog.rpo`).
 * ``backup-set-completed`` → one audit log line (the event must be routable; this is its consumer).
 * ``database-backed-up`` with ``skipped_reason`` → a skip note in the set and one ``job-failed`` warning for
   the operator (see :mod:`workers.catalog.skips`); the set keeps waiting for that database.
@@ -25,31 +28,38 @@ both emit the event (same event id, so consumers can deduplicate).
 """
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime, timezone
 
 from contracts import (ArtifactMirrored, ArtifactStored, BackupDue, BackupSetCompleted, BackupSetCompletedPayload,
-                       DatabaseBackedUp, Envelope, FileshareSynced, SecretsStored)
+                       DatabaseBackedUp, Envelope, FileshareSynced, JobFailed, SecretsStored)
 from contracts.events.backup import ALL_COMPONENTS, Component
 from workers.artifacts.setmanifest import write_manifest
 from workers.artifacts.retention import apply_retention
 from workers.artifacts.service import ArtifactStore
-from workers.artifacts.sets import (Plan, is_complete, read_marker, read_plan, read_skips, require_planned, waiting_for,
+from workers.artifacts.sets import (EXPIRED_FILE, FAILED_FILE, Plan, is_complete, read_marker, read_plan, read_skips,
+                                    require_planned, set_prefix, waiting_for,
                                     write_marker, write_plan)
 from workers.artifacts.settings import RetentionSettings
 from workers.catalog.deleted import deleted_warnings, forget_snapshots_of
+from workers.catalog.lifecycle import Lifecycle, remember_stamp
+from workers.catalog.rpo import NewestSecrets, SecretsAge, SetMetrics
 from workers.catalog.skips import record_skip
 from workers.catalog.unserved import split as unserved_split
 from workers.catalog.unserved import warning as unserved_warning
 from workers.engines.settings import DatabaseSettings
+from workers.middleware.metrics import Metrics
 from workers.repository.forget import Policy, forget
 from workers.repository.repo import Repository
+from workers.runtime.errors import DrError
 from workers.runtime.worker import JobContext, WorkerSpec
 from workers.storage.factory import build_store
 from workers.storage.settings import EncryptionSettings, StoreSettings
 from workers.storage.signing import attach, trust_from_settings
 
 WORKER = "catalog"
+log = logging.getLogger("appsvc_dr.catalog")
 _COMPLETED_IDS = uuid.UUID("6f1c7d52-8a57-4a43-9d0e-3c9b51f0c0de")
 
 
@@ -60,10 +70,12 @@ def completion_event_id(stamp: str, set_id: str) -> uuid.UUID:
 
 class CatalogHandler:
     def __init__(self, retention: RetentionSettings, store: ArtifactStore, databases: int | None = None,
-                 components: tuple[str, ...] | None = None) -> None:
+                 components: tuple[str, ...] | None = None, lifecycle: Lifecycle | None = None) -> None:
         self.retention, self.store = retention, store
         self.databases = databases  # artifacts the databases component must have (one per configured database)
         self.components = components  # what this site backs up (None: everything)
+        self.lifecycle = lifecycle or Lifecycle(retention, store)   # failed / expired sets, set metrics
+        self.secrets_age: SecretsAge | None = None
 
     @property
     def backend(self):
@@ -82,6 +94,8 @@ class CatalogHandler:
                     event_id=str(event.event_id),
                     expected={"databases": self.databases} if self.databases and "databases" in served
                     else None, unserved=unserved)
+        self.lifecycle.stamps.add(event.stamp)
+        remember_stamp(self.backend, event.stamp)
         if write_plan(self.backend, plan):
             ctx.logger.info("planned backup set %s/%s: %s (%s)", event.stamp, event.correlation_id,
                             ", ".join(plan.components), plan.reason)
@@ -109,6 +123,8 @@ class CatalogHandler:
             marker = self._marker(event, plan, backup_set)
             if not write_marker(self.backend, stamp, set_id, marker):
                 marker = read_marker(self.backend, stamp, set_id) or marker   # another replica was first
+            self._tell_if_late(stamp, set_id, ctx)
+            self.lifecycle.scan(stamp)
         if marker.get("caused_by") != str(event.event_id):
             ctx.logger.info("backup set %s/%s is already complete; manifest updated (%d artifacts)", stamp,
                             set_id, len(backup_set.artifacts))
@@ -121,6 +137,13 @@ class CatalogHandler:
         ctx.logger.info("backup set %s/%s complete: %s, %d artifact(s), %d bytes", stamp, set_id,
                         ", ".join(marker["components"]), marker["artifacts"], marker["stored_bytes"])
         return [completed, *self._apply_retention(event, ctx)]
+
+    def _tell_if_late(self, stamp: str, set_id: str, ctx: JobContext) -> None:
+        for name in (EXPIRED_FILE, FAILED_FILE):
+            if self.backend.exists(set_prefix(stamp, set_id) + name):
+                ctx.logger.warning("backup set %s/%s completed LATE: it was recorded %s before its last artifact "
+                                   "arrived; it is a complete recovery point now", stamp, set_id,
+                                   name.removesuffix(".json"))
 
     @staticmethod
     def _marker(event: ArtifactStored, plan: Plan | None, backup_set) -> dict:
@@ -175,6 +198,21 @@ class CatalogHandler:
                         event.correlation_id, event.payload.model_dump_json())
         return []
 
+    def job_failed(self, event: JobFailed, ctx: JobContext) -> list[Envelope]:
+        """A dead-lettered job of another worker fails its set at once (see :mod:`workers.catalog.lifecycle`)."""
+        return self.lifecycle.job_failed(event)
+
+    def check_deadlines(self) -> list[Envelope]:
+        """The timer: sets past their deadline expire (one notification each)."""
+        return self.lifecycle.check()
+
+    def secrets_stored(self, event: SecretsStored, ctx: JobContext) -> list[Envelope]:
+        """An audit line; the newest-secrets gauge follows the store."""
+        self.audit(event, ctx)
+        if self.secrets_age is not None:
+            self.secrets_age.refresh(event.stamp)
+        return []
+
     def database_backed_up(self, event: DatabaseBackedUp, ctx: JobContext) -> list[Envelope]:
         """An audit line; a skipped database is recorded in its set and told to the operator once."""
         self.audit(event, ctx)
@@ -189,16 +227,37 @@ class CatalogHandler:
 
 SPEC = WorkerSpec(WORKER, {BackupDue: CatalogHandler.backup_due, ArtifactStored: CatalogHandler.artifact_stored,
                            BackupSetCompleted: CatalogHandler.backup_set_completed,
-                           SecretsStored: CatalogHandler.audit, FileshareSynced: CatalogHandler.audit,
+                           SecretsStored: CatalogHandler.secrets_stored, FileshareSynced: CatalogHandler.audit,
                            DatabaseBackedUp: CatalogHandler.database_backed_up,
+                           JobFailed: CatalogHandler.job_failed,
                            ArtifactMirrored: CatalogHandler.audit},           # the mirror worker's results
                   concurrency=1, prefetch=20)  # quick jobs: small JSON files
 
 
 def build_catalog_worker(*, retention: RetentionSettings, store: StoreSettings, encryption: EncryptionSettings,
-                         database: DatabaseSettings, components: tuple[Component, ...]) -> WorkerSpec:
-    """The ``catalog`` worker. It only reads records and writes small JSON files: no certificate needed."""
+                         database: DatabaseSettings, components: tuple[Component, ...], stamp: str | None = None,
+                         metrics: Metrics | None = None, newest_secrets: NewestSecrets | None = None) -> WorkerSpec:
+    """The ``catalog`` worker. It only reads records and writes small JSON files: no certificate needed.
+    Its timer expires sets past their deadline; ``metrics`` get the recovery-point gauges, rebuilt from the
+    store at start (see :mod:`workers.catalog.rpo`), and the newest secrets version read by ``newest_secrets``."""
     artifacts = ArtifactStore(attach(build_store(store), trust_from_settings(encryption)))
+    lifecycle = Lifecycle(retention, artifacts, stamps=(stamp,) if stamp else ())
     handler = CatalogHandler(retention, artifacts,        # signs plans and markers, checks what it reads
-                             databases=len(database.databases), components=tuple(components))
-    return SPEC.bind(handler, on_shutdown=artifacts.close)
+                             databases=len(database.databases), components=tuple(components), lifecycle=lifecycle)
+    if metrics is not None:
+        lifecycle.observers.append(SetMetrics(metrics.registry, retention.rpo_objective.total_seconds()))
+        if newest_secrets is not None:
+            handler.secrets_age = SecretsAge(metrics.secrets_newest, newest_secrets, artifacts)
+
+    def start() -> None:      # the metrics from the store, before the first event or tick
+        try:
+            for known in lifecycle.known_stamps():
+                lifecycle.scan(known)
+                if handler.secrets_age is not None:
+                    handler.secrets_age.refresh(known)
+        except DrError as exc:  # the store may come back: the timer scans again, events still get handled
+            log.warning("cannot read the backup sets at start (%s); the recovery-point metrics follow with the "
+                        "next check. How to fix: %s", exc.message, exc.hint)
+
+    return SPEC.bind(handler, on_start=start, on_shutdown=artifacts.close, on_timer=handler.check_deadlines,
+                     timer_interval=retention.set_check_interval.total_seconds())

@@ -23,7 +23,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def build_parser() -> argparse.ArgumentParser:
     from workers.cli import artifacts_cmd, config_cmd, demo_cmd, dlq_cmd, drill_cmd, fileshare_cmd, keys_cmd, \
-        mirror_cmd, publish_cmd, restore_cmd, run_cmd, schedule_cmd, secrets_cmd
+        mirror_cmd, publish_cmd, recover_cmd, restore_cmd, run_cmd, schedule_cmd, secrets_cmd, status_cmd
 
     parser = argparse.ArgumentParser(prog="appsvc-dr", description="Backup and disaster recovery for App "
                                      "Service on Azure Stack Hub.")
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_option(parser)                    # --store primary|NAME: which copy of the store commands use
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (publish_cmd, run_cmd, dlq_cmd, config_cmd, secrets_cmd, restore_cmd, artifacts_cmd, keys_cmd,
-                   demo_cmd, schedule_cmd, fileshare_cmd, drill_cmd, mirror_cmd):
+                   demo_cmd, schedule_cmd, fileshare_cmd, drill_cmd, recover_cmd, status_cmd, mirror_cmd):
         module.register(sub)
     return parser
 

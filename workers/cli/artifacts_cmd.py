@@ -1,5 +1,9 @@
 """`artifacts list|get|verify` and `retention apply`: the operator's view of the store.
 
+``artifacts list --set S`` shows, under each database backup, what its record says about it (engine and server
+version, full / copy-only, first..last LSN and the base LSN, start and finish, stripe i of N); ``--json`` gives
+the records' ``metadata`` as stored.
+
 Passwords never travel on the command line: ``--key-password-env VAR`` / ``--pfx-password-env VAR`` name an
 environment variable; without one, a password-protected key is asked for interactively (getpass) when
 stdin is a terminal.
@@ -128,7 +132,24 @@ def _list_one(store: ArtifactStore, stamp: str, set_id: str, as_json: bool) -> i
         name = a.key.split("/", 2)[2]
         enc = f"yes ({a.thumbprint})" if a.encrypted else "no"
         print(f"{name:44} {a.plaintext_size:>12} {a.stored_size:>12}  {(a.plaintext_sha256 or '-')[:12]:12}  {enc}")
+        if a.metadata:
+            print(f"    {describe_backup(a.metadata)}")
     return 0
+
+
+def describe_backup(meta: dict) -> str:
+    """One line from a database backup's record metadata: engine, version, server, kind, LSNs, times, stripe."""
+    kind = str(meta.get("backup_type", "backup")) + (", copy-only" if meta.get("copy_only") else "")
+    parts = [" ".join(str(meta[k]) for k in ("engine", "server_version") if meta.get(k)) or "?",
+             f"on {meta['server']}" if meta.get("server") else "", kind]
+    if meta.get("first_lsn") or meta.get("last_lsn"):
+        parts.append(f"LSN {meta.get('first_lsn', '?')}..{meta.get('last_lsn', '?')}"
+                     + (f" (base {meta['database_backup_lsn']})" if meta.get("database_backup_lsn") else ""))
+    if meta.get("started_at") or meta.get("finished_at"):
+        parts.append(f"{str(meta.get('started_at', '?'))[:19]} → {str(meta.get('finished_at', '?'))[:19]} UTC")
+    if int(meta.get("stripes") or 1) > 1:
+        parts.append(f"stripe {meta.get('stripe', '?')} of {meta['stripes']}")
+    return " · ".join(p for p in parts if p)
 
 
 # -------------------------------------------------------------------------------------------- get

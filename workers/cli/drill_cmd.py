@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import sys
+import threading
+from datetime import datetime, time, timezone
 from pathlib import Path
 
 from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli.stores import artifact_store
 from workers.config import Settings
+from workers.runtime.errors import ConfigurationError, DrError
 from workers.runtime.parsing import comma_list
 
 
@@ -25,16 +30,46 @@ def register(sub) -> None:
     p.add_argument("--target-server", help="database server for the scratch databases (default: "
                    "APPSVC_DR_DATABASE__SERVER)")
     p.add_argument("--data-path", help="SQL Server: directory for the scratch data files (default: "
-                   "APPSVC_DR_DATABASE__RESTORE_DATA_PATH; without one, VERIFYONLY + FILELISTONLY only)")
-    p.add_argument("--log-path", help="SQL Server: directory for the scratch log files (default: --data-path)")
+                   "APPSVC_DR_DATABASE__RESTORE_DATA_PATH, else the instance's default data directory)")
+    p.add_argument("--log-path", help="SQL Server: directory for the scratch log files (default: --data-path, "
+                   "else APPSVC_DR_DATABASE__RESTORE_LOG_PATH, else the instance's default log directory)")
+    p.add_argument("--verify-only", action="store_true", help="databases: only verify the backups (RESTORE "
+                   "VERIFYONLY / pg_restore --list), restore nothing; reported as 'verified', never 'passed'")
     p.add_argument("--textfile", metavar="FILE", help="also write the Prometheus metric to FILE (a .prom file "
                    "in node_exporter's --collector.textfile.directory)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--every", help="keep running: drill again every INTERVAL (e.g. 7d), at slots aligned to --at "
+                   "(UTC); the drill container of deploy/ runs weekly this way")
+    p.add_argument("--at", type=time.fromisoformat, help="UTC time the --every slots are aligned to, e.g. 03:00")
     add_key_options(p)
     p.set_defaults(func=drill_cmd)
 
 
 def drill_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.every:
+        return drill_once(args, settings)
+    from workers.runtime.parsing import parse_duration
+    from workers.scheduler import next_run
+
+    try:
+        every = parse_duration(args.every)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc), hint="e.g. --every 7d --at 03:00") from None
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while True:
+        slot = next_run(datetime.now(timezone.utc), every, args.at)
+        print(f"next restore drill at {slot:%Y-%m-%d %H:%M} UTC", flush=True)
+        if stop.wait((slot - datetime.now(timezone.utc)).total_seconds()):
+            return 0
+        try:
+            drill_once(args, settings)                 # a failed drill is in its marker and metric: go on
+        except DrError as exc:
+            print(f"error: {exc.message}\nhow to fix: {exc.hint}", file=sys.stderr, flush=True)
+
+
+def drill_once(args: argparse.Namespace, settings: Settings) -> int:
     from workers.drill.results import read_markers, last_by_result, report_lines, table, write_textfile
     from workers.drill.run import run_drill
 
@@ -44,7 +79,7 @@ def drill_cmd(args: argparse.Namespace, settings: Settings) -> int:
         if args.textfile:
             write_textfile(args.textfile, last_by_result(markers))
         print(json.dumps(markers, indent=2) if args.json else "\n".join(report_lines(markers, stamp)))
-        return 0 if markers and markers[-1].get("result") == "passed" else 1
+        return 0 if markers and markers[-1].get("result") in ("passed", "verified") else 1
     if args.target_server:
         settings = settings.model_copy(update={"database": settings.database.model_copy(
             update={"server": args.target_server})})
@@ -52,7 +87,8 @@ def drill_cmd(args: argparse.Namespace, settings: Settings) -> int:
     say = (lambda line: None) if args.json else print
     result, marker = run_drill(settings, store, keyring_from_args(args), stamp, set_id=args.set_id,
                                components=components, scratch=args.scratch, keep=args.keep,
-                               data_path=args.data_path, log_path=args.log_path, say=say)
+                               data_path=args.data_path, log_path=args.log_path, say=say,
+                               verify_only=args.verify_only)
     if args.textfile:
         markers = read_markers(store.backend, stamp) + ([] if marker else [result.to_json()])
         write_textfile(args.textfile, last_by_result(markers))
@@ -62,4 +98,4 @@ def drill_cmd(args: argparse.Namespace, settings: Settings) -> int:
         print("\n".join(["", *table(result)]))
         print(f"result recorded in the store: {marker}" if marker else
               "result NOT recorded in the store (see the warning above)")
-    return 0 if result.passed else 1
+    return 0 if result.ok else 1

@@ -65,6 +65,10 @@ def build_event(args: argparse.Namespace, settings: Settings):
     if model.event_type == "backup-due":
         payload.setdefault("components", list(settings.components))
         check_components(payload["components"], settings)
+    if model.event_type == "database-log-backup-requested" and not args.set_id:
+        raise PermanentError("database-log-backup-requested needs --set-id: the backup set whose full backup the "
+                             "log extends", hint="Pass the newest complete set (`appsvc-dr artifacts list`); a new "
+                             "set has no plan, so the log backup (which truncates the log) could not be stored.")
     set_id = args.set_id or payload.get("backup_set_id") or new_backup_set_id()
     if "backup_set_id" in model.model_fields["payload"].annotation.model_fields:
         payload.setdefault("backup_set_id", set_id)

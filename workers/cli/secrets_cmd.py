@@ -9,6 +9,7 @@ from workers.cli.output import write_atomically
 from workers.cli.run_cmd import private_umask
 from workers.cli.stores import artifact_store
 from workers.config import Settings
+from workers.recover.model import CONTROLLER_SECRETS
 from workers.secrets.versions import secrets_key, versions
 
 
@@ -27,6 +28,8 @@ def register_restore(restore_sub) -> None:
     which.add_argument("--set", help="the secrets version a backup set was made with")
     which.add_argument("--latest", action="store_true", help="the newest version (default)")
     p.add_argument("--out", type=Path, required=True, help="where to write SystemSecrets.json (mode 0600)")
+    p.add_argument("--controller-path", default=CONTROLLER_SECRETS, help="where the file is copied on the "
+                   rf"controller CN0-VM (default {CONTROLLER_SECRETS})")
     p.add_argument("--override-database-server", help="passed to Restore-AppServiceStamp")
     p.add_argument("--override-content-share", help="passed to Restore-AppServiceStamp")
     add_key_options(p)
@@ -45,14 +48,18 @@ def list_versions(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def controller_steps(out: Path, db_server: str | None, content_share: str | None) -> list[str]:
-    restore = f'Restore-AppServiceStamp -FilePath "{out}"'
+def controller_steps(controller_path: str, db_server: str | None, content_share: str | None) -> list[str]:
+    """The controller's part of the recovery document, for CN0-VM (a Windows path; `recover run` writes them as
+    a script, Restore-AppServiceController.ps1)."""
+    restore = f'Restore-AppServiceStamp -FilePath "{controller_path}"'
     if db_server:
         restore += f' -OverrideDatabaseServer "{db_server}"'
     if content_share:
         restore += f' -OverrideContentShare "{content_share}"'
-    return [restore, "Restore-AppServiceRoles", "Get-AppServiceSite | Sync-AppServiceObject",
-            "Get-AppServiceServerFarm | Sync-AppServiceObject"]
+    return ["net stop WebFarmService", "net stop ResourceMetering", restore, "Restore-AppServiceRoles",
+            "net start WebFarmService", "net start ResourceMetering",
+            "Get-AppServiceServer    # repeat until a management server is Ready",
+            "Get-AppServiceSite | Sync-AppServiceObject", "Get-AppServiceServerFarm | Sync-AppServiceObject"]
 
 
 def restore_secrets(args: argparse.Namespace, settings: Settings) -> int:
@@ -64,8 +71,10 @@ def restore_secrets(args: argparse.Namespace, settings: Settings) -> int:
     write_atomically(args.out, lambda stream: store.get(key, stream, keys=keys))
     record = store.record(key)
     print(f"restored {key} → {args.out.resolve()} (fingerprint {record.plaintext_sha256[:12]}, mode 0600)")
-    print("\nOn the App Service controller, in an elevated PowerShell session, run:\n")
-    for line in controller_steps(args.out.resolve(), args.override_database_server, args.override_content_share):
+    print(f"\nCopy it to the controller CN0-VM as {args.controller_path}; there, as roleadmin, in an elevated "
+          "PowerShell session, run (HostingVssService too before App Service 1.5; `appsvc-dr recover run` writes "
+          "all of this as Restore-AppServiceController.ps1):\n")
+    for line in controller_steps(args.controller_path, args.override_database_server, args.override_content_share):
         print(f"    {line}")
-    print("\nThen delete the decrypted SystemSecrets.json.")
+    print("\nThen delete the decrypted SystemSecrets.json, here and on CN0-VM.")
     return 0

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from workers.artifacts.capacity import forecast
+from workers.cli.capacity_data import capacities
 from workers.config import Settings
 from workers.runtime.errors import DrError
 from workers.storage.factory import build_store
-from workers.storage.capacity import measure
 from workers.storage.settings import StoreSettings
 
 
@@ -49,16 +48,9 @@ def check_object_lock(settings: Settings) -> int:
 
 def print_capacity(settings: Settings) -> None:
     """One sizing line per store (never fails the check: a forecast is advice)."""
-    stores = [("primary", settings.store, settings.retention.keep_last)] + [
-        (t.name, t.store_settings(), settings.retention.keep_last if t.keep_last is None else t.keep_last)
-        for t in settings.mirror.targets]
-    for name, section, keep_last in stores:
-        store = build_store(section)
-        try:
-            result = forecast(store, settings.stamp, keep_last, measure(store, section.quota_bytes))
-            warn = "  WARNING: the next set will not fit" if result.fits_next is False else ""
-            print(f"Capacity of {name} ({store.name}): {result.describe()}{warn}")
-        except DrError as exc:
-            print(f"Capacity of {name} ({store.name}): not measured — {exc.message}")
-        finally:
-            store.close()
+    for entry in capacities(settings, [settings.stamp])[settings.stamp]:
+        if entry.forecast is None:
+            print(f"Capacity of {entry.store} ({entry.location}): not measured — {entry.error}")
+            continue
+        warn = "  WARNING: the next set will not fit" if entry.will_not_fit else ""
+        print(f"Capacity of {entry.store} ({entry.location}): {entry.forecast.describe()}{warn}")

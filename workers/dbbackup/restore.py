@@ -2,18 +2,24 @@
 database server can read, then restored with the engine (used by `restore database` and the restore drill).
 
 A local staged copy is plaintext: it is written 0600 into a fresh 0700 directory (inside the staging directory,
-or the temp directory when pg_restore must read a local file but staging is a share), removed afterwards."""
+or the temp directory when pg_restore must read a local file but staging is a share), removed afterwards.
+
+A striped backup (``<db>.bak.1ofN`` ... ``NofN`` in the set) is staged stripe by stripe and restored from all of
+them; the stripe names come from the stored set, never from the local ``DATABASE__STRIPES`` setting. SQL Server
+log backups stored in the set after the full (``<db>.log-<LSN>.trn``) are applied in LSN order."""
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from workers.artifacts.setmanifest import artifact_key
-from workers.artifacts.service import ArtifactStore
-from workers.engines.base import DatabaseEngine, RestoreResult
+from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
+from workers.artifacts.logchain import chain, is_log, log_database
+from workers.artifacts.stripes import stripe_keys
+from workers.engines.base import DatabaseEngine, RestoreOptions, RestoreResult
 from workers.engines.settings import DatabaseSettings
 from workers.dbbackup.handler import artifact_name
 from workers.storage.local import PRIVATE_DIR, LocalStore, make_private_dirs
@@ -54,15 +60,36 @@ class _Silent:
         pass
 
 
+def backup_keys(store: ArtifactStore, stamp: str, set_id: str, engine_name: str, database: str) -> list[str]:
+    """The keys of ``database``'s backup in the set: one, or every stripe in order (PermanentError if one is
+    missing)."""
+    key = artifact_key(stamp, set_id, "databases", artifact_name(engine_name, database))
+    prefix = key.rsplit("/", 1)[0] + "/"
+    stored = [i.key[:-len(RECORD_SUFFIX)] for i in store.backend.list(prefix) if i.key.endswith(RECORD_SUFFIX)]
+    return stripe_keys(stored, key)
+
+
 @contextlib.contextmanager
 def staged_artifact(staging: StagingSettings, engine: DatabaseEngine, store: ArtifactStore, keys, *, stamp: str,
-                    set_id: str, database: str, label: str, say=print, fetch_progress=None) -> Iterator[str]:
+                    set_id: str, database: str, label: str, say=print,
+                    fetch_progress=None) -> Iterator[str | Sequence[str]]:
     """``database``'s artifact of a backup set, fetched, decrypted and verified into a staged file the database
-    server can read (its path is yielded); removed afterwards. ``fetch_progress(label, total_bytes)`` makes a
-    progress callback (called with byte counts, then ``close()``) for the fetch, e.g. the CLI's progress bar."""
-    key = artifact_key(stamp, set_id, "databases", artifact_name(engine.name, database))
+    server can read (its path is yielded; for a striped backup the tuple of every stripe's path, in order, which
+    the engine's verify / file_list / restore take as they are); removed afterwards. ``fetch_progress(label,
+    total_bytes)`` makes a progress callback (called with byte counts, then ``close()``) for the fetch, e.g. the
+    CLI's progress bar."""
+    with contextlib.ExitStack() as stack:
+        paths = [stack.enter_context(_staged_one(staging, engine, store, keys, key, label, say, fetch_progress))
+                 for key in backup_keys(store, stamp, set_id, engine.name, database)]
+        yield paths[0] if len(paths) == 1 else tuple(paths)
+
+
+@contextlib.contextmanager
+def _staged_one(staging: StagingSettings, engine: DatabaseEngine, store: ArtifactStore, keys, key: str,
+                label: str, say, fetch_progress) -> Iterator[str]:
     record = store.record(key)
     bar = (fetch_progress or _Silent)(f"fetch {Path(key).name}", record.stored_size if record else 0)
+    stamp, set_id = key.split("/")[:2]
 
     def fill(backend, staged_key: str) -> None:
         with store.open_plain(key, keys=keys, progress=bar) as plain:
@@ -74,14 +101,50 @@ def staged_artifact(staging: StagingSettings, engine: DatabaseEngine, store: Art
         yield path
 
 
+def log_backup_keys(store: ArtifactStore, stamp: str, set_id: str, engine_name: str, database: str) -> list[str]:
+    """The set's log backups of ``database`` that continue its full backup's LSN chain, in order (see
+    :mod:`workers.artifacts.logchain`); PermanentError on a gap."""
+    full = backup_keys(store, stamp, set_id, engine_name, database)[-1]
+    prefix = full.rsplit("/", 1)[0] + "/"
+    names = [i.key[len(prefix):-len(RECORD_SUFFIX)] for i in store.backend.list(prefix)
+             if i.key.endswith(RECORD_SUFFIX)]
+    logs = [prefix + n for n in names if is_log(n) and log_database(n) == database]
+    if not logs:
+        return []
+    record = store.trusted_record(full)
+    return chain(full, record.metadata if record else None,
+                 [(k, r.metadata if r else None) for k, r in ((k, store.trusted_record(k)) for k in logs)])
+
+
 def restore_from_set(staging: StagingSettings, configured: DatabaseSettings, engine: DatabaseEngine,
                      store: ArtifactStore, keys, *, stamp: str, set_id: str, database: str, target: str,
                      data_path: str | None = None, log_path: str | None = None, progress=None, say=print,
-                     fetch_progress=None) -> RestoreResult:
+                     fetch_progress=None, options: RestoreOptions | None = None, logs: bool = True) -> RestoreResult:
     """Restore ``database`` of a backup set as ``target`` (WITH REPLACE; MOVE to ``data_path`` / ``log_path``,
-    default the ``configured`` restore paths) and check it."""
+    under a new name by default to the server's default directories) and check it. ``options`` default to a
+    production restore's: the backup must hold ``database``, no sessions are ended. ``configured`` is kept for
+    callers; its restore paths are the drills' (``workers.drill``), never a production restore's. With ``logs``
+    (default) the set's SQL Server log backups of the database are applied after the full (WITH NORECOVERY until
+    the last); a striped full is restored from every stripe the set holds."""
     label = "restore" if target == database else f"restore-{target}"
-    with staged_artifact(staging, engine, store, keys, stamp=stamp, set_id=set_id, database=database,
-                         label=label, say=say, fetch_progress=fetch_progress) as path:
-        return engine.restore(target, path, data_path=data_path or configured.restore_data_path,
-                              log_path=log_path or configured.restore_log_path, progress=progress)
+    options = options or RestoreOptions(expected_database=database)
+    preflight = getattr(engine, "preflight_target", None)       # SQL Server: fail before a long download
+    if preflight is not None:
+        preflight(target, options)
+    chained = log_backup_keys(store, stamp, set_id, engine.name, database) if logs else []
+    with contextlib.ExitStack() as stack:
+        path = stack.enter_context(staged_artifact(staging, engine, store, keys, stamp=stamp, set_id=set_id,
+                                                   database=database, label=label, say=say,
+                                                   fetch_progress=fetch_progress))
+        extra = {}
+        if chained:
+            extra["logs"] = [stack.enter_context(_staged_one(staging, engine, store, keys, key, label, say,
+                                                             fetch_progress)) for key in chained]
+            say(f"applying {len(chained)} log backup(s) after the full backup")
+        result = engine.restore(target, path, data_path=data_path, log_path=log_path, progress=progress,
+                                options=options, **extra)  # type: ignore[call-arg]
+    for warning in result.warnings:
+        say(f"WARNING: {warning}")
+    if result.tail_log:
+        say(f"tail-log backup of {target} (taken before the restore, WITH NORECOVERY) kept at {result.tail_log}")
+    return result

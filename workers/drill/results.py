@@ -19,7 +19,7 @@ from workers.artifacts.sets import scan_sets, set_prefix
 from workers.storage.base import ObjectNotFound, StorageBackend
 from workers.storage.signing import sign_body, verified
 
-PASSED, FAILED = "passed", "failed"
+PASSED, VERIFIED, FAILED = "passed", "verified", "failed"      # verified: checked, not restored
 DRILLS = "drills"
 METRIC = "appsvc_dr_last_restore_drill_timestamp_seconds"
 
@@ -34,10 +34,16 @@ class ComponentResult:
     detail: str = ""                # what was proven (or, on failure, what was being done)
     error: str | None = None
     hint: str | None = None
+    cleanup: str | None = None      # what could not be cleaned up (a scratch database left behind), and how to
 
     @property
     def passed(self) -> bool:
         return self.result == PASSED
+
+    @property
+    def ok(self) -> bool:
+        """Passed or verified: nothing failed."""
+        return self.result != FAILED
 
 
 @dataclass
@@ -53,11 +59,19 @@ class DrillResult:
 
     @property
     def passed(self) -> bool:
-        return bool(self.components) and all(c.passed for c in self.components)
+        return self.result == PASSED
+
+    @property
+    def ok(self) -> bool:
+        """Passed or verified (a verify-only drill): nothing failed."""
+        return self.result != FAILED
 
     @property
     def result(self) -> str:
-        return PASSED if self.passed else FAILED
+        """failed if any component failed (or none ran), verified if any was only verified, else passed."""
+        if not self.components or any(not c.ok for c in self.components):
+            return FAILED
+        return VERIFIED if any(c.result == VERIFIED for c in self.components) else PASSED
 
     def to_json(self) -> dict:
         return {"format": 1, "kind": "restore-drill", "stamp": self.stamp, "backup_set_id": self.backup_set_id,
@@ -107,7 +121,7 @@ def last_by_result(markers: Iterable[dict]) -> dict[tuple[str, str], float]:
             when = datetime.fromisoformat(str(m["finished_at"])).timestamp()
         except (KeyError, ValueError):
             continue
-        key = (str(m.get("stamp")), PASSED if m.get("result") == PASSED else FAILED)
+        key = (str(m.get("stamp")), m.get("result") if m.get("result") in (PASSED, VERIFIED) else FAILED)
         out[key] = max(out.get(key, 0.0), when)
     return out
 
@@ -117,7 +131,8 @@ def write_textfile(path: str, latest: dict[tuple[str, str], float]) -> None:
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
     registry = CollectorRegistry()
-    gauge = Gauge(METRIC, "Unix time the newest restore drill of a stamp finished, by result (passed, failed)",
+    gauge = Gauge(METRIC, "Unix time the newest restore drill of a stamp finished, by result (passed; verified: "
+                  "backups only verified, not restored; failed)",
                   ["stamp", "result"], registry=registry)
     for (stamp, result), when in sorted(latest.items()):
         gauge.labels(stamp, result).set(when)
@@ -137,15 +152,22 @@ def table(result: DrillResult) -> list[str]:
         lines.append(f"{c.component:10} {c.what[:52]:52} {c.result:7} {_size(c.bytes):>11} {c.seconds:>8.1f}")
     lines.append("")
     for c in result.components:
-        if c.passed:
-            lines.append(f"ok      {c.component} {c.what}: {c.detail}")
+        if c.ok:
+            lines.append(f"{'ok' if c.passed else 'VERIFIED':7} {c.component} {c.what}: {c.detail}")
         else:
             lines.append(f"FAILED  {c.component} {c.what}: {c.error}")
             lines.append(f"        how to fix: {c.hint}")
-    failed = sum(not c.passed for c in result.components)
+        if c.cleanup:
+            lines.append(f"CLEANUP {c.component} {c.what}: {c.cleanup}")
+    failed = sum(not c.ok for c in result.components)
     lines.append("")
-    lines.append("drill PASSED: every component restored and checked" if result.passed else
-                 f"drill FAILED: {failed} of {len(result.components)} component(s) did not restore")
+    lines.append({PASSED: "drill PASSED: every component restored and checked",
+                  VERIFIED: "drill VERIFIED: backups verified but NOT restored (--verify-only); this is not a "
+                            "passed drill"}.get(result.result,
+                  f"drill FAILED: {failed} of {len(result.components)} component(s) did not restore"))
+    leftover = sum(bool(c.cleanup) for c in result.components)
+    if leftover:
+        lines.append(f"cleanup FAILED for {leftover} component(s): scratch data left behind (see CLEANUP above)")
     return lines
 
 
@@ -161,4 +183,8 @@ def report_lines(markers: list[dict], stamp: str, limit: int = 20) -> list[str]:
     passed = latest.get((stamp, PASSED))
     when = datetime.fromtimestamp(passed, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if passed else "never"
     lines.append(f"\nlast successful restore drill of {stamp}: {when}")
+    verified = latest.get((stamp, VERIFIED))
+    if verified:
+        lines.append(f"last verify-only drill (not restored) of {stamp}: "
+                     f"{datetime.fromtimestamp(verified, timezone.utc):%Y-%m-%d %H:%M:%S UTC}")
     return lines

@@ -80,7 +80,7 @@ def scratch_dir(parent: Path | None, drill_id: str, keep: bool) -> Iterator[Path
 def run_drill(settings: Settings, store: ArtifactStore, keys: KeyRing | None, stamp: str, *,
               set_id: str | None = None, components: Sequence[str] | None = None, scratch: Path | None = None,
               keep: bool = False, data_path: str | None = None, log_path: str | None = None,
-              say: Callable[[str], None] = print) -> tuple[DrillResult, str | None]:
+              say: Callable[[str], None] = print, verify_only: bool = False) -> tuple[DrillResult, str | None]:
     """Drill one set; returns the result and the key of its stored marker (None if it could not be stored)."""
     chosen = choose(candidates(store.backend, stamp), stamp, set_id)
     present = read_set(store, stamp, chosen.set_id).components
@@ -90,7 +90,7 @@ def run_drill(settings: Settings, store: ArtifactStore, keys: KeyRing | None, st
     say(f"drilling {stamp}/{chosen.set_id} ({', '.join(wanted) or 'nothing'}); drill id {drill_id}")
     with scratch_dir(scratch, drill_id, keep) as where:
         drill = Drill(settings, store, keys, stamp, chosen.set_id, drill_id, where, keep=keep,
-                      data_path=data_path, log_path=log_path, say=say)
+                      data_path=data_path, log_path=log_path, say=say, verify_only=verify_only)
         for component in wanted:
             result.components.extend(CHECKS[component](drill))
         if keep:

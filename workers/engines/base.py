@@ -36,7 +36,12 @@ class BackupResult:
     last_lsn: str | None = None
     database_backup_lsn: str | None = None
     checksum: str | None = None         # "sha256:<hex>" of the staged file(s), when the worker can read them
-    parts: tuple[str, ...] = ()         # every stripe / URL, in order (one entry for an unstriped backup)
+    parts: tuple[str, ...] = ()         # every stripe, in order (one entry for an unstriped backup)
+    part_checksums: tuple[str, ...] = ()  # "sha256:<hex>" of each part, when the worker can read them
+    server_version: str | None = None   # SQL Server: the version that wrote the backup (msdb), e.g. 16.0.4135
+    started_at: str | None = None       # ISO 8601 UTC: when the BACKUP statement was sent / returned
+    finished_at: str | None = None
+    copy_only: bool | None = None       # SQL Server: COPY_ONLY (leaves the DBA's backup chain alone)
 
     @property
     def skipped(self) -> bool:
@@ -53,6 +58,22 @@ class RestoreResult:
     state: str = ONLINE                 # the database state checked after the restore
     tables: int | None = None           # user tables found after the restore (PostgreSQL)
     rows: int | None = None             # rows in those tables (PostgreSQL, exact count)
+    tail_log: str | None = None         # SQL Server: the tail-log backup taken before an in-place restore
+    warnings: tuple[str, ...] = ()      # what the pre-flight let through but the operator should know
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """How careful a restore is; the defaults are a production restore's (refuse rather than guess).
+
+    SQL Server checks all of them (RESTORE HEADERONLY, the target's state); PostgreSQL the ones that apply.
+    """
+    expected_database: str | None = None  # the database the backup must hold (the set's database)
+    allow_database_mismatch: bool = False  # restore a backup of another database / over another database
+    force_disconnect: bool = False        # end an ONLINE target's sessions (SET SINGLE_USER WITH ROLLBACK IMMEDIATE)
+    allow_no_checksum: bool = False       # restore a backup taken without page checksums
+    tail_log_dir: str | None = None       # in place: BACKUP LOG ... WITH NORECOVERY into this directory first
+    scratch: bool = False                 # a drill's scratch database (a missing checksum is a warning only)
 
 
 @runtime_checkable
@@ -64,7 +85,12 @@ class DatabaseEngine(Protocol):
       return a *skipped* result (Always On: not the preferred replica), which is not a failure.
     * ``verify`` raises :class:`PermanentError` when the staged backup is unreadable or incomplete.
     * ``restore`` replaces (or creates) ``database`` from ``source_path`` and checks it afterwards;
-      ``data_path`` / ``log_path`` relocate the files where the engine supports it (SQL Server MOVE).
+      ``data_path`` / ``log_path`` relocate the files where the engine supports it (SQL Server MOVE);
+      ``options`` (:class:`RestoreOptions`) says what the pre-flight may let through.
+
+    SQL Server also takes, for ``verify`` / ``restore`` / ``file_list``, the sequence of every stripe's path of a
+    striped backup, and ``restore(..., logs=[...])`` log backups to apply after the full (``backup_log`` takes
+    them); callers pass these only to an engine that has them.
     """
 
     name: str       # engine name: "sqlserver" | "postgres"
@@ -77,7 +103,17 @@ class DatabaseEngine(Protocol):
     def verify(self, staging_path: str) -> None: ...
 
     def restore(self, database: str, source_path: str, *, data_path: str | None = None,
-                log_path: str | None = None, progress: Progress | None = None) -> RestoreResult: ...
+                log_path: str | None = None, progress: Progress | None = None,
+                options: RestoreOptions | None = None) -> RestoreResult: ...
+
+    def check_consistency(self, database: str) -> str:
+        """Prove a restored database is internally consistent (SQL Server: DBCC CHECKDB; PostgreSQL: amcheck
+        or a full read of every table); raises :class:`PermanentError` naming the damage, else says what ran."""
+        ...
+
+    def drop(self, database: str) -> None:
+        """Drop a scratch database (drills) if it exists."""
+        ...
 
 
 class ProgressReporter:
@@ -118,7 +154,7 @@ def locally_readable(paths: Iterable[str]) -> bool:
 
 
 def stripe_paths(path: str, stripes: int) -> list[str]:
-    """``db.bak`` -> [``db.bak``] or [``db.stripe1of3.bak``, ...]: works for POSIX, UNC paths and URLs."""
+    """``db.bak`` -> [``db.bak``] or [``db.stripe1of3.bak``, ...]: works for POSIX and UNC paths."""
     if stripes <= 1:
         return [path]
     cut = max(path.rfind("/"), path.rfind("\\"))

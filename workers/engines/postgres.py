@@ -18,8 +18,11 @@ from typing import Any, Callable, Iterator
 
 import pyodbc
 
-from workers.engines.base import BackupResult, Progress, ProgressReporter, RestoreResult, require_name, sha256_of
+from workers.engines.base import (BackupResult, Progress, ProgressReporter, RestoreOptions, RestoreResult,
+                                  require_name, sha256_of)
+from workers.engines.preflight import Problem, TargetState
 from workers.engines.odbc import ConnectFn, braced, clean_text, error_parts
+from workers.engines.postgres_consistency import check_consistency
 from workers.engines.postgres_errors import classify, missing_tool
 from workers.engines.settings import DatabaseSettings
 from workers.runtime.errors import DrError, PermanentError
@@ -120,12 +123,14 @@ class PostgresEngine:
                       permanent=True)
 
     def restore(self, database: str, source_path: str, *, data_path: str | None = None,
-                log_path: str | None = None, progress: Progress | None = None) -> RestoreResult:
+                log_path: str | None = None, progress: Progress | None = None,
+                options: RestoreOptions | None = None) -> RestoreResult:
         started, reporter = time.monotonic(), ProgressReporter(progress)
         self._valid("database", database)
         if data_path or log_path:
             log.warning("PostgreSQL restores ignore data_path/log_path (files live in the server's tablespaces)")
-        entries = self._toc(source_path)
+        entries, held = self._listing(source_path)
+        self._check_database(database, held, options or RestoreOptions())
         expected_tables = sum(1 for kind in entries if kind == "TABLE")
         total, done = max(1, sum(1 for kind in entries if kind == "TABLE DATA")), [0]
 
@@ -147,6 +152,10 @@ class PostgresEngine:
         return RestoreResult(database, source_path, time.monotonic() - started, self.name, self.server,
                              tables=len(tables), rows=sum(rows.values()))
 
+    def check_consistency(self, database: str) -> str:
+        """amcheck (bt_index_check, verify_heapam) where available, else a full read of every table."""
+        return check_consistency(self, database)
+
     def drop(self, database: str) -> None:
         """Drop ``database`` if it exists, ending its sessions (PostgreSQL 13+): for scratch restores (drills)."""
         self._valid("database", database)
@@ -163,6 +172,40 @@ class PostgresEngine:
                     sql = f"SELECT count(*) FROM {quote_ident(schema)}.{quote_ident(table)}"
                     rows[f"{schema}.{table}"] = int(cursor.execute(sql).fetchone()[0])
         return [f"{r[0]}.{r[1]}" for r in found], rows
+
+    def restore_preflight(self, databases: list[str]) -> list[TargetState]:
+        """Before a restore changes anything: can this login create, drop and restore ``databases`` here, and
+        what does each hold now (missing, empty, or its user tables)? Raises if the server cannot be reached."""
+        with self._cursor(self.settings.pg_maintenance_db) as cursor:
+            who = cursor.execute("SELECT current_user, rolsuper::int, rolcreatedb::int FROM pg_roles "   # psqlODBC
+                                 "WHERE rolname = current_user").fetchone()              # gives bools as '0'/'1'
+            user, superuser, createdb = str(who[0]), int(who[1]) == 1, int(who[2]) == 1
+            rows = {r[0]: int(r[1]) == 1 for r in cursor.execute(
+                "SELECT datname, (pg_get_userbyid(datdba) = current_user OR pg_has_role(current_user, datdba, "
+                "'MEMBER'))::int FROM pg_database").fetchall()}
+        out = []
+        for database in databases:
+            self._valid("database", database)
+            state = TargetState(database, exists=database in rows)
+            if not state.exists and not (superuser or createdb):
+                state.problems.append(Problem(f"login {user!r} may not create database {database!r} on "
+                                              f"{self.server}", f"ALTER ROLE {quote_ident(user)} CREATEDB; "
+                                              "(or restore as a login that may)"))
+            if state.exists:
+                if not (superuser or rows[database]):
+                    state.problems.append(Problem(f"login {user!r} does not own database {database!r}: "
+                                                  "pg_restore --clean cannot replace its objects",
+                                                  f"ALTER DATABASE {quote_ident(database)} OWNER TO "
+                                                  f"{quote_ident(user)}; or drop it first"))
+                try:                                   # the catalog only: no table of theirs is read
+                    with self._cursor(database) as cursor:
+                        state.tables = len(cursor.execute(_TABLES).fetchall())
+                except DrError as exc:
+                    state.problems.append(Problem(f"cannot look into database {database!r}: {exc.message}",
+                                                  f"GRANT CONNECT ON DATABASE {quote_ident(database)} TO "
+                                                  f"{quote_ident(user)}; (or restore as its owner)"))
+            out.append(state)
+        return out
 
     # ----------------------------------------------------------------------------------------- helpers
     def _valid(self, kind: str, name: str) -> str:
@@ -237,8 +280,35 @@ class PostgresEngine:
             env["PGDATABASE"] = database
         return env
 
+    def _check_database(self, target: str, held: str | None, options: RestoreOptions) -> None:
+        """The archive must hold the database the set names, and never replace an existing other database."""
+        if held is None or options.allow_database_mismatch:
+            return
+        hint = " Pass --allow-database-mismatch to restore it anyway."
+        if options.expected_database and held != options.expected_database:
+            raise PermanentError(f"the archive holds database {held!r}, not {options.expected_database!r} as the "
+                                 "backup set says", hint="The artifact does not hold the database it is named "
+                                 "after: restore another backup set." + hint)
+        if target != held and self._has_tables(target):
+            raise PermanentError(f"the archive holds database {held!r} and would be restored over the existing "
+                                 f"database {target!r}, which holds tables", hint="Check --database / "
+                                 "--target-database; restore under a new name (an empty database is fine), or "
+                                 "drop the target first." + hint)
+
+    def _has_tables(self, database: str) -> bool:
+        """An existing database with user tables (an empty one, e.g. created for the restore, is fine)."""
+        with self._cursor(self.settings.pg_maintenance_db) as cursor:
+            if not cursor.execute("SELECT 1 FROM pg_database WHERE datname = ?", database).fetchall():
+                return False
+        with self._cursor(database) as cursor:
+            return bool(cursor.execute(_TABLES).fetchall())
+
     def _toc(self, path: str) -> list[str]:
-        """Kinds of the archive's TOC entries ("TABLE", "TABLE DATA", ... other entries as "")."""
+        return self._listing(path)[0]
+
+    def _listing(self, path: str) -> tuple[list[str], str | None]:
+        """Kinds of the archive's TOC entries ("TABLE", "TABLE DATA", ... other entries as "") and the name of
+        the database it was dumped from (its header's ``dbname:``)."""
         if not os.path.isfile(path):
             raise PermanentError(f"backup file {path} does not exist", hint="Check the staging / source path.")
         try:
@@ -250,8 +320,11 @@ class PostgresEngine:
             raise PermanentError(f"{path} is not a readable pg_dump archive: {done.stderr.strip()[-500:]}",
                                  hint="The dump is damaged, truncated or not a custom-format archive: take a "
                                       "new backup.")
-        return [(m.group(1) if (m := _TOC_ENTRY.match(line)) else "") for line in done.stdout.splitlines()
-                if line and not line.startswith(";")]
+        lines = done.stdout.splitlines()
+        held = next((line.split(":", 1)[1].strip() for line in lines if line.startswith(";") and
+                     line[1:].strip().startswith("dbname:")), None)
+        return [(m.group(1) if (m := _TOC_ENTRY.match(line)) else "") for line in lines
+                if line and not line.startswith(";")], held
 
     def _run(self, argv: list[str], database: str | None, on_line: Callable[[str], None] | None, *,
              action: str, setting: str, permanent: bool = False) -> None:

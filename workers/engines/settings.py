@@ -8,12 +8,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
 SQLSERVER_DRIVER = "ODBC Driver 18 for SQL Server"
 POSTGRES_DRIVER = "PostgreSQL Unicode"
 DEFAULT_PORTS = {"sqlserver": 1433, "postgres": 5432}
-S3_MAX_TRANSFER_SIZE = 20 * 1024 * 1024     # what SQL Server 2022 BACKUP TO URL = 's3://...' is given
 
 
 class DatabaseSettings(BaseModel, extra="forbid"):
@@ -42,8 +41,8 @@ class DatabaseSettings(BaseModel, extra="forbid"):
     max_transfer_size: int | None = Field(default=None, description="MAXTRANSFERSIZE for DISK backups: a "
                                           "multiple of 65536 up to 4194304")
     buffer_count: int | None = Field(default=None, ge=1, le=10000, description="BUFFERCOUNT")
-    stripes: int = Field(default=1, ge=1, le=64, description="Write the backup to N files / URLs "
-                         "(name.stripe1ofN.bak, ...)")
+    stripes: int = Field(default=1, ge=1, le=64, description="Write the backup to N files "
+                         "(name.stripe1ofN.bak, ...), stored as N artifacts <db>.bak.1ofN ... <db>.bak.NofN")
     ag_override: bool = Field(default=False, description="Back up Always On databases on the replica "
                               "connected to (through a listener: the primary) instead of the AG's preferred "
                               "backup replica")
@@ -56,15 +55,15 @@ class DatabaseSettings(BaseModel, extra="forbid"):
                                                          "lacks CREATE DATABASE, which RESTORE VERIFYONLY needs: "
                                                          "checksum = rely on BACKUP ... WITH CHECKSUM and warn; "
                                                          "fail = fail the backup with the GRANT to run")
-    url_max_transfer_size: int = Field(default=S3_MAX_TRANSFER_SIZE, ge=5 * 1024 * 1024,
-                                       le=S3_MAX_TRANSFER_SIZE, description="MAXTRANSFERSIZE for BACKUP TO URL")
-    s3_access_key: str | None = Field(default=None, description="BACKUP TO URL = 's3://...': create or update "
-                                      "the server credential with these keys (else it must exist)")
-    s3_secret_key: SecretStr | None = None
-    restore_data_path: str | None = Field(default=None, description="Default directory for restored data "
-                                          "files (RESTORE ... MOVE); unset = keep the backup's paths")
-    restore_log_path: str | None = Field(default=None, description="Default directory for restored log "
-                                         "files; unset = restore_data_path")
+    log_backup_max_age_minutes: int = Field(default=1440, ge=0, description="SQL Server: warn (job-failed "
+                                            "warning + metric) when a FULL-recovery database has no log backup "
+                                            "newer than this in msdb, or its log waits for one "
+                                            "(log_reuse_wait_desc = LOG_BACKUP); 0 = never warn")
+    restore_data_path: str | None = Field(default=None, description="Drills only: directory for the scratch "
+                                          "databases' data files (RESTORE ... MOVE); unset = the instance's "
+                                          "default data directory. Restores take --data-path")
+    restore_log_path: str | None = Field(default=None, description="Drills only: directory for the scratch "
+                                         "log files; unset = restore_data_path, else the instance default")
     # ---- PostgreSQL
     pg_dump: str = Field(default="pg_dump", min_length=1, description="pg_dump executable")
     pg_restore: str = Field(default="pg_restore", min_length=1, description="pg_restore executable")
@@ -79,6 +78,9 @@ class DatabaseSettings(BaseModel, extra="forbid"):
     pg_compress: int | None = Field(default=0, ge=0, le=9, description="pg_dump -Z level. 0 by default: the "
                                     "upload worker compresses with zstd anyway, and pg_dump's single-core zlib "
                                     "made the whole backup 1.8x slower (None = pg_dump's own default)")
+    pg_amcheck: bool = Field(default=True, description="Drills: check the restored database with amcheck "
+                             "(bt_index_check, verify_heapam) where the server has it; false: read every table "
+                             "in full instead")
     pg_verify_data: bool = Field(default=True, description="Verify by reading the whole archive "
                                  "(pg_restore -f /dev/null) after pg_restore --list")
 
@@ -109,12 +111,6 @@ class DatabaseSettings(BaseModel, extra="forbid"):
         if value is not None and (value % 65536 or not 65536 <= value <= 4194304):
             raise ValueError("MAXTRANSFERSIZE must be a multiple of 65536 between 65536 and 4194304")
         return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "DatabaseSettings":
-        if (self.s3_access_key is None) != (self.s3_secret_key is None):
-            raise ValueError("s3_access_key and s3_secret_key must be set together")
-        return self
 
     @property
     def effective_port(self) -> int:

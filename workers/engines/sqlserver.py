@@ -1,20 +1,24 @@
-"""SQL Server engine: BACKUP DATABASE to a staging share (or S3 URL), RESTORE VERIFYONLY, RESTORE DATABASE.
+"""SQL Server engine: BACKUP DATABASE / LOG to a staging share, RESTORE VERIFYONLY, RESTORE DATABASE.
 
-Every statement runs with autocommit (BACKUP/RESTORE refuse transactions) and is drained to the last result
-set, so a call returns only when SQL Server finished and every error surfaces; ``STATS = N`` messages become
-progress callbacks. Database names are looked up in ``sys.databases`` (bind parameter) before they are quoted
+Statements run on one autocommit connection, drained to the last result set (:mod:`.sqlserver_session`), so
+every error surfaces; ``STATS = N`` messages become progress callbacks. Database names are looked up in ``sys.databases`` (bind parameter) before they are quoted
 into a statement. Always On databases are backed up on the AG's preferred backup replica: when the server
 connected to (a listener reaches the primary) is not it, the engine connects to that replica itself
 (:mod:`workers.engines.sqlserver_ag`). COMPRESSION and MAXTRANSFERSIZE follow the edition and version
 (:mod:`workers.engines.sqlserver_edition`).
+
+Striped backups (``stripes`` > 1) write one media family per file (``name.stripe<i>of<N>.bak``); verify,
+file list and restore take every stripe's path (a sequence, named by the stored set, never by the local
+``stripes`` setting). BACKUP TO URL is not supported: a staging path must be a directory or UNC share.
+Log backups and log health: :mod:`workers.engines.sqlserver_log`.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import time
-from typing import Any, Callable, Iterator
+from datetime import datetime, timezone
+from typing import Any, Iterator, Sequence
 
 import pyodbc
 
@@ -22,65 +26,22 @@ from workers.engines import sqlserver_ag as ag
 from workers.engines import sqlserver_perms as perms
 from workers.engines import sqlserver_sql as tsql
 from workers.engines.base import (ONLINE, SKIPPED_NOT_PREFERRED, BackupResult, Progress, ProgressReporter,
-                                    RestoreResult, locally_readable, require_name, sha256_of, stripe_paths)
-from workers.engines.odbc import ConnectFn, Cursor, Message, clean_text, connection_string, drain, native_number
+                                    RestoreOptions, RestoreResult, locally_readable, require_name, sha256_of,
+                                    stripe_paths)
+from workers.engines.odbc import ConnectFn
 from workers.engines.settings import DatabaseSettings
 from workers.engines.sqlserver_edition import DATABASE_ENCRYPTED, SERVER_FACTS, ServerFacts, fit_options
 from workers.engines.sqlserver_errors import classify
-from workers.runtime.errors import ConfigurationError, DrError, PermanentError, TransientError
+from workers.engines.sqlserver_log import LogHealth, read_log_health
+from workers.engines.sqlserver_restore import SafeRestore, check_db, drop as drop_database
+from workers.engines.sqlserver_session import Session as _Session, build_connection_string
+from workers.engines.sqlserver_session import progress_from_messages as _progress_from_messages
+from workers.runtime.errors import DrError, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 
-PROGRESS = 3211                                  # "%d percent processed." (the text is translated, the number not)
-_PERCENT = re.compile(r"(?<!\d)(\d{1,3})(?!\d)")
 _LOGIN_HINT = ("Check APPSVC_DR_DATABASE__DATABASES: names are matched exactly against sys.databases on "
                "APPSVC_DR_DATABASE__SERVER (and the login must be allowed to see the database).")
-
-
-class _Session:
-    """One autocommit connection: runs statements, drains them, maps errors where they happen."""
-
-    def __init__(self, cursor: Cursor, login: str | None = None) -> None:
-        self.cursor = cursor
-        self.login = login
-        self.recent: list[Message] = []
-
-    def run(self, sql: str, *params: Any, action: str, on_message: Callable[[Message], None] | None = None,
-            database: str | None = None) -> list[list[dict[str, Any]]]:
-        self.recent = []
-
-        def seen(message: Message) -> None:
-            self.recent.append(message)
-            log.debug("%s: %s", action, clean_text(message[1]))
-            if on_message is not None:
-                on_message(message)
-
-        try:
-            self.cursor.execute(sql, *params)
-            return drain(self.cursor, seen)
-        except pyodbc.Error as exc:
-            raise classify(exc, action=action, recent=self.recent, login=self.login, database=database) from exc
-
-    def first(self, sql: str, *params: Any, action: str) -> dict[str, Any] | None:
-        sets = self.run(sql, *params, action=action)
-        return sets[0][0] if sets and sets[0] else None
-
-    def rows(self, sql: str, *params: Any, action: str) -> list[dict[str, Any]]:
-        """The rows of the first result set."""
-        return (self.run(sql, *params, action=action) or [[]])[0]
-
-    def close(self) -> None:
-        """Close the connection early (pyodbc: ``cursor.connection``); closing it again later is harmless."""
-        with contextlib.suppress(Exception):
-            self.cursor.connection.close()
-
-
-def _progress_from_messages(reporter: ProgressReporter) -> Callable[[Message], None]:
-    def on_message(message: Message) -> None:
-        found = _PERCENT.search(clean_text(message[1])) if native_number(message) == PROGRESS else None
-        if found:
-            reporter(int(found.group(1)))
-    return on_message
 
 
 class SqlServerEngine:
@@ -98,7 +59,7 @@ class SqlServerEngine:
         self._connect = connect or pyodbc.connect
         port = settings.effective_port
         self.server = settings.server if "\\" in settings.server else f"{settings.server},{port}"
-        self._connection_string = self._build_connection_string()
+        self._connection_string = build_connection_string(settings)
 
     # ------------------------------------------------------------------------------------------ public
     def check(self, database: str) -> None:
@@ -112,72 +73,85 @@ class SqlServerEngine:
             name, in_ag = self._online(session, database)
             if in_ag and not self.settings.ag_override and not self._preferred(session, name):
                 return self._backup_on_preferred_replica(session, name, staging_path, progress, started)
-            if tsql.is_url(devices[0]):
-                self._ensure_credential(session, devices[0])
-            statement = tsql.backup_database(name, devices, self._fitted_options(session, name,
-                                                                                 tsql.is_url(devices[0])))
+            statement = tsql.backup_database(name, devices, self._fitted_options(session, name))
+            began = datetime.now(timezone.utc)
             session.run(statement, action=f"BACKUP DATABASE {tsql.quote_name(name)}",
                         on_message=_progress_from_messages(reporter), database=name)
+            ended = datetime.now(timezone.utc)
             reporter.done()
             history = self._history(session, name, devices[0])
             if self.settings.verify:
                 self._verify_after_backup(session, name, devices)
-        size, checksum = self._measure(devices, history)
-        lsn = {k: (str(history[k]) if history.get(k) is not None else None)
-               for k in ("first_lsn", "last_lsn", "database_backup_lsn")}
-        return BackupResult(name, staging_path, size, time.monotonic() - started, self.name, self.server,
-                            checksum=checksum, parts=tuple(devices), **lsn)
+        return self._result(name, staging_path, devices, history, started, began, ended, self.settings.copy_only)
 
-    def verify(self, staging_path: str) -> None:
-        devices = stripe_paths(staging_path, self.settings.stripes)
-        with self._session() as session:
-            if tsql.is_url(devices[0]):
-                self._ensure_credential(session, devices[0])
-            self._verify(session, devices)
-
-    def restore(self, database: str, source_path: str, *, data_path: str | None = None,
-                log_path: str | None = None, progress: Progress | None = None) -> RestoreResult:
+    def backup_log(self, database: str, staging_path: str, progress: Progress | None = None) -> BackupResult:
+        """BACKUP LOG of ``database`` (FULL / BULK_LOGGED recovery) to one file, verified like a full backup."""
         started, reporter = time.monotonic(), ProgressReporter(progress)
-        quoted = tsql.quote_name(database)
-        devices = stripe_paths(source_path, self.settings.stripes)
-        data_path = data_path or self.settings.restore_data_path
-        log_path = log_path or self.settings.restore_log_path
         with self._session() as session:
-            if tsql.is_url(devices[0]):
-                self._ensure_credential(session, devices[0])
-            sets = session.run(tsql.filelist_only(devices), action="RESTORE FILELISTONLY")
-            files = sets[0] if sets else []
-            if not files:
-                raise PermanentError(f"RESTORE FILELISTONLY found no database files in {source_path}",
-                                     hint="The file is not a database backup: check the source path.")
-            moves = tsql.plan_moves(database, files, data_path, log_path)
-            session.run(tsql.restore_database(database, devices, moves, self.settings.stats_percent),
-                        action=f"RESTORE DATABASE {quoted}", on_message=_progress_from_messages(reporter),
-                        database=database)
+            name, _ = self._online(session, database)
+            began = datetime.now(timezone.utc)
+            session.run(tsql.backup_log(name, [staging_path], self._fitted_options(session, name)),
+                        action=f"BACKUP LOG {tsql.quote_name(name)}", on_message=_progress_from_messages(reporter),
+                        database=name)
+            ended = datetime.now(timezone.utc)
             reporter.done()
-            row = session.first(tsql.DATABASE_STATE, database, action=f"check restored database {quoted}")
-        state = str(row["state_desc"]) if row else "MISSING"
-        if state != ONLINE:
-            raise PermanentError(f"restored database {quoted} on {self.server} is {state}, not ONLINE",
-                                 hint="Look at the SQL Server error log for the restore; RESTORE ... WITH "
-                                      "RECOVERY should leave the database ONLINE.")
-        return RestoreResult(database, source_path, time.monotonic() - started, self.name, self.server, state)
+            history = self._history(session, name, staging_path)
+            if self.settings.verify:
+                self._verify_after_backup(session, name, [staging_path])
+        return self._result(name, staging_path, [staging_path], history, started, began, ended, False)
 
-    def file_list(self, source_path: str) -> list[dict[str, Any]]:
-        """RESTORE FILELISTONLY: the backup's logical files (what a restore would MOVE)."""
-        devices = stripe_paths(source_path, self.settings.stripes)
+    def log_health(self, database: str) -> LogHealth:
+        """Recovery model, ``log_reuse_wait_desc`` and the age of the newest log backup (msdb) of ``database``:
+        for the "no recent log backup" warning. Best effort: unreadable msdb history gives an unknown age."""
         with self._session() as session:
-            if tsql.is_url(devices[0]):
-                self._ensure_credential(session, devices[0])
-            sets = session.run(tsql.filelist_only(devices), action="RESTORE FILELISTONLY")
+            return read_log_health(session, database)
+
+    def verify(self, staging_path: str | Sequence[str]) -> None:
+        with self._session() as session:
+            self._verify(session, _devices(staging_path))
+
+    def restore(self, database: str, source_path: str | Sequence[str], *, data_path: str | None = None,
+                log_path: str | None = None, progress: Progress | None = None,
+                options: RestoreOptions | None = None, logs: Sequence[str] = ()) -> RestoreResult:
+        """Pre-flight, exclusive access, optional tail-log backup, RESTORE ... WITH REPLACE from one file or every
+        stripe in order, then each of ``logs`` (log backups, LSN order) WITH NORECOVERY and RECOVERY; ONLINE
+        checked (:mod:`workers.engines.sqlserver_restore`)."""
+        started, reporter = time.monotonic(), ProgressReporter(progress)
+        devices = _devices(source_path)
+        with self._session() as session:
+            safe = SafeRestore(session, self.server, database, devices, options or RestoreOptions(),
+                               self.settings.stats_percent, logs=logs)
+            state = safe.restore(data_path, log_path, _progress_from_messages(reporter))
+            reporter.done()
+            done = safe.outcome
+        return RestoreResult(database, devices[0], time.monotonic() - started, self.name, self.server, state,
+                             tail_log=done.tail_log, warnings=tuple(done.warnings))
+
+    def preflight_target(self, database: str, options: RestoreOptions) -> None:
+        """Before fetching a backup: refuse a target in an availability group or with open sessions (without
+        ``force_disconnect``) now rather than after the download; the restore checks again."""
+        with self._session() as session:
+            safe = SafeRestore(session, self.server, database, [], options, self.settings.stats_percent)
+            row = safe.target_row()
+            if row is not None:
+                safe.check_target(row)
+
+    def check_consistency(self, database: str) -> str:
+        """DBCC CHECKDB (database) WITH NO_INFOMSGS, ALL_ERRORMSGS; corruption raises (8939, 8928, ...)."""
+        with self._session() as session:
+            return check_db(session, database)
+
+    def file_list(self, source_path: str | Sequence[str]) -> list[dict[str, Any]]:
+        """RESTORE FILELISTONLY: the backup's logical files (what a restore would MOVE)."""
+        with self._session() as session:
+            sets = session.run(tsql.filelist_only(_devices(source_path)), action="RESTORE FILELISTONLY")
         return sets[0] if sets else []
 
     def drop(self, database: str) -> None:
-        """Drop ``database`` if it exists (rolling back its sessions): for scratch restores (drills)."""
+        """Drop ``database`` if it exists (rolling back its sessions; a RESTORING one directly): for scratch
+        restores (drills)."""
         with self._session() as session:
-            row = session.first(tsql.DATABASE_STATE, database, action=f"look up database {database!r}")
-            for statement in tsql.drop_database(str(row["name"])) if row else []:
-                session.run(statement, action=statement.split(" WITH ")[0], database=str(row["name"]))
+            drop_database(session, database)
 
     def permissions(self) -> tuple[list[perms.Permission], set[str]]:
         """What the login may do on each configured database (read only; :mod:`.sqlserver_perms`), and the
@@ -254,11 +228,11 @@ class SqlServerEngine:
             update["copy_only"] = True          # a secondary takes only COPY_ONLY full backups (else 3059)
         return SqlServerEngine(self.settings.model_copy(update=update), connect=self._connect)
 
-    def _fitted_options(self, session: _Session, name: str, url: bool) -> tsql.BackupOptions:
+    def _fitted_options(self, session: _Session, name: str) -> tsql.BackupOptions:
         """The configured options as this edition and version support them (COMPRESSION, TDE transfer size)."""
         facts = ServerFacts.from_row(session.first(SERVER_FACTS, action="read the SQL Server edition"))
         row = session.first(DATABASE_ENCRYPTED, name, action=f"ask whether {name!r} uses TDE")
-        options, notes = fit_options(self._options(url), facts, bool(row and row["is_encrypted"]))
+        options, notes = fit_options(self._options(), facts, bool(row and row["is_encrypted"]))
         for note in notes:
             log.info("%s on %s: %s", name, self.server, note)
         return options
@@ -291,62 +265,33 @@ class SqlServerEngine:
             log.warning("backup of %s finished but msdb history is unreadable: %s", name, exc.message)
             return {}
 
-    def _measure(self, devices: list[str], history: dict[str, Any]) -> tuple[int, str | None]:
-        if not tsql.is_url(devices[0]) and locally_readable(devices):
-            checksum, size = sha256_of(devices)
-            return size, checksum
-        size = history.get("compressed_backup_size") or history.get("backup_size") or 0
-        return int(size), None
+    def _result(self, name: str, staging_path: str, devices: list[str], history: dict[str, Any], started: float,
+                began: datetime, ended: datetime, copy_only: bool) -> BackupResult:
+        """The backup's facts: size and SHA-256 (whole and per stripe) when this process can read the files,
+        else msdb's size; LSNs and the server version from msdb; start and finish (UTC)."""
+        if locally_readable(devices):
+            each = [sha256_of([d]) for d in devices]
+            size, checksum, parts = sum(n for _, n in each), each[0][0] if len(each) == 1 else None, \
+                tuple(c for c, _ in each)
+        else:
+            size = int(history.get("compressed_backup_size") or history.get("backup_size") or 0)
+            checksum, parts = None, ()
+        lsn = {k: (str(history[k]) if history.get(k) is not None else None)
+               for k in ("first_lsn", "last_lsn", "database_backup_lsn")}
+        return BackupResult(name, staging_path, size, time.monotonic() - started, self.name, self.server,
+                            checksum=checksum, parts=tuple(devices), part_checksums=parts,
+                            server_version=tsql.version_of(history), started_at=began.isoformat(),
+                            finished_at=ended.isoformat(), copy_only=copy_only, **lsn)
 
-    def _options(self, url: bool) -> tsql.BackupOptions:
+    def _options(self) -> tsql.BackupOptions:
         s = self.settings
         return tsql.BackupOptions(compression=s.compression, copy_only=s.copy_only, stats_percent=s.stats_percent,
-                                  max_transfer_size=s.url_max_transfer_size if url else s.max_transfer_size,
-                                  buffer_count=s.buffer_count)
+                                  max_transfer_size=s.max_transfer_size, buffer_count=s.buffer_count)
 
-    def _ensure_credential(self, session: _Session, url: str) -> None:
-        name = tsql.credential_name(url)
-        exists = session.first(tsql.CREDENTIAL_EXISTS, name, action="look up the S3 credential") is not None
-        s = self.settings
-        if s.s3_access_key is not None and s.s3_secret_key is not None:
-            statement = tsql.save_s3_credential(name, s.s3_access_key, s.s3_secret_key.get_secret_value(), exists)
-            session.run(statement, action=f"{'ALTER' if exists else 'CREATE'} CREDENTIAL {tsql.quote_name(name)}")
-        elif not exists:
-            raise PermanentError(f"SQL Server has no credential {name!r} for BACKUP TO URL",
-                                 hint=f"Create it on the server (CREATE CREDENTIAL [{name}] WITH IDENTITY = "
-                                      "'S3 Access Key', SECRET = '<access key>:<secret key>') or set "
-                                      "APPSVC_DR_DATABASE__S3_ACCESS_KEY and APPSVC_DR_DATABASE__S3_SECRET_KEY.")
 
-    def _build_connection_string(self) -> str:
-        s = self.settings
-        driver = s.effective_driver
-        freetds = "freetds" in driver.lower()
-        instance = "\\" in s.server
-        pairs: list[tuple[str, str | None]] = [("DRIVER", driver)]
-        if freetds:
-            pairs += [("SERVER", s.server), ("PORT", None if instance else str(s.effective_port)),
-                      ("DATABASE", "master"), ("TDS_Version", "7.4"), ("ClientCharset", "UTF-8"),
-                      ("Encryption", "request" if s.encrypt == "no" else "require")]
-        else:
-            pairs += [("SERVER", s.server if instance else f"tcp:{s.server},{s.effective_port}"),
-                      ("DATABASE", "master"), ("Encrypt", s.encrypt),
-                      ("TrustServerCertificate", "yes" if s.trust_server_certificate else "no"),
-                      ("APP", "appservice-dr"), ("MultiSubnetFailover", "Yes" if s.multi_subnet_failover else None)]
-        password = s.password.get_secret_value() if s.password is not None else None
-        if s.auth == "kerberos":
-            pairs.append(("Trusted_Connection", "yes"))
-        elif freetds:
-            if s.auth != "sql":
-                raise ConfigurationError(f"database.auth = {s.auth} needs the Microsoft ODBC driver, not FreeTDS",
-                                         hint="Set APPSVC_DR_DATABASE__DRIVER='ODBC Driver 18 for SQL Server' "
-                                              "or use auth = sql / kerberos.")
-        if s.auth in ("sql", "entra-password"):
-            if not s.username:
-                raise ConfigurationError(f"database.auth = {s.auth} needs database.username",
-                                         hint="Set APPSVC_DR_DATABASE__USERNAME and APPSVC_DR_DATABASE__PASSWORD.")
-            pairs += [("UID", s.username), ("PWD", password)]
-        if s.auth == "entra-password":
-            pairs.append(("Authentication", "ActiveDirectoryPassword"))
-        elif s.auth == "entra-msi":
-            pairs += [("Authentication", "ActiveDirectoryMsi"), ("UID", s.username)]
-        return connection_string(pairs, always_brace=("DRIVER", "PWD"))
+def _devices(source: str | Sequence[str]) -> list[str]:
+    """One path, or every stripe's path in order (as named by the stored set)."""
+    devices = [source] if isinstance(source, str) else list(source)
+    if not devices:
+        raise PermanentError("no backup file given", hint="Pass the staged backup's path (every stripe of it).")
+    return devices

@@ -19,6 +19,9 @@ TERMINATING = {3013, 5069}      # "BACKUP/RESTORE ... is terminating abnormally"
 INFO_MESSAGES = {0, 3014, 3211, 3262, 4035, 4037, 3267}    # progress, "processed N pages", "backup set is valid"
 
 _CONNECTION = "APPSVC_DR_DATABASE__SERVER / APPSVC_DR_DATABASE__PORT"
+_CHAIN = ("The set's log backups do not continue the full backup's LSN chain (a log backup is missing: taken by "
+          "another job, or not stored); `appsvc-dr artifacts list --set <set>` shows each backup's LSNs. Restore "
+          "without them (`--no-logs`) or from a set whose chain is whole.")
 _LOGIN = ("Check APPSVC_DR_DATABASE__USERNAME / APPSVC_DR_DATABASE__PASSWORD / APPSVC_DR_DATABASE__AUTH, that the "
           "login exists and is enabled, and that it may open master and the database (sysadmin, or "
           "db_backupoperator in each database plus dbcreator for restores).")
@@ -46,7 +49,8 @@ RULES: dict[int, tuple[bool, str]] = {
                   "APPSVC_DR_DATABASE__COPY_ONLY=true, or back up on the primary."),
     3241: (False, "The backup is incomplete, damaged, not a SQL Server backup, or taken on a newer SQL Server "
                   "version than this server can read (media family incorrectly formed): take a new backup, check "
-                  "that every stripe is present (APPSVC_DR_DATABASE__STRIPES), or restore onto an instance of the "
+                  "that every stripe is present (`appsvc-dr artifacts list --set <set>`: <db>.bak.1ofN ... NofN), or "
+                  "restore onto an instance of the "
                   "same or a newer version."),
     3183: (False, "The backup is damaged (RESTORE found a corrupt page): take a new backup; run DBCC CHECKDB "
                   "on the source database."),
@@ -60,10 +64,10 @@ RULES: dict[int, tuple[bool, str]] = {
     3156: (False, "A restored file cannot be placed: set APPSVC_DR_DATABASE__RESTORE_DATA_PATH and "
                   "RESTORE_LOG_PATH (RESTORE ... MOVE) to directories on the target SQL Server."),
     1834: (False, "A restored file would overwrite a file another database uses: restore under other "
-                  "file names (set RESTORE_DATA_PATH / RESTORE_LOG_PATH)."),
+                  "file names (--data-path / --log-path; drills: RESTORE_DATA_PATH / RESTORE_LOG_PATH)."),
     3101: (False, "The target database has open sessions and RESTORE needs exclusive access; retrying does not "
-                  "help while the App Service controllers stay connected. Stop them, or end the sessions with "
-                  "ALTER DATABASE {database} SET SINGLE_USER WITH ROLLBACK IMMEDIATE, then restore again."),
+                  "help while the App Service controllers stay connected. Stop them, or rerun the restore with "
+                  "--force-disconnect (ALTER DATABASE {database} SET SINGLE_USER WITH ROLLBACK IMMEDIATE)."),
     3104: (False, "The target database has joined an availability group, which RESTORE cannot replace: on the "
                   "primary run ALTER AVAILABILITY GROUP [<ag>] REMOVE DATABASE {database} (on a secondary: "
                   "ALTER DATABASE {database} SET HADR OFF), restore, then add it back to the group."),
@@ -75,8 +79,8 @@ RULES: dict[int, tuple[bool, str]] = {
                   "with RESTORE DATABASE {database} WITH RECOVERY, or drop it with DROP DATABASE {database}."),
     3634: (False, "Another process (a second SQL Server instance, antivirus, a backup agent) holds the file; "
                   "free it, or restore under other file names (RESTORE_DATA_PATH / RESTORE_LOG_PATH)."),
-    3132: (False, "The backup is striped and not every stripe was given: check that every stripe is present "
-                  "(APPSVC_DR_DATABASE__STRIPES must match the backup)."),
+    3132: (False, "The backup is striped and not every stripe was given: check that the set holds every stripe "
+                  "(`appsvc-dr artifacts list --set <set>`: <db>.bak.1ofN ... NofN)."),
     3187: (False, "The backup has no checksums (taken WITHOUT CHECKSUM): take a new backup WITH CHECKSUM."),
     3154: (False, "The backup holds another database than the one it would replace: check --database / "
                   "--target-database."),
@@ -89,12 +93,12 @@ RULES: dict[int, tuple[bool, str]] = {
                   "db_owner, e.g. ALTER SERVER ROLE dbcreator ADD MEMBER {login};"),
     3702: (False, "The database still has sessions: end them (ALTER DATABASE {database} SET SINGLE_USER WITH "
                   "ROLLBACK IMMEDIATE) and drop it again."),
-    15151: (False, "The login may not create or alter the S3 credential: GRANT ALTER ANY CREDENTIAL TO {login}; "
-                   "or create the credential as sysadmin."),
     2571: (False, "DBCC CHECKDB needs sysadmin or db_owner: ALTER ROLE db_owner ADD MEMBER {login}; in the "
                   "database."),
     8928: (False, "DBCC CHECKDB found corruption in the restored copy: the backup holds a damaged database; run "
                   "DBCC CHECKDB on the source and take a new backup."),
+    8939: (False, "DBCC CHECKDB found a damaged page in the restored copy: the backup holds a damaged database; "
+                  "run DBCC CHECKDB on the source and take a new backup."),
     8989: (False, "DBCC CHECKDB found corruption in the restored copy: the backup holds a damaged database; run "
                   "DBCC CHECKDB on the source and take a new backup."),
     4208: (False, "The database uses the SIMPLE recovery model, which has no log backups: back it up with full "
@@ -102,6 +106,12 @@ RULES: dict[int, tuple[bool, str]] = {
                   "full backup."),
     4214: (False, "No full backup has started the log chain (COPY_ONLY fulls do not): take one normal full "
                   "backup (APPSVC_DR_DATABASE__COPY_ONLY=false once, or the DBA's own job) before log backups."),
+    4305: (False, _CHAIN),
+    4326: (False, _CHAIN),
+    3117: (False, "RESTORE LOG found no database restored WITH NORECOVERY to apply it to: restore the full "
+                  "backup of the same set first (`appsvc-dr restore database` does both)."),
+    3135: (False, "A full backup was given where a log backup belongs, or the other way round: check the set's "
+                  "artifacts (<db>.bak full, <db>.log-<LSN>.trn log backups)."),
     3271: (True, "An I/O error on the backup device, usually the staging share dropping for a moment; the job "
                  "is retried. If it persists, check the share, the network path and the file server's log."),
     5061: (True, "Another session holds a lock on the database; the job is retried."),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
-from urllib.parse import urlsplit
 
 from workers.engines.base import require_name
 from workers.runtime.errors import PermanentError
@@ -23,10 +22,10 @@ PREFERRED_REPLICA = "SELECT sys.fn_hadr_backup_is_preferred_replica(?) AS prefer
 # RESTORE VERIFYONLY / FILELISTONLY / HEADERONLY need CREATE DATABASE (RESTORE, "Permissions")
 MAY_VERIFY = "SELECT HAS_PERMS_BY_NAME(N'master', N'DATABASE', N'CREATE DATABASE') AS may_verify"
 BACKUP_HISTORY = ("SELECT TOP (1) bs.first_lsn, bs.last_lsn, bs.database_backup_lsn, bs.backup_size, "
-                  "bs.compressed_backup_size FROM msdb.dbo.backupset AS bs "
+                  "bs.compressed_backup_size, bs.software_major_version, bs.software_minor_version, "
+                  "bs.software_build_version FROM msdb.dbo.backupset AS bs "
                   "JOIN msdb.dbo.backupmediafamily AS mf ON mf.media_set_id = bs.media_set_id "
                   "WHERE bs.database_name = ? AND mf.physical_device_name = ? ORDER BY bs.backup_set_id DESC")
-CREDENTIAL_EXISTS = "SELECT name FROM sys.credentials WHERE name = ?"
 
 
 def quote_name(name: str, kind: str = "database") -> str:
@@ -42,19 +41,25 @@ def literal(value: str, kind: str = "path") -> str:
 
 
 def is_url(device: str) -> bool:
-    return device.lower().startswith(("s3://", "https://"))
+    return "://" in device
 
 
 def devices_clause(devices: Sequence[str]) -> str:
-    """``DISK = N'a', DISK = N'b'`` or ``URL = N's3://...'``: all devices must be of one kind."""
+    """``DISK = N'a', DISK = N'b'``. URLs are refused: BACKUP TO URL is not supported (stage on a share)."""
     if not devices:
         raise PermanentError("no backup device given", hint="Pass a staging path.")
-    kinds = {is_url(d) for d in devices}
-    if len(kinds) != 1:
-        raise PermanentError("a backup cannot mix URLs and disk paths",
-                             hint="Use only s3:// URLs or only file paths for one backup.")
-    kind = "URL" if kinds.pop() else "DISK"
-    return ", ".join(f"{kind} = {literal(d)}" for d in devices)
+    urls = [d for d in devices if is_url(d)]
+    if urls:
+        raise PermanentError(f"BACKUP/RESTORE to a URL ({urls[0][:80]!r}) is not supported",
+                             hint="Set APPSVC_DR_STAGING__DATABASE_DIR to a directory or UNC share SQL Server can "
+                                  "write; the upload worker stores the backup in the object store.")
+    return ", ".join(f"DISK = {literal(d)}" for d in devices)
+
+
+def version_of(history: Mapping[str, Any]) -> str | None:
+    """``16.0.4135`` from msdb.dbo.backupset's software_{major,minor,build}_version (None when unknown)."""
+    parts = [history.get(f"software_{k}_version") for k in ("major", "minor", "build")]
+    return ".".join(str(int(p)) for p in parts) if all(p is not None for p in parts) else None
 
 
 @dataclass(frozen=True)
@@ -67,12 +72,8 @@ class BackupOptions:
 
 
 def backup_database(name: str, devices: Sequence[str], options: BackupOptions) -> str:
-    """``BACKUP DATABASE [db] TO DISK = N'...' WITH CHECKSUM, FORMAT, INIT, ...``.
-
-    URL (S3) targets get no INIT (FORMAT already overwrites) - the S3 connector supports a subset of options.
-    """
-    url = is_url(devices[0])
-    opts = ["CHECKSUM", "FORMAT"] + ([] if url else ["INIT"])
+    """``BACKUP DATABASE [db] TO DISK = N'...' WITH CHECKSUM, FORMAT, INIT, ...``."""
+    opts = ["CHECKSUM", "FORMAT", "INIT"]
     opts.append("COMPRESSION" if options.compression else "NO_COMPRESSION")
     if options.copy_only:
         opts.append("COPY_ONLY")
@@ -84,6 +85,18 @@ def backup_database(name: str, devices: Sequence[str], options: BackupOptions) -
     return f"BACKUP DATABASE {quote_name(name)} TO {devices_clause(devices)} WITH {', '.join(opts)}"
 
 
+def backup_log(name: str, devices: Sequence[str], options: BackupOptions) -> str:
+    """``BACKUP LOG [db] TO DISK = N'...' WITH CHECKSUM, FORMAT, INIT, ...``: never COPY_ONLY (it truncates the
+    log, which is what it is for), so it joins the database's one log chain."""
+    opts = ["CHECKSUM", "FORMAT", "INIT", "COMPRESSION" if options.compression else "NO_COMPRESSION",
+            f"STATS = {int(options.stats_percent)}"]
+    return f"BACKUP LOG {quote_name(name)} TO {devices_clause(devices)} WITH {', '.join(opts)}"
+
+
+def restore_log(name: str, devices: Sequence[str], stats_percent: int) -> str:
+    return f"RESTORE LOG {quote_name(name)} FROM {devices_clause(devices)} WITH NORECOVERY, STATS = {int(stats_percent)}"
+
+
 def verify_only(devices: Sequence[str]) -> str:
     return f"RESTORE VERIFYONLY FROM {devices_clause(devices)} WITH CHECKSUM"
 
@@ -93,39 +106,67 @@ def filelist_only(devices: Sequence[str]) -> str:
 
 
 def restore_database(name: str, devices: Sequence[str], moves: Iterable[tuple[str, str]],
-                     stats_percent: int) -> str:
-    """``RESTORE DATABASE [db] FROM ... WITH REPLACE, RECOVERY, MOVE N'logical' TO N'path', ..., STATS = N``."""
-    opts = ["REPLACE", "RECOVERY"]
+                     stats_percent: int, *, checksum: bool = False, recovery: bool = True) -> str:
+    """``RESTORE DATABASE [db] FROM ... WITH REPLACE, RECOVERY, MOVE N'logical' TO N'path', ..., STATS = N``
+    (``CHECKSUM``: fail unless every page checksum of the backup is present and right; ``NORECOVERY`` when log
+    backups follow)."""
+    opts = ["REPLACE", "RECOVERY" if recovery else "NORECOVERY"] + (["CHECKSUM"] if checksum else [])
     opts += [f"MOVE {literal(logical, 'logical file')} TO {literal(path)}" for logical, path in moves]
     opts.append(f"STATS = {int(stats_percent)}")
     return f"RESTORE DATABASE {quote_name(name)} FROM {devices_clause(devices)} WITH {', '.join(opts)}"
+
+
+# ------------------------------------------------------------------------- restore pre-flight and safety
+TARGET_DATABASE = ("SELECT name, state_desc, user_access_desc, recovery_model_desc, CASE WHEN replica_id IS NULL "
+                   "THEN 0 ELSE 1 END AS in_ag FROM sys.databases WHERE name = ?")
+TARGET_AG = ("SELECT ag.name AS ag_name, drs.is_primary_replica FROM sys.dm_hadr_database_replica_states AS drs "
+             "JOIN sys.availability_groups AS ag ON ag.group_id = drs.group_id "
+             "WHERE drs.database_id = DB_ID(?) AND drs.is_local = 1")
+USER_SESSIONS = ("SELECT session_id FROM sys.dm_exec_sessions WHERE database_id = DB_ID(?) AND "
+                 "is_user_process = 1")
+CONTAINMENT = "SELECT value_in_use FROM sys.configurations WHERE name = N'contained database authentication'"
+INSTANCE = ("SELECT SERVERPROPERTY('ProductVersion') AS version, SERVERPROPERTY('InstanceDefaultDataPath') "
+            "AS data_path, SERVERPROPERTY('InstanceDefaultLogPath') AS log_path")
+
+
+def header_only(devices: Sequence[str]) -> str:
+    return f"RESTORE HEADERONLY FROM {devices_clause(devices)}"
+
+
+def single_user(name: str) -> str:
+    """End every other session at once (their open transactions roll back) and keep one connection in."""
+    return f"ALTER DATABASE {quote_name(name)} SET SINGLE_USER WITH ROLLBACK IMMEDIATE"
+
+
+def multi_user(name: str) -> str:
+    return f"ALTER DATABASE {quote_name(name)} SET MULTI_USER"
+
+
+def tail_log_backup(name: str, device: str, stats_percent: int) -> str:
+    """The tail of the log before an in-place restore: NORECOVERY leaves the database RESTORING."""
+    return (f"BACKUP LOG {quote_name(name)} TO DISK = {literal(device)} WITH NORECOVERY, CHECKSUM, FORMAT, INIT, "
+            f"STATS = {int(stats_percent)}")
+
+
+def recover_only(name: str) -> str:
+    """Bring a RESTORING database (e.g. after a tail-log backup) back ONLINE without restoring anything."""
+    return f"RESTORE DATABASE {quote_name(name)} WITH RECOVERY"
+
+
+def check_db(name: str) -> str:
+    return f"DBCC CHECKDB ({quote_name(name)}) WITH NO_INFOMSGS, ALL_ERRORMSGS"
+
+
+def drop_statements(name: str, state: str) -> list[str]:
+    """DROP a scratch database: an ONLINE one after ending its sessions; any other state (RESTORING, OFFLINE,
+    SUSPECT) directly - ALTER DATABASE is not permitted while it is RESTORING (5052)."""
+    return drop_database(name) if state == "ONLINE" else [f"DROP DATABASE {quote_name(name)}"]
 
 
 def drop_database(name: str) -> list[str]:
     """End every session of the database, then drop it (its data and log files go with it)."""
     quoted = quote_name(name)
     return [f"ALTER DATABASE {quoted} SET SINGLE_USER WITH ROLLBACK IMMEDIATE", f"DROP DATABASE {quoted}"]
-
-
-def credential_name(url: str) -> str:
-    """The credential SQL Server looks up for an S3 URL: ``s3://host[:port]/bucket`` (path-style URLs)."""
-    parts = urlsplit(url)
-    bucket = parts.path.lstrip("/").split("/", 1)[0]
-    if parts.scheme.lower() != "s3" or not parts.netloc or not bucket:
-        raise PermanentError(f"{url!r} is not an s3://host[:port]/bucket/... URL",
-                             hint="BACKUP TO URL needs path-style S3 URLs: s3://<endpoint>[:port]/<bucket>/<key>.")
-    return f"s3://{parts.netloc}/{bucket}"
-
-
-def save_s3_credential(name: str, access_key: str, secret_key: str, exists: bool) -> str:
-    """CREATE (or ALTER) CREDENTIAL for S3. The statement holds the secret: never log it."""
-    if ":" in access_key:
-        raise PermanentError("the S3 access key must not contain ':'",
-                             hint="Check APPSVC_DR_DATABASE__S3_ACCESS_KEY.")
-    verb = "ALTER" if exists else "CREATE"
-    secret = literal(f"{access_key}:{secret_key}", "credential secret")
-    return (f"{verb} CREDENTIAL {quote_name(name, 'credential')} "
-            f"WITH IDENTITY = N'S3 Access Key', SECRET = {secret}")
 
 
 # ------------------------------------------------------------------------------------ RESTORE ... MOVE

@@ -4,8 +4,9 @@ reference, so the catalog counts the component) [+ a warning ``job-failed`` when
 were skipped, or stored while still changing (unstable); each is named].
 
 Idempotent: the snapshot id derives from the backup set (and sub-path); a redelivered event whose snapshot
-is complete re-emits the stored result. An interrupted snapshot resumes: its packs are indexed as they are
-stored, so the next attempt finds those blobs and uploads only the rest.
+is complete re-emits the stored result, and one arriving while another event's sync of that snapshot runs is a
+duplicate (acked, counted: see ``workers.artifacts.jobs``). An interrupted snapshot resumes: its packs are
+indexed as they are stored, so the next attempt finds those blobs and uploads only the rest.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from contracts import BackupDue, Envelope, FileshareSynced, FileshareSyncedPaylo
     JobFailed, JobFailedPayload
 from workers.artifacts.setmanifest import artifact_key, write_manifest
 from workers.artifacts.events import artifact_stored
+from workers.artifacts.jobs import JobKey, JobLease, follow_up, store_prefix
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import require_planned
 from workers.artifacts.settings import RetentionSettings, VerifyMode
@@ -91,20 +93,9 @@ class FileshareHandler:
         if summary is not None:
             ctx.logger.info("snapshot %s is already complete: re-emitting its result", sid)
         else:
-            tree = open_tree(s.source, username=s.username, password=s.password, port=s.port, encrypt=s.encrypt)
-            lock = RepoLock(self.store.backend, event.stamp, "sync", holder=f"fileshare worker (snapshot {sid})")
-            try:
-                with lock:                  # shared: refused while a prune runs (see workers.repository.lock)
-                    result = Sync(s, repo, tree, progress=ctx.progress, cancelled=ctx.cancelled,
-                                  logger=ctx.logger).run(sid, event.stamp, event.correlation_id, sub_path)
-                    if result.stats.skipped_count and s.fail_on_skipped:
-                        raise TransientError(f"{result.stats.skipped_count} file(s) could not be read: "
-                                             + self._skipped_text(result.stats.as_dict()),
-                                             hint=SKIPPED_HINT.format(retries=s.retries, wait=s.wait))
-                    lock.check()            # a lapsed lock: a prune may have freed blobs this sync reused
-                    summary = commit(repo, result)
-            finally:
-                tree.close()
+            job = JobKey(event.stamp, event.correlation_id, "fileshare", reference_name(sub_path))
+            with JobLease(self.store.backend, store_prefix(job), job=ctx.job_key, what=str(job)):  # one sync
+                summary = repo.summary(sid) or self._run_sync(repo, event, sid, sub_path, ctx)
         body = json.dumps(summary, sort_keys=True, ensure_ascii=False).encode()
         name = reference_name(sub_path)
         stored = repo.meta.put(artifact_key(event.stamp, event.correlation_id, "fileshare", name),
@@ -112,12 +103,29 @@ class FileshareHandler:
         write_manifest(self.store, event.stamp, event.correlation_id)
         source = f"worker:{WORKER}"
         out: list[Envelope] = [
-            event.follow_up(FileshareSynced, synced_payload(summary), source=source),
+            follow_up(event, FileshareSynced, synced_payload(summary), source=source),
             artifact_stored(event, stored, store=self.store.backend.name, component="fileshare", name=name,
                             duration=time.monotonic() - started, source=source)]
         if summary["partial"]:
             out.append(self._warning(event, summary, ctx))
         return out
+
+    def _run_sync(self, repo: Repository, event: Envelope, sid: str, sub_path: str | None, ctx: JobContext) -> dict:
+        s = self.fileshare
+        tree = open_tree(s.source, username=s.username, password=s.password, port=s.port, encrypt=s.encrypt)
+        lock = RepoLock(self.store.backend, event.stamp, "sync", holder=f"fileshare worker (snapshot {sid})")
+        try:
+            with lock:                  # shared: refused while a prune runs (see workers.repository.lock)
+                result = Sync(s, repo, tree, progress=ctx.progress, cancelled=ctx.cancelled,
+                              logger=ctx.logger).run(sid, event.stamp, event.correlation_id, sub_path)
+                if result.stats.skipped_count and s.fail_on_skipped:
+                    raise TransientError(f"{result.stats.skipped_count} file(s) could not be read: "
+                                         + self._skipped_text(result.stats.as_dict()),
+                                         hint=SKIPPED_HINT.format(retries=s.retries, wait=s.wait))
+                lock.check()            # a lapsed lock: a prune may have freed blobs this sync reused
+                return commit(repo, result)
+        finally:
+            tree.close()
 
     @staticmethod
     def _skipped_text(summary: dict) -> str:

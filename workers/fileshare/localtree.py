@@ -183,6 +183,14 @@ class LocalTree:
     def exists(self) -> bool:
         return self.root.is_dir()
 
+    def free_space(self) -> int:
+        """Bytes this user may still write where the root is (or would be created: its nearest existing parent)."""
+        where = self.root
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        st = os.statvfs(where)
+        return st.f_bavail * st.f_frsize
+
     def case_insensitive(self) -> bool:
         """Whether the root's name with its letters' case swapped is the same directory (a case-insensitive mount)."""
         swapped = self.root.with_name(self.root.name.swapcase())

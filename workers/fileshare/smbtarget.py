@@ -87,6 +87,12 @@ class SmbTarget:
                 return False
         return True
 
+    def free_space(self) -> int:
+        """Bytes the login may still write on the share (SMB FileFsFullSizeInformation: caller available)."""
+        with self._errors(""):
+            self.session.register()
+            return int(smbclient.stat_volume(f"\\\\{self.host}\\{self.share}", **self._kw).caller_available_size)
+
     def case_insensitive(self) -> bool:
         """Whether the server matches names regardless of case, seen on the root folder's own name (a share
         root alone: assumed, as Windows does)."""

@@ -8,7 +8,8 @@ log = logging.getLogger("appsvc_dr.middleware")
 
 
 class Middleware:
-    """Override what you need. ``outcome`` is one of ok, retried, dead_lettered, rejected."""
+    """Override what you need. ``outcome`` is one of ok, retried, dead_lettered, rejected, duplicate
+    (acked without running: another event's job does that work, see ``DuplicateJob``)."""
 
     def on_boot(self, worker: str) -> None: ...
 

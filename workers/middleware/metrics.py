@@ -23,8 +23,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.consumed = Counter("appsvc_dr_events_consumed", "Events consumed, by outcome "
-                                "(ok, retried, dead_lettered, rejected)", ["worker", "event_type", "outcome"],
+        self.consumed = Counter("appsvc_dr_events_consumed", "Events consumed, by outcome (ok, retried, "
+                                "dead_lettered, rejected, duplicate)", ["worker", "event_type", "outcome"],
                                 registry=r)
         self.duration = Histogram("appsvc_dr_job_duration_seconds", "Job duration", ["worker", "event_type"],
                                   buckets=DURATION_BUCKETS, registry=r)
@@ -46,6 +46,13 @@ class Metrics:
         self.secrets_newest = Gauge("appsvc_dr_secrets_newest_version_timestamp_seconds",
                                     "Unix time the newest stored SystemSecrets.json version was rotated",
                                     ["stamp"], registry=r)
+        # -- ops-lifecycle (issue 16): a rotation seen but not handled means the stored secrets are stale --
+        self.secrets_rotation_seen = Gauge("appsvc_dr_secrets_last_rotation_seen_timestamp_seconds",
+                                           "rotated_at of the newest secrets-rotated event the secrets worker received",
+                                           ["stamp"], registry=r)
+        self.secrets_rotation_handled = Gauge("appsvc_dr_secrets_last_rotation_handled_timestamp_seconds",
+                                              "rotated_at of the newest secrets-rotated event stored (or found "
+                                              "unchanged)", ["stamp"], registry=r)
         self.secrets_rotations = Counter("appsvc_dr_secrets_rotations", "Secret rotations seen, by outcome "
                                          "(stored, duplicate)", ["stamp", "outcome"], registry=r)
         self.mirror_lag = Gauge("appsvc_dr_mirror_lag_seconds", "Seconds the oldest object not yet on a mirror "
@@ -59,6 +66,12 @@ class Metrics:
         self.store_next_set = Gauge("appsvc_dr_store_next_set_bytes", "Bytes the next backup set is forecast to "
                                     "take in a store (the largest of the newest sets, plus 10 %)", ["target"],
                                     registry=r)
+        self.log_backup_age = Gauge("appsvc_dr_database_log_backup_age_seconds", "SQL Server: seconds since the "
+                                    "newest log backup in msdb, read after each full backup (+Inf: none)",
+                                    ["database"], registry=r)
+        self.log_warnings = Counter("appsvc_dr_database_log_warnings", "SQL Server: full backups of a FULL-recovery "
+                                    "database whose log is not backed up, by reason (no-log-backup, "
+                                    "log-backup-overdue, log-reuse-wait)", ["database", "reason"], registry=r)
         self.notifications = Counter("appsvc_dr_notifications", "Notifications by sink and outcome "
                                      "(sent, grouped, failed)", ["sink", "outcome"], registry=r)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from contracts import Envelope, JobFailed, JobFailedPayload
 from workers.artifacts.capacity import Forecast, forecast, size_text
+from workers.artifacts.jobs import follow_up
 from workers.middleware.metrics import Metrics
 from workers.storage.base import StorageBackend, StorageError
 from workers.storage.capacity import measure
@@ -56,7 +57,7 @@ class CapacityWatch:
                    f"(measured {when} set {event.correlation_id}). {result.describe()}")
         hint = ("Free space or grow the volume / quota behind this store (quota_bytes for S3), or keep fewer sets "
                 "(RETENTION__KEEP_LAST, or the target's keep_last), before the next set fails for space.")
-        return event.follow_up(JobFailed, JobFailedPayload(
+        return follow_up(event, JobFailed, JobFailedPayload(
             worker=self.worker, failed_event_id=event.event_id, failed_event_type=event.type,
             error_class="StoreAlmostFull", message=message[:4000], attempts=1, will_retry=False, hint=hint,
-            severity="warning"), source=f"worker:{self.worker}")
+            severity="warning"), source=f"worker:{self.worker}", part=f"capacity-{store.name}")

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 
 from contracts import ArtifactStored, BackupDue, BackupSetCompleted, Envelope, FileshareSynced, SecretsStored
 from contracts.events.mirror import ArtifactMirrored, ArtifactMirroredPayload
+from workers.artifacts.jobs import follow_up
 from workers.artifacts.retention import apply_retention
 from workers.artifacts.settings import RetentionSettings
 from workers.middleware.metrics import Metrics
@@ -108,10 +109,10 @@ class MirrorHandler:
                             result.wanted, result.bytes_copied, len(result.backlog))
             if isinstance(event, BackupSetCompleted) and self.auto_retention:
                 self._retention(target, event.stamp, ctx)
-            out.append(event.follow_up(ArtifactMirrored, ArtifactMirroredPayload(
+            out.append(follow_up(event, ArtifactMirrored, ArtifactMirroredPayload(
                 target=name, store=target.backend.name, objects=result.wanted, copied=result.copied,
                 bytes_copied=result.bytes_copied, backlog=len(result.backlog),
-                duration_seconds=round(time.monotonic() - started, 3)), source=f"worker:{WORKER}"))
+                duration_seconds=round(time.monotonic() - started, 3)), source=f"worker:{WORKER}", part=name))
         if isinstance(event, BackupSetCompleted) and self.capacity is not None:
             out += self.capacity.check(event, "after")
         if down:

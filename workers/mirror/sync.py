@@ -1,13 +1,17 @@
 """Bring one mirror target in line with the primary for a stamp: what it should hold, what it lacks, copy it.
 
-What a target should hold for a stamp: every object under ``<stamp>/`` on the primary, except the sets the
-target's own retention policy would delete (so a target keeping fewer sets is not refilled) and the file-share
-repository's locks. Objects are copied as stored (the same bytes, the same key: records and signatures stay
-valid) and streamed with bounded memory: one part (S3) or one chunk (SMB, local) at a time. An artifact with a
-record is verified while it streams, against the record's stored size and SHA-256, and the target's upload is
-aborted when it does not match (a corrupted object on the primary is never copied); any other object is
-hashed as it streams and read back from the target. Within a set, artifacts go first, then records, then the
-catalog's files with the completion marker last, so a set is complete on the target only once it is all there.
+What a target should hold for a stamp: every object under ``<stamp>/`` on the primary — artifacts, records, the
+catalog's files (plan, manifest, the complete / failed / expired markers), drill results, recoveries' state —
+except the sets the target's own retention policy would delete (so a target keeping fewer sets is not refilled) and
+what only coordinates this site's running processes: the file-share repository's locks, job leases
+(``<stamp>/<set>/jobs/``) and the scheduler's slot claims (``<stamp>/schedule/``). Objects are copied as stored
+(the same bytes, the same key: records and signatures stay valid) and streamed with bounded memory: one part (S3)
+or one chunk (SMB, local) at a time. An artifact with a record is verified while it streams, against the record's
+stored size and SHA-256, and the target's upload is aborted when it does not match (a corrupted object on the
+primary is never copied); any other object is hashed as it streams and read back from the target. A recovery's
+state (``<stamp>/recoveries/``) is rewritten as the recovery runs: it is compared by content and copied again when
+it changed. Within a set, artifacts go first, then records, then the catalog's files with the completion marker
+last, so a set is complete on the target only once it is all there.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import BinaryIO, Callable
 
+from workers.artifacts.jobs import JOBS
 from workers.artifacts.records import RECORD_SUFFIX, read_record
 from workers.artifacts.retention import SetState, decide, set_states
 from workers.artifacts.service import sha256_of
@@ -27,7 +32,10 @@ from workers.storage.base import ObjectInfo, StorageBackend
 from workers.storage.codec import IntegrityError
 
 CHUNK = 1024 * 1024
-EXCLUDED = ("fileshare/locks/",)          # under <stamp>/: never mirrored (a lock is only valid where it was taken)
+# Under <stamp>/, never mirrored: a lock, lease or slot claim is only valid where it was taken (a scheduler run
+# against a mirror target claims its own slots there).
+EXCLUDED = ("fileshare/locks/", "schedule/")
+MUTABLE = ("recoveries/",)              # under <stamp>/: rewritten in place (workers.recover.state), compared by content
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,13 @@ def wanted_objects(primary: StorageBackend, stamp: str, policy: Policy, now: dat
     plan = decide(stamp, view.states, keep_last=policy.keep_last, keep_within=policy.keep_within, now=now,
                   incomplete_grace=policy.grace)
     skipped = tuple(set_prefix(stamp, s) for s in plan.delete) + tuple(f"{stamp}/{e}" for e in EXCLUDED)
-    return sorted((o for o in view.objects if not o.key.startswith(skipped)), key=_order)
+    return sorted((o for o in view.objects if not o.key.startswith(skipped) and not _lease(o.key)), key=_order)
+
+
+def _lease(key: str) -> bool:
+    """A job lease: ``<stamp>/<set>/jobs/...`` (workers.artifacts.jobs.store_prefix)."""
+    parts = key.split("/", 3)
+    return len(parts) == 4 and parts[2] == JOBS
 
 
 def _order(info: ObjectInfo) -> tuple[str, int, str]:
@@ -96,12 +110,14 @@ def compare(primary: StorageBackend, target: StorageBackend, stamp: str, policy:
     """The objects the target lacks; ``read_data`` also hashes the target's copies of recorded artifacts."""
     wanted = wanted_objects(primary, stamp, policy, now, view=view)
     there = {o.key: o.size for o in target.list(f"{stamp}/")}
+    mutable = tuple(f"{stamp}/{m}" for m in MUTABLE)
     missing, differs = [], []
     for info in wanted:
         size = there.get(info.key)
         if size is None:
             missing.append(info)
-        elif size != info.size or (read_data and not _matches_record(primary, target, info.key)):
+        elif size != info.size or (read_data and not _matches_record(primary, target, info.key)) or \
+                (info.key.startswith(mutable) and _hash(primary, info.key) != _hash(target, info.key)):
             missing.append(info)
             differs.append(info.key)
     return Comparison(wanted, missing, differs)

@@ -18,13 +18,13 @@ import json
 import os
 import secrets
 import socket
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from workers.runtime.errors import TransientError
 from workers.storage.base import UNLOCKED, ObjectNotFound, StorageBackend
+from workers.storage.heartbeat import Heartbeat, holder_alive
 
 STALE_AFTER = timedelta(minutes=30)
 REFRESH_EVERY = timedelta(minutes=5)
@@ -53,22 +53,12 @@ class LockInfo:
     def stale(self, now: datetime, stale_after: timedelta = STALE_AFTER) -> bool:
         if now - self.refreshed_at > stale_after:
             return True
-        return self.host == socket.gethostname() and not _alive(self.pid)
+        return not holder_alive(self.host, self.pid)
 
     def describe(self, now: datetime) -> str:
         age = int((now - self.refreshed_at).total_seconds())
         return (f"{self.kind} lock of {self.holder} (host {self.host}, pid {self.pid}), held since "
                 f"{self.created_at.isoformat(timespec='seconds')}, last refreshed {age}s ago")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def locks_prefix(stamp: str) -> str:
@@ -94,7 +84,7 @@ def read_locks(backend: StorageBackend, stamp: str) -> list[LockInfo]:
     return found
 
 
-class RepoLock:
+class RepoLock(Heartbeat):
     """``with RepoLock(backend, stamp, "sync", holder=...):`` — acquire, refresh in the background, release."""
 
     def __init__(self, backend: StorageBackend, stamp: str, kind: str, *, holder: str, exclusive: bool = False,
@@ -104,10 +94,7 @@ class RepoLock:
         self.key = f"{locks_prefix(stamp)}{secrets.token_hex(16)}.json"
         self.created_at = datetime.now(timezone.utc)
         self.removed_stale: list[LockInfo] = []
-        self._refreshed = time.monotonic()
-        self._lost = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     def _write(self) -> None:
         body = json.dumps({"kind": self.kind, "exclusive": self.exclusive, "holder": self.holder,
@@ -116,7 +103,7 @@ class RepoLock:
                            "refreshed_at": datetime.now(timezone.utc).isoformat()}).encode()
         started = time.monotonic()
         self.backend.put(self.key, io.BytesIO(body), size=len(body), metadata=UNLOCKED)  # deleted when done
-        self._refreshed = started
+        self._wrote(started)
 
     def acquire(self) -> "RepoLock":
         self._write()
@@ -139,39 +126,16 @@ class RepoLock:
         except BaseException:
             self.backend.delete(self.key)
             raise
-        self._thread = threading.Thread(target=self._refresh_loop, name="fileshare-lock", daemon=True)
-        self._thread.start()
+        self._start(self.refresh_every.total_seconds(), "fileshare-lock")
         return self
-
-    def _refresh_loop(self) -> None:
-        while not self._stop.wait(self.refresh_every.total_seconds()):
-            try:
-                if not self.backend.exists(self.key):        # removed as stale: never write it back
-                    self._lost = True
-                    return
-                self._write()
-            except Exception:  # noqa: BLE001 - check() reports a lapsed lock
-                continue
 
     def check(self) -> None:
         """Raise ``LockLost`` if this lock may have been ignored by someone else meanwhile."""
-        lapsed = time.monotonic() - self._refreshed
-        if self._lost or lapsed > self.stale_after.total_seconds() or not self.backend.exists(self.key):
+        lapsed = self._lapsed(self.stale_after.total_seconds())
+        if lapsed is not None:
             raise LockLost(f"the {self.kind} lock on the file-share repository of stamp {self.stamp} was lost "
                            f"(last refreshed {int(lapsed)}s ago)", hint=None if self.kind == "sync" else
                            "Nothing was changed: run it again (the lock lapsed, e.g. the machine was suspended).")
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.backend.delete(self.key)
-
-    def __enter__(self) -> "RepoLock":
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 def _minutes(value: timedelta) -> str:

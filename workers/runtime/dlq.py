@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -148,3 +149,31 @@ def pretty_body(body: bytes) -> str:
         return json.dumps(json.loads(body), indent=2, ensure_ascii=False)
     except Exception:  # noqa: BLE001 - garbage is shown as such
         return repr(body[:2000])
+
+
+def counts(broker: BrokerSettings, retry: RetrySettings, workers: list[str]) -> dict[str, int | None]:
+    """Dead letters waiting per worker (its DLQ's message count; None when the queue does not exist). Raises
+    TransientError / ConfigurationError when the broker cannot be reached."""
+    topology = Topology.from_settings(broker, retry)
+    out: dict[str, int | None] = {}
+    quiet = logging.getLogger("pika")     # a missing queue or broker is an answer here, not a logged error
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        _count(broker, topology, workers, out)
+    finally:
+        quiet.setLevel(level)
+    return out
+
+
+def _count(broker: BrokerSettings, topology: Topology, workers: list[str], out: dict[str, int | None]) -> None:
+    from pika.exceptions import ChannelClosedByBroker
+
+    with blocking_channel(broker) as ch:
+        conn = ch.connection
+        for worker in workers:
+            try:
+                out[worker] = ch.queue_declare(topology.queues(worker).dlq, passive=True).method.message_count
+            except ChannelClosedByBroker:      # 404: not declared (the worker never ran here)
+                out[worker] = None
+                ch = conn.channel()

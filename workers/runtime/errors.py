@@ -57,6 +57,16 @@ class ConfigurationError(DrError):
     default_hint = "Fix the setting named in the message (`appsvc-dr config check` validates a configuration)."
 
 
+class DuplicateJob(Exception):
+    """Raised by a handler when the job this event asks for already runs under another event (a redelivered
+    or re-published request): the delivery is acked without follow-ups, logged, and counted
+    (``appsvc_dr_events_consumed{outcome="duplicate"}``). Not an error: the running job emits the results."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 def is_permanent(exc: BaseException) -> bool:
     return isinstance(exc, (PermanentError, ConfigurationError, ContractError))
 

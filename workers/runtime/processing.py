@@ -22,7 +22,7 @@ from contracts import ContractError, Envelope, JobFailed, JobFailedPayload, Regi
 from contracts.envelope import is_future, set_id_time
 from workers.middleware.base import Hooks
 from workers.runtime.amqp import PERSISTENT, event_properties
-from workers.runtime.errors import TransientError, describe, hint_for, is_permanent
+from workers.runtime.errors import DuplicateJob, TransientError, describe, hint_for, is_permanent
 from workers.runtime.worker import JobContext, WorkerSpec
 from workers.runtime.logs import job_context
 from workers.runtime.topology import Topology
@@ -57,7 +57,7 @@ class Outgoing(NamedTuple):
 
 @dataclass
 class Outcome:
-    kind: Literal["ok", "retried", "dead_lettered", "rejected"]
+    kind: Literal["ok", "retried", "dead_lettered", "rejected", "duplicate"]
     event_type: str
     messages: list[Outgoing] = field(default_factory=list)
     error: str | None = None
@@ -121,6 +121,11 @@ class JobProcessor:
             for f in follow_ups:
                 if not isinstance(f, Envelope):
                     raise TypeError(f"handler returned {type(f).__name__}, expected an event")
+        except DuplicateJob as dup:  # another event's job does this work: ack, nothing to publish
+            duration = time.monotonic() - started
+            log.info("duplicate acked without running: %s", dup.message)
+            self.hooks.after_job(self.spec.name, event.type, "duplicate", duration)
+            return Outcome("duplicate", event.type, [], dup.message)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an outcome
             duration = time.monotonic() - started
             log.warning("job failed (attempt %d): %s", attempt + 1, describe(exc),

@@ -30,6 +30,7 @@ from workers.runtime.settings import BrokerSettings, RetrySettings, WorkerSettin
 from workers.runtime.worker import WorkerSpec
 from workers.runtime.logs import worker_context
 from workers.runtime.processing import Delivery, JobProcessor, Outcome
+from workers.runtime.timer import Ticker
 from workers.runtime.topology import Topology
 
 log = logging.getLogger("appsvc_dr.runner")
@@ -83,8 +84,13 @@ class Runner:
                        for i in range(self.concurrency)]
             for t in threads:
                 t.start()
+            ticker = Ticker(self.spec, self.broker, self.hooks) if self.spec.on_timer else None
+            if ticker:
+                ticker.start()
             self._ioloop.add_callback_threadsafe(self._connect)
             self._ioloop.start()
+            if ticker:
+                ticker.stop()
             for _ in threads:  # idle threads exit; deliveries still queued are unacked: the broker has them
                 self._jobs.put(_STOP)
             self.hooks.on_shutdown(self.spec.name)

@@ -51,6 +51,9 @@ class WorkerSpec:
     #                              RabbitMQ's consumer_timeout, so long-job workers must not prefetch more.
     on_start: Callable[[], None] | None = None      # once, as the worker starts (before it consumes)
     on_shutdown: Callable[[], None] | None = None
+    on_timer: Callable[[], Sequence[Envelope] | None] | None = None  # every ``timer_interval`` s while running;
+    #                              its events are published with confirms (e.g. deadlines that pass without events)
+    timer_interval: float = 60.0
     target: object | None = None  # the handler object :meth:`bind` bound the methods to
 
     def __post_init__(self) -> None:
@@ -73,8 +76,11 @@ class WorkerSpec:
         return self.handlers.get(type(event))
 
     def bind(self, target: object, *, on_start: Callable[[], None] | None = None,
-             on_shutdown: Callable[[], None] | None = None) -> "WorkerSpec":
+             on_shutdown: Callable[[], None] | None = None,
+             on_timer: Callable[[], Sequence[Envelope] | None] | None = None,
+             timer_interval: float | None = None) -> "WorkerSpec":
         """This spec with its handlers, methods of ``target``'s class declared unbound, bound to ``target``."""
         bound = {model: method.__get__(target) for model, method in self.handlers.items()}
         return replace(self, handlers=bound, target=target, on_start=on_start or self.on_start,
-                       on_shutdown=on_shutdown or self.on_shutdown)
+                       on_shutdown=on_shutdown or self.on_shutdown, on_timer=on_timer or self.on_timer,
+                       timer_interval=timer_interval or self.timer_interval)

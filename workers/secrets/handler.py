@@ -43,12 +43,24 @@ class SecretsHandler:
                  store: ArtifactStore, *, components: tuple[Component, ...], metrics: Metrics | None = None) -> None:
         self.secrets, self.staging, self.retention = secrets, staging, retention
         self.store, self.components, self.metrics = store, components, metrics or Metrics()
+        self._times: dict[tuple[int, str], float] = {}   # (gauge, stamp) -> the newest time it was set to
+
+    def _newest(self, gauge, stamp: str, value: float) -> None:
+        """Set a timestamp gauge of ``stamp`` to ``value`` unless it shows a newer time already (redeliveries of
+        an older rotation never move it back)."""
+        key = (id(gauge), stamp)
+        if value >= self._times.get(key, float("-inf")):
+            self._times[key] = value
+            gauge.labels(stamp).set(value)
 
     def rotated(self, event: SecretsRotated, ctx: JobContext) -> list[Envelope]:
         p = event.payload
         check_rotated_at(p.rotated_at)
+        self._newest(self.metrics.secrets_rotation_seen, event.stamp, p.rotated_at.timestamp())
         with locate_drop(p.drop_path, self.secrets, self.staging) as located:
-            return self._rotate(event, ctx, located)
+            results = self._rotate(event, ctx, located)
+        self._newest(self.metrics.secrets_rotation_handled, event.stamp, p.rotated_at.timestamp())
+        return results
 
     def _rotate(self, event: SecretsRotated, ctx: JobContext, located: Staged) -> list[Envelope]:
         p, cfg, (drop, drop_key) = event.payload, self.secrets, located

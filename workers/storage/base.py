@@ -71,6 +71,16 @@ class StorageBackend(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class ExclusiveCreate(Protocol):
+    """An optional capability: ``put_new`` writes a small object only if ``key`` does not exist yet, atomically
+    across processes and hosts (the first writer wins, every later one gets :class:`ObjectExists`). Claims that
+    must be won exactly once (a schedule slot) use it; a backend without it (S3 through the minio SDK, which
+    sends no ``If-None-Match``) leaves callers to check-then-write and tolerate a rare race."""
+
+    def put_new(self, key: str, body: bytes) -> ObjectInfo: ...
+
+
 # --------------------------------------------------------------------------------------------- errors
 class StorageError(Exception):
     """Mixin marking every error a storage backend raises (``except StorageError``)."""
@@ -79,6 +89,10 @@ class StorageError(Exception):
 class ObjectNotFound(StorageError, PermanentError):
     default_hint = ("The object does not exist in the store: check the key, and whether it was deleted by "
                     "retention or written to a different store (APPSVC_DR_STORE__KIND and its location setting).")
+
+
+class ObjectExists(StorageError, PermanentError):
+    default_hint = ("The key is write-once and another writer created it first; nothing was overwritten.")
 
 
 class StorageUnavailable(StorageError, TransientError):

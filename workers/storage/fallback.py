@@ -1,6 +1,8 @@
 """A read-only fallback over the primary store and its copies (mirror targets): every reader gets it.
 
-:class:`FallbackStore` is a :class:`StorageBackend`. Writes and deletes go to the primary only. Reads try the
+:class:`FallbackStore` is a :class:`StorageBackend`. Writes and deletes go to the primary only (a recovery's
+state, a drill's result): when the primary cannot take them the error says to pick one copy with ``--store NAME``
+(never a silent write to a copy, which would split the state between stores). Reads try the
 primary first and fall back to each copy in turn, logging a WARNING that names the copy and why, when the
 primary cannot be reached, lost its bucket or object, refuses access, or holds bytes that fail verification:
 
@@ -22,13 +24,14 @@ import heapq
 import logging
 from typing import BinaryIO, Callable, ContextManager, Iterator, Sequence
 
-from workers.storage.base import (ObjectInfo, ObjectNotFound, StorageBackend, StorageError, StorageMisconfigured,
-                                  StoragePermissionDenied, StorageUnavailable)
+from workers.storage.base import (ExclusiveCreate, ObjectInfo, ObjectNotFound, StorageBackend, StorageError,
+                                  StorageMisconfigured, StoragePermissionDenied, StorageUnavailable)
 
 log = logging.getLogger("appsvc_dr.storage.fallback")
 Expected = Callable[[StorageBackend, str], "tuple[int, str] | None"]   # (stored size, stored SHA-256) or None
 CHUNK = 1024 * 1024
 _FALL_BACK = (StorageUnavailable, StorageMisconfigured, StoragePermissionDenied, ObjectNotFound)
+_CANNOT_WRITE = (StorageUnavailable, StorageMisconfigured, StoragePermissionDenied)
 
 
 class VerificationFailed(StorageError):
@@ -51,10 +54,22 @@ class FallbackStore:
     # ---- writes: the primary only -------------------------------------------------------------------
     def put(self, key: str, stream: BinaryIO, size: int | None = None,
             metadata: dict[str, str] | None = None, *, sha256: str | None = None) -> ObjectInfo:
-        return self.primary.put(key, stream, size, metadata, sha256=sha256)
+        with self._writing():
+            return self.primary.put(key, stream, size, metadata, sha256=sha256)
 
     def delete(self, key: str) -> None:
-        self.primary.delete(key)
+        with self._writing():
+            self.primary.delete(key)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except _CANNOT_WRITE as exc:
+            exc.hint = (f"{exc.hint} This command writes to the primary store only (its reads fall back to the "
+                        f"mirror targets); to work on one copy alone, e.g. after losing the primary site, run it "
+                        f"with --store NAME ({', '.join(n for n, _ in self.copies)}).")
+            raise
 
     def close(self) -> None:
         for _, backend in self._candidates():
@@ -133,10 +148,22 @@ def _union(listings: list[list[ObjectInfo]]) -> Iterator[ObjectInfo]:
             yield info
 
 
+class ExclusiveFallbackStore(FallbackStore):
+    """A fallback over a primary that can create exclusively (``ExclusiveCreate``): ``put_new`` goes to it, so
+    the capability is claimed exactly when the primary has it."""
+
+    def put_new(self, key: str, body: bytes) -> ObjectInfo:
+        with self._writing():
+            return self.primary.put_new(key, body)  # type: ignore[attr-defined]
+
+
 def with_copies(primary: StorageBackend, copies: Sequence[tuple[str, StorageBackend]],
                 expected: Expected | None = None) -> StorageBackend:
     """``primary`` itself without copies, else a :class:`FallbackStore` over it and them."""
-    return FallbackStore(primary, copies, expected=expected) if copies else primary
+    if not copies:
+        return primary
+    kind = ExclusiveFallbackStore if isinstance(primary, ExclusiveCreate) else FallbackStore
+    return kind(primary, copies, expected=expected)
 
 
-__all__ = ["FallbackStore", "VerificationFailed", "with_copies"]
+__all__ = ["ExclusiveFallbackStore", "FallbackStore", "VerificationFailed", "with_copies"]

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from workers.storage._streams import CHUNK, SizedReader
-from workers.storage.base import (META_SUFFIX, PARTIAL_MARK, InvalidArgument, ObjectInfo, ObjectNotFound,
-                                  StorageError, StorageFull, StorageMisconfigured, StoragePermissionDenied,
-                                  StorageUnavailable, is_hidden_name, validate_key, validate_metadata,
-                                  validate_prefix)
+from workers.storage.base import (META_SUFFIX, PARTIAL_MARK, InvalidArgument, ObjectExists, ObjectInfo,
+                                  ObjectNotFound, StorageError, StorageFull, StorageMisconfigured,
+                                  StoragePermissionDenied, StorageUnavailable, is_hidden_name, validate_key,
+                                  validate_metadata, validate_prefix)
 
 SETTING = "APPSVC_DR_STORE__LOCAL_PATH"
 _NOT_FOUND = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR)
@@ -89,6 +89,32 @@ class LocalStore:
                 tmp.unlink()
             raise
         return ObjectInfo(key=key, size=st.st_size, modified=_utc(st.st_mtime), metadata=meta)
+
+    def put_new(self, key: str, body: bytes) -> ObjectInfo:
+        """Write ``key`` only if it does not exist (``ExclusiveCreate``): the body is written and fsynced under a
+        temporary name, then hard-linked into place, which fails atomically if ``key`` is already there."""
+        validate_key(key)
+        self._check_root()
+        path = self.root / key
+        tmp = path.with_name(f"{path.name}{PARTIAL_MARK}{uuid.uuid4().hex}")
+        try:
+            with self._create(tmp, key) as fh, self._errors("write", key):
+                fh.write(body)
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise ObjectExists(f"{self.name}: {key!r} exists already (created by another writer)") from None
+            except OSError as exc:
+                raise classify_os_error(exc, where=self.name, what=f"create {key!r}") from exc
+            with self._errors("write", key):
+                _fsync_dir(path.parent)
+                st = os.stat(path)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        return ObjectInfo(key=key, size=st.st_size, modified=_utc(st.st_mtime))
 
     @contextlib.contextmanager
     def open(self, key: str) -> Iterator[BinaryIO]:

@@ -17,10 +17,10 @@ import smbclient
 from smbprotocol.open import FilePipePrinterAccessMask
 
 from workers.storage._streams import CHUNK, SizedReader, reader
-from workers.storage.base import (META_SUFFIX, PARTIAL_MARK, InvalidArgument, ObjectInfo, ObjectNotFound,
-                                  StorageError, StorageFull, StorageMisconfigured, StoragePermissionDenied,
-                                  StorageUnavailable, is_hidden_name, validate_key, validate_metadata,
-                                  validate_prefix)
+from workers.storage.base import (META_SUFFIX, PARTIAL_MARK, InvalidArgument, ObjectExists, ObjectInfo,
+                                  ObjectNotFound, StorageError, StorageFull, StorageMisconfigured,
+                                  StoragePermissionDenied, StorageUnavailable, is_hidden_name, validate_key,
+                                  validate_metadata, validate_prefix)
 from workers.smb.io import SMBRawIO  # smbclient._io, see smb.io
 from workers.smb.rename import rename
 from workers.smb.session import Session
@@ -28,6 +28,7 @@ from workers.smb.status import Kind, SettingNames, classify, kind_of, ntstatus
 from workers.smb.unc import parse_unc
 
 _DIRECTORY = 0x10
+_NAME_COLLISION = 0xC0000035     # STATUS_OBJECT_NAME_COLLISION: a rename without replace found the name taken
 STORE_SETTINGS = SettingNames("APPSVC_DR_STORE__SMB_PATH", "APPSVC_DR_STORE__SMB_USERNAME",
                               "APPSVC_DR_STORE__SMB_PASSWORD", "APPSVC_DR_STORE__SMB_PORT",
                               "APPSVC_DR_STORE__SMB_ENCRYPT")
@@ -62,14 +63,9 @@ class SmbStore:
     # ------------------------------------------------------------------------------------- interface
     def put(self, key: str, stream: BinaryIO, size: int | None = None,
             metadata: dict[str, str] | None = None, *, sha256: str | None = None) -> ObjectInfo:
-        validate_key(key)
         meta = validate_metadata(metadata)
-        self._connect()
-        path = self._path(key)
-        tmp = f"{path}{PARTIAL_MARK}{uuid.uuid4().hex}"
         source = SizedReader(stream, size, key)
-        fh = self._create(tmp, key)
-        try:
+        with self._temporary(key) as (path, tmp, fh):
             while data := source.read(4 * CHUNK):            # the caller's stream: its errors pass through
                 with self._errors("write", key):
                     fh.write(data)
@@ -78,13 +74,38 @@ class SmbStore:
                 self._write_metadata(path, meta)
                 self._replace(tmp, path)
                 info = self._stat(path, key)
+        return ObjectInfo(key=key, size=info.size, modified=info.modified, metadata=meta)
+
+    def put_new(self, key: str, body: bytes) -> ObjectInfo:
+        """Write ``key`` only if it does not exist (``ExclusiveCreate``): written under a temporary name, then
+        renamed on its handle without replacing, which the server refuses atomically when ``key`` exists."""
+        with self._temporary(key) as (path, tmp, fh), self._errors("write", key):
+            fh.write(body)
+            fh.close()
+            try:
+                self._replace(tmp, path, replace=False)
+            except Exception as exc:
+                if ntstatus(exc) == _NAME_COLLISION:
+                    raise ObjectExists(f"{self.name}: {key!r} exists already (created by another writer)") from None
+                raise
+        return self._stat(path, key)
+
+    @contextlib.contextmanager
+    def _temporary(self, key: str) -> Iterator[tuple[str, str, BinaryIO]]:
+        """``(path, temporary path, its open file)`` for writing ``key``; on failure the temporary is removed."""
+        validate_key(key)
+        self._connect()
+        path = self._path(key)
+        tmp = f"{path}{PARTIAL_MARK}{uuid.uuid4().hex}"
+        fh = self._create(tmp, key)
+        try:
+            yield path, tmp, fh
         except BaseException:
             with contextlib.suppress(Exception):
                 fh.close()
             with contextlib.suppress(Exception):
                 smbclient.remove(tmp, **self._kw)
             raise
-        return ObjectInfo(key=key, size=info.size, modified=info.modified, metadata=meta)
 
     @contextlib.contextmanager
     def open(self, key: str) -> Iterator[BinaryIO]:
@@ -169,11 +190,12 @@ class SmbStore:
             smbclient.makedirs(ntpath.dirname(tmp), exist_ok=True, **self._kw)
             return smbclient.open_file(tmp, mode="xb", **self._kw)
 
-    def _replace(self, src: str, dst: str) -> None:
-        """Rename ``src`` over ``dst`` with one SET_INFO on ``src``'s handle (``workers.smb.rename``)."""
+    def _replace(self, src: str, dst: str, *, replace: bool = True) -> None:
+        """Rename ``src`` over ``dst`` (or, without ``replace``, only if ``dst`` does not exist) with one SET_INFO
+        on ``src``'s handle (``workers.smb.rename``)."""
         with SMBRawIO(src, mode="r", share_access="rwd", desired_access=FilePipePrinterAccessMask.DELETE,
                       **self._kw) as raw:
-            rename(raw.fd, ntpath.basename(dst))
+            rename(raw.fd, ntpath.basename(dst), replace=replace)
 
     def _stat(self, path: str, key: str) -> ObjectInfo:
         with self._errors("stat", key, missing_ok=False):

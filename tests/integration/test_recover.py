@@ -1,0 +1,192 @@
+"""`appsvc-dr recover` end to end, a disaster rehearsed: a stamp stand-in (two PostgreSQL databases with data, a
+Samba share with a tree, a SystemSecrets.json) is backed up by the real workers on RabbitMQ, drilled, then
+destroyed (databases dropped, share wiped, secrets gone). `recover plan` first fails on a share the login may not
+write, naming the fix; `recover run` is killed after its database steps and resumed: it finishes without redoing
+them; the data comes back row for row and byte for byte, the controller script holds every documented step in
+order with the overrides, and the RTO metrics are written."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures import started
+from tests.fixtures.postgres import PG_HOST, PG_PORT, PG_USER, drop_database, fill_sample, postgres_available, \
+    scratch_database, table_fingerprints
+from tests.fixtures.backup import back_up
+from tests.fixtures.rabbit import REPO, env_for, run_cli, settings_for, vhost, wait_for
+from tests.integration.test_fileshare_smb import share_dir
+from tests.unit.certs import make_cert, signing_settings
+from tests.unit.test_fileshare_trees import make_tree
+from tests.unit.test_recover_controller import controller_calls
+from workers.recover.metrics import DURATION, ESTIMATED
+
+pytestmark = pytest.mark.integration
+STAMP = "stamp1"
+SECRETS = {"SqlServerPassword": "CANARY-recover-77", "FileServerUserPassword": "p-CANARY-recover-77", "Version": 3}
+
+
+def tree_digest(root: Path) -> dict[str, tuple[str, int] | None]:
+    """{relative path: (sha256, mtime in 100 ns) for a file, None for a directory}, everything under root."""
+    out: dict[str, tuple[str, int] | None] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        out[rel] = None if path.is_dir() else (hashlib.sha256(path.read_bytes()).hexdigest(),
+                                               path.stat().st_mtime_ns // 100)
+    return out
+
+
+@pytest.fixture(scope="module")
+def stamp(tmp_path_factory, smb_server):
+    root = tmp_path_factory.mktemp("recover")
+    make_cert("recover-test").write(root)
+    (root / "drop").mkdir()
+    share, unc = share_dir(smb_server)
+    make_tree(share, big=40 * 1024 * 1024, owner=smb_server.username)   # the share step takes a while
+    with started("PostgreSQL", postgres_available()), scratch_database() as db1, scratch_database() as db2, \
+            vhost() as name:
+        fill_sample(db1, rows=800)
+        fill_sample(db2, rows=300)
+        settings = settings_for(
+            name, store={"kind": "local", "local_path": str(root / "store")},
+            encryption={"certificate": str(root / "cert.pem"), **signing_settings(root)},
+            secrets={"drop_path": str(root / "drop")}, staging={"database_dir": str(root / "staging")},
+            database={"engine": "postgres", "server": PG_HOST, "port": PG_PORT, "username": PG_USER,
+                      "databases": [db1, db2]},
+            fileshare={"source": unc, "username": smb_server.username, "password": smb_server.password,
+                       "port": smb_server.port, "cache_dir": str(root / "cache")})
+        done = back_up(settings, STAMP, root / "SystemSecrets.json", SECRETS)
+        drill = run_cli(settings, "drill", "--stamp", STAMP, "--key", str(root / "key.pem"), timeout=300)
+        assert drill.returncode == 0, drill.stdout + drill.stderr
+        before = {"tables": {db: table_fingerprints(db) for db in (db1, db2)}, "share": tree_digest(share)}
+        # The disaster: the databases dropped, the share wiped, the exported secrets gone
+        for db in (db1, db2):
+            drop_database(db)
+        for child in share.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        yield dict(root=root, settings=settings, dbs=(db1, db2), share=share, unc=unc, before=before,
+                   set_id=done.correlation_id, smb=smb_server)
+
+
+def recover_args(s: dict, *extra: str, target: str | None = None) -> list[str]:
+    root = s["root"]
+    return ["recover", *extra, "--stamp", STAMP, "--key", str(root / "key.pem"), "--fileshare-target",
+            target or s["unc"], "--secrets-out", str(root / "out" / "SystemSecrets.json"),
+            "--out-dir", str(root / "out"), "--override-database-server", "sql-restored.contoso.local,1433",
+            "--override-content-share", r"\\fs-restored\websites"]
+
+
+def state_of(s: dict, recovery_id: str) -> dict:
+    return json.loads((s["root"] / "store" / STAMP / "recoveries" / f"{recovery_id}.json").read_text())
+
+
+def test_a_destroyed_stamp_is_recovered_resumably_in_the_documented_order(stamp):
+    s, settings = stamp, stamp["settings"]
+    (s["root"] / "out").mkdir(mode=0o700)
+    # Given a target share the login may only read: the plan fails, names the problem and the fix, changes nothing
+    readonly = s["smb"].unc(share=s["smb"].readonly_share)
+    out = run_cli(settings, *recover_args(s, "plan", target=readonly), timeout=300)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"recovery of {STAMP} from backup set {s['set_id']}: the newest complete set that passed a restore " \
+           "drill" in out.stdout
+    assert re.search(r"file-share target .*readonly.* is not reachable or not writable", out.stdout)
+    assert "how to fix: Give the restoring account write access" in out.stdout
+    # And the plan lists every step in the documented order with sizes and estimates from the drill
+    steps = re.findall(r"^ *\d+ (\S+)", out.stdout.split("estimated duration")[0], re.M)
+    assert steps == [f"database:{s['dbs'][0]}", f"database:{s['dbs'][1]}", "fileshare", "reacl", "secrets",
+                     "controller-script", "controller", "function-apps"] or \
+        steps == [f"database:{s['dbs'][1]}", f"database:{s['dbs'][0]}", "fileshare", "reacl", "secrets",
+                  "controller-script", "controller", "function-apps"]
+    assert "unknown" not in out.stdout.split("estimated duration")[1].splitlines()[0]
+    assert not (s["root"] / "out" / "SystemSecrets.json").exists()
+    # And with a key of another certificate the plan says the key does not open the set, with the fix
+    (s["root"] / "other").mkdir()
+    make_cert("another").write(s["root"] / "other")
+    args = recover_args(s, "plan")
+    args[args.index("--key") + 1] = str(s["root"] / "other" / "key.pem")
+    out = run_cli(settings, *args, timeout=300)
+    assert out.returncode == 1 and "the private key does not open the secrets of set" in out.stdout, out.stdout
+    assert "how to fix: Pass the private key of the certificate with thumbprint" in out.stdout
+    # When the plan is made against the real target it passes
+    out = run_cli(settings, *recover_args(s, "plan"), timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    # And a run killed after its database steps
+    prom = s["root"] / "rto.prom"
+    child = subprocess.Popen([sys.executable, "-m", "workers.cli", *recover_args(s, "run"), "--textfile", str(prom)],
+                             env=env_for(settings), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+    recoveries = s["root"] / "store" / STAMP / "recoveries"
+    try:
+        def databases_done():
+            found = list(recoveries.glob("*.json")) if recoveries.exists() else []
+            if not found:
+                return None
+            try:
+                data = json.loads(found[0].read_text())
+            except ValueError:
+                return None
+            dbs = [x for x in data["steps"] if x["kind"] == "database"]
+            return data if all(x["status"] == "done" for x in dbs) else None
+        first = wait_for(databases_done, 240, interval=0.02, what="database steps done")
+        os.killpg(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(30)
+    recovery_id = first["recovery_id"]
+    killed = state_of(s, recovery_id)
+    assert {x["step_id"]: x["status"] for x in killed["steps"]}["fileshare"] != "done", "the run ended before the kill"
+    # When it is resumed
+    out = run_cli(settings, *recover_args(s, "run"), "--resume", recovery_id, "--textfile", str(prom), timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    # Then the databases were not restored again (verified, skipped), the rest ran once to completion
+    final = state_of(s, recovery_id)
+    by_id = {x["step_id"]: x for x in final["steps"]}
+    for db in s["dbs"]:
+        assert f"skipped database:{db}: done in an earlier run and verified again" in out.stdout
+        assert by_id[f"database:{db}"]["runs"] == 1
+        assert by_id[f"database:{db}"]["finished_at"] == {x["step_id"]: x for x in killed["steps"]}[
+            f"database:{db}"]["finished_at"]
+    # And the two databases were restored at the same time (--parallel 2, the default)
+    one, two = (by_id[f"database:{db}"] for db in s["dbs"])
+    assert one["started_at"] < two["finished_at"] and two["started_at"] < one["finished_at"]
+    assert all(x["status"] == ("manual" if x["kind"] in ("reacl", "controller", "function-apps") else "done")
+               for x in final["steps"]), final["steps"]
+    assert final["finished_at"] and "signature" in final
+    # And the data is back row for row and byte for byte
+    for db in s["dbs"]:
+        assert table_fingerprints(db) == s["before"]["tables"][db]
+    assert tree_digest(s["share"]) == s["before"]["share"]
+    secrets = s["root"] / "out" / "SystemSecrets.json"
+    assert json.loads(secrets.read_text()) == SECRETS and secrets.stat().st_mode & 0o777 == 0o600
+    assert "CANARY" not in out.stdout + json.dumps(final)
+    # And the controller script holds every documented step in order, with the overrides
+    script = (s["root"] / "out" / "Restore-AppServiceController.ps1").read_text(encoding="utf-8-sig")
+    assert controller_calls(script) == [
+        "Start-Transcript", "net stop WebFarmService", "net stop ResourceMetering",
+        "Restore-AppServiceStamp -FilePath $SecretsFile -OverrideDatabaseServer $OverrideDatabaseServer "
+        "-OverrideContentShare $OverrideContentShare", "Restore-AppServiceRoles", "net start WebFarmService",
+        "net start ResourceMetering", "Get-AppServiceServer", "Get-AppServiceSite | Sync-AppServiceObject",
+        "Get-AppServiceServerFarm | Sync-AppServiceObject", "Stop-Transcript"]
+    assert "'sql-restored.contoso.local,1433'" in script and r"'\\fs-restored\websites'" in script
+    assert r"'C:\AppServiceRecovery\SystemSecrets.json'" in script
+    checklist = (s["root"] / "out" / "recovery-checklist.md").read_text()
+    assert "ReACL.cmd" in checklist and "AzureWebJobsStorage" in checklist
+    # And the RTO is measured: metrics per step and the drill's estimate, and the report's timeline
+    metrics = prom.read_text()
+    for step in (f"database:{s['dbs'][0]}", "fileshare", "secrets", "total"):
+        assert re.search(rf'^{DURATION}{{stamp="{STAMP}",step="{step}"}} \d', metrics, re.M), step
+    assert re.search(rf'^{ESTIMATED}{{stamp="{STAMP}"}} \d', metrics, re.M)
+    report = run_cli(settings, "recover", "report", recovery_id, "--stamp", STAMP)
+    assert report.returncode == 0 and "measured RTO of the automated steps" in report.stdout
+    status = run_cli(settings, "recover", "status", recovery_id, "--stamp", STAMP)
+    assert status.returncode == 0 and "automated steps done in" in status.stdout
+    # And a new recovery refuses to restore over what is now there without --force
+    again = run_cli(settings, *recover_args(s, "run", "--dry-run"), timeout=300)
+    assert again.returncode == 1 and "Pass --force" in again.stdout and "nothing was changed" in again.stdout

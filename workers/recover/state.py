@@ -1,0 +1,116 @@
+"""A recovery's record in the store, ``<stamp>/recoveries/<id>.json`` (signed like every stored object when a
+signing key is configured; never secrets): the set, the targets, and each step's outcome, times and what its
+verification found. `recover run --resume ID` reads it to skip what is done and still verifies; `recover status`
+and `recover report` print it. It is rewritten after every step, so a killed run loses at most the step it ran."""
+from __future__ import annotations
+
+import io
+import json
+import secrets as random
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+from workers.runtime.errors import PermanentError
+from workers.storage.base import ObjectNotFound, StorageBackend
+from workers.storage.signing import sign_body, verified
+
+PENDING, RUNNING, DONE, FAILED, MANUAL = "pending", "running", "done", "failed", "manual"
+RECOVERIES = "recoveries"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class StepState:
+    step_id: str
+    kind: str
+    status: str = PENDING
+    started_at: str | None = None
+    finished_at: str | None = None
+    seconds: float | None = None       # measured duration of the last run of the step
+    runs: int = 0                      # how many times it was executed (a skipped, verified step: unchanged)
+    detail: str = ""
+    error: str | None = None
+    hint: str | None = None
+    proof: dict = field(default_factory=dict)     # what verification found (rows, files, sha256...): re-checked
+
+
+@dataclass
+class Recovery:
+    recovery_id: str
+    stamp: str
+    set_id: str
+    created_at: str
+    targets: dict
+    steps: list[StepState]
+    updated_at: str | None = None
+    finished_at: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def step(self, step_id: str) -> StepState:
+        for s in self.steps:
+            if s.step_id == step_id:
+                return s
+        raise KeyError(step_id)
+
+    def started(self, step_id: str) -> bool:
+        """Whether this recovery already ran (part of) the step: its target holds our own work then."""
+        try:
+            return self.step(step_id).runs > 0
+        except KeyError:
+            return False
+
+    def to_json(self) -> dict:
+        return {"format": 1, "kind": "recovery", "recovery_id": self.recovery_id, "stamp": self.stamp,
+                "backup_set_id": self.set_id, "created_at": self.created_at, "updated_at": self.updated_at,
+                "finished_at": self.finished_at, "targets": self.targets, "steps": [asdict(s) for s in self.steps]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Recovery":
+        steps = [StepState(**{k: v for k, v in s.items() if k in StepState.__dataclass_fields__})
+                 for s in data.get("steps", [])]
+        return cls(str(data["recovery_id"]), str(data["stamp"]), str(data["backup_set_id"]), str(data["created_at"]),
+                   dict(data.get("targets") or {}), steps, data.get("updated_at"), data.get("finished_at"))
+
+
+def new_id() -> str:
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{random.token_hex(3)}"
+
+
+def state_key(stamp: str, recovery_id: str) -> str:
+    return f"{stamp}/{RECOVERIES}/{recovery_id}.json"
+
+
+def save(backend: StorageBackend, recovery: Recovery) -> str:
+    with recovery._lock:                    # steps running in parallel save through one lock
+        recovery.updated_at = now()
+        key = state_key(recovery.stamp, recovery.recovery_id)
+        body = sign_body(backend, key, json.dumps(recovery.to_json(), indent=2, sort_keys=True).encode())
+        backend.put(key, io.BytesIO(body), size=len(body))
+        return key
+
+
+def load(backend: StorageBackend, stamp: str, recovery_id: str) -> Recovery:
+    key = state_key(stamp, recovery_id)
+    try:
+        with backend.open(key) as stream:
+            data = json.loads(stream.read(4 * 1024 * 1024))
+    except ObjectNotFound:
+        raise PermanentError(f"no recovery {recovery_id} for stamp {stamp}",
+                             hint="`appsvc-dr recover status --stamp STAMP` lists the recoveries.") from None
+    except ValueError:
+        data = None
+    checked = verified(backend, key, data, "recovery state") if isinstance(data, dict) else None
+    if checked is None or checked.get("kind") != "recovery":
+        raise PermanentError(f"the recovery state {key} is damaged, unsigned or forged",
+                             hint="Start a new recovery (`appsvc-dr recover run` without --resume): steps whose "
+                                  "targets already hold the data need --force.")
+    return Recovery.from_json(checked)
+
+
+def list_ids(backend: StorageBackend, stamp: str) -> list[str]:
+    prefix = f"{stamp}/{RECOVERIES}/"
+    return sorted(i.key[len(prefix):-5] for i in backend.list(prefix) if i.key.endswith(".json"))
