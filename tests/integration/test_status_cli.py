@@ -48,7 +48,7 @@ def test_a_healthy_stamp_says_all_well_and_exits_0(site):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "RPO            1h00m (objective 26h00m)" in out.stdout
     assert f"newest set     {done}" in out.stdout and "1 complete" in out.stdout
-    assert "dead letters   catalog 0, db-backup 0, fileshare 0, notifier 0, secrets 0, upload 0" in out.stdout
+    assert "dead letters   catalog 0, db-backup 0, fileshare 0, mirror 0, notifier 0, secrets 0, upload 0" in out.stdout
     assert "all well" in out.stdout and "ATTENTION" not in out.stdout
 
 
@@ -98,3 +98,26 @@ def test_a_store_that_cannot_be_read_exits_2_with_the_fix(site, tmp_path):
     # Then it exits 2 (no status could be read), saying what to fix
     assert out.returncode == 2, out.stdout + out.stderr
     assert "not a directory" in out.stderr and "APPSVC_DR_STORE__LOCAL_PATH" in out.stderr
+
+
+def test_status_shows_each_stores_capacity_and_asks_for_room_when_the_next_set_will_not_fit(site, tmp_path):
+    env, vhost = site
+    # Given a stamp with a complete set, a primary whose quota leaves 100 bytes of room, and a mirror target
+    make_set(env, "full", 1, complete=True)
+    used = sum(info.size for info in env.store.backend.list(""))
+    target = {"name": "dr-site", "kind": "local", "local_path": str(tmp_path / "dr-site")}
+    extra = {"APPSVC_DR_BROKER__VHOST": vhost, "APPSVC_DR_STORE__QUOTA_BYTES": str(used + 100),
+             "APPSVC_DR_MIRROR__TARGETS": json.dumps([target])}
+    # When the operator asks for its status, as text and as JSON
+    out = env.cli("status", "--stamp", "full", **extra)
+    js = env.cli("status", "--stamp", "full", "--json", **extra)
+    # Then both stores are shown, the primary with exactly the room its quota leaves, and the exit code asks for room
+    assert out.returncode == 1 and js.returncode == 1, out.stdout + out.stderr
+    assert "  capacity       primary (" in out.stdout and "0.1 KB free" in out.stdout
+    assert "<< the next set will not fit" in out.stdout and "\n                 dr-site (" in out.stdout
+    assert "full: store primary will not fit the next backup set" in out.stdout
+    [stamp] = json.loads(js.stdout)["stamps"]
+    primary, dr_site = stamp["capacity"]
+    assert (primary["store"], primary["free_bytes"], primary["fits_next"]) == ("primary", 100, False)
+    assert primary["used_bytes"] == used and primary["next_set_bytes"] > 100 and primary["measured_by"] == "statvfs+quota"
+    assert dr_site["store"] == "dr-site" and dr_site["used_bytes"] == 0 and dr_site["error"] is None
