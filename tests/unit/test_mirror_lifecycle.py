@@ -12,6 +12,7 @@ from tests.unit.test_mirror import KEEP_ALL, primary  # noqa: F401 - fixture
 from tests.unit.test_retention import STAMP, make_set
 from workers.artifacts.jobs import JobKey, JobLease, store_prefix
 from workers.artifacts.lifecycle import FAILED, write_terminal
+from workers.catalog.lifecycle import remember_stamp, stored_stamps
 from workers.mirror.sync import compare, sync
 from workers.recover.state import RUNNING, Recovery, StepState, load, new_id, now, save, state_key
 from workers.runtime.errors import DrError
@@ -24,8 +25,10 @@ SLOT = datetime(2026, 12, 3, 2, 0, tzinfo=timezone.utc)
 
 
 def test_lifecycle_markers_and_recoveries_are_mirrored_leases_and_slot_claims_never(primary, tmp_path):
-    # Given a complete set, a failed set, a recovery's state, a slot claim, and a job lease held on the primary
+    # Given a complete set, a failed set, the stamp's index entry, a recovery's state, a slot claim, and a job
+    # lease held on the primary
     done, failed = make_set(primary, 2), make_set(primary, 1, complete=False)
+    remember_stamp(primary.backend, STAMP)
     write_terminal(primary.backend, STAMP, failed, FAILED, {"writer": "test", "reason": "dead-lettered"})
     recovery = Recovery(new_id(), STAMP, done, now(), {}, [StepState("db", "database")])
     save(primary.backend, recovery)
@@ -36,13 +39,16 @@ def test_lifecycle_markers_and_recoveries_are_mirrored_leases_and_slot_claims_ne
         assert primary.backend.exists(lease.key)
         # When the target is synced
         sync(primary.backend, target, STAMP, KEEP_ALL)
-    # Then the failed marker and the recovery's state are there (a restore or `recover status` from the copy
-    # sees them), and no lease or slot claim is
+    # Then the failed marker, the stamp's index entry and the recovery's state are there (a restore, `status` or
+    # `recover status` from the copy sees them), and no lease or slot claim is
     on_target = {i.key for i in target.list(f"{STAMP}/")}
+    assert stored_stamps(target) == {STAMP}
     assert f"{STAMP}/{failed}/failed.json" in on_target and state_key(STAMP, recovery.recovery_id) in on_target
     assert f"{STAMP}/{done}/complete.json" in on_target
     assert not [k for k in on_target if "/jobs/" in k or k.startswith(f"{STAMP}/schedule/")]
     assert claim_key(STAMP, "daily", SLOT) in {i.key for i in primary.backend.list(f"{STAMP}/")}
+    # And a second run finds nothing more to copy
+    assert compare(primary.backend, target, STAMP, KEEP_ALL).missing == []
 
 
 def test_a_recovery_state_rewritten_with_the_same_size_is_copied_again(primary, tmp_path):

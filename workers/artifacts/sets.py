@@ -62,6 +62,13 @@ def set_prefix(stamp: str, set_id: str) -> str:
     return f"{stamp}/{set_id}/"
 
 
+STAMP_INDEX = "_catalog/stamps/"        # one object per stamp the catalog planned a set for (status lists them)
+
+
+def stamp_index_key(stamp: str) -> str:
+    return f"{STAMP_INDEX}{stamp}.json"
+
+
 def id_time(set_id: str) -> datetime | None:
     """The time encoded in a ``new_backup_set_id`` id, or None for ids of another form."""
     return set_id_time(set_id)

@@ -33,12 +33,12 @@ from workers.artifacts.lifecycle import (EXPIRED, FAILED, OPEN_STATES, SetStatus
                                          write_terminal)
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.setmanifest import read_set
-from workers.artifacts.sets import component_counts, read_plan, read_skips
+from workers.artifacts.sets import STAMP_INDEX, component_counts, read_plan, read_skips, stamp_index_key
 from workers.artifacts.settings import RetentionSettings
 from workers.storage.base import StorageBackend
 
 log = logging.getLogger("appsvc_dr.catalog")
-STAMPS = "_catalog/stamps/"
+STAMPS = STAMP_INDEX
 STALE = timedelta(days=7)    # sets whose deadline passed longer ago expire silently (a store from before lifecycles)
 _IDS = uuid.UUID("5b0f3e7a-1c4d-4e2b-9a8f-6d7c2e1b0a94")
 WORKER_OF = {"secrets": "secrets", "databases": "db-backup", "fileshare": "fileshare"}
@@ -54,7 +54,7 @@ def notice_id(stamp: str, set_id: str, state: str) -> uuid.UUID:
 
 
 def remember_stamp(backend: StorageBackend, stamp: str) -> None:
-    key = f"{STAMPS}{stamp}.json"
+    key = stamp_index_key(stamp)
     if not backend.exists(key):
         body = json.dumps({"stamp": stamp}).encode()
         backend.put(key, io.BytesIO(body), size=len(body))

@@ -1,17 +1,17 @@
 """Bring one mirror target in line with the primary for a stamp: what it should hold, what it lacks, copy it.
 
 What a target should hold for a stamp: every object under ``<stamp>/`` on the primary — artifacts, records, the
-catalog's files (plan, manifest, the complete / failed / expired markers), drill results, recoveries' state —
-except the sets the target's own retention policy would delete (so a target keeping fewer sets is not refilled) and
-what only coordinates this site's running processes: the file-share repository's locks, job leases
-(``<stamp>/<set>/jobs/``) and the scheduler's slot claims (``<stamp>/schedule/``). Objects are copied as stored
-(the same bytes, the same key: records and signatures stay valid) and streamed with bounded memory: one part (S3)
-or one chunk (SMB, local) at a time. An artifact with a record is verified while it streams, against the record's
-stored size and SHA-256, and the target's upload is aborted when it does not match (a corrupted object on the
-primary is never copied); any other object is hashed as it streams and read back from the target. A recovery's
-state (``<stamp>/recoveries/``) is rewritten as the recovery runs: it is compared by content and copied again when
-it changed. Within a set, artifacts go first, then records, then the catalog's files with the completion marker
-last, so a set is complete on the target only once it is all there.
+catalog's files (plan, manifest, the complete / failed / expired markers, the stamp's entry in its stamp index),
+drill results, recoveries' state — except the sets the target's own retention policy would delete (so a target
+keeping fewer sets is not refilled) and what only coordinates this site's running processes: the file-share
+repository's locks, job leases (``<stamp>/<set>/jobs/``) and the scheduler's slot claims (``<stamp>/schedule/``).
+Objects are copied as stored (the same bytes, the same key: records and signatures stay valid) and streamed with
+bounded memory: one part (S3) or one chunk (SMB, local) at a time. An artifact with a record is verified while it
+streams, against the record's stored size and SHA-256, and the target's upload is aborted when it does not match (a
+corrupted object on the primary is never copied); any other object is hashed as it streams and read back from the
+target. A recovery's state (``<stamp>/recoveries/``) is rewritten as the recovery runs: it is compared by content
+and copied again when it changed. Within a set, artifacts go first, then records, then the catalog's files with the
+completion marker last, so a set is complete on the target only once it is all there.
 """
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ from workers.artifacts.records import RECORD_SUFFIX, read_record
 from workers.artifacts.retention import SetState, decide, set_states
 from workers.artifacts.service import sha256_of
 from workers.artifacts.setmanifest import MANIFEST, PLAN
-from workers.artifacts.sets import COMPLETE, set_prefix
+from workers.artifacts.sets import COMPLETE, set_prefix, stamp_index_key
 from workers.runtime.errors import PermanentError, TransientError
-from workers.storage.base import ObjectInfo, StorageBackend
+from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
 from workers.storage.codec import IntegrityError
 
 CHUNK = 1024 * 1024
@@ -77,8 +77,14 @@ class PrimaryView:
 
     @property
     def objects(self) -> list[ObjectInfo]:
+        """Everything under ``<stamp>/``, and the stamp's entry in the catalog's stamp index (so `status` on the
+        copy finds the stamp)."""
         if self._objects is None:
             self._objects = list(self.primary.list(f"{self.stamp}/"))
+            try:
+                self._objects.append(self.primary.stat(stamp_index_key(self.stamp)))
+            except ObjectNotFound:
+                pass
         return self._objects
 
 
@@ -110,6 +116,12 @@ def compare(primary: StorageBackend, target: StorageBackend, stamp: str, policy:
     """The objects the target lacks; ``read_data`` also hashes the target's copies of recorded artifacts."""
     wanted = wanted_objects(primary, stamp, policy, now, view=view)
     there = {o.key: o.size for o in target.list(f"{stamp}/")}
+    index = stamp_index_key(stamp)
+    if any(info.key == index for info in wanted):
+        try:
+            there[index] = target.stat(index).size
+        except ObjectNotFound:
+            pass
     mutable = tuple(f"{stamp}/{m}" for m in MUTABLE)
     missing, differs = [], []
     for info in wanted:
