@@ -28,10 +28,15 @@ class StoreCapacity:
         if self.forecast is None:
             return f"{self.store} ({self.location}): not measured — {self.error}"
         f = self.forecast
-        free = "free unknown (set quota_bytes)" if f.space.free is None else f"{size_text(f.space.free)} free"
+        free = "free space unknown (set quota_bytes)" if f.space.free is None else \
+            f"{size_text(f.space.free)} free ({f.space.measured_by})"
+        if not f.recent_sizes:
+            nxt = "next set: no complete set yet to size from"
+        else:
+            fit = "" if f.sets_fit is None else f", about {f.sets_fit} more set(s) fit"
+            nxt = f"next set ~{size_text(f.next_set)}{fit}"
         warn = "  << the next set will not fit" if self.will_not_fit else ""
-        return (f"{self.store} ({self.location}): {free}, {size_text(f.stamp_used)} used by {f.stamp}, next set "
-                f"~{size_text(f.next_set)}; {f.describe()}{warn}")
+        return f"{self.store} ({self.location}): {free}, {size_text(f.stamp_used)} used by {f.stamp}, {nxt}{warn}"
 
     def to_json(self) -> dict:
         f = self.forecast
