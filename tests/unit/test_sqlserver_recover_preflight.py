@@ -67,3 +67,69 @@ def test_a_least_privilege_login_lacking_create_database_gets_the_grants(tmp_pat
     # And the tables it may not see are not counted, with how to let it (916)
     assert hosting.tables is None and hosting.problems[1].what.endswith("under the current security context. (916)")
     assert "CREATE USER [lp] FOR LOGIN [lp]" in hosting.problems[1].fix and changes(sim) == []
+
+
+# ------------------------------------------------------------------------------------ `appsvc-dr recover plan`
+SET = "20261102T020000Z-bbbbbbbb"
+
+
+@pytest.fixture
+def stamp_set(tmp_path, monkeypatch):
+    """A signed, encrypted set holding a SQL Server backup of the hosting database, in a local store; the CLI
+    configured for it (the engine it builds is the simulator's: ``connect``)."""
+    import io
+
+    from tests.unit.certs import make_cert, write_signing
+    from tests.unit.forge import STAMP, configured_store, plan_set
+    from workers.artifacts.sets import write_marker
+    from workers.config import load_settings
+
+    cert = make_cert("recover-preflight")
+    (tmp_path / "cert.pem").write_bytes(cert.cert_pem)
+    (tmp_path / "key.pem").write_bytes(cert.key_pem())
+    signing, verify = write_signing(tmp_path)
+    for key, value in {"APPSVC_DR_STORE__LOCAL_PATH": tmp_path / "store", "APPSVC_DR_STAMP": STAMP,
+                       "APPSVC_DR_ENCRYPTION__CERTIFICATE": tmp_path / "cert.pem",
+                       "APPSVC_DR_ENCRYPTION__SIGNING_KEY": signing, "APPSVC_DR_ENCRYPTION__VERIFY_KEYS": verify,
+                       "APPSVC_DR_DATABASE__ENGINE": "sqlserver", "APPSVC_DR_DATABASE__SERVER": "sql01"}.items():
+        monkeypatch.setenv(key, str(value))
+    store = configured_store(load_settings())
+    plan_set(store.backend, SET, "databases")
+    store.put(f"{STAMP}/{SET}/databases/{DB}.bak", lambda: io.BytesIO(b"a full backup"))
+    write_marker(store.backend, STAMP, SET, {"stamp": STAMP, "backup_set_id": SET})
+    return tmp_path
+
+
+def recover_plan(tmp_path, monkeypatch, capsys, engine) -> tuple[int, str]:
+    from workers.cli import main
+    monkeypatch.setattr("workers.recover.preflight.build_engine", lambda settings: engine)
+    code = main(["recover", "plan", "--set", SET, "--key", str(tmp_path / "key.pem"), "--skip", "fileshare,secrets",
+                 "--out-dir", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_recover_plan_lists_the_sql_server_problems_with_their_fixes_and_fails(stamp_set, monkeypatch, capsys):
+    # Given the hosting database in an availability group, holding tables, on a server without containment
+    engine, sim = make(stamp_set)
+    sim.server.ag = AvailabilityGroup("ag1", role="PRIMARY")
+    sim.server.databases[DB].ag_name = "ag1"
+    sim.server.contained_authentication = False
+    # When the recovery is planned
+    code, out = recover_plan(stamp_set, monkeypatch, capsys, engine)
+    # Then it fails, listing each problem with the statement that fixes it, and nothing on the server changed
+    assert code == 1 and "3 problem(s) to fix before recovering:" in out
+    assert f"how to fix: Remove it from the group first: ALTER AVAILABILITY GROUP [ag1] REMOVE DATABASE [{DB}];" in out
+    assert "how to fix: As sysadmin on sql01,1433 run EXEC sp_configure 'contained database authentication'" in out
+    assert f"database '{DB}' on sql01,1433 exists and holds 2 table(s)" in out and "Pass --force" in out
+    assert "offers no restore pre-flight" not in out and changes(sim) == []
+
+
+def test_recover_plan_passes_on_a_healthy_server(stamp_set, monkeypatch, capsys):
+    # Given the server without the hosting database (a fresh instance for the recovery)
+    engine, sim = make(stamp_set)
+    del sim.server.databases[DB]
+    code, out = recover_plan(stamp_set, monkeypatch, capsys, engine)
+    assert code == 0, out
+    assert f"ok    database '{DB}' on sql01,1433: missing (created); permissions ok" in out
+    assert "every target is ready" in out and changes(sim) == []
