@@ -152,26 +152,39 @@ def peer(server, database: str, work: Path, bucket: str) -> dict:  # type: ignor
             "tools": {"pg_dump": dump_rss}, "phases": {"pg_dump": dump_s, "upload": copy_s}}
 
 
+def arguments(doc: str, repeat: int) -> argparse.ArgumentParser:
+    """The options every database benchmark takes."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="database size to generate")
+    parser.add_argument("--repeat", type=int, default=repeat, help="rounds (order alternates); best time is shown")
+    parser.add_argument("--workdir", type=Path, default=None, help="staging / dump directory (default: temp)")
+    return parser
+
+
+@contextlib.contextmanager
+def generated(ns: argparse.Namespace, prefix: str):  # type: ignore[no-untyped-def]
+    """(work dir, scratch database of ``--size-mib`` generated, moto S3 server, database MiB), for the block."""
+    from tests.fixtures import postgres as pgfx
+    from tests.fixtures.s3server import moto_s3_server
+
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}-", dir=ns.workdir) as tmp, \
+            pgfx.scratch_database(pgfx.unique_name(prefix)) as database, moto_s3_server() as server:
+        print(f"generating ~{ns.size_mib} MiB in database {database} (load {os.getloadavg()[0]:.1f})", flush=True)
+        yield Path(tmp), database, server, generate(database, ns.size_mib)
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         child_main(json.loads(sys.argv[2]))
         return
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mib", type=int, default=1024, help="database size to generate")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds (order alternates); best time is shown")
-    parser.add_argument("--workdir", type=Path, default=None, help="staging / dump directory (default: temp)")
+    parser = arguments(__doc__, repeat=1)
     parser.add_argument("--pg-compress", type=int, default=None, help="also run ours with DATABASE__PG_COMPRESS=N")
     ns = parser.parse_args()
 
     from tests.fixtures import postgres as pgfx
-    from tests.fixtures.s3server import moto_s3_server
     from workers.storage.keys import generate_self_signed
 
-    with tempfile.TemporaryDirectory(prefix="bench-db-", dir=ns.workdir) as tmp, \
-            pgfx.scratch_database(pgfx.unique_name("bench_db")) as database, moto_s3_server() as server:
-        work = Path(tmp)
-        print(f"generating ~{ns.size_mib} MiB in database {database} (load {os.getloadavg()[0]:.1f})", flush=True)
-        db_mib = generate(database, ns.size_mib)
+    with generated(ns, "bench_db") as (work, database, server, db_mib):
         (work / "cert.pem").write_bytes(generate_self_signed("appsvc-dr-bench", 1, key_size=3072)[0])
         names = {"ours": "ours db-backup+upload", "peer": "pg_dump -Fc + rclone"}
         if ns.pg_compress is not None:

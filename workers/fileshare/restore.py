@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from workers.artifacts.service import sha256_of
+from workers.fileshare.budget import message_buffers_reused, release_memory
 from workers.fileshare.restoreplan import READONLY_IN_THE_WAY, Plan, Planner, Step, aside_name
 from workers.fileshare.restorereport import HINTS, Failure, RestoreReport
 from workers.fileshare.tree import ATTRIBUTES, READONLY, FileProblem, Tree
@@ -92,7 +93,11 @@ class Restorer:
                 report.renamed.append(Failure(step.entry.path, step.reason, step.hint))
         self._directories(plan, report)
         files = [s for s in plan.steps if not s.entry.is_dir and s.action != "unresolved"]
-        done = self._files(files, report)
+        message_buffers_reused()
+        try:
+            done = self._files(files, report)
+        finally:
+            release_memory()
         self._finish(plan, report, done)
         return report
 
@@ -228,23 +233,22 @@ class Restorer:
 
     @staticmethod
     def _content(step: Step, cache: PackCache, used: list[int], out=None) -> bytes:
-        """The entry's bytes (or written to ``out``), each blob checked against its id and the whole against the
-        snapshot's size and SHA-256."""
+        """The entry's bytes (or written to ``out``), each blob checked against its id (its SHA-256, by the cache,
+        just before it is used) and the whole against the snapshot's size. One hash pass: the content is the
+        snapshot's blobs in the snapshot's order, each proven by its id, so hashing the whole file again (the
+        manifest's SHA-256 of the same bytes) would prove nothing more; the size guards the blob list."""
         entry, parts, size = step.entry, [], 0
-        digest = hashlib.sha256() if entry.sha256 else None
         for blob in entry.blobs[used[0]:]:
             data = cache.blob(blob)
             used[0] += 1
-            if digest is not None:
-                digest.update(data)
             size += len(data)
             if out is None:
                 parts.append(data)
             else:
                 out.write(data)
-        if size != entry.size or (digest is not None and digest.hexdigest() != entry.sha256):
+        if size != entry.size:
             raise IntegrityError(f"{shown(entry.path)} not restored: its content does not match the snapshot's "
-                                 "size and SHA-256")
+                                 "size")
         return b"".join(parts)
 
     # ----------------------------------------------------------------------------------- last steps
