@@ -53,6 +53,17 @@ INSERT INTO blobs SELECT g, decode(md5(g::text) || md5((g * 3)::text) || md5((g 
 
 
 # ----------------------------------------------------------------------------------------- child side
+def timed(phases: dict[str, float], name: str, fn):  # type: ignore[no-untyped-def]
+    """``fn``, adding the seconds each call takes to ``phases[name]``."""
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            phases[name] = phases.get(name, 0.0) + time.perf_counter() - started
+    return wrapper
+
+
 def child_main(cfg: dict) -> None:
     """One DbBackupHandler.backup_one + UploadHandler call; prints timings and sizes as JSON."""
     import logging
@@ -67,18 +78,8 @@ def child_main(cfg: dict) -> None:
     settings = load_settings(**cfg["settings"])
     engine = pg_module.PostgresEngine(settings.database)
     phases: dict[str, float] = {}
-
-    def timed(name, fn):  # type: ignore[no-untyped-def]
-        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
-            started = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                phases[name] = phases.get(name, 0.0) + time.perf_counter() - started
-        return wrapper
-
-    engine.verify = timed("verify", engine.verify)                 # type: ignore[method-assign]
-    pg_module.sha256_of = timed("sha256", pg_module.sha256_of)      # type: ignore[assignment]
+    engine.verify = timed(phases, "verify", engine.verify)                 # type: ignore[method-assign]
+    pg_module.sha256_of = timed(phases, "sha256", pg_module.sha256_of)      # type: ignore[assignment]
     db_handler, uploader = DbBackupHandler(settings.database, settings.staging, engine), \
         UploadHandler(settings.staging, settings.retention, configured_store(settings))
     ctx = JobContext("bench", "bench", 1, logging.LoggerAdapter(logging.getLogger("bench"), {}))

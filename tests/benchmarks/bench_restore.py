@@ -46,11 +46,17 @@ def child_main(cfg: dict) -> None:
     settings = load_settings(**cfg["settings"])
     engine, store = PostgresEngine(settings.database), configured_store(settings)
     keys = KeyRing.from_files(keys=[Path(cfg["key"])])
+    phases: dict[str, float] = {}
+    for name in ("restore", "count_rows", "_listing"):          # the fetch is the rest
+        setattr(engine, name, backup.timed(phases, name, getattr(engine, name)))   # the same object: no override
     started = time.perf_counter()
     result = restore_from_set(settings.staging, settings.database, engine, store, keys, stamp="stamp1",
                               set_id=cfg["set_id"], database=cfg["database"], target=cfg["target"],
                               say=lambda line: None)
-    print(json.dumps({"seconds": time.perf_counter() - started, "rows": result.rows, "rss": vm_hwm_mib()}))
+    seconds = time.perf_counter() - started
+    restore = phases.pop("restore")
+    phases.update(fetch=seconds - restore, pg_restore=restore - phases["_listing"] - phases["count_rows"])
+    print(json.dumps({"seconds": seconds, "rows": result.rows, "rss": vm_hwm_mib(), "phases": phases}))
 
 
 def pg_env(database: str) -> dict[str, str]:
@@ -128,7 +134,8 @@ def main() -> None:
                 finally:
                     drop(target)
                 runs[variant].append(row)
-                print(f"  {variant}: {row['seconds']:6.1f} s  RSS {row['rss']:.0f} MiB  pg_restore "
+                phases = ", ".join(f"{k} {v:.1f}" for k, v in row["phases"].items())
+                print(f"  {variant}: {row['seconds']:6.1f} s ({phases})  RSS {row['rss']:.0f} MiB  pg_restore "
                       f"{row['pg_restore']:.0f} MiB  load {os.getloadavg()[0]:.1f}", flush=True)
     best = {v: min(rows, key=lambda r: r["seconds"]) for v, rows in runs.items()}
     ratio, rss = best["ours"]["seconds"] / best["peer"]["seconds"], max(r["rss"] for r in runs["ours"])

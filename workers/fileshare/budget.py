@@ -60,7 +60,7 @@ def message_buffers_reused() -> None:
     try:
         libc = ctypes.CDLL(None)
         libc.mallopt(M_MMAP_THRESHOLD, 8 * MiB)
-        libc.mallopt(M_TRIM_THRESHOLD, 64 * MiB)
+        libc.mallopt(M_TRIM_THRESHOLD, 32 * MiB)
         libc.mallopt(M_ARENA_MAX, ARENAS)
     except (OSError, AttributeError):
         pass

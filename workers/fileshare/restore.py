@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,7 @@ from workers.storage.crypto import IntegrityError
 
 log = logging.getLogger(__name__)
 SMALL = 4 * 1024 * 1024          # a file up to this size is written in one call (one compound request over SMB)
+LARGE_IN_FLIGHT = 4              # larger files written at once (each holds a write buffer and its message copies)
 
 
 def select(manifest: Manifest, path: str | None) -> list[Entry]:
@@ -58,6 +60,7 @@ class Restorer:
         self.repo, self.target, self.keys, self.transfers, self.progress = repo, target, keys, transfers, progress
         self.overwrite, self.attributes, self.retries, self.wait = overwrite, attributes, retries, wait
         self.temp_root = temp_root
+        self._large = threading.Semaphore(LARGE_IN_FLIGHT)
 
     def _entries(self, manifest: Manifest, path: str | None) -> list[Entry]:
         entries = select(manifest, path)
@@ -220,7 +223,7 @@ class Restorer:
                 data = self._content(step, cache, used)
                 self.target.write_file(step.target, data, entry.mtime_ns, attrs)
             else:
-                with self.target.open_write(step.target) as fh:   # a temporary file, renamed on success
+                with self._large, self.target.open_write(step.target) as fh:   # a temporary file, renamed on success
                     self._content(step, cache, used, fh)
                 self.target.set_meta(step.target, entry.mtime_ns, attrs)
 

@@ -27,7 +27,7 @@ EPOCH = DateTimeField.EPOCH_FILETIME
 STREAM_READ = 4 << 20
 # A restored file is written in WRITEs of up to this much (smbclient's buffer; its default is 64 KiB, so a 1 MiB
 # blob was one WRITE each): fewer, larger requests for the same bytes.
-STREAM_WRITE = 4 << 20
+STREAM_WRITE = 2 << 20
 _WRITE_RENAME = Access.FILE_WRITE_DATA | Access.FILE_WRITE_ATTRIBUTES | Access.FILE_WRITE_EA | \
     Access.FILE_READ_ATTRIBUTES | Access.DELETE                # a restored file: written, then renamed into place
 

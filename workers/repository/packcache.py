@@ -71,7 +71,7 @@ def remove_stale(root: Path) -> int:
     return removed
 
 
-MEMORY = 96 << 20        # decoded packs held in memory at once (the rest spill to the private directory)
+MEMORY = 32 << 20        # decoded packs held in memory at once (the rest spill to the private directory)
 FETCHERS = 3             # packs fetched and decoded at once: S3 GETs in flight
 
 
@@ -93,6 +93,18 @@ class _Spool:
         return self.fh.write(data)
 
 
+def _pack_sizes(repo: Repository, refs: Counter) -> dict[str, int]:
+    """The plaintext size of each pack in ``refs`` (the end of its last blob the index lists)."""
+    sizes: dict[str, int] = {}
+    if repo is None or not refs:
+        return sizes
+    for blob in repo.index.blobs:
+        place = repo.index.place(blob)
+        if place.pack in refs and place.offset + place.length > sizes.get(place.pack, 0):
+            sizes[place.pack] = place.offset + place.length
+    return sizes
+
+
 class PackCache:
     def __init__(self, repo: Repository, keys: KeyRing | None, refs: Counter, *, temp_root: Path | None = None,
                  ahead: int = 6, fetchers: int = FETCHERS, memory: int = MEMORY) -> None:
@@ -109,6 +121,7 @@ class PackCache:
         self._stop = threading.Event()
         self._fetchers: list[threading.Thread] = []
         self._memory = memory                                   # bytes still free for packs held in memory
+        self._sizes = _pack_sizes(repo, refs)                   # each needed pack's plaintext size, from the index
         self._held: dict[str, memoryview] = {}                  # decoded packs in memory
         self._reserved: dict[str, int] = {}                     # memory budget each fetched pack took
 
@@ -140,7 +153,8 @@ class PackCache:
                 held = self._held.get(pack)
                 if held is not None or path.exists() or self.refs[pack] <= 0:
                     return held if held is not None else path
-                limit = self._reserved[pack] = min(self._memory, self.pack_limit)
+                size = self._sizes.get(pack, 0)
+                limit = self._reserved[pack] = size if size <= self._memory else 0
                 self._memory -= limit
             spool = _Spool(limit, path.with_suffix(".partial"))
             try:
@@ -160,8 +174,6 @@ class PackCache:
             spool.path.rename(path)
             self._give_back(pack)                   # on disk: its memory budget is free again
             return path
-
-    pack_limit = 24 << 20                           # a pack larger than this is decoded to disk
 
     def _give_back(self, pack: str) -> None:
         with self._guard:
