@@ -57,3 +57,18 @@ def test_blobs_come_back_checked_and_the_pack_goes_when_no_file_needs_it(repo, t
     finally:
         cache.close()
     assert not cache.dir.exists()
+
+
+def test_the_prefetch_order_follows_the_files_in_flight_not_only_the_first():
+    # Given two files written at once, each of two packs (a1 a2, b1 b2), and a third file after them (c1)
+    from types import SimpleNamespace
+
+    from workers.fileshare.restore import need_order
+    from workers.repository.index import BlobPlace
+
+    places = {blob: BlobPlace(blob[0] + "pack" + blob[1], 0, 100) for blob in ("a1", "a2", "b1", "b2", "c1")}
+    steps = [SimpleNamespace(entry=SimpleNamespace(blobs=blobs)) for blobs in (("a1", "a2"), ("b1", "b2"), ("c1",))]
+    # When the packs are ordered for two writers, then for one
+    # Then with two, both files' first packs come before either's second, and the third file's after them
+    assert need_order(steps, places.__getitem__, 2) == ["apack1", "bpack1", "apack2", "bpack2", "cpack1"]
+    assert need_order(steps, places.__getitem__, 1) == ["apack1", "apack2", "bpack1", "bpack2", "cpack1"]

@@ -19,6 +19,7 @@ where it may pass, then listed with its reason and how to fix it; the others are
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
 import threading
 import time
@@ -33,7 +34,8 @@ from workers.fileshare.restoreplan import READONLY_IN_THE_WAY, Plan, Planner, St
 from workers.fileshare.restorereport import HINTS, Failure, RestoreReport
 from workers.fileshare.tree import ATTRIBUTES, READONLY, FileProblem, Tree
 from workers.repository.manifest import Entry, Manifest, check_entries
-from workers.repository.packcache import PackCache
+from workers.repository.index import BlobPlace
+from workers.repository.packcache import FETCHERS, PackCache
 from workers.repository.paths import UnsafeTargetError, shown
 from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError
@@ -43,7 +45,7 @@ from workers.storage.crypto import IntegrityError
 
 log = logging.getLogger(__name__)
 SMALL = 4 * 1024 * 1024          # a file up to this size is written in one call (one compound request over SMB)
-LARGE_IN_FLIGHT = 4              # larger files written at once (each holds a write buffer and its message copies)
+LARGE_IN_FLIGHT = 3              # larger files written at once (each holds a write buffer and its message copies)
 
 
 def select(manifest: Manifest, path: str | None) -> list[Entry]:
@@ -180,8 +182,8 @@ class Restorer:
         refs = Counter(self.repo.index.place(b).pack for s in todo for b in s.entry.blobs)
         order = {p: i for i, p in enumerate(sorted(refs))}
         todo.sort(key=lambda s: min((order[self.repo.index.place(b).pack] for b in s.entry.blobs), default=-1))
-        packs = list(dict.fromkeys(self.repo.index.place(b).pack for s in todo for b in s.entry.blobs))
-        cache = PackCache(self.repo, self.keys, refs, temp_root=self.temp_root)
+        packs = need_order(todo, self.repo.index.place, LARGE_IN_FLIGHT)
+        cache = PackCache(self.repo, self.keys, refs, temp_root=self.temp_root, ahead=LARGE_IN_FLIGHT + FETCHERS)
         written: list[Step] = [s for s, identical in zip(steps, same, strict=True) if identical]
         try:
             cache.prefetch(packs)
@@ -294,6 +296,21 @@ class Restorer:
                 if keep and (st.attrs & ATTRIBUTES) != (e.attrs & ATTRIBUTES) else None
             if problem:
                 report.failed.append(Failure(e.path, f"verification after restoring: {problem}", HINTS["verify"]))
+
+
+def need_order(steps: list[Step], place: Callable[[str], BlobPlace], writers: int) -> list[str]:
+    """The packs of ``steps`` in the order ``writers`` files written at once will need them (each file taken by the
+    first writer free, its bytes in order): the prefetch order, so that every file in flight finds its next pack
+    fetched, not only the first file's."""
+    free, first = [0] * max(1, writers), {}
+    for step in steps:
+        at = heapq.heappop(free)
+        for blob in step.entry.blobs:
+            where = place(blob)
+            first.setdefault(where.pack, at)
+            at += where.length
+        heapq.heappush(free, at)
+    return sorted(first, key=first.__getitem__)
 
 
 def _same_file(fh, entry: Entry, length: Callable[[str], int]) -> bool:
