@@ -52,10 +52,10 @@ def large_buffers_mapped() -> None:
 
 
 def message_buffers_reused() -> None:
-    """For a restore: have glibc serve buffers up to 8 MiB (4 MiB SMB WRITEs and the copies smbprotocol makes of
-    them, S3 reads) from its heap and keep up to 64 MiB of freed heap, instead of mapping and unmapping (and
-    page-faulting in) each one: measured -10% to -15% CPU of a large-file restore. Decoded packs (16 MiB) are
-    still mapped on their own. :func:`release_memory` hands the heap back after the job. Process-wide and best
+    """For a restore: have glibc serve buffers up to 8 MiB (2 MiB SMB WRITEs and the copies smbprotocol makes of
+    them, S3 reads) from its heap and keep up to 32 MiB of freed heap, instead of mapping and unmapping (and
+    page-faulting in) each one: about -40% CPU of a large-file restore after a sync (which sets a 1 MiB threshold)
+    in the same process (docs/performance.md). Decoded packs (16 MiB) are still mapped on their own. :func:`release_memory` hands the heap back after the job. Process-wide and best
     effort (a no-op where ``mallopt`` does not exist)."""
     try:
         libc = ctypes.CDLL(None)
