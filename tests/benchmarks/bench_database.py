@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Iterator, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -162,16 +163,23 @@ def arguments(doc: str, repeat: int) -> argparse.ArgumentParser:
     return parser
 
 
+class Generated(NamedTuple):
+    work: Path                  # a temporary directory
+    database: str               # the scratch database, filled to about --size-mib
+    server: Any                 # the moto S3 server
+    mib: float                  # the database's size
+
+
 @contextlib.contextmanager
-def generated(ns: argparse.Namespace, prefix: str):  # type: ignore[no-untyped-def]
-    """(work dir, scratch database of ``--size-mib`` generated, moto S3 server, database MiB), for the block."""
+def generated(ns: argparse.Namespace, prefix: str) -> Iterator[Generated]:
+    """A scratch database of ``--size-mib`` generated, a work directory and a moto S3 server, for the block."""
     from tests.fixtures import postgres as pgfx
     from tests.fixtures.s3server import moto_s3_server
 
     with tempfile.TemporaryDirectory(prefix=f"{prefix}-", dir=ns.workdir) as tmp, \
             pgfx.scratch_database(pgfx.unique_name(prefix)) as database, moto_s3_server() as server:
         print(f"generating ~{ns.size_mib} MiB in database {database} (load {os.getloadavg()[0]:.1f})", flush=True)
-        yield Path(tmp), database, server, generate(database, ns.size_mib)
+        yield Generated(Path(tmp), database, server, generate(database, ns.size_mib))
 
 
 def main() -> None:
@@ -185,7 +193,8 @@ def main() -> None:
     from tests.fixtures import postgres as pgfx
     from workers.storage.keys import generate_self_signed
 
-    with generated(ns, "bench_db") as (work, database, server, db_mib):
+    with generated(ns, "bench_db") as scratch:
+        work, database, server, db_mib = scratch.work, scratch.database, scratch.server, scratch.mib
         (work / "cert.pem").write_bytes(generate_self_signed("appsvc-dr-bench", 1, key_size=3072)[0])
         names = {"ours": "ours db-backup+upload", "peer": "pg_dump -Fc + rclone"}
         if ns.pg_compress is not None:

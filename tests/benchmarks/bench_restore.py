@@ -104,7 +104,8 @@ def main() -> None:
     from tests.fixtures import postgres as pgfx
     from workers.storage.keys import generate_self_signed
 
-    with backup.generated(ns, "bench_rs") as (work, database, server, db_mib):
+    with backup.generated(ns, "bench_rs") as scratch:
+        work, database, server, db_mib = scratch.work, scratch.database, scratch.server, scratch.mib
         cert, key = generate_self_signed("appsvc-dr-bench", 1, key_size=3072)
         (work / "cert.pem").write_bytes(cert)
         (work / "key.pem").write_bytes(key)
