@@ -18,7 +18,7 @@ def backup_account(settings: FunctionsSettings, store: ArtifactStore, meta: Arti
                    stamp: str, set_id: str, *, spool_dir: str | None = None, logger=None) -> dict:
     """Copy ``account`` into set ``set_id``; returns its summary (also stored)."""
     clients = open_account(account.name, account.connection(), retries=settings.retries, timeout=settings.timeout,
-                           backoff=settings.backoff)
+                           backoff=settings.backoff, connections=settings.downloads)
     key = manifest_key(stamp, set_id, account.name)
     try:
         with tempfile.TemporaryDirectory(prefix="functions-", dir=spool_dir) as work:

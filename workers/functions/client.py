@@ -7,6 +7,8 @@ import contextlib
 from dataclasses import dataclass
 from typing import Iterator
 
+import requests
+from azure.core.pipeline.transport import RequestsTransport
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError, \
     ServiceResponseError
 from azure.data.tables import TableServiceClient
@@ -33,15 +35,25 @@ class AccountClients:
             c.close()
 
 
+def _transport(connections: int) -> RequestsTransport:
+    """An HTTP transport keeping ``connections`` connections open (one per parallel download)."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=connections)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return RequestsTransport(session=session, session_owner=True)
+
+
 def open_account(name: str, connection: str, *, retries: int, timeout: float,
-                 backoff: float = 1.0) -> AccountClients:
+                 backoff: float = 1.0, connections: int = 16) -> AccountClients:
     """Clients for ``connection`` (a connection string; a secret)."""
     common = {"connection_timeout": timeout, "read_timeout": timeout}
     try:
         return AccountClients(
             name,
             BlobServiceClient.from_connection_string(connection, retry_policy=BlobRetry(
-                initial_backoff=backoff, increment_base=2, retry_total=retries), **common),
+                initial_backoff=backoff, increment_base=2, retry_total=retries),
+                transport=_transport(connections), **common),
             QueueServiceClient.from_connection_string(connection, retry_policy=QueueRetry(
                 initial_backoff=backoff, increment_base=2, retry_total=retries), **common),
             TableServiceClient.from_connection_string(connection, retry_total=retries, retry_backoff_factor=backoff,
@@ -55,6 +67,7 @@ def classify(exc: BaseException, account: str, what: str) -> Exception:
     """The project's error for an SDK error met while doing ``what`` on ``account``."""
     status = getattr(exc, "status_code", None)
     code = getattr(exc, "error_code", None) or ""
+    code = str(getattr(code, "value", code))     # the storage SDKs give an enum (StorageErrorCode)
     where = f"storage account {account}: {what}"
     if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
         return PermanentError(f"{where}: access refused (HTTP {status} {code})".rstrip(), hint=AUTH_HINT)
