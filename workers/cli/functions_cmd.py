@@ -8,8 +8,6 @@ import time
 from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli.stores import artifact_store
 from workers.config import Settings
-from workers.functions.client import open_account
-from workers.functions.restore import MANUAL_STEPS, Restorer
 from workers.runtime.errors import ConfigurationError
 from workers.runtime.parsing import comma_list
 
@@ -32,6 +30,9 @@ def register_restore(restore_sub) -> None:
 
 
 def restore_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.functions.client import open_account      # the Azure SDKs: loaded only when restoring
+    from workers.functions.restore import MANUAL_STEPS, Restorer
+
     var = args.target_connection_string_env
     if not os.environ.get(var):
         raise ConfigurationError(f"environment variable {var} is not set",
