@@ -46,7 +46,8 @@ class StorageAccount(BaseModel, extra="forbid"):
 
 class FunctionsSettings(BaseModel, extra="forbid"):
     accounts: list[StorageAccount] = Field(default_factory=list)
-    downloads: int = Field(default=16, ge=1, le=64, description="Blobs downloaded at once")
+    downloads: int = Field(default=8, ge=1, le=64, description="Blobs downloaded at once (threads; past ~8 the "
+                           "interpreter, not the network, is the limit)")
     pack_size: int = Field(default=16 * MiB, ge=MiB, le=256 * MiB, description="Small blobs are stored together "
                            "in packs of about this size (held in memory while filled)")
     large_blob: int = Field(default=4 * MiB, ge=64 * 1024, description="Blobs of at least this size are stored "
