@@ -12,10 +12,17 @@ content type) in one container, uploaded once. Then, in the same run:
 - ``(c) ours, no change``: the same account again: nothing downloaded (every ETag known), manifest rewritten.
 
 Ratios: (b) vs (a) (target >= 2x) and (c) vs (b). Seconds are wall time around each variant in this process.
+
+On loopback both variants are CPU-bound (the SDK's per-request Python and Azurite's Node each cost about as much
+as the other), so parallel downloads can at best overlap the two. ``--latency-ms N`` puts a proxy (its own
+process) in front of the blob service that delays every request by N ms, as a storage account across a network
+does, for both variants alike.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import subprocess
 import sys
 import tempfile
 import time
@@ -67,11 +74,28 @@ def ours(cs: str, store_dir: Path, cert: Path, set_id: str) -> tuple[float, dict
     return time.perf_counter() - started, summary
 
 
+@contextlib.contextmanager
+def delayed(az, latency_ms: float):
+    """The source connection string, its blob service behind a delaying proxy process when asked."""
+    if not latency_ms:
+        yield az.connection_string("source")
+        return
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fixtures.storage_proxy", "--upstream", str(az.blob_port),
+                             "--delay-ms", str(latency_ms)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        port = int(proc.stdout.readline())
+        yield az.connection_string("source", ports=(port, az.queue_port, az.table_port))
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blobs", type=int, default=10_000)
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--workdir")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to each blob request")
     ns = parser.parse_args()
     from tests.fixtures.azurite import azurite_server
     from tests.unit.certs import make_cert
@@ -79,19 +103,20 @@ def main() -> int:
         work_dir = Path(work)
         cert = work_dir / "cert.pem"
         cert.write_bytes(make_cert("bench-functions", 3072).cert_pem)
-        cs = az.connection_string("source")
         t0 = time.perf_counter()
-        populate(cs, "bench", ns.blobs, ns.size)
+        populate(az.connection_string("source"), "bench", ns.blobs, ns.size)
         print(f"uploaded {ns.blobs} blobs of {ns.size} B in {time.perf_counter() - t0:.1f}s")
         (work_dir / "loop").mkdir()
-        loop_s, loop_n = plain_loop(cs, "bench", work_dir / "loop")
-        first_s, first = ours(cs, work_dir / "store", cert, "20261203T010000Z-00000001")
-        again_s, again = ours(cs, work_dir / "store", cert, "20261203T020000Z-00000002")
+        with delayed(az, ns.latency_ms) as cs:
+            loop_s, loop_n = plain_loop(cs, "bench", work_dir / "loop")
+            first_s, first = ours(cs, work_dir / "store", cert, "20261203T010000Z-00000001")
+            again_s, again = ours(cs, work_dir / "store", cert, "20261203T020000Z-00000002")
     assert loop_n == first["blobs"] == again["blobs"] == ns.blobs
     assert first["blobs_read"] == ns.blobs and again["blobs_read"] == 0
     rows = [("(a) plain SDK loop", loop_s, loop_n), ("(b) ours, first run", first_s, first["blobs_read"]),
             ("(c) ours, no change", again_s, again["blobs_read"])]
-    print(f"\n{'variant':24} {'seconds':>8} {'blobs/s':>9} {'downloaded':>11}")
+    print(f"\nadded latency per blob request: {ns.latency_ms:g} ms")
+    print(f"{'variant':24} {'seconds':>8} {'blobs/s':>9} {'downloaded':>11}")
     for name, seconds, read in rows:
         print(f"{name:24} {seconds:8.2f} {ns.blobs / seconds:9.0f} {read:11d}")
     speedup, no_change = loop_s / first_s, first_s / again_s
