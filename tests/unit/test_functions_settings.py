@@ -51,3 +51,16 @@ def test_entities_keep_their_edm_types_through_the_json_manifest():
     assert back["Raw"] == EntityProperty(b"\x00\xff", EdmType.BINARY)
     assert back["At"].value == entity["At"] and back["At"].edm_type == EdmType.DATETIME
     assert decode_value(*encode_value("x")) == "x"
+
+
+def test_the_recovery_plan_names_the_restore_of_each_backed_up_account():
+    from workers.recover.contents import Contents
+    from workers.recover.model import FUNCTIONS, Targets
+    from workers.recover.plan import build
+    with_copy = Contents("stamp1", "20261203T010000Z-0a1b2c3d", functions_accounts=["funcstore"])
+    step = next(s for s in build(with_copy, Targets(), {}, "SQL1") if s.kind == FUNCTIONS)
+    text = " ".join(step.instructions)
+    assert "appsvc-dr restore functions --stamp stamp1 --set 20261203T010000Z-0a1b2c3d --account funcstore" in text
+    assert text.index("restore functions") < text.index("AzureWebJobsStorage")
+    without = next(s for s in build(Contents("stamp1", "x"), Targets(), {}, "SQL1") if s.kind == FUNCTIONS)
+    assert "restore functions" not in " ".join(without.instructions)
