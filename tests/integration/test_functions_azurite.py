@@ -175,6 +175,10 @@ def test_backup_change_backup_and_restore_into_a_new_account(rabbit_vhost, tmp_p
     assert main(["restore", "functions", "--stamp", "stamp1", "--set", "20261203T020000Z-0a1b2c3e",
                  "--target-connection-string-env", "NEW_ACCOUNT_CS", "--key", str(key)]) == 2
     assert "already holds blobs" in capsys.readouterr().err
+    # When the set is drilled, it passes: every blob of the copy read back from the store and its SHA-256 checked
+    assert main(["drill", "--stamp", "stamp1", "--set", "20261203T020000Z-0a1b2c3e", "--key", str(key)]) == 0
+    out = capsys.readouterr().out
+    assert "functions" in out and f"{SMALL + 3} blobs (every SHA-256 verified)" in out
 
 
 def direct_backup(settings, tmp_path, set_id: str) -> dict:

@@ -27,7 +27,8 @@ def test_a_sas_token_builds_the_three_service_endpoints():
     account = StorageAccount(name="funcstore", sas_token="?sv=2022&sig=abc", endpoint_suffix="azs.example")
     text = account.connection()
     assert "BlobEndpoint=https://funcstore.blob.azs.example;" in text
-    assert "TableEndpoint=https://funcstore.table.azs.example;" in text and text.endswith("SharedAccessSignature=sv=2022&sig=abc")
+    assert "TableEndpoint=https://funcstore.table.azs.example;" in text
+    assert text.endswith("SharedAccessSignature=sv=2022&sig=abc")
 
 
 def test_an_account_without_credentials_or_twice_is_refused():

@@ -4,7 +4,6 @@ packed in memory (bounded: ``pack_size`` plus the blobs in flight, each below ``
 streamed from the service into its own artifact."""
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import secrets
@@ -42,7 +41,8 @@ def blob_record(container: str, props: BlobProperties) -> dict:
     cs = props.content_settings
     md5 = bytes(cs.content_md5).hex() if cs.content_md5 else None
     return {"t": "blob", "container": container, "name": props.name, "size": props.size,
-            "etag": etag_of(props.etag), "last_modified": props.last_modified.isoformat() if props.last_modified else None,
+            "etag": etag_of(props.etag),
+            "last_modified": props.last_modified.isoformat() if props.last_modified else None,
             "blob_type": str(getattr(props.blob_type, "value", props.blob_type)),
             "content_settings": {"content_type": cs.content_type, "content_encoding": cs.content_encoding,
                                  "content_language": cs.content_language,
@@ -173,10 +173,3 @@ class BlobBackup:
                                                                   record["sha256"]]
         emit(record)
 
-
-def md5_b64(hex_md5: str | None) -> bytearray | None:
-    return bytearray(bytes.fromhex(hex_md5)) if hex_md5 else None
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()

@@ -51,7 +51,7 @@ class RestoreReport:
         return not self.problems
 
 
-class _Packs:
+class PackReader:
     """The last few small packs read, decoded (each at most a pack's size)."""
 
     def __init__(self, store: ArtifactStore, keys: KeyRing | None, keep: int = 2) -> None:
@@ -93,7 +93,7 @@ class Restorer:
                  containers: Sequence[str] | None = None) -> None:
         self.store, self.target, self.keys = store, target, keys
         self.only = set(containers) if containers else None
-        self.packs = _Packs(store, keys)
+        self.packs = PackReader(store, keys)
         self.report = RestoreReport()
         self.expected: dict[str, int] = {}      # container / "queue:" / "table:" -> count
 
