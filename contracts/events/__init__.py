@@ -8,12 +8,13 @@ from contracts.events.databases import DatabaseBackedUp, DatabaseBackedUpPayload
 from contracts.events.failures import JobFailed, JobFailedPayload
 from contracts.events.fileshare import FileshareSynced, FileshareSyncedPayload, FileshareSyncRequested, \
     FileshareSyncRequestedPayload, SkippedFile
+from contracts.events.functions import FunctionsAccountResult, FunctionsBackedUp, FunctionsBackedUpPayload
 from contracts.events.secrets import SecretsRotated, SecretsRotatedPayload
 from contracts.events.secrets_stored import SecretsStored, SecretsStoredPayload
 
 ALL_EVENTS = (BackupDue, SecretsRotated, JobFailed, ArtifactReady, ArtifactStored, SecretsStored,
               BackupSetCompleted, DatabaseBackupRequested, DatabaseBackedUp, DatabaseLogBackupRequested,
-              FileshareSyncRequested, FileshareSynced)
+              FileshareSyncRequested, FileshareSynced, FunctionsBackedUp)
 
 __all__ = ["ALL_EVENTS", "ArtifactReady", "ArtifactReadyPayload", "ArtifactStored", "ArtifactStoredPayload",
            "BackupDue", "BackupDuePayload", "BackupSetCompleted",
@@ -21,5 +22,6 @@ __all__ = ["ALL_EVENTS", "ArtifactReady", "ArtifactReadyPayload", "ArtifactStore
            "DatabaseBackupRequested", "DatabaseBackupRequestedPayload", "DatabaseLogBackupRequested",
            "DatabaseLogBackupRequestedPayload",
            "FileshareSyncRequested", "FileshareSyncRequestedPayload", "FileshareSynced", "FileshareSyncedPayload",
+           "FunctionsAccountResult", "FunctionsBackedUp", "FunctionsBackedUpPayload",
            "JobFailed", "JobFailedPayload", "SkippedFile",
            "SecretsRotated", "SecretsRotatedPayload", "SecretsStored", "SecretsStoredPayload"]
