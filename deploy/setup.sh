@@ -45,6 +45,21 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     echo "$want" >"$stamp"
 fi
 
+# Azurite (the Azure Storage emulator) for the `functions` component's tests, from the npm registry into
+# .tools/azurite (git-ignored, project-local; Node.js and npm come from apt). Installed again when the pinned
+# major is missing; AZURITE_VERSION overrides the spec.
+AZURITE_VERSION=${AZURITE_VERSION:-3}
+if ! command -v npm >/dev/null 2>&1; then
+    echo "setup: installing nodejs and npm (for Azurite)"
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if ! .tools/azurite/node_modules/.bin/azurite --version 2>/dev/null | grep -q "^${AZURITE_VERSION%%.*}\."; then
+    echo "setup: installing Azurite ${AZURITE_VERSION} into .tools/azurite"
+    mkdir -p .tools/azurite
+    npm install --silent --no-audit --no-fund --no-save --prefix .tools/azurite "azurite@${AZURITE_VERSION}" >/dev/null
+fi
+
 # RabbitMQ: start it if it is down (no systemd here), then make sure the management API is on.
 if ! rabbitmqctl -q status >/dev/null 2>&1; then
     if rabbitmqctl -q ping >/dev/null 2>&1; then

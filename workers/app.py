@@ -111,6 +111,12 @@ def _mirror(module, deps: Deps) -> WorkerSpec:
                                       metrics=deps.metrics)
 
 
+def _functions(module, deps: Deps) -> WorkerSpec:
+    s = deps.settings
+    return module.build_functions_worker(functions=s.functions, store=s.store, encryption=s.encryption,
+                                         verify=s.upload.verify, retention=s.retention)
+
+
 BUILTIN: dict[str, Builtin] = {
     "db-backup": Builtin("workers.dbbackup.handler", _db_backup),
     "notifier": Builtin("workers.notifier.handler", _notifier),
@@ -119,6 +125,7 @@ BUILTIN: dict[str, Builtin] = {
     "catalog": Builtin("workers.catalog.handler", _catalog),
     "fileshare": Builtin("workers.fileshare.handler", _fileshare),
     "mirror": Builtin("workers.mirror.handler", _mirror),
+    "functions": Builtin("workers.functions.handler", _functions),
 }
 
 
@@ -140,7 +147,8 @@ def builtin_bindings(names: Iterable[str] | None = None) -> dict[str, list[str]]
     return {name: BUILTIN[name].declared().event_types for name in (BUILTIN if names is None else names)}
 
 
-COMPONENT_WORKERS = {"secrets": "secrets", "databases": "db-backup", "fileshare": "fileshare"}
+COMPONENT_WORKERS = {"secrets": "secrets", "databases": "db-backup", "fileshare": "fileshare",
+                     "functions": "functions"}
 
 
 def site_workers(components: Iterable[str]) -> list[str]:

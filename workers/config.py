@@ -15,10 +15,11 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, TomlConfigSettingsSource
 
-from contracts.events.backup import ALL_COMPONENTS, Component
+from contracts.events.backup import DEFAULT_COMPONENTS, Component
 from workers.artifacts.settings import RetentionSettings
 from workers.engines.settings import DatabaseSettings
 from workers.fileshare.settings import FileshareSettings
+from workers.functions.settings import FunctionsSettings
 from workers.mirror.settings import MirrorSettings
 from workers.runtime.errors import ConfigurationError
 from workers.runtime.parsing import comma_list
@@ -40,8 +41,8 @@ class Settings(BaseSettings):
 
     stamp: str = Field(default="stamp1", description="Default stamp name for producers")
     components: Annotated[tuple[Component, ...], NoDecode] = Field(
-        default=ALL_COMPONENTS, min_length=1, description="What this site backs up (comma-separated): secrets, "
-        "databases, fileshare. Backup sets ask for these; workers and queues of the others are not set up.")
+        default=DEFAULT_COMPONENTS, min_length=1, description="What this site backs up (comma-separated): secrets, "
+        "databases, fileshare, functions (opt-in: the storage accounts of Function Apps). Backup sets ask for these; workers and queues of the others are not set up.")
     broker: BrokerSettings = BrokerSettings()
     retry: RetrySettings = RetrySettings()
     worker: WorkerSettings = WorkerSettings()
@@ -57,6 +58,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     fileshare: FileshareSettings = FileshareSettings()
     mirror: MirrorSettings = MirrorSettings()
+    functions: FunctionsSettings = FunctionsSettings()
     schedule: ScheduleSettings = ScheduleSettings()
 
     @field_validator("components", mode="before")

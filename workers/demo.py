@@ -136,6 +136,9 @@ def describe(event: dict) -> str:
         "database-backup-requested": lambda: p["database"],
         "fileshare-synced": lambda: f"snapshot {p['snapshot_id']}: {p['files']} files, {p['dirs']} dirs, "
                                     f"{p['new_bytes']} new bytes{' (partial)' if p.get('partial') else ''}",
+        "functions-backed-up": lambda: "; ".join(f"{a['account']}: {a['blobs']} blobs ({a['blobs_read']} read), "
+                                                 f"{a['messages']} messages, {a['entities']} entities"
+                                                 for a in p["accounts"]),
         "backup-set-completed": lambda: f"{', '.join(p['components'])}: {p['artifacts']} artifacts, "
                                         f"{p['stored_bytes']} bytes stored",
     }.get(event["type"], lambda: json.dumps(p)[:100])

@@ -9,12 +9,13 @@ from contracts.events.mirror import ArtifactMirrored, ArtifactMirroredPayload
 from contracts.events.failures import JobFailed, JobFailedPayload
 from contracts.events.fileshare import FileshareSynced, FileshareSyncedPayload, FileshareSyncRequested, \
     FileshareSyncRequestedPayload, SkippedFile
+from contracts.events.functions import FunctionsAccountResult, FunctionsBackedUp, FunctionsBackedUpPayload
 from contracts.events.secrets import SecretsRotated, SecretsRotatedPayload
 from contracts.events.secrets_stored import SecretsStored, SecretsStoredPayload
 
 ALL_EVENTS = (BackupDue, SecretsRotated, JobFailed, ArtifactReady, ArtifactStored, SecretsStored,
               BackupSetCompleted, DatabaseBackupRequested, DatabaseBackedUp, DatabaseLogBackupRequested,
-              FileshareSyncRequested, FileshareSynced, ArtifactMirrored)
+              FileshareSyncRequested, FileshareSynced, FunctionsBackedUp, ArtifactMirrored)
 
 __all__ = ["ALL_EVENTS", "ArtifactMirrored", "ArtifactMirroredPayload", "ArtifactReady", "ArtifactReadyPayload", "ArtifactStored", "ArtifactStoredPayload",
            "BackupDue", "BackupDuePayload", "BackupSetCompleted",
@@ -22,5 +23,6 @@ __all__ = ["ALL_EVENTS", "ArtifactMirrored", "ArtifactMirroredPayload", "Artifac
            "DatabaseBackupRequested", "DatabaseBackupRequestedPayload", "DatabaseLogBackupRequested",
            "DatabaseLogBackupRequestedPayload",
            "FileshareSyncRequested", "FileshareSyncRequestedPayload", "FileshareSynced", "FileshareSyncedPayload",
+           "FunctionsAccountResult", "FunctionsBackedUp", "FunctionsBackedUpPayload",
            "JobFailed", "JobFailedPayload", "SkippedFile",
            "SecretsRotated", "SecretsRotatedPayload", "SecretsStored", "SecretsStoredPayload"]

@@ -6,8 +6,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints
 
 from contracts.envelope import Envelope, Name, Payload
-
-Component = Literal["secrets", "databases", "fileshare"]
+from contracts.events.backup import Component
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 MetadataKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 MetadataValue = Annotated[str, StringConstraints(max_length=256)] | int | bool | None

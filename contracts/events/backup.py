@@ -7,14 +7,18 @@ from pydantic import Field, model_validator
 
 from contracts.envelope import Envelope, Name, Payload
 
-Component = Literal["secrets", "databases", "fileshare"]
-ALL_COMPONENTS: tuple[Component, ...] = ("secrets", "databases", "fileshare")
+Component = Literal["secrets", "databases", "fileshare", "functions"]
+ALL_COMPONENTS: tuple[Component, ...] = ("secrets", "databases", "fileshare", "functions")
+# What a site backs up unless APPSVC_DR_COMPONENTS says otherwise (and what a backup-due asks for by default):
+# `functions` (the storage accounts of Function Apps) is opt-in, so existing sites are unaffected.
+DEFAULT_COMPONENTS: tuple[Component, ...] = ("secrets", "databases", "fileshare")
 
 
 class BackupDuePayload(Payload):
     backup_set_id: Name = Field(description="Id of the recovery point; equals the envelope's correlation_id")
-    components: tuple[Component, ...] = Field(default=ALL_COMPONENTS, min_length=1,
-                                              description="What to back up: secrets, databases, fileshare")
+    components: tuple[Component, ...] = Field(default=DEFAULT_COMPONENTS, min_length=1,
+                                              description="What to back up: secrets, databases, fileshare, "
+                                                          "functions")
     reason: Literal["schedule", "catch-up", "manual", "secrets-rotated"] = Field(
         default="manual", description="schedule: a scheduled slot; catch-up: the newest slot missed while no "
         "scheduler ran, published once when one starts again")

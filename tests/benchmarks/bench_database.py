@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Iterator, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -53,6 +54,17 @@ INSERT INTO blobs SELECT g, decode(md5(g::text) || md5((g * 3)::text) || md5((g 
 
 
 # ----------------------------------------------------------------------------------------- child side
+def timed(phases: dict[str, float], name: str, fn):  # type: ignore[no-untyped-def]
+    """``fn``, adding the seconds each call takes to ``phases[name]``."""
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            phases[name] = phases.get(name, 0.0) + time.perf_counter() - started
+    return wrapper
+
+
 def child_main(cfg: dict) -> None:
     """One DbBackupHandler.backup_one + UploadHandler call; prints timings and sizes as JSON."""
     import logging
@@ -67,18 +79,8 @@ def child_main(cfg: dict) -> None:
     settings = load_settings(**cfg["settings"])
     engine = pg_module.PostgresEngine(settings.database)
     phases: dict[str, float] = {}
-
-    def timed(name, fn):  # type: ignore[no-untyped-def]
-        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
-            started = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                phases[name] = phases.get(name, 0.0) + time.perf_counter() - started
-        return wrapper
-
-    engine.verify = timed("verify", engine.verify)                 # type: ignore[method-assign]
-    pg_module.sha256_of = timed("sha256", pg_module.sha256_of)      # type: ignore[assignment]
+    engine.verify = timed(phases, "verify", engine.verify)                 # type: ignore[method-assign]
+    pg_module.sha256_of = timed(phases, "sha256", pg_module.sha256_of)      # type: ignore[assignment]
     db_handler, uploader = DbBackupHandler(settings.database, settings.staging, engine), \
         UploadHandler(settings.staging, settings.retention, configured_store(settings))
     ctx = JobContext("bench", "bench", 1, logging.LoggerAdapter(logging.getLogger("bench"), {}))
@@ -152,26 +154,47 @@ def peer(server, database: str, work: Path, bucket: str) -> dict:  # type: ignor
             "tools": {"pg_dump": dump_rss}, "phases": {"pg_dump": dump_s, "upload": copy_s}}
 
 
+def arguments(doc: str, repeat: int) -> argparse.ArgumentParser:
+    """The options every database benchmark takes."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="database size to generate")
+    parser.add_argument("--repeat", type=int, default=repeat, help="rounds (order alternates); best time is shown")
+    parser.add_argument("--workdir", type=Path, default=None, help="staging / dump directory (default: temp)")
+    return parser
+
+
+class Generated(NamedTuple):
+    work: Path                  # a temporary directory
+    database: str               # the scratch database, filled to about --size-mib
+    server: Any                 # the moto S3 server
+    mib: float                  # the database's size
+
+
+@contextlib.contextmanager
+def generated(ns: argparse.Namespace, prefix: str) -> Iterator[Generated]:
+    """A scratch database of ``--size-mib`` generated, a work directory and a moto S3 server, for the block."""
+    from tests.fixtures import postgres as pgfx
+    from tests.fixtures.s3server import moto_s3_server
+
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}-", dir=ns.workdir) as tmp, \
+            pgfx.scratch_database(pgfx.unique_name(prefix)) as database, moto_s3_server() as server:
+        print(f"generating ~{ns.size_mib} MiB in database {database} (load {os.getloadavg()[0]:.1f})", flush=True)
+        yield Generated(Path(tmp), database, server, generate(database, ns.size_mib))
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         child_main(json.loads(sys.argv[2]))
         return
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mib", type=int, default=1024, help="database size to generate")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds (order alternates); best time is shown")
-    parser.add_argument("--workdir", type=Path, default=None, help="staging / dump directory (default: temp)")
+    parser = arguments(__doc__, repeat=1)
     parser.add_argument("--pg-compress", type=int, default=None, help="also run ours with DATABASE__PG_COMPRESS=N")
     ns = parser.parse_args()
 
     from tests.fixtures import postgres as pgfx
-    from tests.fixtures.s3server import moto_s3_server
     from workers.storage.keys import generate_self_signed
 
-    with tempfile.TemporaryDirectory(prefix="bench-db-", dir=ns.workdir) as tmp, \
-            pgfx.scratch_database(pgfx.unique_name("bench_db")) as database, moto_s3_server() as server:
-        work = Path(tmp)
-        print(f"generating ~{ns.size_mib} MiB in database {database} (load {os.getloadavg()[0]:.1f})", flush=True)
-        db_mib = generate(database, ns.size_mib)
+    with generated(ns, "bench_db") as scratch:
+        work, database, server, db_mib = scratch.work, scratch.database, scratch.server, scratch.mib
         (work / "cert.pem").write_bytes(generate_self_signed("appsvc-dr-bench", 1, key_size=3072)[0])
         names = {"ours": "ours db-backup+upload", "peer": "pg_dump -Fc + rclone"}
         if ns.pg_compress is not None:

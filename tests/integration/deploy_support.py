@@ -27,7 +27,7 @@ DEPLOY = ROOT / "deploy"
 PROM = DEPLOY / "prometheus"
 K8S = DEPLOY / "k8s"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "appservice-dr.json"
-WORKERS = ["db-backup", "fileshare", "secrets", "upload", "notifier", "catalog", "mirror"]
+WORKERS = ["db-backup", "fileshare", "functions", "secrets", "upload", "notifier", "catalog", "mirror"]
 # Workers that must never run more than one replica: a plain Deployment with replicas 1, no KEDA.
 SINGLE_REPLICA_WORKERS = {"catalog", "mirror"}
 SCALED_WORKERS = [w for w in WORKERS if w not in SINGLE_REPLICA_WORKERS]

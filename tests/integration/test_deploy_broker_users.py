@@ -45,6 +45,7 @@ OWN_EVENTS = {
     "scheduler": {"backup-due", "database-log-backup-requested"},
     "db-backup": {"database-backup-requested", "database-backed-up", "artifact-ready", "job-failed"},
     "fileshare": {"fileshare-synced", "artifact-stored", "job-failed"},
+    "functions": {"functions-backed-up", "artifact-stored", "job-failed"},
     "secrets": {"secrets-stored", "backup-due", "artifact-stored", "job-failed"},
     "upload": {"artifact-stored", "job-failed"},
     "catalog": {"backup-set-completed", "job-failed"},

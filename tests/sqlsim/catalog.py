@@ -131,6 +131,19 @@ TABLES: dict[str, Callable[[Server, Login], Rows]] = {
 }
 
 
+def user_tables(server: Server, login: Login, name: str) -> Rows:
+    """``[db].sys.tables``: one row per table of ``Database.rows``; a missing database is 911, an offline one 942,
+    one the login may not open 916 (sys-tables-transact-sql)."""
+    db = next((d for d in server.databases.values() if d.name.lower() == name.lower()), None)
+    if db is None:
+        raise fail(911, name)
+    if db.state == "OFFLINE":
+        raise fail(942, db.name)
+    if db.name in login.denied_databases:
+        raise fail(916, login.name, db.name)
+    return [{"object_id": 1000 + n, "name": t.split(".")[-1], "is_ms_shipped": 0} for n, t in enumerate(db.rows)]
+
+
 def preferred_replica(server: Server, name: Any) -> int:
     database = server.database(str(name))
     if database is None:

@@ -24,6 +24,8 @@ TEXTS: dict[int, tuple[str, str]] = {
     300: ("42000", "{0} permission was denied on object '{1}', database '{2}'."),
     262: ("42000", "{0} permission denied in database '{1}'."),
     911: ("42000", "Database '{0}' does not exist. Make sure that the name is entered correctly."),
+    916: ("42000", "The server principal \"{0}\" is not able to access the database \"{1}\" under the current "
+               "security context."),
     942: ("42000", "Database '{0}' cannot be opened because it is offline."),
     1205: ("40001", "Transaction (Process ID 61) was deadlocked on lock resources with another process and has "
                     "been chosen as the deadlock victim. Rerun the transaction."),

@@ -1,5 +1,6 @@
 """A small SELECT: ``SELECT [TOP (n)] expr [AS alias], ... [FROM view [AS a] [JOIN view [AS b] ON a.x = b.y]]
-[WHERE col = expr [AND ...]] [ORDER BY col [ASC|DESC]]`` over the views in :mod:`tests.sqlsim.catalog`.
+[WHERE col = expr [AND ...]] [ORDER BY col [ASC|DESC]]`` over the views in :mod:`tests.sqlsim.catalog`
+(and ``[db].sys.tables``, another database's user tables).
 
 Expressions: column references, literals, bound parameters, ``CASE WHEN col IS [NOT] NULL THEN e ELSE e END``
 and the functions in ``catalog.FUNCTIONS``. Anything else is 102 (syntax) or 208 (unknown view).
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from tests.sqlsim.catalog import FUNCTIONS, LOGIN_FUNCTIONS, TABLES
+from tests.sqlsim.catalog import FUNCTIONS, LOGIN_FUNCTIONS, TABLES, user_tables
 from tests.sqlsim.errors import fail
 from tests.sqlsim.lexer import Tokens
 from tests.sqlsim.results import Outcome
@@ -79,13 +80,17 @@ class _Query:
 
 def _source(server: Server, login: Login, tokens: Tokens) -> tuple[str, list[Row]]:
     view = tokens.dotted()
-    if view not in TABLES:
+    if view.endswith(".sys.tables") and view.count(".") == 2:
+        rows = user_tables(server, login, view.split(".")[0])
+    elif view not in TABLES:
         raise fail(208, view)
+    else:
+        rows = TABLES[view](server, login)
     alias = view.rsplit(".", 1)[-1]
     if tokens.accept("AS") or (tokens.peek() is not None and tokens.peek().kind == "name"
                                and not tokens.peek().is_word("JOIN", "WHERE", "ORDER", "ON", "INNER")):
         alias = tokens.name().lower()
-    rows = [{**{f"{alias}.{k}": v for k, v in r.items()}, **r} for r in TABLES[view](server, login)]
+    rows = [{**{f"{alias}.{k}": v for k, v in r.items()}, **r} for r in rows]
     return alias, rows
 
 

@@ -75,7 +75,8 @@ def test_site_components_from_a_comma_list_or_json_and_wrong_ones_named(monkeypa
 
 def test_a_site_runs_and_declares_only_the_workers_of_its_components():
     from workers.app import BUILTIN, site_workers, topology_of
-    assert site_workers(("secrets", "databases", "fileshare")) == sorted(BUILTIN)
+    assert site_workers(("secrets", "databases", "fileshare", "functions")) == sorted(BUILTIN)
+    assert site_workers(("secrets", "databases", "fileshare")) == sorted(set(BUILTIN) - {"functions"})
     assert site_workers(("databases",)) == ["catalog", "db-backup", "mirror", "notifier", "upload"]
     declared = dict(topology_of([], ("secrets",)))
     assert sorted(declared) == ["catalog", "mirror", "notifier", "secrets", "upload"]

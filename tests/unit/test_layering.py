@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #   2 libraries    smb, storage, engines, senders,  SMB sessions and error classification, formats, stores,
 #                  artifacts, repository            engines, senders, the file-share repository
 #   3 workers      secrets, upload, dbbackup,       one folder per worker; never import each other
-#                  fileshare, catalog, notifier,
-#                  mirror
+#                  fileshare, functions, catalog,
+#                  notifier, mirror
 #   4 composition  app, cli, demo, drill, recover, `config` holds the root Settings and load_settings; `app` hands
 #                  scheduler, config                each worker its sections; `drill` is a composition-level
 #                                                   command (like cli/): it restores what several workers stored
@@ -32,7 +32,8 @@ LAYERS: dict[str, int] = {
     "contracts": 0,
     "runtime": 1, "middleware": 1,
     "smb": 2, "storage": 2, "engines": 2, "senders": 2, "artifacts": 2, "repository": 2,
-    "secrets": 3, "upload": 3, "dbbackup": 3, "fileshare": 3, "catalog": 3, "notifier": 3, "mirror": 3,
+    "secrets": 3, "upload": 3, "dbbackup": 3, "fileshare": 3, "functions": 3, "catalog": 3, "notifier": 3,
+    "mirror": 3,
     "app": 4, "cli": 4, "demo": 4, "drill": 4, "recover": 4, "scheduler": 4, "logschedule": 4, "config": 4,
 }
 WORKER_FLOOR = 3

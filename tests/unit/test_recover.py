@@ -119,10 +119,14 @@ def test_a_sql_server_target_is_checked_through_the_engine_and_a_refused_login_i
     contents = Contents(STAMP, OLD, databases=[DatabaseArtifact(DB, f"{STAMP}/{OLD}/databases/{DB}.bak",
                                                                 "sqlserver", 1024)])
     targets = Targets(out_dir=tmp_path, skip=("fileshare", "secrets"))
-    # Given the simulated instance with the right login: nothing to fix, and the check is said
+    # Given the simulated instance (the target exists, with tables) and the right login: only --force is missing
     engine, _ = make(tmp_path, server=instance(tmp_path / "a"))
     found = check(None, targets, contents, engine=engine)
-    assert not found.problems and any("sql01" in note for note in found.notes)
+    assert [p.what for p in found.problems] == [f"database '{DB}' on sql01,1433 exists and holds 2 table(s): a "
+                                                "restore would replace it"]
+    # And with --force nothing is left to fix, and the check is said
+    found = check(None, targets, contents, engine=engine, force=True)
+    assert not found.problems and found.notes == [f"database '{DB}' on sql01,1433: replaced (--force); permissions ok"]
     # When the login is refused: the server is named, with how to fix it
     engine, _ = make(tmp_path, server=instance(tmp_path / "b"), password="wrong")
     found = check(None, targets, contents, engine=engine)

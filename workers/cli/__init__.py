@@ -9,7 +9,7 @@ from workers.config import Settings, load_settings
 from workers.runtime.errors import DrError
 from workers.runtime.logs import configure
 
-QUIET = ("smbprotocol", "smbclient", "spnego", "urllib3", "minio", "botocore", "pika", "pyodbc")
+QUIET = ("smbprotocol", "smbclient", "spnego", "urllib3", "minio", "botocore", "pika", "pyodbc", "azure")
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -24,7 +24,8 @@ def register(sub) -> None:
     which.add_argument("--set", dest="set_id", help="backup set id (default: the newest complete set)")
     which.add_argument("--latest", action="store_true", help="the newest complete set (default)")
     which.add_argument("--report", action="store_true", help="show the recorded drill results instead of drilling")
-    p.add_argument("--components", help="comma-separated subset of secrets,databases,fileshare (default: the set's)")
+    p.add_argument("--components", help="comma-separated subset of secrets,databases,fileshare,functions "
+                   "(default: the set's)")
     p.add_argument("--scratch", type=Path, help="parent of the scratch directory (default: the system temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the scratch database(s) and directory for inspection")
     p.add_argument("--target-server", help="database server for the scratch databases (default: "

@@ -22,7 +22,7 @@ from workers.artifacts.stripes import stripe_keys
 from workers.engines.base import DatabaseEngine, RestoreOptions, RestoreResult
 from workers.engines.settings import DatabaseSettings
 from workers.dbbackup.handler import artifact_name
-from workers.storage.local import PRIVATE_DIR, LocalStore, make_private_dirs
+from workers.storage.local import PRIVATE_DIR, make_private_dirs
 from workers.storage.settings import StagingSettings
 from workers.storage.staged import DATABASE_DIR_SETTING, Root, is_unc, join, locate
 
@@ -45,8 +45,28 @@ def _staged_copy(staging: StagingSettings, engine_name: str, name: str, fill):
     make_private_dirs(parent)
     with tempfile.TemporaryDirectory(prefix="appsvc-dr-restore-", dir=parent) as private:
         os.chmod(private, PRIVATE_DIR)
-        fill(LocalStore(private, create=False, private=True), name)
+        fill(_StagedFile(private), name)
         yield os.path.join(private, name)
+
+
+CHUNK = 1 << 20
+
+
+class _StagedFile:
+    """The local staged copy: a new 0600 file in the run's private directory. Not fsynced (unlike a store's
+    ``put``): it is read at once by pg_restore and deleted, a crash loses nothing, and the fsync of a dump-sized
+    file costs seconds of restore time on a busy disk."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def put(self, key: str, stream) -> None:
+        if os.path.basename(key) != key or key in ("", ".", ".."):
+            raise ValueError(f"staged name {key!r} is not a plain file name")
+        fd = os.open(os.path.join(self.directory, key), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            while data := stream.read(CHUNK):
+                out.write(data)
 
 
 class _Silent:

@@ -22,7 +22,7 @@ from workers.repository.snapshots import load_manifest, snapshot_of_set
 from workers.runtime.errors import PermanentError
 from workers.secrets.versions import set_reference
 
-__all__ = ["CHECKS", "Drill", "databases", "fileshare", "scratch_name", "secrets", "timed"]
+__all__ = ["CHECKS", "Drill", "databases", "fileshare", "functions", "scratch_name", "secrets", "timed"]
 
 # ------------------------------------------------------------------------------------------------ secrets
 def secrets(d: Drill) -> list[ComponentResult]:
@@ -82,4 +82,23 @@ def fileshare(d: Drill) -> list[ComponentResult]:
     return [timed("fileshare", "snapshot", check)]
 
 
-CHECKS = {"secrets": secrets, "databases": databases, "fileshare": fileshare}
+def functions(d: Drill) -> list[ComponentResult]:
+    """Each storage account copy of the set: every blob read from its pack and its SHA-256 checked, counts
+    compared with the manifest (no storage account is written: a restore needs a new one)."""
+    from workers.artifacts.setmanifest import read_set
+    from workers.functions.verify import verify_copy   # the Azure SDKs: loaded only when drilling this
+
+    accounts = sorted(a.key.rsplit("/", 1)[1].removesuffix(".jsonl") for a in read_set(d.store, d.stamp, d.set_id)
+                      .artifacts if a.key.split("/")[2] == "functions")
+    results = []
+    for account in accounts:
+        def check(r: ComponentResult, account: str = account) -> None:
+            report = verify_copy(d.store, d.keys, d.stamp, d.set_id, account)
+            r.bytes = report.bytes
+            r.detail = (f"{report.blobs} blobs (every SHA-256 verified), {report.messages} queue messages, "
+                        f"{report.entities} table entities")
+        results.append(timed("functions", f"account {account}", check))
+    return results
+
+
+CHECKS = {"secrets": secrets, "databases": databases, "fileshare": fileshare, "functions": functions}

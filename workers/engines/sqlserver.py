@@ -33,6 +33,8 @@ from workers.engines.settings import DatabaseSettings
 from workers.engines.sqlserver_edition import DATABASE_ENCRYPTED, SERVER_FACTS, ServerFacts, fit_options
 from workers.engines.sqlserver_errors import classify
 from workers.engines.sqlserver_log import LogHealth, read_log_health
+from workers.engines.preflight import TargetState
+from workers.engines.sqlserver_preflight import restore_preflight
 from workers.engines.sqlserver_restore import SafeRestore, check_db, drop as drop_database
 from workers.engines.sqlserver_session import Session as _Session, build_connection_string
 from workers.engines.sqlserver_session import progress_from_messages as _progress_from_messages
@@ -135,6 +137,12 @@ class SqlServerEngine:
             row = safe.target_row()
             if row is not None:
                 safe.check_target(row)
+
+    def restore_preflight(self, databases: list[str]) -> list[TargetState]:
+        """Before a restore changes anything (read only; :mod:`.sqlserver_preflight`): per target, exists?, user
+        tables, and each problem (permissions, containment, availability group, open sessions) with its fix."""
+        with self._session() as session:
+            return restore_preflight(session, self.server, databases, stats_percent=self.settings.stats_percent)
 
     def check_consistency(self, database: str) -> str:
         """DBCC CHECKDB (database) WITH NO_INFOMSGS, ALL_ERRORMSGS; corruption raises (8939, 8928, ...)."""

@@ -28,7 +28,7 @@ from workers.runtime.errors import DrError, PermanentError
 
 log = logging.getLogger(__name__)
 
-_SP_CONFIGURE = "EXEC sp_configure 'contained database authentication', 1; RECONFIGURE;"
+_SP_CONFIGURE = tsql.ENABLE_CONTAINMENT
 
 
 @dataclass

@@ -124,6 +124,7 @@ TARGET_AG = ("SELECT ag.name AS ag_name, drs.is_primary_replica FROM sys.dm_hadr
              "WHERE drs.database_id = DB_ID(?) AND drs.is_local = 1")
 USER_SESSIONS = ("SELECT session_id FROM sys.dm_exec_sessions WHERE database_id = DB_ID(?) AND "
                  "is_user_process = 1")
+ENABLE_CONTAINMENT = "EXEC sp_configure 'contained database authentication', 1; RECONFIGURE;"   # 12824's fix
 CONTAINMENT = "SELECT value_in_use FROM sys.configurations WHERE name = N'contained database authentication'"
 INSTANCE = ("SELECT SERVERPROPERTY('ProductVersion') AS version, SERVERPROPERTY('InstanceDefaultDataPath') "
             "AS data_path, SERVERPROPERTY('InstanceDefaultLogPath') AS log_path")

@@ -19,7 +19,7 @@ import ctypes
 import gc
 
 MiB = 1 << 20
-M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # mallopt parameters (glibc malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # mallopt parameters (glibc malloc.h)
 ARENAS = 2
 READ_WINDOW = 12 * MiB                  # SMB reads of 4 MiB: the encrypted message, its plaintext, the copy handed on
 
@@ -46,6 +46,21 @@ def large_buffers_mapped() -> None:
     try:
         libc = ctypes.CDLL(None)
         libc.mallopt(M_MMAP_THRESHOLD, MiB)
+        libc.mallopt(M_ARENA_MAX, ARENAS)
+    except (OSError, AttributeError):
+        pass
+
+
+def message_buffers_reused() -> None:
+    """For a restore: have glibc serve buffers up to 8 MiB (2 MiB SMB WRITEs and the copies smbprotocol makes of
+    them, S3 reads) from its heap and keep up to 32 MiB of freed heap, instead of mapping and unmapping (and
+    page-faulting in) each one: about -40% CPU of a large-file restore after a sync (which sets a 1 MiB threshold)
+    in the same process (docs/performance.md). Decoded packs (16 MiB) are still mapped on their own. :func:`release_memory` hands the heap back after the job. Process-wide and best
+    effort (a no-op where ``mallopt`` does not exist)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, 8 * MiB)
+        libc.mallopt(M_TRIM_THRESHOLD, 32 * MiB)
         libc.mallopt(M_ARENA_MAX, ARENAS)
     except (OSError, AttributeError):
         pass

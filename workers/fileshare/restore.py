@@ -19,7 +19,9 @@ where it may pass, then listed with its reason and how to fix it; the others are
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -27,11 +29,13 @@ from pathlib import Path
 from typing import Callable
 
 from workers.artifacts.service import sha256_of
+from workers.fileshare.budget import message_buffers_reused, release_memory
 from workers.fileshare.restoreplan import READONLY_IN_THE_WAY, Plan, Planner, Step, aside_name
 from workers.fileshare.restorereport import HINTS, Failure, RestoreReport
 from workers.fileshare.tree import ATTRIBUTES, READONLY, FileProblem, Tree
 from workers.repository.manifest import Entry, Manifest, check_entries
-from workers.repository.packcache import PackCache
+from workers.repository.index import BlobPlace
+from workers.repository.packcache import FETCHERS, PackCache
 from workers.repository.paths import UnsafeTargetError, shown
 from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError
@@ -41,6 +45,7 @@ from workers.storage.crypto import IntegrityError
 
 log = logging.getLogger(__name__)
 SMALL = 4 * 1024 * 1024          # a file up to this size is written in one call (one compound request over SMB)
+LARGE_IN_FLIGHT = 3              # larger files written at once (each holds a write buffer and its message copies)
 
 
 def select(manifest: Manifest, path: str | None) -> list[Entry]:
@@ -57,6 +62,7 @@ class Restorer:
         self.repo, self.target, self.keys, self.transfers, self.progress = repo, target, keys, transfers, progress
         self.overwrite, self.attributes, self.retries, self.wait = overwrite, attributes, retries, wait
         self.temp_root = temp_root
+        self._large = threading.Semaphore(LARGE_IN_FLIGHT)
 
     def _entries(self, manifest: Manifest, path: str | None) -> list[Entry]:
         entries = select(manifest, path)
@@ -92,7 +98,11 @@ class Restorer:
                 report.renamed.append(Failure(step.entry.path, step.reason, step.hint))
         self._directories(plan, report)
         files = [s for s in plan.steps if not s.entry.is_dir and s.action != "unresolved"]
-        done = self._files(files, report)
+        message_buffers_reused()
+        try:
+            done = self._files(files, report)
+        finally:
+            release_memory()
         self._finish(plan, report, done)
         return report
 
@@ -172,8 +182,8 @@ class Restorer:
         refs = Counter(self.repo.index.place(b).pack for s in todo for b in s.entry.blobs)
         order = {p: i for i, p in enumerate(sorted(refs))}
         todo.sort(key=lambda s: min((order[self.repo.index.place(b).pack] for b in s.entry.blobs), default=-1))
-        packs = list(dict.fromkeys(self.repo.index.place(b).pack for s in todo for b in s.entry.blobs))
-        cache = PackCache(self.repo, self.keys, refs, temp_root=self.temp_root)
+        packs = need_order(todo, self.repo.index.place, LARGE_IN_FLIGHT)
+        cache = PackCache(self.repo, self.keys, refs, temp_root=self.temp_root, ahead=LARGE_IN_FLIGHT + FETCHERS)
         written: list[Step] = [s for s, identical in zip(steps, same, strict=True) if identical]
         try:
             cache.prefetch(packs)
@@ -215,7 +225,7 @@ class Restorer:
                 data = self._content(step, cache, used)
                 self.target.write_file(step.target, data, entry.mtime_ns, attrs)
             else:
-                with self.target.open_write(step.target) as fh:   # a temporary file, renamed on success
+                with self._large, self.target.open_write(step.target) as fh:   # a temporary file, renamed on success
                     self._content(step, cache, used, fh)
                 self.target.set_meta(step.target, entry.mtime_ns, attrs)
 
@@ -228,23 +238,22 @@ class Restorer:
 
     @staticmethod
     def _content(step: Step, cache: PackCache, used: list[int], out=None) -> bytes:
-        """The entry's bytes (or written to ``out``), each blob checked against its id and the whole against the
-        snapshot's size and SHA-256."""
+        """The entry's bytes (or written to ``out``), each blob checked against its id (its SHA-256, by the cache,
+        just before it is used) and the whole against the snapshot's size. One hash pass: the content is the
+        snapshot's blobs in the snapshot's order, each proven by its id, so hashing the whole file again (the
+        manifest's SHA-256 of the same bytes) would prove nothing more; the size guards the blob list."""
         entry, parts, size = step.entry, [], 0
-        digest = hashlib.sha256() if entry.sha256 else None
         for blob in entry.blobs[used[0]:]:
             data = cache.blob(blob)
             used[0] += 1
-            if digest is not None:
-                digest.update(data)
             size += len(data)
             if out is None:
                 parts.append(data)
             else:
                 out.write(data)
-        if size != entry.size or (digest is not None and digest.hexdigest() != entry.sha256):
+        if size != entry.size:
             raise IntegrityError(f"{shown(entry.path)} not restored: its content does not match the snapshot's "
-                                 "size and SHA-256")
+                                 "size")
         return b"".join(parts)
 
     # ----------------------------------------------------------------------------------- last steps
@@ -287,6 +296,21 @@ class Restorer:
                 if keep and (st.attrs & ATTRIBUTES) != (e.attrs & ATTRIBUTES) else None
             if problem:
                 report.failed.append(Failure(e.path, f"verification after restoring: {problem}", HINTS["verify"]))
+
+
+def need_order(steps: list[Step], place: Callable[[str], BlobPlace], writers: int) -> list[str]:
+    """The packs of ``steps`` in the order ``writers`` files written at once will need them (each file taken by the
+    first writer free, its bytes in order): the prefetch order, so that every file in flight finds its next pack
+    fetched, not only the first file's."""
+    free, first = [0] * max(1, writers), {}
+    for step in steps:
+        at = heapq.heappop(free)
+        for blob in step.entry.blobs:
+            where = place(blob)
+            first.setdefault(where.pack, at)
+            at += where.length
+        heapq.heappush(free, at)
+    return sorted(first, key=first.__getitem__)
 
 
 def _same_file(fh, entry: Entry, length: Callable[[str], int]) -> bool:

@@ -38,6 +38,7 @@ class Contents:
     manifest: Manifest | None = None
     secrets: dict | None = None     # the set's secrets reference {version_id, key, fingerprint}
     secrets_size: int | None = None
+    functions_accounts: list[str] = field(default_factory=list)   # storage accounts of Function Apps in the set
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -54,6 +55,8 @@ def load(store: ArtifactStore, keys: KeyRing, stamp: str, set_id: str, component
     out = Contents(stamp, set_id)
     _check_signatures(store, stamp, set_id, out)
     backup_set = read_set(store, stamp, set_id)
+    out.functions_accounts = sorted(a.key.rsplit("/", 1)[1].removesuffix(".jsonl") for a in backup_set.artifacts
+                                    if a.key.split("/")[2] == "functions")
     if "databases" in components:
         found: dict[str, DatabaseArtifact] = {}
         for a in backup_set.artifacts:

@@ -48,8 +48,12 @@ def build(contents: Contents, targets: Targets, rates: dict[str, float], server:
                           f"in an elevated PowerShell: .\\{SCRIPT_NAME} (answer ENTER to the override prompts and "
                           "Y to Sync-AppServiceObject),",
                           "then delete SystemSecrets.json from CN0-VM and close the RDP rule again."]))
+    restore = [f"restore the set's copy of storage account {a} into the new account: appsvc-dr restore functions "
+               f"--stamp {contents.stamp} --set {contents.set_id} --account {a} --target-connection-string-env VAR "
+               "--key private.pem (VAR holds the new account's connection string), then" for a in
+               contents.functions_accounts]
     steps.append(Step(FUNCTIONS, FUNCTIONS, "Function Apps' storage", "each affected Function App", manual=True,
-                      instructions=list(FUNCTION_APPS)))
+                      instructions=[*FUNCTION_APPS[:2], *restore, *FUNCTION_APPS[2:]]))
     return steps
 
 

@@ -72,13 +72,13 @@ def _databases(settings: Settings, contents: Contents, found: Findings, force: b
     names = [a.database for a in contents.databases]
     preflight = getattr(engine, "restore_preflight", None)
     if preflight is None:
-        # Seam: an engine without a restore pre-flight (SQL Server until its checks land) is only proven
-        # reachable; permissions, containment and the targets' state are then the operator's to check.
+        # An engine without a restore pre-flight (PostgreSQL and SQL Server have one) is only proven
+        # reachable; permissions and the targets' state are then the operator's to check.
         try:
             engine.check("master")
             found.notes.append(f"database server {engine.server} reachable; {engine.name} offers no restore "
-                               "pre-flight here: check permissions (dbcreator), contained database authentication "
-                               "and that the target databases may be replaced")
+                               "pre-flight here: check the login may create and replace the target databases, and "
+                               "that they may be replaced")
         except Exception as exc:  # noqa: BLE001
             found.failed(f"database server {engine.server} not usable", exc)
         return

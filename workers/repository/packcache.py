@@ -1,7 +1,10 @@
-"""Decoded packs of a restore on local disk: each pack fetched once (a background thread fetches them in the order
-the restore needs them, a few ahead), read blob by blob, and deleted as soon as no file still needs it.
+"""Decoded packs of a restore: each pack fetched once (``fetchers`` background threads fetch them in the order the
+restore needs them, several GETs in flight, a few packs ahead), read blob by blob, and dropped as soon as no file
+still needs it.
 
-Decoded packs are plaintext: they live in a private directory (0700, files 0600) under the configured cache
+A decoded pack is kept in memory while the packs held in memory stay within ``memory`` bytes (no local disk write and
+read-back on the way from the store to the target), else on local disk. Decoded packs are plaintext: on disk they
+live in a private directory (0700, files 0600) under the configured cache
 (``APPSVC_DR_FILESHARE__CACHE_DIR``/``restore-tmp``), one per run, holding a lock file the run keeps locked. A run
 killed before it could clean up leaves its directory; the next restore removes every directory whose lock is free.
 """
@@ -68,9 +71,43 @@ def remove_stale(root: Path) -> int:
     return removed
 
 
+MEMORY = 32 << 20        # decoded packs held in memory at once (the rest spill to the private directory)
+FETCHERS = 3             # packs fetched and decoded at once: S3 GETs in flight
+
+
+class _Spool:
+    """Where a pack is decoded: memory up to ``limit`` bytes, then a private file (0600) at ``path``."""
+
+    def __init__(self, limit: int, path: Path) -> None:
+        self.limit, self.path, self.buf, self.fh = limit, path, bytearray(), None
+
+    def write(self, data) -> int:
+        if self.fh is None and len(self.buf) + len(data) <= self.limit:
+            self.buf += data
+            return len(data)
+        if self.fh is None:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            self.fh = os.fdopen(fd, "wb")
+            self.fh.write(self.buf)
+            self.buf = bytearray()
+        return self.fh.write(data)
+
+
+def _pack_sizes(repo: Repository, refs: Counter) -> dict[str, int]:
+    """The plaintext size of each pack in ``refs`` (the end of its last blob the index lists)."""
+    sizes: dict[str, int] = {}
+    if repo is None or not refs:
+        return sizes
+    for blob in repo.index.blobs:
+        place = repo.index.place(blob)
+        if place.pack in refs and place.offset + place.length > sizes.get(place.pack, 0):
+            sizes[place.pack] = place.offset + place.length
+    return sizes
+
+
 class PackCache:
     def __init__(self, repo: Repository, keys: KeyRing | None, refs: Counter, *, temp_root: Path | None = None,
-                 ahead: int = 4) -> None:
+                 ahead: int = 6, fetchers: int = FETCHERS, memory: int = MEMORY) -> None:
         self.repo, self.keys, self.refs = repo, keys, refs
         root = private_dir(temp_root or Path(tempfile.gettempdir()) / f"appsvc-dr-restore-{os.geteuid()}")
         remove_stale(root)
@@ -80,47 +117,91 @@ class PackCache:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._room = threading.Semaphore(ahead)
+        self._fetcher_count = fetchers
         self._stop = threading.Event()
-        self._fetcher: threading.Thread | None = None
+        self._fetchers: list[threading.Thread] = []
+        self._memory = memory                                   # bytes still free for packs held in memory
+        self._sizes = _pack_sizes(repo, refs)                   # each needed pack's plaintext size, from the index
+        self._held: dict[str, memoryview] = {}                  # decoded packs in memory
+        self._reserved: dict[str, int] = {}                     # memory budget each fetched pack took
 
     def prefetch(self, order: list[str]) -> None:
-        """Fetch ``order``'s packs in the background, at most ``ahead`` decoded packs on disk at once."""
+        """Fetch ``order``'s packs in the background, ``fetchers`` at once, at most ``ahead`` decoded packs held."""
+        queue, queue_lock = iter(order), threading.Lock()
+
         def run() -> None:
-            for pack in order:
+            while True:
                 self._room.acquire()
-                if self._stop.is_set():
+                with queue_lock:
+                    pack = next(queue, None)
+                if pack is None or self._stop.is_set():
+                    self._room.release()
                     return
                 with contextlib.suppress(Exception):        # a failure is met again (and reported) by the reader
                     self._fetch(pack)
-        self._fetcher = threading.Thread(target=run, name="restore-prefetch", daemon=True)
-        self._fetcher.start()
+        for i in range(max(1, self._fetcher_count)):
+            thread = threading.Thread(target=run, name=f"restore-prefetch-{i}", daemon=True)
+            thread.start()
+            self._fetchers.append(thread)
 
-    def _fetch(self, pack: str) -> Path:
+    def _fetch(self, pack: str) -> memoryview | Path:
         with self._guard:
             lock = self._locks.setdefault(pack, threading.Lock())
         with lock:
             path = self.dir / pack
-            if not path.exists() and self.refs[pack] > 0:
-                tmp = path.with_suffix(".partial")
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-                with os.fdopen(fd, "wb") as out:
-                    self.repo.read_pack(pack, out, self.keys)
-                tmp.rename(path)
+            with self._guard:
+                held = self._held.get(pack)
+                if held is not None or path.exists() or self.refs[pack] <= 0:
+                    return held if held is not None else path
+                size = self._sizes.get(pack, 0)
+                limit = self._reserved[pack] = size if size <= self._memory else 0
+                self._memory -= limit
+            spool = _Spool(limit, path.with_suffix(".partial"))
+            try:
+                self.repo.read_pack(pack, spool, self.keys)
+            except BaseException:
+                if spool.fh is not None:
+                    spool.fh.close()
+                    spool.path.unlink(missing_ok=True)
+                self._give_back(pack)
+                raise
+            if spool.fh is None:
+                view = memoryview(spool.buf)
+                with self._guard:
+                    self._held[pack] = view
+                return view
+            spool.fh.close()
+            spool.path.rename(path)
+            self._give_back(pack)                   # on disk: its memory budget is free again
             return path
 
-    def blob(self, blob: str) -> bytes:
+    def _give_back(self, pack: str) -> None:
+        with self._guard:
+            self._memory += self._reserved.pop(pack, 0)
+
+    def _drop(self, pack: str) -> None:
+        with self._guard:
+            self._held.pop(pack, None)
+        self._give_back(pack)
+        (self.dir / pack).unlink(missing_ok=True)
+        self._room.release()
+
+    def blob(self, blob: str) -> bytes | memoryview:
+        """The blob's bytes, checked against its id (its SHA-256)."""
         pack, offset, length = self.repo.index.place(blob)
-        path = self._fetch(pack)
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read(length)
+        where = self._fetch(pack)
+        if isinstance(where, memoryview):
+            data = where[offset:offset + length]
+        else:
+            with open(where, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read(length)
         with self._guard:
             self.refs[pack] -= 1
             last = self.refs[pack] <= 0
         if last:
-            path.unlink(missing_ok=True)
-            self._room.release()
-        if hashlib.sha256(data).hexdigest() != blob:
+            self._drop(pack)
+        if len(data) != length or hashlib.sha256(data).hexdigest() != blob:
             raise IntegrityError(f"blob {blob[:12]} in pack {pack[:12]} does not match its id")
         return data
 
@@ -132,14 +213,14 @@ class PackCache:
                 self.refs[pack] -= 1
                 last = self.refs[pack] == 0
             if last:
-                (self.dir / pack).unlink(missing_ok=True)
-                self._room.release()
+                self._drop(pack)
 
     def close(self) -> None:
         self._stop.set()
         for _ in range(64):
             self._room.release()
-        if self._fetcher is not None:
-            self._fetcher.join(timeout=30)
+        for thread in self._fetchers:
+            thread.join(timeout=30)
+        self._held.clear()
         shutil.rmtree(self.dir, ignore_errors=True)
         os.close(self._lock_fd)

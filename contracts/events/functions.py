@@ -1,0 +1,40 @@
+"""functions-backed-up: the storage account(s) a site's Function Apps depend on (AzureWebJobsStorage,
+AzureWebJobsDashboard) were copied into the backup set named by the envelope's correlation_id."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from contracts.envelope import Envelope, Name, Payload
+
+MAX_LISTED = 100
+
+
+class FunctionsAccountResult(Payload):
+    account: Name = Field(description="The configured account name (never its key or connection string)")
+    manifest_key: str = Field(max_length=1024, description="Object key of the account's (encrypted) manifest")
+    containers: int = Field(ge=0)
+    blobs: int = Field(ge=0, description="Blobs in the copy")
+    bytes: int = Field(ge=0, description="Total size of those blobs")
+    blobs_read: int = Field(ge=0, description="Blobs downloaded (new or changed ETag)")
+    blobs_unchanged: int = Field(ge=0, description="Blobs carried over from the previous copy without a read")
+    bytes_read: int = Field(ge=0)
+    queues: int = Field(ge=0)
+    messages: int = Field(ge=0, description="Messages copied (peeked: a point-in-time copy, none consumed)")
+    messages_not_copied: int = Field(default=0, ge=0, description="Messages beyond what a peek returns (32 per "
+                                     "queue): counted by the service, not in the copy")
+    tables: int = Field(ge=0)
+    entities: int = Field(ge=0)
+
+
+class FunctionsBackedUpPayload(Payload):
+    accounts: tuple[FunctionsAccountResult, ...] = Field(min_length=1, max_length=MAX_LISTED)
+    partial: bool = Field(description="Some queue held more messages than a peek can copy")
+    duration_seconds: float = Field(ge=0)
+
+
+class FunctionsBackedUp(Envelope):
+    type: Literal["functions-backed-up"] = "functions-backed-up"
+    version: Literal[1] = 1
+    payload: FunctionsBackedUpPayload

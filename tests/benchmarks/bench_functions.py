@@ -1,0 +1,128 @@
+"""Backing up a Function Apps storage account: ``python tests/benchmarks/bench_functions.py [--blobs 10000]
+[--size 2048] [--workdir DIR]``. Not collected by pytest; needs Azurite (``bash deploy/setup.sh``).
+
+One Azurite (in memory, on loopback) holds ``--blobs`` small blobs (``--size`` bytes each, with metadata and a
+content type) in one container, uploaded once. Then, in the same run:
+
+- ``(a) plain SDK loop``: list the container and ``download_blob().readall()`` every blob into a file, one after
+  the other: what a script (or an azcopy-like tool without parallelism; azcopy itself is not available here)
+  does;
+- ``(b) ours, first run``: ``backup_account`` into a local store (zstd, AES-GCM with a generated certificate):
+  every blob downloaded (``downloads`` at once) and packed, manifest and index written;
+- ``(c) ours, no change``: the same account again: nothing downloaded (every ETag known), manifest rewritten.
+
+Ratios: (b) vs (a) (target >= 2x) and (c) vs (b). Seconds are wall time around each variant in this process.
+
+On loopback both variants are CPU-bound (the SDK's per-request Python and Azurite's Node each cost about as much
+as the other), so parallel downloads can at best overlap the two. ``--latency-ms N`` puts a proxy (its own
+process) in front of the blob service that delays every request by N ms, as a storage account across a network
+does, for both variants alike.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+TARGET_VS_LOOP = 2.0
+
+
+def populate(cs: str, container: str, count: int, size: int) -> None:
+    from azure.storage.blob import BlobServiceClient, ContentSettings
+    client = BlobServiceClient.from_connection_string(cs).create_container(container)
+    body = bytes(range(256)) * (size // 256 + 1)
+
+    def one(i: int) -> None:
+        client.upload_blob(f"hosts/locks/func{i:05d}", body[i % 256:i % 256 + size], metadata={"i": str(i)},
+                           content_settings=ContentSettings(content_type="application/json"))
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, range(count)))
+
+
+def plain_loop(cs: str, container: str, out: Path) -> tuple[float, int]:
+    from azure.storage.blob import BlobServiceClient
+    client = BlobServiceClient.from_connection_string(cs).get_container_client(container)
+    started, n = time.perf_counter(), 0
+    for props in client.list_blobs(include=["metadata"]):
+        data = client.get_blob_client(props.name).download_blob().readall()
+        (out / f"{n:06d}").write_bytes(data)
+        n += 1
+    return time.perf_counter() - started, n
+
+
+def ours(cs: str, store_dir: Path, cert: Path, set_id: str) -> tuple[float, dict]:
+    from workers.artifacts.service import ArtifactStore
+    from workers.functions.backup import backup_account
+    from workers.functions.settings import FunctionsSettings
+    from workers.storage.codec import load_certificate
+    from workers.storage.local import LocalStore
+    settings = FunctionsSettings(accounts=[{"name": "source", "connection_string": cs}])
+    backend = LocalStore(store_dir)
+    store = ArtifactStore(backend, certificate=load_certificate(cert))
+    meta = ArtifactStore(backend, certificate=None)
+    started = time.perf_counter()
+    summary = backup_account(settings, store, meta, settings.accounts[0], "stamp1", set_id)
+    return time.perf_counter() - started, summary
+
+
+@contextlib.contextmanager
+def delayed(az, latency_ms: float):
+    """The source connection string, its blob service behind a delaying proxy process when asked."""
+    if not latency_ms:
+        yield az.connection_string("source")
+        return
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fixtures.storage_proxy", "--upstream", str(az.blob_port),
+                             "--delay-ms", str(latency_ms)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        port = int(proc.stdout.readline())
+        yield az.connection_string("source", ports=(port, az.queue_port, az.table_port))
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blobs", type=int, default=10_000)
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--workdir")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to each blob request")
+    ns = parser.parse_args()
+    from tests.fixtures.azurite import azurite_server
+    from tests.unit.certs import make_cert
+    with azurite_server() as az, tempfile.TemporaryDirectory(dir=ns.workdir) as work:
+        work_dir = Path(work)
+        cert = work_dir / "cert.pem"
+        cert.write_bytes(make_cert("bench-functions", 3072).cert_pem)
+        t0 = time.perf_counter()
+        populate(az.connection_string("source"), "bench", ns.blobs, ns.size)
+        print(f"uploaded {ns.blobs} blobs of {ns.size} B in {time.perf_counter() - t0:.1f}s")
+        (work_dir / "loop").mkdir()
+        with delayed(az, ns.latency_ms) as cs:
+            loop_s, loop_n = plain_loop(cs, "bench", work_dir / "loop")
+            first_s, first = ours(cs, work_dir / "store", cert, "20261203T010000Z-00000001")
+            again_s, again = ours(cs, work_dir / "store", cert, "20261203T020000Z-00000002")
+    assert loop_n == first["blobs"] == again["blobs"] == ns.blobs
+    assert first["blobs_read"] == ns.blobs and again["blobs_read"] == 0
+    rows = [("(a) plain SDK loop", loop_s, loop_n), ("(b) ours, first run", first_s, first["blobs_read"]),
+            ("(c) ours, no change", again_s, again["blobs_read"])]
+    print(f"\nadded latency per blob request: {ns.latency_ms:g} ms")
+    print(f"{'variant':24} {'seconds':>8} {'blobs/s':>9} {'downloaded':>11}")
+    for name, seconds, read in rows:
+        print(f"{name:24} {seconds:8.2f} {ns.blobs / seconds:9.0f} {read:11d}")
+    speedup, no_change = loop_s / first_s, first_s / again_s
+    print(f"\n(b) vs (a): {speedup:.2f}x (target >= {TARGET_VS_LOOP}x); (c) vs (b): {no_change:.1f}x")
+    return 0 if speedup >= TARGET_VS_LOOP else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``functions`` worker: copies the storage accounts Function Apps depend on (blobs, queues, tables)."""

@@ -1,0 +1,54 @@
+"""One storage account into one backup set: blobs (incremental), queues, tables → the account's manifest
+(JSON lines, spooled to a temporary file, then streamed into the store), its index and its summary."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from workers.artifacts.service import ArtifactStore
+from workers.functions.blobs import BlobBackup
+from workers.functions.client import open_account
+from workers.functions.entities import backup_queues, backup_tables
+from workers.functions.layout import account_prefix, latest_index, manifest_key, put_json
+from workers.functions.settings import FunctionsSettings, StorageAccount
+
+
+def backup_account(settings: FunctionsSettings, store: ArtifactStore, meta: ArtifactStore, account: StorageAccount,
+                   stamp: str, set_id: str, *, spool_dir: str | None = None, logger=None) -> dict:
+    """Copy ``account`` into set ``set_id``; returns its summary (also stored)."""
+    clients = open_account(account.name, account.connection(), retries=settings.retries, timeout=settings.timeout,
+                           backoff=settings.backoff, connections=settings.downloads)
+    key = manifest_key(stamp, set_id, account.name)
+    try:
+        with tempfile.TemporaryDirectory(prefix="functions-", dir=spool_dir) as work:
+            path = Path(work) / "manifest.jsonl"
+            with open(path, "w", encoding="utf-8") as out:
+                def emit(record: dict) -> None:
+                    out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+                emit({"t": "account", "format": 1, "name": account.name, "stamp": stamp, "backup_set_id": set_id})
+                previous = latest_index(meta, stamp, account.name, before=set_id)
+                blobs = BlobBackup(settings, store, stamp, account.name, clients.blobs, previous).run(emit)
+                queues, messages, missed = backup_queues(account.name, clients.queues, emit)
+                tables, entities = backup_tables(account.name, clients.tables, emit)
+                emit({"t": "end", "blobs": blobs.blobs, "queues": queues, "messages": messages, "tables": tables,
+                      "entities": entities, "containers": blobs.containers})
+            put_json(meta, f"{account_prefix(stamp, account.name)}/index/{set_id}.json",
+                     {"format": 1, "blobs": blobs.index})
+            store.put(key, lambda: open(path, "rb"), replace_uncommitted=True)
+    finally:
+        clients.close()
+    summary = {"account": account.name, "manifest_key": key, "containers": blobs.containers, "blobs": blobs.blobs,
+               "bytes": blobs.bytes, "blobs_read": blobs.blobs_read, "blobs_unchanged": blobs.blobs_unchanged,
+               "bytes_read": blobs.bytes_read, "queues": queues, "messages": messages,
+               "messages_not_copied": missed, "tables": tables, "entities": entities}
+    put_json(meta, summary_key(stamp, account.name, set_id), summary)
+    if logger is not None:
+        logger.info("account %s: %d blob(s) (%d read, %d unchanged), %d message(s), %d entit(ies)", account.name,
+                    blobs.blobs, blobs.blobs_read, blobs.blobs_unchanged, messages, entities)
+    return summary
+
+
+def summary_key(stamp: str, account: str, set_id: str) -> str:
+    return f"{account_prefix(stamp, account)}/summary/{set_id}.json"

@@ -1,0 +1,64 @@
+"""Where a Function Apps storage copy lives in the store.
+
+* ``<stamp>/functions-blobs/<account>/packs/<random id>`` — blob contents: small blobs concatenated into packs
+  (about ``pack_size``, filled in memory), a large blob alone (streamed); stored as artifacts (zstd, AES-GCM
+  with the certificate, signed records). Shared by every backup set of the stamp, so an unchanged blob is
+  stored once and referenced by each set's manifest (never read from the account again).
+* ``<stamp>/functions-blobs/<account>/index/<set>.json`` — what the worker needs to skip unchanged blobs next
+  time: per blob (its name as a SHA-256, no names in clear) the ETag and where its content is. Compressed, not
+  encrypted (the worker holds only the certificate), with a record. The newest one is read at the next backup.
+* ``<stamp>/functions-blobs/<account>/summary/<set>.json`` — what the event said (answers redeliveries).
+* ``<stamp>/<set>/functions/<account>.jsonl`` — the set's artifact: the account's manifest, JSON lines
+  (encrypted like packs): containers, blobs (properties, metadata, SHA-256 and pack location), queues and their
+  peeked messages, tables and their entities with EDM types.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
+from workers.artifacts.setmanifest import artifact_key
+from workers.storage.base import ObjectNotFound
+
+COMPONENT = "functions"
+FOLDER = "functions-blobs"
+
+
+def account_prefix(stamp: str, account: str) -> str:
+    return f"{stamp}/{FOLDER}/{account}"
+
+
+def manifest_key(stamp: str, set_id: str, account: str) -> str:
+    return artifact_key(stamp, set_id, COMPONENT, f"{account}.jsonl")
+
+
+def blob_id(container: str, name: str) -> str:
+    return hashlib.sha256(f"{container}\n{name}".encode()).hexdigest()
+
+
+def read_json(meta: ArtifactStore, key: str) -> dict | None:
+    out = io.BytesIO()
+    try:
+        meta.get(key, out)
+    except ObjectNotFound:
+        return None
+    return json.loads(out.getvalue())
+
+
+def put_json(meta: ArtifactStore, key: str, body: dict) -> None:
+    data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    meta.put(key, lambda: io.BytesIO(data), replace_uncommitted=True)
+
+
+def latest_index(meta: ArtifactStore, stamp: str, account: str, before: str) -> dict:
+    """The newest index written by an earlier set (set ids sort by time), or an empty one."""
+    base = f"{account_prefix(stamp, account)}/index/"
+    names = sorted(i.key[len(base):-len(".json")] for i in meta.backend.list(base)
+                   if i.key.endswith(".json") and not i.key.endswith(RECORD_SUFFIX))
+    for name in reversed([n for n in names if n < before]):
+        found = read_json(meta, f"{base}{name}.json")
+        if found is not None and found.get("format") == 1:
+            return found.get("blobs", {})
+    return {}
