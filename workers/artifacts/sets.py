@@ -48,7 +48,7 @@ from workers.artifacts.service import RECORD_SUFFIX
 from workers.artifacts.logchain import is_log
 from workers.artifacts.stripes import database_count, database_of
 from workers.runtime.errors import PermanentError, TransientError
-from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
+from workers.storage.base import ExclusiveCreate, ObjectExists, ObjectInfo, ObjectNotFound, StorageBackend
 from workers.storage.signing import sign_body, verified
 
 COMPLETE = "complete.json"
@@ -136,13 +136,20 @@ def read_object(backend: StorageBackend, key: str) -> dict | None:
     return verified(backend, key, data, "catalog object") if isinstance(data, dict) else None   # signed?
 
 
-def put_once(backend: StorageBackend, key: str, body: bytes) -> bool:
-    """Write ``key`` unless it exists; True if this call wrote it. Not atomic across processes: two racing
-    writers may both write (the last body wins), which callers must tolerate. Signed (``signing``)."""
+def put_once(backend: StorageBackend, key: str, body: bytes, *, metadata: dict[str, str] | None = None) -> bool:
+    """Write ``key`` unless it exists; True if this call wrote it. Atomic on a backend with exclusive create
+    (local, SMB: the first writer wins); elsewhere (S3) check-then-write, so two racing writers may both write
+    (the last body wins), which callers must tolerate. Signed (``signing``); ``metadata`` goes to ``put``."""
+    if isinstance(backend, ExclusiveCreate):
+        try:
+            backend.put_new(key, sign_body(backend, key, body))
+        except ObjectExists:
+            return False
+        return True
     if backend.exists(key):
         return False
     body = sign_body(backend, key, body)
-    backend.put(key, io.BytesIO(body), size=len(body))
+    backend.put(key, io.BytesIO(body), size=len(body), **({"metadata": metadata} if metadata else {}))
     return True
 
 

@@ -19,7 +19,6 @@ site's scheduler, and a scheduler started against a mirror target claims its own
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import re
@@ -29,8 +28,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from contracts.envelope import is_future
-from workers.storage.base import UNLOCKED, ExclusiveCreate, ObjectExists, ObjectNotFound, StorageBackend
-from workers.storage.signing import sign_body, verified
+from workers.artifacts.sets import put_once
+from workers.storage.base import UNLOCKED, ExclusiveCreate, ObjectNotFound, StorageBackend
+from workers.storage.signing import verified
 
 log = logging.getLogger("appsvc_dr.scheduler")
 FOLDER = "schedule"
@@ -95,16 +95,7 @@ class SlotBook:
 
     def _create(self, key: str, body: bytes) -> bool:
         """Write ``key`` unless it exists; True if this call wrote it (atomically so on an exclusive store)."""
-        if self.exclusive:
-            try:
-                self.backend.put_new(key, body)  # type: ignore[attr-defined]
-                return True
-            except ObjectExists:
-                return False
-        if self.backend.exists(key):
-            return False
-        self.backend.put(key, io.BytesIO(body), size=len(body), metadata=UNLOCKED)   # pruned: never Object-Locked
-        return True
+        return put_once(self.backend, key, body, metadata=UNLOCKED)   # pruned: never Object-Locked
 
     def abandoned(self, schedule: str, slot: datetime, older_than: timedelta) -> bool:
         """The slot was claimed more than ``older_than`` ago and never marked published."""
@@ -119,7 +110,7 @@ class SlotBook:
     def _body(self, key: str, schedule: str, slot: datetime, **fields: str) -> bytes:
         body = json.dumps({"format": 1, "stamp": self.stamp, "schedule": schedule, "slot": _slot_iso(slot),
                            "at": datetime.now(timezone.utc).isoformat(), **fields}, indent=2, sort_keys=True)
-        return sign_body(self.backend, key, body.encode())
+        return body.encode()                    # signed by put_once
 
     def _read(self, key: str) -> dict | None:
         try:
