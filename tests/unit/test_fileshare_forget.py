@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import socket
 from datetime import datetime, timedelta, timezone
 
@@ -174,3 +175,40 @@ def test_the_catalog_forgets_the_snapshots_of_the_sets_its_retention_deletes(tmp
     # Then the older sets are deleted and their snapshots forgotten, and the log says prune frees the data
     assert [s["snapshot_id"] for s in repo.summaries()] == [new]
     assert "forgot 2 file-share snapshot(s)" in caplog.text and "snapshots prune" in caplog.text
+
+
+@pytest.mark.parametrize("forged", [
+    {"refreshed_at": "2026-01-01T00:00:00"},                 # no time zone: cannot be compared
+    {"pid": 2 ** 80}, {"pid": -1}, {"pid": "12"}, {"exclusive": "false"},
+    {"holder": "x" * 10_000}, {"host": "evil\nhost"}, {"kind": None},
+])
+def test_a_forged_lock_is_shown_as_unreadable_and_never_breaks_the_reader(backend, forged):
+    # Given a lock object with one hostile field
+    now = datetime.now(timezone.utc).isoformat()
+    body = {"kind": "sync", "exclusive": False, "holder": "w", "host": "elsewhere", "pid": 7, "created_at": now,
+            "refreshed_at": now} | forged
+    backend.put("stamp1/fileshare/locks/forged.json", io.BytesIO(json.dumps(body).encode()))
+    # When the locks are read / Then it is an exclusive lock of "unknown" dated at its object's time
+    [lock] = read_locks(backend, "stamp1")
+    assert (lock.holder, lock.exclusive, lock.pid) == ("unknown (unreadable lock)", True, 0)
+    # And a sync is refused until it goes stale, naming it; `unlock` (stale only) leaves it for now
+    with pytest.raises(RepositoryLocked, match="unknown"):
+        RepoLock(backend, "stamp1", "sync", holder="worker").acquire()
+    assert unlock(backend, "stamp1") == []
+
+
+def test_a_lock_claiming_a_future_refresh_goes_stale_from_when_it_was_written(backend):
+    # Given a lock written two hours ago by the store's clock that claims to be refreshed next year
+    future = (datetime.now(timezone.utc) + timedelta(days=365)).isoformat()
+    body = {"kind": "prune", "exclusive": True, "holder": "forger", "host": "elsewhere", "pid": 7,
+            "created_at": future, "refreshed_at": future}
+    backend.put("stamp1/fileshare/locks/future.json", io.BytesIO(json.dumps(body).encode()))
+    two_hours_ago = datetime.now(timezone.utc).timestamp() - 7200
+    os.utime(backend.root / "stamp1/fileshare/locks/future.json", (two_hours_ago, two_hours_ago))
+    # When the locks are read / Then its freshness is the object's time, not the claim
+    [lock] = read_locks(backend, "stamp1")
+    assert lock.holder == "forger" and lock.refreshed_at < datetime.now(timezone.utc) - timedelta(hours=1)
+    # And a sync goes ahead (it is stale), and unlock removes it as stale
+    with RepoLock(backend, "stamp1", "sync", holder="worker"):
+        pass
+    assert [x.holder for x in unlock(backend, "stamp1")] == ["forger"]

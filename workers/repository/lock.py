@@ -66,22 +66,52 @@ def locks_prefix(stamp: str) -> str:
 
 
 def read_locks(backend: StorageBackend, stamp: str) -> list[LockInfo]:
-    """Every lock of the repository (a lock deleted while being read is skipped; an unreadable one is shown
-    as held by 'unknown', refreshed at its object's time)."""
+    """Every lock of the repository (a lock deleted while being read is skipped; an unreadable or implausible
+    one is shown as held by 'unknown', refreshed at its object's time).
+
+    A lock object is written by whoever can write to the store, so it is hostile: its fields are checked
+    (types, lengths, printable text, a real pid, timezone-aware times) and its freshness is never later than
+    the store's own modification time of the object, so a lock claiming to be refreshed in the future cannot
+    hold the repository for ever (it goes stale ``STALE_AFTER`` after it was last written)."""
     found = []
     for info in backend.list(locks_prefix(stamp)):
         try:
             with backend.open(info.key) as stream:
-                data = json.loads(stream.read(64 * 1024))
-            found.append(LockInfo(info.key, str(data["kind"]), bool(data["exclusive"]), str(data["holder"]),
-                                  str(data["host"]), int(data["pid"]), datetime.fromisoformat(data["created_at"]),
-                                  datetime.fromisoformat(data["refreshed_at"])))
+                data = json.loads(stream.read(MAX_LOCK_BYTES))
+            found.append(_lock_info(info.key, data, info.modified))
         except ObjectNotFound:
             continue
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             found.append(LockInfo(info.key, "unknown", True, "unknown (unreadable lock)", "?", 0, info.modified,
                                   info.modified))
     return found
+
+
+MAX_LOCK_BYTES = 64 * 1024
+MAX_PID = 2 ** 31 - 1
+
+
+def _text(data: dict, field: str) -> str:
+    value = data[field]
+    if not isinstance(value, str) or not 0 < len(value) <= 256 or not value.isprintable():
+        raise ValueError(f"lock field {field} is not short printable text")
+    return value
+
+
+def _when(data: dict, field: str) -> datetime:
+    value = datetime.fromisoformat(_text(data, field))
+    if value.tzinfo is None:
+        raise ValueError(f"lock field {field} has no time zone")
+    return value.astimezone(timezone.utc)
+
+
+def _lock_info(key: str, data: dict, written: datetime) -> LockInfo:
+    exclusive, pid = data["exclusive"], data["pid"]
+    if not isinstance(exclusive, bool) or type(pid) is not int or not 0 < pid <= MAX_PID:
+        raise ValueError("lock fields exclusive/pid are not a boolean and a process id")
+    created, refreshed = _when(data, "created_at"), _when(data, "refreshed_at")
+    return LockInfo(key, _text(data, "kind"), exclusive, _text(data, "holder"), _text(data, "host"), pid,
+                    min(created, written), min(refreshed, written))
 
 
 class RepoLock(Heartbeat):
