@@ -73,10 +73,9 @@ def test_a_least_privilege_login_lacking_create_database_gets_the_grants(tmp_pat
 SET = "20261102T020000Z-bbbbbbbb"
 
 
-@pytest.fixture
-def stamp_set(tmp_path, monkeypatch):
-    """A signed, encrypted set holding a SQL Server backup of the hosting database, in a local store; the CLI
-    configured for it (the engine it builds is the simulator's: ``connect``)."""
+def sqlserver_set(tmp_path, monkeypatch, backup: bytes = b"a full backup", name: str = DB) -> None:
+    """A signed, encrypted set holding ``backup`` as the SQL Server backup of database ``name``, in a local store;
+    the CLI configured for it (staging in ``tmp_path``; the engine is the simulator's, patched in by the tests)."""
     import io
 
     from tests.unit.certs import make_cert, write_signing
@@ -91,12 +90,19 @@ def stamp_set(tmp_path, monkeypatch):
     for key, value in {"APPSVC_DR_STORE__LOCAL_PATH": tmp_path / "store", "APPSVC_DR_STAMP": STAMP,
                        "APPSVC_DR_ENCRYPTION__CERTIFICATE": tmp_path / "cert.pem",
                        "APPSVC_DR_ENCRYPTION__SIGNING_KEY": signing, "APPSVC_DR_ENCRYPTION__VERIFY_KEYS": verify,
+                       "APPSVC_DR_STAGING__DATABASE_DIR": tmp_path / "staging",
                        "APPSVC_DR_DATABASE__ENGINE": "sqlserver", "APPSVC_DR_DATABASE__SERVER": "sql01"}.items():
         monkeypatch.setenv(key, str(value))
     store = configured_store(load_settings())
     plan_set(store.backend, SET, "databases")
-    store.put(f"{STAMP}/{SET}/databases/{DB}.bak", lambda: io.BytesIO(b"a full backup"))
+    store.put(f"{STAMP}/{SET}/databases/{name}.bak", lambda: io.BytesIO(backup))
     write_marker(store.backend, STAMP, SET, {"stamp": STAMP, "backup_set_id": SET})
+
+
+@pytest.fixture
+def stamp_set(tmp_path, monkeypatch):
+    """:func:`sqlserver_set` with a placeholder backup (the pre-flight never reads it)."""
+    sqlserver_set(tmp_path, monkeypatch)
     return tmp_path
 
 
