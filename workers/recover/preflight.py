@@ -25,6 +25,7 @@ from workers.engines.preflight import Problem, TargetState
 from workers.fileshare.opener import open_tree
 from workers.fileshare.tree import Tree
 from workers.recover.contents import Contents
+from workers.recover.controller import is_windows_path
 from workers.recover.model import DatabaseFlags, Targets, size_text
 from workers.runtime.errors import describe, hint_for
 from workers.smb.unc import split_unc
@@ -53,6 +54,11 @@ def check(settings: Settings, targets: Targets, contents: Contents, *, force: bo
     if "secrets" not in targets.skip:
         _secrets(targets, found, force or started("secrets"))
     _out_dir(targets, found)
+    if not is_windows_path(targets.controller_secrets):
+        found.problems.append(Problem(f"{targets.controller_secrets!r} is no absolute Windows path: the controller "
+                                      "script runs on CN0-VM (Windows)", r"Pass --controller-secrets-path "
+                                      r"C:\AppServiceRecovery\SystemSecrets.json (or leave it out: that is the "
+                                      "default)."))
     return found
 
 
