@@ -5,15 +5,15 @@ another database's dump (pg_dump of the real server) is refused before anything 
 runs them against the simulated instance.)"""
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pytest
 
 from tests.fixtures import started
-from tests.fixtures.postgres import (PG_HOST, PG_PORT, PG_USER, connect, drop_database, fill_sample, pg_settings,
+from tests.fixtures.postgres import (PG_HOST, PG_PORT, PG_USER, drop_database, fill_sample, pg_settings,
                                      postgres_available, scratch_database, table_fingerprints, unique_name)
 from tests.fixtures.rabbit import run_cli, settings_for
+from tests.integration.test_recover import exists
 from tests.unit.certs import make_cert, signing_settings
 from tests.unit.forge import STAMP, configured_store, plan_set
 from workers.artifacts.sets import write_marker
@@ -66,8 +66,3 @@ def test_a_dump_of_another_database_needs_allow_database_mismatch_end_to_end(tmp
 def run_recover(settings, root, *args: str):
     return run_cli(settings, "recover", *args, "--key", str(root / "key.pem"), "--out-dir", str(root / "out"),
                    timeout=300)
-
-
-def exists(database: str) -> bool:
-    with contextlib.closing(connect()) as conn:
-        return bool(conn.cursor().execute("SELECT 1 FROM pg_database WHERE datname = ?", database).fetchall())

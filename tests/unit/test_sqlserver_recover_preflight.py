@@ -139,3 +139,15 @@ def test_recover_plan_passes_on_a_healthy_server(stamp_set, monkeypatch, capsys)
     assert code == 0, out
     assert f"ok    database '{DB}' on sql01,1433: missing (created); permissions ok" in out
     assert "every target is ready" in out and changes(sim) == []
+
+
+def test_recover_plan_of_the_databases_alone_still_proves_the_key_opens_the_set(stamp_set, monkeypatch, capsys):
+    # Given the databases only (no secrets or manifest to decrypt) and the key of another certificate
+    from tests.unit.certs import make_cert
+    engine, sim = make(stamp_set)
+    del sim.server.databases[DB]
+    (stamp_set / "key.pem").write_bytes(make_cert("another").key_pem())
+    # When the recovery is planned / Then the key is found not to open the set's backup, with the fix
+    code, out = recover_plan(stamp_set, monkeypatch, capsys, engine)
+    assert code == 1 and f"the private key does not open stamp1/{SET}/databases/{DB}.bak" in out, out
+    assert "how to fix: Pass the private key of the certificate with thumbprint" in out

@@ -26,7 +26,8 @@ def register(sub) -> None:
     a.add_argument("--resume", metavar="ID", help="resume recovery ID: what is done and still verifies is skipped")
     a.add_argument("--dry-run", action="store_true", help="every check, no change (like `recover plan`)")
     a.add_argument("--parallel", type=int, default=2, help="databases restored at once (default 2)")
-    a.add_argument("--textfile", metavar="FILE", help="write the RTO metrics to FILE (node_exporter textfile)")
+    a.add_argument("--textfile", metavar="FILE", help="write each step's measured seconds to FILE "
+                   "(appsvc_dr_recovery_duration_seconds, node_exporter textfile; the estimate is the drill's)")
     a.set_defaults(func=run_cmd)
     for name, func, text in (("status", status_cmd, "progress of a recovery (every recovery without an ID)"),
                              ("report", report_cmd, "the timeline of a recovery: each step's start and duration")):
@@ -35,7 +36,8 @@ def register(sub) -> None:
         a.add_argument("--stamp", help="stamp (default: APPSVC_DR_STAMP)")
         a.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "report":
-            a.add_argument("--textfile", metavar="FILE", help="also write the RTO metrics to FILE")
+            a.add_argument("--textfile", metavar="FILE", help="also write each step's measured seconds to FILE "
+                                   "(appsvc_dr_recovery_duration_seconds)")
         a.set_defaults(func=func)
 
 
@@ -155,7 +157,6 @@ def plan_cmd(args: argparse.Namespace, settings: Settings) -> int:
 def run_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from workers.cli.run_cmd import private_umask
     from workers.recover import state as st
-    from workers.recover.choose import estimated_rto
     from workers.recover.metrics import write_textfile
     from workers.recover.prepare import prepare
     from workers.recover.run import Runner
@@ -188,7 +189,7 @@ def run_cmd(args: argparse.Namespace, settings: Settings) -> int:
     Runner(settings, store, keys, prepared.contents, targets, recovery, prepared.steps, force=args.force,
            parallel=args.parallel).run()
     if args.textfile:
-        write_textfile(args.textfile, recovery, stamp, estimated_rto(prepared.markers))
+        write_textfile(args.textfile, recovery)
     print("")
     print("\n".join(_status_lines(recovery)))
     return 0 if recovery.finished_at else 1
@@ -239,7 +240,7 @@ def report_cmd(args: argparse.Namespace, settings: Settings) -> int:
     recovery = st.load(store.backend, stamp, args.recovery_id)
     estimated = estimated_rto(read_markers(store.backend, stamp))
     if args.textfile:
-        write_textfile(args.textfile, recovery, stamp, estimated)
+        write_textfile(args.textfile, recovery)
     rows = [{"step": s.step_id, "status": s.status, "started_at": s.started_at, "finished_at": s.finished_at,
              "seconds": s.seconds, "runs": s.runs} for s in recovery.steps]
     if args.json:
