@@ -2,6 +2,8 @@
 a restore is a Problem with its exact fix, the targets' state is read, and nothing on the server changes."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.sqlsim import PASSWORD, AvailabilityGroup, Login
@@ -151,3 +153,18 @@ def test_recover_plan_of_the_databases_alone_still_proves_the_key_opens_the_set(
     code, out = recover_plan(stamp_set, monkeypatch, capsys, engine)
     assert code == 1 and f"the private key does not open stamp1/{SET}/databases/{DB}.bak" in out, out
     assert "how to fix: Pass the private key of the certificate with thumbprint" in out
+
+
+def test_recover_plan_with_a_verify_key_that_does_not_match_the_sets_signatures(stamp_set, monkeypatch, capsys):
+    # Given the verify key of another signing key than the workers' (e.g. a stale one after a rotation)
+    from tests.unit.certs import write_signing
+    (stamp_set / "other").mkdir()
+    _, other = write_signing(stamp_set / "other", name="someone-else")
+    monkeypatch.setenv("APPSVC_DR_ENCRYPTION__VERIFY_KEYS", str(other))
+    engine, sim = make(stamp_set)
+    del sim.server.databases[DB]
+    # When the recovery is planned / Then no artifact verifies, and the fix names the setting
+    code, out = recover_plan(stamp_set, monkeypatch, capsys, engine)
+    assert code == 1 and re.search(rf"\d+ of \d+ artifacts of set {SET} do not verify with the configured verify "
+                                   r"key\(s\)", out), out
+    assert "how to fix: Configure the verify key that matches the workers' signing key" in out
