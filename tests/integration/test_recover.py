@@ -1,9 +1,11 @@
 """`appsvc-dr recover` end to end, a disaster rehearsed: a stamp stand-in (two PostgreSQL databases with data, a
-Samba share with a tree, a SystemSecrets.json) is backed up by the real workers on RabbitMQ, drilled, then
-destroyed (databases dropped, share wiped, secrets gone). `recover plan` first fails on a share the login may not
-write, naming the fix; `recover run` is killed after its database steps and resumed: it finishes without redoing
-them; the data comes back row for row and byte for byte, the controller script holds every documented step in
-order with the overrides, and the RTO metrics are written."""
+Samba share with a tree, a SystemSecrets.json) is backed up by the real workers on RabbitMQ into the S3 server,
+drilled, then destroyed (databases dropped, share wiped, secrets gone). `recover plan` first fails on a share the
+login may not write and on one it cannot reach, naming the fix; a dry run changes nothing; `recover run` is
+SIGKILLed after its database steps and resumed: it finishes without redoing them (their records untouched); the
+data comes back row for row and byte for byte, the controller script parses and holds every documented step in
+order with the overrides, the RTO metrics are written, and a second run refuses non-empty targets without
+--force."""
 from __future__ import annotations
 
 import contextlib
@@ -15,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -25,7 +28,9 @@ from tests.fixtures.postgres import PG_HOST, PG_PORT, PG_USER, connect, drop_dat
 from tests.fixtures.backup import back_up
 from tests.fixtures.rabbit import REPO, env_for, run_cli, settings_for, vhost, wait_for
 from tests.integration.test_fileshare_smb import share_dir
+from tests.integration.test_postgres_restore_preflight import login_without_createdb
 from tests.unit.certs import make_cert, signing_settings
+from tests.unit.forge import configured_store
 from tests.unit.test_fileshare_trees import make_tree
 from tests.unit.test_recover_controller import controller_calls
 from workers.recover.metrics import DURATION, ESTIMATED
@@ -46,7 +51,7 @@ def tree_digest(root: Path) -> dict[str, tuple[str, int] | None]:
 
 
 @pytest.fixture(scope="module")
-def stamp(tmp_path_factory, smb_server):
+def stamp(tmp_path_factory, smb_server, s3_server):
     root = tmp_path_factory.mktemp("recover")
     make_cert("recover-test").write(root)
     (root / "drop").mkdir()
@@ -57,7 +62,9 @@ def stamp(tmp_path_factory, smb_server):
         fill_sample(db1, rows=800)
         fill_sample(db2, rows=300)
         settings = settings_for(
-            name, store={"kind": "local", "local_path": str(root / "store")},
+            name, store={"kind": "s3", "s3_endpoint": s3_server.endpoint, "s3_access_key": s3_server.access_key,
+                         "s3_secret_key": s3_server.secret_key, "s3_bucket": f"recover-{uuid.uuid4().hex[:10]}",
+                         "s3_region": s3_server.region, "s3_secure": False},
             encryption={"certificate": str(root / "cert.pem"), **signing_settings(root)},
             secrets={"drop_path": str(root / "drop")}, staging={"database_dir": str(root / "staging")},
             database={"engine": "postgres", "server": PG_HOST, "port": PG_PORT, "username": PG_USER,
@@ -74,7 +81,7 @@ def stamp(tmp_path_factory, smb_server):
             drop_database(db)
         for child in share.iterdir():
             shutil.rmtree(child) if child.is_dir() else child.unlink()
-        yield dict(root=root, settings=settings, dbs=(db1, db2), share=share, unc=unc, before=before,
+        yield dict(root=root, settings=settings, store=configured_store(settings).backend, dbs=(db1, db2), share=share, unc=unc, before=before,
                    set_id=done.correlation_id, smb=smb_server)
 
 
@@ -94,8 +101,15 @@ def exists(database: str) -> bool:
         return bool(conn.cursor().execute("SELECT 1 FROM pg_database WHERE datname = ?", database).fetchall())
 
 
+def recovery_ids(s: dict) -> list[str]:
+    """The recoveries' state files in the store (the S3 server), by id."""
+    prefix = f"{STAMP}/recoveries/"
+    return [i.key[len(prefix):-5] for i in s["store"].list(prefix) if i.key.endswith(".json")]
+
+
 def state_of(s: dict, recovery_id: str) -> dict:
-    return json.loads((s["root"] / "store" / STAMP / "recoveries" / f"{recovery_id}.json").read_text())
+    with s["store"].open(f"{STAMP}/recoveries/{recovery_id}.json") as stream:
+        return json.loads(stream.read())
 
 
 def test_a_destroyed_stamp_is_recovered_resumably_in_the_documented_order(stamp):
@@ -125,6 +139,13 @@ def test_a_destroyed_stamp_is_recovered_resumably_in_the_documented_order(stamp)
     out = run_cli(settings, *args, timeout=300)
     assert out.returncode == 1 and "the private key does not open the secrets of set" in out.stdout, out.stdout
     assert "how to fix: Pass the private key of the certificate with thumbprint" in out.stdout
+    # And a database login that may not create the dropped databases: each named, with the statement that fixes it
+    with login_without_createdb() as weak:
+        out = run_cli(settings, *recover_args(s, "plan"), timeout=300, APPSVC_DR_DATABASE__USERNAME=weak)
+    assert out.returncode == 1, out.stdout + out.stderr
+    for db in s["dbs"]:
+        assert f"login '{weak}' may not create database '{db}'" in out.stdout
+    assert f'how to fix: ALTER ROLE "{weak}" CREATEDB;' in out.stdout
     # And a share that cannot be reached (nothing listens on the port): named, with what to check
     args = recover_args(s, "plan")
     out = run_cli(settings, *args, "--fileshare-port", str(closed_port()), timeout=300)
@@ -137,7 +158,7 @@ def test_a_destroyed_stamp_is_recovered_resumably_in_the_documented_order(stamp)
     # And a dry run does every check and changes nothing: no state, no database, an empty share, no file written
     out = run_cli(settings, *recover_args(s, "run", "--dry-run"), timeout=300)
     assert out.returncode == 0 and "dry run: every check passed, nothing was changed" in out.stdout, out.stdout
-    assert not (s["root"] / "store" / STAMP / "recoveries").exists()
+    assert recovery_ids(s) == []
     assert not any(exists(db) for db in s["dbs"]) and not list(s["share"].iterdir())
     assert not list((s["root"] / "out").iterdir())
     # And a run killed after its database steps
@@ -145,19 +166,18 @@ def test_a_destroyed_stamp_is_recovered_resumably_in_the_documented_order(stamp)
     child = subprocess.Popen([sys.executable, "-m", "workers.cli", *recover_args(s, "run"), "--textfile", str(prom)],
                              env=env_for(settings), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, start_new_session=True)
-    recoveries = s["root"] / "store" / STAMP / "recoveries"
     try:
         def databases_done():
-            found = list(recoveries.glob("*.json")) if recoveries.exists() else []
+            found = recovery_ids(s)
             if not found:
                 return None
             try:
-                data = json.loads(found[0].read_text())
+                data = state_of(s, found[0])
             except ValueError:
                 return None
             dbs = [x for x in data["steps"] if x["kind"] == "database"]
             return data if all(x["status"] == "done" for x in dbs) else None
-        first = wait_for(databases_done, 240, interval=0.02, what="database steps done")
+        first = wait_for(databases_done, 240, interval=0.05, what="database steps done")
         os.killpg(child.pid, signal.SIGKILL)
     finally:
         child.wait(30)
@@ -226,4 +246,4 @@ def test_a_destroyed_stamp_is_recovered_resumably_in_the_documented_order(stamp)
                      "it", again.stdout) and "is not empty" in again.stdout and "Pass --force" in again.stdout
     assert (s["share"] / "after-recovery.txt").read_text() == "kept"
     assert table_fingerprints(s["dbs"][0]) != s["before"]["tables"][s["dbs"][0]]
-    assert [p.stem for p in (s["root"] / "store" / STAMP / "recoveries").glob("*.json")] == [recovery_id]
+    assert recovery_ids(s) == [recovery_id]
