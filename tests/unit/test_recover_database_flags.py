@@ -117,6 +117,11 @@ def test_a_backup_without_checksums_fails_its_step_and_resume_with_allow_no_chec
     code, out = cli(tmp_path, monkeypatch, capsys, engine, "run", "--resume", recovery_id)
     assert code == 0 and f"skipped database:{DB}: done in an earlier run and verified again" in out
     assert "database restore overrides: --allow-no-checksum (kept for --resume)" in out
+    # And `recover status` says which overrides the recovery runs with
+    from workers.cli import main
+    assert main(["recover", "status", recovery_id]) == 0
+    assert f"recovery {recovery_id} of {STAMP}/{SET} (started " in (status := capsys.readouterr().out)
+    assert "; database overrides: --allow-no-checksum" in status.splitlines()[0]
 
 
 def test_a_backup_of_another_database_needs_allow_database_mismatch(tmp_path, monkeypatch, capsys):

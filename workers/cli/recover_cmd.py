@@ -196,11 +196,13 @@ def run_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status_lines(recovery) -> list[str]:
-    from workers.recover.model import seconds_text
+    from workers.recover.model import DatabaseFlags, seconds_text
     from workers.recover.state import DONE, MANUAL
 
     w = max(len(s.step_id) for s in recovery.steps)
-    lines = [f"recovery {recovery.recovery_id} of {recovery.stamp}/{recovery.set_id} (started {recovery.created_at})",
+    flags = DatabaseFlags.from_json(recovery.targets.get("database_flags")).names()
+    lines = [f"recovery {recovery.recovery_id} of {recovery.stamp}/{recovery.set_id} (started {recovery.created_at})"
+             + (f"; database overrides: {', '.join(flags)}" if flags else ""),
              f"{'step':{w}} {'status':8} {'runs':>4} {'seconds':>9}  detail"]
     for s in recovery.steps:
         text = s.detail if s.status != "failed" else f"{s.error} — how to fix: {s.hint}"
