@@ -19,8 +19,8 @@ from workers.config import load_settings
 from workers.engines import DatabaseSettings, SqlServerEngine
 from workers.drill import checks
 from workers.drill.checks import Drill, scratch_name
-from workers.drill.results import (METRIC, ComponentResult, DrillResult, last_by_result, read_markers, report_lines,
-                                   table, write_marker, write_textfile)
+from workers.drill.results import (ESTIMATED_RTO, METRIC, ComponentResult, DrillResult, estimated_rto, last_by_result,
+                                   read_markers, report_lines, table, write_marker, write_textfile)
 from workers.drill.run import candidates, choose, components_of
 from workers.runtime.errors import ConfigurationError, PermanentError
 from workers.secrets.handler import REFERENCE_NAME
@@ -109,6 +109,10 @@ def test_markers_round_trip_and_give_the_metric_per_stamp_and_result(tmp_path):
     assert len(samples) == 2 and f'{METRIC}{{result="failed",stamp="{STAMP}"}}' in samples[0]
     assert "last successful restore drill of stamp1: 2026-11-22 12:00:05 UTC" in "\n".join(report_lines(markers, STAMP))
     assert "no restore drill has run" in report_lines([], STAMP)[0]
+    # And with the estimate of the newest drill: its components' measured seconds added up, one sample per stamp
+    write_textfile(str(prom), latest, {STAMP: estimated_rto(markers)})
+    assert f'{ESTIMATED_RTO}{{stamp="{STAMP}"}} {sum(c.seconds for c in failed.components)}' in prom.read_text()
+    assert estimated_rto([]) is None
     # And the marker is not taken for an artifact: the set's component list is unchanged
     assert candidates(backend, STAMP)[0].planned == ("secrets", "databases")
 

@@ -2,6 +2,8 @@
 a restore is a Problem with its exact fix, the targets' state is read, and nothing on the server changes."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.sqlsim import PASSWORD, AvailabilityGroup, Login
@@ -73,10 +75,9 @@ def test_a_least_privilege_login_lacking_create_database_gets_the_grants(tmp_pat
 SET = "20261102T020000Z-bbbbbbbb"
 
 
-@pytest.fixture
-def stamp_set(tmp_path, monkeypatch):
-    """A signed, encrypted set holding a SQL Server backup of the hosting database, in a local store; the CLI
-    configured for it (the engine it builds is the simulator's: ``connect``)."""
+def sqlserver_set(tmp_path, monkeypatch, backup: bytes = b"a full backup", name: str = DB) -> None:
+    """A signed, encrypted set holding ``backup`` as the SQL Server backup of database ``name``, in a local store;
+    the CLI configured for it (staging in ``tmp_path``; the engine is the simulator's, patched in by the tests)."""
     import io
 
     from tests.unit.certs import make_cert, write_signing
@@ -91,12 +92,19 @@ def stamp_set(tmp_path, monkeypatch):
     for key, value in {"APPSVC_DR_STORE__LOCAL_PATH": tmp_path / "store", "APPSVC_DR_STAMP": STAMP,
                        "APPSVC_DR_ENCRYPTION__CERTIFICATE": tmp_path / "cert.pem",
                        "APPSVC_DR_ENCRYPTION__SIGNING_KEY": signing, "APPSVC_DR_ENCRYPTION__VERIFY_KEYS": verify,
+                       "APPSVC_DR_STAGING__DATABASE_DIR": tmp_path / "staging",
                        "APPSVC_DR_DATABASE__ENGINE": "sqlserver", "APPSVC_DR_DATABASE__SERVER": "sql01"}.items():
         monkeypatch.setenv(key, str(value))
     store = configured_store(load_settings())
     plan_set(store.backend, SET, "databases")
-    store.put(f"{STAMP}/{SET}/databases/{DB}.bak", lambda: io.BytesIO(b"a full backup"))
+    store.put(f"{STAMP}/{SET}/databases/{name}.bak", lambda: io.BytesIO(backup))
     write_marker(store.backend, STAMP, SET, {"stamp": STAMP, "backup_set_id": SET})
+
+
+@pytest.fixture
+def stamp_set(tmp_path, monkeypatch):
+    """:func:`sqlserver_set` with a placeholder backup (the pre-flight never reads it)."""
+    sqlserver_set(tmp_path, monkeypatch)
     return tmp_path
 
 
@@ -133,3 +141,30 @@ def test_recover_plan_passes_on_a_healthy_server(stamp_set, monkeypatch, capsys)
     assert code == 0, out
     assert f"ok    database '{DB}' on sql01,1433: missing (created); permissions ok" in out
     assert "every target is ready" in out and changes(sim) == []
+
+
+def test_recover_plan_of_the_databases_alone_still_proves_the_key_opens_the_set(stamp_set, monkeypatch, capsys):
+    # Given the databases only (no secrets or manifest to decrypt) and the key of another certificate
+    from tests.unit.certs import make_cert
+    engine, sim = make(stamp_set)
+    del sim.server.databases[DB]
+    (stamp_set / "key.pem").write_bytes(make_cert("another").key_pem())
+    # When the recovery is planned / Then the key is found not to open the set's backup, with the fix
+    code, out = recover_plan(stamp_set, monkeypatch, capsys, engine)
+    assert code == 1 and f"the private key does not open stamp1/{SET}/databases/{DB}.bak" in out, out
+    assert "how to fix: Pass the private key of the certificate with thumbprint" in out
+
+
+def test_recover_plan_with_a_verify_key_that_does_not_match_the_sets_signatures(stamp_set, monkeypatch, capsys):
+    # Given the verify key of another signing key than the workers' (e.g. a stale one after a rotation)
+    from tests.unit.certs import write_signing
+    (stamp_set / "other").mkdir()
+    _, other = write_signing(stamp_set / "other", name="someone-else")
+    monkeypatch.setenv("APPSVC_DR_ENCRYPTION__VERIFY_KEYS", str(other))
+    engine, sim = make(stamp_set)
+    del sim.server.databases[DB]
+    # When the recovery is planned / Then no artifact verifies, and the fix names the setting
+    code, out = recover_plan(stamp_set, monkeypatch, capsys, engine)
+    assert code == 1 and re.search(rf"\d+ of \d+ artifacts of set {SET} do not verify with the configured verify "
+                                   r"key\(s\)", out), out
+    assert "how to fix: Configure the verify key that matches the workers' signing key" in out

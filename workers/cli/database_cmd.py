@@ -26,19 +26,24 @@ def register_restore(restore_sub) -> None:
                    "backup's paths, under a new name the server's default data directory)")
     p.add_argument("--log-path", help="SQL Server: MOVE log files to this directory (default: --data-path, else "
                    "as for data files)")
+    add_override_flags(p)
+    p.add_argument("--no-logs", action="store_true", help="SQL Server: restore the full backup only, without the "
+                   "set's log backups (default: apply them, in LSN order)")
+    add_key_options(p)
+    p.set_defaults(func=restore_database)
+
+
+def add_override_flags(p: argparse.ArgumentParser) -> None:
+    """The pre-flight overrides, each relaxing one refusal (`restore database` and `recover plan|run`)."""
     p.add_argument("--force-disconnect", action="store_true", help="SQL Server: end the target's open sessions "
                    "first (ALTER DATABASE ... SET SINGLE_USER WITH ROLLBACK IMMEDIATE; MULTI_USER again if the "
                    "restore fails); without it a target in use is refused")
     p.add_argument("--tail-log-backup", action="store_true", help="SQL Server, in place: back up the tail of "
                    "the target's log (BACKUP LOG ... WITH NORECOVERY) into the staging directory first and keep it")
-    p.add_argument("--allow-database-mismatch", action="store_true", help="SQL Server: restore even though the "
-                   "backup holds another database than --database, or the existing target is another database")
+    p.add_argument("--allow-database-mismatch", action="store_true", help="restore even though the backup holds "
+                   "another database than the set names, or the existing target is another database")
     p.add_argument("--allow-no-checksum", action="store_true", help="SQL Server: restore a backup taken "
                    "without page checksums (run DBCC CHECKDB afterwards)")
-    p.add_argument("--no-logs", action="store_true", help="SQL Server: restore the full backup only, without the "
-                   "set's log backups (default: apply them, in LSN order)")
-    add_key_options(p)
-    p.set_defaults(func=restore_database)
 
 
 def restore_options(args: argparse.Namespace, settings: Settings) -> RestoreOptions:

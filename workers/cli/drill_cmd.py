@@ -71,14 +71,15 @@ def drill_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def drill_once(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.drill.results import read_markers, last_by_result, report_lines, table, write_textfile
+    from workers.drill.results import estimated_rto, read_markers, last_by_result, report_lines, table, \
+        write_textfile
     from workers.drill.run import run_drill
 
     stamp, store = args.stamp or settings.stamp, artifact_store(settings)
     if args.report:
         markers = read_markers(store.backend, stamp)
         if args.textfile:
-            write_textfile(args.textfile, last_by_result(markers))
+            write_textfile(args.textfile, last_by_result(markers), _estimate(stamp, estimated_rto(markers)))
         print(json.dumps(markers, indent=2) if args.json else "\n".join(report_lines(markers, stamp)))
         return 0 if markers and markers[-1].get("result") in ("passed", "verified") else 1
     if args.target_server:
@@ -92,7 +93,7 @@ def drill_once(args: argparse.Namespace, settings: Settings) -> int:
                                verify_only=args.verify_only)
     if args.textfile:
         markers = read_markers(store.backend, stamp) + ([] if marker else [result.to_json()])
-        write_textfile(args.textfile, last_by_result(markers))
+        write_textfile(args.textfile, last_by_result(markers), _estimate(stamp, estimated_rto(markers)))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -100,3 +101,7 @@ def drill_once(args: argparse.Namespace, settings: Settings) -> int:
         print(f"result recorded in the store: {marker}" if marker else
               "result NOT recorded in the store (see the warning above)")
     return 0 if result.ok else 1
+
+
+def _estimate(stamp: str, seconds: float | None) -> dict[str, float]:
+    return {} if seconds is None else {stamp: seconds}

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from workers.cli.database_cmd import add_override_flags
 from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli.stores import artifact_store
 from workers.config import Settings
@@ -25,7 +26,8 @@ def register(sub) -> None:
     a.add_argument("--resume", metavar="ID", help="resume recovery ID: what is done and still verifies is skipped")
     a.add_argument("--dry-run", action="store_true", help="every check, no change (like `recover plan`)")
     a.add_argument("--parallel", type=int, default=2, help="databases restored at once (default 2)")
-    a.add_argument("--textfile", metavar="FILE", help="write the RTO metrics to FILE (node_exporter textfile)")
+    a.add_argument("--textfile", metavar="FILE", help="write each step's measured seconds to FILE "
+                   "(appsvc_dr_recovery_duration_seconds, node_exporter textfile; the estimate is the drill's)")
     a.set_defaults(func=run_cmd)
     for name, func, text in (("status", status_cmd, "progress of a recovery (every recovery without an ID)"),
                              ("report", report_cmd, "the timeline of a recovery: each step's start and duration")):
@@ -34,7 +36,8 @@ def register(sub) -> None:
         a.add_argument("--stamp", help="stamp (default: APPSVC_DR_STAMP)")
         a.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "report":
-            a.add_argument("--textfile", metavar="FILE", help="also write the RTO metrics to FILE")
+            a.add_argument("--textfile", metavar="FILE", help="also write each step's measured seconds to FILE "
+                                   "(appsvc_dr_recovery_duration_seconds)")
         a.set_defaults(func=func)
 
 
@@ -46,9 +49,10 @@ def _targets(p: argparse.ArgumentParser) -> None:
     which.add_argument("--latest", action="store_true", help="the newest complete set, drilled or not")
     p.add_argument("--database-server", help="restore the databases to this server (default: "
                    "APPSVC_DR_DATABASE__SERVER)")
-    p.add_argument("--data-path", help="SQL Server: MOVE data files to this directory (default: "
-                   "APPSVC_DR_DATABASE__RESTORE_DATA_PATH)")
-    p.add_argument("--log-path", help="SQL Server: MOVE log files here (default: APPSVC_DR_DATABASE__RESTORE_LOG_PATH)")
+    p.add_argument("--data-path", help="SQL Server: MOVE data files to this directory on the server (default: the "
+                   "backup's own paths, as `restore database` in place)")
+    p.add_argument("--log-path", help="SQL Server: MOVE log files to this directory (default: --data-path, else the "
+                   "backup's own paths)")
     p.add_argument("--fileshare-target", help=r"\\server\share[\dir] (or a local directory) for the content")
     p.add_argument("--fileshare-username", help="SMB user (default: APPSVC_DR_FILESHARE__USERNAME)")
     p.add_argument("--fileshare-password-env", metavar="VAR", help="environment variable holding its password "
@@ -66,6 +70,7 @@ def _targets(p: argparse.ArgumentParser) -> None:
                    "HostingVssService")
     p.add_argument("--skip", help="comma-separated components not to recover: secrets,databases,fileshare")
     p.add_argument("--force", action="store_true", help="restore over non-empty databases / share / secrets file")
+    add_override_flags(p)              # kept in the state file for --resume
     add_key_options(p)
 
 
@@ -98,24 +103,33 @@ def _build_targets(args: argparse.Namespace, settings: Settings, saved: dict | N
                    override_database_server=pick("override_database_server"),
                    override_content_share=pick("override_content_share"),
                    controller_secrets=pick("controller_secrets_path") or saved.get("controller_secrets") or
-                   CONTROLLER_SECRETS, hosting_vss=bool(pick("hosting_vss", False)), skip=skip)
+                   CONTROLLER_SECRETS, hosting_vss=bool(pick("hosting_vss", False)), skip=skip,
+                   data_path=pick("data_path"), log_path=pick("log_path"), database=_flags(args, saved))
 
 
-def _with_server(settings: Settings, server: str | None, args: argparse.Namespace) -> Settings:
-    """The database section aimed at the restore server and paths given on the command line."""
-    update = {k: v for k, v in (("server", server), ("restore_data_path", args.data_path),
-                                ("restore_log_path", args.log_path)) if v}
-    if not update:
+def _flags(args: argparse.Namespace, saved: dict):
+    """The database overrides: given now, or kept by the recovery being resumed (a flag is never dropped on
+    --resume: the recovery goes on the way it started)."""
+    from workers.recover.model import DatabaseFlags
+
+    before = DatabaseFlags.from_json(saved.get("database_flags"))
+    return DatabaseFlags(**{k: bool(getattr(args, k, False)) or getattr(before, k)
+                            for k in DatabaseFlags.__dataclass_fields__})
+
+
+def _with_server(settings: Settings, server: str | None) -> Settings:
+    """The database section aimed at the restore server given on the command line (or kept by the recovery)."""
+    if not server:
         return settings
-    return settings.model_copy(update={"database": settings.database.model_copy(update=update)})
+    return settings.model_copy(update={"database": settings.database.model_copy(update={"server": server})})
 
 
-def _print_prepared(prepared, stamp: str) -> None:
+def _print_prepared(prepared, stamp: str, targets) -> None:
     from workers.recover import plan as planning
 
     c = prepared.choice
     print(f"recovery of {stamp} from backup set {c.state.set_id}: {c.reason}\n")
-    print("\n".join(planning.lines(prepared.steps)))
+    print("\n".join(planning.lines(prepared.steps, targets.database)))
     print("\nchecked:")
     for note in prepared.findings.notes:
         print(f"  ok    {note}")
@@ -130,10 +144,10 @@ def plan_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
     stamp = args.stamp or settings.stamp
     targets = _build_targets(args, settings)
-    settings = _with_server(settings, targets.database_server, args)
+    settings = _with_server(settings, targets.database_server)
     prepared = prepare(settings, artifact_store(settings), keyring_from_args(args, required=True), stamp, targets,
                        set_id=args.set_id, latest=args.latest, force=args.force)
-    _print_prepared(prepared, stamp)
+    _print_prepared(prepared, stamp, targets)
     if prepared.findings.problems:
         return 1
     print("\nevery target is ready: `appsvc-dr recover run` with the same options restores the stamp")
@@ -143,7 +157,6 @@ def plan_cmd(args: argparse.Namespace, settings: Settings) -> int:
 def run_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from workers.cli.run_cmd import private_umask
     from workers.recover import state as st
-    from workers.recover.choose import estimated_rto
     from workers.recover.metrics import write_textfile
     from workers.recover.prepare import prepare
     from workers.recover.run import Runner
@@ -155,11 +168,11 @@ def run_cmd(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigurationError(f"recovery {recovery.recovery_id} restores set {recovery.set_id}, not {args.set_id}",
                                  hint="Leave out --set when resuming, or start a new recovery for the other set.")
     targets = _build_targets(args, settings, recovery.targets if recovery else None)
-    settings = _with_server(settings, targets.database_server, args)
+    settings = _with_server(settings, targets.database_server)
     keys = keyring_from_args(args, required=True)
     prepared = prepare(settings, store, keys, stamp, targets, set_id=args.set_id, latest=args.latest,
                        force=args.force, recovery=recovery)
-    _print_prepared(prepared, stamp)
+    _print_prepared(prepared, stamp, targets)
     if prepared.findings.problems:
         print("\nnothing was changed." + (f" Fix the above, then `recover run --resume {recovery.recovery_id}`."
                                           if recovery else ""))
@@ -176,18 +189,20 @@ def run_cmd(args: argparse.Namespace, settings: Settings) -> int:
     Runner(settings, store, keys, prepared.contents, targets, recovery, prepared.steps, force=args.force,
            parallel=args.parallel).run()
     if args.textfile:
-        write_textfile(args.textfile, recovery, stamp, estimated_rto(prepared.markers))
+        write_textfile(args.textfile, recovery)
     print("")
     print("\n".join(_status_lines(recovery)))
     return 0 if recovery.finished_at else 1
 
 
 def _status_lines(recovery) -> list[str]:
-    from workers.recover.model import seconds_text
+    from workers.recover.model import DatabaseFlags, seconds_text
     from workers.recover.state import DONE, MANUAL
 
     w = max(len(s.step_id) for s in recovery.steps)
-    lines = [f"recovery {recovery.recovery_id} of {recovery.stamp}/{recovery.set_id} (started {recovery.created_at})",
+    flags = DatabaseFlags.from_json(recovery.targets.get("database_flags")).names()
+    lines = [f"recovery {recovery.recovery_id} of {recovery.stamp}/{recovery.set_id} (started {recovery.created_at})"
+             + (f"; database overrides: {', '.join(flags)}" if flags else ""),
              f"{'step':{w}} {'status':8} {'runs':>4} {'seconds':>9}  detail"]
     for s in recovery.steps:
         text = s.detail if s.status != "failed" else f"{s.error} — how to fix: {s.hint}"
@@ -227,7 +242,7 @@ def report_cmd(args: argparse.Namespace, settings: Settings) -> int:
     recovery = st.load(store.backend, stamp, args.recovery_id)
     estimated = estimated_rto(read_markers(store.backend, stamp))
     if args.textfile:
-        write_textfile(args.textfile, recovery, stamp, estimated)
+        write_textfile(args.textfile, recovery)
     rows = [{"step": s.step_id, "status": s.status, "started_at": s.started_at, "finished_at": s.finished_at,
              "seconds": s.seconds, "runs": s.runs} for s in recovery.steps]
     if args.json:

@@ -22,6 +22,7 @@ from workers.storage.signing import sign_body, verified
 PASSED, VERIFIED, FAILED = "passed", "verified", "failed"      # verified: checked, not restored
 DRILLS = "drills"
 METRIC = "appsvc_dr_last_restore_drill_timestamp_seconds"
+ESTIMATED_RTO = "appsvc_dr_estimated_rto_seconds"
 
 
 @dataclass
@@ -126,8 +127,18 @@ def last_by_result(markers: Iterable[dict]) -> dict[tuple[str, str], float]:
     return out
 
 
-def write_textfile(path: str, latest: dict[tuple[str, str], float]) -> None:
-    """The metric for node_exporter's textfile collector, written atomically (temp file, then rename)."""
+def estimated_rto(markers: list[dict]) -> float | None:
+    """Seconds the automatable part of a recovery of the markers' stamp takes, by its newest drill (passed or
+    not): its components' measured restore durations added up. None without a drill."""
+    if not markers:
+        return None
+    return round(sum(float(c.get("seconds") or 0) for c in markers[-1].get("components", [])), 3)
+
+
+def write_textfile(path: str, latest: dict[tuple[str, str], float],
+                   estimated: dict[str, float] | None = None) -> None:
+    """The metrics for node_exporter's textfile collector, written atomically (temp file, then rename): the
+    newest drill per stamp and result, and ``estimated`` RTO seconds per stamp (:func:`estimated_rto`)."""
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
     registry = CollectorRegistry()
@@ -136,6 +147,10 @@ def write_textfile(path: str, latest: dict[tuple[str, str], float]) -> None:
                   ["stamp", "result"], registry=registry)
     for (stamp, result), when in sorted(latest.items()):
         gauge.labels(stamp, result).set(when)
+    rto = Gauge(ESTIMATED_RTO, "Estimated recovery time of a stamp's automatable steps: the newest restore drill's "
+                "measured restore time of every component, added up", ["stamp"], registry=registry)
+    for stamp, seconds in sorted((estimated or {}).items()):
+        rto.labels(stamp).set(seconds)
     write_to_textfile(path, registry)
 
 

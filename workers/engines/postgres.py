@@ -173,9 +173,11 @@ class PostgresEngine:
                     rows[f"{schema}.{table}"] = int(cursor.execute(sql).fetchone()[0])
         return [f"{r[0]}.{r[1]}" for r in found], rows
 
-    def restore_preflight(self, databases: list[str]) -> list[TargetState]:
+    def restore_preflight(self, databases: list[str], options: RestoreOptions | None = None) -> list[TargetState]:
         """Before a restore changes anything: can this login create, drop and restore ``databases`` here, and
-        what does each hold now (missing, empty, or its user tables)? Raises if the server cannot be reached."""
+        what does each hold now (missing, empty, or its user tables)? Raises if the server cannot be reached.
+        ``options`` change nothing here: the one that applies to PostgreSQL (``allow_database_mismatch``) is about
+        the archive, which the restore checks."""
         with self._cursor(self.settings.pg_maintenance_db) as cursor:
             who = cursor.execute("SELECT current_user, rolsuper::int, rolcreatedb::int FROM pg_roles "   # psqlODBC
                                  "WHERE rolname = current_user").fetchone()              # gives bools as '0'/'1'

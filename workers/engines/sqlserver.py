@@ -138,11 +138,13 @@ class SqlServerEngine:
             if row is not None:
                 safe.check_target(row)
 
-    def restore_preflight(self, databases: list[str]) -> list[TargetState]:
+    def restore_preflight(self, databases: list[str], options: RestoreOptions | None = None) -> list[TargetState]:
         """Before a restore changes anything (read only; :mod:`.sqlserver_preflight`): per target, exists?, user
-        tables, and each problem (permissions, containment, availability group, open sessions) with its fix."""
+        tables, and each problem (permissions, containment, availability group, open sessions unless
+        ``options.force_disconnect``, no log for ``options.tail_log_dir``) with its fix."""
         with self._session() as session:
-            return restore_preflight(session, self.server, databases, stats_percent=self.settings.stats_percent)
+            return restore_preflight(session, self.server, databases, options=options,
+                                     stats_percent=self.settings.stats_percent)
 
     def check_consistency(self, database: str) -> str:
         """DBCC CHECKDB (database) WITH NO_INFOMSGS, ALL_ERRORMSGS; corruption raises (8939, 8928, ...)."""

@@ -5,7 +5,7 @@ Read only (SELECTs on the catalog; nothing on the server changes). It reuses the
 the login's permissions (:mod:`.sqlserver_perms`: CREATE DATABASE for a new database; dbcreator and ALTER for
 an in-place one), 'contained database authentication' (the App Service databases are partially contained:
 12824 without it) and :meth:`SafeRestore.check_target` (an availability-group member with the commands that
-remove it, open sessions without --force-disconnect).
+remove it, open sessions without --force-disconnect, a SIMPLE recovery model under --tail-log-backup).
 """
 from __future__ import annotations
 
@@ -23,9 +23,11 @@ _USER_TABLES = "SELECT name FROM {}.sys.tables WHERE is_ms_shipped = 0"
 
 
 def restore_preflight(session: Any, server: str, databases: Sequence[str], *, contained: bool = True,
-                      force_disconnect: bool = False, stats_percent: int = 10) -> list[TargetState]:
+                      options: RestoreOptions | None = None, stats_percent: int = 10) -> list[TargetState]:
     """One TargetState per database; ``contained``: the backups are of partially contained databases (App
-    Service's are), so 'contained database authentication' must be on. Connection errors raise."""
+    Service's are), so 'contained database authentication' must be on. ``options``: the restore's overrides
+    (``force_disconnect``: open sessions are no problem; ``tail_log_dir``: an ONLINE target needs a log to back
+    up). Connection errors raise."""
     facts = session.first(perms.SERVER_PERMISSIONS, action="read the login's permissions") or {}
     login = str(facts.get("login") or "<login>")
     rows: dict[str, dict[str, Any] | None] = {}
@@ -36,7 +38,7 @@ def restore_preflight(session: Any, server: str, databases: Sequence[str], *, co
         granted[name] = session.first(perms.DATABASE_PERMISSIONS, name, name, action="read the login's permissions")
     in_ag = {n: bool(r and int(r.get("in_ag") or 0)) for n, r in rows.items()}
     needs = {(p.database, p.task): p for p in perms.assess(facts, granted, in_ag)}
-    options = RestoreOptions(force_disconnect=force_disconnect)
+    options = options or RestoreOptions()
     out = []
     for name in databases:
         row = rows[name]
@@ -56,10 +58,14 @@ def restore_preflight(session: Any, server: str, databases: Sequence[str], *, co
 
 def _target(session: Any, server: str, name: str, login: str, row: dict[str, Any], options: RestoreOptions,
             stats_percent: int, state: TargetState) -> None:
-    try:
-        SafeRestore(session, server, name, [], options, stats_percent).check_target(row)
-    except PermanentError as exc:
-        state.problems.append(Problem(exc.message, exc.hint or "See the message."))
+    safe = SafeRestore(session, server, name, [], options, stats_percent)
+    checks = [safe.check_target] + ([safe.check_tail_log] if options.tail_log_dir and
+                                     str(row.get("state_desc")) == ONLINE else [])
+    for check in checks:
+        try:
+            check(row)
+        except PermanentError as exc:
+            state.problems.append(Problem(exc.message, exc.hint or "See the message."))
     if str(row.get("state_desc")) != ONLINE:
         return                                   # RESTORING / OFFLINE: its tables cannot be read (None)
     quoted = tsql.quote_name(str(row.get("name") or name))

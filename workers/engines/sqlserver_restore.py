@@ -227,6 +227,13 @@ class SafeRestore:
         self._say(f"{self.quoted}: other sessions ended (SINGLE_USER WITH ROLLBACK IMMEDIATE)")
         return True
 
+    def check_tail_log(self, row: dict[str, Any]) -> None:
+        """--tail-log-backup of an ONLINE target needs a log to back up (not the SIMPLE recovery model)."""
+        if str(row.get("recovery_model_desc")) == "SIMPLE":
+            raise PermanentError(f"--tail-log-backup: {self.quoted} uses the SIMPLE recovery model, which has no "
+                                 "log to back up", hint="Restore without --tail-log-backup (the changes since the "
+                                 "backup set are lost), or take a full backup of the database first.")
+
     def tail_log(self, row: dict[str, Any]) -> None:
         directory = self.options.tail_log_dir
         if not directory:
@@ -234,10 +241,7 @@ class SafeRestore:
         if str(row.get("state_desc")) != ONLINE:
             self.outcome.warnings.append(f"no tail-log backup: {self.quoted} is {row.get('state_desc')}")
             return
-        if str(row.get("recovery_model_desc")) == "SIMPLE":
-            raise PermanentError(f"--tail-log-backup: {self.quoted} uses the SIMPLE recovery model, which has no "
-                                 "log to back up", hint="Restore without --tail-log-backup (the changes since the "
-                                 "backup set are lost), or take a full backup of the database first.")
+        self.check_tail_log(row)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         device = tsql.join_path(directory, f"{self.target}_tail_{stamp}.trn")
         self.session.run(tsql.tail_log_backup(self.target, device, self.stats_percent),

@@ -8,10 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workers.artifacts.retention import SetState
-from workers.drill.results import PASSED
+from workers.drill.results import PASSED, estimated_rto
 from workers.drill.run import candidates, choose
 from workers.runtime.errors import PermanentError
 from workers.storage.base import StorageBackend
+
+__all__ = ["Choice", "choose_set", "estimated_rto", "throughput"]
 
 
 @dataclass(frozen=True)
@@ -60,11 +62,3 @@ def throughput(markers: list[dict]) -> dict[str, float]:
                 pair[1] += float(c["seconds"])
         return {k: b / s for k, (b, s) in sums.items()}
     return {}
-
-
-def estimated_rto(markers: list[dict]) -> float | None:
-    """Seconds the automatable part of a recovery takes, by the newest drill (passed or not): its components'
-    measured durations added up."""
-    if not markers:
-        return None
-    return round(sum(float(c.get("seconds") or 0) for c in markers[-1].get("components", [])), 3)

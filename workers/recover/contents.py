@@ -73,6 +73,8 @@ def load(store: ArtifactStore, keys: KeyRing, stamp: str, set_id: str, component
         if not out.databases:
             out.problems.append(Problem(f"backup set {set_id} has no database artifact", "Recover another set "
                                         "(--set ID) or leave the databases out (--skip databases)."))
+    if "secrets" not in components and "fileshare" not in components and out.databases:
+        _key_opens(store, keys, out.databases[0].key, out)   # nothing else would prove it before a restore
     if "secrets" in components:
         try:                                           # small and encrypted: proves the key opens the set
             out.secrets = set_reference(store, stamp, set_id, keys)
@@ -88,6 +90,15 @@ def load(store: ArtifactStore, keys: KeyRing, stamp: str, set_id: str, component
         except DrError as exc:
             out.problems.append(_problem(f"the file-share snapshot of set {set_id} cannot be read", exc))
     return out
+
+
+def _key_opens(store: ArtifactStore, keys: KeyRing, key: str, out: Contents) -> None:
+    """The key opens the artifact: its data key unwrapped and its first block decrypted (not the whole file)."""
+    try:
+        with store.open_plain(key, keys=keys) as plain:
+            plain.read(1)
+    except (DrError, KeyError, ValueError) as exc:
+        out.problems.append(_problem(f"the private key does not open {key}", exc))
 
 
 def _check_signatures(store: ArtifactStore, stamp: str, set_id: str, out: Contents) -> None:

@@ -9,10 +9,21 @@ pipelines; all under ``Start-Transcript`` with ``$ErrorActionPreference = 'Stop'
 the recovery's values as defaults, quoted as PowerShell single-quoted strings."""
 from __future__ import annotations
 
+import re
+
 from workers.recover.model import CHECKLIST_NAME, SCRIPT_NAME, Step, Targets
 from workers.runtime.errors import PermanentError
 
 WORK_DIR = r"C:\AppServiceRecovery"
+
+
+_WINDOWS_PATH = re.compile(r"^(?:[A-Za-z]:\\|\\\\[^\\/]+\\[^\\/]+)[^/]*$")
+
+
+def is_windows_path(value: str) -> bool:
+    """An absolute Windows path (``C:\\dir\\file`` or ``\\\\server\\share\\...``), no forward slash: the
+    controller is a Windows VM, a Linux path there is a mistake (as `restore secrets` once printed)."""
+    return bool(_WINDOWS_PATH.match(value))
 
 
 def ps_quote(value: str) -> str:
@@ -101,4 +112,4 @@ def checklist(steps: list[Step], *, stamp: str, set_id: str, recovery_id: str) -
     return "\n".join(out) + "\n"
 
 
-__all__ = ["CHECKLIST_NAME", "SCRIPT_NAME", "checklist", "ps_quote", "script"]
+__all__ = ["CHECKLIST_NAME", "SCRIPT_NAME", "checklist", "is_windows_path", "ps_quote", "script"]

@@ -3,8 +3,10 @@ order (:class:`Step`): databases, file share, ReACL, secrets, the controller scr
 and the Function Apps."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from workers.engines.base import RestoreOptions
 
 CONTROLLER_SECRETS = r"C:\AppServiceRecovery\SystemSecrets.json"
 SCRIPT_NAME = "Restore-AppServiceController.ps1"
@@ -13,6 +15,36 @@ CHECKLIST_NAME = "recovery-checklist.md"
 DATABASE, FILESHARE, REACL, SECRETS, SCRIPT, CONTROLLER, FUNCTIONS = (
     "database", "fileshare", "reacl", "secrets", "controller-script", "controller", "function-apps")
 ORDER = (DATABASE, FILESHARE, REACL, SECRETS, SCRIPT, CONTROLLER, FUNCTIONS)
+
+
+@dataclass(frozen=True)
+class DatabaseFlags:
+    """The database pre-flight overrides of `restore database`, each relaxing one refusal (all off: refuse rather
+    than guess). Kept in the state file, so a resumed recovery restores the same way."""
+    force_disconnect: bool = False          # SQL Server: end an ONLINE target's sessions (SINGLE_USER, ROLLBACK)
+    tail_log_backup: bool = False           # SQL Server, in place: BACKUP LOG ... WITH NORECOVERY first, kept
+    allow_database_mismatch: bool = False   # the backup holds another database than the set names / the target
+    allow_no_checksum: bool = False         # SQL Server: a backup taken without page checksums
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: object) -> "DatabaseFlags":
+        """From a state file (hostile: only the known names, only booleans)."""
+        data = data if isinstance(data, dict) else {}
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if isinstance(data.get(k), bool)})
+
+    def options(self, database: str | None, tail_log_dir: str | None) -> RestoreOptions:
+        """A production restore's options for ``database`` of the set, relaxed by these flags only."""
+        return RestoreOptions(expected_database=database, force_disconnect=self.force_disconnect,
+                              allow_database_mismatch=self.allow_database_mismatch,
+                              allow_no_checksum=self.allow_no_checksum,
+                              tail_log_dir=tail_log_dir if self.tail_log_backup else None)
+
+    def names(self) -> list[str]:
+        """The command-line flags in force, e.g. ['--force-disconnect']."""
+        return ["--" + k.replace("_", "-") for k, v in asdict(self).items() if v]
 
 
 @dataclass
@@ -31,6 +63,9 @@ class Targets:
     controller_secrets: str = CONTROLLER_SECRETS  # SystemSecrets.json on CN0-VM
     hosting_vss: bool = False                    # App Service before 1.5: also stop/start HostingVssService
     skip: tuple[str, ...] = ()                   # components not recovered (secrets, databases, fileshare)
+    data_path: str | None = None                 # SQL Server: MOVE data files here (as the server sees it)
+    log_path: str | None = None                  # SQL Server: MOVE log files here
+    database: DatabaseFlags = field(default_factory=DatabaseFlags)
 
     def to_json(self) -> dict:
         """What the state file keeps to resume (never the share password)."""
@@ -41,7 +76,8 @@ class Targets:
                 "override_database_server": self.override_database_server,
                 "override_content_share": self.override_content_share,
                 "controller_secrets": self.controller_secrets, "hosting_vss": self.hosting_vss,
-                "skip": list(self.skip)}
+                "skip": list(self.skip), "data_path": self.data_path, "log_path": self.log_path,
+                "database_flags": self.database.to_json()}
 
 
 @dataclass

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from workers.fileshare.restorereport import REACL
 from workers.recover.contents import Contents
-from workers.recover.model import (CONTROLLER, DATABASE, FILESHARE, FUNCTIONS, REACL as REACL_STEP, SCRIPT,
-                                   SECRETS, Step, Targets, seconds_text, size_text, CHECKLIST_NAME, SCRIPT_NAME)
+from workers.recover.model import (CHECKLIST_NAME, CONTROLLER, DATABASE, FILESHARE, FUNCTIONS, REACL as REACL_STEP,
+                                   SCRIPT, SCRIPT_NAME, SECRETS, DatabaseFlags, Step, Targets, seconds_text,
+                                   size_text)
 
 FUNCTION_APPS = [
     "Only if Azure Stack Hub storage held Function Apps' storage accounts (it is gone with the stamp):",
@@ -57,7 +58,7 @@ def build(contents: Contents, targets: Targets, rates: dict[str, float], server:
     return steps
 
 
-def lines(steps: list[Step]) -> list[str]:
+def lines(steps: list[Step], flags: DatabaseFlags | None = None) -> list[str]:
     w = max([len(s.step_id) for s in steps] + [4])
     out = [f"{'#':>2} {'step':{w}} {'what':50} {'size':>10} {'estimate':>9}  destination"]
     for n, s in enumerate(steps, 1):
@@ -68,4 +69,8 @@ def lines(steps: list[Step]) -> list[str]:
     known = [s.estimate for s in steps if not s.manual and s.size]
     total = "unknown (no passed drill measured it)" if not known or None in known else seconds_text(sum(known))
     out.append(f"\nestimated duration of the automatable steps: {total} (databases run in parallel where allowed)")
+    if flags is not None and any(s.kind == DATABASE for s in steps):
+        given = flags.names()
+        out.append("database restore overrides: " + (", ".join(given) + " (kept for --resume)" if given else
+                   "none (a target in use, a backup of another database or without page checksums is refused)"))
     return out

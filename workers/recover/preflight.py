@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +25,8 @@ from workers.engines.preflight import Problem, TargetState
 from workers.fileshare.opener import open_tree
 from workers.fileshare.tree import Tree
 from workers.recover.contents import Contents
-from workers.recover.model import Targets, size_text
+from workers.recover.controller import is_windows_path
+from workers.recover.model import DatabaseFlags, Targets, size_text
 from workers.runtime.errors import describe, hint_for
 from workers.smb.unc import split_unc
 
@@ -47,17 +48,23 @@ def check(settings: Settings, targets: Targets, contents: Contents, *, force: bo
           engine: DatabaseEngine | None = None) -> Findings:
     found = Findings(problems=list(contents.problems))
     if "databases" not in targets.skip and contents.databases:
-        _databases(settings, contents, found, force, started, engine)
+        _databases(settings, targets, contents, found, force, started, engine)
     if "fileshare" not in targets.skip and contents.manifest is not None:
         _fileshare(targets, contents.fileshare_size or 0, found, force or started("fileshare"))
     if "secrets" not in targets.skip:
         _secrets(targets, found, force or started("secrets"))
     _out_dir(targets, found)
+    if not is_windows_path(targets.controller_secrets):
+        found.problems.append(Problem(f"{targets.controller_secrets!r} is no absolute Windows path: the controller "
+                                      "script runs on CN0-VM (Windows)", r"Pass --controller-secrets-path "
+                                      r"C:\AppServiceRecovery\SystemSecrets.json (or leave it out: that is the "
+                                      "default)."))
     return found
 
 
 # ---------------------------------------------------------------------------------------------- databases
-def _databases(settings: Settings, contents: Contents, found: Findings, force: bool, started, engine) -> None:
+def _databases(settings: Settings, targets: Targets, contents: Contents, found: Findings, force: bool, started,
+               engine) -> None:
     try:
         engine = engine or build_engine(settings.database)
     except Exception as exc:  # noqa: BLE001 - every problem is listed
@@ -70,6 +77,9 @@ def _databases(settings: Settings, contents: Contents, found: Findings, force: b
                                       "(APPSVC_DR_DATABASE__ENGINE, __SERVER, ...)."))
         return
     names = [a.database for a in contents.databases]
+    flags = targets.database
+    tail_dir = settings.staging.database_dir if settings is not None else None
+    _flag_notes(flags, engine.name, tail_dir, found)
     preflight = getattr(engine, "restore_preflight", None)
     if preflight is None:
         # An engine without a restore pre-flight (PostgreSQL and SQL Server have one) is only proven
@@ -83,7 +93,7 @@ def _databases(settings: Settings, contents: Contents, found: Findings, force: b
             found.failed(f"database server {engine.server} not usable", exc)
         return
     try:
-        states = preflight(names)
+        states = preflight(names, flags.options(None, tail_dir))
     except Exception as exc:  # noqa: BLE001
         found.failed(f"database server {engine.server} not usable", exc)
         return
@@ -101,6 +111,29 @@ def _databases(settings: Settings, contents: Contents, found: Findings, force: b
                     "restored by this recovery" if started(step_id) else "replaced (--force)")
             found.notes.append(f"database {state.database!r} on {engine.server}: {what}; permissions ok"
                                if not state.problems else f"database {state.database!r}: see the problems")
+
+
+SQLSERVER_ONLY = ("force_disconnect", "tail_log_backup", "allow_no_checksum")
+
+
+def _flag_notes(flags: DatabaseFlags, engine: str, tail_dir: str | None, found: Findings) -> None:
+    """What each database override given will do (or that the engine has no use for it)."""
+    said = {"force_disconnect": "open sessions of an existing target are ended (SET SINGLE_USER WITH ROLLBACK "
+                                "IMMEDIATE: their open transactions roll back)",
+            "tail_log_backup": "each ONLINE existing target's log tail is backed up first (BACKUP LOG ... WITH "
+                               f"NORECOVERY) into {tail_dir} (as the server sees it) and kept",
+            "allow_database_mismatch": "a backup of another database than the set names, or over another "
+                                       "database, is restored with a warning instead of refused",
+            "allow_no_checksum": "a backup without page checksums is restored with a warning (run DBCC CHECKDB "
+                                 "afterwards)"}
+    for name, on in asdict(flags).items():
+        if not on:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if engine != "sqlserver" and name in SQLSERVER_ONLY:
+            found.notes.append(f"{flag}: SQL Server only, nothing to do for {engine}")
+        else:
+            found.notes.append(f"{flag}: {said[name]}")
 
 
 # ---------------------------------------------------------------------------------------------- file share

@@ -119,14 +119,23 @@ class Runner:
     def _database(self, step: Step, proof: dict) -> str:
         name = step.step_id.split(":", 1)[1]
         engine = self._engine()
+        t = self.targets
+        options = t.database.options(name, self.settings.staging.database_dir)
         result = restore_from_set(self.settings.staging, self.settings.database, engine, self.store, self.keys,
                                   stamp=self.recovery.stamp, set_id=self.recovery.set_id, database=name,
-                                  target=name, say=lambda line: log.info("%s", line))
+                                  target=name, data_path=t.data_path, log_path=t.log_path, options=options,
+                                  say=lambda line: log.info("%s", line))
         proof.update(tables=result.tables, rows=result.rows, state=result.state)
+        if result.tail_log:
+            proof["tail_log"] = result.tail_log           # the log tail taken before the restore: kept
+        if result.warnings:
+            proof["warnings"] = list(result.warnings)     # what an override let through
         if hasattr(engine, "count_rows"):
             self._verify(step, proof)                     # counted again on a fresh connection
         counts = f", {result.tables} tables, {result.rows} rows" if result.tables is not None else ""
-        return f"restored on {result.server}: {result.state}{counts}"
+        extra = "".join([f"; tail-log backup kept at {result.tail_log}" if result.tail_log else ""] +
+                        [f"; WARNING: {w}" for w in result.warnings])
+        return f"restored on {result.server}: {result.state}{counts}{extra}"
 
     def _fileshare(self, step: Step, proof: dict) -> str:
         manifest = self.contents.manifest
