@@ -36,7 +36,7 @@ def s3_target(server, name: str, bucket: str, **extra) -> dict:
 class Site:
     """A site backing up its secrets to a primary S3 bucket, mirrored to ``targets``."""
 
-    def __init__(self, root: Path, name: str, primary, targets: list[dict]) -> None:
+    def __init__(self, root: Path, name: str, primary, targets: list[dict], **mirror) -> None:
         self.root = root
         make_cert("mirror-test").write(root)
         (root / "drop").mkdir(exist_ok=True)
@@ -44,7 +44,7 @@ class Site:
         store = {"kind": "s3", "s3_endpoint": primary.endpoint, "s3_access_key": primary.access_key,
                  "s3_secret_key": primary.secret_key, "s3_bucket": self.bucket, "s3_region": primary.region,
                  "s3_secure": False}
-        settings = settings_for(name, store=store, mirror={"targets": targets},
+        settings = settings_for(name, store=store, mirror={"targets": targets, **mirror},
                                 encryption={"certificate": str(root / "cert.pem"), **signing_settings(root)},
                                 secrets={"drop_path": str(root / "drop")},
                                 staging={"database_dir": str(root / "staging")})
