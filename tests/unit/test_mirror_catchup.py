@@ -4,6 +4,7 @@ what is still missing outside an event's scope."""
 from __future__ import annotations
 
 from datetime import timedelta
+from types import SimpleNamespace
 
 from contracts import (ArtifactStored, ArtifactStoredPayload, BackupSetCompleted, BackupSetCompletedPayload,
                        FileshareSynced, new_backup_set_id, utcnow)
@@ -94,8 +95,10 @@ def test_a_scope_is_only_what_the_event_names_and_hostile_fields_give_a_full_rec
     assert event_scope(_completed(now_set), six) == (f"{STAMP}/{now_set}/",)
     assert event_scope(_stored(now_set, "functions", "acct1.jsonl"), six) == (
         f"{STAMP}/{now_set}/", f"{STAMP}/functions-blobs/acct1/")
-    synced = FileshareSynced.model_construct(stamp=STAMP, correlation_id=now_set)
-    assert event_scope(synced, six) == (f"{STAMP}/{now_set}/", f"{STAMP}/fileshare/")
+    synced = FileshareSynced.model_construct(stamp=STAMP, correlation_id=now_set,
+                                             payload=SimpleNamespace(snapshot_id="abc123"))
+    assert event_scope(synced, six) == (f"{STAMP}/{now_set}/", f"{STAMP}/fileshare/index/",
+                                        f"{STAMP}/fileshare/packs/", f"{STAMP}/fileshare/snapshots/abc123.")
     # An old set (a late redelivery; a target's retention may have deleted it there): the full reconciliation
     assert event_scope(_completed(new_backup_set_id(utcnow() - timedelta(days=2))), six) is None
     # A key outside the stamp, or climbing out of it: no scope

@@ -30,6 +30,7 @@ from workers.middleware.metrics import Metrics
 from workers.mirror.capacity import CapacityWatch, Watched
 from workers.mirror.settings import MirrorSettings, MirrorTarget
 from workers.mirror.scope import event_scope
+from workers.mirror.shared import apply_target
 from workers.mirror.sync import Budget, Policy, PrimaryView, SyncResult, lag_seconds, sync, wanted_objects
 from workers.runtime.errors import ConfigurationError, TransientError
 from workers.runtime.worker import JobContext, WorkerSpec
@@ -192,15 +193,19 @@ class MirrorHandler:
                      " (tick budget spent; the next tick goes on)" if budget.spent() and left else "")
         if self.auto_retention and not left:
             for view in views:
-                self._retention(target, view.stamp, log)
+                self._retention(target, view.stamp, log, shared=True)
 
-    def _retention(self, target: Target, stamp: str, logger) -> None:
-        """The target's own retention, once a set completed and was copied (like the catalog's on the primary).
-        A writer key without the delete right (deploy/s3-policies) is told, not failed."""
+    def _retention(self, target: Target, stamp: str, logger, shared: bool = False) -> None:
+        """The target's own retention, once a set completed and was copied (like the catalog's on the primary);
+        with ``shared`` (the timer, once the target lacks nothing) also of the data sets share
+        (``workers.mirror.shared``). A writer key without the delete right (deploy/s3-policies) is told, not
+        failed."""
         p = target.policy
         try:
             plan = apply_retention(target.backend, stamp, keep_last=p.keep_last, keep_within=p.keep_within,
                                    incomplete_grace=p.grace)
+            if shared:
+                self._shared(target, stamp, logger)
         except StoragePermissionDenied as exc:
             logger.warning("retention on mirror target %s skipped: %s (with a writer-only key, run `appsvc-dr "
                            "--store %s retention apply` with the deleter key)", target.settings.name,
@@ -211,6 +216,20 @@ class MirrorHandler:
             logger.warning("retention on mirror target %s: deleted %d set(s) (%s)%s", target.settings.name,
                            len(gone), ", ".join(gone) or "-", "".join(
                                f"; {s} locked until {u:%Y-%m-%d %H:%M} UTC" for s, u in plan.locked.items()))
+
+    def _shared(self, target: Target, stamp: str, logger) -> None:
+        plan = apply_target(self.primary, target.backend, stamp)
+        name = target.settings.name
+        if plan.delete:
+            logger.warning("retention on mirror target %s: deleted %d object(s) of %s's shared data (file-share "
+                           "repository, Function Apps packs) no set it keeps needs", name, len(plan.delete), stamp)
+        if plan.locked:
+            until = max(plan.locked.values())
+            logger.warning("retention on mirror target %s: %d object(s) of %s's shared data are due for deletion but "
+                           "locked (S3 Object Lock) until %s UTC at the latest: deleted by the first run after that "
+                           "(e.g. %s)", name, len(plan.locked), stamp, f"{until:%Y-%m-%d %H:%M}", min(plan.locked))
+        for note in plan.notes:
+            logger.info("retention on mirror target %s (%s): %s", name, stamp, note)
 
     def _estimate(self, target: Target, views: list[PrimaryView]) -> None:
         """A target that cannot be listed: its backlog is what the primary got since it was last caught up."""

@@ -6,7 +6,8 @@ or an account that is no name gives no scope, and the event falls back to a full
   for Function Apps (``functions/<account>.jsonl``) also the account's packs, index and summary
   (``<stamp>/functions-blobs/<account>/``);
 * ``secrets-stored``: ``<stamp>/secrets/`` (the versions);
-* ``fileshare-synced``: the set and the file-share repository (``<stamp>/fileshare/``: packs, index, snapshots);
+* ``fileshare-synced``: the set, the file-share repository's packs and index, and the event's snapshot (not
+  the others: a target may have forgotten older ones under its own retention);
 * ``backup-set-completed``: the set (its catalog files and completion marker).
 
 An event for a set older than ``old_after`` (a redelivery long after, or a set a target's retention may have
@@ -39,7 +40,11 @@ def event_scope(event: Envelope, old_after: timedelta, now: datetime | None = No
     if isinstance(event, BackupSetCompleted):
         return (own,)
     if isinstance(event, FileshareSynced):
-        return (own, f"{stamp}/fileshare/")
+        snapshot = event.payload.snapshot_id
+        if not _name(snapshot):
+            return None
+        return (own, f"{stamp}/fileshare/index/", f"{stamp}/fileshare/packs/",
+                f"{stamp}/fileshare/snapshots/{snapshot}.")
     if isinstance(event, SecretsStored):
         return (f"{stamp}/secrets/",) if event.payload.key.startswith(f"{stamp}/secrets/") else None
     if isinstance(event, ArtifactStored):

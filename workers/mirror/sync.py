@@ -26,6 +26,7 @@ from workers.artifacts.records import RECORD_SUFFIX, read_record
 from workers.artifacts.retention import SetState, decide, set_states
 from workers.artifacts.service import sha256_of
 from workers.artifacts.setmanifest import MANIFEST, PLAN
+from workers.mirror.shared import dropped_functions, dropped_snapshots
 from workers.artifacts.sets import COMPLETE, set_prefix, stamp_index_key
 from workers.runtime.errors import PermanentError, TransientError
 from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
@@ -108,7 +109,13 @@ def wanted_objects(primary: StorageBackend, stamp: str, policy: Policy, now: dat
         plan = decide(stamp, view.states, keep_last=policy.keep_last, keep_within=policy.keep_within, now=now,
                       incomplete_grace=policy.grace)
         skipped += tuple(set_prefix(stamp, s) for s in plan.delete)
-    return sorted((o for o in view.objects if not o.key.startswith(skipped) and not _lease(o.key)), key=_order)
+        dropped = set(plan.delete)
+        shared = (dropped_functions(primary, stamp, dropped) | dropped_snapshots(primary, stamp, dropped)
+                  if dropped else set())
+    else:
+        shared = set()
+    return sorted((o for o in view.objects if not o.key.startswith(skipped) and not _lease(o.key)
+                   and o.key not in shared), key=_order)
 
 
 def _lease(key: str) -> bool:
