@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 from types import SimpleNamespace
 
+import pytest
+
 from contracts import (ArtifactStored, ArtifactStoredPayload, BackupSetCompleted, BackupSetCompletedPayload,
                        FileshareSynced, new_backup_set_id, utcnow)
 from tests.unit.test_mirror import KEEP_ALL, _ctx, _target, primary  # noqa: F401 - the fixture
@@ -17,6 +19,7 @@ from workers.middleware.metrics import Metrics
 from workers.mirror.handler import MirrorGauges, MirrorHandler, Target
 from workers.mirror.scope import event_scope
 from workers.mirror.sync import Budget, compare
+from workers.runtime.errors import TransientError
 from workers.storage.local import LocalStore
 
 
@@ -104,3 +107,27 @@ def test_a_scope_is_only_what_the_event_names_and_hostile_fields_give_a_full_rec
     # A key outside the stamp, or climbing out of it: no scope
     assert event_scope(_stored(now_set, key=f"other/{now_set}/databases/x.bak"), six) is None
     assert event_scope(_stored(now_set, key=f"{STAMP}/../etc/x.bak"), six) is None
+
+
+def test_the_first_event_after_a_target_was_down_reconciles_the_whole_stamp(tmp_path):
+    # Given an old set on the primary and a target that is down (its directory is not there)
+    primary_backend = Listed(tmp_path / "primary")
+    store = ArtifactStore(primary_backend, compress=False)
+    old = make_set(store, 3)
+    first = make_set(store, 0, set_id=new_backup_set_id())
+    down = LocalStore(tmp_path / "target", create=False)
+    handler = MirrorHandler(primary_backend, [Target(_target("dr"), down, KEEP_ALL)], timedelta(days=7),
+                            MirrorGauges(Metrics()))
+    # When an event arrives while it is down / Then the job is retried later
+    with pytest.raises(TransientError):
+        handler(_completed(first), _ctx())
+    # When the target comes back empty and the next event names a new set only
+    (tmp_path / "target").mkdir()
+    newer = make_set(store, 0, set_id=new_backup_set_id())
+    handler(_completed(newer), _ctx())
+    # Then that first run after the outage reconciled the whole stamp: every set is on the target
+    assert {i.key.split("/")[1] for i in down.list(f"{STAMP}/")} == {old, first, newer}
+    # And the run after it is proportional again: only the event's set is listed
+    primary_backend.listed.clear()
+    handler(_stored(newer), _ctx())
+    assert set(primary_backend.listed) == {f"{STAMP}/{newer}/"}

@@ -84,6 +84,7 @@ class MirrorHandler:
         self.pending: dict[str, dict[str, ObjectInfo]] = {}   # target -> missing at its last full reconciliation
         self.stamps: set[str] = set()                  # stamps events named (the timer also reads the stamp index)
         self.lock = threading.Lock()                   # the timer's reconciliation and a job never copy at once
+        self.suspect: set[str] = set()                 # targets found down: the next event reconciles its stamp
         self.old_after = min((t.policy.grace for t in targets), default=timedelta(hours=6))
         for target in targets:                          # exported at 0 from the start
             self.gauges.backlog.labels(target.settings.name)
@@ -95,7 +96,8 @@ class MirrorHandler:
 
     def __call__(self, event: Envelope, ctx: JobContext) -> list[Envelope]:
         """Copy what the event names (its set, its repository folder) to every target; an event that names
-        nothing usable, or an old set, reconciles the whole stamp."""
+        nothing usable, or an old set, reconciles the whole stamp, and so does the first event a target gets
+        after it was found down (an outage may have lost anything, e.g. a server back empty)."""
         self.stamps.add(event.stamp)
         scope = event_scope(event, self.old_after)
         with self.lock:
@@ -104,9 +106,13 @@ class MirrorHandler:
     def _handle(self, event: Envelope, ctx: JobContext, scope: tuple[str, ...] | None) -> list[Envelope]:
         out: list[Envelope] = []
         down: list[str] = []
-        view = PrimaryView(self.primary, event.stamp, scope=scope)     # the primary is listed once per event
+        scoped = PrimaryView(self.primary, event.stamp, scope=scope)   # the primary is listed once per event
+        whole: PrimaryView | None = None
         for target in self.targets:
             name, started = target.settings.name, time.monotonic()
+            view = scoped
+            if scope is not None and name in self.suspect:   # back from an outage: it may have lost anything
+                view = whole = whole or PrimaryView(self.primary, event.stamp)
             try:
                 result = sync(self.primary, target.backend, event.stamp, target.policy,
                               progress=lambda n, kind=f"mirrored-{name}": ctx.progress(kind, n),
@@ -116,14 +122,16 @@ class MirrorHandler:
                 ctx.logger.warning("mirror target %s (%s) is unavailable: %s", name, target.backend.name,
                                    exc.message)
                 down.append(f"{name}: {exc.message}")
+                self.suspect.add(name)
                 self._estimate(target, [view])
                 continue
+            self.suspect.discard(name)
             for key in result.corrupt:
                 ctx.logger.error("not mirrored to %s: %s fails verification on the primary (the target keeps any "
                                  "earlier copy)", name, key)
             ctx.logger.info("mirror %s: %d of %d objects copied (%d bytes), %d missing%s", name, result.copied,
                             result.wanted, result.bytes_copied, len(result.backlog),
-                            f" (of {', '.join(view.prefixes)})" if scope else "")
+                            f" (of {', '.join(view.prefixes)})" if view.scope else "")
             if isinstance(event, BackupSetCompleted) and self.auto_retention:
                 self._retention(target, event.stamp, ctx.logger)
             out.append(follow_up(event, ArtifactMirrored, ArtifactMirroredPayload(
@@ -179,6 +187,7 @@ class MirrorHandler:
             except (StorageUnavailable, StorageMisconfigured) as exc:
                 log.warning("mirror catch-up: target %s (%s) is unavailable: %s", name, target.backend.name,
                             exc.message)
+                self.suspect.add(name)
                 self._estimate(target, views)
                 return
             except StorageError as exc:
