@@ -242,6 +242,12 @@ def test_restore_and_drill_succeed_from_the_secondary_when_the_primary_bucket_is
                          str(site.root / "key.pem"))
         assert drill.returncode == 0 and "drill PASSED" in drill.stdout, drill.stdout + drill.stderr
         assert set_id in drill.stdout
+    # And `recover plan` plans the stamp's recovery from the secondary alone, naming that set
+    plan = site.cli("--store", "dr-s3", "recover", "plan", "--stamp", STAMP, "--latest", "--skip",
+                    "databases,fileshare", "--secrets-out", str(site.root / "recovered-secrets.json"),
+                    "--out-dir", str(site.root), "--key", str(site.root / "key.pem"))
+    assert plan.returncode == 0 and set_id in plan.stdout, plan.stdout + plan.stderr
+    assert not (site.root / "recovered-secrets.json").exists()           # a plan changes nothing
     # And the set is listed from the secondary
     listed = site.cli("artifacts", "list", "--stamp", STAMP, "--store", "dr-s3")
     assert listed.returncode == 0 and set_id in listed.stdout, listed.stdout + listed.stderr
