@@ -85,6 +85,7 @@ class MirrorHandler:
         self.stamps: set[str] = set()                  # stamps events named (the timer also reads the stamp index)
         self.lock = threading.Lock()                   # the timer's reconciliation and a job never copy at once
         self.suspect: set[str] = set()                 # targets found down: the next event reconciles its stamp
+        self.denied: set[str] = set()                  # targets whose key may not delete (told once)
         self.old_after = min((t.policy.grace for t in targets), default=timedelta(hours=6))
         for target in targets:                          # exported at 0 from the start
             self.gauges.backlog.labels(target.settings.name)
@@ -216,9 +217,11 @@ class MirrorHandler:
             if shared:
                 self._shared(target, stamp, logger)
         except StoragePermissionDenied as exc:
-            logger.warning("retention on mirror target %s skipped: %s (with a writer-only key, run `appsvc-dr "
-                           "--store %s retention apply` with the deleter key)", target.settings.name,
-                           exc.message, target.settings.name)
+            told = target.settings.name in self.denied           # the timer would say it every tick: once is enough
+            self.denied.add(target.settings.name)
+            (logger.debug if told else logger.warning)(
+                "retention on mirror target %s skipped: %s (with a writer-only key, run `appsvc-dr --store %s "
+                "retention apply` with the deleter key)", target.settings.name, exc.message, target.settings.name)
             return
         gone = plan.delete
         if gone or plan.locked:
