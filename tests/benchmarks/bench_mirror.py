@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import sys
 import time
 from pathlib import Path
@@ -87,9 +88,20 @@ class _Random:
         return self.rng.randbytes(n)
 
 
+CPU: dict[str, list[float]] = {}        # variant -> the copying process's CPU seconds per GiB, each run
+
+
+def _cpu() -> float:
+    """CPU seconds of this process's finished children (the copier; the moto servers are still running)."""
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
 def ours(src, dst, mib: float) -> Row:
     dst.reset()
+    before = _cpu()
     _, rss, _, out = run([sys.executable, __file__, "--child", src.endpoint, dst.endpoint])
+    CPU.setdefault("(a) ours mirror", []).append((_cpu() - before) / (mib / 1024))
     data = json.loads(out.strip().splitlines()[-1])
     return Row("(a) ours mirror", data["copied"] / MiB, data["seconds"], max(rss, data["peak_rss_mib"]))
 
@@ -103,7 +115,9 @@ def rclone(src, dst, mib: float) -> Row:
                     f"RCLONE_CONFIG_{name}_ENDPOINT": server.url, f"RCLONE_CONFIG_{name}_REGION": "us-east-1",
                     f"RCLONE_CONFIG_{name}_ACCESS_KEY_ID": DEFAULT_ACCESS_KEY,
                     f"RCLONE_CONFIG_{name}_SECRET_ACCESS_KEY": DEFAULT_SECRET_KEY})
+    before = _cpu()
     seconds, rss, _, _ = run(["rclone", "copy", f"src:{BUCKET}/{STAMP}", f"dst:{BUCKET}/{STAMP}", "-q"], env)
+    CPU.setdefault("(b) rclone copy", []).append((_cpu() - before) / (mib / 1024))
     return Row("(b) rclone copy", mib, seconds, rss)
 
 
@@ -124,6 +138,9 @@ def main() -> None:
     print(f"{'variant':20} {'MiB':>8} {'seconds':>8} {'MiB/s':>8} {'peak RSS MiB':>13}")
     for row in best.values():
         print(f"{row.variant:20} {row.mib:>8.0f} {row.seconds:>8.2f} {row.rate:>8.1f} {row.rss_mib:>13.0f}")
+    for name, runs in CPU.items():
+        print(f"{name:20} copier CPU s/GiB per run: {', '.join(f'{c:.1f}' for c in runs)} (steady under load; "
+              "the moto servers' CPU is the same work for both and not counted)")
     a, b = best["(a) ours mirror"], best["(b) rclone copy"]
     print(f"(a) vs (b): {a.rate / b.rate:.2f}x (target >= {TARGET_VS_RCLONE}x); (a) peak RSS {a.rss_mib:.0f} MiB "
           f"(target <= {TARGET_RSS_MIB})")

@@ -6,6 +6,7 @@ see tests/integration/deploy_support.py.
 """
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -197,6 +198,31 @@ def test_compose_gives_every_producer_its_own_least_privilege_broker_user(compos
     assert "apply_users.py" in " ".join(init["entrypoint"])
     for name in [*WORKERS, "scheduler"]:
         assert services[name]["depends_on"]["rabbitmq-users"]["condition"] == "service_completed_successfully"
+
+
+def test_compose_drill_of_the_secondary_runs_weekly_from_a_configured_mirror_target(compose_config):
+    from workers.cli.drill_cmd import drill_cmd
+    from workers.cli.stores import chosen_store
+    from workers.runtime.parsing import parse_duration
+    services = compose_config["services"]
+    # Given the drill-secondary service of the resolved compose configuration, and the primary's drill
+    drill, primary = services["drill-secondary"], services["drill"]
+    # When its command is parsed by the real CLI
+    args = parse_cli(drill["command"])
+    # Then it drills a mirror target by name (--store NAME) every week, later in the day than the primary's drill
+    assert args.func is drill_cmd and parse_duration(args.every).days == 7 and args.key and not args.textfile
+    name = chosen_store()                   # (read before another command line is parsed)
+    assert name not in (None, "primary") and args.at > parse_cli(primary["command"]).at
+    # And only in the "drill" profile, with the key directory read-only
+    assert drill["profiles"] == ["drill"]
+    mounts = {v.split(":")[1]: v.split(":")[2:] for v in drill["volumes"]}
+    assert mounts[str(args.key[0]).rsplit("/", 1)[0]] == ["ro"]
+    # And that target is one of the mirror targets its environment configures (the env files compose reads)
+    env = dict(drill["environment"])
+    targets = json.loads(env["APPSVC_DR_MIRROR__TARGETS"])
+    assert name in [t["name"] for t in targets]
+    result = load_settings_in_subprocess(env)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_compose_drill_runs_weekly_only_in_its_profile_with_the_key_mounted_read_only(compose_config):

@@ -6,6 +6,7 @@ see tests/integration/deploy_support.py.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -209,10 +210,11 @@ def test_kustomization_builds():
     # When the kustomization is built
     result = run([kubectl, "kustomize", str(K8S)])
     # Then it renders every object: namespace, configmap, trigger auth, the staging claim, one Deployment per
-    # worker plus the scheduler's, a ScaledObject per KEDA-scaled worker and the drill's CronJob
+    # worker plus the scheduler's, a ScaledObject per KEDA-scaled worker and the drills' CronJobs (the primary's
+    # and the secondary copy's)
     kinds = re.findall(r"^kind: (\w+)", result.stdout, re.M)
     assert sorted(kinds) == sorted(["Namespace", "ConfigMap", "TriggerAuthentication", "PersistentVolumeClaim",
-                                    "CronJob"]
+                                    "CronJob", "CronJob"]
                                    + ["Deployment"] * (len(WORKERS) + 1) + ["ScaledObject"] * len(SCALED_WORKERS))
 
 
@@ -254,8 +256,46 @@ def test_k8s_drill_is_a_weekly_cronjob_and_only_it_mounts_the_private_key(k8s_do
     assert volumes[key_mount["name"]]["secret"]["defaultMode"] == 0o400
     assert volumes[mounts[str(Path(args.textfile).parent)]["name"]].get("hostPath")
     assert pod["nodeSelector"] == {"appsvc-dr/drill": "true"} and container["securityContext"]["readOnlyRootFilesystem"]
-    # And no other workload mounts the private key (never on the workers)
+    # And no other workload mounts the private key (never on the workers; the drill of the secondary copy does)
     for doc in docs:
-        if doc["kind"] in ("Deployment", "CronJob") and doc is not cron:
+        if doc["kind"] in ("Deployment", "CronJob") and doc not in (cron, jobs["appsvc-dr-drill-secondary"]):
             spec = doc["spec"]["template"]["spec"]
             assert "appsvc-dr-drill-key" not in str(spec.get("volumes", [])), doc["metadata"]["name"]
+
+
+def test_k8s_drill_of_the_secondary_copy_is_a_weekly_cronjob_reading_a_configured_mirror_target(k8s_docs):
+    from workers.cli.drill_cmd import drill_cmd
+    from workers.cli.stores import chosen_store
+    from tests.integration.deploy_support import parse_cli
+    # Given the drill CronJobs of the kustomization
+    jobs = {d["metadata"]["name"]: d for d in k8s_objects(k8s_docs) if d["kind"] == "CronJob"}
+    cron, primary = jobs["appsvc-dr-drill-secondary"], jobs["appsvc-dr-drill"]
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    # When its schedule and command line are read (the latter by the real CLI parser)
+    minute, hour, dom, month, dow = cron["spec"]["schedule"].split()
+    args = parse_cli(container["args"])
+    # Then it runs once a week on the primary drill's day, later, one at a time, never retried
+    assert (dom, month) == ("*", "*") and dow == primary["spec"]["schedule"].split()[4]
+    assert int(hour) > int(primary["spec"]["schedule"].split()[1]) and cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cron["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 0 and pod["restartPolicy"] == "Never"
+    # And it is a drill of the newest set from a mirror target (--store NAME), with the key mounted read-only
+    assert args.func is drill_cmd and args.latest and args.key and not args.textfile and not args.every
+    assert chosen_store() not in (None, "primary")
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    key_mount = mounts[str(Path(args.key[0]).parent)]
+    assert key_mount["readOnly"] is True and volumes[key_mount["name"]]["secret"] == {
+        "secretName": "appsvc-dr-drill-key", "defaultMode": 0o400}
+    assert pod["nodeSelector"] == {"appsvc-dr/drill": "true"} and container["securityContext"]["readOnlyRootFilesystem"]
+    # And its environment names the mirror targets, from which that name resolves to a target
+    refs = [e.get("secretRef", e.get("configMapRef"))["name"] for e in container["envFrom"]]
+    assert refs == ["appsvc-dr-config", "appsvc-dr-secrets", "appsvc-dr-mirror"]
+    config = k8s_docs["configmap.yaml"][0]["data"]
+    secrets = {d["metadata"]["name"]: d["stringData"] for d in k8s_docs["secret.template.yaml"]}
+    example = json.dumps([{"name": chosen_store(), "kind": "s3", "s3_endpoint": "dr.example:443",
+                           "s3_bucket": "appservice-dr", "s3_access_key": "k", "s3_secret_key": "s"}])
+    env = {**config, **{k: ("[]" if k.endswith("URLS") else "sample") for k in secrets["appsvc-dr-secrets"]},
+           **{**secrets["appsvc-dr-mirror"], "APPSVC_DR_MIRROR__TARGETS": example}}
+    result = load_settings_in_subprocess(env)
+    assert result.returncode == 0, result.stderr[-2000:]

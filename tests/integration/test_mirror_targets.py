@@ -36,7 +36,7 @@ def s3_target(server, name: str, bucket: str, **extra) -> dict:
 class Site:
     """A site backing up its secrets to a primary S3 bucket, mirrored to ``targets``."""
 
-    def __init__(self, root: Path, name: str, primary, targets: list[dict]) -> None:
+    def __init__(self, root: Path, name: str, primary, targets: list[dict], **mirror) -> None:
         self.root = root
         make_cert("mirror-test").write(root)
         (root / "drop").mkdir(exist_ok=True)
@@ -44,7 +44,7 @@ class Site:
         store = {"kind": "s3", "s3_endpoint": primary.endpoint, "s3_access_key": primary.access_key,
                  "s3_secret_key": primary.secret_key, "s3_bucket": self.bucket, "s3_region": primary.region,
                  "s3_secure": False}
-        settings = settings_for(name, store=store, mirror={"targets": targets},
+        settings = settings_for(name, store=store, mirror={"targets": targets, **mirror},
                                 encryption={"certificate": str(root / "cert.pem"), **signing_settings(root)},
                                 secrets={"drop_path": str(root / "drop")},
                                 staging={"database_dir": str(root / "staging")})
@@ -242,6 +242,12 @@ def test_restore_and_drill_succeed_from_the_secondary_when_the_primary_bucket_is
                          str(site.root / "key.pem"))
         assert drill.returncode == 0 and "drill PASSED" in drill.stdout, drill.stdout + drill.stderr
         assert set_id in drill.stdout
+    # And `recover plan` plans the stamp's recovery from the secondary alone, naming that set
+    plan = site.cli("--store", "dr-s3", "recover", "plan", "--stamp", STAMP, "--latest", "--skip",
+                    "databases,fileshare", "--secrets-out", str(site.root / "recovered-secrets.json"),
+                    "--out-dir", str(site.root), "--key", str(site.root / "key.pem"))
+    assert plan.returncode == 0 and set_id in plan.stdout, plan.stdout + plan.stderr
+    assert not (site.root / "recovered-secrets.json").exists()           # a plan changes nothing
     # And the set is listed from the secondary
     listed = site.cli("artifacts", "list", "--stamp", STAMP, "--store", "dr-s3")
     assert listed.returncode == 0 and set_id in listed.stdout, listed.stdout + listed.stderr

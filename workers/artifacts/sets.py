@@ -38,11 +38,13 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Mapping
 
-from contracts.envelope import FUTURE_SKEW, SET_ID, Envelope, is_future, set_id_time
+from contracts.envelope import FUTURE_SKEW, NAME_PATTERN, SET_ID, Envelope, is_future, set_id_time
 from workers.artifacts.setmanifest import MANIFEST, PLAN, BackupSet
 from workers.artifacts.service import RECORD_SUFFIX
 from workers.artifacts.logchain import is_log
@@ -51,6 +53,7 @@ from workers.runtime.errors import PermanentError, TransientError
 from workers.storage.base import ExclusiveCreate, ObjectExists, ObjectInfo, ObjectNotFound, StorageBackend
 from workers.storage.signing import sign_body, verified
 
+log = logging.getLogger("appsvc_dr.artifacts.sets")
 COMPLETE = "complete.json"
 FAILED_FILE, EXPIRED_FILE = "failed.json", "expired.json"   # see workers.artifacts.lifecycle
 SKIPPED = "skipped/"
@@ -67,6 +70,16 @@ STAMP_INDEX = "_catalog/stamps/"        # one object per stamp the catalog plann
 
 def stamp_index_key(stamp: str) -> str:
     return f"{STAMP_INDEX}{stamp}.json"
+
+
+def stored_stamps(backend: StorageBackend) -> set[str]:
+    """The stamps of the index; names that are no stamp name (the store is not trusted) are ignored."""
+    names = {info.key[len(STAMP_INDEX):-5] for info in backend.list(STAMP_INDEX) if info.key.endswith(".json")}
+    bad = sorted(n for n in names if not re.match(NAME_PATTERN, n) or ".." in n)
+    if bad:
+        log.warning("ignoring %d entries of %s that are no stamp name (written by something else): %s", len(bad),
+                    STAMP_INDEX, ", ".join(repr(n[:80]) for n in bad[:5]))
+    return names - set(bad)
 
 
 def id_time(set_id: str) -> datetime | None:

@@ -23,17 +23,16 @@ from __future__ import annotations
 import io
 import json
 import logging
-import re
 import uuid
 from datetime import datetime, timedelta, timezone
 
 from contracts import Envelope, JobFailed, JobFailedPayload
-from contracts.envelope import NAME_PATTERN
 from workers.artifacts.lifecycle import (EXPIRED, FAILED, OPEN_STATES, SetStatus, stamp_sets, waiting,
                                          write_terminal)
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.setmanifest import read_set
-from workers.artifacts.sets import STAMP_INDEX, component_counts, read_plan, read_skips, stamp_index_key
+from workers.artifacts.sets import (STAMP_INDEX, component_counts, read_plan, read_skips, stamp_index_key,
+                                   stored_stamps)
 from workers.artifacts.settings import RetentionSettings
 from workers.storage.base import StorageBackend
 
@@ -58,16 +57,6 @@ def remember_stamp(backend: StorageBackend, stamp: str) -> None:
     if not backend.exists(key):
         body = json.dumps({"stamp": stamp}).encode()
         backend.put(key, io.BytesIO(body), size=len(body))
-
-
-def stored_stamps(backend: StorageBackend) -> set[str]:
-    """The stamps of the index; names that are no stamp name (the store is not trusted) are ignored."""
-    names = {info.key[len(STAMPS):-5] for info in backend.list(STAMPS) if info.key.endswith(".json")}
-    bad = sorted(n for n in names if not re.match(NAME_PATTERN, n) or ".." in n)
-    if bad:
-        log.warning("ignoring %d entries of %s that are no stamp name (written by something else): %s", len(bad),
-                    STAMPS, ", ".join(repr(n[:80]) for n in bad[:5]))
-    return names - set(bad)
 
 
 def likely_cause(store: ArtifactStore, status: SetStatus, missing: list[str]) -> tuple[str, str]:

@@ -46,13 +46,21 @@ class MirrorSettings(BaseModel, extra="forbid"):
     targets: list[MirrorTarget] = Field(default=[], description="Secondary stores (JSON list)")
     retry_for: timedelta = Field(default=timedelta(days=7), description="How long a copy to a target that is "
                                  "down keeps being retried (the backlog catches up when it returns)")
+    catch_up_interval: timedelta = Field(default=timedelta(minutes=5), description="How often the worker's timer "
+                                         "reconciles every stamp with each target (copies a backlog when no event "
+                                         "arrives, e.g. a target back after an outage; applies each target's "
+                                         "retention)")
+    catch_up_objects: int = Field(default=500, ge=1, description="Objects one catch-up tick copies at most (the "
+                                  "rest waits for the next tick)")
+    catch_up_bytes: int = Field(default=8 << 30, ge=1, description="Bytes one catch-up tick copies at most (about: "
+                                "an object is copied whole)")
     fallback: bool = Field(default=True, description="Reads fall back to a target when the primary is down or "
                            "an object there fails verification")
     verify_reads: bool = Field(default=True, description="With fallback: hash a recorded artifact on the copy "
                                "before reading it (one extra read), so a damaged primary object is read from a "
                                "target; false: fall back only when the primary cannot be read")
 
-    @field_validator("retry_for", mode="before")
+    @field_validator("retry_for", "catch_up_interval", mode="before")
     @classmethod
     def _duration(cls, value: object) -> object:
         return short_duration(value)

@@ -26,6 +26,7 @@ from workers.artifacts.records import RECORD_SUFFIX, read_record
 from workers.artifacts.retention import SetState, decide, set_states
 from workers.artifacts.service import sha256_of
 from workers.artifacts.setmanifest import MANIFEST, PLAN
+from workers.mirror.shared import dropped_functions, dropped_snapshots
 from workers.artifacts.sets import COMPLETE, set_prefix, stamp_index_key
 from workers.runtime.errors import PermanentError, TransientError
 from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
@@ -62,10 +63,14 @@ class CorruptOnPrimary(PermanentError):
 
 class PrimaryView:
     """What the primary holds for a stamp (its listing and its sets' states), read once however many targets
-    are compared with it."""
+    are compared with it. With ``scope`` (folders under ``<stamp>/``, e.g. one set's), only those folders are
+    listed, on the primary and on each target: the work of one event, proportional to what it names (the
+    target's retention is not consulted: an event names a new set, which it keeps)."""
 
-    def __init__(self, primary: StorageBackend, stamp: str, now: datetime | None = None) -> None:
+    def __init__(self, primary: StorageBackend, stamp: str, now: datetime | None = None, *,
+                 scope: tuple[str, ...] | None = None) -> None:
         self.primary, self.stamp, self.now = primary, stamp, now
+        self.scope = scope
         self._states: list[SetState] | None = None
         self._objects: list[ObjectInfo] | None = None
 
@@ -80,22 +85,37 @@ class PrimaryView:
         """Everything under ``<stamp>/``, and the stamp's entry in the catalog's stamp index (so `status` on the
         copy finds the stamp)."""
         if self._objects is None:
-            self._objects = list(self.primary.list(f"{self.stamp}/"))
+            self._objects = [o for prefix in self.prefixes for o in self.primary.list(prefix)]
             try:
                 self._objects.append(self.primary.stat(stamp_index_key(self.stamp)))
             except ObjectNotFound:
                 pass
         return self._objects
 
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        """What is listed: the scope's folders, or the whole stamp."""
+        if self.scope is None:
+            return (f"{self.stamp}/",)
+        return tuple(p for p in self.scope if not any(p != q and p.startswith(q) for q in self.scope))
+
 
 def wanted_objects(primary: StorageBackend, stamp: str, policy: Policy, now: datetime | None = None, *,
                    view: PrimaryView | None = None) -> list[ObjectInfo]:
     """Every object of ``stamp`` on the primary the target should hold, in copy order."""
     view = view or PrimaryView(primary, stamp, now)
-    plan = decide(stamp, view.states, keep_last=policy.keep_last, keep_within=policy.keep_within, now=now,
-                  incomplete_grace=policy.grace)
-    skipped = tuple(set_prefix(stamp, s) for s in plan.delete) + tuple(f"{stamp}/{e}" for e in EXCLUDED)
-    return sorted((o for o in view.objects if not o.key.startswith(skipped) and not _lease(o.key)), key=_order)
+    skipped = tuple(f"{stamp}/{e}" for e in EXCLUDED)
+    if view.scope is None:
+        plan = decide(stamp, view.states, keep_last=policy.keep_last, keep_within=policy.keep_within, now=now,
+                      incomplete_grace=policy.grace)
+        skipped += tuple(set_prefix(stamp, s) for s in plan.delete)
+        dropped = set(plan.delete)
+        shared = (dropped_functions(primary, stamp, dropped) | dropped_snapshots(primary, stamp, dropped)
+                  if dropped else set())
+    else:
+        shared = set()
+    return sorted((o for o in view.objects if not o.key.startswith(skipped) and not _lease(o.key)
+                   and o.key not in shared), key=_order)
 
 
 def _lease(key: str) -> bool:
@@ -114,8 +134,9 @@ def _order(info: ObjectInfo) -> tuple[str, int, str]:
 def compare(primary: StorageBackend, target: StorageBackend, stamp: str, policy: Policy, *,
             read_data: bool = False, now: datetime | None = None, view: PrimaryView | None = None) -> Comparison:
     """The objects the target lacks; ``read_data`` also hashes the target's copies of recorded artifacts."""
+    view = view or PrimaryView(primary, stamp, now)
     wanted = wanted_objects(primary, stamp, policy, now, view=view)
-    there = {o.key: o.size for o in target.list(f"{stamp}/")}
+    there = {o.key: o.size for prefix in view.prefixes for o in target.list(prefix)}
     index = stamp_index_key(stamp)
     if any(info.key == index for info in wanted):
         try:
@@ -208,6 +229,23 @@ def copy_object(primary: StorageBackend, target: StorageBackend, info: ObjectInf
 
 
 @dataclass
+class Budget:
+    """Bounded work for one run (the timer's catch-up): at most ``objects`` copies and about ``bytes``, shared
+    by every stamp and target of a tick. One object is always copied whole."""
+    objects: int
+    bytes: int
+    copied: int = 0
+    bytes_copied: int = 0
+
+    def spent(self) -> bool:
+        return self.copied >= self.objects or self.bytes_copied >= self.bytes
+
+    def take(self, size: int) -> None:
+        self.copied += 1
+        self.bytes_copied += size
+
+
+@dataclass
 class SyncResult:
     wanted: int
     copied: int = 0
@@ -223,16 +261,18 @@ class SyncResult:
 def sync(primary: StorageBackend, target: StorageBackend, stamp: str, policy: Policy, *,
          read_data: bool = False, progress: Callable[[int], None] | None = None,
          cancelled: Callable[[], bool] = lambda: False,
-         report: Callable[[SyncResult], None] = lambda result: None, view: PrimaryView | None = None) -> SyncResult:
+         report: Callable[[SyncResult], None] = lambda result: None, view: PrimaryView | None = None,
+         budget: Budget | None = None) -> SyncResult:
     """Copy what the target lacks. Storage errors of the target propagate (a transient one: retried later);
     objects damaged on the primary are skipped and listed in ``corrupt``. ``report`` gets the result however
-    the run ends (what was copied, what is still missing)."""
+    the run ends (what was copied, what is still missing). With a ``budget``, copying stops once it is spent
+    (what is left stays in the backlog, for the next run)."""
     diff = compare(primary, target, stamp, policy, read_data=read_data, view=view)
     result = SyncResult(len(diff.wanted), backlog=list(diff.missing))
     done: set[str] = set()
     try:
         for info in diff.missing:
-            if cancelled():
+            if cancelled() or (budget is not None and budget.spent()):
                 break
             try:
                 size = copy_object(primary, target, info)
@@ -242,6 +282,8 @@ def sync(primary: StorageBackend, target: StorageBackend, stamp: str, policy: Po
             done.add(info.key)
             result.copied += 1
             result.bytes_copied += size
+            if budget is not None:
+                budget.take(size)
             if progress is not None:
                 progress(size)
     finally:
