@@ -15,10 +15,12 @@ from workers.functions.settings import FunctionsSettings, StorageAccount
 
 
 def backup_account(settings: FunctionsSettings, store: ArtifactStore, meta: ArtifactStore, account: StorageAccount,
-                   stamp: str, set_id: str, *, spool_dir: str | None = None, logger=None) -> dict:
+                   stamp: str, set_id: str, *, spool_dir: str | None = None, logger=None,
+                   response_hook=None) -> dict:
     """Copy ``account`` into set ``set_id``; returns its summary (also stored)."""
     clients = open_account(account.name, account.connection(), retries=settings.retries, timeout=settings.timeout,
-                           backoff=settings.backoff, connections=settings.downloads)
+                           backoff=settings.backoff, connections=settings.downloads,
+                           response_hook=response_hook)
     key = manifest_key(stamp, set_id, account.name)
     try:
         with tempfile.TemporaryDirectory(prefix="functions-", dir=spool_dir) as work:
