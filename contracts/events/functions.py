@@ -24,6 +24,10 @@ class FunctionsAccountResult(Payload):
     messages: int = Field(ge=0, description="Messages copied (peeked: a point-in-time copy, none consumed)")
     messages_not_copied: int = Field(default=0, ge=0, description="Messages beyond what a peek returns (32 per "
                                      "queue): counted by the service, not in the copy")
+    messages_counted: int = Field(default=0, ge=0, description="Messages the service counted in the queues "
+                                  "(approximate_message_count) when each was copied: `messages` of about this many")
+    queues_partial: tuple[str, ...] = Field(default=(), max_length=MAX_LISTED, description="Each queue not "
+                                            "copied in full: '<queue>: N of about M'")
     tables: int = Field(ge=0)
     entities: int = Field(ge=0)
 
