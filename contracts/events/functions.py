@@ -17,6 +17,8 @@ class FunctionsAccountResult(Payload):
     containers: int = Field(ge=0)
     blobs: int = Field(ge=0, description="Blobs in the copy")
     bytes: int = Field(ge=0, description="Total size of those blobs")
+    blob_snapshots: int = Field(default=0, ge=0, description="Of the blobs, blob snapshots (each restored as a "
+                                "new snapshot of its blob, taken at restore time)")
     blobs_read: int = Field(ge=0, description="Blobs downloaded (new or changed ETag)")
     blobs_unchanged: int = Field(ge=0, description="Blobs carried over from the previous copy without a read")
     bytes_read: int = Field(ge=0)

@@ -17,6 +17,7 @@ from azure.storage.blob import BlobServiceClient, ContentSettings
 from azure.storage.queue import QueueServiceClient
 
 from contracts import BackupDue, BackupDuePayload
+from tests.fixtures.azurite import empty_account
 from tests.fixtures.rabbit import running, settings_for, tap, wait_for
 from tests.fixtures.storage_proxy import storage_proxy
 from tests.unit.certs import make_cert, signing_settings
@@ -123,6 +124,7 @@ def cli_env(monkeypatch, settings, tmp_path, azurite):
     key = tmp_path / "key.pem"
     key.write_bytes(make_cert().key_pem())
     monkeypatch.setenv("NEW_ACCOUNT_CS", azurite.connection_string("target"))
+    empty_account(azurite.connection_string("target"))
     return key
 
 

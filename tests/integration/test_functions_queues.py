@@ -9,6 +9,7 @@ import uuid
 import pytest
 from azure.storage.queue import QueueServiceClient
 
+from tests.fixtures.azurite import empty_account
 from tests.fixtures.rabbit import running, tap, wait_for
 from tests.integration.test_functions_azurite import TYPES, backup_due, worker_settings
 from workers.app import App
@@ -23,12 +24,17 @@ pytestmark = pytest.mark.integration
 MESSAGES = 45
 
 
-def fill(cs: str, tag: str) -> str:
-    name = f"big-queue-{tag}"
-    queue = QueueServiceClient.from_connection_string(cs).create_queue(name)
+@pytest.fixture
+def big_queue(azurite):
+    """A queue of MESSAGES messages in the source account, deleted afterwards (the account is shared by the
+    session's tests: others must not meet a queue beyond a peek)."""
+    name = f"big-queue-{uuid.uuid4().hex[:6]}"
+    service = QueueServiceClient.from_connection_string(azurite.connection_string("source"))
+    queue = service.create_queue(name)
     for i in range(MESSAGES):
         queue.send_message(f"work {i:03d}")
-    return name
+    yield name
+    service.delete_queue(name)
 
 
 def visible(cs: str, name: str) -> int:
@@ -36,10 +42,8 @@ def visible(cs: str, name: str) -> int:
         .approximate_message_count
 
 
-def test_a_queue_beyond_a_peek_is_reported_as_partial_with_n_of_m(rabbit_vhost, tmp_path, azurite):
-    tag = uuid.uuid4().hex[:6]
-    cs = azurite.connection_string("source")
-    name = fill(cs, tag)
+def test_a_queue_beyond_a_peek_is_reported_as_partial_with_n_of_m(rabbit_vhost, tmp_path, azurite, big_queue):
+    cs, name = azurite.connection_string("source"), big_queue
     settings = worker_settings(rabbit_vhost, tmp_path, cs)
     seen: list = []
     with running(App(settings, ["functions", "catalog", tap(seen, *TYPES)])):
@@ -58,10 +62,9 @@ def test_a_queue_beyond_a_peek_is_reported_as_partial_with_n_of_m(rabbit_vhost, 
     assert visible(cs, name) == MESSAGES         # a peek changes nothing
 
 
-def test_receive_copies_every_message_leaves_them_visible_and_restores_them(rabbit_vhost, tmp_path, azurite):
-    tag = uuid.uuid4().hex[:6]
-    cs = azurite.connection_string("source")
-    name = fill(cs, tag)
+def test_receive_copies_every_message_leaves_them_visible_and_restores_them(rabbit_vhost, tmp_path, azurite,
+                                                                          big_queue):
+    cs, name = azurite.connection_string("source"), big_queue
     settings = worker_settings(rabbit_vhost, tmp_path, cs, queue_copy="receive", queue_visibility_timeout=60)
     store = ArtifactStore(LocalStore(tmp_path / "direct"), certificate=None)
     s = settings.functions
@@ -75,9 +78,11 @@ def test_receive_copies_every_message_leaves_them_visible_and_restores_them(rabb
     peeked = list(client.peek_messages(max_messages=32))
     assert {m.dequeue_count for m in peeked} == {1}      # the documented price: one dequeue each
     # And a restore into a new account brings back all of them
+    empty_account(azurite.connection_string("target"))
     target = open_account("target", azurite.connection_string("target"), retries=1, timeout=30)
     try:
-        report = Restorer(store, target, keys=None).run("stamp1", "20261203T070000Z-0c1b", "source")
+        report = Restorer(store, target, keys=None, containers=["none-wanted"]).run(   # queues only
+            "stamp1", "20261203T070000Z-0c1b", "source")
     finally:
         target.close()
     assert report.ok, report.problems

@@ -45,7 +45,8 @@ def backup_account(settings: FunctionsSettings, store: ArtifactStore, meta: Arti
     finally:
         clients.close()
     summary = {"account": account.name, "manifest_key": key, "containers": blobs.containers, "blobs": blobs.blobs,
-               "bytes": blobs.bytes, "blobs_read": blobs.blobs_read, "blobs_unchanged": blobs.blobs_unchanged,
+               "bytes": blobs.bytes, "blobs_read": blobs.blobs_read, "blob_snapshots": blobs.snapshots,
+               "blobs_unchanged": blobs.blobs_unchanged,
                "bytes_read": blobs.bytes_read, "queues": queues.queues, "messages": queues.messages,
                "messages_not_copied": queues.missed, "messages_counted": queues.counted,
                "queues_partial": queues.partial[:MAX_LISTED], "tables": tables, "entities": entities}

@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 from azure.data.tables import EdmType, EntityProperty, TableServiceClient
 from azure.storage.queue import QueueServiceClient
 
+from workers.functions import policies
 from workers.functions.client import translated
 
 PEEK_LIMIT = 32          # the most messages a peek returns (the service's limit)
@@ -64,9 +65,11 @@ def backup_tables(account: str, service: TableServiceClient, emit: Emit) -> tupl
         names = [t.name for t in service.list_tables()]
     for name in names:
         tables += 1
-        emit({"t": "table", "name": name})
+        client = service.get_table_client(name)
+        with translated(account, f"reading the access policy of table {name}"):
+            emit({"t": "table", "name": name, "policies": policies.encode(client.get_table_access_policy())})
         with translated(account, f"reading table {name}"):
-            for entity in service.get_table_client(name).list_entities():
+            for entity in client.list_entities():
                 entities += 1
                 emit(entity_record(name, entity))
     return tables, entities
@@ -99,7 +102,8 @@ def backup_queues(account: str, service: QueueServiceClient, emit: Emit, *, rece
         client = service.get_queue_client(q.name)
         with translated(account, f"reading queue {q.name}"):
             count = client.get_queue_properties().approximate_message_count or 0
-            emit({"t": "queue", "name": q.name, "metadata": dict(q.metadata or {}), "approximate_count": count})
+            emit({"t": "queue", "name": q.name, "metadata": dict(q.metadata or {}), "approximate_count": count,
+                  "policies": policies.encode(client.get_queue_access_policy())})
             copied = (_received(client, q.name, emit, visibility_timeout) if receive else
                       _peeked(client, q.name, emit))
         stats.messages += copied
