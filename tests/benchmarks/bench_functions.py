@@ -157,9 +157,12 @@ def main() -> int:
         print(f"{name:24} {r['seconds']:8.2f} {ns.blobs / r['seconds']:8.0f} {r['read']:6d} {counters[name].n:9d} "
               f"{r['ours_cpu']:10.2f} {r['azurite_cpu']:14.2f} {1000 * r['azurite_cpu'] / n:15.3f}")
     speedup, no_change = rows[a]["seconds"] / rows[b]["seconds"], rows[b]["seconds"] / rows[c]["seconds"]
-    bound = rows[a]["seconds"] / rows[b]["azurite_cpu"]
+    serial = rows[a]["ours_cpu"] + rows[a]["azurite_cpu"] + counters[a].n * ns.latency_ms / 1000
+    bound = serial / rows[b]["azurite_cpu"]
     print(f"\n(b) vs (a): {speedup:.2f}x (target >= {TARGET_VS_LOOP}x); (c) vs (b): {no_change:.1f}x")
-    print(f"ceiling while Azurite (one thread) serves every request: (a) seconds / (b) Azurite CPU-s = {bound:.2f}x")
+    print(f"ceiling on an idle machine while Azurite (one thread) serves every request: (a)'s serial work (our CPU "
+          f"+ Azurite CPU + added latency = {serial:.0f} s) / (b)'s Azurite CPU ({rows[b]['azurite_cpu']:.0f} s) = "
+          f"{bound:.2f}x")
     return 0 if speedup >= TARGET_VS_LOOP else 1
 
 
