@@ -21,6 +21,8 @@ import pika
 from contracts import SecretsRotated, SecretsRotatedPayload, new_backup_set_id, utcnow
 from workers.app import BUILTIN, App
 from workers.config import Settings, load_settings
+from workers.demo_azurite import (SOURCE, DemoAzurite, fill_demo_account, find_azurite, restore_into_new_account,
+                                  running_azurite)
 from workers.runtime.amqp import connection_parameters
 from workers.runtime.publisher import Publisher
 from workers.secrets.drop import copy_to_drop
@@ -32,8 +34,9 @@ DEMO_SECRETS = {"comment": "made-up demo secrets, not a real stamp", "SqlServerP
                 "FileServerPassword": "demo-only", "EncryptionKey": "00" * 32}
 
 
-def demo_settings(root: Path, base: Settings) -> Settings:
-    """The embedded default: everything under ``root``; a demo certificate and signing key made on first use."""
+def demo_settings(root: Path, base: Settings, functions_cs: str | None = None) -> Settings:
+    """The embedded default: everything under ``root``; a demo certificate and signing key made on first use;
+    with ``functions_cs`` (the demo's Azurite account) the ``functions`` component too."""
     keys, drop = root / "keys", root / "drop"
     for d in (keys, drop):
         d.mkdir(parents=True, exist_ok=True)
@@ -52,7 +55,10 @@ def demo_settings(root: Path, base: Settings) -> Settings:
     share = root / "share"
     if not share.exists():
         make_demo_share(share)
-    return load_settings(store={"kind": "local", "local_path": str(root / "store")},
+    functions = {"components": ["secrets", "databases", "fileshare", "functions"],
+                 "functions": {"accounts": [{"name": SOURCE, "connection_string": functions_cs}]}} \
+        if functions_cs else {}
+    return load_settings(store={"kind": "local", "local_path": str(root / "store")}, **functions,
                          encryption={"certificate": str(cert), "signing_key": str(signing),
                                      "verify_keys": [str(verify)]}, secrets={"drop_path": str(drop.resolve())},
                          staging={"database_dir": str((root / "staging").resolve())},
@@ -145,8 +151,28 @@ def describe(event: dict) -> str:
     return f"{event['type']:<22} {event['source']:<16} {details()}"
 
 
-def run_demo(base: Settings, root: Path, timeout: float = 120.0, out=print) -> int:
-    settings = demo_settings(root, base)
+def run_demo(base: Settings, root: Path, timeout: float = 120.0, out=print,
+             azurite_command: str | None = None) -> int:
+    command, why = find_azurite(azurite_command)
+    with contextlib.ExitStack() as stack:
+        azurite = None
+        if command is not None:
+            try:
+                azurite = stack.enter_context(running_azurite(command))
+                fill_demo_account(azurite)
+            except Exception as exc:         # noqa: BLE001 - the demo goes on without the optional component
+                stack.close()
+                azurite, why = None, f"Azurite ({command}) could not be used: {type(exc).__name__}: {exc}"
+        if azurite is None:
+            out(f"functions (Function Apps storage): SKIPPED, {why}")
+        else:
+            out(f"functions (Function Apps storage): Azurite on 127.0.0.1:{azurite.ports[0]} with the made-up "
+                f"account {SOURCE} (3 blobs, 1 queue message, 1 table entity)")
+        return _run(demo_settings(root, base, azurite and azurite.connection_string(SOURCE)), root, timeout, out,
+                    azurite)
+
+
+def _run(settings: Settings, root: Path, timeout: float, out, azurite: DemoAzurite | None) -> int:
     ensure_demo_database(settings)
     app = App(settings, sorted(BUILTIN))
     thread = threading.Thread(target=app.run, kwargs={"install_signals": False}, daemon=True)
@@ -164,7 +190,7 @@ def run_demo(base: Settings, root: Path, timeout: float = 120.0, out=print) -> i
         pub.publish(SecretsRotated(source="demo", stamp=settings.stamp, correlation_id=new_backup_set_id(),
                                    payload=SecretsRotatedPayload(drop_path=dropped, rotated_by="demo",
                                                                  rotated_at=utcnow())))
-    failures, completed, last, end = 0, False, time.monotonic(), time.monotonic() + timeout
+    failures, completed, set_id, last, end = 0, False, "", time.monotonic(), time.monotonic() + timeout
     while time.monotonic() < end and time.monotonic() - last < 8:
         try:
             event = observer.events.get(timeout=0.5)
@@ -174,7 +200,7 @@ def run_demo(base: Settings, root: Path, timeout: float = 120.0, out=print) -> i
         failures += event["type"] == "job-failed"
         out(f"  {event['occurred_at'][11:23]}  {describe(event)}")
         if event["type"] == "backup-set-completed":
-            completed = True
+            completed, set_id = True, event["correlation_id"]
             break
     observer.stop()
     app.stop()
@@ -184,7 +210,7 @@ def run_demo(base: Settings, root: Path, timeout: float = 120.0, out=print) -> i
         if path.is_file() and not path.name.endswith((".drmeta",)):
             out(f"  {path.relative_to(settings.store.local_path)}  ({path.stat().st_size} bytes)")
     key = root / "keys" / "demo-key.pem"
-    drilled = completed and drill(settings, key, out)
+    drilled = completed and drill(settings, key, out, azurite, set_id)
     where = (f"APPSVC_DR_STORE__LOCAL_PATH={settings.store.local_path} "
              f"APPSVC_DR_ENCRYPTION__VERIFY_KEYS={','.join(map(str, settings.encryption.verify_keys))}")
     cli = f"{where} {command_name()}"
@@ -194,8 +220,9 @@ def run_demo(base: Settings, root: Path, timeout: float = 120.0, out=print) -> i
     return 1 if failures or not completed or not drilled else 0
 
 
-def drill(settings: Settings, key: Path, out) -> bool:
-    """The restore drill on the set just made: every component restored into scratch space and verified."""
+def drill(settings: Settings, key: Path, out, azurite: DemoAzurite | None = None, set_id: str = "") -> bool:
+    """The restore drill on the set just made: every component restored into scratch space and verified; with
+    the demo's Azurite, the Function Apps storage copy also restored into a new account there."""
     from workers.artifacts.service import ArtifactStore
     from workers.drill.results import table
     from workers.drill.run import run_drill
@@ -205,11 +232,13 @@ def drill(settings: Settings, key: Path, out) -> bool:
 
     out("\nrestore drill: the set just made, restored into scratch space and verified")
     store = ArtifactStore(attach(build_store(settings.store), trust_from_settings(settings.encryption)))
+    keys = KeyRing.from_files(keys=[key])
     with contextlib.closing(store):
-        result, _ = run_drill(settings, store, KeyRing.from_files(keys=[key]), settings.stamp,
+        result, _ = run_drill(settings, store, keys, settings.stamp, set_id=set_id or None,
                               say=lambda line: out(f"  {line}"))
-    out("\n".join(f"  {line}" for line in table(result)))
-    return result.passed
+        out("\n".join(f"  {line}" for line in table(result)))
+        restored = azurite is None or restore_into_new_account(store, keys, settings.stamp, set_id, azurite, out)
+    return result.passed and restored
 
 
 def command_name() -> str:

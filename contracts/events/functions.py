@@ -17,6 +17,8 @@ class FunctionsAccountResult(Payload):
     containers: int = Field(ge=0)
     blobs: int = Field(ge=0, description="Blobs in the copy")
     bytes: int = Field(ge=0, description="Total size of those blobs")
+    blob_snapshots: int = Field(default=0, ge=0, description="Of the blobs, blob snapshots (each restored as a "
+                                "new snapshot of its blob, taken at restore time)")
     blobs_read: int = Field(ge=0, description="Blobs downloaded (new or changed ETag)")
     blobs_unchanged: int = Field(ge=0, description="Blobs carried over from the previous copy without a read")
     bytes_read: int = Field(ge=0)
@@ -24,6 +26,10 @@ class FunctionsAccountResult(Payload):
     messages: int = Field(ge=0, description="Messages copied (peeked: a point-in-time copy, none consumed)")
     messages_not_copied: int = Field(default=0, ge=0, description="Messages beyond what a peek returns (32 per "
                                      "queue): counted by the service, not in the copy")
+    messages_counted: int = Field(default=0, ge=0, description="Messages the service counted in the queues "
+                                  "(approximate_message_count) when each was copied: `messages` of about this many")
+    queues_partial: tuple[str, ...] = Field(default=(), max_length=MAX_LISTED, description="Each queue not "
+                                            "copied in full: '<queue>: N of about M'")
     tables: int = Field(ge=0)
     entities: int = Field(ge=0)
 

@@ -17,6 +17,7 @@ from azure.storage.blob import BlobServiceClient, ContentSettings
 from azure.storage.queue import QueueServiceClient
 
 from contracts import BackupDue, BackupDuePayload
+from tests.fixtures.azurite import empty_account
 from tests.fixtures.rabbit import running, settings_for, tap, wait_for
 from tests.fixtures.storage_proxy import storage_proxy
 from tests.unit.certs import make_cert, signing_settings
@@ -112,6 +113,21 @@ def worker_settings(vhost, tmp_path, cs: str, **functions):
     return settings.model_copy(update={"components": ("functions",)})
 
 
+def cli_env(monkeypatch, settings, tmp_path, azurite):
+    """The CLI's environment for the worker's store (local, under tmp_path/store), NEW_ACCOUNT_CS naming the
+    target account; returns the private key's path."""
+    for name, value in {"STORE__KIND": "local", "STORE__LOCAL_PATH": str(tmp_path / "store"),
+                        "ENCRYPTION__SIGNING_KEY": settings.encryption.signing_key,
+                        "ENCRYPTION__VERIFY_KEYS": json.dumps([str(p) for p in settings.encryption.verify_keys]),
+                        "FUNCTIONS__ACCOUNTS": json.dumps([{"name": "source", "account_key": "unused"}])}.items():
+        monkeypatch.setenv(f"APPSVC_DR_{name}", str(value))
+    key = tmp_path / "key.pem"
+    key.write_bytes(make_cert().key_pem())
+    monkeypatch.setenv("NEW_ACCOUNT_CS", azurite.connection_string("target"))
+    empty_account(azurite.connection_string("target"))
+    return key
+
+
 def run_backup(settings, set_id: str) -> list:
     seen: list = []
     with running(App(settings, ["functions", "catalog", tap(seen, *TYPES)])):
@@ -155,14 +171,7 @@ def test_backup_change_backup_and_restore_into_a_new_account(rabbit_vhost, tmp_p
         assert second.blobs_unchanged == SMALL + 3 - 1 - 2 and second.blobs == SMALL + 3
         expected = picture(cs, tag)
     # When the second set is restored into a new, empty account with the CLI
-    for name, value in {"STORE__KIND": "local", "STORE__LOCAL_PATH": str(tmp_path / "store"),
-                        "ENCRYPTION__SIGNING_KEY": settings.encryption.signing_key,
-                        "ENCRYPTION__VERIFY_KEYS": json.dumps([str(p) for p in settings.encryption.verify_keys]),
-                        "FUNCTIONS__ACCOUNTS": json.dumps([{"name": "source", "account_key": "unused"}])}.items():
-        monkeypatch.setenv(f"APPSVC_DR_{name}", str(value))
-    key = tmp_path / "key.pem"
-    key.write_bytes(make_cert().key_pem())
-    monkeypatch.setenv("NEW_ACCOUNT_CS", azurite.connection_string("target"))
+    key = cli_env(monkeypatch, settings, tmp_path, azurite)
     assert main(["restore", "functions", "--stamp", "stamp1", "--set", "20261203T020000Z-0a1b2c3e",
                  "--target-connection-string-env", "NEW_ACCOUNT_CS", "--key", str(key)]) == 0
     out = capsys.readouterr().out

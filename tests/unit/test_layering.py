@@ -34,7 +34,8 @@ LAYERS: dict[str, int] = {
     "smb": 2, "storage": 2, "engines": 2, "senders": 2, "artifacts": 2, "repository": 2,
     "secrets": 3, "upload": 3, "dbbackup": 3, "fileshare": 3, "functions": 3, "catalog": 3, "notifier": 3,
     "mirror": 3,
-    "app": 4, "cli": 4, "demo": 4, "drill": 4, "recover": 4, "scheduler": 4, "logschedule": 4, "config": 4,
+    "app": 4, "cli": 4, "demo": 4, "demo_azurite": 4, "drill": 4, "recover": 4, "scheduler": 4, "logschedule": 4,
+    "config": 4,
 }
 WORKER_FLOOR = 3
 COMPOSITION_FLOOR = 4

@@ -36,6 +36,7 @@ from contracts import (ArtifactMirrored, ArtifactStored, BackupDue, BackupSetCom
                        DatabaseBackedUp, Envelope, FileshareSynced, JobFailed, SecretsStored)
 from contracts.events.backup import ALL_COMPONENTS, Component
 from workers.artifacts.setmanifest import write_manifest
+from workers.artifacts.functionspacks import describe as describe_functions, prune_functions
 from workers.artifacts.retention import apply_retention
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import (EXPIRED_FILE, FAILED_FILE, Plan, is_complete, read_marker, read_plan, read_skips,
@@ -180,6 +181,9 @@ class CatalogHandler:
             ctx.logger.info("retention for %s forgot %d file-share snapshot(s) (%s), kept %d; their data is freed by "
                             "`appsvc-dr snapshots prune` (needs the private key)", stamp, len(snapshots.forget),
                             ", ".join(snapshots.forget), len(snapshots.keep))
+        packs = prune_functions(self.store, stamp, grace=r.grace)   # no private key needed: indexes are plain
+        for line in describe_functions(packs):
+            (ctx.logger.warning if "KEPT" in line else ctx.logger.info)("retention for %s: %s", stamp, line)
         return deleted_warnings(event, plan)
 
     # ---- backup-set-completed --------------------------------------------------------------------

@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from workers.artifacts.setmanifest import read_set
+from workers.artifacts.functionspacks import describe as describe_functions, prune_functions
 from workers.artifacts.retention import apply_retention, format_duration
 from workers.artifacts.service import ArtifactStore
 from workers.artifacts.sets import (COMPLETE, PLAN, SKIPPED, read_marker, read_plan, read_skips, scan_sets, set_time,
@@ -219,4 +220,8 @@ def retention_cmd(args: argparse.Namespace, settings: Settings) -> int:
                        dry_run=args.dry_run)
     if snapshots.keep or snapshots.forget:          # the same policy for file-share snapshots (see README)
         print_forget(snapshots)
-    return 0
+    packs = prune_functions(ArtifactStore(backend), stamp, grace=r.grace, dry_run=args.dry_run,
+                            deleted=plan.delete)   # the Function Apps copies' packs no remaining set needs
+    for line in describe_functions(packs):
+        print(line)
+    return 2 if packs.problems else 0

@@ -6,6 +6,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from contracts.events.functions import MAX_LISTED
 from workers.artifacts.service import ArtifactStore
 from workers.functions.blobs import BlobBackup
 from workers.functions.client import open_account
@@ -15,10 +16,12 @@ from workers.functions.settings import FunctionsSettings, StorageAccount
 
 
 def backup_account(settings: FunctionsSettings, store: ArtifactStore, meta: ArtifactStore, account: StorageAccount,
-                   stamp: str, set_id: str, *, spool_dir: str | None = None, logger=None) -> dict:
+                   stamp: str, set_id: str, *, spool_dir: str | None = None, logger=None,
+                   response_hook=None) -> dict:
     """Copy ``account`` into set ``set_id``; returns its summary (also stored)."""
     clients = open_account(account.name, account.connection(), retries=settings.retries, timeout=settings.timeout,
-                           backoff=settings.backoff, connections=settings.downloads)
+                           backoff=settings.backoff, connections=settings.downloads,
+                           response_hook=response_hook)
     key = manifest_key(stamp, set_id, account.name)
     try:
         with tempfile.TemporaryDirectory(prefix="functions-", dir=spool_dir) as work:
@@ -30,9 +33,11 @@ def backup_account(settings: FunctionsSettings, store: ArtifactStore, meta: Arti
                 emit({"t": "account", "format": 1, "name": account.name, "stamp": stamp, "backup_set_id": set_id})
                 previous = latest_index(meta, stamp, account.name, before=set_id)
                 blobs = BlobBackup(settings, store, stamp, account.name, clients.blobs, previous).run(emit)
-                queues, messages, missed = backup_queues(account.name, clients.queues, emit)
+                queues = backup_queues(account.name, clients.queues, emit, receive=settings.queue_copy == "receive",
+                                       visibility_timeout=settings.queue_visibility_timeout)
                 tables, entities = backup_tables(account.name, clients.tables, emit)
-                emit({"t": "end", "blobs": blobs.blobs, "queues": queues, "messages": messages, "tables": tables,
+                emit({"t": "end", "blobs": blobs.blobs, "queues": queues.queues, "messages": queues.messages,
+                      "tables": tables,
                       "entities": entities, "containers": blobs.containers})
             put_json(meta, f"{account_prefix(stamp, account.name)}/index/{set_id}.json",
                      {"format": 1, "blobs": blobs.index})
@@ -40,13 +45,15 @@ def backup_account(settings: FunctionsSettings, store: ArtifactStore, meta: Arti
     finally:
         clients.close()
     summary = {"account": account.name, "manifest_key": key, "containers": blobs.containers, "blobs": blobs.blobs,
-               "bytes": blobs.bytes, "blobs_read": blobs.blobs_read, "blobs_unchanged": blobs.blobs_unchanged,
-               "bytes_read": blobs.bytes_read, "queues": queues, "messages": messages,
-               "messages_not_copied": missed, "tables": tables, "entities": entities}
+               "bytes": blobs.bytes, "blobs_read": blobs.blobs_read, "blob_snapshots": blobs.snapshots,
+               "blobs_unchanged": blobs.blobs_unchanged,
+               "bytes_read": blobs.bytes_read, "queues": queues.queues, "messages": queues.messages,
+               "messages_not_copied": queues.missed, "messages_counted": queues.counted,
+               "queues_partial": queues.partial[:MAX_LISTED], "tables": tables, "entities": entities}
     put_json(meta, summary_key(stamp, account.name, set_id), summary)
     if logger is not None:
         logger.info("account %s: %d blob(s) (%d read, %d unchanged), %d message(s), %d entit(ies)", account.name,
-                    blobs.blobs, blobs.blobs_read, blobs.blobs_unchanged, messages, entities)
+                    blobs.blobs, blobs.blobs_read, blobs.blobs_unchanged, queues.messages, entities)
     return summary
 
 

@@ -14,6 +14,7 @@ from typing import Callable, Iterator
 from azure.storage.blob import BlobProperties, BlobServiceClient
 
 from workers.artifacts.service import ArtifactStore
+from workers.functions import policies
 from workers.functions.client import translated
 from workers.functions.layout import account_prefix, blob_id
 from workers.functions.settings import FunctionsSettings
@@ -29,6 +30,7 @@ class BlobStats:
     blobs_read: int = 0
     blobs_unchanged: int = 0
     bytes_read: int = 0
+    snapshots: int = 0
     index: dict = field(default_factory=dict)
 
 
@@ -40,7 +42,7 @@ def etag_of(value: str | None) -> str:
 def blob_record(container: str, props: BlobProperties) -> dict:
     cs = props.content_settings
     md5 = bytes(cs.content_md5).hex() if cs.content_md5 else None
-    return {"t": "blob", "container": container, "name": props.name, "size": props.size,
+    record = {"t": "blob", "container": container, "name": props.name, "size": props.size,
             "etag": etag_of(props.etag),
             "last_modified": props.last_modified.isoformat() if props.last_modified else None,
             "blob_type": str(getattr(props.blob_type, "value", props.blob_type)),
@@ -50,6 +52,15 @@ def blob_record(container: str, props: BlobProperties) -> dict:
                                  "cache_control": cs.cache_control, "content_md5": md5},
             "metadata": dict(props.metadata or {}),
             "tier": str(getattr(props.blob_tier, "value", props.blob_tier)) if props.blob_tier else None}
+    if props.snapshot:
+        record["snapshot"] = props.snapshot     # a blob snapshot (immutable), listed before its base blob
+    return record
+
+
+def record_id(record: dict) -> str:
+    """The index's id of a blob record: its name, and its snapshot's time for a snapshot."""
+    snapshot = record.get("snapshot")
+    return blob_id(record["container"], record["name"] + (f"\n{snapshot}" if snapshot else ""))
 
 
 class _ChunkStream(io.RawIOBase):
@@ -100,7 +111,7 @@ class BlobBackup:
         with ThreadPoolExecutor(self.s.downloads, thread_name_prefix=f"blobs-{self.account}") as pool:
             window: list[tuple[dict, Future]] = []
             for record in self._listing(emit):
-                known = self.previous.get(blob_id(record["container"], record["name"]))
+                known = self.previous.get(record_id(record))
                 if known and known[0] == record["etag"]:
                     record["sha256"], record["loc"] = known[4], known[1:4]
                     self._done(record, emit, read=False)
@@ -118,15 +129,18 @@ class BlobBackup:
             containers = list(self.service.list_containers(include_metadata=True))
         for c in containers:
             self.stats.containers += 1
-            emit({"t": "container", "name": c.name, "metadata": dict(c.metadata or {}),
-                  "public_access": c.public_access})
             client = self.service.get_container_client(c.name)
+            with translated(self.account, f"reading the access policy of {c.name}"):
+                access = client.get_container_access_policy()
+            emit({"t": "container", "name": c.name, "metadata": dict(c.metadata or {}),
+                  "public_access": access.get("public_access") or c.public_access,
+                  "policies": policies.encode(access.get("signed_identifiers"))})
             with translated(self.account, f"listing blobs of {c.name}"):
-                for props in client.list_blobs(include=["metadata"]):
+                for props in client.list_blobs(include=["metadata", "snapshots"]):
                     yield blob_record(c.name, props)
 
     def _download(self, record: dict) -> tuple[dict, bytes | None]:
-        blob = self.service.get_blob_client(record["container"], record["name"])
+        blob = self.service.get_blob_client(record["container"], record["name"], snapshot=record.get("snapshot"))
         with translated(self.account, f"reading blob {record['container']}/{record['name']}"):
             down = blob.download_blob(max_concurrency=1)
             record["etag"] = etag_of(down.properties.etag)     # the version actually read
@@ -169,7 +183,8 @@ class BlobBackup:
         st.bytes += record["size"]
         st.blobs_read += read
         st.blobs_unchanged += not read
-        st.index[blob_id(record["container"], record["name"])] = [record["etag"], *record["loc"],
+        st.snapshots += bool(record.get("snapshot"))
+        st.index[record_id(record)] = [record["etag"], *record["loc"],
                                                                   record["sha256"]]
         emit(record)
 

@@ -24,8 +24,10 @@ from workers.runtime.worker import JobContext, WorkerSpec
 from workers.storage.settings import EncryptionSettings, StoreSettings
 
 WORKER = "functions"
-PEEK_HINT = ("A queue held more messages than a peek returns (32): the rest are not in the copy. Drain the queue "
-             "(stop the producers) before the backup if every message matters.")
+PEEK_HINT = ("A queue held more messages than a peek returns (32 per queue): the rest are not in the copy. Set "
+             "APPSVC_DR_FUNCTIONS__QUEUE_COPY=receive to copy every message (each copied message's dequeue count "
+             "goes up by one and it is hidden from the Function App while its queue is copied), or drain the "
+             "queue (stop the producers) before the backup.")
 
 
 class FunctionsHandler:
@@ -54,7 +56,8 @@ class FunctionsHandler:
                                          event.correlation_id, logger=ctx.logger)
             else:
                 ctx.logger.info("account %s is already in set %s: re-emitting", account.name, event.correlation_id)
-            results.append(FunctionsAccountResult.model_validate(summary))
+            results.append(FunctionsAccountResult.model_validate(   # a stored summary's lists are JSON arrays
+                {**summary, "queues_partial": tuple(summary.get("queues_partial") or ())}))
             stored = self.store.record(summary["manifest_key"], required=False)
             if stored is None:
                 raise PermanentError(f"the manifest of account {account.name} has no record",
@@ -68,10 +71,11 @@ class FunctionsHandler:
             accounts=tuple(results), partial=partial, duration_seconds=round(time.monotonic() - started, 3)),
             source=f"worker:{WORKER}"))
         if partial:
-            missed = ", ".join(f"{r.account}: {r.messages_not_copied}" for r in results if r.messages_not_copied)
+            missed = "; ".join(f"account {r.account}: {', '.join(r.queues_partial)} messages copied"
+                               for r in results if r.messages_not_copied)
             out.append(event.follow_up(JobFailed, JobFailedPayload(
                 worker=WORKER, failed_event_id=event.event_id, failed_event_type=event.type,
-                error_class="PartialQueueCopy", message=f"queue messages not copied (beyond a peek): {missed}",
+                error_class="PartialQueueCopy", message=f"queue messages not all copied: {missed}"[:4000],
                 attempts=ctx.attempt + 1, will_retry=False, hint=PEEK_HINT, severity="warning"),
                 source=f"worker:{WORKER}"))
         return out

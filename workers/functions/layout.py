@@ -11,6 +11,9 @@
 * ``<stamp>/<set>/functions/<account>.jsonl`` — the set's artifact: the account's manifest, JSON lines
   (encrypted like packs): containers, blobs (properties, metadata, SHA-256 and pack location), queues and their
   peeked messages, tables and their entities with EDM types.
+
+Retention (:mod:`workers.artifacts.functionspacks`) forgets the index and summary of deleted sets and deletes
+the packs no remaining index references.
 """
 from __future__ import annotations
 
@@ -18,16 +21,10 @@ import hashlib
 import io
 import json
 
+from workers.artifacts.functionspacks import COMPONENT, FOLDER, account_prefix  # noqa: F401 (retention's too)
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
 from workers.artifacts.setmanifest import artifact_key
 from workers.storage.base import ObjectNotFound
-
-COMPONENT = "functions"
-FOLDER = "functions-blobs"
-
-
-def account_prefix(stamp: str, account: str) -> str:
-    return f"{stamp}/{FOLDER}/{account}"
 
 
 def manifest_key(stamp: str, set_id: str, account: str) -> str:

@@ -12,11 +12,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.storage.blob import ContentSettings
 
 from workers.artifacts.service import ArtifactStore
-from workers.functions.client import AccountClients, translated
+from workers.functions import policies
+from workers.functions.client import AccountClients, classify, translated
 from workers.functions.entities import entity_of
 from workers.functions.layout import manifest_key
 from workers.runtime.errors import PermanentError
@@ -118,8 +119,9 @@ class Restorer:
                         raise PermanentError(f"container {r['name']} already holds blobs in the target account",
                                              hint="Restore into a new, empty storage account (or delete the "
                                                   "container there first).") from None
+            self._container_access(client, r)
             rep.containers += 1
-            self.expected[r["name"]] = 0
+            self.expected[r["name"]] = self.expected[f"snapshots:{r['name']}"] = 0
         elif kind == "blob" and self._wanted(r["container"]):
             self._blob(r)
         elif kind == "queue":
@@ -128,6 +130,8 @@ class Restorer:
                     t.queues.create_queue(r["name"], metadata=r.get("metadata") or None)
                 except ResourceExistsError:
                     pass
+                if r.get("policies"):
+                    t.queues.get_queue_client(r["name"]).set_queue_access_policy(policies.for_queue(r["policies"]))
             rep.queues += 1
             self.expected[f"queue:{r['name']}"] = 0
         elif kind == "message":
@@ -137,7 +141,9 @@ class Restorer:
             self.expected[f"queue:{r['queue']}"] += 1
         elif kind == "table":
             with translated(t.name, f"creating table {r['name']}"):
-                t.tables.create_table_if_not_exists(r["name"])
+                table = t.tables.create_table_if_not_exists(r["name"])
+                if r.get("policies"):
+                    table.set_table_access_policy(policies.for_table(r["policies"]))
             rep.tables += 1
             self.expected[f"table:{r['name']}"] = 0
         elif kind == "entity":
@@ -145,6 +151,22 @@ class Restorer:
                 t.tables.get_table_client(r["table"]).upsert_entity(entity_of(r))
             rep.entities += 1
             self.expected[f"table:{r['table']}"] += 1
+
+    def _container_access(self, client, r: dict) -> None:
+        """The container's public access level and stored access policies, as they were. An account that
+        forbids public access refuses the level: a problem to report, the rest of the restore goes on."""
+        if not (r.get("public_access") or r.get("policies")):
+            return
+        try:
+            client.set_container_access_policy(policies.for_container(r.get("policies")),
+                                               public_access=r.get("public_access"))
+        except HttpResponseError as exc:
+            if getattr(exc, "status_code", None) != 409:
+                raise classify(exc, self.target.name, f"setting the access policy of container {r['name']}") \
+                    from None
+            self.report.problems.append(f"container {r['name']}: public access '{r.get('public_access')}' and "
+                                        f"{len(r.get('policies') or [])} stored access polic(ies) refused by the "
+                                        f"target account (HTTP 409 {exc.error_code}): set them by hand")
 
     def _wanted(self, container: str) -> bool:
         return self.only is None or container in self.only
@@ -172,9 +194,14 @@ class Restorer:
                                      hint="The store holds a damaged copy; restore from another backup set.")
             with translated(self.target.name, f"writing {what}"):
                 client.upload_blob(data, length=length, **kw)
+        if r.get("snapshot"):           # its content is now the blob's: keep it as a snapshot (taken now)
+            with translated(self.target.name, f"snapshotting {what}"):
+                client.create_snapshot(metadata=r.get("metadata") or None)
+            self.expected[f"snapshots:{r['container']}"] += 1
+        else:
+            self.expected[r["container"]] += 1
         self.report.blobs += 1
         self.report.bytes += length
-        self.expected[r["container"]] += 1
 
     def verify(self) -> None:
         """Count what the target holds against what was restored."""
@@ -185,6 +212,9 @@ class Restorer:
                     got = t.queues.get_queue_client(name[6:]).get_queue_properties().approximate_message_count
                 elif name.startswith("table:"):
                     got = sum(1 for _ in t.tables.get_table_client(name[6:]).list_entities(select=["RowKey"]))
+                elif name.startswith("snapshots:"):
+                    got = sum(1 for b in t.blobs.get_container_client(name[10:]).list_blobs(include=["snapshots"])
+                              if b.snapshot)
                 else:
                     got = sum(1 for _ in t.blobs.get_container_client(name).list_blobs())
             if got != want:

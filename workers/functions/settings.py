@@ -6,6 +6,8 @@ or ``[{"name": "funcstore", "account_key": "...", "endpoint_suffix": "local.azur
 ``sas_token`` instead of the key). Keys, SAS tokens and connection strings are SecretStr: never printed."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from contracts.envelope import Name
@@ -56,6 +58,14 @@ class FunctionsSettings(BaseModel, extra="forbid"):
                          "(503 ServerBusy) or failed requests before the job is retried by the runner")
     backoff: float = Field(default=2.0, gt=0, le=60, description="First SDK retry wait in seconds (doubles "
                            "each retry)")
+    queue_copy: Literal["peek", "receive"] = Field(default="peek", description="peek: at most 32 messages per "
+                                                   "queue (the service's limit), nothing changes in the queue; "
+                                                   "receive: every message, each hidden from the Function App "
+                                                   "while the queue is copied and its dequeue count raised by one "
+                                                   "(README, \"Queues\")")
+    queue_visibility_timeout: int = Field(default=300, ge=1, le=7 * 24 * 3600, description="receive: seconds "
+                                          "a copied message stays hidden at most if the copy dies before making "
+                                          "it visible again")
     timeout: float = Field(default=60.0, gt=0, description="Seconds per storage request (connect and read)")
 
     @model_validator(mode="after")
