@@ -15,6 +15,7 @@ from smbprotocol.file_info import FileBasicInformation
 from smbprotocol.open import CreateOptions, FilePipePrinterAccessMask as Access
 from smbprotocol.structure import DateTimeField
 
+from workers.fileshare.smbwrite import PipelinedWriter
 from workers.fileshare.tree import ATTRIBUTES, DIRECTORY, NORMAL, Stat
 from workers.repository.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
 from workers.smb.io import SMBFileTransaction, SMBRawIO, set_info
@@ -25,9 +26,11 @@ EPOCH = DateTimeField.EPOCH_FILETIME
 # Streamed reads ask for at most this much per READ (64 credits): larger READs save per-request work (-8% CPU
 # of 1 MiB ones, measured).
 STREAM_READ = 4 << 20
-# A restored file is written in WRITEs of up to this much (smbclient's buffer; its default is 64 KiB, so a 1 MiB
-# blob was one WRITE each): fewer, larger requests for the same bytes.
+# A restored file is written in WRITEs of up to this much (smbclient's buffer's default is 64 KiB, so a 1 MiB
+# blob was one WRITE each): fewer, larger requests for the same bytes; up to WRITES_IN_FLIGHT of them outstanding
+# on the file's handle (``smbwrite``).
 STREAM_WRITE = 2 << 20
+WRITES_IN_FLIGHT = 2
 _WRITE_RENAME = Access.FILE_WRITE_DATA | Access.FILE_WRITE_ATTRIBUTES | Access.FILE_WRITE_EA | \
     Access.FILE_READ_ATTRIBUTES | Access.DELETE                # a restored file: written, then renamed into place
 
@@ -63,14 +66,17 @@ class SmbTarget:
         tmp = self._path("/".join([*names[:-1], partial_name(names[-1])]))
         with self._errors(rel):
             fh = smbclient.open_file(tmp, mode="wb", share_access="r", desired_access=_WRITE_RENAME,
-                                     create_options=CreateOptions.FILE_OPEN_REPARSE_POINT, buffering=STREAM_WRITE,
-                                     **self._kw)
+                                     create_options=CreateOptions.FILE_OPEN_REPARSE_POINT, buffering=0, **self._kw)
+        out = PipelinedWriter(fh.fd, size=STREAM_WRITE, depth=WRITES_IN_FLIGHT)
         try:
             try:
-                yield _Translating(fh, self, rel)       # type: ignore[misc]
+                yield _Translating(out, self, rel)       # type: ignore[arg-type]
                 with self._errors(rel):
-                    fh.flush()
-                    rename(fh.raw.fd, names[-1])
+                    out.flush()
+                    rename(fh.fd, names[-1])
+            except BaseException:
+                out.abandon()
+                raise
             finally:
                 with self._errors(rel):
                     fh.close()
