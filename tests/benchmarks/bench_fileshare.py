@@ -6,7 +6,9 @@ files, (e) restore of the large files to a fresh folder of the share (``rclone c
 (f) the same for FILES small files (4–64 KiB in 100 directories). Each row gives the tool's CPU seconds: ours
 is the benchmark process's (the restore runs in it), rclone's its child process's; neither counts smbd or moto.
 Ours runs as configured in production: SMB 3 encryption, zstd, AES-GCM with a certificate. rclone runs
-with its default flags (plus ``--s3-no-head`` for moto; ``AWS_CA_BUNDLE`` unset, see DESIGN.md). Pick cases
+with its default flags (plus ``--s3-no-head`` for moto; ``AWS_CA_BUNDLE`` unset, see DESIGN.md), which on this
+share means plain (signed, unencrypted) SMB: ``--require-smb-encryption`` makes the share require encryption, so
+both tools encrypt (rclone then negotiates AES-128-GCM, like ours). Pick cases
 and sizes with the options (``--help``; the environment's BENCH_FILES, BENCH_BIG, BENCH_BIG_MIB still set the
 defaults); ``--repeat R`` runs (b) R times, rclone and ours alternately (each a fresh first sync), and
 keeps each tool's best time, since a shared 2-core machine swings by a third between runs. Each of our rows
@@ -141,6 +143,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="rounds of (b), (e) and (f), rclone and ours "
                         "alternately, each a fresh first sync or a restore to a fresh folder; the best time of each "
                         "tool counts (default %(default)s)")
+    parser.add_argument("--require-smb-encryption", action="store_true", help="the share requires SMB 3 "
+                        "encryption, so rclone encrypts too (like-for-like; by default rclone reads plain SMB, "
+                        "ours always encrypts)")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)   # internal: see memory_child
     args = parser.parse_args()
     if args.memory_child:
@@ -151,7 +156,7 @@ def main() -> None:
     cert = load_certificate(cert_pem)
     rows = ["| case | tool | seconds | files/s | MiB/s | speed vs rclone | our CPU s (per GB read) |",
             "|---|---|---|---|---|---|---|"]
-    with smbd_server() as smb, moto_s3_server() as s3:
+    with smbd_server(require_encryption=args.require_smb_encryption) as smb, moto_s3_server() as s3:
         cache = Path(f"/tmp/bench-fileshare-cache-{uuid.uuid4().hex[:6]}")
         if "a" in args.cases:
             rows += small_cases(smb, s3, cert, cache, args)
