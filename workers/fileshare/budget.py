@@ -38,29 +38,33 @@ def release_memory() -> None:
         pass
 
 
-def large_buffers_mapped() -> None:
-    """Have glibc map every allocation of 1 MiB or more on its own (returned to the system as soon as it is
-    freed) instead of raising its threshold after the first free: read windows and packs never linger in an
-    arena; and keep to ``ARENAS`` arenas (one per reader thread would each keep its own freed memory).
-    Process-wide and best effort (a no-op where ``mallopt`` does not exist)."""
+def _heap_policy(mmap_below: int, keep_free: int) -> None:
+    """glibc serves allocations below ``mmap_below`` from its heap (reused: no fresh pages to fault in and zero)
+    and keeps up to ``keep_free`` bytes of freed heap before trimming, in at most ``ARENAS`` arenas (one per
+    thread would each keep its own freed memory). Process-wide and best effort (a no-op where ``mallopt`` does
+    not exist); :func:`release_memory` hands the heap back after the job."""
     try:
         libc = ctypes.CDLL(None)
-        libc.mallopt(M_MMAP_THRESHOLD, MiB)
+        libc.mallopt(M_MMAP_THRESHOLD, mmap_below)
+        libc.mallopt(M_TRIM_THRESHOLD, keep_free)
         libc.mallopt(M_ARENA_MAX, ARENAS)
     except (OSError, AttributeError):
         pass
+
+
+def read_buffers_reused() -> None:
+    """For a sync (the worker process and its reader processes): the 4 MiB SMB READ responses, the copies
+    smbprotocol makes of them and its socket receive buffers (up to 4 MiB each) come from the heap, and 32 MiB of
+    freed heap is kept; packs (16 MiB) are still mapped on their own. Mapping every buffer of 1 MiB or more
+    (the policy before) page-faulted in and zeroed each of them: that alone was about half of a large-file
+    sync's CPU (12-13 vs 6 CPU-s per GB read, bench_fileshare b; docs/performance.md). The threshold stays
+    below 8 MiB and the kept heap at 32 MiB so a first sync of large files peaks below 200 MiB (bench m)."""
+    _heap_policy(5 * MiB, 32 * MiB)
 
 
 def message_buffers_reused() -> None:
     """For a restore: have glibc serve buffers up to 8 MiB (2 MiB SMB WRITEs and the copies smbprotocol makes of
     them, S3 reads) from its heap and keep up to 32 MiB of freed heap, instead of mapping and unmapping (and
-    page-faulting in) each one: about -40% CPU of a large-file restore after a sync (which sets a 1 MiB threshold)
-    in the same process (docs/performance.md). Decoded packs (16 MiB) are still mapped on their own. :func:`release_memory` hands the heap back after the job. Process-wide and best
-    effort (a no-op where ``mallopt`` does not exist)."""
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(M_MMAP_THRESHOLD, 8 * MiB)
-        libc.mallopt(M_TRIM_THRESHOLD, 32 * MiB)
-        libc.mallopt(M_ARENA_MAX, ARENAS)
-    except (OSError, AttributeError):
-        pass
+    page-faulting in) each one: about -40% CPU of a large-file restore (docs/performance.md). Decoded packs
+    (16 MiB) are still mapped on their own."""
+    _heap_policy(8 * MiB, 32 * MiB)

@@ -15,7 +15,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from workers.fileshare.budget import large_buffers_mapped
+from workers.fileshare.budget import read_buffers_reused
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.messages import Content, FileFailed, FileRead, Listed, ListDir, ListFailed, NewBlob, \
     ReaderFailed, Result, Task
@@ -140,7 +140,7 @@ def serve(reader: Reader, tasks: Any, results: Any) -> None:
 def process_main(spec: dict, chunk_avg: int, chunk_kind: str, known: bytes, reread: int, threads: int,
                  tasks: Any, results: Any) -> None:
     """Entry point of a reader process (spawned): its own session, ``threads`` reader threads."""
-    large_buffers_mapped()
+    read_buffers_reused()
     try:
         tree = tree_from_spec(dict(spec))
         tree.connect()

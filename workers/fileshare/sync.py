@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from workers.fileshare.budget import large_buffers_mapped, release_memory
+from workers.fileshare.budget import read_buffers_reused, release_memory
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.feed import Feed
 from workers.fileshare.readers import ReaderPool
@@ -63,7 +63,7 @@ class Sync:
 
     def run(self, snapshot_id: str, stamp: str, set_id: str, sub_path: str | None) -> SyncResult:
         started = time.monotonic()
-        large_buffers_mapped()
+        read_buffers_reused()
         self.tree.connect()
         self.repo.load_index()
         parent = self.repo.latest(self.tree.name, sub_path, before=snapshot_id)
