@@ -11,6 +11,7 @@ import pytest
 from contracts import new_backup_set_id
 from tests.fixtures.rabbit import running, run_cli, settings_for, tap, wait_for
 from tests.fixtures.s3server import moto_s3_server
+from tests.fixtures.azurite import empty_account
 from tests.integration.test_functions_azurite import KiB, SMALL, backup_due, picture, populate
 from tests.integration.test_mirror_targets import s3_target
 from tests.unit.certs import make_cert, signing_settings
@@ -27,6 +28,7 @@ def test_a_set_with_functions_mirrored_restores_and_drills_from_the_secondary_af
         rabbit_vhost, tmp_path, azurite, s3_server):
     tag = uuid.uuid4().hex[:6]
     cs = azurite.connection_string("source")
+    empty_account(cs)                    # the session's Azurite is shared: this set holds only what populate made
     populate(cs, tag)
     expected = picture(cs, tag)
     cert = make_cert("mirror-functions")
@@ -68,6 +70,7 @@ def test_a_set_with_functions_mirrored_restores_and_drills_from_the_secondary_af
                      aws_access_key_id=s3_server.access_key,
                      aws_secret_access_key=s3_server.secret_key).delete_bucket(Bucket=bucket)
         # And the functions are restored from the secondary alone into a new, empty account
+        empty_account(azurite.connection_string("target"))
         restored = run_cli(settings, "--store", "dr-s3", "restore", "functions", "--stamp", "stamp1", "--set", set_id,
                            "--target-connection-string-env", "NEW_ACCOUNT_CS", "--key", str(tmp_path / "key.pem"),
                            timeout=300, NEW_ACCOUNT_CS=azurite.connection_string("target"))
