@@ -8,6 +8,7 @@ import contextlib
 import pyodbc
 import pytest
 
+from tests.fixtures import require_service
 from tests.fixtures.azurite import BINARY
 from tests.fixtures.rabbit import run_cli, settings_for
 
@@ -24,9 +25,7 @@ def azurite_binary() -> str:
     import os
     binary = os.environ.get("AZURITE_BINARY", str(BINARY))
     if not os.path.exists(binary):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{binary} is missing: run `bash deploy/setup.sh`")
-        pytest.skip("Azurite is not installed")
+        require_service("Azurite", f"{binary} is missing: run `bash deploy/setup.sh`")
     return binary
 
 
