@@ -20,9 +20,8 @@ from datetime import datetime, timedelta, timezone
 
 from contracts import ArtifactStored, BackupSetCompleted, Envelope, FileshareSynced, SecretsStored
 from contracts.envelope import NAME_PATTERN
+from workers.artifacts.functionspacks import FOLDER as FUNCTIONS_FOLDER
 from workers.artifacts.sets import id_time, set_prefix
-
-FUNCTIONS_FOLDER = "functions-blobs"          # workers.functions.layout.FOLDER (workers never import workers)
 
 
 def _name(value: str) -> bool:

@@ -26,6 +26,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from workers.artifacts.functionspacks import FOLDER as FUNCTIONS
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
 from workers.artifacts.sets import scan_sets
 from workers.repository.repo import Repository
@@ -34,7 +35,6 @@ from workers.storage.base import ObjectNotFound, StorageBackend, locked_until
 from workers.storage.codec import IntegrityError
 
 log = logging.getLogger("appsvc_dr.mirror.shared")
-FUNCTIONS = "functions-blobs"         # workers.functions.layout.FOLDER (workers never import workers)
 FILESHARE = "fileshare"
 
 
