@@ -16,14 +16,16 @@ from workers.runtime.errors import PermanentError
 
 def cluster(tmp_path, preference: str = "SECONDARY", replicas: dict[str, Replica] | None = None,
             addresses: dict[str, str] | None = None, **settings):
-    """An AG of simulated instances sharing one staging share, reached through the listener ``aglisten``."""
+    """An AG of simulated instances sharing one staging share, reached through the listener ``aglisten``. The
+    replicas hold one database (its LSNs and log chain are the group's); each has its own msdb history."""
     ag = AvailabilityGroup("ag1", backup_preference=preference, listener="aglisten",
                            replicas=replicas or {"sql01": Replica("PRIMARY"), "sql02": Replica("SECONDARY")})
-    sims = {}
+    sims, database = {}, None
     for name in ag.replicas:
         server = app_service_server(tmp_path / "disks", name=name)
         server.ag = ag
         server.databases[DB].ag_name = "ag1"
+        database = server.databases[DB] = database or server.databases[DB]
         sims[(addresses or {}).get(name, name)] = Simulator(server)
     network = Network(sims)
     values: dict[str, object] = dict(server="aglisten", username="backup", password=PASSWORD,

@@ -41,7 +41,7 @@ from workers.engines.base import BackupResult, DatabaseEngine
 from workers.engines.factory import build_engine
 from workers.engines.settings import DatabaseSettings
 from workers.middleware.metrics import Metrics
-from workers.runtime.errors import PermanentError
+from workers.runtime.errors import PermanentError, TransientError
 from workers.runtime.worker import JobContext, WorkerSpec
 from workers.storage.local import make_private_dirs
 from workers.storage.settings import StagingSettings
@@ -108,6 +108,13 @@ class DbBackupHandler:
             make_private_dirs(directory)
         staged = join(directory, f"{event.stamp}-{event.correlation_id}-{database}-{event.event_id.hex[:12]}.trn")
         result = backup_log(database, staged, lambda pct: ctx.logger.info("%s log: %d%% backed up", database, pct))
+        if result.skipped:
+            # No replica the AG's backup preference allows could take it: retried with backoff, then
+            # dead-lettered with this reason (a later log backup still continues the same chain).
+            raise TransientError(f"log backup of {database} not taken: {result.skipped_reason}",
+                                 hint="Bring a replica the availability group's backup preference allows back "
+                                      "online (or reachable from the worker: APPSVC_DR_DATABASE__AG_REPLICA_SERVERS),"
+                                      " or change the group's backup preference.")
         ctx.progress("backed-up", result.size)
         name = log_name(database, result.last_lsn, fallback=event.event_id.hex)
         metadata = {**backup_metadata(result), "backup_type": "log"}

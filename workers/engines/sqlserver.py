@@ -4,7 +4,8 @@ Statements run on one autocommit connection, drained to the last result set (:mo
 every error surfaces; ``STATS = N`` messages become progress callbacks. Database names are looked up in ``sys.databases`` (bind parameter) before they are quoted
 into a statement. Always On databases are backed up on the AG's preferred backup replica: when the server
 connected to (a listener reaches the primary) is not it, the engine connects to that replica itself
-(:mod:`workers.engines.sqlserver_ag`). COMPRESSION and MAXTRANSFERSIZE follow the edition and version
+(:mod:`workers.engines.sqlserver_ag`); log backups too, and log health takes the newest log backup from every
+replica's msdb. COMPRESSION and MAXTRANSFERSIZE follow the edition and version
 (:mod:`workers.engines.sqlserver_edition`).
 
 Striped backups (``stripes`` > 1) write one media family per file (``name.stripe<i>of<N>.bak``); verify,
@@ -17,8 +18,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pyodbc
 
@@ -32,7 +34,7 @@ from workers.engines.odbc import ConnectFn
 from workers.engines.settings import DatabaseSettings
 from workers.engines.sqlserver_edition import DATABASE_ENCRYPTED, SERVER_FACTS, ServerFacts, fit_options
 from workers.engines.sqlserver_errors import classify
-from workers.engines.sqlserver_log import LogHealth, read_log_health
+from workers.engines.sqlserver_log import LogHealth, newest_age, read_log_health
 from workers.engines.preflight import TargetState
 from workers.engines.sqlserver_preflight import restore_preflight
 from workers.engines.sqlserver_restore import SafeRestore, check_db, drop as drop_database
@@ -74,7 +76,8 @@ class SqlServerEngine:
         with self._session() as session:
             name, in_ag = self._online(session, database)
             if in_ag and not self.settings.ag_override and not self._preferred(session, name):
-                return self._backup_on_preferred_replica(session, name, staging_path, progress, started)
+                return self._on_preferred_replica(session, name, staging_path, started, tuple(devices),
+                                                  lambda engine: engine.backup(name, staging_path, progress))
             statement = tsql.backup_database(name, devices, self._fitted_options(session, name))
             began = datetime.now(timezone.utc)
             session.run(statement, action=f"BACKUP DATABASE {tsql.quote_name(name)}",
@@ -90,7 +93,12 @@ class SqlServerEngine:
         """BACKUP LOG of ``database`` (FULL / BULK_LOGGED recovery) to one file, verified like a full backup."""
         started, reporter = time.monotonic(), ProgressReporter(progress)
         with self._session() as session:
-            name, _ = self._online(session, database)
+            name, in_ag = self._online(session, database)
+            if in_ag and not self.settings.ag_override and not self._preferred(session, name):
+                # Log backups follow the AG's backup preference like full ones; on a secondary they are
+                # regular (not COPY_ONLY) and join the database's one log chain.
+                return self._on_preferred_replica(session, name, staging_path, started, (staging_path,),
+                                                  lambda engine: engine.backup_log(name, staging_path, progress))
             began = datetime.now(timezone.utc)
             session.run(tsql.backup_log(name, [staging_path], self._fitted_options(session, name)),
                         action=f"BACKUP LOG {tsql.quote_name(name)}", on_message=_progress_from_messages(reporter),
@@ -106,7 +114,28 @@ class SqlServerEngine:
         """Recovery model, ``log_reuse_wait_desc`` and the age of the newest log backup (msdb) of ``database``:
         for the "no recent log backup" warning. Best effort: unreadable msdb history gives an unknown age."""
         with self._session() as session:
-            return read_log_health(session, database)
+            health = read_log_health(session, database)
+            if self.settings.ag_override:
+                return health
+            try:
+                group = ag.read_group(lambda sql, *p: session.rows(sql, *p, action="read the availability group"),
+                                      health.database)
+            except DrError as exc:
+                log.info("%s: availability group not readable for log health: %s", database, exc.message)
+                return health
+        if group is None:
+            return health
+        # Each replica's msdb records only the log backups taken there: the newest across the group counts.
+        ages = [health.last_log_backup_age]
+        for replica in group.replicas:
+            if not replica.connected:
+                continue
+            try:
+                ages.append(self._engine_for(replica).log_health(health.database).last_log_backup_age)
+            except DrError as exc:
+                log.info("%s: log backup history of replica %s not readable: %s", database, replica.name,
+                         exc.message)
+        return replace(health, last_log_backup_age=newest_age(ages))
 
     def verify(self, staging_path: str | Sequence[str]) -> None:
         with self._session() as session:
@@ -204,10 +233,12 @@ class SqlServerEngine:
         row = session.first(tsql.PREFERRED_REPLICA, name, action=f"ask whether this is {name!r}'s backup replica")
         return bool(row and row["preferred"])
 
-    def _backup_on_preferred_replica(self, session: _Session, name: str, staging_path: str,
-                                     progress: Progress | None, started: float) -> BackupResult:
-        """This replica is not the preferred one: back up on the replica the AG's preference picks, reached
-        directly (COPY_ONLY on a secondary); a skipped result saying why when no candidate is reachable."""
+    def _on_preferred_replica(self, session: _Session, name: str, staging_path: str, started: float,
+                              parts: tuple[str, ...], run: Callable[["SqlServerEngine"], BackupResult]
+                              ) -> BackupResult:
+        """This replica is not the preferred one: ``run`` the backup on the replica the AG's preference picks,
+        reached directly (a full one COPY_ONLY on a secondary); a skipped result saying why when no candidate is
+        reachable."""
         group = ag.read_group(lambda sql, *p: session.rows(sql, *p, action="read the availability group"), name)
         session.close()             # not held open to the primary while another replica backs up for hours
         unreachable: dict[str, str] = {}
@@ -221,11 +252,11 @@ class SqlServerEngine:
                 continue
             log.info("%s: %s is not the preferred backup replica (availability group %s, preference %s); "
                      "backing up on %s", name, self.server, group.name, group.preference_text, engine.server)
-            return engine.backup(name, staging_path, progress)
+            return run(engine)
         reason = ag.nothing_reachable(group, name, unreachable) if group else SKIPPED_NOT_PREFERRED
         log.warning("%s on %s: %s", name, self.server, reason)
         return BackupResult(name, staging_path, 0, time.monotonic() - started, self.name, self.server,
-                            skipped_reason=reason, parts=tuple(stripe_paths(staging_path, self.settings.stripes)))
+                            skipped_reason=reason, parts=parts)
 
     def _engine_for(self, replica: ag.AgReplica) -> "SqlServerEngine":
         """An engine connected straight to ``replica`` that backs up there (never follows the AG again)."""

@@ -74,6 +74,13 @@ def read_log_health(session: _Session, database: str) -> LogHealth:
                      str(row.get("log_reuse_wait_desc") or "UNKNOWN"), age)
 
 
+def newest_age(ages: Sequence[float | None]) -> float | None:
+    """The age of the newest log backup among several msdb histories (an AG's replicas): the smallest known
+    age; NEVER when every known history has none; None when no history could be read."""
+    known = [age for age in ages if age is not None]
+    return min(known) if known else None
+
+
 def _seconds_between(finished: object, now: object) -> float | None:
     if isinstance(finished, datetime) and isinstance(now, datetime):
         return max(0.0, (now - finished).total_seconds())
