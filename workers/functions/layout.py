@@ -20,11 +20,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 
 from workers.artifacts.functionspacks import COMPONENT, FOLDER, account_prefix  # noqa: F401 (retention's too)
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
 from workers.artifacts.setmanifest import artifact_key
+from workers.functions.records import PACK_ID, SHA256
 from workers.storage.base import ObjectNotFound
+
+log = logging.getLogger(__name__)
 
 
 def manifest_key(stamp: str, set_id: str, account: str) -> str:
@@ -56,6 +60,26 @@ def latest_index(meta: ArtifactStore, stamp: str, account: str, before: str) -> 
                    if i.key.endswith(".json") and not i.key.endswith(RECORD_SUFFIX))
     for name in reversed([n for n in names if n < before]):
         found = read_json(meta, f"{base}{name}.json")
-        if found is not None and found.get("format") == 1:
-            return found.get("blobs", {})
+        if isinstance(found, dict) and found.get("format") == 1 and isinstance(found.get("blobs"), dict):
+            return checked_index(found["blobs"], f"{account_prefix(stamp, account)}/packs/")
     return {}
+
+
+def checked_index(blobs: dict, packs: str) -> dict:
+    """The entries of an index read from the store that are well formed: blob id -> [ETag, pack key inside this
+    account's ``packs/``, offset, length, SHA-256]. Any other entry is dropped (logged), so that blob is read
+    from the account again instead of taking a location from a damaged or forged index."""
+    good = {bid: entry for bid, entry in blobs.items() if _entry_ok(bid, entry, packs)}
+    if len(good) < len(blobs):
+        log.warning("the previous Function Apps index has %d malformed entr(ies): those blobs are read again",
+                    len(blobs) - len(good))
+    return good
+
+
+def _entry_ok(bid: object, entry: object, packs: str) -> bool:
+    if not (isinstance(bid, str) and SHA256.match(bid) and isinstance(entry, list) and len(entry) == 5):
+        return False
+    etag, pack, offset, length, sha = entry
+    return (isinstance(etag, str) and 0 < len(etag) <= 200 and isinstance(pack, str) and pack.startswith(packs)
+            and PACK_ID.match(pack[len(packs):]) is not None and type(offset) is int and type(length) is int
+            and offset >= 0 and length >= 0 and isinstance(sha, str) and SHA256.match(sha) is not None)
