@@ -183,3 +183,28 @@ def test_a_streamed_blob_whose_bytes_do_not_match_never_becomes_visible(azurite,
         f"data-{tag}", name)
     with pytest.raises(ResourceNotFoundError):
         blob.get_blob_properties()
+
+
+@pytest.mark.parametrize("damage, error", [(_outside, "outside this account's packs"), (_truncated, "incomplete"),
+                                           (_beyond_the_pack, "beyond the end of its pack")])
+def test_the_drills_check_of_a_copy_refuses_the_same_forgeries(copy, damage, error):
+    from workers.functions.verify import verify_copy
+    store, lines, _, tag = copy
+    assert verify_copy(store, None, STAMP, SET, "source").blobs == 4        # the genuine copy passes
+    forged = "20261203T140000Z-f0f4"
+    lines[0]["backup_set_id"] = forged
+    damage(lines, tag)
+    forge(store, lines, forged)
+    with pytest.raises(ManifestError, match=error):
+        verify_copy(store, None, STAMP, forged, "source")
+
+
+def test_the_drills_check_finds_a_streamed_blob_that_does_not_match(copy):
+    from workers.functions.verify import verify_copy
+    store, lines, _, tag = copy
+    forged = "20261203T150000Z-f0f5"
+    lines[0]["backup_set_id"] = forged
+    blob_line(lines, "large.bin")["sha256"] = "0" * 64
+    forge(store, lines, forged)
+    with pytest.raises(PermanentError, match=f"blob data-{tag}/large.bin: content does not match"):
+        verify_copy(store, None, STAMP, forged, "source")
