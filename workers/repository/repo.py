@@ -29,6 +29,7 @@ import io
 import json
 import logging
 import os
+import re
 import secrets
 import threading
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Iterator
 
 import zstandard
 
+from contracts.envelope import NAME_PATTERN
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore, StoredArtifact
 from workers.repository.index import Index, PackEntries, index_doc
 from workers.repository.manifest import Manifest
@@ -45,10 +47,21 @@ from workers.storage.codec import IntegrityError, KeyRing, decode, encode
 from workers.storage.signing import SIGNATURE_FIELD, trust_of
 
 log = logging.getLogger("appsvc_dr.fileshare")
+SNAPSHOT_ID = re.compile(NAME_PATTERN)         # a backup-set id, with "-p<8 hex>" for a sub-path's snapshot
 MERGE_ABOVE = 16
 INDEX_EXPANSION = 64                # an index object decodes to at most this many times its stored size
 INDEX_MAX_BYTES = 512 << 20         # and never to more than this
 
+
+
+def checked_snapshot(snapshot: object) -> str:
+    """A snapshot id from an event, the command line or the store, before it names an object or a cache file."""
+    if not isinstance(snapshot, str) or not SNAPSHOT_ID.match(snapshot):
+        raise PermanentError(f"invalid snapshot id {str(snapshot)[:80]!r}: expected a backup-set id (letters, "
+                             "digits, '.', '_', '-'; no '/')",
+                             hint="Give a snapshot id as `appsvc-dr snapshots list` shows it; if it was read from "
+                                  "the store, that object is damaged or forged: use another backup set.")
+    return snapshot
 
 class Repository:
     def __init__(self, store: ArtifactStore, stamp: str, *, cache_dir: Path | None = None) -> None:
@@ -74,10 +87,10 @@ class Repository:
         return f"{self.prefix}/index/{index_id}"
 
     def manifest_key(self, snapshot: str) -> str:
-        return f"{self.prefix}/snapshots/{snapshot}.json"
+        return f"{self.prefix}/snapshots/{checked_snapshot(snapshot)}.json"
 
     def summary_key(self, snapshot: str) -> str:
-        return f"{self.prefix}/snapshots/{snapshot}.summary.json"
+        return f"{self.prefix}/snapshots/{checked_snapshot(snapshot)}.summary.json"
 
     # ---- small helpers ---------------------------------------------------------------------------
     def _read(self, store: ArtifactStore, key: str, keys: KeyRing | None = None) -> bytes:
@@ -217,6 +230,7 @@ class Repository:
         return stored
 
     def manifest(self, snapshot: str, keys: KeyRing | None = None, *, cached: bool = True) -> Manifest:
+        checked_snapshot(snapshot)          # it names a cache file too
         body = self._cache_get(self._cache_file("manifests", f"{snapshot}.json.zst")) if cached else None
         if body is None:
             body = self._read(self.data, self.manifest_key(snapshot), keys)
@@ -225,7 +239,7 @@ class Repository:
     def cached_manifest(self, snapshot: str) -> Manifest | None:
         """The manifest from the local cache, else from the store if this worker can decrypt it (never
         when it is encrypted: the worker has no private key)."""
-        body = self._cache_get(self._cache_file("manifests", f"{snapshot}.json.zst"))
+        body = self._cache_get(self._cache_file("manifests", f"{checked_snapshot(snapshot)}.json.zst"))
         if body is None and not self._record_encrypted(self.manifest_key(snapshot)):
             try:
                 body = self._read(self.data, self.manifest_key(snapshot))

@@ -6,7 +6,7 @@ import json
 
 from workers.artifacts.setmanifest import artifact_key
 from workers.repository.manifest import Manifest
-from workers.repository.repo import Repository
+from workers.repository.repo import Repository, checked_snapshot
 from workers.runtime.errors import PermanentError
 from workers.storage.base import ObjectNotFound
 
@@ -20,8 +20,16 @@ def snapshot_of_set(repo: Repository, set_id: str) -> str:
                              hint="List sets with `appsvc-dr artifacts list` and snapshots with "
                                   "`appsvc-dr snapshots list`.")
     out = io.BytesIO()
-    repo.meta.get(prefix + ("snapshot.json" if "snapshot.json" in names else names[0]), out)
-    return json.loads(out.getvalue())["snapshot_id"]
+    key = prefix + ("snapshot.json" if "snapshot.json" in names else names[0])
+    repo.meta.get(key, out)
+    try:
+        reference = json.loads(out.getvalue())
+    except ValueError:
+        reference = None
+    if not isinstance(reference, dict):
+        raise PermanentError(f"{key} is not a snapshot reference", hint="The set's file-share reference is damaged "
+                             "or forged: restore the file share from another backup set.")
+    return checked_snapshot(reference.get("snapshot_id"))
 
 
 def load_manifest(repo: Repository, snapshot: str, keys) -> Manifest:
