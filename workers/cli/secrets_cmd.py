@@ -10,7 +10,8 @@ from workers.cli.run_cmd import private_umask
 from workers.cli.stores import artifact_store
 from workers.config import Settings
 from workers.recover.model import CONTROLLER_SECRETS
-from workers.secrets.versions import secrets_key, versions
+from workers.runtime.errors import PermanentError
+from workers.secrets.versions import secrets_key, set_reference, versions
 
 
 def register(sub) -> None:
@@ -68,8 +69,14 @@ def restore_secrets(args: argparse.Namespace, settings: Settings) -> int:
     keys = keyring_from_args(args, required=True)
     store = artifact_store(settings)
     key = secrets_key(store, stamp, keys, version=args.version, set_id=args.set)
-    write_atomically(args.out, lambda stream: store.get(key, stream, keys=keys))
+    wanted = set_reference(store, stamp, args.set, keys)["fingerprint"] if args.set and not args.version else None
     record = store.record(key)
+    if wanted is not None and (record is None or record.plaintext_sha256 != wanted):
+        raise PermanentError(f"set {args.set} names secrets fingerprint {wanted[:12]}, {key} holds "
+                             f"{record.plaintext_sha256[:12] if record else 'nothing'}",
+                             hint="The set's secrets reference or the version was altered: restore the secrets of "
+                                  "another set (`appsvc-dr secrets list`).")
+    write_atomically(args.out, lambda stream: store.get(key, stream, keys=keys))
     print(f"restored {key} → {args.out.resolve()} (fingerprint {record.plaintext_sha256[:12]}, mode 0600)")
     print(f"\nCopy it to the controller CN0-VM as {args.controller_path}; there, as roleadmin, in an elevated "
           "PowerShell session, run (HostingVssService too before App Service 1.5; `appsvc-dr recover run` writes "

@@ -102,9 +102,22 @@ def latest(store: ArtifactStore, stamp: str) -> SecretsVersion | None:
 
 def set_reference(store, stamp: str, set_id: str, keys) -> dict:
     """The secrets reference of a backup set: ``{version_id, key, fingerprint, stamp}`` (decrypted, verified)."""
+    key = artifact_key(stamp, set_id, "secrets", REFERENCE_NAME)
     ref = io.BytesIO()
-    store.get(artifact_key(stamp, set_id, "secrets", REFERENCE_NAME), ref, keys=keys)
-    return json.loads(ref.getvalue())
+    store.get(key, ref, keys=keys)
+    try:
+        data = json.loads(ref.getvalue())
+    except ValueError:
+        data = None
+    # Hostile until checked: it must name a version of *this* stamp, at the key such a version has.
+    vid = data.get("version_id") if isinstance(data, dict) else None
+    if not (isinstance(vid, str) and _is_version_id(vid) and data.get("key") == version_key(stamp, vid)
+            and data.get("stamp", stamp) == stamp and isinstance(data.get("fingerprint"), str)
+            and re.fullmatch(r"[0-9a-f]{64}", data["fingerprint"]) and data["fingerprint"].startswith(vid[-12:])):
+        raise PermanentError(f"{key} does not name a secrets version of stamp {stamp}",
+                             hint="The set's secrets reference is damaged or forged: restore the secrets of another "
+                                  "set or a version by id (`appsvc-dr secrets list`).")
+    return data
 
 
 def secrets_key(store, stamp: str, keys, *, version: str | None = None, set_id: str | None = None) -> str:
