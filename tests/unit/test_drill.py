@@ -2,6 +2,7 @@
 Server database drill against the simulated SQL Server."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from datetime import datetime, timedelta, timezone
@@ -24,7 +25,7 @@ from workers.drill.results import (ESTIMATED_RTO, METRIC, ComponentResult, Drill
 from workers.drill.run import candidates, choose, components_of
 from workers.runtime.errors import ConfigurationError, PermanentError
 from workers.secrets.handler import REFERENCE_NAME
-from workers.secrets.versions import version_key
+from workers.secrets.versions import version_id, version_key
 from workers.storage.codec import KeyRing, load_certificate
 from workers.storage.local import LocalStore
 
@@ -130,9 +131,10 @@ def secrets_drill(tmp_path):
 
     def with_secrets(body: bytes) -> Drill:
         set_id = make_set(store.backend, 1, complete=True, components=("secrets",))
-        key = version_key(STAMP, f"v-{set_id}")
+        vid = version_id(datetime(2026, 11, 22, 1, 0, tzinfo=timezone.utc), hashlib.sha256(body).hexdigest())
+        key = version_key(STAMP, vid)
         stored = store.put(key, lambda: io.BytesIO(body))
-        ref = {"stamp": STAMP, "version_id": f"v-{set_id}", "key": key, "fingerprint": stored.plaintext_sha256}
+        ref = {"stamp": STAMP, "version_id": vid, "key": key, "fingerprint": stored.plaintext_sha256}
         store.put(artifact_key(STAMP, set_id, "secrets", REFERENCE_NAME), lambda: io.BytesIO(json.dumps(ref).encode()))
         return Drill(settings, store, keys, STAMP, set_id, "0a1b2c3d", tmp_path)
     return with_secrets

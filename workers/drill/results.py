@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import socket
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable
 
+from contracts.envelope import is_future
 from workers.artifacts.sets import scan_sets, set_prefix
 from workers.storage.base import ObjectNotFound, StorageBackend
 from workers.storage.signing import sign_body, verified
 
 PASSED, VERIFIED, FAILED = "passed", "verified", "failed"      # verified: checked, not restored
+RESULTS = (PASSED, VERIFIED, FAILED)
 DRILLS = "drills"
+log = logging.getLogger(__name__)
 METRIC = "appsvc_dr_last_restore_drill_timestamp_seconds"
 ESTIMATED_RTO = "appsvc_dr_estimated_rto_seconds"
 
@@ -109,8 +113,48 @@ def read_markers(backend: StorageBackend, stamp: str) -> list[dict]:
                 continue
             data = verified(backend, info.key, data, "drill result") if isinstance(data, dict) else None
             if data is not None and data.get("kind") == "restore-drill":
-                found.append(data)
+                problem = marker_problem(data, stamp, info.key)
+                if problem:
+                    log.warning("ignoring drill result %s: %s", info.key, problem)
+                else:
+                    found.append(data)
     return sorted(found, key=lambda d: (str(d.get("finished_at")), str(d.get("drill_id"))))
+
+
+MAX_SECONDS = 7 * 24 * 3600          # no component of a drill takes a week
+
+
+def marker_problem(m: dict, stamp: str, key: str) -> str | None:
+    """Why a drill result read from the store cannot be believed, or None. It drives the "last drill" metric
+    and its alert, the estimated RTO and which set ``recover`` prefers, so a forged one must not make an overdue
+    drill look fresh (a future time), a failed one look passed, or the RTO absurd."""
+    if m.get("stamp") != stamp or f"/{m.get('backup_set_id')}/{DRILLS}/" not in key:
+        return "its stamp or backup set is not the one it is stored under"
+    times = [_aware(m.get(k)) for k in ("started_at", "finished_at")]
+    if None in times or times[0] > times[1] or is_future(times[1]):          # type: ignore[operator]
+        return "its times are not timezone-aware, out of order or in the future"
+    components = m.get("components")
+    if not isinstance(components, list) or len(components) > 100:
+        return "its components are not a list of results"
+    for c in components:
+        seconds = c.get("seconds") if isinstance(c, dict) else None
+        if not (isinstance(c, dict) and isinstance(c.get("component"), str) and c.get("result") in RESULTS
+                and type(seconds) in (int, float) and 0 <= seconds <= MAX_SECONDS
+                and type(c.get("bytes", 0)) is int and c.get("bytes", 0) >= 0):
+            return "a component result is malformed (component, result, seconds 0..7 days, bytes)"
+    derived = (FAILED if not components or any(c["result"] == FAILED for c in components) else
+               VERIFIED if any(c["result"] == VERIFIED for c in components) else PASSED)
+    if m.get("result") != derived:
+        return f"its overall result {str(m.get('result'))[:20]!r} disagrees with its components ({derived})"
+    return None
+
+
+def _aware(value: object) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return when if when is not None and when.tzinfo is not None else None
 
 
 # ------------------------------------------------------------------------------------------------ metric
