@@ -14,8 +14,8 @@ import pytest
 
 from contracts import (ArtifactReady, ArtifactReadyPayload, BackupDue, BackupDuePayload, DatabaseBackedUp,
                        DatabaseBackedUpPayload)
-from workers.artifacts.jobs import (LEASE_SUFFIX, JobKey, JobLease, JobLeaseLost, JobRunning, done_body, follow_up,
-                                    read_leases, replay, store_prefix)
+from workers.artifacts.jobs import (LEASE_SUFFIX, MAX_TTL, JobKey, JobLease, JobLeaseLost, JobRunning, done_body,
+                                    follow_up, read_leases, replay, store_prefix)
 from workers.artifacts.sets import scan_sets
 from workers.artifacts.setmanifest import list_sets
 from workers.runtime.errors import DuplicateJob
@@ -169,3 +169,26 @@ def test_a_done_record_re_makes_the_follow_ups_for_a_new_cause_with_derived_ids(
     assert [e.payload for e in moved] == [ready.payload, backed.payload]
     assert {e.event_id for e in moved}.isdisjoint({ready.event_id, backed.event_id})
     assert all(e.causation_id == other.event_id for e in moved)
+
+
+def test_a_lease_dated_far_ahead_lives_at_most_an_hour_after_the_store_wrote_it(backend):
+    # Given a lease (forged, or from a host whose clock runs years ahead) that claims to last until 2099,
+    # held by a process on another host (so it cannot be seen to be dead)
+    write_lease(backend, host="elsewhere", pid=4242, expires_at=datetime(2099, 1, 1, tzinfo=timezone.utc),
+                job="db-backup:event-1")
+    [found] = read_leases(backend, PREFIX)
+    # Then it counts as expiring an hour after it was written, not in 2099: the job is not held for ever
+    assert found.expires_at <= datetime.now(timezone.utc) + MAX_TTL
+    assert not found.live(datetime.now(timezone.utc) + MAX_TTL + timedelta(seconds=1))
+
+
+@pytest.mark.parametrize("pid", [2**70, -1, "4242", 0])
+def test_a_lease_with_an_impossible_pid_is_skipped_with_a_warning(backend, caplog, pid):
+    write_lease(backend, host=socket.gethostname(), pid=pid, expires_at=datetime.now(timezone.utc))  # type: ignore
+    assert read_leases(backend, PREFIX) == []
+    assert "ignoring unreadable job lease" in caplog.text
+
+
+def test_a_lease_longer_than_the_cap_is_refused_when_configured(backend):
+    with pytest.raises(ValueError, match="between 0 and"):
+        lease(backend, ttl=MAX_TTL + timedelta(seconds=1))

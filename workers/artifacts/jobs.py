@@ -55,6 +55,7 @@ log = logging.getLogger("appsvc_dr.jobs")
 JOBS = "jobs"
 LEASE_SUFFIX = ".lease.json"
 DEFAULT_TTL = timedelta(minutes=5)
+MAX_TTL = timedelta(hours=1)          # no lease is written for longer (leases read from the store are capped)
 CLAIM_TRIES = 6
 
 
@@ -119,12 +120,19 @@ def read_leases(backend: StorageBackend, prefix: str) -> list[LeaseInfo]:
             if data is None:
                 continue
             expires = datetime.fromisoformat(data["expires_at"])
-            found.append(LeaseInfo(info.key, str(data["holder"]), str(data["job"]), str(data["host"]),
-                                   int(data["pid"]), bool(data["running"]),
-                                   expires if expires.tzinfo else expires.replace(tzinfo=timezone.utc)))
+            expires = expires if expires.tzinfo else expires.replace(tzinfo=timezone.utc)
+            # A lease lives at most MAX_TTL after the store wrote it, whatever it claims: one dated ahead
+            # would otherwise hold the job for ever.
+            expires = min(expires, info.modified + MAX_TTL)
+            pid = data["pid"]
+            if type(pid) is not int or not 0 < pid < 2**22 or not all(
+                    isinstance(data[k], str) and len(data[k]) <= 300 for k in ("holder", "job", "host")):
+                raise ValueError("malformed lease")
+            found.append(LeaseInfo(info.key, data["holder"], data["job"], data["host"], pid, bool(data["running"]),
+                                   expires))
         except ObjectNotFound:
             continue
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError):
             log.warning("ignoring unreadable job lease %s", info.key)
     return found
 
@@ -151,6 +159,8 @@ class JobLease(Heartbeat):
 
     def __init__(self, backend: StorageBackend, prefix: str, *, job: str, what: str, ttl: timedelta = DEFAULT_TTL,
                  holder: str | None = None) -> None:
+        if not timedelta(0) < ttl <= MAX_TTL:
+            raise ValueError(f"a job lease lives between 0 and {MAX_TTL} (got {ttl})")
         self.backend, self.prefix, self.job, self.what, self.ttl = backend, prefix, job, what, ttl
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self.key = f"{prefix}{secrets.token_hex(12)}{LEASE_SUFFIX}"

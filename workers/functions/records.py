@@ -111,7 +111,8 @@ class EndRecord:
 COUNTED = {"containers": "container", "blobs": "blob", "queues": "queue", "messages": "message",
            "tables": "table", "entities": "entity"}
 
-Record = AccountRecord | EndRecord | ContainerRecord | BlobRecord | QueueRecord | MessageRecord | TableRecord | EntityRecord
+Record = (AccountRecord | EndRecord | ContainerRecord | BlobRecord | QueueRecord | MessageRecord | TableRecord
+          | EntityRecord)
 
 
 def _fail(line: int, text: str) -> ManifestError:
@@ -253,8 +254,8 @@ def _end(r: dict, _: str, line: int) -> EndRecord:
 
 
 PARSERS: dict[str, Callable[[dict, str, int], Record]] = {
-    "account": _account, "end": _end, "container": _container, "blob": _blob, "queue": _queue, "message": _message, "table": _table,
-    "entity": _entity}
+    "account": _account, "end": _end, "container": _container, "blob": _blob, "queue": _queue, "message": _message,
+    "table": _table, "entity": _entity}
 
 
 def declares(r: Record) -> tuple[str, str | None]:
