@@ -43,8 +43,23 @@ def cpu_seconds(comm: str) -> float:
     """User + system CPU seconds used so far by the first process named ``comm``; 0 when there is none."""
     for _, name, fields in processes():
         if name == comm:
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            return _cpu(fields)
     return 0.0
+
+
+def pid_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (its threads included); 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return _cpu(fields)
+
+
+def _cpu(fields: list[str]) -> float:
+    """utime + stime of /proc/PID/stat's fields after comm, in seconds."""
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(argv: list[str], env: dict[str, str] | None = None, *, interval: float = 0.02,

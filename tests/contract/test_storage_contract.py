@@ -237,16 +237,23 @@ def test_invalid_metadata_is_rejected(store: StorageBackend, meta: dict[str, str
     assert not store.exists("m")
 
 
-def test_failing_source_leaves_no_partial_object(store: StorageBackend, request: pytest.FixtureRequest) -> None:
-    # Given an existing object and a source that dies after 7 MiB (mid multipart upload on S3)
+@pytest.mark.parametrize("known", [False, True], ids=["unsized", "size-and-sha256"])
+def test_failing_source_leaves_no_partial_object(store: StorageBackend, request: pytest.FixtureRequest,
+                                                 known: bool) -> None:
+    # Given an existing object and a source that dies after 7 MiB (mid multipart upload on S3; with its size and
+    # SHA-256 declared, mid one streamed request)
     store.put("set/obj.bak", io.BytesIO(b"previous good copy"), metadata={"v": "1"})
+    whole = PatternStream(14 * MiB)
+    while whole.read(MiB):
+        pass
+    declared = {"size": whole.size, "sha256": whole.sha256.hexdigest()} if known else {}
     broken = BrokenStream(fail_after=7 * MiB)
     # When a new object and an overwrite are put from such sources
     with pytest.raises(RuntimeError) as caught:
-        store.put("set/new.bak", broken)
+        store.put("set/new.bak", broken, **declared)
     assert caught.value is broken.error                          # the caller's error, unchanged
     with pytest.raises(RuntimeError):
-        store.put("set/obj.bak", BrokenStream(fail_after=7 * MiB), metadata={"v": "2"})
+        store.put("set/obj.bak", BrokenStream(fail_after=7 * MiB), metadata={"v": "2"}, **declared)
     # Then no half object is visible and the previous object is intact
     assert not store.exists("set/new.bak")
     assert [i.key for i in store.list()] == ["set/obj.bak"]
@@ -257,10 +264,14 @@ def test_failing_source_leaves_no_partial_object(store: StorageBackend, request:
 
 
 @pytest.mark.parametrize("declared", [10, 3])
-def test_declared_size_mismatch_is_rejected_before_the_object_appears(store: StorageBackend, declared: int) -> None:
-    # Given a 5-byte stream declared as shorter or longer / When put / Then InvalidArgument and no object
+@pytest.mark.parametrize("known", [False, True], ids=["size", "size-and-sha256"])
+def test_declared_size_mismatch_is_rejected_before_the_object_appears(store: StorageBackend, declared: int,
+                                                                      known: bool) -> None:
+    # Given a 5-byte stream declared as shorter or longer (with a SHA-256 too: S3 streams one signed request)
+    # When put / Then InvalidArgument and no object
     with pytest.raises(InvalidArgument):
-        store.put("s/obj", io.BytesIO(b"12345"), size=declared)
+        store.put("s/obj", io.BytesIO(b"12345"), size=declared,
+                  sha256=hashlib.sha256(b"1234567890"[:declared]).hexdigest() if known else None)
     assert not store.exists("s/obj")
     assert list(store.list()) == []
 

@@ -100,17 +100,20 @@ def test_s3_wrong_credentials_are_permanent_with_hint() -> None:
         server.enforce_auth()
         good = s3_store(server, "authbucket", access_key=access_key, secret_key=secret_key)
         good.put("k", io.BytesIO(b"x"))
+        known = {"size": 2, "sha256": hashlib.sha256(b"xy").hexdigest()}     # one streamed request, signed by us
+        assert good.put("k2", io.BytesIO(b"xy"), **known).size == 2
         # When the secret is wrong, or the key id unknown
         wrong, other = secret(), secret()
         wrong_secret = s3_store(server, "authbucket", access_key=access_key, secret_key=wrong)
         unknown_key = s3_store(server, "authbucket", access_key="AKIAUNKNOWN", secret_key=other)
         # Then the error is permanent, says which settings to fix, and never shows a secret
         for store in (wrong_secret, unknown_key):
-            for call in (lambda: store.stat("k"), lambda: store.put("k", io.BytesIO(b"y"))):
+            for call in (lambda: store.stat("k"), lambda: store.put("k", io.BytesIO(b"y")),
+                         lambda: store.put("k2", io.BytesIO(b"xy"), **known)):
                 caught(call, StoragePermissionDenied,
                        secrets=(wrong, other, secret_key),
                        settings=("APPSVC_DR_STORE__S3_ACCESS_KEY", "APPSVC_DR_STORE__S3_SECRET_KEY"))
-        assert good.stat("k").size == 1
+        assert good.stat("k").size == 1 and good.stat("k2").size == 2
 
 
 def test_s3_missing_bucket_without_create_is_permanent(s3: S3Server) -> None:

@@ -6,10 +6,11 @@ drill results, recoveries' state — except the sets the target's own retention 
 keeping fewer sets is not refilled) and what only coordinates this site's running processes: the file-share
 repository's locks, job leases (``<stamp>/<set>/jobs/``) and the scheduler's slot claims (``<stamp>/schedule/``).
 Objects are copied as stored (the same bytes, the same key: records and signatures stay valid) and streamed with
-bounded memory: one part (S3) or one chunk (SMB, local) at a time. An artifact with a record is verified while it
-streams, against the record's stored size and SHA-256, and the target's upload is aborted when it does not match (a
-corrupted object on the primary is never copied); any other object is hashed as it streams and read back from the
-target. A recovery's state (``<stamp>/recoveries/``) is rewritten as the recovery runs: it is compared by content
+bounded memory: one chunk at a time (an artifact up to 5 GiB to S3: one PUT request fed from the primary's GET,
+signed with the record's SHA-256, so S3 checks the bytes too), else one part (S3) or chunk (SMB, local). An
+artifact with a record is verified while it streams, against the record's stored size and SHA-256, and the
+target's upload is aborted when it does not match (a corrupted object on the primary is never copied); any other
+object is hashed as it streams and read back from the target. A recovery's state (``<stamp>/recoveries/``) is rewritten as the recovery runs: it is compared by content
 and copied again when it changed. Within a set, artifacts go first, then records, then the catalog's files with the
 completion marker last, so a set is complete on the target only once it is all there.
 """

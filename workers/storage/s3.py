@@ -1,10 +1,10 @@
 """An S3 bucket through the ``minio`` SDK (path-style). Uploads stream in ``part_size`` parts (one part in
 memory at a time); a multipart upload only becomes an object when it completes, and the SDK aborts it when
 the source stream fails, so readers never see a partial object. User metadata travels as x-amz-meta-*.
-An upload of one request whose SHA-256 the caller knows sends it as the x-amz-checksum-sha256 header (through
-``put_object``'s public ``metadata`` argument, which passes ``x-amz-*`` names through as headers); the server
-checks the body against it, so ``put`` reports those bytes without a HEAD request (every other ``put`` stats
-what landed). The SDK still signs the body with its own hash (plain HTTP) or MD5 (HTTPS)."""
+An upload whose size and SHA-256 the caller knows (up to 5 GiB) is one PUT request streamed outside the SDK
+(``workers.storage.s3stream``): signed with that SHA-256 as its payload hash and carrying it as
+x-amz-checksum-sha256, so the server checks the body against it; nothing is buffered or hashed again, and
+``put`` reports those bytes without a HEAD request (every other ``put`` stats what landed)."""
 from __future__ import annotations
 
 import base64
@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, Iterator
 import certifi
 import urllib3
 from minio import Minio
+from minio.credentials import Credentials
 from minio.error import InvalidResponseError, S3Error, ServerError
 from minio.commonconfig import ENABLED
 from minio.helpers import check_bucket_name
@@ -27,6 +28,7 @@ from workers.storage._streams import SizedReader, reader
 from workers.storage.base import (UNLOCKED, InvalidArgument, ObjectInfo, ObjectLocked, ObjectNotFound, StorageError,
                                   StorageFull, StorageMisconfigured, StoragePermissionDenied, StorageUnavailable,
                                   validate_key, validate_metadata, validate_prefix)
+from workers.storage.s3stream import SINGLE_PUT_MAX, SignedRequests
 
 META_PREFIX = "x-amz-meta-"
 MIN_PART, MAX_PART = 5 * 1024 * 1024, 5 * 1024 ** 3
@@ -85,6 +87,8 @@ class S3Store:
             raise StorageMisconfigured(f"invalid S3 endpoint {endpoint!r}: {exc}",
                                        hint="Set APPSVC_DR_STORE__S3_ENDPOINT to host:port (no path); "
                                             "APPSVC_DR_STORE__S3_SECURE picks https or http.") from None
+        self._signed = SignedRequests(self._http, secure, endpoint, Credentials(access_key, _secret(secret_key)),
+                                      self.region) if access_key and _secret(secret_key) else None
         self._bucket_ok = False
 
     def __repr__(self) -> str:
@@ -96,24 +100,25 @@ class S3Store:
         validate_key(key)
         meta = validate_metadata(metadata)
         headers = {META_PREFIX + k: v for k, v in meta.items()}
-        checked = sha256 is not None and size is not None and 0 < size <= self.part_size    # one PUT request
-        if sha256 is not None and checked:
-            headers.update({"x-amz-sdk-checksum-algorithm": "SHA256",
-                            "x-amz-checksum-sha256": base64.b64encode(bytes.fromhex(sha256)).decode()})
+        streamed = sha256 is not None and size is not None and 0 < size <= SINGLE_PUT_MAX and \
+            self._signed is not None
         self._ensure_bucket()
         source = SizedReader(stream, size, key)
         with self._errors("upload", key, source):
-            # length=-1: stream in part_size parts; one sequential upload keeps one part in memory and leaves
-            # no upload threads behind when the source fails.
-            result = self._client.put_object(self.bucket, key, source, length=-1, part_size=self.part_size,
-                                             metadata=headers, num_parallel_uploads=1)  # type: ignore[arg-type]
+            if streamed:
+                response = self._signed.put(self.bucket, key, source, size, sha256, headers)  # type: ignore
+                answered, etag = response.headers, (response.headers.get("ETag") or "").replace('"', "")
+            else:
+                # length=-1: stream in part_size parts; one sequential upload keeps one part in memory and
+                # leaves no upload threads behind when the source fails.
+                self._client.put_object(self.bucket, key, source, length=-1, part_size=self.part_size,
+                                        metadata=headers, num_parallel_uploads=1)  # type: ignore[arg-type]
         if meta.get("dr-lock") != UNLOCKED["dr-lock"]:
             self._lock(key)
-        if checked and source.count == size:
+        if streamed and source.count == size:
             # The server accepted exactly these bytes against their SHA-256: no HEAD to learn what landed.
             # ``modified`` is the server's time of the answer (its Date header), not a Last-Modified.
-            return ObjectInfo(key=key, size=size, modified=_answered(result.http_headers), metadata=meta,
-                              etag=result.etag)
+            return ObjectInfo(key=key, size=size, modified=_answered(answered), metadata=meta, etag=etag)
         return self.stat(key)
 
     @contextlib.contextmanager
