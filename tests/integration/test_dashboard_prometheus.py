@@ -181,7 +181,8 @@ def workers(rabbit_vhost, recovery_points, tmp_path):
             logs[name] = []
             threading.Thread(target=lambda p=procs[name][0], out=logs[name]: out.extend(p.stdout), daemon=True).start()
         for name, (proc, port) in procs.items():
-            wait_for(lambda: scrape_ok(port) or proc.poll() is not None, 30, what=f"{name} metrics")
+            # many interpreters start at once: on a loaded 2-core machine one took over 30 s
+            wait_for(lambda: scrape_ok(port) or proc.poll() is not None, 120, what=f"{name} metrics")
             assert proc.poll() is None, f"{name} exited: {''.join(logs[name])[-3000:]}"
         yield settings, procs
     finally:
