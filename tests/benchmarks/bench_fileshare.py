@@ -12,7 +12,9 @@ and sizes with the options (``--help``; the environment's BENCH_FILES, BENCH_BIG
 defaults); ``--repeat R`` runs (b) R times, rclone and ours alternately (each a fresh first sync), and
 keeps each tool's best time, since a shared 2-core machine swings by a third between runs. Each of our rows
 also reports our CPU seconds (the worker process and its reader processes), and
-per GB read.
+per GB read; each round of (b) also the CPU seconds per GB of moto and smbd. Our store is opened from settings
+(region set), as the worker opens it; ``BENCH_FILESHARE_SETTINGS`` (JSON) overrides file-share settings for (b),
+(m) and (n), e.g. ``{"reader_packing": true, "memory_budget": 159383552}``.
 
 Memory cases (not timed against rclone): (m) a first sync of BIG files of BIG_MIB MiB and (n) of FILES small
 files, each in a child process with default settings, sampled every 20 ms: the peak RSS of the worker process,
