@@ -12,7 +12,9 @@ and sizes with the options (``--help``; the environment's BENCH_FILES, BENCH_BIG
 defaults); ``--repeat R`` runs (b) R times, rclone and ours alternately (each a fresh first sync), and
 keeps each tool's best time, since a shared 2-core machine swings by a third between runs. Each of our rows
 also reports our CPU seconds (the worker process and its reader processes), and
-per GB read.
+per GB read; each round of (b) also the CPU seconds per GB of moto and smbd. Our store is opened from settings
+(region set), as the worker opens it; ``BENCH_FILESHARE_SETTINGS`` (JSON) overrides file-share settings for (b),
+(m) and (n), e.g. ``{"reader_packing": true, "memory_budget": 159383552}``.
 
 Memory cases (not timed against rclone): (m) a first sync of BIG files of BIG_MIB MiB and (n) of FILES small
 files, each in a child process with default settings, sampled every 20 ms: the peak RSS of the worker process,
@@ -32,12 +34,13 @@ import subprocess
 import sys
 import time
 import uuid
+from types import SimpleNamespace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.fixtures.s3server import moto_s3_server  # noqa: E402
-from tests.benchmarks.procs import descendants, vm_hwm_mib  # noqa: E402
+from tests.benchmarks.procs import descendants, tree_cpu_seconds, vm_hwm_mib  # noqa: E402
 from tests.fixtures.smbd import smbd_server  # noqa: E402
 from workers.artifacts.service import ArtifactStore  # noqa: E402
 from workers.fileshare.handler import commit  # noqa: E402
@@ -48,6 +51,7 @@ from workers.fileshare.opener import open_tree  # noqa: E402
 from workers.repository.repo import Repository  # noqa: E402
 from workers.storage.codec import KeyRing, generate_self_signed, load_certificate  # noqa: E402
 from workers.storage.s3 import S3Store  # noqa: E402
+from workers.storage.settings import EncryptionSettings, StoreSettings  # noqa: E402
 
 MiB = 1 << 20
 FILES, BIG, BIG_MIB = (int(os.environ.get(k, d)) for k, d in (("BENCH_FILES", 10000), ("BENCH_BIG", 20),
@@ -103,23 +107,50 @@ def rclone_env(smb, s3) -> dict[str, str]:
     return env
 
 
-def cpu_seconds() -> float:
+def cpu_seconds(*who: int) -> float:
     """CPU time of this process and of its finished children (our reader processes; rclone is done by then)."""
-    return sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, (resource.RUSAGE_SELF,
-                                                                           resource.RUSAGE_CHILDREN)))
+    return sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, who or (resource.RUSAGE_SELF,
+                                                                                 resource.RUSAGE_CHILDREN)))
+
+
+def servers_cpu(smb, s3) -> tuple[float, float]:
+    """CPU seconds used so far by the S3 server (moto) and by smbd (its parent and connection processes)."""
+    smbd = sum(tree_cpu_seconds(int(p.read_text().strip())) for p in (smb.conf.parent / "pid").glob("smbd*.pid"))
+    return tree_cpu_seconds(s3.process.pid), smbd
+
+
+def timed(smb, s3, run) -> tuple[float, dict]:
+    """``run()`` -> (seconds, stats); the stats gain the CPU seconds moto and smbd spent meanwhile."""
+    before = servers_cpu(smb, s3)
+    seconds, stats = run()
+    after = servers_cpu(smb, s3)
+    return seconds, dict(stats, moto_cpu=after[0] - before[0], smbd_cpu=after[1] - before[1])
+
+
+def bench_store(s3, bucket: str, cert_pem: bytes, cache: Path) -> ArtifactStore:
+    """The bucket as the worker opens its store (from settings: its reader processes can open it again)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    cert_file = cache / "bench-cert.pem"
+    cert_file.write_bytes(cert_pem)
+    store = ArtifactStore.from_settings(
+        StoreSettings(kind="s3", s3_endpoint=s3.endpoint, s3_access_key=s3.access_key, s3_secret_key=s3.secret_key,
+                      s3_bucket=bucket, s3_region=s3.region, s3_secure=False),
+        EncryptionSettings(certificate=cert_file))
+    return store
 
 
 def ours(smb, s3, folder: str, bucket: str, cert, cache: Path, sid: str) -> tuple[float, dict]:
-    store = ArtifactStore(S3Store(s3.endpoint, s3.access_key, s3.secret_key, bucket, secure=False), certificate=cert)
+    store = bench_store(s3, bucket, cert, cache)
     unc = smb.unc(folder)
     settings = FileshareSettings(source=unc, username=smb.username, password=smb.password, port=smb.port,
-                                 cache_dir=cache)
-    started, cpu = time.monotonic(), cpu_seconds()
+                                 cache_dir=cache, **json.loads(os.environ.get("BENCH_FILESHARE_SETTINGS", "{}")))
+    started, cpu, own = time.monotonic(), cpu_seconds(), cpu_seconds(resource.RUSAGE_SELF)
     repo = Repository(store, "bench", cache_dir=cache)
     result = Sync(settings, repo, open_tree(unc, username=smb.username, password=smb.password, port=smb.port)) \
         .run(sid, "bench", sid, None)
     commit(repo, result)
-    return time.monotonic() - started, dict(result.stats.as_dict(), cpu_seconds=cpu_seconds() - cpu)
+    return time.monotonic() - started, dict(result.stats.as_dict(), cpu_seconds=cpu_seconds() - cpu,
+                                            worker_cpu=cpu_seconds(resource.RUSAGE_SELF) - own)
 
 
 def row(case: str, tool: str, seconds: float, files: int, nbytes: int, ref: float | None,
@@ -152,7 +183,7 @@ def main() -> None:
     if set(args.cases) & {"c", "d"} and "a" not in args.cases:
         parser.error("cases c and d re-sync the tree case a stored: include a")
     cert_pem, key_pem = generate_self_signed("bench", 1)
-    cert = load_certificate(cert_pem)
+    cert = cert_pem                 # ours() opens its store from settings, with this certificate (PEM)
     rows = ["| case | tool | seconds | files/s | MiB/s | speed vs rclone | our CPU s (per GB read) |",
             "|---|---|---|---|---|---|---|"]
     with smbd_server(encrypt=args.smb_encrypt) as smb, moto_s3_server() as s3:
@@ -176,16 +207,39 @@ def main() -> None:
 def big_case(smb, s3, cert, cache: Path, args: argparse.Namespace) -> list[str]:
     """(b): rclone and a fresh sync of ours, alternately ``--repeat`` times; the best time of each counts."""
     count, total = populate(smb.path / "big", smb.username, False, args.big, args.big_mib)
-    best_r, best_o = float("inf"), (float("inf"), {})
+    best_r, best_o = (float("inf"), {}), (float("inf"), {})
+    servers = []
     for rep in range(args.repeat):
-        best_r = min(best_r, rclone(smb, s3, "big", f"rclone-big-{rep}"))
+        r = timed(smb, s3, lambda: rclone_cpu(smb, s3, "big", f"rclone-big-{rep}", total))
+        best_r = min(best_r, r, key=lambda result: result[0])
         s3.reset()
-        best_o = min(best_o, ours(smb, s3, "big", f"ours-big-{rep}", cert, cache / f"b{rep}", f"b{rep}"),
-                     key=lambda result: result[0])
+        o = timed(smb, s3, lambda: ours(smb, s3, "big", f"ours-big-{rep}", cert, cache / f"b{rep}", f"b{rep}"))
+        best_o = min(best_o, o, key=lambda result: result[0])
         s3.reset()
+        servers += [server_row(f"(b) round {rep + 1}", "rclone", r, total),
+                    server_row(f"(b) round {rep + 1}", "appsvc-dr", o, total)]
+        print(servers[-2], servers[-1], f"load {os.getloadavg()[0]:.1f}", flush=True)
     label = f"(b) {count} x {args.big_mib} MiB" + (f", best of {args.repeat}" if args.repeat > 1 else "")
-    return [row(label, "rclone", best_r, count, total, None),
-            row(label, "appsvc-dr", best_o[0], count, total, best_r, best_o[1])]
+    return [row(label, "rclone", best_r[0], count, total, None, best_r[1]),
+            row(label, "appsvc-dr", best_o[0], count, total, best_r[0], best_o[1]), "",
+            "| round | tool | seconds | tool CPU s/GB | moto CPU s/GB | smbd CPU s/GB | total CPU s/GB |",
+            "|---|---|---|---|---|---|---|", *servers]
+
+
+def rclone_cpu(smb, s3, folder: str, bucket: str, nbytes: int) -> tuple[float, dict]:
+    """``rclone`` with its CPU seconds (a finished child's)."""
+    cpu = cpu_seconds()
+    seconds = rclone(smb, s3, folder, bucket)
+    return seconds, {"cpu_seconds": cpu_seconds() - cpu, "bytes_read": nbytes}
+
+
+def server_row(label: str, tool: str, result: tuple[float, dict], nbytes: int) -> str:
+    seconds, stats = result
+    gb = nbytes / 1e9
+    own, moto, smbd = stats["cpu_seconds"], stats["moto_cpu"], stats["smbd_cpu"]
+    worker = f" (worker process {stats['worker_cpu'] / gb:.2f})" if "worker_cpu" in stats else ""
+    return (f"| {label} | {tool} | {seconds:.2f} | {own / gb:.2f}{worker} | {moto / gb:.2f} | {smbd / gb:.2f} "
+            f"| {(own + moto + smbd) / gb:.2f} |")
 
 
 def restore_case(smb, s3, cert, key_pem: bytes, cache: Path, args: argparse.Namespace,
@@ -200,7 +254,7 @@ def restore_case(smb, s3, cert, key_pem: bytes, cache: Path, args: argparse.Name
     key = cache / "restore-key.pem"
     key.write_bytes(key_pem)
     repo = Repository(ArtifactStore(S3Store(s3.endpoint, s3.access_key, s3.secret_key, f"ours-restore-{case}",
-                                            secure=False), certificate=cert), "bench")
+                                            secure=False), certificate=load_certificate(cert)), "bench")
     keys = KeyRing.from_files(keys=[key])
     theirs, mine, cpu, theirs_cpu = float("inf"), float("inf"), 0.0, 0.0
     for rep in range(args.repeat):                      # alternately, each into a fresh folder; best time counts
@@ -270,8 +324,9 @@ def memory_child(spec_json: str) -> None:
     """One first sync with default settings (the worker's job), in this process; prints its RSS before and
     after the job (after: the job's objects dropped, as the worker's next idle moment)."""
     spec = json.loads(spec_json)
-    store = ArtifactStore(S3Store(spec["endpoint"], spec["access_key"], spec["secret_key"], spec["bucket"],
-                                  secure=False), certificate=load_certificate(spec["cert"].encode()))
+    store = bench_store(SimpleNamespace(endpoint=spec["endpoint"], access_key=spec["access_key"],
+                                        secret_key=spec["secret_key"], region=spec["region"]), spec["bucket"],
+                        spec["cert"].encode(), Path(spec["cache"]))
     settings = FileshareSettings(source=spec["unc"], username=spec["username"], password=spec["password"],
                                  port=spec["port"], cache_dir=Path(spec["cache"]),
                                  **json.loads(os.environ.get("BENCH_FILESHARE_SETTINGS", "{}")))
@@ -323,7 +378,7 @@ def memory_cases(smb, s3, cert_pem: bytes, cache: Path, args: argparse.Namespace
     for case, label, small, count in cases:
         folder = f"mem-{case}"
         populate(smb.path / folder, smb.username, small, count, args.big_mib)
-        spec = {"endpoint": s3.endpoint, "access_key": s3.access_key, "secret_key": s3.secret_key,
+        spec = {"endpoint": s3.endpoint, "access_key": s3.access_key, "secret_key": s3.secret_key, "region": s3.region,
                 "bucket": f"mem-{case}", "cert": cert_pem.decode(), "unc": smb.unc(folder),
                 "username": smb.username, "password": smb.password, "port": smb.port,
                 "cache": str(cache / folder), "sid": case}

@@ -82,3 +82,17 @@ def run(argv: list[str], env: dict[str, str] | None = None, *, interval: float =
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:4])} ... exited with {proc.returncode}")
     return wall, own, tools, text
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of process ``root`` and everything it started: its own, its reaped children's
+    (cutime/cstime: an smbd's exited connection processes) and its live descendants'."""
+    ticks = 0
+    for pid in [root, *(pid for pid, _ in descendants(root))]:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        ticks += sum(int(f) for f in fields[11:15]) if pid == root else int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")

@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import io
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, BinaryIO, Callable, ContextManager, Iterator, Mapping
 
@@ -33,7 +33,7 @@ from workers.storage.factory import build_store
 from workers.storage.settings import EncryptionSettings, StoreSettings
 from workers.storage.signing import SignatureError, Trust, attach, trust_from_settings, trust_of
 
-__all__ = ["ArtifactStore", "StoredArtifact", "OverwriteError", "RECORD_SUFFIX", "sha256_of"]
+__all__ = ["ArtifactStore", "StoreOpener", "StoredArtifact", "OverwriteError", "RECORD_SUFFIX", "sha256_of"]
 
 log = logging.getLogger("appsvc_dr.artifacts")
 CHUNK = 1024 * 1024
@@ -70,12 +70,25 @@ def sha256_of(stream: BinaryIO) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+@dataclass(frozen=True)
+class StoreOpener:
+    """How to open the same configured store in another process (a sync's reader processes upload their own
+    packs): picklable settings. They hold the store's secrets: never logged (their reprs mask them)."""
+    store: StoreSettings
+    encryption: EncryptionSettings
+    verify: VerifyMode = "stat"
+
+    def __call__(self) -> "ArtifactStore":
+        return ArtifactStore.from_settings(self.store, self.encryption, verify=self.verify)
+
+
 class ArtifactStore:
     def __init__(self, backend: StorageBackend, *, certificate: Certificate | None = None, compress: bool = True,
                  level: int = 3, verify: VerifyMode = "stat") -> None:
         self.backend, self.certificate, self.compress = backend, certificate, compress
         self.level, self.verify_mode = level, verify
         self._warned = False
+        self.opener: StoreOpener | None = None          # set when built from settings alone (from_settings)
 
     @classmethod
     def from_settings(cls, store: StoreSettings, encryption: EncryptionSettings, *, verify: VerifyMode = "stat",
@@ -88,8 +101,11 @@ class ArtifactStore:
         except PermanentError as exc:
             raise ConfigurationError(f"encryption certificate: {exc.message}", hint=exc.hint) from None
         trust = trust_from_settings(encryption)
-        return cls(attach(backend or build_store(store), trust), certificate=certificate,
-                   compress=encryption.compress, level=encryption.level, verify=verify)
+        artifacts = cls(attach(backend or build_store(store), trust), certificate=certificate,
+                        compress=encryption.compress, level=encryption.level, verify=verify)
+        if backend is None:
+            artifacts.opener = StoreOpener(store, encryption, verify)
+        return artifacts
 
     @property
     def trust(self) -> Trust:
@@ -174,10 +190,28 @@ class ArtifactStore:
                 return existing
         else:
             self._check_encryption(key, require_encryption)
-        encoded = encode_buffer(body, compress=self.compress, recipient=self.certificate, level=self.level,
-                                hash_plaintext=hash_plaintext)
-        landed = self.backend.put(key, io.BytesIO(encoded.data), size=encoded.stored_size,
-                                  metadata=_object_metadata(encoded), sha256=encoded.stored_sha256)
+        return self.put_encoded(key, self.encode_new(body, hash_plaintext=hash_plaintext))
+
+    def encode_new(self, body: bytes | bytearray | memoryview, *, hash_plaintext: bool = True) -> EncodedBuffer:
+        """``body`` encoded for a key that was never used (see :meth:`put_buffer`), kept as the encoder's pieces
+        (no joined copy when the backend sends pieces one after another); store it with :meth:`put_encoded`.
+        Unless ``detached``, the pieces are views of ``body``."""
+        return encode_buffer(body, compress=self.compress, recipient=self.certificate, level=self.level,
+                             hash_plaintext=hash_plaintext, join=not self.sends_pieces)
+
+    @property
+    def sends_pieces(self) -> bool:
+        """Whether the backend uploads an encoded buffer piece by piece (no joined copy: ``put_encoded``)."""
+        return bool(getattr(self.backend, "sends_pieces", False))
+
+    def put_encoded(self, key: str, encoded: EncodedBuffer) -> StoredArtifact:
+        """Upload what :meth:`encode_new` made, verify what landed and write its record."""
+        if self.sends_pieces:
+            landed = self.backend.put_pieces(key, encoded.pieces, encoded.stored_size,  # type: ignore[attr-defined]
+                                             metadata=_object_metadata(encoded), sha256=encoded.stored_sha256)
+        else:
+            landed = self.backend.put(key, io.BytesIO(encoded.data), size=encoded.stored_size,
+                                      metadata=_object_metadata(encoded), sha256=encoded.stored_sha256)
         return self._recorded(key, encoded, landed)
 
     def _check_encryption(self, key: str, required: bool) -> None:

@@ -4,14 +4,18 @@
 What costs what (estimates of what the bytes cost at their peak, measured with tests/benchmarks/bench_fileshare.py):
 
 * the pack being filled: ``pack_size``;
-* a pack being uploaded: 3 × ``pack_size`` (its buffer, the encoded copy, the transport's copy: ``UPLOAD_COPIES``);
+* a pack being uploaded: 2 × ``pack_size`` (``UPLOAD_COPIES``: its encoded copy, and the joined copy a store that
+  needs one makes, or the heap the encoder's pieces leave behind; the pack's own buffer is back for the next pack
+  once encoded);
 * a large file being streamed: the chunker's window (2 × the largest chunk) and the reads in flight
   (:data:`READ_WINDOW`, a decrypted SMB read and its copies);
 * a batch of small files: their bytes, twice (read, and the blobs cut from them on their way to the packer).
 
 The counter is :class:`workers.repository.budget.Budget`. The packer holds a floor of its own (one pack filling, one
-uploading: :func:`~workers.repository.budget.packing_floor`) so that packing can always make progress; readers and further uploads share the rest and never wait for it while holding anything
-the packer needs (the sync only hands out reads it has budget for; extra uploads only take budget that is free).
+uploading: :func:`~workers.repository.budget.packing_floor`) so that packing can always make progress; readers and
+further uploads share the rest and never wait for it while holding anything the packer needs (the sync only hands
+out reads it has budget for; extra uploads only take budget that is free). When the reader processes pack and
+upload themselves (``packing``), each of them holds such a floor, and the sync takes all of them out of the budget.
 """
 from __future__ import annotations
 
@@ -21,7 +25,9 @@ import gc
 MiB = 1 << 20
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # mallopt parameters (glibc malloc.h)
 ARENAS = 2
-READ_WINDOW = 12 * MiB                  # SMB reads of 4 MiB: the encrypted message, its plaintext, the copy handed on
+# SMB reads of 4 MiB: the encrypted message, its plaintext, the unpacked copy and the one handed on, and the heap
+# they leave behind (bench m: a third stream in flight, counted at 12 MiB, took the worker past 200 MiB)
+READ_WINDOW = 20 * MiB
 
 
 def stream_cost(chunk_max: int) -> int:
@@ -38,7 +44,7 @@ def release_memory() -> None:
         pass
 
 
-def _heap_policy(mmap_below: int, keep_free: int) -> None:
+def _heap_policy(mmap_below: int, keep_free: int, arenas: int = ARENAS) -> None:
     """glibc serves allocations below ``mmap_below`` from its heap (reused: no fresh pages to fault in and zero)
     and keeps up to ``keep_free`` bytes of freed heap before trimming, in at most ``ARENAS`` arenas (one per
     thread would each keep its own freed memory). Process-wide and best effort (a no-op where ``mallopt`` does
@@ -47,7 +53,7 @@ def _heap_policy(mmap_below: int, keep_free: int) -> None:
         libc = ctypes.CDLL(None)
         libc.mallopt(M_MMAP_THRESHOLD, mmap_below)
         libc.mallopt(M_TRIM_THRESHOLD, keep_free)
-        libc.mallopt(M_ARENA_MAX, ARENAS)
+        libc.mallopt(M_ARENA_MAX, arenas)
     except (OSError, AttributeError):
         pass
 
@@ -60,6 +66,13 @@ def read_buffers_reused() -> None:
     sync's CPU (12-13 vs 6 CPU-s per GB read, bench_fileshare b; docs/performance.md). The threshold stays
     below 8 MiB and the kept heap at 32 MiB so a first sync of large files peaks below 200 MiB (bench m)."""
     _heap_policy(5 * MiB, 32 * MiB)
+
+
+def packing_buffers_reused() -> None:
+    """For a reader process that packs and uploads (``packing``): the same, but only 8 MiB of freed heap is kept
+    (it holds one large file's reads and one pack's encoded pieces at a time; two such processes and the worker
+    stay within 300 MiB together, bench m)."""
+    _heap_policy(5 * MiB, 8 * MiB, arenas=1)
 
 
 def message_buffers_reused() -> None:

@@ -5,13 +5,15 @@ Tasks (to readers): :class:`ListDir` · :class:`ReadFiles` · ``None`` (stop).
 Results (to the sync): :class:`Listed` or :class:`ListFailed` for a directory; :class:`NewBlob` for content not
 known to the reader process yet (the sync deduplicates again; reader threads of the sync's own process hand blobs
 straight to the packer instead); :class:`FileRead` or :class:`FileFailed` for a file; :class:`ReaderFailed` when
-the tree itself failed (unreachable, bad login).
+the tree itself failed (unreachable, bad login). Reader processes that pack and upload themselves send
+:class:`Claim` (answered on that process's own queue with the refused blob ids) and :class:`PackStored`.
 """
 from __future__ import annotations
 
 from typing import NamedTuple, Union
 
 from workers.fileshare.tree import Stat
+from workers.repository.index import IndexEntry
 
 
 class ListDir(NamedTuple):
@@ -72,5 +74,19 @@ class ReaderFailed(NamedTuple):
     hint: str | None
 
 
+class Claim(NamedTuple):
+    """A reader process is about to encode and upload a pack of ``blobs``: which of them does another store?"""
+    proc: int                   # the asking process's number: the answer goes to its queue
+    blobs: list[IndexEntry]
+
+
+class PackStored(NamedTuple):
+    """A reader process stored a pack: the sync indexes it."""
+    pack: str
+    blobs: list[IndexEntry]
+    stored_size: int
+    deduplicated: bool
+
+
 Task = Union[ListDir, ReadFiles]
-Result = Union[Listed, ListFailed, NewBlob, FileRead, FileFailed, ReaderFailed]
+Result = Union[Listed, ListFailed, NewBlob, FileRead, FileFailed, ReaderFailed, Claim, PackStored]

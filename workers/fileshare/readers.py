@@ -9,23 +9,26 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import os
 import queue
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
-from workers.fileshare.budget import read_buffers_reused
+from workers.fileshare.budget import packing_buffers_reused, read_buffers_reused
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.messages import Content, FileFailed, FileRead, Listed, ListDir, ListFailed, NewBlob, \
     ReaderFailed, Result, Task
 from workers.fileshare.opener import tree_from_spec
+from workers.fileshare.packing import PackingSpec, process_packer
 from workers.fileshare.tree import FileProblem, Stat, Tree
 from workers.repository.manifest import file_sha256
 from workers.runtime.errors import DrError, TransientError, is_permanent
 
 log = logging.getLogger("appsvc_dr.fileshare")
 SMALL = 1 << 20                         # read in one request (SMB: one compound CREATE+READ+CLOSE)
+CLOSE_PACKING = 600.0                   # seconds for packing processes to store their last packs
 
 
 class KnownIds:
@@ -137,17 +140,32 @@ def serve(reader: Reader, tasks: Any, results: Any) -> None:
             return
 
 
-def process_main(spec: dict, chunk_avg: int, chunk_kind: str, known: bytes, reread: int, threads: int,
-                 tasks: Any, results: Any) -> None:
-    """Entry point of a reader process (spawned): its own session, ``threads`` reader threads."""
-    read_buffers_reused()
+class ProcessSetup(NamedTuple):
+    """What a reader process is started with (picklable: it crosses to a ``spawn``-started process)."""
+    tree: dict                      # the tree's spec (holds the password: never logged)
+    chunk_avg: int
+    chunk_kind: str
+    known: bytes                    # KnownIds' raw form
+    reread: int
+    threads: int
+    packing: PackingSpec | None     # pack and upload here (see ``packing``); None: new blobs go to the sync
+
+
+def process_main(setup: ProcessSetup, proc: int, tasks: Any, large: Any, results: Any, answers: Any) -> None:
+    """Entry point of reader process ``proc`` (spawned): its own session, ``setup.threads`` reader threads, and
+    with ``setup.packing`` its own packer and store client, and one more thread for large files (``large``: one
+    large file at a time per process, so each holds one read window; whichever process is free takes the next)."""
+    packing_buffers_reused() if setup.packing else read_buffers_reused()
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    ids = KnownIds(setup.known)
     try:
-        tree = tree_from_spec(dict(spec))
+        tree = tree_from_spec(dict(setup.tree))
         tree.connect()
+        packer = process_packer(setup.packing, proc, ids, results, answers) if setup.packing else None
     except BaseException as exc:  # noqa: BLE001
         results.put(_fatal(exc))
         return
-    chunker, ids = Chunker(chunk_avg, kind=chunk_kind), KnownIds(known)
+    chunker, reread, threads = Chunker(setup.chunk_avg, kind=setup.chunk_kind), setup.reread, setup.threads
     lock = threading.Lock()
 
     class _Known:
@@ -158,30 +176,52 @@ def process_main(spec: dict, chunk_avg: int, chunk_kind: str, known: bytes, rere
             with lock:
                 ids.add(blob)
 
-    workers = [threading.Thread(target=serve, args=(Reader(tree, chunker, _Known(), results.put, reread), tasks,
-                                                    results), daemon=True) for _ in range(threads)]
+    store = packer.add if packer is not None else None
+    workers = [threading.Thread(target=serve, args=(Reader(tree, chunker, _Known(), results.put, reread, store),
+                                                    source, results), daemon=True)
+               for source in [tasks] * threads + ([large] if packer is not None else [])]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
-    tree.close()
+    try:
+        if packer is not None:
+            packer.finish()                             # the last pack; every upload reported (PackStored)
+    except BaseException as exc:  # noqa: BLE001 - reported to the sync, which stops everything
+        results.put(_fatal(exc))
+    finally:
+        tree.close()
+        if packer is not None:
+            packer.repo.data.close()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A reader process whose sync is gone (killed outright) stops at once instead of reading on for nobody."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 class ReaderPool:
-    """Reader threads in this process (they list directories and read large files, and every file when
-    ``processes`` is 0), plus ``processes`` reader processes × threads for small files, started on the first
-    such read (a sync with nothing small to read starts none). A bridge thread moves the processes' results
-    into the one result queue."""
+    """Reader threads in this process (they list directories, and read every file when ``processes`` is 0), plus
+    ``processes`` reader processes × threads, started on the first read for them (a sync with nothing to read
+    starts none). Without ``packing`` the processes read small files only (large ones are read by the threads
+    here, straight into the packer) and send their new blobs over; with it they read every file and pack and
+    upload it themselves (``packing``). A bridge thread moves the processes' results into the one result queue."""
 
     def __init__(self, tree: Tree, chunker: Chunker, *, store: Callable[[str, memoryview], object], reread: int,
-                 threads: int, processes: int = 0, known_ids: Callable[[], bytes] = lambda: b"") -> None:
+                 threads: int, processes: int = 0, known_ids: Callable[[], bytes] = lambda: b"",
+                 packing: PackingSpec | None = None) -> None:
         self.tree, self.chunker, self.reread, self.known_ids = tree, chunker, reread, known_ids
+        self.packing = packing if processes else None
         self.results: queue.Queue = queue.Queue(maxsize=max(16, 4 * threads))
         self.tasks: queue.Queue = queue.Queue()
         self.wanted, self.per = processes, max(1, -(-threads // processes)) if processes else 0
         self.count = self.per * processes if processes else threads
         self.processes: list[Any] = []
+        self.answers: list[Any] = []
         self._ptasks: Any = None
+        self._plarge: Any = None                        # large files, for packing processes
         self._stop = threading.Event()
         self._starting: threading.Thread | None = None
         self._started = threading.Event()
@@ -192,43 +232,47 @@ class ReaderPool:
             t.start()
 
     def submit(self, task: Task) -> None:
-        """Directories and large files go to the threads here (a large file costs few requests, and its bytes
-        need not cross a pipe); batches of small files to the processes."""
-        if type(task) is ListDir or not self.wanted or any(f.listed.size > SMALL for f in task.files):
+        """Directories go to the threads here, and so do large files unless the processes pack (a large file
+        costs few requests, and its bytes need not cross a pipe); batches of small files to the processes."""
+        large = type(task) is not ListDir and any(f.listed.size > SMALL for f in task.files)
+        if type(task) is ListDir or not self.wanted or (large and not self.packing):
             self.tasks.put(task)
             return
         if self._starting is None:
             ctx = multiprocessing.get_context("spawn")
-            self._ptasks, presults = ctx.Queue(), ctx.Queue(maxsize=max(16, 4 * self.count))
+            self._ptasks, self._plarge = ctx.Queue(), ctx.Queue()
+            presults = ctx.Queue(maxsize=max(16, 4 * self.count))
+            self.answers = [ctx.Queue() for _ in range(self.wanted)]
             self._starting = threading.Thread(target=self._start, args=(ctx, presults), daemon=True)
             self._starting.start()
-        self._ptasks.put(task)
+        (self._plarge if large else self._ptasks).put(task)
+
+    def answer(self, proc: int, refused: list[str]) -> None:
+        """Answer reader process ``proc``'s claim (see ``packing``)."""
+        self.answers[proc].put(refused)
 
     def _start(self, ctx: Any, presults: Any) -> None:
         try:
-            raw = self.known_ids()
-            for _ in range(self.wanted):
-                p = ctx.Process(target=process_main, args=(self.tree.spec(), self.chunker.avg, self.chunker.kind,
-                                                          raw, self.reread, self.per, self._ptasks, presults),
-                                daemon=True)
+            setup = ProcessSetup(self.tree.spec(), self.chunker.avg, self.chunker.kind, self.known_ids(), self.reread,
+                                 self.per, self.packing)
+            for proc in range(self.wanted):
+                p = ctx.Process(target=process_main, args=(setup, proc, self._ptasks, self._plarge, presults,
+                                                          self.answers[proc]), daemon=True)
                 p.start()
                 self.processes.append(p)
         except BaseException as exc:  # noqa: BLE001
             self.results.put(_fatal(exc))
         finally:
             self._started.set()
-        while not self._stop.is_set() or any(p.is_alive() for p in self.processes):
-            try:
+        running = True
+        while running:
+            running = not self._stop.is_set() or any(p.is_alive() for p in self.processes)
+            try:                                        # once they all ended: what they sent before, then stop
                 message = presults.get(timeout=0.1)
             except queue.Empty:
                 continue
-            while True:
-                try:
-                    self.results.put(message, timeout=0.1)
-                    break
-                except queue.Full:
-                    if self._stop.is_set() and not any(p.is_alive() for p in self.processes):
-                        return
+            running = True
+            self.results.put(message)                   # close() reads until this thread ends
         presults.cancel_join_thread()
 
     def get(self, timeout: float) -> Result | None:
@@ -240,8 +284,10 @@ class ReaderPool:
     def dead(self) -> bool:
         return any(p.exitcode not in (None, 0) for p in self.processes)
 
-    def close(self, *, abort: bool = False) -> None:
-        """Stop the readers. ``abort``: drop queued tasks and do not wait for processes to finish theirs."""
+    def close(self, *, abort: bool = False, on_message: Callable[[Result], None] | None = None) -> None:
+        """Stop the readers. ``abort``: drop queued tasks and do not wait for processes to finish theirs. What the
+        readers still say meanwhile (a packing process's last claims and stored packs) goes to ``on_message``;
+        unless aborting, a reader process that dies meanwhile raises TransientError."""
         if abort:
             for p in self.processes:
                 p.terminate()
@@ -256,14 +302,26 @@ class ReaderPool:
             self._started.wait(timeout=60)              # every process started
             for _ in range(self.count):
                 self._ptasks.put(None)
+            for _ in range(self.wanted if self.packing else 0):
+                self._plarge.put(None)
         self._stop.set()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (any(t.is_alive() for t in self.threads) or
-                                               any(p.is_alive() for p in self.processes)):
-            self.get(timeout=0.05)                      # readers blocked on a full result queue move on
-        for p in self.processes:
-            if p.is_alive():
-                p.terminate()
-            p.join(timeout=5)
-        if self._ptasks is not None:
-            self._ptasks.cancel_join_thread()
+        deadline = time.monotonic() + (CLOSE_PACKING if self.packing and not abort else 30)
+        try:
+            while time.monotonic() < deadline and (any(t.is_alive() for t in self.threads) or
+                                                   any(p.is_alive() for p in self.processes) or
+                                                   (self._starting is not None and self._starting.is_alive())):
+                message = self.get(timeout=0.05)        # readers blocked on a full result queue move on
+                if message is not None and on_message is not None:
+                    on_message(message)
+                if not abort and self.dead():
+                    raise TransientError("a reader process died; the job is retried")
+            while on_message is not None and (message := self.get(timeout=0)) is not None:
+                on_message(message)
+        finally:
+            for p in self.processes:
+                if p.is_alive():
+                    p.terminate()
+                p.join(timeout=5)
+            for tasks in (self._ptasks, self._plarge):
+                if tasks is not None:
+                    tasks.cancel_join_thread()

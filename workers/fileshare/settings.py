@@ -20,10 +20,17 @@ class FileshareSettings(BaseModel, extra="forbid"):
     port: int = Field(default=445, ge=1, le=65535)
     encrypt: bool = Field(default=True, description="Require SMB 3 encryption of the traffic")
     transfers: int = Field(default=8, ge=1, le=64, description="Files read at once (across processes)")
-    processes: int = Field(default=0, ge=0, le=16, description="Reader processes for SMB sources; 0 = one "
-                           "(each costs ~75 MiB: more take the worker's process tree past 300 MiB; on a host with "
-                           "CPUs and memory to spare, 2-4 read many small files faster). Local sources read with "
-                           "threads in the worker process")
+    processes: int = Field(default=0, ge=0, le=16, description="Reader processes for SMB sources; 0 = two when "
+                           "they pack and upload themselves (a store built from settings, as the worker's is), else "
+                           "one (each costs ~40-75 MiB besides its share of the memory budget: more can take the "
+                           "worker's process tree past 300 MiB). Local sources read with threads in the worker "
+                           "process")
+    reader_packing: bool = Field(default=False, description="Reader processes pack, encode and upload what "
+                                 "they read themselves (SMB sources; the worker's store, built from settings): "
+                                 "content never crosses a pipe and the whole path spreads over `processes` (0: two) "
+                                 "processes. Each holds its own pack and upload (2 x pack_size of the memory "
+                                 "budget) and ~60 MiB of its own: with 16 MiB packs the process tree exceeds "
+                                 "300 MiB (docs/performance.md)")
     uploads: int = Field(default=2, ge=1, le=16, description="Packs uploaded at once")
     retries: int = Field(default=3, ge=0, description="Retries of a locked / denied file (like robocopy /R)")
     wait: float = Field(default=5.0, ge=0, description="Seconds between those retries (like robocopy /W)")

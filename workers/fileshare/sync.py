@@ -28,6 +28,7 @@ from typing import Callable
 from workers.fileshare.budget import read_buffers_reused, release_memory
 from workers.fileshare.chunker import Chunker
 from workers.fileshare.feed import Feed
+from workers.fileshare.packing import PackingSpec
 from workers.fileshare.readers import ReaderPool
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.syncstats import SyncStats
@@ -40,6 +41,7 @@ from workers.repository.repo import Repository
 
 log = logging.getLogger("appsvc_dr.fileshare")
 DEFAULT_PROCESSES = 1           # each ~75 MiB: with the default budget the tree stays <= 300 MiB (bench_fileshare n)
+PACKING_PROCESSES = 2           # when they pack and upload themselves: the whole path runs on two cores
 
 
 @dataclass
@@ -56,10 +58,19 @@ class Sync:
         self.cancelled = cancelled or threading.Event()
         self.log = logger or logging.LoggerAdapter(log, {})
 
-    def processes(self) -> int:
+    def packing(self) -> PackingSpec | None:
+        """Reader processes pack and upload themselves (``reader_packing``) when the tree is an SMB share and the
+        store can be opened again in another process (built from settings: ``ArtifactStore.opener``); see
+        ``packing``."""
+        opener = self.repo.data.opener
+        if not self.s.reader_packing or self.tree.spec()["kind"] != "smb" or opener is None:
+            return None
+        return PackingSpec(opener, self.repo.stamp, self.s.pack_size - PACK_MARGIN)
+
+    def processes(self, packing: PackingSpec | None) -> int:
         if self.tree.spec()["kind"] != "smb":
             return 0
-        return self.s.processes or DEFAULT_PROCESSES
+        return self.s.processes or (PACKING_PROCESSES if packing else DEFAULT_PROCESSES)
 
     def run(self, snapshot_id: str, stamp: str, set_id: str, sub_path: str | None) -> SyncResult:
         started = time.monotonic()
@@ -93,22 +104,26 @@ class Sync:
     def _read_and_pack(self, manifest: Manifest, previous: Manifest | None, chunker: Chunker, sub_path: str | None,
                        started: float) -> SyncStats:
         """Walk, read and pack into ``manifest``; the budget, buffers, readers and packer live only here."""
-        budget = Budget(self.s.memory_budget - packing_floor(self.s.pack_size))
+        packing = self.packing()
+        processes = self.processes(packing)
+        # the packers' floors (this process's, or each packing process's) come out of the job's budget first
+        floors = packing_floor(self.s.pack_size) * (processes if packing else 1)
+        budget = Budget(self.s.memory_budget - floors)
         packer = Packer(self.repo, target=self.s.pack_size - PACK_MARGIN, uploads=self.s.uploads,
                         progress=self.progress, budget=budget)
         pool = ReaderPool(self.tree, chunker, store=packer.add, reread=self.s.reread,
-                          threads=self.s.transfers, processes=self.processes(),
-                          known_ids=self.repo.index.sorted_ids)
+                          threads=self.s.transfers, processes=processes,
+                          known_ids=self.repo.index.sorted_ids, packing=packing)
         walk = Walk(self.s, self.tree, manifest, {e.path: e for e in previous.entries} if previous else {}, packer,
                     Feed(budget, chunker.max, pool.submit), progress=self.progress, cancelled=self.cancelled,
                     log=self.log)
         try:
             walk.run(pool, sub_path)
-            pool.close()
+            pool.close(on_message=walk.dispatch)      # packing processes store their last packs meanwhile
             packer.finish()
         except BaseException:
             packer.cancel()                             # readers blocked in packer.add raise at once
-            pool.close(abort=True)
+            pool.close(abort=True, on_message=walk.salvage)
             packer.abort()
             raise
         manifest.sort()

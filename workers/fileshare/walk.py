@@ -14,7 +14,8 @@ from typing import Callable, NamedTuple
 
 from contracts.events.fileshare import MAX_LISTED
 from workers.fileshare.feed import Feed
-from workers.fileshare.messages import FileFailed, FileRead, ListDir, Listed, ListFailed, NewBlob, ReaderFailed
+from workers.fileshare.messages import Claim, FileFailed, FileRead, ListDir, Listed, ListFailed, NewBlob, PackStored, \
+    ReaderFailed, Result
 from workers.fileshare.moves import Moves
 from workers.fileshare.readers import ReaderPool
 from workers.fileshare.settings import FileshareSettings
@@ -82,7 +83,8 @@ class Walk:
         self.moves = Moves(previous)
         self._handlers: dict[type, Callable] = {Listed: self._on_dir, ListFailed: self._on_dir_fail,
                                                 NewBlob: self._on_blob, FileRead: self._on_file,
-                                                FileFailed: self._on_file_fail, ReaderFailed: self._on_fatal}
+                                                FileFailed: self._on_file_fail, ReaderFailed: self._on_fatal,
+                                                Claim: self._on_claim, PackStored: self._on_pack}
 
     def run(self, pool: ReaderPool, sub_path: str | None) -> None:
         self.pool = pool
@@ -111,7 +113,11 @@ class Walk:
                 if pool.dead():
                     raise TransientError("a reader process died; the job is retried")
                 continue
-            self._handlers[type(message)](message)
+            self.dispatch(message)
+
+    def dispatch(self, message: Result) -> None:
+        """Act on one reader result (also what packing processes still say while the pool closes)."""
+        self._handlers[type(message)](message)
 
     # ---- dispatch --------------------------------------------------------------------------------
     def _list(self, rel: str) -> None:
@@ -205,6 +211,17 @@ class Walk:
 
     def _on_blob(self, new: NewBlob) -> None:
         self.packer.add(new.blob, new.data)
+
+    def salvage(self, message: Result) -> None:
+        """While the sync fails: a pack a reader process stored is still indexed (so the retry reuses it)."""
+        if type(message) is PackStored:
+            self._on_pack(message)
+
+    def _on_claim(self, claim: Claim) -> None:
+        self.pool.answer(claim.proc, self.packer.claim(claim.blobs))
+
+    def _on_pack(self, stored: PackStored) -> None:
+        self.packer.stored(stored.pack, stored.blobs, stored.stored_size, stored.deduplicated)
 
     def _on_file(self, read: FileRead) -> None:
         pending, (sha256, after, blobs, unstable) = self.files.pop(read.file_id), read.content

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 
-UPLOAD_COPIES = 3               # a pack being uploaded: its buffer, the encoded copy, the transport's copy
+# a pack being uploaded: its encoded copy (the encoder's pieces, sent as they are), and the joined copy a store that
+# needs one makes, or else the heap those pieces leave behind (bench m)
+UPLOAD_COPIES = 2
 DEFAULT_PACK_SIZE = 16 << 20    # the largest pack object (APPSVC_DR_FILESHARE__PACK_SIZE): one S3 part by default
 PACK_MARGIN = 64 * 1024         # room for the artifact format's headers, so an encoded pack fits one S3 part
 

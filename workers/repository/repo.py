@@ -43,7 +43,7 @@ from workers.repository.index import Index, PackEntries, index_doc
 from workers.repository.manifest import Manifest
 from workers.runtime.errors import PermanentError
 from workers.storage.base import ObjectNotFound, locked_until
-from workers.storage.codec import IntegrityError, KeyRing, decode, encode
+from workers.storage.codec import EncodedBuffer, IntegrityError, KeyRing, decode, encode
 from workers.storage.signing import SIGNATURE_FIELD, trust_of
 
 log = logging.getLogger("appsvc_dr.fileshare")
@@ -215,6 +215,15 @@ class Repository:
         pack = secrets.token_hex(32)
         stored = self.data.put_buffer(self.pack_key(pack), body, new_key=True, hash_plaintext=False)
         return pack, stored
+
+    def encode_pack(self, body: bytes | bytearray | memoryview) -> EncodedBuffer:
+        """A new pack encoded in memory (as ``put_pack`` stores it); upload it with :meth:`store_pack`. Once it
+        is ``detached`` (compressed or encrypted) ``body`` may be reused at once."""
+        return self.data.encode_new(body, hash_plaintext=False)
+
+    def store_pack(self, encoded: EncodedBuffer) -> tuple[str, StoredArtifact]:
+        pack = secrets.token_hex(32)
+        return pack, self.data.put_encoded(self.pack_key(pack), encoded)
 
     def read_pack(self, pack: str, out, keys: KeyRing | None) -> None:
         self.data.get(self.pack_key(pack), out, keys=keys)

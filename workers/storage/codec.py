@@ -156,9 +156,11 @@ class EncodedBuffer(_Result):
     """A whole artifact encoded in memory: ``data`` plus its record fields (see :func:`encode_buffer`)."""
 
     def __init__(self, body: Any, *, compress: bool, recipient: Certificate | None, level: int,
-                 segment_size: int, hash_plaintext: bool = True) -> None:
+                 segment_size: int, hash_plaintext: bool = True, join: bool = True) -> None:
         view = memoryview(body).cast("B")
         compress = compress and _worth_compressing(view, level)
+        # neither compressed nor encrypted: the data records are views of ``body`` (see ``detached``)
+        self.detached = compress or recipient is not None
         w = _Writer(compress=compress, recipient=recipient, level=level, segment_size=segment_size,
                     hash_plaintext=hash_plaintext)
         self._describe(w)
@@ -168,8 +170,14 @@ class EncodedBuffer(_Result):
             pieces += w.record(KIND_DATA, segment)
         plain = hashlib.sha256(view).digest() if hash_plaintext else None
         pieces += w.final(len(view), plain or NO_HASH)
-        self.data = b"".join(pieces)
+        # ``join``: one bytes object (``data``); else the pieces as made (``pieces``: no copy of the whole)
+        self.pieces: list[Any] = [b"".join(pieces)] if join else pieces
         self._done(w, len(view), plain)
+
+    @property
+    def data(self) -> bytes:
+        """The whole artifact as one bytes object (joined now unless it was made joined)."""
+        return self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
 
 
 class _Segments:
@@ -301,15 +309,18 @@ def _compressed(writer: _Writer, view: memoryview) -> Iterator[bytes]:
 
 
 def encode_buffer(body: Any, *, compress: bool, recipient: Certificate | None, level: int = 3,
-                  segment_size: int = DEFAULT_SEGMENT_SIZE, hash_plaintext: bool = True) -> EncodedBuffer:
+                  segment_size: int = DEFAULT_SEGMENT_SIZE, hash_plaintext: bool = True,
+                  join: bool = True) -> EncodedBuffer:
     """``encode`` for a body already in memory (a pack of blobs), into memory: the same format, but each hash
     and the compression run as few C calls over whole buffers (the GIL released) instead of through stream
     layers, the result holds the stored SHA-256 before anything is sent, and a body whose samples do not
     compress is stored uncompressed. ``hash_plaintext=False``: the caller vouches for the content otherwise
     (a pack of blobs named by their SHA-256): a version 2 artifact without the plaintext hash (no pass over
-    the body for it; see ``crypto``)."""
+    the body for it; see ``crypto``). ``join=False``: the result keeps its pieces (``pieces``) instead of one
+    joined copy, for a store that sends them one after another; unless ``detached`` (compressed or encrypted)
+    they are views of ``body``, which must then outlive them."""
     return EncodedBuffer(body, compress=compress, recipient=recipient, level=level, segment_size=segment_size,
-                         hash_plaintext=hash_plaintext)
+                         hash_plaintext=hash_plaintext, join=join)
 
 
 def decode(source: BinaryIO, *, keys: KeyRing | None, expected_sha256: str | None = None,

@@ -10,9 +10,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import email.utils
+import io
 import os
 from datetime import datetime, timedelta, timezone
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator, Sequence
 
 import certifi
 import urllib3
@@ -20,6 +21,7 @@ from minio import Minio
 from minio.credentials import Credentials
 from minio.error import InvalidResponseError, S3Error, ServerError
 from minio.commonconfig import ENABLED
+from minio.credentials import Credentials
 from minio.helpers import check_bucket_name
 from minio.retention import Retention
 from urllib3.exceptions import HTTPError, MaxRetryError, SSLError
@@ -120,6 +122,30 @@ class S3Store:
             # ``modified`` is the server's time of the answer (its Date header), not a Last-Modified.
             return ObjectInfo(key=key, size=size, modified=_answered(answered), metadata=meta, etag=etag)
         return self.stat(key)
+
+    @property
+    def sends_pieces(self) -> bool:
+        """Whether ``put_pieces`` sends pieces as they are (else it joins them first): with credentials."""
+        return self._signed is not None
+
+    def put_pieces(self, key: str, pieces: Sequence[Any], size: int, metadata: dict[str, str] | None = None, *,
+                   sha256: str) -> ObjectInfo:
+        """``put`` of an object held in memory as ``pieces`` (``size`` bytes, SHA-256 ``sha256``): one request
+        sending them one after another, signed with ``sha256`` (:mod:`workers.storage.s3stream`); else (no
+        credentials, over 5 GiB) a joined ``put``."""
+        validate_key(key)
+        if self._signed is None or not 0 < size <= SINGLE_PUT_MAX:
+            return self.put(key, io.BytesIO(b"".join(pieces)), size, metadata, sha256=sha256)
+        meta = validate_metadata(metadata)
+        self._ensure_bucket()
+        with self._errors("upload", key):
+            response = self._signed.put_pieces(self.bucket, key, pieces, size, sha256,
+                                               {META_PREFIX + k: v for k, v in meta.items()})
+        if meta.get("dr-lock") != UNLOCKED["dr-lock"]:
+            self._lock(key)
+        # the server accepted exactly these bytes against their SHA-256: no HEAD (see ``put``)
+        return ObjectInfo(key=key, size=size, modified=_answered(response.headers), metadata=meta,
+                          etag=(response.headers.get("ETag") or "").strip('"') or None)
 
     @contextlib.contextmanager
     def open(self, key: str) -> Iterator[BinaryIO]:

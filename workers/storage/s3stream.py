@@ -1,5 +1,6 @@
-"""One S3 PUT request streamed from the caller's stream, for an object whose size and SHA-256 are known before
-its first byte is sent (a mirror copy of a recorded artifact, a record, a pack).
+"""One S3 PUT request streamed from the caller's stream (or from the pieces of an object held in memory), for an
+object whose size and SHA-256 are known before its first byte is sent (a mirror copy of a recorded artifact, a
+record, an encoded pack).
 
 The request is signed (SigV4, with minio's public signer) with that SHA-256 as the payload hash and carries it
 as x-amz-checksum-sha256 too, so S3 refuses a body that differs from it (XAmzContentSHA256Mismatch /
@@ -13,7 +14,7 @@ from __future__ import annotations
 import base64
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
-from typing import Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import SplitResult, quote
 
 import urllib3
@@ -43,12 +44,24 @@ class SignedRequests:
     def put(self, bucket: str, key: str, source: SizedReader, size: int, sha256: str,
             headers: Mapping[str, str]) -> urllib3.BaseHTTPResponse:
         """Send ``size`` bytes of ``source`` as ``key``; returns the server's answer (raises S3Error & co.)."""
+        return self._put(bucket, key, _body(source, size), size, sha256, headers)
+
+    def put_pieces(self, bucket: str, key: str, pieces: Sequence[Any], size: int, sha256: str,
+                   headers: Mapping[str, str]) -> urllib3.BaseHTTPResponse:
+        """Send an object held in memory as ``pieces`` (an encoded pack: header, records, trailer) one after
+        another: no joined copy of the whole, and no second hash of it."""
+        if sum(memoryview(p).nbytes for p in pieces) != size:
+            raise InvalidArgument(f"the pieces of {key} do not add up to the declared size {size}")
+        return self._put(bucket, key, list(pieces), size, sha256, headers)
+
+    def _put(self, bucket: str, key: str, body: Iterable[Any], size: int, sha256: str,
+             headers: Mapping[str, str]) -> urllib3.BaseHTTPResponse:
         extra = {"Content-Length": str(size), "Content-Type": "application/octet-stream",
                  "x-amz-sdk-checksum-algorithm": "SHA256",
                  "x-amz-checksum-sha256": base64.b64encode(bytes.fromhex(sha256)).decode(), **headers}
         path = f"/{bucket}/{quote(key, safe='/~')}"
         signed = self._sign("PUT", path, "", extra, sha256, self._region(bucket))
-        response = self.http.urlopen("PUT", f"{self.scheme}://{self.host}{path}", body=_body(source, size),
+        response = self.http.urlopen("PUT", f"{self.scheme}://{self.host}{path}", body=body,
                                      headers=signed, retries=False, redirect=False, preload_content=True)
         _raise_for(response, bucket, key)
         return response
