@@ -31,6 +31,7 @@ from typing import Callable
 from workers.artifacts.service import sha256_of
 from workers.fileshare.budget import message_buffers_reused, release_memory
 from workers.fileshare.restoreplan import READONLY_IN_THE_WAY, Plan, Planner, Step, aside_name
+from workers.fileshare.restoreprocs import WriterPool
 from workers.fileshare.restorereport import HINTS, Failure, RestoreReport
 from workers.fileshare.tree import ATTRIBUTES, READONLY, FileProblem, Tree
 from workers.repository.manifest import Entry, Manifest, check_entries
@@ -46,6 +47,8 @@ from workers.storage.crypto import IntegrityError
 log = logging.getLogger(__name__)
 SMALL = 4 * 1024 * 1024          # a file up to this size is written in one call (one compound request over SMB)
 LARGE_IN_FLIGHT = 3              # larger files written at once (each holds a write buffer and its message copies)
+WRITERS = 2                      # SMB target: processes writing the large files (``restoreprocs``), one file each
+WRITERS_FROM = 256 << 20         # ... when the large files to write hold at least this much (a process costs ~1 s)
 
 
 def select(manifest: Manifest, path: str | None) -> list[Entry]:
@@ -58,11 +61,13 @@ def select(manifest: Manifest, path: str | None) -> list[Entry]:
 class Restorer:
     def __init__(self, repo: Repository, target: Tree, *, keys: KeyRing | None = None, transfers: int = 8,
                  progress: Callable[[int], None] = lambda nbytes: None, overwrite: bool = False,
-                 attributes: bool = True, retries: int = 3, wait: float = 5.0, temp_root: Path | None = None) -> None:
+                 attributes: bool = True, retries: int = 3, wait: float = 5.0, temp_root: Path | None = None,
+                 writers: int = WRITERS, writers_from: int = WRITERS_FROM) -> None:
         self.repo, self.target, self.keys, self.transfers, self.progress = repo, target, keys, transfers, progress
         self.overwrite, self.attributes, self.retries, self.wait = overwrite, attributes, retries, wait
-        self.temp_root = temp_root
+        self.temp_root, self.writers, self.writers_from = temp_root, writers, writers_from
         self._large = threading.Semaphore(LARGE_IN_FLIGHT)
+        self._open_write: Callable = target.open_write
 
     def _entries(self, manifest: Manifest, path: str | None) -> list[Entry]:
         entries = select(manifest, path)
@@ -182,8 +187,12 @@ class Restorer:
         refs = Counter(self.repo.index.place(b).pack for s in todo for b in s.entry.blobs)
         order = {p: i for i, p in enumerate(sorted(refs))}
         todo.sort(key=lambda s: min((order[self.repo.index.place(b).pack] for b in s.entry.blobs), default=-1))
-        packs = need_order(todo, self.repo.index.place, LARGE_IN_FLIGHT)
-        cache = PackCache(self.repo, self.keys, refs, temp_root=self.temp_root, ahead=LARGE_IN_FLIGHT + FETCHERS)
+        writers, large = self._writer_pool(todo), LARGE_IN_FLIGHT
+        if writers is not None:
+            large, self._open_write = writers.count, writers.open_write
+            self._large = threading.Semaphore(large)
+        packs = need_order(todo, self.repo.index.place, large)
+        cache = PackCache(self.repo, self.keys, refs, temp_root=self.temp_root, ahead=large + FETCHERS)
         written: list[Step] = [s for s, identical in zip(steps, same, strict=True) if identical]
         try:
             cache.prefetch(packs)
@@ -195,7 +204,18 @@ class Restorer:
                         written.append(step)
         finally:
             cache.close()
+            if writers is not None:
+                writers.close()
+                self._open_write = self.target.open_write
         return written
+
+    def _writer_pool(self, todo: list[Step]) -> WriterPool | None:
+        """Writer processes for the large files, when the target is an SMB share and they are worth starting."""
+        spec = getattr(self.target, "spec", None)
+        if self.writers < 1 or spec is None or spec().get("kind") != "smb" or \
+                sum(s.entry.size for s in todo if s.entry.size > SMALL) < self.writers_from:
+            return None
+        return WriterPool(self.target, self.writers)
 
     def _identical(self, step: Step) -> bool:
         if step.action != "check":
@@ -225,7 +245,7 @@ class Restorer:
                 data = self._content(step, cache, used)
                 self.target.write_file(step.target, data, entry.mtime_ns, attrs)
             else:
-                with self._large, self.target.open_write(step.target) as fh:   # a temporary file, renamed on success
+                with self._large, self._open_write(step.target) as fh:   # a temporary file, renamed on success
                     self._content(step, cache, used, fh)
                 self.target.set_meta(step.target, entry.mtime_ns, attrs)
 
