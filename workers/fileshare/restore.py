@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -47,8 +48,12 @@ from workers.storage.crypto import IntegrityError
 log = logging.getLogger(__name__)
 SMALL = 4 * 1024 * 1024          # a file up to this size is written in one call (one compound request over SMB)
 LARGE_IN_FLIGHT = 3              # larger files written at once (each holds a write buffer and its message copies)
-WRITERS = 2                      # SMB target: processes writing the large files (``restoreprocs``), one file each
-WRITERS_FROM = 256 << 20         # ... when the large files to write hold at least this much (a process costs ~1 s)
+# SMB target: processes writing the large files (``restoreprocs``), one file each, when the large files hold at least
+# WRITERS_FROM bytes (a process costs ~1 CPU-s to start). Only with 4 or more CPUs: they add CPU (the bytes cross a
+# socket, each process starts and logs in), which on 2 cores shared with smbd and moto made restores slower
+# (docs/performance.md, 2026-12-03 evening).
+WRITERS = 2 if (os.cpu_count() or 1) >= 4 else 0
+WRITERS_FROM = 256 << 20
 
 
 def select(manifest: Manifest, path: str | None) -> list[Entry]:
@@ -66,8 +71,8 @@ class Restorer:
         self.repo, self.target, self.keys, self.transfers, self.progress = repo, target, keys, transfers, progress
         self.overwrite, self.attributes, self.retries, self.wait = overwrite, attributes, retries, wait
         self.temp_root, self.writers, self.writers_from = temp_root, writers, writers_from
-        self._large = threading.Semaphore(LARGE_IN_FLIGHT)
-        self._open_write: Callable = target.open_write
+        self._large = threading.Semaphore(LARGE_IN_FLIGHT)      # set again per run (fewer with writer processes)
+        self._open_write: Callable = target.open_write           # or a writer process's (``restoreprocs``)
 
     def _entries(self, manifest: Manifest, path: str | None) -> list[Entry]:
         entries = select(manifest, path)
@@ -94,22 +99,35 @@ class Restorer:
             raise PermanentError(f"snapshot {manifest.snapshot_id} needs {len(missing)} blob(s) that no index "
                                  "lists", hint="The repository is damaged (packs or index objects deleted): "
                                                "restore another snapshot.")
-        plan = Planner(self.target, overwrite=self.overwrite).plan(entries)
-        report = RestoreReport(plan=plan)
-        for step in plan.steps:
-            if step.action == "unresolved":
-                report.failed.append(Failure(step.entry.path, step.reason, step.hint))
-            elif step.resolve == "rename":
-                report.renamed.append(Failure(step.entry.path, step.reason, step.hint))
-        self._directories(plan, report)
-        files = [s for s in plan.steps if not s.entry.is_dir and s.action != "unresolved"]
-        message_buffers_reused()
+        writers = self._writer_pool(entries)            # started now: they connect while the plan is made
         try:
-            done = self._files(files, report)
+            plan = Planner(self.target, overwrite=self.overwrite).plan(entries)
+            report = RestoreReport(plan=plan)
+            for step in plan.steps:
+                if step.action == "unresolved":
+                    report.failed.append(Failure(step.entry.path, step.reason, step.hint))
+                elif step.resolve == "rename":
+                    report.renamed.append(Failure(step.entry.path, step.reason, step.hint))
+            self._directories(plan, report)
+            files = [s for s in plan.steps if not s.entry.is_dir and s.action != "unresolved"]
+            message_buffers_reused()
+            try:
+                done = self._files(files, report, writers)
+            finally:
+                release_memory()
         finally:
-            release_memory()
+            if writers is not None:
+                writers.close()
         self._finish(plan, report, done)
         return report
+
+    def _writer_pool(self, entries: list[Entry]) -> WriterPool | None:
+        """Writer processes for the large files, when the target is an SMB share and they are worth starting."""
+        spec = getattr(self.target, "spec", None)
+        if self.writers < 1 or spec is None or spec().get("kind") != "smb" or \
+                sum(e.size for e in entries if not e.is_dir and e.size > SMALL) < self.writers_from:
+            return None
+        return WriterPool(self.target, self.writers)
 
     # ------------------------------------------------------------------------------------ directories
     def _directories(self, plan: Plan, report: RestoreReport) -> None:
@@ -174,7 +192,7 @@ class Restorer:
         return False
 
     # ------------------------------------------------------------------------------------------ files
-    def _files(self, steps: list[Step], report: RestoreReport) -> list[Step]:
+    def _files(self, steps: list[Step], report: RestoreReport, writers: WriterPool | None) -> list[Step]:
         blocked = self._failed(report)
         for step in [s for s in steps if s.target.rpartition("/")[0] in blocked]:
             report.failed.append(Failure(step.entry.path, "its directory could not be created",
@@ -187,10 +205,9 @@ class Restorer:
         refs = Counter(self.repo.index.place(b).pack for s in todo for b in s.entry.blobs)
         order = {p: i for i, p in enumerate(sorted(refs))}
         todo.sort(key=lambda s: min((order[self.repo.index.place(b).pack] for b in s.entry.blobs), default=-1))
-        writers, large = self._writer_pool(todo), LARGE_IN_FLIGHT
-        if writers is not None:
-            large, self._open_write = writers.count, writers.open_write
-            self._large = threading.Semaphore(large)
+        large = LARGE_IN_FLIGHT if writers is None else writers.count
+        self._large = threading.Semaphore(large)
+        self._open_write = self.target.open_write if writers is None else writers.open_write
         packs = need_order(todo, self.repo.index.place, large)
         cache = PackCache(self.repo, self.keys, refs, temp_root=self.temp_root, ahead=large + FETCHERS)
         written: list[Step] = [s for s, identical in zip(steps, same, strict=True) if identical]
@@ -204,18 +221,7 @@ class Restorer:
                         written.append(step)
         finally:
             cache.close()
-            if writers is not None:
-                writers.close()
-                self._open_write = self.target.open_write
         return written
-
-    def _writer_pool(self, todo: list[Step]) -> WriterPool | None:
-        """Writer processes for the large files, when the target is an SMB share and they are worth starting."""
-        spec = getattr(self.target, "spec", None)
-        if self.writers < 1 or spec is None or spec().get("kind") != "smb" or \
-                sum(s.entry.size for s in todo if s.entry.size > SMALL) < self.writers_from:
-            return None
-        return WriterPool(self.target, self.writers)
 
     def _identical(self, step: Step) -> bool:
         if step.action != "check":

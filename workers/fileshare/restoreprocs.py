@@ -18,8 +18,11 @@ on failure), so every guarantee of a restore stays where it was:
 * a writer that dies fails only the file it held (its temporary file is removed from here), and the next files go
   to the other writers, or are written in this process when none is left.
 
-Protocol on each writer's duplex pipe, per file: ``rel`` (pickled), the content as raw messages (never empty), an
-empty message, then ``COMMIT`` or ``ABORT``; the writer answers exactly one :class:`Outcome`.
+Per file, on each writer's control pipe (pickled): ``rel``; on its data socket: the content as frames (an 8-byte
+length, then that many bytes; never empty) and an empty frame; then ``COMMIT`` or ``ABORT`` on the control pipe.
+The writer answers exactly one :class:`Outcome`. The data socket is a plain ``socketpair`` read with ``recv_into``
+a buffer of the frame's size: one copy on the way in (``Connection.recv_bytes`` took about three, 0.9 CPU-s per
+GB).
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ import contextlib
 import logging
 import multiprocessing
 import queue
+import socket
+import struct
 import threading
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterator
@@ -40,6 +45,29 @@ from workers.runtime.errors import DrError, PermanentError, TransientError, is_p
 log = logging.getLogger("appsvc_dr.fileshare")
 COMMIT, ABORT = "commit", "abort"
 READY_TIMEOUT = 120.0                       # a writer that has not connected by then is given up
+FRAME = struct.Struct("<Q")
+SOCKET_BUFFER = 4 << 20                     # fewer, larger hand-offs between the processes
+
+
+def _frames(data: socket.socket) -> Iterator[bytearray]:
+    """The frames of one file from ``data``, up to its empty frame."""
+    head = bytearray(FRAME.size)
+    while True:
+        _fill(data, memoryview(head))
+        size = FRAME.unpack(head)[0]
+        if not size:
+            return
+        buf = bytearray(size)
+        _fill(data, memoryview(buf))
+        yield buf
+
+
+def _fill(data: socket.socket, view: memoryview) -> None:
+    while len(view):
+        got = data.recv_into(view)
+        if not got:
+            raise EOFError("the restoring process closed the data socket")
+        view = view[got:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +105,10 @@ class _Abandoned(Exception):
     """The restoring process said ``abort``: the temporary file goes."""
 
 
-def writer_main(spec: dict, conn: Any) -> None:
+def writer_main(spec: dict, conn: Any, data: socket.socket) -> None:
     """Entry point of a writer process (spawned): its own SMB session, one file at a time."""
     message_buffers_reused()
+    data.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
     try:
         tree = tree_from_spec(dict(spec))
         tree.connect()
@@ -95,7 +124,7 @@ def writer_main(spec: dict, conn: Any) -> None:
                 return
             if rel is None:
                 return
-            outcome = _write(tree, rel, conn)
+            outcome = _write(tree, rel, conn, data)
             if outcome is not None:
                 conn.send(outcome)
     except (EOFError, OSError):
@@ -104,13 +133,13 @@ def writer_main(spec: dict, conn: Any) -> None:
         tree.close()
 
 
-def _write(tree: Tree, rel: str, conn: Any) -> Outcome | None:
-    """Write one file from ``conn``; the outcome to send (None: a failure, already sent)."""
+def _write(tree: Tree, rel: str, conn: Any, data: socket.socket) -> Outcome | None:
+    """Write one file from ``data``; the outcome to send (None: a failure, already sent)."""
     ended = False
     try:
         with tree.open_write(rel) as fh:
-            while data := conn.recv_bytes():
-                fh.write(data)
+            for frame in _frames(data):
+                fh.write(frame)
             ended = True
             if conn.recv() != COMMIT:
                 raise _Abandoned
@@ -121,7 +150,7 @@ def _write(tree: Tree, rel: str, conn: Any) -> Outcome | None:
             raise
         conn.send(Outcome.of(exc))
         if not ended:                           # what is still sent for this file: read and dropped
-            while conn.recv_bytes():
+            for _ in _frames(data):
                 pass
             conn.recv()
         return None
@@ -131,10 +160,13 @@ def _write(tree: Tree, rel: str, conn: Any) -> Outcome | None:
 class _Writer:
     def __init__(self, ctx: Any, spec: dict, index: int) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=writer_main, args=(spec, child), name=f"restore-writer-{index}",
-                                   daemon=True)
+        self.data, child_data = socket.socketpair()
+        self.data.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        self.process = ctx.Process(target=writer_main, args=(spec, child, child_data),
+                                   name=f"restore-writer-{index}", daemon=True)
         self.process.start()
         child.close()
+        child_data.close()
         self.ready = False
 
     def wait_ready(self) -> Outcome:
@@ -181,12 +213,13 @@ class _Remote:
             if self.outcome is not None:
                 raise self.outcome.error()
             if view.nbytes:
-                self.writer.conn.send_bytes(view)
+                self.writer.data.sendall(FRAME.pack(view.nbytes))
+                self.writer.data.sendall(view)
         return view.nbytes
 
     def finish(self, verdict: str) -> Outcome:
         with self._pipe():
-            self.writer.conn.send_bytes(b"")
+            self.writer.data.sendall(FRAME.pack(0))
             self.writer.conn.send(verdict if self.outcome is None else ABORT)
             if self.outcome is None:
                 self.outcome = self.writer.conn.recv()
@@ -276,3 +309,4 @@ class WriterPool:
                 writer.process.terminate()
                 writer.process.join(timeout=5)
             writer.conn.close()
+            writer.data.close()

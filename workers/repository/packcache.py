@@ -158,7 +158,7 @@ class PackCache:
                 self._memory -= limit
             spool = _Spool(limit, path.with_suffix(".partial"))
             try:
-                self.repo.read_pack(pack, spool, self.keys)
+                self.repo.read_pack(pack, spool, self.keys, blobs_checked=True)     # each blob: blob()
             except BaseException:
                 if spool.fh is not None:
                     spool.fh.close()
@@ -187,7 +187,9 @@ class PackCache:
         self._room.release()
 
     def blob(self, blob: str) -> bytes | memoryview:
-        """The blob's bytes, checked against its id (its SHA-256)."""
+        """The blob's bytes, checked against its id (its SHA-256). Its reference to the pack is dropped only once it
+        passed: a blob that fails is released by the caller with the rest of its file (dropping it here too counted
+        it twice, and another file's pack could go before that file read it)."""
         pack, offset, length = self.repo.index.place(blob)
         where = self._fetch(pack)
         if isinstance(where, memoryview):
@@ -196,13 +198,13 @@ class PackCache:
             with open(where, "rb") as fh:
                 fh.seek(offset)
                 data = fh.read(length)
+        if len(data) != length or hashlib.sha256(data).hexdigest() != blob:   # the caller releases it (release)
+            raise IntegrityError(f"blob {blob[:12]} in pack {pack[:12]} does not match its id")
         with self._guard:
             self.refs[pack] -= 1
             last = self.refs[pack] <= 0
         if last:
             self._drop(pack)
-        if len(data) != length or hashlib.sha256(data).hexdigest() != blob:
-            raise IntegrityError(f"blob {blob[:12]} in pack {pack[:12]} does not match its id")
         return data
 
     def release(self, blobs) -> None:
