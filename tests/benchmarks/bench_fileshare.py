@@ -4,7 +4,9 @@ Starts its own smbd and moto S3 server (root needed, like the tests). Cases: (a)
 (b) BIG files of BIG_MIB MiB, (c) re-sync with nothing changed, (d) re-sync after changing 1% of the small
 files, (e) restore of the large files to a fresh folder of the share (``rclone copy`` back from its bucket),
 (f) the same for FILES small files (4–64 KiB in 100 directories). Each row gives the tool's CPU seconds: ours
-is the benchmark process's (the restore runs in it), rclone's its child process's; neither counts smbd or moto.
+is the benchmark process's (the restore runs in it, with its writer processes when ``--writers`` asks), rclone's
+its child process's; the restore rows (e) and (f) add the CPU moto and smbd (its master and per-connection
+processes) spent during each tool's run, and our restoring process's own.
 Ours runs as configured in production: SMB 3 encryption, zstd, AES-GCM with a certificate. rclone runs
 with its default flags (plus ``--s3-no-head`` for moto; ``AWS_CA_BUNDLE`` unset, see DESIGN.md); it sends plain
 SMB unless the server requires encryption: ``--smb-encrypt`` makes the share require it, so both tools encrypt. Pick cases
@@ -17,7 +19,9 @@ per GB read.
 Memory cases (not timed against rclone): (m) a first sync of BIG files of BIG_MIB MiB and (n) of FILES small
 files, each in a child process with default settings, sampled every 20 ms: the peak RSS of the worker process,
 of each reader process, the peak of their sum (the process tree), and the worker's RSS before and after the job
-(what a job leaves behind). The goal (issue 13): <= 200 MiB per process, <= 300 MiB for the tree.
+(what a job leaves behind); (r) a restore of BIG files to a fresh folder, in a child process, once per
+``--writers`` count (the writer processes are its descendants). The goal (issues 13, 17): <= 200 MiB per process,
+<= 300 MiB for the tree.
 """
 from __future__ import annotations
 
@@ -138,7 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default="acdbef", help="which cases to run, e.g. 'b' or 'acd' (default acdbef; c "
                         "and d re-sync the tree case a stored; e restores the large files to a fresh folder, f the "
-                        "small files)")
+                        "small files; m, n, r: memory of a sync of the large and the small files, and of a restore)")
     parser.add_argument("--files", type=int, default=FILES, help="small files in (a) (default %(default)s)")
     parser.add_argument("--big", type=int, default=BIG, help="large files in (b) (default %(default)s)")
     parser.add_argument("--big-mib", type=int, default=BIG_MIB, help="MiB per large file (default %(default)s)")
@@ -148,9 +152,9 @@ def main() -> None:
     parser.add_argument("--smb-encrypt", action="store_true", help="the share requires SMB 3 encryption "
                         "(`server smb encrypt = required`), so rclone's writes and reads are encrypted too, as ours "
                         "always are (without it rclone sends plain SMB)")
-    parser.add_argument("--writers", default="2", help="(e), (f), (r): comma-separated writer-process counts of "
+    parser.add_argument("--writers", default="0", help="(e), (f), (r): comma-separated writer-process counts of "
                         "our restore to run each round (0: written in the restoring process), e.g. 0,2 "
-                        "(default %(default)s)")
+                        "(default %(default)s: the product's default)")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)   # internal: see memory_child
     args = parser.parse_args()
     if args.memory_child:

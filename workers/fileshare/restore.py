@@ -13,15 +13,16 @@ each into a private temporary directory and deleted as soon as no file still nee
 A run first plans (``restoreplan``: every conflict with what the target holds is known before anything is written),
 then creates the directories, writes the files (many at once; a small file over SMB in one compound request),
 sets files' mtimes and DOS attributes after their content and directories' last, and finally lists the target
-again to verify what it claims. A problem with one file (locked, denied, a conflict, a damaged blob) is retried
-where it may pass, then listed with its reason and how to fix it; the others are restored regardless.
+again to verify what it claims. With ``writers`` (off by default), an SMB target's large files are written by writer
+processes (``restoreprocs``) with the bytes this process fetched and verified. A problem with one file (locked,
+denied, a conflict, a damaged blob) is retried where it may pass, then listed with its reason and how to fix it; the
+others are restored regardless.
 """
 from __future__ import annotations
 
 import hashlib
 import heapq
 import logging
-import os
 import threading
 import time
 from collections import Counter
@@ -49,10 +50,10 @@ log = logging.getLogger(__name__)
 SMALL = 4 * 1024 * 1024          # a file up to this size is written in one call (one compound request over SMB)
 LARGE_IN_FLIGHT = 3              # larger files written at once (each holds a write buffer and its message copies)
 # SMB target: processes writing the large files (``restoreprocs``), one file each, when the large files hold at least
-# WRITERS_FROM bytes (a process costs ~1 CPU-s to start). Only with 4 or more CPUs: they add CPU (the bytes cross a
-# socket, each process starts and logs in), which on 2 cores shared with smbd and moto made restores slower
-# (docs/performance.md, 2026-12-03 evening).
-WRITERS = 2 if (os.cpu_count() or 1) >= 4 else 0
+# WRITERS_FROM bytes (a process costs ~1 CPU-s to start). Off unless asked for (``writers``): on 2 cores shared with
+# smbd and moto they made restores slower (the bytes cross a socket, each process starts and logs in: +3 CPU-s/GB),
+# and 2 of them took the process tree to 355 MiB, over the 300 MiB limit (docs/performance.md, 2026-12-03 evening).
+WRITERS = 0
 WRITERS_FROM = 256 << 20
 
 
