@@ -76,21 +76,27 @@ FETCHERS = 3             # packs fetched and decoded at once: S3 GETs in flight
 
 
 class _Spool:
-    """Where a pack is decoded: memory up to ``limit`` bytes, then a private file (0600) at ``path``."""
+    """Where a pack is decoded: memory up to ``limit`` bytes (a buffer of that size made at once: growing it with
+    ``+=`` copied the first megabytes over and over), then a private file (0600) at ``path``."""
 
     def __init__(self, limit: int, path: Path) -> None:
-        self.limit, self.path, self.buf, self.fh = limit, path, bytearray(), None
+        self.limit, self.path, self.buf, self.fh, self.size = limit, path, bytearray(limit), None, 0
 
     def write(self, data) -> int:
-        if self.fh is None and len(self.buf) + len(data) <= self.limit:
-            self.buf += data
-            return len(data)
+        n = len(data)
+        if self.fh is None and self.size + n <= self.limit:
+            self.buf[self.size:self.size + n] = data
+            self.size += n
+            return n
         if self.fh is None:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             self.fh = os.fdopen(fd, "wb")
-            self.fh.write(self.buf)
+            self.fh.write(memoryview(self.buf)[:self.size])
             self.buf = bytearray()
         return self.fh.write(data)
+
+    def view(self) -> memoryview:
+        return memoryview(self.buf)[:self.size]
 
 
 def _pack_sizes(repo: Repository, refs: Counter) -> dict[str, int]:
@@ -166,7 +172,7 @@ class PackCache:
                 self._give_back(pack)
                 raise
             if spool.fh is None:
-                view = memoryview(spool.buf)
+                view = spool.view()
                 with self._guard:
                     self._held[pack] = view
                 return view
