@@ -4,7 +4,9 @@ Starts its own smbd and moto S3 server (root needed, like the tests). Cases: (a)
 (b) BIG files of BIG_MIB MiB, (c) re-sync with nothing changed, (d) re-sync after changing 1% of the small
 files, (e) restore of the large files to a fresh folder of the share (``rclone copy`` back from its bucket),
 (f) the same for FILES small files (4–64 KiB in 100 directories). Each row gives the tool's CPU seconds: ours
-is the benchmark process's (the restore runs in it), rclone's its child process's; neither counts smbd or moto.
+is the benchmark process's (the restore runs in it, with its writer processes when ``--writers`` asks), rclone's
+its child process's; the restore rows (e) and (f) add the CPU moto and smbd (its master and per-connection
+processes) spent during each tool's run, and our restoring process's own.
 Ours runs as configured in production: SMB 3 encryption, zstd, AES-GCM with a certificate. rclone runs
 with its default flags (plus ``--s3-no-head`` for moto; ``AWS_CA_BUNDLE`` unset, see DESIGN.md); it sends plain
 SMB unless the server requires encryption: ``--smb-encrypt`` makes the share require it, so both tools encrypt. Pick cases
@@ -19,7 +21,9 @@ per GB read; each round of (b) also the CPU seconds per GB of moto and smbd. Our
 Memory cases (not timed against rclone): (m) a first sync of BIG files of BIG_MIB MiB and (n) of FILES small
 files, each in a child process with default settings, sampled every 20 ms: the peak RSS of the worker process,
 of each reader process, the peak of their sum (the process tree), and the worker's RSS before and after the job
-(what a job leaves behind). The goal (issue 13): <= 200 MiB per process, <= 300 MiB for the tree.
+(what a job leaves behind); (r) a restore of BIG files to a fresh folder, in a child process, once per
+``--writers`` count (the writer processes are its descendants). The goal (issues 13, 17): <= 200 MiB per process,
+<= 300 MiB for the tree.
 """
 from __future__ import annotations
 
@@ -158,6 +162,9 @@ def row(case: str, tool: str, seconds: float, files: int, nbytes: int, ref: floa
     ratio = f"{ref / seconds:5.2f}x" if ref else "   - "
     cpu = "-" if not stats else f"{stats['cpu_seconds']:.1f}" + \
         (f" ({stats['cpu_seconds'] / (stats['bytes_read'] / 1e9):.2f}/GB)" if stats["bytes_read"] else "")
+    if stats and "servers" in stats:
+        gb = stats["bytes_read"] / 1e9
+        cpu += "; " + ", ".join(f"{name} {sec:.1f} ({sec / gb:.2f}/GB)" for name, sec in stats["servers"].items())
     return (f"| {case:30} | {tool:9} | {seconds:8.2f} | {files / seconds:9.1f} | {nbytes / MiB / seconds:8.1f} "
             f"| {ratio} | {cpu:>16} |")
 
@@ -166,7 +173,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default="acdbef", help="which cases to run, e.g. 'b' or 'acd' (default acdbef; c "
                         "and d re-sync the tree case a stored; e restores the large files to a fresh folder, f the "
-                        "small files)")
+                        "small files; m, n, r: memory of a sync of the large and the small files, and of a restore)")
     parser.add_argument("--files", type=int, default=FILES, help="small files in (a) (default %(default)s)")
     parser.add_argument("--big", type=int, default=BIG, help="large files in (b) (default %(default)s)")
     parser.add_argument("--big-mib", type=int, default=BIG_MIB, help="MiB per large file (default %(default)s)")
@@ -176,6 +183,9 @@ def main() -> None:
     parser.add_argument("--smb-encrypt", action="store_true", help="the share requires SMB 3 encryption "
                         "(`server smb encrypt = required`), so rclone's writes and reads are encrypted too, as ours "
                         "always are (without it rclone sends plain SMB)")
+    parser.add_argument("--writers", default="0", help="(e), (f), (r): comma-separated writer-process counts of "
+                        "our restore to run each round (0: written in the restoring process), e.g. 0,2 "
+                        "(default %(default)s: the product's default)")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)   # internal: see memory_child
     args = parser.parse_args()
     if args.memory_child:
@@ -184,7 +194,8 @@ def main() -> None:
         parser.error("cases c and d re-sync the tree case a stored: include a")
     cert_pem, key_pem = generate_self_signed("bench", 1)
     cert = cert_pem                 # ours() opens its store from settings, with this certificate (PEM)
-    rows = ["| case | tool | seconds | files/s | MiB/s | speed vs rclone | our CPU s (per GB read) |",
+    rows = ["| case | tool | seconds | files/s | MiB/s | speed vs rclone | CPU s (per GB): the tool's own; restores: "
+            "+ the servers' during its run |",
             "|---|---|---|---|---|---|---|"]
     with smbd_server(encrypt=args.smb_encrypt) as smb, moto_s3_server() as s3:
         cache = Path(f"/tmp/bench-fileshare-cache-{uuid.uuid4().hex[:6]}")
@@ -196,8 +207,8 @@ def main() -> None:
             rows += restore_case(smb, s3, cert, key_pem, cache, args)
         if "f" in args.cases:
             rows += restore_case(smb, s3, cert, key_pem, cache, args, small=True)
-        if set(args.cases) & {"m", "n"}:
-            rows += ["", *memory_cases(smb, s3, cert_pem, cache, args)]
+        if set(args.cases) & {"m", "n", "r"}:
+            rows += ["", *memory_cases(smb, s3, cert_pem, key_pem, cache, args)]
         shutil.rmtree(cache, ignore_errors=True)
     print(f"SMB encryption: {'required by the share (both tools encrypt)' if args.smb_encrypt else 'ours only'}; "
           f"load average at the end {os.getloadavg()[0]:.1f}")
@@ -256,25 +267,40 @@ def restore_case(smb, s3, cert, key_pem: bytes, cache: Path, args: argparse.Name
     repo = Repository(ArtifactStore(S3Store(s3.endpoint, s3.access_key, s3.secret_key, f"ours-restore-{case}",
                                             secure=False), certificate=load_certificate(cert)), "bench")
     keys = KeyRing.from_files(keys=[key])
-    theirs, mine, cpu, theirs_cpu = float("inf"), float("inf"), 0.0, 0.0
+    servers = {"moto": lambda: tree_cpu_seconds(s3.process.pid),
+               "smbd": lambda: tree_cpu_seconds(int((smb.conf.parent / "pid" / "smbd.pid").read_text().strip()))}
+    variants = [int(w) for w in args.writers.split(",")]
+    best: dict[object, tuple[float, dict]] = {}
+
+    def timed(key: object, run) -> None:
+        started, spent, alone = time.monotonic(), cpu_seconds(), time.process_time()
+        busy = {name: read() for name, read in servers.items()}
+        run()
+        seconds = time.monotonic() - started
+        stats = {"cpu_seconds": cpu_seconds() - spent, "bytes_read": total,
+                 "servers": {name: read() - busy[name] for name, read in servers.items()}}
+        if key != "rclone":
+            stats["servers"] = {"restoring process": time.process_time() - alone, **stats["servers"]}
+        if key not in best or seconds < best[key][0]:
+            best[key] = (seconds, stats)
+
     for rep in range(args.repeat):                      # alternately, each into a fresh folder; best time counts
-        names = (f"restored-rclone-{case}{rep}", f"restored-ours-{case}{rep}")
+        names = [f"restored-rclone-{case}{rep}", *(f"restored-ours-{case}{rep}-w{w}" for w in variants)]
         for name in names:
             (smb.path / name).mkdir()
             shutil.chown(smb.path / name, smb.username)
-        started, spent = time.monotonic(), cpu_seconds()
-        subprocess.run(["rclone", "copy", f"dst:rclone-restore-{case}/{folder}", f"src:{smb.share}/{names[0]}"],
-                       env=rclone_env(smb, s3), check=True, capture_output=True)
-        seconds, spent = time.monotonic() - started, cpu_seconds() - spent
-        theirs, theirs_cpu = min((theirs, theirs_cpu), (seconds, spent))
-        started, spent = time.monotonic(), cpu_seconds()
-        target = open_tree(smb.unc(names[1]), username=smb.username, password=smb.password, port=smb.port)
-        report = Restorer(repo, target, keys=keys, temp_root=cache / "restore-tmp").run(
-            repo.manifest(f"{case}1", keys, cached=False))
-        seconds, spent = time.monotonic() - started, cpu_seconds() - spent
-        mine, cpu = min((mine, cpu), (seconds, spent))
-        if not report.exact:
-            raise SystemExit(f"our restore is not exact: {report.failed[:5]}")
+        timed("rclone", lambda: subprocess.run(
+            ["rclone", "copy", f"dst:rclone-restore-{case}/{folder}", f"src:{smb.share}/{names[0]}"],
+            env=rclone_env(smb, s3), check=True, capture_output=True))
+        for name, writers in zip(names[1:], variants, strict=True):
+            def restore(name: str = name, writers: int = writers) -> None:
+                target = open_tree(smb.unc(name), username=smb.username, password=smb.password, port=smb.port)
+                report = Restorer(repo, target, keys=keys, temp_root=cache / "restore-tmp", writers=writers) \
+                    .run(repo.manifest(f"{case}1", keys, cached=False))
+                target.close()
+                if not report.exact:
+                    raise SystemExit(f"our restore is not exact: {report.failed[:5]}")
+            timed(writers, restore)
         for name in names:
             for source in (smb.path / folder).rglob("*.bin"):
                 if not filecmp.cmp(source, smb.path / name / source.relative_to(smb.path / folder), shallow=False):
@@ -283,8 +309,10 @@ def restore_case(smb, s3, cert, key_pem: bytes, cache: Path, args: argparse.Name
     s3.reset()
     label = f"({case}) restore {count} files 4-64 KiB" if small else f"({case}) restore {count} x {args.big_mib} MiB"
     label += f", best of {args.repeat}" if args.repeat > 1 else ""
-    return [row(label, "rclone", theirs, count, total, None, {"cpu_seconds": theirs_cpu, "bytes_read": total}),
-            row(label, "appsvc-dr", mine, count, total, theirs, {"cpu_seconds": cpu, "bytes_read": total})]
+    theirs = best["rclone"][0]
+    return [row(label, "rclone", theirs, count, total, None, best["rclone"][1]),
+            *(row(label, f"appsvc-dr, {w} writer processes", best[w][0], count, total, theirs, best[w][1])
+              for w in variants)]
 
 
 def small_cases(smb, s3, cert, cache: Path, args: argparse.Namespace) -> list[str]:
@@ -327,6 +355,8 @@ def memory_child(spec_json: str) -> None:
     store = bench_store(SimpleNamespace(endpoint=spec["endpoint"], access_key=spec["access_key"],
                                         secret_key=spec["secret_key"], region=spec["region"]), spec["bucket"],
                         spec["cert"].encode(), Path(spec["cache"]))
+    if "restore_to" in spec:
+        return memory_restore(spec, store)
     settings = FileshareSettings(source=spec["unc"], username=spec["username"], password=spec["password"],
                                  port=spec["port"], cache_dir=Path(spec["cache"]),
                                  **json.loads(os.environ.get("BENCH_FILESHARE_SETTINGS", "{}")))
@@ -337,6 +367,22 @@ def memory_child(spec_json: str) -> None:
     commit(repo, result)
     tree.close()
     del result, repo, tree
+    time.sleep(1.0)
+    print(json.dumps({"before": before, "after": rss_mib(), "peak": vm_hwm_mib()}))
+
+
+def memory_restore(spec: dict, store: ArtifactStore) -> None:
+    """Case (r): one restore of snapshot ``sid`` to a fresh folder, in this process (and its writer processes)."""
+    before = rss_mib()
+    repo = Repository(store, "bench")
+    keys = KeyRing.from_files(keys=[Path(spec["key"])])
+    target = open_tree(spec["restore_to"], username=spec["username"], password=spec["password"], port=spec["port"])
+    report = Restorer(repo, target, keys=keys, temp_root=Path(spec["cache"]) / "restore-tmp",
+                      writers=spec["writers"]).run(repo.manifest(spec["sid"], keys, cached=False))
+    if not report.exact:
+        raise SystemExit(f"the restore is not exact: {report.failed[:5]}")
+    target.close()
+    del report, repo, target
     time.sleep(1.0)
     print(json.dumps({"before": before, "after": rss_mib(), "peak": vm_hwm_mib()}))
 
@@ -369,7 +415,7 @@ def memory_row(label: str, m: dict) -> str:
             f"{m['after']:5.0f} | {m['seconds']:7.1f} |")
 
 
-def memory_cases(smb, s3, cert_pem: bytes, cache: Path, args: argparse.Namespace) -> list[str]:
+def memory_cases(smb, s3, cert_pem: bytes, key_pem: bytes, cache: Path, args: argparse.Namespace) -> list[str]:
     rows = ["| memory case (default settings) | worker peak MiB | reader processes' peaks MiB | tree peak MiB "
             "| worker RSS before → after the job | seconds |", "|---|---|---|---|---|---|"]
     cases = [(c, label, small, n) for c, label, small, n in (
@@ -385,6 +431,31 @@ def memory_cases(smb, s3, cert_pem: bytes, cache: Path, args: argparse.Namespace
         rows.append(memory_row(label, measure([sys.executable, __file__, "--memory-child"], spec)))
         s3.reset()
         shutil.rmtree(smb.path / folder)
+    if "r" in args.cases:
+        rows += memory_restores(smb, s3, cert_pem, key_pem, cache, args)
+    return rows
+
+
+def memory_restores(smb, s3, cert_pem: bytes, key_pem: bytes, cache: Path, args: argparse.Namespace) -> list[str]:
+    """(r): the large files stored once, then restored to a fresh folder by a fresh process per writer count."""
+    rows = []
+    (cache / "mem-r").mkdir(parents=True, exist_ok=True)
+    (cache / "mem-r" / "key.pem").write_bytes(key_pem)
+    populate(smb.path / "mem-r", smb.username, False, args.big, args.big_mib)
+    ours(smb, s3, "mem-r", "mem-r", load_certificate(cert_pem), cache / "mem-r", "r")
+    for writers in (int(w) for w in args.writers.split(",")):
+        name = f"mem-r-restored-{writers}"
+        (smb.path / name).mkdir()
+        shutil.chown(smb.path / name, smb.username)
+        spec = {"endpoint": s3.endpoint, "access_key": s3.access_key, "secret_key": s3.secret_key, "region": s3.region,
+                "bucket": "mem-r", "cert": cert_pem.decode(), "key": str(cache / "mem-r" / "key.pem"),
+                "restore_to": smb.unc(name), "username": smb.username, "password": smb.password, "port": smb.port,
+                "cache": str(cache / "mem-r"), "sid": "r", "writers": writers}
+        rows.append(memory_row(f"(r) restore {args.big} x {args.big_mib} MiB, {writers} writers",
+                               measure([sys.executable, __file__, "--memory-child"], spec)))
+        shutil.rmtree(smb.path / name)
+    s3.reset()
+    shutil.rmtree(smb.path / "mem-r")
     return rows
 
 

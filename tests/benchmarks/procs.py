@@ -39,6 +39,17 @@ def descendants(root: int) -> list[tuple[int, str]]:
     return found
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of ``root`` and of its children it reaped, plus those of its live descendants
+    (a server that forks a process per connection, like smbd: finished ones are in its own cutime/cstime)."""
+    total, ticks = 0.0, os.sysconf("SC_CLK_TCK")
+    wanted = {root, *(pid for pid, _ in descendants(root))}
+    for pid, _, fields in processes():
+        if pid in wanted:
+            total += sum(int(f) for f in fields[11:15]) / ticks
+    return total
+
+
 def cpu_seconds(comm: str) -> float:
     """User + system CPU seconds used so far by the first process named ``comm``; 0 when there is none."""
     for _, name, fields in processes():

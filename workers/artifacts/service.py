@@ -326,14 +326,15 @@ class ArtifactStore:
         return self._plain(self._required_record(key, keys is not None), keys, progress)
 
     @contextlib.contextmanager
-    def _plain(self, rec: StoredArtifact, keys: KeyRing | None, progress: Progress | None) -> Iterator[BinaryIO]:
+    def _plain(self, rec: StoredArtifact, keys: KeyRing | None, progress: Progress | None,
+               check_stored: bool = True) -> Iterator[BinaryIO]:
         if encrypted_only(rec.key) and not rec.encrypted:
             raise SignatureError(f"{rec.key} is stored unencrypted: secrets are always encrypted, so it was not "
                                  "written by a worker", hint="Restore another secrets version or set; find out "
                                                              "who can write to the store.")
         with self.backend.open(rec.key) as stream:
             decoded = decode(_Counting(stream, progress), keys=keys, expected_sha256=rec.plaintext_sha256,
-                             expected_size=rec.plaintext_size)
+                             expected_size=rec.plaintext_size, hash_stored=check_stored)
             if decoded.encrypted != rec.encrypted:
                 raise IntegrityError(f"{rec.key}: the artifact's header and its record disagree on encryption")
             yield decoded
@@ -342,13 +343,15 @@ class ArtifactStore:
                                  hint="The artifact or its record was altered; restore from another backup set.")
 
     def get(self, key: str, out: BinaryIO, *, keys: KeyRing | None = None,
-            progress: Progress | None = None) -> StoredArtifact:
-        """Stream the plaintext of ``key`` into ``out``, verifying hashes; raises on any mismatch."""
-        return self._copy(self._required_record(key, keys is not None), out, keys, progress)
+            progress: Progress | None = None, check_stored: bool = True) -> StoredArtifact:
+        """Stream the plaintext of ``key`` into ``out``, verifying hashes; raises on any mismatch. Without
+        ``check_stored`` the stored bytes' SHA-256 is neither computed nor compared with the record: only for a
+        caller that proves every byte it uses by a hash of its own (see ``codec.decode``)."""
+        return self._copy(self._required_record(key, keys is not None), out, keys, progress, check_stored)
 
     def _copy(self, rec: StoredArtifact, out: BinaryIO, keys: KeyRing | None,
-              progress: Progress | None = None) -> StoredArtifact:
-        with self._plain(rec, keys, progress) as plain:
+              progress: Progress | None = None, check_stored: bool = True) -> StoredArtifact:
+        with self._plain(rec, keys, progress, check_stored) as plain:
             while chunk := plain.read(CHUNK):
                 out.write(chunk)
         return rec

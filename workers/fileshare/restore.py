@@ -13,8 +13,10 @@ each into a private temporary directory and deleted as soon as no file still nee
 A run first plans (``restoreplan``: every conflict with what the target holds is known before anything is written),
 then creates the directories, writes the files (many at once; a small file over SMB in one compound request),
 sets files' mtimes and DOS attributes after their content and directories' last, and finally lists the target
-again to verify what it claims. A problem with one file (locked, denied, a conflict, a damaged blob) is retried
-where it may pass, then listed with its reason and how to fix it; the others are restored regardless.
+again to verify what it claims. With ``writers`` (off by default), an SMB target's large files are written by writer
+processes (``restoreprocs``) with the bytes this process fetched and verified. A problem with one file (locked,
+denied, a conflict, a damaged blob) is retried where it may pass, then listed with its reason and how to fix it; the
+others are restored regardless.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from typing import Callable
 from workers.artifacts.service import sha256_of
 from workers.fileshare.budget import message_buffers_reused, release_memory
 from workers.fileshare.restoreplan import READONLY_IN_THE_WAY, Plan, Planner, Step, aside_name
+from workers.fileshare.restoreprocs import WriterPool
 from workers.fileshare.restorereport import HINTS, Failure, RestoreReport
 from workers.fileshare.tree import ATTRIBUTES, READONLY, FileProblem, Tree
 from workers.repository.manifest import Entry, Manifest, check_entries
@@ -46,6 +49,12 @@ from workers.storage.crypto import IntegrityError
 log = logging.getLogger(__name__)
 SMALL = 4 * 1024 * 1024          # a file up to this size is written in one call (one compound request over SMB)
 LARGE_IN_FLIGHT = 3              # larger files written at once (each holds a write buffer and its message copies)
+# SMB target: processes writing the large files (``restoreprocs``), one file each, when the large files hold at least
+# WRITERS_FROM bytes (a process costs ~1 CPU-s to start). Off unless asked for (``writers``): on 2 cores shared with
+# smbd and moto they made restores slower (the bytes cross a socket, each process starts and logs in: +3 CPU-s/GB),
+# and 2 of them took the process tree to 355 MiB, over the 300 MiB limit (docs/performance.md, 2026-12-03 evening).
+WRITERS = 0
+WRITERS_FROM = 256 << 20
 
 
 def select(manifest: Manifest, path: str | None) -> list[Entry]:
@@ -58,11 +67,13 @@ def select(manifest: Manifest, path: str | None) -> list[Entry]:
 class Restorer:
     def __init__(self, repo: Repository, target: Tree, *, keys: KeyRing | None = None, transfers: int = 8,
                  progress: Callable[[int], None] = lambda nbytes: None, overwrite: bool = False,
-                 attributes: bool = True, retries: int = 3, wait: float = 5.0, temp_root: Path | None = None) -> None:
+                 attributes: bool = True, retries: int = 3, wait: float = 5.0, temp_root: Path | None = None,
+                 writers: int = WRITERS, writers_from: int = WRITERS_FROM) -> None:
         self.repo, self.target, self.keys, self.transfers, self.progress = repo, target, keys, transfers, progress
         self.overwrite, self.attributes, self.retries, self.wait = overwrite, attributes, retries, wait
-        self.temp_root = temp_root
-        self._large = threading.Semaphore(LARGE_IN_FLIGHT)
+        self.temp_root, self.writers, self.writers_from = temp_root, writers, writers_from
+        self._large = threading.Semaphore(LARGE_IN_FLIGHT)      # set again per run (fewer with writer processes)
+        self._open_write: Callable = target.open_write           # or a writer process's (``restoreprocs``)
 
     def _entries(self, manifest: Manifest, path: str | None) -> list[Entry]:
         entries = select(manifest, path)
@@ -89,22 +100,35 @@ class Restorer:
             raise PermanentError(f"snapshot {manifest.snapshot_id} needs {len(missing)} blob(s) that no index "
                                  "lists", hint="The repository is damaged (packs or index objects deleted): "
                                                "restore another snapshot.")
-        plan = Planner(self.target, overwrite=self.overwrite).plan(entries)
-        report = RestoreReport(plan=plan)
-        for step in plan.steps:
-            if step.action == "unresolved":
-                report.failed.append(Failure(step.entry.path, step.reason, step.hint))
-            elif step.resolve == "rename":
-                report.renamed.append(Failure(step.entry.path, step.reason, step.hint))
-        self._directories(plan, report)
-        files = [s for s in plan.steps if not s.entry.is_dir and s.action != "unresolved"]
-        message_buffers_reused()
+        writers = self._writer_pool(entries)            # started now: they connect while the plan is made
         try:
-            done = self._files(files, report)
+            plan = Planner(self.target, overwrite=self.overwrite).plan(entries)
+            report = RestoreReport(plan=plan)
+            for step in plan.steps:
+                if step.action == "unresolved":
+                    report.failed.append(Failure(step.entry.path, step.reason, step.hint))
+                elif step.resolve == "rename":
+                    report.renamed.append(Failure(step.entry.path, step.reason, step.hint))
+            self._directories(plan, report)
+            files = [s for s in plan.steps if not s.entry.is_dir and s.action != "unresolved"]
+            message_buffers_reused()
+            try:
+                done = self._files(files, report, writers)
+            finally:
+                release_memory()
         finally:
-            release_memory()
+            if writers is not None:
+                writers.close()
         self._finish(plan, report, done)
         return report
+
+    def _writer_pool(self, entries: list[Entry]) -> WriterPool | None:
+        """Writer processes for the large files, when the target is an SMB share and they are worth starting."""
+        spec = getattr(self.target, "spec", None)
+        if self.writers < 1 or spec is None or spec().get("kind") != "smb" or \
+                sum(e.size for e in entries if not e.is_dir and e.size > SMALL) < self.writers_from:
+            return None
+        return WriterPool(self.target, self.writers)
 
     # ------------------------------------------------------------------------------------ directories
     def _directories(self, plan: Plan, report: RestoreReport) -> None:
@@ -169,7 +193,7 @@ class Restorer:
         return False
 
     # ------------------------------------------------------------------------------------------ files
-    def _files(self, steps: list[Step], report: RestoreReport) -> list[Step]:
+    def _files(self, steps: list[Step], report: RestoreReport, writers: WriterPool | None) -> list[Step]:
         blocked = self._failed(report)
         for step in [s for s in steps if s.target.rpartition("/")[0] in blocked]:
             report.failed.append(Failure(step.entry.path, "its directory could not be created",
@@ -182,8 +206,11 @@ class Restorer:
         refs = Counter(self.repo.index.place(b).pack for s in todo for b in s.entry.blobs)
         order = {p: i for i, p in enumerate(sorted(refs))}
         todo.sort(key=lambda s: min((order[self.repo.index.place(b).pack] for b in s.entry.blobs), default=-1))
-        packs = need_order(todo, self.repo.index.place, LARGE_IN_FLIGHT)
-        cache = PackCache(self.repo, self.keys, refs, temp_root=self.temp_root, ahead=LARGE_IN_FLIGHT + FETCHERS)
+        large = LARGE_IN_FLIGHT if writers is None else writers.count
+        self._large = threading.Semaphore(large)
+        self._open_write = self.target.open_write if writers is None else writers.open_write
+        packs = need_order(todo, self.repo.index.place, large)
+        cache = PackCache(self.repo, self.keys, refs, temp_root=self.temp_root, ahead=large + FETCHERS)
         written: list[Step] = [s for s, identical in zip(steps, same, strict=True) if identical]
         try:
             cache.prefetch(packs)
@@ -225,7 +252,7 @@ class Restorer:
                 data = self._content(step, cache, used)
                 self.target.write_file(step.target, data, entry.mtime_ns, attrs)
             else:
-                with self._large, self.target.open_write(step.target) as fh:   # a temporary file, renamed on success
+                with self._large, self._open_write(step.target) as fh:   # a temporary file, renamed on success
                     self._content(step, cache, used, fh)
                 self.target.set_meta(step.target, entry.mtime_ns, attrs)
 

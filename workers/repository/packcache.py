@@ -76,21 +76,27 @@ FETCHERS = 3             # packs fetched and decoded at once: S3 GETs in flight
 
 
 class _Spool:
-    """Where a pack is decoded: memory up to ``limit`` bytes, then a private file (0600) at ``path``."""
+    """Where a pack is decoded: memory up to ``limit`` bytes (a buffer of that size made at once: growing it with
+    ``+=`` copied the first megabytes over and over), then a private file (0600) at ``path``."""
 
     def __init__(self, limit: int, path: Path) -> None:
-        self.limit, self.path, self.buf, self.fh = limit, path, bytearray(), None
+        self.limit, self.path, self.buf, self.fh, self.size = limit, path, bytearray(limit), None, 0
 
     def write(self, data) -> int:
-        if self.fh is None and len(self.buf) + len(data) <= self.limit:
-            self.buf += data
-            return len(data)
+        n = len(data)
+        if self.fh is None and self.size + n <= self.limit:
+            self.buf[self.size:self.size + n] = data
+            self.size += n
+            return n
         if self.fh is None:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             self.fh = os.fdopen(fd, "wb")
-            self.fh.write(self.buf)
+            self.fh.write(memoryview(self.buf)[:self.size])
             self.buf = bytearray()
         return self.fh.write(data)
+
+    def view(self) -> memoryview:
+        return memoryview(self.buf)[:self.size]
 
 
 def _pack_sizes(repo: Repository, refs: Counter) -> dict[str, int]:
@@ -158,7 +164,7 @@ class PackCache:
                 self._memory -= limit
             spool = _Spool(limit, path.with_suffix(".partial"))
             try:
-                self.repo.read_pack(pack, spool, self.keys)
+                self.repo.read_pack(pack, spool, self.keys, blobs_checked=True)     # each blob: blob()
             except BaseException:
                 if spool.fh is not None:
                     spool.fh.close()
@@ -166,7 +172,7 @@ class PackCache:
                 self._give_back(pack)
                 raise
             if spool.fh is None:
-                view = memoryview(spool.buf)
+                view = spool.view()
                 with self._guard:
                     self._held[pack] = view
                 return view
@@ -187,7 +193,9 @@ class PackCache:
         self._room.release()
 
     def blob(self, blob: str) -> bytes | memoryview:
-        """The blob's bytes, checked against its id (its SHA-256)."""
+        """The blob's bytes, checked against its id (its SHA-256). Its reference to the pack is dropped only once it
+        passed: a blob that fails is released by the caller with the rest of its file (dropping it here too counted
+        it twice, and another file's pack could go before that file read it)."""
         pack, offset, length = self.repo.index.place(blob)
         where = self._fetch(pack)
         if isinstance(where, memoryview):
@@ -196,13 +204,13 @@ class PackCache:
             with open(where, "rb") as fh:
                 fh.seek(offset)
                 data = fh.read(length)
+        if len(data) != length or hashlib.sha256(data).hexdigest() != blob:   # the caller releases it (release)
+            raise IntegrityError(f"blob {blob[:12]} in pack {pack[:12]} does not match its id")
         with self._guard:
             self.refs[pack] -= 1
             last = self.refs[pack] <= 0
         if last:
             self._drop(pack)
-        if len(data) != length or hashlib.sha256(data).hexdigest() != blob:
-            raise IntegrityError(f"blob {blob[:12]} in pack {pack[:12]} does not match its id")
         return data
 
     def release(self, blobs) -> None:

@@ -43,20 +43,21 @@ SAMPLES, SAMPLE_BYTES, MIN_SAVING = 16, 16 << 10, 0.02     # encode_buffer's loo
 
 
 class _Hashing:
-    """Pass-through reader that counts and hashes what flows through it."""
+    """Pass-through reader that counts and hashes what flows through it (only counts, without ``hashing``)."""
 
-    def __init__(self, source: BinaryIO) -> None:
-        self._source, self.size, self._sha = source, 0, hashlib.sha256()
+    def __init__(self, source: BinaryIO, hashing: bool = True) -> None:
+        self._source, self.size, self._sha = source, 0, hashlib.sha256() if hashing else None
 
     def read(self, size: int = -1) -> bytes:
         data = self._source.read(size)
         if data:
             self.size += len(data)
-            self._sha.update(data)
+            if self._sha is not None:
+                self._sha.update(data)
         return data or b""
 
-    def digest(self) -> bytes:
-        return self._sha.digest()
+    def digest(self) -> bytes | None:
+        return self._sha.digest() if self._sha is not None else None
 
 
 class _Writer:
@@ -211,7 +212,7 @@ class _Segments:
             self._buf, self._pos = payload, 0
             return
         trailer = Trailer.unpack(payload)
-        if trailer.prefix_sha256 != before:
+        if before is not None and trailer.prefix_sha256 != before:     # None: not hashed (decode's hash_stored)
             raise IntegrityError("the stored bytes do not match the checksum in the final segment: the "
                                  "artifact is corrupt, reordered or was altered")
         self.trailer, self._buf, self._pos = trailer, b"", 0
@@ -221,9 +222,9 @@ class DecodingStream(PullStream):
     """Reads as the plaintext, verifying as it goes. After EOF: plaintext_sha256/size, stored_sha256/size."""
 
     def __init__(self, source: BinaryIO, *, keys: KeyRing | None, expected_sha256: str | None = None,
-                 expected_size: int | None = None) -> None:
+                 expected_size: int | None = None, hash_stored: bool = True) -> None:
         super().__init__()
-        self._src = _Hashing(source)
+        self._src = _Hashing(source, hash_stored)
         self.header = header = read_header(self._src)  # type: ignore[arg-type]
         self.encrypted, self.compressed = header.encrypted, header.compressed
         self.thumbprint = header.thumbprint_sha1
@@ -280,7 +281,8 @@ class DecodingStream(PullStream):
         if want_sha is not None and digest is not None and want_sha != digest.hex():
             raise IntegrityError("the decoded data's SHA-256 differs from the one the catalogue expects")
         self.plaintext_sha256, self.plaintext_size = digest.hex() if digest is not None else None, self._size
-        self.stored_sha256, self.stored_size = self._src.digest().hex(), self._src.size
+        stored = self._src.digest()
+        self.stored_sha256, self.stored_size = stored.hex() if stored is not None else None, self._src.size
 
 
 def encode(source: BinaryIO, *, compress: bool, recipient: Certificate | None, level: int = 3,
@@ -324,7 +326,12 @@ def encode_buffer(body: Any, *, compress: bool, recipient: Certificate | None, l
 
 
 def decode(source: BinaryIO, *, keys: KeyRing | None, expected_sha256: str | None = None,
-           expected_size: int | None = None) -> DecodingStream:
+           expected_size: int | None = None, hash_stored: bool = True) -> DecodingStream:
     """Stream an artifact back to plaintext. Reads the header now (so NotAnArtifactError, KeyNotFoundError
-    surface at once); integrity errors surface on the read that meets them, at the latest at EOF."""
-    return DecodingStream(source, keys=keys, expected_sha256=expected_sha256, expected_size=expected_size)
+    surface at once); integrity errors surface on the read that meets them, at the latest at EOF. Without
+    ``hash_stored`` the stored bytes are not hashed (``stored_sha256`` stays None) nor compared with the final
+    segment's checksum of them (AES-GCM still authenticates every segment, its number and kind when encrypted):
+    only for a caller that proves every plaintext byte it uses by a hash of its own (a restore's blobs, by their
+    ids)."""
+    return DecodingStream(source, keys=keys, expected_sha256=expected_sha256, expected_size=expected_size,
+                          hash_stored=hash_stored)

@@ -1,0 +1,312 @@
+"""Writer processes of a restore to an SMB share: the large files' bytes are written by ``spawn``-started
+processes, each over its own SMB session, while this process fetches, decrypts and verifies the packs.
+
+smbprotocol builds, copies and encrypts every WRITE in Python, so one process writes at most one core's worth
+(about 4 CPU-s per GB here, docs/performance.md); the fetch half (S3 GET, AES-GCM, zstd, the blobs' SHA-256) is a
+third of that. So the split is: packs are fetched and every blob is proven by its SHA-256 id *here* (the private
+key never leaves this process, and each pack is fetched once), and a verified blob crosses a pipe to the process
+writing its file. That process writes it through the same ``Tree.open_write`` as in-process writing (a temporary
+name beside the file, checked directories, no reparse point followed, renamed into place on success and removed
+on failure), so every guarantee of a restore stays where it was:
+
+* this process decides whether the file is complete: the size check against the snapshot runs here before the
+  ``commit``; anything else (a damaged blob, a short file, an exception) sends ``abort``, and the writer removes
+  its temporary file before it answers;
+* a writer's failure (denied, locked, the share dropped...) comes back as the same exception (``FileProblem``,
+  ``UnsafeTargetError``...) and is handled by the restore like one of its own; the writer reports it at once and
+  discards what is still sent for that file;
+* a writer that dies fails only the file it held (its temporary file is removed from here), and the next files go
+  to the other writers, or are written in this process when none is left.
+
+Per file, on each writer's control pipe (pickled): ``rel``; on its data socket: the content as frames (an 8-byte
+length, then that many bytes; never empty) and an empty frame; then ``COMMIT`` or ``ABORT`` on the control pipe.
+The writer answers exactly one :class:`Outcome`. The data socket is a plain ``socketpair`` read with ``recv_into``
+a buffer of the frame's size: one copy on the way in (``Connection.recv_bytes`` took about three, 0.9 CPU-s per
+GB).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import queue
+import socket
+import struct
+import threading
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Iterator
+
+from workers.fileshare.budget import message_buffers_reused
+from workers.fileshare.opener import tree_from_spec
+from workers.fileshare.tree import FileProblem, SourceUnavailable, Tree
+from workers.repository.paths import UnsafeEntryError, UnsafeTargetError, parts, partial_name
+from workers.runtime.errors import DrError, PermanentError, TransientError, is_permanent
+
+log = logging.getLogger("appsvc_dr.fileshare")
+COMMIT, ABORT = "commit", "abort"
+READY_TIMEOUT = 120.0                       # a writer that has not connected by then is given up
+FRAME = struct.Struct("<Q")
+SOCKET_BUFFER = 4 << 20                     # fewer, larger hand-offs between the processes
+
+
+def _frames(data: socket.socket) -> Iterator[bytearray]:
+    """The frames of one file from ``data``, up to its empty frame."""
+    head = bytearray(FRAME.size)
+    while True:
+        _fill(data, memoryview(head))
+        size = FRAME.unpack(head)[0]
+        if not size:
+            return
+        buf = bytearray(size)
+        _fill(data, memoryview(buf))
+        yield buf
+
+
+def _fill(data: socket.socket, view: memoryview) -> None:
+    while len(view):
+        got = data.recv_into(view)
+        if not got:
+            raise EOFError("the restoring process closed the data socket")
+        view = view[got:]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A writer's answer: ``ok``, ``aborted``, or ``failed`` with what to raise here."""
+
+    status: str
+    kind: str = ""                          # failed: a FileProblem's kind, or the DrError class rebuilt here
+    message: str = ""
+    hint: str = ""
+
+    @classmethod
+    def of(cls, exc: BaseException) -> "Outcome":
+        if isinstance(exc, FileProblem):
+            return cls("failed", "file:" + exc.kind, exc.message)
+        if isinstance(exc, (UnsafeTargetError, UnsafeEntryError)):
+            return cls("failed", "unsafe", exc.message, exc.hint)
+        if isinstance(exc, DrError):
+            kind = "unavailable" if isinstance(exc, SourceUnavailable) else \
+                "permanent" if is_permanent(exc) else "transient"
+            return cls("failed", kind, exc.message, exc.hint)
+        return cls("failed", "transient", f"the restore's writer process failed: {type(exc).__name__}: {exc}")
+
+    def error(self) -> BaseException:
+        if self.kind.startswith("file:"):
+            return FileProblem(self.kind[5:], self.message)
+        hint = self.hint or None
+        return UnsafeTargetError(self.message, hint=hint) if self.kind == "unsafe" else \
+            SourceUnavailable(self.message, hint=hint) if self.kind == "unavailable" else \
+            PermanentError(self.message, hint=hint) if self.kind == "permanent" else \
+            TransientError(self.message, hint=hint)
+
+
+class _Abandoned(Exception):
+    """The restoring process said ``abort``: the temporary file goes."""
+
+
+def writer_main(spec: dict, conn: Any, data: socket.socket) -> None:
+    """Entry point of a writer process (spawned): its own SMB session, one file at a time."""
+    message_buffers_reused()
+    data.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+    try:
+        tree = tree_from_spec(dict(spec))
+        tree.connect()
+    except BaseException as exc:  # noqa: BLE001 - reported; the restore goes on without this writer
+        conn.send(Outcome.of(exc))
+        return
+    conn.send(Outcome("ready"))
+    try:
+        while True:
+            try:
+                rel = conn.recv()
+            except EOFError:
+                return
+            if rel is None:
+                return
+            outcome = _write(tree, rel, conn, data)
+            if outcome is not None:
+                conn.send(outcome)
+    except (EOFError, OSError):
+        return                                  # the restoring process is gone: so is the point of going on
+    finally:
+        tree.close()
+
+
+def _write(tree: Tree, rel: str, conn: Any, data: socket.socket) -> Outcome | None:
+    """Write one file from ``data``; the outcome to send (None: a failure, already sent)."""
+    ended = False
+    try:
+        with tree.open_write(rel) as fh:
+            for frame in _frames(data):
+                fh.write(frame)
+            ended = True
+            if conn.recv() != COMMIT:
+                raise _Abandoned
+    except _Abandoned:
+        return Outcome("aborted")
+    except Exception as exc:  # noqa: BLE001 - the temporary file is gone (open_write); say why at once
+        if isinstance(exc, (EOFError, BrokenPipeError)):
+            raise
+        conn.send(Outcome.of(exc))
+        if not ended:                           # what is still sent for this file: read and dropped
+            for _ in _frames(data):
+                pass
+            conn.recv()
+        return None
+    return Outcome("ok")
+
+
+class _Writer:
+    def __init__(self, ctx: Any, spec: dict, index: int) -> None:
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.data, child_data = socket.socketpair()
+        self.data.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        self.process = ctx.Process(target=writer_main, args=(spec, child, child_data),
+                                   name=f"restore-writer-{index}", daemon=True)
+        self.process.start()
+        child.close()
+        child_data.close()
+        self.ready = False
+
+    def wait_ready(self) -> Outcome:
+        """The writer's first answer (``ready``, or why it could not connect)."""
+        try:
+            if self.conn.poll(READY_TIMEOUT):
+                return self.conn.recv()
+        except (EOFError, OSError) as exc:
+            return Outcome("failed", "transient", f"the writer process ended ({type(exc).__name__})")
+        return Outcome("failed", "transient", "the writer process did not connect in time")
+
+
+class WriterLost(FileProblem):
+    """The writer process of a file ended (or its pipe broke) while the file was being written."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("changed", f"the restore's writer process ended while writing it ({detail})")
+
+
+class _Remote:
+    """The file object handed to the restore: each ``write`` goes to the writer (after checking it has not
+    failed meanwhile); ``finish`` ends the file and returns the writer's outcome."""
+
+    def __init__(self, writer: _Writer) -> None:
+        self.writer, self.outcome, self.lost = writer, None, False
+
+    @contextlib.contextmanager
+    def _pipe(self) -> Iterator[None]:
+        try:
+            yield
+        except (EOFError, OSError) as exc:
+            self.lost = True
+            raise WriterLost(type(exc).__name__) from None
+
+    def start(self, rel: str) -> None:
+        with self._pipe():
+            self.writer.conn.send(rel)
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        with self._pipe():
+            if self.outcome is None and self.writer.conn.poll():
+                self.outcome = self.writer.conn.recv()
+            if self.outcome is not None:
+                raise self.outcome.error()
+            if view.nbytes:
+                self.writer.data.sendall(FRAME.pack(view.nbytes))
+                self.writer.data.sendall(view)
+        return view.nbytes
+
+    def finish(self, verdict: str) -> Outcome:
+        with self._pipe():
+            self.writer.data.sendall(FRAME.pack(0))
+            self.writer.conn.send(verdict if self.outcome is None else ABORT)
+            if self.outcome is None:
+                self.outcome = self.writer.conn.recv()
+        return self.outcome
+
+
+class WriterPool:
+    """``count`` writer processes for ``tree`` (an SMB tree), started at once; ``open_write`` hands a file to an
+    idle one (waiting for it), or writes it here when no writer is left."""
+
+    def __init__(self, tree: Tree, count: int) -> None:
+        self.tree, self.count = tree, count
+        ctx = multiprocessing.get_context("spawn")
+        spec = tree.spec()
+        self._idle: queue.Queue[_Writer | None] = queue.Queue()
+        self._alive = 0
+        self._guard = threading.Lock()
+        self._writers = [_Writer(ctx, spec, i) for i in range(count)]
+        for writer in self._writers:
+            self._idle.put(writer)
+        self._alive = count
+
+    def _take(self) -> _Writer | None:
+        while True:
+            with self._guard:
+                if self._alive == 0:
+                    return None
+            try:
+                writer = self._idle.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if writer is None or writer.ready:
+                return writer
+            answer = writer.wait_ready()
+            if answer.status == "ready":
+                writer.ready = True
+                return writer
+            log.warning("a restore writer process could not start (%s); writing with the others", answer.message)
+            self._lost(writer)
+
+    def _lost(self, writer: _Writer) -> None:
+        with self._guard:
+            self._alive -= 1
+            if self._alive == 0:
+                self._idle.put(None)                    # wakes a waiting _take: none left
+        if writer.process.is_alive():
+            writer.process.terminate()
+
+    @contextlib.contextmanager
+    def open_write(self, rel: str) -> Iterator[BinaryIO]:
+        """Like ``Tree.open_write``: ``rel`` is written under a temporary name by a writer process and renamed
+        into place only if the block ends without an error."""
+        writer = self._take()
+        if writer is None:
+            with self.tree.open_write(rel) as fh:
+                yield fh
+            return
+        remote = _Remote(writer)
+        try:
+            remote.start(rel)
+            try:
+                yield remote                                    # type: ignore[misc]
+            except BaseException:
+                remote.finish(ABORT)
+                raise
+            outcome = remote.finish(COMMIT)
+            if outcome.status == "failed":
+                raise outcome.error()
+            if outcome.status != "ok":
+                raise FileProblem("changed", "the restore's writer process did not complete it")
+        finally:
+            if remote.lost or not writer.process.is_alive():
+                self._lost(writer)
+                names = parts(rel)
+                with contextlib.suppress(Exception):            # the writer could not remove its own
+                    self.tree.remove("/".join([*names[:-1], partial_name(names[-1])]))
+            else:
+                self._idle.put(writer)
+
+    def close(self) -> None:
+        for writer in self._writers:
+            with contextlib.suppress(Exception):
+                writer.conn.send(None)
+        for writer in self._writers:
+            writer.process.join(timeout=10)
+            if writer.process.is_alive():
+                writer.process.terminate()
+                writer.process.join(timeout=5)
+            writer.conn.close()
+            writer.data.close()
