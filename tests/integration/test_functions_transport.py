@@ -39,12 +39,14 @@ def test_listings_and_downloads_take_the_direct_path_and_return_the_content(azur
         assert clients.blob_session.direct_count >= 1 + len(bodies)
     finally:
         clients.close()
+        container.delete_container()        # the session's account is shared: leave nothing behind
 
 
 def test_a_connection_lost_mid_request_is_retried(azurite):
     cs = azurite.connection_string("source")
-    name = f"dropped-{uuid.uuid4().hex[:8]}"
-    BlobServiceClient.from_connection_string(cs).create_container(name).upload_blob("b", b"payload")
+    container = BlobServiceClient.from_connection_string(cs).create_container(f"dropped-{uuid.uuid4().hex[:8]}")
+    container.upload_blob("b", b"payload")
+    name = container.container_name
     with storage_proxy(azurite.host, azurite.blob_port) as proxy:
         clients = open_account("source", azurite.connection_string(
             "source", ports=(proxy.port, azurite.queue_port, azurite.table_port)), retries=3, timeout=30,
@@ -55,6 +57,7 @@ def test_a_connection_lost_mid_request_is_retried(azurite):
             data = clients.blobs.get_blob_client(name, "b").download_blob(max_concurrency=1).readall()
         finally:
             clients.close()
+            container.delete_container()
     # Then the SDK retried them and the download completed
     assert data == b"payload" and proxy.drop_served == 2
 

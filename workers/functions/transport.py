@@ -42,6 +42,10 @@ class DirectSession(requests.Session):
         self.direct_pools = urllib3.PoolManager(num_pools=4, maxsize=connections)
         self.direct_count = 0                        # requests sent the short way (tests, benchmarks)
 
+    def close(self) -> None:
+        super().close()
+        self.direct_pools.clear()
+
     def request(self, method, url, params=None, data=None, headers=None, cookies=None, files=None, auth=None,
                 timeout=None, allow_redirects=True, proxies=None, hooks=None, stream=None, verify=None, cert=None,
                 json=None):
