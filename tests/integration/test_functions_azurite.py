@@ -141,6 +141,7 @@ def run_backup(settings, set_id: str) -> list:
 
 def test_backup_change_backup_and_restore_into_a_new_account(rabbit_vhost, tmp_path, azurite, monkeypatch, capsys):
     tag = uuid.uuid4().hex[:6]
+    empty_account(azurite.connection_string("source"))     # exact counts below: no other test's containers
     with proxied_source(azurite) as (proxy, cs):
         # Given a Function App's storage account and the functions worker
         populate(cs, tag)

@@ -4,7 +4,6 @@ Messages carry the status and the service's error code only: never a key, SAS or
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -16,8 +15,10 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient, ExponentialRetry as BlobRetry
 from azure.storage.queue import ExponentialRetry as QueueRetry, QueueServiceClient
 
+from workers.functions.transport import DirectSession, environment_ca_bundle
 from workers.runtime.errors import PermanentError, TransientError
 
+BLOCK_SIZE = 256 * 1024        # bytes per read of a streamed download (what the SDK's own transport uses)
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 AUTH_HINT = ("Check the account's key, SAS or connection string in APPSVC_DR_FUNCTIONS__ACCOUNTS (a SAS needs "
              "list and read on blob, queue and table, and must not have expired); for Azure Stack Hub set "
@@ -30,30 +31,11 @@ class AccountClients:
     blobs: BlobServiceClient
     queues: QueueServiceClient
     tables: TableServiceClient
+    blob_session: DirectSession
 
     def close(self) -> None:
         for c in (self.blobs, self.queues, self.tables):
             c.close()
-
-
-def _session(connections: int) -> requests.Session:
-    """An HTTP session keeping ``connections`` connections open (one per parallel download). Its environment
-    (proxy variables, REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE) is read once, by :func:`_settle`, not on every
-    request: requests' per-request lookup of the proxy variables cost about a fifth of a small blob's download."""
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=connections)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
-
-
-def _settle(session: requests.Session, url: str) -> None:
-    """What requests would read from the environment for each request to ``url``'s host, read once."""
-    session.proxies.update(requests.utils.get_environ_proxies(url))
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle:
-        session.verify = bundle
-    session.trust_env = False
 
 
 def open_account(name: str, connection: str, *, retries: int, timeout: float,
@@ -62,18 +44,22 @@ def open_account(name: str, connection: str, *, retries: int, timeout: float,
     blob service response (the SDK's ``raw_response_hook``)."""
     common = {"connection_timeout": timeout, "read_timeout": timeout}
     hook = {"raw_response_hook": response_hook} if response_hook else {}
-    session = _session(connections)
+    session = DirectSession(connections)
+    # A transport given to the SDK keeps its own connection settings (the SDK's timeouts and block size apply
+    # only to the transport it builds itself); the CA bundle of the environment is passed the same way, since
+    # the session does not read the environment per request.
+    transport = RequestsTransport(session=session, session_owner=True, connection_verify=environment_ca_bundle()
+                                  or True, connection_data_block_size=BLOCK_SIZE, **common)
     try:
         blobs = BlobServiceClient.from_connection_string(connection, retry_policy=BlobRetry(
-            initial_backoff=backoff, increment_base=2, retry_total=retries),
-            transport=RequestsTransport(session=session, session_owner=True), **common, **hook)
-        _settle(session, blobs.url)
+            initial_backoff=backoff, increment_base=2, retry_total=retries), transport=transport, **common, **hook)
+        session.proxies.update(requests.utils.get_environ_proxies(blobs.url))
         return AccountClients(
             name, blobs,
             QueueServiceClient.from_connection_string(connection, retry_policy=QueueRetry(
                 initial_backoff=backoff, increment_base=2, retry_total=retries), **common),
             TableServiceClient.from_connection_string(connection, retry_total=retries, retry_backoff_factor=backoff,
-                                                      **common))
+                                                      **common), session)
     except ValueError as exc:  # a malformed connection string: say so without echoing it
         raise PermanentError(f"storage account {name}: the connection string cannot be read "
                              f"({type(exc).__name__})", hint=AUTH_HINT) from None
