@@ -192,17 +192,13 @@ class Restorer:
     def _checked_twice(self, client, r: BlobRecord, settings: ContentSettings) -> None:
         """An append or page blob cannot be staged: its bytes are read and checked, then read again and written
         (and checked again)."""
-        for write in (False, True):
-            sha = hashlib.sha256()
-            with self.manifest.pieces(r) as pieces:  # type: ignore[union-attr]
-                if not write:
-                    for piece in pieces:
-                        sha.update(piece)
-                else:
-                    with translated(self.target.name, f"writing {r.what}"):
-                        client.upload_blob(_Hashed(pieces, sha), length=r.loc.length, blob_type=r.blob_type,
-                                           content_settings=settings, metadata=r.metadata or None, overwrite=True)
-            require(sha.hexdigest() == r.sha256, r)
+        self.manifest.check(r)  # type: ignore[union-attr]
+        sha = hashlib.sha256()
+        with self.manifest.pieces(r) as pieces:  # type: ignore[union-attr]
+            with translated(self.target.name, f"writing {r.what}"):
+                client.upload_blob(_Hashed(pieces, sha), length=r.loc.length, blob_type=r.blob_type,
+                                   content_settings=settings, metadata=r.metadata or None, overwrite=True)
+        require(sha.hexdigest() == r.sha256, r)
 
     def verify(self) -> None:
         """Count what the target holds against what was restored."""

@@ -3,11 +3,10 @@ check the manifest (its closing record's counts included), then read every blob'
 its SHA-256."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from workers.artifacts.service import ArtifactStore
-from workers.functions.manifest import CheckedManifest, require
+from workers.functions.manifest import CheckedManifest
 from workers.functions.records import BlobRecord, EntityRecord, MessageRecord
 from workers.storage.codec import KeyRing
 
@@ -27,12 +26,7 @@ def verify_copy(store: ArtifactStore, keys: KeyRing | None, stamp: str, set_id: 
     with CheckedManifest(store, keys, stamp, set_id, account) as manifest:
         for r in manifest.records():
             if isinstance(r, BlobRecord):
-                if manifest.small(r) is None:
-                    sha = hashlib.sha256()
-                    with manifest.pieces(r) as pieces:
-                        for piece in pieces:
-                            sha.update(piece)
-                    require(sha.hexdigest() == r.sha256, r)
+                manifest.check(r)
                 report.blobs += 1
                 report.bytes += r.loc.length
             elif isinstance(r, MessageRecord):

@@ -44,6 +44,13 @@ _TRANSIENT = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout
               "XMinioServerNotInitialized", "TemporaryRedirect", "Throttling"}
 
 
+def _accepted(key: str, size: int, meta: dict[str, str], response: urllib3.BaseHTTPResponse) -> ObjectInfo:
+    """What a signed single PUT landed: the server accepted exactly these bytes against their SHA-256, so no HEAD
+    asks. ``modified`` is the server's time of the answer (its Date header), not a Last-Modified."""
+    return ObjectInfo(key=key, size=size, modified=_answered(response.headers), metadata=meta,
+                      etag=(response.headers.get("ETag") or "").strip('"') or None)
+
+
 def _secret(value: Any) -> str:
     return value.get_secret_value() if hasattr(value, "get_secret_value") else (value or "")
 
@@ -109,7 +116,6 @@ class S3Store:
         with self._errors("upload", key, source):
             if streamed:
                 response = self._signed.put(self.bucket, key, source, size, sha256, headers)  # type: ignore
-                answered, etag = response.headers, (response.headers.get("ETag") or "").replace('"', "")
             else:
                 # length=-1: stream in part_size parts; one sequential upload keeps one part in memory and
                 # leaves no upload threads behind when the source fails.
@@ -118,9 +124,7 @@ class S3Store:
         if meta.get("dr-lock") != UNLOCKED["dr-lock"]:
             self._lock(key)
         if streamed and source.count == size:
-            # The server accepted exactly these bytes against their SHA-256: no HEAD to learn what landed.
-            # ``modified`` is the server's time of the answer (its Date header), not a Last-Modified.
-            return ObjectInfo(key=key, size=size, modified=_answered(answered), metadata=meta, etag=etag)
+            return _accepted(key, size, meta, response)
         return self.stat(key)
 
     @property
@@ -143,9 +147,7 @@ class S3Store:
                                                {META_PREFIX + k: v for k, v in meta.items()})
         if meta.get("dr-lock") != UNLOCKED["dr-lock"]:
             self._lock(key)
-        # the server accepted exactly these bytes against their SHA-256: no HEAD (see ``put``)
-        return ObjectInfo(key=key, size=size, modified=_answered(response.headers), metadata=meta,
-                          etag=(response.headers.get("ETag") or "").strip('"') or None)
+        return _accepted(key, size, meta, response)
 
     @contextlib.contextmanager
     def open(self, key: str) -> Iterator[BinaryIO]:
