@@ -25,7 +25,7 @@ import logging
 from workers.artifacts.functionspacks import COMPONENT, FOLDER, account_prefix  # noqa: F401 (retention's too)
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
 from workers.artifacts.setmanifest import artifact_key
-from workers.functions.records import PACK_ID, SHA256
+from workers.functions.records import SHA256, in_packs
 from workers.storage.base import ObjectNotFound
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,6 @@ def _entry_ok(bid: object, entry: object, packs: str) -> bool:
     if not (isinstance(bid, str) and SHA256.match(bid) and isinstance(entry, list) and len(entry) == 5):
         return False
     etag, pack, offset, length, sha = entry
-    return (isinstance(etag, str) and 0 < len(etag) <= 200 and isinstance(pack, str) and pack.startswith(packs)
-            and PACK_ID.match(pack[len(packs):]) is not None and type(offset) is int and type(length) is int
+    return (isinstance(etag, str) and 0 < len(etag) <= 200 and in_packs(pack, packs)
+            and type(offset) is int and type(length) is int
             and offset >= 0 and length >= 0 and isinstance(sha, str) and SHA256.match(sha) is not None)

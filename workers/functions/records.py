@@ -148,12 +148,17 @@ def _policies(value: Any, line: int) -> list:
     return value
 
 
+def in_packs(pack: object, packs: str) -> bool:
+    """Whether ``pack`` is the key of a pack under ``packs`` (``<stamp>/functions-blobs/<account>/packs/``)."""
+    return isinstance(pack, str) and pack.startswith(packs) and PACK_ID.match(pack[len(packs):]) is not None
+
+
 def _loc(value: Any, pack_prefix: str, line: int) -> Loc:
     if not (isinstance(value, list) and len(value) == 3 and isinstance(value[0], str)
             and all(type(n) is int and n >= 0 for n in value[1:])):
         raise _fail(line, "a blob's location must be [pack key, offset, length] with non-negative integers")
     pack = value[0]
-    if not (pack.startswith(pack_prefix) and PACK_ID.match(pack[len(pack_prefix):])):
+    if not in_packs(pack, pack_prefix):
         raise _fail(line, f"a blob's content is outside this account's packs ({pack[:120]!r})")
     return Loc(pack, value[1], value[2])
 
