@@ -241,7 +241,9 @@ def test_a_worker_killed_mid_dump_leaves_a_lease_the_redelivered_request_takes_o
         done = tmp_path / "staging" / f"{job_prefix(job)}done.json"
         wait_for(done.exists, 60, what="the job done by the second worker")
         started = sorted(int(p.name.split(".")[-2]) for p in trace_dir.glob("*.started"))
-        assert started == sorted([first.pid, second.pid]) and leases() == []
+        assert started == sorted([first.pid, second.pid])
+        # the done record is written before the lease is released: wait for the release, not for a race
+        wait_for(lambda: leases() == [], 30, what="the second worker's lease released")
     finally:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
