@@ -33,6 +33,7 @@ import queue
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterator
 
@@ -46,6 +47,7 @@ log = logging.getLogger("appsvc_dr.fileshare")
 COMMIT, ABORT = "commit", "abort"
 READY_TIMEOUT = 120.0                       # a writer that has not connected by then is given up
 FRAME = struct.Struct("<Q")
+PARTIAL_GRACE = 15.0                        # how long a dead writer's handle may keep its file
 SOCKET_BUFFER = 4 << 20                     # fewer, larger hand-offs between the processes
 
 
@@ -237,6 +239,7 @@ class WriterPool:
         self._idle: queue.Queue[_Writer | None] = queue.Queue()
         self._alive = 0
         self._guard = threading.Lock()
+        self._orphans: list[str] = []               # temporary files of writers that died
         self._writers = [_Writer(ctx, spec, i) for i in range(count)]
         for writer in self._writers:
             self._idle.put(writer)
@@ -293,13 +296,39 @@ class WriterPool:
         finally:
             if remote.lost or not writer.process.is_alive():
                 self._lost(writer)
-                names = parts(rel)
-                with contextlib.suppress(Exception):            # the writer could not remove its own
-                    self.tree.remove("/".join([*names[:-1], partial_name(names[-1])]))
+                self._remove_partial(writer, rel)               # the writer could not remove its own
             else:
                 self._idle.put(writer)
 
+    def _remove_partial(self, writer: _Writer, rel: str) -> None:
+        """Remove the temporary file a lost writer left. The server closes the dead session's handle only once
+        it has worked through what that connection had sent, so the process is reaped first, a sharing violation
+        is retried, and ``close`` removes it again (its create may still have been queued on the server)."""
+        writer.process.join(timeout=5)
+        names = parts(rel)
+        partial = "/".join([*names[:-1], partial_name(names[-1])])
+        self._orphans.append(partial)
+        self._remove(partial)
+
+    def _remove(self, partial: str) -> None:
+        deadline = time.monotonic() + PARTIAL_GRACE
+        while True:
+            try:
+                self.tree.remove(partial)
+                return
+            except FileProblem as problem:
+                if problem.kind != "locked" or time.monotonic() > deadline:
+                    if problem.kind != "vanished":
+                        log.warning("could not remove %s after its writer process ended: %s", partial, problem)
+                    return
+            except Exception as exc:  # noqa: BLE001 - the restore goes on; the next run replaces the file
+                log.warning("could not remove %s after its writer process ended: %s", partial, exc)
+                return
+            time.sleep(0.1)
+
     def close(self) -> None:
+        for partial in self._orphans:
+            self._remove(partial)
         for writer in self._writers:
             with contextlib.suppress(Exception):
                 writer.conn.send(None)
