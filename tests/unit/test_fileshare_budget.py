@@ -3,6 +3,8 @@ packer's own floor (a pack filling, one uploading) always lets packing go on."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -109,3 +111,30 @@ def test_a_budget_too_small_for_the_pack_size_is_refused_with_what_to_change():
     with pytest.raises(ValueError, match="memory_budget must be at least .* lower pack_size"):
         FileshareSettings(pack_size=16 * MiB, memory_budget=64 * MiB)
     assert FileshareSettings().memory_budget >= FileshareSettings().pack_size * 4
+
+
+RESTORE_FAULTS = """
+import resource, sys
+from workers.fileshare.budget import message_buffers_reused
+message_buffers_reused(int(sys.argv[1]))
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(2):                                  # warm up: the heap grows once
+    buf = bytearray(16 << 20); buf[::4096] = b"x" * len(buf[::4096]); del buf
+before = faults()
+for _ in range(10):                                 # ten decoded packs, one after the other
+    buf = bytearray(16 << 20); buf[::4096] = b"x" * len(buf[::4096]); del buf
+print(faults() - before)
+"""
+
+
+@pytest.mark.parametrize("largest_pack, reused", [(0, False), (16 * MiB + 4096, True)])
+def test_a_restore_reuses_the_memory_of_decoded_packs_only_when_told_their_size(largest_pack, reused):
+    # Given a restore's heap policy told the largest pack it holds (or not told), in a process of its own
+    out = subprocess.run([sys.executable, "-c", RESTORE_FAULTS, str(largest_pack)], capture_output=True, text=True,
+                         check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    # When ten 16 MiB packs are decoded one after the other (each touching every page)
+    faults = int(out.stdout.strip())
+    # Then told, each reuses the last one's pages (no page faulted in again); not told, every page of each is new
+    pages = 10 * (16 * MiB // 4096)
+    assert (faults < pages // 20) if reused else (faults >= pages * 9 // 10), faults

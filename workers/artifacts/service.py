@@ -30,6 +30,7 @@ from workers.storage.codec import (EncodedBuffer, EncodingStream, IntegrityError
                                       encode_buffer, load_certificate, thumbprint)
 from workers.storage.base import ObjectInfo, ObjectNotFound, StorageBackend
 from workers.storage.factory import build_store
+from workers.storage.readahead import ReadAhead
 from workers.storage.settings import EncryptionSettings, StoreSettings
 from workers.storage.signing import SignatureError, Trust, attach, trust_from_settings, trust_of
 
@@ -319,21 +320,26 @@ class ArtifactStore:
                                       "finished.")
         return rec
 
-    def open_plain(self, key: str, *, keys: KeyRing | None = None,
-                   progress: Progress | None = None) -> ContextManager[BinaryIO]:
+    def open_plain(self, key: str, *, keys: KeyRing | None = None, progress: Progress | None = None,
+                   read_ahead: bool = False) -> ContextManager[BinaryIO]:
         """A readable stream of the plaintext of ``key``. Reading it to the end verifies every hash; a
-        mismatch raises from ``read`` (or on leaving the block), so never trust data not read to EOF."""
-        return self._plain(self._required_record(key, keys is not None), keys, progress)
+        mismatch raises from ``read`` (or on leaving the block), so never trust data not read to EOF.
+        ``read_ahead``: the stored bytes are received on a thread of their own while the caller decodes (for one
+        large sequential read, e.g. a database dump; a few MiB more memory)."""
+        return self._plain(self._required_record(key, keys is not None), keys, progress, read_ahead=read_ahead)
 
     @contextlib.contextmanager
     def _plain(self, rec: StoredArtifact, keys: KeyRing | None, progress: Progress | None,
-               check_stored: bool = True) -> Iterator[BinaryIO]:
+               check_stored: bool = True, read_ahead: bool = False) -> Iterator[BinaryIO]:
         if encrypted_only(rec.key) and not rec.encrypted:
             raise SignatureError(f"{rec.key} is stored unencrypted: secrets are always encrypted, so it was not "
                                  "written by a worker", hint="Restore another secrets version or set; find out "
                                                              "who can write to the store.")
-        with self.backend.open(rec.key) as stream:
-            decoded = decode(_Counting(stream, progress), keys=keys, expected_sha256=rec.plaintext_sha256,
+        with self.backend.open(rec.key) as stream, contextlib.ExitStack() as ahead:
+            source: BinaryIO = stream
+            if read_ahead:
+                source = ahead.enter_context(contextlib.closing(ReadAhead(stream)))   # type: ignore[arg-type]
+            decoded = decode(_Counting(source, progress), keys=keys, expected_sha256=rec.plaintext_sha256,
                              expected_size=rec.plaintext_size, hash_stored=check_stored)
             if decoded.encrypted != rec.encrypted:
                 raise IntegrityError(f"{rec.key}: the artifact's header and its record disagree on encryption")

@@ -112,7 +112,7 @@ def _staged_one(staging: StagingSettings, engine: DatabaseEngine, store: Artifac
     stamp, set_id = key.split("/")[:2]
 
     def fill(backend, staged_key: str) -> None:
-        with store.open_plain(key, keys=keys, progress=bar) as plain:
+        with store.open_plain(key, keys=keys, progress=bar, read_ahead=True) as plain:
             backend.put(staged_key, plain)
         bar.close()
 

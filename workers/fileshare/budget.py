@@ -25,6 +25,7 @@ import gc
 MiB = 1 << 20
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # mallopt parameters (glibc malloc.h)
 ARENAS = 2
+MMAP_THRESHOLD_MAX = 32 * MiB                                # glibc's ceiling on 64-bit (HEAP_MAX_SIZE / 2)
 # SMB reads of 4 MiB: the encrypted message, its plaintext, the unpacked copy and the one handed on, and the heap
 # they leave behind (bench m: a third stream in flight, counted at 12 MiB, took the worker past 200 MiB)
 READ_WINDOW = 20 * MiB
@@ -75,9 +76,16 @@ def packing_buffers_reused() -> None:
     _heap_policy(5 * MiB, 8 * MiB, arenas=1)
 
 
-def message_buffers_reused() -> None:
+def message_buffers_reused(largest_pack: int = 0) -> None:
     """For a restore: have glibc serve buffers up to 8 MiB (2 MiB SMB WRITEs and the copies smbprotocol makes of
     them, S3 reads) from its heap and keep up to 32 MiB of freed heap, instead of mapping and unmapping (and
-    page-faulting in) each one: about -40% CPU of a large-file restore (docs/performance.md). Decoded packs
-    (16 MiB) are still mapped on their own."""
-    _heap_policy(8 * MiB, 32 * MiB)
+    page-faulting in) each one: about -40% CPU of a large-file restore (docs/performance.md). With
+    ``largest_pack`` (the largest decoded pack this restore holds in memory), buffers up to that size come from
+    the heap too, so a decoded pack reuses the memory of one already written instead of faulting in 16 MiB of
+    fresh pages (-0.4 CPU-s per GB fetched, docs/performance.md); glibc allows at most 32 MiB."""
+    _heap_policy(restore_mmap_threshold(largest_pack), 32 * MiB)
+
+
+def restore_mmap_threshold(largest_pack: int) -> int:
+    """Buffers below this size come from the heap during a restore: 8 MiB, or just above the largest pack."""
+    return min(MMAP_THRESHOLD_MAX, max(8 * MiB, largest_pack + 64 * 1024))

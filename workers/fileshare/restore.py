@@ -211,6 +211,7 @@ class Restorer:
         self._open_write = self.target.open_write if writers is None else writers.open_write
         packs = need_order(todo, self.repo.index.place, large)
         cache = PackCache(self.repo, self.keys, refs, temp_root=self.temp_root, ahead=large + FETCHERS)
+        message_buffers_reused(cache.largest_in_memory)
         written: list[Step] = [s for s, identical in zip(steps, same, strict=True) if identical]
         try:
             cache.prefetch(packs)

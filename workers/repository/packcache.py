@@ -131,6 +131,11 @@ class PackCache:
         self._held: dict[str, memoryview] = {}                  # decoded packs in memory
         self._reserved: dict[str, int] = {}                     # memory budget each fetched pack took
 
+    @property
+    def largest_in_memory(self) -> int:
+        """The largest decoded pack this cache may hold in memory (0: none fits its budget)."""
+        return max((size for size in self._sizes.values() if size <= self._memory), default=0)
+
     def prefetch(self, order: list[str]) -> None:
         """Fetch ``order``'s packs in the background, ``fetchers`` at once, at most ``ahead`` decoded packs held."""
         queue, queue_lock = iter(order), threading.Lock()
