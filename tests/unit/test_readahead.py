@@ -14,7 +14,7 @@ from tests.unit.certs import make_cert
 from workers.artifacts.service import ArtifactStore
 from workers.storage.codec import IntegrityError, KeyRing
 from workers.storage.local import LocalStore
-from workers.storage.readahead import ReadAhead
+from workers.storage.readahead import ReadAhead, write_behind
 
 
 class Source(io.RawIOBase):
@@ -102,3 +102,61 @@ def test_a_verified_artifact_read_ahead_is_exact_and_altered_bytes_are_refused(t
             while plain.read(1 << 20):
                 pass
     assert not any(t.name == "read-ahead" and t.is_alive() for t in threading.enumerate())
+
+
+class Sink(io.RawIOBase):
+    """A file that records what it was given, slowly, and fails at its ``fail_on``-th write."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.parts: list[bytes] = []
+        self.fail_on = fail_on
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if self.fail_on is not None and len(self.parts) + 1 >= self.fail_on:
+            raise OSError(28, "No space left on device")
+        time.sleep(0.001)
+        self.parts.append(bytes(data))
+        return len(data)
+
+
+def test_writes_behind_land_in_order_and_all_before_the_block_ends():
+    # Given 200 chunks written behind the caller
+    chunks = [os.urandom(1000 + i) for i in range(200)]
+    sink = Sink()
+    with write_behind(sink, depth=3) as out:
+        for chunk in chunks:
+            out.write(chunk)
+    # Then when the block ends every chunk was written, in order, and the thread is gone
+    assert sink.parts == chunks
+    assert not any(t.name == "write-behind" and t.is_alive() for t in threading.enumerate())
+
+
+def test_a_failed_write_is_raised_in_the_caller_and_nothing_after_it_is_written():
+    # Given a file that fails at its 5th write (a full disk)
+    sink = Sink(fail_on=5)
+    # When 100 chunks are written behind
+    with pytest.raises(OSError, match="No space left"):
+        with write_behind(sink, depth=2) as out:
+            for i in range(100):
+                out.write(b"%d" % i)
+    # Then the error reached the caller, the 4 writes before it landed and nothing after
+    assert sink.parts == [b"0", b"1", b"2", b"3"]
+    assert not any(t.name == "write-behind" and t.is_alive() for t in threading.enumerate())
+
+
+def test_when_the_caller_fails_writing_stops_before_it_goes_on():
+    # Given a caller that fails after handing over 3 chunks (e.g. the artifact failed its check)
+    sink = Sink()
+    with pytest.raises(IntegrityError):
+        with write_behind(sink, depth=8) as out:
+            for i in range(3):
+                out.write(b"%d" % i)
+            raise IntegrityError("the stored bytes do not match")
+    # Then the thread is gone when the caller goes on (it may delete the file now), and nothing comes later
+    assert not any(t.name == "write-behind" and t.is_alive() for t in threading.enumerate())
+    written = list(sink.parts)
+    time.sleep(0.05)
+    assert sink.parts == written and len(written) <= 3

@@ -23,6 +23,7 @@ from workers.engines.base import DatabaseEngine, RestoreOptions, RestoreResult
 from workers.engines.settings import DatabaseSettings
 from workers.dbbackup.handler import artifact_name
 from workers.storage.local import PRIVATE_DIR, make_private_dirs
+from workers.storage.readahead import write_behind
 from workers.storage.settings import StagingSettings
 from workers.storage.staged import DATABASE_DIR_SETTING, Root, is_unc, join, locate
 
@@ -64,9 +65,9 @@ class _StagedFile:
         if os.path.basename(key) != key or key in ("", ".", ".."):
             raise ValueError(f"staged name {key!r} is not a plain file name")
         fd = os.open(os.path.join(self.directory, key), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as out:
+        with os.fdopen(fd, "wb") as out, write_behind(out) as sink:      # written while the next chunk decodes
             while data := stream.read(CHUNK):
-                out.write(data)
+                sink.write(data)
 
 
 class _Silent:

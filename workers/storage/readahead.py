@@ -1,5 +1,6 @@
 """A stream read ahead by a thread of its own: while the caller decodes one chunk (decrypts, decompresses,
-hashes, writes it out), the next ones are already being received.
+hashes, writes it out), the next ones are already being received; and its other half, writes done behind the
+caller on a thread of their own.
 
 A single artifact read (a database dump fetched before ``pg_restore``) is otherwise one thread that alternates
 between waiting for the network and working on what arrived; with the reads on a second thread the two overlap
@@ -9,10 +10,11 @@ it; nothing is dropped or reordered, so every check the caller makes over the by
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import queue
 import threading
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 CHUNK = 1 << 20
 DEPTH = 4
@@ -86,3 +88,65 @@ class ReadAhead(io.RawIOBase):
             self._stop.set()
             self._thread.join(timeout=30)
         super().close()
+
+
+class WriteBehind:
+    """Writes handed to ``out`` on a thread of its own, at most ``depth`` chunks behind the caller (the other half
+    of a pipeline: the caller decodes the next chunk while the last one is being written). ``data`` must not
+    change after ``write`` (bytes). A failure of ``out`` is raised by the next ``write`` or by ``finish``; after
+    ``abort`` nothing more is written. Use :func:`write_behind`."""
+
+    def __init__(self, out: BinaryIO, *, depth: int = DEPTH) -> None:
+        self._out = out
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="write-behind", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if self._error is None and not self._stop.is_set():
+                try:
+                    self._out.write(item)
+                except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+                    self._error = exc
+
+    def write(self, data: bytes) -> int:
+        while True:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._queue.put(data, timeout=0.5)
+                return len(data)
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        """Wait until everything handed over is written; raise what writing met."""
+        self._queue.put(_END)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        """Stop writing (what is still queued is dropped) and wait for the thread."""
+        self._stop.set()
+        self._queue.put(_END)
+        self._thread.join()
+
+
+@contextlib.contextmanager
+def write_behind(out: BinaryIO, *, depth: int = DEPTH) -> Iterator[WriteBehind]:
+    """A :class:`WriteBehind` over ``out``: finished (every write done, errors raised) when the block ends, aborted
+    (its thread stopped before the caller goes on, e.g. to delete the file) when the block raises."""
+    sink = WriteBehind(out, depth=depth)
+    try:
+        yield sink
+    except BaseException:
+        sink.abort()
+        raise
+    sink.finish()
