@@ -442,7 +442,7 @@ def memory_restores(smb, s3, cert_pem: bytes, key_pem: bytes, cache: Path, args:
     (cache / "mem-r").mkdir(parents=True, exist_ok=True)
     (cache / "mem-r" / "key.pem").write_bytes(key_pem)
     populate(smb.path / "mem-r", smb.username, False, args.big, args.big_mib)
-    ours(smb, s3, "mem-r", "mem-r", load_certificate(cert_pem), cache / "mem-r", "r")
+    ours(smb, s3, "mem-r", "mem-r", cert_pem, cache / "mem-r", "r")
     for writers in (int(w) for w in args.writers.split(",")):
         name = f"mem-r-restored-{writers}"
         (smb.path / name).mkdir()
