@@ -64,13 +64,6 @@ def _notifier(module, deps: Deps) -> WorkerSpec:
     return spec
 
 
-def _secrets(module, deps: Deps) -> WorkerSpec:
-    spec = module.build_secrets_worker(deps.settings, deps.metrics)
-    for outcome in ("stored", "duplicate"):  # at 0 from the start: increase() sees the first rotation
-        deps.metrics.secrets_rotations.labels(deps.settings.stamp, outcome)
-    return spec
-
-
 def _upload(module, deps: Deps) -> WorkerSpec:
     s = deps.settings
     return module.build_upload_worker(upload=s.upload, store=s.store, encryption=s.encryption, staging=s.staging,
@@ -79,9 +72,12 @@ def _upload(module, deps: Deps) -> WorkerSpec:
 
 def _secrets(module, deps: Deps) -> WorkerSpec:
     s = deps.settings
-    return module.build_secrets_worker(secrets=s.secrets, store=s.store, encryption=s.encryption,
+    spec = module.build_secrets_worker(secrets=s.secrets, store=s.store, encryption=s.encryption,
                                        verify=s.upload.verify, staging=s.staging, retention=s.retention,
                                        stamp=s.stamp, components=s.components, metrics=deps.metrics)
+    for outcome in ("stored", "duplicate"):  # at 0 from the start: increase() sees the first rotation
+        deps.metrics.secrets_rotations.labels(s.stamp, outcome)
+    return spec
 
 
 def _catalog(module, deps: Deps) -> WorkerSpec:

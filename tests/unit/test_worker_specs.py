@@ -60,3 +60,21 @@ def test_no_handler_checks_the_type_of_its_event_itself():
     offenders = [f"{p.relative_to(WORKERS.parent)}:{n}" for p in sorted(WORKERS.rglob("*.py"))
                  for n, line in enumerate(p.read_text().splitlines(), 1) if "assert isinstance(event" in line]
     assert offenders == []
+
+
+def test_the_secrets_worker_starts_with_its_rotation_counters_at_zero(tmp_path):
+    # Given the secrets worker built by the composition (a local store, a certificate to encrypt with)
+    from tests.unit.certs import make_cert
+    from workers.app import Deps
+    from workers.config import Settings
+    from workers.middleware.metrics import Metrics
+    from workers.storage.settings import EncryptionSettings, StoreSettings
+    (tmp_path / "cert.pem").write_bytes(make_cert("specs").cert_pem)
+    metrics = Metrics()
+    settings = Settings(stamp="stamp1", store=StoreSettings(kind="local", local_path=tmp_path / "store"),
+                        encryption=EncryptionSettings(certificate=tmp_path / "cert.pem"))
+    BUILTIN["secrets"](Deps(settings, metrics))
+    # Then both outcomes are exported at 0 before the first rotation (so increase() sees the first one)
+    for outcome in ("stored", "duplicate"):
+        assert metrics.registry.get_sample_value(
+            "appsvc_dr_secrets_rotations_total", {"stamp": "stamp1", "outcome": outcome}) == 0.0

@@ -29,7 +29,7 @@ from workers.config import Settings
 from workers.cli.stores import add_store_option, backend_for_reading, chosen_store, writing_backend
 from workers.repository.forget import Policy, forget
 from workers.repository.repo import Repository
-from workers.runtime.errors import ConfigurationError, DrError, PermanentError
+from workers.runtime.errors import ConfigurationError, DrError
 from workers.storage.base import ObjectNotFound
 
 

@@ -39,7 +39,7 @@ from workers.fileshare.tree import ATTRIBUTES, READONLY, FileProblem, Tree
 from workers.repository.manifest import Entry, Manifest, check_entries
 from workers.repository.index import BlobPlace
 from workers.repository.packcache import FETCHERS, PackCache
-from workers.repository.paths import UnsafeTargetError, shown
+from workers.repository.paths import shown
 from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError
 from workers.storage.base import ObjectNotFound

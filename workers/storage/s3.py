@@ -7,7 +7,6 @@ x-amz-checksum-sha256, so the server checks the body against it; nothing is buff
 ``put`` reports those bytes without a HEAD request (every other ``put`` stats what landed)."""
 from __future__ import annotations
 
-import base64
 import contextlib
 import email.utils
 import io
@@ -21,7 +20,6 @@ from minio import Minio
 from minio.credentials import Credentials
 from minio.error import InvalidResponseError, S3Error, ServerError
 from minio.commonconfig import ENABLED
-from minio.credentials import Credentials
 from minio.helpers import check_bucket_name
 from minio.retention import Retention
 from urllib3.exceptions import HTTPError, MaxRetryError, SSLError
