@@ -179,3 +179,29 @@ def test_objects_their_writer_deletes_soon_are_never_locked(s3_server):
     assert backend.stat("stamp1/x/databases/a.bak").retain_until > now_plus(86000)
     backend.delete("stamp1/fileshare/locks/abc.json")
     assert not backend.exists("stamp1/fileshare/locks/abc.json")
+
+
+def test_write_once_objects_keep_their_lock_choice_and_a_second_writer_is_refused(s3_server):
+    # Given a bucket with Object Lock for a day
+    from workers.artifacts.sets import put_once
+    from workers.storage.base import UNLOCKED, ObjectExists
+    backend = locked_store(s3_server, timedelta(days=1))
+    # When a schedule claim (metadata UNLOCKED: pruned later) and a set's plan are written once each
+    assert put_once(backend, "stamp1/schedule/db/20261203T020000Z.json", b'{"claimed_by": "a"}', metadata=UNLOCKED)
+    assert put_once(backend, "stamp1/set-1/plan.json", b'{"plan": 1}')
+    # Then the conditional create kept the choice: the claim is deletable, the plan locked like any artifact
+    assert backend.stat("stamp1/schedule/db/20261203T020000Z.json").retain_until is None
+    assert backend.stat("stamp1/set-1/plan.json").retain_until > now_plus(86000)
+    # And a second writer of either is refused by the server, the first body kept
+    assert not put_once(backend, "stamp1/schedule/db/20261203T020000Z.json", b'{"claimed_by": "b"}', metadata=UNLOCKED)
+    with pytest.raises(ObjectExists):
+        backend.put_new("stamp1/set-1/plan.json", b'{"plan": 2}')
+    with backend.open("stamp1/schedule/db/20261203T020000Z.json") as stream:
+        assert b'"a"' in stream.read()
+    # And when the check before the write misses it (a writer racing in between), the server's refusal of the
+    # conditional PUT (412) still stops the second writer
+    backend.exists = lambda key: False                  # type: ignore[method-assign]
+    with pytest.raises(ObjectExists):
+        backend.put_new("stamp1/set-1/plan.json", b'{"plan": 3}')
+    with backend.open("stamp1/set-1/plan.json") as stream:
+        assert stream.read() == b'{"plan": 1}'

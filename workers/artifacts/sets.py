@@ -151,11 +151,12 @@ def read_object(backend: StorageBackend, key: str) -> dict | None:
 
 def put_once(backend: StorageBackend, key: str, body: bytes, *, metadata: dict[str, str] | None = None) -> bool:
     """Write ``key`` unless it exists; True if this call wrote it. Atomic on a backend with exclusive create
-    (local, SMB: the first writer wins); elsewhere (S3) check-then-write, so two racing writers may both write
-    (the last body wins), which callers must tolerate. Signed (``signing``); ``metadata`` goes to ``put``."""
+    (local, SMB, S3 with credentials: the first writer wins); elsewhere check-then-write, so two racing writers
+    may both write (the last body wins), which callers must tolerate. Signed (``signing``); ``metadata`` goes to
+    ``put_new`` / ``put``."""
     if isinstance(backend, ExclusiveCreate):
         try:
-            backend.put_new(key, sign_body(backend, key, body))
+            backend.put_new(key, sign_body(backend, key, body), metadata)
         except ObjectExists:
             return False
         return True

@@ -2,9 +2,10 @@
 ``<slot>.published.json`` once its backup-due was published.
 
 A scheduler publishes a slot only after it created that slot's claim, write-once: on a store that can create
-exclusively (``ExclusiveCreate``: a local or mounted directory) the first writer wins atomically and every
-other scheduler logs and skips, so two schedulers publish each slot exactly once. On a store without it (S3
-through the minio SDK) the claim is check-then-write and then read back: a near-simultaneous race can still
+exclusively (``ExclusiveCreate``: a local or mounted directory, SMB, S3 with credentials through a conditional PUT)
+the first writer wins atomically and every other scheduler logs and skips, so two schedulers publish each slot
+exactly once. On a store without it (anonymous S3) the claim is check-then-write and then read back: a
+near-simultaneous race can still
 let both publish, which costs nothing more than a redelivery, since the backup-set id is derived from the slot
 (:func:`slot_set_id`) and both events name the same set.
 

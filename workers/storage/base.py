@@ -75,10 +75,11 @@ class StorageBackend(Protocol):
 class ExclusiveCreate(Protocol):
     """An optional capability: ``put_new`` writes a small object only if ``key`` does not exist yet, atomically
     across processes and hosts (the first writer wins, every later one gets :class:`ObjectExists`). Claims that
-    must be won exactly once (a schedule slot) use it; a backend without it (S3 through the minio SDK, which
-    sends no ``If-None-Match``) leaves callers to check-then-write and tolerate a rare race."""
+    must be won exactly once (a schedule slot) use it; a backend without it leaves callers to check-then-write
+    and tolerate a rare race. ``metadata`` is what ``put`` takes (a local or SMB store keeps none for it: only
+    S3 acts on it, to leave a pruned object without its Object Lock retention)."""
 
-    def put_new(self, key: str, body: bytes) -> ObjectInfo: ...
+    def put_new(self, key: str, body: bytes, metadata: dict[str, str] | None = None) -> ObjectInfo: ...
 
 
 # --------------------------------------------------------------------------------------------- errors

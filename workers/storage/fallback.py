@@ -152,9 +152,9 @@ class ExclusiveFallbackStore(FallbackStore):
     """A fallback over a primary that can create exclusively (``ExclusiveCreate``): ``put_new`` goes to it, so
     the capability is claimed exactly when the primary has it."""
 
-    def put_new(self, key: str, body: bytes) -> ObjectInfo:
+    def put_new(self, key: str, body: bytes, metadata: dict[str, str] | None = None) -> ObjectInfo:
         with self._writing():
-            return self.primary.put_new(key, body)  # type: ignore[attr-defined]
+            return self.primary.put_new(key, body, metadata)  # type: ignore[attr-defined]
 
 
 def with_copies(primary: StorageBackend, copies: Sequence[tuple[str, StorageBackend]],

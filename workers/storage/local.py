@@ -90,7 +90,7 @@ class LocalStore:
             raise
         return ObjectInfo(key=key, size=st.st_size, modified=_utc(st.st_mtime), metadata=meta)
 
-    def put_new(self, key: str, body: bytes) -> ObjectInfo:
+    def put_new(self, key: str, body: bytes, metadata: dict[str, str] | None = None) -> ObjectInfo:
         """Write ``key`` only if it does not exist (``ExclusiveCreate``): the body is written and fsynced under a
         temporary name, then hard-linked into place, which fails atomically if ``key`` is already there."""
         validate_key(key)

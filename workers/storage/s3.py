@@ -25,9 +25,9 @@ from minio.retention import Retention
 from urllib3.exceptions import HTTPError, MaxRetryError, SSLError
 
 from workers.storage._streams import SizedReader, reader
-from workers.storage.base import (UNLOCKED, InvalidArgument, ObjectInfo, ObjectLocked, ObjectNotFound, StorageError,
-                                  StorageFull, StorageMisconfigured, StoragePermissionDenied, StorageUnavailable,
-                                  validate_key, validate_metadata, validate_prefix)
+from workers.storage.base import (UNLOCKED, InvalidArgument, ObjectExists, ObjectInfo, ObjectLocked, ObjectNotFound,
+                                  StorageError, StorageFull, StorageMisconfigured, StoragePermissionDenied,
+                                  StorageUnavailable, validate_key, validate_metadata, validate_prefix)
 from workers.storage.s3stream import SINGLE_PUT_MAX, SignedRequests
 
 META_PREFIX = "x-amz-meta-"
@@ -124,6 +124,27 @@ class S3Store:
         if streamed and source.count == size:
             return _accepted(key, size, meta, response)
         return self.stat(key)
+
+    def put_new(self, key: str, body: bytes, metadata: dict[str, str] | None = None) -> ObjectInfo:
+        """Write ``key`` only if it does not exist (``ExclusiveCreate``): one signed PUT with ``If-None-Match: *``,
+        refused atomically by the server when ``key`` exists (AWS S3, MinIO, moto). The key is checked first, so
+        a server that ignores the header still refuses every writer but near-simultaneous ones; without
+        credentials (no signed request) that check is all there is."""
+        validate_key(key)
+        meta = validate_metadata(metadata)
+        self._ensure_bucket()
+        if self.exists(key):
+            raise ObjectExists(f"{self.name}: {key!r} exists already (created by another writer)")
+        if self._signed is None:
+            return self.put(key, io.BytesIO(body), len(body), metadata)
+        with self._errors("upload", key):
+            response = self._signed.put_if_absent(self.bucket, key, bytes(body),
+                                                  {META_PREFIX + k: v for k, v in meta.items()})
+        if response is None:
+            raise ObjectExists(f"{self.name}: {key!r} exists already (created by another writer)")
+        if meta.get("dr-lock") != UNLOCKED["dr-lock"]:
+            self._lock(key)
+        return _accepted(key, len(body), meta, response)
 
     @property
     def sends_pieces(self) -> bool:

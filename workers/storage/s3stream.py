@@ -8,10 +8,13 @@ BadDigest) instead of storing it. The body goes out as the source yields it, 1 M
 buffered (the minio SDK reads a whole part into memory and hashes it again to sign it). A source that ends
 early, runs on past the size or fails is never completed: the connection is dropped before the last byte, and
 S3 keeps nothing of an incomplete request. S3 takes at most 5 GiB in one PUT; larger objects go multipart.
+The same request with ``If-None-Match: *`` creates a small object only if its key is free (``put_if_absent``).
 """
 from __future__ import annotations
 
 import base64
+import hashlib
+import time
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -27,6 +30,7 @@ from workers.storage.base import InvalidArgument
 
 SINGLE_PUT_MAX = 5 * 1024 ** 3        # S3's limit for one PUT request
 CHUNK = 1024 * 1024
+CONFLICT_RETRIES = 3                  # a 409 to a conditional PUT: retried this often
 _EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
@@ -53,6 +57,29 @@ class SignedRequests:
         if sum(memoryview(p).nbytes for p in pieces) != size:
             raise InvalidArgument(f"the pieces of {key} do not add up to the declared size {size}")
         return self._put(bucket, key, list(pieces), size, sha256, headers)
+
+    def put_if_absent(self, bucket: str, key: str, body: bytes, headers: Mapping[str, str]
+                      ) -> urllib3.BaseHTTPResponse | None:
+        """Create ``key`` with ``body`` unless it exists: ``If-None-Match: *``, which the server decides atomically
+        (412 Precondition Failed: it exists, None is returned). A 409 (a conflicting conditional write in flight,
+        AWS) is retried after a moment; the other writer's object then answers 412."""
+        sha256 = hashlib.sha256(body).hexdigest()
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                return self._put(bucket, key, [body], len(body), sha256, {**headers, "If-None-Match": "*"})
+            except S3Error as exc:
+                status = getattr(exc.response, "status", 0)
+                if exc.code == "PreconditionFailed" or status == 412:
+                    return None
+                if (exc.code == "ConditionalRequestConflict" or status == 409) and attempt < CONFLICT_RETRIES:
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                raise
+            except InvalidResponseError as exc:
+                if "412" in str(exc).split("\n", 1)[0]:
+                    return None
+                raise
+        raise AssertionError("unreachable")
 
     def _put(self, bucket: str, key: str, body: Iterable[Any], size: int, sha256: str,
              headers: Mapping[str, str]) -> urllib3.BaseHTTPResponse:

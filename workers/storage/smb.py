@@ -76,7 +76,7 @@ class SmbStore:
                 info = self._stat(path, key)
         return ObjectInfo(key=key, size=info.size, modified=info.modified, metadata=meta)
 
-    def put_new(self, key: str, body: bytes) -> ObjectInfo:
+    def put_new(self, key: str, body: bytes, metadata: dict[str, str] | None = None) -> ObjectInfo:
         """Write ``key`` only if it does not exist (``ExclusiveCreate``): written under a temporary name, then
         renamed on its handle without replacing, which the server refuses atomically when ``key`` exists."""
         with self._temporary(key) as (path, tmp, fh), self._errors("write", key):
