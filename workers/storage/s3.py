@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import io
+import logging
 import os
 from datetime import datetime, timedelta, timezone
 from typing import Any, BinaryIO, Iterator, Sequence
@@ -28,8 +29,9 @@ from workers.storage._streams import SizedReader, reader
 from workers.storage.base import (UNLOCKED, InvalidArgument, ObjectExists, ObjectInfo, ObjectLocked, ObjectNotFound,
                                   StorageError, StorageFull, StorageMisconfigured, StoragePermissionDenied,
                                   StorageUnavailable, validate_key, validate_metadata, validate_prefix)
-from workers.storage.s3stream import SINGLE_PUT_MAX, SignedRequests
+from workers.storage.s3stream import SINGLE_PUT_MAX, ConditionalUnsupported, SignedRequests
 
+log = logging.getLogger("appsvc_dr.storage")
 META_PREFIX = "x-amz-meta-"
 MIN_PART, MAX_PART = 5 * 1024 * 1024, 5 * 1024 ** 3
 _CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
@@ -97,6 +99,7 @@ class S3Store:
         self._signed = SignedRequests(self._http, secure, endpoint, Credentials(access_key, _secret(secret_key)),
                                       self.region) if access_key and _secret(secret_key) else None
         self._bucket_ok = False
+        self._conditional = True                    # the server takes If-None-Match on PUT (until it says not)
 
     def __repr__(self) -> str:
         return f"S3Store({self.name} at {self.endpoint})"
@@ -135,11 +138,17 @@ class S3Store:
         self._ensure_bucket()
         if self.exists(key):
             raise ObjectExists(f"{self.name}: {key!r} exists already (created by another writer)")
-        if self._signed is None:
+        if self._signed is None or not self._conditional:
             return self.put(key, io.BytesIO(body), len(body), metadata)
-        with self._errors("upload", key):
-            response = self._signed.put_if_absent(self.bucket, key, bytes(body),
-                                                  {META_PREFIX + k: v for k, v in meta.items()})
+        try:
+            with self._errors("upload", key):
+                response = self._signed.put_if_absent(self.bucket, key, bytes(body),
+                                                      {META_PREFIX + k: v for k, v in meta.items()})
+        except ConditionalUnsupported:
+            self._conditional = False
+            log.warning("%s does not support conditional PUTs (If-None-Match): write-once objects are "
+                        "check-then-write there; run one scheduler per stamp", self.endpoint)
+            return self.put(key, io.BytesIO(body), len(body), metadata)
         if response is None:
             raise ObjectExists(f"{self.name}: {key!r} exists already (created by another writer)")
         if meta.get("dr-lock") != UNLOCKED["dr-lock"]:

@@ -34,6 +34,10 @@ CONFLICT_RETRIES = 3                  # a 409 to a conditional PUT: retried this
 _EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
+class ConditionalUnsupported(Exception):
+    """The server refused ``If-None-Match`` on PUT as not implemented (an older S3-compatible server)."""
+
+
 class SignedRequests:
     """Signed requests to one S3 endpoint outside the SDK: the streamed PUT, and the bucket's region it needs
     (GetBucketLocation, once, when no region is configured: what the SDK asks too)."""
@@ -71,6 +75,8 @@ class SignedRequests:
                 status = getattr(exc.response, "status", 0)
                 if exc.code == "PreconditionFailed" or status == 412:
                     return None
+                if exc.code == "NotImplemented" or status == 501:
+                    raise ConditionalUnsupported(f"{self.host} does not support If-None-Match on PUT") from exc
                 if (exc.code == "ConditionalRequestConflict" or status == 409) and attempt < CONFLICT_RETRIES:
                     time.sleep(0.2 * (attempt + 1))
                     continue
