@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import hashlib
 import io
 import logging
 import os
@@ -138,8 +139,9 @@ class S3Store:
         self._ensure_bucket()
         if self.exists(key):
             raise ObjectExists(f"{self.name}: {key!r} exists already (created by another writer)")
+        sha256 = hashlib.sha256(body).hexdigest()
         if self._signed is None or not self._conditional:
-            return self.put(key, io.BytesIO(body), len(body), metadata)
+            return self.put(key, io.BytesIO(body), len(body), metadata, sha256=sha256)
         try:
             with self._errors("upload", key):
                 response = self._signed.put_if_absent(self.bucket, key, bytes(body),
@@ -148,7 +150,7 @@ class S3Store:
             self._conditional = False
             log.warning("%s does not support conditional PUTs (If-None-Match): write-once objects are "
                         "check-then-write there; run one scheduler per stamp", self.endpoint)
-            return self.put(key, io.BytesIO(body), len(body), metadata)
+            return self.put(key, io.BytesIO(body), len(body), metadata, sha256=sha256)
         if response is None:
             raise ObjectExists(f"{self.name}: {key!r} exists already (created by another writer)")
         if meta.get("dr-lock") != UNLOCKED["dr-lock"]:
