@@ -4,6 +4,7 @@ ever. A real HTTP server on loopback answers as such a server does; moto (which 
 storage contract suite and tests/integration/test_object_lock.py."""
 from __future__ import annotations
 
+import hashlib
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -53,7 +54,8 @@ def test_a_server_without_conditional_puts_is_reported_as_such_and_nothing_is_wr
     requests = SignedRequests(urllib3.PoolManager(), False, old_server, Credentials("k", "s"), "us-east-1")
     # When a write-once object is created there
     with pytest.raises(ConditionalUnsupported, match="does not support If-None-Match"):
-        requests.put_if_absent("bucket", "stamp1/schedule/db/20261203T020000Z.json", b"{}", {})
+        requests.put_if_absent("bucket", "stamp1/schedule/db/20261203T020000Z.json", b"{}",
+                               hashlib.sha256(b"{}").hexdigest(), {})
     # Then the caller is told (it falls back to check-then-write) and the server stored nothing
     assert OldServer.stored == {}
 

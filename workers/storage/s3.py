@@ -52,6 +52,10 @@ def _accepted(key: str, size: int, meta: dict[str, str], response: urllib3.BaseH
                       etag=(response.headers.get("ETag") or "").strip('"') or None)
 
 
+def _meta_headers(meta: dict[str, str]) -> dict[str, str]:
+    return {META_PREFIX + k: v for k, v in meta.items()}
+
+
 def _secret(value: Any) -> str:
     return value.get_secret_value() if hasattr(value, "get_secret_value") else (value or "")
 
@@ -110,7 +114,7 @@ class S3Store:
             metadata: dict[str, str] | None = None, *, sha256: str | None = None) -> ObjectInfo:
         validate_key(key)
         meta = validate_metadata(metadata)
-        headers = {META_PREFIX + k: v for k, v in meta.items()}
+        headers = _meta_headers(meta)
         streamed = sha256 is not None and size is not None and 0 < size <= SINGLE_PUT_MAX and \
             self._signed is not None
         self._ensure_bucket()
@@ -133,29 +137,28 @@ class S3Store:
         """Write ``key`` only if it does not exist (``ExclusiveCreate``): one signed PUT with ``If-None-Match: *``,
         refused atomically by the server when ``key`` exists (AWS S3, MinIO, moto). The key is checked first, so
         a server that ignores the header still refuses every writer but near-simultaneous ones; without
-        credentials (no signed request) that check is all there is."""
+        credentials (no signed request), or on a server that does not implement the header, that check is all
+        there is."""
         validate_key(key)
         meta = validate_metadata(metadata)
         self._ensure_bucket()
+        exists = ObjectExists(f"{self.name}: {key!r} exists already (created by another writer)")
         if self.exists(key):
-            raise ObjectExists(f"{self.name}: {key!r} exists already (created by another writer)")
+            raise exists
         sha256 = hashlib.sha256(body).hexdigest()
-        if self._signed is None or not self._conditional:
-            return self.put(key, io.BytesIO(body), len(body), metadata, sha256=sha256)
-        try:
-            with self._errors("upload", key):
-                response = self._signed.put_if_absent(self.bucket, key, bytes(body),
-                                                      {META_PREFIX + k: v for k, v in meta.items()})
-        except ConditionalUnsupported:
-            self._conditional = False
-            log.warning("%s does not support conditional PUTs (If-None-Match): write-once objects are "
-                        "check-then-write there; run one scheduler per stamp", self.endpoint)
-            return self.put(key, io.BytesIO(body), len(body), metadata, sha256=sha256)
-        if response is None:
-            raise ObjectExists(f"{self.name}: {key!r} exists already (created by another writer)")
-        if meta.get("dr-lock") != UNLOCKED["dr-lock"]:
-            self._lock(key)
-        return _accepted(key, len(body), meta, response)
+        if self._signed is not None and self._conditional:
+            try:
+                with self._errors("upload", key):
+                    response = self._signed.put_if_absent(self.bucket, key, body, sha256, _meta_headers(meta))
+            except ConditionalUnsupported:
+                self._conditional = False
+                log.warning("%s does not support conditional PUTs (If-None-Match): write-once objects are "
+                            "check-then-write there; run one scheduler per stamp", self.endpoint)
+            else:
+                if response is None:
+                    raise exists
+                return self._landed(key, len(body), meta, response)
+        return self.put(key, io.BytesIO(body), len(body), metadata, sha256=sha256)
 
     @property
     def sends_pieces(self) -> bool:
@@ -173,8 +176,12 @@ class S3Store:
         meta = validate_metadata(metadata)
         self._ensure_bucket()
         with self._errors("upload", key):
-            response = self._signed.put_pieces(self.bucket, key, pieces, size, sha256,
-                                               {META_PREFIX + k: v for k, v in meta.items()})
+            response = self._signed.put_pieces(self.bucket, key, pieces, size, sha256, _meta_headers(meta))
+        return self._landed(key, size, meta, response)
+
+    def _landed(self, key: str, size: int, meta: dict[str, str], response: urllib3.BaseHTTPResponse) -> ObjectInfo:
+        """After a signed single PUT: the object's Object Lock retention (unless its metadata opts out), and what
+        landed (``_accepted``)."""
         if meta.get("dr-lock") != UNLOCKED["dr-lock"]:
             self._lock(key)
         return _accepted(key, size, meta, response)

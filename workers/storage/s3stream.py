@@ -13,7 +13,6 @@ The same request with ``If-None-Match: *`` creates a small object only if its ke
 from __future__ import annotations
 
 import base64
-import hashlib
 import time
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
@@ -62,33 +61,28 @@ class SignedRequests:
             raise InvalidArgument(f"the pieces of {key} do not add up to the declared size {size}")
         return self._put(bucket, key, list(pieces), size, sha256, headers)
 
-    def put_if_absent(self, bucket: str, key: str, body: bytes, headers: Mapping[str, str]
+    def put_if_absent(self, bucket: str, key: str, body: bytes, sha256: str, headers: Mapping[str, str]
                       ) -> urllib3.BaseHTTPResponse | None:
-        """Create ``key`` with ``body`` unless it exists: ``If-None-Match: *``, which the server decides atomically
-        (412 Precondition Failed: it exists, None is returned). A 409 (a conflicting conditional write in flight,
-        AWS) is retried after a moment; the other writer's object then answers 412."""
-        sha256 = hashlib.sha256(body).hexdigest()
+        """Create ``key`` with ``body`` (SHA-256 ``sha256``) unless it exists: ``If-None-Match: *``, which the
+        server decides atomically (412 Precondition Failed: it exists, None is returned). A 409 (a conflicting
+        conditional write in flight, AWS) is retried after a moment; the other writer's object then answers 412.
+        A 501 (the header is not implemented) raises :class:`ConditionalUnsupported`."""
         for attempt in range(CONFLICT_RETRIES + 1):
-            try:
-                return self._put(bucket, key, [body], len(body), sha256, {**headers, "If-None-Match": "*"})
-            except S3Error as exc:
-                status = getattr(exc.response, "status", 0)
-                if exc.code == "PreconditionFailed" or status == 412:
-                    return None
-                if exc.code == "NotImplemented" or status == 501:
-                    raise ConditionalUnsupported(f"{self.host} does not support If-None-Match on PUT") from exc
-                if (exc.code == "ConditionalRequestConflict" or status == 409) and attempt < CONFLICT_RETRIES:
-                    time.sleep(0.2 * (attempt + 1))
-                    continue
-                raise
-            except InvalidResponseError as exc:
-                if "412" in str(exc).split("\n", 1)[0]:
-                    return None
-                raise
-        raise AssertionError("unreachable")
+            response = self._put(bucket, key, [body], len(body), sha256, {**headers, "If-None-Match": "*"},
+                                 answered=(409, 412, 501))
+            if response.status == 412:
+                return None
+            if response.status == 501:
+                raise ConditionalUnsupported(f"{self.host} does not support If-None-Match on PUT")
+            if response.status != 409 or attempt == CONFLICT_RETRIES:
+                break
+            time.sleep(0.2 * (attempt + 1))
+        _raise_for(response, bucket, key)                   # a 409 after the retries
+        return response
 
     def _put(self, bucket: str, key: str, body: Iterable[Any], size: int, sha256: str,
-             headers: Mapping[str, str]) -> urllib3.BaseHTTPResponse:
+             headers: Mapping[str, str], answered: tuple[int, ...] = ()) -> urllib3.BaseHTTPResponse:
+        """The signed PUT; an error answer raises (S3Error & co.) unless its status is in ``answered``."""
         extra = {"Content-Length": str(size), "Content-Type": "application/octet-stream",
                  "x-amz-sdk-checksum-algorithm": "SHA256",
                  "x-amz-checksum-sha256": base64.b64encode(bytes.fromhex(sha256)).decode(), **headers}
@@ -96,7 +90,8 @@ class SignedRequests:
         signed = self._sign("PUT", path, "", extra, sha256, self._region(bucket))
         response = self.http.urlopen("PUT", f"{self.scheme}://{self.host}{path}", body=body,
                                      headers=signed, retries=False, redirect=False, preload_content=True)
-        _raise_for(response, bucket, key)
+        if response.status not in answered:
+            _raise_for(response, bucket, key)
         return response
 
     def _region(self, bucket: str) -> str:
