@@ -7,9 +7,13 @@ db-backup and upload workers (``bench_database.ours``: product defaults, pg_dump
 to moto S3), the peer's ``pg_dump -Fc`` copied with ``rclone copyto``. Then each round restores it into a
 fresh database, the two tools alternately:
 
-- ``ours``: in a child process, ``restore_from_set`` as `appsvc-dr restore database` runs it: the artifact
-  fetched, decrypted, decompressed and verified (signed record, SHA-256) into a private staged file, pg_restore
-  --list checked, pg_restore, then every table's rows counted. Seconds measured in the child around that call.
+- ``ours``: in a child process, ``restore_from_set`` as `appsvc-dr restore database` runs it for a database
+  that does not exist yet (product defaults): the artifact fetched, decrypted, decompressed and hashed while
+  pg_restore restores it into a scratch database, renamed to the target once the signed record and SHA-256
+  checked out and every table is there; then every table's rows counted. Seconds measured in the child around
+  that call.
+- ``ours-staged``: the same with ``restore_while_fetching`` off (as for an existing target): the artifact
+  fetched and verified into a private staged file first, pg_restore --list checked, pg_restore.
 - ``peer``: ``rclone copyto`` the dump back to a local file, then ``pg_restore --no-owner --exit-on-error``
   into a database created beforehand (untimed): process wall times, no verification.
 
@@ -47,15 +51,20 @@ def child_main(cfg: dict) -> None:
     engine, store = PostgresEngine(settings.database), configured_store(settings)
     keys = KeyRing.from_files(keys=[Path(cfg["key"])])
     phases: dict[str, float] = {}
-    for name in ("restore", "count_rows", "_listing"):          # the fetch is the rest
+    for name in ("restore", "restore_streamed", "count_rows", "_listing"):   # the staged path's fetch is the rest
         setattr(engine, name, backup.timed(phases, name, getattr(engine, name)))   # the same object: no override
     started = time.perf_counter()
     result = restore_from_set(settings.staging, settings.database, engine, store, keys, stamp="stamp1",
                               set_id=cfg["set_id"], database=cfg["database"], target=cfg["target"],
                               say=lambda line: None)
     seconds = time.perf_counter() - started
-    restore = phases.pop("restore")
-    phases.update(fetch=seconds - restore, pg_restore=restore - phases["_listing"] - phases["count_rows"])
+    counting = phases.pop("count_rows")
+    if "restore_streamed" in phases:          # fetch, decrypt, verify and pg_restore at once, then the rename
+        phases = {"fetch+pg_restore": phases.pop("restore_streamed") - counting, "count_rows": counting}
+    else:
+        restore = phases.pop("restore")
+        phases.update(fetch=seconds - restore, pg_restore=restore - phases.pop("_listing") - counting,
+                      count_rows=counting)
     print(json.dumps({"seconds": seconds, "rows": result.rows, "rss": vm_hwm_mib(), "phases": phases}))
 
 
@@ -118,17 +127,20 @@ def main() -> None:
         stored = backup.ours({"database": database, "set_id": "set-1", "settings": settings})
         backup.peer(server, database, work, "bench-peer")
         print(f"  backed up: ours {stored['stored'] / MiB:.0f} MiB stored, peer's dump copied", flush=True)
-        runs: dict[str, list[dict]] = {"ours": [], "peer": []}
+        runs: dict[str, list[dict]] = {"ours": [], "ours-staged": [], "peer": []}
         for round_no in range(ns.repeat):
-            for variant in (("ours", "peer") if round_no % 2 == 0 else ("peer", "ours")):
-                target = f"{database}_{variant}_{round_no}"
+            order = ("ours", "peer", "ours-staged") if round_no % 2 == 0 else ("ours-staged", "peer", "ours")
+            for variant in order:
+                target = f"{database}_{variant.replace('-', '_')}_{round_no}"
                 try:
                     if variant == "peer":
                         row = peer(server, database, target, work)
                     else:
+                        streamed = {**settings, "database": {**settings["database"],
+                                                             "restore_while_fetching": variant == "ours"}}
                         _, own, tools, out = run([sys.executable, str(Path(__file__).resolve()), "--child",
                                                   json.dumps({"database": database, "target": target, "set_id": "set-1",
-                                                              "key": str(work / "key.pem"), "settings": settings})],
+                                                              "key": str(work / "key.pem"), "settings": streamed})],
                                                  watch_descendants=True)
                         result = json.loads(out.strip().splitlines()[-1])
                         row = {**result, "rss": max(own, result["rss"]), "pg_restore": tools.get("pg_restore", 0.0)}
@@ -141,7 +153,8 @@ def main() -> None:
     best = {v: min(rows, key=lambda r: r["seconds"]) for v, rows in runs.items()}
     ratio, rss = best["ours"]["seconds"] / best["peer"]["seconds"], max(r["rss"] for r in runs["ours"])
     print(f"\nbest of {ns.repeat}, database {db_mib:.0f} MiB\n")
-    for variant, name in (("ours", "ours restore_from_set"), ("peer", "rclone copyto + pg_restore")):
+    for variant, name in (("ours", "ours (restored while fetched)"), ("ours-staged", "ours, fetched first"),
+                          ("peer", "rclone copyto + pg_restore")):
         r = best[variant]
         print(f"{name:28s} {r['seconds']:7.1f} s {db_mib / r['seconds']:7.1f} MiB/s "
               f"{r['seconds'] / best['peer']['seconds']:5.2f}x  RSS {max(x['rss'] for x in runs[variant]):.0f} MiB")

@@ -10,14 +10,12 @@ import json
 import pytest
 
 from tests.fixtures import started
-from tests.fixtures.postgres import (PG_HOST, PG_PORT, PG_USER, drop_database, fill_sample, pg_settings,
-                                     postgres_available, scratch_database, table_fingerprints, unique_name)
-from tests.fixtures.rabbit import run_cli, settings_for
+from tests.fixtures.postgres import (drop_database, fill_sample, postgres_available, scratch_database,
+                                     table_fingerprints, unique_name)
+from tests.fixtures.rabbit import run_cli
 from tests.integration.test_recover import exists
-from tests.unit.certs import make_cert, signing_settings
-from tests.unit.forge import STAMP, configured_store, plan_set
-from workers.artifacts.sets import write_marker
-from workers.engines.postgres import PostgresEngine
+from tests.unit.certs import make_cert
+from tests.unit.forge import STAMP, database_set
 
 pytestmark = pytest.mark.integration
 SET = "20261201T020000Z-0000beef"
@@ -28,18 +26,8 @@ def test_a_dump_of_another_database_needs_allow_database_mismatch_end_to_end(tmp
     with started("PostgreSQL", postgres_available()), scratch_database() as source:
         fill_sample(source, rows=200)
         wanted = unique_name("dr_recover")               # the set's name for it; not on the server
-        settings = settings_for("unused", store={"kind": "local", "local_path": str(tmp_path / "store")},
-                                encryption={"certificate": str(tmp_path / "cert.pem"), **signing_settings(tmp_path)},
-                                staging={"database_dir": str(tmp_path / "staging")},
-                                database={"engine": "postgres", "server": PG_HOST, "port": PG_PORT,
-                                          "username": PG_USER, "databases": [wanted]})
         # Given a signed set whose artifact for `wanted` is a real pg_dump of `source`
-        dump = tmp_path / "source.dump"
-        PostgresEngine(pg_settings()).backup(source, str(dump))
-        store = configured_store(settings)
-        plan_set(store.backend, SET, "databases")
-        store.put(f"{STAMP}/{SET}/databases/{wanted}.dump", lambda: open(dump, "rb"))
-        write_marker(store.backend, STAMP, SET, {"stamp": STAMP, "backup_set_id": SET})
+        settings, _, _ = database_set(tmp_path, SET, source, wanted)
         args = ("--set", SET, "--skip", "fileshare,secrets")
         try:
             # When it is recovered: the step fails before anything on the server changes, naming the override

@@ -107,3 +107,26 @@ def plan_set(backend, set_id: str, *components: str, stamp: str = STAMP) -> None
     """Plan ``set_id`` as the catalog does on backup-due (an artifact is accepted only into a planned set)."""
     from workers.artifacts.sets import Plan, write_plan
     write_plan(backend, Plan(stamp, set_id, tuple(components), "manual", None))
+
+
+def database_set(root: Path, set_id: str, source: str, name: str) -> tuple[Settings, ArtifactStore, Path]:
+    """A local store under ``root`` holding the signed, complete set ``set_id`` whose artifact for database ``name``
+    is a real pg_dump of ``source`` (left at ``root/source.dump``), with the settings of a worker restoring it
+    (certificate, signing and verify keys, staging in ``root``). ``root`` holds cert.pem and key.pem already."""
+    from tests.fixtures.postgres import PG_HOST, PG_PORT, PG_USER, pg_settings
+    from tests.fixtures.rabbit import settings_for
+    from tests.unit.certs import signing_settings
+    from workers.artifacts.sets import write_marker
+    from workers.engines.postgres import PostgresEngine
+    settings = settings_for("unused", store={"kind": "local", "local_path": str(root / "store")},
+                            encryption={"certificate": str(root / "cert.pem"), **signing_settings(root)},
+                            staging={"database_dir": str(root / "staging")},
+                            database={"engine": "postgres", "server": PG_HOST, "port": PG_PORT,
+                                      "username": PG_USER, "databases": [name]})
+    dump = root / "source.dump"
+    PostgresEngine(pg_settings()).backup(source, str(dump))
+    store = configured_store(settings)
+    plan_set(store.backend, set_id, "databases")
+    store.put(f"{STAMP}/{set_id}/databases/{name}.dump", lambda: open(dump, "rb"))
+    write_marker(store.backend, STAMP, set_id, {"stamp": STAMP, "backup_set_id": set_id})
+    return settings, store, dump

@@ -20,6 +20,7 @@ from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
 from workers.artifacts.logchain import chain, is_log, log_database
 from workers.artifacts.stripes import stripe_keys
 from workers.engines.base import DatabaseEngine, RestoreOptions, RestoreResult
+from workers.engines.postgres_stream import NeedsSeekableArchive
 from workers.engines.settings import DatabaseSettings
 from workers.dbbackup.handler import artifact_name
 from workers.storage.local import PRIVATE_DIR, make_private_dirs
@@ -153,19 +154,47 @@ def restore_from_set(staging: StagingSettings, configured: DatabaseSettings, eng
     if preflight is not None:
         preflight(target, options)
     chained = log_backup_keys(store, stamp, set_id, engine.name, database) if logs else []
-    with contextlib.ExitStack() as stack:
-        path = stack.enter_context(staged_artifact(staging, engine, store, keys, stamp=stamp, set_id=set_id,
-                                                   database=database, label=label, say=say,
-                                                   fetch_progress=fetch_progress))
-        extra = {}
-        if chained:
-            extra["logs"] = [stack.enter_context(_staged_one(staging, engine, store, keys, key, label, say,
-                                                             fetch_progress)) for key in chained]
-            say(f"applying {len(chained)} log backup(s) after the full backup")
-        result = engine.restore(target, path, data_path=data_path, log_path=log_path, progress=progress,
-                                options=options, **extra)  # type: ignore[call-arg]
+    result = None if chained or not configured.restore_while_fetching else _streamed(
+        engine, store, keys, stamp=stamp, set_id=set_id, database=database, target=target, progress=progress,
+        say=say, fetch_progress=fetch_progress, options=options)
+    if result is None:
+        with contextlib.ExitStack() as stack:
+            path = stack.enter_context(staged_artifact(staging, engine, store, keys, stamp=stamp, set_id=set_id,
+                                                       database=database, label=label, say=say,
+                                                       fetch_progress=fetch_progress))
+            extra = {}
+            if chained:
+                extra["logs"] = [stack.enter_context(_staged_one(staging, engine, store, keys, key, label, say,
+                                                                 fetch_progress)) for key in chained]
+                say(f"applying {len(chained)} log backup(s) after the full backup")
+            result = engine.restore(target, path, data_path=data_path, log_path=log_path, progress=progress,
+                                    options=options, **extra)  # type: ignore[call-arg]
     for warning in result.warnings:
         say(f"WARNING: {warning}")
     if result.tail_log:
         say(f"tail-log backup of {target} (taken before the restore, WITH NORECOVERY) kept at {result.tail_log}")
+    return result
+
+
+def _streamed(engine: DatabaseEngine, store: ArtifactStore, keys, *, stamp: str, set_id: str, database: str,
+              target: str, progress, say, fetch_progress, options: RestoreOptions) -> RestoreResult | None:
+    """A new database restored while its artifact is fetched, where the engine can (PostgreSQL: into a scratch
+    database renamed once every hash checked out); None where it cannot: a striped backup, an existing target,
+    an archive pg_restore must seek in."""
+    restores_while_fetching = getattr(engine, "restores_while_fetching", None)
+    found = backup_keys(store, stamp, set_id, engine.name, database)
+    if restores_while_fetching is None or len(found) != 1 or not restores_while_fetching(target):
+        return None
+    key, record = found[0], store.record(found[0])
+    bar = (fetch_progress or _Silent)(f"fetch {Path(key).name}", record.stored_size if record else 0)
+    try:
+        with contextlib.closing(bar):
+            result = engine.restore_streamed(      # type: ignore[attr-defined]
+                target, lambda: store.open_plain(key, keys=keys, progress=bar, read_ahead=True),
+                total=record.plaintext_size if record else 0, progress=progress, options=options)
+    except NeedsSeekableArchive as exc:
+        say(f"{exc.message}: fetching and verifying {key} into a staged copy first")
+        return None
+    say(f"fetched, verified and restored {key} → {target} while it downloaded (a scratch database renamed once "
+        "every hash checked out)")
     return result

@@ -20,10 +20,13 @@ import pyodbc
 
 from workers.engines.base import (BackupResult, Progress, ProgressReporter, RestoreOptions, RestoreResult,
                                   require_name, sha256_of)
-from workers.engines.preflight import Problem, TargetState
+from workers.engines.preflight import TargetState
 from workers.engines.odbc import ConnectFn, braced, clean_text, error_parts
 from workers.engines.postgres_consistency import check_consistency
 from workers.engines.postgres_errors import classify, missing_tool
+from workers.engines.postgres_stream import restore_streamed
+from workers.engines.postgres_preflight import restore_preflight
+from workers.engines.postgres_text import USER_TABLES, conninfo_value, parse_listing, quote_ident
 from workers.engines.settings import DatabaseSettings
 from workers.runtime.errors import DrError, PermanentError
 
@@ -33,21 +36,6 @@ NAME_LENGTH = 63                      # NAMEDATALEN - 1, in bytes
 _ODBC_UNSAFE = ";{}"                  # psqlODBC takes DATABASE / UID verbatim: no braces, no ';'
 _DUMPING = re.compile(r'dumping contents of table "(.+)"$')
 _RESTORING = re.compile(r'processing data for table "(.+)"$')
-_TOC_ENTRY = re.compile(r"^\d+; \d+ \d+ (TABLE DATA|TABLE) ")
-_TABLES = ("SELECT n.nspname, c.relname, c.relkind, pg_relation_size(c.oid) + COALESCE(pg_relation_size("
-           "NULLIF(c.reltoastrelid, 0)), 0) AS bytes FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-           "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-           "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' ORDER BY 1, 2")
-
-
-def quote_ident(name: str) -> str:
-    """A PostgreSQL identifier in double quotes, ``"`` doubled."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def conninfo_value(value: str) -> str:
-    """A libpq conninfo value in single quotes (``\\`` and ``'`` backslash-escaped)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _create_private(path: str) -> None:
@@ -84,7 +72,7 @@ class PostgresEngine:
     def backup(self, database: str, staging_path: str, progress: Progress | None = None) -> BackupResult:
         started, reporter = time.monotonic(), ProgressReporter(progress)
         with self._cursor(database) as cursor:      # a clear error for a missing database, and table sizes
-            sizes = {f"{r[0]}.{r[1]}": int(r[3] or 0) for r in cursor.execute(_TABLES).fetchall() if r[2] == "r"}
+            sizes = {f"{r[0]}.{r[1]}": int(r[3] or 0) for r in cursor.execute(USER_TABLES).fetchall() if r[2] == "r"}
         total, done = sum(sizes.values()), [0]
 
         def on_line(line: str) -> None:
@@ -130,7 +118,7 @@ class PostgresEngine:
         if data_path or log_path:
             log.warning("PostgreSQL restores ignore data_path/log_path (files live in the server's tablespaces)")
         entries, held = self._listing(source_path)
-        self._check_database(database, held, options or RestoreOptions())
+        self.check_archive(database, held, options or RestoreOptions())
         expected_tables = sum(1 for kind in entries if kind == "TABLE")
         total, done = max(1, sum(1 for kind in entries if kind == "TABLE DATA")), [0]
 
@@ -139,7 +127,7 @@ class PostgresEngine:
                 reporter(min(99, done[0] * 100 // total))
                 done[0] += 1
 
-        self._create_if_missing(database)
+        self.create(database)
         reporter(0)
         argv = [self.settings.pg_restore, "--clean", "--if-exists", "--no-owner", "--exit-on-error", "--verbose",
                 f"--dbname=dbname={conninfo_value(database)}", os.path.abspath(source_path)]
@@ -156,6 +144,26 @@ class PostgresEngine:
         """amcheck (bt_index_check, verify_heapam) where available, else a full read of every table."""
         return check_consistency(self, database)
 
+    def restores_while_fetching(self, database: str) -> bool:
+        """True when ``database`` does not exist on the server: :meth:`restore_streamed` can restore it while its
+        archive arrives (an existing one is replaced in place, which keeps its owner, grants and settings)."""
+        self._valid("database", database)
+        with self._cursor(self.settings.pg_maintenance_db) as cursor:
+            return not cursor.execute("SELECT 1 FROM pg_database WHERE datname = ?", database).fetchall()
+
+    def restore_streamed(self, database: str, open_source, *, total: int, progress: Progress | None = None,
+                         options: RestoreOptions | None = None) -> RestoreResult:
+        """Restore the new ``database`` from the archive ``open_source()`` yields while it is read, into a scratch
+        database renamed once everything is verified (:mod:`workers.engines.postgres_stream`)."""
+        self._valid("database", database)
+        return restore_streamed(self, database, open_source, total=total, options=options, progress=progress)
+
+    def rename(self, database: str, new_name: str) -> None:
+        """ALTER DATABASE ... RENAME TO (fails when ``new_name`` exists or ``database`` has sessions)."""
+        self._valid("database", new_name)
+        with self._cursor(self.settings.pg_maintenance_db) as cursor:
+            cursor.execute(f"ALTER DATABASE {quote_ident(database)} RENAME TO {quote_ident(new_name)}")
+
     def drop(self, database: str) -> None:
         """Drop ``database`` if it exists, ending its sessions (PostgreSQL 13+): for scratch restores (drills)."""
         self._valid("database", database)
@@ -165,7 +173,7 @@ class PostgresEngine:
     def count_rows(self, database: str) -> tuple[list[str], dict[str, int]]:
         """(user tables, exact row count per ordinary table) through pyodbc."""
         with self._cursor(database) as cursor:
-            found = cursor.execute(_TABLES).fetchall()
+            found = cursor.execute(USER_TABLES).fetchall()
             rows = {}
             for schema, table, kind, _ in found:
                 if kind == "r":
@@ -175,39 +183,12 @@ class PostgresEngine:
 
     def restore_preflight(self, databases: list[str], options: RestoreOptions | None = None) -> list[TargetState]:
         """Before a restore changes anything: can this login create, drop and restore ``databases`` here, and
-        what does each hold now (missing, empty, or its user tables)? Raises if the server cannot be reached.
-        ``options`` change nothing here: the one that applies to PostgreSQL (``allow_database_mismatch``) is about
-        the archive, which the restore checks."""
-        with self._cursor(self.settings.pg_maintenance_db) as cursor:
-            who = cursor.execute("SELECT current_user, rolsuper::int, rolcreatedb::int FROM pg_roles "   # psqlODBC
-                                 "WHERE rolname = current_user").fetchone()              # gives bools as '0'/'1'
-            user, superuser, createdb = str(who[0]), int(who[1]) == 1, int(who[2]) == 1
-            rows = {r[0]: int(r[1]) == 1 for r in cursor.execute(
-                "SELECT datname, (pg_get_userbyid(datdba) = current_user OR pg_has_role(current_user, datdba, "
-                "'MEMBER'))::int FROM pg_database").fetchall()}
-        out = []
+        what does each hold now (:mod:`workers.engines.postgres_preflight`)? Raises if the server cannot be
+        reached. ``options`` change nothing here: the one that applies to PostgreSQL (``allow_database_mismatch``)
+        is about the archive, which the restore checks."""
         for database in databases:
             self._valid("database", database)
-            state = TargetState(database, exists=database in rows)
-            if not state.exists and not (superuser or createdb):
-                state.problems.append(Problem(f"login {user!r} may not create database {database!r} on "
-                                              f"{self.server}", f"ALTER ROLE {quote_ident(user)} CREATEDB; "
-                                              "(or restore as a login that may)"))
-            if state.exists:
-                if not (superuser or rows[database]):
-                    state.problems.append(Problem(f"login {user!r} does not own database {database!r}: "
-                                                  "pg_restore --clean cannot replace its objects",
-                                                  f"ALTER DATABASE {quote_ident(database)} OWNER TO "
-                                                  f"{quote_ident(user)}; or drop it first"))
-                try:                                   # the catalog only: no table of theirs is read
-                    with self._cursor(database) as cursor:
-                        state.tables = len(cursor.execute(_TABLES).fetchall())
-                except DrError as exc:
-                    state.problems.append(Problem(f"cannot look into database {database!r}: {exc.message}",
-                                                  f"GRANT CONNECT ON DATABASE {quote_ident(database)} TO "
-                                                  f"{quote_ident(user)}; (or restore as its owner)"))
-            out.append(state)
-        return out
+        return restore_preflight(self._cursor, self.server, self.settings.pg_maintenance_db, databases)
 
     # ----------------------------------------------------------------------------------------- helpers
     def _valid(self, kind: str, name: str) -> str:
@@ -256,7 +237,7 @@ class PostgresEngine:
         return classify(clean_text(text), action=action, secrets=[self._password],
                         default_transient=sqlstate.startswith("08"))
 
-    def _create_if_missing(self, database: str) -> None:
+    def create(self, database: str) -> None:
         with self._cursor(self.settings.pg_maintenance_db) as cursor:
             if cursor.execute("SELECT 1 FROM pg_database WHERE datname = ?", database).fetchall():
                 return
@@ -267,7 +248,7 @@ class PostgresEngine:
                 if "already exists" not in error_parts(exc)[1]:        # created meanwhile: fine
                     raise
 
-    def _env(self, database: str | None) -> dict[str, str]:
+    def tool_env(self, database: str | None) -> dict[str, str]:
         s = self.settings
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env.update(PGHOST=s.server, PGPORT=str(s.effective_port), PGSSLMODE=s.effective_pg_sslmode,
@@ -282,7 +263,7 @@ class PostgresEngine:
             env["PGDATABASE"] = database
         return env
 
-    def _check_database(self, target: str, held: str | None, options: RestoreOptions) -> None:
+    def check_archive(self, target: str, held: str | None, options: RestoreOptions) -> None:
         """The archive must hold the database the set names, and never replace an existing other database."""
         if held is None or options.allow_database_mismatch:
             return
@@ -303,7 +284,7 @@ class PostgresEngine:
             if not cursor.execute("SELECT 1 FROM pg_database WHERE datname = ?", database).fetchall():
                 return False
         with self._cursor(database) as cursor:
-            return bool(cursor.execute(_TABLES).fetchall())
+            return bool(cursor.execute(USER_TABLES).fetchall())
 
     def _toc(self, path: str) -> list[str]:
         return self._listing(path)[0]
@@ -314,7 +295,7 @@ class PostgresEngine:
         if not os.path.isfile(path):
             raise PermanentError(f"backup file {path} does not exist", hint="Check the staging / source path.")
         try:
-            done = subprocess.run([self.settings.pg_restore, "--list", os.path.abspath(path)], env=self._env(None),
+            done = subprocess.run([self.settings.pg_restore, "--list", os.path.abspath(path)], env=self.tool_env(None),
                                   stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace")
         except OSError:
             raise missing_tool("pg_restore", "APPSVC_DR_DATABASE__PG_RESTORE") from None
@@ -322,17 +303,13 @@ class PostgresEngine:
             raise PermanentError(f"{path} is not a readable pg_dump archive: {done.stderr.strip()[-500:]}",
                                  hint="The dump is damaged, truncated or not a custom-format archive: take a "
                                       "new backup.")
-        lines = done.stdout.splitlines()
-        held = next((line.split(":", 1)[1].strip() for line in lines if line.startswith(";") and
-                     line[1:].strip().startswith("dbname:")), None)
-        return [(m.group(1) if (m := _TOC_ENTRY.match(line)) else "") for line in lines
-                if line and not line.startswith(";")], held
+        return parse_listing(done.stdout)
 
     def _run(self, argv: list[str], database: str | None, on_line: Callable[[str], None] | None, *,
              action: str, setting: str, permanent: bool = False) -> None:
         """Run a PostgreSQL tool, reading its stderr line by line; raise a classified error on failure."""
         try:
-            proc = subprocess.Popen(argv, env=self._env(database), stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(argv, env=self.tool_env(database), stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
         except OSError:
             raise missing_tool(os.path.basename(argv[0]), f"APPSVC_DR_DATABASE__{setting}") from None
@@ -352,4 +329,8 @@ class PostgresEngine:
             if permanent:
                 raise PermanentError(f"{action} failed: {text[-1000:]}",
                                      hint="The archive is damaged or truncated: take a new backup.")
-            raise classify(text, action=action, secrets=[self._password])
+            raise self.failure(text, action=action)
+
+    def failure(self, text: str, *, action: str) -> DrError:
+        """A PostgreSQL tool's error output as our error (classified, the password masked)."""
+        return classify(text, action=action, secrets=[self._password])

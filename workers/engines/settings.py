@@ -81,6 +81,9 @@ class DatabaseSettings(BaseModel, extra="forbid"):
     pg_amcheck: bool = Field(default=True, description="Drills: check the restored database with amcheck "
                              "(bt_index_check, verify_heapam) where the server has it; false: read every table "
                              "in full instead")
+    restore_while_fetching: bool = Field(default=True, description="PostgreSQL: restore a database that does not "
+                                         "exist yet while its backup downloads, into a scratch database renamed "
+                                         "to it once every hash checked out; false: download and verify first")
     pg_verify_data: bool = Field(default=True, description="Verify by reading the whole archive "
                                  "(pg_restore -f /dev/null) after pg_restore --list")
 

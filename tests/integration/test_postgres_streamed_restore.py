@@ -1,0 +1,209 @@
+"""A new PostgreSQL database restored while its artifact downloads (workers/engines/postgres_stream.py), on the real
+server with real pg_restore: the rows come back row for row, nothing but the verified result is ever visible
+under the target's name (a verdict that fails at the very end leaves no target), a killed run's scratch database
+is dropped by the next one, damaged archives fail clearly, an existing target is replaced in place from a
+verified staged copy, and an archive pg_restore cannot read from a pipe falls back to the staged copy."""
+from __future__ import annotations
+
+import contextlib
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures import started
+from tests.fixtures.postgres import (connect, drop_database, fill_sample, postgres_available, quote, scratch_database,
+                                     table_fingerprints, unique_name)
+from tests.integration.test_recover import exists
+from tests.unit.certs import make_cert
+from tests.unit.forge import STAMP, database_set
+from workers.artifacts.service import ArtifactStore
+from workers.config import Settings
+from workers.dbbackup.restore import restore_from_set
+from workers.engines.postgres import PostgresEngine
+from workers.engines import postgres_stream
+from workers.engines.postgres_stream import SCRATCH_PREFIX, scratch_for
+from workers.runtime.errors import PermanentError
+from workers.storage.codec import KeyRing
+from workers.storage.crypto import IntegrityError
+
+pytestmark = pytest.mark.integration
+SET = "20261203T020000Z-0000cafe"
+
+
+@dataclass
+class World:
+    settings: Settings
+    store: ArtifactStore
+    keys: KeyRing
+    source: str
+    dump: Path
+    root: Path
+
+    def restore(self, target: str, database: str | None = None, **settings) -> tuple[list[str], object]:
+        said: list[str] = []
+        configured = self.settings.database.model_copy(update=settings)
+        result = restore_from_set(self.settings.staging, configured, PostgresEngine(configured), self.store,
+                                  self.keys, stamp=STAMP, set_id=SET, database=database or self.source,
+                                  target=target, say=said.append)
+        return said, result
+
+    def artifact(self, name: str | None = None) -> str:
+        return f"{STAMP}/{SET}/databases/{name or self.source}.dump"
+
+
+@pytest.fixture
+def world(tmp_path):
+    make_cert("streamed-restore").write(tmp_path)
+    with started("PostgreSQL", postgres_available()), scratch_database() as source:
+        fill_sample(source, rows=20000)
+        settings, store, dump = database_set(tmp_path, SET, source, source)
+        yield World(settings, store, KeyRing.from_files(keys=[tmp_path / "key.pem"]), source, dump, tmp_path)
+
+
+def scratch_databases() -> list[str]:
+    with contextlib.closing(connect()) as conn:
+        return [r[0] for r in conn.cursor().execute("SELECT datname FROM pg_database WHERE datname LIKE ?",
+                                                      SCRATCH_PREFIX + "%").fetchall()]
+
+
+def staged_files(world: World) -> list[Path]:
+    return [p for p in (world.root / "staging").rglob("*") if p.is_file()]
+
+
+def test_a_new_database_is_restored_while_it_downloads_row_for_row(world):
+    target = unique_name("dr_streamed")
+    try:
+        said, result = world.restore(target)
+        assert any("while it downloaded" in line for line in said), said
+        assert table_fingerprints(target) == table_fingerprints(world.source)
+        source = table_fingerprints(world.source)
+        assert (result.tables, result.rows) == (len(source), sum(rows for rows, _ in source.values()))
+        assert scratch_databases() == [] and staged_files(world) == []     # no plaintext copy on disk
+    finally:
+        drop_database(target)
+
+
+def test_a_verdict_that_fails_after_the_last_byte_leaves_no_target(world):
+    """The source's contract: a hash mismatch may surface only on leaving its block, after pg_restore has read
+    everything. The scratch database holds the whole restore at that moment; it must never become the target."""
+    engine, target, read = PostgresEngine(world.settings.database), unique_name("dr_unverified"), []
+
+    @contextlib.contextmanager
+    def source_failing_at_the_end():
+        with open(world.dump, "rb") as stream:
+            yield stream
+            read.append(stream.tell())
+        raise PermanentError("stored bytes do not match the record")
+
+    with pytest.raises(PermanentError, match="do not match the record"):
+        engine.restore_streamed(target, source_failing_at_the_end, total=world.dump.stat().st_size)
+    assert read == [world.dump.stat().st_size]                 # everything was fed to pg_restore
+    assert not exists(target) and scratch_databases() == []
+
+
+def test_a_tampered_artifact_is_refused_and_nothing_is_left_on_the_server(world):
+    path = world.root / "store" / world.artifact()
+    with open(path, "r+b") as fh:                              # flip a byte near the end of the stored object
+        fh.seek(-40, 2)
+        byte = fh.read(1)
+        fh.seek(-40, 2)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    target = unique_name("dr_tampered")
+    with pytest.raises(IntegrityError, match="final segment failed authentication"):
+        world.restore(target)                                  # after pg_restore read all but the last segment
+    assert not exists(target) and scratch_databases() == []
+
+
+def test_a_killed_runs_scratch_database_is_dropped_by_the_next_restore(world):
+    target = unique_name("dr_leftover")
+    leftover = scratch_for(target)
+    with contextlib.closing(connect()) as conn:
+        conn.cursor().execute(f"CREATE DATABASE {quote(leftover)}")
+    with contextlib.closing(connect(leftover)) as conn:
+        conn.cursor().execute("CREATE TABLE half_restored (id int)")
+    try:
+        said, _ = world.restore(target)
+        assert any("while it downloaded" in line for line in said)
+        assert table_fingerprints(target) == table_fingerprints(world.source)
+        assert "public.half_restored" not in table_fingerprints(target) and scratch_databases() == []
+    finally:
+        drop_database(target)
+        drop_database(leftover)
+
+
+def test_a_damaged_archive_fails_clearly_and_leaves_nothing(world):
+    garbage = world.root / "garbage.dump"
+    garbage.write_bytes(b"PGDMP" + bytes(range(256)) * 64)     # a header's magic, then nonsense
+    name = unique_name("dr_garbage")
+    world.store.put(world.artifact(name), lambda: open(garbage, "rb"))
+    with pytest.raises(PermanentError) as failed:
+        world.restore(name, database=name)
+    assert "pg_restore" in failed.value.message or "pg_dump archive" in failed.value.message
+    assert failed.value.hint
+    assert not exists(name) and scratch_databases() == []
+
+
+def test_an_existing_target_is_replaced_in_place_from_a_verified_staged_copy(world):
+    with scratch_database() as target:
+        with contextlib.closing(connect(target)) as conn:
+            conn.cursor().execute("COMMENT ON DATABASE " + quote(target) + " IS 'kept by the in-place restore'")
+        said, _ = world.restore(target)
+        assert not any("while it downloaded" in line for line in said)
+        assert any(line.startswith("fetched and verified") for line in said), said
+        assert table_fingerprints(target) == table_fingerprints(world.source)
+        with contextlib.closing(connect(target)) as conn:
+            comment = conn.cursor().execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                                            "WHERE datname = ?", target).fetchone()[0]
+        assert comment == "kept by the in-place restore"         # the database itself was not replaced
+
+
+def test_restore_while_fetching_off_stages_first(world):
+    target = unique_name("dr_staged")
+    try:
+        said, _ = world.restore(target, restore_while_fetching=False)
+        assert any(line.startswith("fetched and verified") for line in said)
+        assert table_fingerprints(target) == table_fingerprints(world.source)
+    finally:
+        drop_database(target)
+
+
+def test_an_archive_pg_restore_cannot_read_from_a_pipe_is_restored_from_a_staged_copy(world, tmp_path):
+    """pg_restore refuses an archive whose data it must seek to ("out-of-order restore request"); real pg_dump
+    archives of plain tables never need it, so a wrapper answers as pg_restore does for one, on a pipe only."""
+    wrapper = tmp_path / "pg_restore"
+    wrapper.write_text("#!/bin/sh\n"
+                       'case " $* " in *" --list "*) exec pg_restore "$@";; esac\n'
+                       'if [ -p /dev/stdin ]; then cat > /dev/null; echo "pg_restore: error: could not find block '
+                       'ID 3347 in archive -- possibly due to out-of-order restore request, which cannot be handled '
+                       'due to non-seekable input file" >&2; exit 1; fi\n'
+                       'exec pg_restore "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    target = unique_name("dr_seek")
+    try:
+        said, _ = world.restore(target, pg_restore=str(wrapper))
+        assert any("cannot restore this archive from a stream" in line for line in said), said
+        assert any(line.startswith("fetched and verified") for line in said)
+        assert table_fingerprints(target) == table_fingerprints(world.source) and scratch_databases() == []
+    finally:
+        drop_database(target)
+
+
+def test_the_lister_reads_only_the_start_of_the_archive_and_a_longer_table_of_contents_stages_first(world,
+                                                                                                   monkeypatch):
+    """pg_restore --list is fed the first LIST_PREFIX bytes only (the table of contents comes first): enough for
+    this archive's at 64 KiB; at 2,000 bytes it is cut inside the table of contents, and the restore falls back to
+    a staged copy instead of failing."""
+    assert world.dump.stat().st_size > 1 << 20
+    for prefix, streamed in ((64 << 10, True), (2000, False)):
+        monkeypatch.setattr(postgres_stream, "LIST_PREFIX", prefix)
+        target = unique_name("dr_prefix")
+        try:
+            said, _ = world.restore(target)
+            assert any("while it downloaded" in line for line in said) is streamed, said
+            if not streamed:
+                assert any("table of contents is larger than" in line for line in said), said
+            assert table_fingerprints(target) == table_fingerprints(world.source) and scratch_databases() == []
+        finally:
+            drop_database(target)
