@@ -14,8 +14,8 @@ fresh database, the two tools alternately:
   that call.
 - ``ours-staged``: the same with ``restore_while_fetching`` off (as for an existing target): the artifact
   fetched and verified into a private staged file first, pg_restore --list checked, pg_restore.
-- ``peer``: ``rclone copyto`` the dump back to a local file, then ``pg_restore --no-owner --exit-on-error``
-  into a database created beforehand (untimed): process wall times, no verification.
+- ``peer``: ``createdb`` (ours creates its database inside its time too), ``rclone copyto`` the dump back to a
+  local file, then ``pg_restore --no-owner --exit-on-error`` into it: process wall times, no verification.
 
 Peak RSS: our worker process's VmHWM, pg_restore and rclone polled from /proc. Targets (issue 17): ours
 <= 1.0x the peer's time, worker RSS <= 200 MiB.
@@ -85,17 +85,15 @@ def rclone_env(server) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 
 def peer(server, database: str, target: str, work: Path) -> dict:  # type: ignore[no-untyped-def]
-    from tests.fixtures.postgres import connect
     dump = work / "peer-restore.dump"
-    with contextlib.closing(connect()) as conn:
-        conn.cursor().execute(f'CREATE DATABASE "{target}"')
+    create_s, _, _, _ = run(["createdb", target], pg_env("postgres"))
     copy_s, copy_rss, _, _ = run(["rclone", "copyto", "bench:bench-peer/peer.dump", str(dump), "--s3-no-head",
                                   "-q"], rclone_env(server))
     restore_s, restore_rss, _, _ = run(["pg_restore", "--no-owner", "--exit-on-error", f"--dbname={target}",
                                         str(dump)], pg_env(target))
     dump.unlink()
-    return {"seconds": copy_s + restore_s, "rss": copy_rss, "pg_restore": restore_rss,
-            "phases": {"copy": copy_s, "pg_restore": restore_s}}
+    return {"seconds": create_s + copy_s + restore_s, "rss": copy_rss, "pg_restore": restore_rss,
+            "phases": {"createdb": create_s, "copy": copy_s, "pg_restore": restore_s}}
 
 
 def drop(database: str) -> None:

@@ -55,6 +55,7 @@ def test_blobs_come_back_checked_and_the_pack_goes_when_no_file_needs_it(repo, t
                     assert stat.S_IMODE(spilled.stat().st_mode) == 0o600
         # And once the last blob is read, nothing of it is left, on disk or in memory
         assert not (cache.dir / pack).exists() and not cache._held and cache._memory == memory
+        assert cache.spilled == (1 if memory == 0 else 0)          # what the restore's log line reports
     finally:
         cache.close()
     assert not cache.dir.exists()

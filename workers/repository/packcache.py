@@ -126,10 +126,11 @@ class PackCache:
         self._fetcher_count = fetchers
         self._stop = threading.Event()
         self._fetchers: list[threading.Thread] = []
-        self._memory = memory                                   # bytes still free for packs held in memory
+        self._memory = self._budget = memory                    # bytes still free for packs held in memory
         self._sizes = _pack_sizes(repo, refs)                   # each needed pack's plaintext size, from the index
         self._held: dict[str, memoryview] = {}                  # decoded packs in memory
         self._reserved: dict[str, int] = {}                     # memory budget each fetched pack took
+        self.spilled = 0                                        # packs decoded to the private directory
 
     @property
     def largest_in_memory(self) -> int:
@@ -183,6 +184,8 @@ class PackCache:
                 return view
             spool.fh.close()
             spool.path.rename(path)
+            with self._guard:
+                self.spilled += 1
             self._give_back(pack)                   # on disk: its memory budget is free again
             return path
 
@@ -229,6 +232,8 @@ class PackCache:
                 self._drop(pack)
 
     def close(self) -> None:
+        log.info("restore: %d of %d packs decoded to the private directory (over the %d MiB in memory)",
+                 self.spilled, len(self.refs), self._budget >> 20)
         self._stop.set()
         for _ in range(64):
             self._room.release()
