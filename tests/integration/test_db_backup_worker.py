@@ -82,6 +82,7 @@ def test_database_is_dumped_staged_on_smb_uploaded_and_restored_identically(env)
                           "--database", source, "--target-database", target, "--key", str(tmp / "key.pem"))
             assert out.returncode == 0, out.stderr
             assert "ONLINE" in out.stdout
+            assert "while it downloaded" in out.stdout         # the upload worker signed the dump's head hash
             # Then every table has the same rows
             assert table_fingerprints(target) == table_fingerprints(source)
             assert len(table_fingerprints(source)) >= 3

@@ -21,8 +21,9 @@ from tests.unit.forge import STAMP, database_set
 from workers.artifacts.service import ArtifactStore
 from workers.config import Settings
 from workers.dbbackup.restore import restore_from_set
+from workers.engines.base import RestoreOptions
 from workers.engines.postgres import PostgresEngine
-from workers.engines import postgres_stream
+from workers.artifacts import head
 from workers.engines.postgres_stream import SCRATCH_PREFIX, scratch_for
 from workers.runtime.errors import PermanentError
 from workers.storage.codec import KeyRing
@@ -30,6 +31,7 @@ from workers.storage.crypto import IntegrityError
 
 pytestmark = pytest.mark.integration
 SET = "20261203T020000Z-0000cafe"
+MISMATCH = RestoreOptions(allow_database_mismatch=True)        # an artifact named after another database
 
 
 @dataclass
@@ -41,12 +43,13 @@ class World:
     dump: Path
     root: Path
 
-    def restore(self, target: str, database: str | None = None, **settings) -> tuple[list[str], object]:
+    def restore(self, target: str, database: str | None = None, options: RestoreOptions | None = None,
+                **settings) -> tuple[list[str], object]:
         said: list[str] = []
         configured = self.settings.database.model_copy(update=settings)
         result = restore_from_set(self.settings.staging, configured, PostgresEngine(configured), self.store,
                                   self.keys, stamp=STAMP, set_id=SET, database=database or self.source,
-                                  target=target, say=said.append)
+                                  target=target, say=said.append, options=options)
         return said, result
 
     def artifact(self, name: str | None = None) -> str:
@@ -98,7 +101,8 @@ def test_a_verdict_that_fails_after_the_last_byte_leaves_no_target(world):
         raise PermanentError("stored bytes do not match the record")
 
     with pytest.raises(PermanentError, match="do not match the record"):
-        engine.restore_streamed(target, source_failing_at_the_end, total=world.dump.stat().st_size)
+        engine.restore_streamed(target, source_failing_at_the_end, total=world.dump.stat().st_size,
+                                verified_head=head.HEAD_BYTES)
     assert read == [world.dump.stat().st_size]                 # everything was fed to pg_restore
     assert not exists(target) and scratch_databases() == []
 
@@ -137,7 +141,7 @@ def test_a_damaged_archive_fails_clearly_and_leaves_nothing(world):
     garbage = world.root / "garbage.dump"
     garbage.write_bytes(b"PGDMP" + bytes(range(256)) * 64)     # a header's magic, then nonsense
     name = unique_name("dr_garbage")
-    world.store.put(world.artifact(name), lambda: open(garbage, "rb"))
+    world.store.put(world.artifact(name), lambda: open(garbage, "rb"), hash_head=True)
     with pytest.raises(PermanentError) as failed:
         world.restore(name, database=name)
     assert "pg_restore" in failed.value.message or "pg_dump archive" in failed.value.message
@@ -190,20 +194,60 @@ def test_an_archive_pg_restore_cannot_read_from_a_pipe_is_restored_from_a_staged
         drop_database(target)
 
 
-def test_the_lister_reads_only_the_start_of_the_archive_and_a_longer_table_of_contents_stages_first(world,
-                                                                                                   monkeypatch):
-    """pg_restore --list is fed the first LIST_PREFIX bytes only (the table of contents comes first): enough for
-    this archive's at 64 KiB; at 2,000 bytes it is cut inside the table of contents, and the restore falls back to
-    a staged copy instead of failing."""
+def test_a_table_of_contents_beyond_the_verified_head_is_restored_from_a_staged_copy(world, monkeypatch):
+    """Only the archive's first bytes, proven by the signed record's head hash, reach pg_restore --list, and
+    pg_restore starts only once they hold the whole table of contents: stored with a 64 KiB head this archive
+    streams; with a 2,000-byte head its table of contents does not fit, and it is restored from a staged copy."""
     assert world.dump.stat().st_size > 1 << 20
-    for prefix, streamed in ((64 << 10, True), (2000, False)):
-        monkeypatch.setattr(postgres_stream, "LIST_PREFIX", prefix)
-        target = unique_name("dr_prefix")
+    for size, streamed in ((64 << 10, True), (2000, False)):
+        monkeypatch.setattr(head, "HEAD_BYTES", size)
+        name = unique_name("dr_head")
+        world.store.put(world.artifact(name), lambda: open(world.dump, "rb"), hash_head=True)
+        assert world.store.record(world.artifact(name)).metadata["head_size"] == size
         try:
-            said, _ = world.restore(target)
+            said, _ = world.restore(name, database=name, options=MISMATCH)
             assert any("while it downloaded" in line for line in said) is streamed, said
             if not streamed:
-                assert any("table of contents is larger than" in line for line in said), said
-            assert table_fingerprints(target) == table_fingerprints(world.source) and scratch_databases() == []
+                assert any("table of contents is not inside its first 2,000 verified bytes" in line
+                           for line in said), said
+            assert table_fingerprints(name) == table_fingerprints(world.source) and scratch_databases() == []
         finally:
-            drop_database(target)
+            drop_database(name)
+
+
+def test_an_artifact_stored_without_a_head_hash_is_restored_from_a_staged_copy(world):
+    name = unique_name("dr_nohead")
+    world.store.put(world.artifact(name), lambda: open(world.dump, "rb"))       # as stored before heads
+    try:
+        said, _ = world.restore(name, database=name, options=MISMATCH)
+        assert not any("while it downloaded" in line for line in said)
+        assert table_fingerprints(name) == table_fingerprints(world.source)
+    finally:
+        drop_database(name)
+
+
+def test_a_replaced_artifact_runs_none_of_its_sql(world, tmp_path, monkeypatch):
+    """Someone who can write to the store replaces the artifact with another archive, encrypted to the public
+    certificate (AES-GCM authenticates it: they chose its key). The signed record still describes the original:
+    its first 64 KiB fail the head hash before pg_restore is started at all, so none of the archive's SQL runs."""
+    monkeypatch.setattr(head, "HEAD_BYTES", 64 << 10)
+    name = unique_name("dr_replaced")
+    world.store.put(world.artifact(name), lambda: open(world.dump, "rb"), hash_head=True)
+    with scratch_database() as other:
+        fill_sample(other, rows=5000)
+        with contextlib.closing(connect(other)) as conn:
+            conn.cursor().execute("CREATE TABLE planted (id int)")
+        forged = tmp_path / "forged.dump"
+        PostgresEngine(world.settings.database).backup(other, str(forged))
+    assert forged.stat().st_size > 64 << 10
+    world.store.put(f"{STAMP}/forged/databases/x.dump", lambda: open(forged, "rb"), hash_head=True)
+    store_root = world.root / "store"
+    (store_root / world.artifact(name)).write_bytes((store_root / STAMP / "forged/databases/x.dump").read_bytes())
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "pg_restore"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec pg_restore "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    with pytest.raises(IntegrityError, match="do not match the signed record's head hash"):
+        world.restore(name, database=name, options=MISMATCH, pg_restore=str(wrapper))
+    assert not calls.exists()                                  # neither pg_restore nor its lister ran
+    assert not exists(name) and scratch_databases() == []

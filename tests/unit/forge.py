@@ -127,6 +127,6 @@ def database_set(root: Path, set_id: str, source: str, name: str) -> tuple[Setti
     PostgresEngine(pg_settings()).backup(source, str(dump))
     store = configured_store(settings)
     plan_set(store.backend, set_id, "databases")
-    store.put(f"{STAMP}/{set_id}/databases/{name}.dump", lambda: open(dump, "rb"))
+    store.put(f"{STAMP}/{set_id}/databases/{name}.dump", lambda: open(dump, "rb"), hash_head=True)  # as uploaded
     write_marker(store.backend, STAMP, set_id, {"stamp": STAMP, "backup_set_id": set_id})
     return settings, store, dump

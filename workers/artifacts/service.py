@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, Callable, ContextManager, Mapping
 
 from cryptography.x509 import Certificate
 
+from workers.artifacts.head import HeadHash
 from workers.artifacts.reading import ArtifactReading, _Counting, sha256_of
 from workers.artifacts.records import (RECORD_SUFFIX, OverwriteError, StoredArtifact, read_record,
                                        record_body)
@@ -125,18 +126,23 @@ class ArtifactStore(ArtifactReading):
     # ---- put -------------------------------------------------------------------------------------
     def put(self, key: str, open_source: Opener, *, known_sha256: str | None = None,
             require_encryption: bool = False, progress: Progress | None = None,
-            replace_uncommitted: bool = False, metadata: Mapping[str, Any] | None = None) -> StoredArtifact:
+            replace_uncommitted: bool = False, metadata: Mapping[str, Any] | None = None,
+            hash_head: bool = False) -> StoredArtifact:
         """Store what ``open_source()`` yields under ``key``; an identical artifact already there is kept, a
         different one refused (OverwriteError) unless ``replace_uncommitted``: the caller owns the key and
         knows what is there was never committed (a manifest whose snapshot has no summary yet). ``metadata``
-        goes into the record of a newly stored artifact (an identical one already there keeps its record)."""
+        goes into the record of a newly stored artifact (an identical one already there keeps its record);
+        ``hash_head`` adds the SHA-256 of the plaintext's first bytes to it (:mod:`workers.artifacts.head`)."""
         existing = self._reuse(key, open_source, known_sha256, require_encryption, not replace_uncommitted)
         if existing is not None:
             return existing
         with open_source() as source:
-            encoded = encode(_Counting(source, progress), compress=self.compress, recipient=self.certificate,
-                             level=self.level)
+            head = HeadHash(source) if hash_head else None
+            encoded = encode(_Counting(head or source, progress), compress=self.compress,
+                             recipient=self.certificate, level=self.level)
             landed = self.backend.put(key, encoded, metadata=_object_metadata(encoded))
+        if head is not None:
+            metadata = {**(metadata or {}), **head.facts()}
         if known_sha256 and encoded.plaintext_sha256 != known_sha256:
             self._discard(key)
             raise TransientError(f"staged file for {key} changed while it was read (SHA-256 differs from the "

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from workers.artifacts.head import VerifiedHead, head_facts
 from workers.artifacts.setmanifest import artifact_key
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
 from workers.artifacts.logchain import chain, is_log, log_database
@@ -179,19 +180,29 @@ def restore_from_set(staging: StagingSettings, configured: DatabaseSettings, eng
 def _streamed(engine: DatabaseEngine, store: ArtifactStore, keys, *, stamp: str, set_id: str, database: str,
               target: str, progress, say, fetch_progress, options: RestoreOptions) -> RestoreResult | None:
     """A new database restored while its artifact is fetched, where the engine can (PostgreSQL: into a scratch
-    database renamed once every hash checked out); None where it cannot: a striped backup, an existing target,
-    an archive pg_restore must seek in."""
+    database renamed once every hash checked out; the archive's first bytes, whose SQL pg_restore runs at once,
+    proven by the signed record's head hash before any of them is used); None where it cannot: a striped backup,
+    an existing target, an artifact stored without a head hash, an archive pg_restore must seek in."""
     restores_while_fetching = getattr(engine, "restores_while_fetching", None)
     found = backup_keys(store, stamp, set_id, engine.name, database)
     if restores_while_fetching is None or len(found) != 1 or not restores_while_fetching(target):
         return None
-    key, record = found[0], store.record(found[0])
-    bar = (fetch_progress or _Silent)(f"fetch {Path(key).name}", record.stored_size if record else 0)
+    key, record = found[0], store.trusted_record(found[0])
+    head = head_facts(record.metadata) if record else None
+    if record is None or head is None:             # stored before heads were hashed: its SQL cannot be proven first
+        return None
+    bar = (fetch_progress or _Silent)(f"fetch {Path(key).name}", record.stored_size)
+
+    @contextlib.contextmanager
+    def open_source():
+        with store.open_plain(key, keys=keys, progress=bar, read_ahead=True) as plain:
+            yield VerifiedHead(plain, *head)
+
     try:
         with contextlib.closing(bar):
             result = engine.restore_streamed(      # type: ignore[attr-defined]
-                target, lambda: store.open_plain(key, keys=keys, progress=bar, read_ahead=True),
-                total=record.plaintext_size if record else 0, progress=progress, options=options)
+                target, open_source, total=record.plaintext_size, verified_head=head[1], progress=progress,
+                options=options)
     except NeedsSeekableArchive as exc:
         say(f"{exc.message}: fetching and verifying {key} into a staged copy first")
         return None

@@ -151,12 +151,14 @@ class PostgresEngine:
         with self._cursor(self.settings.pg_maintenance_db) as cursor:
             return not cursor.execute("SELECT 1 FROM pg_database WHERE datname = ?", database).fetchall()
 
-    def restore_streamed(self, database: str, open_source, *, total: int, progress: Progress | None = None,
-                         options: RestoreOptions | None = None) -> RestoreResult:
+    def restore_streamed(self, database: str, open_source, *, total: int, verified_head: int,
+                         progress: Progress | None = None, options: RestoreOptions | None = None) -> RestoreResult:
         """Restore the new ``database`` from the archive ``open_source()`` yields while it is read, into a scratch
-        database renamed once everything is verified (:mod:`workers.engines.postgres_stream`)."""
+        database renamed once everything is verified (:mod:`workers.engines.postgres_stream`; the source proves
+        its first ``verified_head`` bytes before it returns them)."""
         self._valid("database", database)
-        return restore_streamed(self, database, open_source, total=total, options=options, progress=progress)
+        return restore_streamed(self, database, open_source, total=total, verified_head=verified_head,
+                                options=options, progress=progress)
 
     def rename(self, database: str, new_name: str) -> None:
         """ALTER DATABASE ... RENAME TO (fails when ``new_name`` exists or ``database`` has sessions)."""

@@ -1,9 +1,12 @@
 """Restoring a PostgreSQL database that does not exist yet while its dump is still arriving.
 
 The plaintext stream (fetched, decrypted, decompressed and hashed as it goes) is piped into ``pg_restore``,
-which restores it into a scratch database on the same server, and into ``pg_restore --list``, which reads the
-archive's table of contents. No client sees restored data before it is proven. The scratch database is renamed
-to the target only when all of these hold:
+which restores it into a scratch database on the same server. pg_restore runs the SQL of the archive's table of
+contents as soon as it has read it, so that SQL is proven first: the source checks the archive's first bytes
+against a hash in the signed record before it returns any of them (``workers.artifacts.head``), those bytes go to
+``pg_restore --list``, and pg_restore starts only once the listing shows the table of contents ends inside them.
+What follows is table data, fed through COPY into the scratch database. No client sees it before it is proven:
+the scratch database is renamed to the target only when all of these hold:
 
 - the stream was read to its end and its signed SHA-256 matched (the source's block exited cleanly);
 - pg_restore succeeded;
@@ -16,8 +19,8 @@ first.
 
 An existing target is not restored this way: replacing it in place (pg_restore ``--clean`` from a verified
 staged copy, :meth:`PostgresEngine.restore`) keeps its owner, grants and settings. An archive that pg_restore
-cannot read from a pipe (out-of-order data) raises :class:`NeedsSeekableArchive`, and the caller falls back to
-the staged copy.
+cannot read from a pipe (out-of-order data), or whose table of contents does not fit in the verified head, raises
+:class:`NeedsSeekableArchive`, and the caller falls back to the staged copy.
 """
 from __future__ import annotations
 
@@ -25,7 +28,9 @@ import collections
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import logging
+import os
 import subprocess
 import threading
 import time
@@ -41,7 +46,6 @@ log = logging.getLogger(__name__)
 
 SCRATCH_PREFIX = "appsvc_dr_restoring_"
 CHUNK = 1 << 20
-LIST_PREFIX = 64 << 20                # the most of the archive its table of contents may take to stream
 PIPE_BYTES = 1 << 20                  # pg_restore keeps reading while the next chunk decodes (Linux default: 64 KiB)
 _OUT_OF_ORDER = "out-of-order restore request"
 
@@ -56,16 +60,18 @@ def scratch_for(target: str) -> str:
 
 
 def restore_streamed(engine, database: str, open_source: Callable[[], ContextManager[BinaryIO]], *, total: int,
-                     options: RestoreOptions | None = None, progress: Progress | None = None) -> RestoreResult:
+                     verified_head: int, options: RestoreOptions | None = None,
+                     progress: Progress | None = None) -> RestoreResult:
     """Restore the archive ``open_source()`` yields into the new database ``database`` of ``engine`` (a
-    :class:`~workers.engines.postgres.PostgresEngine`), as the module says. ``total`` is the plaintext size, for
-    ``progress`` percentages."""
+    :class:`~workers.engines.postgres.PostgresEngine`), as the module says. The source proves its first
+    ``verified_head`` bytes before it returns any of them (``workers.artifacts.head``), and the rest by the end of
+    its block. ``total`` is the plaintext size, for ``progress`` percentages."""
     started, reporter = time.monotonic(), ProgressReporter(progress)
     scratch = scratch_for(database)
     engine.drop(scratch)                                   # a leftover of a run killed before its rename
     engine.create(scratch)
     try:
-        listing = _pipe(engine, scratch, open_source, total, reporter)
+        listing = _pipe(engine, scratch, open_source, total, verified_head, reporter)
         entries, held = parse_listing(listing)
         engine.check_archive(database, held, options or RestoreOptions())
         expected = sum(1 for kind in entries if kind == "TABLE")
@@ -83,80 +89,77 @@ def restore_streamed(engine, database: str, open_source: Callable[[], ContextMan
                          tables=len(tables), rows=sum(rows.values()))
 
 
-class _Tee:
-    """Writes to pg_restore, and the first ``LIST_PREFIX`` bytes to the lister: the table of contents is at the
-    start of the archive, and pg_restore --list ends well at the end of its input once it has read it. ``cut``:
-    the lister saw less than the whole archive."""
-
-    def __init__(self, restore: IO[bytes], lister: IO[bytes]) -> None:
-        self.restore, self.lister, self.listed, self.cut = restore, lister, 0, False
-
-    def write(self, data: bytes) -> int:
-        part = data[:LIST_PREFIX - self.listed] if self.listed < LIST_PREFIX else b""
-        self.listed += len(part)
-        self.cut = self.cut or len(part) < len(data)
-        if self.lister is not None and part:
-            try:
-                self.lister.write(part)
-            except BrokenPipeError:                     # it stopped reading: its exit status says why
-                self.lister = None
-        if self.lister is not None and self.listed >= LIST_PREFIX:
-            with contextlib.suppress(OSError):
-                self.lister.close()
-            self.lister = None
-        self.restore.write(data)
-        return len(data)
-
-
-def _pipe(engine, scratch: str, open_source, total: int, reporter: ProgressReporter) -> str:
-    """Feed the archive to pg_restore (into ``scratch``) and pg_restore --list; the listing's text."""
+def _pipe(engine, scratch: str, open_source, total: int, verified_head: int, reporter: ProgressReporter) -> str:
+    """The listing of the archive's first ``verified_head`` bytes; then the whole archive fed to pg_restore (into
+    ``scratch``). pg_restore runs the table of contents' SQL as soon as it has read it, so it starts only once
+    the lister proved that the table of contents ends inside those verified bytes."""
     tool, env = engine.settings.pg_restore, engine.tool_env(None)
-    argv = [tool, "--no-owner", "--exit-on-error", "--verbose", f"--dbname=dbname={conninfo_value(scratch)}"]
-    procs: list[subprocess.Popen] = []
-    try:
-        for command, out in ((argv, subprocess.DEVNULL), ([tool, "--list"], subprocess.PIPE)):
-            procs.append(subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=out,
-                                          stderr=subprocess.PIPE))
-    except OSError:
-        _stop(procs)
-        raise missing_tool("pg_restore", "APPSVC_DR_DATABASE__PG_RESTORE") from None
-    restore, lister = procs
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(restore.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)      # type: ignore[union-attr]
-    tail: collections.deque[str] = collections.deque(maxlen=40)
-    output: dict[str, bytes] = {}
-    readers = [threading.Thread(target=_lines, args=(restore.stderr, tail), daemon=True)] + [
-        threading.Thread(target=_slurp, args=(output, name, stream), daemon=True)
-        for name, stream in (("list", lister.stdout), ("list errors", lister.stderr))]
-    for thread in readers:
-        thread.start()
-    tee = _Tee(restore.stdin, lister.stdin)                                 # type: ignore[arg-type]
-    sink, done = WriteBehind(tee), 0
-    try:
-        with open_source() as plain:                    # leaving it cleanly = every hash checked
-            while data := plain.read(CHUNK):
+    with open_source() as plain:                        # leaving it cleanly = every hash checked
+        head, size = [], 0
+        while size < verified_head and (data := plain.read(min(CHUNK, verified_head - size))):
+            head.append(data)
+            size += len(data)
+        listing = _list(tool, env, head, size, cut=size == verified_head)
+        restore = _start(tool, env, [tool, "--no-owner", "--exit-on-error", "--verbose",
+                                     f"--dbname=dbname={conninfo_value(scratch)}"], subprocess.DEVNULL)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(restore.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)  # type: ignore[union-attr]
+        tail: collections.deque[str] = collections.deque(maxlen=40)
+        reader = threading.Thread(target=_lines, args=(restore.stderr, tail), daemon=True)
+        reader.start()
+        sink, done = WriteBehind(restore.stdin), 0                           # type: ignore[arg-type]
+        try:
+            for data in itertools.chain(head, iter(lambda: plain.read(CHUNK), b"")):
                 sink.write(data)
                 done += len(data)
                 if total:
                     reporter(min(99, done * 100 // total))
+            head = []
             sink.finish()
-    except BrokenPipeError:                             # pg_restore stopped reading: its own error says why
-        sink.abort()
-        _close(procs, readers)
-        _raise_failure(engine, restore, tail)
-        raise
-    except BaseException:
-        _stop(procs)
-        sink.abort()
-        _close(procs, readers)
-        raise
-    _close(procs, readers)
+        except BrokenPipeError:                         # pg_restore stopped reading: its own error says why
+            sink.abort()
+            _close(restore, reader)
+            _raise_failure(engine, restore, tail)
+            raise
+        except BaseException:
+            with contextlib.suppress(OSError):
+                restore.kill()
+            sink.abort()
+            _close(restore, reader)
+            raise
+    _close(restore, reader)
     _raise_failure(engine, restore, tail)
-    if lister.returncode != 0 and tee.cut:
-        raise NeedsSeekableArchive(f"the archive's table of contents is larger than the {LIST_PREFIX:,} bytes "
-                                   "read for it while streaming", hint="It is restored from a staged copy instead.")
+    return listing
+
+
+def _start(tool: str, env: dict[str, str], argv: list[str], out) -> subprocess.Popen:
+    try:
+        return subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE)
+    except OSError:
+        raise missing_tool(os.path.basename(tool), "APPSVC_DR_DATABASE__PG_RESTORE") from None
+
+
+def _list(tool: str, env: dict[str, str], head: list[bytes], size: int, *, cut: bool) -> str:
+    """pg_restore --list of the archive's first bytes (``cut``: the archive goes on after them)."""
+    lister = _start(tool, env, [tool, "--list"], subprocess.PIPE)
+    output: dict[str, bytes] = {}
+    threads = [threading.Thread(target=_slurp, args=(output, name, stream), daemon=True)
+               for name, stream in (("list", lister.stdout), ("errors", lister.stderr))]
+    for thread in threads:
+        thread.start()
+    with contextlib.suppress(BrokenPipeError):          # it stops reading where it fails: its status says why
+        for data in head:
+            lister.stdin.write(data)                    # type: ignore[union-attr]
+    with contextlib.suppress(OSError):
+        lister.stdin.close()                            # type: ignore[union-attr]
+    lister.wait()
+    for thread in threads:
+        thread.join()
+    if lister.returncode != 0 and cut:
+        raise NeedsSeekableArchive(f"the archive's table of contents is not inside its first {size:,} "
+                                   "verified bytes", hint="It is restored from a staged copy instead.")
     if lister.returncode != 0 or not output.get("list"):
-        detail = output.get("list errors", b"").decode(errors="replace").strip()[-500:]
+        detail = output.get("errors", b"").decode(errors="replace").strip()[-500:]
         raise PermanentError(f"the archive is not a readable pg_dump archive: {detail or 'pg_restore --list failed'}",
                              hint="The dump is damaged, truncated or not a custom-format archive: restore another "
                                   "backup set.")
@@ -174,21 +177,12 @@ def _lines(stream: IO[bytes], tail: collections.deque[str]) -> None:
             tail.append(line)
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        with contextlib.suppress(OSError):
-            proc.kill()
-
-
-def _close(procs: list[subprocess.Popen], readers: list[threading.Thread]) -> None:
-    """End the input of every process, wait for it, and for what it wrote to be read."""
-    for proc in procs:
-        with contextlib.suppress(OSError):
-            proc.stdin.close()                          # type: ignore[union-attr]
-    for proc in procs:
-        proc.wait()
-    for thread in readers:
-        thread.join()
+def _close(proc: subprocess.Popen, reader: threading.Thread) -> None:
+    """End pg_restore's input, wait for it and for its output to be read."""
+    with contextlib.suppress(OSError):
+        proc.stdin.close()                              # type: ignore[union-attr]
+    proc.wait()
+    reader.join()
 
 
 def _raise_failure(engine, restore: subprocess.Popen, tail: collections.deque[str]) -> None:

@@ -61,7 +61,8 @@ class UploadHandler:
         p, (staged, staged_key) = event.payload, located
         stored = self.store.put(key, lambda: staged.open(staged_key), known_sha256=p.sha256,
                                 require_encryption=p.component == "secrets",
-                                progress=lambda n: ctx.progress(self.counter, n), metadata=p.metadata)
+                                progress=lambda n: ctx.progress(self.counter, n), metadata=p.metadata,
+                                hash_head=p.component == "databases")   # restored while downloaded
         if p.size is not None and stored.plaintext_size != p.size:
             raise PermanentError(f"staged file {p.staged_path} has {stored.plaintext_size} bytes, the event "
                                  f"says {p.size}", hint="The producer staged an incomplete file; re-run its "
