@@ -127,7 +127,6 @@ class ArtifactReading:
         return rec
 
 
-
 class _Discard(io.RawIOBase):
     def writable(self) -> bool:
         return True

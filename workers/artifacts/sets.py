@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Mapping
 
-from contracts.envelope import FUTURE_SKEW, NAME_PATTERN, SET_ID, Envelope, is_future, set_id_time
+from contracts.envelope import NAME_PATTERN, SET_ID, Envelope, is_future, set_id_time
 from workers.artifacts.setmanifest import MANIFEST, PLAN, BackupSet
 from workers.artifacts.service import RECORD_SUFFIX
 from workers.artifacts.logchain import is_log
