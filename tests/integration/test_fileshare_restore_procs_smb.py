@@ -1,12 +1,15 @@
 """A restore to a real Samba share from a real (moto) S3 repository with the large files written by writer
 processes (``workers.fileshare.restoreprocs``): exact bytes and mtimes; a damaged blob, a writer's own failure and
 writers killed half-way each fail only their file, leave no temporary file and change no file already there; a
-second run completes the restore."""
+second run completes the restore. Without writer processes the large files are restored pack by pack
+(``workers.fileshare.restorestream``), exactly, with no pack decoded to local disk."""
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import random
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -91,6 +94,20 @@ def test_large_files_written_by_writer_processes_are_exact(smb_server, stored, t
     assert writers_alive() == []
 
 
+def test_large_files_restored_pack_by_pack_to_the_share_are_exact(smb_server, stored, tmp_path, caplog):
+    # Given a snapshot with 5 large files in 4 MiB packs, and an empty folder of the share
+    repo, keys, manifest, src = stored
+    target, unc = share_dir(smb_server)
+    caplog.set_level(logging.INFO, logger="workers")
+    # When it is restored in this process (no writer processes)
+    report = Restorer(repo, tree(smb_server, unc), keys=keys, writers=0, temp_root=tmp_path / "t").run(manifest)
+    # Then every file and directory is there with its bytes and mtime, and nothing else
+    assert report.exact and picture(target) == picture(src) and partials(target) == []
+    # And the large files were streamed pack by pack (positional WRITEs), no pack decoded to local disk
+    assert f"restore: {len(LARGE)} large file(s) streamed from" in caplog.text
+    assert re.search(r"restore: 0 of \d+ packs decoded to the private directory", caplog.text)
+
+
 def obstructed(smb) -> tuple[Path, str]:
     """A target folder with the operator's own copy of media/b.bin, and a directory where media/c.bin's temporary
     file would go (so it cannot be created)."""
@@ -102,7 +119,8 @@ def obstructed(smb) -> tuple[Path, str]:
     return target, unc
 
 
-def test_damaged_blob_and_writer_failure_fail_only_their_files(smb_server, stored, tmp_path):
+def test_damaged_blob_and_writer_failure_fail_only_their_files(smb_server, stored, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="workers")
     # Given two such target folders
     repo, keys, manifest, src = stored
     (target, unc), (control, control_unc) = obstructed(smb_server), obstructed(smb_server)
@@ -117,7 +135,9 @@ def test_damaged_blob_and_writer_failure_fail_only_their_files(smb_server, store
     reports = [Restorer(repo, tree(smb_server, where), keys=keys, writers=writers, writers_from=0,
                         temp_root=tmp_path / "t", retries=0).run(manifest)
                for where, writers in ((unc, 2), (control_unc, 0))]
-    # Then exactly those two files are listed, with the same reasons and hints as when written in-process
+    # Then exactly those two files are listed, with the same reasons and hints as when written in-process (where
+    # the pack-by-pack restore gave them up first)
+    assert "media/b.bin" in caplog.text and "left to the file-by-file restore" in caplog.text
     assert sorted(reports[0].failed, key=str) == sorted(reports[1].failed, key=str)
     failed = {f.path: f for f in reports[0].failed}
     assert sorted(failed) == ["media/b.bin", "media/c.bin"]

@@ -72,12 +72,13 @@ class ArtifactReading:
         return rec
 
     def open_plain(self, key: str, *, keys: KeyRing | None = None, progress: Progress | None = None,
-                   read_ahead: bool = False) -> ContextManager[BinaryIO]:
+                   read_ahead: bool = False, check_stored: bool = True) -> ContextManager[BinaryIO]:
         """A readable stream of the plaintext of ``key``. Reading it to the end verifies every hash; a
         mismatch raises from ``read`` (or on leaving the block), so never trust data not read to EOF.
         ``read_ahead``: the stored bytes are received on a thread of their own while the caller decodes (for one
-        large sequential read, e.g. a database dump; a few MiB more memory)."""
-        return self._plain(self._required_record(key, keys is not None), keys, progress, read_ahead=read_ahead)
+        large sequential read, e.g. a database dump; a few MiB more memory). ``check_stored``: see :meth:`get`."""
+        return self._plain(self._required_record(key, keys is not None), keys, progress, check_stored,
+                           read_ahead=read_ahead)
 
     @contextlib.contextmanager
     def _plain(self, rec: StoredArtifact, keys: KeyRing | None, progress: Progress | None,

@@ -273,6 +273,9 @@ def _local_errors(rel: str) -> Iterator[None]:
         raise FileProblem("vanished", f"{rel or '/'}: no longer exists") from exc
     except PermissionError as exc:
         raise FileProblem("denied", f"{rel or '/'}: access denied") from exc
+    except (IsADirectoryError, NotADirectoryError) as exc:   # e.g. a directory where its temporary file goes
+        raise FileProblem("denied", f"{rel or '/'}: {os.strerror(exc.errno or 0).lower()}: "
+                                    f"{shown(exc.filename or rel)}") from exc
     except OSError as exc:
         if exc.errno in (errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.ENOTCONN, errno.EHOSTDOWN):
             raise SourceUnavailable(f"{rel or '/'}: {os.strerror(exc.errno or 0)}") from exc

@@ -35,6 +35,7 @@ from workers.fileshare.budget import message_buffers_reused, release_memory
 from workers.fileshare.restoreplan import READONLY_IN_THE_WAY, Plan, Planner, Step, aside_name
 from workers.fileshare.restoreprocs import WriterPool
 from workers.fileshare.restorereport import HINTS, Failure, RestoreReport
+from workers.fileshare.restorestream import StreamedRestore
 from workers.fileshare.tree import ATTRIBUTES, READONLY, FileProblem, Tree
 from workers.repository.manifest import Entry, Manifest, check_entries
 from workers.repository.index import BlobPlace
@@ -68,10 +69,11 @@ class Restorer:
     def __init__(self, repo: Repository, target: Tree, *, keys: KeyRing | None = None, transfers: int = 8,
                  progress: Callable[[int], None] = lambda nbytes: None, overwrite: bool = False,
                  attributes: bool = True, retries: int = 3, wait: float = 5.0, temp_root: Path | None = None,
-                 writers: int = WRITERS, writers_from: int = WRITERS_FROM) -> None:
+                 writers: int = WRITERS, writers_from: int = WRITERS_FROM, streamed: bool = True) -> None:
         self.repo, self.target, self.keys, self.transfers, self.progress = repo, target, keys, transfers, progress
         self.overwrite, self.attributes, self.retries, self.wait = overwrite, attributes, retries, wait
         self.temp_root, self.writers, self.writers_from = temp_root, writers, writers_from
+        self.streamed = streamed                                 # large files pack by pack (``restorestream``)
         self._large = threading.Semaphore(LARGE_IN_FLIGHT)      # set again per run (fewer with writer processes)
         self._open_write: Callable = target.open_write           # or a writer process's (``restoreprocs``)
 
@@ -203,6 +205,9 @@ class Restorer:
             same = list(pool.map(self._identical, steps))
         todo = [s for s, identical in zip(steps, same, strict=True) if not identical]
         report.files_identical = len(steps) - len(todo)
+        written: list[Step] = [s for s, identical in zip(steps, same, strict=True) if identical]
+        if writers is None and self.streamed:
+            todo = self._streamed(todo, report, written)
         refs = Counter(self.repo.index.place(b).pack for s in todo for b in s.entry.blobs)
         order = {p: i for i, p in enumerate(sorted(refs))}
         todo.sort(key=lambda s: min((order[self.repo.index.place(b).pack] for b in s.entry.blobs), default=-1))
@@ -212,7 +217,6 @@ class Restorer:
         packs = need_order(todo, self.repo.index.place, large)
         cache = PackCache(self.repo, self.keys, refs, temp_root=self.temp_root, ahead=large + FETCHERS)
         message_buffers_reused(cache.largest_in_memory)
-        written: list[Step] = [s for s, identical in zip(steps, same, strict=True) if identical]
         try:
             cache.prefetch(packs)
             with ThreadPoolExecutor(self.transfers) as pool:
@@ -224,6 +228,21 @@ class Restorer:
         finally:
             cache.close()
         return written
+
+    def _streamed(self, todo: list[Step], report: RestoreReport, written: list[Step]) -> list[Step]:
+        """Restore the large files with nothing to resolve first pack by pack (``restorestream``); what is left."""
+        plain = [s for s in todo if s.entry.size > SMALL and not s.resolve and
+                 not (s.existing is not None and s.existing.attrs & READONLY)]
+        if not plain:
+            return todo
+        done, _ = StreamedRestore(self.repo, self.keys, self.target.open_write, self.target.set_meta,
+                                  attributes=self.attributes, progress=self.progress).run(plain)
+        for step in done:
+            report.bytes_written += step.entry.size
+            report.files_restored += 1
+            written.append(step)
+        finished = {id(s) for s in done}
+        return [s for s in todo if id(s) not in finished]
 
     def _identical(self, step: Step) -> bool:
         if step.action != "check":

@@ -261,3 +261,7 @@ class _Translating:
     def write(self, data) -> int:
         with self._tree._errors(self._rel):
             return self._fh.write(data)
+
+    def write_at(self, offset: int, data) -> int:
+        with self._tree._errors(self._rel):
+            return self._fh.write_at(offset, data)      # type: ignore[attr-defined]

@@ -40,6 +40,15 @@ class PipelinedWriter:
                 self._send()
         return n
 
+    def write_at(self, offset: int, data) -> int:
+        """Write ``data`` at ``offset`` (a restore streamed pack by pack writes a file's blobs where they go, in
+        any order): joined with the gathered bytes when it continues them, else those are sent first."""
+        if self._held and self._offset + self._held != offset:
+            self._send()
+        if not self._held:
+            self._offset = offset
+        return self.write(data)
+
     def flush(self) -> None:
         if self._held:
             self._send()

@@ -33,7 +33,7 @@ import re
 import secrets
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, ContextManager, Iterator
 
 import zstandard
 
@@ -230,6 +230,11 @@ class Repository:
         every blob it takes from it against its id (a restore), so the SHA-256 of the stored bytes (one more pass
         over every byte) is skipped; the record is still read and its signature checked."""
         self.data.get(self.pack_key(pack), out, keys=keys, check_stored=not blobs_checked)
+
+    def open_pack(self, pack: str, keys: KeyRing | None) -> ContextManager[BinaryIO]:
+        """The pack's plaintext as a stream, for a caller that checks every blob it takes against its id (the
+        stored bytes are not hashed; see :meth:`read_pack`)."""
+        return self.data.open_plain(self.pack_key(pack), keys=keys, check_stored=False)
 
     # ---- snapshots -------------------------------------------------------------------------------
     def put_manifest(self, manifest: Manifest) -> StoredArtifact:

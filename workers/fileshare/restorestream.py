@@ -1,0 +1,274 @@
+"""Large files restored pack by pack: each pack they need is streamed from the store once, blob by blob, and each
+blob, once its SHA-256 matches its id, is written straight to every place it goes (a positional write into each
+file's temporary name), so no decoded pack is held in memory or spilled to local disk (``packcache``, which the
+file-by-file restore needs: the sync packs the chunks of the large files it reads at once together, so nearly
+every pack holds parts of two or three files, docs/performance.md).
+
+The packs are taken in the order the files need them (each file's packs in the order of its blobs, merged: the
+order the backup wrote them, where the files agree on it), ``packs_at_once`` of them streamed at once. A file is
+open from its first pack to its last; which files are restored here is chosen before anything is fetched, so that
+at most ``max_open`` are open at once (each holds its SMB WRITEs in flight). A file is renamed into place once
+every one of its blobs is written (``open_write``: written under a temporary name beside it), then its mtime and
+attributes are set.
+
+Only what is plain is done here: a large file with no conflict to resolve first, written in this process. Every
+other file, and every file that fails here (a damaged or missing pack, a blob that does not match its id, an index
+whose places overlap or are larger than any chunk, a FileProblem of the target), is left to the file-by-file
+restore, which fetches what it needs again and reports a failure with its reason and hint as it always does; the
+temporary file of a file given up here is removed first, so nothing half-written is left.
+"""
+from __future__ import annotations
+
+import hashlib
+import heapq
+import logging
+import os
+import threading
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple
+
+from workers.fileshare.restoreplan import Step
+from workers.fileshare.tree import ATTRIBUTES
+from workers.repository.index import BlobPlace
+from workers.repository.paths import shown
+from workers.repository.repo import Repository
+from workers.storage.codec import KeyRing
+
+log = logging.getLogger("workers.fileshare.restore")
+PACKS_AT_ONCE = 3        # packs streamed at once (S3 GETs in flight)
+MAX_OPEN = 6             # files open at once (each holds up to 2 WRITEs of 2 MiB in flight and 2 MiB gathered)
+MAX_BLOB = 16 << 20      # the largest chunk is 4 x chunk_avg (at most 4 MiB): an index claiming more is not trusted here
+SKIP = 1 << 20
+
+
+@dataclass(eq=False)
+class _File:
+    step: Step
+    left: int                                   # blob places not written yet
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    ctx: Any = None                             # the open_write context, once open
+    write_at: Callable[[int, Any], object] | None = None
+    failed: bool = False
+    done: bool = False
+
+
+class _Use(NamedTuple):
+    offset: int                                 # in the pack's plaintext
+    length: int
+    blob: str
+    places: list[tuple[_File, int]]             # each file that holds the blob, and at which offset
+
+
+def pack_order(chains: list[list[str]]) -> list[str]:
+    """Every pack of ``chains`` (each file's packs in the order its blobs need them) once, each chain's packs in its
+    order where the chains agree (a topological merge; where they disagree, the earliest pack waiting goes first).
+    For files that were backed up together this is the order the packs were written."""
+    after: dict[str, set[str]] = defaultdict(set)
+    waiting: Counter = Counter()
+    first: dict[str, tuple[int, int]] = {}
+    for i, chain in enumerate(chains):
+        for j, pack in enumerate(chain):
+            first.setdefault(pack, (i, j))
+            waiting[pack] += 0
+        for a, b in zip(chain, chain[1:]):
+            if b not in after[a]:
+                after[a].add(b)
+                waiting[b] += 1
+    ready = [(first[p], p) for p in first if not waiting[p]]
+    heapq.heapify(ready)
+    left, order = set(first), []
+    while left:
+        if not ready:                           # the chains disagree (a cycle): the earliest pack left goes next
+            pack = min(left, key=first.__getitem__)
+            heapq.heappush(ready, (first[pack], pack))
+        _, pack = heapq.heappop(ready)
+        if pack not in left:
+            continue
+        left.remove(pack)
+        order.append(pack)
+        for nxt in after[pack]:
+            waiting[nxt] -= 1
+            if not waiting[nxt] and nxt in left:
+                heapq.heappush(ready, (first[nxt], nxt))
+    return order
+
+
+def admitted(spans: list[tuple[int, int]], max_open: int) -> list[bool]:
+    """Which files (each open from the position of its first pack to that of its last, ``spans``) can be restored
+    with at most ``max_open`` open at once, taken in the order they open."""
+    ends: list[int] = []
+    ok = [False] * len(spans)
+    for i in sorted(range(len(spans)), key=spans.__getitem__):
+        lo, hi = spans[i]
+        while ends and ends[0] < lo:
+            heapq.heappop(ends)
+        if len(ends) < max_open:
+            heapq.heappush(ends, hi)
+            ok[i] = True
+    return ok
+
+
+def positional(fh: Any) -> Callable[[int, Any], object]:
+    """``write_at(offset, data)`` of a file object ``open_write`` gave: its own (SMB), else ``os.pwrite``."""
+    own = getattr(fh, "write_at", None)
+    if own is not None:
+        return own
+    fd = fh.fileno()
+
+    def write_at(offset: int, data: Any) -> None:
+        view = memoryview(data).cast("B")
+        while len(view):
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
+    return write_at
+
+
+class StreamedRestore:
+    def __init__(self, repo: Repository, keys: KeyRing | None, open_write: Callable, set_meta: Callable, *,
+                 attributes: bool = True, progress: Callable[[int], None] = lambda n: None,
+                 packs_at_once: int = PACKS_AT_ONCE, max_open: int = MAX_OPEN) -> None:
+        self.repo, self.keys, self.open_write, self.set_meta = repo, keys, open_write, set_meta
+        self.attributes, self.progress = attributes, progress
+        self.packs_at_once, self.max_open = max(1, packs_at_once), max(1, max_open)
+        self.streamed: list[str] = []                           # packs streamed to their end of what was needed
+
+    def run(self, steps: list[Step]) -> tuple[list[Step], list[Step]]:
+        """Restore what can be restored here of ``steps`` (large files, no conflict to resolve): the steps restored,
+        and the steps left to the file-by-file restore."""
+        files, uses, order, rest = self._plan(steps)
+        if not files:
+            return [], rest
+        queue, queue_lock = iter(order), threading.Lock()
+
+        def work() -> None:
+            while True:
+                with queue_lock:
+                    pack = next(queue, None)
+                if pack is None:
+                    return
+                self._pack(pack, uses[pack])
+        threads = [threading.Thread(target=work, name=f"restore-stream-{i}", daemon=True)
+                   for i in range(min(self.packs_at_once, len(order)))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for f in files:
+            if not f.done:
+                self._give_up(f, "not every blob was written")      # a pack given up on: no longer waited for
+        done = [f.step for f in files if f.done]
+        rest += [f.step for f in files if not f.done]
+        log.info("restore: %d large file(s) streamed from %d pack(s); %d left to the file-by-file restore",
+                 len(done), len(self.streamed), len(rest))
+        return done, rest
+
+    def _plan(self, steps: list[Step]) -> tuple[list[_File], dict[str, list[_Use]], list[str], list[Step]]:
+        rest: list[Step] = []
+        layouts: list[tuple[Step, list[BlobPlace]]] = []
+        for step in steps:
+            try:
+                places = [self.repo.index.place(blob) for blob in step.entry.blobs]
+            except KeyError:
+                rest.append(step)
+                continue
+            if not places or sum(p.length for p in places) != step.entry.size or \
+                    any(p.length > MAX_BLOB or p.length <= 0 or p.offset < 0 for p in places):
+                rest.append(step)                               # the file-by-file restore says what is wrong
+                continue
+            layouts.append((step, places))
+        chains = [list(dict.fromkeys(p.pack for p in places)) for _, places in layouts]
+        order = pack_order(chains)
+        position = {pack: i for i, pack in enumerate(order)}
+        spans = [(min(position[p] for p in c), max(position[p] for p in c) + self.packs_at_once - 1) for c in chains]
+        files: list[_File] = []
+        found: dict[str, dict[str, _Use]] = defaultdict(dict)
+        for (step, places), ok in zip(layouts, admitted(spans, self.max_open), strict=True):
+            if not ok:
+                rest.append(step)
+                continue
+            f = _File(step, left=len(places))
+            files.append(f)
+            at = 0
+            for blob, place in zip(step.entry.blobs, places, strict=True):
+                use = found[place.pack].get(blob)
+                if use is None:
+                    use = found[place.pack][blob] = _Use(place.offset, place.length, blob, [])
+                use.places.append((f, at))
+                at += place.length
+        uses = {pack: sorted(blobs.values(), key=lambda u: u.offset) for pack, blobs in found.items()}
+        return files, uses, [p for p in order if p in uses], rest
+
+    def _pack(self, pack: str, uses: list[_Use]) -> None:
+        """Stream ``pack`` and write each blob it holds for a file here; on any failure, the files still waiting for
+        it are given up (the file-by-file restore fetches and reports them)."""
+        pos = 0
+        try:
+            with self.repo.open_pack(pack, self.keys) as plain:
+                for use in uses:
+                    live = [(f, at) for f, at in use.places if not f.failed]
+                    if not live:
+                        continue
+                    if use.offset < pos:                        # places overlap: the index is not the packer's
+                        for f, _ in live:
+                            self._give_up(f, f"blob {use.blob[:12]} overlaps another in pack {pack[:12]}")
+                        continue
+                    while pos < use.offset:                     # bytes of blobs no file here needs
+                        skipped = len(plain.read(min(SKIP, use.offset - pos)))
+                        if not skipped:
+                            break
+                        pos += skipped
+                    data = plain.read(use.length)
+                    pos += len(data)
+                    if len(data) != use.length or hashlib.sha256(data).hexdigest() != use.blob:
+                        for f, _ in live:
+                            self._give_up(f, f"blob {use.blob[:12]} in pack {pack[:12]} does not match its id")
+                        continue
+                    for f, at in live:
+                        self._write(f, at, data)
+            self.streamed.append(pack)
+        except Exception as exc:  # noqa: BLE001 - the files go to the file-by-file restore, which reports it
+            for use in uses:
+                for f, _ in use.places:
+                    self._give_up(f, f"pack {pack[:12]}: {getattr(exc, 'message', None) or exc}")
+
+    def _write(self, f: _File, at: int, data: Any) -> None:
+        entry = f.step.entry
+        with f.lock:
+            if f.failed or f.done:
+                return
+            try:
+                if f.write_at is None:
+                    f.ctx = self.open_write(f.step.target)
+                    f.write_at = positional(f.ctx.__enter__())
+                f.write_at(at, data)
+                f.left -= 1
+                if f.left:
+                    return
+                ctx, f.ctx = f.ctx, None
+                ctx.__exit__(None, None, None)                  # flushed, and renamed into place
+                self.set_meta(f.step.target, entry.mtime_ns, entry.attrs & ATTRIBUTES if self.attributes else None)
+                f.done = True
+            except Exception as exc:  # noqa: BLE001 - the file goes to the file-by-file restore, which reports it
+                self._abort(f, exc)
+                return
+        self.progress(entry.size)
+
+    def _give_up(self, f: _File, why: str) -> None:
+        with f.lock:
+            if not (f.done or f.failed):
+                self._abort(f, RuntimeError(why))
+
+    @staticmethod
+    def _abort(f: _File, exc: Exception) -> None:
+        """Under ``f.lock``: its temporary file removed (``open_write`` on an error), left to the file-by-file
+        restore."""
+        f.failed = True
+        log.info("restore: %s left to the file-by-file restore: %s", shown(f.step.entry.path),
+                 getattr(exc, "message", None) or exc)
+        ctx, f.ctx = f.ctx, None
+        if ctx is not None:
+            try:
+                ctx.__exit__(type(exc), exc, exc.__traceback__)
+            except Exception:  # noqa: BLE001 - the file-by-file restore meets the target's problem again
+                pass
