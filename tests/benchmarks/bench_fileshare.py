@@ -184,7 +184,8 @@ def main() -> None:
                         "(`server smb encrypt = required`), so rclone's writes and reads are encrypted too, as ours "
                         "always are (without it rclone sends plain SMB)")
     parser.add_argument("--writers", default="0", help="(e), (f), (r): comma-separated writer-process counts of "
-                        "our restore to run each round (0: written in the restoring process), e.g. 0,2 "
+                        "our restore to run each round (0: written in the restoring process), e.g. 0,2; a "
+                        "trailing f restores file by file (no large file streamed pack by pack), e.g. 0,0f "
                         "(default %(default)s: the product's default)")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)   # internal: see memory_child
     args = parser.parse_args()
@@ -269,7 +270,7 @@ def restore_case(smb, s3, cert, key_pem: bytes, cache: Path, args: argparse.Name
     keys = KeyRing.from_files(keys=[key])
     servers = {"moto": lambda: tree_cpu_seconds(s3.process.pid),
                "smbd": lambda: tree_cpu_seconds(int((smb.conf.parent / "pid" / "smbd.pid").read_text().strip()))}
-    variants = [int(w) for w in args.writers.split(",")]
+    variants = args.writers.split(",")
     best: dict[object, tuple[float, dict]] = {}
 
     def timed(key: object, run) -> None:
@@ -281,26 +282,31 @@ def restore_case(smb, s3, cert, key_pem: bytes, cache: Path, args: argparse.Name
                  "servers": {name: read() - busy[name] for name, read in servers.items()}}
         if key != "rclone":
             stats["servers"] = {"restoring process": time.process_time() - alone, **stats["servers"]}
+        print(f"({case}) {key}: {seconds:.2f} s, load {os.getloadavg()[0]:.1f}", flush=True)
         if key not in best or seconds < best[key][0]:
             best[key] = (seconds, stats)
 
-    for rep in range(args.repeat):                      # alternately, each into a fresh folder; best time counts
+    for rep in range(args.repeat):                      # in turn, each into a fresh folder; best time counts
         names = [f"restored-rclone-{case}{rep}", *(f"restored-ours-{case}{rep}-w{w}" for w in variants)]
         for name in names:
             (smb.path / name).mkdir()
             shutil.chown(smb.path / name, smb.username)
-        timed("rclone", lambda: subprocess.run(
+        runs = [("rclone", lambda: subprocess.run(
             ["rclone", "copy", f"dst:rclone-restore-{case}/{folder}", f"src:{smb.share}/{names[0]}"],
-            env=rclone_env(smb, s3), check=True, capture_output=True))
+            env=rclone_env(smb, s3), check=True, capture_output=True))]
         for name, writers in zip(names[1:], variants, strict=True):
-            def restore(name: str = name, writers: int = writers) -> None:
+            def restore(name: str = name, writers: str = writers) -> None:
                 target = open_tree(smb.unc(name), username=smb.username, password=smb.password, port=smb.port)
-                report = Restorer(repo, target, keys=keys, temp_root=cache / "restore-tmp", writers=writers) \
+                report = Restorer(repo, target, keys=keys, temp_root=cache / "restore-tmp",
+                                  writers=int(writers.rstrip("f")), streamed=not writers.endswith("f")) \
                     .run(repo.manifest(f"{case}1", keys, cached=False))
                 target.close()
                 if not report.exact:
                     raise SystemExit(f"our restore is not exact: {report.failed[:5]}")
-            timed(writers, restore)
+            runs.append((writers, restore))
+        for key, run in runs[rep % len(runs):] + runs[:rep % len(runs)]:    # each round starts with another tool
+            os.sync()                                   # the last run's dirty pages are not flushed during this one
+            timed(key, run)
         for name in names:
             for source in (smb.path / folder).rglob("*.bin"):
                 if not filecmp.cmp(source, smb.path / name / source.relative_to(smb.path / folder), shallow=False):
@@ -311,8 +317,8 @@ def restore_case(smb, s3, cert, key_pem: bytes, cache: Path, args: argparse.Name
     label += f", best of {args.repeat}" if args.repeat > 1 else ""
     theirs = best["rclone"][0]
     return [row(label, "rclone", theirs, count, total, None, best["rclone"][1]),
-            *(row(label, f"appsvc-dr, {w} writer processes", best[w][0], count, total, theirs, best[w][1])
-              for w in variants)]
+            *(row(label, f"appsvc-dr, {w.rstrip('f')} writer processes" + (", file by file" if w.endswith("f") else ""),
+                  best[w][0], count, total, theirs, best[w][1]) for w in variants)]
 
 
 def small_cases(smb, s3, cert, cache: Path, args: argparse.Namespace) -> list[str]:
@@ -443,7 +449,7 @@ def memory_restores(smb, s3, cert_pem: bytes, key_pem: bytes, cache: Path, args:
     (cache / "mem-r" / "key.pem").write_bytes(key_pem)
     populate(smb.path / "mem-r", smb.username, False, args.big, args.big_mib)
     ours(smb, s3, "mem-r", "mem-r", cert_pem, cache / "mem-r", "r")
-    for writers in (int(w) for w in args.writers.split(",")):
+    for writers in (int(w) for w in args.writers.split(",") if not w.endswith("f")):
         name = f"mem-r-restored-{writers}"
         (smb.path / name).mkdir()
         shutil.chown(smb.path / name, smb.username)

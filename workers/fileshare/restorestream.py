@@ -36,8 +36,8 @@ from workers.repository.repo import Repository
 from workers.storage.codec import KeyRing
 
 log = logging.getLogger("workers.fileshare.restore")
-PACKS_AT_ONCE = 3        # packs streamed at once (S3 GETs in flight)
-MAX_OPEN = 6             # files open at once (each holds up to 2 WRITEs of 2 MiB in flight and 2 MiB gathered)
+PACKS_AT_ONCE = 2        # packs streamed at once (S3 GETs in flight; 3 or 5 were slower on 2 cores, docs/performance.md)
+MAX_OPEN = 4             # files open at once (each holds up to 2 WRITEs of 2 MiB in flight and 2 MiB gathered)
 MAX_BLOB = 16 << 20      # the largest chunk is 4 x chunk_avg (at most 4 MiB): an index claiming more is not trusted here
 SKIP = 1 << 20
 
