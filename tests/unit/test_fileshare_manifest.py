@@ -58,7 +58,7 @@ def test_format_2_keeps_a_whole_file_hash_only_where_it_is_free_and_still_reads_
     import io
     import json
 
-    from workers.fileshare.restore import _same_file
+    from workers.fileshare.restorecheck import same_file
     from workers.repository.manifest import EMPTY_SHA256, file_sha256
     # Given a file of three blobs, one of one blob and an empty one, as the reader records them
     parts = [b"x" * 10, b"y" * 7, b"z" * 3]
@@ -91,8 +91,8 @@ def test_format_2_keeps_a_whole_file_hash_only_where_it_is_free_and_still_reads_
     assert "newer appsvc-dr" in refused.value.hint
     # And a target file is recognised as identical blob by blob (restore's resumable skip), any change is not
     lengths = dict(zip(ids, map(len, parts)))
-    assert _same_file(io.BytesIO(b"".join(parts)), big, lengths.__getitem__)
-    assert _same_file(io.BytesIO(b"".join(parts)), old_big, lengths.__getitem__)
-    assert not _same_file(io.BytesIO(b"".join(parts)[:-1] + b"!"), big, lengths.__getitem__)
-    assert not _same_file(io.BytesIO(b"".join(parts) + b"+"), big, lengths.__getitem__)
-    assert not _same_file(io.BytesIO(b"".join(parts)[:15]), big, lengths.__getitem__)
+    assert same_file(io.BytesIO(b"".join(parts)), big, lengths.__getitem__)
+    assert same_file(io.BytesIO(b"".join(parts)), old_big, lengths.__getitem__)
+    assert not same_file(io.BytesIO(b"".join(parts)[:-1] + b"!"), big, lengths.__getitem__)
+    assert not same_file(io.BytesIO(b"".join(parts) + b"+"), big, lengths.__getitem__)
+    assert not same_file(io.BytesIO(b"".join(parts)[:15]), big, lengths.__getitem__)

@@ -7,8 +7,10 @@ interrupted restore never damages a file already there, and a half-written file 
 
 Safe against a forged snapshot: the selected entries are checked before anything is written (``paths``: no
 entry can leave the target), the target walks every path without following symlinks / reparse points, and a
-reparse point where a file goes is refused (:class:`~workers.repository.paths.UnsafeTargetError`). Packs are decoded once
-each into a private temporary directory and deleted as soon as no file still needs them (``packcache``).
+reparse point where a file goes is refused (:class:`~workers.repository.paths.UnsafeTargetError`). The large files are
+restored pack by pack (``restorestream``: each pack streamed once, each blob written where it goes); the other files
+from packs decoded once each, in memory or in a private temporary directory, and dropped as soon as no file still
+needs them (``packcache``).
 
 A run first plans (``restoreplan``: every conflict with what the target holds is known before anything is written),
 then creates the directories, writes the files (many at once; a small file over SMB in one compound request),
@@ -20,7 +22,6 @@ others are restored regardless.
 """
 from __future__ import annotations
 
-import hashlib
 import heapq
 import logging
 import threading
@@ -30,8 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from workers.artifacts.service import sha256_of
 from workers.fileshare.budget import message_buffers_reused, release_memory
+from workers.fileshare.restorecheck import listed_again, same_file
 from workers.fileshare.restoreplan import READONLY_IN_THE_WAY, Plan, Planner, Step, aside_name
 from workers.fileshare.restoreprocs import WriterPool
 from workers.fileshare.restorereport import HINTS, Failure, RestoreReport
@@ -249,7 +250,7 @@ class Restorer:
             return False
         try:
             with self.target.open_read(step.target) as fh:
-                same = _same_file(fh, step.entry, lambda blob: self.repo.index.place(blob).length)
+                same = same_file(fh, step.entry, lambda blob: self.repo.index.place(blob).length)
         except FileProblem:
             return False
         if same:
@@ -320,29 +321,8 @@ class Restorer:
         self._verify([*dirs, *files], report)
 
     def _verify(self, steps: list[Step], report: RestoreReport) -> None:
-        """List the target again and compare every entry it claims to have restored: type, size, mtime, attributes."""
-        failed = self._failed(report)
-        listings: dict[str, dict[str, object]] = {}
-        keep = self.attributes and self.target.keeps_attributes
-        for step in steps:
-            if step.entry.path in failed:
-                continue
-            parent, _, name = step.target.rpartition("/")
-            if parent not in listings:
-                try:
-                    listings[parent] = {s.name: s for s in self.target.listdir(parent)}
-                except FileProblem:
-                    listings[parent] = {}
-            st = listings[parent].get(name)
-            e = step.entry
-            problem = "it is missing" if st is None else "it is not a directory" if e.is_dir and not st.is_dir else \
-                "it is not a file" if not e.is_dir and st.is_dir else \
-                f"its size is {st.size}, not {e.size}" if not e.is_dir and st.size != e.size else \
-                "its mtime differs" if st.mtime_ns // 100 != e.mtime_ns // 100 else \
-                f"its attributes are 0x{st.attrs & ATTRIBUTES:x}, not 0x{e.attrs & ATTRIBUTES:x}" \
-                if keep and (st.attrs & ATTRIBUTES) != (e.attrs & ATTRIBUTES) else None
-            if problem:
-                report.failed.append(Failure(e.path, f"verification after restoring: {problem}", HINTS["verify"]))
+        report.failed += listed_again(self.target, steps, self._failed(report),
+                                      self.attributes and self.target.keeps_attributes)
 
 
 def need_order(steps: list[Step], place: Callable[[str], BlobPlace], writers: int) -> list[str]:
@@ -358,17 +338,3 @@ def need_order(steps: list[Step], place: Callable[[str], BlobPlace], writers: in
             at += where.length
         heapq.heappush(free, at)
     return sorted(first, key=first.__getitem__)
-
-
-def _same_file(fh, entry: Entry, length: Callable[[str], int]) -> bool:
-    """Whether ``fh`` holds ``entry``'s content: its SHA-256 when the manifest has it, else blob by blob."""
-    if entry.sha256:
-        return sha256_of(fh)[0] == entry.sha256
-    for blob in entry.blobs:
-        want, digest = length(blob), hashlib.sha256()
-        while want and (data := fh.read(min(want, 1 << 20))):
-            digest.update(data)
-            want -= len(data)
-        if want or digest.hexdigest() != blob:
-            return False
-    return not fh.read(1)
