@@ -251,3 +251,32 @@ def test_a_replaced_artifact_runs_none_of_its_sql(world, tmp_path, monkeypatch):
         world.restore(name, database=name, options=MISMATCH, pg_restore=str(wrapper))
     assert not calls.exists()                                  # neither pg_restore nor its lister ran
     assert not exists(name) and scratch_databases() == []
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["streamed", "staged"])
+def test_a_replaced_artifact_whose_head_matches_fails_at_its_end_by_the_plaintext_hash(world, tmp_path, monkeypatch,
+                                                                                      existing):
+    """The stored bytes of a database dump are not hashed on their own (one hash pass: the plaintext's SHA-256 in the
+    signed record proves the whole): an artifact replaced by one that keeps the signed head (the same dump with
+    bytes appended, encrypted to the public certificate) passes AES-GCM and the head check, and is refused when
+    its end is read; no target (or the old one, unchanged) and no scratch database are left."""
+    monkeypatch.setattr(head, "HEAD_BYTES", 64 << 10)
+    name = unique_name("dr_tail")
+    world.store.put(world.artifact(name), lambda: open(world.dump, "rb"), hash_head=True)
+    forged = tmp_path / "forged.dump"
+    forged.write_bytes(world.dump.read_bytes() + b"\0" * 4096)
+    assert world.dump.stat().st_size > 64 << 10
+    world.store.put(f"{STAMP}/forged/databases/x.dump", lambda: open(forged, "rb"), hash_head=True)
+    store_root = world.root / "store"
+    (store_root / world.artifact(name)).write_bytes((store_root / STAMP / "forged/databases/x.dump").read_bytes())
+    target = unique_name("dr_tail_target")
+    if existing:
+        with contextlib.closing(connect()) as conn:
+            conn.autocommit = True
+            conn.cursor().execute(f"CREATE DATABASE {quote(target)}")
+    try:
+        with pytest.raises(IntegrityError, match="catalogue expects"):
+            world.restore(target, database=name, options=MISMATCH)
+        assert exists(target) == existing and scratch_databases() == [] and staged_files(world) == []
+    finally:
+        drop_database(target)

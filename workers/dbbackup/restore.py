@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 
 from workers.artifacts.head import VerifiedHead, head_facts
 from workers.artifacts.setmanifest import artifact_key
+from workers.artifacts.records import StoredArtifact
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
 from workers.artifacts.logchain import chain, is_log, log_database
 from workers.artifacts.stripes import stripe_keys
@@ -115,13 +116,20 @@ def _staged_one(staging: StagingSettings, engine: DatabaseEngine, store: Artifac
     stamp, set_id = key.split("/")[:2]
 
     def fill(backend, staged_key: str) -> None:
-        with store.open_plain(key, keys=keys, progress=bar, read_ahead=True) as plain:
+        with store.open_plain(key, keys=keys, progress=bar, read_ahead=True,
+                              check_stored=not whole(record)) as plain:
             backend.put(staged_key, plain)
         bar.close()
 
     with _staged_copy(staging, engine.name, f"{label}-{stamp}-{set_id}-{Path(key).name}", fill) as path:
         say(f"fetched and verified {key} → {path}")
         yield path
+
+
+def whole(record: StoredArtifact | None) -> bool:
+    """Whether the plaintext of ``record``'s artifact is proven as a whole by its SHA-256 in the record (checked
+    when the read ends): then its stored bytes need no hash pass of their own (one hash pass, like the packs)."""
+    return bool(record and record.plaintext_sha256)
 
 
 def log_backup_keys(store: ArtifactStore, stamp: str, set_id: str, engine_name: str, database: str) -> list[str]:
@@ -195,7 +203,8 @@ def _streamed(engine: DatabaseEngine, store: ArtifactStore, keys, *, stamp: str,
 
     @contextlib.contextmanager
     def open_source():
-        with store.open_plain(key, keys=keys, progress=bar, read_ahead=True) as plain:
+        with store.open_plain(key, keys=keys, progress=bar, read_ahead=True,
+                              check_stored=not whole(record)) as plain:
             yield VerifiedHead(plain, *head)
 
     try:
