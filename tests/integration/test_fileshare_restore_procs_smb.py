@@ -21,6 +21,7 @@ from tests.unit.test_fileshare_trees import BASE_NS, MiB, make_tree, picture, wr
 from workers.artifacts.service import ArtifactStore
 from workers.fileshare.handler import commit
 from workers.fileshare.opener import open_tree
+from workers.fileshare import restorestream
 from workers.fileshare.restore import SMALL, Restorer
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
@@ -94,8 +95,9 @@ def test_large_files_written_by_writer_processes_are_exact(smb_server, stored, t
     assert writers_alive() == []
 
 
-def test_large_files_restored_pack_by_pack_to_the_share_are_exact(smb_server, stored, tmp_path, caplog):
-    # Given a snapshot with 5 large files in 4 MiB packs, and an empty folder of the share
+def test_large_files_restored_pack_by_pack_to_the_share_are_exact(smb_server, stored, tmp_path, caplog, monkeypatch):
+    # Given a snapshot with 5 large files in 4 MiB packs (as many may be open at once), and an empty folder
+    monkeypatch.setattr(restorestream, "MAX_OPEN", len(LARGE))
     repo, keys, manifest, src = stored
     target, unc = share_dir(smb_server)
     caplog.set_level(logging.INFO, logger="workers")

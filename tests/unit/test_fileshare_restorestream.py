@@ -17,6 +17,7 @@ from workers.artifacts.service import ArtifactStore
 from workers.fileshare.handler import commit
 from workers.fileshare.localtree import LocalTree
 from workers.fileshare.restore import Restorer
+from workers.fileshare import restorestream
 from workers.fileshare.restorestream import StreamedRestore, admitted, pack_order
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
@@ -61,8 +62,11 @@ def partials(root) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob(f"*{PARTIAL}"))
 
 
-def test_large_files_are_restored_pack_by_pack_exactly_with_no_pack_on_local_disk(stored, tmp_path, caplog):
-    # Given a snapshot whose large files span several packs, some packs holding parts of two files
+def test_large_files_are_restored_pack_by_pack_exactly_with_no_pack_on_local_disk(stored, tmp_path, caplog,
+                                                                                   monkeypatch):
+    # Given a snapshot whose large files span several packs, some packs holding parts of two files (the sync reads
+    # several files at once, so how many overlap varies: enough may be open at once for all of them)
+    monkeypatch.setattr(restorestream, "MAX_OPEN", len(LARGE))
     repo, keys, manifest, src = stored
     repo.load_index()
     packs_of = {e.path: {repo.index.place(b).pack for b in e.blobs} for e in manifest.entries if e.path in LARGE}
@@ -179,3 +183,33 @@ def test_no_more_files_are_admitted_than_may_be_open_at_once():
     # waits out (the file-by-file restore takes it) and a later one is admitted once one has closed
     assert admitted([(0, 3), (1, 4), (2, 5), (5, 6)], 2) == [True, True, False, True]
     assert admitted([(0, 1)] * 3, 3) == [True, True, True]
+
+
+def test_a_file_that_repeats_its_own_chunks_gets_each_copy_where_it_goes(tmp_path):
+    # Given a large file whose content repeats a 3 MiB block (the chunker cuts the same chunks: blobs listed twice)
+    rnd = random.Random(11)
+    block = rnd.randbytes(3 * MiB)
+    data = rnd.randbytes(100_000) + block * 4 + rnd.randbytes(50_000)
+    write(tmp_path / "src", "rep.bin", data, BASE_NS)
+    cert = make_cert("restorestream-repeat")
+    (tmp_path / "key.pem").write_bytes(cert.key_pem())
+    (tmp_path / "cert.pem").write_bytes(cert.cert_pem)
+    store = ArtifactStore(LocalStore(tmp_path / "store"), certificate=load_certificate(tmp_path / "cert.pem"))
+    settings = FileshareSettings(source=str(tmp_path / "src"), cache_dir=tmp_path / "cache", pack_size=4 * MiB)
+    repo = Repository(store, "stamp1", cache_dir=tmp_path / "cache")
+    commit(repo, Sync(settings, repo, LocalTree(tmp_path / "src")).run("s1", "stamp1", "s1", None))
+    keys = KeyRing.from_files(keys=[tmp_path / "key.pem"])
+    repo = Repository(store, "stamp1")
+    manifest = repo.manifest("s1", keys)
+    (entry,) = [e for e in manifest.entries if e.path == "rep.bin"]
+    assert len(set(entry.blobs)) < len(entry.blobs)
+    # When it is restored pack by pack
+    plan = restorer(repo, keys, tmp_path / "r").plan(manifest)
+    (tmp_path / "r").mkdir()
+    repo.load_index()
+    done, rest = StreamedRestore(repo, keys, LocalTree(tmp_path / "r").open_write,
+                                 LocalTree(tmp_path / "r").set_meta).run([s for s in plan.steps if not s.entry.is_dir])
+    # Then every copy of each repeated blob is where the file has it
+    assert len(done) == 1 and rest == []
+    assert (tmp_path / "r/rep.bin").read_bytes() == data
+    assert (tmp_path / "r/rep.bin").stat().st_mtime_ns == BASE_NS

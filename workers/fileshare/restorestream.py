@@ -127,10 +127,11 @@ def positional(fh: Any) -> Callable[[int, Any], object]:
 class StreamedRestore:
     def __init__(self, repo: Repository, keys: KeyRing | None, open_write: Callable, set_meta: Callable, *,
                  attributes: bool = True, progress: Callable[[int], None] = lambda n: None,
-                 packs_at_once: int = PACKS_AT_ONCE, max_open: int = MAX_OPEN) -> None:
+                 packs_at_once: int | None = None, max_open: int | None = None) -> None:
         self.repo, self.keys, self.open_write, self.set_meta = repo, keys, open_write, set_meta
         self.attributes, self.progress = attributes, progress
-        self.packs_at_once, self.max_open = max(1, packs_at_once), max(1, max_open)
+        self.packs_at_once = max(1, packs_at_once or PACKS_AT_ONCE)      # the module's values when not given
+        self.max_open = max(1, max_open or MAX_OPEN)
         self.streamed: list[str] = []                           # packs streamed to their end of what was needed
 
     def run(self, steps: list[Step]) -> tuple[list[Step], list[Step]]:
