@@ -41,7 +41,13 @@ def stored(tmp_path_factory):
     for i, (rel, size) in enumerate({**LARGE, **SMALL_FILES}.items()):
         data = rnd.randbytes(size) if rel != "media/same.bin" else (src / "media/a.bin").read_bytes()
         write(src, rel, data, BASE_NS + i * 1000)
-    cert = make_cert("restorestream")
+    return (*backed_up(root, src), src)
+
+
+def backed_up(root, src) -> tuple[Repository, KeyRing, object]:
+    """``src`` synced as snapshot s1 into an encrypted local store under ``root``, in 4 MiB packs: (repository,
+    keys, manifest)."""
+    cert = make_cert(f"restorestream-{root.name}")
     (root / "key.pem").write_bytes(cert.key_pem())
     (root / "cert.pem").write_bytes(cert.cert_pem)
     store = ArtifactStore(LocalStore(root / "store"), certificate=load_certificate(root / "cert.pem"))
@@ -50,7 +56,7 @@ def stored(tmp_path_factory):
     commit(repo, Sync(settings, repo, LocalTree(src)).run("s1", "stamp1", "s1", None))
     keys = KeyRing.from_files(keys=[root / "key.pem"])
     repo = Repository(store, "stamp1")
-    return repo, keys, repo.manifest("s1", keys), src
+    return repo, keys, repo.manifest("s1", keys)
 
 
 def restorer(repo, keys, target, **kw) -> Restorer:
@@ -191,16 +197,7 @@ def test_a_file_that_repeats_its_own_chunks_gets_each_copy_where_it_goes(tmp_pat
     block = rnd.randbytes(3 * MiB)
     data = rnd.randbytes(100_000) + block * 4 + rnd.randbytes(50_000)
     write(tmp_path / "src", "rep.bin", data, BASE_NS)
-    cert = make_cert("restorestream-repeat")
-    (tmp_path / "key.pem").write_bytes(cert.key_pem())
-    (tmp_path / "cert.pem").write_bytes(cert.cert_pem)
-    store = ArtifactStore(LocalStore(tmp_path / "store"), certificate=load_certificate(tmp_path / "cert.pem"))
-    settings = FileshareSettings(source=str(tmp_path / "src"), cache_dir=tmp_path / "cache", pack_size=4 * MiB)
-    repo = Repository(store, "stamp1", cache_dir=tmp_path / "cache")
-    commit(repo, Sync(settings, repo, LocalTree(tmp_path / "src")).run("s1", "stamp1", "s1", None))
-    keys = KeyRing.from_files(keys=[tmp_path / "key.pem"])
-    repo = Repository(store, "stamp1")
-    manifest = repo.manifest("s1", keys)
+    repo, keys, manifest = backed_up(tmp_path, tmp_path / "src")
     (entry,) = [e for e in manifest.entries if e.path == "rep.bin"]
     assert len(set(entry.blobs)) < len(entry.blobs)
     # When it is restored pack by pack
