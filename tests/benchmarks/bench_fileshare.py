@@ -53,8 +53,7 @@ from workers.fileshare.settings import FileshareSettings  # noqa: E402
 from workers.fileshare.sync import Sync  # noqa: E402
 from workers.fileshare.opener import open_tree  # noqa: E402
 from workers.repository.repo import Repository  # noqa: E402
-from workers.storage.codec import KeyRing, generate_self_signed, load_certificate  # noqa: E402
-from workers.storage.s3 import S3Store  # noqa: E402
+from workers.storage.codec import KeyRing, generate_self_signed  # noqa: E402
 from workers.storage.settings import EncryptionSettings, StoreSettings  # noqa: E402
 
 MiB = 1 << 20
@@ -185,7 +184,8 @@ def main() -> None:
                         "always are (without it rclone sends plain SMB)")
     parser.add_argument("--writers", default="0", help="(e), (f), (r): comma-separated writer-process counts of "
                         "our restore to run each round (0: written in the restoring process), e.g. 0,2; a "
-                        "trailing f restores file by file (no large file streamed pack by pack), e.g. 0,0f "
+                        "trailing f restores file by file (no large file streamed pack by pack), e.g. 0,0f; a trailing s "
+                        "streams them in the restoring process alone (no second process), e.g. 0,0s "
                         "(default %(default)s: the product's default)")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)   # internal: see memory_child
     args = parser.parse_args()
@@ -265,8 +265,7 @@ def restore_case(smb, s3, cert, key_pem: bytes, cache: Path, args: argparse.Name
     ours(smb, s3, folder, f"ours-restore-{case}", cert, cache / case, f"{case}1")
     key = cache / "restore-key.pem"
     key.write_bytes(key_pem)
-    repo = Repository(ArtifactStore(S3Store(s3.endpoint, s3.access_key, s3.secret_key, f"ours-restore-{case}",
-                                            secure=False), certificate=load_certificate(cert)), "bench")
+    repo = Repository(bench_store(s3, f"ours-restore-{case}", cert, cache / case), "bench")   # as the CLI opens it
     keys = KeyRing.from_files(keys=[key])
     servers = {"moto": lambda: tree_cpu_seconds(s3.process.pid),
                "smbd": lambda: tree_cpu_seconds(int((smb.conf.parent / "pid" / "smbd.pid").read_text().strip()))}
@@ -297,8 +296,7 @@ def restore_case(smb, s3, cert, key_pem: bytes, cache: Path, args: argparse.Name
         for name, writers in zip(names[1:], variants, strict=True):
             def restore(name: str = name, writers: str = writers) -> None:
                 target = open_tree(smb.unc(name), username=smb.username, password=smb.password, port=smb.port)
-                report = Restorer(repo, target, keys=keys, temp_root=cache / "restore-tmp",
-                                  writers=int(writers.rstrip("f")), streamed=not writers.endswith("f")) \
+                report = Restorer(repo, target, keys=keys, temp_root=cache / "restore-tmp", **variant(writers)) \
                     .run(repo.manifest(f"{case}1", keys, cached=False))
                 target.close()
                 if not report.exact:
@@ -317,8 +315,19 @@ def restore_case(smb, s3, cert, key_pem: bytes, cache: Path, args: argparse.Name
     label += f", best of {args.repeat}" if args.repeat > 1 else ""
     theirs = best["rclone"][0]
     return [row(label, "rclone", theirs, count, total, None, best["rclone"][1]),
-            *(row(label, f"appsvc-dr, {w.rstrip('f')} writer processes" + (", file by file" if w.endswith("f") else ""),
-                  best[w][0], count, total, theirs, best[w][1]) for w in variants)]
+            *(row(label, variant_label(w), best[w][0], count, total, theirs, best[w][1]) for w in variants)]
+
+
+def variant(writers: str) -> dict:
+    """A ``--writers`` item as Restorer options: N writer processes; a trailing f restores file by file, a trailing
+    s pack by pack in the restoring process alone (no second process for the large files)."""
+    return {"writers": int(writers.rstrip("fs")), "streamed": not writers.endswith("f"),
+            **({"groups": 1} if writers.endswith("s") else {})}
+
+
+def variant_label(writers: str) -> str:
+    return f"appsvc-dr, {writers.rstrip('fs')} writer processes" + \
+        {"f": ", file by file", "s": ", one process"}.get(writers[-1:], "")
 
 
 def small_cases(smb, s3, cert, cache: Path, args: argparse.Namespace) -> list[str]:
@@ -384,7 +393,7 @@ def memory_restore(spec: dict, store: ArtifactStore) -> None:
     keys = KeyRing.from_files(keys=[Path(spec["key"])])
     target = open_tree(spec["restore_to"], username=spec["username"], password=spec["password"], port=spec["port"])
     report = Restorer(repo, target, keys=keys, temp_root=Path(spec["cache"]) / "restore-tmp",
-                      writers=spec["writers"]).run(repo.manifest(spec["sid"], keys, cached=False))
+                      **variant(spec["writers"])).run(repo.manifest(spec["sid"], keys, cached=False))
     if not report.exact:
         raise SystemExit(f"the restore is not exact: {report.failed[:5]}")
     target.close()
@@ -449,7 +458,7 @@ def memory_restores(smb, s3, cert_pem: bytes, key_pem: bytes, cache: Path, args:
     (cache / "mem-r" / "key.pem").write_bytes(key_pem)
     populate(smb.path / "mem-r", smb.username, False, args.big, args.big_mib)
     ours(smb, s3, "mem-r", "mem-r", cert_pem, cache / "mem-r", "r")
-    for writers in (int(w) for w in args.writers.split(",") if not w.endswith("f")):
+    for writers in (w for w in args.writers.split(",") if not w.endswith("f")):
         name = f"mem-r-restored-{writers}"
         (smb.path / name).mkdir()
         shutil.chown(smb.path / name, smb.username)
@@ -457,7 +466,7 @@ def memory_restores(smb, s3, cert_pem: bytes, key_pem: bytes, cache: Path, args:
                 "bucket": "mem-r", "cert": cert_pem.decode(), "key": str(cache / "mem-r" / "key.pem"),
                 "restore_to": smb.unc(name), "username": smb.username, "password": smb.password, "port": smb.port,
                 "cache": str(cache / "mem-r"), "sid": "r", "writers": writers}
-        rows.append(memory_row(f"(r) restore {args.big} x {args.big_mib} MiB, {writers} writers",
+        rows.append(memory_row(f"(r) restore {args.big} x {args.big_mib} MiB, {variant_label(writers)[11:]}",
                                measure([sys.executable, __file__, "--memory-child"], spec)))
         shutil.rmtree(smb.path / name)
     s3.reset()
