@@ -34,6 +34,7 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -184,8 +185,7 @@ def main() -> None:
                         "always are (without it rclone sends plain SMB)")
     parser.add_argument("--writers", default="0", help="(e), (f), (r): comma-separated writer-process counts of "
                         "our restore to run each round (0: written in the restoring process), e.g. 0,2; a "
-                        "trailing f restores file by file (no large file streamed pack by pack), e.g. 0,0f; a trailing s "
-                        "streams them in the restoring process alone (no second process), e.g. 0,0s "
+                        "trailing f restores file by file (no large file streamed pack by pack), e.g. 0,0f "
                         "(default %(default)s: the product's default)")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)   # internal: see memory_child
     args = parser.parse_args()
@@ -271,6 +271,7 @@ def restore_case(smb, s3, cert, key_pem: bytes, cache: Path, args: argparse.Name
                "smbd": lambda: tree_cpu_seconds(int((smb.conf.parent / "pid" / "smbd.pid").read_text().strip()))}
     variants = args.writers.split(",")
     best: dict[object, tuple[float, dict]] = {}
+    rounds: dict[object, list[float]] = {}
 
     def timed(key: object, run) -> None:
         started, spent, alone = time.monotonic(), cpu_seconds(), time.process_time()
@@ -282,6 +283,7 @@ def restore_case(smb, s3, cert, key_pem: bytes, cache: Path, args: argparse.Name
         if key != "rclone":
             stats["servers"] = {"restoring process": time.process_time() - alone, **stats["servers"]}
         print(f"({case}) {key}: {seconds:.2f} s, load {os.getloadavg()[0]:.1f}", flush=True)
+        rounds.setdefault(key, []).append(seconds)
         if key not in best or seconds < best[key][0]:
             best[key] = (seconds, stats)
 
@@ -314,20 +316,21 @@ def restore_case(smb, s3, cert, key_pem: bytes, cache: Path, args: argparse.Name
     label = f"({case}) restore {count} files 4-64 KiB" if small else f"({case}) restore {count} x {args.big_mib} MiB"
     label += f", best of {args.repeat}" if args.repeat > 1 else ""
     theirs = best["rclone"][0]
+    medians = {key: statistics.median(times) for key, times in rounds.items()}
+    print(f"({case}) medians of {args.repeat}: " + ", ".join(
+        f"{key} {m:.2f} s" + ("" if key == "rclone" else f" ({medians['rclone'] / m:.2f}x)")
+        for key, m in medians.items()), flush=True)
     return [row(label, "rclone", theirs, count, total, None, best["rclone"][1]),
             *(row(label, variant_label(w), best[w][0], count, total, theirs, best[w][1]) for w in variants)]
 
 
 def variant(writers: str) -> dict:
-    """A ``--writers`` item as Restorer options: N writer processes; a trailing f restores file by file, a trailing
-    s pack by pack in the restoring process alone (no second process for the large files)."""
-    return {"writers": int(writers.rstrip("fs")), "streamed": not writers.endswith("f"),
-            **({"groups": 1} if writers.endswith("s") else {})}
+    """A ``--writers`` item as Restorer options: N writer processes; a trailing f restores file by file."""
+    return {"writers": int(writers.rstrip("f")), "streamed": not writers.endswith("f")}
 
 
 def variant_label(writers: str) -> str:
-    return f"appsvc-dr, {writers.rstrip('fs')} writer processes" + \
-        {"f": ", file by file", "s": ", one process"}.get(writers[-1:], "")
+    return f"appsvc-dr, {writers.rstrip('f')} writer processes" + (", file by file" if writers.endswith("f") else "")
 
 
 def small_cases(smb, s3, cert, cache: Path, args: argparse.Namespace) -> list[str]:

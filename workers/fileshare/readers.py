@@ -156,7 +156,7 @@ def process_main(setup: ProcessSetup, proc: int, tasks: Any, large: Any, results
     with ``setup.packing`` its own packer and store client, and one more thread for large files (``large``: one
     large file at a time per process, so each holds one read window; whichever process is free takes the next)."""
     packing_buffers_reused() if setup.packing else read_buffers_reused()
-    threading.Thread(target=exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     ids = KnownIds(setup.known)
     try:
         tree = tree_from_spec(dict(setup.tree))
@@ -195,7 +195,7 @@ def process_main(setup: ProcessSetup, proc: int, tasks: Any, large: Any, results
             packer.repo.data.close()
 
 
-def exit_with_parent(parent: int) -> None:
+def _exit_with_parent(parent: int) -> None:
     """A reader process whose sync is gone (killed outright) stops at once instead of reading on for nobody."""
     while os.getppid() == parent:
         time.sleep(1.0)

@@ -36,7 +36,6 @@ from workers.fileshare.restorecheck import listed_again, same_file
 from workers.fileshare.restoreplan import READONLY_IN_THE_WAY, Plan, Planner, Step, aside_name
 from workers.fileshare.restoreprocs import WriterPool
 from workers.fileshare.restorereport import HINTS, Failure, RestoreReport
-from workers.fileshare.restoregroups import GROUPS, GROUPS_FROM, restore_large
 from workers.fileshare.restorestream import StreamedRestore
 from workers.fileshare.tree import ATTRIBUTES, READONLY, FileProblem, Tree
 from workers.repository.manifest import Entry, Manifest, check_entries
@@ -71,13 +70,11 @@ class Restorer:
     def __init__(self, repo: Repository, target: Tree, *, keys: KeyRing | None = None, transfers: int = 8,
                  progress: Callable[[int], None] = lambda nbytes: None, overwrite: bool = False,
                  attributes: bool = True, retries: int = 3, wait: float = 5.0, temp_root: Path | None = None,
-                 writers: int = WRITERS, writers_from: int = WRITERS_FROM, streamed: bool = True,
-                 groups: int = GROUPS, groups_from: int = GROUPS_FROM) -> None:
+                 writers: int = WRITERS, writers_from: int = WRITERS_FROM, streamed: bool = True) -> None:
         self.repo, self.target, self.keys, self.transfers, self.progress = repo, target, keys, transfers, progress
         self.overwrite, self.attributes, self.retries, self.wait = overwrite, attributes, retries, wait
         self.temp_root, self.writers, self.writers_from = temp_root, writers, writers_from
         self.streamed = streamed                                 # large files pack by pack (``restorestream``)
-        self.groups, self.groups_from = groups, groups_from      # in that many processes (``restoregroups``)
         self._large = threading.Semaphore(LARGE_IN_FLIGHT)      # set again per run (fewer with writer processes)
         self._open_write: Callable = target.open_write           # or a writer process's (``restoreprocs``)
 
@@ -239,10 +236,8 @@ class Restorer:
                  not (s.existing is not None and s.existing.attrs & READONLY)]
         if not plain:
             return todo
-        stream = StreamedRestore(self.repo, self.keys, self.target.open_write, self.target.set_meta,
-                                 attributes=self.attributes, progress=self.progress)
-        done = restore_large(stream, plain, self.target, attributes=self.attributes, progress=self.progress,
-                             groups=self.groups, groups_from=self.groups_from)
+        done, _ = StreamedRestore(self.repo, self.keys, self.target.open_write, self.target.set_meta,
+                                  attributes=self.attributes, progress=self.progress).run(plain)
         for step in done:
             report.bytes_written += step.entry.size
             report.files_restored += 1

@@ -33,20 +33,21 @@ import queue
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterator
 
 from workers.fileshare.budget import message_buffers_reused
 from workers.fileshare.opener import tree_from_spec
-from workers.fileshare.partials import partial_of, remove_partial
 from workers.fileshare.tree import FileProblem, SourceUnavailable, Tree
-from workers.repository.paths import UnsafeEntryError, UnsafeTargetError
+from workers.repository.paths import UnsafeEntryError, UnsafeTargetError, parts, partial_name
 from workers.runtime.errors import DrError, PermanentError, TransientError, is_permanent
 
 log = logging.getLogger("appsvc_dr.fileshare")
 COMMIT, ABORT = "commit", "abort"
 READY_TIMEOUT = 120.0                       # a writer that has not connected by then is given up
 FRAME = struct.Struct("<Q")
+PARTIAL_GRACE = 15.0                        # how long a dead writer's handle may keep its file
 SOCKET_BUFFER = 4 << 20                     # fewer, larger hand-offs between the processes
 
 
@@ -304,13 +305,30 @@ class WriterPool:
         it has worked through what that connection had sent, so the process is reaped first, a sharing violation
         is retried, and ``close`` removes it again (its create may still have been queued on the server)."""
         writer.process.join(timeout=5)
-        partial = partial_of(rel)
+        names = parts(rel)
+        partial = "/".join([*names[:-1], partial_name(names[-1])])
         self._orphans.append(partial)
-        remove_partial(self.tree, partial)
+        self._remove(partial)
+
+    def _remove(self, partial: str) -> None:
+        deadline = time.monotonic() + PARTIAL_GRACE
+        while True:
+            try:
+                self.tree.remove(partial)
+                return
+            except FileProblem as problem:
+                if problem.kind != "locked" or time.monotonic() > deadline:
+                    if problem.kind != "vanished":
+                        log.warning("could not remove %s after its writer process ended: %s", partial, problem)
+                    return
+            except Exception as exc:  # noqa: BLE001 - the restore goes on; the next run replaces the file
+                log.warning("could not remove %s after its writer process ended: %s", partial, exc)
+                return
+            time.sleep(0.1)
 
     def close(self) -> None:
         for partial in self._orphans:
-            remove_partial(self.tree, partial)
+            self._remove(partial)
         for writer in self._writers:
             with contextlib.suppress(Exception):
                 writer.conn.send(None)
@@ -321,4 +339,3 @@ class WriterPool:
                 writer.process.join(timeout=5)
             writer.conn.close()
             writer.data.close()
-

@@ -60,16 +60,6 @@ class _Use(NamedTuple):
     places: list[tuple[_File, int]]             # each file that holds the blob, and at which offset
 
 
-class Layout(NamedTuple):
-    step: Step
-    places: list[BlobPlace]                     # of its blobs, in order
-
-
-def chain(places: list[BlobPlace]) -> list[str]:
-    """The packs of a file, in the order its blobs need them."""
-    return list(dict.fromkeys(p.pack for p in places))
-
-
 def pack_order(chains: list[list[str]]) -> list[str]:
     """Every pack of ``chains`` (each file's packs in the order its blobs need them) once, each chain's packs in its
     order where the chains agree (a topological merge; where they disagree, the earliest pack waiting goes first).
@@ -137,10 +127,8 @@ def positional(fh: Any) -> Callable[[int, Any], object]:
 class StreamedRestore:
     def __init__(self, repo: Repository, keys: KeyRing | None, open_write: Callable, set_meta: Callable, *,
                  attributes: bool = True, progress: Callable[[int], None] = lambda n: None,
-                 packs_at_once: int | None = None, max_open: int | None = None,
-                 place: Callable[[str], BlobPlace] | None = None) -> None:
+                 packs_at_once: int | None = None, max_open: int | None = None) -> None:
         self.repo, self.keys, self.open_write, self.set_meta = repo, keys, open_write, set_meta
-        self.place = place or repo.index.place                  # a group process is given its files' places
         self.attributes, self.progress = attributes, progress
         self.packs_at_once = max(1, packs_at_once or PACKS_AT_ONCE)      # the module's values when not given
         self.max_open = max(1, max_open or MAX_OPEN)
@@ -176,27 +164,21 @@ class StreamedRestore:
                  len(done), len(self.streamed), len(rest))
         return done, rest
 
-    def layouts(self, steps: list[Step]) -> tuple[list[Layout], list[Step]]:
-        """Each step whose blobs' places are plausible, with them; and the others (the file-by-file restore says
-        what is wrong with them)."""
+    def _plan(self, steps: list[Step]) -> tuple[list[_File], dict[str, list[_Use]], list[str], list[Step]]:
         rest: list[Step] = []
-        layouts: list[Layout] = []
+        layouts: list[tuple[Step, list[BlobPlace]]] = []
         for step in steps:
             try:
-                places = [self.place(blob) for blob in step.entry.blobs]
+                places = [self.repo.index.place(blob) for blob in step.entry.blobs]
             except KeyError:
                 rest.append(step)
                 continue
             if not places or sum(p.length for p in places) != step.entry.size or \
                     any(p.length > MAX_BLOB or p.length <= 0 or p.offset < 0 for p in places):
-                rest.append(step)
+                rest.append(step)                               # the file-by-file restore says what is wrong
                 continue
-            layouts.append(Layout(step, places))
-        return layouts, rest
-
-    def _plan(self, steps: list[Step]) -> tuple[list[_File], dict[str, list[_Use]], list[str], list[Step]]:
-        layouts, rest = self.layouts(steps)
-        chains = [chain(places) for _, places in layouts]
+            layouts.append((step, places))
+        chains = [list(dict.fromkeys(p.pack for p in places)) for _, places in layouts]
         order = pack_order(chains)
         position = {pack: i for i, pack in enumerate(order)}
         spans = [(min(position[p] for p in c), max(position[p] for p in c) + self.packs_at_once - 1) for c in chains]

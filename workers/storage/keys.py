@@ -227,24 +227,6 @@ class KeyRing:
     def names(self) -> list[str]:
         return [e.name for e in self._entries]
 
-    def handed(self) -> list[tuple[bytes, bytes | None]]:
-        """The ring as plain DER (each key's PKCS#8, its certificate's), to give to a restore's own child process
-        as it starts (through the process's pipe: never written to disk, never logged). :meth:`taken` rebuilds it."""
-        return [(e.private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption()),
-                 e.certificate.public_bytes(serialization.Encoding.DER) if e.certificate is not None else None)
-                for e in self._entries]
-
-    @classmethod
-    def taken(cls, handed: list[tuple[bytes, bytes | None]]) -> "KeyRing":
-        ring = cls()
-        for key, cert in handed:
-            private = serialization.load_der_private_key(key, password=None)
-            if not isinstance(private, rsa.RSAPrivateKey):
-                raise KeyLoadError("a handed key is not an RSA private key")
-            ring.add_key(private, x509.load_der_x509_certificate(cert) if cert is not None else None)
-        return ring
-
     def __len__(self) -> int:
         return len(self._entries)
 
