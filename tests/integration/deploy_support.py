@@ -54,7 +54,8 @@ WORKER_METRICS = {
 SCHEDULER_METRICS = {"appsvc_dr_schedule_next_slot_timestamp_seconds",
                      "appsvc_dr_schedule_last_published_slot_timestamp_seconds", "appsvc_dr_schedule_publishes_total"}
 # Written by `appsvc-dr drill --textfile F` for node_exporter's textfile collector (not by the workers).
-DRILL_METRICS = {"appsvc_dr_last_restore_drill_timestamp_seconds", "appsvc_dr_estimated_rto_seconds"}
+DRILL_METRICS = {"appsvc_dr_last_restore_drill_timestamp_seconds", "appsvc_dr_estimated_rto_seconds",
+                 "appsvc_dr_last_secondary_restore_drill_timestamp_seconds", "appsvc_dr_secondary_estimated_rto_seconds"}
 # Written by `appsvc-dr recover run|report --textfile F` (workers.recover.metrics).
 RECOVER_METRICS = {"appsvc_dr_recovery_duration_seconds"}
 KNOWN_METRICS = WORKER_METRICS | SCHEDULER_METRICS | DRILL_METRICS | RECOVER_METRICS | {"rabbitmq_queue_messages_ready"}

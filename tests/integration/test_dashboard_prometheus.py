@@ -71,6 +71,9 @@ EXPECTED = {
     ("Broker connection", (("worker", "db-backup"),)): 1,
     ("Restore drills", (("stamp", "stamp2"),)): float("inf"),
     ("AppsvcDrNoRecentRestoreDrill", (("stamp", "stamp2"),)): float("inf"),
+    # the drills of the secondary copy dr-site (the mirror worker's target) only ever failed for stamp1
+    ("Restore drills of secondary copies", (("stamp", "stamp1"), ("store", "dr-site"))): float("inf"),
+    ("AppsvcDrNoRecentSecondaryRestoreDrill", (("stamp", "stamp1"), ("store", "dr-site"))): float("inf"),
     ("Dead-letter queues", (("queue", "appsvc-dr.db-backup.dlq"),)): 1,
     ("AppsvcDrJobDeadLettered", (("event_type", "backup-due"), ("outcome", "dead_lettered"),
                                  ("worker", "db-backup"))): 1,
@@ -223,15 +226,18 @@ def scheduler(workers):
 
 @pytest.fixture
 def drill_textfile(tmp_path):
-    """What node_exporter's textfile collector serves after `appsvc-dr drill --textfile F`: stamp1's drill
-    passed an hour ago, stamp2's drills only ever failed. Returns the port it is served on."""
+    """What node_exporter's textfile collector serves after `appsvc-dr drill --textfile F` (stamp1's drill
+    passed an hour ago, stamp2's drills only ever failed) and `appsvc-dr --store dr-site drill --textfile F2`
+    (stamp1's drills of that copy only ever failed): both files, as the collector merges them. Returns the port
+    it is served on."""
     from workers.drill.results import write_textfile
-    path = tmp_path / "appsvc_dr_drill.prom"
+    path, secondary = tmp_path / "appsvc_dr_drill.prom", tmp_path / "appsvc_dr_drill_secondary.prom"
     write_textfile(str(path), {("stamp1", "passed"): time.time() - 3600, ("stamp2", "failed"): time.time() - 60})
+    write_textfile(str(secondary), {("stamp1", "failed"): time.time() - 60}, copy="dr-site")
 
     class Textfile(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
-            body = path.read_bytes()
+            body = path.read_bytes() + secondary.read_bytes()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.send_header("Content-Length", str(len(body)))

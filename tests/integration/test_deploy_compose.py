@@ -210,13 +210,19 @@ def test_compose_drill_of_the_secondary_runs_weekly_from_a_configured_mirror_tar
     # When its command is parsed by the real CLI
     args = parse_cli(drill["command"])
     # Then it drills a mirror target by name (--store NAME) every week, later in the day than the primary's drill
-    assert args.func is drill_cmd and parse_duration(args.every).days == 7 and args.key and not args.textfile
+    assert args.func is drill_cmd and parse_duration(args.every).days == 7 and args.key
     name = chosen_store()                   # (read before another command line is parsed)
-    assert name not in (None, "primary") and args.at > parse_cli(primary["command"]).at
+    theirs = parse_cli(primary["command"])
+    assert name not in (None, "primary") and args.at > theirs.at
     # And only in the "drill" profile, with the key directory read-only
     assert drill["profiles"] == ["drill"]
     mounts = {v.split(":")[1]: v.split(":")[2:] for v in drill["volumes"]}
     assert mounts[str(args.key[0]).rsplit("/", 1)[0]] == ["ro"]
+    # And it writes its metrics to a textfile of its own, in the directory the primary's drill writes to
+    sources = {v.split(":")[1]: v.split(":")[0] for v in [*drill["volumes"], *primary["volumes"]]}
+    assert args.textfile and args.textfile != theirs.textfile
+    folder = args.textfile.rsplit("/", 1)[0]
+    assert folder == theirs.textfile.rsplit("/", 1)[0] and "ro" not in mounts[folder] and folder in sources
     # And that target is one of the mirror targets its environment configures (the env files compose reads)
     env = dict(drill["environment"])
     targets = json.loads(env["APPSVC_DR_MIRROR__TARGETS"])

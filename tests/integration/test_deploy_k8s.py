@@ -280,7 +280,7 @@ def test_k8s_drill_of_the_secondary_copy_is_a_weekly_cronjob_reading_a_configure
     assert int(hour) > int(primary["spec"]["schedule"].split()[1]) and cron["spec"]["concurrencyPolicy"] == "Forbid"
     assert cron["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 0 and pod["restartPolicy"] == "Never"
     # And it is a drill of the newest set from a mirror target (--store NAME), with the key mounted read-only
-    assert args.func is drill_cmd and args.latest and args.key and not args.textfile and not args.every
+    assert args.func is drill_cmd and args.latest and args.key and not args.every
     assert chosen_store() not in (None, "primary")
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -299,3 +299,10 @@ def test_k8s_drill_of_the_secondary_copy_is_a_weekly_cronjob_reading_a_configure
            **{**secrets["appsvc-dr-mirror"], "APPSVC_DR_MIRROR__TARGETS": example}}
     result = load_settings_in_subprocess(env)
     assert result.returncode == 0, result.stderr[-2000:]
+    # And it writes its metrics to a textfile of its own, in the node's textfile directory the primary's drill
+    # writes to (its command line parsed last: parsing one resets the --store choice read above)
+    theirs = parse_cli(primary["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert args.textfile and args.textfile != theirs.textfile
+    folder = str(Path(args.textfile).parent)
+    assert folder == str(Path(theirs.textfile).parent)
+    assert volumes[mounts[folder]["name"]]["hostPath"]["path"] == "/var/lib/node_exporter/textfile"

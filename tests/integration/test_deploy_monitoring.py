@@ -127,10 +127,11 @@ def test_runtime_exports_the_metrics_deploy_relies_on(yaml, tmp_path):
     for family in metrics.registry.collect():
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])
         exported |= {family.name + s for s in suffixes}
-    # And the restore drill's textfile (workers.drill.results) adds its own
+    # And the restore drill's textfiles (workers.drill.results), of the primary and of a secondary copy, add theirs
     from workers.drill.results import write_textfile
-    write_textfile(str(tmp_path / "drill.prom"), {("stamp1", "passed"): 1.0})
-    exported |= set(re.findall(r"^(appsvc_dr_\w+)\{", (tmp_path / "drill.prom").read_text(), re.M))
+    for name, copy in (("drill.prom", None), ("drill-secondary.prom", "dr-site")):
+        write_textfile(str(tmp_path / name), {("stamp1", "passed"): 1.0}, {"stamp1": 60.0}, copy)
+        exported |= set(re.findall(r"^(appsvc_dr_\w+)\{", (tmp_path / name).read_text(), re.M))
     # Then every appsvc_dr_* metric deploy/ uses is exported by the runtime
     missing = {m for m in used if m.startswith("appsvc_dr_")} - exported
     assert not missing, f"deploy/ uses metrics the runtime does not export: {sorted(missing)}"

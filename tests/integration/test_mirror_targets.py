@@ -237,11 +237,19 @@ def test_restore_and_drill_succeed_from_the_secondary_when_the_primary_bucket_is
         assert json.loads(path.read_text())["SqlServerPassword"] == CANARY
     assert "mirror target 'dr-s3'" in fallback.stderr
     # And a drill of the newest complete set passes from the secondary alone (and through the fallback)
-    for store in (("--store", "dr-s3"), ()):
+    for store, prom in ((("--store", "dr-s3"), "secondary.prom"), ((), "primary.prom")):
         drill = site.cli(*store, "drill", "--stamp", STAMP, "--components", "secrets", "--key",
-                         str(site.root / "key.pem"))
+                         str(site.root / "key.pem"), "--textfile", str(site.root / prom))
         assert drill.returncode == 0 and "drill PASSED" in drill.stdout, drill.stdout + drill.stderr
         assert set_id in drill.stdout
+    # And the secondary's drill wrote its own metrics, labelled with the copy, and the primary's the primary's
+    secondary, primary = (samples(site.root / name) for name in ("secondary.prom", "primary.prom"))
+    assert set(secondary) == {"appsvc_dr_last_secondary_restore_drill_timestamp_seconds",
+                              "appsvc_dr_secondary_estimated_rto_seconds"}
+    assert secondary["appsvc_dr_last_secondary_restore_drill_timestamp_seconds"][0].labels == \
+        {"stamp": STAMP, "store": "dr-s3", "result": "passed"}
+    assert set(primary) == {"appsvc_dr_last_restore_drill_timestamp_seconds", "appsvc_dr_estimated_rto_seconds"}
+    assert primary["appsvc_dr_last_restore_drill_timestamp_seconds"][0].labels == {"stamp": STAMP, "result": "passed"}
     # And `recover plan` plans the stamp's recovery from the secondary alone, naming that set
     plan = site.cli("--store", "dr-s3", "recover", "plan", "--stamp", STAMP, "--latest", "--skip",
                     "databases,fileshare", "--secrets-out", str(site.root / "recovered-secrets.json"),
@@ -251,3 +259,9 @@ def test_restore_and_drill_succeed_from_the_secondary_when_the_primary_bucket_is
     # And the set is listed from the secondary
     listed = site.cli("artifacts", "list", "--stamp", STAMP, "--store", "dr-s3")
     assert listed.returncode == 0 and set_id in listed.stdout, listed.stdout + listed.stderr
+
+
+def samples(path) -> dict[str, list]:
+    """The samples of a Prometheus textfile by metric name (parsed with prometheus_client's own parser)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    return {family.name: family.samples for family in text_string_to_metric_families(path.read_text())}

@@ -10,7 +10,7 @@ from datetime import datetime, time, timezone
 from pathlib import Path
 
 from workers.cli.keyopts import add_key_options, keyring_from_args
-from workers.cli.stores import artifact_store
+from workers.cli.stores import artifact_store, chosen_store
 from workers.config import Settings
 from workers.runtime.errors import ConfigurationError, DrError
 from workers.runtime.parsing import comma_list
@@ -37,7 +37,8 @@ def register(sub) -> None:
     p.add_argument("--verify-only", action="store_true", help="databases: only verify the backups (RESTORE "
                    "VERIFYONLY / pg_restore --list), restore nothing; reported as 'verified', never 'passed'")
     p.add_argument("--textfile", metavar="FILE", help="also write the Prometheus metric to FILE (a .prom file "
-                   "in node_exporter's --collector.textfile.directory)")
+                   "in node_exporter's --collector.textfile.directory; a drill of a secondary copy, --store NAME, "
+                   "writes the secondary metrics, labelled store=NAME: give it a file of its own)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--every", help="keep running: drill again every INTERVAL (e.g. 7d), at slots aligned to --at "
                    "(UTC); the drill container of deploy/ runs weekly this way")
@@ -79,7 +80,8 @@ def drill_once(args: argparse.Namespace, settings: Settings) -> int:
     if args.report:
         markers = read_markers(store.backend, stamp)
         if args.textfile:
-            write_textfile(args.textfile, last_by_result(markers), _estimate(stamp, estimated_rto(markers)))
+            write_textfile(args.textfile, last_by_result(markers), _estimate(stamp, estimated_rto(markers)),
+                           chosen_store())
         print(json.dumps(markers, indent=2) if args.json else "\n".join(report_lines(markers, stamp)))
         return 0 if markers and markers[-1].get("result") in ("passed", "verified") else 1
     if args.target_server:
@@ -93,7 +95,8 @@ def drill_once(args: argparse.Namespace, settings: Settings) -> int:
                                verify_only=args.verify_only)
     if args.textfile:
         markers = read_markers(store.backend, stamp) + ([] if marker else [result.to_json()])
-        write_textfile(args.textfile, last_by_result(markers), _estimate(stamp, estimated_rto(markers)))
+        write_textfile(args.textfile, last_by_result(markers), _estimate(stamp, estimated_rto(markers)),
+                           chosen_store())
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:

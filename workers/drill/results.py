@@ -27,6 +27,11 @@ DRILLS = "drills"
 log = logging.getLogger(__name__)
 METRIC = "appsvc_dr_last_restore_drill_timestamp_seconds"
 ESTIMATED_RTO = "appsvc_dr_estimated_rto_seconds"
+# A drill of a secondary copy (``--store NAME``, a mirror target) writes these instead, labelled with the copy's
+# name: the same series from two textfiles would clash in node_exporter, and a drill of the off-site copy must not
+# count as one of the primary (alerts AppsvcDrNoRecentRestoreDrill and AppsvcDrNoRecentSecondaryRestoreDrill).
+SECONDARY_METRIC = "appsvc_dr_last_secondary_restore_drill_timestamp_seconds"
+SECONDARY_RTO = "appsvc_dr_secondary_estimated_rto_seconds"
 
 
 @dataclass
@@ -180,21 +185,27 @@ def estimated_rto(markers: list[dict]) -> float | None:
 
 
 def write_textfile(path: str, latest: dict[tuple[str, str], float],
-                   estimated: dict[str, float] | None = None) -> None:
+                   estimated: dict[str, float] | None = None, copy: str | None = None) -> None:
     """The metrics for node_exporter's textfile collector, written atomically (temp file, then rename): the
-    newest drill per stamp and result, and ``estimated`` RTO seconds per stamp (:func:`estimated_rto`)."""
+    newest drill per stamp and result, and ``estimated`` RTO seconds per stamp (:func:`estimated_rto`). ``copy``:
+    the secondary copy (mirror target) the drills read, when not the primary: the secondary metrics, with
+    ``store``."""
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
+    secondary = copy not in (None, "primary")
+    where = ["store"] if secondary else []
+    of = f"the secondary copy (mirror target) {copy}" if secondary else "the store"
     registry = CollectorRegistry()
-    gauge = Gauge(METRIC, "Unix time the newest restore drill of a stamp finished, by result (passed; verified: "
-                  "backups only verified, not restored; failed)",
-                  ["stamp", "result"], registry=registry)
+    gauge = Gauge(SECONDARY_METRIC if secondary else METRIC,
+                  f"Unix time the newest restore drill of a stamp from {of} finished, by result (passed; verified: "
+                  "backups only verified, not restored; failed)", ["stamp", *where, "result"], registry=registry)
     for (stamp, result), when in sorted(latest.items()):
-        gauge.labels(stamp, result).set(when)
-    rto = Gauge(ESTIMATED_RTO, "Estimated recovery time of a stamp's automatable steps: the newest restore drill's "
-                "measured restore time of every component, added up", ["stamp"], registry=registry)
+        gauge.labels(stamp, *([copy] if secondary else []), result).set(when)
+    rto = Gauge(SECONDARY_RTO if secondary else ESTIMATED_RTO,
+                f"Estimated recovery time of a stamp's automatable steps from {of}: the newest restore drill's "
+                "measured restore time of every component, added up", ["stamp", *where], registry=registry)
     for stamp, seconds in sorted((estimated or {}).items()):
-        rto.labels(stamp).set(seconds)
+        rto.labels(stamp, *([copy] if secondary else [])).set(seconds)
     write_to_textfile(path, registry)
 
 
