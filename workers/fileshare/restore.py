@@ -166,7 +166,7 @@ class Restorer:
 
     def _clear(self, step: Step) -> None:
         """Move aside (or remove, with --overwrite) what is where ``step`` goes; never follows a link."""
-        if step.existing is not None and step.existing.attrs & READONLY and not step.existing.is_dir:
+        if readonly_in_the_way(step) and not step.existing.is_dir:
             self.target.set_meta(step.target, None, 0)          # a read-only file cannot be removed or renamed
         if step.resolve == "remove":
             self.target.remove(step.target)
@@ -232,8 +232,7 @@ class Restorer:
 
     def _streamed(self, todo: list[Step], report: RestoreReport, written: list[Step]) -> list[Step]:
         """Restore the large files with nothing to resolve first pack by pack (``restorestream``); what is left."""
-        plain = [s for s in todo if s.entry.size > SMALL and not s.resolve and
-                 not (s.existing is not None and s.existing.attrs & READONLY)]
+        plain = [s for s in todo if s.entry.size > SMALL and not s.resolve and not readonly_in_the_way(s)]
         if not plain:
             return todo
         done, _ = StreamedRestore(self.repo, self.keys, self.target.open_write, self.target.set_meta,
@@ -262,7 +261,7 @@ class Restorer:
         attrs = entry.attrs & ATTRIBUTES if self.attributes else None
 
         def write() -> None:
-            if step.existing is not None and step.existing.attrs & READONLY and not self.overwrite:
+            if readonly_in_the_way(step) and not self.overwrite:
                 raise FileProblem("readonly", f"{READONLY_IN_THE_WAY} (its content differs)")
             if step.resolve == "aside":
                 self._clear(step)
@@ -323,6 +322,11 @@ class Restorer:
     def _verify(self, steps: list[Step], report: RestoreReport) -> None:
         report.failed += listed_again(self.target, steps, self._failed(report),
                                       self.attributes and self.target.keeps_attributes)
+
+
+def readonly_in_the_way(step: Step) -> bool:
+    """Something read-only is where ``step`` goes (it must be cleared, or refused, before anything is written)."""
+    return step.existing is not None and bool(step.existing.attrs & READONLY)
 
 
 def need_order(steps: list[Step], place: Callable[[str], BlobPlace], writers: int) -> list[str]:

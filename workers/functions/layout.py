@@ -22,7 +22,7 @@ import io
 import json
 import logging
 
-from workers.artifacts.functionspacks import COMPONENT, FOLDER, account_prefix  # noqa: F401 (retention's too)
+from workers.artifacts.functionspacks import COMPONENT, account_prefix
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
 from workers.artifacts.setmanifest import artifact_key
 from workers.functions.records import SHA256, in_packs
