@@ -4,6 +4,7 @@ target that cannot be written leave the file to the file-by-file restore, which 
 temporary file left; files beyond what may be open at once are restored by the file-by-file restore."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
@@ -18,7 +19,8 @@ from workers.fileshare.handler import commit
 from workers.fileshare.localtree import LocalTree
 from workers.fileshare.restore import Restorer
 from workers.fileshare import restorestream
-from workers.fileshare.restorestream import StreamedRestore, admitted, pack_order
+from workers.fileshare.restoreorder import admitted, pack_order
+from workers.fileshare.restorestream import StreamedRestore
 from workers.fileshare.settings import FileshareSettings
 from workers.fileshare.sync import Sync
 from workers.repository.paths import PARTIAL
@@ -64,6 +66,19 @@ def restorer(repo, keys, target, **kw) -> Restorer:
                     retries=0, **kw)
 
 
+@contextlib.contextmanager
+def blob_moved(repo, manifest, path: str, i: int):
+    """The index places blob ``i`` of ``path`` one byte off (its bytes no longer match its id) meanwhile."""
+    repo.load_index()
+    blob = next(e for e in manifest.entries if e.path == path).blobs[i]
+    pack, offset, length = repo.index.blobs[blob]
+    repo.index.blobs[blob] = (pack, offset + 1, length)
+    try:
+        yield
+    finally:
+        repo.index.blobs[blob] = (pack, offset, length)
+
+
 def partials(root) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob(f"*{PARTIAL}"))
 
@@ -101,16 +116,10 @@ def test_the_file_by_file_restore_alone_gives_the_same_tree(stored, tmp_path):
 def test_a_damaged_blob_fails_its_file_with_the_usual_reason_and_leaves_no_temporary_file(stored, tmp_path, caplog):
     # Given an index that places media/b.bin's third blob one byte off (its bytes no longer match its id)
     repo, keys, manifest, src = stored
-    repo.load_index()
-    entry = next(e for e in manifest.entries if e.path == "media/b.bin")
-    pack, offset, length = repo.index.blobs[entry.blobs[2]]
-    repo.index.blobs[entry.blobs[2]] = (pack, offset + 1, length)
     caplog.set_level(logging.INFO, logger="workers")
-    try:
+    with blob_moved(repo, manifest, "media/b.bin", 2):
         # When the snapshot is restored
         report = restorer(repo, keys, tmp_path / "r").run(manifest)
-    finally:
-        repo.index.blobs[entry.blobs[2]] = (pack, offset, length)
     # Then the pack-by-pack restore gave it up when it met the blob, and the file-by-file restore lists only it,
     # with its usual reason; no temporary file is left
     assert re.search(r"media/b\.bin.? left to the file-by-file restore: blob \w+ in pack \w+ does not match", caplog.text)

@@ -231,12 +231,16 @@ class Restorer:
         return written
 
     def _streamed(self, todo: list[Step], report: RestoreReport, written: list[Step]) -> list[Step]:
-        """Restore the large files with nothing to resolve first pack by pack (``restorestream``); what is left."""
-        plain = [s for s in todo if s.entry.size > SMALL and not s.resolve and not readonly_in_the_way(s)]
-        if not plain:
+        """Restore the large files with nothing to resolve first pack by pack (``restorestream``), and the small
+        ones whose blobs are all in the packs streamed for them; what is left."""
+        plain = [s for s in todo if not s.resolve and not readonly_in_the_way(s)]
+        large = [s for s in plain if s.entry.size > SMALL]
+        if not large:
             return todo
         done, _ = StreamedRestore(self.repo, self.keys, self.target.open_write, self.target.set_meta,
-                                  attributes=self.attributes, progress=self.progress).run(plain)
+                                  attributes=self.attributes, progress=self.progress,
+                                  write_file=self.target.write_file).run(large, [s for s in plain
+                                                                                if s.entry.size <= SMALL])
         for step in done:
             report.bytes_written += step.entry.size
             report.files_restored += 1

@@ -11,6 +11,11 @@ at most ``max_open`` are open at once (each holds its SMB WRITEs in flight). A f
 every one of its blobs is written (``open_write``: written under a temporary name beside it), then its mtime and
 attributes are set.
 
+Small files ride along: one with no conflict to resolve whose blobs all lie in packs streamed for the large files
+is kept in memory as its blobs go by and written whole once it has them (``write_file``: one compound request over
+SMB, ``RIDERS_AT_ONCE`` at a time), so a pack that holds parts of large and small files (the sync packs what it
+reads at once together) is fetched once, not again by the file-by-file restore.
+
 Only what is plain is done here: a large file with no conflict to resolve first, written in this process. Every
 other file, and every file that fails here (a damaged or missing pack, a blob that does not match its id, an index
 whose places overlap or are larger than any chunk, a FileProblem of the target), is left to the file-by-file
@@ -20,14 +25,15 @@ temporary file of a file given up here is removed first, so nothing half-written
 from __future__ import annotations
 
 import hashlib
-import heapq
 import logging
 import os
 import threading
-from collections import Counter, defaultdict
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
+from workers.fileshare.restoreorder import admitted, pack_order
 from workers.fileshare.restoreplan import Step
 from workers.fileshare.tree import ATTRIBUTES
 from workers.repository.index import BlobPlace
@@ -40,6 +46,8 @@ PACKS_AT_ONCE = 2        # packs streamed at once (S3 GETs in flight; 3 or 5 wer
 MAX_OPEN = 4             # files open at once (each holds up to 2 WRITEs of 2 MiB in flight and 2 MiB gathered)
 MAX_BLOB = 16 << 20      # the largest chunk is 4 x chunk_avg (at most 4 MiB): an index claiming more is not trusted here
 SKIP = 1 << 20
+RIDERS_AT_ONCE = 8       # small files riding along written at once (each one compound request over SMB)
+RIDER_BYTES = 16 << 20   # their bytes read and waiting to be written, at most (beyond it the pack streams wait)
 
 
 @dataclass(eq=False)
@@ -51,6 +59,7 @@ class _File:
     write_at: Callable[[int, Any], object] | None = None
     failed: bool = False
     done: bool = False
+    parts: list[tuple[int, Any]] | None = None  # a small file riding along: its blobs, kept until it is whole
 
 
 class _Use(NamedTuple):
@@ -60,53 +69,21 @@ class _Use(NamedTuple):
     places: list[tuple[_File, int]]             # each file that holds the blob, and at which offset
 
 
-def pack_order(chains: list[list[str]]) -> list[str]:
-    """Every pack of ``chains`` (each file's packs in the order its blobs need them) once, each chain's packs in its
-    order where the chains agree (a topological merge; where they disagree, the earliest pack waiting goes first).
-    For files that were backed up together this is the order the packs were written."""
-    after: dict[str, set[str]] = defaultdict(set)
-    waiting: Counter = Counter()
-    first: dict[str, tuple[int, int]] = {}
-    for i, chain in enumerate(chains):
-        for j, pack in enumerate(chain):
-            first.setdefault(pack, (i, j))
-            waiting[pack] += 0
-        for a, b in zip(chain, chain[1:]):
-            if b not in after[a]:
-                after[a].add(b)
-                waiting[b] += 1
-    ready = [(first[p], p) for p in first if not waiting[p]]
-    heapq.heapify(ready)
-    left, order = set(first), []
-    while left:
-        if not ready:                           # the chains disagree (a cycle): the earliest pack left goes next
-            pack = min(left, key=first.__getitem__)
-            heapq.heappush(ready, (first[pack], pack))
-        _, pack = heapq.heappop(ready)
-        if pack not in left:
-            continue
-        left.remove(pack)
-        order.append(pack)
-        for nxt in after[pack]:
-            waiting[nxt] -= 1
-            if not waiting[nxt] and nxt in left:
-                heapq.heappush(ready, (first[nxt], nxt))
-    return order
+class _Room:
+    """Bytes that may wait at once; ``take`` waits for room (always room for one, however large)."""
 
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used, self.cond = limit, 0, threading.Condition()
 
-def admitted(spans: list[tuple[int, int]], max_open: int) -> list[bool]:
-    """Which files (each open from the position of its first pack to that of its last, ``spans``) can be restored
-    with at most ``max_open`` open at once, taken in the order they open."""
-    ends: list[int] = []
-    ok = [False] * len(spans)
-    for i in sorted(range(len(spans)), key=spans.__getitem__):
-        lo, hi = spans[i]
-        while ends and ends[0] < lo:
-            heapq.heappop(ends)
-        if len(ends) < max_open:
-            heapq.heappush(ends, hi)
-            ok[i] = True
-    return ok
+    def take(self, n: int) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: not self.used or self.used + n <= self.limit)
+            self.used += n
+
+    def give(self, n: int) -> None:
+        with self.cond:
+            self.used -= n
+            self.cond.notify_all()
 
 
 def positional(fh: Any) -> Callable[[int, Any], object]:
@@ -127,20 +104,26 @@ def positional(fh: Any) -> Callable[[int, Any], object]:
 class StreamedRestore:
     def __init__(self, repo: Repository, keys: KeyRing | None, open_write: Callable, set_meta: Callable, *,
                  attributes: bool = True, progress: Callable[[int], None] = lambda n: None,
-                 packs_at_once: int | None = None, max_open: int | None = None) -> None:
+                 packs_at_once: int | None = None, max_open: int | None = None,
+                 write_file: Callable | None = None) -> None:
         self.repo, self.keys, self.open_write, self.set_meta = repo, keys, open_write, set_meta
+        self.write_file = write_file                            # riders' whole files (``run``)
         self.attributes, self.progress = attributes, progress
         self.packs_at_once = max(1, packs_at_once or PACKS_AT_ONCE)      # the module's values when not given
         self.max_open = max(1, max_open or MAX_OPEN)
         self.streamed: list[str] = []                           # packs streamed to their end of what was needed
 
-    def run(self, steps: list[Step]) -> tuple[list[Step], list[Step]]:
+    def run(self, steps: list[Step], riders: list[Step] = ()) -> tuple[list[Step], list[Step]]:
         """Restore what can be restored here of ``steps`` (large files, no conflict to resolve): the steps restored,
-        and the steps left to the file-by-file restore."""
-        files, uses, order, rest = self._plan(steps)
+        and the steps left to the file-by-file restore. ``riders``: small files with no conflict to resolve; each
+        whose blobs all lie in packs streamed for the large files anyway is written whole (``write_file``) once
+        they are read, so that no pack is fetched twice (the others are left, and not listed in the result)."""
+        files, uses, order, rest = self._plan(steps, riders if self.write_file is not None else [])
         if not files:
             return [], rest
         queue, queue_lock = iter(order), threading.Lock()
+        self._writes = ThreadPoolExecutor(RIDERS_AT_ONCE, thread_name_prefix="restore-ride")
+        self._room = _Room(RIDER_BYTES)
 
         def work() -> None:
             while True:
@@ -155,16 +138,20 @@ class StreamedRestore:
             thread.start()
         for thread in threads:
             thread.join()
+        self._writes.shutdown(wait=True)
         for f in files:
             if not f.done:
                 self._give_up(f, "not every blob was written")      # a pack given up on: no longer waited for
         done = [f.step for f in files if f.done]
-        rest += [f.step for f in files if not f.done]
-        log.info("restore: %d large file(s) streamed from %d pack(s); %d left to the file-by-file restore",
-                 len(done), len(self.streamed), len(rest))
+        rest += [f.step for f in files if not f.done and f.parts is None]
+        rode = sum(1 for f in files if f.done and f.parts is not None)
+        log.info("restore: %d large file(s) streamed from %d pack(s), with %d small file(s) from the same packs; "
+                 "%d left to the file-by-file restore", len(done) - rode, len(self.streamed), rode, len(rest))
         return done, rest
 
-    def _plan(self, steps: list[Step]) -> tuple[list[_File], dict[str, list[_Use]], list[str], list[Step]]:
+    def _layouts(self, steps: list[Step]) -> tuple[list[tuple[Step, list[BlobPlace]]], list[Step]]:
+        """Each step whose blobs' places are plausible, with them; and the others (the file-by-file restore says
+        what is wrong with them)."""
         rest: list[Step] = []
         layouts: list[tuple[Step, list[BlobPlace]]] = []
         for step in steps:
@@ -175,28 +162,39 @@ class StreamedRestore:
                 continue
             if not places or sum(p.length for p in places) != step.entry.size or \
                     any(p.length > MAX_BLOB or p.length <= 0 or p.offset < 0 for p in places):
-                rest.append(step)                               # the file-by-file restore says what is wrong
+                rest.append(step)
                 continue
             layouts.append((step, places))
+        return layouts, rest
+
+    def _plan(self, steps: list[Step], riders: list[Step]) -> tuple[list[_File], dict[str, list[_Use]], list[str],
+                                                                     list[Step]]:
+        layouts, rest = self._layouts(steps)
         chains = [list(dict.fromkeys(p.pack for p in places)) for _, places in layouts]
         order = pack_order(chains)
         position = {pack: i for i, pack in enumerate(order)}
         spans = [(min(position[p] for p in c), max(position[p] for p in c) + self.packs_at_once - 1) for c in chains]
         files: list[_File] = []
         found: dict[str, dict[str, _Use]] = defaultdict(dict)
-        for (step, places), ok in zip(layouts, admitted(spans, self.max_open), strict=True):
-            if not ok:
-                rest.append(step)
-                continue
-            f = _File(step, left=len(places))
+
+        def add(f: _File, places: list[BlobPlace]) -> None:
             files.append(f)
             at = 0
-            for blob, place in zip(step.entry.blobs, places, strict=True):
+            for blob, place in zip(f.step.entry.blobs, places, strict=True):
                 use = found[place.pack].get(blob)
                 if use is None:
                     use = found[place.pack][blob] = _Use(place.offset, place.length, blob, [])
                 use.places.append((f, at))
                 at += place.length
+        for (step, places), ok in zip(layouts, admitted(spans, self.max_open), strict=True):
+            if ok:
+                add(_File(step, left=len(places)), places)
+            else:
+                rest.append(step)
+        streamed = set(found)
+        for step, places in self._layouts(riders)[0]:
+            if {p.pack for p in places} <= streamed:
+                add(_File(step, left=len(places), parts=[]), places)
         uses = {pack: sorted(blobs.values(), key=lambda u: u.offset) for pack, blobs in found.items()}
         return files, uses, [p for p in order if p in uses], rest
 
@@ -239,6 +237,9 @@ class StreamedRestore:
             if f.failed or f.done:
                 return
             try:
+                if f.parts is not None:
+                    self._ride(f, at, data)
+                    return
                 if f.write_at is None:
                     f.ctx = self.open_write(f.step.target)
                     f.write_at = positional(f.ctx.__enter__())
@@ -254,6 +255,34 @@ class StreamedRestore:
                 self._abort(f, exc)
                 return
         self.progress(entry.size)
+
+    def _ride(self, f: _File, at: int, data: Any) -> None:
+        """Under ``f.lock``: keep a small file's blob; once it has them all, write it whole."""
+        f.parts.append((at, data))
+        f.left -= 1
+        if f.left:
+            return
+        entry = f.step.entry
+        whole = b"".join(part for _, part in sorted(f.parts, key=lambda p: p[0]))
+        f.parts = []
+        if len(whole) != entry.size:                            # places that overlap: the index is not the packer's
+            raise RuntimeError("its blobs do not add up to its size")
+        self._room.take(len(whole))
+        self._writes.submit(self._write_whole, f, whole)
+
+    def _write_whole(self, f: _File, whole: bytes) -> None:
+        """A rider written whole (``write_file``: a temporary name renamed over it, its mtime and attributes)."""
+        entry = f.step.entry
+        try:
+            self.write_file(f.step.target, whole, entry.mtime_ns, entry.attrs & ATTRIBUTES if self.attributes else None)
+            with f.lock:
+                f.done = True
+            self.progress(entry.size)
+        except Exception as exc:  # noqa: BLE001 - the file goes to the file-by-file restore, which reports it
+            with f.lock:
+                self._abort(f, exc)
+        finally:
+            self._room.give(len(whole))
 
     def _give_up(self, f: _File, why: str) -> None:
         with f.lock:
