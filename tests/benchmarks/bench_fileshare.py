@@ -3,9 +3,10 @@
 Starts its own smbd and moto S3 server (root needed, like the tests). Cases: (a) FILES files of 4–64 KiB,
 (b) BIG files of BIG_MIB MiB, (c) re-sync with nothing changed, (d) re-sync after changing 1% of the small
 files, (e) restore of the large files to a fresh folder of the share (``rclone copy`` back from its bucket),
-(f) the same for FILES small files (4–64 KiB in 100 directories). Each row gives the tool's CPU seconds: ours
+(f) the same for FILES small files (4–64 KiB in 100 directories), (g) the same for a mixed tree (FILES / 5 small
+files and BIG / 4 large ones in one folder, backed up together). Each row gives the tool's CPU seconds: ours
 is the benchmark process's (the restore runs in it, with its writer processes when ``--writers`` asks), rclone's
-its child process's; the restore rows (e) and (f) add the CPU moto and smbd (its master and per-connection
+its child process's; the restore rows (e), (f) and (g) add the CPU moto and smbd (its master and per-connection
 processes) spent during each tool's run, and our restoring process's own.
 Ours runs as configured in production: SMB 3 encryption, zstd, AES-GCM with a certificate. rclone runs
 with its default flags (plus ``--s3-no-head`` for moto; ``AWS_CA_BUNDLE`` unset, see DESIGN.md); it sends plain
@@ -171,7 +172,7 @@ def row(case: str, tool: str, seconds: float, files: int, nbytes: int, ref: floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", default="acdbef", help="which cases to run, e.g. 'b' or 'acd' (default acdbef; c "
+    parser.add_argument("--cases", default="acdbef", help="which cases to run, e.g. 'b' or 'acd' (default acdbef; g: a mixed tree's restore; c "
                         "and d re-sync the tree case a stored; e restores the large files to a fresh folder, f the "
                         "small files; m, n, r: memory of a sync of the large and the small files, and of a restore)")
     parser.add_argument("--files", type=int, default=FILES, help="small files in (a) (default %(default)s)")
@@ -208,6 +209,8 @@ def main() -> None:
             rows += restore_case(smb, s3, cert, key_pem, cache, args)
         if "f" in args.cases:
             rows += restore_case(smb, s3, cert, key_pem, cache, args, small=True)
+        if "g" in args.cases:
+            rows += restore_case(smb, s3, cert, key_pem, cache, args, mixed=True)
         if set(args.cases) & {"m", "n", "r"}:
             rows += ["", *memory_cases(smb, s3, cert_pem, key_pem, cache, args)]
         shutil.rmtree(cache, ignore_errors=True)
@@ -255,12 +258,19 @@ def server_row(label: str, tool: str, result: tuple[float, dict], nbytes: int) -
 
 
 def restore_case(smb, s3, cert, key_pem: bytes, cache: Path, args: argparse.Namespace,
-                 small: bool = False) -> list[str]:
-    """(e): the large files, or (f): FILES small files, stored by each tool, restored to a fresh folder of the
+                 small: bool = False, mixed: bool = False) -> list[str]:
+    """(e): the large files, (f): FILES small files, or (g): a mixed tree (FILES / 5 small files and BIG / 4 large
+    ones, backed up together: their chunks share packs), stored by each tool, restored to a fresh folder of the
     share: ``rclone copy`` from its bucket, ours a snapshot restore (decrypt, verify every blob, set mtimes and
     attributes, verify the result). Both results are compared with the source, file by file."""
-    folder, case = ("small-r", "f") if small else ("big", "e")
-    count, total = populate(smb.path / folder, smb.username, small, args.files if small else args.big, args.big_mib)
+    folder, case = ("small-r", "f") if small else ("mixed-r", "g") if mixed else ("big", "e")
+    if mixed:
+        small_count, small_total = populate(smb.path / folder, smb.username, True, max(1, args.files // 5))
+        big_count, big_total = populate(smb.path / folder, smb.username, False, max(1, args.big // 4), args.big_mib)
+        count, total = small_count + big_count, small_total + big_total
+    else:
+        count, total = populate(smb.path / folder, smb.username, small, args.files if small else args.big,
+                                args.big_mib)
     rclone(smb, s3, folder, f"rclone-restore-{case}")
     ours(smb, s3, folder, f"ours-restore-{case}", cert, cache / case, f"{case}1")
     key = cache / "restore-key.pem"
@@ -313,7 +323,9 @@ def restore_case(smb, s3, cert, key_pem: bytes, cache: Path, args: argparse.Name
                     raise SystemExit(f"{name}/{source.name} differs from the source")
             shutil.rmtree(smb.path / name)
     s3.reset()
-    label = f"({case}) restore {count} files 4-64 KiB" if small else f"({case}) restore {count} x {args.big_mib} MiB"
+    label = f"({case}) restore {count} files 4-64 KiB" if small else \
+        f"({case}) restore {small_count} files 4-64 KiB + {big_count} x {args.big_mib} MiB" if mixed else \
+        f"({case}) restore {count} x {args.big_mib} MiB"
     label += f", best of {args.repeat}" if args.repeat > 1 else ""
     theirs = best["rclone"][0]
     medians = {key: statistics.median(times) for key, times in rounds.items()}
