@@ -2,9 +2,10 @@
 outcome and duration recorded in the recovery's state file after every step.
 
 Databases first (several at once, ``parallel``), then the file share, then the secrets (a 0600 file), then the
-controller script and the checklist. A step the state file records as done is re-verified (the database's tables
-and rows counted again, the share compared with the snapshot, the files' SHA-256) and skipped when it still
-holds; otherwise it runs again. A failing step is recorded with its error and fix, the others still run."""
+controller script and the checklist. A step the state file records as done is re-verified on the targets given
+now (the database's tables and rows counted again, the share compared with the snapshot, the secrets file's
+SHA-256 against the set's fingerprint, the script and checklist against what this run writes: never the paths the
+state file lists) and skipped when it still holds; otherwise it runs again. A failing step is recorded with its error and fix, the others still run."""
 from __future__ import annotations
 
 import hashlib
@@ -104,10 +105,14 @@ class Runner:
                                      f"{proof.get('tables')} tables, {proof.get('rows')} rows")
         elif step.kind == FILESHARE:
             self._share_matches()
+        elif step.kind == SECRETS:                        # the target chosen now, not the paths the state lists
+            out = self._secrets_out()
+            if _sha256(out) != self.contents.secrets.get("fingerprint"):      # type: ignore[union-attr]
+                raise PermanentError(f"{out} is missing or does not hold the set's secrets")
         else:
-            for path, digest in proof.get("sha256", {}).items():
-                if _sha256(Path(path)) != digest:
-                    raise PermanentError(f"{path} is missing or changed")
+            for path, body in self._script_files().items():
+                if _sha256(path) != hashlib.sha256(body).hexdigest():
+                    raise PermanentError(f"{path} is missing or not what this recovery writes")
 
     def _engine(self) -> DatabaseEngine:
         if self.engine is None:
@@ -173,8 +178,11 @@ class Runner:
             raise PermanentError(f"{len(off)} entries differ from the snapshot, e.g. {off[0].entry.path} "
                                  f"({off[0].action})", hint="Resume the recovery: the file share step runs again.")
 
+    def _secrets_out(self) -> Path:
+        return Path(self.targets.secrets_out).absolute()     # type: ignore[arg-type]
+
     def _secrets(self, step: Step, proof: dict) -> str:
-        out = Path(self.targets.secrets_out).absolute()      # type: ignore[arg-type]
+        out = self._secrets_out()
         key = self.contents.secrets["key"]                   # type: ignore[index]
         write_atomically(out, lambda stream: self.store.get(key, stream, keys=self.keys))
         digest = _sha256(out)
@@ -184,16 +192,20 @@ class Runner:
         proof["sha256"] = {str(out): digest}
         return f"{out} (mode 0600, fingerprint {digest[:12]} verified): copy it to CN0-VM, then delete it"
 
-    def _script(self, step: Step, proof: dict) -> str:
+    def _script_files(self) -> dict[Path, bytes]:
+        """The controller script and the checklist as this run writes them (for the targets given now)."""
         out = Path(self.targets.out_dir or ".").absolute()
         ids = dict(stamp=self.recovery.stamp, set_id=self.recovery.set_id, recovery_id=self.recovery.recovery_id)
-        files = {out / SCRIPT_NAME: controller.script(self.targets, **ids),
-                 out / CHECKLIST_NAME: controller.checklist(self.steps, **ids)}
-        for path, text in files.items():
-            write_atomically(path, lambda stream, t=text: stream.write(t.encode("utf-8-sig" if path.suffix == ".ps1"
-                                                                                else "utf-8")), mode=0o644)
+        return {out / SCRIPT_NAME: controller.script(self.targets, **ids).encode("utf-8-sig"),
+                out / CHECKLIST_NAME: controller.checklist(self.steps, **ids).encode("utf-8")}
+
+    def _script(self, step: Step, proof: dict) -> str:
+        files = self._script_files()
+        for path, body in files.items():
+            write_atomically(path, lambda stream, b=body: stream.write(b), mode=0o644)
         proof["sha256"] = {str(p): _sha256(p) for p in files}
-        return f"wrote {out / SCRIPT_NAME} and {out / CHECKLIST_NAME}"
+        script, checklist = files
+        return f"wrote {script} and {checklist}"
 
 
 def _sha256(path: Path) -> str | None:
