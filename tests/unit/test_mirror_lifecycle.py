@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from tests.unit.certs import signed
 from tests.unit.test_mirror import KEEP_ALL, primary  # noqa: F401 - fixture
 from tests.unit.test_retention import STAMP, make_set
 from workers.artifacts.jobs import JobKey, JobLease, store_prefix
@@ -52,8 +53,9 @@ def test_lifecycle_markers_and_recoveries_are_mirrored_leases_and_slot_claims_ne
 
 
 def test_a_recovery_state_rewritten_with_the_same_size_is_copied_again(primary, tmp_path):
-    # Given a recovery's state mirrored to a target
+    # Given a recovery's state (signed: a recovery state is never read unsigned) mirrored to a target
     set_id = make_set(primary, 1)
+    signed(primary.backend, tmp_path)
     recovery = Recovery(new_id(), STAMP, set_id, now(), {}, [StepState("db", "database")])
     save(primary.backend, recovery)
     target = LocalStore(tmp_path / "target")
@@ -68,7 +70,7 @@ def test_a_recovery_state_rewritten_with_the_same_size_is_copied_again(primary, 
     # Then the target's copy differs, is copied again, and then reads as the primary's
     assert [i.key for i in compare(primary.backend, target, STAMP, KEEP_ALL).missing] == [key]
     assert sync(primary.backend, target, STAMP, KEEP_ALL).copied == 1
-    assert load(target, STAMP, recovery.recovery_id).steps[0].status == RUNNING
+    assert load(signed(target, tmp_path), STAMP, recovery.recovery_id).steps[0].status == RUNNING
 
 
 def test_leases_and_slot_claims_are_written_without_an_object_lock(primary):

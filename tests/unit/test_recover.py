@@ -77,6 +77,30 @@ def test_the_state_is_signed_and_an_altered_one_is_refused(backend, tmp_path):
         load(backend, STAMP, recovery.recovery_id)
 
 
+FORGED_TARGETS = {"database_server": "evil.example", "fileshare": r"\\evil.example\share",
+                  "secrets_out": "/tmp/SystemSecrets.json"}
+
+
+@pytest.mark.parametrize("trust", ["no verify key", "unsigned allowed", "signer unknown"])
+def test_an_unsigned_state_is_refused_even_where_unsigned_objects_are_read(tmp_path, trust):
+    # Given a state file written by someone with write access to the store only: no signature (or another key's),
+    # aiming the recovery's database restore, share and secrets elsewhere
+    store = LocalStore(tmp_path / "store")
+    if trust == "unsigned allowed":                         # --allow-unsigned, given for a legacy set
+        store = signed(store, tmp_path, signer=None, allow_unsigned=True)
+    writer = signed(LocalStore(tmp_path / "store"), tmp_path, signer="intruder", verify=("intruder",)) \
+        if trust == "signer unknown" else LocalStore(tmp_path / "store")
+    if trust == "signer unknown":
+        store = signed(store, tmp_path, signer=None, allow_unsigned=True)
+    recovery = Recovery("20261203T010000Z-abcdef", STAMP, OLD, now(), FORGED_TARGETS,
+                        [StepState("secrets", "secrets", status=DONE, runs=1)])
+    save(writer, recovery)
+    # When `recover run --resume` (or status) reads it: refused, before any of its targets is used
+    with pytest.raises(PermanentError, match="damaged, unsigned or forged") as caught:
+        load(store, STAMP, recovery.recovery_id)
+    assert "signing key" in caught.value.hint
+
+
 def contents_of(size: int) -> Contents:
     manifest = Manifest("snap", STAMP, OLD, "src", entries=[Entry("a.bin", False, size, 0, 0)])
     return Contents(STAMP, OLD, snapshot="snap", manifest=manifest)

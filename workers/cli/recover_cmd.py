@@ -160,6 +160,7 @@ def run_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from workers.recover.metrics import write_textfile
     from workers.recover.prepare import prepare
     from workers.recover.run import Runner
+    from workers.storage.signing import trust_of
 
     private_umask()                     # the staged dumps and SystemSecrets.json are plaintext
     stamp, store = args.stamp or settings.stamp, artifact_store(settings)
@@ -186,6 +187,9 @@ def run_cmd(args: argparse.Namespace, settings: Settings) -> int:
     recovery.targets = targets.to_json()
     key = st.save(store.backend, recovery)
     print(f"\nrecovery {recovery.recovery_id} (state: {key})")
+    if trust_of(store.backend).signer is None:
+        print("WARNING: no signing key is configured (APPSVC_DR_ENCRYPTION__SIGNING_KEY): the state is stored "
+              "unsigned and `recover run --resume` will refuse it")
     Runner(settings, store, keys, prepared.contents, targets, recovery, prepared.steps, force=args.force,
            parallel=args.parallel).run()
     if args.textfile:

@@ -1,11 +1,14 @@
 """A recovery's record in the store, ``<stamp>/recoveries/<id>.json`` (signed like every stored object when a
 signing key is configured; never secrets): the set, the targets, and each step's outcome, times and what its
-verification found. `recover run --resume ID` reads it to skip what is done and still verifies; `recover status`
+verification found. It names where the databases, the share and the secrets go, so it is read back only with a
+valid signature by a configured verify key (never unsigned, whatever ``allow_unsigned`` says). `recover run --resume ID` reads it to skip what is done and still verifies; `recover status`
 and `recover report` print it. It is rewritten after every step, so a killed run loses at most the step it ran."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import logging
 import secrets as random
 import threading
 from dataclasses import asdict, dataclass, field
@@ -13,7 +16,9 @@ from datetime import datetime, timezone
 
 from workers.runtime.errors import PermanentError
 from workers.storage.base import ObjectNotFound, StorageBackend
-from workers.storage.signing import sign_body, verified
+from workers.storage.signing import SIGNATURE_FIELD, SignatureError, canonical, sign_body, trust_of
+
+log = logging.getLogger("appsvc_dr.recover")
 
 PENDING, RUNNING, DONE, FAILED, MANUAL = "pending", "running", "done", "failed", "manual"
 RECOVERIES = "recoveries"
@@ -103,12 +108,30 @@ def load(backend: StorageBackend, stamp: str, recovery_id: str) -> Recovery:
                              hint="`appsvc-dr recover status --stamp STAMP` lists the recoveries.") from None
     except ValueError:
         data = None
-    checked = verified(backend, key, data, "recovery state") if isinstance(data, dict) else None
+    checked = _signed(backend, key, data) if isinstance(data, dict) else None
     if checked is None or checked.get("kind") != "recovery":
         raise PermanentError(f"the recovery state {key} is damaged, unsigned or forged",
-                             hint="Start a new recovery (`appsvc-dr recover run` without --resume): steps whose "
-                                  "targets already hold the data need --force.")
+                             hint="A recovery state is read only with a valid signature (it names where the "
+                                  "databases, share and secrets go): configure the signing key "
+                                  "(APPSVC_DR_ENCRYPTION__SIGNING_KEY) and its verify key, then start a new recovery "
+                                  "(`appsvc-dr recover run` without --resume): steps whose targets already hold the "
+                                  "data need --force.")
     return Recovery.from_json(checked)
+
+
+def _signed(backend: StorageBackend, key: str, data: dict) -> dict | None:
+    """``data`` without its signature when a configured verify key verifies it; None otherwise. Stricter than
+    other reads: neither the lack of a verify key nor ``allow_unsigned`` (meant for legacy artifacts; a recovery
+    state is never one) lets an unsigned state through."""
+    trust = trust_of(backend)
+    try:
+        if trust.check(key, hashlib.sha256(canonical(data)).digest(), data.get(SIGNATURE_FIELD),
+                       what="recovery state", required=True):
+            return {k: v for k, v in data.items() if k != SIGNATURE_FIELD}
+        log.warning("ignoring %s: a recovery state is never read unsigned", key)
+    except SignatureError as exc:
+        log.warning("ignoring %s: %s", key, exc.message)
+    return None
 
 
 def list_ids(backend: StorageBackend, stamp: str) -> list[str]:
