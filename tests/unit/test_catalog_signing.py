@@ -123,3 +123,18 @@ def read_bytes(backend, key: str) -> bytes:
 
 def put_bytes(backend, key: str, data: bytes) -> None:
     backend.put(key, io.BytesIO(data), size=len(data))
+
+
+def test_an_unsigned_completion_marker_never_makes_retention_delete_a_genuine_set(tmp_path, caplog):
+    from workers.artifacts.retention import apply_retention
+    backend = signed(LocalStore(tmp_path / "store"), tmp_path)
+    # Given one genuine complete set (signed plan and marker) and, written by someone with write access to the
+    # store only, a newer "set" that is nothing but an unsigned complete.json
+    write_plan(backend, Plan(STAMP, SET, ("secrets",), "schedule", WHEN))
+    write_marker(backend, STAMP, SET, {"stamp": STAMP, "backup_set_id": SET})
+    put_json(backend, set_prefix(STAMP, OTHER) + "complete.json", {"format": 1, "stamp": STAMP})
+    # When retention keeping the newest complete set runs (the catalog's, after a set completes)
+    with caplog.at_level(logging.WARNING):
+        plan = apply_retention(backend, STAMP, keep_last=1, now=WHEN.replace(day=24))
+    # Then the genuine set is kept: the forged one is no complete set
+    assert SET not in plan.delete and backend.exists(set_prefix(STAMP, SET) + PLAN), plan

@@ -35,6 +35,7 @@ from workers.artifacts.setmanifest import MANIFEST
 from workers.artifacts.sets import (COMPLETE, DEFAULT_DEADLINE, PLAN, dated_in_future, read_marker, read_plan,
                                     scan_sets, set_prefix, set_time)
 from workers.storage.base import StorageBackend, locked_until
+from workers.storage.signing import trust_of
 
 log = logging.getLogger("appsvc_dr.retention")
 
@@ -129,18 +130,22 @@ def decide(stamp: str, states: list[SetState], *, keep_last: int = 7, keep_withi
     return RetentionPlan(stamp, kept, [s.set_id for s in doomed], reasons, {s.set_id: s for s in states})
 
 
-def set_states(backend: StorageBackend, stamp: str, now: datetime | None = None) -> list[SetState]:
+def set_states(backend: StorageBackend, stamp: str, now: datetime | None = None, *,
+               signed_markers: bool = False) -> list[SetState]:
     """Every backup set of ``stamp`` with its time, whether it is complete (marker, or plan + every planned
-    component's records in the listing) and its planned components (one listing, small reads: the marker
-    only when the plan does not tell the time)."""
+    component's records in the listing) and its planned components (one listing, small reads: the marker when the plan does not tell the time or it must verify).
+    ``signed_markers`` (retention's deletions): where signatures are checked, a marker completes a set only when
+    it verifies, so a forged ``complete.json`` never pushes genuine sets out of keep_last."""
     states = []
+    verifies = signed_markers and trust_of(backend).verifies
     for set_id, found in scan_sets(backend, stamp).items():
         names = found.names
         plan = read_plan(backend, stamp, set_id) if PLAN in names else None
-        needs_marker = COMPLETE in names and (plan is None or plan.requested_at is None)
+        needs_marker = COMPLETE in names and (verifies or plan is None or plan.requested_at is None)
         marker = read_marker(backend, stamp, set_id) if needs_marker else None
         when = set_time(set_id, plan, marker, found.objects)
-        complete = COMPLETE in names or (plan is not None and not plan.missing(found.stored_counts))
+        complete = (COMPLETE in names and (marker is not None or not verifies)) or \
+            (plan is not None and not plan.missing(found.stored_counts))
         states.append(SetState(set_id, when, complete, plan.components if plan else None,
                                future=dated_in_future(set_id, when, now)))
     return states
@@ -148,8 +153,8 @@ def set_states(backend: StorageBackend, stamp: str, now: datetime | None = None)
 
 def plan_retention(backend: StorageBackend, stamp: str, keep_last: int = 7, keep_within: timedelta | None = None,
                    now: datetime | None = None, incomplete_grace: timedelta = DEFAULT_DEADLINE) -> RetentionPlan:
-    return decide(stamp, set_states(backend, stamp, now), keep_last=keep_last, keep_within=keep_within, now=now,
-                  incomplete_grace=incomplete_grace)
+    return decide(stamp, set_states(backend, stamp, now, signed_markers=True), keep_last=keep_last,
+                  keep_within=keep_within, now=now, incomplete_grace=incomplete_grace)
 
 
 def _keep_locked(backend: StorageBackend, plan: RetentionPlan) -> None:
