@@ -18,9 +18,9 @@ look incomplete. Rules:
 
 Everything else is deleted: complete sets beyond ``keep_last``, and incomplete sets older than the newest
 complete set and than the grace period, in both cases outside ``keep_within``. Every deletion is logged at
-WARNING with the rule that chose it; the catalog also notifies the operator of each incomplete set deleted. A set's time is its ``requested_at`` (plan or marker),
-else the time in its id, else its completion time, else its newest object. Deleting removes every object
-under ``<stamp>/<set>/`` and nothing else (``<stamp>/secrets/``, ``<stamp>/fileshare-blobs/`` and other
+WARNING with the rule that chose it; the catalog also notifies the operator of each incomplete set deleted. A
+set's time is its ``requested_at`` (plan or marker), else the time in its id, else its completion time, else
+its newest object. Deleting removes every object under ``<stamp>/<set>/`` and nothing else (``<stamp>/secrets/``, ``<stamp>/fileshare-blobs/`` and other
 folders that are not sets belong to their own workers). The marker goes first, so a half-deleted set is
 never counted as complete; the plan and manifest go last, so a half-deleted set is still found (and
 finished) by the next run.
@@ -133,7 +133,8 @@ def decide(stamp: str, states: list[SetState], *, keep_last: int = 7, keep_withi
 def set_states(backend: StorageBackend, stamp: str, now: datetime | None = None, *,
                signed_markers: bool = False) -> list[SetState]:
     """Every backup set of ``stamp`` with its time, whether it is complete (marker, or plan + every planned
-    component's records in the listing) and its planned components (one listing, small reads: the marker when the plan does not tell the time or it must verify).
+    component's records in the listing) and its planned components (one listing, small reads: the marker when the
+    plan does not tell the time or it must verify).
     ``signed_markers`` (retention's deletions): where signatures are checked, a marker completes a set only when
     it verifies, so a forged ``complete.json`` never pushes genuine sets out of keep_last."""
     states = []

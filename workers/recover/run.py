@@ -2,10 +2,11 @@
 outcome and duration recorded in the recovery's state file after every step.
 
 Databases first (several at once, ``parallel``), then the file share, then the secrets (a 0600 file), then the
-controller script and the checklist. A step the state file records as done is re-verified on the targets given
-now (the database's tables and rows counted again, the share compared with the snapshot, the secrets file's
-SHA-256 against the set's fingerprint, the script and checklist against what this run writes: never the paths the
-state file lists) and skipped when it still holds; otherwise it runs again. A failing step is recorded with its error and fix, the others still run."""
+controller script and the checklist. A step the state file records as done is re-verified on the targets given now
+(the database's tables and rows counted again, the share compared with the snapshot, the secrets file's SHA-256
+against the set's fingerprint, the script and checklist against what this run writes: never the paths the state file
+lists) and skipped when it still holds; otherwise it runs again. A failing step is recorded with its error and fix,
+the others still run."""
 from __future__ import annotations
 
 import hashlib

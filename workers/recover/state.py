@@ -1,8 +1,9 @@
 """A recovery's record in the store, ``<stamp>/recoveries/<id>.json`` (signed like every stored object when a
 signing key is configured; never secrets): the set, the targets, and each step's outcome, times and what its
-verification found. It names where the databases, the share and the secrets go, so it is read back only with a
-valid signature by a configured verify key (never unsigned, whatever ``allow_unsigned`` says). `recover run --resume ID` reads it to skip what is done and still verifies; `recover status`
-and `recover report` print it. It is rewritten after every step, so a killed run loses at most the step it ran."""
+verification found. It names where the databases, the share and the secrets go, so it is read back only with a valid
+signature by a configured verify key (never unsigned, whatever ``allow_unsigned`` says). `recover run --resume ID`
+reads it to skip what is done and still verifies; `recover status` and `recover report` print it. It is rewritten
+after every step, so a killed run loses at most the step it ran."""
 from __future__ import annotations
 
 import hashlib
