@@ -16,14 +16,14 @@ look incomplete. Rules:
 7. a set dated in the future (its id or plan more than ``FUTURE_SKEW`` ahead of the clock) is kept but ignored:
    it is never "newest", counts for nothing, and is reported with a warning (someone chose that date).
 
-Everything else is deleted: complete sets beyond ``keep_last``, and incomplete sets older than the newest
-complete set and than the grace period, in both cases outside ``keep_within``. Every deletion is logged at
-WARNING with the rule that chose it; the catalog also notifies the operator of each incomplete set deleted. A
-set's time is its ``requested_at`` (plan or marker), else the time in its id, else its completion time, else
-its newest object. Deleting removes every object under ``<stamp>/<set>/`` and nothing else
-(``<stamp>/secrets/``, ``<stamp>/fileshare-blobs/`` and other folders that are not sets belong to their own workers). The marker goes first, so a half-deleted set is
-never counted as complete; the plan and manifest go last, so a half-deleted set is still found (and
-finished) by the next run.
+Everything else is deleted: complete sets beyond ``keep_last``, and incomplete sets older than the newest complete
+set and than the grace period, in both cases outside ``keep_within``. Every deletion is logged at WARNING with the
+rule that chose it; the catalog also notifies the operator of each incomplete set deleted. A set's time is its
+``requested_at`` (plan or marker), else the time in its id, else its completion time, else its newest object.
+Deleting removes every object under ``<stamp>/<set>/`` and nothing else (``<stamp>/secrets/``,
+``<stamp>/fileshare-blobs/`` and other folders that are not sets belong to their own workers). The marker goes
+first, so a half-deleted set is never counted as complete; the plan and manifest go last, so a half-deleted set is
+still found (and finished) by the next run.
 """
 from __future__ import annotations
 
