@@ -4,11 +4,11 @@ the source stream fails, so readers never see a partial object. User metadata tr
 An upload whose size and SHA-256 the caller knows (up to 5 GiB) is one PUT request streamed outside the SDK
 (``workers.storage.s3stream``): signed with that SHA-256 as its payload hash and carrying it as
 x-amz-checksum-sha256, so the server checks the body against it; nothing is buffered or hashed again, and
-``put`` reports those bytes without a HEAD request (every other ``put`` stats what landed)."""
+``put`` reports those bytes without a HEAD request (every other ``put`` stats what landed). S3's failures are
+translated in ``workers.storage.s3errors``, its headers and dates in ``workers.storage.s3meta``."""
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import hashlib
 import io
 import logging
@@ -20,40 +20,21 @@ import certifi
 import urllib3
 from minio import Minio
 from minio.credentials import Credentials
-from minio.error import InvalidResponseError, S3Error, ServerError
+from minio.error import S3Error
 from minio.commonconfig import ENABLED
 from minio.helpers import check_bucket_name
 from minio.retention import Retention
-from urllib3.exceptions import HTTPError, MaxRetryError, SSLError
 
 from workers.storage._streams import SizedReader, reader
 from workers.storage.base import (UNLOCKED, InvalidArgument, ObjectExists, ObjectInfo, ObjectLocked, ObjectNotFound,
-                                  StorageError, StorageFull, StorageMisconfigured, StoragePermissionDenied,
-                                  StorageUnavailable, validate_key, validate_metadata, validate_prefix)
+                                  StorageError, StorageMisconfigured, validate_key, validate_metadata,
+                                  validate_prefix)
+from workers.storage.s3errors import missing_bucket, translate
+from workers.storage.s3meta import accepted, meta_headers, stated, utc
 from workers.storage.s3stream import SINGLE_PUT_MAX, ConditionalUnsupported, SignedRequests
 
 log = logging.getLogger("appsvc_dr.storage")
-META_PREFIX = "x-amz-meta-"
 MIN_PART, MAX_PART = 5 * 1024 * 1024, 5 * 1024 ** 3
-_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
-                "InvalidSecurity", "TokenRefreshRequired"}
-_DENIED = {"AccessDenied", "AllAccessDisabled", "AccountProblem", "InvalidObjectState"}
-_MISCONFIGURED = {"AuthorizationHeaderMalformed", "IllegalLocationConstraintException", "PermanentRedirect",
-                  "InvalidBucketName", "InvalidRegion", "RequestTimeTooSkewed", "BucketAlreadyExists"}
-_FULL = {"QuotaExceeded", "XMinioStorageFull", "XMinioAdminBucketQuotaExceeded"}
-_TRANSIENT = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "OperationAborted",
-              "XMinioServerNotInitialized", "TemporaryRedirect", "Throttling"}
-
-
-def _accepted(key: str, size: int, meta: dict[str, str], response: urllib3.BaseHTTPResponse) -> ObjectInfo:
-    """What a signed single PUT landed: the server accepted exactly these bytes against their SHA-256, so no HEAD
-    asks. ``modified`` is the server's time of the answer (its Date header), not a Last-Modified."""
-    return ObjectInfo(key=key, size=size, modified=_answered(response.headers), metadata=meta,
-                      etag=(response.headers.get("ETag") or "").strip('"') or None)
-
-
-def _meta_headers(meta: dict[str, str]) -> dict[str, str]:
-    return {META_PREFIX + k: v for k, v in meta.items()}
 
 
 def _secret(value: Any) -> str:
@@ -114,7 +95,7 @@ class S3Store:
             metadata: dict[str, str] | None = None, *, sha256: str | None = None) -> ObjectInfo:
         validate_key(key)
         meta = validate_metadata(metadata)
-        headers = _meta_headers(meta)
+        headers = meta_headers(meta)
         streamed = sha256 is not None and size is not None and 0 < size <= SINGLE_PUT_MAX and \
             self._signed is not None
         self._ensure_bucket()
@@ -130,7 +111,7 @@ class S3Store:
         if meta.get("dr-lock") != UNLOCKED["dr-lock"]:
             self._lock(key)
         if streamed and source.count == size:
-            return _accepted(key, size, meta, response)
+            return accepted(key, size, meta, response)
         return self.stat(key)
 
     def put_new(self, key: str, body: bytes, metadata: dict[str, str] | None = None) -> ObjectInfo:
@@ -149,7 +130,7 @@ class S3Store:
         if self._signed is not None and self._conditional:
             try:
                 with self._errors("upload", key):
-                    response = self._signed.put_if_absent(self.bucket, key, body, sha256, _meta_headers(meta))
+                    response = self._signed.put_if_absent(self.bucket, key, body, sha256, meta_headers(meta))
             except ConditionalUnsupported:
                 self._conditional = False
                 log.warning("%s does not support conditional PUTs (If-None-Match): write-once objects are "
@@ -176,15 +157,15 @@ class S3Store:
         meta = validate_metadata(metadata)
         self._ensure_bucket()
         with self._errors("upload", key):
-            response = self._signed.put_pieces(self.bucket, key, pieces, size, sha256, _meta_headers(meta))
+            response = self._signed.put_pieces(self.bucket, key, pieces, size, sha256, meta_headers(meta))
         return self._landed(key, size, meta, response)
 
     def _landed(self, key: str, size: int, meta: dict[str, str], response: urllib3.BaseHTTPResponse) -> ObjectInfo:
         """After a signed single PUT: the object's Object Lock retention (unless its metadata opts out), and what
-        landed (``_accepted``)."""
+        landed (``accepted``)."""
         if meta.get("dr-lock") != UNLOCKED["dr-lock"]:
             self._lock(key)
-        return _accepted(key, size, meta, response)
+        return accepted(key, size, meta, response)
 
     @contextlib.contextmanager
     def open(self, key: str) -> Iterator[BinaryIO]:
@@ -208,11 +189,7 @@ class S3Store:
         self._ensure_bucket()
         with self._errors("stat", key):
             obj = self._client.stat_object(self.bucket, key)
-        metadata = {k.lower()[len(META_PREFIX):]: v for k, v in (obj.metadata or {}).items()
-                    if k.lower().startswith(META_PREFIX)}
-        until = (obj.metadata or {}).get("x-amz-object-lock-retain-until-date")
-        return ObjectInfo(key=key, size=int(obj.size or 0), modified=_utc(obj.last_modified),
-                          metadata=metadata, etag=obj.etag, retain_until=_iso(until) if until else None)
+        return stated(key, obj)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_prefix(prefix)
@@ -285,7 +262,7 @@ class S3Store:
             if obj is None:
                 return
             if not obj.is_dir:
-                yield ObjectInfo(key=obj.object_name, size=int(obj.size or 0), modified=_utc(obj.last_modified),
+                yield ObjectInfo(key=obj.object_name, size=int(obj.size or 0), modified=utc(obj.last_modified),
                                  etag=obj.etag)
 
     def _ensure_bucket(self) -> None:
@@ -321,67 +298,6 @@ class S3Store:
             raise mapped from exc
 
     def _translate(self, exc: BaseException, verb: str, key: str) -> StorageError | None:
-        where = f"{self.name} at {self.endpoint}: cannot {verb}{f' {key!r}' if key else ''}"
-        creds = ("Check APPSVC_DR_STORE__S3_ACCESS_KEY and APPSVC_DR_STORE__S3_SECRET_KEY (a key pair valid "
-                 f"for {self.endpoint})")
-        if isinstance(exc, S3Error):
-            code, status = exc.code or "", getattr(exc.response, "status", 0) or 0
-            message = f"{where}: {code or status} ({exc.message})"
-            if code in ("NoSuchKey", "NoSuchVersion"):
-                return ObjectNotFound(f"{self.name}: no object {key!r}")
-            if code == "NoSuchBucket":
-                self._bucket_ok = False
-                return StorageMisconfigured(message, hint=f"Bucket {self.bucket!r} does not exist: fix "
-                                            "APPSVC_DR_STORE__S3_BUCKET or create the bucket.")
-            if code in _CREDENTIALS:
-                return StoragePermissionDenied(message, hint=f"{creds}; the server rejected them.")
-            if code in _DENIED or (status == 403 and code not in _MISCONFIGURED):
-                return StoragePermissionDenied(message, hint=(
-                    f"{creds}, and that the key may get/put/list/delete objects in bucket {self.bucket!r}."))
-            if code in _MISCONFIGURED or status in (301, 307):
-                return StorageMisconfigured(message, hint=(
-                    "Check APPSVC_DR_STORE__S3_ENDPOINT, APPSVC_DR_STORE__S3_REGION and APPSVC_DR_STORE__S3_BUCKET "
-                    "(and the worker's clock)."))
-            if code in _FULL:
-                return StorageFull(message, hint=f"Bucket {self.bucket!r} is over quota or the S3 server is full: "
-                                                 "raise the quota or prune old recovery points.")
-            if code in _TRANSIENT or status >= 500 or status == 429:
-                return StorageUnavailable(message)
-            return InvalidArgument(message, hint="The S3 server rejected the request; see the message for the "
-                                                 "code (for example EntityTooLarge: lower the object size).")
-        if isinstance(exc, ServerError):
-            return StorageUnavailable(f"{where}: HTTP {exc.status_code}")
-        if isinstance(exc, InvalidResponseError):
-            return StorageMisconfigured(f"{where}: {exc}", hint=(
-                "The server did not answer like S3: check APPSVC_DR_STORE__S3_ENDPOINT (host:port of the S3 API, "
-                "not a console) and APPSVC_DR_STORE__S3_SECURE."))
-        reason = exc.reason if isinstance(exc, MaxRetryError) else exc
-        if isinstance(reason, SSLError):
-            return StorageMisconfigured(f"{where}: TLS failed ({reason})", hint=(
-                "Check APPSVC_DR_STORE__S3_SECURE (https vs http) and that the server certificate is trusted "
-                "(SSL_CERT_FILE names a CA bundle)."))
-        if isinstance(exc, (HTTPError, OSError)):
-            return StorageUnavailable(f"{where}: {type(reason).__name__}: {reason}", hint=(
-                f"Check that the S3 endpoint {self.endpoint} (APPSVC_DR_STORE__S3_ENDPOINT) is up and reachable; "
-                "the job is retried with backoff."))
-        return None
-
-
-def _answered(headers: Any) -> datetime:
-    try:
-        return _utc(email.utils.parsedate_to_datetime(headers.get("Date")))
-    except (TypeError, ValueError, AttributeError):
-        return datetime.now(timezone.utc)
-
-
-def _iso(value: str) -> datetime | None:
-    try:
-        return _utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-    except ValueError:
-        return None
-
-
-def _utc(value: datetime | None) -> datetime:
-    if value is None:
-        return datetime.now(timezone.utc)
-    return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        if missing_bucket(exc):                        # asked again (and created, if allowed) next time
+            self._bucket_ok = False
+        return translate(exc, verb, key, name=self.name, endpoint=self.endpoint, bucket=self.bucket)
