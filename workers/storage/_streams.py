@@ -1,8 +1,9 @@
 """Stream helpers shared by the backends and the artifact format: a stream pulled from produced chunks,
-size-checked reading of the caller's stream, chunked copy, and a reader that classifies transport errors
-raised while the caller reads an object."""
+size-checked reading of the caller's stream, chunked copy, a reader that classifies transport errors
+raised while the caller reads an object, and a reader that counts and hashes what flows through it."""
 from __future__ import annotations
 
+import hashlib
 import io
 from typing import Any, BinaryIO, Callable
 
@@ -169,3 +170,21 @@ def reader(raw: BinaryIO, translate: Callable[[BaseException], BaseException | N
            on_close: Callable[[], None] | None = None) -> BinaryIO:
     """A buffered binary stream over :class:`TranslatingReader`."""
     return io.BufferedReader(TranslatingReader(raw, translate, on_close), buffer_size=CHUNK)  # type: ignore
+
+
+class Hashing:
+    """Pass-through reader that counts and hashes what flows through it (only counts, without ``hashing``)."""
+
+    def __init__(self, source: BinaryIO, hashing: bool = True) -> None:
+        self._source, self.size, self._sha = source, 0, hashlib.sha256() if hashing else None
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        if data:
+            self.size += len(data)
+            if self._sha is not None:
+                self._sha.update(data)
+        return data or b""
+
+    def digest(self) -> bytes | None:
+        return self._sha.digest() if self._sha is not None else None

@@ -9,7 +9,8 @@ documented in ``workers.storage.crypto``; keys and certificates live in ``worker
 skips zstd when samples of the body do not compress.
 
 Decoding releases plaintext as it goes; only a read that returns ``b""`` without raising means the whole
-artifact verified. Restore into a staging location and promote it after EOF.
+artifact verified. Restore into a staging location and promote it after EOF. The decoding side lives in
+``workers.storage.decoding``; ``decode`` and ``DecodingStream`` are re-exported here.
 """
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ import zstandard
 from cryptography.x509 import Certificate
 
 from workers.runtime.errors import ConfigurationError
-from workers.storage._streams import PullStream
+from workers.storage._streams import Hashing, PullStream
 from workers.storage.crypto import (CIPHER, DEFAULT_SEGMENT_SIZE, KEY_WRAP, KIND_DATA, KIND_FINAL,
-                                    MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, TAG_BYTES, ArtifactHeader,
-                                    IntegrityError, NotAnArtifactError, SegmentCipher, Trailer,
-                                    UnsupportedArtifactError, new_data_key, new_nonce_prefix, record_head,
-                                    read_exact, read_header, read_record, unwrap_key, wrap_key)
+                                    MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, NO_HASH, ArtifactHeader, IntegrityError,
+                                    NotAnArtifactError, SegmentCipher, Trailer, UnsupportedArtifactError,
+                                    new_data_key, new_nonce_prefix, record_head, read_exact, read_header,
+                                    wrap_key)
+from workers.storage.decoding import DecodingStream, decode
 from workers.storage.keys import (KeyLoadError, KeyNotFoundError, KeyRing, WrongPasswordError,
                                   check_rsa, generate_self_signed, load_certificate, spki_sha256,
                                   thumbprint)
@@ -36,28 +38,7 @@ __all__ = ["encode", "decode", "encode_buffer", "read_header", "EncodingStream",
            "KeyLoadError", "WrongPasswordError", "KeyRing", "load_certificate", "thumbprint",
            "generate_self_signed", "DEFAULT_SEGMENT_SIZE"]
 
-ZSTD_MAX_WINDOW = 1 << 23  # levels 1..19 never need more; refuses hostile frames asking for huge windows
-_DECODE_CHUNK = 256 << 10
-NO_HASH = bytes(32)                     # the trailer's plaintext hash in an artifact without one
 SAMPLES, SAMPLE_BYTES, MIN_SAVING = 16, 16 << 10, 0.02     # encode_buffer's look at the data before zstd
-
-
-class _Hashing:
-    """Pass-through reader that counts and hashes what flows through it (only counts, without ``hashing``)."""
-
-    def __init__(self, source: BinaryIO, hashing: bool = True) -> None:
-        self._source, self.size, self._sha = source, 0, hashlib.sha256() if hashing else None
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        if data:
-            self.size += len(data)
-            if self._sha is not None:
-                self._sha.update(data)
-        return data or b""
-
-    def digest(self) -> bytes | None:
-        return self._sha.digest() if self._sha is not None else None
 
 
 class _Writer:
@@ -132,7 +113,7 @@ class EncodingStream(PullStream, _Result):
         super().__init__()
         self._w = _Writer(compress=compress, recipient=recipient, level=level, segment_size=segment_size)
         self._describe(self._w)
-        self._plain = _Hashing(source)
+        self._plain = Hashing(source)
         self._inner: Any = self._plain
         if compress:
             self._inner = self._w.zstd().stream_reader(self._plain, closefd=False)
@@ -181,110 +162,6 @@ class EncodedBuffer(_Result):
         return self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
 
 
-class _Segments:
-    """Reader over the opened (authenticated / checksummed) data segments; stops at the final one."""
-
-    def __init__(self, source: _Hashing, header: ArtifactHeader, cipher: SegmentCipher | None) -> None:
-        self._source, self._header, self._cipher = source, header, cipher
-        self._max = header.segment_size + (TAG_BYTES if cipher else 0)
-        self._buf, self._pos, self._index = b"", 0, 0
-        self.trailer: Trailer | None = None
-
-    def read(self, size: int = -1) -> bytes:
-        while self._pos >= len(self._buf):
-            if self.trailer is not None:
-                return b""
-            self._load()
-        end = len(self._buf) if size is None or size < 0 else self._pos + size
-        piece = self._buf[self._pos:end]
-        self._pos += len(piece)
-        return piece
-
-    def _load(self) -> None:
-        before = self._source.digest()
-        kind, payload = read_record(self._source, self._max)  # type: ignore[arg-type]
-        if self._cipher is not None:
-            payload = self._cipher.open(self._index, kind, payload)
-        self._index += 1
-        if kind == KIND_DATA:
-            if not payload or len(payload) > self._header.segment_size:
-                raise IntegrityError(f"segment {self._index - 1} has an invalid size: the artifact is corrupt")
-            self._buf, self._pos = payload, 0
-            return
-        trailer = Trailer.unpack(payload)
-        if before is not None and trailer.prefix_sha256 != before:     # None: not hashed (decode's hash_stored)
-            raise IntegrityError("the stored bytes do not match the checksum in the final segment: the "
-                                 "artifact is corrupt, reordered or was altered")
-        self.trailer, self._buf, self._pos = trailer, b"", 0
-
-
-class DecodingStream(PullStream):
-    """Reads as the plaintext, verifying as it goes. After EOF: plaintext_sha256/size, stored_sha256/size."""
-
-    def __init__(self, source: BinaryIO, *, keys: KeyRing | None, expected_sha256: str | None = None,
-                 expected_size: int | None = None, hash_stored: bool = True) -> None:
-        super().__init__()
-        self._src = _Hashing(source, hash_stored)
-        self.header = header = read_header(self._src)  # type: ignore[arg-type]
-        self.encrypted, self.compressed = header.encrypted, header.compressed
-        self.thumbprint = header.thumbprint_sha1
-        cipher = None
-        if header.encrypted:
-            ident = header.thumbprint_sha1 or header.spki_sha256 or "?"
-            key = keys.find(header.thumbprint_sha1, header.thumbprint_sha256, header.spki_sha256) if keys else None
-            if key is None:
-                raise KeyNotFoundError(ident, subject=header.subject, available=keys.names if keys else ())
-            data_key = unwrap_key(key, header.wrapped_key or b"", ident)
-            cipher = SegmentCipher(data_key, header.nonce_prefix or b"", header.digest)
-        self._segments = _Segments(self._src, header, cipher)
-        self._inner: Any = self._segments
-        if header.compressed:
-            self._inner = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(
-                self._segments, read_across_frames=False, closefd=False)
-        self._expected = (expected_sha256.lower() if expected_sha256 else None, expected_size)
-        # a version 2 artifact without a plaintext hash is only hashed when the caller expects a hash
-        self._plain = hashlib.sha256() if header.hashes_plaintext or expected_sha256 else None
-        self._size = 0
-        self.plaintext_sha256: str | None = None
-        self.plaintext_size: int | None = None
-        self.stored_sha256: str | None = None
-        self.stored_size: int | None = None
-
-    def _next(self) -> bytes | None:
-        try:
-            data = self._inner.read(_DECODE_CHUNK)
-        except zstandard.ZstdError:
-            raise IntegrityError("the compressed data is corrupt") from None
-        if data:
-            if self._plain is not None:
-                self._plain.update(data)
-            self._size += len(data)
-            return data
-        self._finish()
-        return None
-
-    def _finish(self) -> None:
-        if self._segments.read(1):
-            raise IntegrityError("data follows the end of the compressed stream: the artifact is corrupt")
-        if self._src.read(1):
-            raise IntegrityError("data follows the final segment: the artifact is corrupt or was appended to")
-        trailer = self._segments.trailer
-        assert trailer is not None
-        digest = self._plain.digest() if self._plain is not None else None
-        unhashed = not self.header.hashes_plaintext         # then the trailer holds NO_HASH
-        recorded = (digest if trailer.plaintext_sha256 == NO_HASH else b"") if unhashed else trailer.plaintext_sha256
-        if trailer.plaintext_size != self._size or recorded != digest:
-            raise IntegrityError("the decoded data does not match the size/SHA-256 recorded in the artifact")
-        want_sha, want_size = self._expected
-        if want_size is not None and want_size != self._size:
-            raise IntegrityError(f"the decoded data has {self._size} bytes, the catalogue expects {want_size}")
-        if want_sha is not None and digest is not None and want_sha != digest.hex():
-            raise IntegrityError("the decoded data's SHA-256 differs from the one the catalogue expects")
-        self.plaintext_sha256, self.plaintext_size = digest.hex() if digest is not None else None, self._size
-        stored = self._src.digest()
-        self.stored_sha256, self.stored_size = stored.hex() if stored is not None else None, self._src.size
-
-
 def encode(source: BinaryIO, *, compress: bool, recipient: Certificate | None, level: int = 3,
            segment_size: int = DEFAULT_SEGMENT_SIZE) -> EncodingStream:
     """Stream ``source`` into an artifact: zstd (if ``compress``), then AES-256-GCM segments with a data key
@@ -323,15 +200,3 @@ def encode_buffer(body: Any, *, compress: bool, recipient: Certificate | None, l
     they are views of ``body``, which must then outlive them."""
     return EncodedBuffer(body, compress=compress, recipient=recipient, level=level, segment_size=segment_size,
                          hash_plaintext=hash_plaintext, join=join)
-
-
-def decode(source: BinaryIO, *, keys: KeyRing | None, expected_sha256: str | None = None,
-           expected_size: int | None = None, hash_stored: bool = True) -> DecodingStream:
-    """Stream an artifact back to plaintext. Reads the header now (so NotAnArtifactError, KeyNotFoundError
-    surface at once); integrity errors surface on the read that meets them, at the latest at EOF. Without
-    ``hash_stored`` the stored bytes are not hashed (``stored_sha256`` stays None) nor compared with the final
-    segment's checksum of them (AES-GCM still authenticates every segment, its number and kind when encrypted):
-    only for a caller that proves every plaintext byte it uses by a hash of its own (a restore's blobs, by their
-    ids)."""
-    return DecodingStream(source, keys=keys, expected_sha256=expected_sha256, expected_size=expected_size,
-                          hash_stored=hash_stored)

@@ -62,6 +62,7 @@ _PREFIX = struct.Struct(">8sBI")
 _RECORD_HEAD = struct.Struct(">BI")
 _TRAILER = struct.Struct(">Q32s32s")
 TRAILER_BYTES = _TRAILER.size
+NO_HASH = bytes(32)                     # the trailer's plaintext hash in an artifact without one
 _OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
 
