@@ -16,7 +16,7 @@ from contracts import (ArtifactReady, ArtifactReadyPayload, BackupDue, BackupDue
                        DatabaseBackedUpPayload)
 from workers.artifacts.jobs import (LEASE_SUFFIX, MAX_TTL, JobKey, JobLease, JobLeaseLost, JobRunning, done_body,
                                     follow_up, read_leases, replay, store_prefix)
-from workers.artifacts.sets import scan_sets
+from workers.artifacts.setscan import scan_sets
 from workers.artifacts.setmanifest import list_sets
 from workers.runtime.errors import DuplicateJob
 from workers.storage.local import LocalStore

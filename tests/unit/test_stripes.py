@@ -7,7 +7,8 @@ import pytest
 
 from contracts import new_backup_set_id
 from tests.unit.test_catalog_handler import STAMP, ctx, handler, stored, store  # noqa: F401 - fixtures
-from workers.artifacts.sets import Plan, read_marker, read_skips, scan_sets, waiting_for, write_plan
+from workers.artifacts.sets import Plan, read_marker, read_skips, waiting_for, write_plan
+from workers.artifacts.setscan import scan_sets
 from workers.artifacts.setmanifest import read_set
 from workers.artifacts.stripes import database_count, database_of, parse, stripe_keys, stripe_name
 from workers.dbbackup.restore import backup_keys

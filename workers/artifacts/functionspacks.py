@@ -29,7 +29,7 @@ from typing import Iterable
 
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
 from workers.artifacts.setmanifest import artifact_key
-from workers.artifacts.sets import scan_sets
+from workers.artifacts.setscan import scan_sets
 from workers.runtime.errors import PermanentError
 from workers.storage.base import ObjectInfo, ObjectNotFound, locked_until
 

@@ -25,8 +25,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Mapping
 
 from contracts.envelope import is_future
-from workers.artifacts.sets import (COMPLETE, EXPIRED_FILE, FAILED_FILE, PLAN, Plan, SetObjects, parse_time, put_once,
-                                    read_object, read_plan, read_skips, scan_sets, set_prefix, set_time, waiting_for)
+from workers.artifacts.sets import (COMPLETE, EXPIRED_FILE, FAILED_FILE, PLAN, Plan, parse_time, put_once, read_object,
+                                    read_plan, read_skips, set_prefix, waiting_for)
+from workers.artifacts.setscan import SetObjects, scan_sets, set_time
 from workers.artifacts.setmanifest import BackupSet, read_set
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
 from workers.storage.base import StorageBackend

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from workers.artifacts.setmanifest import MANIFEST
-from workers.artifacts.sets import (COMPLETE, DEFAULT_DEADLINE, PLAN, dated_in_future, read_marker, read_plan,
-                                    scan_sets, set_prefix, set_time)
+from workers.artifacts.sets import COMPLETE, DEFAULT_DEADLINE, PLAN, read_marker, read_plan, set_prefix
+from workers.artifacts.setscan import dated_in_future, scan_sets, set_time
 from workers.storage.base import StorageBackend, locked_until
 from workers.storage.signing import trust_of
 

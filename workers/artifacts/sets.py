@@ -1,4 +1,5 @@
-"""State of a backup set in the store: its plan, its completion marker, and how sets are found.
+"""State of a backup set in the store: its plan, its completion marker and its skip notes (how sets are found
+is :mod:`workers.artifacts.setscan`).
 
 Layout under ``<stamp>/<backup-set-id>/`` (besides the artifacts and records, see ``catalog``):
 
@@ -25,14 +26,6 @@ A backup set exists only when planned: the catalog writes ``plan.json`` from an 
 worker that writes into a set first calls :func:`require_plan`: without a plan it retries (the plan may still
 be on its way through a busy catalog queue) and, once the set deadline has passed, refuses the artifact for
 good. A set without a plan is never complete.
-
-"Newest" is never decided by a name an outsider chose: a set dated (by its id or its plan) more than
-``FUTURE_SKEW`` ahead of the clock is ignored, with a warning, by every reader that picks sets by age
-(:func:`is_future`; events carrying such an id are already refused by the contracts).
-
-A backup set is a ``<stamp>/<X>/`` folder that holds one of the catalog's own files (plan, marker,
-manifest) or whose name has the ``new_backup_set_id`` form. Other folders of a stamp — e.g.
-``<stamp>/secrets/`` (secret versions) or ``<stamp>/fileshare-blobs/`` — are never treated as sets.
 """
 from __future__ import annotations
 
@@ -40,17 +33,16 @@ import io
 import json
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Mapping
 
-from contracts.envelope import NAME_PATTERN, SET_ID, Envelope, is_future, set_id_time
+from contracts.envelope import NAME_PATTERN, Envelope, set_id_time
 from workers.artifacts.setmanifest import MANIFEST, PLAN, BackupSet
-from workers.artifacts.service import RECORD_SUFFIX
 from workers.artifacts.logchain import is_log
 from workers.artifacts.stripes import database_count, database_of
 from workers.runtime.errors import PermanentError, TransientError
-from workers.storage.base import ExclusiveCreate, ObjectExists, ObjectInfo, ObjectNotFound, StorageBackend
+from workers.storage.base import ExclusiveCreate, ObjectExists, ObjectNotFound, StorageBackend
 from workers.storage.signing import sign_body, verified
 
 log = logging.getLogger("appsvc_dr.artifacts.sets")
@@ -289,59 +281,3 @@ def waiting_for(plan: Plan | None, backup_set: BackupSet, skips: Mapping[str, Ma
             if missing.get("databases"):
                 missing["databases"] -= 1
     return lines + [f"{c} ×{n}" for c, n in missing.items() if n > 0]
-
-
-# ------------------------------------------------------------------------------------------- discovery
-@dataclass
-class SetObjects:
-    """What one listing of a stamp says about one set: its objects, and which catalog files it has."""
-
-    stamp: str
-    set_id: str
-    objects: list[ObjectInfo] = field(default_factory=list)
-
-    @property
-    def names(self) -> set[str]:
-        return {o.key.split("/", 2)[2] for o in self.objects}
-
-    @property
-    def is_set(self) -> bool:
-        return bool(SET_ID.match(self.set_id)) or any(n in self.names for n in CATALOG_FILES)
-
-    @property
-    def stored_counts(self) -> dict[str, int]:
-        """Artifacts per component that this listing shows stored: ``<component>/<name>`` with its record
-        ``<component>/<name>.record.json`` (a half-deleted artifact, one without the other, does not count)."""
-        names = self.names
-        return counts_of(tuple(name[:-len(RECORD_SUFFIX)].split("/")) for name in names   # type: ignore[misc]
-                         if len(name.split("/")) == 2 and name.endswith(RECORD_SUFFIX)
-                         and name[:-len(RECORD_SUFFIX)] in names)
-
-    @property
-    def newest_object(self) -> datetime | None:
-        return max((o.modified for o in self.objects), default=None)
-
-
-def scan_sets(backend: StorageBackend, stamp: str) -> dict[str, SetObjects]:
-    """Every backup set of ``stamp`` with its objects, from one recursive listing of ``<stamp>/``."""
-    groups: dict[str, SetObjects] = {}
-    for info in backend.list(f"{stamp}/"):
-        parts = info.key.split("/")
-        if len(parts) >= 3:
-            groups.setdefault(parts[1], SetObjects(stamp, parts[1])).objects.append(info)
-    return {k: v for k, v in sorted(groups.items()) if v.is_set}
-
-
-def dated_in_future(set_id: str, when: datetime | None, now: datetime | None = None) -> bool:
-    """Whether a set's id or its time (:func:`set_time`) lies more than ``FUTURE_SKEW`` ahead of ``now``: such a
-    set was named by someone who chose its date, and must never become the "newest" one."""
-    return is_future(id_time(set_id), now) or is_future(when, now)
-
-
-def set_time(set_id: str, plan: Plan | dict | None, marker: dict | None,
-             objects: Iterable[ObjectInfo] = ()) -> datetime | None:
-    """When the set was requested: ``requested_at`` of the plan (or the copy in the marker), else the time
-    in the id, else when it completed, else its newest object; None if nothing tells."""
-    planned = plan.requested_at if isinstance(plan, Plan) else parse_time((plan or {}).get("requested_at"))
-    return (planned or parse_time((marker or {}).get("requested_at")) or id_time(set_id)
-            or parse_time((marker or {}).get("completed_at")) or max((o.modified for o in objects), default=None))

@@ -19,8 +19,8 @@ from workers.artifacts.setmanifest import read_set
 from workers.artifacts.functionspacks import describe as describe_functions, prune_functions
 from workers.artifacts.retention import apply_retention, format_duration
 from workers.artifacts.service import ArtifactStore
-from workers.artifacts.sets import (COMPLETE, PLAN, SKIPPED, read_marker, read_plan, read_skips, scan_sets, set_time,
-                                    waiting_for)
+from workers.artifacts.sets import COMPLETE, PLAN, SKIPPED, read_marker, read_plan, read_skips, waiting_for
+from workers.artifacts.setscan import scan_sets, set_time
 from workers.cli.keyopts import add_key_options, keyring_from_args
 from workers.cli.output import write_atomically
 from workers.cli.progress import MiB, ProgressBar

@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 from typing import Iterable
 
 from contracts.envelope import is_future
-from workers.artifacts.sets import scan_sets, set_prefix
+from workers.artifacts.sets import set_prefix
+from workers.artifacts.setscan import scan_sets
 from workers.storage.base import ObjectNotFound, StorageBackend
 from workers.storage.signing import sign_body, verified
 

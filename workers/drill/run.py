@@ -1,7 +1,7 @@
 """Pick the backup set to drill and run the drill of each of its components.
 
 Default: the newest *complete* set (its ``complete.json`` marker, or every planned component stored; newest by
-requested time, see ``workers.artifacts.sets.set_time``; a set dated in the future is never that one). ``--set ID`` drills that set even when incomplete (said so in the table).
+requested time, see ``workers.artifacts.setscan.set_time``; a set dated in the future is never that one). ``--set ID`` drills that set even when incomplete (said so in the table).
 Components: the ones asked for, else the set's planned ones, else the ones it holds.
 """
 from __future__ import annotations

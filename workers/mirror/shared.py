@@ -28,7 +28,7 @@ from datetime import datetime
 
 from workers.artifacts.functionspacks import FOLDER as FUNCTIONS
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore
-from workers.artifacts.sets import scan_sets
+from workers.artifacts.setscan import scan_sets
 from workers.repository.repo import Repository
 from workers.runtime.errors import PermanentError
 from workers.storage.base import ObjectNotFound, StorageBackend, locked_until
