@@ -11,7 +11,8 @@ replica's msdb. COMPRESSION and MAXTRANSFERSIZE follow the edition and version
 Striped backups (``stripes`` > 1) write one media family per file (``name.stripe<i>of<N>.bak``); verify,
 file list and restore take every stripe's path (a sequence, named by the stored set, never by the local
 ``stripes`` setting). BACKUP TO URL is not supported: a staging path must be a directory or UNC share.
-Log backups and log health: :mod:`workers.engines.sqlserver_log`.
+Log backups and log health: :mod:`workers.engines.sqlserver_log`; the database lookup and a backup's result:
+:mod:`workers.engines.sqlserver_backup`.
 """
 from __future__ import annotations
 
@@ -27,11 +28,11 @@ import pyodbc
 from workers.engines import sqlserver_ag as ag
 from workers.engines import sqlserver_perms as perms
 from workers.engines import sqlserver_sql as tsql
-from workers.engines.base import (ONLINE, SKIPPED_NOT_PREFERRED, BackupResult, Progress, ProgressReporter,
-                                    RestoreOptions, RestoreResult, locally_readable, require_name, sha256_of,
-                                    stripe_paths)
+from workers.engines.base import (SKIPPED_NOT_PREFERRED, BackupResult, Progress, ProgressReporter, RestoreOptions,
+                                    RestoreResult, stripe_paths)
 from workers.engines.odbc import ConnectFn
 from workers.engines.settings import DatabaseSettings
+from workers.engines.sqlserver_backup import backup_result, devices_of, online
 from workers.engines.sqlserver_edition import DATABASE_ENCRYPTED, SERVER_FACTS, ServerFacts, fit_options
 from workers.engines.sqlserver_errors import classify
 from workers.engines.sqlserver_log import LogHealth, newest_age, read_log_health
@@ -40,12 +41,9 @@ from workers.engines.sqlserver_preflight import restore_preflight
 from workers.engines.sqlserver_restore import SafeRestore, check_db, drop as drop_database
 from workers.engines.sqlserver_session import Session as _Session, build_connection_string
 from workers.engines.sqlserver_session import progress_from_messages as _progress_from_messages
-from workers.runtime.errors import DrError, PermanentError, TransientError
+from workers.runtime.errors import DrError, PermanentError
 
 log = logging.getLogger(__name__)
-
-_LOGIN_HINT = ("Check APPSVC_DR_DATABASE__DATABASES: names are matched exactly against sys.databases on "
-               "APPSVC_DR_DATABASE__SERVER (and the login must be allowed to see the database).")
 
 
 class SqlServerEngine:
@@ -68,13 +66,13 @@ class SqlServerEngine:
     # ------------------------------------------------------------------------------------------ public
     def check(self, database: str) -> None:
         with self._session() as session:
-            self._online(session, database)
+            online(session, database, self.server)
 
     def backup(self, database: str, staging_path: str, progress: Progress | None = None) -> BackupResult:
         started, reporter = time.monotonic(), ProgressReporter(progress)
         devices = stripe_paths(staging_path, self.settings.stripes)
         with self._session() as session:
-            name, in_ag = self._online(session, database)
+            name, in_ag = online(session, database, self.server)
             if in_ag and not self.settings.ag_override and not self._preferred(session, name):
                 return self._on_preferred_replica(session, name, staging_path, started, tuple(devices),
                                                   lambda engine: engine.backup(name, staging_path, progress))
@@ -87,13 +85,14 @@ class SqlServerEngine:
             history = self._history(session, name, devices[0])
             if self.settings.verify:
                 self._verify_after_backup(session, name, devices)
-        return self._result(name, staging_path, devices, history, started, began, ended, self.settings.copy_only)
+        return backup_result(self.name, self.server, name, staging_path, devices, history, started, began, ended,
+                             self.settings.copy_only)
 
     def backup_log(self, database: str, staging_path: str, progress: Progress | None = None) -> BackupResult:
         """BACKUP LOG of ``database`` (FULL / BULK_LOGGED recovery) to one file, verified like a full backup."""
         started, reporter = time.monotonic(), ProgressReporter(progress)
         with self._session() as session:
-            name, in_ag = self._online(session, database)
+            name, in_ag = online(session, database, self.server)
             if in_ag and not self.settings.ag_override and not self._preferred(session, name):
                 # Log backups follow the AG's backup preference like full ones; on a secondary they are
                 # regular (not COPY_ONLY) and join the database's one log chain.
@@ -108,7 +107,8 @@ class SqlServerEngine:
             history = self._history(session, name, staging_path)
             if self.settings.verify:
                 self._verify_after_backup(session, name, [staging_path])
-        return self._result(name, staging_path, [staging_path], history, started, began, ended, False)
+        return backup_result(self.name, self.server, name, staging_path, [staging_path], history, started, began,
+                             ended, False)
 
     def log_health(self, database: str) -> LogHealth:
         """Recovery model, ``log_reuse_wait_desc`` and the age of the newest log backup (msdb) of ``database``:
@@ -139,7 +139,7 @@ class SqlServerEngine:
 
     def verify(self, staging_path: str | Sequence[str]) -> None:
         with self._session() as session:
-            self._verify(session, _devices(staging_path))
+            self._verify(session, devices_of(staging_path))
 
     def restore(self, database: str, source_path: str | Sequence[str], *, data_path: str | None = None,
                 log_path: str | None = None, progress: Progress | None = None,
@@ -148,7 +148,7 @@ class SqlServerEngine:
         stripe in order, then each of ``logs`` (log backups, LSN order) WITH NORECOVERY and RECOVERY; ONLINE
         checked (:mod:`workers.engines.sqlserver_restore`)."""
         started, reporter = time.monotonic(), ProgressReporter(progress)
-        devices = _devices(source_path)
+        devices = devices_of(source_path)
         with self._session() as session:
             safe = SafeRestore(session, self.server, database, devices, options or RestoreOptions(),
                                self.settings.stats_percent, logs=logs)
@@ -183,7 +183,7 @@ class SqlServerEngine:
     def file_list(self, source_path: str | Sequence[str]) -> list[dict[str, Any]]:
         """RESTORE FILELISTONLY: the backup's logical files (what a restore would MOVE)."""
         with self._session() as session:
-            sets = session.run(tsql.filelist_only(_devices(source_path)), action="RESTORE FILELISTONLY")
+            sets = session.run(tsql.filelist_only(devices_of(source_path)), action="RESTORE FILELISTONLY")
         return sets[0] if sets else []
 
     def drop(self, database: str) -> None:
@@ -212,22 +212,6 @@ class SqlServerEngine:
         finally:
             with contextlib.suppress(Exception):
                 connection.close()
-
-    def _online(self, session: _Session, database: str) -> tuple[str, bool]:
-        """(name as sys.databases spells it, in an availability group?) or raise."""
-        require_name("database", database, max_length=tsql.SYSNAME_LENGTH)
-        row = session.first(tsql.DATABASE_STATE, database, action=f"look up database {database!r}")
-        if row is None:
-            raise PermanentError(f"database {database!r} does not exist on {self.server}", hint=_LOGIN_HINT)
-        name, state = str(row["name"]), str(row["state_desc"])
-        if state == "RECOVERING":
-            raise TransientError(f"database {name!r} on {self.server} is RECOVERING",
-                                 hint="SQL Server is still recovering the database; the job is retried.")
-        if state != ONLINE:
-            raise PermanentError(f"database {name!r} on {self.server} is {state}, not ONLINE",
-                                 hint="Bring the database ONLINE (ALTER DATABASE ... SET ONLINE, or repair it) "
-                                      "or remove it from APPSVC_DR_DATABASE__DATABASES.")
-        return name, bool(row["in_ag"])
 
     def _preferred(self, session: _Session, name: str) -> bool:
         row = session.first(tsql.PREFERRED_REPLICA, name, action=f"ask whether this is {name!r}'s backup replica")
@@ -306,33 +290,7 @@ class SqlServerEngine:
             log.warning("backup of %s finished but msdb history is unreadable: %s", name, exc.message)
             return {}
 
-    def _result(self, name: str, staging_path: str, devices: list[str], history: dict[str, Any], started: float,
-                began: datetime, ended: datetime, copy_only: bool) -> BackupResult:
-        """The backup's facts: size and SHA-256 (whole and per stripe) when this process can read the files,
-        else msdb's size; LSNs and the server version from msdb; start and finish (UTC)."""
-        if locally_readable(devices):
-            each = [sha256_of([d]) for d in devices]
-            size, checksum, parts = sum(n for _, n in each), each[0][0] if len(each) == 1 else None, \
-                tuple(c for c, _ in each)
-        else:
-            size = int(history.get("compressed_backup_size") or history.get("backup_size") or 0)
-            checksum, parts = None, ()
-        lsn = {k: (str(history[k]) if history.get(k) is not None else None)
-               for k in ("first_lsn", "last_lsn", "database_backup_lsn")}
-        return BackupResult(name, staging_path, size, time.monotonic() - started, self.name, self.server,
-                            checksum=checksum, parts=tuple(devices), part_checksums=parts,
-                            server_version=tsql.version_of(history), started_at=began.isoformat(),
-                            finished_at=ended.isoformat(), copy_only=copy_only, **lsn)
-
     def _options(self) -> tsql.BackupOptions:
         s = self.settings
         return tsql.BackupOptions(compression=s.compression, copy_only=s.copy_only, stats_percent=s.stats_percent,
                                   max_transfer_size=s.max_transfer_size, buffer_count=s.buffer_count)
-
-
-def _devices(source: str | Sequence[str]) -> list[str]:
-    """One path, or every stripe's path in order (as named by the stored set)."""
-    devices = [source] if isinstance(source, str) else list(source)
-    if not devices:
-        raise PermanentError("no backup file given", hint="Pass the staged backup's path (every stripe of it).")
-    return devices
