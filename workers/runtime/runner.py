@@ -3,15 +3,14 @@
 pika's public API only (pika ``examples/basic_consumer_threaded.py``): a ``SelectConnection`` whose I/O loop
 runs on the thread that calls :meth:`Runner.run`; deliveries go through a queue to ``concurrency`` job
 threads, so heartbeats keep flowing during hour-long backups. A finished job hands its outcome back with
-``add_callback_threadsafe``; the loop publishes every outgoing message (persistent, mandatory, confirmed —
-confirms arrive asynchronously and in batches) and acks the delivery only when all are confirmed. A lost
-connection is re-opened with backoff and the topology re-declared; unacked deliveries are redelivered by the
-broker, so nothing is lost.
+``add_callback_threadsafe`` (:mod:`workers.runtime.handback`); the loop publishes every outgoing message
+(persistent, mandatory, confirmed — confirms arrive asynchronously and in batches) and acks the delivery only
+when all are confirmed (:mod:`workers.runtime.acks`). A lost connection is re-opened with backoff and the
+topology re-declared; unacked deliveries are redelivered by the broker, so nothing is lost.
 """
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import queue
 import threading
@@ -22,10 +21,12 @@ from pika.adapters.select_connection import IOLoop
 
 from contracts import Registry
 from workers.middleware.base import Hooks
+from workers.runtime.acks import Acks
 from workers.runtime.amqp import connection_parameters
 from workers.runtime.confirms import Confirms, Pending
 from workers.runtime.connect import declare_topology
 from workers.runtime.errors import ConfigurationError, DrError
+from workers.runtime.handback import HandBack
 from workers.runtime.settings import BrokerSettings, RetrySettings, WorkerSettings
 from workers.runtime.worker import WorkerSpec
 from workers.runtime.logs import worker_context
@@ -52,9 +53,7 @@ class Runner:
         self.disconnects = 0  # connections closed or lost so far; their unacked deliveries are redelivered
         self._ioloop = IOLoop()
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._done: list = []
-        self._done_lock = threading.Lock()
-        self._drain_scheduled = False
+        self._handback = HandBack(self._ioloop, self._finish)
         self._cancel = threading.Event()
         self._conn: pika.SelectConnection | None = None
         self._ch = self._consumer_tag = None
@@ -62,8 +61,7 @@ class Runner:
         self._stopping = False
         self._deadline = 0.0
         self._in_flight = 0
-        self._unsettled: dict[int, bool] = {}  # delivery tag -> done, in delivery order (tags only grow)
-        self._acks_scheduled = False
+        self._acks = Acks(self._ioloop, lambda: self._ch)
         self._fatal: BaseException | None = None
         self._delay = 0.5
         self._ever_connected = False
@@ -167,7 +165,7 @@ class Runner:
         self.hooks.on_connection(self.spec.name, False)
         self.disconnects += 1
         self._in_flight -= self._confirms.reset()
-        self._unsettled.clear()
+        self._acks.clear()
         if self._stopping:
             log.info("connection closed; stopped")
             self._ioloop.stop()
@@ -179,7 +177,7 @@ class Runner:
     # ---- jobs ------------------------------------------------------------------------------------
     def _on_message(self, ch, method, props, body) -> None:
         self._in_flight += 1
-        self._unsettled[method.delivery_tag] = False
+        self._acks.received(method.delivery_tag)
         delivery = Delivery(body, method.routing_key, method.exchange, props)
         self._jobs.put((self.disconnects, method.delivery_tag, delivery))
 
@@ -195,23 +193,7 @@ class Runner:
                 except Exception:  # noqa: BLE001 - the processor turns failures into outcomes; belt and braces
                     log.exception("processing crashed; the message is requeued")
                     outcome = None
-                self._hand_back((connection, tag, outcome, delivery))
-
-    def _hand_back(self, finished: tuple) -> None:
-        """Queue a finished job for the I/O loop; one wake-up drains every job finished meanwhile."""
-        with self._done_lock:
-            self._done.append(finished)
-            if self._drain_scheduled:
-                return
-            self._drain_scheduled = True
-        self._ioloop.add_callback_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        with self._done_lock:
-            finished, self._done = self._done, []
-            self._drain_scheduled = False
-        for connection, tag, outcome, delivery in finished:
-            self._finish(connection, tag, outcome, delivery)
+                self._handback.put((connection, tag, outcome, delivery))
 
     def _skip(self, connection: int, tag: int) -> None:
         self._in_flight -= 1
@@ -275,33 +257,12 @@ class Runner:
             p.returned.clear()
             return self._publish(p, dead.messages)
         else:
-            self._ack(p.tag)
+            self._acks.ack(p.tag)
         self._in_flight -= 1
 
     def _requeue(self, tag: int) -> None:
-        self._unsettled.pop(tag, None)
+        self._acks.forget(tag)
         self._ch.basic_nack(tag, requeue=True)
-
-    def _ack(self, tag: int) -> None:
-        """Acks go out once per loop pass: one ``multiple`` ack for the settled front of the deliveries (in
-        order, the usual case), single acks for jobs that finished ahead of an earlier one still running."""
-        self._unsettled[tag] = True
-        if not self._acks_scheduled:
-            self._acks_scheduled = True
-            self._ioloop.call_later(0, self._flush_acks)
-
-    def _flush_acks(self) -> None:
-        self._acks_scheduled = False
-        if self._ch is None:  # connection lost meanwhile: the broker redelivers, and the tags are gone
-            return
-        front = list(itertools.takewhile(self._unsettled.__getitem__, self._unsettled))
-        for tag in front:
-            del self._unsettled[tag]
-        if front:
-            self._ch.basic_ack(front[-1], multiple=True)
-        for tag in [t for t, done in self._unsettled.items() if done]:
-            del self._unsettled[tag]
-            self._ch.basic_ack(tag)
 
     # ---- shutdown --------------------------------------------------------------------------------
     def _begin_stop(self) -> None:
@@ -324,7 +285,7 @@ class Runner:
             log.warning("grace period over with %d job(s) unfinished; closing — the broker requeues them",
                         self._in_flight)
             self._cancel.set()
-        self._flush_acks()
+        self._acks.flush()
         if self._conn is not None and self._conn.is_open:
             self._conn.close()
         elif self._conn is None or self._conn.is_closed:
