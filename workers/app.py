@@ -104,7 +104,7 @@ def _fileshare(module, deps: Deps) -> WorkerSpec:
 def _mirror(module, deps: Deps) -> WorkerSpec:
     s = deps.settings
     return module.build_mirror_worker(mirror=s.mirror, store=s.store, retention=s.retention,
-                                      metrics=deps.metrics)
+                                      encryption=s.encryption, metrics=deps.metrics)
 
 
 def _functions(module, deps: Deps) -> WorkerSpec:

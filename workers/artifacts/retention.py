@@ -28,12 +28,14 @@ still found (and finished) by the next run.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
+from workers.artifacts.records import RECORD_SUFFIX, read_record
 from workers.artifacts.setmanifest import MANIFEST
 from workers.artifacts.sets import COMPLETE, DEFAULT_DEADLINE, PLAN, read_marker, read_plan, set_prefix
-from workers.artifacts.setscan import dated_in_future, scan_sets, set_time
+from workers.artifacts.setscan import SetObjects, dated_in_future, scan_sets, set_time
+from workers.runtime.errors import PermanentError
 from workers.storage.base import StorageBackend, locked_until
 from workers.storage.signing import trust_of
 
@@ -136,7 +138,8 @@ def set_states(backend: StorageBackend, stamp: str, now: datetime | None = None,
     component's records in the listing) and its planned components (one listing, small reads: the marker when the
     plan does not tell the time or it must verify).
     ``signed_markers`` (retention's deletions): where signatures are checked, a marker completes a set only when
-    it verifies, so a forged ``complete.json`` never pushes genuine sets out of keep_last."""
+    it verifies, and so do the artifacts a plan asks for only when their records verify, so a forged
+    ``complete.json`` or record never pushes genuine sets out of keep_last."""
     states = []
     verifies = signed_markers and trust_of(backend).verifies
     for set_id, found in scan_sets(backend, stamp).items():
@@ -146,10 +149,24 @@ def set_states(backend: StorageBackend, stamp: str, now: datetime | None = None,
         marker = read_marker(backend, stamp, set_id) if needs_marker else None
         when = set_time(set_id, plan, marker, found.objects)
         complete = (COMPLETE in names and (marker is not None or not verifies)) or \
-            (plan is not None and not plan.missing(found.stored_counts))
+            (plan is not None and not plan.missing(found.stored_counts)
+             and not (verifies and plan.missing(_signed_counts(backend, found))))
         states.append(SetState(set_id, when, complete, plan.components if plan else None,
                                future=dated_in_future(set_id, when, now)))
     return states
+
+
+def _signed_counts(backend: StorageBackend, found: SetObjects) -> dict[str, int]:
+    """``found.stored_counts``, counting only the artifacts whose record verifies (read through the Trust)."""
+    def trusted(key: str) -> bool:
+        try:
+            return read_record(backend, key) is not None
+        except PermanentError as exc:                   # unsigned, forged, moved or damaged: stores nothing
+            log.warning("retention: %s does not count as stored: %s", key, exc.message)
+            return False
+    kept = [o for o in found.objects if not o.key.endswith(RECORD_SUFFIX) or o.key.count("/") != 3   # counted
+            or trusted(o.key[:-len(RECORD_SUFFIX)])]                     # only <stamp>/<set>/<component>/<name>
+    return replace(found, objects=kept).stored_counts
 
 
 def plan_retention(backend: StorageBackend, stamp: str, keep_last: int = 7, keep_within: timedelta | None = None,

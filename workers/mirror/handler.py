@@ -9,8 +9,11 @@ backlog is caught up when the target returns; any later event catches it up too)
 ``appsvc_dr_mirror_backlog`` (objects missing) and ``appsvc_dr_mirror_lag_seconds`` (how long the oldest
 missing object has waited; 0 when caught up). Once a set completed and was copied, each target's own
 retention is applied to it (``retention.auto``; ``keep_last`` / ``keep_within`` per target), skipping objects
-under S3 Object Lock. Before each set (``backup-due``) and after it, every store's capacity is measured and
-forecast (``workers.mirror.capacity``): a set that will not fit is warned about before it fails.
+under S3 Object Lock. Where verify keys are configured (``APPSVC_DR_ENCRYPTION__…``, the worker's Trust on the
+primary and every target), only signed plans, markers, records, summaries and indexes decide a deletion: one
+that does not verify is logged and never deletes anything (objects are still copied as stored). Before each set
+(``backup-due``) and after it, every store's capacity is measured and forecast (``workers.mirror.capacity``): a
+set that will not fit is warned about before it fails.
 """
 from __future__ import annotations
 
@@ -37,7 +40,8 @@ from workers.runtime.worker import JobContext, WorkerSpec
 from workers.storage.base import (ObjectInfo, StorageBackend, StorageError, StorageMisconfigured, StoragePermissionDenied,
                                   StorageUnavailable)
 from workers.storage.factory import build_store
-from workers.storage.settings import StoreSettings
+from workers.storage.settings import EncryptionSettings, StoreSettings
+from workers.storage.signing import attach, trust_from_settings
 
 WORKER = "mirror"
 log = logging.getLogger("appsvc_dr.mirror")
@@ -266,18 +270,21 @@ SPEC = WorkerSpec(WORKER, {**{model: MirrorHandler.__call__ for model in _CONSUM
 
 
 def build_mirror_worker(*, mirror: MirrorSettings, store: StoreSettings, retention: RetentionSettings,
-                        metrics: Metrics | None = None) -> WorkerSpec:
+                        encryption: EncryptionSettings, metrics: Metrics | None = None) -> WorkerSpec:
     """The ``mirror`` worker. Without targets it acknowledges every event and copies nothing (a warning at
-    start says so), so a site without a secondary store can run every built-in worker."""
+    start says so), so a site without a secondary store can run every built-in worker. The encryption
+    section's Trust is attached to the primary and every target: what decides a target's deletions is read
+    verified (copies are made as stored, signatures included)."""
     if not mirror.targets:
         log.warning("the mirror worker has no targets: nothing is copied (set APPSVC_DR_MIRROR__TARGETS to a "
                     "JSON list of stores, e.g. [{\"name\": \"dr-site\", \"kind\": \"s3\", …}])")
+    trust = trust_from_settings(encryption)
     try:
-        targets = [Target(t, target_store(t), policy_for(t, retention)) for t in mirror.targets]
+        targets = [Target(t, attach(target_store(t), trust), policy_for(t, retention)) for t in mirror.targets]
     except StorageError as exc:
         raise ConfigurationError(f"mirror target: {exc}", hint=getattr(exc, "hint", "")) from None
     metrics = metrics or Metrics()
-    primary = build_store(store)
+    primary = attach(build_store(store), trust)
     watched = [Watched("primary", primary, store.quota_bytes, retention.keep_last)] + [
         Watched(t.settings.name, t.backend, t.settings.quota_bytes, t.policy.keep_last) for t in targets]
     handler = MirrorHandler(primary, targets, mirror.retry_for, MirrorGauges(metrics), auto_retention=retention.auto,

@@ -15,6 +15,12 @@ keeps it and says so), and (3) the target holds all the primary's index objects 
 only when nothing is missing). While a target keeps snapshots the primary forgot (a longer policy: keep 7
 locally, 30 off-site), it keeps every pack: a snapshot it keeps never loses a pack it references.
 
+Fail closed where signatures are checked (the worker's Trust is attached to the primary and each target): an
+index, summary or Function Apps index that is unsigned, forged or damaged is read as unknown, never as "names
+nothing". A snapshot whose summary cannot be trusted is never dropped and counts as one the target keeps; an
+index object on the primary that cannot be trusted stops every pack and index deletion (which packs it lists is
+not known); a Function Apps index that cannot be trusted keeps everything of its account.
+
 Objects under S3 Object Lock are never deleted: they are reported with the date they become deletable (the
 first run after it deletes them).
 """
@@ -127,12 +133,19 @@ def plan_target(primary: StorageBackend, target: StorageBackend, stamp: str) -> 
              if k.startswith(f"{fileshare}snapshots/")}
     stuck = {k[len(fileshare) + len("snapshots/"):].split(".")[0] for k in plan.locked
              if k.startswith(f"{fileshare}snapshots/")}
-    kept = {s for s in snapshots if s not in going or s in stuck}
+    kept = {s for s in set(snapshots) | _summarized(there, fileshare) if s not in going or s in stuck}
     plan.delete = [k for k in plan.delete if not (k.startswith(f"{fileshare}snapshots/") and
                                                   k[len(fileshare) + len("snapshots/"):].split(".")[0] in stuck)]
     orphans = _orphans(primary, stamp, there, kept, plan) if there else set()
     _lockable(target, _pack_order(orphans, fileshare), plan)
     return plan
+
+
+def _summarized(keys: set[str], fileshare: str) -> set[str]:
+    """Snapshot ids with a summary in a listing, whether or not it can be read or trusted."""
+    folder = f"{fileshare}snapshots/"
+    return {k[len(folder):-len(".summary.json")] for k in keys
+            if k.startswith(folder) and k.endswith(".summary.json")}
 
 
 def _function_sets(backend: StorageBackend, stamp: str) -> set[str]:
@@ -158,7 +171,16 @@ def _orphans(primary: StorageBackend, stamp: str, there: set[str], kept: set[str
                           f"{len(extra)} snapshot(s) the primary forgot ({', '.join(sorted(extra)[:3])}), which "
                           "may need them")
         return set()
-    indexed = {pack for pack, _, _ in Repository(_meta(primary), stamp).load_index().blobs.values()}
+    index = Repository(_meta(primary), stamp).load_index()
+    listed = {k[len(f"{fileshare}index/"):] for k in on_primary if k.startswith(f"{fileshare}index/")
+              and not k.endswith(RECORD_SUFFIX)}                   # what load_index reads
+    unread = {name for name in listed if "/" not in name} - index.objects
+    if unread:
+        plan.notes.append(f"{len(gone)} pack/index object(s) the primary pruned are kept: {len(unread)} index "
+                          f"object(s) on the primary cannot be read or trusted ({', '.join(sorted(unread)[:3])}), "
+                          "so which packs are still needed is not known")
+        return set()
+    indexed = {pack for pack, _, _ in index.blobs.values()}
     lost = {k for k in gone if k.startswith(f"{fileshare}packs/") and _base(k)[len(f"{fileshare}packs/"):] in indexed}
     if lost:
         plan.notes.append(f"{len(lost)} pack(s) are gone from the primary although its index lists them (lost, "
