@@ -138,3 +138,24 @@ def test_an_unsigned_completion_marker_never_makes_retention_delete_a_genuine_se
         plan = apply_retention(backend, STAMP, keep_last=1, now=WHEN.replace(day=24))
     # Then the genuine set is kept: the forged one is no complete set
     assert SET not in plan.delete and backend.exists(set_prefix(STAMP, SET) + PLAN), plan
+
+
+def test_a_set_that_does_not_verify_is_neither_counted_nor_deleted_by_retention(tmp_path, caplog):
+    from workers.artifacts.retention import apply_retention
+    # Given a set written before signing was enabled (unsigned plan and marker, old), then a genuine signed one
+    plain = LocalStore(tmp_path / "store")
+    legacy = "20261101T120000Z-11111111"
+    put_json(plain, set_prefix(STAMP, legacy) + PLAN, json.loads(Plan(STAMP, legacy, ("secrets",), "schedule",
+                                                                     WHEN.replace(day=1)).to_json()))
+    put_json(plain, set_prefix(STAMP, legacy) + "complete.json", {"format": 1, "stamp": STAMP})
+    backend = signed(plain, tmp_path)
+    write_plan(backend, Plan(STAMP, SET, ("secrets",), "schedule", WHEN))
+    write_marker(backend, STAMP, SET, {"stamp": STAMP, "backup_set_id": SET})
+    # When retention keeping only the newest complete set runs, weeks later (past every grace period)
+    with caplog.at_level(logging.WARNING):
+        plan = apply_retention(backend, STAMP, keep_last=1, now=WHEN.replace(day=28))
+    # Then the unverified set is kept (a legacy set still restores with --allow-unsigned), with the reason said,
+    # and the genuine one is the newest complete set
+    assert plan.delete == [] and legacy in plan.keep and "not verified" in plan.reasons[legacy]
+    assert backend.exists(set_prefix(STAMP, legacy) + PLAN) and f"{legacy} does not verify" in caplog.text
+    assert plan.reasons[SET] == "newest complete set (always kept)"

@@ -14,7 +14,10 @@ look incomplete. Rules:
    still complete;
 6. a set whose age cannot be told is kept;
 7. a set dated in the future (its id or plan more than ``FUTURE_SKEW`` ahead of the clock) is kept but ignored:
-   it is never "newest", counts for nothing, and is reported with a warning (someone chose that date).
+   it is never "newest", counts for nothing, and is reported with a warning (someone chose that date);
+8. where signatures are checked, a set whose plan, marker or records do not verify is kept the same way: never
+   counted as complete (a forged ``complete.json`` or record must not push genuine sets out of ``keep_last``)
+   and never deleted (a set written before signing was enabled still restores with ``--allow-unsigned``).
 
 Everything else is deleted: complete sets beyond ``keep_last``, and incomplete sets older than the newest complete
 set and than the grace period, in both cases outside ``keep_within``. Every deletion is logged at WARNING with the
@@ -49,6 +52,7 @@ class SetState:
     complete: bool
     planned: tuple[str, ...] | None = None   # the components its plan asks for (None: no plan)
     future: bool = False                     # dated ahead of the clock: ignored by every "newest" decision
+    unverified: bool = False                 # its plan, marker or records do not verify: neither counted nor deleted
 
     @property
     def order(self) -> tuple[datetime, str]:
@@ -92,7 +96,8 @@ def decide(stamp: str, states: list[SetState], *, keep_last: int = 7, keep_withi
         raise ValueError("keep_last must be >= 0")
     now = now or datetime.now(timezone.utc)
     future = [s for s in states if s.future]
-    ordered = sorted((s for s in states if not s.future), key=lambda s: s.order, reverse=True)
+    unverified = [s for s in states if s.unverified and not s.future]
+    ordered = sorted((s for s in states if not s.future and not s.unverified), key=lambda s: s.order, reverse=True)
     complete = [s for s in ordered if s.complete and s.time is not None]
     newest = complete[0] if complete else None
     cutoff = now - keep_within if keep_within else None
@@ -121,7 +126,14 @@ def decide(stamp: str, states: list[SetState], *, keep_last: int = 7, keep_withi
                     "Sets are named by new_backup_set_id from a correct clock: find who wrote it (store access or "
                     "a host's clock), then remove <stamp>/<set>/ from the store by hand", stamp, state.set_id,
                     state.time.isoformat() if state.time else state.set_id)
-    ordered = future + ordered
+    for state in unverified:
+        keep(state, "not verified (its plan, marker or records are unsigned or forged): never counted as complete, "
+                    "never deleted automatically")
+        log.warning("retention: backup set %s/%s does not verify (its plan, marker or records are unsigned or "
+                    "forged): kept, never counted as complete. A set written before signing was enabled restores "
+                    "with --allow-unsigned; anything else was written by someone with access to the store: find "
+                    "who, then remove <stamp>/<set>/ by hand", stamp, state.set_id)
+    ordered = future + unverified + ordered
     kept = [s.set_id for s in ordered if s.set_id in reasons]
     doomed = [s for s in ordered if s.set_id not in reasons]
     newest_id = newest.set_id if newest else "-"      # incomplete sets are only doomed when a newest exists
@@ -148,11 +160,13 @@ def set_states(backend: StorageBackend, stamp: str, now: datetime | None = None,
         needs_marker = COMPLETE in names and (verifies or plan is None or plan.requested_at is None)
         marker = read_marker(backend, stamp, set_id) if needs_marker else None
         when = set_time(set_id, plan, marker, found.objects)
+        listed = plan is not None and not plan.missing(found.stored_counts)
         complete = (COMPLETE in names and (marker is not None or not verifies)) or \
-            (plan is not None and not plan.missing(found.stored_counts)
-             and not (verifies and plan.missing(_signed_counts(backend, found))))
+            (listed and not (verifies and plan.missing(_signed_counts(backend, found))))
+        unverified = verifies and not complete and \
+            ((PLAN in names and plan is None) or (COMPLETE in names and marker is None) or listed)
         states.append(SetState(set_id, when, complete, plan.components if plan else None,
-                               future=dated_in_future(set_id, when, now)))
+                               future=dated_in_future(set_id, when, now), unverified=unverified))
     return states
 
 
