@@ -148,3 +148,23 @@ def test_an_index_object_on_the_primary_that_cannot_be_trusted_stops_pruning_pac
     # When the target's shared data is planned / Then the pack stays: which packs the primary needs is not known
     plan = plan_target(primary, target, STAMP)
     assert plan.delete == [] and "cannot be read or trusted" in " ".join(plan.notes)
+
+
+def test_a_forged_marker_on_the_primary_never_keeps_the_genuine_set_off_a_target(site):
+    from tests.unit.test_retention import NOW
+    from workers.mirror.handler import policy_for
+    from workers.mirror.sync import wanted_objects
+    primary, handler, tmp_path = site
+    # Given a genuine signed complete set on the primary, and an unsigned completion marker written into a
+    # made-up newer set folder there
+    genuine = make_set(primary, 2)
+    forged = make_set(ArtifactStore(LocalStore(tmp_path / "scratch"), compress=False), 1)
+    forge(tmp_path / "primary", set_prefix(STAMP, forged) + "complete.json", {"format": 1, "completed_at": "x"})
+    # When the objects a target keeping one set should hold are chosen
+    policy = policy_for(MirrorTarget(name="dr", kind="local", local_path=tmp_path / "dr", keep_last=1),
+                        RetentionSettings(auto=True))
+    wanted = {o.key for o in wanted_objects(primary.backend, STAMP, policy, NOW)}
+    # Then the genuine set is among them: the forged marker counts as no complete set
+    assert f"{set_prefix(STAMP, genuine)}databases/hosting.bak" in wanted
+    assert f"{set_prefix(STAMP, genuine)}complete.json" in wanted
+

@@ -78,7 +78,7 @@ class PrimaryView:
     @property
     def states(self) -> list[SetState]:
         if self._states is None:
-            self._states = set_states(self.primary, self.stamp, self.now)
+            self._states = set_states(self.primary, self.stamp, self.now, signed_markers=True)   # see retention
         return self._states
 
     @property
