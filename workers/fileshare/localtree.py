@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from workers.fileshare.tree import ARCHIVE, ATTRIBUTES, DEVICE, DIRECTORY, READONLY, FileProblem, \
-    SourceMisconfigured, SourceUnavailable, Stat
+    SourceMisconfigured, SourceUnavailable, Stat, held_mtime
 from workers.repository.paths import REPARSE_POINT, UnsafeTargetError, parts, partial_name, shown
 
 ATTRS_XATTR = "user.appsvc-dr.dosattrib"             # where a local target keeps them (hex), besides read-only
@@ -58,7 +58,7 @@ class LocalTree:
             ARCHIVE if py_stat.S_ISREG(st.st_mode) else DEVICE
         if not st.st_mode & 0o200:
             attrs |= READONLY
-        return Stat(name, is_dir, 0 if is_dir else st.st_size, st.st_mtime_ns, attrs, st.st_ino)
+        return Stat(name, is_dir, 0 if is_dir else st.st_size, held_mtime(st.st_mtime_ns), attrs, st.st_ino)
 
     # ---- reading (the backup source) -----------------------------------------------------------
     def scandir(self, rel: str) -> list[Stat]:

@@ -31,7 +31,7 @@ from smbprotocol.structure import DateTimeField
 
 from workers.fileshare.smbtarget import SmbTarget, _Translating
 from workers.fileshare.tree import DIRECTORY, FileProblem, SourceDenied, SourceMisconfigured, \
-    SourceUnavailable, Stat
+    SourceUnavailable, Stat, held_mtime
 from workers.repository.paths import parts
 from workers.runtime.errors import PermanentError
 from workers.smb.io import SMBDirectoryIO, SMBFileTransaction, SMBRawIO
@@ -52,7 +52,7 @@ CREDITS = 512
 
 
 def _ns(filetime: int) -> int:
-    return (filetime - EPOCH) * 100
+    return held_mtime((filetime - EPOCH) * 100)
 
 
 class Closed(NamedTuple):
@@ -140,8 +140,8 @@ class SmbTree(SmbTarget):
         with self._errors(rel):
             st = smbclient.lstat(self._path(rel), **self._kw)
         is_dir = bool(st.st_file_attributes & DIRECTORY)
-        return Stat(rel.rpartition("/")[2], is_dir, 0 if is_dir else st.st_size, st.st_mtime_ns,
-                    st.st_file_attributes)
+        return Stat(rel.rpartition("/")[2], is_dir, 0 if is_dir else st.st_size,
+                    held_mtime(st.st_mtime_ns), st.st_file_attributes)
 
     def read(self, rel: str, listed: Stat, limit: int) -> tuple[bytes, Stat] | None:
         """The whole file in one compound request, if it (still) fits in ``limit``; None if it does not."""

@@ -78,6 +78,17 @@ class Tree(Protocol):
     # set_meta(rel, mtime_ns, attrs, is_dir=False), remove(rel), rename(rel, new_name); keeps_attributes
 
 
+# what a snapshot manifest can hold (a signed 64-bit count of nanoseconds: 1677-09-21 to 2262-04-11)
+MTIME_MIN, MTIME_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def held_mtime(mtime_ns: int) -> int:
+    """A file time as read off a tree, within what a manifest can hold. A share can carry a time outside it (an
+    SMB FILETIME in the year 30828, a local file touched to the year 2446): clamped here, where it enters, so one
+    such file cannot make its whole snapshot unrestorable; the file's content is kept as it is."""
+    return min(max(mtime_ns, MTIME_MIN), MTIME_MAX)
+
+
 def join(*parts: str) -> str:
     return "/".join(p for p in parts if p)
 
