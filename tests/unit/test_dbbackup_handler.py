@@ -1,6 +1,7 @@
 """The db-backup handler's decisions with a stand-in engine: fan-out, hand-over to upload, skipped replicas."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -172,3 +173,46 @@ def test_a_second_request_for_a_striped_backup_re_emits_every_stripe_with_its_ow
     assert len({e.event_id for e in again}) == len(again) == 4          # three stripes and database-backed-up
     # And the log warning went out with the backup only
     assert [e.type for e in first].count("job-failed") == 1 and "job-failed" not in [e.type for e in again]
+
+
+def test_a_job_record_planted_in_the_staging_directory_is_not_re_emitted_and_the_backup_runs(tmp_path, caplog):
+    # Given done records written into the staging directory's .jobs/ by someone else: one that names the secrets
+    # file (an artifact-ready the upload worker would store and delete), one with no backup in it (the database
+    # would look backed up with nothing stored) and one naming another staged file under this job's own name
+    engine = StubEngine()
+    handler = make_handler(engine, tmp_path)
+    (tmp_path / ".jobs").mkdir()
+    own = r"\\fs1\staging\dr\s1-set-1-appservice_hosting.bak"
+    ready = {"component": "databases", "name": "appservice_hosting.bak", "staged_path": own, "delete_staged": True}
+    backed = {"database": "appservice_hosting", "engine": "sqlserver", "server": "evil", "size": 1,
+              "duration_seconds": 1, "staged_path": own}
+    planted = {"set-1": [{"type": "artifact-ready", "payload": {**ready, "component": "secrets",
+                                                                "name": "SystemSecrets.json"}}],
+               "set-2": [{"type": "database-backed-up", "payload": backed}],
+               "set-3": [{"type": "artifact-ready", "payload": {**ready, "staged_path": r"\\fs1\staging\dr\x.bak"}},
+                         {"type": "database-backed-up", "payload": backed}],
+               "set-4": [{"type": "artifact-ready", "payload": {**ready, "name": "appservice_metering.bak"}}]}
+    for set_id, events in planted.items():
+        (tmp_path / f".jobs/s1+{set_id}+appservice_hosting.bak+done.json").write_text(
+            json.dumps({"format": 1, "events": events}))
+    # When a request for each set arrives
+    caplog.set_level(logging.WARNING, logger="appsvc_dr.dbbackup")
+    for set_id in planted:
+        request = DatabaseBackupRequested(source="t", stamp="s1", correlation_id=set_id,
+                                          payload=DatabaseBackupRequestedPayload(database="appservice_hosting"))
+        out = handler.backup_one(request, ctx())
+        # Then the planted record is ignored: the database is backed up and only its own backup is handed over
+        [got] = [e for e in out if e.type == "artifact-ready"]
+        expected = rf"\\fs1\staging\dr\s1-{set_id}-appservice_hosting.bak"
+        assert (got.payload.component, got.payload.name, got.payload.staged_path) == \
+            ("databases", "appservice_hosting.bak", expected)
+        assert engine.calls[-1] == ("appservice_hosting", expected)
+    assert len(engine.calls) == 4
+    warnings = [r.getMessage() for r in caplog.records if "ignoring job record" in r.getMessage()]
+    assert len(warnings) == 4 and "SystemSecrets.json" in warnings[0] and "names no backup" in warnings[1]
+    # And the record is now the worker's own: a further request re-emits it without a backup
+    again = handler.backup_one(DatabaseBackupRequested(source="t", stamp="s1", correlation_id="set-1",
+                                                       payload=DatabaseBackupRequestedPayload(
+                                                           database="appservice_hosting")), ctx())
+    assert len(engine.calls) == 4 and [e.payload.staged_path for e in again if e.type == "artifact-ready"] == \
+        [r"\\fs1\staging\dr\s1-set-1-appservice_hosting.bak"]

@@ -36,7 +36,7 @@ from workers.artifacts.jobs import JobKey, follow_up
 from workers.artifacts.logchain import log_name
 from workers.artifacts.stripes import stripe_name
 from workers.dbbackup.loghealth import check_log
-from workers.dbbackup.once import StagingJobs
+from workers.dbbackup.once import StagingJobs, foreign
 from workers.engines.base import BackupResult, DatabaseEngine
 from workers.engines.factory import build_engine
 from workers.engines.settings import DatabaseSettings
@@ -63,6 +63,11 @@ def backup_metadata(result: BackupResult) -> dict[str, str | int | bool]:
              "database_backup_lsn": result.database_backup_lsn, "started_at": result.started_at,
              "finished_at": result.finished_at, "stripes": max(len(result.parts), 1)}
     return {k: v for k, v in facts.items() if v is not None}
+
+
+def staged_name(event: DatabaseBackupRequested, name: str) -> str:
+    """The staged backup's file name: unique per stamp, set and artifact."""
+    return f"{event.stamp}-{event.correlation_id}-{name}"
 
 
 def _sha(checksum: str | None) -> str | None:
@@ -134,16 +139,16 @@ class DbBackupHandler:
         self._require_configured(database, event.type)
         name = artifact_name(self.engine.name, database)
         job = JobKey(event.stamp, event.correlation_id, "databases", name)
-        return self.jobs.once(event, job, ctx, lambda: self._backup_one(event, ctx, database, name))
+        staged = join(self.staging.database_dir, staged_name(event, name))
+        return self.jobs.once(event, job, ctx, lambda: self._backup_one(event, ctx, database, name),
+                              lambda done: foreign(done, database=database, name=name, staged=staged))
 
     def _backup_one(self, event: DatabaseBackupRequested, ctx: JobContext, database: str,
                     name: str) -> list[Envelope]:
-        staged_name = f"{event.stamp}-{event.correlation_id}-{name}"
-
         def progress(percent: int) -> None:
             ctx.logger.info("%s: %d%% backed up", database, percent)
 
-        result, staged = self._backup(database, staged_name, progress)
+        result, staged = self._backup(database, staged_name(event, name), progress)
         backed_up = follow_up(event, DatabaseBackedUp, DatabaseBackedUpPayload(
             database=result.database, engine=self.engine.name, server=result.server, size=result.size,  # type: ignore
             duration_seconds=round(result.duration, 3), staged_path=None if result.skipped else staged,
