@@ -28,6 +28,7 @@ from workers.storage.local import LocalStore
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 CTX = JobContext("fileshare", "fileshare:1", 0, logging.LoggerAdapter(logging.getLogger("test"), {}))
+COUNTS = {"partial": False, "files": 0, "dirs": 0, "bytes": 0, "new_bytes": 0}     # the rest of a summary
 
 
 def snap(sid: str, hours_ago: float | None, group: str = "share", set_id: str | None = None) -> Snapshot:
@@ -81,7 +82,7 @@ def test_forget_never_removes_the_snapshot_of_a_set_still_being_assembled(tmp_pa
         if complete:
             write_marker(store.backend, "stamp1", set_id, {"completed_at": when.isoformat()})
         repo.put_summary(set_id, {"snapshot_id": set_id, "backup_set_id": set_id, "source": "share",
-                                  "sub_path": None, "created_at": when.isoformat()})
+                                  "sub_path": None, "created_at": when.isoformat(), **COUNTS})
     # When keeping only the newest snapshot
     plan = forget(repo, Policy(keep_last=1), now=NOW)
     # Then M (newest), C (its set is being assembled) and B (newest complete set) stay; A goes
@@ -166,7 +167,7 @@ def test_the_catalog_forgets_the_snapshots_of_the_sets_its_retention_deletes(tmp
     new = new_backup_set_id()
     for i, set_id in enumerate([*sets, new]):
         repo.put_summary(set_id, {"snapshot_id": set_id, "backup_set_id": set_id, "source": "share",
-                                  "sub_path": None, "created_at": f"2026-11-2{i}T00:00:00+00:00"})
+                                  "sub_path": None, "created_at": f"2026-11-2{i}T00:00:00+00:00", **COUNTS})
     h = CatalogHandler(RetentionSettings(keep_last=1), store)
     h.backup_due(backup_due(new, "secrets"), CTX)
     # When the new set completes

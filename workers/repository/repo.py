@@ -41,6 +41,7 @@ from contracts.envelope import NAME_PATTERN
 from workers.artifacts.service import RECORD_SUFFIX, ArtifactStore, StoredArtifact
 from workers.repository.index import Index, PackEntries, index_doc
 from workers.repository.manifest import Manifest
+from workers.repository.summary import checked_summary
 from workers.runtime.errors import PermanentError
 from workers.storage.base import ObjectNotFound, locked_until
 from workers.storage.codec import EncodedBuffer, IntegrityError, KeyRing, decode, encode
@@ -274,8 +275,10 @@ class Repository:
                              known_sha256=hashlib.sha256(body).hexdigest())
 
     def summary(self, snapshot: str) -> dict | None:
+        """``snapshot``'s summary (None: the snapshot is not complete); :class:`SummaryRefused` when the object
+        there is not a summary of it (``summary.checked_summary``)."""
         try:
-            return json.loads(self._read(self.meta, self.summary_key(snapshot)))
+            return checked_summary(self._read(self.meta, self.summary_key(snapshot)), snapshot)
         except ObjectNotFound:
             return None
 
