@@ -31,12 +31,13 @@ still found (and finished) by the next run.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
-from workers.artifacts.records import RECORD_SUFFIX, read_record
+from workers.artifacts.records import read_record
 from workers.artifacts.setmanifest import MANIFEST
-from workers.artifacts.sets import COMPLETE, DEFAULT_DEADLINE, PLAN, read_marker, read_plan, set_prefix
+from workers.artifacts.sets import COMPLETE, DEFAULT_DEADLINE, PLAN, Plan, read_marker, read_plan, set_prefix
 from workers.artifacts.setscan import SetObjects, dated_in_future, scan_sets, set_time
 from workers.runtime.errors import PermanentError
 from workers.storage.base import StorageBackend, locked_until
@@ -160,27 +161,35 @@ def set_states(backend: StorageBackend, stamp: str, now: datetime | None = None,
         needs_marker = COMPLETE in names and (verifies or plan is None or plan.requested_at is None)
         marker = read_marker(backend, stamp, set_id) if needs_marker else None
         when = set_time(set_id, plan, marker, found.objects)
-        listed = plan is not None and not plan.missing(found.stored_counts)
-        complete = (COMPLETE in names and (marker is not None or not verifies)) or \
-            (listed and not (verifies and plan.missing(_signed_counts(backend, found))))
-        unverified = verifies and not complete and \
-            ((PLAN in names and plan is None) or (COMPLETE in names and marker is None) or listed)
+        complete, unverified = _completeness(backend, found, plan, marker, verifies)
         states.append(SetState(set_id, when, complete, plan.components if plan else None,
                                future=dated_in_future(set_id, when, now), unverified=unverified))
     return states
 
 
-def _signed_counts(backend: StorageBackend, found: SetObjects) -> dict[str, int]:
-    """``found.stored_counts``, counting only the artifacts whose record verifies (read through the Trust)."""
+def _completeness(backend: StorageBackend, found: SetObjects, plan: Plan | None, marker: dict | None,
+                  verifies: bool) -> tuple[bool, bool]:
+    """(complete, unverified) for one set: complete by its marker, or by its plan and every planned artifact
+    stored; where signatures are checked (``verifies``) only a marker, plan and records that verify count, and a
+    set that would be complete but for what did not verify is ``unverified`` (kept, never counted: rule 8)."""
+    names = found.names
+    listed = plan is not None and not plan.missing(found.stored_counts)
+    if not verifies:
+        return COMPLETE in names or listed, False
+    if marker is not None or (listed and not plan.missing(found.counts(_trusted(backend)))):  # type: ignore[union-attr]
+        return True, False
+    return False, (PLAN in names and plan is None) or COMPLETE in names or listed
+
+
+def _trusted(backend: StorageBackend) -> Callable[[str], bool]:
+    """Whether an artifact's record verifies (read through the Trust); why not is warned."""
     def trusted(key: str) -> bool:
         try:
             return read_record(backend, key) is not None
         except PermanentError as exc:                   # unsigned, forged, moved or damaged: stores nothing
             log.warning("retention: %s does not count as stored: %s", key, exc.message)
             return False
-    kept = [o for o in found.objects if not o.key.endswith(RECORD_SUFFIX) or o.key.count("/") != 3   # counted
-            or trusted(o.key[:-len(RECORD_SUFFIX)])]                     # only <stamp>/<set>/<component>/<name>
-    return replace(found, objects=kept).stored_counts
+    return trusted
 
 
 def plan_retention(backend: StorageBackend, stamp: str, keep_last: int = 7, keep_within: timedelta | None = None,

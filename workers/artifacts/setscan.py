@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable
+from typing import Callable, Iterable
 
 from contracts.envelope import SET_ID, is_future
 from workers.artifacts.service import RECORD_SUFFIX
@@ -42,10 +42,17 @@ class SetObjects:
     def stored_counts(self) -> dict[str, int]:
         """Artifacts per component that this listing shows stored: ``<component>/<name>`` with its record
         ``<component>/<name>.record.json`` (a half-deleted artifact, one without the other, does not count)."""
+        return self.counts()
+
+    def counts(self, accept: Callable[[str], bool] | None = None) -> dict[str, int]:
+        """:attr:`stored_counts`, counting only the artifacts whose key ``<stamp>/<set>/<component>/<name>``
+        ``accept`` takes (e.g. those whose record verifies); ``accept`` is asked only about stored ones."""
         names = self.names
-        return counts_of(tuple(name[:-len(RECORD_SUFFIX)].split("/")) for name in names   # type: ignore[misc]
-                         if len(name.split("/")) == 2 and name.endswith(RECORD_SUFFIX)
-                         and name[:-len(RECORD_SUFFIX)] in names)
+        stored = [name[:-len(RECORD_SUFFIX)] for name in names
+                  if len(name.split("/")) == 2 and name.endswith(RECORD_SUFFIX) and name[:-len(RECORD_SUFFIX)] in names]
+        prefix = f"{self.stamp}/{self.set_id}/"
+        return counts_of(tuple(name.split("/")) for name in stored                    # type: ignore[misc]
+                         if accept is None or accept(prefix + name))
 
     @property
     def newest_object(self) -> datetime | None:

@@ -194,19 +194,19 @@ def write_textfile(path: str, latest: dict[tuple[str, str], float],
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
     secondary = copy not in (None, "primary")
-    where = ["store"] if secondary else []
+    where, store = (["store"], [copy]) if secondary else ([], [])     # the label and its value
     of = f"the secondary copy (mirror target) {copy}" if secondary else "the store"
     registry = CollectorRegistry()
     gauge = Gauge(SECONDARY_METRIC if secondary else METRIC,
                   f"Unix time the newest restore drill of a stamp from {of} finished, by result (passed; verified: "
                   "backups only verified, not restored; failed)", ["stamp", *where, "result"], registry=registry)
     for (stamp, result), when in sorted(latest.items()):
-        gauge.labels(stamp, *([copy] if secondary else []), result).set(when)
+        gauge.labels(stamp, *store, result).set(when)
     rto = Gauge(SECONDARY_RTO if secondary else ESTIMATED_RTO,
                 f"Estimated recovery time of a stamp's automatable steps from {of}: the newest restore drill's "
                 "measured restore time of every component, added up", ["stamp", *where], registry=registry)
     for stamp, seconds in sorted((estimated or {}).items()):
-        rto.labels(stamp, *([copy] if secondary else [])).set(seconds)
+        rto.labels(stamp, *store).set(seconds)
     write_to_textfile(path, registry)
 
 

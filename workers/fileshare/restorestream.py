@@ -61,6 +61,11 @@ class _File:
     done: bool = False
     parts: list[tuple[int, Any]] | None = None  # a small file riding along: its blobs, kept until it is whole
 
+    @property
+    def rides(self) -> bool:
+        """A small file riding along (written whole), not a large one (written blob by blob)."""
+        return self.parts is not None
+
 
 class _Use(NamedTuple):
     offset: int                                 # in the pack's plaintext
@@ -143,8 +148,8 @@ class StreamedRestore:
             if not f.done:
                 self._give_up(f, "not every blob was written")      # a pack given up on: no longer waited for
         done = [f.step for f in files if f.done]
-        rest += [f.step for f in files if not f.done and f.parts is None]
-        rode = sum(1 for f in files if f.done and f.parts is not None)
+        rest += [f.step for f in files if not f.done and not f.rides]
+        rode = sum(1 for f in files if f.done and f.rides)
         log.info("restore: %d large file(s) streamed from %d pack(s), with %d small file(s) from the same packs; "
                  "%d left to the file-by-file restore", len(done) - rode, len(self.streamed), rode, len(rest))
         return done, rest
@@ -237,7 +242,7 @@ class StreamedRestore:
             if f.failed or f.done:
                 return
             try:
-                if f.parts is not None:
+                if f.rides:
                     self._ride(f, at, data)
                     return
                 if f.write_at is None:
