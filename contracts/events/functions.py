@@ -32,11 +32,16 @@ class FunctionsAccountResult(Payload):
                                             "copied in full: '<queue>: N of about M'")
     tables: int = Field(ge=0)
     entities: int = Field(ge=0)
+    items_refused: int = Field(default=0, ge=0, description="Blobs, messages, entities (or whole containers, "
+                               "queues, tables) left out of the copy because its restore would refuse them")
+    refused: tuple[str, ...] = Field(default=(), max_length=MAX_LISTED, description="The first of them: "
+                                     "'<kind> <name>: <reason>'")
 
 
 class FunctionsBackedUpPayload(Payload):
     accounts: tuple[FunctionsAccountResult, ...] = Field(min_length=1, max_length=MAX_LISTED)
-    partial: bool = Field(description="Some queue held more messages than a peek can copy")
+    partial: bool = Field(description="Some queue held more messages than a peek can copy, or some item was left "
+                          "out because its restore would refuse it")
     duration_seconds: float = Field(ge=0)
 
 

@@ -2,7 +2,6 @@
 (JSON lines, spooled to a temporary file, then streamed into the store), its index and its summary."""
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -13,6 +12,9 @@ from workers.functions.client import open_account
 from workers.functions.entities import backup_queues, backup_tables
 from workers.functions.layout import account_prefix, latest_index, manifest_key, put_json
 from workers.functions.settings import FunctionsSettings, StorageAccount
+from workers.functions.writing import ManifestWriter
+
+REFUSED_TEXT = 500
 
 
 def backup_account(settings: FunctionsSettings, store: ArtifactStore, meta: ArtifactStore, account: StorageAccount,
@@ -27,18 +29,14 @@ def backup_account(settings: FunctionsSettings, store: ArtifactStore, meta: Arti
         with tempfile.TemporaryDirectory(prefix="functions-", dir=spool_dir) as work:
             path = Path(work) / "manifest.jsonl"
             with open(path, "w", encoding="utf-8") as out:
-                def emit(record: dict) -> None:
-                    out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
-
+                emit = ManifestWriter(out, f"{account_prefix(stamp, account.name)}/packs/")
                 emit({"t": "account", "format": 1, "name": account.name, "stamp": stamp, "backup_set_id": set_id})
                 previous = latest_index(meta, stamp, account.name, before=set_id)
                 blobs = BlobBackup(settings, store, stamp, account.name, clients.blobs, previous).run(emit)
                 queues = backup_queues(account.name, clients.queues, emit, receive=settings.queue_copy == "receive",
                                        visibility_timeout=settings.queue_visibility_timeout)
                 tables, entities = backup_tables(account.name, clients.tables, emit)
-                emit({"t": "end", "blobs": blobs.blobs, "queues": queues.queues, "messages": queues.messages,
-                      "tables": tables,
-                      "entities": entities, "containers": blobs.containers})
+                emit.end()
             put_json(meta, f"{account_prefix(stamp, account.name)}/index/{set_id}.json",
                      {"format": 1, "blobs": blobs.index})
             store.put(key, lambda: open(path, "rb"), replace_uncommitted=True)
@@ -49,8 +47,12 @@ def backup_account(settings: FunctionsSettings, store: ArtifactStore, meta: Arti
                "blobs_unchanged": blobs.blobs_unchanged,
                "bytes_read": blobs.bytes_read, "queues": queues.queues, "messages": queues.messages,
                "messages_not_copied": queues.missed, "messages_counted": queues.counted,
-               "queues_partial": queues.partial[:MAX_LISTED], "tables": tables, "entities": entities}
+               "queues_partial": queues.partial[:MAX_LISTED], "tables": tables, "entities": entities,
+               "items_refused": len(emit.refused), "refused": [r[:REFUSED_TEXT] for r in emit.refused[:MAX_LISTED]]}
     put_json(meta, summary_key(stamp, account.name, set_id), summary)
+    if logger is not None and emit.refused:
+        logger.warning("account %s: %d item(s) left out of the copy, which its restore would refuse: %s",
+                       account.name, len(emit.refused), "; ".join(emit.refused[:5]))
     if logger is not None:
         logger.info("account %s: %d blob(s) (%d read, %d unchanged), %d message(s), %d entit(ies)", account.name,
                     blobs.blobs, blobs.blobs_read, blobs.blobs_unchanged, queues.messages, entities)

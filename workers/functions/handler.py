@@ -29,6 +29,11 @@ PEEK_HINT = ("A queue held more messages than a peek returns (32 per queue): the
              "goes up by one and it is hidden from the Function App while its queue is copied), or drain the "
              "queue (stop the producers) before the backup.")
 
+REFUSED_HINT = ("Some blobs, messages or entities hold what a restore refuses (e.g. a content setting longer than "
+                "1,024 characters, a metadata name that is not a C# identifier): they are named in the backup's "
+                "functions-backed-up event and left out of the copy, so the rest restores. Fix or remove them in "
+                "the storage account (or copy them by hand, e.g. with azcopy), then run a backup again.")
+
 
 class FunctionsHandler:
     def __init__(self, functions: FunctionsSettings, retention: RetentionSettings, store: ArtifactStore) -> None:
@@ -57,7 +62,8 @@ class FunctionsHandler:
             else:
                 ctx.logger.info("account %s is already in set %s: re-emitting", account.name, event.correlation_id)
             results.append(FunctionsAccountResult.model_validate(   # a stored summary's lists are JSON arrays
-                {**summary, "queues_partial": tuple(summary.get("queues_partial") or ())}))
+                {**summary, "queues_partial": tuple(summary.get("queues_partial") or ()),
+                 "refused": tuple(summary.get("refused") or ())}))
             stored = self.store.record(summary["manifest_key"], required=False)
             if stored is None:
                 raise PermanentError(f"the manifest of account {account.name} has no record",
@@ -66,19 +72,29 @@ class FunctionsHandler:
                                        name=f"{account.name}.jsonl", duration=time.monotonic() - one,
                                        source=f"worker:{WORKER}"))
         write_manifest(self.store, event.stamp, event.correlation_id)
-        partial = any(r.messages_not_copied for r in results)
+        partial = any(r.messages_not_copied or r.items_refused for r in results)
         out.insert(0, event.follow_up(FunctionsBackedUp, FunctionsBackedUpPayload(
             accounts=tuple(results), partial=partial, duration_seconds=round(time.monotonic() - started, 3)),
             source=f"worker:{WORKER}"))
-        if partial:
+        if any(r.messages_not_copied for r in results):
             missed = "; ".join(f"account {r.account}: {', '.join(r.queues_partial)} messages copied"
                                for r in results if r.messages_not_copied)
-            out.append(event.follow_up(JobFailed, JobFailedPayload(
-                worker=WORKER, failed_event_id=event.event_id, failed_event_type=event.type,
-                error_class="PartialQueueCopy", message=f"queue messages not all copied: {missed}"[:4000],
-                attempts=ctx.attempt + 1, will_retry=False, hint=PEEK_HINT, severity="warning"),
-                source=f"worker:{WORKER}"))
+            out.append(self._warning(event, ctx, "PartialQueueCopy", f"queue messages not all copied: {missed}",
+                                     PEEK_HINT))
+        if any(r.items_refused for r in results):
+            left = "; ".join(f"account {r.account}: {r.items_refused} item(s), e.g. {', '.join(r.refused[:3])}"
+                             for r in results if r.items_refused)
+            out.append(self._warning(event, ctx, "ItemsNotRestorable", f"left out of the copy: {left}",
+                                     REFUSED_HINT))
         return out
+
+
+    @staticmethod
+    def _warning(event: BackupDue, ctx: JobContext, error_class: str, message: str, hint: str) -> Envelope:
+        return event.follow_up(JobFailed, JobFailedPayload(
+            worker=WORKER, failed_event_id=event.event_id, failed_event_type=event.type, error_class=error_class,
+            message=message[:4000], attempts=ctx.attempt + 1, will_retry=False, hint=hint, severity="warning"),
+            source=f"worker:{WORKER}")
 
 
 SPEC = WorkerSpec(WORKER, {BackupDue: FunctionsHandler.backup_due}, concurrency=1)
