@@ -15,7 +15,7 @@ from workers.recover.choose import choose_set, estimated_rto, throughput
 from workers.recover.contents import Contents
 from workers.recover.model import Targets
 from workers.recover.preflight import check
-from workers.recover.state import DONE, Recovery, StepState, load, new_id, now, save, state_key
+from workers.recover.state import DONE, Recovery, StateRefused, StepState, load, new_id, now, save, state_key
 from workers.repository.manifest import Entry, Manifest
 from workers.runtime.errors import PermanentError
 from workers.storage.local import LocalStore
@@ -75,6 +75,28 @@ def test_the_state_is_signed_and_an_altered_one_is_refused(backend, tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(PermanentError, match="damaged, unsigned or forged"):
         load(backend, STAMP, recovery.recovery_id)
+
+
+@pytest.mark.parametrize("field, targets, step, named", [
+    ("port as text", {"fileshare_port": "445"}, {}, "'fileshare_port' is str"),
+    ("port out of range", {"fileshare_port": 70000}, {}, "'fileshare_port' is 70000"),
+    ("skip not names", {"skip": [1]}, {}, "'skip' must list component names"),
+    ("flag as text", {"hosting_vss": "yes"}, {}, "'hosting_vss' is str"),
+    ("runs as bool", {}, {"runs": True}, "'runs' is bool"),
+    ("unknown status", {}, {"status": "skipped"}, "has status 'skipped'"),
+    ("proof not an object", {}, {"proof": [1]}, "'proof' is list"),
+])
+def test_a_signed_state_with_a_field_of_the_wrong_type_is_refused_naming_it(backend, field, targets, step, named):
+    # Given a state that verifies but holds what `recover run` never writes (a signing key misused, or a bug)
+    recovery = Recovery(new_id(), STAMP, OLD, now(), {**Targets(fileshare="/x").to_json(), **targets},
+                        [StepState("database:a", "database", status=DONE, runs=1)])
+    for name, value in step.items():
+        setattr(recovery.steps[0], name, value)
+    save(backend, recovery)
+    # When it is read to resume: refused at once, the field named, with the way out
+    with pytest.raises(StateRefused) as refused:
+        load(backend, STAMP, recovery.recovery_id)
+    assert named in refused.value.message and "without --resume" in refused.value.hint
 
 
 FORGED_TARGETS = {"database_server": "evil.example", "fileshare": r"\\evil.example\share",

@@ -76,10 +76,66 @@ class Recovery:
 
     @classmethod
     def from_json(cls, data: dict) -> "Recovery":
-        steps = [StepState(**{k: v for k, v in s.items() if k in StepState.__dataclass_fields__})
-                 for s in data.get("steps", [])]
-        return cls(str(data["recovery_id"]), str(data["stamp"]), str(data["backup_set_id"]), str(data["created_at"]),
-                   dict(data.get("targets") or {}), steps, data.get("updated_at"), data.get("finished_at"))
+        """From a state read back (signed, but still checked field by field: a wrong type is refused here, not
+        met halfway through a resumed recovery); :class:`StateRefused` names the field."""
+        if not isinstance(data.get("steps"), list) or not isinstance(data.get("targets"), dict):
+            raise StateRefused("its steps must be a list and its targets an object")
+        for name in ("recovery_id", "stamp", "backup_set_id", "created_at"):
+            _typed(data, name, str)
+        for name in ("updated_at", "finished_at"):
+            _typed(data, name, (str, type(None)))
+        return cls(data["recovery_id"], data["stamp"], data["backup_set_id"], data["created_at"],
+                   _targets(data["targets"]), [_step(s) for s in data["steps"]], data.get("updated_at"),
+                   data.get("finished_at"))
+
+
+class StateRefused(PermanentError):
+    default_hint = ("The recovery state does not hold what `recover run` writes; start a new recovery (`appsvc-dr "
+                    "recover run` without --resume): steps whose targets already hold the data need --force.")
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"the recovery state is not one this tool wrote: {why}")
+
+
+TEXT = (str, type(None))
+STEP_FIELDS = {"step_id": str, "kind": str, "status": str, "started_at": TEXT, "finished_at": TEXT,
+               "seconds": (int, float, type(None)), "runs": int, "detail": str, "error": TEXT, "hint": TEXT,
+               "proof": dict}
+TARGET_FIELDS = {"database_server": TEXT, "fileshare": TEXT, "fileshare_username": TEXT, "fileshare_port": int,
+                 "secrets_out": TEXT, "out_dir": TEXT, "override_database_server": TEXT,
+                 "override_content_share": TEXT, "controller_secrets": TEXT, "hosting_vss": bool, "skip": list,
+                 "data_path": TEXT, "log_path": TEXT, "database_flags": (dict, type(None))}
+STATUSES = (PENDING, RUNNING, DONE, FAILED, MANUAL)
+
+
+def _typed(data: dict, name: str, kinds, *, required: bool = True) -> None:
+    """``data[name]`` is one of ``kinds`` (a bool is no number here), or absent when not ``required``."""
+    if name not in data and not required:
+        return
+    value, kinds = data.get(name), kinds if isinstance(kinds, tuple) else (kinds,)
+    if not (bool in kinds if type(value) is bool else isinstance(value, kinds)):
+        raise StateRefused(f"{name!r} is {type(value).__name__} {str(value)[:60]!r}")
+
+
+def _step(data: object) -> StepState:
+    if not isinstance(data, dict):
+        raise StateRefused("a step is not an object")
+    for name, kinds in STEP_FIELDS.items():
+        _typed(data, name, kinds, required=name in ("step_id", "kind", "status"))
+    if data["status"] not in STATUSES or data.get("runs", 0) < 0 or (data.get("seconds") or 0) < 0:
+        raise StateRefused(f"step {data['step_id'][:60]!r} has status {data['status'][:20]!r}, runs "
+                           f"{data.get('runs')!r}, seconds {data.get('seconds')!r}")
+    return StepState(**{k: v for k, v in data.items() if k in STEP_FIELDS})
+
+
+def _targets(data: dict) -> dict:
+    for name, kinds in TARGET_FIELDS.items():
+        _typed(data, name, kinds, required=False)
+    if "fileshare_port" in data and not 0 < data["fileshare_port"] < 65536:
+        raise StateRefused(f"'fileshare_port' is {data['fileshare_port']}")
+    if not all(isinstance(c, str) for c in data.get("skip", [])):
+        raise StateRefused("'skip' must list component names")
+    return dict(data)
 
 
 def new_id() -> str:
