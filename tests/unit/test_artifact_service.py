@@ -5,8 +5,11 @@ import contextlib
 import io
 import os
 
+import pytest
+
 from tests.unit.certs import make_cert
 from workers.artifacts.service import ArtifactStore
+from workers.storage.codec import IntegrityError
 from workers.storage.local import LocalStore
 
 DATA = b"appservice_hosting backup " * 20000
@@ -68,3 +71,33 @@ def test_stored_tells_a_finished_artifact_from_a_missing_damaged_or_rewritten_on
     store.put(key, opener)
     (tmp_path / (key + ".record.json")).write_text("{not json")
     assert store.stored(key) is None
+
+
+class Counting(io.RawIOBase):
+    """A sink that keeps only how many bytes it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.n += len(data)
+        return len(data)
+
+
+def test_a_body_larger_than_its_record_says_is_refused_as_soon_as_it_exceeds_it(tmp_path):
+    # Given a small artifact whose object was replaced by another artifact's much larger (zstd: highly compressible)
+    # body: a few KiB stored that decode to 64 MiB
+    store = ArtifactStore(LocalStore(tmp_path), compress=True)
+    store.put("s/set/meta/small.json", lambda: contextlib.nullcontext(io.BytesIO(b'{"ok": true}')))
+    store.put("s/set/meta/bomb.bin", lambda: contextlib.nullcontext(io.BytesIO(bytes(64 << 20))))
+    (tmp_path / "s/set/meta/small.json").write_bytes((tmp_path / "s/set/meta/bomb.bin").read_bytes())
+    # When it is read as the small one
+    sink = Counting()
+    with pytest.raises(IntegrityError, match="exceeds the 12 bytes"):
+        store.get("s/set/meta/small.json", sink)
+    # Then the read stopped at the first piece past the record's size instead of decoding all 64 MiB
+    assert sink.n <= 1 << 20

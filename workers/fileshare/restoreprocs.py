@@ -310,8 +310,10 @@ class WriterPool:
         self._orphans.append(partial)
         self._remove(partial)
 
-    def _remove(self, partial: str) -> None:
+    def _remove(self, partial: str, *, last: bool = False) -> None:
+        """Remove a lost writer's temporary file; what stops it is warned once, on the ``last`` try (``close``)."""
         deadline = time.monotonic() + PARTIAL_GRACE
+        say = log.warning if last else log.debug
         while True:
             try:
                 self.tree.remove(partial)
@@ -319,16 +321,16 @@ class WriterPool:
             except FileProblem as problem:
                 if problem.kind != "locked" or time.monotonic() > deadline:
                     if problem.kind != "vanished":
-                        log.warning("could not remove %s after its writer process ended: %s", partial, problem)
+                        say("could not remove %s after its writer process ended: %s", partial, problem)
                     return
             except Exception as exc:  # noqa: BLE001 - the restore goes on; the next run replaces the file
-                log.warning("could not remove %s after its writer process ended: %s", partial, exc)
+                say("could not remove %s after its writer process ended: %s", partial, exc)
                 return
             time.sleep(0.1)
 
     def close(self) -> None:
         for partial in self._orphans:
-            self._remove(partial)
+            self._remove(partial, last=True)
         for writer in self._writers:
             with contextlib.suppress(Exception):
                 writer.conn.send(None)

@@ -95,6 +95,10 @@ class DecodingStream(PullStream):
             if self._plain is not None:
                 self._plain.update(data)
             self._size += len(data)
+            want = self._expected[1]
+            if want is not None and self._size > want:     # at once: a replaced body or a zstd bomb is not read on
+                raise IntegrityError(f"the decoded data exceeds the {want} bytes the catalogue expects: the "
+                                     "artifact was replaced or is corrupt")
             return data
         self._finish()
         return None

@@ -14,11 +14,23 @@ import contextlib
 import io
 import queue
 import threading
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 CHUNK = 1 << 20
 DEPTH = 4
 _END = object()
+
+
+def _offer(q: queue.Queue, item: object, stopped: Callable[[], bool]) -> bool:
+    """Put ``item`` on the bounded queue ``q``, waiting for room; False (not put) once ``stopped()`` says so, which
+    is asked again every half second while the queue stays full."""
+    while not stopped():
+        try:
+            q.put(item, timeout=0.5)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 class ReadAhead(io.RawIOBase):
@@ -50,12 +62,7 @@ class ReadAhead(io.RawIOBase):
         self._put(_END)
 
     def _put(self, item: object) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
+        _offer(self._queue, item, self._stop.is_set)
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
@@ -116,14 +123,9 @@ class WriteBehind:
                     self._error = exc
 
     def write(self, data: bytes) -> int:
-        while True:
-            if self._error is not None:
-                raise self._error
-            try:
-                self._queue.put(data, timeout=0.5)
-                return len(data)
-            except queue.Full:
-                continue
+        if not _offer(self._queue, data, lambda: self._error is not None):
+            raise self._error                               # type: ignore[misc]
+        return len(data)
 
     def finish(self) -> None:
         """Wait until everything handed over is written; raise what writing met."""
