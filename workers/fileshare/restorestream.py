@@ -59,7 +59,7 @@ class _File:
     write_at: Callable[[int, Any], object] | None = None
     failed: bool = False
     done: bool = False
-    parts: list[tuple[int, Any]] | None = None  # a small file riding along: its blobs, kept until it is whole
+    parts: list[tuple[int, list[bytes]]] | None = None  # a small file riding along: its blobs, kept till it is whole
 
     @property
     def rides(self) -> bool:
@@ -89,6 +89,12 @@ class _Room:
         with self.cond:
             self.used -= n
             self.cond.notify_all()
+
+
+def _pieces(plain: Any, size: int) -> list[bytes]:
+    """``size`` bytes of a pack's plaintext in the pieces they were decoded in (fewer bytes only at its end)."""
+    read_pieces = getattr(plain, "read_pieces", None)
+    return read_pieces(size) if read_pieces is not None else [plain.read(size)]
 
 
 def positional(fh: Any) -> Callable[[int, Any], object]:
@@ -222,33 +228,39 @@ class StreamedRestore:
                         if not skipped:
                             break
                         pos += skipped
-                    data = plain.read(use.length)
-                    pos += len(data)
-                    if len(data) != use.length or hashlib.sha256(data).hexdigest() != use.blob:
+                    pieces = _pieces(plain, use.length)     # as decoded: hashed and written without a join
+                    digest = hashlib.sha256()
+                    for piece in pieces:
+                        digest.update(piece)
+                    got = sum(len(piece) for piece in pieces)
+                    pos += got
+                    if got != use.length or digest.hexdigest() != use.blob:
                         for f, _ in live:
                             self._give_up(f, f"blob {use.blob[:12]} in pack {pack[:12]} does not match its id")
                         continue
                     for f, at in live:
-                        self._write(f, at, data)
+                        self._write(f, at, pieces)
             self.streamed.append(pack)
         except Exception as exc:  # noqa: BLE001 - the files go to the file-by-file restore, which reports it
             for use in uses:
                 for f, _ in use.places:
                     self._give_up(f, f"pack {pack[:12]}: {getattr(exc, 'message', None) or exc}")
 
-    def _write(self, f: _File, at: int, data: Any) -> None:
+    def _write(self, f: _File, at: int, pieces: list[bytes]) -> None:
         entry = f.step.entry
         with f.lock:
             if f.failed or f.done:
                 return
             try:
                 if f.rides:
-                    self._ride(f, at, data)
+                    self._ride(f, at, pieces)
                     return
                 if f.write_at is None:
                     f.ctx = self.open_write(f.step.target)
                     f.write_at = positional(f.ctx.__enter__())
-                f.write_at(at, data)
+                for piece in pieces:
+                    f.write_at(at, piece)
+                    at += len(piece)
                 f.left -= 1
                 if f.left:
                     return
@@ -261,14 +273,14 @@ class StreamedRestore:
                 return
         self.progress(entry.size)
 
-    def _ride(self, f: _File, at: int, data: Any) -> None:
+    def _ride(self, f: _File, at: int, pieces: list[bytes]) -> None:
         """Under ``f.lock``: keep a small file's blob; once it has them all, write it whole."""
-        f.parts.append((at, data))
+        f.parts.append((at, pieces))
         f.left -= 1
         if f.left:
             return
         entry = f.step.entry
-        whole = b"".join(part for _, part in sorted(f.parts, key=lambda p: p[0]))
+        whole = b"".join(piece for _, blob in sorted(f.parts, key=lambda p: p[0]) for piece in blob)
         f.parts = []
         if len(whole) != entry.size:                            # places that overlap: the index is not the packer's
             raise RuntimeError("its blobs do not add up to its size")

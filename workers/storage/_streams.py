@@ -28,12 +28,18 @@ class PullStream(io.RawIOBase):
         return True
 
     def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        parts = self.read_pieces(size)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def read_pieces(self, size: int) -> list[bytes]:
+        """Up to ``size`` bytes (fewer only at the end), as the pieces they came in: a caller that hashes and
+        writes them piece by piece is spared joining them into one copy."""
         if self.closed:
             raise ValueError("I/O operation on closed stream")
         if self._error is not None:
             raise self._error
-        if size is None or size < 0:
-            return self.readall()
         parts: list[bytes] = []
         try:
             while size > 0:
@@ -53,7 +59,7 @@ class PullStream(io.RawIOBase):
         except Exception as exc:
             self._error = exc
             raise
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return parts
 
     def readall(self) -> bytes:
         parts = []

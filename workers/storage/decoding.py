@@ -87,8 +87,8 @@ class DecodingStream(PullStream):
         self.stored_size: int | None = None
 
     def _next(self) -> bytes | None:
-        try:
-            data = self._inner.read(_DECODE_CHUNK)
+        try:      # uncompressed: a whole segment as it was opened (no slice copied out of it)
+            data = self._inner.read(_DECODE_CHUNK if self.compressed else -1)
         except zstandard.ZstdError:
             raise IntegrityError("the compressed data is corrupt") from None
         if data:
