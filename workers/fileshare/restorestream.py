@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
 from workers.fileshare.restoreorder import admitted, pack_order
+from workers.fileshare.restoreio import Room, pieces_of, positional
 from workers.fileshare.restoreplan import Step
 from workers.fileshare.tree import ATTRIBUTES
 from workers.repository.index import BlobPlace
@@ -74,44 +74,6 @@ class _Use(NamedTuple):
     places: list[tuple[_File, int]]             # each file that holds the blob, and at which offset
 
 
-class _Room:
-    """Bytes that may wait at once; ``take`` waits for room (always room for one, however large)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.used, self.cond = limit, 0, threading.Condition()
-
-    def take(self, n: int) -> None:
-        with self.cond:
-            self.cond.wait_for(lambda: not self.used or self.used + n <= self.limit)
-            self.used += n
-
-    def give(self, n: int) -> None:
-        with self.cond:
-            self.used -= n
-            self.cond.notify_all()
-
-
-def _pieces(plain: Any, size: int) -> list[bytes]:
-    """``size`` bytes of a pack's plaintext in the pieces they were decoded in (fewer bytes only at its end)."""
-    read_pieces = getattr(plain, "read_pieces", None)
-    return read_pieces(size) if read_pieces is not None else [plain.read(size)]
-
-
-def positional(fh: Any) -> Callable[[int, Any], object]:
-    """``write_at(offset, data)`` of a file object ``open_write`` gave: its own (SMB), else ``os.pwrite``."""
-    own = getattr(fh, "write_at", None)
-    if own is not None:
-        return own
-    fd = fh.fileno()
-
-    def write_at(offset: int, data: Any) -> None:
-        view = memoryview(data).cast("B")
-        while len(view):
-            n = os.pwrite(fd, view, offset)
-            view, offset = view[n:], offset + n
-    return write_at
-
-
 class StreamedRestore:
     def __init__(self, repo: Repository, keys: KeyRing | None, open_write: Callable, set_meta: Callable, *,
                  attributes: bool = True, progress: Callable[[int], None] = lambda n: None,
@@ -134,7 +96,7 @@ class StreamedRestore:
             return [], rest
         queue, queue_lock = iter(order), threading.Lock()
         self._writes = ThreadPoolExecutor(RIDERS_AT_ONCE, thread_name_prefix="restore-ride")
-        self._room = _Room(RIDER_BYTES)
+        self._room = Room(RIDER_BYTES)
 
         def work() -> None:
             while True:
@@ -228,7 +190,7 @@ class StreamedRestore:
                         if not skipped:
                             break
                         pos += skipped
-                    pieces = _pieces(plain, use.length)     # as decoded: hashed and written without a join
+                    pieces = pieces_of(plain, use.length)     # as decoded: hashed and written without a join
                     digest = hashlib.sha256()
                     for piece in pieces:
                         digest.update(piece)
