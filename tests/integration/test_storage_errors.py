@@ -23,7 +23,8 @@ from workers.runtime.errors import is_permanent
 from workers.storage import build_store
 from workers.storage.base import (StorageError, StorageFull, StorageMisconfigured, StoragePermissionDenied,
                                   StorageUnavailable)
-from workers.storage.local import LocalStore, classify_os_error
+from workers.storage.local import LocalStore
+from workers.storage.localfs import classify_os_error
 from workers.storage.s3 import S3Store
 from workers.storage.settings import StoreSettings
 from workers.storage.smb import SmbStore

@@ -43,7 +43,7 @@ from workers.engines.settings import DatabaseSettings
 from workers.middleware.metrics import Metrics
 from workers.runtime.errors import PermanentError, TransientError
 from workers.runtime.worker import JobContext, WorkerSpec
-from workers.storage.local import make_private_dirs
+from workers.storage.localfs import make_private_dirs
 from workers.storage.settings import StagingSettings
 from workers.storage.staged import DATABASE_DIR_SETTING, Root, is_unc, join, locate
 

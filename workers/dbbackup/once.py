@@ -31,7 +31,7 @@ from workers.artifacts.stripes import parse as parse_stripe
 from workers.engines.base import stripe_paths
 from workers.runtime.worker import JobContext
 from workers.storage.base import ObjectNotFound, StorageBackend
-from workers.storage.local import make_private_dirs
+from workers.storage.localfs import make_private_dirs
 from workers.storage.settings import StagingSettings
 from workers.storage.staged import DATABASE_DIR_SETTING, Root, is_unc, join, locate
 

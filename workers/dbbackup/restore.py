@@ -25,7 +25,7 @@ from workers.engines.base import DatabaseEngine, RestoreOptions, RestoreResult
 from workers.engines.postgres_stream import NeedsSeekableArchive
 from workers.engines.settings import DatabaseSettings
 from workers.dbbackup.handler import artifact_name
-from workers.storage.local import PRIVATE_DIR, make_private_dirs
+from workers.storage.localfs import PRIVATE_DIR, make_private_dirs
 from workers.storage.readahead import write_behind
 from workers.storage.settings import StagingSettings
 from workers.storage.staged import DATABASE_DIR_SETTING, Root, is_unc, join, locate

@@ -7,45 +7,19 @@ creates 0700, explicitly, whatever the process umask."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import stat
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from workers.storage._streams import CHUNK, SizedReader
-from workers.storage.base import (META_SUFFIX, PARTIAL_MARK, InvalidArgument, ObjectExists, ObjectInfo,
-                                  ObjectNotFound, StorageError, StorageFull, StorageMisconfigured,
-                                  StoragePermissionDenied, StorageUnavailable, is_hidden_name, validate_key,
+from workers.storage.base import (META_SUFFIX, PARTIAL_MARK, ObjectExists, ObjectInfo, ObjectNotFound,
+                                  StorageError, StorageMisconfigured, is_hidden_name, validate_key,
                                   validate_metadata, validate_prefix)
-
-SETTING = "APPSVC_DR_STORE__LOCAL_PATH"
-_NOT_FOUND = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR)
-PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
-
-
-def classify_os_error(exc: OSError, *, where: str, what: str, setting: str = SETTING) -> StorageError:
-    """Map an OSError from the store's side (never from the caller's stream) to a storage error."""
-    code = exc.errno
-    reason = os.strerror(code) if code else (exc.strerror or type(exc).__name__)
-    message = f"{where}: cannot {what}: {reason}"
-    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return StoragePermissionDenied(message, hint=(
-            f"Give the worker's user (uid {os.geteuid()}) read/write access to the store directory, or point "
-            f"{setting} at a writable location (a read-only mount also ends up here)."))
-    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return StorageFull(message, hint=(
-            f"The volume behind {setting} is full or over quota: free space or grow it, then "
-            "`appsvc-dr dlq replay <worker>`."))
-    if code in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG):
-        return InvalidArgument(message + " (the key collides with an existing object or directory)")
-    if code == errno.ENOENT:
-        return StorageMisconfigured(message, hint=(
-            f"The store directory (or part of it) disappeared while in use: check {setting} and the mount."))
-    return StorageUnavailable(message)   # EIO, ESTALE, ETIMEDOUT, ...: network mounts recover
+from workers.storage.localfs import (NOT_FOUND, PRIVATE_FILE, SETTING, classify_os_error, fsync_dir,
+                                     make_private_dirs, utc)
 
 
 class LocalStore:
@@ -82,13 +56,13 @@ class LocalStore:
             with self._errors("write", key):
                 self._write_metadata(path, meta, key)
                 os.replace(tmp, path)
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
                 st = os.stat(path)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        return ObjectInfo(key=key, size=st.st_size, modified=_utc(st.st_mtime), metadata=meta)
+        return ObjectInfo(key=key, size=st.st_size, modified=utc(st.st_mtime), metadata=meta)
 
     def put_new(self, key: str, body: bytes, metadata: dict[str, str] | None = None) -> ObjectInfo:
         """Write ``key`` only if it does not exist (``ExclusiveCreate``): the body is written and fsynced under a
@@ -109,12 +83,12 @@ class LocalStore:
             except OSError as exc:
                 raise classify_os_error(exc, where=self.name, what=f"create {key!r}") from exc
             with self._errors("write", key):
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
                 st = os.stat(path)
         finally:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-        return ObjectInfo(key=key, size=st.st_size, modified=_utc(st.st_mtime))
+        return ObjectInfo(key=key, size=st.st_size, modified=utc(st.st_mtime))
 
     @contextlib.contextmanager
     def open(self, key: str) -> Iterator[BinaryIO]:
@@ -137,7 +111,7 @@ class LocalStore:
             raise self._not_found_or(exc, "stat", key) from exc
         if not stat.S_ISREG(st.st_mode):
             raise ObjectNotFound(f"{self.name}: no object {key!r} (it is a directory)")
-        return ObjectInfo(key=key, size=st.st_size, modified=_utc(st.st_mtime),
+        return ObjectInfo(key=key, size=st.st_size, modified=utc(st.st_mtime),
                           metadata=self._read_metadata(path, key))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -154,7 +128,7 @@ class LocalStore:
             try:
                 victim.unlink()
             except OSError as exc:
-                if exc.errno not in _NOT_FOUND:
+                if exc.errno not in NOT_FOUND:
                     raise classify_os_error(exc, where=self.name, what=f"delete {key!r}") from exc
 
     def free_space(self) -> tuple[int, int]:
@@ -185,7 +159,7 @@ class LocalStore:
             raise classify_os_error(exc, where=self.name, what=f"{verb} {key!r}") from exc
 
     def _not_found_or(self, exc: OSError, verb: str, key: str) -> StorageError:
-        if exc.errno in _NOT_FOUND:
+        if exc.errno in NOT_FOUND:
             return ObjectNotFound(f"{self.name}: no object {key!r}")
         return classify_os_error(exc, where=self.name, what=f"{verb} {key!r}")
 
@@ -283,37 +257,4 @@ class LocalStore:
                     st = entry.stat()
                 except FileNotFoundError:
                     continue                          # deleted while listing
-                yield ObjectInfo(key=key, size=st.st_size, modified=_utc(st.st_mtime))
-
-
-def make_private_dirs(directory: Path | str) -> None:
-    """Create ``directory`` and its missing parents 0700 (explicitly, whatever the umask); directories that
-    already exist are left as they are."""
-    missing: list[Path] = []
-    path = Path(directory).absolute()
-    while not path.exists() and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    for path in reversed(missing):
-        try:
-            path.mkdir(mode=PRIVATE_DIR)
-        except FileExistsError:
-            continue                                  # created meanwhile by someone else: theirs to mode
-        os.chmod(path, PRIVATE_DIR)
-
-
-def _utc(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass                                          # some file systems cannot fsync a directory
-    finally:
-        os.close(fd)
+                yield ObjectInfo(key=key, size=st.st_size, modified=utc(st.st_mtime))
