@@ -214,7 +214,7 @@ def test_the_restore_command_flags_relax_one_check_each(tmp_path) -> None:
     (None, r"E:\L", "copy", (r"C:\Data", r"E:\L")),                   # only a log path: data still moves
 ])
 def test_files_move_whenever_the_name_differs_from_the_backups(data, log, target, expected) -> None:
-    from workers.engines.sqlserver_restore import move_dirs
+    from workers.engines.sqlserver_target import move_dirs
     assert move_dirs(data, log, target, DB, {"data_path": r"C:\Data", "log_path": r"L:\Log"}) == expected
 
 

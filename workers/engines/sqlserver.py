@@ -38,7 +38,8 @@ from workers.engines.sqlserver_errors import classify
 from workers.engines.sqlserver_log import LogHealth, newest_age, read_log_health
 from workers.engines.preflight import TargetState
 from workers.engines.sqlserver_preflight import restore_preflight
-from workers.engines.sqlserver_restore import SafeRestore, check_db, drop as drop_database
+from workers.engines.sqlserver_restore import SafeRestore
+from workers.engines.sqlserver_target import check_db, drop as drop_database
 from workers.engines.sqlserver_session import Session as _Session, build_connection_string
 from workers.engines.sqlserver_session import progress_from_messages as _progress_from_messages
 from workers.runtime.errors import DrError, PermanentError
