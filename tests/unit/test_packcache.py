@@ -65,7 +65,7 @@ def test_the_prefetch_order_follows_the_files_in_flight_not_only_the_first():
     # Given two files written at once, each of two packs (a1 a2, b1 b2), and a third file after them (c1)
     from types import SimpleNamespace
 
-    from workers.fileshare.restore import need_order
+    from workers.fileshare.restorepacks import need_order
     from workers.repository.index import BlobPlace
 
     places = {blob: BlobPlace(blob[0] + "pack" + blob[1], 0, 100) for blob in ("a1", "a2", "b1", "b2", "c1")}

@@ -10,7 +10,7 @@ entry can leave the target), the target walks every path without following symli
 reparse point where a file goes is refused (:class:`~workers.repository.paths.UnsafeTargetError`). The large files are
 restored pack by pack (``restorestream``: each pack streamed once, each blob written where it goes); the other files
 from packs decoded once each, in memory or in a private temporary directory, and dropped as soon as no file still
-needs them (``packcache``).
+needs them (``packcache``, ``restorepacks``).
 
 A run first plans (``restoreplan``: every conflict with what the target holds is known before anything is written),
 then creates the directories, writes the files (many at once; a small file over SMB in one compound request),
@@ -22,7 +22,6 @@ others are restored regardless.
 """
 from __future__ import annotations
 
-import heapq
 import logging
 import threading
 import time
@@ -32,14 +31,15 @@ from pathlib import Path
 from typing import Callable
 
 from workers.fileshare.budget import message_buffers_reused, release_memory
-from workers.fileshare.restorecheck import listed_again, same_file
-from workers.fileshare.restoreplan import READONLY_IN_THE_WAY, Plan, Planner, Step, aside_name
+from workers.fileshare.restorecheck import already_there, listed_again
+from workers.fileshare.restorepacks import file_content, need_order
+from workers.fileshare.restoreplan import (READONLY_IN_THE_WAY, Plan, Planner, Step, aside_name,
+                                           readonly_in_the_way)
 from workers.fileshare.restoreprocs import WriterPool
 from workers.fileshare.restorereport import HINTS, Failure, RestoreReport
 from workers.fileshare.restorestream import StreamedRestore
-from workers.fileshare.tree import ATTRIBUTES, READONLY, FileProblem, Tree
+from workers.fileshare.tree import ATTRIBUTES, FileProblem, Tree
 from workers.repository.manifest import Entry, Manifest, check_entries
-from workers.repository.index import BlobPlace
 from workers.repository.packcache import FETCHERS, PackCache
 from workers.repository.paths import shown
 from workers.repository.repo import Repository
@@ -249,13 +249,7 @@ class Restorer:
         return [s for s in todo if id(s) not in finished]
 
     def _identical(self, step: Step) -> bool:
-        if step.action != "check":
-            return False
-        try:
-            with self.target.open_read(step.target) as fh:
-                same = same_file(fh, step.entry, lambda blob: self.repo.index.place(blob).length)
-        except FileProblem:
-            return False
+        same = already_there(self.target, step, lambda blob: self.repo.index.place(blob).length)
         if same:
             self.progress(step.entry.size)
         return same
@@ -273,11 +267,11 @@ class Restorer:
             elif step.resolve == "clear-readonly":
                 self.target.set_meta(step.target, None, 0)
             if entry.size <= SMALL:
-                data = self._content(step, cache, used)
+                data = file_content(step, cache, used)
                 self.target.write_file(step.target, data, entry.mtime_ns, attrs)
             else:
                 with self._large, self._open_write(step.target) as fh:   # a temporary file, renamed on success
-                    self._content(step, cache, used, fh)
+                    file_content(step, cache, used, fh)
                 self.target.set_meta(step.target, entry.mtime_ns, attrs)
 
         ok = self._guarded(step, report, write)
@@ -286,26 +280,6 @@ class Restorer:
             return None
         self.progress(entry.size)
         return entry.size
-
-    @staticmethod
-    def _content(step: Step, cache: PackCache, used: list[int], out=None) -> bytes:
-        """The entry's bytes (or written to ``out``), each blob checked against its id (its SHA-256, by the cache,
-        just before it is used) and the whole against the snapshot's size. One hash pass: the content is the
-        snapshot's blobs in the snapshot's order, each proven by its id, so hashing the whole file again (the
-        manifest's SHA-256 of the same bytes) would prove nothing more; the size guards the blob list."""
-        entry, parts, size = step.entry, [], 0
-        for blob in entry.blobs[used[0]:]:
-            data = cache.blob(blob)
-            used[0] += 1
-            size += len(data)
-            if out is None:
-                parts.append(data)
-            else:
-                out.write(data)
-        if size != entry.size:
-            raise IntegrityError(f"{shown(entry.path)} not restored: its content does not match the snapshot's "
-                                 "size")
-        return b"".join(parts)
 
     # ----------------------------------------------------------------------------------- last steps
     def _finish(self, plan: Plan, report: RestoreReport, files: list[Step]) -> None:
@@ -326,23 +300,3 @@ class Restorer:
     def _verify(self, steps: list[Step], report: RestoreReport) -> None:
         report.failed += listed_again(self.target, steps, self._failed(report),
                                       self.attributes and self.target.keeps_attributes)
-
-
-def readonly_in_the_way(step: Step) -> bool:
-    """Something read-only is where ``step`` goes (it must be cleared, or refused, before anything is written)."""
-    return step.existing is not None and bool(step.existing.attrs & READONLY)
-
-
-def need_order(steps: list[Step], place: Callable[[str], BlobPlace], writers: int) -> list[str]:
-    """The packs of ``steps`` in the order ``writers`` files written at once will need them (each file taken by the
-    first writer free, its bytes in order): the prefetch order, so that every file in flight finds its next pack
-    fetched, not only the first file's."""
-    free, first = [0] * max(1, writers), {}
-    for step in steps:
-        at = heapq.heappop(free)
-        for blob in step.entry.blobs:
-            where = place(blob)
-            first.setdefault(where.pack, at)
-            at += where.length
-        heapq.heappush(free, at)
-    return sorted(first, key=first.__getitem__)

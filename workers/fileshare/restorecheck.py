@@ -27,6 +27,18 @@ def same_file(fh: BinaryIO, entry: Entry, length: Callable[[str], int]) -> bool:
     return not fh.read(1)
 
 
+def already_there(target: Tree, step: Step, length: Callable[[str], int]) -> bool:
+    """Whether the file where a ``check`` step goes (same size and mtime) already holds its entry's content; a file
+    that cannot be read is not."""
+    if step.action != "check":
+        return False
+    try:
+        with target.open_read(step.target) as fh:
+            return same_file(fh, step.entry, length)
+    except FileProblem:
+        return False
+
+
 def listed_again(target: Tree, steps: list[Step], failed: set[str], attributes: bool) -> list[Failure]:
     """List ``target`` again and compare each of ``steps`` (but those ``failed`` already) with what it holds: type,
     size, mtime, and the DOS attributes when ``attributes``. A failure for each that differs."""

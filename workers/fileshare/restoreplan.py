@@ -66,6 +66,11 @@ class Plan:
                 f"when restoring), {len(self.conflicts())} conflicts ({c['unresolved']} left unresolved)")
 
 
+def readonly_in_the_way(step: Step) -> bool:
+    """Something read-only is where ``step`` goes (it must be cleared, or refused, before anything is written)."""
+    return step.existing is not None and bool(step.existing.attrs & READONLY)
+
+
 def aside_name(name: str) -> str:
     return f"{name}{ASIDE}{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
 
