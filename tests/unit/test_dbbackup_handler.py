@@ -216,3 +216,17 @@ def test_a_job_record_planted_in_the_staging_directory_is_not_re_emitted_and_the
                                                            database="appservice_hosting")), ctx())
     assert len(engine.calls) == 4 and [e.payload.staged_path for e in again if e.type == "artifact-ready"] == \
         [r"\\fs1\staging\dr\s1-set-1-appservice_hosting.bak"]
+
+
+def test_a_damaged_job_record_is_warned_about_once_and_the_backup_runs(tmp_path, caplog):
+    engine = StubEngine()
+    handler = make_handler(engine, tmp_path)
+    (tmp_path / ".jobs").mkdir()
+    (tmp_path / ".jobs/s1+set-1+appservice_hosting.bak+done.json").write_text("{not json")
+    caplog.set_level(logging.WARNING, logger="appsvc_dr.dbbackup")
+    out = handler.backup_one(DatabaseBackupRequested(source="t", stamp="s1", correlation_id="set-1",
+                                                     payload=DatabaseBackupRequestedPayload(
+                                                         database="appservice_hosting")), ctx())
+    assert len(engine.calls) == 1 and [e.type for e in out][0] == "artifact-ready"
+    assert [r.getMessage() for r in caplog.records].count(
+        "ignoring damaged job record .jobs/s1+set-1+appservice_hosting.bak+done.json: the backup runs again") == 1

@@ -81,7 +81,7 @@ class StagingJobs:
               foreign: Callable[[list[Envelope]], str | None], *, warn: bool = True) -> list[Envelope] | None:
         """The follow-ups of the done record ``key``, re-made for ``event``; None if there is none, or it is
         damaged or not this job's own (warned)."""
-        body = _read_done(backend, key)
+        body = _read_done(backend, key, warn=warn)
         if body is None:
             return None
         try:
@@ -138,13 +138,14 @@ def job_prefix(key: JobKey) -> str:
     return f"{JOBS_DIR}/{SEP.join((key.stamp, key.set_id, key.name))}{SEP}"
 
 
-def _read_done(backend: StorageBackend, key: str) -> dict | None:
+def _read_done(backend: StorageBackend, key: str, *, warn: bool = True) -> dict | None:
     try:
         with backend.open(key) as stream:
             data = json.loads(stream.read(1024 * 1024))
     except ObjectNotFound:
         return None
     except ValueError:
-        log.warning("ignoring damaged job record %s: the backup runs again", key)
+        if warn:
+            log.warning("ignoring damaged job record %s: the backup runs again", key)
         return None
     return data if isinstance(data, dict) else None
