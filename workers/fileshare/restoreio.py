@@ -26,9 +26,10 @@ class Room:
 
 
 def pieces_of(plain: Any, size: int) -> list[bytes]:
-    """``size`` bytes of a pack's plaintext in the pieces they were decoded in (fewer bytes only at its end)."""
+    """``size`` bytes of a pack's plaintext in the pieces they were decoded in (fewer bytes only at its end); a
+    piece that is part of a decoded segment is a view of it, not a copy (hashed and written as it is)."""
     read_pieces = getattr(plain, "read_pieces", None)
-    return read_pieces(size) if read_pieces is not None else [plain.read(size)]
+    return read_pieces(size, views=True) if read_pieces is not None else [plain.read(size)]
 
 
 def positional(fh: Any) -> Callable[[int, Any], object]:

@@ -236,8 +236,9 @@ class StreamedRestore:
         self.progress(entry.size)
 
     def _ride(self, f: _File, at: int, pieces: list[bytes]) -> None:
-        """Under ``f.lock``: keep a small file's blob; once it has them all, write it whole."""
-        f.parts.append((at, pieces))
+        """Under ``f.lock``: keep a small file's blob (a copy: a view would keep its whole decoded segment alive
+        while the file waits for its other blobs); once it has them all, write it whole."""
+        f.parts.append((at, [b"".join(pieces)]))
         f.left -= 1
         if f.left:
             return

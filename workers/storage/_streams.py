@@ -33,9 +33,10 @@ class PullStream(io.RawIOBase):
         parts = self.read_pieces(size)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def read_pieces(self, size: int) -> list[bytes]:
+    def read_pieces(self, size: int, *, views: bool = False) -> list[bytes]:
         """Up to ``size`` bytes (fewer only at the end), as the pieces they came in: a caller that hashes and
-        writes them piece by piece is spared joining them into one copy."""
+        writes them piece by piece is spared joining them into one copy. ``views``: a piece that is part of a
+        chunk is a ``memoryview`` of it, not a copy (it keeps the whole chunk alive while the caller holds it)."""
         if self.closed:
             raise ValueError("I/O operation on closed stream")
         if self._error is not None:
@@ -52,7 +53,7 @@ class PullStream(io.RawIOBase):
                     self._chunk, self._pos = nxt, 0
                     continue
                 piece = self._chunk if self._pos == 0 and avail <= size else \
-                    self._chunk[self._pos:self._pos + size]
+                    (memoryview(self._chunk) if views else self._chunk)[self._pos:self._pos + size]
                 self._pos += len(piece)
                 size -= len(piece)
                 parts.append(piece)
@@ -149,14 +150,18 @@ class TranslatingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: "bytearray | memoryview") -> int:  # type: ignore[override]
+    def read(self, size: int | None = -1) -> bytes:
+        """The remote stream's own bytes (no copy through a buffer of ours)."""
         try:
-            data = self._raw.read(len(buffer))
+            return self._raw.read(None if size is None or size < 0 else size)
         except Exception as exc:
             mapped = self._translate(exc)
             if mapped is None:
                 raise
             raise mapped from exc
+
+    def readinto(self, buffer: "bytearray | memoryview") -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
         n = len(data)
         buffer[:n] = data
         return n
@@ -173,9 +178,12 @@ class TranslatingReader(io.RawIOBase):
 
 
 def reader(raw: BinaryIO, translate: Callable[[BaseException], BaseException | None],
-           on_close: Callable[[], None] | None = None) -> BinaryIO:
-    """A buffered binary stream over :class:`TranslatingReader`."""
-    return io.BufferedReader(TranslatingReader(raw, translate, on_close), buffer_size=CHUNK)  # type: ignore
+           on_close: Callable[[], None] | None = None, *, buffered: bool = True) -> BinaryIO:
+    """A binary stream over :class:`TranslatingReader`: buffered, unless ``raw`` buffers itself (an HTTP
+    response: its ``read(n)`` returns n bytes but at the end, received into them at once; a buffer of ours would
+    only copy them once more)."""
+    stream = TranslatingReader(raw, translate, on_close)
+    return io.BufferedReader(stream, buffer_size=CHUNK) if buffered else stream  # type: ignore
 
 
 class Hashing:

@@ -178,7 +178,7 @@ class S3Store:
             response.close()
             response.release_conn()
 
-        stream = reader(response, lambda exc: self._translate(exc, "read", key), on_close=release)
+        stream = reader(response, lambda exc: self._translate(exc, "read", key), on_close=release, buffered=False)
         try:
             yield stream
         finally:
