@@ -18,6 +18,10 @@ MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, strict=True)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"     # stamps and other names (also checked on store reads)
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 """A name that is safe in object keys, queue names and file names (stamp, backup-set id, worker)."""
+DATABASE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,122}$"
+DatabaseName = Annotated[str, StringConstraints(pattern=DATABASE_PATTERN)]
+"""A database name: it becomes an artifact :data:`Name` (``<database>.bak`` / ``.dump``) and part of object keys,
+so it is a Name short enough for the longest suffix (App Service's are appservice_hosting and appservice_metering)."""
 
 
 SET_ID = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]{8}$")

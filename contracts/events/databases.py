@@ -6,11 +6,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from contracts.envelope import Envelope, Payload
+from contracts.envelope import DatabaseName, Envelope, Payload
 
 
 class DatabaseBackupRequestedPayload(Payload):
-    database: str = Field(min_length=1, max_length=128, description="Database name, e.g. appservice_hosting")
+    database: DatabaseName = Field(description="Database name, e.g. appservice_hosting")
 
 
 class DatabaseBackupRequested(Envelope):
@@ -20,7 +20,7 @@ class DatabaseBackupRequested(Envelope):
 
 
 class DatabaseLogBackupRequestedPayload(Payload):
-    database: str = Field(min_length=1, max_length=128, description="Database name, e.g. appservice_hosting")
+    database: DatabaseName = Field(description="Database name, e.g. appservice_hosting")
 
 
 class DatabaseLogBackupRequested(Envelope):
@@ -33,7 +33,7 @@ class DatabaseLogBackupRequested(Envelope):
 
 
 class DatabaseBackedUpPayload(Payload):
-    database: str = Field(min_length=1, max_length=128)
+    database: DatabaseName
     engine: Literal["sqlserver", "postgres"]
     server: str = Field(description="host[,port] — never credentials")
     size: int = Field(ge=0, description="Bytes of the backup file(s)")

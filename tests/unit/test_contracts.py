@@ -8,7 +8,9 @@ from uuid import RFC_4122, UUID, SafeUUID, uuid4
 import pytest
 from pydantic import ValidationError
 
-from contracts import (BackupDue, BackupDuePayload, ContractError, JobFailed, JobFailedPayload, SecretsRotated,
+from contracts import (BackupDue, BackupDuePayload, ContractError, DatabaseBackedUp, DatabaseBackedUpPayload,
+                       DatabaseBackupRequested, DatabaseBackupRequestedPayload, DatabaseLogBackupRequested,
+                       DatabaseLogBackupRequestedPayload, JobFailed, JobFailedPayload, SecretsRotated,
                        SecretsRotatedPayload, default_registry, new_backup_set_id)
 from contracts.schemas import SCHEMA_DIR, render, schema_filename, stale
 
@@ -177,3 +179,23 @@ def test_to_json_is_model_dump_json_encoded():
     event = backup_due()
     assert event.to_json() == event.model_dump_json().encode()
     assert type(event).model_validate_json(event.to_json()) == event
+
+
+@pytest.mark.parametrize("event, payload", [
+    (DatabaseBackupRequested, DatabaseBackupRequestedPayload),
+    (DatabaseLogBackupRequested, DatabaseLogBackupRequestedPayload),
+    (DatabaseBackedUp, DatabaseBackedUpPayload)])
+@pytest.mark.parametrize("name", ["../appservice_hosting", "a/b", "a\\b", ".hidden", "", "x" * 124, "tab\tname",
+                                  "appservice hosting"])
+def test_a_database_name_that_is_not_safe_in_an_object_key_is_refused_at_the_boundary(event, payload, name):
+    # Given a database event as a publisher sends it, whose database names something outside its set's folder
+    good = {"database": "appservice_hosting"}
+    if payload is DatabaseBackedUpPayload:
+        good.update(engine="postgres", server="db1", size=1, duration_seconds=0.5, skipped_reason="skipped: test")
+    body = json.loads(event(source="cli", stamp="stamp1", correlation_id="set-1", payload=payload(**good)).to_json())
+    assert default_registry().decode(json.dumps(body)).payload.database == "appservice_hosting"
+    body["payload"]["database"] = name
+    # When it is decoded, Then it is refused (dead-lettered by the runtime) naming the field, not the value
+    with pytest.raises(ContractError) as err:
+        default_registry().decode(json.dumps(body))
+    assert err.value.reason == "invalid" and "payload.database" in str(err.value)

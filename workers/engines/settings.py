@@ -6,9 +6,12 @@ One model for both engines; fields that only one engine reads say so in their de
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
+
+from contracts.envelope import DATABASE_PATTERN
 
 SQLSERVER_DRIVER = "ODBC Driver 18 for SQL Server"
 POSTGRES_DRIVER = "PostgreSQL Unicode"
@@ -91,8 +94,9 @@ class DatabaseSettings(BaseModel, extra="forbid"):
     @classmethod
     def _names(cls, value: list[str]) -> list[str]:
         for name in value:
-            if not name.strip() or any(ord(c) < 32 for c in name):
-                raise ValueError(f"database name {name!r} is empty or holds control characters")
+            if not re.fullmatch(DATABASE_PATTERN, name):
+                raise ValueError(f"database name {name[:130]!r} cannot be backed up: a name is 1-123 letters, digits, "
+                                 "'.', '_' or '-', starting with a letter or digit (it names the backup's object)")
         if len(set(value)) != len(value):
             raise ValueError("database names must be unique")
         return value
