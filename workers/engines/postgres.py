@@ -8,11 +8,9 @@ and after (database exists, tables and rows after a restore) go through pyodbc a
 from __future__ import annotations
 
 import contextlib
-import collections
 import logging
 import os
 import re
-import subprocess
 import time
 from typing import Any, Callable, Iterator
 
@@ -23,10 +21,11 @@ from workers.engines.base import (BackupResult, Progress, ProgressReporter, Rest
 from workers.engines.preflight import TargetState
 from workers.engines.odbc import ConnectFn, braced, clean_text, error_parts
 from workers.engines.postgres_consistency import check_consistency
-from workers.engines.postgres_errors import classify, missing_tool
+from workers.engines.postgres_errors import classify
 from workers.engines.postgres_stream import restore_streamed
 from workers.engines.postgres_preflight import restore_preflight
-from workers.engines.postgres_text import USER_TABLES, conninfo_value, parse_listing, quote_ident
+from workers.engines.postgres_tools import archive_listing, create_private, run_tool
+from workers.engines.postgres_text import USER_TABLES, conninfo_value, quote_ident
 from workers.engines.settings import DatabaseSettings
 from workers.runtime.errors import DrError, PermanentError
 
@@ -36,18 +35,6 @@ NAME_LENGTH = 63                      # NAMEDATALEN - 1, in bytes
 _ODBC_UNSAFE = ";{}"                  # psqlODBC takes DATABASE / UID verbatim: no braces, no ';'
 _DUMPING = re.compile(r'dumping contents of table "(.+)"$')
 _RESTORING = re.compile(r'processing data for table "(.+)"$')
-
-
-def _create_private(path: str) -> None:
-    """An empty file at ``path``, 0600 whatever the umask (an old one from a crashed run is replaced)."""
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-    except OSError as exc:
-        raise PermanentError(f"cannot create the staging file {path}: {exc.strerror or exc}",
-                             hint="Check that APPSVC_DR_STAGING__DATABASE_DIR exists and the worker may write "
-                                  "there.") from None
 
 
 class PostgresEngine:
@@ -82,7 +69,7 @@ class PostgresEngine:
                 done[0] += sizes.get(found.group(1), 0)
 
         partial = f"{staging_path}.partial"
-        _create_private(partial)                   # plaintext: 0600 before pg_dump writes the first byte
+        create_private(partial)                   # plaintext: 0600 before pg_dump writes the first byte
         argv = [self.settings.pg_dump, "--format=custom", "--verbose", f"--file={partial}"]
         if self.settings.pg_compress is not None:
             argv.append(f"--compress={self.settings.pg_compress}")
@@ -292,46 +279,14 @@ class PostgresEngine:
         return self._listing(path)[0]
 
     def _listing(self, path: str) -> tuple[list[str], str | None]:
-        """Kinds of the archive's TOC entries ("TABLE", "TABLE DATA", ... other entries as "") and the name of
-        the database it was dumped from (its header's ``dbname:``)."""
-        if not os.path.isfile(path):
-            raise PermanentError(f"backup file {path} does not exist", hint="Check the staging / source path.")
-        try:
-            done = subprocess.run([self.settings.pg_restore, "--list", os.path.abspath(path)], env=self.tool_env(None),
-                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace")
-        except OSError:
-            raise missing_tool("pg_restore", "APPSVC_DR_DATABASE__PG_RESTORE") from None
-        if done.returncode != 0:
-            raise PermanentError(f"{path} is not a readable pg_dump archive: {done.stderr.strip()[-500:]}",
-                                 hint="The dump is damaged, truncated or not a custom-format archive: take a "
-                                      "new backup.")
-        return parse_listing(done.stdout)
+        """Kinds of the archive's TOC entries and the name of the database it was dumped from."""
+        return archive_listing(self.settings.pg_restore, self.tool_env(None), path)
 
     def _run(self, argv: list[str], database: str | None, on_line: Callable[[str], None] | None, *,
              action: str, setting: str, permanent: bool = False) -> None:
         """Run a PostgreSQL tool, reading its stderr line by line; raise a classified error on failure."""
-        try:
-            proc = subprocess.Popen(argv, env=self.tool_env(database), stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
-        except OSError:
-            raise missing_tool(os.path.basename(argv[0]), f"APPSVC_DR_DATABASE__{setting}") from None
-        tail: collections.deque[str] = collections.deque(maxlen=40)
-        assert proc.stderr is not None
-        with proc:
-            for line in proc.stderr:
-                line = line.rstrip("\n")
-                if on_line is not None:
-                    on_line(line)
-                if not line.startswith(("pg_dump: dumping", "pg_dump: reading", "pg_restore: processing",
-                                        "pg_restore: creating", "pg_restore: dropping")):
-                    tail.append(line)
-        if proc.returncode != 0:
-            text = "\n".join(line for line in tail if "error" in line.lower() or "fatal" in line.lower()) \
-                or "\n".join(tail)
-            if permanent:
-                raise PermanentError(f"{action} failed: {text[-1000:]}",
-                                     hint="The archive is damaged or truncated: take a new backup.")
-            raise self.failure(text, action=action)
+        run_tool(argv, self.tool_env(database), on_line, action=action, setting=setting, permanent=permanent,
+                 failure=self.failure)
 
     def failure(self, text: str, *, action: str) -> DrError:
         """A PostgreSQL tool's error output as our error (classified, the password masked)."""
