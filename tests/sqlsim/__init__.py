@@ -61,7 +61,8 @@ SQLSTATEs and message texts in the shapes ODBC Driver 18 gives pyodbc. What it m
   [dbcreator] ADD MEMBER, IF USER_ID(N'x') IS NULL CREATE USER, ALTER ROLE [db_backupoperator] ADD MEMBER;
   sysadmin only (15247), an unknown user (15151) or login (15007).
 - Catalog: sys.databases, [db].sys.tables (one row per ``Database.rows`` table; 911 / 942 / 916),
-  sys.master_files, sys.configurations, sys.credentials, msdb.dbo.backupset / backupmediafamily
+  sys.master_files, sys.configurations, sys.credentials, msdb.dbo.backupset / backupmediafamily /
+  restorehistory (a row per completed RESTORE DATABASE / LOG; sys.databases.create_date is the restore's time)
   (SELECT denied: 229; injectable errors such as a 1205 deadlock),
   sys.availability_groups, sys.availability_replicas (group_id, endpoint_url, backup_priority),
   sys.dm_hadr_availability_replica_states (needs VIEW SERVER STATE: 300 + 297; a JOIN on replica_id works;

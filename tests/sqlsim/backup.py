@@ -283,5 +283,6 @@ def _restore_database(server: Server, name: str, header, payload: bytes, opts: O
                                       rows=dict(content["rows"]), corrupt_pages=list(content["corrupt_pages"]),
                                       last_lsn=header.last_lsn + 1,
                                       restored_to=None if recovered else header.last_lsn)
+    server.restored(name, "D")
     outcome.say(*[record(4035, 6402, name, f.logical) for f in files])
     outcome.say(record(3014, "RESTORE DATABASE", 6402 * len(files), 402))

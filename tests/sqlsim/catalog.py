@@ -30,7 +30,7 @@ def _databases(server: Server, login: Login) -> Rows:
         rows.append({"database_id": number, "name": db.name, "state_desc": db.state, "replica_id": local,
                      "recovery_model_desc": db.recovery_model, "user_access_desc": db.user_access,
                      "containment_desc": db.containment, "log_reuse_wait_desc": db.log_reuse_wait,
-                     "is_encrypted": int(db.encrypted)})
+                     "is_encrypted": int(db.encrypted), "create_date": db.created})
     return rows
 
 
@@ -63,6 +63,12 @@ def _mediafamily(server: Server, login: Login) -> Rows:
     _msdb(server, login, "backupmediafamily")
     return [{"media_set_id": h.backup_set_id, "physical_device_name": h.physical_device_name,
              "family_sequence_number": 1} for h in server.history]
+
+
+def _restorehistory(server: Server, login: Login) -> Rows:
+    _msdb(server, login, "restorehistory")
+    return [{"restore_history_id": r.restore_history_id, "destination_database_name": r.destination_database_name,
+             "restore_type": r.restore_type, "restore_date": r.restore_date} for r in server.restores]
 
 
 def _configurations(server: Server, login: Login) -> Rows:
@@ -124,6 +130,7 @@ def _replica_states(server: Server, login: Login) -> Rows:
 TABLES: dict[str, Callable[[Server, Login], Rows]] = {
     "sys.databases": _databases, "sys.master_files": _master_files,
     "msdb.dbo.backupset": _backupset, "msdb.dbo.backupmediafamily": _mediafamily,
+    "msdb.dbo.restorehistory": _restorehistory,
     "sys.credentials": lambda server, login: [{"name": n} for n in sorted(server.credentials)],
     "sys.configurations": _configurations, "sys.availability_groups": _availability_groups,
     "sys.dm_hadr_availability_replica_states": _replica_states, "sys.availability_replicas": _replicas,

@@ -31,6 +31,7 @@ def restore_log(server: Server, name: str, header, payload: bytes, norecovery: b
     database.last_lsn = header.last_lsn + 1
     if not norecovery:
         database.state, database.restored_to = "ONLINE", None
+    server.restored(name, "L")
     outcome.say(record(3014, "RESTORE LOG", 12, 21))
 
 

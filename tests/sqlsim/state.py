@@ -47,6 +47,7 @@ class Database:
     restored_to: int | None = None           # RESTORING: the LSN a following RESTORE LOG must include
     encrypted: bool = False                  # TDE on (sys.databases.is_encrypted)
     incomplete: bool = False                 # a RESTORE stopped halfway: RESTORING, cannot be recovered (4333)
+    created: datetime = field(default_factory=datetime.now)   # sys.databases.create_date: a RESTORE makes it anew
 
     @property
     def replica_id(self) -> str | None:
@@ -140,6 +141,15 @@ class BackupHistory:
 
 
 @dataclass
+class RestoreHistory:
+    """One msdb.dbo.restorehistory row: a RESTORE DATABASE (D) or RESTORE LOG (L) that completed."""
+    restore_history_id: int
+    destination_database_name: str
+    restore_type: str
+    restore_date: datetime = field(default_factory=datetime.now)       # server-local time
+
+
+@dataclass
 class Faults:
     """Failures a test switches on; each names the real error the state produces."""
     share_drops_after: int | None = None     # BACKUP: the share vanishes after N percent -> 3271
@@ -166,10 +176,15 @@ class Server:
     logins: dict[str, Login] = field(default_factory=dict)
     ag: AvailabilityGroup | None = None
     history: list[BackupHistory] = field(default_factory=list)
+    restores: list[RestoreHistory] = field(default_factory=list)
     credentials: set[str] = field(default_factory=set)
     faults: Faults = field(default_factory=Faults)
     data_dir: str = "C:\\SQL\\DATA"
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def restored(self, name: str, kind: str) -> None:
+        """A RESTORE of ``kind`` (D or L) into ``name`` completed: msdb.dbo.restorehistory records it."""
+        self.restores.append(RestoreHistory(len(self.restores) + 1, name, kind))
 
     @property
     def major(self) -> int:

@@ -39,7 +39,7 @@ from workers.engines.sqlserver_log import LogHealth, newest_age, read_log_health
 from workers.engines.preflight import TargetState
 from workers.engines.sqlserver_preflight import restore_preflight
 from workers.engines.sqlserver_restore import SafeRestore
-from workers.engines.sqlserver_target import check_db, drop as drop_database
+from workers.engines.sqlserver_target import check_db, drop as drop_database, restore_identity
 from workers.engines.sqlserver_session import Session as _Session, build_connection_string
 from workers.engines.sqlserver_session import progress_from_messages as _progress_from_messages
 from workers.runtime.errors import DrError, PermanentError
@@ -186,6 +186,11 @@ class SqlServerEngine:
         with self._session() as session:
             sets = session.run(tsql.filelist_only(devices_of(source_path)), action="RESTORE FILELISTONLY")
         return sets[0] if sets else []
+
+    def restore_identity(self, database: str) -> dict[str, Any]:
+        """``database`` ONLINE, and what identifies its last restore (:func:`.sqlserver_target.restore_identity`)."""
+        with self._session() as session:
+            return restore_identity(session, online(session, database, self.server)[0])
 
     def drop(self, database: str) -> None:
         """Drop ``database`` if it exists (rolling back its sessions; a RESTORING one directly): for scratch

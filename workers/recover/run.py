@@ -97,8 +97,15 @@ class Runner:
     def _verify(self, step: Step, proof: dict) -> None:
         if step.kind == DATABASE:
             engine, name = self._engine(), step.step_id.split(":", 1)[1]
-            if not hasattr(engine, "count_rows"):         # SQL Server: the database is there and ONLINE
-                engine.check(name)
+            if not hasattr(engine, "count_rows"):         # SQL Server: ONLINE, and no restore or re-create since
+                if "identity" not in proof:               # a state file from before identities were kept
+                    engine.check(name)
+                    return
+                now_, then = engine.restore_identity(name), proof["identity"]     # type: ignore[attr-defined]
+                if now_ != then:
+                    raise PermanentError(f"[{name}] was restored or created again since this recovery restored it "
+                                         f"(created {now_.get('created')}, last restore #{now_.get('restore_id')}; "
+                                         f"then: created {_said(then, 'created')}, #{_said(then, 'restore_id')})")
                 return
             tables, rows = engine.count_rows(name)        # type: ignore[attr-defined]
             if len(tables) != proof.get("tables") or sum(rows.values()) != proof.get("rows"):
@@ -136,6 +143,8 @@ class Runner:
             proof["tail_log"] = result.tail_log           # the log tail taken before the restore: kept
         if result.warnings:
             proof["warnings"] = list(result.warnings)     # what an override let through
+        if hasattr(engine, "restore_identity"):
+            proof["identity"] = engine.restore_identity(name)      # what a resume compares: no restore since
         if hasattr(engine, "count_rows"):
             self._verify(step, proof)                     # counted again on a fresh connection
         counts = f", {result.tables} tables, {result.rows} rows" if result.tables is not None else ""
@@ -217,3 +226,9 @@ def _sha256(path: Path) -> str | None:
         while block := fh.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _said(identity: object, key: str) -> str:
+    """A field of a restore identity read back from the state file (the store's: shown, never trusted)."""
+    value = identity.get(key) if isinstance(identity, dict) else None
+    return repr(value)[:40] if not isinstance(value, (str, int)) else str(value)[:40]
