@@ -62,3 +62,20 @@ def test_a_database_dropped_and_created_empty_meanwhile_is_restored_again(tmp_pa
     assert code == 0 and "no longer verifies" in out and "was restored or created again since" in out, out
     assert sim.server.databases[DB].rows["dbo.sites"] == 12 and step_of(state_file(tmp_path))["runs"] == 2
 
+
+
+def test_a_restore_history_that_cannot_be_read_does_not_fail_the_restore(tmp_path, monkeypatch, capsys, caplog):
+    # Given msdb's history unreadable for the login once the backup is there (SELECT denied on msdb: 229)
+    engine, sim = make(tmp_path, verify=False)
+    sqlserver_set(tmp_path, monkeypatch, backup_of(sim, engine))
+    del sim.server.databases[DB]
+    sim.server.faults.msdb_error = 229
+    # When the recovery runs: the database is restored and the step done, with a warning that says what it lacks
+    code, out = cli(tmp_path, monkeypatch, capsys, engine, "run")
+    assert code == 0 and sim.server.databases[DB].rows["dbo.sites"] == 12, out
+    step = step_of(state := state_file(tmp_path))
+    assert step["status"] == "done" and "identity" not in step["proof"]
+    assert "its restore history cannot be read" in caplog.text and "a resume will only check" in caplog.text
+    # And a resume checks that it is ONLINE, as before identities were kept
+    code, out = cli(tmp_path, monkeypatch, capsys, engine, "run", "--resume", state["recovery_id"])
+    assert code == 0 and f"skipped database:{DB}: done in an earlier run and verified again" in out, out
