@@ -97,3 +97,5 @@ def test_an_unbuffered_reader_still_translates_errors_and_closes_once():
     stream.close()
     stream.close()
     assert closed == [1]
+    with pytest.raises(ValueError, match="closed"):
+        stream.read(1)

@@ -152,6 +152,8 @@ class TranslatingReader(io.RawIOBase):
 
     def read(self, size: int | None = -1) -> bytes:
         """The remote stream's own bytes (no copy through a buffer of ours)."""
+        if self.closed:
+            raise ValueError("I/O operation on closed stream")
         try:
             return self._raw.read(None if size is None or size < 0 else size)
         except Exception as exc:
