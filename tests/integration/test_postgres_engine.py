@@ -136,8 +136,8 @@ def test_password_travels_in_the_environment_never_on_the_command_line(engine, s
         calls.append((list(argv), dict(kwargs.get("env") or {})))
         return real_run(argv, *args, **kwargs)
 
-    monkeypatch.setattr("workers.engines.postgres.subprocess.Popen", popen)
-    monkeypatch.setattr("workers.engines.postgres.subprocess.run", run)
+    monkeypatch.setattr("workers.engines.postgres_tools.subprocess.Popen", popen)
+    monkeypatch.setattr("workers.engines.postgres_tools.subprocess.run", run)
     # When a backup and a restore run
     path = str(tmp_path / "db.dump")
     engine.backup(small_db, path)
