@@ -59,7 +59,7 @@ class _File:
     write_at: Callable[[int, Any], object] | None = None
     failed: bool = False
     done: bool = False
-    parts: list[tuple[int, list[bytes]]] | None = None  # a small file riding along: its blobs, kept till it is whole
+    parts: list[tuple[int, bytes]] | None = None   # a small file riding along: its blobs, kept till it is whole
 
     @property
     def rides(self) -> bool:
@@ -238,12 +238,12 @@ class StreamedRestore:
     def _ride(self, f: _File, at: int, pieces: list[bytes]) -> None:
         """Under ``f.lock``: keep a small file's blob (a copy: a view would keep its whole decoded segment alive
         while the file waits for its other blobs); once it has them all, write it whole."""
-        f.parts.append((at, [b"".join(pieces)]))
+        f.parts.append((at, b"".join(pieces)))
         f.left -= 1
         if f.left:
             return
         entry = f.step.entry
-        whole = b"".join(piece for _, blob in sorted(f.parts, key=lambda p: p[0]) for piece in blob)
+        whole = b"".join(blob for _, blob in sorted(f.parts, key=lambda p: p[0]))
         f.parts = []
         if len(whole) != entry.size:                            # places that overlap: the index is not the packer's
             raise RuntimeError("its blobs do not add up to its size")

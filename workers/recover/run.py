@@ -234,5 +234,4 @@ def _sha256(path: Path) -> str | None:
 
 def _said(identity: object, key: str) -> str:
     """A field of a restore identity read back from the state file (the store's: shown, never trusted)."""
-    value = identity.get(key) if isinstance(identity, dict) else None
-    return repr(value)[:40] if not isinstance(value, (str, int)) else str(value)[:40]
+    return str(identity.get(key) if isinstance(identity, dict) else None)[:40]
